@@ -1,0 +1,301 @@
+//! How a function reaches a worker.
+//!
+//! A kernel is a plain `fn` item or a non-capturing closure: a zero-sized type. For each
+//! (input type, output type, kernel type) the pool instantiates a *trampoline*, a plain `fn`
+//! that casts a chunk's bytes to `&[In]` / `&mut [Out]` with `bytemuck` and runs the kernel with
+//! the call inlined, so the loop vectorises as it would in the caller. Workers are forked from
+//! the caller's process image, so the trampoline's address is valid in them; the descriptor
+//! carries that address plus a keyed tag ([`KernelRef`]) made with a key that never leaves
+//! process-private memory, so a descriptor forged or corrupted in shared memory cannot make a
+//! worker jump to an arbitrary address. Captured state goes in a `Pod` parameter block.
+//!
+//! Kernels must not capture: capturing closures are rejected at compile time, because the
+//! worker rebuilds the kernel value from nothing (it has no bytes):
+//!
+//! ```compile_fail
+//! # fn main() -> shmpool::Result<()> {
+//! let pool = shmpool::Pool::new(1)?;
+//! let k = 3.0;
+//! let _ = pool.map(&[1.0f64], move |x: f64| x * k)?; // captures `k`: use `map_with`
+//! # Ok(()) }
+//! ```
+//!
+//! This module must never touch shared memory or processes.
+
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
+use bytemuck::Pod;
+
+/// What a trampoline receives: the parameter block, the input bytes, the output bytes, and the
+/// flat index of the chunk's first element.
+pub(crate) type Trampoline = fn(params: &[u8], input: &[u8], output: &mut [u8], start: u64);
+
+static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+
+/// Makes sure the process-private key exists. Must run before workers are forked so that they
+/// inherit the same key.
+pub(crate) fn init_key() {
+    KEY.get_or_init(std::collections::hash_map::RandomState::new);
+}
+
+fn tag_of(addr: usize) -> u64 {
+    KEY.get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one((addr, 0x5348_4d50_4f4f_4cu64))
+}
+
+/// A trampoline address with a keyed tag proving it was produced by [`KernelRef::of`] in this
+/// process image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelRef {
+    addr: u64,
+    tag: u64,
+}
+
+impl KernelRef {
+    fn of(t: Trampoline) -> KernelRef {
+        let addr = t as usize;
+        KernelRef {
+            addr: addr as u64,
+            tag: tag_of(addr),
+        }
+    }
+
+    /// Rebuilds a reference from the two words stored in a descriptor, if the tag matches.
+    pub fn from_parts(addr: u64, tag: u64) -> Option<KernelRef> {
+        (tag_of(addr as usize) == tag).then_some(KernelRef { addr, tag })
+    }
+
+    /// The two words to store in a descriptor.
+    pub fn parts(&self) -> (u64, u64) {
+        (self.addr, self.tag)
+    }
+
+    /// Runs the kernel on one chunk. Panics (to be caught by the worker) when the byte slices
+    /// do not fit the kernel's element types.
+    pub fn invoke(&self, params: &[u8], input: &[u8], output: &mut [u8], start: u64) {
+        // SAFETY: `self.tag` matched the keyed hash of `self.addr` (in `from_parts`) or was
+        // computed from a real `Trampoline` (in `of`). The key lives only in process-private
+        // memory of the pool's creator and of workers forked from it, so a matching tag means
+        // the address is a `Trampoline` of this very process image.
+        let f = unsafe { std::mem::transmute::<usize, Trampoline>(self.addr as usize) };
+        f(params, input, output, start)
+    }
+}
+
+/// Materialises a zero-sized `Copy` kernel in a worker.
+fn conjure<F: Copy>() -> F {
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a kernel must not capture anything"
+        )
+    };
+    // SAFETY: F is zero-sized (asserted at compile time), so it has no bytes whose validity
+    // could be violated; F is `Copy`, so creating another value is what copying the one the
+    // caller passed would do.
+    unsafe { std::mem::zeroed::<F>() }
+}
+
+fn cast_io<'a, In: Pod, Out: Pod>(
+    input: &'a [u8],
+    output: &'a mut [u8],
+) -> (&'a [In], &'a mut [Out]) {
+    (
+        bytemuck::cast_slice(input),
+        bytemuck::cast_slice_mut(output),
+    )
+}
+
+fn params_of<P: Pod>(params: &[u8]) -> P {
+    bytemuck::pod_read_unaligned(&params[..std::mem::size_of::<P>()])
+}
+
+fn elem<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy>(
+    _: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    let (i, o) = cast_io::<In, Out>(input, output);
+    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
+    for (o, &x) in o.iter_mut().zip(i) {
+        *o = f(x);
+    }
+}
+
+fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(
+    params: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    let p = params_of::<P>(params);
+    let (i, o) = cast_io::<In, Out>(input, output);
+    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
+    for (o, &x) in o.iter_mut().zip(i) {
+        *o = f(x, &p);
+    }
+}
+
+fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(
+    _: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    let (i, o) = cast_io::<In, Out>(input, output);
+    f(i, o)
+}
+
+fn chunk_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P) + Copy>(
+    params: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    let p = params_of::<P>(params);
+    let (i, o) = cast_io::<In, Out>(input, output);
+    f(i, o, &p)
+}
+
+fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(
+    _: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    start: u64,
+) {
+    let f = conjure::<F>();
+    let (i, o) = cast_io::<In, Out>(input, output);
+    f(i, o, start)
+}
+
+/// Everything the pool needs to send a kernel to workers.
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    pub(crate) kernel: KernelRef,
+    pub(crate) in_size: usize,
+    pub(crate) out_size: usize,
+    pub(crate) align: usize,
+    pub(crate) params: Vec<u8>,
+}
+
+impl KernelSpec {
+    fn new<In: Pod, Out: Pod>(t: Trampoline, params: Vec<u8>) -> KernelSpec {
+        KernelSpec {
+            kernel: KernelRef::of(t),
+            in_size: std::mem::size_of::<In>(),
+            out_size: std::mem::size_of::<Out>(),
+            align: std::mem::align_of::<In>().max(std::mem::align_of::<Out>()),
+            params,
+        }
+    }
+
+    /// An element kernel `fn(In) -> Out`.
+    pub fn elem<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy>(_f: F) -> KernelSpec {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "a kernel must not capture anything: use a parameter block"
+            )
+        };
+        Self::new::<In, Out>(elem::<In, Out, F>, Vec::new())
+    }
+
+    /// An element kernel with a parameter block, `fn(In, &P) -> Out`.
+    pub fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(
+        params: &P,
+        _f: F,
+    ) -> KernelSpec {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "a kernel must not capture anything: use a parameter block"
+            )
+        };
+        Self::new::<In, Out>(
+            elem_with::<In, Out, P, F>,
+            bytemuck::bytes_of(params).to_vec(),
+        )
+    }
+
+    /// A chunk kernel `fn(&[In], &mut [Out])`.
+    pub fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(_f: F) -> KernelSpec {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "a kernel must not capture anything: use a parameter block"
+            )
+        };
+        Self::new::<In, Out>(chunk::<In, Out, F>, Vec::new())
+    }
+
+    /// A chunk kernel with a parameter block, `fn(&[In], &mut [Out], &P)`.
+    pub fn chunk_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P) + Copy>(
+        params: &P,
+        _f: F,
+    ) -> KernelSpec {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "a kernel must not capture anything: use a parameter block"
+            )
+        };
+        Self::new::<In, Out>(
+            chunk_with::<In, Out, P, F>,
+            bytemuck::bytes_of(params).to_vec(),
+        )
+    }
+
+    /// A chunk kernel that also receives the flat index of the chunk's first element,
+    /// `fn(&[In], &mut [Out], start)`.
+    pub fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(_f: F) -> KernelSpec {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "a kernel must not capture anything: use a parameter block"
+            )
+        };
+        Self::new::<In, Out>(indexed::<In, Out, F>, Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_ref_round_trips_and_rejects_forged_tags() {
+        let spec = KernelSpec::elem(|x: f64| x * 2.0);
+        let (addr, tag) = spec.kernel.parts();
+        let k = KernelRef::from_parts(addr, tag).unwrap();
+        assert!(KernelRef::from_parts(addr, tag ^ 1).is_none());
+        assert!(KernelRef::from_parts(addr + 1, tag).is_none());
+        let input = bytemuck::cast_slice::<f64, u8>(&[1.0, 2.5]).to_vec();
+        let mut out = vec![0f64; 2];
+        k.invoke(&[], &input, bytemuck::cast_slice_mut(&mut out), 0);
+        assert_eq!(out, [2.0, 5.0]);
+    }
+
+    #[test]
+    fn parameter_blocks_reach_the_kernel() {
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        #[repr(C)]
+        struct Affine {
+            a: f32,
+            b: f32,
+        }
+        let spec = KernelSpec::elem_with(&Affine { a: 2.0, b: 1.0 }, |x: i32, p: &Affine| {
+            x as f32 * p.a + p.b
+        });
+        let input = bytemuck::cast_slice::<i32, u8>(&[1, 2, 3]).to_vec();
+        let mut out = vec![0f32; 3];
+        spec.kernel
+            .invoke(&spec.params, &input, bytemuck::cast_slice_mut(&mut out), 0);
+        assert_eq!(out, [3.0, 5.0, 7.0]);
+    }
+}

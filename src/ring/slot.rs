@@ -1,0 +1,148 @@
+//! The types of the slot table: states, statuses, headers and descriptors, all `#[repr(C)]`.
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use bytemuck::{Pod, Zeroable};
+
+/// The state of a slot.
+///
+/// | state   | who moves it             | to        | when                                   |
+/// |---------|--------------------------|-----------|----------------------------------------|
+/// | FREE    | the map caller           | FILLED    | it wrote a descriptor (and payload)    |
+/// | FILLED  | a worker                 | CLAIMED   | it takes the chunk (records pid, attempt) |
+/// | FILLED  | the map caller           | FREE      | it cancels a failed map                |
+/// | CLAIMED | the claiming worker      | DONE      | it publishes (status OK/PANICKED/CORRUPT) |
+/// | CLAIMED | the supervisor           | FILLED    | the claimer died; `attempt + 1`        |
+/// | CLAIMED | the supervisor           | DONE      | the claimer died on the last attempt (CRASHED) or timed out |
+/// | DONE    | the map caller           | FREE      | it collected the result                |
+///
+/// Every transition happens under the ring mutex, and the state word is always written
+/// *last*: a holder killed in the middle of a transition leaves the slot in its old state, so
+/// repairing the table after `EOWNERDEAD` needs no roll-back (only the dead pid's CLAIMED
+/// slots, which the supervisor requeues).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum SlotState {
+    /// Owned by the map caller; may be filled.
+    Free = 0,
+    /// Holds a descriptor waiting for a worker.
+    Filled = 1,
+    /// A worker (header `pid`) runs the chunk.
+    Claimed = 2,
+    /// The result (header `status`) waits for the map caller.
+    Done = 3,
+}
+
+impl TryFrom<u32> for SlotState {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            0 => Ok(SlotState::Free),
+            1 => Ok(SlotState::Filled),
+            2 => Ok(SlotState::Claimed),
+            3 => Ok(SlotState::Done),
+            other => Err(other),
+        }
+    }
+}
+
+/// How a DONE slot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Status {
+    /// The kernel ran; the output range holds its result.
+    Ok = 0,
+    /// The kernel panicked; the slot message holds the panic message.
+    Panicked = 1,
+    /// Workers died on this chunk `attempt` times; header `signal` holds the last signal.
+    Crashed = 2,
+    /// The descriptor failed its integrity or bounds check; the message says which.
+    Corrupt = 3,
+    /// The chunk ran longer than the pool's chunk timeout.
+    TimedOut = 4,
+}
+
+impl TryFrom<u32> for Status {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            0 => Ok(Status::Ok),
+            1 => Ok(Status::Panicked),
+            2 => Ok(Status::Crashed),
+            3 => Ok(Status::Corrupt),
+            4 => Ok(Status::TimedOut),
+            other => Err(other),
+        }
+    }
+}
+
+/// The bookkeeping words of one slot. Every field is written only under the ring mutex
+/// (Relaxed: the mutex's acquire/release orders them), `state` last.
+#[repr(C, align(64))]
+pub struct SlotHeader {
+    /// [`SlotState`] as an integer.
+    pub state: AtomicU32,
+    /// Pid of the claimer (CLAIMED), or of the last claimer (DONE).
+    pub pid: AtomicU32,
+    /// How many claimers died on this chunk so far (0 on the first run).
+    pub attempt: AtomicU32,
+    /// [`Status`] of a DONE slot.
+    pub status: AtomicU32,
+    /// Signal that killed the last claimer (CRASHED).
+    pub signal: AtomicU32,
+    /// Bytes of the message area in use.
+    pub message_len: AtomicU32,
+    /// The map this slot belongs to (copied from the descriptor for scanning).
+    pub map_id: AtomicU64,
+    /// CLOCK_MONOTONIC microseconds when the chunk was claimed (for chunk timeouts).
+    pub claimed_at_us: AtomicU64,
+    /// Bumped on every claim; a publish must present the generation it claimed.
+    pub generation: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<SlotHeader>() == 64);
+
+/// What a chunk is: kernel, parameter block, input and output ranges. Written by the map
+/// caller while the slot is FREE, read (copied) by the claimer, never changed in between.
+///
+/// Segment ids are the caller's process-unique [`crate::shm::Segment::id`]s; id 0 means the
+/// slot's inline payload. Offsets are bytes into the segment's data area (or the payload).
+/// `mac` is a keyed hash of every other field and the slot index, with a key that only the
+/// pool's processes hold, so shared memory alone cannot forge a descriptor.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Descriptor {
+    /// The map this chunk belongs to.
+    pub map_id: u64,
+    /// Trampoline address (see [`crate::kernel::KernelRef`]).
+    pub kernel_addr: u64,
+    /// Keyed tag of the trampoline address.
+    pub kernel_tag: u64,
+    /// Flat index of the first element.
+    pub start: u64,
+    /// Number of elements.
+    pub len: u64,
+    /// Input segment id, 0 for the inline payload.
+    pub in_seg: u64,
+    /// Input byte offset.
+    pub in_off: u64,
+    /// Output segment id, 0 for the inline payload.
+    pub out_seg: u64,
+    /// Output byte offset.
+    pub out_off: u64,
+    /// Bytes of parameter block at payload offset 0.
+    pub params_len: u64,
+    /// Size of one input element.
+    pub in_size: u32,
+    /// Size of one output element.
+    pub out_size: u32,
+    /// Integrity tag over all other fields and the slot index.
+    pub mac: u64,
+    /// Reserved, zero.
+    pub reserved: [u64; 4],
+}
+
+const _: () = assert!(std::mem::size_of::<Descriptor>() == 128);
+
+/// Bytes of panic message a slot can carry.
+pub const MESSAGE_CAP: usize = 192;

@@ -1,0 +1,161 @@
+//! Cross-process synchronisation that lives inside a segment: a robust mutex with RAII guards
+//! and a futex doorbell.
+//!
+//! The death of a lock holder is an outcome, not a hang: [`ShmMutex::lock_timeout`] returns a
+//! guard that says whether the previous holder died inside, and the caller repairs what the
+//! lock protects before calling [`ShmMutexGuard::mark_repaired`]. A guard whose owner died and
+//! that is dropped without repair leaves the mutex unrecoverable, which makes every later
+//! locker fail loudly instead of reading a half-updated table. This module never decides what
+//! "repair" means; the ring does.
+
+pub mod raw;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::Result;
+pub use raw::LockState;
+use raw::RawRobustMutex;
+
+/// A robust process-shared mutex placed in shared memory (64 bytes, `#[repr(C)]`).
+///
+/// It guards no data of its own: the ring's slot table, which lives beside it in the same
+/// segment, is what it protects. (A `ShmMutex<T>` holding `T` inline would force the slot table,
+/// whose length is chosen at run time, into a fixed-size type.)
+#[repr(C)]
+pub struct ShmMutex {
+    raw: RawRobustMutex,
+}
+
+impl ShmMutex {
+    /// Initialises the mutex in place.
+    ///
+    /// # Safety
+    ///
+    /// As [`RawRobustMutex::init`]: exclusive access to writable, aligned storage.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Os`] when pthread refuses the attributes.
+    pub unsafe fn init(this: *mut ShmMutex) -> Result<()> {
+        // SAFETY: ShmMutex is repr(C) with the raw mutex as its only field, at offset 0; the
+        // caller's exclusivity contract is forwarded.
+        unsafe { RawRobustMutex::init(this.cast::<RawRobustMutex>()) }
+    }
+
+    /// Locks, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::LockTimeout`], or [`crate::Error::Os`] when the mutex is unrecoverable.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ShmMutexGuard<'_>> {
+        let state = self.raw.lock_timeout(timeout)?;
+        Ok(ShmMutexGuard {
+            mutex: self,
+            state,
+            repaired: false,
+        })
+    }
+
+    /// Pid of the current holder, 0 when free (a hint).
+    pub fn owner(&self) -> u32 {
+        self.raw.owner()
+    }
+}
+
+/// Proof that the calling thread holds a [`ShmMutex`]. Unlocks on drop; never panics.
+pub struct ShmMutexGuard<'a> {
+    mutex: &'a ShmMutex,
+    state: LockState,
+    repaired: bool,
+}
+
+impl ShmMutexGuard<'_> {
+    /// The pid of a previous holder that died holding the lock, if that is how we got it.
+    pub fn owner_died(&self) -> Option<u32> {
+        match self.state {
+            LockState::OwnerDied(pid) => Some(pid),
+            LockState::Clean => None,
+        }
+    }
+
+    /// Declares the protected data repaired after an owner death.
+    pub fn mark_repaired(&mut self) {
+        if let LockState::OwnerDied(_) = self.state {
+            if !self.repaired {
+                // SAFETY: this guard holds the lock, acquired in the OwnerDied state.
+                unsafe { self.mutex.raw.mark_consistent() };
+                self.repaired = true;
+            }
+        }
+    }
+}
+
+impl Drop for ShmMutexGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a guard exists only while its thread holds the lock.
+        unsafe { self.mutex.raw.unlock() };
+    }
+}
+
+/// A wake-up word: waiters sleep until its sequence number changes.
+///
+/// `seq` is bumped (SeqCst) by whoever publishes something the waiters care about; `sleepers`
+/// counts processes inside `futex_wait`. The SeqCst pair (`seq` bump then `sleepers` load on
+/// the ringer's side, `sleepers` increment then `seq` load on the waiter's side) guarantees that
+/// either the ringer sees a sleeper and wakes it, or the sleeper sees the new sequence and does
+/// not sleep. Every ring wakes *all* sleepers, so a sleeper that was killed cannot swallow a
+/// wake-up meant for a live one; its stale `sleepers` count only costs a spare syscall.
+#[repr(C, align(64))]
+pub struct Doorbell {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<Doorbell>() == 64);
+
+impl Doorbell {
+    /// The current sequence number; pass it to [`Doorbell::wait`].
+    pub fn seq(&self) -> u32 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    /// Bumps the sequence and wakes every sleeper.
+    pub fn ring(&self) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            raw::futex_wake(&self.seq, i32::MAX);
+        }
+    }
+
+    /// Waits until the sequence differs from `seen`: first spinning for up to `spin`, then
+    /// sleeping for up to `timeout`. Returns whether it changed.
+    pub fn wait(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
+        if self.seq() != seen {
+            return true;
+        }
+        if !spin.is_zero() {
+            let start = Instant::now();
+            loop {
+                for _ in 0..64 {
+                    if self.seq.load(Ordering::Relaxed) != seen {
+                        return true;
+                    }
+                    std::hint::spin_loop();
+                }
+                if start.elapsed() >= spin {
+                    break;
+                }
+            }
+        }
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        if self.seq.load(Ordering::SeqCst) == seen {
+            raw::futex_wait(&self.seq, seen, timeout);
+        }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        self.seq() != seen
+    }
+}
+
+#[cfg(test)]
+mod test;

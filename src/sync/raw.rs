@@ -1,0 +1,187 @@
+//! The raw process-shared primitives: a robust pthread mutex with its owner pid beside it, and a
+//! process-shared futex word.
+//!
+//! Why not `raw_sync`: its 0.1.5 mutex is created without `PTHREAD_MUTEX_ROBUST`, so a worker
+//! SIGKILLed inside the critical section would leave every other process blocked forever; its
+//! timed waits overflow the nanosecond field and fail at once with EINVAL (upstream issue #39);
+//! and its `Event` loses wake-ups after a waiter is killed. In shmpool any process that takes a
+//! lock or waits may be killed at any instant, so no part of `raw_sync` is sound for us. The
+//! robust mutex below is glibc's: the kernel walks a dying thread's robust list and hands the
+//! next locker `EOWNERDEAD`, which we surface as [`LockState::OwnerDied`].
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How a lock was acquired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// The previous holder unlocked normally.
+    Clean,
+    /// The previous holder (pid given) died holding the lock: the protected data may be
+    /// half-updated and must be repaired before [`RawRobustMutex::mark_consistent`].
+    OwnerDied(u32),
+}
+
+/// A robust, process-shared pthread mutex plus the pid of its holder.
+///
+/// Lives in shared memory; `#[repr(C)]`, 64 bytes.
+#[repr(C, align(64))]
+pub struct RawRobustMutex {
+    mutex: UnsafeCell<libc::pthread_mutex_t>,
+    /// Pid of the holder, 0 when free. Written by the holder right after locking and before
+    /// unlocking (Relaxed: the mutex orders it); read by anyone for diagnostics and by the
+    /// repairer after `EOWNERDEAD`.
+    owner: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<RawRobustMutex>() == 64);
+
+// SAFETY: the pthread mutex is designed to be shared between threads and processes; all
+// access goes through pthread calls.
+unsafe impl Sync for RawRobustMutex {}
+
+impl RawRobustMutex {
+    /// Initialises a robust process-shared mutex in place.
+    ///
+    /// # Safety
+    ///
+    /// `this` must point to writable memory of the right size and alignment that no other
+    /// thread or process uses until this returns; it must not hold a live mutex.
+    pub unsafe fn init(this: *mut RawRobustMutex) -> Result<()> {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: attr is local storage for pthread to initialise.
+        check("pthread_mutexattr_init", unsafe {
+            libc::pthread_mutexattr_init(attr.as_mut_ptr())
+        })?;
+        // SAFETY: attr was initialised just above.
+        let rc = unsafe {
+            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED)
+        };
+        check("pthread_mutexattr_setpshared", rc)?;
+        // SAFETY: attr is initialised.
+        let rc = unsafe {
+            libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST)
+        };
+        check("pthread_mutexattr_setrobust", rc)?;
+        // SAFETY: the caller gives exclusive access to `this`; `addr_of_mut!` makes no reference.
+        let m = unsafe { std::ptr::addr_of_mut!((*this).mutex) }.cast::<libc::pthread_mutex_t>();
+        // SAFETY: m points to storage for a mutex (caller's contract), attr is initialised.
+        let rc = unsafe { libc::pthread_mutex_init(m, attr.as_ptr()) };
+        // SAFETY: attr is initialised and no longer needed.
+        unsafe { libc::pthread_mutexattr_destroy(attr.as_mut_ptr()) };
+        check("pthread_mutex_init", rc)?;
+        // SAFETY: exclusive access as above.
+        unsafe { std::ptr::addr_of_mut!((*this).owner).write(AtomicU32::new(0)) };
+        Ok(())
+    }
+
+    /// Locks, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`] when the lock was not free in time; [`Error::Os`] when the mutex
+    /// is unrecoverable (a repairer died without marking it consistent) or broken.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<LockState> {
+        // Fast path: no clock read when the lock is free.
+        // SAFETY: the mutex was initialised by `init` before the segment was published.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.mutex.get()) };
+        let rc = if rc == libc::EBUSY {
+            let deadline = realtime_deadline(timeout);
+            // SAFETY: as above; deadline is a valid normalised timespec.
+            unsafe { libc::pthread_mutex_timedlock(self.mutex.get(), &deadline) }
+        } else {
+            rc
+        };
+        match rc {
+            0 => {
+                self.owner.store(std::process::id(), Ordering::Relaxed);
+                Ok(LockState::Clean)
+            }
+            libc::EOWNERDEAD => {
+                let dead = self.owner.swap(std::process::id(), Ordering::Relaxed);
+                Ok(LockState::OwnerDied(dead))
+            }
+            libc::ETIMEDOUT => Err(Error::LockTimeout(timeout)),
+            e => Err(Error::os(
+                "pthread_mutex_lock",
+                std::io::Error::from_raw_os_error(e),
+            )),
+        }
+    }
+
+    /// Declares the protected data repaired after [`LockState::OwnerDied`].
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must hold the lock, acquired with `OwnerDied`.
+    pub unsafe fn mark_consistent(&self) {
+        // SAFETY: caller holds the lock in the inconsistent state.
+        unsafe { libc::pthread_mutex_consistent(self.mutex.get()) };
+    }
+
+    /// Unlocks.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must hold the lock.
+    pub unsafe fn unlock(&self) {
+        self.owner.store(0, Ordering::Relaxed);
+        // SAFETY: the caller holds the lock.
+        unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
+    }
+
+    /// Pid of the current holder, 0 when free (a hint: it may change at once).
+    pub fn owner(&self) -> u32 {
+        self.owner.load(Ordering::Relaxed)
+    }
+}
+
+fn check(op: &'static str, rc: libc::c_int) -> Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::os(op, std::io::Error::from_raw_os_error(rc)))
+    }
+}
+
+/// An absolute CLOCK_REALTIME deadline `timeout` from now, normalised (tv_nsec < 1e9): the
+/// overflow that breaks `raw_sync`'s timed waits cannot happen here.
+fn realtime_deadline(timeout: Duration) -> libc::timespec {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = now.saturating_add(timeout);
+    libc::timespec {
+        tv_sec: at.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: at.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// Sleeps while `*word == expected`, at most `timeout`. Returns on a wake-up, a timeout, a
+/// signal, or at once if the value already differs. Process-shared (no `FUTEX_PRIVATE_FLAG`).
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: word is a valid, aligned u32 for the whole call; the timespec is relative and
+    // normalised; FUTEX_WAIT reads the word and touches no other memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+/// Wakes up to `n` processes sleeping on `word`.
+pub fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: word is a valid aligned u32; FUTEX_WAKE dereferences nothing else.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+}

@@ -1,0 +1,262 @@
+//! The worker loop: validate the ring, claim a chunk, run its kernel under `catch_unwind`,
+//! publish, repeat; exit with the parent.
+//!
+//! A worker is forked by the pool's supervisor thread with `PR_SET_PDEATHSIG` tied to that
+//! thread, which lives exactly as long as the pool. It maps array segments lazily, asking the
+//! supervisor for their descriptors over its socket. It never holds the ring mutex while a
+//! kernel runs, never lets a panic cross the process boundary, and never returns: it leaves
+//! through `_exit` so that no destructor of the parent's state (copied by `fork`) runs in it.
+#![deny(unsafe_code)]
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::kernel::KernelRef;
+use crate::process;
+use crate::ring::{Claim, Ring, Status};
+use crate::shm::{mail, Segment, SegmentKind};
+
+/// Where a worker stops itself with SIGSTOP, so a test can SIGKILL it at a precise instant.
+/// Only the pool's first workers pause (their replacements run normally), once each.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PausePoint {
+    /// After waking, before taking the ring lock.
+    BeforeClaim,
+    /// Holding the ring lock, after claiming.
+    InsideLock,
+    /// While the kernel is halfway through its chunk (before it runs).
+    MidKernel,
+    /// After the kernel wrote its output, before publishing.
+    BeforePublish,
+}
+
+/// What a worker needs, prepared by the supervisor before the fork.
+pub(crate) struct WorkerCtx {
+    pub ring: Ring,
+    pub sock: OwnedFd,
+    pub parent: Pid,
+    pub spin: Duration,
+    pub recycle_after: Option<u64>,
+    pub pause: Option<PausePoint>,
+}
+
+/// Exit code of a worker that found its ring incompatible or its socket broken.
+pub(crate) const FATAL_EXIT_CODE: i32 = 3;
+/// How long a worker sleeps between checks when idle (it wakes at once on a doorbell ring).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// How long a worker waits for the supervisor to answer a segment request.
+const MAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The body of a forked worker process; returns its exit code.
+pub(crate) fn run(ctx: WorkerCtx) -> i32 {
+    process::die_with_parent(ctx.parent);
+    // Panics are reported through the slot message; the default hook would only add noise.
+    std::panic::set_hook(Box::new(|_| {}));
+    match ctx.ring.segment().validate(SegmentKind::Ring) {
+        Ok(()) => {
+            let mut w = Worker {
+                pid: std::process::id(),
+                ctx,
+                segs: HashMap::new(),
+                mail_seen: 0,
+                chunks: 0,
+            };
+            match w.serve() {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("shmpool worker {}: {e}", w.pid);
+                    FATAL_EXIT_CODE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("shmpool worker: {e}");
+            FATAL_EXIT_CODE
+        }
+    }
+}
+
+struct Worker {
+    pid: u32,
+    ctx: WorkerCtx,
+    segs: HashMap<u64, Segment>,
+    mail_seen: u32,
+    chunks: u64,
+}
+
+/// Stops the process (SIGSTOP) if `pending` is `at`, once.
+fn pause(pending: &mut Option<PausePoint>, at: PausePoint) {
+    if *pending == Some(at) {
+        *pending = None;
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}
+
+impl Worker {
+    fn serve(&mut self) -> Result<()> {
+        let ring = self.ctx.ring.clone();
+        let hdr = ring.header();
+        loop {
+            if ring.shutdown_requested() {
+                return Ok(());
+            }
+            let mail_now = hdr.mail.load(Ordering::Acquire);
+            if mail_now != self.mail_seen {
+                self.mail_seen = mail_now;
+                self.drain_mail()?;
+            }
+            let seen = hdr.work.seq();
+            pause(&mut self.ctx.pause, PausePoint::BeforeClaim);
+            let claim = {
+                let mut g = ring.lock()?;
+                let c = g.claim(self.pid);
+                if c.is_some() {
+                    pause(&mut self.ctx.pause, PausePoint::InsideLock);
+                }
+                c
+            };
+            match claim {
+                Some(c) => {
+                    self.run_chunk(&ring, c)?;
+                    self.chunks += 1;
+                    if self.ctx.recycle_after.is_some_and(|n| self.chunks >= n) {
+                        return Ok(());
+                    }
+                }
+                None => self.idle(&ring, seen),
+            }
+        }
+    }
+
+    /// Waits for work. Only one idle worker at a time spins (the holder of the `spinner`
+    /// token); the others sleep at once, so busy-waiting never takes more than one core.
+    fn idle(&self, ring: &Ring, seen: u32) {
+        let hdr = ring.header();
+        let spinner = hdr
+            .spinner
+            .compare_exchange(0, self.pid, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        let spin = if spinner {
+            self.ctx.spin
+        } else {
+            Duration::ZERO
+        };
+        if spinner {
+            // Spin first, then give the token back before sleeping so another can take it.
+            if !hdr.work.wait(seen, spin, Duration::ZERO) {
+                hdr.spinner.store(0, Ordering::Release);
+                hdr.work.wait(seen, Duration::ZERO, IDLE_WAIT);
+            } else {
+                hdr.spinner.store(0, Ordering::Release);
+            }
+        } else {
+            hdr.work.wait(seen, Duration::ZERO, IDLE_WAIT);
+        }
+    }
+
+    fn run_chunk(&mut self, ring: &Ring, claim: Claim) -> Result<()> {
+        let d = claim.desc;
+        let ensured = self.ensure(d.in_seg).and_then(|_| self.ensure(d.out_seg));
+        let segs = &self.segs;
+        let outcome = ensured.and_then(|_| {
+            let io = ring.chunk_io(&claim, |id| {
+                segs.get(&id).ok_or_else(|| Error::CorruptSlot {
+                    slot: claim.slot,
+                    reason: format!("segment {id} is unknown"),
+                })
+            })?;
+            let kernel = KernelRef::from_parts(d.kernel_addr, d.kernel_tag).ok_or_else(|| {
+                Error::CorruptSlot {
+                    slot: claim.slot,
+                    reason: "kernel tag does not match its address".into(),
+                }
+            })?;
+            Ok((io, kernel))
+        });
+        let (status, message) = match outcome {
+            Err(e @ Error::CorruptSlot { .. }) => (Status::Corrupt, e.to_string()),
+            Err(e) => return Err(e),
+            Ok((io, kernel)) => {
+                if self.ctx.pause == Some(PausePoint::MidKernel) {
+                    // Write half the output, then stop: the kill lands mid-chunk.
+                    let half = io.output.len() / 2;
+                    io.output[..half].fill(0xAB);
+                }
+                pause(&mut self.ctx.pause, PausePoint::MidKernel);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    kernel.invoke(io.params, io.input, io.output, d.start)
+                }));
+                match r {
+                    Ok(()) => (Status::Ok, String::new()),
+                    Err(p) => (Status::Panicked, panic_message(&p)),
+                }
+            }
+        };
+        pause(&mut self.ctx.pause, PausePoint::BeforePublish);
+        ring.lock()?.publish(&claim, self.pid, status, &message);
+        ring.header().done.ring();
+        Ok(())
+    }
+
+    /// Makes sure segment `id` (0: inline, nothing to do) is mapped, asking the supervisor.
+    fn ensure(&mut self, id: u64) -> Result<()> {
+        if id == 0 || self.segs.contains_key(&id) {
+            return Ok(());
+        }
+        mail::send(self.ctx.sock.as_fd(), mail::NEED, id, None)?;
+        loop {
+            let m = mail::recv(self.ctx.sock.as_fd(), MAIL_TIMEOUT)?.ok_or_else(|| {
+                Error::PoolFailed(format!("supervisor did not answer for segment {id}"))
+            })?;
+            let answered = m.id == id && matches!(m.op, mail::ADD | mail::MISSING);
+            self.handle(m)?;
+            if answered {
+                return if self.segs.contains_key(&id) {
+                    Ok(())
+                } else {
+                    Err(Error::CorruptSlot {
+                        slot: u32::MAX,
+                        reason: format!("segment {id} does not exist"),
+                    })
+                };
+            }
+        }
+    }
+
+    fn drain_mail(&mut self) -> Result<()> {
+        while let Some(m) = mail::recv(self.ctx.sock.as_fd(), Duration::ZERO)? {
+            self.handle(m)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, m: mail::Message) -> Result<()> {
+        match (m.op, m.fd) {
+            (mail::ADD, Some(fd)) => {
+                let seg = Segment::from_fd(fd, SegmentKind::Array)?;
+                self.segs.insert(m.id, seg);
+            }
+            (mail::FORGET, _) => {
+                self.segs.remove(&m.id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
