@@ -41,7 +41,7 @@ pub(crate) fn init_key() {
 
 fn tag_of(addr: usize) -> u64 {
     KEY.get_or_init(std::collections::hash_map::RandomState::new)
-        .hash_one((addr, 0x5348_4d50_4f4f_4cu64))
+        .hash_one((addr, 0x0053_484d_504f_4f4c_u64))
 }
 
 /// A trampoline address with a keyed tag proving it was produced by [`KernelRef::of`] in this

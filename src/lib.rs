@@ -72,6 +72,7 @@ pub mod ring;
 pub mod shm;
 pub mod sync;
 mod worker;
+pub mod workloads;
 
 pub use array::SharedVec;
 pub use error::{Error, Result};

@@ -1,6 +1,135 @@
-//! The `shmpool` command line; uses the library's public API only.
+//! The `shmpool` command line. Uses the library's public API only.
+//!
+//! Exit codes: 0 success, 2 usage or bad input, 1 runtime failure.
 #![deny(unsafe_code)]
 
+mod map;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for usage errors and bad input.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code for failures while running.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// shmpool: a shared-memory parallel map engine (multiprocessing.Pool for numeric arrays).
+#[derive(Debug, Parser)]
+#[command(name = "shmpool", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Map W1 (`sqrt(x) * 1.5 + 0.25`) over the built-in 50M-element f64 dataset in shared
+    /// memory with worker processes, verify every element, and report throughput.
+    Map(map::MapArgs),
+    /// Report /dev/shm capacity and shmpool segments left by dead processes.
+    Info {
+        /// Remove the stale segments.
+        #[arg(long)]
+        clean: bool,
+    },
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl Failure {
+    /// Bad input or usage (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+
+    /// A failure while running (exit 1).
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_FAILURE,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<shmpool::Error> for Failure {
+    fn from(e: shmpool::Error) -> Self {
+        let code = match e {
+            shmpool::Error::InvalidConfig(_) | shmpool::Error::LengthMismatch { .. } => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Command::Map(args) => map::run(args),
+        Command::Info { clean } => info(clean),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("shmpool: error: {}", f.message);
+            f.code
+        }
+    }
+}
+
+fn info(clean: bool) -> Result<(), Failure> {
+    let (size, free) = shmpool::shm::shm_capacity()?;
+    println!("/dev/shm: {} total, {} free", human(size), human(free));
+    let all = shmpool::shm::list_segments();
+    let stale = shmpool::shm::stale_segments();
+    println!(
+        "shmpool segments: {} ({} of dead owners)",
+        all.len(),
+        stale.len()
+    );
+    for s in &stale {
+        println!(
+            "  stale {} (owner pid {}, {})",
+            s.name,
+            s.owner_pid,
+            human(s.size)
+        );
+    }
+    if clean {
+        let removed = shmpool::shm::sweep_stale();
+        println!("removed {} stale segments", removed.len());
+    }
+    Ok(())
+}
+
+/// Bytes in binary units.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

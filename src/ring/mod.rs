@@ -356,7 +356,7 @@ impl Ring {
             )));
         }
         let base = self.payload_offset(claim.slot);
-        // SAFETY (all slices below): the slot is CLAIMED by this process, so nobody else touches
+        // SAFETY: (this and the slices below) the slot is CLAIMED by this process, so nobody else touches
         // its payload until it publishes; the payload ranges were checked above to lie inside
         // the slot's payload and the output not to overlap any input. Segment ranges are checked
         // by `Segment::data*`; the pool never gives two chunks overlapping output ranges and

@@ -91,7 +91,8 @@ fn sealed_but_out_of_bounds_descriptors_are_rejected_by_chunk_io() {
             reason: format!("unknown segment {id}"),
         })
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut Descriptor)>)> = vec![
+    type Change = Box<dyn Fn(&mut Descriptor)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("length overflow", Box::new(|d| d.len = u64::MAX / 2)),
         ("input past payload", Box::new(|d| d.in_off = 8150)),
         ("output past payload", Box::new(|d| d.out_off = 8192)),

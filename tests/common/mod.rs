@@ -1,0 +1,126 @@
+//! Helpers shared by the integration tests: leak checks and watchdogs.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+/// Pids of live (non-zombie) children of this process.
+pub fn live_children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command: state, ppid, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.trim().to_string()) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("");
+        let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == me && state != "Z" && state != "X" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// shmpool segment names in /dev/shm owned by this process.
+pub fn our_segments() -> Vec<String> {
+    let prefix = format!("shmpool_{}_", std::process::id());
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (up to 10 s) until no child process of ours and no segment of ours is left, then
+/// asserts it. Tests run in parallel threads under `cargo test`, so other tests' pools may be
+/// alive for a moment; the wait absorbs that, a real leak still fails.
+pub fn assert_nothing_leaked() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (kids, segs) = (live_children(), our_segments());
+        if kids.is_empty() && segs.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("leaked: children {kids:?}, segments {segs:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it has not finished within `limit` (a hang is
+/// a failure; a slow run is not measured).
+pub fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let r = f();
+        let _ = tx.send(());
+        r
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => h.join().expect("test body panicked"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match h.join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("watchdog: test hung for more than {limit:?}")
+        }
+    }
+}
+
+/// CPU time (user + system, in clock ticks) a process has used, from /proc/<pid>/stat.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1.to_string();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state(0) ppid(1) ... utime is field 14 overall => index 11 here, stime 12.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string));
+            !matches!(state.as_deref(), Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Asserts that every pid in `pids` is gone within 5 s.
+pub fn assert_pids_gone(pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive: Vec<u32> = pids.iter().copied().filter(|&p| pid_alive(p)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("processes still alive: {alive:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The state letter of a process (R, S, T, Z, ...).
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim().chars().next()
+}
