@@ -1,1 +1,44 @@
-fn main() {}
+//! The slot state machine on its own: fill, claim, publish, collect under the robust mutex, in
+//! one process, against a std Mutex round trip as the baseline.
+
+use std::sync::Mutex;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use shmpool::ring::{Descriptor, Ring, Status};
+
+fn round_trip(c: &mut Criterion) {
+    let ring = Ring::create(8, 4096).unwrap();
+    let desc = Descriptor {
+        map_id: 1,
+        len: 1,
+        in_size: 8,
+        out_size: 8,
+        out_off: 1024,
+        ..Descriptor::default()
+    };
+    let mut g = c.benchmark_group("ring_round_trip");
+    g.bench_function(BenchmarkId::new("shm_ring", 8), |b| {
+        b.iter(|| {
+            let mut l = ring.lock().unwrap();
+            l.fill(&desc, |_| {}).unwrap();
+            let claim = l.claim(1).unwrap();
+            drop(l);
+            let mut l = ring.lock().unwrap();
+            l.publish(&claim, 1, Status::Ok, "");
+            drop(l);
+            ring.lock().unwrap().collect(1, |_| {})
+        })
+    });
+    let m = Mutex::new(0u64);
+    g.bench_function(BenchmarkId::new("std_mutex_x3", 1), |b| {
+        b.iter(|| {
+            for _ in 0..3 {
+                *m.lock().unwrap() += 1;
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, round_trip);
+criterion_main!(benches);

@@ -174,6 +174,46 @@ fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(
     f(i, o, start)
 }
 
+/// A keyed tag for a function pointer of type `T` at `addr`: the type is part of the tag, so a
+/// pointer cannot be reused as a pointer of another type.
+fn fn_tag<T: 'static>(addr: usize) -> u64 {
+    KEY.get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one((addr, std::any::TypeId::of::<T>(), 0x0046_4e50_5452_u64))
+}
+
+/// Reads a function pointer of type `T` and its tag from a parameter block, if the tag matches.
+fn fn_from_params<T: Copy + 'static>(params: &[u8]) -> Option<T> {
+    const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<usize>()) };
+    let [addr, tag]: [u64; 2] = bytemuck::pod_read_unaligned(params.get(..16)?);
+    if fn_tag::<T>(addr as usize) != tag {
+        return None;
+    }
+    // SAFETY: the tag is a keyed hash of (address, TypeId of T) with a key that exists only in
+    // process-private memory of the pool's processes; it matches only for an address produced
+    // by `fn_params::<T>` from a real value of type T (a fn pointer, the size of usize as
+    // asserted above) in this process image.
+    Some(unsafe { std::mem::transmute_copy::<usize, T>(&(addr as usize)) })
+}
+
+fn fn_params<T: 'static>(addr: usize) -> Vec<u8> {
+    bytemuck::bytes_of(&[addr as u64, fn_tag::<T>(addr)]).to_vec()
+}
+
+fn elem_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {
+    let f = fn_from_params::<fn(In) -> Out>(params).expect("function pointer tag matches");
+    let (i, o) = cast_io::<In, Out>(input, output);
+    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
+    for (o, &x) in o.iter_mut().zip(i) {
+        *o = f(x);
+    }
+}
+
+fn chunk_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {
+    let f = fn_from_params::<fn(&[In], &mut [Out])>(params).expect("function pointer tag matches");
+    let (i, o) = cast_io::<In, Out>(input, output);
+    f(i, o)
+}
+
 /// Everything the pool needs to send a kernel to workers.
 #[derive(Debug, Clone)]
 pub struct KernelSpec {
@@ -200,7 +240,7 @@ impl KernelSpec {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
-                "a kernel must not capture anything: use a parameter block"
+                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
             )
         };
         Self::new::<In, Out>(elem::<In, Out, F>, Vec::new())
@@ -214,7 +254,7 @@ impl KernelSpec {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
-                "a kernel must not capture anything: use a parameter block"
+                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
             )
         };
         Self::new::<In, Out>(
@@ -228,7 +268,7 @@ impl KernelSpec {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
-                "a kernel must not capture anything: use a parameter block"
+                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
             )
         };
         Self::new::<In, Out>(chunk::<In, Out, F>, Vec::new())
@@ -242,12 +282,27 @@ impl KernelSpec {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
-                "a kernel must not capture anything: use a parameter block"
+                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
             )
         };
         Self::new::<In, Out>(
             chunk_with::<In, Out, P, F>,
             bytemuck::bytes_of(params).to_vec(),
+        )
+    }
+
+    /// An element kernel given as a function pointer (chosen at run time). The call is
+    /// indirect, so the loop does not vectorise as well as with a `fn` item.
+    pub fn elem_fn<In: Pod, Out: Pod>(f: fn(In) -> Out) -> KernelSpec {
+        Self::new::<In, Out>(elem_ptr::<In, Out>, fn_params::<fn(In) -> Out>(f as usize))
+    }
+
+    /// A chunk kernel given as a function pointer (chosen at run time): one indirect call per
+    /// chunk, so it runs as fast as a `fn` item.
+    pub fn chunk_fn<In: Pod, Out: Pod>(f: fn(&[In], &mut [Out])) -> KernelSpec {
+        Self::new::<In, Out>(
+            chunk_ptr::<In, Out>,
+            fn_params::<fn(&[In], &mut [Out])>(f as usize),
         )
     }
 
@@ -257,7 +312,7 @@ impl KernelSpec {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
-                "a kernel must not capture anything: use a parameter block"
+                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
             )
         };
         Self::new::<In, Out>(indexed::<In, Out, F>, Vec::new())
@@ -279,6 +334,31 @@ mod tests {
         let mut out = vec![0f64; 2];
         k.invoke(&[], &input, bytemuck::cast_slice_mut(&mut out), 0);
         assert_eq!(out, [2.0, 5.0]);
+    }
+
+    #[test]
+    fn function_pointers_travel_with_a_typed_tag() {
+        fn double(x: f64) -> f64 {
+            x * 2.0
+        }
+        let f: fn(f64) -> f64 = if std::env::args().count() > 1000 {
+            f64::sqrt
+        } else {
+            double
+        };
+        let spec = KernelSpec::elem_fn(f);
+        let input = bytemuck::cast_slice::<f64, u8>(&[1.0, 2.5]).to_vec();
+        let mut out = vec![0f64; 2];
+        spec.kernel
+            .invoke(&spec.params, &input, bytemuck::cast_slice_mut(&mut out), 0);
+        assert_eq!(out, [2.0, 5.0]);
+        assert!(
+            fn_from_params::<fn(f32) -> f32>(&spec.params).is_none(),
+            "another type is refused"
+        );
+        let mut forged = spec.params.clone();
+        forged[0] ^= 1;
+        assert!(fn_from_params::<fn(f64) -> f64>(&forged).is_none());
     }
 
     #[test]
