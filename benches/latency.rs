@@ -26,24 +26,14 @@ fn percentiles(name: &str, mut f: impl FnMut()) {
         .collect();
     t.sort_by(f64::total_cmp);
     let p = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)];
-    println!(
-        "W3 {name:<22} p50 {:>8.2} µs  p99 {:>8.2} µs  p99.9 {:>8.2} µs",
-        p(0.5),
-        p(0.99),
-        p(0.999)
-    );
+    println!("W3 {name:<22} p50 {:>8.2} µs  p99 {:>8.2} µs  p99.9 {:>8.2} µs", p(0.5), p(0.99), p(0.999));
 }
 
 fn main() {
     let xs = batch();
     let pool = Pool::new(2).unwrap();
-    let rayon2 = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    let mut c = Criterion::default()
-        .configure_from_args()
-        .measurement_time(Duration::from_secs(3));
+    let rayon2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(3));
     {
         let mut g = c.benchmark_group("W3_latency_1024");
         g.throughput(Throughput::Elements(W3_LEN as u64));
@@ -51,17 +41,9 @@ fn main() {
             b.iter(|| xs.iter().map(|&x| workloads::w1(x)).collect::<Vec<f64>>())
         });
         g.bench_function(BenchmarkId::new("rayon_threads", 2), |b| {
-            b.iter(|| {
-                rayon2.install(|| {
-                    xs.par_iter()
-                        .map(|&x| workloads::w1(x))
-                        .collect::<Vec<f64>>()
-                })
-            })
+            b.iter(|| rayon2.install(|| xs.par_iter().map(|&x| workloads::w1(x)).collect::<Vec<f64>>()))
         });
-        g.bench_function(BenchmarkId::new("shmpool_workers", 2), |b| {
-            b.iter(|| pool.map(&xs, workloads::w1).unwrap())
-        });
+        g.bench_function(BenchmarkId::new("shmpool_workers", 2), |b| b.iter(|| pool.map(&xs, workloads::w1).unwrap()));
         g.finish();
     }
     if std::env::args().any(|a| a == "--bench") {
@@ -69,11 +51,7 @@ fn main() {
             std::hint::black_box(xs.iter().map(|&x| workloads::w1(x)).collect::<Vec<f64>>());
         });
         percentiles("rayon_threads(2)", || {
-            std::hint::black_box(rayon2.install(|| {
-                xs.par_iter()
-                    .map(|&x| workloads::w1(x))
-                    .collect::<Vec<f64>>()
-            }));
+            std::hint::black_box(rayon2.install(|| xs.par_iter().map(|&x| workloads::w1(x)).collect::<Vec<f64>>()));
         });
         percentiles("shmpool_workers(2)", || {
             std::hint::black_box(pool.map(&xs, workloads::w1).unwrap());

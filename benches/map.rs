@@ -20,13 +20,10 @@ fn inputs(n: usize) -> (SharedVec<f64>, SharedVec<f64>) {
 fn workload<E, C>(c: &mut Criterion, name: &str, n: usize, elem: E, chunk: C)
 where
     E: Fn(f64) -> f64 + Copy + Sync + 'static,
-    C: Fn(&[f64], &mut [f64]) + Copy + 'static,
+    C: Fn(&[f64], &mut [f64]) + Copy + Sync + 'static,
 {
     let (xs, mut ys) = inputs(n);
-    let rayon2 = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
+    let rayon2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let pool = Pool::new(2).unwrap();
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(n as u64));
@@ -39,13 +36,15 @@ where
             }
         })
     });
-    g.bench_function(BenchmarkId::new("rayon_threads", 2), |b| {
+    g.bench_function(BenchmarkId::new("rayon_elem_threads", 2), |b| {
         b.iter(|| {
-            rayon2.install(|| {
-                ys.par_iter_mut()
-                    .zip(xs.par_iter())
-                    .for_each(|(y, &x)| *y = elem(x))
-            });
+            rayon2.install(|| ys.par_iter_mut().zip(xs.par_iter()).for_each(|(y, &x)| *y = elem(x)));
+        })
+    });
+    // The same chunk kernel shmpool runs, over 64 Ki-element chunks: the fairest baseline.
+    g.bench_function(BenchmarkId::new("rayon_chunk_threads", 2), |b| {
+        b.iter(|| {
+            rayon2.install(|| ys.par_chunks_mut(1 << 16).zip(xs.par_chunks(1 << 16)).for_each(|(y, x)| chunk(x, y)));
         })
     });
     g.bench_function(BenchmarkId::new("shmpool_workers", 2), |b| {
@@ -81,12 +80,7 @@ fn startup(c: &mut Criterion) {
         b.iter(|| shmpool::Process::spawn(|| {}).unwrap().join().unwrap())
     });
     g.bench_function(BenchmarkId::new("rayon_pool_build", 2), |b| {
-        b.iter(|| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(2)
-                .build()
-                .unwrap()
-        })
+        b.iter(|| rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap())
     });
     g.finish();
 }

@@ -8,14 +8,7 @@ use shmpool::ring::{Descriptor, Ring, Status};
 
 fn round_trip(c: &mut Criterion) {
     let ring = Ring::create(8, 4096).unwrap();
-    let desc = Descriptor {
-        map_id: 1,
-        len: 1,
-        in_size: 8,
-        out_size: 8,
-        out_off: 1024,
-        ..Descriptor::default()
-    };
+    let desc = Descriptor { map_id: 1, len: 1, in_size: 8, out_size: 8, out_off: 1024, ..Descriptor::default() };
     let mut g = c.benchmark_group("ring_round_trip");
     g.bench_function(BenchmarkId::new("shm_ring", 8), |b| {
         b.iter(|| {

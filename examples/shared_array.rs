@@ -26,19 +26,9 @@ fn main() -> shmpool::Result<()> {
     pool.map_into(&xs, &mut ys, workloads::w1_chunk)?;
     let secs = t.elapsed().as_secs_f64();
 
-    let wrong = xs
-        .iter()
-        .zip(ys.iter())
-        .filter(|(x, y)| workloads::w1(**x) != **y)
-        .count();
-    assert_eq!(
-        wrong, 0,
-        "{wrong} elements differ from the sequential result"
-    );
+    let wrong = xs.iter().zip(ys.iter()).filter(|(x, y)| workloads::w1(**x) != **y).count();
+    assert_eq!(wrong, 0, "{wrong} elements differ from the sequential result");
     println!("ys[0..3] = {:?}", &ys[..3]);
-    println!(
-        "W1 over {n} elements: all verified ({:.0} Melem/s)",
-        n as f64 / secs / 1e6
-    );
+    println!("W1 over {n} elements: all verified ({:.0} Melem/s)", n as f64 / secs / 1e6);
     Ok(())
 }

@@ -57,18 +57,9 @@ impl<T: Pod> SharedVec<T> {
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
             .ok_or_else(|| crate::Error::InvalidConfig(format!("{len} elements overflow")))?;
-        let seg = Segment::create(
-            SegmentKind::Array,
-            bytes,
-            std::mem::size_of::<T>() as u32,
-            0,
-        )?;
+        let seg = Segment::create(SegmentKind::Array, bytes, std::mem::size_of::<T>() as u32, 0)?;
         // Fresh pages from posix_fallocate on tmpfs read as zero, which is a valid `T: Pod`.
-        Ok(SharedVec {
-            seg: Arc::new(seg),
-            len,
-            _t: PhantomData,
-        })
+        Ok(SharedVec { seg: Arc::new(seg), len, _t: PhantomData })
     }
 
     /// A new array holding a copy of `data`.

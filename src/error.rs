@@ -17,9 +17,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// `/dev/shm` has less free space than a segment needs; nothing was created.
-    #[error(
-        "shared memory is full: needed {needed} bytes, {available} bytes available in /dev/shm"
-    )]
+    #[error("shared memory is full: needed {needed} bytes, {available} bytes available in /dev/shm")]
     ShmFull {
         /// Bytes the segment needs.
         needed: u64,
@@ -60,9 +58,7 @@ pub enum Error {
     InvalidConfig(String),
 
     /// A chunk killed `attempts` workers in a row.
-    #[error(
-        "worker crashed on index range {range:?} after {attempts} attempts (last signal {signal})"
-    )]
+    #[error("worker crashed on index range {range:?} after {attempts} attempts (last signal {signal})")]
     WorkerCrashed {
         /// The index range of the chunk the workers died on.
         range: Range<usize>,

@@ -40,8 +40,7 @@ pub(crate) fn init_key() {
 }
 
 fn tag_of(addr: usize) -> u64 {
-    KEY.get_or_init(std::collections::hash_map::RandomState::new)
-        .hash_one((addr, 0x0053_484d_504f_4f4c_u64))
+    KEY.get_or_init(std::collections::hash_map::RandomState::new).hash_one((addr, 0x0053_484d_504f_4f4c_u64))
 }
 
 /// A trampoline address with a keyed tag proving it was produced by [`KernelRef::of`] in this
@@ -55,10 +54,7 @@ pub struct KernelRef {
 impl KernelRef {
     fn of(t: Trampoline) -> KernelRef {
         let addr = t as usize;
-        KernelRef {
-            addr: addr as u64,
-            tag: tag_of(addr),
-        }
+        KernelRef { addr: addr as u64, tag: tag_of(addr) }
     }
 
     /// Rebuilds a reference from the two words stored in a descriptor, if the tag matches.
@@ -85,38 +81,22 @@ impl KernelRef {
 
 /// Materialises a zero-sized `Copy` kernel in a worker.
 fn conjure<F: Copy>() -> F {
-    const {
-        assert!(
-            std::mem::size_of::<F>() == 0,
-            "a kernel must not capture anything"
-        )
-    };
+    const { assert!(std::mem::size_of::<F>() == 0, "a kernel must not capture anything") };
     // SAFETY: F is zero-sized (asserted at compile time), so it has no bytes whose validity
     // could be violated; F is `Copy`, so creating another value is what copying the one the
     // caller passed would do.
     unsafe { std::mem::zeroed::<F>() }
 }
 
-fn cast_io<'a, In: Pod, Out: Pod>(
-    input: &'a [u8],
-    output: &'a mut [u8],
-) -> (&'a [In], &'a mut [Out]) {
-    (
-        bytemuck::cast_slice(input),
-        bytemuck::cast_slice_mut(output),
-    )
+fn cast_io<'a, In: Pod, Out: Pod>(input: &'a [u8], output: &'a mut [u8]) -> (&'a [In], &'a mut [Out]) {
+    (bytemuck::cast_slice(input), bytemuck::cast_slice_mut(output))
 }
 
 fn params_of<P: Pod>(params: &[u8]) -> P {
     bytemuck::pod_read_unaligned(&params[..std::mem::size_of::<P>()])
 }
 
-fn elem<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy>(
-    _: &[u8],
-    input: &[u8],
-    output: &mut [u8],
-    _: u64,
-) {
+fn elem<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy>(_: &[u8], input: &[u8], output: &mut [u8], _: u64) {
     let f = conjure::<F>();
     let (i, o) = cast_io::<In, Out>(input, output);
     assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
@@ -140,12 +120,7 @@ fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(
     }
 }
 
-fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(
-    _: &[u8],
-    input: &[u8],
-    output: &mut [u8],
-    _: u64,
-) {
+fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(_: &[u8], input: &[u8], output: &mut [u8], _: u64) {
     let f = conjure::<F>();
     let (i, o) = cast_io::<In, Out>(input, output);
     f(i, o)
@@ -177,8 +152,11 @@ fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(
 /// A keyed tag for a function pointer of type `T` at `addr`: the type is part of the tag, so a
 /// pointer cannot be reused as a pointer of another type.
 fn fn_tag<T: 'static>(addr: usize) -> u64 {
-    KEY.get_or_init(std::collections::hash_map::RandomState::new)
-        .hash_one((addr, std::any::TypeId::of::<T>(), 0x0046_4e50_5452_u64))
+    KEY.get_or_init(std::collections::hash_map::RandomState::new).hash_one((
+        addr,
+        std::any::TypeId::of::<T>(),
+        0x0046_4e50_5452_u64,
+    ))
 }
 
 /// Reads a function pointer of type `T` and its tag from a parameter block, if the tag matches.
@@ -247,20 +225,14 @@ impl KernelSpec {
     }
 
     /// An element kernel with a parameter block, `fn(In, &P) -> Out`.
-    pub fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(
-        params: &P,
-        _f: F,
-    ) -> KernelSpec {
+    pub fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(params: &P, _f: F) -> KernelSpec {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
                 "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
             )
         };
-        Self::new::<In, Out>(
-            elem_with::<In, Out, P, F>,
-            bytemuck::bytes_of(params).to_vec(),
-        )
+        Self::new::<In, Out>(elem_with::<In, Out, P, F>, bytemuck::bytes_of(params).to_vec())
     }
 
     /// A chunk kernel `fn(&[In], &mut [Out])`.
@@ -275,20 +247,14 @@ impl KernelSpec {
     }
 
     /// A chunk kernel with a parameter block, `fn(&[In], &mut [Out], &P)`.
-    pub fn chunk_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P) + Copy>(
-        params: &P,
-        _f: F,
-    ) -> KernelSpec {
+    pub fn chunk_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P) + Copy>(params: &P, _f: F) -> KernelSpec {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
                 "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
             )
         };
-        Self::new::<In, Out>(
-            chunk_with::<In, Out, P, F>,
-            bytemuck::bytes_of(params).to_vec(),
-        )
+        Self::new::<In, Out>(chunk_with::<In, Out, P, F>, bytemuck::bytes_of(params).to_vec())
     }
 
     /// An element kernel given as a function pointer (chosen at run time). The call is
@@ -300,10 +266,7 @@ impl KernelSpec {
     /// A chunk kernel given as a function pointer (chosen at run time): one indirect call per
     /// chunk, so it runs as fast as a `fn` item.
     pub fn chunk_fn<In: Pod, Out: Pod>(f: fn(&[In], &mut [Out])) -> KernelSpec {
-        Self::new::<In, Out>(
-            chunk_ptr::<In, Out>,
-            fn_params::<fn(&[In], &mut [Out])>(f as usize),
-        )
+        Self::new::<In, Out>(chunk_ptr::<In, Out>, fn_params::<fn(&[In], &mut [Out])>(f as usize))
     }
 
     /// A chunk kernel that also receives the flat index of the chunk's first element,
@@ -341,21 +304,13 @@ mod tests {
         fn double(x: f64) -> f64 {
             x * 2.0
         }
-        let f: fn(f64) -> f64 = if std::env::args().count() > 1000 {
-            f64::sqrt
-        } else {
-            double
-        };
+        let f: fn(f64) -> f64 = if std::env::args().count() > 1000 { f64::sqrt } else { double };
         let spec = KernelSpec::elem_fn(f);
         let input = bytemuck::cast_slice::<f64, u8>(&[1.0, 2.5]).to_vec();
         let mut out = vec![0f64; 2];
-        spec.kernel
-            .invoke(&spec.params, &input, bytemuck::cast_slice_mut(&mut out), 0);
+        spec.kernel.invoke(&spec.params, &input, bytemuck::cast_slice_mut(&mut out), 0);
         assert_eq!(out, [2.0, 5.0]);
-        assert!(
-            fn_from_params::<fn(f32) -> f32>(&spec.params).is_none(),
-            "another type is refused"
-        );
+        assert!(fn_from_params::<fn(f32) -> f32>(&spec.params).is_none(), "another type is refused");
         let mut forged = spec.params.clone();
         forged[0] ^= 1;
         assert!(fn_from_params::<fn(f64) -> f64>(&forged).is_none());
@@ -369,13 +324,10 @@ mod tests {
             a: f32,
             b: f32,
         }
-        let spec = KernelSpec::elem_with(&Affine { a: 2.0, b: 1.0 }, |x: i32, p: &Affine| {
-            x as f32 * p.a + p.b
-        });
+        let spec = KernelSpec::elem_with(&Affine { a: 2.0, b: 1.0 }, |x: i32, p: &Affine| x as f32 * p.a + p.b);
         let input = bytemuck::cast_slice::<i32, u8>(&[1, 2, 3]).to_vec();
         let mut out = vec![0f32; 3];
-        spec.kernel
-            .invoke(&spec.params, &input, bytemuck::cast_slice_mut(&mut out), 0);
+        spec.kernel.invoke(&spec.params, &input, bytemuck::cast_slice_mut(&mut out), 0);
         assert_eq!(out, [3.0, 5.0, 7.0]);
     }
 }

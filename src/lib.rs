@@ -57,11 +57,7 @@
 //!
 //! Linux (pidfds: kernel 5.3 or later; glibc robust mutexes). Other systems are not supported.
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(
-    clippy::undocumented_unsafe_blocks,
-    clippy::missing_safety_doc,
-    missing_docs
-)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 
 pub mod array;
 pub mod error;

@@ -67,9 +67,7 @@ pub struct PoolBuilder {
 
 impl Default for PoolBuilder {
     fn default() -> Self {
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         PoolBuilder {
             cfg: Config {
                 workers,
@@ -100,7 +98,7 @@ impl PoolBuilder {
         self
     }
 
-    /// Number of slots in the ring (default `max(8, 4 × workers)`): how many chunks can be in
+    /// Number of slots in the ring (default `max(16, 4 × workers)`): how many chunks can be in
     /// flight at once.
     pub fn slots(mut self, n: u32) -> Self {
         self.cfg.slots = n;
@@ -157,38 +155,28 @@ impl PoolBuilder {
     pub fn build(self) -> Result<Pool> {
         let mut cfg = self.cfg;
         if cfg.workers == 0 || cfg.workers > 1024 {
-            return Err(Error::InvalidConfig(format!(
-                "workers must be 1..=1024, got {}",
-                cfg.workers
-            )));
+            return Err(Error::InvalidConfig(format!("workers must be 1..=1024, got {}", cfg.workers)));
         }
         if cfg.max_attempts == 0 {
-            return Err(Error::InvalidConfig(
-                "max_attempts must be at least 1".into(),
-            ));
+            return Err(Error::InvalidConfig("max_attempts must be at least 1".into()));
         }
         if cfg.chunk_len == Some(0) {
             return Err(Error::InvalidConfig("chunk_len must be at least 1".into()));
         }
         if cfg.recycle_after == Some(0) {
-            return Err(Error::InvalidConfig(
-                "max_chunks_per_worker must be at least 1".into(),
-            ));
+            return Err(Error::InvalidConfig("max_chunks_per_worker must be at least 1".into()));
         }
         if cfg.chunk_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(Error::InvalidConfig(
-                "chunk_timeout must be positive".into(),
-            ));
+            return Err(Error::InvalidConfig("chunk_timeout must be positive".into()));
         }
         if cfg.slots == 0 {
-            cfg.slots = (4 * cfg.workers as u32).max(8);
+            cfg.slots = (4 * cfg.workers as u32).max(16);
         }
         sweep_once();
         kernel::init_key();
         let ring = Ring::create(cfg.slots, cfg.payload_bytes)?;
-        let (poke_rx, poke_tx) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-                .map_err(|e| Error::os("pipe2", e.into()))?;
+        let (poke_rx, poke_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| Error::os("pipe2", e.into()))?;
         let shared = Arc::new(Shared {
             ring,
             cfg,
@@ -207,20 +195,14 @@ impl PoolBuilder {
             .name("shmpool-supervisor".into())
             .spawn(move || supervisor::run(sup_shared, tx))
             .map_err(|e| Error::os("spawn supervisor thread", e))?;
-        let started = rx
-            .recv()
-            .unwrap_or_else(|_| Err(Error::PoolFailed("supervisor exited during start".into())));
+        let started = rx.recv().unwrap_or_else(|_| Err(Error::PoolFailed("supervisor exited during start".into())));
         if let Err(e) = started {
             let _ = handle.join();
             return Err(e);
         }
         Ok(Pool {
             shared,
-            driver: Mutex::new(Driver {
-                next_map: 1,
-                stage_in: None,
-                stage_out: None,
-            }),
+            driver: Mutex::new(Driver { next_map: 1, stage_in: None, stage_out: None }),
             supervisor: Mutex::new(Some(handle)),
         })
     }
@@ -263,10 +245,7 @@ impl Shared {
     }
 
     fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn poke(&self) {
@@ -288,15 +267,9 @@ struct Driver {
 /// Where a map's input and output live.
 enum Io<'a> {
     /// Plain memory of the caller; chunks travel inline in the slots.
-    Inline {
-        input: &'a [u8],
-        output: &'a mut [u8],
-    },
+    Inline { input: &'a [u8], output: &'a mut [u8] },
     /// Shared segments, read and written in place (byte offset 0 of each data area).
-    Shared {
-        input: &'a Arc<Segment>,
-        output: &'a Arc<Segment>,
-    },
+    Shared { input: &'a Arc<Segment>, output: &'a Arc<Segment> },
 }
 
 /// A pool of worker processes mapping functions over numeric arrays in shared memory.
@@ -318,10 +291,7 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("workers", &self.shared.cfg.workers)
-            .field("pids", &self.pids())
-            .finish()
+        f.debug_struct("Pool").field("workers", &self.shared.cfg.workers).field("pids", &self.pids()).finish()
     }
 }
 
@@ -347,11 +317,7 @@ impl Pool {
 
     /// The pids of the current worker processes.
     pub fn pids(&self) -> Vec<u32> {
-        self.shared
-            .pids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.pids.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Workers that died abnormally since the pool started (replaced since).
@@ -366,20 +332,14 @@ impl Pool {
 
     /// Times a process died while holding the ring mutex (the ring was repaired each time).
     pub fn lock_owner_deaths(&self) -> u32 {
-        self.shared
-            .ring
-            .header()
-            .owner_deaths
-            .load(Ordering::Relaxed)
+        self.shared.ring.header().owner_deaths.load(Ordering::Relaxed)
     }
 
     /// For each abnormal death: (pid, signal, monotonic µs when the supervisor noticed it).
     #[doc(hidden)]
     pub fn death_log(&self) -> Vec<(u32, i32, u64)> {
         let log = self.shared.deaths.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter()
-            .map(|d| (d.pid, d.signal, d.detected_after_us))
-            .collect()
+        log.iter().map(|d| (d.pid, d.signal, d.detected_after_us)).collect()
     }
 
     /// Applies an element kernel to every element; results keep the input's order.
@@ -404,11 +364,7 @@ impl Pool {
     ///
     /// [`Error::KernelPanicked`], [`Error::WorkerCrashed`], [`Error::ChunkTimedOut`],
     /// [`Error::PoolClosed`], [`Error::ShmFull`] (staging), [`Error::PoolFailed`].
-    pub fn map<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy + 'static>(
-        &self,
-        input: &[In],
-        f: F,
-    ) -> Result<Vec<Out>> {
+    pub fn map<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy + 'static>(&self, input: &[In], f: F) -> Result<Vec<Out>> {
         self.map_spec(input, &KernelSpec::elem(f))
     }
 
@@ -451,32 +407,14 @@ impl Pool {
         if self.fits_inline(len, spec) {
             let mut out = vec![Out::zeroed(); len];
             let output: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
-            self.execute(
-                &mut drv,
-                spec,
-                len,
-                Io::Inline {
-                    input: in_bytes,
-                    output,
-                },
-            )?;
+            self.execute(&mut drv, spec, len, Io::Inline { input: in_bytes, output })?;
             return Ok(out);
         }
         let stage_in = stage(&mut drv.stage_in, in_bytes.len(), &self.shared)?;
         stage_in.bytes_mut(in_bytes.len()).copy_from_slice(in_bytes);
         let in_seg = stage_in.seg.clone();
-        let out_seg = stage(&mut drv.stage_out, out_len_bytes, &self.shared)?
-            .seg
-            .clone();
-        self.execute(
-            &mut drv,
-            spec,
-            len,
-            Io::Shared {
-                input: &in_seg,
-                output: &out_seg,
-            },
-        )?;
+        let out_seg = stage(&mut drv.stage_out, out_len_bytes, &self.shared)?.seg.clone();
+        self.execute(&mut drv, spec, len, Io::Shared { input: &in_seg, output: &out_seg })?;
         let stage_out = drv.stage_out.as_mut().expect("staged above");
         let bytes = stage_out.bytes_mut(out_len_bytes);
         Ok(bytemuck::cast_slice::<u8, Out>(bytes).to_vec())
@@ -517,12 +455,7 @@ impl Pool {
     /// # Errors
     ///
     /// As [`Pool::map_into`].
-    pub fn map_into_with<
-        In: Pod,
-        Out: Pod,
-        P: Pod,
-        F: Fn(&[In], &mut [Out], &P) + Copy + 'static,
-    >(
+    pub fn map_into_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P) + Copy + 'static>(
         &self,
         input: &SharedVec<In>,
         output: &mut SharedVec<Out>,
@@ -545,21 +478,10 @@ impl Pool {
     ) -> Result<()> {
         check_spec::<In, Out>(spec)?;
         if input.len() != output.len() {
-            return Err(Error::LengthMismatch {
-                input: input.len(),
-                output: output.len(),
-            });
+            return Err(Error::LengthMismatch { input: input.len(), output: output.len() });
         }
         let mut drv = self.driver.lock().unwrap_or_else(|e| e.into_inner());
-        self.execute(
-            &mut drv,
-            spec,
-            input.len(),
-            Io::Shared {
-                input: input.segment(),
-                output: output.segment(),
-            },
-        )
+        self.execute(&mut drv, spec, input.len(), Io::Shared { input: input.segment(), output: output.segment() })
     }
 
     /// A zeroed [`SharedVec`] of `len` elements (the pool is not needed for this; the method
@@ -574,12 +496,7 @@ impl Pool {
 
     /// Stops accepting maps; workers keep running until [`Pool::join`] (Python's `close`).
     pub fn close(&self) {
-        let _ = self.shared.state.compare_exchange(
-            STATE_RUNNING,
-            STATE_CLOSED,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
+        let _ = self.shared.state.compare_exchange(STATE_RUNNING, STATE_CLOSED, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     /// Waits for the workers to exit after [`Pool::close`] or [`Pool::terminate`].
@@ -589,9 +506,7 @@ impl Pool {
     /// [`Error::InvalidConfig`] when the pool is still open (call `close` first, as in Python).
     pub fn join(&self) -> Result<()> {
         if self.shared.state.load(Ordering::SeqCst) == STATE_RUNNING {
-            return Err(Error::InvalidConfig(
-                "join() needs close() or terminate() first".into(),
-            ));
+            return Err(Error::InvalidConfig("join() needs close() or terminate() first".into()));
         }
         self.stop(STATE_STOPPING);
         Ok(())
@@ -606,11 +521,7 @@ impl Pool {
         self.shared.state.fetch_max(target, Ordering::SeqCst);
         self.shared.ring.request_shutdown();
         self.shared.poke();
-        let handle = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }
@@ -635,13 +546,7 @@ impl Pool {
 
     /// Cuts `len` elements into chunks and drives them through the ring. Returns only when no
     /// worker can still touch the map's buffers.
-    fn execute(
-        &self,
-        drv: &mut Driver,
-        spec: &KernelSpec,
-        len: usize,
-        mut io: Io<'_>,
-    ) -> Result<()> {
+    fn execute(&self, drv: &mut Driver, spec: &KernelSpec, len: usize, mut io: Io<'_>) -> Result<()> {
         self.check_open()?;
         if len == 0 {
             return Ok(());
@@ -652,11 +557,7 @@ impl Pool {
         let params_room = spec.params.len().next_multiple_of(64);
         let (max_len, in_seg, out_seg) = match &io {
             Io::Inline { .. } => {
-                let room = self
-                    .shared
-                    .ring
-                    .payload_cap()
-                    .saturating_sub(params_room + 128);
+                let room = self.shared.ring.payload_cap().saturating_sub(params_room + 128);
                 (room / (spec.in_size + spec.out_size), 0, 0)
             }
             Io::Shared { input, output } => {
@@ -672,13 +573,7 @@ impl Pool {
                 self.shared.ring.payload_cap()
             )));
         }
-        let chunks = index::plan(
-            len,
-            cfg.workers,
-            spec.in_size + spec.out_size,
-            cfg.chunk_len,
-            max_len,
-        );
+        let chunks = index::plan(len, cfg.workers, spec.in_size + spec.out_size, cfg.chunk_len, max_len);
         let (addr, tag) = spec.kernel.parts();
         let describe = |r: &Range<usize>| {
             let inline = in_seg == 0;
@@ -690,11 +585,7 @@ impl Pool {
                 start: r.start as u64,
                 len: r.len() as u64,
                 in_seg,
-                in_off: if inline {
-                    params_room as u64
-                } else {
-                    (r.start * spec.in_size) as u64
-                },
+                in_off: if inline { params_room as u64 } else { (r.start * spec.in_size) as u64 },
                 out_seg,
                 out_off: if inline {
                     (params_room + in_bytes.next_multiple_of(64)) as u64
@@ -709,11 +600,7 @@ impl Pool {
         };
         let ring = &self.shared.ring;
         let hdr = ring.header();
-        let spin = if len <= SMALL_MAP {
-            cfg.spin
-        } else {
-            Duration::ZERO
-        };
+        let spin = if len <= SMALL_MAP { cfg.spin } else { Duration::ZERO };
         let (mut next, mut outstanding) = (0usize, 0usize);
         let mut err: Option<Error> = None;
         loop {
@@ -733,23 +620,14 @@ impl Pool {
                             }
                             None
                         }
-                        Status::Panicked => Some(Error::KernelPanicked {
-                            message: d.message,
-                            range,
-                        }),
-                        Status::Crashed => Some(Error::WorkerCrashed {
-                            range,
-                            signal: d.signal as i32,
-                            attempts: d.attempt,
-                        }),
-                        Status::Corrupt => Some(Error::CorruptSlot {
-                            slot: d.slot,
-                            reason: d.message,
-                        }),
-                        Status::TimedOut => Some(Error::ChunkTimedOut {
-                            range,
-                            limit: cfg.chunk_timeout.unwrap_or_default(),
-                        }),
+                        Status::Panicked => Some(Error::KernelPanicked { message: d.message, range }),
+                        Status::Crashed => {
+                            Some(Error::WorkerCrashed { range, signal: d.signal as i32, attempts: d.attempt })
+                        }
+                        Status::Corrupt => Some(Error::CorruptSlot { slot: d.slot, reason: d.message }),
+                        Status::TimedOut => {
+                            Some(Error::ChunkTimedOut { range, limit: cfg.chunk_timeout.unwrap_or_default() })
+                        }
                     };
                     if err.is_none() {
                         err = e;
@@ -763,8 +641,7 @@ impl Pool {
                             p[..spec.params.len()].copy_from_slice(&spec.params);
                             if let Io::Inline { input, .. } = &io {
                                 let src = &input[r.start * spec.in_size..r.end * spec.in_size];
-                                p[d.in_off as usize..d.in_off as usize + src.len()]
-                                    .copy_from_slice(src);
+                                p[d.in_off as usize..d.in_off as usize + src.len()].copy_from_slice(src);
                             }
                         });
                         if slot.is_none() {
@@ -777,6 +654,10 @@ impl Pool {
                 } else {
                     outstanding = g.cancel(map_id);
                 }
+                // Wake me when half the ring is ready to refill, or when the map is complete.
+                let refill =
+                    if next < chunks.len() { (self.shared.ring.slots() / 2).max(1) as usize } else { usize::MAX };
+                g.set_wanted(outstanding.min(refill).max(1) as u32);
             }
             if filled {
                 hdr.work.ring();
@@ -806,20 +687,13 @@ fn check_spec<In: Pod, Out: Pod>(spec: &KernelSpec) -> Result<()> {
         )));
     }
     if spec.align > 64 {
-        return Err(Error::InvalidConfig(format!(
-            "element alignment {} exceeds 64",
-            spec.align
-        )));
+        return Err(Error::InvalidConfig(format!("element alignment {} exceeds 64", spec.align)));
     }
     Ok(())
 }
 
 /// Makes `slot` a staging buffer of at least `bytes` bytes, registered with the pool.
-fn stage<'a>(
-    slot: &'a mut Option<Staging>,
-    bytes: usize,
-    shared: &Shared,
-) -> Result<&'a mut Staging> {
+fn stage<'a>(slot: &'a mut Option<Staging>, bytes: usize, shared: &Shared) -> Result<&'a mut Staging> {
     if slot.as_ref().is_none_or(|s| s.capacity() < bytes) {
         *slot = None; // free the old one first: /dev/shm may not hold both
         let s = Staging::with_capacity(bytes.next_power_of_two())?;
@@ -845,10 +719,7 @@ mod tests {
     #[test]
     fn zero_workers_is_invalid_config() {
         assert!(matches!(Pool::new(0), Err(Error::InvalidConfig(_))));
-        assert!(matches!(
-            Pool::builder().workers(1).max_attempts(0).build(),
-            Err(Error::InvalidConfig(_))
-        ));
+        assert!(matches!(Pool::builder().workers(1).max_attempts(0).build(), Err(Error::InvalidConfig(_))));
     }
 
     #[test]
@@ -857,10 +728,7 @@ mod tests {
         assert!(matches!(pool.join(), Err(Error::InvalidConfig(_))));
         assert_eq!(pool.map(&[1u32], |x: u32| x + 1).unwrap(), [2]);
         pool.close();
-        assert!(matches!(
-            pool.map(&[1u32], |x: u32| x + 1),
-            Err(Error::PoolClosed)
-        ));
+        assert!(matches!(pool.map(&[1u32], |x: u32| x + 1), Err(Error::PoolClosed)));
         pool.join().unwrap();
         assert!(pool.pids().is_empty());
     }

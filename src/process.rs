@@ -38,8 +38,7 @@ pub(crate) fn fork_child(child: impl FnOnce() -> i32) -> Result<Pid> {
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::os("fork", e.into()))? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child))
-                .unwrap_or(PANIC_EXIT_CODE);
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(PANIC_EXIT_CODE);
             exit_now(code)
         }
     }
@@ -58,15 +57,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// exits at once if the parent `expected` is already gone (the race `prctl` alone leaves open).
 pub(crate) fn die_with_parent(expected: Pid) {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
     if nix::unistd::getppid() != expected {
         exit_now(0);
     }
@@ -87,9 +78,7 @@ pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
 pub(crate) fn exit_status(ws: WaitStatus) -> Option<ExitStatus> {
     match ws {
         WaitStatus::Exited(_, code) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
-        WaitStatus::Signaled(_, sig, core) => Some(ExitStatus::from_raw(
-            sig as i32 | if core { 0x80 } else { 0 },
-        )),
+        WaitStatus::Signaled(_, sig, core) => Some(ExitStatus::from_raw(sig as i32 | if core { 0x80 } else { 0 })),
         _ => None,
     }
 }
@@ -130,10 +119,7 @@ impl Process {
             f();
             0
         })?;
-        Ok(Process {
-            pid,
-            status: std::sync::Mutex::new(None),
-        })
+        Ok(Process { pid, status: std::sync::Mutex::new(None) })
     }
 
     /// The child's process id.
@@ -167,9 +153,7 @@ impl Process {
     ///
     /// [`Error::Os`] when `waitpid` fails (for example if something else reaped the child).
     pub fn join(&self) -> Result<ExitStatus> {
-        Ok(self
-            .wait(None)?
-            .expect("blocking waitpid returns an exit status"))
+        Ok(self.wait(None)?.expect("blocking waitpid returns an exit status"))
     }
 
     /// The exit status if the child has exited, `None` while it runs (Python's `exitcode`).

@@ -131,10 +131,7 @@ unsafe impl Sync for Segment {}
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segment")
-            .field("id", &self.id)
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("Segment").field("id", &self.id).field("len", &self.len).finish()
     }
 }
 
@@ -152,10 +149,7 @@ fn page_size() -> usize {
 pub fn shm_capacity() -> Result<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(SHM_DIR).map_err(|e| Error::os("statvfs", e.into()))?;
     let frsize = st.fragment_size() as u64;
-    Ok((
-        st.blocks() as u64 * frsize,
-        st.blocks_available() as u64 * frsize,
-    ))
+    Ok((st.blocks() as u64 * frsize, st.blocks_available() as u64 * frsize))
 }
 
 impl Segment {
@@ -165,23 +159,15 @@ impl Segment {
     /// # Errors
     ///
     /// [`Error::ShmFull`] when `/dev/shm` cannot hold it; [`Error::Os`] for other failures.
-    pub fn create(
-        kind: SegmentKind,
-        data_len: usize,
-        elem_size: u32,
-        elem_tag: u32,
-    ) -> Result<Segment> {
+    pub fn create(kind: SegmentKind, data_len: usize, elem_size: u32, elem_tag: u32) -> Result<Segment> {
         let page = page_size();
         let data_pages = data_len.max(1).div_ceil(page) * page;
-        let total = DATA_OFFSET.checked_add(data_pages).ok_or_else(|| {
-            Error::InvalidConfig(format!("segment of {data_len} bytes is too large"))
-        })?;
+        let total = DATA_OFFSET
+            .checked_add(data_pages)
+            .ok_or_else(|| Error::InvalidConfig(format!("segment of {data_len} bytes is too large")))?;
         let (_, available) = shm_capacity()?;
         if (total as u64) > available {
-            return Err(Error::ShmFull {
-                needed: total as u64,
-                available,
-            });
+            return Err(Error::ShmFull { needed: total as u64, available });
         }
         let pid = std::process::id();
         let (mut shmem, name) = loop {
@@ -192,24 +178,13 @@ impl Segment {
                 Err(ShmemError::MapCreateFailed(errno)) => {
                     return Err(shm_error("shm_open", errno, total));
                 }
-                Err(ShmemError::UnknownOsError(errno)) => {
-                    return Err(shm_error("mmap", errno, total))
-                }
-                Err(other) => {
-                    return Err(Error::os(
-                        "shared_memory create",
-                        std::io::Error::other(other.to_string()),
-                    ))
-                }
+                Err(ShmemError::UnknownOsError(errno)) => return Err(shm_error("mmap", errno, total)),
+                Err(other) => return Err(Error::os("shared_memory create", std::io::Error::other(other.to_string()))),
             }
         };
         // We unlink the name ourselves, right now, instead of in `Shmem`'s drop.
         shmem.set_owner(false);
-        let opened = nix::sys::mman::shm_open(
-            name.as_str(),
-            OFlag::O_RDWR | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        );
+        let opened = nix::sys::mman::shm_open(name.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty());
         let unlinked = nix::sys::mman::shm_unlink(name.as_str());
         let fd = opened.map_err(|e| Error::os("shm_open", e.into()))?;
         unlinked.map_err(|e| Error::os("shm_unlink", e.into()))?;
@@ -264,9 +239,7 @@ impl Segment {
                 expected: format!("at least {DATA_OFFSET} bytes"),
             });
         }
-        let map = memmap2::MmapOptions::new()
-            .map_raw(&file)
-            .map_err(|e| Error::os("mmap", e))?;
+        let map = memmap2::MmapOptions::new().map_raw(&file).map_err(|e| Error::os("mmap", e))?;
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
         let seg = Segment {
             mapping: Mapping::Attached(map),
@@ -293,59 +266,30 @@ impl Segment {
         // OBSERVE: pairs with the Release store in `write_header`.
         let init = h.initialised.load(Ordering::Acquire);
         if init != READY {
-            return Err(mismatch(
-                "initialised word",
-                format!("{init:#x}"),
-                format!("{READY:#x}"),
-            ));
+            return Err(mismatch("initialised word", format!("{init:#x}"), format!("{READY:#x}")));
         }
         if h.magic != MAGIC {
-            return Err(mismatch(
-                "magic",
-                format!("{:?}", h.magic),
-                format!("{MAGIC:?}"),
-            ));
+            return Err(mismatch("magic", format!("{:?}", h.magic), format!("{MAGIC:?}")));
         }
         if h.version != LAYOUT_VERSION {
-            return Err(mismatch(
-                "layout version",
-                h.version.to_string(),
-                LAYOUT_VERSION.to_string(),
-            ));
+            return Err(mismatch("layout version", h.version.to_string(), LAYOUT_VERSION.to_string()));
         }
         if h.kind != kind as u32 {
-            return Err(mismatch(
-                "kind",
-                h.kind.to_string(),
-                (kind as u32).to_string(),
-            ));
+            return Err(mismatch("kind", h.kind.to_string(), (kind as u32).to_string()));
         }
         if h.total_len != self.len as u64 {
-            return Err(mismatch(
-                "size",
-                h.total_len.to_string(),
-                self.len.to_string(),
-            ));
+            return Err(mismatch("size", h.total_len.to_string(), self.len.to_string()));
         }
-        if h.data_offset != DATA_OFFSET as u64
-            || h.data_offset.saturating_add(h.data_len) > h.total_len
-        {
+        if h.data_offset != DATA_OFFSET as u64 || h.data_offset.saturating_add(h.data_len) > h.total_len {
             return Err(mismatch(
                 "data area",
                 format!("{}+{}", h.data_offset, h.data_len),
-                format!(
-                    "{DATA_OFFSET}+{}",
-                    h.total_len.saturating_sub(DATA_OFFSET as u64)
-                ),
+                format!("{DATA_OFFSET}+{}", h.total_len.saturating_sub(DATA_OFFSET as u64)),
             ));
         }
         let uid = nix::unistd::geteuid().as_raw();
         if h.owner_uid != uid {
-            return Err(mismatch(
-                "owner uid",
-                h.owner_uid.to_string(),
-                uid.to_string(),
-            ));
+            return Err(mismatch("owner uid", h.owner_uid.to_string(), uid.to_string()));
         }
         Ok(())
     }
@@ -389,10 +333,7 @@ impl Segment {
             }
             _ => Err(Error::CorruptSlot {
                 slot: u32::MAX,
-                reason: format!(
-                    "byte range {offset}+{len} outside data area of {} bytes",
-                    self.data_len()
-                ),
+                reason: format!("byte range {offset}+{len} outside data area of {} bytes", self.data_len()),
             }),
         }
     }
@@ -441,10 +382,7 @@ fn shm_error(op: &'static str, errno: u32, total: usize) -> Error {
     let io = std::io::Error::from_raw_os_error(errno as i32);
     if errno as i32 == libc::ENOSPC || errno as i32 == libc::ENOMEM {
         let available = shm_capacity().map(|c| c.1).unwrap_or(0);
-        return Error::ShmFull {
-            needed: total as u64,
-            available,
-        };
+        return Error::ShmFull { needed: total as u64, available };
     }
     Error::os(op, io)
 }
@@ -455,14 +393,10 @@ fn reserve(fd: &OwnedFd, total: usize) -> Result<()> {
     let rc = unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, total as libc::off_t) };
     match rc {
         0 => Ok(()),
-        libc::ENOSPC => Err(Error::ShmFull {
-            needed: total as u64,
-            available: shm_capacity().map(|c| c.1).unwrap_or(0),
-        }),
-        e => Err(Error::os(
-            "posix_fallocate",
-            std::io::Error::from_raw_os_error(e),
-        )),
+        libc::ENOSPC => {
+            Err(Error::ShmFull { needed: total as u64, available: shm_capacity().map(|c| c.1).unwrap_or(0) })
+        }
+        e => Err(Error::os("posix_fallocate", std::io::Error::from_raw_os_error(e))),
     }
 }
 
@@ -496,21 +430,14 @@ pub fn list_segments() -> Vec<StaleSegment> {
             let rest = name.strip_prefix(NAME_PREFIX)?;
             let owner_pid = rest.split('_').next()?.parse().ok()?;
             let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-            Some(StaleSegment {
-                name,
-                owner_pid,
-                size,
-            })
+            Some(StaleSegment { name, owner_pid, size })
         })
         .collect()
 }
 
 /// Segments in `/dev/shm` whose owner is dead.
 pub fn stale_segments() -> Vec<StaleSegment> {
-    list_segments()
-        .into_iter()
-        .filter(|s| !pid_alive(s.owner_pid))
-        .collect()
+    list_segments().into_iter().filter(|s| !pid_alive(s.owner_pid)).collect()
 }
 
 /// Unlinks the segments of dead owners; returns what was removed.
@@ -604,13 +531,8 @@ pub mod mail {
         let mut fd = None;
         let n = {
             let mut iov = [IoSliceMut::new(bytemuck::bytes_of_mut(&mut m))];
-            let msg = recvmsg::<()>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cbuf),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(|e| Error::os("recvmsg", e.into()))?;
+            let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC)
+                .map_err(|e| Error::os("recvmsg", e.into()))?;
             for c in msg.cmsgs().map_err(|e| Error::os("recvmsg", e.into()))? {
                 if let ControlMessageOwned::ScmRights(fds) = c {
                     for raw in fds {
@@ -624,16 +546,9 @@ pub mod mail {
             msg.bytes
         };
         if n == 0 {
-            return Err(Error::os(
-                "recvmsg",
-                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-            ));
+            return Err(Error::os("recvmsg", std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
         }
-        Ok(Some(Message {
-            op: m.op,
-            id: m.id,
-            fd,
-        }))
+        Ok(Some(Message { op: m.op, id: m.id, fd }))
     }
 }
 
@@ -647,10 +562,7 @@ mod tests {
         assert!(seg.data_len() >= 10_000);
         seg.validate(SegmentKind::Array).unwrap();
         assert_eq!(seg.header().owner_pid, std::process::id());
-        let ours = list_segments()
-            .into_iter()
-            .filter(|s| s.owner_pid == std::process::id())
-            .count();
+        let ours = list_segments().into_iter().filter(|s| s.owner_pid == std::process::id()).count();
         assert_eq!(ours, 0, "names are unlinked right after creation");
         let dup = seg.fd().try_clone_to_owned().unwrap();
         let other = Segment::from_fd(dup, SegmentKind::Array).unwrap();

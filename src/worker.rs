@@ -60,13 +60,7 @@ pub(crate) fn run(ctx: WorkerCtx) -> i32 {
     std::panic::set_hook(Box::new(|_| {}));
     match ctx.ring.segment().validate(SegmentKind::Ring) {
         Ok(()) => {
-            let mut w = Worker {
-                pid: std::process::id(),
-                ctx,
-                segs: HashMap::new(),
-                mail_seen: 0,
-                chunks: 0,
-            };
+            let mut w = Worker { pid: std::process::id(), ctx, segs: HashMap::new(), mail_seen: 0, chunks: 0 };
             match w.serve() {
                 Ok(()) => 0,
                 Err(e) => {
@@ -138,15 +132,8 @@ impl Worker {
     /// token); the others sleep at once, so busy-waiting never takes more than one core.
     fn idle(&self, ring: &Ring, seen: u32) {
         let hdr = ring.header();
-        let spinner = hdr
-            .spinner
-            .compare_exchange(0, self.pid, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok();
-        let spin = if spinner {
-            self.ctx.spin
-        } else {
-            Duration::ZERO
-        };
+        let spinner = hdr.spinner.compare_exchange(0, self.pid, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+        let spin = if spinner { self.ctx.spin } else { Duration::ZERO };
         if spinner {
             // Spin first, then give the token back before sleeping so another can take it.
             if !hdr.work.wait(seen, spin, Duration::ZERO) {
@@ -166,16 +153,12 @@ impl Worker {
         let segs = &self.segs;
         let outcome = ensured.and_then(|_| {
             let io = ring.chunk_io(&claim, |id| {
-                segs.get(&id).ok_or_else(|| Error::CorruptSlot {
-                    slot: claim.slot,
-                    reason: format!("segment {id} is unknown"),
-                })
+                segs.get(&id)
+                    .ok_or_else(|| Error::CorruptSlot { slot: claim.slot, reason: format!("segment {id} is unknown") })
             })?;
-            let kernel = KernelRef::from_parts(d.kernel_addr, d.kernel_tag).ok_or_else(|| {
-                Error::CorruptSlot {
-                    slot: claim.slot,
-                    reason: "kernel tag does not match its address".into(),
-                }
+            let kernel = KernelRef::from_parts(d.kernel_addr, d.kernel_tag).ok_or_else(|| Error::CorruptSlot {
+                slot: claim.slot,
+                reason: "kernel tag does not match its address".into(),
             })?;
             Ok((io, kernel))
         });
@@ -199,8 +182,14 @@ impl Worker {
             }
         };
         pause(&mut self.ctx.pause, PausePoint::BeforePublish);
-        ring.lock()?.publish(&claim, self.pid, status, &message);
-        ring.header().done.ring();
+        let wake = {
+            let mut g = ring.lock()?;
+            g.publish(&claim, self.pid, status, &message);
+            g.caller_wanted()
+        };
+        if wake {
+            ring.header().done.ring();
+        }
         Ok(())
     }
 
@@ -211,19 +200,15 @@ impl Worker {
         }
         mail::send(self.ctx.sock.as_fd(), mail::NEED, id, None)?;
         loop {
-            let m = mail::recv(self.ctx.sock.as_fd(), MAIL_TIMEOUT)?.ok_or_else(|| {
-                Error::PoolFailed(format!("supervisor did not answer for segment {id}"))
-            })?;
+            let m = mail::recv(self.ctx.sock.as_fd(), MAIL_TIMEOUT)?
+                .ok_or_else(|| Error::PoolFailed(format!("supervisor did not answer for segment {id}")))?;
             let answered = m.id == id && matches!(m.op, mail::ADD | mail::MISSING);
             self.handle(m)?;
             if answered {
                 return if self.segs.contains_key(&id) {
                     Ok(())
                 } else {
-                    Err(Error::CorruptSlot {
-                        slot: u32::MAX,
-                        reason: format!("segment {id} does not exist"),
-                    })
+                    Err(Error::CorruptSlot { slot: u32::MAX, reason: format!("segment {id} does not exist") })
                 };
             }
         }

@@ -7,10 +7,7 @@ use std::process::Command;
 fn shmpool(args: &[&str]) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     common::watchdog(std::time::Duration::from_secs(120), move || {
-        Command::new(env!("CARGO_BIN_EXE_shmpool"))
-            .args(&args)
-            .output()
-            .unwrap()
+        Command::new(env!("CARGO_BIN_EXE_shmpool")).args(&args).output().unwrap()
     })
 }
 
@@ -18,15 +15,8 @@ fn shmpool(args: &[&str]) -> std::process::Output {
 fn map_without_input_runs_and_verifies_w1() {
     let out = shmpool(&["map", "--len", "2000000", "--repeat", "2", "-j", "2"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("verified: all 2000000 elements bit-identical"),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("verified: all 2000000 elements bit-identical"), "{stdout}");
     assert!(stdout.contains("Melem/s"), "{stdout}");
     assert!(stdout.contains("2 workers"), "{stdout}");
 }

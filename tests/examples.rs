@@ -10,14 +10,8 @@ fn example(name: &str) -> String {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let path: PathBuf = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test`, which builds examples",
-        path.display()
-    );
-    let out = common::watchdog(std::time::Duration::from_secs(120), move || {
-        Command::new(&path).output().unwrap()
-    });
+    assert!(path.exists(), "{} is missing: run the tests with `cargo test`, which builds examples", path.display());
+    let out = common::watchdog(std::time::Duration::from_secs(120), move || Command::new(&path).output().unwrap());
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -30,10 +24,7 @@ fn example(name: &str) -> String {
 
 #[test]
 fn process_example_prints_child_then_parent() {
-    assert_eq!(
-        example("process"),
-        "just for an example!\nMain process completed\n"
-    );
+    assert_eq!(example("process"), "just for an example!\nMain process completed\n");
 }
 
 #[test]
@@ -48,27 +39,13 @@ fn four_processes_example_prints_each_process_then_completion() {
     assert_eq!(lines.len(), 5, "{out}");
     let mut first: Vec<&str> = lines[..4].to_vec();
     first.sort();
-    assert_eq!(
-        first,
-        [
-            "Process 0 prints: 0",
-            "Process 1 prints: 1",
-            "Process 2 prints: 2",
-            "Process 3 prints: 3"
-        ]
-    );
+    assert_eq!(first, ["Process 0 prints: 0", "Process 1 prints: 1", "Process 2 prints: 2", "Process 3 prints: 3"]);
     assert_eq!(lines[4], "All processes completed");
 }
 
 #[test]
 fn shared_array_example_verifies_w1() {
     let out = example("shared_array");
-    assert!(
-        out.contains("W1 over 10000000 elements: all verified"),
-        "{out}"
-    );
-    assert!(
-        out.starts_with("ys[0..3] = [1.3106601717798214, 2.087117307087383, 2.6217082451262845]"),
-        "{out}"
-    );
+    assert!(out.contains("W1 over 10000000 elements: all verified"), "{out}");
+    assert!(out.starts_with("ys[0..3] = [1.3106601717798214, 2.087117307087383, 2.6217082451262845]"), "{out}");
 }

@@ -15,10 +15,7 @@ fn idle_pool_uses_almost_no_cpu() {
     std::thread::sleep(Duration::from_millis(100));
     let pids = pool.pids();
     assert_eq!(pids.len(), 2);
-    let before: Vec<u64> = pids
-        .iter()
-        .map(|&p| common::cpu_ticks(p).unwrap())
-        .collect();
+    let before: Vec<u64> = pids.iter().map(|&p| common::cpu_ticks(p).unwrap()).collect();
     let t = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     let secs = t.elapsed().as_secs_f64();
@@ -27,11 +24,7 @@ fn idle_pool_uses_almost_no_cpu() {
     for (p, b) in pids.iter().zip(before) {
         let used = (common::cpu_ticks(*p).unwrap() - b) as f64 / hz;
         let share = used / secs;
-        assert!(
-            share < 0.02,
-            "worker {p} used {:.1}% of a core while idle",
-            share * 100.0
-        );
+        assert!(share < 0.02, "worker {p} used {:.1}% of a core while idle", share * 100.0);
     }
 }
 
@@ -41,10 +34,7 @@ fn dropping_the_pool_ends_workers_and_leaves_no_segment() {
     let pids = pool.pids();
     assert_eq!(pids.len(), 3);
     assert!(pids.iter().all(|&p| common::pid_alive(p)));
-    assert!(
-        common::our_segments().is_empty(),
-        "segment names are unlinked right after creation"
-    );
+    assert!(common::our_segments().is_empty(), "segment names are unlinked right after creation");
     drop(pool);
     common::assert_pids_gone(&pids);
     assert!(common::our_segments().is_empty());
@@ -62,10 +52,7 @@ fn close_then_join_and_terminate_end_workers() {
     let pids = pool.pids();
     pool.terminate();
     common::assert_pids_gone(&pids);
-    assert!(matches!(
-        pool.map(&[1u8], |x: u8| x),
-        Err(shmpool::Error::PoolClosed)
-    ));
+    assert!(matches!(pool.map(&[1u8], |x: u8| x), Err(shmpool::Error::PoolClosed)));
 }
 
 #[test]
@@ -74,10 +61,7 @@ fn many_pools_in_a_row_leak_nothing() {
     for i in 0..20 {
         let pool = Pool::new(1 + i % 3).unwrap();
         all.extend(pool.pids());
-        assert_eq!(
-            pool.map(&[i as u32], |x: u32| x + 1).unwrap(),
-            [i as u32 + 1]
-        );
+        assert_eq!(pool.map(&[i as u32], |x: u32| x + 1).unwrap(), [i as u32 + 1]);
     }
     common::assert_pids_gone(&all);
     assert!(common::our_segments().is_empty());
@@ -90,10 +74,7 @@ fn a_pool_survives_the_thread_that_created_it() {
     let pool = std::thread::spawn(|| Pool::new(2).unwrap()).join().unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let pids = pool.pids();
-    assert!(
-        pids.iter().all(|&p| common::pid_alive(p)),
-        "workers died with their creating thread"
-    );
+    assert!(pids.iter().all(|&p| common::pid_alive(p)), "workers died with their creating thread");
     assert_eq!(pool.map(&[1i16, 2], |x: i16| -x).unwrap(), [-1, -2]);
 }
 
@@ -102,8 +83,5 @@ fn header_validation_rejects_foreign_segments() {
     use shmpool::shm::{Segment, SegmentKind};
     let seg = Segment::create(SegmentKind::Array, 4096, 8, 0).unwrap();
     let fd = seg.fd().try_clone_to_owned().unwrap();
-    assert!(matches!(
-        Segment::from_fd(fd, SegmentKind::Ring),
-        Err(shmpool::Error::IncompatibleSegment { .. })
-    ));
+    assert!(matches!(Segment::from_fd(fd, SegmentKind::Ring), Err(shmpool::Error::IncompatibleSegment { .. })));
 }

@@ -25,8 +25,7 @@ fn empty_input_gives_empty_output() {
     assert!(out.is_empty());
     let xs = SharedVec::<f64>::zeroed(0).unwrap();
     let mut ys = SharedVec::<f64>::zeroed(0).unwrap();
-    pool.map_into(&xs, &mut ys, shmpool::workloads::w1_chunk)
-        .unwrap();
+    pool.map_into(&xs, &mut ys, shmpool::workloads::w1_chunk).unwrap();
 }
 
 #[test]
@@ -46,10 +45,7 @@ fn large_inputs_are_staged_and_mapped_in_order() {
     let pool = Pool::new(2).unwrap();
     let xs: Vec<f64> = (0..3_000_000).map(shmpool::workloads::pattern).collect();
     let got = pool.map(&xs, shmpool::workloads::w1).unwrap();
-    assert!(xs
-        .iter()
-        .zip(&got)
-        .all(|(x, y)| shmpool::workloads::w1(*x).to_bits() == y.to_bits()));
+    assert!(xs.iter().zip(&got).all(|(x, y)| shmpool::workloads::w1(*x).to_bits() == y.to_bits()));
     // The staging buffers are reused by the next map, smaller this time.
     let got = pool.map(&xs[..100_000], |x: f64| x as f32).unwrap();
     assert_eq!(got.len(), 100_000);
@@ -59,12 +55,7 @@ fn large_inputs_are_staged_and_mapped_in_order() {
 #[test]
 fn user_pod_structs_map_to_other_types() {
     let pool = Pool::new(2).unwrap();
-    let pts: Vec<Point> = (0..10_000)
-        .map(|i| Point {
-            x: i as f32,
-            y: (i % 7) as f32,
-        })
-        .collect();
+    let pts: Vec<Point> = (0..10_000).map(|i| Point { x: i as f32, y: (i % 7) as f32 }).collect();
     let got = pool.map(&pts, norm).unwrap();
     let want: Vec<f64> = pts.iter().copied().map(norm).collect();
     assert_eq!(got, want);
@@ -80,27 +71,15 @@ fn parameter_blocks_replace_captures() {
     }
     let pool = Pool::new(2).unwrap();
     let xs: Vec<f64> = (0..100_000).map(|i| i as f64).collect();
-    let got = pool
-        .map_with(&xs, Affine { a: 2.0, b: -1.0 }, |x: f64, p: &Affine| {
-            p.a * x + p.b
-        })
-        .unwrap();
-    assert!(got
-        .iter()
-        .enumerate()
-        .all(|(i, y)| *y == 2.0 * i as f64 - 1.0));
+    let got = pool.map_with(&xs, Affine { a: 2.0, b: -1.0 }, |x: f64, p: &Affine| p.a * x + p.b).unwrap();
+    assert!(got.iter().enumerate().all(|(i, y)| *y == 2.0 * i as f64 - 1.0));
     let src = SharedVec::from_slice(&xs).unwrap();
     let mut dst = pool.alloc::<f32>(xs.len()).unwrap();
-    pool.map_into_with(
-        &src,
-        &mut dst,
-        0.5f64,
-        |x: &[f64], y: &mut [f32], k: &f64| {
-            for (y, x) in y.iter_mut().zip(x) {
-                *y = (x * k) as f32;
-            }
-        },
-    )
+    pool.map_into_with(&src, &mut dst, 0.5f64, |x: &[f64], y: &mut [f32], k: &f64| {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y = (x * k) as f32;
+        }
+    })
     .unwrap();
     assert_eq!(dst[99_999], 49_999.5);
 }
@@ -111,10 +90,7 @@ fn map_into_with_different_lengths_is_a_length_mismatch() {
     let xs = SharedVec::<f64>::zeroed(10).unwrap();
     let mut ys = SharedVec::<f64>::zeroed(11).unwrap();
     match pool.map_into(&xs, &mut ys, shmpool::workloads::w1_chunk) {
-        Err(Error::LengthMismatch {
-            input: 10,
-            output: 11,
-        }) => {}
+        Err(Error::LengthMismatch { input: 10, output: 11 }) => {}
         other => panic!("expected LengthMismatch, got {other:?}"),
     }
 }
@@ -122,25 +98,14 @@ fn map_into_with_different_lengths_is_a_length_mismatch() {
 #[test]
 fn zero_workers_is_an_invalid_config() {
     assert!(matches!(Pool::new(0), Err(Error::InvalidConfig(_))));
-    assert!(matches!(
-        Pool::builder().workers(2).chunk_len(0).build(),
-        Err(Error::InvalidConfig(_))
-    ));
+    assert!(matches!(Pool::builder().workers(2).chunk_len(0).build(), Err(Error::InvalidConfig(_))));
 }
 
 #[test]
 fn kernel_panic_is_reported_and_the_pool_stays_usable() {
     let pool = Pool::new(2).unwrap();
     let xs: Vec<i64> = (0..1000).collect();
-    let err = pool
-        .map(&xs, |x: i64| {
-            if x == 500 {
-                panic!("bad element {x}")
-            } else {
-                x
-            }
-        })
-        .unwrap_err();
+    let err = pool.map(&xs, |x: i64| if x == 500 { panic!("bad element {x}") } else { x }).unwrap_err();
     match err {
         Error::KernelPanicked { message, range } => {
             assert!(message.contains("bad element 500"), "{message}");
@@ -158,12 +123,8 @@ fn map_results_are_bit_identical_to_sequential_for_w1_via_map_into() {
     let mut xs = pool.alloc::<f64>(n).unwrap();
     shmpool::workloads::fill_pattern(&mut xs, 0);
     let mut ys = pool.alloc::<f64>(n).unwrap();
-    pool.map_into(&xs, &mut ys, shmpool::workloads::w1_chunk)
-        .unwrap();
-    assert!(xs
-        .iter()
-        .zip(ys.iter())
-        .all(|(x, y)| shmpool::workloads::w1(*x).to_bits() == y.to_bits()));
+    pool.map_into(&xs, &mut ys, shmpool::workloads::w1_chunk).unwrap();
+    assert!(xs.iter().zip(ys.iter()).all(|(x, y)| shmpool::workloads::w1(*x).to_bits() == y.to_bits()));
     let pids = pool.pids();
     drop(pool);
     common::assert_pids_gone(&pids);
@@ -177,12 +138,7 @@ fn check<In: Pod + std::fmt::Debug, Out: Pod + PartialEq + std::fmt::Debug>(
 ) -> Result<(), TestCaseError> {
     let want: Vec<Out> = xs.iter().copied().map(f).collect();
     prop_assert_eq!(got.len(), want.len());
-    prop_assert!(
-        got == want,
-        "map differs from sequential on {} elements with {} workers",
-        xs.len(),
-        pool.workers()
-    );
+    prop_assert!(got == want, "map differs from sequential on {} elements with {} workers", xs.len(), pool.workers());
     Ok(())
 }
 

@@ -26,9 +26,7 @@ pub struct MapArgs {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
 pub fn run(args: MapArgs) -> Result<(), Failure> {
@@ -49,10 +47,7 @@ pub fn run(args: MapArgs) -> Result<(), Failure> {
     let mut xs = SharedVec::<f64>::zeroed(n)?;
     workloads::fill_pattern(&mut xs, 0);
     let mut ys = SharedVec::<f64>::zeroed(n)?;
-    println!(
-        "allocated and filled in {:.1} ms",
-        t.elapsed().as_secs_f64() * 1e3
-    );
+    println!("allocated and filled in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
 
     let t = Instant::now();
     let mut builder = Pool::builder().workers(workers);
@@ -60,10 +55,7 @@ pub fn run(args: MapArgs) -> Result<(), Failure> {
         builder = builder.chunk_len(c);
     }
     let pool = builder.build()?;
-    println!(
-        "pool of {workers} worker processes ready in {:.3} ms",
-        t.elapsed().as_secs_f64() * 1e3
-    );
+    println!("pool of {workers} worker processes ready in {:.3} ms", t.elapsed().as_secs_f64() * 1e3);
 
     let mut times = Vec::with_capacity(args.repeat);
     for _ in 0..args.repeat {
@@ -73,16 +65,10 @@ pub fn run(args: MapArgs) -> Result<(), Failure> {
         times.push(t.elapsed().as_secs_f64());
     }
     let t = Instant::now();
-    let mismatches = xs
-        .iter()
-        .zip(ys.iter())
-        .filter(|(x, y)| workloads::w1(**x).to_bits() != y.to_bits())
-        .count();
+    let mismatches = xs.iter().zip(ys.iter()).filter(|(x, y)| workloads::w1(**x).to_bits() != y.to_bits()).count();
     let verify_ms = t.elapsed().as_secs_f64() * 1e3;
     if mismatches > 0 {
-        return Err(Failure::runtime(format!(
-            "{mismatches} of {n} elements differ from the sequential result"
-        )));
+        return Err(Failure::runtime(format!("{mismatches} of {n} elements differ from the sequential result")));
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
@@ -95,14 +81,8 @@ pub fn run(args: MapArgs) -> Result<(), Failure> {
         times[0] * 1e3,
         times[times.len() - 1] * 1e3
     );
-    println!(
-        "throughput: {:.1} Melem/s, {:.2} GB/s (read + write), {workers} workers",
-        eps / 1e6,
-        gbs
-    );
-    println!(
-        "verified: all {n} elements bit-identical to the sequential result ({verify_ms:.0} ms)"
-    );
+    println!("throughput: {:.1} Melem/s, {:.2} GB/s (read + write), {workers} workers", eps / 1e6, gbs);
+    println!("verified: all {n} elements bit-identical to the sequential result ({verify_ms:.0} ms)");
     pool.close();
     pool.join()?;
     Ok(())

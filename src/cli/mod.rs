@@ -43,18 +43,12 @@ pub struct Failure {
 impl Failure {
     /// Bad input or usage (exit 2).
     pub fn usage(message: impl Into<String>) -> Self {
-        Failure {
-            code: EXIT_USAGE,
-            message: message.into(),
-        }
+        Failure { code: EXIT_USAGE, message: message.into() }
     }
 
     /// A failure while running (exit 1).
     pub fn runtime(message: impl Into<String>) -> Self {
-        Failure {
-            code: EXIT_FAILURE,
-            message: message.into(),
-        }
+        Failure { code: EXIT_FAILURE, message: message.into() }
     }
 }
 
@@ -64,10 +58,7 @@ impl From<shmpool::Error> for Failure {
             shmpool::Error::InvalidConfig(_) | shmpool::Error::LengthMismatch { .. } => EXIT_USAGE,
             _ => EXIT_FAILURE,
         };
-        Failure {
-            code,
-            message: e.to_string(),
-        }
+        Failure { code, message: e.to_string() }
     }
 }
 
@@ -98,18 +89,9 @@ fn info(clean: bool) -> Result<(), Failure> {
     println!("/dev/shm: {} total, {} free", human(size), human(free));
     let all = shmpool::shm::list_segments();
     let stale = shmpool::shm::stale_segments();
-    println!(
-        "shmpool segments: {} ({} of dead owners)",
-        all.len(),
-        stale.len()
-    );
+    println!("shmpool segments: {} ({} of dead owners)", all.len(), stale.len());
     for s in &stale {
-        println!(
-            "  stale {} (owner pid {}, {})",
-            s.name,
-            s.owner_pid,
-            human(s.size)
-        );
+        println!("  stale {} (owner pid {}, {})", s.name, s.owner_pid, human(s.size));
     }
     if clean {
         let removed = shmpool::shm::sweep_stale();

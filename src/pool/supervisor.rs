@@ -51,13 +51,8 @@ pub(crate) struct Death {
 }
 
 fn spawn(shared: &Shared, pause: Option<PausePoint>) -> Result<Kid> {
-    let (parent_end, child_end) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| Error::os("socketpair", e.into()))?;
+    let (parent_end, child_end) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| Error::os("socketpair", e.into()))?;
     let ctx = WorkerCtx {
         ring: shared.ring.clone(),
         sock: child_end,
@@ -75,12 +70,7 @@ fn spawn(shared: &Shared, pause: Option<PausePoint>) -> Result<Kid> {
             return Err(e);
         }
     };
-    Ok(Kid {
-        pid,
-        pidfd,
-        sock: parent_end,
-        known: HashSet::new(),
-    })
+    Ok(Kid { pid, pidfd, sock: parent_end, known: HashSet::new() })
 }
 
 pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<()>>) {
@@ -98,13 +88,7 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<()>>) {
     publish_pids(&shared, &kids);
     let _ = ready.send(Ok(()));
     drop(ready);
-    Supervisor {
-        shared,
-        kids,
-        start_failures: 0,
-        stop_deadline: None,
-    }
-    .serve();
+    Supervisor { shared, kids, start_failures: 0, stop_deadline: None }.serve();
 }
 
 fn kill_all(kids: &mut Vec<Kid>) {
@@ -136,9 +120,7 @@ impl Supervisor {
             if state == STATE_TERMINATED {
                 kill_all(&mut self.kids);
             } else if state == STATE_STOPPING {
-                let deadline = *self
-                    .stop_deadline
-                    .get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+                let deadline = *self.stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
                 self.shared.ring.request_shutdown();
                 if Instant::now() >= deadline {
                     kill_all(&mut self.kids);
@@ -177,20 +159,14 @@ impl Supervisor {
             Some(t) => TICK.min(t / 4).max(Duration::from_millis(1)),
             None => TICK,
         };
-        let n = poll(
-            &mut fds,
-            PollTimeout::try_from(tick).unwrap_or(PollTimeout::MAX),
-        )
-        .unwrap_or(0);
+        let n = poll(&mut fds, PollTimeout::try_from(tick).unwrap_or(PollTimeout::MAX)).unwrap_or(0);
         let mut dead = Vec::new();
         let mut mail_from = Vec::new();
         if n > 0 {
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
             if ready(&fds[0]) {
                 let mut buf = [0u8; 64];
-                while nix::unistd::read(self.shared.poke_rx.as_fd(), &mut buf).is_ok_and(|n| n > 0)
-                {
-                }
+                while nix::unistd::read(self.shared.poke_rx.as_fd(), &mut buf).is_ok_and(|n| n > 0) {}
             }
             for (i, k) in self.kids.iter().enumerate() {
                 if ready(&fds[1 + 2 * i]) {
@@ -219,16 +195,12 @@ impl Supervisor {
         let pid = kid.pid.as_raw() as u32;
         let ring = &self.shared.ring;
         let hdr = ring.header();
-        let _ = hdr
-            .spinner
-            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+        let _ = hdr.spinner.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
         match ring.lock() {
             Ok(mut g) => {
                 g.requeue_dead(pid, signal as u32, self.shared.cfg.max_attempts);
             }
-            Err(e) => self
-                .shared
-                .fail(format!("ring lock failed after worker {pid} died: {e}")),
+            Err(e) => self.shared.fail(format!("ring lock failed after worker {pid} died: {e}")),
         }
         hdr.work.ring();
         hdr.done.ring();
@@ -236,11 +208,7 @@ impl Supervisor {
         if !graceful {
             self.shared.stats.deaths.fetch_add(1, Ordering::Relaxed);
             let mut log = self.shared.deaths.lock().unwrap_or_else(|e| e.into_inner());
-            log.push(Death {
-                pid,
-                signal,
-                detected_after_us: detected,
-            });
+            log.push(Death { pid, signal, detected_after_us: detected });
         }
         if code == Some(worker::FATAL_EXIT_CODE) {
             self.start_failures += 1;
@@ -249,10 +217,7 @@ impl Supervisor {
         }
         if self.shared.state.load(Ordering::SeqCst) < STATE_STOPPING {
             if self.start_failures >= MAX_START_FAILURES {
-                self.shared.fail(format!(
-                    "{} workers in a row exited at start",
-                    self.start_failures
-                ));
+                self.shared.fail(format!("{} workers in a row exited at start", self.start_failures));
             } else {
                 match spawn(&self.shared, None) {
                     Ok(k) => {
@@ -262,8 +227,7 @@ impl Supervisor {
                     Err(e) => {
                         self.start_failures += 1;
                         if self.kids.is_empty() {
-                            self.shared
-                                .fail(format!("cannot replace worker {pid}: {e}"));
+                            self.shared.fail(format!("cannot replace worker {pid}: {e}"));
                         }
                     }
                 }
@@ -281,11 +245,7 @@ impl Supervisor {
                 continue;
             }
             let seg = {
-                let reg = self
-                    .shared
-                    .registry
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let reg = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
                 reg.get(&m.id).and_then(|w| w.upgrade())
             };
             let sent = match &seg {
@@ -301,16 +261,8 @@ impl Supervisor {
     /// Tells workers to unmap segments whose last handle in the pool's process is gone.
     fn prune_segments(&mut self) {
         let gone: Vec<u64> = {
-            let mut reg = self
-                .shared
-                .registry
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let gone: Vec<u64> = reg
-                .iter()
-                .filter(|(_, w)| w.strong_count() == 0)
-                .map(|(id, _)| *id)
-                .collect();
+            let mut reg = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let gone: Vec<u64> = reg.iter().filter(|(_, w)| w.strong_count() == 0).map(|(id, _)| *id).collect();
             for id in &gone {
                 reg.remove(id);
             }

@@ -6,7 +6,7 @@ use std::ops::Range;
 /// Smallest chunk the default plan makes, in bytes of input plus output.
 pub const MIN_CHUNK_BYTES: usize = 64 * 1024;
 /// Largest chunk the default plan makes, in bytes of input plus output.
-pub const MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_CHUNK_BYTES: usize = 32 * 1024 * 1024;
 
 /// Cuts `0..len` into consecutive chunks, in order, covering every index exactly once.
 ///

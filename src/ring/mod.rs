@@ -54,16 +54,20 @@ pub struct RingHeader {
     _pad: u32,
     /// Chunks completed by all workers since creation (diagnostics).
     pub chunks_done: AtomicU64,
+    /// DONE slots not yet collected. Changed only under the lock, by `set_state`.
+    pub done_pending: AtomicU32,
+    /// How many DONE slots the map caller wants before it is woken (set under the lock before
+    /// it sleeps). Batching wake-ups keeps the caller from preempting workers once per chunk.
+    pub done_wanted: AtomicU32,
 }
 
-const SLOT_FIXED: usize =
-    std::mem::size_of::<SlotHeader>() + std::mem::size_of::<Descriptor>() + MESSAGE_CAP;
+const SLOT_FIXED: usize = std::mem::size_of::<SlotHeader>() + std::mem::size_of::<Descriptor>() + MESSAGE_CAP;
 const HEADER_LEN: usize = std::mem::size_of::<RingHeader>().next_multiple_of(64);
 
 /// Monotonic microseconds, the same clock in every process.
 pub fn now_us() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    let ts =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
     ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1000
 }
 
@@ -127,14 +131,10 @@ impl Ring {
     /// [`Error::InvalidConfig`] for zero slots or absurd sizes; segment creation errors.
     pub fn create(slots: u32, payload_cap: usize) -> Result<Ring> {
         if slots == 0 || slots > 4096 {
-            return Err(Error::InvalidConfig(format!(
-                "slots must be 1..=4096, got {slots}"
-            )));
+            return Err(Error::InvalidConfig(format!("slots must be 1..=4096, got {slots}")));
         }
         if payload_cap > (1 << 30) {
-            return Err(Error::InvalidConfig(format!(
-                "payload of {payload_cap} bytes per slot is too large"
-            )));
+            return Err(Error::InvalidConfig(format!("payload of {payload_cap} bytes per slot is too large")));
         }
         let payload_cap = payload_cap.next_multiple_of(64);
         let stride = SLOT_FIXED + payload_cap;
@@ -168,36 +168,19 @@ impl Ring {
             expected: format!("{what} {expected}"),
         };
         if stride < SLOT_FIXED || stride % 64 != 0 || needed > seg.data_len() {
-            return Err(bad(
-                "ring geometry",
-                format!("{slots}x{stride}"),
-                format!("fits {}", seg.data_len()),
-            ));
+            return Err(bad("ring geometry", format!("{slots}x{stride}"), format!("fits {}", seg.data_len())));
         }
-        let ring = Ring {
-            seg,
-            key,
-            slots,
-            payload_cap: stride - SLOT_FIXED,
-            stride,
-        };
+        let ring = Ring { seg, key, slots, payload_cap: stride - SLOT_FIXED, stride };
         let h = ring.header();
         if h.slots != slots || h.stride as usize != stride {
-            return Err(bad(
-                "ring header",
-                format!("{}x{}", h.slots, h.stride),
-                format!("{slots}x{stride}"),
-            ));
+            return Err(bad("ring header", format!("{}x{}", h.slots, h.stride), format!("{slots}x{stride}")));
         }
         Ok(ring)
     }
 
     /// The ring header.
     pub fn header(&self) -> &RingHeader {
-        let p = self
-            .seg
-            .data_ptr(0, HEADER_LEN)
-            .expect("ring header inside segment (checked at attach)");
+        let p = self.seg.data_ptr(0, HEADER_LEN).expect("ring header inside segment (checked at attach)");
         // SAFETY: in bounds and 64-aligned (page-aligned data area); RingHeader consists of
         // atomics, the pthread mutex (only used through pthread calls) and integers that are
         // written once before workers exist.
@@ -236,21 +219,12 @@ impl Ring {
 
     fn desc_ptr(&self, slot: u32) -> *mut Descriptor {
         let off = self.slot_offset(slot) + std::mem::size_of::<SlotHeader>();
-        self.seg
-            .data_ptr(off, std::mem::size_of::<Descriptor>())
-            .expect("descriptor inside segment")
-            .as_ptr()
-            .cast()
+        self.seg.data_ptr(off, std::mem::size_of::<Descriptor>()).expect("descriptor inside segment").as_ptr().cast()
     }
 
     fn message_ptr(&self, slot: u32) -> *mut u8 {
-        let off = self.slot_offset(slot)
-            + std::mem::size_of::<SlotHeader>()
-            + std::mem::size_of::<Descriptor>();
-        self.seg
-            .data_ptr(off, MESSAGE_CAP)
-            .expect("message inside segment")
-            .as_ptr()
+        let off = self.slot_offset(slot) + std::mem::size_of::<SlotHeader>() + std::mem::size_of::<Descriptor>();
+        self.seg.data_ptr(off, MESSAGE_CAP).expect("message inside segment").as_ptr()
     }
 
     fn payload_offset(&self, slot: u32) -> usize {
@@ -276,10 +250,7 @@ impl Ring {
             self.header().owner_deaths.fetch_add(1, Ordering::Relaxed);
             guard.mark_repaired();
         }
-        Ok(RingGuard {
-            ring: self,
-            _guard: guard,
-        })
+        Ok(RingGuard { ring: self, _guard: guard })
     }
 
     /// Tells workers to exit and wakes them.
@@ -307,10 +278,7 @@ impl Ring {
         mut resolve: impl FnMut(u64) -> Result<&'a Segment>,
     ) -> Result<ChunkIo<'a>> {
         let d = &claim.desc;
-        let corrupt = |reason: String| Error::CorruptSlot {
-            slot: claim.slot,
-            reason,
-        };
+        let corrupt = |reason: String| Error::CorruptSlot { slot: claim.slot, reason };
         if d.in_size == 0 || d.out_size == 0 {
             return Err(corrupt("zero element size".into()));
         }
@@ -321,25 +289,19 @@ impl Ring {
                 .ok_or_else(|| corrupt(format!("length {} overflows", d.len)))
         };
         let (in_bytes, out_bytes) = (bytes(d.in_size)?, bytes(d.out_size)?);
-        let params_len =
-            usize::try_from(d.params_len).map_err(|_| corrupt("parameter length".into()))?;
+        let params_len = usize::try_from(d.params_len).map_err(|_| corrupt("parameter length".into()))?;
         let in_off = usize::try_from(d.in_off).map_err(|_| corrupt("input offset".into()))?;
         let out_off = usize::try_from(d.out_off).map_err(|_| corrupt("output offset".into()))?;
         let cap = self.payload_cap;
         let within = |off: usize, len: usize| off.checked_add(len).is_some_and(|e| e <= cap);
         if !within(0, params_len) {
-            return Err(corrupt(format!(
-                "parameter block of {params_len} bytes exceeds payload of {cap}"
-            )));
+            return Err(corrupt(format!("parameter block of {params_len} bytes exceeds payload of {cap}")));
         }
-        let overlaps =
-            |a: usize, al: usize, b: usize, bl: usize| al > 0 && bl > 0 && a < b + bl && b < a + al;
+        let overlaps = |a: usize, al: usize, b: usize, bl: usize| al > 0 && bl > 0 && a < b + bl && b < a + al;
         // The output is written through `&mut`: it must not overlap anything read.
         if d.out_seg == 0 {
             if !within(out_off, out_bytes) {
-                return Err(corrupt(format!(
-                    "inline output {out_off}+{out_bytes} exceeds payload of {cap}"
-                )));
+                return Err(corrupt(format!("inline output {out_off}+{out_bytes} exceeds payload of {cap}")));
             }
             if overlaps(out_off, out_bytes, 0, params_len) {
                 return Err(corrupt("inline output overlaps the parameter block".into()));
@@ -351,9 +313,7 @@ impl Ring {
             return Err(corrupt("output range overlaps the input range".into()));
         }
         if d.in_seg == 0 && !within(in_off, in_bytes) {
-            return Err(corrupt(format!(
-                "inline input {in_off}+{in_bytes} exceeds payload of {cap}"
-            )));
+            return Err(corrupt(format!("inline input {in_off}+{in_bytes} exceeds payload of {cap}")));
         }
         let base = self.payload_offset(claim.slot);
         // SAFETY: (this and the slices below) the slot is CLAIMED by this process, so nobody else touches
@@ -369,10 +329,7 @@ impl Ring {
         } else {
             let seg = resolve(d.in_seg)?;
             // SAFETY: see above.
-            unsafe {
-                seg.data(in_off, in_bytes)
-                    .map_err(|e| relabel(e, claim.slot))?
-            }
+            unsafe { seg.data(in_off, in_bytes).map_err(|e| relabel(e, claim.slot))? }
         };
         let output = if d.out_seg == 0 {
             // SAFETY: see above.
@@ -380,16 +337,9 @@ impl Ring {
         } else {
             let seg = resolve(d.out_seg)?;
             // SAFETY: see above.
-            unsafe {
-                seg.data_mut(out_off, out_bytes)
-                    .map_err(|e| relabel(e, claim.slot))?
-            }
+            unsafe { seg.data_mut(out_off, out_bytes).map_err(|e| relabel(e, claim.slot))? }
         };
-        Ok(ChunkIo {
-            params,
-            input,
-            output,
-        })
+        Ok(ChunkIo { params, input, output })
     }
 }
 
@@ -412,10 +362,29 @@ impl RingGuard<'_> {
     }
 
     fn set_state(&self, slot: u32, s: SlotState) {
-        self.ring
-            .slot_header(slot)
-            .state
-            .store(s as u32, Ordering::Relaxed);
+        let was_done = self.state(slot) == Some(SlotState::Done);
+        let pending = &self.ring.header().done_pending;
+        match (was_done, s == SlotState::Done) {
+            (false, true) => {
+                pending.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                pending.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        self.ring.slot_header(slot).state.store(s as u32, Ordering::Relaxed);
+    }
+
+    /// Sets how many DONE slots the map caller wants before a worker's publish wakes it.
+    pub fn set_wanted(&mut self, n: u32) {
+        self.ring.header().done_wanted.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether enough DONE slots are pending to wake the map caller.
+    pub fn caller_wanted(&self) -> bool {
+        let h = self.ring.header();
+        h.done_pending.load(Ordering::Relaxed) >= h.done_wanted.load(Ordering::Relaxed)
     }
 
     /// Fills a FREE slot with `desc` (its MAC is set here) and lets `payload` write the inline
@@ -429,8 +398,7 @@ impl RingGuard<'_> {
         unsafe { self.ring.desc_ptr(slot).write(d) };
         let base = self.ring.payload_offset(slot);
         // SAFETY: a FREE slot's payload belongs to the map caller; in bounds by geometry.
-        let buf = unsafe { self.ring.seg.data_mut(base, self.ring.payload_cap) }
-            .expect("payload inside segment");
+        let buf = unsafe { self.ring.seg.data_mut(base, self.ring.payload_cap) }.expect("payload inside segment");
         payload(buf);
         let h = self.ring.slot_header(slot);
         h.attempt.store(0, Ordering::Relaxed);
@@ -456,12 +424,7 @@ impl RingGuard<'_> {
             let desc = unsafe { self.ring.desc_ptr(slot).read_unaligned() };
             let h = self.ring.slot_header(slot);
             if self.ring.mac(slot, &desc) != desc.mac {
-                self.finish(
-                    slot,
-                    Status::Corrupt,
-                    0,
-                    "descriptor integrity check failed",
-                );
+                self.finish(slot, Status::Corrupt, 0, "descriptor integrity check failed");
                 continue;
             }
             let generation = h.generation.load(Ordering::Relaxed) + 1;
@@ -470,12 +433,7 @@ impl RingGuard<'_> {
             h.claimed_at_us.store(now_us(), Ordering::Relaxed);
             let attempt = h.attempt.load(Ordering::Relaxed);
             self.set_state(slot, SlotState::Claimed);
-            return Some(Claim {
-                slot,
-                attempt,
-                generation,
-                desc,
-            });
+            return Some(Claim { slot, attempt, generation, desc });
         }
         None
     }
@@ -502,10 +460,7 @@ impl RingGuard<'_> {
             && h.generation.load(Ordering::Relaxed) == claim.generation;
         if current {
             self.finish(claim.slot, status, 0, message);
-            self.ring
-                .header()
-                .chunks_done
-                .fetch_add(1, Ordering::Relaxed);
+            self.ring.header().chunks_done.fetch_add(1, Ordering::Relaxed);
         }
         current
     }
@@ -515,9 +470,7 @@ impl RingGuard<'_> {
         let mut n = 0;
         for slot in 0..self.ring.slots {
             let h = self.ring.slot_header(slot);
-            if self.state(slot) != Some(SlotState::Done)
-                || h.map_id.load(Ordering::Relaxed) != map_id
-            {
+            if self.state(slot) != Some(SlotState::Done) || h.map_id.load(Ordering::Relaxed) != map_id {
                 continue;
             }
             // SAFETY: DONE slots are owned by the map caller (us, under the lock); nobody
@@ -528,13 +481,11 @@ impl RingGuard<'_> {
             let msg = unsafe { std::slice::from_raw_parts(self.ring.message_ptr(slot), len) };
             let base = self.ring.payload_offset(slot);
             // SAFETY: as above.
-            let payload = unsafe { self.ring.seg.data(base, self.ring.payload_cap) }
-                .expect("payload inside segment");
+            let payload = unsafe { self.ring.seg.data(base, self.ring.payload_cap) }.expect("payload inside segment");
             f(Done {
                 slot,
                 desc,
-                status: Status::try_from(h.status.load(Ordering::Relaxed))
-                    .unwrap_or(Status::Corrupt),
+                status: Status::try_from(h.status.load(Ordering::Relaxed)).unwrap_or(Status::Corrupt),
                 signal: h.signal.load(Ordering::Relaxed),
                 attempt: h.attempt.load(Ordering::Relaxed),
                 message: String::from_utf8_lossy(msg).into_owned(),
@@ -567,10 +518,7 @@ impl RingGuard<'_> {
     /// used when a map call was abandoned (its caller panicked) before collecting.
     pub fn reset_unclaimed(&mut self) {
         for slot in 0..self.ring.slots {
-            if matches!(
-                self.state(slot),
-                Some(SlotState::Filled) | Some(SlotState::Done)
-            ) {
+            if matches!(self.state(slot), Some(SlotState::Filled) | Some(SlotState::Done)) {
                 self.set_state(slot, SlotState::Free);
             }
         }
@@ -583,8 +531,7 @@ impl RingGuard<'_> {
         let (mut requeued, mut failed) = (0, 0);
         for slot in 0..self.ring.slots {
             let h = self.ring.slot_header(slot);
-            if self.state(slot) != Some(SlotState::Claimed) || h.pid.load(Ordering::Relaxed) != pid
-            {
+            if self.state(slot) != Some(SlotState::Claimed) || h.pid.load(Ordering::Relaxed) != pid {
                 continue;
             }
             let attempt = h.attempt.load(Ordering::Relaxed) + 1;
@@ -606,12 +553,7 @@ impl RingGuard<'_> {
         (0..self.ring.slots)
             .filter(|&s| self.state(s) == Some(SlotState::Claimed))
             .filter(|&s| {
-                now_us.saturating_sub(
-                    self.ring
-                        .slot_header(s)
-                        .claimed_at_us
-                        .load(Ordering::Relaxed),
-                ) > limit_us
+                now_us.saturating_sub(self.ring.slot_header(s).claimed_at_us.load(Ordering::Relaxed)) > limit_us
             })
             .map(|s| (s, self.ring.slot_header(s).pid.load(Ordering::Relaxed)))
             .collect()

@@ -3,16 +3,7 @@
 use super::*;
 
 fn desc(map_id: u64, start: u64, len: u64) -> Descriptor {
-    Descriptor {
-        map_id,
-        start,
-        len,
-        in_off: 0,
-        out_off: 4096,
-        in_size: 8,
-        out_size: 8,
-        ..Descriptor::default()
-    }
+    Descriptor { map_id, start, len, in_off: 0, out_off: 4096, in_size: 8, out_size: 8, ..Descriptor::default() }
 }
 
 #[test]
@@ -22,18 +13,11 @@ fn slot_goes_free_filled_claimed_done_free() {
     let slot = g.fill(&desc(7, 0, 10), |p| p[0] = 1).unwrap();
     assert_eq!(g.census(), [3, 1, 0, 0]);
     let c = g.claim(42).unwrap();
-    assert_eq!(
-        (c.slot, c.attempt, c.desc.start, c.desc.len),
-        (slot, 0, 0, 10)
-    );
+    assert_eq!((c.slot, c.attempt, c.desc.start, c.desc.len), (slot, 0, 0, 10));
     assert!(g.claim(43).is_none(), "nothing else is FILLED");
     assert!(g.publish(&c, 42, Status::Ok, ""));
     let mut seen = 0;
-    assert_eq!(
-        g.collect(8, |_| seen += 1),
-        0,
-        "other maps' slots are not collected"
-    );
+    assert_eq!(g.collect(8, |_| seen += 1), 0, "other maps' slots are not collected");
     assert_eq!(g.collect(7, |d| assert_eq!(d.status, Status::Ok)), 1);
     assert_eq!(g.census(), [4, 0, 0, 0]);
 }
@@ -47,10 +31,7 @@ fn stale_publish_after_requeue_is_rejected() {
     assert_eq!(g.requeue_dead(100, 9, 3), (1, 0));
     let again = g.claim(200).unwrap();
     assert_eq!(again.attempt, 1);
-    assert!(
-        !g.publish(&c, 100, Status::Ok, ""),
-        "the presumed-dead claimer is refused"
-    );
+    assert!(!g.publish(&c, 100, Status::Ok, ""), "the presumed-dead claimer is refused");
     assert!(g.publish(&again, 200, Status::Ok, ""));
 }
 
@@ -85,12 +66,8 @@ fn corrupted_descriptor_fails_its_integrity_check() {
 #[test]
 fn sealed_but_out_of_bounds_descriptors_are_rejected_by_chunk_io() {
     let ring = Ring::create(2, 8192).unwrap();
-    let no_segments = |id: u64| -> Result<&Segment> {
-        Err(Error::CorruptSlot {
-            slot: 0,
-            reason: format!("unknown segment {id}"),
-        })
-    };
+    let no_segments =
+        |id: u64| -> Result<&Segment> { Err(Error::CorruptSlot { slot: 0, reason: format!("unknown segment {id}") }) };
     type Change = Box<dyn Fn(&mut Descriptor)>;
     let cases: Vec<(&str, Change)> = vec![
         ("length overflow", Box::new(|d| d.len = u64::MAX / 2)),
@@ -107,13 +84,7 @@ fn sealed_but_out_of_bounds_descriptors_are_rejected_by_chunk_io() {
         g.rewrite_descriptor_for_test(slot, |d| change(d));
         let c = g.claim(1).unwrap();
         drop(g);
-        assert!(
-            matches!(
-                ring.chunk_io(&c, no_segments),
-                Err(Error::CorruptSlot { .. })
-            ),
-            "{name}"
-        );
+        assert!(matches!(ring.chunk_io(&c, no_segments), Err(Error::CorruptSlot { .. })), "{name}");
         ring.lock().unwrap().cancel(1);
         let mut g = ring.lock().unwrap();
         g.publish(&c, 1, Status::Corrupt, "");
@@ -134,8 +105,5 @@ fn wrong_layout_is_refused_on_attach() {
     let again = Segment::from_fd(fd, SegmentKind::Ring).unwrap();
     Ring::attach(Arc::new(again), RandomState::new()).unwrap();
     let arr = Segment::create(SegmentKind::Array, 100, 8, 0).unwrap();
-    assert!(matches!(
-        Ring::attach(Arc::new(arr), RandomState::new()),
-        Err(Error::IncompatibleSegment { .. })
-    ));
+    assert!(matches!(Ring::attach(Arc::new(arr), RandomState::new()), Err(Error::IncompatibleSegment { .. })));
 }

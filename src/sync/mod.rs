@@ -50,11 +50,7 @@ impl ShmMutex {
     /// [`crate::Error::LockTimeout`], or [`crate::Error::Os`] when the mutex is unrecoverable.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<ShmMutexGuard<'_>> {
         let state = self.raw.lock_timeout(timeout)?;
-        Ok(ShmMutexGuard {
-            mutex: self,
-            state,
-            repaired: false,
-        })
+        Ok(ShmMutexGuard { mutex: self, state, repaired: false })
     }
 
     /// Pid of the current holder, 0 when free (a hint).

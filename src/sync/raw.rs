@@ -53,18 +53,12 @@ impl RawRobustMutex {
     pub unsafe fn init(this: *mut RawRobustMutex) -> Result<()> {
         let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
         // SAFETY: attr is local storage for pthread to initialise.
-        check("pthread_mutexattr_init", unsafe {
-            libc::pthread_mutexattr_init(attr.as_mut_ptr())
-        })?;
+        check("pthread_mutexattr_init", unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
         // SAFETY: attr was initialised just above.
-        let rc = unsafe {
-            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED)
-        };
+        let rc = unsafe { libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED) };
         check("pthread_mutexattr_setpshared", rc)?;
         // SAFETY: attr is initialised.
-        let rc = unsafe {
-            libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST)
-        };
+        let rc = unsafe { libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST) };
         check("pthread_mutexattr_setrobust", rc)?;
         // SAFETY: the caller gives exclusive access to `this`; `addr_of_mut!` makes no reference.
         let m = unsafe { std::ptr::addr_of_mut!((*this).mutex) }.cast::<libc::pthread_mutex_t>();
@@ -105,10 +99,7 @@ impl RawRobustMutex {
                 Ok(LockState::OwnerDied(dead))
             }
             libc::ETIMEDOUT => Err(Error::LockTimeout(timeout)),
-            e => Err(Error::os(
-                "pthread_mutex_lock",
-                std::io::Error::from_raw_os_error(e),
-            )),
+            e => Err(Error::os("pthread_mutex_lock", std::io::Error::from_raw_os_error(e))),
         }
     }
 
@@ -150,9 +141,7 @@ fn check(op: &'static str, rc: libc::c_int) -> Result<()> {
 /// An absolute CLOCK_REALTIME deadline `timeout` from now, normalised (tv_nsec < 1e9): the
 /// overflow that breaks `raw_sync`'s timed waits cannot happen here.
 fn realtime_deadline(timeout: Duration) -> libc::timespec {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let at = now.saturating_add(timeout);
     libc::timespec {
         tv_sec: at.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
@@ -169,15 +158,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     };
     // SAFETY: word is a valid, aligned u32 for the whole call; the timespec is relative and
     // normalised; FUTEX_WAIT reads the word and touches no other memory.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-        )
-    };
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec) };
 }
 
 /// Wakes up to `n` processes sleeping on `word`.

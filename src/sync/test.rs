@@ -20,11 +20,8 @@ fn lock_reports_clean_then_times_out_while_held() {
     let g = m.lock_timeout(Duration::from_secs(1)).unwrap();
     assert_eq!(g.owner_died(), None);
     assert_eq!(m.owner(), std::process::id());
-    let other = std::thread::scope(|s| {
-        s.spawn(|| m.lock_timeout(Duration::from_millis(20)).map(|_| ()))
-            .join()
-            .unwrap()
-    });
+    let other =
+        std::thread::scope(|s| s.spawn(|| m.lock_timeout(Duration::from_millis(20)).map(|_| ())).join().unwrap());
     assert!(matches!(other, Err(crate::Error::LockTimeout(_))));
     drop(g);
     assert_eq!(m.owner(), 0);

@@ -36,10 +36,7 @@ pub fn our_segments() -> Vec<String> {
     let prefix = format!("shmpool_{}_", std::process::id());
     std::fs::read_dir("/dev/shm")
         .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
+            d.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect()
         })
         .unwrap_or_default()
 }
@@ -95,9 +92,7 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string));
+            let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(str::to_string));
             !matches!(state.as_deref(), Some("Z") | Some("X") | None)
         }
         Err(_) => false,
