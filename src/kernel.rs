@@ -43,7 +43,7 @@ fn tag_of(addr: usize) -> u64 {
     KEY.get_or_init(std::collections::hash_map::RandomState::new).hash_one((addr, 0x0053_484d_504f_4f4c_u64))
 }
 
-/// A trampoline address with a keyed tag proving it was produced by [`KernelRef::of`] in this
+/// A trampoline address with a keyed tag proving it was produced by `KernelRef::of` in this
 /// process image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelRef {

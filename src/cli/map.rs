@@ -83,7 +83,26 @@ pub fn run(args: MapArgs) -> Result<(), Failure> {
     );
     println!("throughput: {:.1} Melem/s, {:.2} GB/s (read + write), {workers} workers", eps / 1e6, gbs);
     println!("verified: all {n} elements bit-identical to the sequential result ({verify_ms:.0} ms)");
+    let pids = pool.pids();
+    let parent = pss_kib(std::process::id());
+    let workers: u64 = pids.iter().filter_map(|&p| pss_kib(p)).sum();
+    if let Some(parent) = parent {
+        println!(
+            "memory: PSS of the process tree {:.0} MiB (parent {:.0} MiB, {} workers {:.0} MiB; shared pages counted once)",
+            (parent + workers) as f64 / 1024.0,
+            parent as f64 / 1024.0,
+            pids.len(),
+            workers as f64 / 1024.0
+        );
+    }
     pool.close();
     pool.join()?;
     Ok(())
+}
+
+/// Proportional set size of a process in KiB, from `/proc/<pid>/smaps_rollup`.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
