@@ -339,7 +339,15 @@ impl Pool {
     #[doc(hidden)]
     pub fn death_log(&self) -> Vec<(u32, i32, u64)> {
         let log = self.shared.deaths.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter().map(|d| (d.pid, d.signal, d.detected_after_us)).collect()
+        log.iter().map(|d| (d.pid, d.signal, d.detected_at_us)).collect()
+    }
+
+    /// Test hook: flips a bit in every FILLED slot's stored descriptor without re-sealing it,
+    /// as a stray write into shared memory would. Returns how many slots it changed.
+    #[doc(hidden)]
+    pub fn corrupt_filled_slots_for_test(&self) -> usize {
+        let Ok(mut g) = self.shared.ring.lock() else { return 0 };
+        g.corrupt_filled_for_test()
     }
 
     /// Applies an element kernel to every element; results keep the input's order.

@@ -47,7 +47,7 @@ struct Kid {
 pub(crate) struct Death {
     pub pid: u32,
     pub signal: i32,
-    pub detected_after_us: u64,
+    pub detected_at_us: u64,
 }
 
 fn spawn(shared: &Shared, pause: Option<PausePoint>) -> Result<Kid> {
@@ -88,7 +88,7 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<()>>) {
     publish_pids(&shared, &kids);
     let _ = ready.send(Ok(()));
     drop(ready);
-    Supervisor { shared, kids, start_failures: 0, stop_deadline: None }.serve();
+    Supervisor { shared, kids, start_failures: 0, stop_deadline: None, timed_out: HashSet::new() }.serve();
 }
 
 fn kill_all(kids: &mut Vec<Kid>) {
@@ -110,6 +110,8 @@ struct Supervisor {
     kids: Vec<Kid>,
     start_failures: u32,
     stop_deadline: Option<Instant>,
+    /// Workers killed for overrunning the chunk timeout, not yet reaped.
+    timed_out: HashSet<u32>,
 }
 
 impl Supervisor {
@@ -193,23 +195,26 @@ impl Supervisor {
             _ => (0, None),
         };
         let pid = kid.pid.as_raw() as u32;
+        // Count the death before the ring shows its consequences to the map caller.
+        if code != Some(0) {
+            self.shared.stats.deaths.fetch_add(1, Ordering::Relaxed);
+            let mut log = self.shared.deaths.lock().unwrap_or_else(|e| e.into_inner());
+            log.push(Death { pid, signal, detected_at_us: detected });
+        }
         let ring = &self.shared.ring;
         let hdr = ring.header();
         let _ = hdr.spinner.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
         match ring.lock() {
             Ok(mut g) => {
+                if self.timed_out.remove(&pid) {
+                    g.time_out_pid(pid);
+                }
                 g.requeue_dead(pid, signal as u32, self.shared.cfg.max_attempts);
             }
             Err(e) => self.shared.fail(format!("ring lock failed after worker {pid} died: {e}")),
         }
         hdr.work.ring();
         hdr.done.ring();
-        let graceful = code == Some(0);
-        if !graceful {
-            self.shared.stats.deaths.fetch_add(1, Ordering::Relaxed);
-            let mut log = self.shared.deaths.lock().unwrap_or_else(|e| e.into_inner());
-            log.push(Death { pid, signal, detected_after_us: detected });
-        }
         if code == Some(worker::FATAL_EXIT_CODE) {
             self.start_failures += 1;
         } else {
@@ -286,25 +291,21 @@ impl Supervisor {
         }
     }
 
+    /// Kills the workers whose chunk overran the timeout. Their slots are marked TIMED_OUT in
+    /// `on_death`, after the kill has been reaped: a worker that is still dying could otherwise
+    /// write into a buffer the map caller already got back.
     fn check_timeouts(&mut self) {
-        let Some(limit) = self.shared.cfg.chunk_timeout else {
-            return;
-        };
-        let Ok(mut g) = self.shared.ring.lock() else {
-            return;
-        };
-        let mut any = false;
-        for (slot, pid) in g.overdue(now_us(), limit.as_micros() as u64) {
+        let Some(limit) = self.shared.cfg.chunk_timeout else { return };
+        let Ok(g) = self.shared.ring.lock() else { return };
+        let overdue = g.overdue(now_us(), limit.as_micros() as u64);
+        drop(g);
+        for (_, pid) in overdue {
             // Only ever signal our own children, whatever a slot header says.
             if let Some(kid) = self.kids.iter().find(|k| k.pid.as_raw() as u32 == pid) {
-                g.time_out(slot, pid);
-                let _ = kill(kid.pid, Signal::SIGKILL);
-                any = true;
+                if self.timed_out.insert(pid) {
+                    let _ = kill(kid.pid, Signal::SIGKILL);
+                }
             }
-        }
-        drop(g);
-        if any {
-            self.shared.ring.header().done.ring();
         }
     }
 }

@@ -559,12 +559,18 @@ impl RingGuard<'_> {
             .collect()
     }
 
-    /// Moves an overdue CLAIMED slot to DONE/TIMED_OUT (its worker is being killed).
-    pub fn time_out(&mut self, slot: u32, pid: u32) {
-        let h = self.ring.slot_header(slot);
-        if self.state(slot) == Some(SlotState::Claimed) && h.pid.load(Ordering::Relaxed) == pid {
-            self.finish(slot, Status::TimedOut, libc::SIGKILL as u32, "");
+    /// Moves every CLAIMED slot of `pid` to DONE/TIMED_OUT; called once the worker that ran
+    /// past the chunk timeout has been killed *and reaped*, so it can no longer write.
+    pub fn time_out_pid(&mut self, pid: u32) -> usize {
+        let mut n = 0;
+        for slot in 0..self.ring.slots {
+            let h = self.ring.slot_header(slot);
+            if self.state(slot) == Some(SlotState::Claimed) && h.pid.load(Ordering::Relaxed) == pid {
+                self.finish(slot, Status::TimedOut, libc::SIGKILL as u32, "");
+                n += 1;
+            }
         }
+        n
     }
 
     /// Counts slots per state (FREE, FILLED, CLAIMED, DONE).
@@ -588,6 +594,16 @@ impl RingGuard<'_> {
             f(&mut d);
             p.write_unaligned(d);
         }
+    }
+
+    /// Flips a bit of the length of every FILLED slot's descriptor (tests of corruption).
+    #[doc(hidden)]
+    pub fn corrupt_filled_for_test(&mut self) -> usize {
+        let filled: Vec<u32> = (0..self.ring.slots).filter(|&s| self.state(s) == Some(SlotState::Filled)).collect();
+        for &s in &filled {
+            self.corrupt_descriptor_for_test(s, |d| d.len ^= 1 << 40);
+        }
+        filled.len()
     }
 
     /// Re-seals a descriptor after changing it (tests of bounds checks behind a valid MAC).
