@@ -103,6 +103,38 @@ pub enum Error {
     #[error("pool is closed")]
     PoolClosed,
 
+    /// An expression did not parse; `position` is the 1-based column of the problem.
+    #[error("invalid expression at column {position}: {message}\n  {expr}\n  {caret:>position$}", caret = "^")]
+    InvalidExpression {
+        /// The expression.
+        expr: String,
+        /// 1-based column (in characters).
+        position: usize,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A `.npy` file cannot be used; `reason` says why.
+    #[error("{path}: {reason}")]
+    BadNpy {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A file could not be opened, created, sized or renamed.
+    #[error("cannot {op} {path}")]
+    File {
+        /// What was attempted.
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The pool's supervisor stopped or lost its workers and cannot continue.
     #[error("pool failed: {0}")]
     PoolFailed(String),

@@ -27,6 +27,11 @@ use std::sync::OnceLock;
 
 use bytemuck::Pod;
 
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+
+pub mod expr;
+
 /// What a trampoline receives: the parameter block, the input bytes, the output bytes, and the
 /// flat index of the chunk's first element.
 pub(crate) type Trampoline = fn(params: &[u8], input: &[u8], output: &mut [u8], start: u64);
@@ -267,6 +272,61 @@ impl KernelSpec {
     /// chunk, so it runs as fast as a `fn` item.
     pub fn chunk_fn<In: Pod, Out: Pod>(f: fn(&[In], &mut [Out])) -> KernelSpec {
         Self::new::<In, Out>(chunk_ptr::<In, Out>, fn_params::<fn(&[In], &mut [Out])>(f as usize))
+    }
+
+    /// An expression kernel reading `In` and writing `Out` elements.
+    pub fn expr<In: expr::Num, Out: expr::Num>(program: &expr::Program) -> KernelSpec {
+        Self::new::<In, Out>(expr::eval::<In, Out>, program.to_bytes())
+    }
+
+    /// An expression kernel for element types chosen at run time.
+    ///
+    /// # Errors
+    ///
+    /// None today (every pair of [`Dtype`]s is supported); kept fallible for future types.
+    pub fn expr_for(program: &expr::Program, input: Dtype, output: Dtype) -> Result<KernelSpec> {
+        macro_rules! out {
+            ($i:ty) => {
+                match output {
+                    Dtype::I8 => Self::expr::<$i, i8>(program),
+                    Dtype::I16 => Self::expr::<$i, i16>(program),
+                    Dtype::I32 => Self::expr::<$i, i32>(program),
+                    Dtype::I64 => Self::expr::<$i, i64>(program),
+                    Dtype::U8 => Self::expr::<$i, u8>(program),
+                    Dtype::U16 => Self::expr::<$i, u16>(program),
+                    Dtype::U32 => Self::expr::<$i, u32>(program),
+                    Dtype::U64 => Self::expr::<$i, u64>(program),
+                    Dtype::F32 => Self::expr::<$i, f32>(program),
+                    Dtype::F64 => Self::expr::<$i, f64>(program),
+                }
+            };
+        }
+        let spec = match input {
+            Dtype::I8 => out!(i8),
+            Dtype::I16 => out!(i16),
+            Dtype::I32 => out!(i32),
+            Dtype::I64 => out!(i64),
+            Dtype::U8 => out!(u8),
+            Dtype::U16 => out!(u16),
+            Dtype::U32 => out!(u32),
+            Dtype::U64 => out!(u64),
+            Dtype::F32 => out!(f32),
+            Dtype::F64 => out!(f64),
+        };
+        if spec.in_size != input.size() || spec.out_size != output.size() {
+            return Err(Error::InvalidConfig(format!("no expression kernel for {input} -> {output}")));
+        }
+        Ok(spec)
+    }
+
+    /// Bytes per input element.
+    pub fn in_size(&self) -> usize {
+        self.in_size
+    }
+
+    /// Bytes per output element.
+    pub fn out_size(&self) -> usize {
+        self.out_size
     }
 
     /// A chunk kernel that also receives the flat index of the chunk's first element,

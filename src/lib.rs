@@ -60,6 +60,7 @@
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 
 pub mod array;
+pub mod dtype;
 pub mod error;
 pub mod kernel;
 pub mod pool;
@@ -71,6 +72,7 @@ mod worker;
 pub mod workloads;
 
 pub use array::SharedVec;
+pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use kernel::KernelSpec;
 pub use pool::{Pool, PoolBuilder};

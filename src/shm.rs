@@ -120,6 +120,13 @@ pub struct Segment {
     len: usize,
     fd: OwnedFd,
     id: u64,
+    /// Where the data area starts in the mapping and how long it is.
+    data_off: usize,
+    data_len: usize,
+    /// Whether the data area may be written (read-only file mappings may not).
+    writable: bool,
+    /// A mapped file (`.npy`) rather than a shared-memory segment with a `SegmentHeader`.
+    file: bool,
 }
 
 // SAFETY: the mapping is valid in every thread of the process and the base pointer is never
@@ -196,6 +203,10 @@ impl Segment {
             len: total,
             fd,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            data_off: DATA_OFFSET,
+            data_len: total - DATA_OFFSET,
+            writable: true,
+            file: false,
         };
         seg.write_header(kind, data_pages as u64, elem_size, elem_tag);
         Ok(seg)
@@ -247,9 +258,67 @@ impl Segment {
             len,
             fd: OwnedFd::from(file),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            data_off: DATA_OFFSET,
+            data_len: len - DATA_OFFSET,
+            writable: true,
+            file: false,
         };
         seg.validate(kind)?;
         Ok(seg)
+    }
+
+    /// Maps a whole file (shared) whose data area is `data_off..data_off + data_len`, for
+    /// memory-mapped `.npy` inputs (read-only) and outputs (writable). No shmpool header: the
+    /// caller validated the file's own header.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when `mmap` fails; [`Error::InvalidConfig`] when the data area is not
+    /// inside the file.
+    pub fn map_file(file: File, data_off: usize, data_len: usize, writable: bool) -> Result<Segment> {
+        let len = file.metadata().map_err(|e| Error::os("fstat", e))?.len() as usize;
+        if data_off.checked_add(data_len).is_none_or(|end| end > len) || len == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "data area {data_off}+{data_len} is not inside a file of {len} bytes"
+            )));
+        }
+        let opts = memmap2::MmapOptions::new();
+        let map = if writable { opts.map_raw(&file) } else { opts.map_raw_read_only(&file) }
+            .map_err(|e| Error::os("mmap", e))?;
+        let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
+        Ok(Segment {
+            mapping: Mapping::Attached(map),
+            base,
+            len,
+            fd: OwnedFd::from(file),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            data_off,
+            data_len,
+            writable,
+            file: true,
+        })
+    }
+
+    /// For a mapped file: (data offset, data length, writable); `None` for shared memory.
+    pub fn file_area(&self) -> Option<(usize, usize, bool)> {
+        self.file.then_some((self.data_off, self.data_len, self.writable))
+    }
+
+    /// Drops this process's pages of a mapped file's data range (`MADV_DONTNEED`), so that
+    /// streaming through a file larger than RAM keeps resident memory bounded. Dirty pages
+    /// stay in the page cache and are written back; nothing is lost. No-op for shared memory.
+    pub fn release(&self, offset: usize, len: usize) {
+        if !self.file || len == 0 {
+            return;
+        }
+        let page = page_size();
+        let start = (self.data_off + offset).next_multiple_of(page);
+        let end = ((self.data_off + offset + len) / page) * page;
+        if let (Mapping::Attached(m), true) = (&self.mapping, end > start) {
+            // SAFETY: [start, end) lies inside this file mapping; DONTNEED on a shared file
+            // mapping only drops page-table entries, the data stays in the page cache.
+            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
     }
 
     /// Checks the header: published, magic, version, kind, sizes, owner uid.
@@ -309,7 +378,7 @@ impl Segment {
 
     /// Usable bytes in the data area.
     pub fn data_len(&self) -> usize {
-        self.len - DATA_OFFSET
+        self.data_len
     }
 
     /// The descriptor of the segment, to pass to another process.
@@ -326,9 +395,10 @@ impl Segment {
         let end = offset.checked_add(len);
         match end {
             Some(end) if end <= self.data_len() => {
-                // SAFETY: DATA_OFFSET + offset <= DATA_OFFSET + data_len == self.len, so the
-                // result stays inside (or one past the end of) the mapping.
-                let p = unsafe { self.base.as_ptr().add(DATA_OFFSET + offset) };
+                // SAFETY: data_off + offset <= data_off + data_len <= self.len (checked when
+                // the segment was created or mapped), so the result stays inside (or one past
+                // the end of) the mapping.
+                let p = unsafe { self.base.as_ptr().add(self.data_off + offset) };
                 Ok(NonNull::new(p).expect("inside a non-null mapping"))
             }
             _ => Err(Error::CorruptSlot {
@@ -365,6 +435,9 @@ impl Segment {
     /// As [`Segment::data_ptr`].
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn data_mut(&self, offset: usize, len: usize) -> Result<&mut [u8]> {
+        if !self.writable {
+            return Err(Error::CorruptSlot { slot: u32::MAX, reason: "write to a read-only mapping".into() });
+        }
         let p = self.data_ptr(offset, len)?;
         // SAFETY: in bounds (data_ptr), and the caller guarantees exclusive access.
         Ok(unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) })
@@ -476,8 +549,12 @@ pub mod mail {
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct Mail {
         op: u32,
-        _pad: u32,
+        /// Bit 0: a mapped file (not shared memory); bit 1: writable.
+        flags: u32,
         id: u64,
+        /// File mappings: data offset and length.
+        off: u64,
+        len: u64,
     }
 
     /// A received message.
@@ -489,6 +566,8 @@ pub mod mail {
         pub id: u64,
         /// The attached descriptor ([`ADD`]).
         pub fd: Option<OwnedFd>,
+        /// For a mapped file: (data offset, data length, writable).
+        pub file: Option<(usize, usize, bool)>,
     }
 
     /// Sends one message, with `fd` attached if given.
@@ -496,8 +575,18 @@ pub mod mail {
     /// # Errors
     ///
     /// [`Error::Os`] when the socket is closed or full.
-    pub fn send(sock: BorrowedFd<'_>, op: u32, id: u64, fd: Option<BorrowedFd<'_>>) -> Result<()> {
-        let m = Mail { op, _pad: 0, id };
+    pub fn send(
+        sock: BorrowedFd<'_>,
+        op: u32,
+        id: u64,
+        fd: Option<BorrowedFd<'_>>,
+        file: Option<(usize, usize, bool)>,
+    ) -> Result<()> {
+        let (flags, off, len) = match file {
+            Some((off, len, writable)) => (1 | if writable { 2 } else { 0 }, off as u64, len as u64),
+            None => (0, 0, 0),
+        };
+        let m = Mail { op, flags, id, off, len };
         let iov = [IoSlice::new(bytemuck::bytes_of(&m))];
         let raw: [RawFd; 1] = [fd.map(|f| f.as_raw_fd()).unwrap_or(-1)];
         let cmsg = [ControlMessage::ScmRights(&raw)];
@@ -548,7 +637,8 @@ pub mod mail {
         if n == 0 {
             return Err(Error::os("recvmsg", std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
         }
-        Ok(Some(Message { op: m.op, id: m.id, fd }))
+        let file = (m.flags & 1 != 0).then_some((m.off as usize, m.len as usize, m.flags & 2 != 0));
+        Ok(Some(Message { op: m.op, id: m.id, fd, file }))
     }
 }
 

@@ -181,6 +181,15 @@ impl Worker {
                 }
             }
         };
+        // Streaming through mapped files: give back this chunk's pages (no-op for shm).
+        let (inb, outb) =
+            (d.len.saturating_mul(d.in_size as u64) as usize, d.len.saturating_mul(d.out_size as u64) as usize);
+        if let Some(s) = self.segs.get(&d.in_seg) {
+            s.release(d.in_off as usize, inb);
+        }
+        if let Some(s) = self.segs.get(&d.out_seg) {
+            s.release(d.out_off as usize, outb);
+        }
         pause(&mut self.ctx.pause, PausePoint::BeforePublish);
         let wake = {
             let mut g = ring.lock()?;
@@ -198,7 +207,7 @@ impl Worker {
         if id == 0 || self.segs.contains_key(&id) {
             return Ok(());
         }
-        mail::send(self.ctx.sock.as_fd(), mail::NEED, id, None)?;
+        mail::send(self.ctx.sock.as_fd(), mail::NEED, id, None, None)?;
         loop {
             let m = mail::recv(self.ctx.sock.as_fd(), MAIL_TIMEOUT)?
                 .ok_or_else(|| Error::PoolFailed(format!("supervisor did not answer for segment {id}")))?;
@@ -224,7 +233,10 @@ impl Worker {
     fn handle(&mut self, m: mail::Message) -> Result<()> {
         match (m.op, m.fd) {
             (mail::ADD, Some(fd)) => {
-                let seg = Segment::from_fd(fd, SegmentKind::Array)?;
+                let seg = match m.file {
+                    Some((off, len, writable)) => Segment::map_file(std::fs::File::from(fd), off, len, writable)?,
+                    None => Segment::from_fd(fd, SegmentKind::Array)?,
+                };
                 self.segs.insert(m.id, seg);
             }
             (mail::FORGET, _) => {

@@ -433,7 +433,7 @@ fn print_report(r: &mut ChaosReport, seed: u64) {
 #[test]
 fn chaos_maps_stay_exact_while_workers_are_killed() {
     let secs: u64 = std::env::var("SHMPOOL_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
-    let seed = Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64;
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let mut r = common::watchdog(Duration::from_secs(secs + 60), move || {
         let start = Instant::now();
         chaos(10_000_000, move |_| start.elapsed() > Duration::from_secs(secs), seed)

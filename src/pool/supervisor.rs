@@ -254,8 +254,8 @@ impl Supervisor {
                 reg.get(&m.id).and_then(|w| w.upgrade())
             };
             let sent = match &seg {
-                Some(s) => mail::send(kid.sock.as_fd(), mail::ADD, m.id, Some(s.fd())),
-                None => mail::send(kid.sock.as_fd(), mail::MISSING, m.id, None),
+                Some(s) => mail::send(kid.sock.as_fd(), mail::ADD, m.id, Some(s.fd()), s.file_area()),
+                None => mail::send(kid.sock.as_fd(), mail::MISSING, m.id, None, None),
             };
             if sent.is_ok() && seg.is_some() {
                 kid.known.insert(m.id);
@@ -280,7 +280,7 @@ impl Supervisor {
         for kid in &mut self.kids {
             for id in &gone {
                 if kid.known.remove(id) {
-                    sent |= mail::send(kid.sock.as_fd(), mail::FORGET, *id, None).is_ok();
+                    sent |= mail::send(kid.sock.as_fd(), mail::FORGET, *id, None, None).is_ok();
                 }
             }
         }
