@@ -71,7 +71,7 @@ pub mod sync;
 mod worker;
 pub mod workloads;
 
-pub use array::SharedVec;
+pub use array::{NpyArray, NpyOutput, SharedVec};
 pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use kernel::KernelSpec;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use crate::array::{SharedVec, Staging};
+use crate::array::{NpyArray, NpyOutput, SharedVec, Staging};
 use crate::error::{Error, Result};
 use crate::kernel::{self, KernelSpec};
 use crate::ring::{index, Descriptor, Ring, Status};
@@ -415,14 +415,14 @@ impl Pool {
         if self.fits_inline(len, spec) {
             let mut out = vec![Out::zeroed(); len];
             let output: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
-            self.execute(&mut drv, spec, len, Io::Inline { input: in_bytes, output })?;
+            self.execute(&mut drv, spec, len, Io::Inline { input: in_bytes, output }, None)?;
             return Ok(out);
         }
         let stage_in = stage(&mut drv.stage_in, in_bytes.len(), &self.shared)?;
         stage_in.bytes_mut(in_bytes.len()).copy_from_slice(in_bytes);
         let in_seg = stage_in.seg.clone();
         let out_seg = stage(&mut drv.stage_out, out_len_bytes, &self.shared)?.seg.clone();
-        self.execute(&mut drv, spec, len, Io::Shared { input: &in_seg, output: &out_seg })?;
+        self.execute(&mut drv, spec, len, Io::Shared { input: &in_seg, output: &out_seg }, None)?;
         let stage_out = drv.stage_out.as_mut().expect("staged above");
         let bytes = stage_out.bytes_mut(out_len_bytes);
         Ok(bytemuck::cast_slice::<u8, Out>(bytes).to_vec())
@@ -489,7 +489,39 @@ impl Pool {
             return Err(Error::LengthMismatch { input: input.len(), output: output.len() });
         }
         let mut drv = self.driver.lock().unwrap_or_else(|e| e.into_inner());
-        self.execute(&mut drv, spec, input.len(), Io::Shared { input: input.segment(), output: output.segment() })
+        self.execute(&mut drv, spec, input.len(), Io::Shared { input: input.segment(), output: output.segment() }, None)
+    }
+
+    /// Runs `spec` from a memory-mapped `.npy` input into a `.npy` output being written, in
+    /// place, with zero copies; `progress` (if any) is called with the number of elements done.
+    /// Commit the output afterwards ([`NpyOutput::commit`]); on error, drop it and nothing is left.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LengthMismatch`]; [`Error::InvalidConfig`] when the kernel's element sizes do
+    /// not match the files' dtypes; otherwise as [`Pool::map`].
+    pub fn map_npy(
+        &self,
+        input: &NpyArray,
+        output: &mut NpyOutput,
+        spec: &KernelSpec,
+        progress: Option<&mut dyn FnMut(usize)>,
+    ) -> Result<()> {
+        if input.len() != output.len() {
+            return Err(Error::LengthMismatch { input: input.len(), output: output.len() });
+        }
+        if spec.in_size != input.dtype().size() || spec.out_size != output.dtype().size() {
+            return Err(Error::InvalidConfig(format!(
+                "kernel maps {}-byte to {}-byte elements, files hold {} and {}",
+                spec.in_size,
+                spec.out_size,
+                input.dtype(),
+                output.dtype()
+            )));
+        }
+        let mut drv = self.driver.lock().unwrap_or_else(|e| e.into_inner());
+        let io = Io::Shared { input: input.segment(), output: output.segment() };
+        self.execute(&mut drv, spec, input.len(), io, progress)
     }
 
     /// A zeroed [`SharedVec`] of `len` elements (the pool is not needed for this; the method
@@ -554,7 +586,14 @@ impl Pool {
 
     /// Cuts `len` elements into chunks and drives them through the ring. Returns only when no
     /// worker can still touch the map's buffers.
-    fn execute(&self, drv: &mut Driver, spec: &KernelSpec, len: usize, mut io: Io<'_>) -> Result<()> {
+    fn execute(
+        &self,
+        drv: &mut Driver,
+        spec: &KernelSpec,
+        len: usize,
+        mut io: Io<'_>,
+        mut progress: Option<&mut dyn FnMut(usize)>,
+    ) -> Result<()> {
         self.check_open()?;
         if len == 0 {
             return Ok(());
@@ -609,7 +648,7 @@ impl Pool {
         let ring = &self.shared.ring;
         let hdr = ring.header();
         let spin = if len <= SMALL_MAP { cfg.spin } else { Duration::ZERO };
-        let (mut next, mut outstanding) = (0usize, 0usize);
+        let (mut next, mut outstanding, mut done_elems, mut reported) = (0usize, 0usize, 0usize, 0usize);
         let mut err: Option<Error> = None;
         loop {
             let seen = hdr.done.seq();
@@ -619,6 +658,9 @@ impl Pool {
                 g.collect(map_id, |d| {
                     outstanding -= 1;
                     let range = d.desc.start as usize..(d.desc.start + d.desc.len) as usize;
+                    if d.status == Status::Ok {
+                        done_elems += range.len();
+                    }
                     let e = match d.status {
                         Status::Ok => {
                             if let Io::Inline { output, .. } = &mut io {
@@ -669,6 +711,12 @@ impl Pool {
             }
             if filled {
                 hdr.work.ring();
+            }
+            if let Some(p) = progress.as_mut() {
+                if done_elems != reported {
+                    reported = done_elems;
+                    p(done_elems);
+                }
             }
             if outstanding == 0 && (next == chunks.len() || err.is_some()) {
                 break;

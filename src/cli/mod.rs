@@ -3,6 +3,8 @@
 //! Exit codes: 0 success, 2 usage or bad input, 1 runtime failure.
 #![deny(unsafe_code)]
 
+mod bench;
+mod gen;
 mod map;
 
 use clap::{Parser, Subcommand};
@@ -22,9 +24,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Map W1 (`sqrt(x) * 1.5 + 0.25`) over the built-in 50M-element f64 dataset in shared
-    /// memory with worker processes, verify every element, and report throughput.
+    /// Map an expression over a memory-mapped .npy file in parallel (zero-copy), or, with no
+    /// INPUT, W1 over the built-in 50M-element f64 dataset, verified element by element.
     Map(map::MapArgs),
+    /// Write a synthetic .npy dataset.
+    Gen(gen::GenArgs),
+    /// Run W1, W2, W3 with shmpool, a single thread and in-process threads; print medians.
+    Bench(bench::BenchArgs),
     /// Report /dev/shm capacity and shmpool segments left by dead processes.
     Info {
         /// Remove the stale segments.
@@ -55,7 +61,11 @@ impl Failure {
 impl From<shmpool::Error> for Failure {
     fn from(e: shmpool::Error) -> Self {
         let code = match e {
-            shmpool::Error::InvalidConfig(_) | shmpool::Error::LengthMismatch { .. } => EXIT_USAGE,
+            shmpool::Error::InvalidConfig(_)
+            | shmpool::Error::LengthMismatch { .. }
+            | shmpool::Error::InvalidExpression { .. }
+            | shmpool::Error::BadNpy { .. }
+            | shmpool::Error::File { .. } => EXIT_USAGE,
             _ => EXIT_FAILURE,
         };
         Failure { code, message: e.to_string() }
@@ -73,6 +83,8 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Map(args) => map::run(args),
+        Command::Gen(args) => gen::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Info { clean } => info(clean),
     };
     match result {
