@@ -63,6 +63,7 @@ fn interleaved(runs: usize, cases: &mut [Case<'_>]) -> Result<Vec<f64>, Failure>
     Ok(times.into_iter().map(median).collect())
 }
 
+#[allow(clippy::too_many_arguments)] // one call site per workload; a struct would only rename them
 fn throughput(
     rows: &mut Vec<Row>,
     pool: &Pool,

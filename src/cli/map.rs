@@ -164,7 +164,7 @@ fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
     println!("allocated and filled in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     let (pool, workers, ready_ms) = build_pool(args)?;
     println!("pool of {workers} worker processes ready in {ready_ms:.3} ms");
-    let spec = program.as_ref().map(|p| KernelSpec::expr::<f64, f64>(p));
+    let spec = program.as_ref().map(KernelSpec::expr::<f64, f64>);
 
     let mut times = Vec::with_capacity(args.repeat);
     for _ in 0..args.repeat {
