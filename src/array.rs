@@ -399,6 +399,9 @@ impl NpyOutput {
     /// [`crate::Error::File`] when the rename fails; the temporary file is then removed.
     pub fn commit(mut self) -> Result<()> {
         let tmp = self.tmp.take().expect("commit runs once");
+        // Temporary files are created 0600; a finished dataset gets the usual 0644.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
         tmp.persist(&self.path).map_err(|e| file_err("rename into", &self.path, e.error))?;
         Ok(())
     }

@@ -311,12 +311,17 @@ impl Segment {
         if !self.file || len == 0 {
             return;
         }
+        // Round *outward*: a page shared with a neighbouring chunk is only unmapped from this
+        // process; another worker that still writes it keeps its own mapping, and the data
+        // lives in the page cache either way.
         let page = page_size();
-        let start = (self.data_off + offset).next_multiple_of(page);
-        let end = ((self.data_off + offset + len) / page) * page;
+        let start = ((self.data_off + offset) / page) * page;
+        let end = (self.data_off + offset + len).next_multiple_of(page).min(self.len);
         if let (Mapping::Attached(m), true) = (&self.mapping, end > start) {
-            // SAFETY: [start, end) lies inside this file mapping; DONTNEED on a shared file
-            // mapping only drops page-table entries, the data stays in the page cache.
+            // SAFETY: [start, end) lies inside this file mapping (clamped to its length), which
+            // is MAP_SHARED: DONTNEED only drops this process's page-table entries, the data
+            // (dirty or not) stays in the page cache, and this process has finished with the
+            // range (the chunk is done).
             let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
         }
     }

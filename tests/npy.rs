@@ -19,7 +19,8 @@ fn shmpool(args: &[&str]) -> std::process::Output {
 fn ensure_numpy() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
-        let ok = |_: ()| Command::new("python3").args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
+        let ok =
+            |_: ()| Command::new("python3").args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
         if !ok(()) {
             let st = Command::new("python3").args(["-m", "pip", "install", "--quiet", "numpy"]).status().unwrap();
             assert!(st.success(), "pip install numpy failed");
@@ -194,4 +195,3 @@ fn in_place_replaces_the_input_only_on_success() {
     assert_eq!(r, "True");
     assert_eq!(listing(dir), ["v.npy"]);
 }
-
