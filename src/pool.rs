@@ -620,7 +620,13 @@ impl Pool {
                 self.shared.ring.payload_cap()
             )));
         }
-        let chunks = index::plan(len, cfg.workers, spec.in_size + spec.out_size, cfg.chunk_len, max_len);
+        let max_bytes = match &io {
+            Io::Shared { input, output } if input.file_area().is_some() || output.file_area().is_some() => {
+                index::MAX_FILE_CHUNK_BYTES
+            }
+            _ => index::MAX_CHUNK_BYTES,
+        };
+        let chunks = index::plan(len, cfg.workers, spec.in_size + spec.out_size, cfg.chunk_len, max_len, max_bytes);
         let (addr, tag) = spec.kernel.parts();
         let describe = |r: &Range<usize>| {
             let inline = in_seg == 0;

@@ -151,6 +151,25 @@ const EQ: u32 = 54;
 const NE: u32 = 55;
 const WHERE: u32 = 60;
 const CLAMP: u32 = 61;
+// Arithmetic with a constant operand (`a op imm`, or `imm op a` for the R forms): one register
+// load fewer per element, which is most of the cost of short expressions like W1.
+const ADDK: u32 = 70;
+const SUBK: u32 = 71;
+const MULK: u32 = 72;
+const DIVK: u32 = 73;
+const RSUBK: u32 = 74;
+const RDIVK: u32 = 75;
+
+fn with_const(op: u32, a: f64, k: f64) -> f64 {
+    match op {
+        ADDK => a + k,
+        SUBK => a - k,
+        MULK => a * k,
+        DIVK => a / k,
+        RSUBK => k - a,
+        _ => k / a,
+    }
+}
 
 fn arity(op: u32) -> usize {
     match op {
@@ -526,6 +545,7 @@ impl Program {
                 op if (NEG..=28).contains(&op) => 1,
                 op if (ADD..=NE).contains(&op) => 2,
                 WHERE | CLAMP => 3,
+                ADDK..=RDIVK => 1,
                 _ => return None,
             };
             let srcs = [ins.a, ins.b, ins.c];
@@ -547,6 +567,7 @@ impl Program {
                 CONST => ins.imm,
                 op if (NEG..=28).contains(&op) => unary(op, r[a]),
                 op if (ADD..=NE).contains(&op) => binary(op, r[a], r[b]),
+                op if (ADDK..=RDIVK).contains(&op) => with_const(op, r[a], ins.imm),
                 op => ternary(op, r[a], r[b], r[c]),
             };
         }
@@ -562,6 +583,33 @@ fn emit(n: &Node, out: &mut Vec<Instr>) -> u32 {
         Node::Const(v) => {
             ins.op = CONST;
             ins.imm = *v;
+        }
+        Node::Call(op, args) if matches!(*op, ADD | SUB | MUL | DIV) && args.len() == 2 => {
+            let kop = |o: u32, left_const: bool| match (o, left_const) {
+                (ADD, _) => ADDK,
+                (MUL, _) => MULK,
+                (SUB, false) => SUBK,
+                (DIV, false) => DIVK,
+                (SUB, true) => RSUBK,
+                _ => RDIVK,
+            };
+            match (&args[0], &args[1]) {
+                (a, Node::Const(k)) => {
+                    ins.a = emit(a, out);
+                    ins.op = kop(*op, false);
+                    ins.imm = *k;
+                }
+                (Node::Const(k), b) => {
+                    ins.a = emit(b, out);
+                    ins.op = kop(*op, true);
+                    ins.imm = *k;
+                }
+                (a, b) => {
+                    ins.a = emit(a, out);
+                    ins.b = emit(b, out);
+                    ins.op = *op;
+                }
+            }
         }
         Node::Call(op, args) => {
             let regs: Vec<u32> = args.iter().map(|a| emit(a, out)).collect();
@@ -597,12 +645,28 @@ macro_rules! num {
 num!(f32, f64, i8, i16, i32, i64, u8, u16, u32, u64);
 
 /// The trampoline body: evaluates the program over one chunk, block by block.
+///
+/// For f64 data two passes are saved: operations read `x` straight from the input, and the
+/// last operation writes straight into the output.
 pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut [u8], start: u64) {
+    use std::any::TypeId;
     let prog = Program::from_bytes(params).expect("expression program is well formed");
     let xs: &[In] = bytemuck::cast_slice(input);
     let ys: &mut [Out] = bytemuck::cast_slice_mut(output);
     assert_eq!(xs.len(), ys.len(), "input and output chunk lengths differ");
     let n_regs = prog.instrs.len();
+    let last = &prog.instrs[n_regs - 1];
+    let computed_last = !matches!(last.op, LOAD_X | LOAD_I | CONST);
+    let x_direct: Option<&[f64]> =
+        if TypeId::of::<In>() == TypeId::of::<f64>() { bytemuck::try_cast_slice(xs).ok() } else { None };
+    // Out is f64 here, so the cast is the identity and cannot fail.
+    let (mut y_direct, mut y_conv): (Option<&mut [f64]>, Option<&mut [Out]>) =
+        if TypeId::of::<Out>() == TypeId::of::<f64>() && computed_last {
+            (Some(bytemuck::cast_slice_mut(ys)), None)
+        } else {
+            (None, Some(ys))
+        };
+    let is_x: Vec<bool> = prog.instrs.iter().map(|i| i.op == LOAD_X && x_direct.is_some()).collect();
     let mut regs = vec![[0f64; BLOCK]; n_regs];
     // Constants do not change between blocks: fill them once.
     for ins in prog.instrs.iter().filter(|i| i.op == CONST) {
@@ -611,10 +675,19 @@ pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut 
     let mut base = 0;
     while base < xs.len() {
         let n = BLOCK.min(xs.len() - base);
-        for ins in prog.instrs.iter().filter(|i| i.op != CONST) {
+        for ins in prog.instrs.iter().filter(|i| i.op != CONST && !is_x[i.dst as usize]) {
             // Operands always precede the destination (validated in from_bytes).
             let (lo, hi) = regs.split_at_mut(ins.dst as usize);
-            let d = &mut hi[0][..n];
+            let src = |r: u32| -> &[f64] {
+                match x_direct {
+                    Some(x) if is_x[r as usize] => &x[base..base + n],
+                    _ => &lo[r as usize][..n],
+                }
+            };
+            let d: &mut [f64] = match y_direct.as_deref_mut() {
+                Some(y) if ins.dst as usize == n_regs - 1 => &mut y[base..base + n],
+                _ => &mut hi[0][..n],
+            };
             match ins.op {
                 LOAD_X => d.iter_mut().zip(&xs[base..base + n]).for_each(|(d, x)| *d = x.to_f64()),
                 LOAD_I => {
@@ -622,7 +695,7 @@ pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut 
                     d.iter_mut().enumerate().for_each(|(k, d)| *d = (first + k as u64) as f64);
                 }
                 op if (NEG..=28).contains(&op) => {
-                    let a = &lo[ins.a as usize][..n];
+                    let a = src(ins.a);
                     match op {
                         NEG => d.iter_mut().zip(a).for_each(|(d, a)| *d = -a),
                         11 => d.iter_mut().zip(a).for_each(|(d, a)| *d = a.sqrt()),
@@ -631,7 +704,7 @@ pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut 
                     }
                 }
                 op if (ADD..=NE).contains(&op) => {
-                    let (a, b) = (&lo[ins.a as usize][..n], &lo[ins.b as usize][..n]);
+                    let (a, b) = (src(ins.a), src(ins.b));
                     let it = d.iter_mut().zip(a.iter().zip(b));
                     match op {
                         ADD => it.for_each(|(d, (a, b))| *d = a + b),
@@ -641,16 +714,33 @@ pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut 
                         _ => it.for_each(|(d, (a, b))| *d = binary(op, *a, *b)),
                     }
                 }
+                op if (ADDK..=RDIVK).contains(&op) => {
+                    let (a, k) = (src(ins.a), ins.imm);
+                    let it = d.iter_mut().zip(a);
+                    match op {
+                        ADDK => it.for_each(|(d, a)| *d = a + k),
+                        SUBK => it.for_each(|(d, a)| *d = a - k),
+                        MULK => it.for_each(|(d, a)| *d = a * k),
+                        DIVK => it.for_each(|(d, a)| *d = a / k),
+                        RSUBK => it.for_each(|(d, a)| *d = k - a),
+                        _ => it.for_each(|(d, a)| *d = k / a),
+                    }
+                }
                 op => {
-                    let (a, b, c) = (&lo[ins.a as usize][..n], &lo[ins.b as usize][..n], &lo[ins.c as usize][..n]);
+                    let (a, b, c) = (src(ins.a), src(ins.b), src(ins.c));
                     for k in 0..n {
                         d[k] = ternary(op, a[k], b[k], c[k]);
                     }
                 }
             }
         }
-        let last = &regs[n_regs - 1][..n];
-        ys[base..base + n].iter_mut().zip(last).for_each(|(y, v)| *y = Out::from_f64(*v));
+        if let Some(ys) = y_conv.as_deref_mut() {
+            let v: &[f64] = match x_direct {
+                Some(x) if is_x[n_regs - 1] => &x[base..base + n],
+                _ => &regs[n_regs - 1][..n],
+            };
+            ys[base..base + n].iter_mut().zip(v).for_each(|(y, v)| *y = Out::from_f64(*v));
+        }
         base += n;
     }
 }

@@ -5,14 +5,19 @@ use std::ops::Range;
 
 /// Smallest chunk the default plan makes, in bytes of input plus output.
 pub const MIN_CHUNK_BYTES: usize = 64 * 1024;
-/// Largest chunk the default plan makes, in bytes of input plus output.
-pub const MAX_CHUNK_BYTES: usize = 32 * 1024 * 1024;
+/// Largest chunk the default plan makes for arrays in shared memory, in bytes of input plus
+/// output: large, so that each worker streams through long contiguous ranges (hardware
+/// prefetchers and TLBs like that, and it is what rayon's recursive splitting achieves).
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024 * 1024;
+/// Largest chunk for memory-mapped files: a worker keeps one chunk's pages resident before it
+/// releases them, so this bounds its resident memory when streaming files larger than RAM.
+pub const MAX_FILE_CHUNK_BYTES: usize = 32 * 1024 * 1024;
 
 /// Cuts `0..len` into consecutive chunks, in order, covering every index exactly once.
 ///
 /// With `fixed = Some(n)` every chunk has `n` elements (the last one may be shorter). Otherwise
 /// the plan is *guided*: each chunk takes `remaining / (2 * workers)` elements, clamped to
-/// [`MIN_CHUNK_BYTES`, `MAX_CHUNK_BYTES`] worth of elements, so the first chunks are large
+/// [`MIN_CHUNK_BYTES`, `max_bytes`] worth of elements, so the first chunks are large
 /// (little per-chunk overhead) and the last ones small (the workers finish together). No chunk
 /// ever exceeds `max_len` elements.
 pub fn plan(
@@ -21,6 +26,7 @@ pub fn plan(
     bytes_per_elem: usize,
     fixed: Option<usize>,
     max_len: usize,
+    max_bytes: usize,
 ) -> Vec<Range<usize>> {
     let max_len = max_len.max(1);
     let mut out = Vec::new();
@@ -36,7 +42,7 @@ pub fn plan(
     }
     let bpe = bytes_per_elem.max(1);
     let min = (MIN_CHUNK_BYTES / bpe).clamp(1, max_len);
-    let max = (MAX_CHUNK_BYTES / bpe).clamp(min, max_len);
+    let max = (max_bytes.max(MIN_CHUNK_BYTES) / bpe).clamp(min, max_len);
     let div = 2 * workers.max(1);
     while start < len {
         let remaining = len - start;
@@ -64,22 +70,22 @@ mod tests {
 
     #[test]
     fn empty_input_has_no_chunks() {
-        assert!(plan(0, 4, 16, None, usize::MAX).is_empty());
-        assert!(plan(0, 4, 16, Some(10), usize::MAX).is_empty());
+        assert!(plan(0, 4, 16, None, usize::MAX, MAX_CHUNK_BYTES).is_empty());
+        assert!(plan(0, 4, 16, Some(10), usize::MAX, MAX_CHUNK_BYTES).is_empty());
     }
 
     #[test]
     fn length_not_divisible_by_chunk_gets_a_short_last_chunk() {
-        let c = plan(10, 2, 8, Some(4), usize::MAX);
+        let c = plan(10, 2, 8, Some(4), usize::MAX, MAX_CHUNK_BYTES);
         assert_eq!(c, vec![0..4, 4..8, 8..10]);
     }
 
     #[test]
     fn guided_plan_shrinks_towards_the_end() {
-        let c = plan(10_000_000, 2, 16, None, usize::MAX);
+        let c = plan(10_000_000, 2, 16, None, usize::MAX, MAX_FILE_CHUNK_BYTES);
         check_cover(10_000_000, &c);
         assert!(c.first().unwrap().len() >= c.last().unwrap().len());
-        assert!(c.iter().all(|r| r.len() * 16 <= MAX_CHUNK_BYTES));
+        assert!(c.iter().all(|r| r.len() * 16 <= MAX_FILE_CHUNK_BYTES));
     }
 
     proptest! {
@@ -92,7 +98,7 @@ mod tests {
             fixed in proptest::option::of(1usize..100_000),
             max_len in 1usize..1_000_000,
         ) {
-            let c = plan(len, workers, bpe, fixed, max_len);
+            let c = plan(len, workers, bpe, fixed, max_len, MAX_CHUNK_BYTES);
             check_cover(len, &c);
             prop_assert!(c.iter().all(|r| r.len() <= max_len));
         }
