@@ -60,7 +60,8 @@ pub(crate) fn run(ctx: WorkerCtx) -> i32 {
     std::panic::set_hook(Box::new(|_| {}));
     match ctx.ring.segment().validate(SegmentKind::Ring) {
         Ok(()) => {
-            let mut w = Worker { pid: std::process::id(), ctx, segs: HashMap::new(), mail_seen: 0, chunks: 0 };
+            let mut w =
+                Worker { pid: std::process::id(), ctx, segs: HashMap::new(), mail_seen: 0, chunks: 0, busy: false };
             match w.serve() {
                 Ok(()) => 0,
                 Err(e) => {
@@ -82,6 +83,8 @@ struct Worker {
     segs: HashMap<u64, Segment>,
     mail_seen: u32,
     chunks: u64,
+    /// Whether the last loop iteration ran a chunk.
+    busy: bool,
 }
 
 /// Stops the process (SIGSTOP) if `pending` is `at`, once.
@@ -119,28 +122,37 @@ impl Worker {
                 Some(c) => {
                     self.run_chunk(&ring, c)?;
                     self.chunks += 1;
+                    self.busy = true;
                     if self.ctx.recycle_after.is_some_and(|n| self.chunks >= n) {
                         return Ok(());
                     }
                 }
-                None => self.idle(&ring, seen),
+                None => {
+                    // Spin only right after work: a worker woken by its idle timeout sleeps again.
+                    let busy = std::mem::take(&mut self.busy);
+                    self.idle(&ring, seen, busy);
+                }
             }
         }
     }
 
     /// Waits for work. Only one idle worker at a time spins (the holder of the `spinner`
     /// token); the others sleep at once, so busy-waiting never takes more than one core.
-    fn idle(&self, ring: &Ring, seen: u32) {
+    fn idle(&self, ring: &Ring, seen: u32, after_work: bool) {
         let hdr = ring.header();
-        let spinner = hdr.spinner.compare_exchange(0, self.pid, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+        let spinner =
+            after_work && hdr.spinner.compare_exchange(0, self.pid, Ordering::SeqCst, Ordering::Relaxed).is_ok();
         let spin = if spinner { self.ctx.spin } else { Duration::ZERO };
         if spinner {
             // Spin first, then give the token back before sleeping so another can take it.
+            // SeqCst: the map caller bumps `work` without a wake-up while it sees a spinner
+            // (Doorbell::bump); our `wait` re-reads the sequence (SeqCst) after this store, so a
+            // bump the caller made while it saw us is never slept through.
             if !hdr.work.wait(seen, spin, Duration::ZERO) {
-                hdr.spinner.store(0, Ordering::Release);
+                hdr.spinner.store(0, Ordering::SeqCst);
                 hdr.work.wait(seen, Duration::ZERO, IDLE_WAIT);
             } else {
-                hdr.spinner.store(0, Ordering::Release);
+                hdr.spinner.store(0, Ordering::SeqCst);
             }
         } else {
             hdr.work.wait(seen, Duration::ZERO, IDLE_WAIT);

@@ -124,6 +124,13 @@ impl Doorbell {
         }
     }
 
+    /// Bumps the sequence without waking sleepers: for a ringer that knows a spinning waiter
+    /// will see it. The caller must make sure a spinner that stops spinning re-checks the
+    /// sequence before it sleeps (SeqCst on both sides), or wake-ups are lost.
+    pub fn bump(&self) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Waits until the sequence differs from `seen`: first spinning for up to `spin`, then
     /// sleeping for up to `timeout`. Returns whether it changed.
     pub fn wait(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
