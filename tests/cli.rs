@@ -33,3 +33,25 @@ fn info_reports_dev_shm() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("/dev/shm:"));
 }
+
+#[test]
+fn map_without_input_can_write_its_result() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("w1.npy");
+    let o = shmpool(&["map", "--len", "10000", "--repeat", "1", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let arr = shmpool::NpyArray::open(&out).unwrap();
+    assert_eq!(arr.shape(), &[10000]);
+    let ys = arr.as_slice::<f64>().unwrap();
+    assert_eq!(ys[7].to_bits(), shmpool::workloads::w1(7.5).to_bits());
+}
+
+#[test]
+fn bench_quick_prints_every_workload_with_baselines() {
+    let o = shmpool(&["bench", "--quick", "--runs", "1", "--json"]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for needle in ["W1 sqrt", "W2 64x sin", "single thread", "rayon", "shmpool --expr", "p99_us", "startup"] {
+        assert!(s.contains(needle), "missing {needle}: {s}");
+    }
+}

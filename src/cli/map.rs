@@ -146,9 +146,6 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
 }
 
 fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
-    if args.output.is_some() {
-        return Err(Failure::usage("-o needs an INPUT file; the built-in dataset is verified, not written"));
-    }
     let program = args.expr.as_deref().map(Program::compile).transpose()?;
     let n = args.len;
     let label = args.expr.clone().unwrap_or_else(|| format!("{W1_EXPR} (compiled W1 kernel)"));
@@ -213,6 +210,13 @@ fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
             pids.len(),
             workers_pss as f64 / 1024.0
         );
+    }
+    if let Some(path) = &args.output {
+        let t = Instant::now();
+        let mut out = NpyOutput::create(path, Dtype::F64, &[n as u64])?;
+        out.as_mut_slice::<f64>()?.copy_from_slice(&ys);
+        out.commit()?;
+        println!("wrote {} ({:.0} ms)", path.display(), t.elapsed().as_secs_f64() * 1e3);
     }
     pool.close();
     pool.join()?;
