@@ -44,6 +44,8 @@ pub(crate) struct WorkerCtx {
     pub spin: Duration,
     pub recycle_after: Option<u64>,
     pub pause: Option<PausePoint>,
+    /// The CPU to pin this worker to, if the pool pins.
+    pub cpu: Option<usize>,
 }
 
 /// Exit code of a worker that found its ring incompatible or its socket broken.
@@ -56,12 +58,22 @@ const MAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The body of a forked worker process; returns its exit code.
 pub(crate) fn run(ctx: WorkerCtx) -> i32 {
     process::die_with_parent(ctx.parent);
+
     // Panics are reported through the slot message; the default hook would only add noise.
     std::panic::set_hook(Box::new(|_| {}));
     match ctx.ring.segment().validate(SegmentKind::Ring) {
         Ok(()) => {
-            let mut w =
-                Worker { pid: std::process::id(), ctx, segs: HashMap::new(), mail_seen: 0, chunks: 0, busy: false };
+            let home = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+            let mut w = Worker {
+                pid: std::process::id(),
+                ctx,
+                segs: HashMap::new(),
+                mail_seen: 0,
+                chunks: 0,
+                busy: false,
+                home,
+                pinned: false,
+            };
             match w.serve() {
                 Ok(()) => 0,
                 Err(e) => {
@@ -85,7 +97,14 @@ struct Worker {
     chunks: u64,
     /// Whether the last loop iteration ran a chunk.
     busy: bool,
+    /// The CPUs the worker may use when not pinned (inherited from the pool's process).
+    home: Option<nix::sched::CpuSet>,
+    /// Whether the worker is pinned to `ctx.cpu` right now.
+    pinned: bool,
 }
+
+/// Chunks of at least this many bytes (input plus output) run pinned to the worker's CPU.
+const PIN_MIN_BYTES: u64 = 1 << 20;
 
 /// Stops the process (SIGSTOP) if `pending` is `at`, once.
 fn pause(pending: &mut Option<PausePoint>, at: PausePoint) {
@@ -128,6 +147,7 @@ impl Worker {
                     }
                 }
                 None => {
+                    self.set_pinned(false);
                     // Spin only right after work: a worker woken by its idle timeout sleeps again.
                     let busy = std::mem::take(&mut self.busy);
                     self.idle(&ring, seen, busy);
@@ -148,7 +168,7 @@ impl Worker {
             // SeqCst: the map caller bumps `work` without a wake-up while it sees a spinner
             // (Doorbell::bump); our `wait` re-reads the sequence (SeqCst) after this store, so a
             // bump the caller made while it saw us is never slept through.
-            if !hdr.work.wait(seen, spin, Duration::ZERO) {
+            if !hdr.work.wait_polite(seen, spin, Duration::ZERO) {
                 hdr.spinner.store(0, Ordering::SeqCst);
                 hdr.work.wait(seen, Duration::ZERO, IDLE_WAIT);
             } else {
@@ -159,8 +179,39 @@ impl Worker {
         }
     }
 
+    /// Pins the worker to its CPU for a large chunk, or gives the pin up when it goes idle.
+    ///
+    /// Streaming through large chunks, two workers that the scheduler happened to stack on one
+    /// core stay there for milliseconds (W1's median then varies 31-38 ms from run to run
+    /// here; pinned, 31-32 ms). A spinning idle worker, on the other hand, must stay free to
+    /// move away from the map caller, which spins too for small maps. One `sched_setaffinity`
+    /// per transition; small chunks never pin.
+    fn set_pinned(&mut self, pin: bool) {
+        let (Some(cpu), Some(home)) = (self.ctx.cpu, self.home) else { return };
+        if pin == self.pinned {
+            return;
+        }
+        let mut one = nix::sched::CpuSet::new();
+        let set = if pin {
+            if one.set(cpu).is_err() {
+                return;
+            }
+            one
+        } else {
+            home
+        };
+        // Best effort: a worker that cannot be pinned still works.
+        if nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok() {
+            self.pinned = pin;
+        }
+    }
+
     fn run_chunk(&mut self, ring: &Ring, claim: Claim) -> Result<()> {
         let d = claim.desc;
+        let bytes = d.len.saturating_mul(u64::from(d.in_size) + u64::from(d.out_size));
+        if bytes >= PIN_MIN_BYTES {
+            self.set_pinned(true);
+        }
         let ensured = self.ensure(d.in_seg).and_then(|_| self.ensure(d.out_seg));
         let segs = &self.segs;
         let outcome = ensured.and_then(|_| {

@@ -131,8 +131,6 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     let pool = Pool::new(j)?;
     let rayon = rayon::ThreadPoolBuilder::new().num_threads(j).build().map_err(|e| Failure::runtime(e.to_string()))?;
     let mut rows = Vec::new();
-    throughput(&mut rows, &pool, &rayon, j, args.runs, "W1 sqrt, memory-bound", n1, false)?;
-    throughput(&mut rows, &pool, &rayon, j, args.runs, "W2 64x sin, compute-bound", n2, true)?;
 
     // W3: latency of one 1024-element batch, percentiles over many batches.
     let batch: Vec<f64> = (0..W3_LEN).map(workloads::pattern).collect();
@@ -162,6 +160,9 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         std::hint::black_box(pool.map(&batch, workloads::w1)?);
         Ok(())
     })?;
+
+    throughput(&mut rows, &pool, &rayon, j, args.runs, "W1 sqrt, memory-bound", n1, false)?;
+    throughput(&mut rows, &pool, &rayon, j, args.runs, "W2 64x sin, compute-bound", n2, true)?;
 
     // Start-up.
     let mut start: Vec<(String, f64)> = Vec::new();

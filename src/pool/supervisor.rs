@@ -36,6 +36,8 @@ const TICK: Duration = Duration::from_millis(50);
 const MAX_START_FAILURES: u32 = 5;
 
 struct Kid {
+    /// Position in the pool (0..workers); a replacement takes its predecessor's.
+    index: usize,
     pid: Pid,
     pidfd: OwnedFd,
     sock: OwnedFd,
@@ -50,7 +52,7 @@ pub(crate) struct Death {
     pub detected_at_us: u64,
 }
 
-fn spawn(shared: &Shared, pause: Option<PausePoint>) -> Result<Kid> {
+fn spawn(shared: &Shared, index: usize, pause: Option<PausePoint>) -> Result<Kid> {
     let (parent_end, child_end) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| Error::os("socketpair", e.into()))?;
     let ctx = WorkerCtx {
@@ -60,6 +62,7 @@ fn spawn(shared: &Shared, pause: Option<PausePoint>) -> Result<Kid> {
         spin: shared.cfg.spin,
         recycle_after: shared.cfg.recycle_after,
         pause,
+        cpu: shared.cpus.get(index).copied(),
     };
     let pid = process::fork_child(move || worker::run(ctx))?;
     let pidfd = match process::pidfd_open(pid) {
@@ -70,13 +73,13 @@ fn spawn(shared: &Shared, pause: Option<PausePoint>) -> Result<Kid> {
             return Err(e);
         }
     };
-    Ok(Kid { pid, pidfd, sock: parent_end, known: HashSet::new() })
+    Ok(Kid { index, pid, pidfd, sock: parent_end, known: HashSet::new() })
 }
 
 pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<()>>) {
     let mut kids = Vec::with_capacity(shared.cfg.workers);
-    for _ in 0..shared.cfg.workers {
-        match spawn(&shared, shared.cfg.pause) {
+    for index in 0..shared.cfg.workers {
+        match spawn(&shared, index, shared.cfg.pause) {
             Ok(k) => kids.push(k),
             Err(e) => {
                 kill_all(&mut kids);
@@ -224,7 +227,7 @@ impl Supervisor {
             if self.start_failures >= MAX_START_FAILURES {
                 self.shared.fail(format!("{} workers in a row exited at start", self.start_failures));
             } else {
-                match spawn(&self.shared, None) {
+                match spawn(&self.shared, kid.index, None) {
                     Ok(k) => {
                         self.shared.stats.respawns.fetch_add(1, Ordering::Relaxed);
                         self.kids.push(k);

@@ -110,6 +110,9 @@ pub struct Doorbell {
 
 const _: () = assert!(std::mem::size_of::<Doorbell>() == 64);
 
+/// How long `Doorbell::wait` spins hard before it yields the core between polls.
+const POLITE_AFTER: Duration = Duration::from_micros(20);
+
 impl Doorbell {
     /// The current sequence number; pass it to [`Doorbell::wait`].
     pub fn seq(&self) -> u32 {
@@ -134,6 +137,17 @@ impl Doorbell {
     /// Waits until the sequence differs from `seen`: first spinning for up to `spin`, then
     /// sleeping for up to `timeout`. Returns whether it changed.
     pub fn wait(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
+        self.wait_with(seen, spin, timeout, false)
+    }
+
+    /// Like [`Doorbell::wait`], but after the first 20 µs of spinning it yields the core
+    /// between polls (`sched_yield`), so that a process that spins speculatively (an idle
+    /// worker waiting for more) never delays one that has work (the map caller, a worker).
+    pub fn wait_polite(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
+        self.wait_with(seen, spin, timeout, true)
+    }
+
+    fn wait_with(&self, seen: u32, spin: Duration, timeout: Duration, polite: bool) -> bool {
         if self.seq() != seen {
             return true;
         }
@@ -146,8 +160,14 @@ impl Doorbell {
                     }
                     std::hint::spin_loop();
                 }
-                if start.elapsed() >= spin {
+                let spent = start.elapsed();
+                if spent >= spin {
                     break;
+                }
+                // Past the first few µs, offer the core to any runnable process (the map
+                // caller, a worker) between polls: spinning must not delay the work it waits for.
+                if polite && spent >= POLITE_AFTER {
+                    std::thread::yield_now();
                 }
             }
         }
