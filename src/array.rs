@@ -145,6 +145,17 @@ impl Staging {
     }
 }
 
+/// Refuses a view of `dtype` elements as `T` when their sizes differ.
+fn check_elem<T: Pod>(dtype: Dtype) -> Result<()> {
+    if std::mem::size_of::<T>() != dtype.size() {
+        return Err(crate::Error::InvalidConfig(format!(
+            "array holds {dtype}, not {}-byte elements",
+            std::mem::size_of::<T>()
+        )));
+    }
+    Ok(())
+}
+
 fn bad(path: &std::path::Path, reason: impl Into<String>) -> crate::Error {
     crate::Error::BadNpy { path: path.display().to_string(), reason: reason.into() }
 }
@@ -246,13 +257,7 @@ impl NpyArray {
     ///
     /// [`crate::Error::InvalidConfig`] when the sizes differ.
     pub fn as_slice<T: Pod>(&self) -> Result<&[T]> {
-        if std::mem::size_of::<T>() != self.dtype.size() {
-            return Err(crate::Error::InvalidConfig(format!(
-                "array holds {}, not {}-byte elements",
-                self.dtype,
-                std::mem::size_of::<T>()
-            )));
-        }
+        check_elem::<T>(self.dtype)?;
         // SAFETY: the mapping is read-only for every process (workers map it read-only too),
         // and the type-level contract says nothing modifies the file while it is mapped.
         let bytes = unsafe { self.seg.data(0, self.len * self.dtype.size()) }?;
@@ -356,13 +361,7 @@ impl NpyOutput {
     ///
     /// [`crate::Error::InvalidConfig`] when the sizes differ.
     pub fn as_slice<T: Pod>(&mut self) -> Result<&[T]> {
-        if std::mem::size_of::<T>() != self.dtype.size() {
-            return Err(crate::Error::InvalidConfig(format!(
-                "array holds {}, not {}-byte elements",
-                self.dtype,
-                std::mem::size_of::<T>()
-            )));
-        }
+        check_elem::<T>(self.dtype)?;
         // SAFETY: `&mut self` is held, so no map is writing the file (maps borrow the output
         // mutably and return only when no worker can touch it).
         let bytes = unsafe { self.seg.data(0, self.len * self.dtype.size()) }?;
@@ -375,13 +374,7 @@ impl NpyOutput {
     ///
     /// [`crate::Error::InvalidConfig`] when the sizes differ.
     pub fn as_mut_slice<T: Pod>(&mut self) -> Result<&mut [T]> {
-        if std::mem::size_of::<T>() != self.dtype.size() {
-            return Err(crate::Error::InvalidConfig(format!(
-                "array holds {}, not {}-byte elements",
-                self.dtype,
-                std::mem::size_of::<T>()
-            )));
-        }
+        check_elem::<T>(self.dtype)?;
         // SAFETY: `&mut self` is held, so no map is using the file and no other reference
         // into it exists in this process.
         let bytes = unsafe { self.seg.data_mut(0, self.len * self.dtype.size()) }?;

@@ -686,6 +686,7 @@ impl Pool {
         let spin = if len <= SMALL_MAP { cfg.spin } else { Duration::ZERO };
         let (mut next, mut outstanding, mut done_elems, mut reported) = (0usize, 0usize, 0usize, 0usize);
         let mut err: Option<Error> = None;
+        let mut callback_panic = None;
         loop {
             let seen = hdr.done.seq();
             let mut filled = 0usize;
@@ -757,9 +758,15 @@ impl Pool {
                 }
             }
             if let Some(p) = progress.as_mut() {
-                if done_elems != reported {
+                if done_elems != reported && callback_panic.is_none() {
                     reported = done_elems;
-                    p(done_elems);
+                    // A panicking callback must not unwind past chunks that workers are still
+                    // writing: stop the map as for any error, then resume the panic.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p(done_elems)));
+                    if let Err(payload) = r {
+                        callback_panic = Some(payload);
+                        err.get_or_insert(Error::PoolFailed("progress callback panicked".into()));
+                    }
                 }
             }
             if outstanding == 0 && (next == chunks.len() || err.is_some()) {
@@ -773,6 +780,9 @@ impl Pool {
                 }
             }
             hdr.done.wait(seen, spin, WAIT_SLICE);
+        }
+        if let Some(payload) = callback_panic {
+            std::panic::resume_unwind(payload);
         }
         err.map_or(Ok(()), Err)
     }

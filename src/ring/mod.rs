@@ -514,16 +514,6 @@ impl RingGuard<'_> {
         outstanding
     }
 
-    /// Frees every slot that is not CLAIMED by a live worker's current map, whatever its map:
-    /// used when a map call was abandoned (its caller panicked) before collecting.
-    pub fn reset_unclaimed(&mut self) {
-        for slot in 0..self.ring.slots {
-            if matches!(self.state(slot), Some(SlotState::Filled) | Some(SlotState::Done)) {
-                self.set_state(slot, SlotState::Free);
-            }
-        }
-    }
-
     /// Handles the death of worker `pid` (killed by `signal`): each of its CLAIMED slots goes
     /// back to FILLED with `attempt + 1`, or to DONE/CRASHED once `max_attempts` claimers died
     /// on it. Returns (requeued, failed).
