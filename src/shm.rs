@@ -668,6 +668,31 @@ mod tests {
         ));
     }
 
+    /// Overwrites header bytes at `offset` (test only), then attaches through a new descriptor.
+    fn attach_after_corrupting(offset: usize, bytes: &[u8]) -> Result<Segment> {
+        let seg = Segment::create(SegmentKind::Array, 4096, 8, 0).unwrap();
+        assert!(offset + bytes.len() <= std::mem::size_of::<SegmentHeader>());
+        // SAFETY: the header is inside the mapping, and nothing else uses this fresh segment.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), seg.base.as_ptr().add(offset), bytes.len()) };
+        Segment::from_fd(seg.fd().try_clone_to_owned().unwrap(), SegmentKind::Array)
+    }
+
+    #[test]
+    fn header_validation_rejects_wrong_magic_version_size_uid_and_unpublished_headers() {
+        let rejected = |offset: usize, bytes: &[u8], what: &str| match attach_after_corrupting(offset, bytes) {
+            Err(Error::IncompatibleSegment { found, expected }) => {
+                assert!(found.starts_with(what) && expected.starts_with(what), "{found} / {expected}")
+            }
+            other => panic!("{what}: expected IncompatibleSegment, got {other:?}"),
+        };
+        rejected(0, b"NOTSHMPL", "magic");
+        rejected(8, &(LAYOUT_VERSION + 1).to_ne_bytes(), "layout version");
+        rejected(16, &1u64.to_ne_bytes(), "size");
+        rejected(44, &(nix::unistd::geteuid().as_raw() + 1).to_ne_bytes(), "owner uid");
+        rejected(56, &0u32.to_ne_bytes(), "initialised word");
+        assert!(attach_after_corrupting(60, &[0; 4]).is_ok(), "the reserved word is not checked");
+    }
+
     #[test]
     fn data_ptr_rejects_out_of_bounds_ranges() {
         let seg = Segment::create(SegmentKind::Array, 4096, 1, 0).unwrap();
