@@ -691,7 +691,21 @@ impl Pool {
             let seen = hdr.done.seq();
             let mut filled = 0usize;
             {
-                let mut g = ring.lock()?;
+                // Chunks may be in flight: never leave this loop on a lock timeout (a holder that
+                // is stopped, not dead; a dead one releases the lock through EOWNERDEAD).
+                let mut g = match ring.lock() {
+                    Ok(g) => g,
+                    Err(Error::LockTimeout(_)) => continue,
+                    Err(e) if outstanding == 0 => return Err(e),
+                    Err(e) => {
+                        // No way to collect or cancel: kill the workers so that none can still
+                        // write into buffers the caller gets back.
+                        self.stop(STATE_TERMINATED);
+                        return Err(Error::PoolFailed(format!(
+                            "ring lock broken with {outstanding} chunks in flight: {e}"
+                        )));
+                    }
+                };
                 g.collect(map_id, |d| {
                     outstanding -= 1;
                     let range = d.desc.start as usize..(d.desc.start + d.desc.len) as usize;

@@ -59,8 +59,10 @@ const MAIL_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn run(ctx: WorkerCtx) -> i32 {
     process::die_with_parent(ctx.parent);
 
-    // Panics are reported through the slot message; the default hook would only add noise.
-    std::panic::set_hook(Box::new(|_| {}));
+    // No `std::panic::set_hook` here, although panics are reported through the slot: it takes
+    // the hook's write lock, and a worker forked while another thread of the parent was
+    // panicking (holding the read lock) would block on it forever. A kernel panic therefore
+    // also prints the usual message on stderr.
     match ctx.ring.segment().validate(SegmentKind::Ring) {
         Ok(()) => {
             let home = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();

@@ -476,19 +476,27 @@ impl RingGuard<'_> {
             // SAFETY: DONE slots are owned by the map caller (us, under the lock); nobody
             // writes their descriptor, message or payload until they are FREE again.
             let desc = unsafe { self.ring.desc_ptr(slot).read_unaligned() };
+            // The caller uses the descriptor's ranges to copy results: check it is still the
+            // one it sealed before trusting them.
+            let sealed = self.ring.mac(slot, &desc) == desc.mac;
             let len = (h.message_len.load(Ordering::Relaxed) as usize).min(MESSAGE_CAP);
             // SAFETY: as above; in bounds (MESSAGE_CAP).
             let msg = unsafe { std::slice::from_raw_parts(self.ring.message_ptr(slot), len) };
             let base = self.ring.payload_offset(slot);
             // SAFETY: as above.
             let payload = unsafe { self.ring.seg.data(base, self.ring.payload_cap) }.expect("payload inside segment");
+            let (status, message) = match Status::try_from(h.status.load(Ordering::Relaxed)) {
+                Ok(st) if sealed => (st, String::from_utf8_lossy(msg).into_owned()),
+                Ok(_) => (Status::Corrupt, "descriptor integrity check failed after the chunk ran".to_string()),
+                Err(v) => (Status::Corrupt, format!("unknown status {v}")),
+            };
             f(Done {
                 slot,
                 desc,
-                status: Status::try_from(h.status.load(Ordering::Relaxed)).unwrap_or(Status::Corrupt),
+                status,
                 signal: h.signal.load(Ordering::Relaxed),
                 attempt: h.attempt.load(Ordering::Relaxed),
-                message: String::from_utf8_lossy(msg).into_owned(),
+                message,
                 payload,
             });
             self.set_state(slot, SlotState::Free);
