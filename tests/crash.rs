@@ -250,6 +250,13 @@ fn parent_death(sig: Signal) -> Duration {
     let file = dir.path().join("pids");
     let f2 = file.clone();
     let child = Process::spawn(move || {
+        // A shell without job control starts background jobs with SIGINT ignored; this child
+        // stands for a normal program, whose SIGINT and SIGTERM terminate it.
+        // SAFETY: restoring default dispositions in a single-threaded child has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        }
         let pool = Pool::new(2).unwrap();
         let xs = SharedVec::from_slice(&w1_input(1000)).unwrap();
         let mut ys = SharedVec::<f64>::zeroed(1000).unwrap();
@@ -272,7 +279,14 @@ fn parent_death(sig: Signal) -> Duration {
     assert_eq!(pids.len(), 2);
     let t = Instant::now();
     kill(Pid::from_raw(child.pid() as i32), sig).unwrap();
-    child.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.is_alive() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the pool's parent did not die of {sig:?}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     common::assert_pids_gone(&pids);
     let took = t.elapsed();
     let prefix = format!("shmpool_{}_", child.pid());
