@@ -430,6 +430,37 @@ impl Pool {
         self.map_spec(input, &KernelSpec::elem_with(&params, f))
     }
 
+    /// Streams batches through the pool, in order, with bounded memory (Python's `imap` over
+    /// chunks): each batch is mapped across all workers when the iterator reaches it, so at most
+    /// one batch's input and output are held at a time. Batches are not overlapped with each
+    /// other; for one big array use [`Pool::map_into`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmpool::Result<()> {
+    /// let pool = shmpool::Pool::new(2)?;
+    /// let batches = (0..3).map(|b| vec![b as f64; 4]);
+    /// let sums: Vec<f64> = pool
+    ///     .imap(batches, |x: f64| x + 0.5)
+    ///     .map(|r| r.map(|v| v.iter().sum()))
+    ///     .collect::<shmpool::Result<_>>()?;
+    /// assert_eq!(sums, [2.0, 6.0, 10.0]);
+    /// # Ok(()) }
+    /// ```
+    pub fn imap<'a, In, Out, B, I, F>(&'a self, batches: I, f: F) -> impl Iterator<Item = Result<Vec<Out>>> + 'a
+    where
+        In: Pod,
+        Out: Pod,
+        B: AsRef<[In]>,
+        I: IntoIterator<Item = B>,
+        I::IntoIter: 'a,
+        F: Fn(In) -> Out + Copy + 'static,
+    {
+        let spec = KernelSpec::elem(f);
+        batches.into_iter().map(move |b| self.map_spec(b.as_ref(), &spec))
+    }
+
     /// Applies a prepared [`KernelSpec`] to a plain slice (see [`Pool::map`]).
     ///
     /// # Errors

@@ -49,3 +49,28 @@ fn shared_array_example_verifies_w1() {
     assert!(out.contains("W1 over 10000000 elements: all verified"), "{out}");
     assert!(out.starts_with("ys[0..3] = [1.3106601717798214, 2.087117307087383, 2.6217082451262845]"), "{out}");
 }
+
+#[test]
+fn pool_imap_example_streams_batches_in_order() {
+    let out = example("pool_imap");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 9, "{out}");
+    for (k, l) in lines[..8].iter().enumerate() {
+        assert_eq!(*l, format!("batch {k}: 250000 values"));
+    }
+    assert_eq!(lines[8], "2000000 values, total 999000.0");
+}
+
+#[test]
+fn npy_file_example_writes_a_correct_file() {
+    assert_eq!(example("npy_file"), "out.npy: shape [1000, 1000], dtype float64, 0 wrong values\n");
+}
+
+#[test]
+fn worker_crash_example_recovers_then_reports() {
+    let out = example("worker_crash");
+    assert!(out.contains("map with a killed worker: 20000 results, all correct: true"), "{out}");
+    assert!(out.contains("workers that died so far: 1"), "{out}");
+    assert!(out.contains("chunk 13000..14000 crashed 3 workers (signal 11); the pool stays usable"), "{out}");
+    assert!(out.contains("next map: 20000 results, 2 workers alive"), "{out}");
+}
