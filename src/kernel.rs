@@ -41,11 +41,15 @@ static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
 /// Makes sure the process-private key exists. Must run before workers are forked so that they
 /// inherit the same key.
 pub(crate) fn init_key() {
-    KEY.get_or_init(std::collections::hash_map::RandomState::new);
+    key();
+}
+
+fn key() -> &'static std::collections::hash_map::RandomState {
+    KEY.get_or_init(std::collections::hash_map::RandomState::new)
 }
 
 fn tag_of(addr: usize) -> u64 {
-    KEY.get_or_init(std::collections::hash_map::RandomState::new).hash_one((addr, 0x0053_484d_504f_4f4c_u64))
+    key().hash_one((addr, 0x0053_484d_504f_4f4c_u64))
 }
 
 /// A trampoline address with a keyed tag proving it was produced by `KernelRef::of` in this
@@ -157,11 +161,7 @@ fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(
 /// A keyed tag for a function pointer of type `T` at `addr`: the type is part of the tag, so a
 /// pointer cannot be reused as a pointer of another type.
 fn fn_tag<T: 'static>(addr: usize) -> u64 {
-    KEY.get_or_init(std::collections::hash_map::RandomState::new).hash_one((
-        addr,
-        std::any::TypeId::of::<T>(),
-        0x0046_4e50_5452_u64,
-    ))
+    key().hash_one((addr, std::any::TypeId::of::<T>(), 0x0046_4e50_5452_u64))
 }
 
 /// Reads a function pointer of type `T` and its tag from a parameter block, if the tag matches.

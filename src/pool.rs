@@ -638,11 +638,16 @@ impl Pool {
         Ok(())
     }
 
+    /// Payload bytes left for one inline chunk's input and output after the parameter block
+    /// (and up to 128 bytes of alignment padding).
+    fn inline_room(&self, spec: &KernelSpec) -> usize {
+        self.shared.ring.payload_cap().saturating_sub(spec.params.len().next_multiple_of(64) + 128)
+    }
+
+    /// Whether a map of `len` elements travels inline in at most four slots.
     fn fits_inline(&self, len: usize, spec: &KernelSpec) -> bool {
-        let cap = self.shared.ring.payload_cap();
         let per_elem = spec.in_size + spec.out_size;
-        let room = cap.saturating_sub(spec.params.len().next_multiple_of(64) + 128);
-        len.saturating_mul(per_elem) <= room.saturating_mul(4).min(SMALL_MAP * per_elem)
+        len.saturating_mul(per_elem) <= self.inline_room(spec).saturating_mul(4).min(SMALL_MAP * per_elem)
     }
 
     /// Cuts `len` elements into chunks and drives them through the ring. Returns only when no
@@ -664,10 +669,7 @@ impl Pool {
         let cfg = &self.shared.cfg;
         let params_room = spec.params.len().next_multiple_of(64);
         let (max_len, in_seg, out_seg) = match &io {
-            Io::Inline { .. } => {
-                let room = self.shared.ring.payload_cap().saturating_sub(params_room + 128);
-                (room / (spec.in_size + spec.out_size), 0, 0)
-            }
+            Io::Inline { .. } => (self.inline_room(spec) / (spec.in_size + spec.out_size), 0, 0),
             Io::Shared { input, output } => {
                 self.shared.register(input);
                 self.shared.register(output);

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 pub const MAGIC: [u8; 8] = *b"SHMPOOL\0";
 /// Version of the layout of the header and of everything the segment kinds put after it.
 /// Bump it on any change to a `#[repr(C)]` type that lives in shared memory.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Offset of the data area: one page, so data is page-aligned (and 64-byte aligned for any
 /// element type).
 pub const DATA_OFFSET: usize = 4096;
@@ -186,7 +186,7 @@ impl Segment {
                     return Err(shm_error("shm_open", errno, total));
                 }
                 Err(ShmemError::UnknownOsError(errno)) => return Err(shm_error("mmap", errno, total)),
-                Err(other) => return Err(Error::os("shared_memory create", std::io::Error::other(other.to_string()))),
+                Err(other) => return Err(Error::os("shared_memory create", std::io::Error::other(other))),
             }
         };
         // We unlink the name ourselves, right now, instead of in `Shmem`'s drop.
@@ -446,13 +446,6 @@ impl Segment {
         let p = self.data_ptr(offset, len)?;
         // SAFETY: in bounds (data_ptr), and the caller guarantees exclusive access.
         Ok(unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) })
-    }
-
-    /// Advises the kernel about how the data area will be used.
-    pub fn advise(&self, advice: memmap2::Advice) {
-        if let Mapping::Attached(m) = &self.mapping {
-            let _ = m.advise(advice);
-        }
     }
 }
 

@@ -56,10 +56,7 @@ fn cores() -> usize {
 }
 
 fn build_pool(args: &MapArgs) -> Result<(Pool, usize, f64), Failure> {
-    let workers = args.jobs.unwrap_or_else(cores);
-    if workers == 0 {
-        return Err(Failure::usage("-j must be at least 1"));
-    }
+    let workers = args.jobs.unwrap_or_else(cores); // -j 0 was refused in `run`
     let t = Instant::now();
     let mut builder = Pool::builder().workers(workers);
     if let Some(c) = args.chunk_len {

@@ -12,7 +12,7 @@ pub mod slot;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,8 +52,6 @@ pub struct RingHeader {
     /// Bytes per slot.
     pub stride: u32,
     _pad: u32,
-    /// Chunks completed by all workers since creation (diagnostics).
-    pub chunks_done: AtomicU64,
     /// DONE slots not yet collected. Changed only under the lock, by `set_state`.
     pub done_pending: AtomicU32,
     /// How many DONE slots the map caller wants before it is woken (set under the lock before
@@ -460,7 +458,6 @@ impl RingGuard<'_> {
             && h.generation.load(Ordering::Relaxed) == claim.generation;
         if current {
             self.finish(claim.slot, status, 0, message);
-            self.ring.header().chunks_done.fetch_add(1, Ordering::Relaxed);
         }
         current
     }
