@@ -42,6 +42,26 @@ impl Dtype {
         Dtype::F64,
     ];
 
+    /// The dtype of the Rust element type `T`, if `T` is one of numpy's numeric types
+    /// (`i8`..`i64`, `u8`..`u64`, `f32`, `f64`).
+    pub fn of<T: 'static>() -> Option<Dtype> {
+        use std::any::TypeId;
+        let t = TypeId::of::<T>();
+        let table: [(TypeId, Dtype); 10] = [
+            (TypeId::of::<i8>(), Dtype::I8),
+            (TypeId::of::<i16>(), Dtype::I16),
+            (TypeId::of::<i32>(), Dtype::I32),
+            (TypeId::of::<i64>(), Dtype::I64),
+            (TypeId::of::<u8>(), Dtype::U8),
+            (TypeId::of::<u16>(), Dtype::U16),
+            (TypeId::of::<u32>(), Dtype::U32),
+            (TypeId::of::<u64>(), Dtype::U64),
+            (TypeId::of::<f32>(), Dtype::F32),
+            (TypeId::of::<f64>(), Dtype::F64),
+        ];
+        table.iter().find(|(id, _)| *id == t).map(|&(_, d)| d)
+    }
+
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
