@@ -6,7 +6,7 @@
 //! ```
 //!
 //! The input is memory-mapped and read in place by the workers; the output is written in place
-//! into a temporary file that is renamed to `out.npy` only when the map succeeded.
+//! into an unnamed file that is linked as `out.npy` only when the map succeeded.
 use shmpool::kernel::expr::Program;
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool};
 
@@ -27,14 +27,17 @@ fn main() -> shmpool::Result<()> {
     gen.commit()?;
 
     let pool = Pool::new(2)?;
-    let x = NpyArray::open(&input)?;
-    let program = Program::compile("sqrt(x) * 1.5 + 0.25")?;
+    // SAFETY: both files live in this example's private temporary directory; nothing else
+    // writes or truncates them while they are mapped.
+    let x = unsafe { NpyArray::open(&input) }?;
+    let program = Program::compile_for("sqrt(x) * 1.5 + 0.25", x.dtype())?;
     let spec = KernelSpec::expr_for(&program, x.dtype(), Dtype::F64)?;
     let mut y = NpyOutput::create(&output, Dtype::F64, x.shape())?;
     pool.map_npy(&x, &mut y, &spec, None)?;
     y.commit()?;
 
-    let y = NpyArray::open(&output)?;
+    // SAFETY: as above.
+    let y = unsafe { NpyArray::open(&output) }?;
     let ys = y.as_slice::<f64>()?;
     let wrong = x.as_slice::<f64>()?.iter().zip(ys).filter(|(a, b)| a.sqrt() * 1.5 + 0.25 != **b).count();
     println!("out.npy: shape {:?}, dtype {}, {} wrong values", y.shape(), y.dtype(), wrong);

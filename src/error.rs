@@ -138,6 +138,36 @@ pub enum Error {
     /// The pool's supervisor stopped or lost its workers and cannot continue.
     #[error("pool failed: {0}")]
     PoolFailed(String),
+
+    // numpy contract (issue 9)
+    /// A dtype spelled in a way numpy does not accept, or a type shmpool does not support.
+    #[error("unknown dtype '{name}' (numpy's spellings: bool, int8..int64 or i1 i2 i4 i8, uint8..uint64 or u1 u2 u4 u8, float16 float32 float64 or f2 f4 f8, with an optional '<', '=' or '|' prefix)")]
+    UnknownDtype {
+        /// What was given.
+        name: String,
+    },
+
+    // numpy contract (issue 9)
+    /// An expression program was compiled for one input type and used with another.
+    #[error("expression was compiled for {compiled} input, the data is {found}")]
+    ExpressionInputType {
+        /// The input type the program was compiled for (numpy name).
+        compiled: &'static str,
+        /// The input type it was used with (numpy name).
+        found: &'static str,
+    },
+
+    // numpy contract (issue 9)
+    /// A size computation (elements times element size, header plus data) overflows.
+    #[error("{what}: {len} elements of {elem_size} bytes overflow the address space")]
+    SizeOverflow {
+        /// What was being sized.
+        what: String,
+        /// Number of elements requested.
+        len: u64,
+        /// Bytes per element.
+        elem_size: usize,
+    },
 }
 
 impl Error {

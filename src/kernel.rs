@@ -274,49 +274,61 @@ impl KernelSpec {
         Self::new::<In, Out>(chunk_ptr::<In, Out>, fn_params::<fn(&[In], &mut [Out])>(f as usize))
     }
 
-    /// An expression kernel reading `In` and writing `Out` elements.
-    pub fn expr<In: expr::Num, Out: expr::Num>(program: &expr::Program) -> KernelSpec {
-        Self::new::<In, Out>(expr::eval::<In, Out>, program.to_bytes())
-    }
-
-    /// An expression kernel for element types chosen at run time.
+    /// An expression kernel reading `In` and writing `Out` elements: `In` must store the
+    /// program's input dtype; the result is cast to `Out` ([`expr::Program::astype`]) when it
+    /// is not the program's output dtype. `u8` reads and writes `bool`, [`half::f16`] float16.
     ///
     /// # Errors
     ///
-    /// None today (every pair of [`Dtype`]s is supported); kept fallible for future types.
+    /// [`Error::ExpressionInputType`] when `In` is not the type the program was compiled for.
+    pub fn expr<In: expr::Num, Out: expr::Num>(program: &expr::Program) -> Result<KernelSpec> {
+        let program = if Out::stores(program.output_dtype()) { program.clone() } else { program.astype(Out::DTYPE) };
+        program.check_types::<In, Out>()?;
+        Ok(Self::new::<In, Out>(expr::eval::<In, Out>, program.to_bytes()))
+    }
+
+    /// An expression kernel for element types chosen at run time: reads `input` (the type the
+    /// program was compiled for) and writes `output`, casting the result as numpy's `astype`
+    /// when `output` is not the program's output dtype.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExpressionInputType`] when `input` is not the program's input dtype.
     pub fn expr_for(program: &expr::Program, input: Dtype, output: Dtype) -> Result<KernelSpec> {
+        if input != program.input_dtype() {
+            return Err(Error::ExpressionInputType { compiled: program.input_dtype().name(), found: input.name() });
+        }
+        let program = program.astype(output);
         macro_rules! out {
             ($i:ty) => {
                 match output {
-                    Dtype::I8 => Self::expr::<$i, i8>(program),
-                    Dtype::I16 => Self::expr::<$i, i16>(program),
-                    Dtype::I32 => Self::expr::<$i, i32>(program),
-                    Dtype::I64 => Self::expr::<$i, i64>(program),
-                    Dtype::U8 => Self::expr::<$i, u8>(program),
-                    Dtype::U16 => Self::expr::<$i, u16>(program),
-                    Dtype::U32 => Self::expr::<$i, u32>(program),
-                    Dtype::U64 => Self::expr::<$i, u64>(program),
-                    Dtype::F32 => Self::expr::<$i, f32>(program),
-                    Dtype::F64 => Self::expr::<$i, f64>(program),
+                    Dtype::Bool | Dtype::U8 => Self::expr::<$i, u8>(&program),
+                    Dtype::I8 => Self::expr::<$i, i8>(&program),
+                    Dtype::I16 => Self::expr::<$i, i16>(&program),
+                    Dtype::I32 => Self::expr::<$i, i32>(&program),
+                    Dtype::I64 => Self::expr::<$i, i64>(&program),
+                    Dtype::U16 => Self::expr::<$i, u16>(&program),
+                    Dtype::U32 => Self::expr::<$i, u32>(&program),
+                    Dtype::U64 => Self::expr::<$i, u64>(&program),
+                    Dtype::F16 => Self::expr::<$i, half::f16>(&program),
+                    Dtype::F32 => Self::expr::<$i, f32>(&program),
+                    Dtype::F64 => Self::expr::<$i, f64>(&program),
                 }
             };
         }
-        let spec = match input {
+        match input {
+            Dtype::Bool | Dtype::U8 => out!(u8),
             Dtype::I8 => out!(i8),
             Dtype::I16 => out!(i16),
             Dtype::I32 => out!(i32),
             Dtype::I64 => out!(i64),
-            Dtype::U8 => out!(u8),
             Dtype::U16 => out!(u16),
             Dtype::U32 => out!(u32),
             Dtype::U64 => out!(u64),
+            Dtype::F16 => out!(half::f16),
             Dtype::F32 => out!(f32),
             Dtype::F64 => out!(f64),
-        };
-        if spec.in_size != input.size() || spec.out_size != output.size() {
-            return Err(Error::InvalidConfig(format!("no expression kernel for {input} -> {output}")));
         }
-        Ok(spec)
     }
 
     /// Bytes per input element.

@@ -40,7 +40,8 @@ fn map_without_input_can_write_its_result() {
     let out = d.path().join("w1.npy");
     let o = shmpool(&["map", "--len", "10000", "--repeat", "1", "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let arr = shmpool::NpyArray::open(&out).unwrap();
+    // SAFETY: the file is this test's own; nothing else writes or truncates it.
+    let arr = unsafe { shmpool::NpyArray::open(&out) }.unwrap();
     assert_eq!(arr.shape(), &[10000]);
     let ys = arr.as_slice::<f64>().unwrap();
     assert_eq!(ys[7].to_bits(), shmpool::workloads::w1(7.5).to_bits());

@@ -12,7 +12,8 @@ fn npy_files_map_in_place_and_a_panicking_progress_callback_stops_the_map_cleanl
     let mut out = shmpool::NpyOutput::create(&src, shmpool::Dtype::F64, &[200_000]).unwrap();
     shmpool::workloads::fill_pattern(out.as_mut_slice::<f64>().unwrap(), 0);
     out.commit().unwrap();
-    let input = shmpool::NpyArray::open(&src).unwrap();
+    // SAFETY: the file is this test's own; nothing else writes or truncates it.
+    let input = unsafe { shmpool::NpyArray::open(&src) }.unwrap();
     let spec = shmpool::KernelSpec::chunk(shmpool::workloads::w1_chunk);
     let pool = Pool::builder().workers(2).chunk_len(10_000).build().unwrap();
 

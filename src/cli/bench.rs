@@ -79,7 +79,7 @@ fn throughput(
     let ys = std::cell::RefCell::new(SharedVec::<f64>::zeroed(n)?);
     let kernel = if w2 { workloads::w2_chunk } else { workloads::w1_chunk };
     let expr = Program::compile("sqrt(x) * 1.5 + 0.25")?;
-    let expr_spec = KernelSpec::expr::<f64, f64>(&expr);
+    let expr_spec = KernelSpec::expr::<f64, f64>(&expr)?;
     let mut cases: Vec<Case<'_>> = vec![
         (
             "single thread".into(),

@@ -2,7 +2,12 @@
 #![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use shmpool::kernel::expr::Program;
 use shmpool::workloads::{self, W1_LEN};
@@ -21,20 +26,25 @@ pub struct MapArgs {
     /// Output .npy file (written to a temporary file, renamed into place on success).
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
-    /// Expression over `x` (element) and `i` (flat index). Default: the compiled W1 kernel
-    /// on the built-in dataset, `sqrt(x) * 1.5 + 0.25` on files.
-    #[arg(long)]
+    /// Expression over `x` (element) and `i` (flat index, int64) with numpy's semantics: types
+    /// and promotion (NEP 50), integer arithmetic, comparisons giving bool. A value starting
+    /// with '-' is an expression (`--expr '-x**2'`). Default: the compiled W1 kernel on the
+    /// built-in dataset, `sqrt(x) * 1.5 + 0.25` on files.
+    #[arg(long, allow_hyphen_values = true)]
     expr: Option<String>,
-    /// Output dtype (default: the input's for floats, float64 for integers).
+    /// Output dtype as numpy spells it (float64, f8, <i8, uint8, u1, bool...). Default: numpy's
+    /// result type for the expression; otherwise the result is cast as numpy's astype.
     #[arg(long)]
     dtype: Option<String>,
-    /// Worker processes (default: number of cores).
+    /// Worker processes (default: number of cores). A map never starts more workers than it
+    /// can use: one per 65,536 elements, at least one.
     #[arg(short = 'j', long)]
     jobs: Option<usize>,
     /// Elements per chunk (default: adaptive).
     #[arg(long)]
     chunk_len: Option<usize>,
-    /// Show a progress bar even when stderr is not a terminal.
+    /// Report progress even when stderr is not a terminal (logs, CI, `2>file`): plain lines
+    /// with percent, elements/s and ETA about once a second; a terminal gets the bar.
     #[arg(long, conflicts_with = "quiet")]
     progress: bool,
     /// No progress bar.
@@ -55,15 +65,24 @@ fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
-fn build_pool(args: &MapArgs) -> Result<(Pool, usize, f64), Failure> {
-    let workers = args.jobs.unwrap_or_else(cores); // -j 0 was refused in `run`
+/// Elements per worker below which another worker would only add start-up time.
+pub const MIN_ELEMENTS_PER_WORKER: usize = 65_536;
+
+/// The workers a map of `n` elements can use: `-j` (or the cores), at most one per
+/// [`MIN_ELEMENTS_PER_WORKER`] elements, at least one.
+fn worker_count(jobs: Option<usize>, n: usize) -> usize {
+    let want = jobs.unwrap_or_else(cores); // -j 0 was refused in `run`
+    want.min(n.div_ceil(MIN_ELEMENTS_PER_WORKER)).max(1)
+}
+
+fn build_pool(args: &MapArgs, workers: usize) -> Result<(Pool, f64), Failure> {
     let t = Instant::now();
     let mut builder = Pool::builder().workers(workers);
     if let Some(c) = args.chunk_len {
         builder = builder.chunk_len(c);
     }
     let pool = builder.build()?;
-    Ok((pool, workers, t.elapsed().as_secs_f64() * 1e3))
+    Ok((pool, t.elapsed().as_secs_f64() * 1e3))
 }
 
 pub fn run(args: MapArgs) -> Result<(), Failure> {
@@ -90,44 +109,99 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
 }
 
+/// Memory-maps the input `.npy` file.
+// The one unsafe operation of the command line, allowed here alone.
+#[allow(unsafe_code)]
+fn open_input(path: &Path) -> Result<NpyArray, Failure> {
+    // SAFETY: `shmpool map` reads the input while the user's other programs may still hold it;
+    // the documented contract of the command (as of `np.load(mmap_mode='r')`) is that nobody
+    // truncates or rewrites the input during the map. The mapping is read-only, and
+    // `--in-place` writes a new file and links it over the input only after the map.
+    Ok(unsafe { NpyArray::open(path) }?)
+}
+
 fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
     let output = args.output.as_deref().ok_or_else(|| Failure::usage("map INPUT needs -o OUTPUT.npy"))?;
     if same_file(input, output) && !args.in_place {
         return Err(Failure::usage(format!("output {} is the input; pass --in-place to replace it", output.display())));
     }
-    let program = Program::compile(args.expr.as_deref().unwrap_or(W1_EXPR))?;
-    let src = NpyArray::open(input)?;
-    let out_dtype = match &args.dtype {
-        Some(d) => Dtype::parse(d).ok_or_else(|| Failure::usage(format!("unknown --dtype '{d}'")))?,
-        None if src.dtype().is_float() => src.dtype(),
-        None => Dtype::F64,
-    };
+    let out_dtype = args.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
+    let expr = args.expr.as_deref().unwrap_or(W1_EXPR);
+    Program::check_syntax(expr)?; // before opening anything
+    let src = open_input(input)?;
+    let program = Program::compile_for(expr, src.dtype())?;
+    let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     let spec = KernelSpec::expr_for(&program, src.dtype(), out_dtype)?;
-    let mut dst = NpyOutput::create(output, out_dtype, src.shape())?;
-    let (pool, workers, _) = build_pool(args)?;
     let n = src.len();
-    let show = !args.quiet && (args.progress || std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let bar = show.then(|| {
-        let b = indicatif::ProgressBar::new(n as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {percent:>3}% {human_pos}/{human_len} {per_sec} ETA {eta}",
-            )
-            .expect("valid template"),
-        );
-        b
-    });
+    let workers = worker_count(args.jobs, n);
+
+    // SIGINT, SIGTERM and SIGHUP stop the map: a thread waits for them and terminates the pool,
+    // the map returns, the unpublished output is dropped (nothing of it is on disk) and the
+    // process exits with 128 + the signal.
+    let caught = Arc::new(AtomicI32::new(0));
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
+    let handle = signals.handle();
+    let pool: Arc<OnceLock<Pool>> = Arc::new(OnceLock::new());
+    let watcher = {
+        let (caught, pool) = (caught.clone(), pool.clone());
+        std::thread::Builder::new()
+            .name("shmpool-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    caught.store(sig, Ordering::SeqCst);
+                    if let Some(p) = pool.get() {
+                        p.terminate();
+                    }
+                }
+            })
+            .map_err(|e| Failure::runtime(format!("cannot start the signal thread: {e}")))?
+    };
+    let result = map_file(args, &src, output, out_dtype, &spec, workers, &pool, &caught);
+    handle.close();
+    let _ = watcher.join();
+    let sig = caught.load(Ordering::SeqCst);
+    if sig != 0 && result.is_err() {
+        return Err(Failure::signalled(sig));
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)] // the pieces of one map, prepared by run_file
+fn map_file(
+    args: &MapArgs,
+    src: &NpyArray,
+    output: &Path,
+    out_dtype: Dtype,
+    spec: &KernelSpec,
+    workers: usize,
+    pool: &OnceLock<Pool>,
+    caught: &AtomicI32,
+) -> Result<(), Failure> {
+    let interrupted = || match caught.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        sig => Err(Failure::signalled(sig)),
+    };
+    let mut dst = NpyOutput::create(output, out_dtype, src.shape())?;
+    interrupted()?;
+    let (p, _) = build_pool(args, workers)?;
+    let pool = pool.get_or_init(|| p);
+    interrupted()?;
+    let n = src.len();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = (!args.quiet && (args.progress || terminal)).then(|| Progress::new(n, terminal));
     let t = Instant::now();
     let mut tick = |done: usize| {
-        if let Some(b) = &bar {
-            b.set_position(done as u64);
+        if let Some(p) = progress.as_mut() {
+            p.update(done);
         }
     };
-    pool.map_npy(&src, &mut dst, &spec, Some(&mut tick))?;
+    pool.map_npy(src, &mut dst, spec, Some(&mut tick))?;
     let secs = t.elapsed().as_secs_f64();
-    if let Some(b) = bar {
-        b.finish();
+    if let Some(p) = progress.as_mut() {
+        p.finish();
     }
+    interrupted()?;
     dst.commit()?;
     let shape: Vec<String> = src.shape().iter().map(|d| d.to_string()).collect();
     println!(
@@ -140,6 +214,65 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
         output.display()
     );
     Ok(())
+}
+
+/// Progress on stderr: indicatif's bar on a terminal; elsewhere plain lines with percent,
+/// elements/s and ETA at most once per [`Progress::LINE_INTERVAL`], and a last line at 100%.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    n: usize,
+    start: Instant,
+    last_line: Option<Instant>,
+    done: usize,
+}
+
+impl Progress {
+    const LINE_INTERVAL: Duration = Duration::from_secs(1);
+
+    fn new(n: usize, terminal: bool) -> Progress {
+        let bar = terminal.then(|| {
+            let b = indicatif::ProgressBar::new(n as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {percent:>3}% {human_pos}/{human_len} {per_sec} ETA {eta}",
+                )
+                .expect("valid template"),
+            );
+            b
+        });
+        Progress { bar, n, start: Instant::now(), last_line: None, done: 0 }
+    }
+
+    fn update(&mut self, done: usize) {
+        self.done = done;
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+            return;
+        }
+        let now = Instant::now();
+        if self.last_line.is_none_or(|t| now - t >= Self::LINE_INTERVAL) {
+            self.last_line = Some(now);
+            self.line();
+        }
+    }
+
+    fn line(&self) {
+        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+        let rate = self.done as f64 / secs;
+        let pct = if self.n == 0 { 100.0 } else { self.done as f64 * 100.0 / self.n as f64 };
+        let eta = if rate > 0.0 { (self.n - self.done.min(self.n)) as f64 / rate } else { f64::NAN };
+        eprintln!("progress: {pct:5.1}% {}/{} elements, {:.1} Melem/s, ETA {eta:.0} s", self.done, self.n, rate / 1e6);
+    }
+
+    fn finish(&mut self) {
+        match &self.bar {
+            Some(b) => b.finish(),
+            None => {
+                self.done = self.n;
+                self.line();
+            }
+        }
+    }
 }
 
 fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
@@ -156,9 +289,10 @@ fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
     workloads::fill_pattern(&mut xs, 0);
     let mut ys = SharedVec::<f64>::zeroed(n)?;
     println!("allocated and filled in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-    let (pool, workers, ready_ms) = build_pool(args)?;
+    let workers = args.jobs.unwrap_or_else(cores);
+    let (pool, ready_ms) = build_pool(args, workers)?;
     println!("pool of {workers} worker processes ready in {ready_ms:.3} ms");
-    let spec = program.as_ref().map(KernelSpec::expr::<f64, f64>);
+    let spec = program.as_ref().map(KernelSpec::expr::<f64, f64>).transpose()?;
 
     let mut times = Vec::with_capacity(args.repeat);
     for _ in 0..args.repeat {
@@ -171,12 +305,15 @@ fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
         times.push(t.elapsed().as_secs_f64());
     }
     let t = Instant::now();
-    let want = |k: usize, x: f64| match &program {
-        Some(p) => p.eval_one(x, k as f64),
-        None => workloads::w1(x),
+    let want: Vec<f64> = match &program {
+        Some(p) => {
+            let mut w = vec![0f64; n];
+            p.eval_slice(&xs, &mut w, 0)?;
+            w
+        }
+        None => xs.iter().map(|&x| workloads::w1(x)).collect(),
     };
-    let mismatches =
-        xs.iter().zip(ys.iter()).enumerate().filter(|(k, (x, y))| want(*k, **x).to_bits() != y.to_bits()).count();
+    let mismatches = want.iter().zip(ys.iter()).filter(|(w, y)| w.to_bits() != y.to_bits()).count();
     let verify_ms = t.elapsed().as_secs_f64() * 1e3;
     if mismatches > 0 {
         return Err(Failure::runtime(format!("{mismatches} of {n} elements differ from the sequential result")));

@@ -1,6 +1,8 @@
 //! The `shmpool` command line. Uses the library's public API only.
 //!
-//! Exit codes: 0 success, 2 usage or bad input, 1 runtime failure.
+//! Exit codes: 0 success, 2 usage or bad input, 1 failure while running, 128 + N when stopped
+//! by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129). Errors are printed with their whole
+//! `source()` chain.
 #![deny(unsafe_code)]
 
 mod bench;
@@ -56,20 +58,46 @@ impl Failure {
     pub fn runtime(message: impl Into<String>) -> Self {
         Failure { code: EXIT_FAILURE, message: message.into() }
     }
+
+    /// Stopped by a signal: exit 128 + the signal number, as a shell reports it.
+    pub fn signalled(signal: i32) -> Self {
+        Failure { code: 128 + signal, message: String::new() }
+    }
 }
 
 impl From<shmpool::Error> for Failure {
     fn from(e: shmpool::Error) -> Self {
-        let code = match e {
-            shmpool::Error::InvalidConfig(_)
-            | shmpool::Error::LengthMismatch { .. }
-            | shmpool::Error::InvalidExpression { .. }
-            | shmpool::Error::BadNpy { .. }
-            | shmpool::Error::File { .. } => EXIT_USAGE,
+        use shmpool::Error as E;
+        let code = match &e {
+            E::InvalidConfig(_)
+            | E::LengthMismatch { .. }
+            | E::InvalidExpression { .. }
+            | E::BadNpy { .. }
+            | E::UnknownDtype { .. }
+            | E::ExpressionInputType { .. }
+            | E::SizeOverflow { .. } => EXIT_USAGE,
+            // The user named a file that cannot be read or a place that cannot be written.
+            E::File { op, .. } if matches!(*op, "open" | "create a file in" | "write to") => EXIT_USAGE,
             _ => EXIT_FAILURE,
         };
-        Failure { code, message: e.to_string() }
+        Failure { code, message: chain(&e) }
     }
+}
+
+/// An error and every `source()` below it: `cannot open x.npy: No such file or directory (os
+/// error 2)`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// Runs the command line; returns the process exit code.
@@ -89,6 +117,7 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(()) => 0,
+        Err(f) if f.message.is_empty() => f.code,
         Err(f) => {
             eprintln!("shmpool: error: {}", f.message);
             f.code

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use bytemuck::Pod;
-use npyz::WriterBuilder;
 
 use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::shm::{Segment, SegmentKind};
+
+mod header;
+mod publish;
 
 /// Refuses a view of `dtype` elements as `T` when their sizes differ.
 fn check_elem<T: Pod>(dtype: Dtype) -> Result<()> {
@@ -32,7 +34,15 @@ fn file_err(op: &'static str, path: &std::path::Path, source: std::io::Error) ->
 /// A `.npy` file mapped read-only: its elements are read in place by the workers, never
 /// copied or loaded. Little-endian, C-order (or 1-D) arrays of the types in [`Dtype`].
 ///
-/// Like `np.load(path, mmap_mode='r')`. Nothing may modify the file while it is mapped.
+/// Like `np.load(path, mmap_mode='r')`.
+///
+/// # Safety
+///
+/// The array is a view of a file other processes can change: every method that reads the
+/// elements assumes that nobody truncates or writes the file while it is mapped. A truncated
+/// file makes reads fault (SIGBUS); a modified one changes data the caller and the workers
+/// hold as immutable (`&[T]`), which is undefined behaviour. [`NpyArray::open`] is `unsafe` for
+/// that reason, as `memmap2::Mmap::map` is.
 pub struct NpyArray {
     seg: Arc<Segment>,
     dtype: Dtype,
@@ -41,44 +51,43 @@ pub struct NpyArray {
 }
 
 impl NpyArray {
-    /// Opens and maps `path`, checking its header against the file's size.
+    /// Opens and maps `path`, checking its header against the file's size before anything
+    /// else reads it (numpy's 10,000-byte header cap, a linear parse).
+    ///
+    /// # Safety
+    ///
+    /// Nothing may truncate or modify the file while the returned array (or a map using it)
+    /// exists; see the type's `# Safety` section.
     ///
     /// # Errors
     ///
     /// [`crate::Error::File`] when it cannot be opened; [`crate::Error::BadNpy`] naming the
-    /// problem for anything that is not a supported `.npy` array (bad magic, truncated header,
-    /// unsupported or big-endian dtype, Fortran order, data shorter than the header says).
-    pub fn open(path: impl AsRef<std::path::Path>) -> Result<NpyArray> {
-        use std::io::Seek;
+    /// problem for anything that is not a supported `.npy` array (bad magic, `.npz` archive,
+    /// truncated or oversized header, unsupported or big-endian dtype, Fortran order, data
+    /// shorter than the header says).
+    pub unsafe fn open(path: impl AsRef<std::path::Path>) -> Result<NpyArray> {
+        use std::io::Read;
         let path = path.as_ref();
-        let mut file = std::fs::File::open(path).map_err(|e| file_err("open", path, e))?;
-        let size = file.metadata().map_err(|e| file_err("stat", path, e))?.len();
-        let header =
-            npyz::NpyHeader::from_reader(&mut file).map_err(|e| bad(path, format!("not a valid .npy file ({e})")))?;
-        let data_off = file.stream_position().map_err(|e| file_err("read", path, e))? as usize;
-        let dtype = match header.dtype() {
-            npyz::DType::Plain(ts) => {
-                let descr = ts.to_string();
-                Dtype::from_descr(&descr).ok_or_else(|| {
-                    let why = if descr.starts_with('>') {
-                        "big-endian data is not supported"
-                    } else {
-                        "supported: int8..int64, uint8..uint64, float32, float64"
-                    };
-                    bad(path, format!("unsupported dtype '{descr}' ({why})"))
-                })?
-            }
-            npyz::DType::Record(_) => return Err(bad(path, "unsupported dtype: structured (record) arrays")),
-            npyz::DType::Array(..) => return Err(bad(path, "unsupported dtype: sub-array")),
-        };
-        let shape = header.shape().to_vec();
-        if header.order() == npyz::Order::Fortran && shape.iter().filter(|&&d| d > 1).count() > 1 {
+        let file = std::fs::File::open(path).map_err(|e| file_err("open", path, e))?;
+        let meta = file.metadata().map_err(|e| file_err("stat", path, e))?;
+        if meta.is_dir() {
+            return Err(file_err("open", path, std::io::Error::other("it is a directory")));
+        }
+        let size = meta.len();
+        let mut head = Vec::with_capacity(12 + header::MAX_HEADER);
+        (&file).take((12 + header::MAX_HEADER) as u64).read_to_end(&mut head).map_err(|e| file_err("read", path, e))?;
+        let h = header::parse(&head, size).map_err(|reason| bad(path, reason))?;
+        let (dtype, shape, data_off) = (h.dtype, h.shape, h.data_off);
+        if h.fortran && shape.iter().filter(|&&d| d > 1).count() > 1 {
             return Err(bad(path, "Fortran-order arrays are not supported (save with np.ascontiguousarray)"));
         }
-        let len =
-            shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| bad(path, "shape overflows"))? as usize;
+        let len = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| bad(path, "shape overflows"))?;
         let bytes = len.checked_mul(dtype.size()).ok_or_else(|| bad(path, "shape overflows"))?;
-        if (data_off + bytes) as u64 > size {
+        if (data_off as u64).saturating_add(bytes as u64) > size {
             return Err(bad(path, format!(
                 "data shorter than the header says: {len} {dtype} elements need {bytes} bytes after a {data_off}-byte header, the file has {}",
                 size.saturating_sub(data_off as u64)
@@ -87,7 +96,7 @@ impl NpyArray {
         if data_off % dtype.size() != 0 {
             return Err(bad(path, format!("data offset {data_off} is not aligned to {} bytes", dtype.size())));
         }
-        let seg = if size == 0 || bytes == 0 {
+        let seg = if bytes == 0 {
             // Nothing to map: an empty array.
             Arc::new(Segment::create(SegmentKind::Array, 0, dtype.size() as u32, 0)?)
         } else {
@@ -124,7 +133,7 @@ impl NpyArray {
     pub fn as_slice<T: Pod>(&self) -> Result<&[T]> {
         check_elem::<T>(self.dtype)?;
         // SAFETY: the mapping is read-only for every process (workers map it read-only too),
-        // and the type-level contract says nothing modifies the file while it is mapped.
+        // and the caller of `open` promised that nothing modifies the file while it is mapped.
         let bytes = unsafe { self.seg.data(0, self.len * self.dtype.size()) }?;
         Ok(bytemuck::cast_slice(bytes))
     }
@@ -134,28 +143,43 @@ impl NpyArray {
     }
 }
 
-/// A `.npy` file being written: created as a temporary file beside its final path, its size
-/// reserved up front, written in place by the workers, and renamed into place only by
-/// [`NpyOutput::commit`]. Dropped without a commit, it is removed: nothing half-written ever
-/// appears under the final name.
+/// A `.npy` file being written: created without a name in its final directory (or as a
+/// hidden temporary file where the filesystem cannot do that), its size reserved up front,
+/// written in place by the workers, and linked under its final name only by
+/// [`NpyOutput::commit`], with `np.save`'s permissions. Dropped without a commit, nothing of it
+/// stays on disk: nothing half-written ever appears under the final name.
 pub struct NpyOutput {
     seg: Arc<Segment>,
-    tmp: Option<tempfile::NamedTempFile>,
+    tmp: Option<publish::Temp>,
     path: std::path::PathBuf,
     dtype: Dtype,
     len: usize,
 }
 
 impl NpyOutput {
-    /// Creates the temporary file for `path` with a header for `dtype` and `shape` and
-    /// reserves its full size.
+    /// Creates the file for `path` with a header for `dtype` and `shape` (any number of
+    /// dimensions, C order) and reserves its full size.
     ///
     /// # Errors
     ///
+    /// [`crate::Error::SizeOverflow`] when the shape's byte size does not fit a file;
     /// [`crate::Error::File`] when the directory is missing or not writable, or the disk is full.
     pub fn create(path: impl AsRef<std::path::Path>, dtype: Dtype, shape: &[u64]) -> Result<NpyOutput> {
-        use std::io::{Seek, Write};
+        use std::os::unix::fs::FileExt;
         let path = path.as_ref().to_path_buf();
+        let overflow = |len: u64| crate::Error::SizeOverflow {
+            what: format!("array of shape {shape:?} for {}", path.display()),
+            len,
+            elem_size: dtype.size(),
+        };
+        let len = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| overflow(u64::MAX))?;
+        let head = header::write(dtype, shape);
+        let total = len
+            .checked_mul(dtype.size() as u64)
+            .and_then(|b| b.checked_add(head.len() as u64))
+            .filter(|&t| t <= i64::MAX as u64 && usize::try_from(t).is_ok())
+            .ok_or_else(|| overflow(len))?;
+        let (len, bytes) = (len as usize, len as usize * dtype.size());
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => std::path::PathBuf::from("."),
@@ -164,33 +188,19 @@ impl NpyOutput {
             return Err(file_err("write to", &path, std::io::Error::other("it is a directory")));
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| file_err("create a file in", &dir, e))?;
-        let len = shape.iter().product::<u64>() as usize;
-        let descr: npyz::TypeStr = dtype.descr().parse().expect("valid numpy type string");
-        npyz::WriteOptions::new_header_only()
-            .dtype(npyz::DType::Plain(descr))
-            .shape(shape)
-            .writer(tmp.as_file_mut())
-            .write_header_only()
-            .map_err(|e| file_err("write", &dir, e))?;
-        let data_off = tmp.as_file_mut().stream_position().map_err(|e| file_err("write", tmp.path(), e))? as usize;
-        tmp.as_file_mut().flush().map_err(|e| file_err("write", tmp.path(), e))?;
-        let bytes = len * dtype.size();
-        let total = (data_off + bytes) as u64;
-        tmp.as_file().set_len(total).map_err(|e| file_err("size", tmp.path(), e))?;
+        let tmp = publish::Temp::create(&dir, &name)?;
+        let f = tmp.file();
+        f.write_all_at(&head, 0).map_err(|e| file_err("write", &path, e))?;
+        f.set_len(total).map_err(|e| file_err("size", &path, e))?;
         if bytes > 0 {
-            nix::fcntl::posix_fallocate(tmp.as_file(), 0, total as i64)
+            nix::fcntl::posix_fallocate(f, 0, total as i64)
                 .map_err(|e| file_err("reserve space for", &path, e.into()))?;
         }
-        let file = tmp.as_file().try_clone().map_err(|e| file_err("open", tmp.path(), e))?;
         let seg = if bytes == 0 {
             Arc::new(Segment::create(SegmentKind::Array, 0, dtype.size() as u32, 0)?)
         } else {
-            Arc::new(Segment::map_file(file, data_off, bytes, true)?)
+            let file = f.try_clone().map_err(|e| file_err("open", &path, e))?;
+            Arc::new(Segment::map_file(file, head.len(), bytes, true)?)
         };
         Ok(NpyOutput { seg, tmp: Some(tmp), path, dtype, len })
     }
@@ -215,9 +225,10 @@ impl NpyOutput {
         &self.path
     }
 
-    /// The temporary path the data is written to until the commit.
+    /// The temporary path the data is written to until the commit: `None` when the file has
+    /// no name at all (`O_TMPFILE`, the usual case).
     pub fn temp_path(&self) -> Option<&std::path::Path> {
-        self.tmp.as_ref().map(|t| t.path())
+        self.tmp.as_ref().and_then(|t| t.path())
     }
 
     /// The elements written so far, when `T` has the array's element size.
@@ -250,17 +261,14 @@ impl NpyOutput {
         &self.seg
     }
 
-    /// Renames the finished file into its final place (atomically, same directory).
+    /// Links the finished file under its final name (atomically replacing any file there,
+    /// whose mode it keeps; a new file gets `0666 & ~umask`, as with `np.save`).
     ///
     /// # Errors
     ///
-    /// [`crate::Error::File`] when the rename fails; the temporary file is then removed.
+    /// [`crate::Error::File`] when the link or rename fails; nothing is left on disk then.
     pub fn commit(mut self) -> Result<()> {
         let tmp = self.tmp.take().expect("commit runs once");
-        // Temporary files are created 0600; a finished dataset gets the usual 0644.
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
-        tmp.persist(&self.path).map_err(|e| file_err("rename into", &self.path, e.error))?;
-        Ok(())
+        tmp.publish(&self.path)
     }
 }

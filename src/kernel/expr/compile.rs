@@ -1,0 +1,631 @@
+//! Types and code generation: numpy's promotion with NEP 50 weak Python scalars, the loop
+//! numpy's ufunc would pick for each operation, Python's arithmetic for literal-only
+//! sub-expressions, and a linear-scan register allocation. Every pass is a loop over the node
+//! arena or the instruction list (no recursion over the expression).
+
+use std::collections::HashMap;
+
+use super::elem::{Elem, Hub};
+use super::parse::{syntax, Fun, Kind, Node};
+use super::{with_reg_type, Ins, Op, Program, A_IMM, B_IMM, INVARIANT};
+use crate::dtype::Dtype;
+use crate::error::Result;
+
+/// A value during compilation: a weak Python scalar, or a (virtual) register of a dtype.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Val {
+    Int(i128),
+    Float(f64),
+    Reg(u32, Dtype),
+}
+
+/// An instruction operand: a register or an immediate (bits in the instruction's type).
+#[derive(Debug, Clone, Copy)]
+enum Opnd {
+    R(u32),
+    K(u64),
+}
+
+/// numpy's `result_type` for two array dtypes.
+pub(super) fn promote(a: Dtype, b: Dtype) -> Dtype {
+    use Dtype::*;
+    if a == b {
+        return a;
+    }
+    if a == Bool {
+        return b;
+    }
+    if b == Bool {
+        return a;
+    }
+    let rank = |d: Dtype| d.size();
+    match (a.is_float(), b.is_float()) {
+        (true, true) => {
+            if rank(a) >= rank(b) {
+                a
+            } else {
+                b
+            }
+        }
+        (true, false) => {
+            let need = float_of(b);
+            if rank(a) >= rank(need) {
+                a
+            } else {
+                need
+            }
+        }
+        (false, true) => promote(b, a),
+        (false, false) => {
+            let (sa, sb) = (a.is_signed_int(), b.is_signed_int());
+            if sa == sb {
+                return if rank(a) >= rank(b) { a } else { b };
+            }
+            let (s, u) = if sa { (a, b) } else { (b, a) };
+            if rank(s) > rank(u) {
+                return s;
+            }
+            match u {
+                U8 => I16,
+                U16 => I32,
+                U32 => I64,
+                _ => F64,
+            }
+        }
+    }
+}
+
+/// The smallest float type numpy uses for a function of `d` (`sqrt(int8)` is float16).
+pub(super) fn float_of(d: Dtype) -> Dtype {
+    match d {
+        Dtype::Bool | Dtype::I8 | Dtype::U8 => Dtype::F16,
+        Dtype::I16 | Dtype::U16 => Dtype::F32,
+        Dtype::F16 | Dtype::F32 | Dtype::F64 => d,
+        _ => Dtype::F64,
+    }
+}
+
+fn int_range(d: Dtype) -> (i128, i128) {
+    match d {
+        Dtype::I8 => (i8::MIN as i128, i8::MAX as i128),
+        Dtype::I16 => (i16::MIN as i128, i16::MAX as i128),
+        Dtype::I32 => (i32::MIN as i128, i32::MAX as i128),
+        Dtype::I64 => (i64::MIN as i128, i64::MAX as i128),
+        Dtype::U8 => (0, u8::MAX as i128),
+        Dtype::U16 => (0, u16::MAX as i128),
+        Dtype::U32 => (0, u32::MAX as i128),
+        Dtype::U64 => (0, u64::MAX as i128),
+        _ => (0, 1),
+    }
+}
+
+fn fun_name(f: Fun) -> &'static str {
+    match f {
+        Fun::Sub => "subtract",
+        Fun::Neg => "negative",
+        Fun::Sign => "sign",
+        Fun::BitAnd => "bitwise_and",
+        Fun::BitOr => "bitwise_or",
+        Fun::BitXor => "bitwise_xor",
+        Fun::Invert => "invert",
+        _ => "this function",
+    }
+}
+
+struct Builder {
+    ins: Vec<Ins>,
+    x: Option<u32>,
+    i: Option<u32>,
+    casts: HashMap<(u32, Dtype), u32>,
+}
+
+/// Compiles the node arena; returns SSA instructions (register k written by instruction k) and
+/// the result register.
+pub(super) fn compile(src: &str, nodes: &[Node], input: Dtype) -> Result<(Vec<Ins>, u32)> {
+    let mut b = Builder { ins: Vec::new(), x: None, i: None, casts: HashMap::new() };
+    let mut vals: Vec<Val> = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let v = match n.kind {
+            Kind::X => Val::Reg(b.load(Op::LoadX, input, true), input),
+            Kind::I => Val::Reg(b.load(Op::LoadI, Dtype::I64, false), Dtype::I64),
+            Kind::Int(v) => Val::Int(v),
+            Kind::Float(v) => Val::Float(v),
+            Kind::Op(f) => {
+                let args: Vec<Val> = n.args[..n.arity].iter().map(|&a| vals[a as usize]).collect();
+                b.op(f, &args).map_err(|m| syntax(src, n.pos, m))?
+            }
+        };
+        vals.push(v);
+    }
+    let root = *vals.last().expect("the parser returns at least one node");
+    // A literal-only expression is a Python scalar; broadcast it as numpy would store it.
+    let result = match root {
+        Val::Reg(r, _) => r,
+        Val::Int(_) => b.reg(root, Dtype::I64).map_err(|m| syntax(src, 0, m))?,
+        Val::Float(_) => b.reg(root, Dtype::F64).map_err(|m| syntax(src, 0, m))?,
+    };
+    Ok((b.ins, result))
+}
+
+impl Builder {
+    fn push(&mut self, op: Op, ty: Dtype, out_ty: Dtype, ops: &[Opnd], imm: u64) -> u32 {
+        let dst = self.ins.len() as u32;
+        let mut ins = Ins { op, ty, out_ty, flags: 0, dst, src: [0; 3], imm };
+        for (k, o) in ops.iter().enumerate() {
+            match *o {
+                Opnd::R(r) => ins.src[k] = r,
+                Opnd::K(bits) => {
+                    ins.flags |= if k == 0 { A_IMM } else { B_IMM };
+                    ins.imm = bits;
+                }
+            }
+        }
+        self.ins.push(ins);
+        dst
+    }
+
+    fn load(&mut self, op: Op, ty: Dtype, is_x: bool) -> u32 {
+        let slot = if is_x { self.x } else { self.i };
+        if let Some(r) = slot {
+            return r;
+        }
+        let r = self.push(op, ty, ty, &[], 0);
+        if is_x {
+            self.x = Some(r);
+        } else {
+            self.i = Some(r);
+        }
+        r
+    }
+
+    /// The bits of a weak scalar converted to `d` (numpy refuses an integer out of bounds).
+    fn imm(&self, v: Val, d: Dtype) -> std::result::Result<u64, String> {
+        let hub = match v {
+            Val::Int(k) => {
+                if d.is_int() {
+                    let (lo, hi) = int_range(d);
+                    if k < lo || k > hi {
+                        return Err(format!("Python integer {k} out of bounds for {d}"));
+                    }
+                }
+                Hub::Int(k)
+            }
+            Val::Float(f) => Hub::Float(f),
+            Val::Reg(..) => unreachable!("imm() is called for weak scalars only"),
+        };
+        Ok(with_reg_type!(d, T => T::from_hub(hub).to_imm()))
+    }
+
+    /// `v` as a register of type `d` (casting or materialising a constant).
+    fn reg(&mut self, v: Val, d: Dtype) -> std::result::Result<u32, String> {
+        match v {
+            Val::Reg(r, t) if t == d => Ok(r),
+            Val::Reg(r, t) => {
+                if let Some(&c) = self.casts.get(&(r, d)) {
+                    return Ok(c);
+                }
+                let c = self.push(Op::Cast, t, d, &[Opnd::R(r)], 0);
+                self.casts.insert((r, d), c);
+                Ok(c)
+            }
+            weak => {
+                let bits = self.imm(weak, d)?;
+                Ok(self.push(Op::Const, d, d, &[], bits))
+            }
+        }
+    }
+
+    fn opnd(&mut self, v: Val, d: Dtype) -> std::result::Result<Opnd, String> {
+        match v {
+            Val::Reg(..) => Ok(Opnd::R(self.reg(v, d)?)),
+            weak => Ok(Opnd::K(self.imm(weak, d)?)),
+        }
+    }
+
+    /// numpy's common dtype of the arguments, weak scalars adapting to the arrays (NEP 50).
+    fn common(args: &[Val]) -> Dtype {
+        let strong = args.iter().filter_map(|v| if let Val::Reg(_, t) = v { Some(*t) } else { None }).reduce(promote);
+        let wfloat = args.iter().any(|v| matches!(v, Val::Float(_)));
+        let wint = args.iter().any(|v| matches!(v, Val::Int(_)));
+        match strong {
+            None if wfloat => Dtype::F64,
+            None => Dtype::I64,
+            Some(s) if wfloat && !s.is_float() => Dtype::F64,
+            Some(Dtype::Bool) if wint => Dtype::I64,
+            Some(s) => s,
+        }
+    }
+
+    fn op(&mut self, f: Fun, args: &[Val]) -> std::result::Result<Val, String> {
+        let all_weak = args.iter().all(|v| !matches!(v, Val::Reg(..)));
+        if all_weak {
+            if let Some(v) = python(f, args)? {
+                return Ok(v);
+            }
+        }
+        // A function of Python scalars is numpy's function of numpy scalars (np.sqrt(2) is a
+        // float64, not a weak float).
+        let args: Vec<Val> = if all_weak {
+            let d = Self::common(args);
+            let d = if args.len() == 1 {
+                if matches!(args[0], Val::Float(_)) {
+                    Dtype::F64
+                } else {
+                    Dtype::I64
+                }
+            } else {
+                d
+            };
+            let mut v = Vec::with_capacity(args.len());
+            for &a in args {
+                v.push(Val::Reg(self.reg(a, d)?, d));
+            }
+            v
+        } else {
+            args.to_vec()
+        };
+        match f {
+            Fun::Where => return self.where_(&args),
+            Fun::Clip => {
+                let m = self.op(Fun::Max, &[args[0], clip_bound(args[1], &args)])?;
+                return self.op(Fun::Min, &[m, clip_bound(args[2], &args)]);
+            }
+            _ => {}
+        }
+        let d = Self::common(&args);
+        if args.len() == 1 {
+            return self.unary(f, args[0], d);
+        }
+        self.binary(f, args[0], args[1], d)
+    }
+
+    fn unary(&mut self, f: Fun, a: Val, d: Dtype) -> std::result::Result<Val, String> {
+        let refuse = || Err(format!("numpy's {} is not defined for {d}", fun_name(f)));
+        let (op, ty) = match f {
+            Fun::Neg if d == Dtype::Bool => {
+                return Err("the numpy boolean negative, the '-' operator, is not supported; use '~' instead".into())
+            }
+            Fun::Sign if d == Dtype::Bool => return refuse(),
+            Fun::Invert if d.is_float() => return Err(format!("'~' (invert) is not defined for {d}")),
+            Fun::Neg => (Op::Neg, d),
+            Fun::Invert => (Op::Not, d),
+            Fun::Abs => (Op::Abs, d),
+            Fun::Sign => (Op::Sign, d),
+            Fun::Floor => (Op::Floor, d),
+            Fun::Ceil => (Op::Ceil, d),
+            Fun::Trunc => (Op::Trunc, d),
+            Fun::Round if d == Dtype::Bool => (Op::Round, Dtype::F16),
+            Fun::Round => (Op::Round, d),
+            Fun::Rint => (Op::Round, float_of(d)),
+            Fun::IsNan | Fun::IsInf | Fun::IsFinite if !d.is_float() => {
+                let bits = u64::from(f == Fun::IsFinite);
+                let r = self.push(Op::Const, Dtype::Bool, Dtype::Bool, &[], bits);
+                return Ok(Val::Reg(r, Dtype::Bool));
+            }
+            Fun::IsNan => (Op::IsNan, d),
+            Fun::IsInf => (Op::IsInf, d),
+            Fun::IsFinite => (Op::IsFinite, d),
+            _ => (float_fn(f).ok_or_else(|| format!("{f:?} takes two arguments"))?, float_of(d)),
+        };
+        let r = self.reg(a, ty)?;
+        let out = op.result(ty).expect("unary operation typed above");
+        Ok(Val::Reg(self.push(op, ty, out, &[Opnd::R(r)], 0), out))
+    }
+
+    fn binary(&mut self, f: Fun, a: Val, b: Val, d: Dtype) -> std::result::Result<Val, String> {
+        use Dtype::Bool;
+        let cmp = match f {
+            Fun::Lt => Some(Op::Lt),
+            Fun::Le => Some(Op::Le),
+            Fun::Gt => Some(Op::Gt),
+            Fun::Ge => Some(Op::Ge),
+            Fun::Eq => Some(Op::Eq),
+            Fun::Ne => Some(Op::Ne),
+            _ => None,
+        };
+        if let Some(op) = cmp {
+            // numpy 2 compares an integer array with an out-of-range Python integer correctly
+            // (`uint8 < 300` is all True) instead of refusing it.
+            if d.is_int() {
+                if let Some(v) = out_of_range(f, a, b, d) {
+                    return Ok(Val::Reg(self.push(Op::Const, Bool, Bool, &[], u64::from(v)), Bool));
+                }
+            }
+            return self.emit2(op, d, a, b);
+        }
+        let (op, ty) = match f {
+            Fun::Add => (if d == Bool { Op::Or } else { Op::Add }, d),
+            Fun::Mul => (if d == Bool { Op::And } else { Op::Mul }, d),
+            Fun::Min => (Op::Min, d),
+            Fun::Max => (Op::Max, d),
+            Fun::Sub if d == Bool => {
+                return Err(
+                    "the numpy boolean subtract, the '-' operator, is not supported; use '^' (bitwise_xor) instead"
+                        .into(),
+                )
+            }
+            Fun::Sub => (Op::Sub, d),
+            Fun::FloorDiv | Fun::Mod | Fun::Fmod | Fun::Pow | Fun::PowOp => {
+                let ty = if d == Bool { Dtype::I8 } else { d };
+                let op = match f {
+                    Fun::FloorDiv => Op::FloorDiv,
+                    Fun::Mod => Op::Mod,
+                    Fun::Fmod => Op::Fmod,
+                    _ => return self.power(a, b, ty),
+                };
+                (op, ty)
+            }
+            Fun::Div => (Op::Div, if d.is_float() { d } else { Dtype::F64 }),
+            Fun::BitAnd | Fun::BitOr | Fun::BitXor if d.is_float() => {
+                return Err(format!(
+                    "numpy's {} is not defined for {d} (use it on integers or conditions)",
+                    fun_name(f)
+                ))
+            }
+            Fun::BitAnd => (Op::And, d),
+            Fun::BitOr => (Op::Or, d),
+            Fun::BitXor => (Op::Xor, d),
+            Fun::Atan2 => (Op::Atan2, float_of(d)),
+            Fun::Hypot => (Op::Hypot, float_of(d)),
+            Fun::Copysign => (Op::Copysign, float_of(d)),
+            Fun::Nextafter => (Op::Nextafter, float_of(d)),
+            _ => return Err(format!("{f:?} takes one argument")),
+        };
+        self.emit2(op, ty, a, b)
+    }
+
+    /// `a ** b` in `ty`: numpy computes a float power by a constant 0.5 as `sqrt` and by 2 as
+    /// a square; an integer to a negative Python integer is numpy's error.
+    fn power(&mut self, a: Val, b: Val, ty: Dtype) -> std::result::Result<Val, String> {
+        if ty.is_float() {
+            if let Val::Float(k) = b {
+                if k == 0.5 {
+                    return self.unary(Fun::Sqrt, a, ty);
+                }
+            }
+            if matches!(b, Val::Float(2.0) | Val::Int(2)) {
+                let r = self.reg(a, ty)?;
+                return self.emit2(Op::Mul, ty, Val::Reg(r, ty), Val::Reg(r, ty));
+            }
+        } else if let Val::Int(k) = b {
+            if k < 0 {
+                return Err("integers to negative integer powers are not allowed".into());
+            }
+        }
+        self.emit2(Op::Pow, ty, a, b)
+    }
+
+    /// A binary operation with operands converted to `ty`; one weak operand becomes the
+    /// immediate.
+    fn emit2(&mut self, op: Op, ty: Dtype, a: Val, b: Val) -> std::result::Result<Val, String> {
+        let oa = self.opnd(a, ty)?;
+        let mut ob = self.opnd(b, ty)?;
+        if let (Opnd::K(_), Opnd::K(_)) = (oa, ob) {
+            ob = Opnd::R(self.reg(b, ty)?);
+        }
+        let out = op.result(ty).ok_or_else(|| format!("{op:?} is not defined for {ty}"))?;
+        Ok(Val::Reg(self.push(op, ty, out, &[oa, ob], 0), out))
+    }
+
+    fn where_(&mut self, args: &[Val]) -> std::result::Result<Val, String> {
+        let cond = match args[0] {
+            Val::Reg(..) => self.reg(args[0], Dtype::Bool)?,
+            weak => {
+                let truthy = match weak {
+                    Val::Int(k) => k != 0,
+                    Val::Float(f) => f != 0.0,
+                    Val::Reg(..) => unreachable!("matched above"),
+                };
+                self.push(Op::Const, Dtype::Bool, Dtype::Bool, &[], u64::from(truthy))
+            }
+        };
+        let d = Self::common(&args[1..]);
+        let a = self.reg(args[1], d)?;
+        let b = self.reg(args[2], d)?;
+        Ok(Val::Reg(self.push(Op::Where, d, d, &[Opnd::R(cond), Opnd::R(a), Opnd::R(b)], 0), d))
+    }
+}
+
+/// `clip`'s bounds: numpy 2 clips an integer array with out-of-range Python integers as if
+/// they were the type's limits.
+fn clip_bound(bound: Val, args: &[Val]) -> Val {
+    let d = Builder::common(args);
+    match bound {
+        Val::Int(k) if d.is_int() => {
+            let (lo, hi) = int_range(d);
+            Val::Int(k.clamp(lo, hi))
+        }
+        other => other,
+    }
+}
+
+/// The constant result of comparing an integer array with an out-of-range Python integer.
+fn out_of_range(f: Fun, a: Val, b: Val, d: Dtype) -> Option<bool> {
+    let (lo, hi) = int_range(d);
+    let (k, weak_on_right) = match (a, b) {
+        (_, Val::Int(k)) => (k, true),
+        (Val::Int(k), _) => (k, false),
+        _ => return None,
+    };
+    if (lo..=hi).contains(&k) {
+        return None;
+    }
+    // With the array on the left: every element is less than a too-large k.
+    let less = k > hi;
+    let array_lt_k = if weak_on_right { less } else { !less };
+    Some(match f {
+        Fun::Lt | Fun::Le => array_lt_k,
+        Fun::Gt | Fun::Ge => !array_lt_k,
+        Fun::Eq => false,
+        _ => true,
+    })
+}
+
+fn float_fn(f: Fun) -> Option<Op> {
+    Some(match f {
+        Fun::Sqrt => Op::Sqrt,
+        Fun::Exp => Op::Exp,
+        Fun::Expm1 => Op::Expm1,
+        Fun::Log => Op::Log,
+        Fun::Log1p => Op::Log1p,
+        Fun::Log2 => Op::Log2,
+        Fun::Log10 => Op::Log10,
+        Fun::Sin => Op::Sin,
+        Fun::Cos => Op::Cos,
+        Fun::Tan => Op::Tan,
+        Fun::Asin => Op::Asin,
+        Fun::Acos => Op::Acos,
+        Fun::Atan => Op::Atan,
+        Fun::Sinh => Op::Sinh,
+        Fun::Cosh => Op::Cosh,
+        Fun::Tanh => Op::Tanh,
+        Fun::Asinh => Op::Asinh,
+        Fun::Acosh => Op::Acosh,
+        Fun::Atanh => Op::Atanh,
+        _ => return None,
+    })
+}
+
+/// Python's own arithmetic on literals (`2 * 3`, `-1`, `1 / 3`, `2 ** -1`): the result stays a
+/// weak scalar. `None` for functions, which numpy evaluates.
+fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, String> {
+    let fl = |v: Val| match v {
+        Val::Int(k) => k as f64,
+        Val::Float(x) => x,
+        Val::Reg(..) => f64::NAN,
+    };
+    let too_big = || "integer constant is too large".to_string();
+    let zero = || "division by zero in a constant (Python raises ZeroDivisionError)".to_string();
+    let b2i = |b: bool| Val::Int(i128::from(b));
+    let v = match (f, args) {
+        (Fun::Neg, [Val::Int(a)]) => Val::Int(a.checked_neg().ok_or_else(too_big)?),
+        (Fun::Neg, [Val::Float(a)]) => Val::Float(-a),
+        (Fun::Invert, [Val::Int(a)]) => Val::Int(!a),
+        (Fun::Invert, [Val::Float(_)]) => return Err("'~' is not defined for a float".into()),
+        (Fun::BitAnd | Fun::BitOr | Fun::BitXor, [Val::Int(a), Val::Int(b)]) => Val::Int(match f {
+            Fun::BitAnd => a & b,
+            Fun::BitOr => a | b,
+            _ => a ^ b,
+        }),
+        (Fun::BitAnd | Fun::BitOr | Fun::BitXor, _) => return Err("'&', '|', '^' are not defined for floats".into()),
+        (Fun::Lt, [a, b]) => b2i(fl(*a) < fl(*b)),
+        (Fun::Le, [a, b]) => b2i(fl(*a) <= fl(*b)),
+        (Fun::Gt, [a, b]) => b2i(fl(*a) > fl(*b)),
+        (Fun::Ge, [a, b]) => b2i(fl(*a) >= fl(*b)),
+        (Fun::Eq, [a, b]) => b2i(fl(*a) == fl(*b)),
+        (Fun::Ne, [a, b]) => b2i(fl(*a) != fl(*b)),
+        (Fun::Add | Fun::Sub | Fun::Mul | Fun::FloorDiv | Fun::Mod | Fun::PowOp, [Val::Int(a), Val::Int(b)]) => {
+            let (a, b) = (*a, *b);
+            let r = match f {
+                Fun::Add => a.checked_add(b),
+                Fun::Sub => a.checked_sub(b),
+                Fun::Mul => a.checked_mul(b),
+                Fun::FloorDiv | Fun::Mod => {
+                    if b == 0 {
+                        return Err(zero());
+                    }
+                    let (q, r) = (a.div_euclid(b), a.rem_euclid(b));
+                    // Python floors; Euclid keeps the remainder non-negative.
+                    let (q, r) = if r != 0 && b < 0 { (q + 1, r + b) } else { (q, r) };
+                    Some(if f == Fun::FloorDiv { q } else { r })
+                }
+                _ if b < 0 => return Ok(Some(Val::Float(fl(Val::Int(a)).powf(b as f64)))),
+                _ => u32::try_from(b).ok().and_then(|e| a.checked_pow(e)),
+            };
+            let r = r.ok_or_else(too_big)?;
+            if r > u64::MAX as i128 || r < i64::MIN as i128 {
+                return Err(too_big());
+            }
+            Val::Int(r)
+        }
+        (Fun::Add | Fun::Sub | Fun::Mul | Fun::Div | Fun::FloorDiv | Fun::Mod | Fun::PowOp, [a, b]) => {
+            let (a, b) = (fl(*a), fl(*b));
+            if b == 0.0 && matches!(f, Fun::Div | Fun::FloorDiv | Fun::Mod) {
+                return Err(zero());
+            }
+            Val::Float(match f {
+                Fun::Add => a + b,
+                Fun::Sub => a - b,
+                Fun::Mul => a * b,
+                Fun::Div => a / b,
+                Fun::FloorDiv => <f64 as Elem>::floordiv(a, b),
+                Fun::Mod => <f64 as Elem>::rem(a, b),
+                _ => {
+                    if a == 0.0 && b < 0.0 {
+                        return Err(zero());
+                    }
+                    a.powf(b)
+                }
+            })
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(v))
+}
+
+/// Dead-code elimination, invariant hoisting and linear-scan register allocation over SSA
+/// instructions. Registers of invariants and of `x` are never reused; a destination is never
+/// one of its own operands.
+pub(super) fn allocate(ins: Vec<Ins>, result: u32, input: Dtype) -> Program {
+    let n = ins.len();
+    let mut live = vec![false; n];
+    live[result as usize] = true;
+    for k in (0..n).rev() {
+        if live[k] {
+            for s in 0..3 {
+                if ins[k].is_reg(s) {
+                    live[ins[k].src[s] as usize] = true;
+                }
+            }
+        }
+    }
+    let mut invariant = vec![false; n];
+    let mut last_use = vec![0usize; n];
+    for k in 0..n {
+        let i = &ins[k];
+        invariant[k] = !matches!(i.op, Op::LoadX | Op::LoadI)
+            && (0..3).filter(|&s| i.is_reg(s)).all(|s| invariant[i.src[s] as usize]);
+        for s in 0..3 {
+            if i.is_reg(s) {
+                last_use[i.src[s] as usize] = k;
+            }
+        }
+    }
+    let mut phys = vec![u32::MAX; n];
+    let mut freed = vec![false; n];
+    let mut free: Vec<u32> = Vec::new();
+    let mut n_regs = 0u32;
+    let mut out = Vec::new();
+    for k in 0..n {
+        if !live[k] {
+            continue;
+        }
+        let mut i = ins[k];
+        let dst = free.pop().unwrap_or_else(|| {
+            n_regs += 1;
+            n_regs - 1
+        });
+        phys[k] = dst;
+        for s in 0..3 {
+            if i.is_reg(s) {
+                i.src[s] = phys[i.src[s] as usize];
+            }
+        }
+        for s in 0..3 {
+            let v = ins[k].src[s] as usize;
+            let keep = invariant[v] || ins[v].op == Op::LoadX || v == result as usize || freed[v];
+            if ins[k].is_reg(s) && last_use[v] == k && !keep {
+                free.push(phys[v]);
+                freed[v] = true; // `x * x` names one register twice: free it once
+            }
+        }
+        i.dst = dst;
+        if invariant[k] {
+            i.flags |= INVARIANT;
+        }
+        out.push(i);
+    }
+    let output = ins[result as usize].out_ty;
+    let result = phys[result as usize];
+    Program { ins: out, n_regs: std::cmp::max(n_regs, 1), result, input, output }
+}

@@ -1,0 +1,267 @@
+//! The block evaluator: runs a validated program over a chunk, [`BLOCK`] elements at a time,
+//! one tight typed loop per instruction. The input is read in place (no copy into a register)
+//! and the last instruction writes straight into the output whenever the storage type is the
+//! register type (everything but float16).
+
+use super::elem::{cast, Bits, Elem, Float, B, H};
+use super::{with_reg_type, Ins, Num, Op, Program, A_IMM, BLOCK, B_IMM};
+use crate::dtype::Dtype;
+
+/// The trampoline body: decodes the program from the parameter block and evaluates it over
+/// one chunk (`start` is the flat index of the chunk's first element).
+pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut [u8], start: u64) {
+    let prog = Program::from_bytes(params).expect("expression program is well formed");
+    prog.check_types::<In, Out>().expect("kernel element types are the program's");
+    run(&prog, input, output, start);
+}
+
+fn view<T: bytemuck::Pod>(bytes: &[u8], n: usize) -> &[T] {
+    &bytemuck::cast_slice::<u8, T>(bytes)[..n]
+}
+
+fn view_mut<T: bytemuck::Pod>(bytes: &mut [u8], n: usize) -> &mut [T] {
+    &mut bytemuck::cast_slice_mut::<u8, T>(bytes)[..n]
+}
+
+/// Runs `$body` with `$T` bound to the float register type of `$d`.
+macro_rules! float {
+    ($d:expr, $T:ident => $body:expr) => {
+        match $d {
+            Dtype::F16 => {
+                type $T = H;
+                $body
+            }
+            Dtype::F32 => {
+                type $T = f32;
+                $body
+            }
+            Dtype::F64 => {
+                type $T = f64;
+                $body
+            }
+            d => unreachable!("validated: float operation on {d}"),
+        }
+    };
+}
+
+/// Runs `$body` with `$T` bound to the integer or bool register type of `$d`.
+macro_rules! bits {
+    ($d:expr, $T:ident => $body:expr) => {
+        match $d {
+            Dtype::Bool => {
+                type $T = B;
+                $body
+            }
+            Dtype::I8 => {
+                type $T = i8;
+                $body
+            }
+            Dtype::I16 => {
+                type $T = i16;
+                $body
+            }
+            Dtype::I32 => {
+                type $T = i32;
+                $body
+            }
+            Dtype::I64 => {
+                type $T = i64;
+                $body
+            }
+            Dtype::U8 => {
+                type $T = u8;
+                $body
+            }
+            Dtype::U16 => {
+                type $T = u16;
+                $body
+            }
+            Dtype::U32 => {
+                type $T = u32;
+                $body
+            }
+            Dtype::U64 => {
+                type $T = u64;
+                $body
+            }
+            d => unreachable!("validated: bitwise operation on {d}"),
+        }
+    };
+}
+
+#[inline(always)]
+fn un<T: Elem, U: bytemuck::Pod>(d: &mut [u8], a: &[u8], n: usize, f: impl Fn(T) -> U) {
+    let d = view_mut::<U>(d, n);
+    let a = view::<T>(a, n);
+    for (d, a) in d.iter_mut().zip(a) {
+        *d = f(*a);
+    }
+}
+
+#[inline(always)]
+fn bin<T: Elem, U: bytemuck::Pod>(ins: &Ins, d: &mut [u8], s: [&[u8]; 3], n: usize, f: impl Fn(T, T) -> U) {
+    let d = view_mut::<U>(d, n);
+    if ins.flags & A_IMM != 0 {
+        let k = <T as Elem>::from_imm(ins.imm);
+        for (d, b) in d.iter_mut().zip(view::<T>(s[1], n)) {
+            *d = f(k, *b);
+        }
+    } else if ins.flags & B_IMM != 0 {
+        let k = <T as Elem>::from_imm(ins.imm);
+        for (d, a) in d.iter_mut().zip(view::<T>(s[0], n)) {
+            *d = f(*a, k);
+        }
+    } else {
+        for ((d, a), b) in d.iter_mut().zip(view::<T>(s[0], n)).zip(view::<T>(s[1], n)) {
+            *d = f(*a, *b);
+        }
+    }
+}
+
+fn b(v: bool) -> B {
+    B(u8::from(v))
+}
+
+/// Executes one instruction over `n` elements; `first` is the flat index of the block's first.
+fn exec(ins: &Ins, d: &mut [u8], s: [&[u8]; 3], n: usize, first: u64) {
+    match ins.op {
+        Op::LoadX => un::<u16, H>(d, s[0], n, |v| H::from_storage(half::f16::from_bits(v))),
+        Op::LoadI => {
+            for (k, d) in view_mut::<i64>(d, n).iter_mut().enumerate() {
+                *d = (first + k as u64) as i64;
+            }
+        }
+        Op::Const => with_reg_type!(ins.ty, T => view_mut::<T>(d, n).fill(<T as Elem>::from_imm(ins.imm))),
+        Op::Cast => with_reg_type!(ins.ty, A => with_reg_type!(ins.out_ty, T => un::<A, T>(d, s[0], n, cast::<A, T>))),
+        Op::Neg => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::neg)),
+        Op::Abs => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::abs)),
+        Op::Sign => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::sign)),
+        Op::Floor => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::floor)),
+        Op::Ceil => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::ceil)),
+        Op::Trunc => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::trunc)),
+        Op::Round => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::round)),
+        Op::Not => bits!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Bits>::not)),
+        Op::Sqrt => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::sqrt)),
+        Op::Exp => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::exp)),
+        Op::Expm1 => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::expm1)),
+        Op::Log => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::ln)),
+        Op::Log1p => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::ln_1p)),
+        Op::Log2 => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::log2)),
+        Op::Log10 => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::log10)),
+        Op::Sin => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::sin)),
+        Op::Cos => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::cos)),
+        Op::Tan => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::tan)),
+        Op::Asin => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::asin)),
+        Op::Acos => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::acos)),
+        Op::Atan => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::atan)),
+        Op::Sinh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::sinh)),
+        Op::Cosh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::cosh)),
+        Op::Tanh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::tanh)),
+        Op::Asinh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::asinh)),
+        Op::Acosh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::acosh)),
+        Op::Atanh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::atanh)),
+        Op::IsNan => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(a.isnan()))),
+        Op::IsInf => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(a.isinf()))),
+        Op::IsFinite => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(!a.isinf() && !a.isnan()))),
+        Op::Add => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::add)),
+        Op::Sub => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::sub)),
+        Op::Mul => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::mul)),
+        Op::FloorDiv => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::floordiv)),
+        Op::Mod => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::rem)),
+        Op::Fmod => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::fmod)),
+        Op::Pow => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::pow)),
+        Op::Min => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::min)),
+        Op::Max => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::max)),
+        Op::Div => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::div)),
+        Op::Atan2 => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::atan2)),
+        Op::Hypot => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::hypot)),
+        Op::Copysign => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::copysign)),
+        Op::Nextafter => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::nextafter)),
+        Op::And => bits!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::and)),
+        Op::Or => bits!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::or)),
+        Op::Xor => bits!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::xor)),
+        Op::Lt => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a < c))),
+        Op::Le => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a <= c))),
+        Op::Gt => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a > c))),
+        Op::Ge => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a >= c))),
+        Op::Eq => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a == c))),
+        Op::Ne => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a != c))),
+        Op::Where => with_reg_type!(ins.ty, T => {
+            let d = view_mut::<T>(d, n);
+            let (c, x, y) = (view::<B>(s[0], n), view::<T>(s[1], n), view::<T>(s[2], n));
+            for k in 0..n {
+                d[k] = if c[k].truthy() { x[k] } else { y[k] };
+            }
+        }),
+    }
+}
+
+/// Converts the result register's block into the output's storage.
+fn store(ty: Dtype, v: &[u8], out: &mut [u8], n: usize) {
+    if ty == Dtype::F16 {
+        un::<H, u16>(out, v, n, |h| h.to_storage().to_bits());
+    } else {
+        out.copy_from_slice(&v[..n * ty.size()]);
+    }
+}
+
+/// Evaluates `prog` over the chunk `input` into `output` (bytes of the program's storage types).
+pub(super) fn run(prog: &Program, input: &[u8], output: &mut [u8], start: u64) {
+    let (isz, osz) = (prog.input.size(), prog.output.size());
+    let n = input.len() / isz;
+    assert_eq!(output.len(), n * osz, "input and output chunk lengths differ");
+    let mut regs: Vec<Vec<u64>> = vec![vec![0u64; BLOCK]; prog.n_regs as usize];
+    // Registers other than float16 hold elements exactly as the file stores them.
+    let x_alias = prog.input != Dtype::F16;
+    let x_reg = prog.ins.iter().find(|i| i.op == Op::LoadX).map(|i| i.dst);
+    let last = prog.ins.len() - 1;
+    let tail = &prog.ins[last];
+    let out_direct =
+        prog.output != Dtype::F16 && tail.dst == prog.result && !tail.invariant() && !(tail.op == Op::LoadX && x_alias);
+    let mut base = 0;
+    let mut first_block = true;
+    while base < n {
+        let m = BLOCK.min(n - base);
+        let x_bytes = &input[base * isz..(base + m) * isz];
+        for (k, ins) in prog.ins.iter().enumerate() {
+            if (ins.invariant() && !first_block) || (ins.op == Op::LoadX && x_alias) {
+                continue;
+            }
+            // Invariants fill whole registers once; the first block may be the shortest.
+            let len = if ins.invariant() { BLOCK } else { m };
+            let direct = out_direct && k == last;
+            let mut dreg = if direct { Vec::new() } else { std::mem::take(&mut regs[ins.dst as usize]) };
+            {
+                let d: &mut [u8] = if direct {
+                    &mut output[base * osz..(base + m) * osz]
+                } else {
+                    bytemuck::cast_slice_mut(&mut dreg)
+                };
+                let src = |s: usize| -> &[u8] {
+                    let r = ins.src[s];
+                    if ins.op == Op::LoadX || (ins.is_reg(s) && x_alias && Some(r) == x_reg) {
+                        x_bytes
+                    } else if ins.is_reg(s) {
+                        bytemuck::cast_slice(&regs[r as usize])
+                    } else {
+                        &[]
+                    }
+                };
+                exec(ins, d, [src(0), src(1), src(2)], len, start + base as u64);
+            }
+            if !direct {
+                regs[ins.dst as usize] = dreg;
+            }
+        }
+        if !out_direct {
+            let v: &[u8] = if x_alias && Some(prog.result) == x_reg {
+                x_bytes
+            } else {
+                bytemuck::cast_slice(&regs[prog.result as usize])
+            };
+            store(prog.output, v, &mut output[base * osz..(base + m) * osz], m);
+        }
+        base += m;
+        first_block = false;
+    }
+}

@@ -1,0 +1,575 @@
+//! Expression kernels for the command line: numpy's arithmetic on whole arrays, compiled to a
+//! small typed register program that travels as the kernel's parameter block and is evaluated
+//! by the workers in blocks of [`BLOCK`] elements (one tight loop per operation, so it
+//! vectorises).
+//!
+//! What an expression computes is what numpy computes for the same text with `x` an array of
+//! the input's dtype:
+//!
+//! - **Types** follow numpy's promotion with NEP 50's weak Python scalars: number literals
+//!   (and `pi`, `e`, `inf`, `nan`) take the array's type, so `x + 1` stays `uint8` for `uint8`
+//!   input and `x * 0.5` stays `float32`; integers stay integers through `+ - * // % **`,
+//!   wrapping on overflow, with `x // 0 == x % 0 == 0`; `/` and functions like `sqrt` give
+//!   numpy's float type (`float64` for 32- and 64-bit integers, `float32` for 16-bit,
+//!   `float16` for 8-bit and bool). `i` (the flat index) is `int64`.
+//! - **Operators**, with Python's precedence: `+ - * / // % **`, unary `- + ~`, `& | ^`
+//!   (binding tighter than comparisons, so `(x > 0) & (x < 1)` needs its parentheses, as in
+//!   numpy), and comparisons `< <= > >= == !=` giving `bool`, chained as in Python
+//!   (`0 < x < 1` is `(0 < x) & (x < 1)`).
+//! - **Functions**, under numpy's and numexpr's names: `sqrt exp expm1 log log1p log2 log10
+//!   sin cos tan arcsin/asin arccos/acos arctan/atan sinh cosh tanh arcsinh/asinh
+//!   arccosh/acosh arctanh/atanh abs/absolute floor ceil trunc round rint sign negative invert
+//!   isnan isinf isfinite minimum/min maximum/max power/pow fmod arctan2/atan2 hypot copysign
+//!   nextafter where clip/clamp`.
+//! - **Floating point** is IEEE throughout: division by zero gives inf or nan, never an error;
+//!   `%` gives a result (zero included) with the divisor's sign; `minimum`/`maximum` propagate
+//!   NaN. The one runtime error is numpy's: an integer raised to a negative integer power.
+//!
+//! Nesting deeper than [`parse::MAX_DEPTH`] levels is refused with an error; length is not
+//! limited (the parser loops over sums and products, and every later pass is a loop).
+//!
+//! Layout: [`parse`] (text to nodes), [`compile`] (types, casts, registers), `elem` (numpy's
+//! per-type semantics), `eval` (the block evaluator).
+
+mod compile;
+mod elem;
+mod eval;
+pub mod parse;
+#[cfg(test)]
+mod test;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+
+pub(crate) use eval::eval;
+
+/// Elements per block: each operation runs over this many elements at a time.
+pub const BLOCK: usize = 256;
+
+/// Runs `$body` with `$T` bound to the register type of the dtype `$d`.
+macro_rules! with_reg_type {
+    ($d:expr, $T:ident => $body:expr) => {
+        match $d {
+            Dtype::Bool => {
+                type $T = $crate::kernel::expr::elem::B;
+                $body
+            }
+            Dtype::I8 => {
+                type $T = i8;
+                $body
+            }
+            Dtype::I16 => {
+                type $T = i16;
+                $body
+            }
+            Dtype::I32 => {
+                type $T = i32;
+                $body
+            }
+            Dtype::I64 => {
+                type $T = i64;
+                $body
+            }
+            Dtype::U8 => {
+                type $T = u8;
+                $body
+            }
+            Dtype::U16 => {
+                type $T = u16;
+                $body
+            }
+            Dtype::U32 => {
+                type $T = u32;
+                $body
+            }
+            Dtype::U64 => {
+                type $T = u64;
+                $body
+            }
+            Dtype::F16 => {
+                type $T = $crate::kernel::expr::elem::H;
+                $body
+            }
+            Dtype::F32 => {
+                type $T = f32;
+                $body
+            }
+            Dtype::F64 => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+use with_reg_type;
+
+/// An operation of the register program. Stored as its `u32` code; decoded with `TryFrom`,
+/// which knows exactly the codes listed here.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Op {
+    LoadX = 1,
+    LoadI = 2,
+    Const = 3,
+    Cast = 4,
+    Neg = 10,
+    Abs = 11,
+    Sign = 12,
+    Floor = 13,
+    Ceil = 14,
+    Trunc = 15,
+    Round = 16,
+    Not = 17,
+    Sqrt = 20,
+    Exp = 21,
+    Expm1 = 22,
+    Log = 23,
+    Log1p = 24,
+    Log2 = 25,
+    Log10 = 26,
+    Sin = 27,
+    Cos = 28,
+    Tan = 29,
+    Asin = 30,
+    Acos = 31,
+    Atan = 32,
+    Sinh = 33,
+    Cosh = 34,
+    Tanh = 35,
+    Asinh = 36,
+    Acosh = 37,
+    Atanh = 38,
+    IsNan = 45,
+    IsInf = 46,
+    IsFinite = 47,
+    Add = 50,
+    Sub = 51,
+    Mul = 52,
+    Div = 53,
+    FloorDiv = 54,
+    Mod = 55,
+    Fmod = 56,
+    Pow = 57,
+    Min = 58,
+    Max = 59,
+    And = 60,
+    Or = 61,
+    Xor = 62,
+    Atan2 = 63,
+    Hypot = 64,
+    Copysign = 65,
+    Nextafter = 66,
+    Lt = 70,
+    Le = 71,
+    Gt = 72,
+    Ge = 73,
+    Eq = 74,
+    Ne = 75,
+    Where = 80,
+}
+
+impl Op {
+    const ALL: [Op; 58] = [
+        Op::LoadX,
+        Op::LoadI,
+        Op::Const,
+        Op::Cast,
+        Op::Neg,
+        Op::Abs,
+        Op::Sign,
+        Op::Floor,
+        Op::Ceil,
+        Op::Trunc,
+        Op::Round,
+        Op::Not,
+        Op::Sqrt,
+        Op::Exp,
+        Op::Expm1,
+        Op::Log,
+        Op::Log1p,
+        Op::Log2,
+        Op::Log10,
+        Op::Sin,
+        Op::Cos,
+        Op::Tan,
+        Op::Asin,
+        Op::Acos,
+        Op::Atan,
+        Op::Sinh,
+        Op::Cosh,
+        Op::Tanh,
+        Op::Asinh,
+        Op::Acosh,
+        Op::Atanh,
+        Op::IsNan,
+        Op::IsInf,
+        Op::IsFinite,
+        Op::Add,
+        Op::Sub,
+        Op::Mul,
+        Op::Div,
+        Op::FloorDiv,
+        Op::Mod,
+        Op::Fmod,
+        Op::Pow,
+        Op::Min,
+        Op::Max,
+        Op::And,
+        Op::Or,
+        Op::Xor,
+        Op::Atan2,
+        Op::Hypot,
+        Op::Copysign,
+        Op::Nextafter,
+        Op::Lt,
+        Op::Le,
+        Op::Gt,
+        Op::Ge,
+        Op::Eq,
+        Op::Ne,
+        Op::Where,
+    ];
+
+    /// Register operands read.
+    fn arity(self) -> usize {
+        match self {
+            Op::LoadX | Op::LoadI | Op::Const => 0,
+            Op::Where => 3,
+            op if (op as u32) < Op::Add as u32 => 1,
+            _ => 2,
+        }
+    }
+
+    /// Which operand types the operation is defined for, and its result type given the
+    /// operand type (`None`: not defined for that type).
+    fn result(self, ty: Dtype) -> Option<Dtype> {
+        let float = ty.is_float();
+        match self {
+            Op::LoadX | Op::LoadI | Op::Const | Op::Cast => Some(ty),
+            Op::Not | Op::And | Op::Or | Op::Xor => (!float).then_some(ty),
+            Op::Sqrt
+            | Op::Exp
+            | Op::Expm1
+            | Op::Log
+            | Op::Log1p
+            | Op::Log2
+            | Op::Log10
+            | Op::Sin
+            | Op::Cos
+            | Op::Tan
+            | Op::Asin
+            | Op::Acos
+            | Op::Atan
+            | Op::Sinh
+            | Op::Cosh
+            | Op::Tanh
+            | Op::Asinh
+            | Op::Acosh
+            | Op::Atanh
+            | Op::Div
+            | Op::Atan2
+            | Op::Hypot
+            | Op::Copysign
+            | Op::Nextafter => float.then_some(ty),
+            Op::IsNan | Op::IsInf | Op::IsFinite => float.then_some(Dtype::Bool),
+            Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne => Some(Dtype::Bool),
+            Op::Neg
+            | Op::Abs
+            | Op::Sign
+            | Op::Floor
+            | Op::Ceil
+            | Op::Trunc
+            | Op::Round
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::FloorDiv
+            | Op::Mod
+            | Op::Fmod
+            | Op::Pow
+            | Op::Min
+            | Op::Max
+            | Op::Where => Some(ty),
+        }
+    }
+}
+
+impl TryFrom<u32> for Op {
+    type Error = u32;
+
+    fn try_from(code: u32) -> std::result::Result<Op, u32> {
+        Op::ALL.into_iter().find(|op| *op as u32 == code).ok_or(code)
+    }
+}
+
+fn dtype_code(d: Dtype) -> u8 {
+    Dtype::ALL.iter().position(|&x| x == d).expect("every dtype is in ALL") as u8
+}
+
+fn dtype_of_code(c: u8) -> Option<Dtype> {
+    Dtype::ALL.get(c as usize).copied()
+}
+
+/// Flag: operand `a` is the immediate.
+const A_IMM: u8 = 1;
+/// Flag: operand `b` is the immediate.
+const B_IMM: u8 = 2;
+/// Flag: depends on neither `x` nor `i`: computed once per chunk, its register kept.
+const INVARIANT: u8 = 4;
+
+/// One instruction: `dst = op(a, b, c)` over a block, operands of type `ty`, result of type
+/// `out_ty`; `imm` holds a constant's bits (in `ty`) for `Const` and for an operand flagged
+/// as immediate.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub(super) struct Instr {
+    op: u32,
+    ty: u8,
+    out_ty: u8,
+    flags: u8,
+    _pad: u8,
+    dst: u32,
+    a: u32,
+    b: u32,
+    c: u32,
+    imm: u64,
+}
+const _: () = assert!(std::mem::size_of::<Instr>() == 32);
+
+/// A decoded, validated instruction.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ins {
+    pub op: Op,
+    pub ty: Dtype,
+    pub out_ty: Dtype,
+    pub flags: u8,
+    pub dst: u32,
+    pub src: [u32; 3],
+    pub imm: u64,
+}
+
+impl Ins {
+    fn encode(&self) -> Instr {
+        Instr {
+            op: self.op as u32,
+            ty: dtype_code(self.ty),
+            out_ty: dtype_code(self.out_ty),
+            flags: self.flags,
+            _pad: 0,
+            dst: self.dst,
+            a: self.src[0],
+            b: self.src[1],
+            c: self.src[2],
+            imm: self.imm,
+        }
+    }
+
+    /// Whether operand `k` is a register (not the immediate).
+    pub fn is_reg(&self, k: usize) -> bool {
+        k < self.op.arity() && !(k == 0 && self.flags & A_IMM != 0) && !(k == 1 && self.flags & B_IMM != 0)
+    }
+
+    pub fn invariant(&self) -> bool {
+        self.flags & INVARIANT != 0
+    }
+}
+
+/// A compiled expression: a typed register program for one input dtype, serialisable as a
+/// parameter block.
+#[derive(Debug, Clone)]
+pub struct Program {
+    ins: Vec<Ins>,
+    n_regs: u32,
+    result: u32,
+    input: Dtype,
+    output: Dtype,
+}
+
+const MAGIC: u32 = 0x4558_5052;
+const VERSION: u32 = 2;
+const HEADER: usize = 32;
+
+impl Program {
+    /// Parses and compiles `src` for `float64` input.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidExpression`] with the 1-based column of the problem.
+    pub fn compile(src: &str) -> Result<Program> {
+        Program::compile_for(src, Dtype::F64)
+    }
+
+    /// Parses and compiles `src` for input elements of type `input`; the output type is
+    /// numpy's result type for the expression ([`Program::output_dtype`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidExpression`] with the 1-based column of the problem: syntax, unknown
+    /// names, nesting deeper than [`parse::MAX_DEPTH`], and what numpy refuses for the types
+    /// (`x - x` on bool, `x & 1.5`, a Python integer out of bounds for the array's type).
+    pub fn compile_for(src: &str, input: Dtype) -> Result<Program> {
+        let nodes = parse::parse(src)?;
+        let (ins, result) = compile::compile(src, &nodes, input)?;
+        Ok(compile::allocate(ins, result, input))
+    }
+
+    /// Parses `src` without compiling it (syntax, names, arity and nesting are checked; types
+    /// need the input dtype).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidExpression`] as [`Program::compile_for`].
+    pub fn check_syntax(src: &str) -> Result<()> {
+        parse::parse(src).map(|_| ())
+    }
+
+    /// The element type the program reads.
+    pub fn input_dtype(&self) -> Dtype {
+        self.input
+    }
+
+    /// The element type the program writes: numpy's result type, or what
+    /// [`Program::astype`] set.
+    pub fn output_dtype(&self) -> Dtype {
+        self.output
+    }
+
+    /// The same program with its result cast to `dtype`, as numpy's `astype` (C casts:
+    /// integers wrap, floats round to nearest, floats to integers truncate toward zero and
+    /// saturate, NaN to integer gives 0).
+    pub fn astype(&self, dtype: Dtype) -> Program {
+        if dtype == self.output {
+            return self.clone();
+        }
+        let mut ins: Vec<Ins> = self.ins.clone();
+        let dst = self.n_regs;
+        ins.push(Ins { op: Op::Cast, ty: self.output, out_ty: dtype, flags: 0, dst, src: [self.result, 0, 0], imm: 0 });
+        Program { ins, n_regs: self.n_regs + 1, result: dst, input: self.input, output: dtype }
+    }
+
+    /// Number of instructions.
+    pub fn len(&self) -> usize {
+        self.ins.len()
+    }
+
+    /// Whether the program is empty (never: every program computes something).
+    pub fn is_empty(&self) -> bool {
+        self.ins.is_empty()
+    }
+
+    /// The parameter block: a 32-byte header then the instructions.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(HEADER + self.ins.len() * std::mem::size_of::<Instr>());
+        let head: [u32; 8] = [
+            MAGIC,
+            VERSION,
+            self.ins.len() as u32,
+            self.n_regs,
+            self.result,
+            dtype_code(self.input) as u32,
+            dtype_code(self.output) as u32,
+            0,
+        ];
+        v.extend_from_slice(bytemuck::bytes_of(&head));
+        for i in &self.ins {
+            v.extend_from_slice(bytemuck::bytes_of(&i.encode()));
+        }
+        v
+    }
+
+    /// Decodes and validates a parameter block: every opcode known, every type code valid and
+    /// defined for its operation, every register in range, no instruction reading the register
+    /// it writes (what lets the evaluator borrow them separately).
+    pub(super) fn from_bytes(b: &[u8]) -> Option<Program> {
+        let head: [u32; 8] = bytemuck::pod_read_unaligned(b.get(..HEADER)?);
+        let [magic, version, n, n_regs, result, input, output, _] = head;
+        if magic != MAGIC || version != VERSION || n == 0 || n_regs == 0 || result >= n_regs {
+            return None;
+        }
+        let input = dtype_of_code(u8::try_from(input).ok()?)?;
+        let output = dtype_of_code(u8::try_from(output).ok()?)?;
+        let size = std::mem::size_of::<Instr>();
+        let body = b.get(HEADER..HEADER.checked_add((n as usize).checked_mul(size)?)?)?;
+        let mut ins = Vec::with_capacity(n as usize);
+        for raw in body.chunks_exact(size) {
+            let r: Instr = bytemuck::pod_read_unaligned(raw);
+            let op = Op::try_from(r.op).ok()?;
+            let ty = dtype_of_code(r.ty)?;
+            let out_ty = dtype_of_code(r.out_ty)?;
+            let want = if op == Op::Cast { Some(out_ty) } else { op.result(ty) };
+            if want != Some(out_ty) || r.dst >= n_regs || (r.flags & A_IMM != 0 && r.flags & B_IMM != 0) {
+                return None;
+            }
+            if (op == Op::LoadX && ty != input) || (op == Op::LoadI && ty != Dtype::I64) {
+                return None;
+            }
+            let i = Ins { op, ty, out_ty, flags: r.flags, dst: r.dst, src: [r.a, r.b, r.c], imm: r.imm };
+            if (0..3).any(|k| i.is_reg(k) && (i.src[k] >= n_regs || i.src[k] == i.dst)) {
+                return None;
+            }
+            ins.push(i);
+        }
+        let x_regs: Vec<u32> = ins.iter().filter(|i| i.op == Op::LoadX).map(|i| i.dst).collect();
+        // The input is read in place through the LoadX register: nothing else may write it.
+        if ins.iter().any(|i| i.op != Op::LoadX && x_regs.contains(&i.dst)) {
+            return None;
+        }
+        Some(Program { ins, n_regs, result, input, output })
+    }
+
+    /// Evaluates the program over `xs` into `ys` in this thread (the sequential reference);
+    /// `start` is the flat index of `xs[0]`. Element types are the storage types of the
+    /// program's input and output dtypes (`u8` for bool, [`half::f16`] for float16).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExpressionInputType`] when `In` or `Out` does not match the program's types;
+    /// [`Error::InvalidConfig`] when the lengths differ.
+    pub fn eval_slice<In: Num, Out: Num>(&self, xs: &[In], ys: &mut [Out], start: u64) -> Result<()> {
+        self.check_types::<In, Out>()?;
+        if xs.len() != ys.len() {
+            return Err(Error::LengthMismatch { input: xs.len(), output: ys.len() });
+        }
+        eval::run(self, bytemuck::cast_slice(xs), bytemuck::cast_slice_mut(ys), start);
+        Ok(())
+    }
+
+    /// Checks that `In`/`Out` are the storage types of the program's input/output dtypes.
+    pub(crate) fn check_types<In: Num, Out: Num>(&self) -> Result<()> {
+        if !In::stores(self.input) {
+            return Err(Error::ExpressionInputType { compiled: self.input.name(), found: In::DTYPE.name() });
+        }
+        if !Out::stores(self.output) {
+            return Err(Error::InvalidConfig(format!(
+                "expression writes {}, the output holds {}",
+                self.output,
+                Out::DTYPE
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Element types an expression kernel reads and writes in memory: numpy's numeric types
+/// (`u8` also stores `bool`, [`half::f16`] stores `float16`).
+pub trait Num: Pod {
+    /// The dtype this type stores.
+    const DTYPE: Dtype;
+
+    /// Whether arrays of `dtype` are stored as this type.
+    fn stores(dtype: Dtype) -> bool {
+        dtype == Self::DTYPE || (Self::DTYPE == Dtype::U8 && dtype == Dtype::Bool)
+    }
+}
+
+macro_rules! num {
+    ($($t:ty => $d:ident),*) => {$(
+        impl Num for $t {
+            const DTYPE: Dtype = Dtype::$d;
+        }
+    )*};
+}
+num!(i8 => I8, i16 => I16, i32 => I32, i64 => I64, u8 => U8, u16 => U16, u32 => U32, u64 => U64,
+     half::f16 => F16, f32 => F32, f64 => F64);

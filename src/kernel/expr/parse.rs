@@ -1,0 +1,490 @@
+//! Lexer and parser: expression text to an arena of nodes in which every node's arguments come
+//! before it (so later passes are plain forward loops, never recursion over the tree).
+//!
+//! Python's grammar and precedence, lowest first: comparisons (chained: `a < b < c` is
+//! `(a < b) & (b < c)`), `|`, `^`, `&`, `+ -`, `* / // %`, unary `- + ~`, `**` (right
+//! associative, binds tighter than a unary minus on its left). The parser recurses only through
+//! parentheses, calls, unary operators and powers, and refuses more than [`MAX_DEPTH`] levels with
+//! an error in the user's words, so no input can overflow the stack.
+
+use crate::error::{Error, Result};
+
+/// Deepest nesting of parentheses, calls, unary operators and powers (Python's parser stops at
+/// 200 nested parentheses, with "too many nested parentheses").
+pub const MAX_DEPTH: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tok {
+    Int(i128),
+    Float(f64),
+    Ident(usize, usize),
+    Op(&'static str),
+    LParen,
+    RParen,
+    Comma,
+    End,
+}
+
+/// What a node computes. Operators and functions share one list: `a + b` and `add(a, b)` are
+/// the same node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fun {
+    Neg,
+    Invert,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    FloorDiv,
+    Mod,
+    /// `a ** b` (numpy's scalar-exponent shortcuts apply).
+    PowOp,
+    /// `pow(a, b)` / `power(a, b)`: the ufunc itself.
+    Pow,
+    BitAnd,
+    BitOr,
+    BitXor,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    Sqrt,
+    Exp,
+    Expm1,
+    Log,
+    Log1p,
+    Log2,
+    Log10,
+    Sin,
+    Cos,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Tanh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Rint,
+    Abs,
+    Floor,
+    Ceil,
+    Trunc,
+    Round,
+    Sign,
+    IsNan,
+    IsInf,
+    IsFinite,
+    Min,
+    Max,
+    Fmod,
+    Atan2,
+    Hypot,
+    Copysign,
+    Nextafter,
+    Where,
+    Clip,
+}
+
+/// Function names (numpy's and numexpr's, plus the short C names) and their arity.
+const FUNCTIONS: &[(&str, Fun, usize)] = &[
+    ("sqrt", Fun::Sqrt, 1),
+    ("exp", Fun::Exp, 1),
+    ("expm1", Fun::Expm1, 1),
+    ("log", Fun::Log, 1),
+    ("log1p", Fun::Log1p, 1),
+    ("log2", Fun::Log2, 1),
+    ("log10", Fun::Log10, 1),
+    ("sin", Fun::Sin, 1),
+    ("cos", Fun::Cos, 1),
+    ("tan", Fun::Tan, 1),
+    ("arcsin", Fun::Asin, 1),
+    ("asin", Fun::Asin, 1),
+    ("arccos", Fun::Acos, 1),
+    ("acos", Fun::Acos, 1),
+    ("arctan", Fun::Atan, 1),
+    ("atan", Fun::Atan, 1),
+    ("sinh", Fun::Sinh, 1),
+    ("cosh", Fun::Cosh, 1),
+    ("tanh", Fun::Tanh, 1),
+    ("arcsinh", Fun::Asinh, 1),
+    ("asinh", Fun::Asinh, 1),
+    ("arccosh", Fun::Acosh, 1),
+    ("acosh", Fun::Acosh, 1),
+    ("arctanh", Fun::Atanh, 1),
+    ("atanh", Fun::Atanh, 1),
+    ("rint", Fun::Rint, 1),
+    ("abs", Fun::Abs, 1),
+    ("absolute", Fun::Abs, 1),
+    ("floor", Fun::Floor, 1),
+    ("ceil", Fun::Ceil, 1),
+    ("trunc", Fun::Trunc, 1),
+    ("round", Fun::Round, 1),
+    ("sign", Fun::Sign, 1),
+    ("negative", Fun::Neg, 1),
+    ("invert", Fun::Invert, 1),
+    ("isnan", Fun::IsNan, 1),
+    ("isinf", Fun::IsInf, 1),
+    ("isfinite", Fun::IsFinite, 1),
+    ("min", Fun::Min, 2),
+    ("minimum", Fun::Min, 2),
+    ("max", Fun::Max, 2),
+    ("maximum", Fun::Max, 2),
+    ("pow", Fun::Pow, 2),
+    ("power", Fun::Pow, 2),
+    ("fmod", Fun::Fmod, 2),
+    ("arctan2", Fun::Atan2, 2),
+    ("atan2", Fun::Atan2, 2),
+    ("hypot", Fun::Hypot, 2),
+    ("copysign", Fun::Copysign, 2),
+    ("nextafter", Fun::Nextafter, 2),
+    ("where", Fun::Where, 3),
+    ("clip", Fun::Clip, 3),
+    ("clamp", Fun::Clip, 3),
+];
+
+/// The function a name denotes, with its arity.
+fn function(name: &str) -> Option<(Fun, usize)> {
+    FUNCTIONS.iter().find(|(n, _, _)| *n == name).map(|&(_, f, a)| (f, a))
+}
+
+/// One node of the parsed expression.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Kind {
+    /// The element.
+    X,
+    /// The flat index (int64).
+    I,
+    /// A Python `int` literal (weak, as in NEP 50).
+    Int(i128),
+    /// A Python `float` literal or constant (`pi`, `e`, `inf`, `nan`; weak).
+    Float(f64),
+    /// An operation over `args[..arity]`.
+    Op(Fun),
+}
+
+/// A parsed node: its kind, its argument node indices (all smaller than its own) and the byte
+/// offset in the source it came from (for error messages).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Node {
+    pub kind: Kind,
+    pub args: [u32; 3],
+    pub arity: usize,
+    pub pos: usize,
+}
+
+pub(super) fn syntax(src: &str, pos: usize, message: String) -> Error {
+    Error::InvalidExpression { expr: src.to_string(), position: src[..pos.min(src.len())].chars().count() + 1, message }
+}
+
+fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
+    let b = src.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            let mut float = false;
+            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+                float |= b[i] == b'.';
+                i += 1;
+            }
+            if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+                let mut j = i + 1;
+                if j < b.len() && (b[j] == b'+' || b[j] == b'-') {
+                    j += 1;
+                }
+                if j < b.len() && b[j].is_ascii_digit() {
+                    float = true;
+                    i = j;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                }
+            }
+            let text = &src[start..i];
+            let tok = if float {
+                Tok::Float(text.parse().map_err(|_| syntax(src, start, format!("bad number '{text}'")))?)
+            } else {
+                Tok::Int(text.parse().map_err(|_| syntax(src, start, format!("integer literal {text} is too large")))?)
+            };
+            out.push((tok, start));
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            out.push((Tok::Ident(start, i), start));
+            continue;
+        }
+        let two = src.get(i..i + 2).unwrap_or("");
+        if let Some(o) = ["**", "//", "<=", ">=", "==", "!="].into_iter().find(|o| *o == two) {
+            out.push((Tok::Op(o), start));
+            i += 2;
+            continue;
+        }
+        let tok = match c {
+            b'+' => Tok::Op("+"),
+            b'-' => Tok::Op("-"),
+            b'*' => Tok::Op("*"),
+            b'/' => Tok::Op("/"),
+            b'%' => Tok::Op("%"),
+            b'<' => Tok::Op("<"),
+            b'>' => Tok::Op(">"),
+            b'&' => Tok::Op("&"),
+            b'|' => Tok::Op("|"),
+            b'^' => Tok::Op("^"),
+            b'~' => Tok::Op("~"),
+            b'(' => Tok::LParen,
+            b')' => Tok::RParen,
+            b',' => Tok::Comma,
+            _ => {
+                let ch = src[i..].chars().next().unwrap_or('?');
+                let hint = if ch == '=' { " (comparison is '==')" } else { "" };
+                return Err(syntax(src, start, format!("unexpected character '{ch}'{hint}")));
+            }
+        };
+        out.push((tok, start));
+        i += 1;
+    }
+    out.push((Tok::End, src.len()));
+    Ok(out)
+}
+
+/// Parses `src` into nodes; the last node is the root.
+pub(super) fn parse(src: &str) -> Result<Vec<Node>> {
+    let toks = lex(src)?;
+    let mut p = Parser { src, toks, pos: 0, nodes: Vec::new(), depth: 0 };
+    if p.peek() == Tok::End {
+        return p.err("empty expression");
+    }
+    p.comparison()?;
+    if p.peek() != Tok::End {
+        let found = p.describe(p.peek());
+        return p.err(format!("unexpected {found}"));
+    }
+    Ok(p.nodes)
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    toks: Vec<(Tok, usize)>,
+    pos: usize,
+    nodes: Vec<Node>,
+    depth: usize,
+}
+
+type Id = u32;
+
+impl Parser<'_> {
+    fn peek(&self) -> Tok {
+        self.toks[self.pos].0
+    }
+    fn at(&self) -> usize {
+        self.toks[self.pos].1
+    }
+    fn bump(&mut self) -> Tok {
+        let t = self.peek();
+        if t != Tok::End {
+            self.pos += 1;
+        }
+        t
+    }
+    fn err<T>(&self, message: impl Into<String>) -> Result<T> {
+        Err(syntax(self.src, self.at(), message.into()))
+    }
+    fn describe(&self, t: Tok) -> String {
+        match t {
+            Tok::Int(v) => format!("number {v}"),
+            Tok::Float(v) => format!("number {v}"),
+            Tok::Ident(a, b) => format!("name '{}'", &self.src[a..b]),
+            Tok::Op(o) => format!("'{o}'"),
+            Tok::LParen => "'('".into(),
+            Tok::RParen => "')'".into(),
+            Tok::Comma => "','".into(),
+            Tok::End => "end of expression".into(),
+        }
+    }
+
+    fn push(&mut self, kind: Kind, args: &[Id], pos: usize) -> Id {
+        let mut a = [0; 3];
+        a[..args.len()].copy_from_slice(args);
+        self.nodes.push(Node { kind, args: a, arity: args.len(), pos });
+        (self.nodes.len() - 1) as Id
+    }
+
+    fn comparison(&mut self) -> Result<Id> {
+        let first = self.bit_or()?;
+        let mut lhs = first;
+        let mut chain: Option<Id> = None;
+        loop {
+            let pos = self.at();
+            let f = match self.peek() {
+                Tok::Op("<") => Fun::Lt,
+                Tok::Op("<=") => Fun::Le,
+                Tok::Op(">") => Fun::Gt,
+                Tok::Op(">=") => Fun::Ge,
+                Tok::Op("==") => Fun::Eq,
+                Tok::Op("!=") => Fun::Ne,
+                _ => return Ok(chain.unwrap_or(first)),
+            };
+            self.bump();
+            let rhs = self.bit_or()?;
+            let cmp = self.push(Kind::Op(f), &[lhs, rhs], pos);
+            // Python: `a < b < c` is `a < b and b < c`, with b evaluated once.
+            chain = Some(match chain {
+                None => cmp,
+                Some(prev) => self.push(Kind::Op(Fun::BitAnd), &[prev, cmp], pos),
+            });
+            lhs = rhs;
+        }
+    }
+
+    fn left_assoc(&mut self, ops: &[(&'static str, Fun)], next: fn(&mut Self) -> Result<Id>) -> Result<Id> {
+        let mut lhs = next(self)?;
+        loop {
+            let pos = self.at();
+            let Some(&(_, f)) = ops.iter().find(|(o, _)| self.peek() == Tok::Op(o)) else {
+                return Ok(lhs);
+            };
+            self.bump();
+            let rhs = next(self)?;
+            lhs = self.push(Kind::Op(f), &[lhs, rhs], pos);
+        }
+    }
+
+    fn bit_or(&mut self) -> Result<Id> {
+        self.left_assoc(&[("|", Fun::BitOr)], Self::bit_xor)
+    }
+    fn bit_xor(&mut self) -> Result<Id> {
+        self.left_assoc(&[("^", Fun::BitXor)], Self::bit_and)
+    }
+    fn bit_and(&mut self) -> Result<Id> {
+        self.left_assoc(&[("&", Fun::BitAnd)], Self::arith)
+    }
+    fn arith(&mut self) -> Result<Id> {
+        self.left_assoc(&[("+", Fun::Add), ("-", Fun::Sub)], Self::term)
+    }
+    fn term(&mut self) -> Result<Id> {
+        self.left_assoc(&[("*", Fun::Mul), ("/", Fun::Div), ("//", Fun::FloorDiv), ("%", Fun::Mod)], Self::factor)
+    }
+
+    /// Every level of recursion passes through here, so this is where depth is bounded.
+    fn factor(&mut self) -> Result<Id> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err(format!(
+                "too many nested parentheses (more than {MAX_DEPTH} levels of parentheses, calls, unary operators or powers)"
+            ));
+        }
+        let pos = self.at();
+        let r = match self.peek() {
+            Tok::Op("-") => {
+                self.bump();
+                let a = self.factor()?;
+                Ok(self.push(Kind::Op(Fun::Neg), &[a], pos))
+            }
+            Tok::Op("~") => {
+                self.bump();
+                let a = self.factor()?;
+                Ok(self.push(Kind::Op(Fun::Invert), &[a], pos))
+            }
+            Tok::Op("+") => {
+                self.bump();
+                self.factor()
+            }
+            _ => self.power(),
+        };
+        self.depth -= 1;
+        r
+    }
+
+    fn power(&mut self) -> Result<Id> {
+        let base = self.atom()?;
+        let pos = self.at();
+        if self.peek() == Tok::Op("**") {
+            self.bump();
+            let exp = self.factor()?; // right-associative; `-x ** 2` is `-(x ** 2)`
+            return Ok(self.push(Kind::Op(Fun::PowOp), &[base, exp], pos));
+        }
+        Ok(base)
+    }
+
+    fn atom(&mut self) -> Result<Id> {
+        let start = self.at();
+        match self.bump() {
+            Tok::Int(v) => Ok(self.push(Kind::Int(v), &[], start)),
+            Tok::Float(v) => Ok(self.push(Kind::Float(v), &[], start)),
+            Tok::LParen => {
+                let e = self.comparison()?;
+                if self.peek() != Tok::RParen {
+                    let found = self.describe(self.peek());
+                    return self.err(format!("expected ')', found {found}"));
+                }
+                self.bump();
+                Ok(e)
+            }
+            Tok::Ident(a, b) => {
+                let name = &self.src[a..b];
+                if self.peek() == Tok::LParen {
+                    return self.call(name, start);
+                }
+                let kind = match name {
+                    "x" => Kind::X,
+                    "i" => Kind::I,
+                    "pi" => Kind::Float(std::f64::consts::PI),
+                    "e" => Kind::Float(std::f64::consts::E),
+                    "inf" => Kind::Float(f64::INFINITY),
+                    "nan" => Kind::Float(f64::NAN),
+                    _ if function(name).is_some() => {
+                        return Err(syntax(self.src, start, format!("function '{name}' needs arguments: {name}(...)")))
+                    }
+                    _ => return Err(syntax(self.src, start, format!("unknown variable '{name}' (use x or i)"))),
+                };
+                Ok(self.push(kind, &[], start))
+            }
+            t => {
+                self.pos = self.pos.saturating_sub(usize::from(t != Tok::End));
+                let found = self.describe(t);
+                self.err(format!("expected a number, a name or '(', found {found}"))
+            }
+        }
+    }
+
+    fn call(&mut self, name: &str, start: usize) -> Result<Id> {
+        let (f, want) = function(name).ok_or_else(|| syntax(self.src, start, format!("unknown function '{name}'")))?;
+        self.bump(); // '('
+        let mut args = Vec::new();
+        if self.peek() != Tok::RParen {
+            loop {
+                args.push(self.comparison()?);
+                match self.peek() {
+                    Tok::Comma => {
+                        self.bump();
+                    }
+                    Tok::RParen => break,
+                    t => {
+                        let found = self.describe(t);
+                        return self.err(format!("expected ',' or ')', found {found}"));
+                    }
+                }
+            }
+        }
+        self.bump(); // ')'
+        if args.len() != want {
+            let s = if want == 1 { "" } else { "s" };
+            return Err(syntax(self.src, start, format!("{name}() takes {want} argument{s}, got {}", args.len())));
+        }
+        Ok(self.push(Kind::Op(f), &args, start))
+    }
+}

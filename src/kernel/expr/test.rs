@@ -1,0 +1,178 @@
+#![cfg(test)]
+//! Unit tests of the expression compiler and evaluator. The expected values are numpy 2.4's;
+//! tests/numpy_diff.rs checks random expressions against numpy itself.
+
+use super::*;
+
+/// Evaluates `src` over `xs` (input type `In`) and returns the output dtype and values as f64.
+fn run<In: Num>(src: &str, xs: &[In]) -> (Dtype, Vec<f64>) {
+    let prog = Program::compile_for(src, In::DTYPE).unwrap_or_else(|e| panic!("{src}: {e}"));
+    let d = prog.output_dtype();
+    let spec_out = |f: &dyn Fn(&Program) -> Vec<f64>| f(&prog);
+    let vals = spec_out(&|p: &Program| match p.output_dtype() {
+        Dtype::Bool => out::<In, u8>(p, xs).into_iter().map(f64::from).collect(),
+        Dtype::I8 => out::<In, i8>(p, xs).into_iter().map(f64::from).collect(),
+        Dtype::I16 => out::<In, i16>(p, xs).into_iter().map(f64::from).collect(),
+        Dtype::I32 => out::<In, i32>(p, xs).into_iter().map(f64::from).collect(),
+        Dtype::I64 => out::<In, i64>(p, xs).into_iter().map(|v| v as f64).collect(),
+        Dtype::U8 => out::<In, u8>(p, xs).into_iter().map(f64::from).collect(),
+        Dtype::U16 => out::<In, u16>(p, xs).into_iter().map(f64::from).collect(),
+        Dtype::U32 => out::<In, u32>(p, xs).into_iter().map(f64::from).collect(),
+        Dtype::U64 => out::<In, u64>(p, xs).into_iter().map(|v| v as f64).collect(),
+        Dtype::F16 => out::<In, half::f16>(p, xs).into_iter().map(f64::from).collect(),
+        Dtype::F32 => out::<In, f32>(p, xs).into_iter().map(f64::from).collect(),
+        Dtype::F64 => out::<In, f64>(p, xs),
+    });
+    (d, vals)
+}
+
+fn out<In: Num, Out: Num>(p: &Program, xs: &[In]) -> Vec<Out> {
+    let mut ys = vec![Out::zeroed(); xs.len()];
+    p.eval_slice(xs, &mut ys, 0).unwrap();
+    ys
+}
+
+fn f64s(src: &str, x: f64) -> f64 {
+    run(src, &[x]).1[0]
+}
+
+#[test]
+fn precedence_and_associativity_follow_python() {
+    assert_eq!(f64s("1 + 2 * 3 + x", 0.0), 7.0);
+    assert_eq!(f64s("-x ** 2", 3.0), -9.0);
+    assert_eq!(f64s("2 ** 3 ** 2 + x", 0.0), 512.0);
+    assert_eq!(f64s("(1 + 2) * x", 3.0), 9.0);
+    assert_eq!(f64s("x - 1 - 1", 5.0), 3.0);
+    assert_eq!(f64s("x // 2", 7.0), 3.0);
+}
+
+#[test]
+fn chained_comparisons_mean_and_and_give_bool() {
+    let (d, v) = run("0 < x < 2", &[-1.0f64, 1.0, 3.0]);
+    assert_eq!(d, Dtype::Bool);
+    assert_eq!(v, [0.0, 1.0, 0.0], "(0 < x) & (x < 2), not ((0 < x) < 2)");
+    let (d, v) = run("(x > 0) & (x < 2) | (x == 5)", &[1.0f64, 5.0, 3.0]);
+    assert_eq!((d, v), (Dtype::Bool, vec![1.0, 1.0, 0.0]));
+    let (_, v) = run("~(x > 0)", &[1.0f64, -1.0]);
+    assert_eq!(v, [0.0, 1.0]);
+    let msg = Program::compile("x & 1.5").unwrap_err().to_string();
+    assert!(msg.contains("bitwise_and"), "{msg}");
+}
+
+#[test]
+fn integers_stay_integers_and_wrap_like_numpy() {
+    let big = (1i64 << 53) + 1;
+    let p = Program::compile_for("x + 1", Dtype::I64).unwrap();
+    assert_eq!(p.output_dtype(), Dtype::I64);
+    assert_eq!(out::<i64, i64>(&p, &[big]), [big + 1], "no trip through f64");
+    let (d, v) = run("x + 1", &[255u8]);
+    assert_eq!((d, v), (Dtype::U8, vec![0.0]), "uint8 wraps");
+    let (d, v) = run("x // 0 + x % 0", &[7i32]);
+    assert_eq!((d, v), (Dtype::I32, vec![0.0]));
+    assert_eq!(run("x / 2", &[7i32]), (Dtype::F64, vec![3.5]));
+    assert_eq!(run("sqrt(x)", &[4u8]).0, Dtype::F16);
+    assert_eq!(run("sqrt(x)", &[4i16]).0, Dtype::F32);
+    assert_eq!(run("x * 0.5", &[3.0f32]).0, Dtype::F32, "weak float keeps float32");
+    assert_eq!(run("x * 0.5", &[3i32]).0, Dtype::F64);
+    assert_eq!(run("x + i", &[3u8]).0, Dtype::I64);
+    assert_eq!(run("-x", &[1u8]).1, [255.0]);
+    assert_eq!(run("x ** 3", &[-3i8]).1, [-27.0]);
+    let msg = Program::compile_for("x + 300", Dtype::U8).unwrap_err().to_string();
+    assert!(msg.contains("Python integer 300 out of bounds for uint8"), "{msg}");
+    assert_eq!(run("x < 300", &[7u8]).1, [1.0], "numpy 2 compares out-of-range integers");
+}
+
+#[test]
+fn float_details_follow_numpy() {
+    let v = run("1 / (x % 2)", &[-4.0f64]).1;
+    assert_eq!(v, [f64::INFINITY], "a zero remainder takes the divisor's sign");
+    assert_eq!(f64s("x % -3", 7.0), -2.0);
+    assert!(f64s("x + nan", 1.0).is_nan());
+    assert_eq!(f64s("x - inf", 1.0), f64::NEG_INFINITY);
+    assert_eq!(f64s("round(x)", 2.5), 2.0);
+    assert!(f64s("minimum(x, 1)", f64::NAN).is_nan());
+    assert_eq!(f64s("where(x > 1, 10, 20)", 2.0), 10.0);
+    assert_eq!(f64s("clip(x, 0, 1)", 5.0), 1.0);
+    assert_eq!(f64s("arctan2(1, 1) * 4 + x", 0.0), std::f64::consts::PI);
+    assert_eq!(run("isnan(x)", &[f64::NAN, 1.0]), (Dtype::Bool, vec![1.0, 0.0]));
+}
+
+#[test]
+fn every_numexpr_function_name_compiles() {
+    for f in [
+        "arcsin", "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "asin", "acos", "atan", "asinh", "acosh",
+        "atanh", "log1p", "expm1", "trunc", "sign", "isnan", "isinf", "isfinite", "sqrt", "exp", "log", "log10", "sin",
+        "cos", "tan", "sinh", "cosh", "tanh", "floor", "ceil", "round", "abs",
+    ] {
+        Program::compile(&format!("{f}(x)")).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+    for f in ["arctan2", "hypot", "fmod", "copysign", "nextafter", "atan2", "pow", "power", "minimum", "maximum"] {
+        Program::compile(&format!("{f}(x, 2)")).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+    assert_eq!(f64s("nextafter(x, 2)", 1.0), 1.0 + f64::EPSILON);
+    assert_eq!(f64s("fmod(x, 3)", -7.0), -1.0);
+}
+
+#[test]
+fn deep_nesting_is_an_error_and_long_sums_compile() {
+    let deep = format!("{}x{}", "(".repeat(7000), ")".repeat(7000));
+    let msg = Program::compile(&deep).unwrap_err().to_string();
+    assert!(msg.contains("too many nested parentheses"), "{msg}");
+    let minus = format!("{}x", "-".repeat(100_000));
+    assert!(Program::compile(&minus).unwrap_err().to_string().contains("too many nested"));
+    let ok = format!("{}x{}", "(".repeat(150), ")".repeat(150));
+    assert_eq!(f64s(&ok, 2.0), 2.0);
+    let long = vec!["x"; 3000].join(" + ");
+    let p = Program::compile(&long).unwrap();
+    assert_eq!(out::<f64, f64>(&p, &[1.5]), [4500.0]);
+    assert!(p.n_regs < 8, "registers are reused: {}", p.n_regs);
+}
+
+#[test]
+fn errors_point_at_the_position_and_name_the_unknown() {
+    let msg = |s: &str| Program::compile(s).unwrap_err().to_string();
+    assert!(msg("sqrt(x) * ").contains("column 11"), "{}", msg("sqrt(x) * "));
+    assert!(msg("foo(x)").contains("unknown function 'foo'"));
+    assert!(msg("x + y").contains("unknown variable 'y'"));
+    assert!(msg("x + y").contains("column 5"));
+    assert!(msg("(x + 1").contains("expected ')'"));
+    assert!(msg("x $ 2").contains("unexpected character '$'"));
+    assert!(msg("atan2(x)").contains("takes 2 arguments"));
+    assert!(msg("").contains("empty"));
+}
+
+#[test]
+fn block_evaluation_matches_element_by_element() {
+    let src = "where(x > 500, sqrt(x) * 1.5 + 0.25, sin(x) ** 2 - i % 7)";
+    let prog = Program::compile(src).unwrap();
+    let xs: Vec<f64> = (0..1000).map(|k| k as f64 + 0.5).collect();
+    let mut ys = vec![0f64; xs.len()];
+    prog.eval_slice(&xs, &mut ys, 100).unwrap();
+    for (k, (x, y)) in xs.iter().zip(&ys).enumerate() {
+        let want = if *x > 500.0 { x.sqrt() * 1.5 + 0.25 } else { x.sin() * x.sin() - ((100 + k) % 7) as f64 };
+        assert_eq!(y.to_bits(), want.to_bits(), "{k}");
+    }
+}
+
+#[test]
+fn opcodes_decode_exactly_and_malformed_programs_are_refused() {
+    for op in Op::ALL {
+        assert_eq!(Op::try_from(op as u32), Ok(op));
+    }
+    for code in [0, 5, 9, 18, 39, 44, 48, 49, 67, 69, 76, 79, 81, u32::MAX] {
+        assert_eq!(Op::try_from(code), Err(code), "code {code} is unassigned");
+    }
+    let good = Program::compile("x * 2 + 1").unwrap().to_bytes();
+    assert!(Program::from_bytes(&good).is_some());
+    let mut b = good.clone();
+    b[HEADER..HEADER + 4].copy_from_slice(&49u32.to_le_bytes()); // between ADD..NE: unassigned
+    assert!(Program::from_bytes(&b).is_none());
+    assert!(Program::from_bytes(&good[..10]).is_none());
+    let mut b = good.clone();
+    let last = b.len() - 32;
+    b[last + 8..last + 12].copy_from_slice(&1000u32.to_le_bytes()); // destination out of range
+    assert!(Program::from_bytes(&b).is_none());
+    let mut b = good;
+    b[HEADER + 32 + 4] = 200; // an unknown type code
+    assert!(Program::from_bytes(&b).is_none());
+}
