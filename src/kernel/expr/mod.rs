@@ -28,12 +28,14 @@
 //! Nesting deeper than [`parse::MAX_DEPTH`] levels is refused with an error; length is not
 //! limited (the parser loops over sums and products, and every later pass is a loop).
 //!
-//! Layout: [`parse`] (text to nodes), [`compile`] (types, casts, registers), `elem` (numpy's
-//! per-type semantics), `eval` (the block evaluator).
+//! Layout: [`parse`] (text to nodes), `compile` (types, casts, numpy's loop choice), `alloc`
+//! (registers), `elem` and `float` (numpy's per-type semantics), `eval` (the block evaluator).
 
+mod alloc;
 mod compile;
 mod elem;
 mod eval;
+mod float;
 pub mod parse;
 #[cfg(test)]
 mod test;
@@ -412,7 +414,7 @@ impl Program {
     pub fn compile_for(src: &str, input: Dtype) -> Result<Program> {
         let nodes = parse::parse(src)?;
         let (ins, result) = compile::compile(src, &nodes, input)?;
-        Ok(compile::allocate(ins, result, input))
+        Ok(alloc::allocate(ins, result, input))
     }
 
     /// Parses `src` without compiling it (syntax, names, arity and nesting are checked; types
