@@ -2,7 +2,7 @@
 #![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,9 @@ pub struct MapArgs {
 fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
+
+/// How long a signalled map may take to return after its pool was terminated.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// Elements per worker below which another worker would only add start-up time.
 pub const MIN_ELEMENTS_PER_WORKER: usize = 65_536;
@@ -143,8 +146,9 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
         .map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
     let handle = signals.handle();
     let pool: Arc<OnceLock<Pool>> = Arc::new(OnceLock::new());
+    let finished = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (caught, pool) = (caught.clone(), pool.clone());
+        let (caught, pool, finished) = (caught.clone(), pool.clone(), finished.clone());
         std::thread::Builder::new()
             .name("shmpool-signals".into())
             .spawn(move || {
@@ -153,11 +157,24 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
                     if let Some(p) = pool.get() {
                         p.terminate();
                     }
+                    // Safety net: the map returns once its workers are dead; should it not
+                    // within the grace period, leave anyway. The output has no name yet
+                    // (O_TMPFILE), so exiting leaves nothing on disk, and every segment name
+                    // was unlinked when it was created.
+                    let deadline = Instant::now() + CANCEL_GRACE;
+                    while !finished.load(Ordering::SeqCst) {
+                        if Instant::now() > deadline {
+                            eprintln!("shmpool: stopped by signal {sig}");
+                            std::process::exit(128 + sig);
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
             })
             .map_err(|e| Failure::runtime(format!("cannot start the signal thread: {e}")))?
     };
     let result = map_file(args, &src, output, out_dtype, &spec, workers, &pool, &caught);
+    finished.store(true, Ordering::SeqCst);
     handle.close();
     let _ = watcher.join();
     let sig = caught.load(Ordering::SeqCst);

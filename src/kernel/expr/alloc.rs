@@ -41,7 +41,10 @@ pub(super) fn allocate(ins: Vec<Ins>, result: u32, input: Dtype) -> Program {
             continue;
         }
         let mut i = ins[k];
-        let dst = free.pop().unwrap_or_else(|| {
+        // An invariant is computed in the first block only: its register must be nobody
+        // else's, before or after.
+        let reuse = if invariant[k] { None } else { free.pop() };
+        let dst = reuse.unwrap_or_else(|| {
             n_regs += 1;
             n_regs - 1
         });

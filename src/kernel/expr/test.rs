@@ -176,3 +176,14 @@ fn opcodes_decode_exactly_and_malformed_programs_are_refused() {
     b[HEADER + 32 + 4] = 200; // an unknown type code
     assert!(Program::from_bytes(&b).is_none());
 }
+
+#[test]
+fn constants_survive_every_block() {
+    // The constants of `where` are computed once; no later instruction may reuse their registers.
+    let xs: Vec<f64> = (0..3 * BLOCK + 7).map(|k| k as f64 - 300.0).collect();
+    let (d, v) = run("where(isnan(x / x), 1, 0) + isinf(1 / x) + isfinite(x)", &xs);
+    assert_eq!(d, Dtype::I64);
+    for (x, y) in xs.iter().zip(&v) {
+        assert_eq!(*y, if *x == 0.0 { 3.0 } else { 1.0 }, "x = {x}");
+    }
+}
