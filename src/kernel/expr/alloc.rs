@@ -43,7 +43,8 @@ pub(super) fn allocate(ins: Vec<Ins>, result: u32, input: Dtype) -> Program {
         let mut i = ins[k];
         // An invariant is computed in the first block only: its register must be nobody
         // else's, before or after.
-        let reuse = if invariant[k] { None } else { free.pop() };
+        // The input's register is an alias of the input: nobody else's either.
+        let reuse = if invariant[k] || i.op == Op::LoadX { None } else { free.pop() };
         let dst = reuse.unwrap_or_else(|| {
             n_regs += 1;
             n_regs - 1

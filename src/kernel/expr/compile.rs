@@ -14,6 +14,8 @@ use crate::error::Result;
 /// A value during compilation: a weak Python scalar, or a (virtual) register of a dtype.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Val {
+    /// A Python `bool` (what a comparison of literals gives): weak, of the lowest kind.
+    Bool(bool),
     Int(i128),
     Float(f64),
     Reg(u32, Dtype),
@@ -132,7 +134,7 @@ pub(super) fn compile(src: &str, nodes: &[Node], input: Dtype) -> Result<(Vec<In
             Kind::Float(v) => Val::Float(v),
             Kind::Op(f) => {
                 let args: Vec<Val> = n.args[..n.arity].iter().map(|&a| vals[a as usize]).collect();
-                b.op(f, &args).map_err(|m| syntax(src, n.pos, m))?
+                b.op(f, &args, n.call).map_err(|m| syntax(src, n.pos, m))?
             }
         };
         vals.push(v);
@@ -141,6 +143,7 @@ pub(super) fn compile(src: &str, nodes: &[Node], input: Dtype) -> Result<(Vec<In
     // A literal-only expression is a Python scalar; broadcast it as numpy would store it.
     let result = match root {
         Val::Reg(r, _) => r,
+        Val::Bool(_) => b.reg(root, Dtype::Bool).map_err(|m| syntax(src, 0, m))?,
         Val::Int(_) => b.reg(root, Dtype::I64).map_err(|m| syntax(src, 0, m))?,
         Val::Float(_) => b.reg(root, Dtype::F64).map_err(|m| syntax(src, 0, m))?,
     };
@@ -180,9 +183,15 @@ impl Builder {
 
     /// The bits of a weak scalar converted to `d` (numpy refuses an integer out of bounds).
     fn imm(&self, v: Val, d: Dtype) -> std::result::Result<u64, String> {
+        self.imm_checked(v, d, true)
+    }
+
+    /// As `imm`; `check: false` wraps an out-of-bounds integer as a C cast (np.where does).
+    fn imm_checked(&self, v: Val, d: Dtype, check: bool) -> std::result::Result<u64, String> {
         let hub = match v {
+            Val::Bool(b) => Hub::Int(i128::from(b)),
             Val::Int(k) => {
-                if d.is_int() {
+                if check && d.is_int() {
                     let (lo, hi) = int_range(d);
                     if k < lo || k > hi {
                         return Err(format!("Python integer {k} out of bounds for {d}"));
@@ -215,6 +224,17 @@ impl Builder {
         }
     }
 
+    /// As `reg`, wrapping an out-of-bounds Python integer instead of refusing it.
+    fn reg_wrapping(&mut self, v: Val, d: Dtype) -> std::result::Result<u32, String> {
+        match v {
+            Val::Int(_) => {
+                let bits = self.imm_checked(v, d, false)?;
+                Ok(self.push(Op::Const, d, d, &[], bits))
+            }
+            other => self.reg(other, d),
+        }
+    }
+
     fn opnd(&mut self, v: Val, d: Dtype) -> std::result::Result<Opnd, String> {
         match v {
             Val::Reg(..) => Ok(Opnd::R(self.reg(v, d)?)),
@@ -229,16 +249,17 @@ impl Builder {
         let wint = args.iter().any(|v| matches!(v, Val::Int(_)));
         match strong {
             None if wfloat => Dtype::F64,
-            None => Dtype::I64,
+            None if wint => Dtype::I64,
+            None => Dtype::Bool,
             Some(s) if wfloat && !s.is_float() => Dtype::F64,
             Some(Dtype::Bool) if wint => Dtype::I64,
             Some(s) => s,
         }
     }
 
-    fn op(&mut self, f: Fun, args: &[Val]) -> std::result::Result<Val, String> {
+    fn op(&mut self, f: Fun, args: &[Val], call: bool) -> std::result::Result<Val, String> {
         let all_weak = args.iter().all(|v| !matches!(v, Val::Reg(..)));
-        if all_weak {
+        if all_weak && !call {
             if let Some(v) = python(f, args)? {
                 return Ok(v);
             }
@@ -248,10 +269,10 @@ impl Builder {
         let args: Vec<Val> = if all_weak {
             let d = Self::common(args);
             let d = if args.len() == 1 {
-                if matches!(args[0], Val::Float(_)) {
-                    Dtype::F64
-                } else {
-                    Dtype::I64
+                match args[0] {
+                    Val::Float(_) => Dtype::F64,
+                    Val::Bool(_) => Dtype::Bool,
+                    _ => Dtype::I64,
                 }
             } else {
                 d
@@ -267,8 +288,11 @@ impl Builder {
         match f {
             Fun::Where => return self.where_(&args),
             Fun::Clip => {
-                let m = self.op(Fun::Max, &[args[0], clip_bound(args[1], &args)])?;
-                return self.op(Fun::Min, &[m, clip_bound(args[2], &args)]);
+                let d = Self::common(&args);
+                let x = self.reg(args[0], d)?;
+                let lo = self.reg(clip_bound(args[1], &args), d)?;
+                let hi = self.reg(clip_bound(args[2], &args), d)?;
+                return Ok(Val::Reg(self.push(Op::Clip, d, d, &[Opnd::R(x), Opnd::R(lo), Opnd::R(hi)], 0), d));
             }
             _ => {}
         }
@@ -314,6 +338,11 @@ impl Builder {
 
     fn binary(&mut self, f: Fun, a: Val, b: Val, d: Dtype) -> std::result::Result<Val, String> {
         use Dtype::Bool;
+        // numpy's `**` computes `array ** 2` as np.square, whose bool loop is int8.
+        if let (Fun::PowOp, Val::Reg(_, Bool), Val::Int(2)) = (f, a, b) {
+            let r = self.reg(a, Dtype::I8)?;
+            return self.emit2(Op::Mul, Dtype::I8, Val::Reg(r, Dtype::I8), Val::Reg(r, Dtype::I8));
+        }
         let cmp = match f {
             Fun::Lt => Some(Op::Lt),
             Fun::Le => Some(Op::Le),
@@ -412,6 +441,7 @@ impl Builder {
             Val::Reg(..) => self.reg(args[0], Dtype::Bool)?,
             weak => {
                 let truthy = match weak {
+                    Val::Bool(b) => b,
                     Val::Int(k) => k != 0,
                     Val::Float(f) => f != 0.0,
                     Val::Reg(..) => unreachable!("matched above"),
@@ -420,8 +450,8 @@ impl Builder {
             }
         };
         let d = Self::common(&args[1..]);
-        let a = self.reg(args[1], d)?;
-        let b = self.reg(args[2], d)?;
+        let a = self.reg_wrapping(args[1], d)?;
+        let b = self.reg_wrapping(args[2], d)?;
         Ok(Val::Reg(self.push(Op::Where, d, d, &[Opnd::R(cond), Opnd::R(a), Opnd::R(b)], 0), d))
     }
 }
@@ -489,14 +519,30 @@ fn float_fn(f: Fun) -> Option<Op> {
 /// Python's own arithmetic on literals (`2 * 3`, `-1`, `1 / 3`, `2 ** -1`): the result stays a
 /// weak scalar. `None` for functions, which numpy evaluates.
 fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, String> {
+    // A Python bool is an int in arithmetic; only `& | ^` of two bools stay bools.
+    if let [Val::Bool(a), Val::Bool(b)] = args {
+        match f {
+            Fun::BitAnd => return Ok(Some(Val::Bool(a & b))),
+            Fun::BitOr => return Ok(Some(Val::Bool(a | b))),
+            Fun::BitXor => return Ok(Some(Val::Bool(a ^ b))),
+            _ => {}
+        }
+    }
+    let as_int = |v: &Val| match *v {
+        Val::Bool(b) => Val::Int(i128::from(b)),
+        other => other,
+    };
+    let args: Vec<Val> = args.iter().map(as_int).collect();
+    let args = args.as_slice();
     let fl = |v: Val| match v {
+        Val::Bool(b) => f64::from(u8::from(b)),
         Val::Int(k) => k as f64,
         Val::Float(x) => x,
         Val::Reg(..) => f64::NAN,
     };
     let too_big = || "integer constant is too large".to_string();
     let zero = || "division by zero in a constant (Python raises ZeroDivisionError)".to_string();
-    let b2i = |b: bool| Val::Int(i128::from(b));
+    let b2i = Val::Bool;
     let v = match (f, args) {
         (Fun::Neg, [Val::Int(a)]) => Val::Int(a.checked_neg().ok_or_else(too_big)?),
         (Fun::Neg, [Val::Float(a)]) => Val::Float(-a),

@@ -193,6 +193,15 @@ fn exec(ins: &Ins, d: &mut [u8], s: [&[u8]; 3], n: usize, first: u64) {
                 d[k] = if c[k].truthy() { x[k] } else { y[k] };
             }
         }),
+        // numpy's clip keeps x when it is not strictly outside (so -0.0 stays -0.0) and NaN.
+        Op::Clip => with_reg_type!(ins.ty, T => {
+            let d = view_mut::<T>(d, n);
+            let (x, lo, hi) = (view::<T>(s[0], n), view::<T>(s[1], n), view::<T>(s[2], n));
+            for k in 0..n {
+                let t = if x[k] < lo[k] { lo[k] } else { x[k] };
+                d[k] = if t > hi[k] { hi[k] } else { t };
+            }
+        }),
     }
 }
 

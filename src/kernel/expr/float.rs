@@ -47,8 +47,21 @@ trait FloatOps: Copy + PartialOrd {
     fn c_copysign(self, b: Self) -> Self;
 }
 
+/// The C library's inverse hyperbolic functions: Rust's own `asinh`, `acosh`, `atanh` take
+/// other formulas (`asinh(f64::MAX)` overflows to inf there; numpy, through libm, gives 710.5).
+mod c {
+    extern "C" {
+        pub fn asinh(x: f64) -> f64;
+        pub fn acosh(x: f64) -> f64;
+        pub fn atanh(x: f64) -> f64;
+        pub fn asinhf(x: f32) -> f32;
+        pub fn acoshf(x: f32) -> f32;
+        pub fn atanhf(x: f32) -> f32;
+    }
+}
+
 macro_rules! float_elem {
-    ($t:ty, $bits:ty) => {
+    ($t:ty, $bits:ty, $asinh:ident, $acosh:ident, $atanh:ident) => {
         impl FloatOps for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -258,15 +271,21 @@ macro_rules! float_elem {
             }
             #[inline]
             fn asinh(self) -> Self {
-                <$t>::asinh(self)
+                // SAFETY: a C99 <math.h> function of one floating-point value: no pointers,
+                // no global state but errno, safe from any thread.
+                unsafe { c::$asinh(self) }
             }
             #[inline]
             fn acosh(self) -> Self {
-                <$t>::acosh(self)
+                // SAFETY: a C99 <math.h> function of one floating-point value: no pointers,
+                // no global state but errno, safe from any thread.
+                unsafe { c::$acosh(self) }
             }
             #[inline]
             fn atanh(self) -> Self {
-                <$t>::atanh(self)
+                // SAFETY: a C99 <math.h> function of one floating-point value: no pointers,
+                // no global state but errno, safe from any thread.
+                unsafe { c::$atanh(self) }
             }
             #[inline]
             fn atan2(self, b: Self) -> Self {
@@ -305,8 +324,8 @@ macro_rules! float_elem {
         }
     };
 }
-float_elem!(f32, u32);
-float_elem!(f64, u64);
+float_elem!(f32, u32, asinhf, acoshf, atanhf);
+float_elem!(f64, u64, asinh, acosh, atanh);
 
 macro_rules! via_f32 {
     ($($name:ident),*) => {$(

@@ -170,10 +170,11 @@ pub(super) enum Op {
     Eq = 74,
     Ne = 75,
     Where = 80,
+    Clip = 81,
 }
 
 impl Op {
-    const ALL: [Op; 58] = [
+    const ALL: [Op; 59] = [
         Op::LoadX,
         Op::LoadI,
         Op::Const,
@@ -232,13 +233,14 @@ impl Op {
         Op::Eq,
         Op::Ne,
         Op::Where,
+        Op::Clip,
     ];
 
     /// Register operands read.
     fn arity(self) -> usize {
         match self {
             Op::LoadX | Op::LoadI | Op::Const => 0,
-            Op::Where => 3,
+            Op::Where | Op::Clip => 3,
             op if (op as u32) < Op::Add as u32 => 1,
             _ => 2,
         }
@@ -293,7 +295,8 @@ impl Op {
             | Op::Pow
             | Op::Min
             | Op::Max
-            | Op::Where => Some(ty),
+            | Op::Where
+            | Op::Clip => Some(ty),
         }
     }
 }

@@ -175,6 +175,8 @@ pub(super) struct Node {
     pub args: [u32; 3],
     pub arity: usize,
     pub pos: usize,
+    /// Written as a function call (`negative(1)` is numpy's, `-1` is Python's).
+    pub call: bool,
 }
 
 pub(super) fn syntax(src: &str, pos: usize, message: String) -> Error {
@@ -319,7 +321,7 @@ impl Parser<'_> {
     fn push(&mut self, kind: Kind, args: &[Id], pos: usize) -> Id {
         let mut a = [0; 3];
         a[..args.len()].copy_from_slice(args);
-        self.nodes.push(Node { kind, args: a, arity: args.len(), pos });
+        self.nodes.push(Node { kind, args: a, arity: args.len(), pos, call: false });
         (self.nodes.len() - 1) as Id
     }
 
@@ -485,6 +487,8 @@ impl Parser<'_> {
             let s = if want == 1 { "" } else { "s" };
             return Err(syntax(self.src, start, format!("{name}() takes {want} argument{s}, got {}", args.len())));
         }
-        Ok(self.push(Kind::Op(f), &args, start))
+        let id = self.push(Kind::Op(f), &args, start);
+        self.nodes[id as usize].call = true;
+        Ok(id)
     }
 }
