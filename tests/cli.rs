@@ -52,7 +52,239 @@ fn bench_quick_prints_every_workload_with_baselines() {
     let o = shmpool(&["bench", "--quick", "--runs", "1", "--json"]);
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for needle in ["W1 sqrt", "W2 64x sin", "single thread", "rayon", "shmpool --expr", "p99_us", "startup"] {
+    for needle in [
+        "W1 sqrt",
+        "W2 64x sin",
+        "sin*cos+exp, expression",
+        "single thread",
+        "rayon",
+        "shmpool --expr",
+        "p99_us",
+        "startup",
+    ] {
         assert!(s.contains(needle), "missing {needle}: {s}");
     }
+}
+
+fn gen(dir: &std::path::Path, name: &str, args: &[&str]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    let mut a = vec!["gen", p.to_str().unwrap()];
+    a.extend_from_slice(args);
+    let o = shmpool(&a);
+    assert!(o.status.success(), "gen {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    p
+}
+
+fn read_f64(path: &std::path::Path) -> (Vec<u64>, Vec<f64>) {
+    // SAFETY: the file is this test's own; nothing else writes or truncates it.
+    let a = unsafe { shmpool::NpyArray::open(path) }.unwrap();
+    (a.shape().to_vec(), a.as_slice::<f64>().unwrap().to_vec())
+}
+
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_expression_starting_with_a_minus_is_the_expression() {
+    let d = tempfile::tempdir().unwrap();
+    let x = gen(d.path(), "x.npy", &["--len", "1000"]);
+    let y = d.path().join("y.npy");
+    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "--expr", "-x**2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, xs) = read_f64(&x);
+    let (_, ys) = read_f64(&y);
+    assert!(xs.iter().zip(&ys).all(|(x, y)| *y == -(x * x)), "-x**2 is -(x**2), as in Python");
+}
+
+#[test]
+fn gen_refuses_overflowing_lengths_and_writes_n_d_shapes() {
+    let d = tempfile::tempdir().unwrap();
+    let big = d.path().join("big.npy");
+    let o = shmpool(&["gen", big.to_str().unwrap(), "--len", "2305843009213693952"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("overflow"));
+    assert!(names(d.path()).is_empty(), "nothing written");
+    let s = gen(d.path(), "s.npy", &["--shape", "1000,37"]);
+    let (shape, xs) = read_f64(&s);
+    assert_eq!(shape, [1000, 37]);
+    assert_eq!(xs[1000 * 37 - 1], ((1000 * 37 - 1) % 1000) as f64 + 0.5);
+}
+
+#[test]
+fn errors_print_their_cause_and_exit_2_for_input_1_while_running() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("missing.npy");
+    let o = shmpool(&["map", missing.to_str().unwrap(), "-o", d.path().join("y.npy").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("missing.npy: No such file or directory (os error 2)"), "{err}");
+    // numpy raises for an integer to a negative integer power: a failure while running.
+    let x = gen(d.path(), "i.npy", &["--len", "100", "--dtype", "int64"]);
+    let o = shmpool(&[
+        "map",
+        x.to_str().unwrap(),
+        "-o",
+        d.path().join("y.npy").to_str().unwrap(),
+        "--expr",
+        "x ** (x - 50)",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("integers to negative integer powers are not allowed"), "{err}");
+    assert_eq!(names(d.path()), ["i.npy"], "no output, no temporary file");
+}
+
+#[test]
+fn progress_prints_plain_lines_when_stderr_is_not_a_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    let x = gen(d.path(), "x.npy", &["--len", "300000"]);
+    let y = d.path().join("y.npy");
+    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "--progress", "-j", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let last = err.lines().filter(|l| l.starts_with("progress:")).last().unwrap_or_else(|| panic!("no line: {err}"));
+    assert!(
+        last.contains("100.0%") && last.contains("300000/300000") && last.contains("Melem/s") && last.contains("ETA"),
+        "{last}"
+    );
+    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap()]);
+    assert!(o.status.success() && o.stderr.is_empty(), "no progress unless asked when not a terminal");
+}
+
+#[test]
+fn more_workers_than_work_stays_quiet_and_quick() {
+    let d = tempfile::tempdir().unwrap();
+    let x = gen(d.path(), "x.npy", &["--len", "100000"]);
+    let y = d.path().join("y.npy");
+    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "-j", "1000"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+    assert!(out.contains("with 2 workers"), "100,000 elements use 2 workers, not 1000: {out}");
+    let help = String::from_utf8_lossy(&shmpool(&["map", "--help"]).stdout).to_string();
+    assert!(help.contains("never starts more workers than it can use"), "{help}");
+}
+
+#[cfg(unix)]
+#[test]
+fn new_outputs_get_np_save_permissions_and_replaced_ones_keep_theirs() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let x = gen(d.path(), "x.npy", &["--len", "1000"]);
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    let map_umask = |umask: &str, out: &std::path::Path, extra: &str| {
+        let cmd = format!(
+            "umask {umask} && exec {:?} map {:?} -o {:?} --quiet {extra}",
+            env!("CARGO_BIN_EXE_shmpool"),
+            x.to_str().unwrap(),
+            out.to_str().unwrap()
+        );
+        let o = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let fresh = d.path().join("fresh.npy");
+    map_umask("027", &fresh, "");
+    assert_eq!(mode(&fresh), 0o640, "0666 & ~umask");
+    let replaced = d.path().join("replaced.npy");
+    std::fs::write(&replaced, b"old").unwrap();
+    std::fs::set_permissions(&replaced, std::fs::Permissions::from_mode(0o600)).unwrap();
+    map_umask("000", &replaced, "");
+    assert_eq!(mode(&replaced), 0o600, "a replaced file keeps its mode");
+    // A symlink at the output path is replaced, never followed: its target is untouched.
+    let victim = d.path().join("victim.npy");
+    std::fs::write(&victim, b"secret").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = d.path().join("link.npy");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    map_umask("022", &link, "");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+    assert_eq!(mode(&victim), 0o600);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_file());
+    assert_eq!(mode(&link), 0o644);
+    // --in-place keeps the input's mode.
+    std::fs::set_permissions(&x, std::fs::Permissions::from_mode(0o604)).unwrap();
+    map_umask("077", &x, "--in-place");
+    assert_eq!(mode(&x), 0o604);
+    let mut left = names(d.path());
+    left.retain(|n| n.starts_with('.'));
+    assert!(left.is_empty(), "no temporary files: {left:?}");
+}
+
+/// Processes whose command line mentions `needle` (the CLI and its forked workers).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn interrupted_map_leaves_nothing(signal: nix::sys::signal::Signal, code: i32) {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let x = gen(d.path(), "x.npy", &["--len", "4000000"]);
+    let y = d.path().join("y.npy");
+    let expr = "sin(x) ** 2 + cos(x) ** 3 + tanh(x) + exp(-x * x) + log1p(x) + arctan(x) + sinh(x / 1000)";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmpool"))
+        .args([
+            "map",
+            x.to_str().unwrap(),
+            "-o",
+            y.to_str().unwrap(),
+            "--progress",
+            "-j",
+            "2",
+            "--chunk-len",
+            "65536",
+            "--expr",
+            expr,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let stderr = child.stderr.take().unwrap();
+    let status = common::watchdog(std::time::Duration::from_secs(120), move || {
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        // The first progress line: the map is running, workers hold chunks.
+        let first = lines.next().expect("a progress line").unwrap();
+        assert!(first.starts_with("progress:"), "{first}");
+        nix::sys::signal::kill(pid, signal).unwrap();
+        for _ in lines {}
+        child.wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(code), "{signal:?}: exit 128 + signal");
+    assert_eq!(names(d.path()), ["x.npy"], "no output and no temporary file");
+    let needle = d.path().to_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_mentioning(&needle).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "workers outlived the CLI: {:?}", processes_mentioning(&needle));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigint_mid_map_exits_130_and_leaves_nothing() {
+    interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_mid_map_exits_143_and_leaves_nothing() {
+    interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGTERM, 143);
+}
+
+#[test]
+fn sighup_mid_map_exits_129_and_leaves_nothing() {
+    interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGHUP, 129);
 }

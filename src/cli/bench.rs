@@ -63,6 +63,24 @@ fn interleaved(runs: usize, cases: &mut [Case<'_>]) -> Result<Vec<f64>, Failure>
     Ok(times.into_iter().map(median).collect())
 }
 
+/// The compute-heavy expression case, `sin(x) * cos(x) + exp(-x * x)`.
+pub const HEAVY_EXPR: &str = "sin(x) * cos(x) + exp(-x * x)";
+
+/// [`HEAVY_EXPR`] compiled, for its same-run ratio with the expression kernel.
+fn heavy_chunk(xs: &[f64], ys: &mut [f64]) {
+    for (y, &x) in ys.iter_mut().zip(xs) {
+        *y = x.sin() * x.cos() + (-x * x).exp();
+    }
+}
+
+/// A throughput workload: W1, W2, or the compute-heavy expression.
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    W1,
+    W2,
+    Heavy,
+}
+
 #[allow(clippy::too_many_arguments)] // one call site per workload; a struct would only rename them
 fn throughput(
     rows: &mut Vec<Row>,
@@ -72,13 +90,17 @@ fn throughput(
     runs: usize,
     name: &'static str,
     n: usize,
-    w2: bool,
+    w: Workload,
 ) -> Result<(), Failure> {
     let mut xs = SharedVec::<f64>::zeroed(n)?;
     workloads::fill_pattern(&mut xs, 0);
     let ys = std::cell::RefCell::new(SharedVec::<f64>::zeroed(n)?);
-    let kernel = if w2 { workloads::w2_chunk } else { workloads::w1_chunk };
-    let expr = Program::compile("sqrt(x) * 1.5 + 0.25")?;
+    let kernel: fn(&[f64], &mut [f64]) = match w {
+        Workload::W1 => workloads::w1_chunk,
+        Workload::W2 => workloads::w2_chunk,
+        Workload::Heavy => heavy_chunk,
+    };
+    let expr = Program::compile(if w == Workload::Heavy { HEAVY_EXPR } else { "sqrt(x) * 1.5 + 0.25" })?;
     let expr_spec = KernelSpec::expr::<f64, f64>(&expr)?;
     let mut cases: Vec<Case<'_>> = vec![
         (
@@ -100,16 +122,21 @@ fn throughput(
             }),
         ),
     ];
-    if w2 {
-        cases.push((
+    match w {
+        Workload::W2 => cases.push((
             format!("shmpool, {j} workers"),
             Box::new(|| Ok(pool.map_into(&xs, &mut ys.borrow_mut(), workloads::w2_chunk)?)),
-        ));
-    } else {
-        cases.push((
+        )),
+        Workload::W1 => cases.push((
             format!("shmpool, {j} workers"),
             Box::new(|| Ok(pool.map_into(&xs, &mut ys.borrow_mut(), workloads::w1_chunk)?)),
-        ));
+        )),
+        Workload::Heavy => cases.push((
+            format!("shmpool, {j} workers"),
+            Box::new(|| Ok(pool.map_into(&xs, &mut ys.borrow_mut(), heavy_chunk)?)),
+        )),
+    }
+    if w != Workload::W2 {
         cases.push((
             format!("shmpool --expr, {j} workers"),
             Box::new(|| Ok(pool.map_into_spec(&xs, &mut ys.borrow_mut(), &expr_spec)?)),
@@ -161,8 +188,9 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         Ok(())
     })?;
 
-    throughput(&mut rows, &pool, &rayon, j, args.runs, "W1 sqrt, memory-bound", n1, false)?;
-    throughput(&mut rows, &pool, &rayon, j, args.runs, "W2 64x sin, compute-bound", n2, true)?;
+    throughput(&mut rows, &pool, &rayon, j, args.runs, "W1 sqrt, memory-bound", n1, Workload::W1)?;
+    throughput(&mut rows, &pool, &rayon, j, args.runs, "W2 64x sin, compute-bound", n2, Workload::W2)?;
+    throughput(&mut rows, &pool, &rayon, j, args.runs, "sin*cos+exp, expression", n2, Workload::Heavy)?;
 
     // Start-up.
     let mut start: Vec<(String, f64)> = Vec::new();
@@ -214,6 +242,11 @@ fn print_table(rows: &[Row], lat: &[(String, [f64; 3])], start: &[(String, f64)]
             "{:<28} {:<28} {:>10.2} {:>12.1} {:>8.2}x {:>8.2}x",
             r.workload, r.variant, r.median_ms, r.melem_s, single, rayon
         );
+    }
+    for r in rows.iter().filter(|r| r.variant.starts_with("shmpool --expr")) {
+        if let Some(c) = rows.iter().find(|c| c.workload == r.workload && c.variant.starts_with("shmpool,")) {
+            println!("{:<28} --expr vs compiled kernel: {:.2}x (same run)", r.workload, c.median_ms / r.median_ms);
+        }
     }
     println!();
     println!("{:<28} {:<28} {:>10} {:>10} {:>10}", "W3 latency, 1024 f64", "variant", "p50 µs", "p99 µs", "p99.9 µs");
