@@ -146,8 +146,7 @@ fn progress_prints_plain_lines_when_stderr_is_not_a_terminal() {
     let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "--progress", "-j", "2"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    let last =
-        err.lines().filter(|l| l.starts_with("progress:")).next_back().unwrap_or_else(|| panic!("no line: {err}"));
+    let last = err.lines().rfind(|l| l.starts_with("progress:")).unwrap_or_else(|| panic!("no line: {err}"));
     assert!(
         last.contains("100.0%") && last.contains("300000/300000") && last.contains("Melem/s") && last.contains("ETA"),
         "{last}"
