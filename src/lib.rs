@@ -30,9 +30,12 @@
 //!
 //! ## Layers
 //!
-//! `error` → `shm` (segments) → `sync` (robust mutex, doorbells) → `ring` (slot table) →
-//! `array` (`SharedVec`) / `kernel` (how functions reach workers) → `worker` (the loop) →
-//! `pool` (the public API and supervisor); `process` is `multiprocessing.Process`.
+//! `error`, `dtype` → `shm` (segments) → `sync` (robust mutex, doorbells) → `ring` (slot
+//! table) → `ipc` (supervisor ↔ worker messages) → `array` (`SharedVec`, `.npy`) / `kernel`
+//! (how functions reach workers) → `worker` (the loop) → `pool` (the public API and
+//! supervisor); `process` is `multiprocessing.Process`. Only the items re-exported here, the
+//! [`kernel`] module (kernel specs and the expression compiler) and [`diagnostics`] are public;
+//! the engine is private.
 //!
 //! ## Safety model
 //!
@@ -59,21 +62,68 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 
-pub mod array;
-pub mod dtype;
-pub mod error;
+mod array;
+pub mod diagnostics;
+mod dtype;
+mod error;
+mod ipc;
 pub mod kernel;
-pub mod pool;
-pub mod process;
-pub mod ring;
-pub mod shm;
-pub mod sync;
+mod pool;
+mod process;
+mod ring;
+mod shm;
+mod sync;
 mod worker;
-pub mod workloads;
 
 pub use array::{NpyArray, NpyOutput, SharedVec};
 pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use kernel::KernelSpec;
-pub use pool::{Pool, PoolBuilder};
+pub use pool::{Pool, PoolBuilder, WorkerDeath};
 pub use process::Process;
+
+/// Hooks for shmpool's own tests (pause points); compiled only with the `testing` feature,
+/// which the test suite enables. Not part of the API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::worker::PausePoint;
+
+    /// The monotonic clock the supervisor stamps deaths with (µs).
+    pub fn now_us() -> u64 {
+        crate::sync::now_us()
+    }
+
+    /// A ring on its own, for the slot round-trip bench.
+    pub struct RingProbe(crate::ring::Ring);
+
+    impl RingProbe {
+        /// A ring of `slots` slots with `payload` inline bytes each.
+        ///
+        /// # Errors
+        ///
+        /// As `Pool::build` for the ring.
+        pub fn new(slots: u32, payload: usize) -> crate::Result<RingProbe> {
+            crate::ring::Ring::create(slots, payload).map(RingProbe)
+        }
+
+        /// One fill → claim → publish → take round trip, each step under the robust mutex as
+        /// the map caller and a worker do it.
+        ///
+        /// # Panics
+        ///
+        /// When a step fails (the bench's ring is private to it, so none can).
+        pub fn round_trip(&self) {
+            use crate::ring::{Descriptor, Status};
+            let d = Descriptor { map_id: 1, len: 1, in_size: 8, out_size: 8, out_off: 1024, ..Descriptor::default() };
+            let mut l = self.0.lock().expect("lock");
+            let (slot, sealed) = l.fill(&d, |_| {}).expect("a free slot");
+            let claim = l.claim(1).expect("a filled slot");
+            drop(l);
+            let mut l = self.0.lock().expect("lock");
+            l.publish(&claim, 1, Status::Ok, "");
+            drop(l);
+            self.0.lock().expect("lock").take(slot, &sealed, |_| {}).expect("a finished slot");
+        }
+    }
+}

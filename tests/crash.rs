@@ -8,10 +8,10 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::workloads::{pattern, w1, w2_chunk};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use shmpool::pool::PausePoint;
-use shmpool::workloads::{pattern, w1, w2_chunk};
+use shmpool::testing::PausePoint;
 use shmpool::{Error, Pool, Process, SharedVec};
 
 fn sigkill(pid: u32) {
@@ -235,11 +235,14 @@ fn corrupted_descriptor_is_reported_as_corrupt_slot() {
             }
             kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
             match h.join().unwrap() {
-                Err(Error::CorruptSlot { reason, .. }) => assert!(reason.contains("integrity"), "{reason}"),
+                Err(Error::CorruptSlot { reason, .. }) => assert!(reason.contains("descriptor"), "{reason}"),
                 other => panic!("expected CorruptSlot, got {other:?}"),
             }
         });
-        assert_w1(&xs, &pool.map(&xs, w1).unwrap());
+        // The workers were killed and reaped before the error came back; the pool is broken.
+        assert!(pool.pids().is_empty());
+        assert!(!common::pid_alive(pid), "worker {pid} outlived a corrupted map");
+        assert!(matches!(pool.map(&xs, w1), Err(Error::PoolBroken { .. })));
     });
 }
 
@@ -260,7 +263,7 @@ fn parent_death(sig: Signal) -> Duration {
         let pool = Pool::new(2).unwrap();
         let xs = SharedVec::from_slice(&w1_input(1000)).unwrap();
         let mut ys = SharedVec::<f64>::zeroed(1000).unwrap();
-        pool.map_into(&xs, &mut ys, shmpool::workloads::w1_chunk).unwrap();
+        pool.map_into(&xs, &mut ys, common::workloads::w1_chunk).unwrap();
         let pids: Vec<String> = pool.pids().iter().map(|p| p.to_string()).collect();
         std::fs::write(&f2, pids.join(" ")).unwrap();
         std::thread::sleep(Duration::from_secs(60));
@@ -318,8 +321,8 @@ fn stale_segments_of_dead_owners_are_swept() {
     dead.join().unwrap();
     let name = format!("shmpool_{}_deadbeef00000000", dead.pid());
     std::fs::write(format!("/dev/shm/{name}"), b"stale").unwrap();
-    assert!(shmpool::shm::stale_segments().iter().any(|s| s.name == name));
-    let removed = shmpool::shm::sweep_stale();
+    assert!(shmpool::diagnostics::stale_segments().iter().any(|s| s.name == name));
+    let removed = shmpool::diagnostics::sweep_stale();
     assert!(removed.iter().any(|s| s.name == name));
     assert!(!std::path::Path::new(&format!("/dev/shm/{name}")).exists());
 }
@@ -363,7 +366,7 @@ struct ChaosReport {
 fn chaos(n: usize, stop: impl Fn(&ChaosReport) -> bool, seed: u64) -> ChaosReport {
     let pool = Pool::builder().workers(2).chunk_len(50_000).max_attempts(1000).build().unwrap();
     let mut xs = pool.alloc::<f64>(n).unwrap();
-    shmpool::workloads::fill_pattern(&mut xs, 0);
+    common::workloads::fill_pattern(&mut xs, 0);
     let mut ys = pool.alloc::<f64>(n).unwrap();
     let done = AtomicBool::new(false);
     let kills = AtomicU64::new(0);
@@ -386,7 +389,7 @@ fn chaos(n: usize, stop: impl Fn(&ChaosReport) -> bool, seed: u64) -> ChaosRepor
                 }
                 let victim = pids[(r as usize / 7) % pids.len()];
                 let t = Instant::now();
-                kill_times.push((victim, shmpool::ring::now_us()));
+                kill_times.push((victim, shmpool::testing::now_us()));
                 sigkill(victim);
                 kills.fetch_add(1, Ordering::Relaxed);
                 // Time until the victim is replaced (pids full again without it).
@@ -402,14 +405,14 @@ fn chaos(n: usize, stop: impl Fn(&ChaosReport) -> bool, seed: u64) -> ChaosRepor
             (replace_us, kill_times)
         });
         let mut want = vec![0.0; n];
-        shmpool::workloads::w1_chunk(&xs, &mut want);
+        common::workloads::w1_chunk(&xs, &mut want);
         loop {
             report.kills = kills.load(Ordering::Relaxed);
             if stop(&report) {
                 break;
             }
             ys.fill(0.0);
-            pool.map_into(&xs, &mut ys, shmpool::workloads::w1_chunk).expect("map failed under chaos");
+            pool.map_into(&xs, &mut ys, common::workloads::w1_chunk).expect("map failed under chaos");
             report.maps += 1;
             if want.iter().zip(ys.iter()).any(|(a, b)| a.to_bits() != b.to_bits()) {
                 report.wrong += 1;
@@ -423,7 +426,7 @@ fn chaos(n: usize, stop: impl Fn(&ChaosReport) -> bool, seed: u64) -> ChaosRepor
     let log = pool.death_log();
     report.detect_us = kill_times
         .iter()
-        .filter_map(|(pid, at)| log.iter().find(|d| d.0 == *pid).map(|d| d.2.saturating_sub(*at)))
+        .filter_map(|(pid, at)| log.iter().find(|d| d.pid == *pid).map(|d| d.detected_at_us.saturating_sub(*at)))
         .collect();
     report
 }

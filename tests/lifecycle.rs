@@ -77,11 +77,3 @@ fn a_pool_survives_the_thread_that_created_it() {
     assert!(pids.iter().all(|&p| common::pid_alive(p)), "workers died with their creating thread");
     assert_eq!(pool.map(&[1i16, 2], |x: i16| -x).unwrap(), [-1, -2]);
 }
-
-#[test]
-fn header_validation_rejects_foreign_segments() {
-    use shmpool::shm::{Segment, SegmentKind};
-    let seg = Segment::create(SegmentKind::Array, 4096, 8, 0).unwrap();
-    let fd = seg.fd().try_clone_to_owned().unwrap();
-    assert!(matches!(Segment::from_fd(fd, SegmentKind::Ring), Err(shmpool::Error::IncompatibleSegment { .. })));
-}

@@ -13,10 +13,10 @@ use crate::shm::{Segment, SegmentKind};
 /// Refuses a view of `dtype` elements as `T` when their sizes differ.
 fn check_elem<T: Pod>(dtype: Dtype) -> Result<()> {
     if std::mem::size_of::<T>() != dtype.size() {
-        return Err(crate::Error::InvalidConfig(format!(
-            "array holds {dtype}, not {}-byte elements",
-            std::mem::size_of::<T>()
-        )));
+        return Err(crate::Error::TypeMismatch {
+            kernel: format!("{}-byte elements ({})", std::mem::size_of::<T>(), std::any::type_name::<T>()),
+            data: dtype.to_string(),
+        });
     }
     Ok(())
 }

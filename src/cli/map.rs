@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::workloads::{self, W1_LEN};
 use shmpool::kernel::expr::Program;
-use shmpool::workloads::{self, W1_LEN};
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
 
 use super::Failure;

@@ -61,7 +61,10 @@ impl Failure {
 impl From<shmpool::Error> for Failure {
     fn from(e: shmpool::Error) -> Self {
         let code = match e {
-            shmpool::Error::InvalidConfig(_)
+            shmpool::Error::InvalidOption { .. }
+            | shmpool::Error::TypeMismatch { .. }
+            | shmpool::Error::TooLarge { .. }
+            | shmpool::Error::Aliased { .. }
             | shmpool::Error::LengthMismatch { .. }
             | shmpool::Error::InvalidExpression { .. }
             | shmpool::Error::BadNpy { .. }
@@ -97,16 +100,16 @@ pub fn main() -> i32 {
 }
 
 fn info(clean: bool) -> Result<(), Failure> {
-    let (size, free) = shmpool::shm::shm_capacity()?;
+    let (size, free) = shmpool::diagnostics::shm_capacity().map(|c| (c.total, c.free))?;
     println!("/dev/shm: {} total, {} free", human(size), human(free));
-    let all = shmpool::shm::list_segments();
-    let stale = shmpool::shm::stale_segments();
+    let all = shmpool::diagnostics::segments();
+    let stale = shmpool::diagnostics::stale_segments();
     println!("shmpool segments: {} ({} of dead owners)", all.len(), stale.len());
     for s in &stale {
         println!("  stale {} (owner pid {}, {})", s.name, s.owner_pid, human(s.size));
     }
     if clean {
-        let removed = shmpool::shm::sweep_stale();
+        let removed = shmpool::diagnostics::sweep_stale();
         println!("removed {} stale segments", removed.len());
     }
     Ok(())

@@ -1,4 +1,5 @@
 //! The types of the slot table: states, statuses, headers and descriptors, all `#[repr(C)]`.
+#![deny(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -22,7 +23,7 @@ use bytemuck::{Pod, Zeroable};
 /// slots, which the supervisor requeues).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum SlotState {
+pub(crate) enum SlotState {
     /// Owned by the map caller; may be filled.
     Free = 0,
     /// Holds a descriptor waiting for a worker.
@@ -49,7 +50,7 @@ impl TryFrom<u32> for SlotState {
 /// How a DONE slot ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum Status {
+pub(crate) enum Status {
     /// The kernel ran; the output range holds its result.
     Ok = 0,
     /// The kernel panicked; the slot message holds the panic message.
@@ -79,7 +80,7 @@ impl TryFrom<u32> for Status {
 /// The bookkeeping words of one slot. Every field is written only under the ring mutex
 /// (Relaxed: the mutex's acquire/release orders them), `state` last.
 #[repr(C, align(64))]
-pub struct SlotHeader {
+pub(crate) struct SlotHeader {
     /// [`SlotState`] as an integer.
     pub state: AtomicU32,
     /// Pid of the claimer (CLAIMED), or of the last claimer (DONE).
@@ -98,6 +99,10 @@ pub struct SlotHeader {
     pub claimed_at_us: AtomicU64,
     /// Bumped on every claim; a publish must present the generation it claimed.
     pub generation: AtomicU64,
+    /// Keyed hash of (slot, generation, map, status, signal, attempt, descriptor MAC), written
+    /// with the DONE state by whoever finished the chunk and checked by the map caller before it
+    /// trusts the result: a stray write that turns a slot DONE cannot forge it.
+    pub stamp: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<SlotHeader>() == 64);
@@ -105,16 +110,16 @@ const _: () = assert!(std::mem::size_of::<SlotHeader>() == 64);
 /// What a chunk is: kernel, parameter block, input and output ranges. Written by the map
 /// caller while the slot is FREE, read (copied) by the claimer, never changed in between.
 ///
-/// Segment ids are the caller's process-unique [`crate::shm::Segment::id`]s; id 0 means the
+/// Segment ids are the caller's process-unique `Segment::id`s; id 0 means the
 /// slot's inline payload. Offsets are bytes into the segment's data area (or the payload).
 /// `mac` is a keyed hash of every other field and the slot index, with a key that only the
 /// pool's processes hold, so shared memory alone cannot forge a descriptor.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct Descriptor {
+pub(crate) struct Descriptor {
     /// The map this chunk belongs to.
     pub map_id: u64,
-    /// Trampoline address (see [`crate::kernel::KernelRef`]).
+    /// Trampoline address (see `kernel::KernelRef`).
     pub kernel_addr: u64,
     /// Keyed tag of the trampoline address.
     pub kernel_tag: u64,
@@ -138,11 +143,13 @@ pub struct Descriptor {
     pub out_size: u32,
     /// Integrity tag over all other fields and the slot index.
     pub mac: u64,
+    /// Segment holding a parameter block too large for the payload (0: at payload offset 0).
+    pub params_seg: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 3],
 }
 
 const _: () = assert!(std::mem::size_of::<Descriptor>() == 128);
 
 /// Bytes of panic message a slot can carry.
-pub const MESSAGE_CAP: usize = 192;
+pub(crate) const MESSAGE_CAP: usize = 192;
