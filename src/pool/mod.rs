@@ -220,6 +220,14 @@ impl Pool {
         self.shared.ring.segment().fd()
     }
 
+    /// Test hook: where each slot starts in the ring segment (bytes from the start of the
+    /// mapping): a 64-byte slot header (state word first), then the 128-byte descriptor.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn slot_offsets_for_test(&self) -> Vec<usize> {
+        self.shared.ring.slot_offsets_for_test()
+    }
+
     /// Applies an element kernel to every element; results keep the input's order.
     ///
     /// `f` is a plain `fn` item or a closure that captures nothing (use [`Pool::map_with`]

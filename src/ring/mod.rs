@@ -229,6 +229,12 @@ impl Ring {
         self.payload_cap
     }
 
+    /// Offsets of the slots from the start of the mapping (tests that scribble on the ring).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn slot_offsets_for_test(&self) -> Vec<usize> {
+        (0..self.slots).map(|s| crate::shm::DATA_OFFSET + self.slot_offset(s)).collect()
+    }
+
     fn slot_offset(&self, slot: u32) -> usize {
         debug_assert!(slot < self.slots);
         HEADER_LEN + slot as usize * self.stride
