@@ -16,27 +16,14 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use crate::error::{Error, Result};
 use crate::shm::FileArea;
 
+u32_enum! {
 /// Operation codes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
 enum Op {
     Need = 1,
     Add = 2,
     Forget = 3,
     Missing = 4,
 }
-
-impl TryFrom<u32> for Op {
-    type Error = Error;
-    fn try_from(v: u32) -> Result<Op> {
-        match v {
-            1 => Ok(Op::Need),
-            2 => Ok(Op::Add),
-            3 => Ok(Op::Forget),
-            4 => Ok(Op::Missing),
-            other => Err(Error::Protocol { what: "operation code", value: u64::from(other) }),
-        }
-    }
 }
 
 /// Bit 0 of [`Wire::flags`]: the segment is a mapped file, not shared memory.
@@ -146,7 +133,8 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Option<Mes
         return Err(Error::os("recvmsg", std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
     }
     let id = w.id;
-    Ok(Some(match Op::try_from(w.op)? {
+    let op = Op::try_from(w.op).map_err(|v| Error::Protocol { what: "operation code", value: u64::from(v) })?;
+    Ok(Some(match op {
         Op::Need => Message::Need { id },
         Op::Forget => Message::Forget { id },
         Op::Missing => Message::Missing { id },

@@ -19,8 +19,9 @@ fn idle_pool_uses_almost_no_cpu() {
     let t = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     let secs = t.elapsed().as_secs_f64();
-    // SAFETY-free: sysconf(_SC_CLK_TCK) is 100 on Linux.
-    let hz = 100.0;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    assert!(hz > 0.0);
     for (p, b) in pids.iter().zip(before) {
         let used = (common::cpu_ticks(*p).unwrap() - b) as f64 / hz;
         let share = used / secs;

@@ -43,7 +43,7 @@ use crate::shm::{Segment, SegmentKind};
 ///
 /// Elements must be `Pod`; anything with pointers or invariants is rejected at compile time:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// let v = shmpool::SharedVec::<String>::zeroed(4);
 /// ```
 pub struct SharedVec<T: Pod> {

@@ -120,7 +120,7 @@ impl NpyArray {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::InvalidConfig`] when the sizes differ.
+    /// [`crate::Error::TypeMismatch`] when the sizes differ.
     pub fn as_slice<T: Pod>(&self) -> Result<&[T]> {
         check_elem::<T>(self.dtype)?;
         // SAFETY: the mapping is read-only for every process (workers map it read-only too),
@@ -224,7 +224,7 @@ impl NpyOutput {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::InvalidConfig`] when the sizes differ.
+    /// [`crate::Error::TypeMismatch`] when the sizes differ.
     pub fn as_slice<T: Pod>(&mut self) -> Result<&[T]> {
         check_elem::<T>(self.dtype)?;
         // SAFETY: `&mut self` is held, so no map is writing the file (maps borrow the output
@@ -237,7 +237,7 @@ impl NpyOutput {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::InvalidConfig`] when the sizes differ.
+    /// [`crate::Error::TypeMismatch`] when the sizes differ.
     pub fn as_mut_slice<T: Pod>(&mut self) -> Result<&mut [T]> {
         check_elem::<T>(self.dtype)?;
         // SAFETY: `&mut self` is held, so no map is using the file and no other reference

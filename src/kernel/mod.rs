@@ -5,14 +5,14 @@
 //! that casts a chunk's bytes to `&[In]` / `&mut [Out]` with `bytemuck` and runs the kernel with
 //! the call inlined, so the loop vectorises as it would in the caller. Workers are forked from
 //! the caller's process image, so the trampoline's address is valid in them; the descriptor
-//! carries that address plus a keyed tag ([`KernelRef`]) made with a key that never leaves
+//! carries that address plus a keyed tag (`KernelRef`) made with a key that never leaves
 //! process-private memory, so a descriptor forged or corrupted in shared memory cannot make a
 //! worker jump to an arbitrary address. Captured state goes in a `Pod` parameter block.
 //!
 //! Kernels must not capture: capturing closures are rejected at compile time, because the
 //! worker rebuilds the kernel value from nothing (it has no bytes):
 //!
-//! ```compile_fail
+//! ```compile_fail,E0080
 //! # fn main() -> shmpool::Result<()> {
 //! let pool = shmpool::Pool::new(1)?;
 //! let k = 3.0;

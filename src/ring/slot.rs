@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use bytemuck::{Pod, Zeroable};
 
+u32_enum! {
 /// The state of a slot.
 ///
 /// | state   | who moves it             | to        | when                                   |
@@ -21,8 +22,6 @@ use bytemuck::{Pod, Zeroable};
 /// *last*: a holder killed in the middle of a transition leaves the slot in its old state, so
 /// repairing the table after `EOWNERDEAD` needs no roll-back (only the dead pid's CLAIMED
 /// slots, which the supervisor requeues).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
 pub(crate) enum SlotState {
     /// Owned by the map caller; may be filled.
     Free = 0,
@@ -33,23 +32,10 @@ pub(crate) enum SlotState {
     /// The result (header `status`) waits for the map caller.
     Done = 3,
 }
-
-impl TryFrom<u32> for SlotState {
-    type Error = u32;
-    fn try_from(v: u32) -> Result<Self, u32> {
-        match v {
-            0 => Ok(SlotState::Free),
-            1 => Ok(SlotState::Filled),
-            2 => Ok(SlotState::Claimed),
-            3 => Ok(SlotState::Done),
-            other => Err(other),
-        }
-    }
 }
 
+u32_enum! {
 /// How a DONE slot ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
 pub(crate) enum Status {
     /// The kernel ran; the output range holds its result.
     Ok = 0,
@@ -62,19 +48,6 @@ pub(crate) enum Status {
     /// The chunk ran longer than the pool's chunk timeout.
     TimedOut = 4,
 }
-
-impl TryFrom<u32> for Status {
-    type Error = u32;
-    fn try_from(v: u32) -> Result<Self, u32> {
-        match v {
-            0 => Ok(Status::Ok),
-            1 => Ok(Status::Panicked),
-            2 => Ok(Status::Crashed),
-            3 => Ok(Status::Corrupt),
-            4 => Ok(Status::TimedOut),
-            other => Err(other),
-        }
-    }
 }
 
 /// The bookkeeping words of one slot. Every field is written only under the ring mutex

@@ -13,25 +13,14 @@ pub(crate) const LAYOUT_VERSION: u32 = 3;
 /// Value of [`SegmentHeader::initialised`] once the creator has finished the header.
 pub(crate) const READY: u32 = 0x5EAD_10AD;
 
+u32_enum! {
 /// What a segment holds; stored in the header and checked on attach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
 pub(crate) enum SegmentKind {
     /// The pool's control segment: ring header and slot table.
     Ring = 1,
     /// A numeric array (`SharedVec`, staging buffers).
     Array = 2,
 }
-
-impl TryFrom<u32> for SegmentKind {
-    type Error = u32;
-    fn try_from(v: u32) -> std::result::Result<Self, u32> {
-        match v {
-            1 => Ok(SegmentKind::Ring),
-            2 => Ok(SegmentKind::Array),
-            other => Err(other),
-        }
-    }
 }
 
 /// The header at offset 0 of every segment.
