@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
-use shmpool::workloads::{self, W3_LEN};
+#[path = "../src/workloads.rs"]
+mod workloads;
 use shmpool::Pool;
+use workloads::W3_LEN;
 
 fn batch() -> Vec<f64> {
     (0..W3_LEN).map(workloads::pattern).collect()

@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
-use shmpool::workloads::{self, W1_LEN, W2_LEN};
+#[path = "../src/workloads.rs"]
+mod workloads;
 use shmpool::{Pool, SharedVec};
+use workloads::{W1_LEN, W2_LEN};
 
 fn inputs(n: usize) -> (SharedVec<f64>, SharedVec<f64>) {
     let mut xs = SharedVec::<f64>::zeroed(n).unwrap();

@@ -4,24 +4,12 @@
 use std::sync::Mutex;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use shmpool::ring::{Descriptor, Ring, Status};
+use shmpool::testing::RingProbe;
 
 fn round_trip(c: &mut Criterion) {
-    let ring = Ring::create(8, 4096).unwrap();
-    let desc = Descriptor { map_id: 1, len: 1, in_size: 8, out_size: 8, out_off: 1024, ..Descriptor::default() };
+    let ring = RingProbe::new(8, 4096).unwrap();
     let mut g = c.benchmark_group("ring_round_trip");
-    g.bench_function(BenchmarkId::new("shm_ring", 8), |b| {
-        b.iter(|| {
-            let mut l = ring.lock().unwrap();
-            l.fill(&desc, |_| {}).unwrap();
-            let claim = l.claim(1).unwrap();
-            drop(l);
-            let mut l = ring.lock().unwrap();
-            l.publish(&claim, 1, Status::Ok, "");
-            drop(l);
-            ring.lock().unwrap().collect(1, |_| {})
-        })
-    });
+    g.bench_function(BenchmarkId::new("shm_ring", 8), |b| b.iter(|| ring.round_trip()));
     let m = Mutex::new(0u64);
     g.bench_function(BenchmarkId::new("std_mutex_x3", 1), |b| {
         b.iter(|| {

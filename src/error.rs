@@ -54,8 +54,91 @@ pub enum Error {
     },
 
     /// A builder option or argument is out of range.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    #[error("invalid {option} {value}: must be {allowed}")]
+    InvalidOption {
+        /// The option (`workers`, `chunk_len`, ...).
+        option: &'static str,
+        /// The value given.
+        value: u64,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+
+    /// A kernel's element types are not the ones of the arrays or files it is applied to.
+    #[error("type mismatch: kernel maps {kernel}, the data is {data}")]
+    TypeMismatch {
+        /// The kernel's input and output types (`f64 -> f64`).
+        kernel: String,
+        /// The arrays' or files' element types.
+        data: String,
+    },
+
+    /// A size computation overflowed: the request cannot be represented in memory.
+    #[error("too large: {count} elements of {elem_size} bytes overflow the address space")]
+    TooLarge {
+        /// Elements requested.
+        count: u64,
+        /// Bytes per element.
+        elem_size: u64,
+    },
+
+    /// A byte range lies outside the memory it names.
+    #[error("byte range {offset}+{len} is outside a data area of {size} bytes")]
+    OutOfBounds {
+        /// Start of the range.
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+        /// Size of the data area.
+        size: u64,
+    },
+
+    /// A write was attempted through a read-only mapping (a memory-mapped input file).
+    #[error("write to a read-only mapping")]
+    ReadOnly,
+
+    /// `join` was called on a pool that is still open.
+    #[error("join() needs close() or terminate() first")]
+    JoinWhileOpen,
+
+    /// A pool (or an array registered with it) was used from a process other than the one that
+    /// created it, e.g. a forked child.
+    #[error("the pool belongs to process {owner} and cannot be used from process {current}")]
+    WrongProcess {
+        /// Pid of the creating process.
+        owner: u32,
+        /// Pid of the caller.
+        current: u32,
+    },
+
+    /// The map was cancelled: the pool was terminated from another thread while it ran. Every
+    /// worker was killed and reaped before this was returned.
+    #[error("map cancelled: the pool was terminated")]
+    Cancelled,
+
+    /// The pool found its shared state corrupted or lost its workers; it killed them and accepts
+    /// no more work. Build a new pool.
+    #[error("pool is broken and accepts no more work: {reason}")]
+    PoolBroken {
+        /// What broke it.
+        reason: String,
+    },
+
+    /// The output file of a map is the input file: the kernel's input and output would alias.
+    #[error("the output is the input file ({path}): write to another file")]
+    Aliased {
+        /// The file.
+        path: String,
+    },
+
+    /// A message between the supervisor and a worker was not understood.
+    #[error("protocol error: unexpected {what} {value}")]
+    Protocol {
+        /// What was unexpected.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+    },
 
     /// A chunk killed `attempts` workers in a row.
     #[error("worker crashed on index range {range:?} after {attempts} attempts (last signal {signal})")]
@@ -135,9 +218,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The pool's supervisor stopped or lost its workers and cannot continue.
-    #[error("pool failed: {0}")]
-    PoolFailed(String),
+    /// Workers kept exiting right after they started; the pool gave up.
+    #[error("pool failed: {failures} workers in a row exited at start")]
+    WorkersFailedToStart {
+        /// Failures in a row.
+        failures: u32,
+    },
 
     // numpy contract (issue 9)
     /// A dtype spelled in a way numpy does not accept, or a type shmpool does not support.
@@ -145,28 +231,6 @@ pub enum Error {
     UnknownDtype {
         /// What was given.
         name: String,
-    },
-
-    // numpy contract (issue 9)
-    /// An expression program was compiled for one input type and used with another.
-    #[error("expression was compiled for {compiled} input, the data is {found}")]
-    ExpressionInputType {
-        /// The input type the program was compiled for (numpy name).
-        compiled: &'static str,
-        /// The input type it was used with (numpy name).
-        found: &'static str,
-    },
-
-    // numpy contract (issue 9)
-    /// A size computation (elements times element size, header plus data) overflows.
-    #[error("{what}: {len} elements of {elem_size} bytes overflow the address space")]
-    SizeOverflow {
-        /// What was being sized.
-        what: String,
-        /// Number of elements requested.
-        len: u64,
-        /// Bytes per element.
-        elem_size: usize,
     },
 }
 
@@ -179,11 +243,5 @@ impl Error {
     /// Wraps `errno` as left by the last failed libc call.
     pub(crate) fn last_os(op: &'static str) -> Self {
         Error::os(op, std::io::Error::last_os_error())
-    }
-}
-
-impl From<nix::Error> for Error {
-    fn from(e: nix::Error) -> Self {
-        Error::os("system call", std::io::Error::from(e))
     }
 }

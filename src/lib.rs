@@ -30,18 +30,49 @@
 //!
 //! ## Layers
 //!
-//! `error` → `shm` (segments) → `sync` (robust mutex, doorbells) → `ring` (slot table) →
-//! `array` (`SharedVec`) / `kernel` (how functions reach workers) → `worker` (the loop) →
-//! `pool` (the public API and supervisor); `process` is `multiprocessing.Process`.
+//! `error`, `dtype` → `shm` (segments) → `sync` (robust mutex, doorbells) → `ring` (slot
+//! table) → `ipc` (supervisor ↔ worker messages) → `array` (`SharedVec`, `.npy`) / `kernel`
+//! (how functions reach workers) → `worker` (the loop) → `pool` (the public API and
+//! supervisor); `process` is `multiprocessing.Process`. Only the items re-exported here, the
+//! [`kernel`] module (kernel specs and the expression compiler) and [`diagnostics`] are public;
+//! the engine is private.
 //!
 //! ## Safety model
 //!
 //! Nothing outside the pool writes to a segment or a mapped input during a map. A map borrows
 //! its input shared and its output exclusively and returns only when no worker can touch them
-//! any more, so Rust's borrow rules extend to the worker processes. Descriptors in shared
-//! memory carry a keyed integrity tag and are bounds-checked before use, so a corrupted slot is
-//! an error, never a wild access. Kernels are zero-sized (`fn` items and closures that capture
-//! nothing) and reach workers as addresses in the same executable image (workers are forked).
+//! any more, so Rust's borrow rules extend to the worker processes. Kernels are zero-sized
+//! (`fn` items and closures that capture nothing) and reach workers as addresses in the same
+//! executable image (workers are forked). The engine (segments, locks, the ring, the worker
+//! loop) is private: safe code cannot reach it.
+//!
+//! ```compile_fail,E0603
+//! use shmpool::ring::Ring; // the slot table is not part of the API
+//! ```
+//!
+//! What remains `unsafe` is an `unsafe fn` with a `# Safety` section: mapping a `.npy` file that
+//! another process could truncate or rewrite while it is mapped.
+//!
+//! ### What the integrity checks protect against, and what they do not
+//!
+//! Every descriptor the map caller writes carries a keyed MAC (SipHash, key in process-private
+//! memory, inherited by the workers), every finished slot a keyed completion stamp, and the map
+//! caller checks every slot it reads back against its own private record of what it wrote.
+//! Together they catch *accidents*: a kernel that writes past its buffer, a stray pointer, a
+//! bit flip. Such corruption fails the map with [`Error::CorruptSlot`] after every worker has
+//! been killed and reaped, and the pool reports itself broken ([`Error::PoolBroken`]) from then
+//! on; it never hangs the map, never returns it early, never makes the caller read out of
+//! bounds and never panics the parent.
+//!
+//! They are **not** a defence against a *hostile* kernel: a kernel runs inside a worker, and
+//! every worker holds the key. A malicious kernel can forge descriptors and stamps, read and
+//! write every segment its worker has mapped (the inputs and outputs of maps it takes part in,
+//! the ring), make a map return wrong values or return early while another worker still writes
+//! the output, and stall a map until `chunk_timeout` (if set) kills it. What bounds it: it
+//! cannot touch the caller's private memory (the caller never follows a pointer or range read
+//! from shared memory; inline results are copied with ranges it computed itself), it cannot
+//! make the caller's process panic or access memory out of bounds, and it dies with the pool.
+//! Run untrusted code in a sandbox, not in a kernel.
 //!
 //! ## Failure model
 //!
@@ -59,21 +90,90 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 
-pub mod array;
-pub mod dtype;
-pub mod error;
+/// Declares a `#[repr(u32)]` enum stored as an integer in shared memory or on the wire, with
+/// `TryFrom<u32>` that refuses every unassigned value (no catch-all arm: an unknown code is an
+/// error, never a neighbouring variant).
+macro_rules! u32_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u32)]
+        $vis enum $name { $($(#[$vmeta])* $variant = $value,)+ }
+
+        impl TryFrom<u32> for $name {
+            type Error = u32;
+            fn try_from(v: u32) -> std::result::Result<Self, u32> {
+                match v {
+                    $($value => Ok($name::$variant),)+
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+
+mod array;
+pub mod diagnostics;
+mod dtype;
+mod error;
+mod ipc;
 pub mod kernel;
-pub mod pool;
-pub mod process;
-pub mod ring;
-pub mod shm;
-pub mod sync;
+mod pool;
+mod process;
+mod ring;
+mod shm;
+mod sync;
 mod worker;
-pub mod workloads;
 
 pub use array::{NpyArray, NpyOutput, SharedVec};
 pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use kernel::KernelSpec;
-pub use pool::{Pool, PoolBuilder};
+pub use pool::{Pool, PoolBuilder, WorkerDeath};
 pub use process::Process;
+
+/// Hooks for shmpool's own tests (pause points); compiled only with the `testing` feature,
+/// which the test suite enables. Not part of the API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::worker::PausePoint;
+
+    /// The monotonic clock the supervisor stamps deaths with (µs).
+    pub fn now_us() -> u64 {
+        crate::sync::now_us()
+    }
+
+    /// A ring on its own, for the slot round-trip bench.
+    pub struct RingProbe(crate::ring::Ring);
+
+    impl RingProbe {
+        /// A ring of `slots` slots with `payload` inline bytes each.
+        ///
+        /// # Errors
+        ///
+        /// As `Pool::build` for the ring.
+        pub fn new(slots: u32, payload: usize) -> crate::Result<RingProbe> {
+            crate::ring::Ring::create(slots, payload).map(RingProbe)
+        }
+
+        /// One fill → claim → publish → take round trip, each step under the robust mutex as
+        /// the map caller and a worker do it.
+        ///
+        /// # Panics
+        ///
+        /// When a step fails (the bench's ring is private to it, so none can).
+        pub fn round_trip(&self) {
+            use crate::ring::{Descriptor, Status};
+            let d = Descriptor { map_id: 1, len: 1, in_size: 8, out_size: 8, out_off: 1024, ..Descriptor::default() };
+            let mut l = self.0.lock().expect("lock");
+            let (slot, sealed) = l.fill(&d, |_| {}).expect("a free slot");
+            let claim = l.claim(1).expect("a filled slot");
+            drop(l);
+            let mut l = self.0.lock().expect("lock");
+            l.publish(&claim, 1, Status::Ok, "");
+            drop(l);
+            self.0.lock().expect("lock").take(slot, &sealed, |_| {}).expect("a finished slot");
+        }
+    }
+}

@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod cli;
+mod workloads;
 
 fn main() {
     std::process::exit(cli::main());

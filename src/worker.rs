@@ -6,20 +6,28 @@
 //! supervisor for their descriptors over its socket. It never holds the ring mutex while a
 //! kernel runs, never lets a panic cross the process boundary, and never returns: it leaves
 //! through `_exit` so that no destructor of the parent's state (copied by `fork`) runs in it.
+//!
+//! What a worker must never touch: anything another thread of the parent could have held at
+//! the fork. It never prints (no std stdio: its locks may be held forever; a kernel panic is
+//! reported through the slot, and the panic hook writes one raw line), never flushes, never
+//! installs a panic hook, and exits with `_exit`. Right after the fork it drops what it
+//! inherited but was not given: every other shmpool mapping (a dropped array must not stay
+//! pinned in `/dev/shm` by a worker) and every descriptor but its socket, its ring and stdio.
 #![deny(unsafe_code)]
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+use crate::ipc::{self, Message};
 use crate::kernel::KernelRef;
-use crate::process;
+use crate::process::fork;
 use crate::ring::{Claim, Ring, Status};
-use crate::shm::{mail, Segment, SegmentKind};
+use crate::shm::{Segment, SegmentKind};
 
 /// Where a worker stops itself with SIGSTOP, so a test can SIGKILL it at a precise instant.
 /// Only the pool's first workers pause (their replacements run normally), once each.
@@ -55,14 +63,20 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How long a worker waits for the supervisor to answer a segment request.
 const MAIL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The body of a forked worker process; returns its exit code.
-pub(crate) fn run(ctx: WorkerCtx) -> i32 {
-    process::die_with_parent(ctx.parent);
+/// Installs (in the parent, before any fork) the panic hook that reports a kernel panic in a
+/// worker with one raw line naming the worker instead of locking std's stderr.
+pub(crate) fn install_panic_hook() {
+    fork::install_panic_hook();
+}
 
-    // No `std::panic::set_hook` here, although panics are reported through the slot: it takes
-    // the hook's write lock, and a worker forked while another thread of the parent was
-    // panicking (holding the read lock) would block on it forever. A kernel panic therefore
-    // also prints the usual message on stderr.
+/// The body of a forked worker process; returns its exit code. Prints nothing: a worker that
+/// cannot serve exits with [`FATAL_EXIT_CODE`], which the supervisor counts.
+pub(crate) fn run(ctx: WorkerCtx) -> i32 {
+    fork::die_with_parent(ctx.parent);
+    // No `std::panic::set_hook` here: it takes the hook's write lock, which a parent thread
+    // may have held at the fork. The parent installed ours before forking.
+    let ring_fd = ctx.ring.segment().fd().as_raw_fd();
+    fork::drop_inherited(ctx.ring.segment().base_addr(), &[ctx.sock.as_raw_fd(), ring_fd]);
     match ctx.ring.segment().validate(SegmentKind::Ring) {
         Ok(()) => {
             let home = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
@@ -78,16 +92,10 @@ pub(crate) fn run(ctx: WorkerCtx) -> i32 {
             };
             match w.serve() {
                 Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("shmpool worker {}: {e}", w.pid);
-                    FATAL_EXIT_CODE
-                }
+                Err(_) => FATAL_EXIT_CODE,
             }
         }
-        Err(e) => {
-            eprintln!("shmpool worker: {e}");
-            FATAL_EXIT_CODE
-        }
+        Err(_) => FATAL_EXIT_CODE,
     }
 }
 
@@ -208,23 +216,24 @@ impl Worker {
         }
     }
 
-    fn run_chunk(&mut self, ring: &Ring, claim: Claim) -> Result<()> {
-        let d = claim.desc;
+    fn run_chunk(&mut self, ring: &Ring, mut claim: Claim) -> Result<()> {
+        let d = *claim.desc();
+        let slot = claim.slot();
         let bytes = d.len.saturating_mul(u64::from(d.in_size) + u64::from(d.out_size));
         if bytes >= PIN_MIN_BYTES {
             self.set_pinned(true);
         }
-        let ensured = self.ensure(d.in_seg).and_then(|_| self.ensure(d.out_seg));
+        let ensured = self
+            .ensure(slot, d.params_seg)
+            .and_then(|_| self.ensure(slot, d.in_seg))
+            .and_then(|_| self.ensure(slot, d.out_seg));
         let segs = &self.segs;
         let outcome = ensured.and_then(|_| {
-            let io = ring.chunk_io(&claim, |id| {
-                segs.get(&id)
-                    .ok_or_else(|| Error::CorruptSlot { slot: claim.slot, reason: format!("segment {id} is unknown") })
+            let io = ring.chunk_io(&mut claim, |id| {
+                segs.get(&id).ok_or_else(|| Error::CorruptSlot { slot, reason: format!("segment {id} is unknown") })
             })?;
-            let kernel = KernelRef::from_parts(d.kernel_addr, d.kernel_tag).ok_or_else(|| Error::CorruptSlot {
-                slot: claim.slot,
-                reason: "kernel tag does not match its address".into(),
-            })?;
+            let kernel = KernelRef::from_parts(d.kernel_addr, d.kernel_tag)
+                .ok_or_else(|| Error::CorruptSlot { slot, reason: "kernel tag does not match its address".into() })?;
             Ok((io, kernel))
         });
         let (status, message) = match outcome {
@@ -256,58 +265,62 @@ impl Worker {
             s.release(d.out_off as usize, outb);
         }
         pause(&mut self.ctx.pause, PausePoint::BeforePublish);
-        let wake = {
+        let (published, wake) = {
             let mut g = ring.lock()?;
-            g.publish(&claim, self.pid, status, &message);
-            g.caller_wanted()
+            (g.publish(&claim, self.pid, status, &message), g.caller_wanted())
         };
-        if wake {
+        if !published {
+            // This worker is alive, so the supervisor never requeued its claim (it requeues only
+            // reaped workers' slots): the slot header was overwritten while the kernel ran.
+            ring.report_corruption();
+        } else if wake {
             ring.header().done.ring();
         }
         Ok(())
     }
 
     /// Makes sure segment `id` (0: inline, nothing to do) is mapped, asking the supervisor.
-    fn ensure(&mut self, id: u64) -> Result<()> {
+    /// A segment the supervisor does not know makes the chunk corrupt (of `slot`).
+    fn ensure(&mut self, slot: u32, id: u64) -> Result<()> {
         if id == 0 || self.segs.contains_key(&id) {
             return Ok(());
         }
-        mail::send(self.ctx.sock.as_fd(), mail::NEED, id, None, None)?;
+        ipc::send_need(self.ctx.sock.as_fd(), id)?;
         loop {
-            let m = mail::recv(self.ctx.sock.as_fd(), MAIL_TIMEOUT)?
-                .ok_or_else(|| Error::PoolFailed(format!("supervisor did not answer for segment {id}")))?;
-            let answered = m.id == id && matches!(m.op, mail::ADD | mail::MISSING);
+            let m = ipc::recv(self.ctx.sock.as_fd(), MAIL_TIMEOUT)?
+                .ok_or_else(|| Error::os("recvmsg", std::io::Error::from(std::io::ErrorKind::TimedOut)))?;
+            let answered = matches!(m, Message::Add { id: got, .. } | Message::Missing { id: got } if got == id);
             self.handle(m)?;
             if answered {
                 return if self.segs.contains_key(&id) {
                     Ok(())
                 } else {
-                    Err(Error::CorruptSlot { slot: u32::MAX, reason: format!("segment {id} does not exist") })
+                    Err(Error::CorruptSlot { slot, reason: format!("segment {id} does not exist") })
                 };
             }
         }
     }
 
     fn drain_mail(&mut self) -> Result<()> {
-        while let Some(m) = mail::recv(self.ctx.sock.as_fd(), Duration::ZERO)? {
+        while let Some(m) = ipc::recv(self.ctx.sock.as_fd(), Duration::ZERO)? {
             self.handle(m)?;
         }
         Ok(())
     }
 
-    fn handle(&mut self, m: mail::Message) -> Result<()> {
-        match (m.op, m.fd) {
-            (mail::ADD, Some(fd)) => {
-                let seg = match m.file {
-                    Some((off, len, writable)) => Segment::map_file(std::fs::File::from(fd), off, len, writable)?,
+    fn handle(&mut self, m: Message) -> Result<()> {
+        match m {
+            Message::Add { id, fd, file } => {
+                let seg = match file {
+                    Some(a) => Segment::map_file(std::fs::File::from(fd), a.offset, a.len, a.writable)?,
                     None => Segment::from_fd(fd, SegmentKind::Array)?,
                 };
-                self.segs.insert(m.id, seg);
+                self.segs.insert(id, seg);
             }
-            (mail::FORGET, _) => {
-                self.segs.remove(&m.id);
+            Message::Forget { id } => {
+                self.segs.remove(&id);
             }
-            _ => {}
+            Message::Need { .. } | Message::Missing { .. } => {}
         }
         Ok(())
     }

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! The standard workloads every benchmark reports (see DESIGN.md), shared by the command line,
 //! the benches, the examples and the tests so they all measure the same thing.
 //!

@@ -44,7 +44,7 @@ fn map_without_input_can_write_its_result() {
     let arr = unsafe { shmpool::NpyArray::open(&out) }.unwrap();
     assert_eq!(arr.shape(), &[10000]);
     let ys = arr.as_slice::<f64>().unwrap();
-    assert_eq!(ys[7].to_bits(), shmpool::workloads::w1(7.5).to_bits());
+    assert_eq!(ys[7].to_bits(), common::workloads::w1(7.5).to_bits());
 }
 
 #[test]

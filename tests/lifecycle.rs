@@ -19,8 +19,9 @@ fn idle_pool_uses_almost_no_cpu() {
     let t = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     let secs = t.elapsed().as_secs_f64();
-    // SAFETY-free: sysconf(_SC_CLK_TCK) is 100 on Linux.
-    let hz = 100.0;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    assert!(hz > 0.0);
     for (p, b) in pids.iter().zip(before) {
         let used = (common::cpu_ticks(*p).unwrap() - b) as f64 / hz;
         let share = used / secs;
@@ -76,12 +77,4 @@ fn a_pool_survives_the_thread_that_created_it() {
     let pids = pool.pids();
     assert!(pids.iter().all(|&p| common::pid_alive(p)), "workers died with their creating thread");
     assert_eq!(pool.map(&[1i16, 2], |x: i16| -x).unwrap(), [-1, -2]);
-}
-
-#[test]
-fn header_validation_rejects_foreign_segments() {
-    use shmpool::shm::{Segment, SegmentKind};
-    let seg = Segment::create(SegmentKind::Array, 4096, 8, 0).unwrap();
-    let fd = seg.fd().try_clone_to_owned().unwrap();
-    assert!(matches!(Segment::from_fd(fd, SegmentKind::Ring), Err(shmpool::Error::IncompatibleSegment { .. })));
 }

@@ -43,7 +43,7 @@ use crate::shm::{Segment, SegmentKind};
 ///
 /// Elements must be `Pod`; anything with pointers or invariants is rejected at compile time:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// let v = shmpool::SharedVec::<String>::zeroed(4);
 /// ```
 pub struct SharedVec<T: Pod> {
@@ -61,7 +61,7 @@ impl<T: Pod> SharedVec<T> {
     pub fn zeroed(len: usize) -> Result<Self> {
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
-            .ok_or_else(|| crate::Error::InvalidConfig(format!("{len} elements overflow")))?;
+            .ok_or(crate::Error::TooLarge { count: len as u64, elem_size: std::mem::size_of::<T>() as u64 })?;
         let seg = Segment::create(SegmentKind::Array, bytes, std::mem::size_of::<T>() as u32, 0)?;
         // Fresh pages from posix_fallocate on tmpfs read as zero, which is a valid `T: Pod`.
         Ok(SharedVec { seg: Arc::new(seg), len, _t: PhantomData })

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
+use crate::workloads::{self, W1_LEN, W2_LEN, W3_LEN};
 use rayon::prelude::*;
 use shmpool::kernel::expr::Program;
-use shmpool::workloads::{self, W1_LEN, W2_LEN, W3_LEN};
 use shmpool::{KernelSpec, Pool, Process, SharedVec};
 
 use super::Failure;

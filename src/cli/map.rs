@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::workloads::{self, W1_LEN};
 use shmpool::kernel::expr::Program;
-use shmpool::workloads::{self, W1_LEN};
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
 
 use super::Failure;

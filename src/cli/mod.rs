@@ -69,13 +69,14 @@ impl From<shmpool::Error> for Failure {
     fn from(e: shmpool::Error) -> Self {
         use shmpool::Error as E;
         let code = match &e {
-            E::InvalidConfig(_)
+            E::InvalidOption { .. }
+            | E::TypeMismatch { .. }
+            | E::TooLarge { .. }
+            | E::Aliased { .. }
             | E::LengthMismatch { .. }
             | E::InvalidExpression { .. }
             | E::BadNpy { .. }
-            | E::UnknownDtype { .. }
-            | E::ExpressionInputType { .. }
-            | E::SizeOverflow { .. } => EXIT_USAGE,
+            | E::UnknownDtype { .. } => EXIT_USAGE,
             // The user named a file that cannot be read or a place that cannot be written.
             E::File { op, .. } if matches!(*op, "open" | "create a file in" | "write to") => EXIT_USAGE,
             _ => EXIT_FAILURE,
@@ -126,16 +127,16 @@ pub fn main() -> i32 {
 }
 
 fn info(clean: bool) -> Result<(), Failure> {
-    let (size, free) = shmpool::shm::shm_capacity()?;
+    let (size, free) = shmpool::diagnostics::shm_capacity().map(|c| (c.total, c.free))?;
     println!("/dev/shm: {} total, {} free", human(size), human(free));
-    let all = shmpool::shm::list_segments();
-    let stale = shmpool::shm::stale_segments();
+    let all = shmpool::diagnostics::segments();
+    let stale = shmpool::diagnostics::stale_segments();
     println!("shmpool segments: {} ({} of dead owners)", all.len(), stale.len());
     for s in &stale {
         println!("  stale {} (owner pid {}, {})", s.name, s.owner_pid, human(s.size));
     }
     if clean {
-        let removed = shmpool::shm::sweep_stale();
+        let removed = shmpool::diagnostics::sweep_stale();
         println!("removed {} stale segments", removed.len());
     }
     Ok(())

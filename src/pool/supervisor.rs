@@ -21,12 +21,12 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{Shared, STATE_STOPPING, STATE_TERMINATED};
+use super::{lock, Shared, STATE_STOPPING, STATE_TERMINATED};
 use crate::error::{Error, Result};
-use crate::process;
-use crate::ring::now_us;
-use crate::shm::mail;
-use crate::worker::{self, PausePoint, WorkerCtx};
+use crate::ipc::{self, Message};
+use crate::process::fork;
+use crate::sync::now_us;
+use crate::worker::{self, WorkerCtx};
 
 /// How long a graceful shutdown waits for workers before killing them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -44,15 +44,19 @@ struct Kid {
     known: HashSet<u64>,
 }
 
-/// Facts about one death, kept for tests and diagnostics.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Death {
+/// Facts about one abnormal worker death (diagnostics and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerDeath {
+    /// The dead worker's pid.
     pub pid: u32,
+    /// The signal that killed it (0: it exited with a non-zero code).
     pub signal: i32,
+    /// CLOCK_MONOTONIC microseconds when the supervisor noticed the death.
     pub detected_at_us: u64,
 }
 
-fn spawn(shared: &Shared, index: usize, pause: Option<PausePoint>) -> Result<Kid> {
+fn spawn(shared: &Shared, index: usize, first: bool) -> Result<Kid> {
     let (parent_end, child_end) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| Error::os("socketpair", e.into()))?;
     let ctx = WorkerCtx {
@@ -61,11 +65,11 @@ fn spawn(shared: &Shared, index: usize, pause: Option<PausePoint>) -> Result<Kid
         parent: nix::unistd::getpid(),
         spin: shared.cfg.spin,
         recycle_after: shared.cfg.recycle_after,
-        pause,
+        pause: if first { shared.cfg.pause } else { None },
         cpu: shared.cpus.get(index).copied(),
     };
-    let pid = process::fork_child(move || worker::run(ctx))?;
-    let pidfd = match process::pidfd_open(pid) {
+    let pid = fork::fork_worker(move || worker::run(ctx))?;
+    let pidfd = match fork::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(e) => {
             let _ = kill(pid, Signal::SIGKILL);
@@ -79,10 +83,11 @@ fn spawn(shared: &Shared, index: usize, pause: Option<PausePoint>) -> Result<Kid
 pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<()>>) {
     let mut kids = Vec::with_capacity(shared.cfg.workers);
     for index in 0..shared.cfg.workers {
-        match spawn(&shared, index, shared.cfg.pause) {
+        match spawn(&shared, index, true) {
             Ok(k) => kids.push(k),
             Err(e) => {
                 kill_all(&mut kids);
+                shared.reaped.store(true, Ordering::Release);
                 let _ = ready.send(Err(e));
                 return;
             }
@@ -104,8 +109,7 @@ fn kill_all(kids: &mut Vec<Kid>) {
 }
 
 fn publish_pids(shared: &Shared, kids: &[Kid]) {
-    let mut p = shared.pids.lock().unwrap_or_else(|e| e.into_inner());
-    *p = kids.iter().map(|k| k.pid.as_raw() as u32).collect();
+    *lock(&shared.pids) = kids.iter().map(|k| k.pid.as_raw() as u32).collect();
 }
 
 struct Supervisor {
@@ -134,6 +138,11 @@ impl Supervisor {
             if state >= STATE_STOPPING && self.kids.is_empty() {
                 break;
             }
+            if self.shared.failure().is_some() {
+                // The pool is broken (corruption, a lock that no longer works, workers that
+                // cannot start): no worker may keep running; `serve` ends by killing them.
+                break;
+            }
             let (dead, mail_from) = self.wait_events();
             for i in dead.into_iter().rev() {
                 let kid = self.kids.swap_remove(i);
@@ -148,7 +157,12 @@ impl Supervisor {
                 last_prune = Instant::now();
             }
         }
+        kill_all(&mut self.kids);
         publish_pids(&self.shared, &self.kids);
+        // PUBLISH: every worker is dead and reaped; map callers waiting on a cancelled or
+        // failed pool may now return (they observe this with Acquire).
+        self.shared.reaped.store(true, Ordering::Release);
+        self.shared.ring.header().done.ring();
     }
 
     /// Sleeps until a worker dies, a worker writes, the pool pokes us, or a tick passes.
@@ -201,8 +215,7 @@ impl Supervisor {
         // Count the death before the ring shows its consequences to the map caller.
         if code != Some(0) {
             self.shared.stats.deaths.fetch_add(1, Ordering::Relaxed);
-            let mut log = self.shared.deaths.lock().unwrap_or_else(|e| e.into_inner());
-            log.push(Death { pid, signal, detected_at_us: detected });
+            lock(&self.shared.deaths).push(WorkerDeath { pid, signal, detected_at_us: detected });
         }
         let ring = &self.shared.ring;
         let hdr = ring.header();
@@ -214,10 +227,17 @@ impl Supervisor {
                 }
                 g.requeue_dead(pid, signal as u32, self.shared.cfg.max_attempts);
             }
-            Err(e) => self.shared.fail(format!("ring lock failed after worker {pid} died: {e}")),
+            Err(e) => self.shared.fail(e),
         }
         hdr.work.ring();
         hdr.done.ring();
+        if code == Some(0)
+            && self.shared.ring.shutdown_requested()
+            && self.shared.state.load(Ordering::SeqCst) < STATE_STOPPING
+        {
+            // Nobody asked the workers to stop: the shutdown word was overwritten.
+            self.shared.fail(Error::PoolBroken { reason: "the ring's shutdown word was overwritten".into() });
+        }
         if code == Some(worker::FATAL_EXIT_CODE) {
             self.start_failures += 1;
         } else {
@@ -225,9 +245,9 @@ impl Supervisor {
         }
         if self.shared.state.load(Ordering::SeqCst) < STATE_STOPPING {
             if self.start_failures >= MAX_START_FAILURES {
-                self.shared.fail(format!("{} workers in a row exited at start", self.start_failures));
+                self.shared.fail(Error::WorkersFailedToStart { failures: self.start_failures });
             } else {
-                match spawn(&self.shared, kid.index, None) {
+                match spawn(&self.shared, kid.index, false) {
                     Ok(k) => {
                         self.shared.stats.respawns.fetch_add(1, Ordering::Relaxed);
                         self.kids.push(k);
@@ -235,7 +255,7 @@ impl Supervisor {
                     Err(e) => {
                         self.start_failures += 1;
                         if self.kids.is_empty() {
-                            self.shared.fail(format!("cannot replace worker {pid}: {e}"));
+                            self.shared.fail(e);
                         }
                     }
                 }
@@ -248,20 +268,15 @@ impl Supervisor {
         let Some(kid) = self.kids.iter_mut().find(|k| k.pid == pid) else {
             return;
         };
-        while let Ok(Some(m)) = mail::recv(kid.sock.as_fd(), Duration::ZERO) {
-            if m.op != mail::NEED {
-                continue;
-            }
-            let seg = {
-                let reg = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
-                reg.get(&m.id).and_then(|w| w.upgrade())
-            };
+        while let Ok(Some(m)) = ipc::recv(kid.sock.as_fd(), Duration::ZERO) {
+            let Message::Need { id } = m else { continue };
+            let seg = lock(&self.shared.registry).get(&id).and_then(|w| w.upgrade());
             let sent = match &seg {
-                Some(s) => mail::send(kid.sock.as_fd(), mail::ADD, m.id, Some(s.fd()), s.file_area()),
-                None => mail::send(kid.sock.as_fd(), mail::MISSING, m.id, None, None),
+                Some(s) => ipc::send_add(kid.sock.as_fd(), id, s.fd(), s.file_area()),
+                None => ipc::send_missing(kid.sock.as_fd(), id),
             };
             if sent.is_ok() && seg.is_some() {
-                kid.known.insert(m.id);
+                kid.known.insert(id);
             }
         }
     }
@@ -269,7 +284,7 @@ impl Supervisor {
     /// Tells workers to unmap segments whose last handle in the pool's process is gone.
     fn prune_segments(&mut self) {
         let gone: Vec<u64> = {
-            let mut reg = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let mut reg = lock(&self.shared.registry);
             let gone: Vec<u64> = reg.iter().filter(|(_, w)| w.strong_count() == 0).map(|(id, _)| *id).collect();
             for id in &gone {
                 reg.remove(id);
@@ -283,7 +298,7 @@ impl Supervisor {
         for kid in &mut self.kids {
             for id in &gone {
                 if kid.known.remove(id) {
-                    sent |= mail::send(kid.sock.as_fd(), mail::FORGET, *id, None, None).is_ok();
+                    sent |= ipc::send_forget(kid.sock.as_fd(), *id).is_ok();
                 }
             }
         }

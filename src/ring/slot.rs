@@ -1,9 +1,11 @@
 //! The types of the slot table: states, statuses, headers and descriptors, all `#[repr(C)]`.
+#![deny(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use bytemuck::{Pod, Zeroable};
 
+u32_enum! {
 /// The state of a slot.
 ///
 /// | state   | who moves it             | to        | when                                   |
@@ -20,9 +22,7 @@ use bytemuck::{Pod, Zeroable};
 /// *last*: a holder killed in the middle of a transition leaves the slot in its old state, so
 /// repairing the table after `EOWNERDEAD` needs no roll-back (only the dead pid's CLAIMED
 /// slots, which the supervisor requeues).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum SlotState {
+pub(crate) enum SlotState {
     /// Owned by the map caller; may be filled.
     Free = 0,
     /// Holds a descriptor waiting for a worker.
@@ -32,24 +32,11 @@ pub enum SlotState {
     /// The result (header `status`) waits for the map caller.
     Done = 3,
 }
-
-impl TryFrom<u32> for SlotState {
-    type Error = u32;
-    fn try_from(v: u32) -> Result<Self, u32> {
-        match v {
-            0 => Ok(SlotState::Free),
-            1 => Ok(SlotState::Filled),
-            2 => Ok(SlotState::Claimed),
-            3 => Ok(SlotState::Done),
-            other => Err(other),
-        }
-    }
 }
 
+u32_enum! {
 /// How a DONE slot ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Status {
+pub(crate) enum Status {
     /// The kernel ran; the output range holds its result.
     Ok = 0,
     /// The kernel panicked; the slot message holds the panic message.
@@ -61,25 +48,12 @@ pub enum Status {
     /// The chunk ran longer than the pool's chunk timeout.
     TimedOut = 4,
 }
-
-impl TryFrom<u32> for Status {
-    type Error = u32;
-    fn try_from(v: u32) -> Result<Self, u32> {
-        match v {
-            0 => Ok(Status::Ok),
-            1 => Ok(Status::Panicked),
-            2 => Ok(Status::Crashed),
-            3 => Ok(Status::Corrupt),
-            4 => Ok(Status::TimedOut),
-            other => Err(other),
-        }
-    }
 }
 
 /// The bookkeeping words of one slot. Every field is written only under the ring mutex
 /// (Relaxed: the mutex's acquire/release orders them), `state` last.
 #[repr(C, align(64))]
-pub struct SlotHeader {
+pub(crate) struct SlotHeader {
     /// [`SlotState`] as an integer.
     pub state: AtomicU32,
     /// Pid of the claimer (CLAIMED), or of the last claimer (DONE).
@@ -98,6 +72,10 @@ pub struct SlotHeader {
     pub claimed_at_us: AtomicU64,
     /// Bumped on every claim; a publish must present the generation it claimed.
     pub generation: AtomicU64,
+    /// Keyed hash of (slot, generation, map, status, signal, attempt, descriptor MAC), written
+    /// with the DONE state by whoever finished the chunk and checked by the map caller before it
+    /// trusts the result: a stray write that turns a slot DONE cannot forge it.
+    pub stamp: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<SlotHeader>() == 64);
@@ -105,16 +83,16 @@ const _: () = assert!(std::mem::size_of::<SlotHeader>() == 64);
 /// What a chunk is: kernel, parameter block, input and output ranges. Written by the map
 /// caller while the slot is FREE, read (copied) by the claimer, never changed in between.
 ///
-/// Segment ids are the caller's process-unique [`crate::shm::Segment::id`]s; id 0 means the
+/// Segment ids are the caller's process-unique `Segment::id`s; id 0 means the
 /// slot's inline payload. Offsets are bytes into the segment's data area (or the payload).
 /// `mac` is a keyed hash of every other field and the slot index, with a key that only the
 /// pool's processes hold, so shared memory alone cannot forge a descriptor.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct Descriptor {
+pub(crate) struct Descriptor {
     /// The map this chunk belongs to.
     pub map_id: u64,
-    /// Trampoline address (see [`crate::kernel::KernelRef`]).
+    /// Trampoline address (see `kernel::KernelRef`).
     pub kernel_addr: u64,
     /// Keyed tag of the trampoline address.
     pub kernel_tag: u64,
@@ -138,11 +116,13 @@ pub struct Descriptor {
     pub out_size: u32,
     /// Integrity tag over all other fields and the slot index.
     pub mac: u64,
+    /// Segment holding a parameter block too large for the payload (0: at payload offset 0).
+    pub params_seg: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 3],
 }
 
 const _: () = assert!(std::mem::size_of::<Descriptor>() == 128);
 
 /// Bytes of panic message a slot can carry.
-pub const MESSAGE_CAP: usize = 192;
+pub(crate) const MESSAGE_CAP: usize = 192;

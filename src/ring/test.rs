@@ -1,5 +1,7 @@
 #![cfg(test)]
 
+use proptest::prelude::*;
+
 use super::*;
 
 fn desc(map_id: u64, start: u64, len: u64) -> Descriptor {
@@ -10,16 +12,20 @@ fn desc(map_id: u64, start: u64, len: u64) -> Descriptor {
 fn slot_goes_free_filled_claimed_done_free() {
     let ring = Ring::create(4, 8192).unwrap();
     let mut g = ring.lock().unwrap();
-    let slot = g.fill(&desc(7, 0, 10), |p| p[0] = 1).unwrap();
+    let (slot, sealed) = g.fill(&desc(7, 0, 10), |p| p[0] = 1).unwrap();
     assert_eq!(g.census(), [3, 1, 0, 0]);
     let c = g.claim(42).unwrap();
-    assert_eq!((c.slot, c.attempt, c.desc.start, c.desc.len), (slot, 0, 0, 10));
+    assert_eq!((c.slot(), c.attempt(), c.desc().start, c.desc().len), (slot, 0, 0, 10));
     assert!(g.claim(43).is_none(), "nothing else is FILLED");
+    assert_eq!(g.observe(slot), Observed::Running(42));
     assert!(g.publish(&c, 42, Status::Ok, ""));
-    let mut seen = 0;
-    assert_eq!(g.collect(8, |_| seen += 1), 0, "other maps' slots are not collected");
-    assert_eq!(g.collect(7, |d| assert_eq!(d.status, Status::Ok)), 1);
+    assert_eq!(g.observe(slot), Observed::Done);
+    let t = g.take(slot, &sealed, |_| {}).unwrap();
+    assert_eq!(t.status, Status::Ok);
     assert_eq!(g.census(), [4, 0, 0, 0]);
+    // SAFETY: test only, under the lock; the slot is FREE.
+    let cleared = unsafe { ring.desc_ptr(slot).read_unaligned() };
+    assert_eq!(cleared, Descriptor::default(), "a freed slot keeps no descriptor to replay");
 }
 
 #[test]
@@ -28,9 +34,9 @@ fn stale_publish_after_requeue_is_rejected() {
     let mut g = ring.lock().unwrap();
     g.fill(&desc(1, 0, 10), |_| {}).unwrap();
     let c = g.claim(100).unwrap();
-    assert_eq!(g.requeue_dead(100, 9, 3), (1, 0));
+    assert_eq!(g.requeue_dead(100, 9, 3), Requeued { requeued: 1, failed: 0 });
     let again = g.claim(200).unwrap();
-    assert_eq!(again.attempt, 1);
+    assert_eq!(again.attempt(), 1);
     assert!(!g.publish(&c, 100, Status::Ok, ""), "the presumed-dead claimer is refused");
     assert!(g.publish(&again, 200, Status::Ok, ""));
 }
@@ -39,35 +45,62 @@ fn stale_publish_after_requeue_is_rejected() {
 fn chunk_that_kills_max_attempts_workers_is_done_crashed() {
     let ring = Ring::create(2, 8192).unwrap();
     let mut g = ring.lock().unwrap();
-    g.fill(&desc(1, 5, 10), |_| {}).unwrap();
+    let (slot, sealed) = g.fill(&desc(1, 5, 10), |_| {}).unwrap();
     for pid in 1..=3u32 {
         g.claim(pid).unwrap();
         g.requeue_dead(pid, 9, 3);
     }
-    let mut got = None;
-    g.collect(1, |d| got = Some((d.status, d.signal, d.attempt)));
-    assert_eq!(got, Some((Status::Crashed, 9, 3)));
+    let t = g.take(slot, &sealed, |_| {}).unwrap();
+    assert_eq!((t.status, t.signal, t.attempt), (Status::Crashed, 9, 3));
 }
 
 #[test]
 fn corrupted_descriptor_fails_its_integrity_check() {
     let ring = Ring::create(2, 8192).unwrap();
     let mut g = ring.lock().unwrap();
-    let slot = g.fill(&desc(1, 0, 10), |_| {}).unwrap();
+    let (slot, sealed) = g.fill(&desc(1, 0, 10), |_| {}).unwrap();
     g.corrupt_descriptor_for_test(slot, |d| d.len = 1 << 40);
     assert!(g.claim(1).is_none());
-    let mut got = None;
-    g.collect(1, |d| got = Some((d.status, d.message)));
-    let (status, msg) = got.unwrap();
-    assert_eq!(status, Status::Corrupt);
-    assert!(msg.contains("integrity"), "{msg}");
+    assert_eq!(g.observe(slot), Observed::Done);
+    let e = g.take(slot, &sealed, |_| {}).unwrap_err();
+    assert!(e.contains("another descriptor"), "{e}");
+}
+
+#[test]
+fn a_done_state_written_without_a_stamp_is_refused() {
+    let ring = Ring::create(2, 8192).unwrap();
+    let mut g = ring.lock().unwrap();
+    let (slot, sealed) = g.fill(&desc(1, 0, 10), |_| {}).unwrap();
+    let _running = g.claim(1).unwrap();
+    // A stray write turns the CLAIMED slot DONE while its worker still runs.
+    ring.slot_header(slot).state.store(SlotState::Done as u32, Ordering::Relaxed);
+    let e = g.take(slot, &sealed, |_| panic!("no result may be copied")).unwrap_err();
+    assert!(e.contains("stamp"), "{e}");
+    // A stray write frees it: the caller sees a state it never leaves its slots in.
+    ring.slot_header(slot).state.store(SlotState::Free as u32, Ordering::Relaxed);
+    assert_eq!(g.observe(slot), Observed::Corrupt(0));
+    ring.slot_header(slot).state.store(77, Ordering::Relaxed);
+    assert_eq!(g.observe(slot), Observed::Corrupt(77));
+}
+
+#[test]
+fn old_slots_rewritten_as_done_are_foreign() {
+    let ring = Ring::create(4, 8192).unwrap();
+    let mut g = ring.lock().unwrap();
+    let (slot, _) = g.fill(&desc(5, 0, 10), |_| {}).unwrap();
+    let h = ring.slot_header(3);
+    h.map_id.store(5, Ordering::Relaxed);
+    h.state.store(SlotState::Done as u32, Ordering::Relaxed);
+    assert_eq!(g.foreign_done(5, |s| s == slot), Some(3));
+    assert_eq!(g.foreign_done(6, |s| s == slot), None);
 }
 
 #[test]
 fn sealed_but_out_of_bounds_descriptors_are_rejected_by_chunk_io() {
     let ring = Ring::create(2, 8192).unwrap();
-    let no_segments =
-        |id: u64| -> Result<&Segment> { Err(Error::CorruptSlot { slot: 0, reason: format!("unknown segment {id}") }) };
+    fn no_segments<'a>(id: u64) -> Result<&'a Segment> {
+        Err(Error::CorruptSlot { slot: 0, reason: format!("unknown segment {id}") })
+    }
     type Change = Box<dyn Fn(&mut Descriptor)>;
     let cases: Vec<(&str, Change)> = vec![
         ("length overflow", Box::new(|d| d.len = u64::MAX / 2)),
@@ -77,24 +110,26 @@ fn sealed_but_out_of_bounds_descriptors_are_rejected_by_chunk_io() {
         ("params past payload", Box::new(|d| d.params_len = 1 << 20)),
         ("zero element size", Box::new(|d| d.in_size = 0)),
         ("unknown segment", Box::new(|d| d.in_seg = 99)),
+        ("unknown parameter segment", Box::new(|d| d.params_seg = 98)),
     ];
     for (name, change) in cases {
         let mut g = ring.lock().unwrap();
-        let slot = g.fill(&desc(1, 0, 10), |_| {}).unwrap();
+        let (slot, _) = g.fill(&desc(1, 0, 10), |_| {}).unwrap();
         g.rewrite_descriptor_for_test(slot, |d| change(d));
-        let c = g.claim(1).unwrap();
+        let mut c = g.claim(1).unwrap();
         drop(g);
-        assert!(matches!(ring.chunk_io(&c, no_segments), Err(Error::CorruptSlot { .. })), "{name}");
-        ring.lock().unwrap().cancel(1);
+        assert!(matches!(ring.chunk_io(&mut c, no_segments), Err(Error::CorruptSlot { .. })), "{name}");
         let mut g = ring.lock().unwrap();
         g.publish(&c, 1, Status::Corrupt, "");
-        g.collect(1, |_| {});
+        // SAFETY: test only; reseal to what the slot holds so that `take` frees it.
+        let sealed = unsafe { ring.desc_ptr(slot).read_unaligned() };
+        g.take(slot, &sealed, |_| {}).unwrap();
     }
     let mut g = ring.lock().unwrap();
     g.fill(&desc(1, 0, 10), |_| {}).unwrap();
-    let c = g.claim(1).unwrap();
+    let mut c = g.claim(1).unwrap();
     drop(g);
-    let io = ring.chunk_io(&c, no_segments).unwrap();
+    let io = ring.chunk_io(&mut c, no_segments).unwrap();
     assert_eq!((io.input.len(), io.output.len()), (80, 80));
 }
 
@@ -106,4 +141,195 @@ fn wrong_layout_is_refused_on_attach() {
     Ring::attach(Arc::new(again), RandomState::new()).unwrap();
     let arr = Segment::create(SegmentKind::Array, 100, 8, 0).unwrap();
     assert!(matches!(Ring::attach(Arc::new(arr), RandomState::new()), Err(Error::IncompatibleSegment { .. })));
+}
+
+/// One step of the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    Fill {
+        map: u64,
+        len: u64,
+    },
+    Claim {
+        pid: u32,
+    },
+    Publish {
+        pid: u32,
+        status: u32,
+    },
+    Die {
+        pid: u32,
+    },
+    Take {
+        slot: u32,
+    },
+    Withdraw {
+        slot: u32,
+    },
+    /// Random bytes at a random offset of a slot's header or descriptor.
+    Scribble {
+        slot: u32,
+        offset: usize,
+        bytes: Vec<u8>,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u64..4, 1u64..50).prop_map(|(map, len)| Op::Fill { map, len }),
+        4 => (1u32..4).prop_map(|pid| Op::Claim { pid }),
+        4 => (1u32..4, 0u32..3).prop_map(|(pid, status)| Op::Publish { pid, status }),
+        1 => (1u32..4).prop_map(|pid| Op::Die { pid }),
+        4 => (0u32..4).prop_map(|slot| Op::Take { slot }),
+        1 => (0u32..4).prop_map(|slot| Op::Withdraw { slot }),
+        1 => (0u32..4, 0usize..(64 + 128), prop::collection::vec(any::<u8>(), 1..9))
+            .prop_map(|(slot, offset, bytes)| Op::Scribble { slot, offset, bytes }),
+    ]
+}
+
+/// The plain in-memory model: what each slot holds, as the map caller and workers see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Model {
+    Free,
+    Filled {
+        attempt: u32,
+    },
+    Claimed {
+        pid: u32,
+        attempt: u32,
+    },
+    Done {
+        status: Status,
+        attempt: u32,
+    },
+    /// A scribbled slot whose claimer died: requeued or crashed, whatever the scribble allowed.
+    Unknown,
+}
+
+const MAX_ATTEMPTS: u32 = 2;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 64 }))]
+
+    /// Drives fill / claim / publish / worker death / take / withdraw against the model. While
+    /// nothing is scribbled every answer must equal the model's; once a slot was scribbled, the
+    /// caller-side checks must refuse it or give back exactly what the caller sealed, never
+    /// panic, and never hand out a result for a slot the model says is still running.
+    #[test]
+    fn ring_matches_its_model_and_refuses_scribbles(ops in prop::collection::vec(op(), 1..80)) {
+        let ring = Ring::create(4, 8192).unwrap();
+        let mut model = [Model::Free; 4];
+        let mut sealed: [Option<Descriptor>; 4] = [None; 4];
+        let mut claims: Vec<(u32, Claim)> = Vec::new();
+        let mut scribbled = [false; 4];
+        for op in ops {
+            let mut g = ring.lock().unwrap();
+            match op {
+                Op::Fill { map, len } => {
+                    let got = g.fill(&desc(map, 0, len), |_| {});
+                    let want = model.iter().position(|m| *m == Model::Free);
+                    if scribbled.iter().all(|s| !s) {
+                        prop_assert_eq!(got.map(|(s, _)| s as usize), want);
+                    }
+                    if let Some((s, d)) = got {
+                        model[s as usize] = Model::Filled { attempt: 0 };
+                        sealed[s as usize] = Some(d);
+                        scribbled[s as usize] = false;
+                    }
+                }
+                Op::Claim { pid } => {
+                    if let Some(c) = g.claim(pid) {
+                        let s = c.slot() as usize;
+                        if !scribbled[s] {
+                            let Model::Filled { attempt } = model[s] else {
+                                return Err(TestCaseError::fail(format!("claimed slot {s} in model state {:?}", model[s])));
+                            };
+                            prop_assert_eq!(c.attempt(), attempt);
+                        }
+                        model[s] = Model::Claimed { pid, attempt: c.attempt() };
+                        claims.push((pid, c));
+                    }
+                }
+                Op::Publish { pid, status } => {
+                    if let Some(i) = claims.iter().position(|(p, _)| *p == pid) {
+                        let (_, c) = claims.remove(i);
+                        let status = Status::try_from(status).unwrap();
+                        let ok = g.publish(&c, pid, status, "m");
+                        let s = c.slot() as usize;
+                        let current = matches!(model[s], Model::Claimed { pid: p, .. } if p == pid);
+                        if !scribbled[s] {
+                            prop_assert_eq!(ok, current);
+                        }
+                        if ok {
+                            model[s] = Model::Done { status, attempt: c.attempt() };
+                        }
+                    }
+                }
+                Op::Die { pid } => {
+                    claims.retain(|(p, _)| *p != pid);
+                    g.requeue_dead(pid, 9, MAX_ATTEMPTS);
+                    for (s, m) in model.iter_mut().enumerate() {
+                        if let Model::Claimed { pid: p, attempt } = *m {
+                            if p == pid {
+                                *m = if scribbled[s] {
+                                    Model::Unknown
+                                } else if attempt + 1 >= MAX_ATTEMPTS {
+                                    Model::Done { status: Status::Crashed, attempt: attempt + 1 }
+                                } else {
+                                    Model::Filled { attempt: attempt + 1 }
+                                };
+                            }
+                        }
+                    }
+                }
+                Op::Take { slot } => {
+                    let s = slot as usize;
+                    let Some(d) = sealed[s] else { continue };
+                    if g.observe(slot) != Observed::Done {
+                        continue;
+                    }
+                    match g.take(slot, &d, |_| {}) {
+                        Ok(t) => {
+                            if scribbled[s] {
+                                // Only a scribble that left state, stamp and descriptor intact
+                                // can pass: the model must agree the chunk is finished.
+                                prop_assert!(
+                                    matches!(model[s], Model::Done { .. } | Model::Unknown),
+                                    "took a result of a chunk in {:?}", model[s]
+                                );
+                            } else {
+                                let Model::Done { status, attempt } = model[s] else {
+                                    return Err(TestCaseError::fail("took an unfinished slot"));
+                                };
+                                prop_assert_eq!((t.status, t.attempt), (status, attempt));
+                            }
+                            model[s] = Model::Free;
+                            sealed[s] = None;
+                        }
+                        Err(_) => prop_assert!(scribbled[s], "refused an untouched slot"),
+                    }
+                }
+                Op::Withdraw { slot } => {
+                    let s = slot as usize;
+                    if sealed[s].is_some() && g.withdraw(slot) {
+                        if !scribbled[s] {
+                            prop_assert!(matches!(model[s], Model::Filled { .. }), "withdrew a slot in {:?}", model[s]);
+                        }
+                        claims.retain(|(_, c)| c.slot() != slot);
+                        model[s] = Model::Free;
+                        sealed[s] = None;
+                    }
+                }
+                Op::Scribble { slot, offset, bytes } => {
+                    let base = ring.slot_offset(slot);
+                    let n = bytes.len().min(64 + 128 - offset);
+                    let p = ring.seg.data_ptr(base + offset, n).unwrap();
+                    // SAFETY: test only: in bounds (header + descriptor of the slot), under the
+                    // lock, nothing else uses the ring.
+                    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.as_ptr(), n) };
+                    scribbled[slot as usize] = true;
+                }
+            }
+        }
+    }
 }

@@ -8,14 +8,22 @@
 //! locker fail loudly instead of reading a half-updated table. This module never decides what
 //! "repair" means; the ring does.
 
-pub mod raw;
+pub(crate) mod raw;
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
 pub use raw::LockState;
 use raw::RawRobustMutex;
+
+/// Monotonic microseconds, the same clock in every process (chunk timeouts, death times).
+pub(crate) fn now_us() -> u64 {
+    let ts =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    (ts.tv_sec().max(0) as u64).saturating_mul(1_000_000).saturating_add(ts.tv_nsec().max(0) as u64 / 1000)
+}
 
 /// A robust process-shared mutex placed in shared memory (64 bytes, `#[repr(C)]`).
 ///
@@ -50,21 +58,38 @@ impl ShmMutex {
     /// [`crate::Error::LockTimeout`], or [`crate::Error::Os`] when the mutex is unrecoverable.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<ShmMutexGuard<'_>> {
         let state = self.raw.lock_timeout(timeout)?;
-        Ok(ShmMutexGuard { mutex: self, state, repaired: false })
+        Ok(ShmMutexGuard { mutex: self, state, repaired: false, _not_send: PhantomData })
     }
 
     /// Pid of the current holder, 0 when free (a hint).
+    #[cfg(test)]
     pub fn owner(&self) -> u32 {
         self.raw.owner()
     }
 }
 
 /// Proof that the calling thread holds a [`ShmMutex`]. Unlocks on drop; never panics.
-pub struct ShmMutexGuard<'a> {
+///
+/// `!Send`: a pthread mutex must be unlocked by the thread that locked it, so the guard cannot
+/// move to another thread (checked at compile time below).
+pub(crate) struct ShmMutexGuard<'a> {
     mutex: &'a ShmMutex,
     state: LockState,
     repaired: bool,
+    /// Makes the guard `!Send` and `!Sync`.
+    _not_send: PhantomData<*const ()>,
 }
+
+/// Compile-time proof that the guard is not `Send` (the `static_assertions` trick: if it were,
+/// `some_item` would be ambiguous between the two impls and this would not compile).
+const _: fn() = || {
+    trait AmbiguousIfSend<A> {
+        fn some_item() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+    impl<T: ?Sized + Send> AmbiguousIfSend<u8> for T {}
+    let _ = <ShmMutexGuard<'static> as AmbiguousIfSend<_>>::some_item;
+};
 
 impl ShmMutexGuard<'_> {
     /// The pid of a previous holder that died holding the lock, if that is how we got it.
@@ -89,8 +114,12 @@ impl ShmMutexGuard<'_> {
 
 impl Drop for ShmMutexGuard<'_> {
     fn drop(&mut self) {
-        // SAFETY: a guard exists only while its thread holds the lock.
-        unsafe { self.mutex.raw.unlock() };
+        // SAFETY: a guard exists only while its thread holds the lock, and it is `!Send`, so
+        // this is the thread that locked it.
+        // Never panic in drop. An unlock the OS refuses means the mutex word was overwritten
+        // (a scribbling kernel): the next locker then times out or fails, and the map caller
+        // treats that as a broken ring.
+        let _ = unsafe { self.mutex.raw.unlock() };
     }
 }
 

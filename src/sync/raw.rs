@@ -83,9 +83,9 @@ impl RawRobustMutex {
         // SAFETY: the mutex was initialised by `init` before the segment was published.
         let rc = unsafe { libc::pthread_mutex_trylock(self.mutex.get()) };
         let rc = if rc == libc::EBUSY {
-            let deadline = realtime_deadline(timeout);
-            // SAFETY: as above; deadline is a valid normalised timespec.
-            unsafe { libc::pthread_mutex_timedlock(self.mutex.get(), &deadline) }
+            let deadline = monotonic_deadline(timeout);
+            // SAFETY: as above; deadline is a valid normalised CLOCK_MONOTONIC timespec.
+            unsafe { pthread_mutex_clocklock(self.mutex.get(), libc::CLOCK_MONOTONIC, &deadline) }
         } else {
             rc
         };
@@ -118,13 +118,23 @@ impl RawRobustMutex {
     /// # Safety
     ///
     /// The calling thread must hold the lock.
-    pub unsafe fn unlock(&self) {
-        self.owner.store(0, Ordering::Relaxed);
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when pthread refuses (`EPERM`: the caller did not hold it); the lock's state
+    /// is then unchanged.
+    pub unsafe fn unlock(&self) -> Result<()> {
+        let was = self.owner.swap(0, Ordering::Relaxed);
         // SAFETY: the caller holds the lock.
-        unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
+        let rc = unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
+        if rc != 0 {
+            self.owner.store(was, Ordering::Relaxed);
+        }
+        check("pthread_mutex_unlock", rc)
     }
 
     /// Pid of the current holder, 0 when free (a hint: it may change at once).
+    #[cfg(test)]
     pub fn owner(&self) -> u32 {
         self.owner.load(Ordering::Relaxed)
     }
@@ -138,10 +148,23 @@ fn check(op: &'static str, rc: libc::c_int) -> Result<()> {
     }
 }
 
-/// An absolute CLOCK_REALTIME deadline `timeout` from now, normalised (tv_nsec < 1e9): the
-/// overflow that breaks `raw_sync`'s timed waits cannot happen here.
-fn realtime_deadline(timeout: Duration) -> libc::timespec {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+extern "C" {
+    /// glibc 2.30+: `pthread_mutex_timedlock` with a chosen clock (not bound by the `libc` crate).
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// An absolute CLOCK_MONOTONIC deadline `timeout` from now, normalised (tv_nsec < 1e9): the
+/// overflow that breaks `raw_sync`'s timed waits cannot happen here, and a wall-clock jump
+/// (NTP, `date -s`) neither shortens nor stretches the wait.
+fn monotonic_deadline(timeout: Duration) -> libc::timespec {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let now = Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32);
     let at = now.saturating_add(timeout);
     libc::timespec {
         tv_sec: at.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,

@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "../../src/workloads.rs"]
+pub mod workloads;
+
 /// Pids of live (non-zombie) children of this process.
 pub fn live_children() -> Vec<u32> {
     let me = std::process::id();

@@ -15,10 +15,10 @@ mod publish;
 /// Refuses a view of `dtype` elements as `T` when their sizes differ.
 fn check_elem<T: Pod>(dtype: Dtype) -> Result<()> {
     if std::mem::size_of::<T>() != dtype.size() {
-        return Err(crate::Error::InvalidConfig(format!(
-            "array holds {dtype}, not {}-byte elements",
-            std::mem::size_of::<T>()
-        )));
+        return Err(crate::Error::TypeMismatch {
+            kernel: format!("{}-byte elements ({})", std::mem::size_of::<T>(), std::any::type_name::<T>()),
+            data: dtype.to_string(),
+        });
     }
     Ok(())
 }
@@ -129,7 +129,7 @@ impl NpyArray {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::InvalidConfig`] when the sizes differ.
+    /// [`crate::Error::TypeMismatch`] when the sizes differ.
     pub fn as_slice<T: Pod>(&self) -> Result<&[T]> {
         check_elem::<T>(self.dtype)?;
         // SAFETY: the mapping is read-only for every process (workers map it read-only too),
@@ -162,16 +162,12 @@ impl NpyOutput {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::SizeOverflow`] when the shape's byte size does not fit a file;
+    /// [`crate::Error::TooLarge`] when the shape's byte size does not fit a file;
     /// [`crate::Error::File`] when the directory is missing or not writable, or the disk is full.
     pub fn create(path: impl AsRef<std::path::Path>, dtype: Dtype, shape: &[u64]) -> Result<NpyOutput> {
         use std::os::unix::fs::FileExt;
         let path = path.as_ref().to_path_buf();
-        let overflow = |len: u64| crate::Error::SizeOverflow {
-            what: format!("array of shape {shape:?} for {}", path.display()),
-            len,
-            elem_size: dtype.size(),
-        };
+        let overflow = |count: u64| crate::Error::TooLarge { count, elem_size: dtype.size() as u64 };
         let len = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| overflow(u64::MAX))?;
         let head = header::write(dtype, shape);
         let total = len
@@ -235,7 +231,7 @@ impl NpyOutput {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::InvalidConfig`] when the sizes differ.
+    /// [`crate::Error::TypeMismatch`] when the sizes differ.
     pub fn as_slice<T: Pod>(&mut self) -> Result<&[T]> {
         check_elem::<T>(self.dtype)?;
         // SAFETY: `&mut self` is held, so no map is writing the file (maps borrow the output
@@ -248,7 +244,7 @@ impl NpyOutput {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::InvalidConfig`] when the sizes differ.
+    /// [`crate::Error::TypeMismatch`] when the sizes differ.
     pub fn as_mut_slice<T: Pod>(&mut self) -> Result<&mut [T]> {
         check_elem::<T>(self.dtype)?;
         // SAFETY: `&mut self` is held, so no map is using the file and no other reference

@@ -530,8 +530,8 @@ impl Program {
     ///
     /// # Errors
     ///
-    /// [`Error::ExpressionInputType`] when `In` or `Out` does not match the program's types;
-    /// [`Error::InvalidConfig`] when the lengths differ.
+    /// [`Error::TypeMismatch`] when `In` or `Out` does not match the program's types;
+    /// [`Error::LengthMismatch`] when the lengths differ.
     pub fn eval_slice<In: Num, Out: Num>(&self, xs: &[In], ys: &mut [Out], start: u64) -> Result<()> {
         self.check_types::<In, Out>()?;
         if xs.len() != ys.len() {
@@ -543,15 +543,11 @@ impl Program {
 
     /// Checks that `In`/`Out` are the storage types of the program's input/output dtypes.
     pub(crate) fn check_types<In: Num, Out: Num>(&self) -> Result<()> {
-        if !In::stores(self.input) {
-            return Err(Error::ExpressionInputType { compiled: self.input.name(), found: In::DTYPE.name() });
-        }
-        if !Out::stores(self.output) {
-            return Err(Error::InvalidConfig(format!(
-                "expression writes {}, the output holds {}",
-                self.output,
-                Out::DTYPE
-            )));
+        if !In::stores(self.input) || !Out::stores(self.output) {
+            return Err(Error::TypeMismatch {
+                kernel: format!("an expression from {} to {}", self.input, self.output),
+                data: format!("{} -> {}", In::DTYPE, Out::DTYPE),
+            });
         }
         Ok(())
     }

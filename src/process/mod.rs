@@ -1,17 +1,21 @@
-//! Child processes: `multiprocessing.Process` for Rust, and the fork primitive the pool uses.
+//! Child processes: `multiprocessing.Process` for Rust (this file), and the fork primitives the
+//! pool uses (`fork.rs`).
 //!
-//! [`Process::spawn`] forks; the child runs the closure under `catch_unwind`, flushes stdout
-//! and stderr, and leaves with `_exit` — it never returns into the parent's code, never runs
-//! the parent's destructors (which would, for instance, unlink the parent's shared memory) and
-//! never continues as a second copy of the parent, even when the closure panics.
+//! [`Process::spawn`] forks; the child runs the closure under `catch_unwind` and leaves with
+//! `_exit` — it never returns into the parent's code, never runs the parent's destructors
+//! (which would, for instance, tear down the parent's pools) and never continues as a second
+//! copy of the parent, even when the closure panics.
 //!
 //! Forking a multi-threaded process copies only the calling thread; locks held by other threads
 //! stay locked in the child. glibc makes `malloc` safe across `fork`; anything else the closure
-//! locks (stdout included) may have been held by another thread at that instant. The pool's
-//! workers only touch memory prepared before the fork.
+//! locks (stdout included) may have been held by another thread at that instant. The child
+//! flushes std's stdout on its way out only when the parent was single-threaded at the fork
+//! (`println!` output is line-buffered and already written; only a final partial line can stay
+//! behind in a multi-threaded parent).
+
+pub(crate) mod fork;
 
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
@@ -21,61 +25,8 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 
-/// Exit code of a child whose closure panicked (the same as a panicking Rust `main`).
-pub const PANIC_EXIT_CODE: i32 = 101;
-
-/// Forks; the child runs `child` and exits with the code it returns (or [`PANIC_EXIT_CODE`]
-/// if it panics), never returning into the caller's code.
-///
-/// Stdout and stderr are flushed first so that buffered output is not written twice.
-pub(crate) fn fork_child(child: impl FnOnce() -> i32) -> Result<Pid> {
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    // SAFETY: in the child we run only `child` and then `_exit`, so control never returns into
-    // the caller's frames (a panic inside it is caught below and also ends in `_exit`) and no
-    // destructor of the parent's state runs twice. The multi-threaded-fork hazard (locks held
-    // by other threads) is documented at the module level and in `Process::spawn`.
-    match unsafe { nix::unistd::fork() }.map_err(|e| Error::os("fork", e.into()))? {
-        nix::unistd::ForkResult::Parent { child } => Ok(child),
-        nix::unistd::ForkResult::Child => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(PANIC_EXIT_CODE);
-            exit_now(code)
-        }
-    }
-}
-
-/// Ends the calling process at once with `code`: no destructors, no `atexit` handlers.
-pub(crate) fn exit_now(code: i32) -> ! {
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    // SAFETY: _exit has no preconditions; it ends the process without running destructors
-    // or atexit handlers, which is the point.
-    unsafe { libc::_exit(code) }
-}
-
-/// Asks the kernel to SIGKILL the calling process when the thread that forked it exits, and
-/// exits at once if the parent `expected` is already gone (the race `prctl` alone leaves open).
-pub(crate) fn die_with_parent(expected: Pid) {
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
-    if nix::unistd::getppid() != expected {
-        exit_now(0);
-    }
-}
-
-/// A pidfd for `pid`: readable once the process has exited.
-pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(Error::last_os("pidfd_open"));
-    }
-    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Converts a `WaitStatus` to the `ExitStatus` std uses.
-pub(crate) fn exit_status(ws: WaitStatus) -> Option<ExitStatus> {
+fn exit_status(ws: WaitStatus) -> Option<ExitStatus> {
     match ws {
         WaitStatus::Exited(_, code) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
         WaitStatus::Signaled(_, sig, core) => Some(ExitStatus::from_raw(sig as i32 | if core { 0x80 } else { 0 })),
@@ -104,8 +55,7 @@ pub struct Process {
 }
 
 impl Process {
-    /// Forks a child that runs `f` and exits: code 0 when `f` returns, [`PANIC_EXIT_CODE`]
-    /// when it panics. The child's stdout and stderr are flushed before it exits.
+    /// Forks a child that runs `f` and exits: code 0 when `f` returns, 101 when it panics.
     ///
     /// The child is a copy of the calling process at this instant (like `multiprocessing`'s
     /// `fork` start method), so `f` may use anything it captures. In a multi-threaded program,
@@ -115,8 +65,17 @@ impl Process {
     ///
     /// [`Error::Os`] when `fork` fails.
     pub fn spawn<F: FnOnce()>(f: F) -> Result<Process> {
-        let pid = fork_child(move || {
+        // Flush in the parent so buffered output is not written twice (the parent may wait
+        // here for another thread's print; that is a wait, not a deadlock).
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        let alone = fork::single_threaded();
+        let pid = fork::fork_process(move || {
             f();
+            if alone {
+                // Nobody else could hold stdout's lock at the fork: flush a final partial line.
+                let _ = std::io::stdout().flush();
+            }
             0
         })?;
         Ok(Process { pid, status: std::sync::Mutex::new(None) })
@@ -217,8 +176,8 @@ mod tests {
         assert_eq!(ok.join().unwrap().code(), Some(0));
         assert_eq!(ok.join().unwrap().code(), Some(0), "status is cached");
         let panics = Process::spawn(|| panic!("boom")).unwrap();
-        assert_eq!(panics.join().unwrap().code(), Some(PANIC_EXIT_CODE));
-        let code = Process::spawn(|| exit_now(7)).unwrap();
+        assert_eq!(panics.join().unwrap().code(), Some(fork::PANIC_EXIT_CODE));
+        let code = Process::spawn(|| fork::exit_now(7)).unwrap();
         assert_eq!(code.join().unwrap().code(), Some(7));
     }
 

@@ -5,14 +5,14 @@
 //! that casts a chunk's bytes to `&[In]` / `&mut [Out]` with `bytemuck` and runs the kernel with
 //! the call inlined, so the loop vectorises as it would in the caller. Workers are forked from
 //! the caller's process image, so the trampoline's address is valid in them; the descriptor
-//! carries that address plus a keyed tag ([`KernelRef`]) made with a key that never leaves
+//! carries that address plus a keyed tag (`KernelRef`) made with a key that never leaves
 //! process-private memory, so a descriptor forged or corrupted in shared memory cannot make a
 //! worker jump to an arbitrary address. Captured state goes in a `Pod` parameter block.
 //!
 //! Kernels must not capture: capturing closures are rejected at compile time, because the
 //! worker rebuilds the kernel value from nothing (it has no bytes):
 //!
-//! ```compile_fail
+//! ```compile_fail,E0080
 //! # fn main() -> shmpool::Result<()> {
 //! let pool = shmpool::Pool::new(1)?;
 //! let k = 3.0;
@@ -22,6 +22,7 @@
 //!
 //! This module must never touch shared memory or processes.
 
+use std::any::TypeId;
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
@@ -31,6 +32,7 @@ use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 
 pub mod expr;
+mod trampoline;
 
 /// What a trampoline receives: the parameter block, the input bytes, the output bytes, and the
 /// flat index of the chunk's first element.
@@ -44,7 +46,7 @@ pub(crate) fn init_key() {
     key();
 }
 
-fn key() -> &'static std::collections::hash_map::RandomState {
+pub(crate) fn key() -> &'static std::collections::hash_map::RandomState {
     KEY.get_or_init(std::collections::hash_map::RandomState::new)
 }
 
@@ -55,7 +57,7 @@ fn tag_of(addr: usize) -> u64 {
 /// A trampoline address with a keyed tag proving it was produced by `KernelRef::of` in this
 /// process image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KernelRef {
+pub(crate) struct KernelRef {
     addr: u64,
     tag: u64,
 }
@@ -67,18 +69,18 @@ impl KernelRef {
     }
 
     /// Rebuilds a reference from the two words stored in a descriptor, if the tag matches.
-    pub fn from_parts(addr: u64, tag: u64) -> Option<KernelRef> {
+    pub(crate) fn from_parts(addr: u64, tag: u64) -> Option<KernelRef> {
         (tag_of(addr as usize) == tag).then_some(KernelRef { addr, tag })
     }
 
     /// The two words to store in a descriptor.
-    pub fn parts(&self) -> (u64, u64) {
+    pub(crate) fn parts(&self) -> (u64, u64) {
         (self.addr, self.tag)
     }
 
     /// Runs the kernel on one chunk. Panics (to be caught by the worker) when the byte slices
     /// do not fit the kernel's element types.
-    pub fn invoke(&self, params: &[u8], input: &[u8], output: &mut [u8], start: u64) {
+    pub(crate) fn invoke(&self, params: &[u8], input: &[u8], output: &mut [u8], start: u64) {
         // SAFETY: `self.tag` matched the keyed hash of `self.addr` (in `from_parts`) or was
         // computed from a real `Trampoline` (in `of`). The key lives only in process-private
         // memory of the pool's creator and of workers forked from it, so a matching tag means
@@ -88,190 +90,115 @@ impl KernelRef {
     }
 }
 
-/// Materialises a zero-sized `Copy` kernel in a worker.
-fn conjure<F: Copy>() -> F {
-    const { assert!(std::mem::size_of::<F>() == 0, "a kernel must not capture anything") };
-    // SAFETY: F is zero-sized (asserted at compile time), so it has no bytes whose validity
-    // could be violated; F is `Copy`, so creating another value is what copying the one the
-    // caller passed would do.
-    unsafe { std::mem::zeroed::<F>() }
+/// The element type on one side of a kernel: Rust's identity of it, its name for messages, and
+/// the numpy dtype it is, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ElemType {
+    id: TypeId,
+    name: &'static str,
+    dtype: Option<Dtype>,
 }
 
-fn cast_io<'a, In: Pod, Out: Pod>(input: &'a [u8], output: &'a mut [u8]) -> (&'a [In], &'a mut [Out]) {
-    (bytemuck::cast_slice(input), bytemuck::cast_slice_mut(output))
-}
+impl ElemType {
+    fn of<T: Pod>() -> ElemType {
+        ElemType { id: TypeId::of::<T>(), name: std::any::type_name::<T>(), dtype: Dtype::of::<T>() }
+    }
 
-fn params_of<P: Pod>(params: &[u8]) -> P {
-    bytemuck::pod_read_unaligned(&params[..std::mem::size_of::<P>()])
-}
-
-fn elem<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy>(_: &[u8], input: &[u8], output: &mut [u8], _: u64) {
-    let f = conjure::<F>();
-    let (i, o) = cast_io::<In, Out>(input, output);
-    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
-    for (o, &x) in o.iter_mut().zip(i) {
-        *o = f(x);
+    fn describe(self) -> String {
+        match self.dtype {
+            Some(d) => d.to_string(),
+            None => self.name.to_string(),
+        }
     }
 }
 
-fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(
-    params: &[u8],
-    input: &[u8],
-    output: &mut [u8],
-    _: u64,
-) {
-    let f = conjure::<F>();
-    let p = params_of::<P>(params);
-    let (i, o) = cast_io::<In, Out>(input, output);
-    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
-    for (o, &x) in o.iter_mut().zip(i) {
-        *o = f(x, &p);
-    }
+/// Rejects, at compile time, a kernel type with bytes: the worker rebuilds the kernel from
+/// nothing, so it must capture nothing.
+macro_rules! assert_zero_sized {
+    ($f:ty) => {
+        const {
+            assert!(
+                std::mem::size_of::<$f>() == 0,
+                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
+            )
+        }
+    };
 }
 
-fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(_: &[u8], input: &[u8], output: &mut [u8], _: u64) {
-    let f = conjure::<F>();
-    let (i, o) = cast_io::<In, Out>(input, output);
-    f(i, o)
-}
-
-fn chunk_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P) + Copy>(
-    params: &[u8],
-    input: &[u8],
-    output: &mut [u8],
-    _: u64,
-) {
-    let f = conjure::<F>();
-    let p = params_of::<P>(params);
-    let (i, o) = cast_io::<In, Out>(input, output);
-    f(i, o, &p)
-}
-
-fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(
-    _: &[u8],
-    input: &[u8],
-    output: &mut [u8],
-    start: u64,
-) {
-    let f = conjure::<F>();
-    let (i, o) = cast_io::<In, Out>(input, output);
-    f(i, o, start)
-}
-
-/// A keyed tag for a function pointer of type `T` at `addr`: the type is part of the tag, so a
-/// pointer cannot be reused as a pointer of another type.
-fn fn_tag<T: 'static>(addr: usize) -> u64 {
-    key().hash_one((addr, std::any::TypeId::of::<T>(), 0x0046_4e50_5452_u64))
-}
-
-/// Reads a function pointer of type `T` and its tag from a parameter block, if the tag matches.
-fn fn_from_params<T: Copy + 'static>(params: &[u8]) -> Option<T> {
-    const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<usize>()) };
-    let [addr, tag]: [u64; 2] = bytemuck::pod_read_unaligned(params.get(..16)?);
-    if fn_tag::<T>(addr as usize) != tag {
-        return None;
-    }
-    // SAFETY: the tag is a keyed hash of (address, TypeId of T) with a key that exists only in
-    // process-private memory of the pool's processes; it matches only for an address produced
-    // by `fn_params::<T>` from a real value of type T (a fn pointer, the size of usize as
-    // asserted above) in this process image.
-    Some(unsafe { std::mem::transmute_copy::<usize, T>(&(addr as usize)) })
-}
-
-fn fn_params<T: 'static>(addr: usize) -> Vec<u8> {
-    bytemuck::bytes_of(&[addr as u64, fn_tag::<T>(addr)]).to_vec()
-}
-
-fn elem_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {
-    let f = fn_from_params::<fn(In) -> Out>(params).expect("function pointer tag matches");
-    let (i, o) = cast_io::<In, Out>(input, output);
-    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
-    for (o, &x) in o.iter_mut().zip(i) {
-        *o = f(x);
-    }
-}
-
-fn chunk_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {
-    let f = fn_from_params::<fn(&[In], &mut [Out])>(params).expect("function pointer tag matches");
-    let (i, o) = cast_io::<In, Out>(input, output);
-    f(i, o)
-}
-
-/// Everything the pool needs to send a kernel to workers.
+/// Everything the pool needs to send a kernel to workers: the trampoline, the element types on
+/// both sides (checked against the data at every map) and the parameter block.
 #[derive(Debug, Clone)]
 pub struct KernelSpec {
     pub(crate) kernel: KernelRef,
     pub(crate) in_size: usize,
     pub(crate) out_size: usize,
-    pub(crate) align: usize,
+    pub(crate) input: ElemType,
+    pub(crate) output: ElemType,
     pub(crate) params: Vec<u8>,
 }
 
 impl KernelSpec {
     fn new<In: Pod, Out: Pod>(t: Trampoline, params: Vec<u8>) -> KernelSpec {
+        const {
+            assert!(
+                std::mem::align_of::<In>() <= 64 && std::mem::align_of::<Out>() <= 64,
+                "element alignment exceeds 64"
+            )
+        };
         KernelSpec {
             kernel: KernelRef::of(t),
             in_size: std::mem::size_of::<In>(),
             out_size: std::mem::size_of::<Out>(),
-            align: std::mem::align_of::<In>().max(std::mem::align_of::<Out>()),
+            input: ElemType::of::<In>(),
+            output: ElemType::of::<Out>(),
             params,
         }
     }
 
     /// An element kernel `fn(In) -> Out`.
     pub fn elem<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy>(_f: F) -> KernelSpec {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0,
-                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
-            )
-        };
-        Self::new::<In, Out>(elem::<In, Out, F>, Vec::new())
+        assert_zero_sized!(F);
+        Self::new::<In, Out>(trampoline::elem::<In, Out, F>, Vec::new())
     }
 
     /// An element kernel with a parameter block, `fn(In, &P) -> Out`.
     pub fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(params: &P, _f: F) -> KernelSpec {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0,
-                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
-            )
-        };
-        Self::new::<In, Out>(elem_with::<In, Out, P, F>, bytemuck::bytes_of(params).to_vec())
+        assert_zero_sized!(F);
+        Self::new::<In, Out>(trampoline::elem_with::<In, Out, P, F>, bytemuck::bytes_of(params).to_vec())
     }
 
     /// A chunk kernel `fn(&[In], &mut [Out])`.
     pub fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(_f: F) -> KernelSpec {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0,
-                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
-            )
-        };
-        Self::new::<In, Out>(chunk::<In, Out, F>, Vec::new())
+        assert_zero_sized!(F);
+        Self::new::<In, Out>(trampoline::chunk::<In, Out, F>, Vec::new())
     }
 
     /// A chunk kernel with a parameter block, `fn(&[In], &mut [Out], &P)`.
     pub fn chunk_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P) + Copy>(params: &P, _f: F) -> KernelSpec {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0,
-                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
-            )
-        };
-        Self::new::<In, Out>(chunk_with::<In, Out, P, F>, bytemuck::bytes_of(params).to_vec())
+        assert_zero_sized!(F);
+        Self::new::<In, Out>(trampoline::chunk_with::<In, Out, P, F>, bytemuck::bytes_of(params).to_vec())
+    }
+
+    /// A chunk kernel that also receives the flat index of the chunk's first element,
+    /// `fn(&[In], &mut [Out], start)`.
+    pub fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(_f: F) -> KernelSpec {
+        assert_zero_sized!(F);
+        Self::new::<In, Out>(trampoline::indexed::<In, Out, F>, Vec::new())
     }
 
     /// An element kernel given as a function pointer (chosen at run time). The call is
     /// indirect, so the loop does not vectorise as well as with a `fn` item.
     pub fn elem_fn<In: Pod, Out: Pod>(f: fn(In) -> Out) -> KernelSpec {
-        Self::new::<In, Out>(elem_ptr::<In, Out>, fn_params::<fn(In) -> Out>(f as usize))
+        Self::new::<In, Out>(trampoline::elem_ptr::<In, Out>, trampoline::fn_params::<fn(In) -> Out>(f as usize))
     }
 
     /// A chunk kernel given as a function pointer (chosen at run time): one indirect call per
     /// chunk, so it runs as fast as a `fn` item.
     pub fn chunk_fn<In: Pod, Out: Pod>(f: fn(&[In], &mut [Out])) -> KernelSpec {
-        Self::new::<In, Out>(chunk_ptr::<In, Out>, fn_params::<fn(&[In], &mut [Out])>(f as usize))
+        Self::new::<In, Out>(
+            trampoline::chunk_ptr::<In, Out>,
+            trampoline::fn_params::<fn(&[In], &mut [Out])>(f as usize),
+        )
     }
 
     /// An expression kernel reading `In` and writing `Out` elements: `In` must store the
@@ -280,7 +207,7 @@ impl KernelSpec {
     ///
     /// # Errors
     ///
-    /// [`Error::ExpressionInputType`] when `In` is not the type the program was compiled for.
+    /// [`Error::TypeMismatch`] when `In` is not the type the program was compiled for.
     pub fn expr<In: expr::Num, Out: expr::Num>(program: &expr::Program) -> Result<KernelSpec> {
         let program = if Out::stores(program.output_dtype()) { program.clone() } else { program.astype(Out::DTYPE) };
         program.check_types::<In, Out>()?;
@@ -293,10 +220,13 @@ impl KernelSpec {
     ///
     /// # Errors
     ///
-    /// [`Error::ExpressionInputType`] when `input` is not the program's input dtype.
+    /// [`Error::TypeMismatch`] when `input` is not the program's input dtype.
     pub fn expr_for(program: &expr::Program, input: Dtype, output: Dtype) -> Result<KernelSpec> {
         if input != program.input_dtype() {
-            return Err(Error::ExpressionInputType { compiled: program.input_dtype().name(), found: input.name() });
+            return Err(Error::TypeMismatch {
+                kernel: format!("an expression compiled for {} input", program.input_dtype()),
+                data: input.to_string(),
+            });
         }
         let program = program.astype(output);
         macro_rules! out {
@@ -316,7 +246,7 @@ impl KernelSpec {
                 }
             };
         }
-        match input {
+        let mut spec = match input {
             Dtype::Bool | Dtype::U8 => out!(u8),
             Dtype::I8 => out!(i8),
             Dtype::I16 => out!(i16),
@@ -328,7 +258,12 @@ impl KernelSpec {
             Dtype::F16 => out!(half::f16),
             Dtype::F32 => out!(f32),
             Dtype::F64 => out!(f64),
-        }
+        }?;
+        // `u8` stores bool: the spec records the dtypes the program reads and writes.
+        spec.input.dtype = Some(input);
+        spec.output.dtype = Some(output);
+        spec.check_dtypes(input, output)?;
+        Ok(spec)
     }
 
     /// Bytes per input element.
@@ -341,16 +276,34 @@ impl KernelSpec {
         self.out_size
     }
 
-    /// A chunk kernel that also receives the flat index of the chunk's first element,
-    /// `fn(&[In], &mut [Out], start)`.
-    pub fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(_f: F) -> KernelSpec {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0,
-                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
-            )
-        };
-        Self::new::<In, Out>(indexed::<In, Out, F>, Vec::new())
+    fn mismatch(&self, data: String) -> Error {
+        Error::TypeMismatch { kernel: format!("{} -> {}", self.input.describe(), self.output.describe()), data }
+    }
+
+    /// Checks that this kernel maps `In` to `Out`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TypeMismatch`] naming both sides.
+    pub(crate) fn check_types<In: Pod, Out: Pod>(&self) -> Result<()> {
+        let (i, o) = (ElemType::of::<In>(), ElemType::of::<Out>());
+        if self.input.id != i.id || self.output.id != o.id {
+            return Err(self.mismatch(format!("{} -> {}", i.describe(), o.describe())));
+        }
+        Ok(())
+    }
+
+    /// Checks that this kernel maps `input` elements to `output` elements (files, whose element
+    /// types are known only at run time).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TypeMismatch`] naming both sides.
+    pub(crate) fn check_dtypes(&self, input: Dtype, output: Dtype) -> Result<()> {
+        if self.input.dtype != Some(input) || self.output.dtype != Some(output) {
+            return Err(self.mismatch(format!("{input} -> {output}")));
+        }
+        Ok(())
     }
 }
 
@@ -382,10 +335,10 @@ mod tests {
         let mut out = vec![0f64; 2];
         spec.kernel.invoke(&spec.params, &input, bytemuck::cast_slice_mut(&mut out), 0);
         assert_eq!(out, [2.0, 5.0]);
-        assert!(fn_from_params::<fn(f32) -> f32>(&spec.params).is_none(), "another type is refused");
+        assert!(trampoline::fn_from_params::<fn(f32) -> f32>(&spec.params).is_none(), "another type is refused");
         let mut forged = spec.params.clone();
         forged[0] ^= 1;
-        assert!(fn_from_params::<fn(f64) -> f64>(&forged).is_none());
+        assert!(trampoline::fn_from_params::<fn(f64) -> f64>(&forged).is_none());
     }
 
     #[test]

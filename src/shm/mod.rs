@@ -24,78 +24,34 @@ use nix::sys::stat::Mode;
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 
 use crate::error::{Error, Result};
+use header::{MAGIC, READY};
 
-/// First eight bytes of every shmpool segment.
-pub const MAGIC: [u8; 8] = *b"SHMPOOL\0";
-/// Version of the layout of the header and of everything the segment kinds put after it.
-/// Bump it on any change to a `#[repr(C)]` type that lives in shared memory.
-pub const LAYOUT_VERSION: u32 = 2;
+mod header;
+mod stale;
+
+use header::LAYOUT_VERSION;
+pub(crate) use header::{SegmentHeader, SegmentKind};
+pub(crate) use stale::{list_segments, shm_capacity, stale_segments, sweep_stale};
+pub use stale::{ShmCapacity, StaleSegment};
+
+/// Where a mapped file's data lives, and whether workers may write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileArea {
+    /// Byte offset of the data in the file.
+    pub offset: usize,
+    /// Bytes of data.
+    pub len: usize,
+    /// Whether workers map it writable (outputs).
+    pub writable: bool,
+}
+
 /// Offset of the data area: one page, so data is page-aligned (and 64-byte aligned for any
 /// element type).
-pub const DATA_OFFSET: usize = 4096;
-/// Value of [`SegmentHeader::initialised`] once the creator has finished the header.
-const READY: u32 = 0x5EAD_10AD;
+pub(crate) const DATA_OFFSET: usize = 4096;
 /// Where POSIX shared memory lives on Linux.
-pub const SHM_DIR: &str = "/dev/shm";
+pub(crate) const SHM_DIR: &str = "/dev/shm";
 /// Prefix of every segment name (without the leading `/`).
-pub const NAME_PREFIX: &str = "shmpool_";
-
-/// What a segment holds; stored in the header and checked on attach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum SegmentKind {
-    /// The pool's control segment: ring header and slot table.
-    Ring = 1,
-    /// A numeric array (`SharedVec`, staging buffers).
-    Array = 2,
-}
-
-impl TryFrom<u32> for SegmentKind {
-    type Error = u32;
-    fn try_from(v: u32) -> std::result::Result<Self, u32> {
-        match v {
-            1 => Ok(SegmentKind::Ring),
-            2 => Ok(SegmentKind::Array),
-            other => Err(other),
-        }
-    }
-}
-
-/// The header at offset 0 of every segment.
-///
-/// Written once by the creator while it is the only process that can see the segment, then
-/// published by storing [`SegmentHeader::initialised`] last with `Release`. An attacher loads
-/// `initialised` with `Acquire` before reading any other field and refuses any mismatch.
-#[repr(C)]
-#[derive(Debug)]
-pub struct SegmentHeader {
-    /// [`MAGIC`].
-    pub magic: [u8; 8],
-    /// [`LAYOUT_VERSION`].
-    pub version: u32,
-    /// [`SegmentKind`] as an integer.
-    pub kind: u32,
-    /// Length of the whole mapping in bytes.
-    pub total_len: u64,
-    /// Offset of the data area ([`DATA_OFFSET`]).
-    pub data_offset: u64,
-    /// Usable bytes in the data area.
-    pub data_len: u64,
-    /// Pid of the creator.
-    pub owner_pid: u32,
-    /// Effective uid of the creator; attachers must have the same.
-    pub owner_uid: u32,
-    /// Size in bytes of one element (arrays) or of one slot (rings).
-    pub elem_size: u32,
-    /// Element type tag (arrays) or slot count (rings).
-    pub elem_tag: u32,
-    /// PUBLISH: stored last by the creator with `Release`; OBSERVE: loaded first by attachers
-    /// with `Acquire`.
-    pub initialised: AtomicU32,
-    _reserved: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<SegmentHeader>() == 64);
+pub(crate) const NAME_PREFIX: &str = "shmpool_";
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -114,7 +70,7 @@ enum Mapping {
 /// it is sound unless a protocol (the ring's slot states, the pool's borrow of a `SharedVec`
 /// during a map) guarantees that nobody writes the range meanwhile. The unsafe accessors put
 /// that obligation on the caller; the checked-range part is done here.
-pub struct Segment {
+pub(crate) struct Segment {
     mapping: Mapping,
     base: NonNull<u8>,
     len: usize,
@@ -152,13 +108,6 @@ fn page_size() -> usize {
     }
 }
 
-/// Size and free bytes of the filesystem behind `/dev/shm`.
-pub fn shm_capacity() -> Result<(u64, u64)> {
-    let st = nix::sys::statvfs::statvfs(SHM_DIR).map_err(|e| Error::os("statvfs", e.into()))?;
-    let frsize = st.fragment_size() as u64;
-    Ok((st.blocks() as u64 * frsize, st.blocks_available() as u64 * frsize))
-}
-
 impl Segment {
     /// Creates a new segment with `data_len` usable bytes, reserves its pages, writes and
     /// publishes its header, and unlinks its name.
@@ -166,13 +115,17 @@ impl Segment {
     /// # Errors
     ///
     /// [`Error::ShmFull`] when `/dev/shm` cannot hold it; [`Error::Os`] for other failures.
-    pub fn create(kind: SegmentKind, data_len: usize, elem_size: u32, elem_tag: u32) -> Result<Segment> {
+    pub(crate) fn create(kind: SegmentKind, data_len: usize, elem_size: u32, elem_tag: u32) -> Result<Segment> {
         let page = page_size();
-        let data_pages = data_len.max(1).div_ceil(page) * page;
-        let total = DATA_OFFSET
-            .checked_add(data_pages)
-            .ok_or_else(|| Error::InvalidConfig(format!("segment of {data_len} bytes is too large")))?;
-        let (_, available) = shm_capacity()?;
+        let total = data_len
+            .max(1)
+            .div_ceil(page)
+            .checked_mul(page)
+            .and_then(|pages| pages.checked_add(DATA_OFFSET))
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or(Error::TooLarge { count: data_len as u64, elem_size: 1 })?;
+        let data_pages = total - DATA_OFFSET;
+        let available = shm_capacity()?.free;
         if (total as u64) > available {
             return Err(Error::ShmFull { needed: total as u64, available });
         }
@@ -212,6 +165,19 @@ impl Segment {
         Ok(seg)
     }
 
+    /// A new array segment holding a copy of `bytes` (a parameter block too large for a slot).
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::create`].
+    pub(crate) fn create_filled(bytes: &[u8]) -> Result<Segment> {
+        let seg = Segment::create(SegmentKind::Array, bytes.len(), 1, 0)?;
+        // SAFETY: the segment was created just now and no other process or reference can see
+        // it yet (its name is unlinked, its descriptor not passed on); the range is checked.
+        unsafe { seg.data_mut(0, bytes.len())? }.copy_from_slice(bytes);
+        Ok(seg)
+    }
+
     fn write_header(&self, kind: SegmentKind, data_len: u64, elem_size: u32, elem_tag: u32) {
         let hdr = self.base.as_ptr().cast::<SegmentHeader>();
         let value = SegmentHeader {
@@ -241,7 +207,7 @@ impl Segment {
     ///
     /// [`Error::IncompatibleSegment`] when the header is not a published shmpool header of
     /// `kind` with this layout version, this uid and the mapping's size.
-    pub fn from_fd(fd: OwnedFd, kind: SegmentKind) -> Result<Segment> {
+    pub(crate) fn from_fd(fd: OwnedFd, kind: SegmentKind) -> Result<Segment> {
         let file = File::from(fd);
         let len = file.metadata().map_err(|e| Error::os("fstat", e))?.len() as usize;
         if len < DATA_OFFSET {
@@ -273,14 +239,12 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when `mmap` fails; [`Error::InvalidConfig`] when the data area is not
-    /// inside the file.
-    pub fn map_file(file: File, data_off: usize, data_len: usize, writable: bool) -> Result<Segment> {
+    /// [`Error::Os`] when `mmap` fails; [`Error::OutOfBounds`] when the data area is not inside
+    /// the file.
+    pub(crate) fn map_file(file: File, data_off: usize, data_len: usize, writable: bool) -> Result<Segment> {
         let len = file.metadata().map_err(|e| Error::os("fstat", e))?.len() as usize;
         if data_off.checked_add(data_len).is_none_or(|end| end > len) || len == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "data area {data_off}+{data_len} is not inside a file of {len} bytes"
-            )));
+            return Err(Error::OutOfBounds { offset: data_off as u64, len: data_len as u64, size: len as u64 });
         }
         let opts = memmap2::MmapOptions::new();
         let map = if writable { opts.map_raw(&file) } else { opts.map_raw_read_only(&file) }
@@ -299,15 +263,22 @@ impl Segment {
         })
     }
 
-    /// For a mapped file: (data offset, data length, writable); `None` for shared memory.
-    pub fn file_area(&self) -> Option<(usize, usize, bool)> {
-        self.file.then_some((self.data_off, self.data_len, self.writable))
+    /// For a mapped file: where its data lives and whether it may be written; `None` for
+    /// shared memory.
+    pub(crate) fn file_area(&self) -> Option<FileArea> {
+        self.file.then_some(FileArea { offset: self.data_off, len: self.data_len, writable: self.writable })
+    }
+
+    /// Device and inode of the file or shared-memory object behind the mapping, to tell
+    /// whether two mappings are the same file.
+    pub(crate) fn identity(&self) -> Option<(u64, u64)> {
+        nix::sys::stat::fstat(&self.fd).ok().map(|st| (st.st_dev, st.st_ino))
     }
 
     /// Drops this process's pages of a mapped file's data range (`MADV_DONTNEED`), so that
     /// streaming through a file larger than RAM keeps resident memory bounded. Dirty pages
     /// stay in the page cache and are written back; nothing is lost. No-op for shared memory.
-    pub fn release(&self, offset: usize, len: usize) {
+    pub(crate) fn release(&self, offset: usize, len: usize) {
         if !self.file || len == 0 {
             return;
         }
@@ -331,45 +302,12 @@ impl Segment {
     /// # Errors
     ///
     /// [`Error::IncompatibleSegment`] naming the first field that does not match.
-    pub fn validate(&self, kind: SegmentKind) -> Result<()> {
-        let h = self.header();
-        let mismatch = |what: &str, found: String, expected: String| Error::IncompatibleSegment {
-            found: format!("{what} {found}"),
-            expected: format!("{what} {expected}"),
-        };
-        // OBSERVE: pairs with the Release store in `write_header`.
-        let init = h.initialised.load(Ordering::Acquire);
-        if init != READY {
-            return Err(mismatch("initialised word", format!("{init:#x}"), format!("{READY:#x}")));
-        }
-        if h.magic != MAGIC {
-            return Err(mismatch("magic", format!("{:?}", h.magic), format!("{MAGIC:?}")));
-        }
-        if h.version != LAYOUT_VERSION {
-            return Err(mismatch("layout version", h.version.to_string(), LAYOUT_VERSION.to_string()));
-        }
-        if h.kind != kind as u32 {
-            return Err(mismatch("kind", h.kind.to_string(), (kind as u32).to_string()));
-        }
-        if h.total_len != self.len as u64 {
-            return Err(mismatch("size", h.total_len.to_string(), self.len.to_string()));
-        }
-        if h.data_offset != DATA_OFFSET as u64 || h.data_offset.saturating_add(h.data_len) > h.total_len {
-            return Err(mismatch(
-                "data area",
-                format!("{}+{}", h.data_offset, h.data_len),
-                format!("{DATA_OFFSET}+{}", h.total_len.saturating_sub(DATA_OFFSET as u64)),
-            ));
-        }
-        let uid = nix::unistd::geteuid().as_raw();
-        if h.owner_uid != uid {
-            return Err(mismatch("owner uid", h.owner_uid.to_string(), uid.to_string()));
-        }
-        Ok(())
+    pub(crate) fn validate(&self, kind: SegmentKind) -> Result<()> {
+        self.header().check(kind, self.len as u64)
     }
 
     /// The segment header.
-    pub fn header(&self) -> &SegmentHeader {
+    pub(crate) fn header(&self) -> &SegmentHeader {
         // SAFETY: the mapping is at least DATA_OFFSET bytes (checked at create/attach) and
         // page-aligned; SegmentHeader is plain integers plus one atomic, valid for any bytes,
         // and nobody writes its plain fields after publication.
@@ -377,17 +315,22 @@ impl Segment {
     }
 
     /// Process-unique id of this mapping (used to name it to workers).
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.id
     }
 
+    /// Address of the start of the mapping (to recognise it in `/proc/self/maps`).
+    pub(crate) fn base_addr(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+
     /// Usable bytes in the data area.
-    pub fn data_len(&self) -> usize {
+    pub(crate) fn data_len(&self) -> usize {
         self.data_len
     }
 
     /// The descriptor of the segment, to pass to another process.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
@@ -395,8 +338,8 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`Error::CorruptSlot`] (slot `u32::MAX`) when the range is not inside the data area.
-    pub fn data_ptr(&self, offset: usize, len: usize) -> Result<NonNull<u8>> {
+    /// [`Error::OutOfBounds`] when the range is not inside the data area.
+    pub(crate) fn data_ptr(&self, offset: usize, len: usize) -> Result<NonNull<u8>> {
         let end = offset.checked_add(len);
         match end {
             Some(end) if end <= self.data_len() => {
@@ -406,10 +349,7 @@ impl Segment {
                 let p = unsafe { self.base.as_ptr().add(self.data_off + offset) };
                 Ok(NonNull::new(p).expect("inside a non-null mapping"))
             }
-            _ => Err(Error::CorruptSlot {
-                slot: u32::MAX,
-                reason: format!("byte range {offset}+{len} outside data area of {} bytes", self.data_len()),
-            }),
+            _ => Err(Error::OutOfBounds { offset: offset as u64, len: len as u64, size: self.data_len() as u64 }),
         }
     }
 
@@ -422,7 +362,7 @@ impl Segment {
     /// # Errors
     ///
     /// As [`Segment::data_ptr`].
-    pub unsafe fn data(&self, offset: usize, len: usize) -> Result<&[u8]> {
+    pub(crate) unsafe fn data(&self, offset: usize, len: usize) -> Result<&[u8]> {
         let p = self.data_ptr(offset, len)?;
         // SAFETY: in bounds (data_ptr), and the caller guarantees no concurrent writer.
         Ok(unsafe { std::slice::from_raw_parts(p.as_ptr(), len) })
@@ -439,9 +379,9 @@ impl Segment {
     ///
     /// As [`Segment::data_ptr`].
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn data_mut(&self, offset: usize, len: usize) -> Result<&mut [u8]> {
+    pub(crate) unsafe fn data_mut(&self, offset: usize, len: usize) -> Result<&mut [u8]> {
         if !self.writable {
-            return Err(Error::CorruptSlot { slot: u32::MAX, reason: "write to a read-only mapping".into() });
+            return Err(Error::ReadOnly);
         }
         let p = self.data_ptr(offset, len)?;
         // SAFETY: in bounds (data_ptr), and the caller guarantees exclusive access.
@@ -452,7 +392,7 @@ impl Segment {
 fn shm_error(op: &'static str, errno: u32, total: usize) -> Error {
     let io = std::io::Error::from_raw_os_error(errno as i32);
     if errno as i32 == libc::ENOSPC || errno as i32 == libc::ENOMEM {
-        let available = shm_capacity().map(|c| c.1).unwrap_or(0);
+        let available = shm_capacity().map(|c| c.free).unwrap_or(0);
         return Error::ShmFull { needed: total as u64, available };
     }
     Error::os(op, io)
@@ -465,178 +405,9 @@ fn reserve(fd: &OwnedFd, total: usize) -> Result<()> {
     match rc {
         0 => Ok(()),
         libc::ENOSPC => {
-            Err(Error::ShmFull { needed: total as u64, available: shm_capacity().map(|c| c.1).unwrap_or(0) })
+            Err(Error::ShmFull { needed: total as u64, available: shm_capacity().map(|c| c.free).unwrap_or(0) })
         }
         e => Err(Error::os("posix_fallocate", std::io::Error::from_raw_os_error(e))),
-    }
-}
-
-/// A segment name in `/dev/shm` whose owner process is gone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaleSegment {
-    /// File name in `/dev/shm`.
-    pub name: String,
-    /// Pid of the (dead) owner.
-    pub owner_pid: u32,
-    /// Size in bytes.
-    pub size: u64,
-}
-
-fn pid_alive(pid: u32) -> bool {
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::ESRCH) => false,
-        Err(_) => true, // EPERM: exists, owned by someone else
-    }
-}
-
-/// Every `shmpool_<pid>_*` name in `/dev/shm`, with its owner pid and size.
-pub fn list_segments() -> Vec<StaleSegment> {
-    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let rest = name.strip_prefix(NAME_PREFIX)?;
-            let owner_pid = rest.split('_').next()?.parse().ok()?;
-            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-            Some(StaleSegment { name, owner_pid, size })
-        })
-        .collect()
-}
-
-/// Segments in `/dev/shm` whose owner is dead.
-pub fn stale_segments() -> Vec<StaleSegment> {
-    list_segments().into_iter().filter(|s| !pid_alive(s.owner_pid)).collect()
-}
-
-/// Unlinks the segments of dead owners; returns what was removed.
-pub fn sweep_stale() -> Vec<StaleSegment> {
-    stale_segments()
-        .into_iter()
-        .filter(|s| nix::sys::mman::shm_unlink(format!("/{}", s.name).as_str()).is_ok())
-        .collect()
-}
-
-/// Messages about segments between the supervisor and a worker, over a `SOCK_SEQPACKET` pair.
-///
-/// A worker that meets an unknown segment id asks for it ([`mail::NEED`]); the supervisor
-/// answers with the descriptor attached ([`mail::ADD`], `SCM_RIGHTS`) or [`mail::MISSING`];
-/// when the last handle of a segment is gone it tells workers to unmap it ([`mail::FORGET`]).
-pub mod mail {
-    use std::io::{IoSlice, IoSliceMut};
-    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-    use std::time::Duration;
-
-    use bytemuck::{Pod, Zeroable};
-    use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
-
-    use crate::error::{Error, Result};
-
-    /// Worker to supervisor: send me segment `id`.
-    pub const NEED: u32 = 1;
-    /// Supervisor to worker: segment `id`, descriptor attached.
-    pub const ADD: u32 = 2;
-    /// Supervisor to worker: unmap segment `id`.
-    pub const FORGET: u32 = 3;
-    /// Supervisor to worker: segment `id` does not exist (any more).
-    pub const MISSING: u32 = 4;
-
-    #[repr(C)]
-    #[derive(Clone, Copy, Pod, Zeroable)]
-    struct Mail {
-        op: u32,
-        /// Bit 0: a mapped file (not shared memory); bit 1: writable.
-        flags: u32,
-        id: u64,
-        /// File mappings: data offset and length.
-        off: u64,
-        len: u64,
-    }
-
-    /// A received message.
-    #[derive(Debug)]
-    pub struct Message {
-        /// One of the constants above.
-        pub op: u32,
-        /// The segment id.
-        pub id: u64,
-        /// The attached descriptor ([`ADD`]).
-        pub fd: Option<OwnedFd>,
-        /// For a mapped file: (data offset, data length, writable).
-        pub file: Option<(usize, usize, bool)>,
-    }
-
-    /// Sends one message, with `fd` attached if given.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`] when the socket is closed or full.
-    pub fn send(
-        sock: BorrowedFd<'_>,
-        op: u32,
-        id: u64,
-        fd: Option<BorrowedFd<'_>>,
-        file: Option<(usize, usize, bool)>,
-    ) -> Result<()> {
-        let (flags, off, len) = match file {
-            Some((off, len, writable)) => (1 | if writable { 2 } else { 0 }, off as u64, len as u64),
-            None => (0, 0, 0),
-        };
-        let m = Mail { op, flags, id, off, len };
-        let iov = [IoSlice::new(bytemuck::bytes_of(&m))];
-        let raw: [RawFd; 1] = [fd.map(|f| f.as_raw_fd()).unwrap_or(-1)];
-        let cmsg = [ControlMessage::ScmRights(&raw)];
-        let cmsgs: &[ControlMessage] = if fd.is_some() { &cmsg } else { &[] };
-        loop {
-            match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
-                Ok(_) => return Ok(()),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(Error::os("sendmsg", e.into())),
-            }
-        }
-    }
-
-    /// Receives one message, waiting at most `timeout` (`Duration::ZERO`: do not wait).
-    /// `Ok(None)` when nothing arrived in time.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`] when the peer is gone or the socket fails.
-    pub fn recv(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Option<Message>> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut pfd = [PollFd::new(sock, PollFlags::POLLIN)];
-        let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-        match poll(&mut pfd, t) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(None),
-            Ok(_) => {}
-            Err(e) => return Err(Error::os("poll", e.into())),
-        }
-        let mut m = Mail::zeroed();
-        let mut cbuf = nix::cmsg_space!([RawFd; 1]);
-        let mut fd = None;
-        let n = {
-            let mut iov = [IoSliceMut::new(bytemuck::bytes_of_mut(&mut m))];
-            let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC)
-                .map_err(|e| Error::os("recvmsg", e.into()))?;
-            for c in msg.cmsgs().map_err(|e| Error::os("recvmsg", e.into()))? {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    for raw in fds {
-                        // SAFETY: SCM_RIGHTS installed `raw` as a new descriptor in this
-                        // process; nothing else owns it.
-                        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                        fd.get_or_insert(owned);
-                    }
-                }
-            }
-            msg.bytes
-        };
-        if n == 0 {
-            return Err(Error::os("recvmsg", std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
-        }
-        let file = (m.flags & 1 != 0).then_some((m.off as usize, m.len as usize, m.flags & 2 != 0));
-        Ok(Some(Message { op: m.op, id: m.id, fd, file }))
     }
 }
 

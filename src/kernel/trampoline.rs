@@ -1,0 +1,123 @@
+//! Trampolines: one plain `fn` per (input type, output type, kernel) that casts a chunk's bytes
+//! to typed slices with `bytemuck` and runs the kernel with the call inlined, and the typed
+//! function-pointer form for kernels chosen at run time.
+
+use std::hash::BuildHasher;
+
+use bytemuck::Pod;
+
+use super::key;
+
+/// Materialises a zero-sized `Copy` kernel in a worker.
+pub(super) fn conjure<F: Copy>() -> F {
+    const { assert!(std::mem::size_of::<F>() == 0, "a kernel must not capture anything") };
+    // SAFETY: F is zero-sized (asserted at compile time), so it has no bytes whose validity
+    // could be violated; F is `Copy`, so creating another value is what copying the one the
+    // caller passed would do.
+    unsafe { std::mem::zeroed::<F>() }
+}
+
+fn cast_io<'a, In: Pod, Out: Pod>(input: &'a [u8], output: &'a mut [u8]) -> (&'a [In], &'a mut [Out]) {
+    (bytemuck::cast_slice(input), bytemuck::cast_slice_mut(output))
+}
+
+fn params_of<P: Pod>(params: &[u8]) -> P {
+    bytemuck::pod_read_unaligned(&params[..std::mem::size_of::<P>()])
+}
+
+pub(super) fn elem<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy>(_: &[u8], input: &[u8], output: &mut [u8], _: u64) {
+    let f = conjure::<F>();
+    let (i, o) = cast_io::<In, Out>(input, output);
+    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
+    for (o, &x) in o.iter_mut().zip(i) {
+        *o = f(x);
+    }
+}
+
+pub(super) fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(
+    params: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    let p = params_of::<P>(params);
+    let (i, o) = cast_io::<In, Out>(input, output);
+    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
+    for (o, &x) in o.iter_mut().zip(i) {
+        *o = f(x, &p);
+    }
+}
+
+pub(super) fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(
+    _: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    let (i, o) = cast_io::<In, Out>(input, output);
+    f(i, o)
+}
+
+pub(super) fn chunk_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P) + Copy>(
+    params: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    let p = params_of::<P>(params);
+    let (i, o) = cast_io::<In, Out>(input, output);
+    f(i, o, &p)
+}
+
+pub(super) fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(
+    _: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    start: u64,
+) {
+    let f = conjure::<F>();
+    let (i, o) = cast_io::<In, Out>(input, output);
+    f(i, o, start)
+}
+
+/// A keyed tag for a function pointer of type `T` at `addr`: the type is part of the tag, so a
+/// pointer cannot be reused as a pointer of another type.
+fn fn_tag<T: 'static>(addr: usize) -> u64 {
+    key().hash_one((addr, std::any::TypeId::of::<T>(), 0x0046_4e50_5452_u64))
+}
+
+/// Reads a function pointer of type `T` and its tag from a parameter block, if the tag matches.
+pub(super) fn fn_from_params<T: Copy + 'static>(params: &[u8]) -> Option<T> {
+    const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<usize>()) };
+    let [addr, tag]: [u64; 2] = bytemuck::pod_read_unaligned(params.get(..16)?);
+    if fn_tag::<T>(addr as usize) != tag {
+        return None;
+    }
+    // SAFETY: the tag is a keyed hash of (address, TypeId of T) with a key that exists only in
+    // process-private memory of the pool's processes; it matches only for an address produced
+    // by `fn_params::<T>` from a real value of type T (a fn pointer, the size of usize as
+    // asserted above) in this process image.
+    Some(unsafe { std::mem::transmute_copy::<usize, T>(&(addr as usize)) })
+}
+
+pub(super) fn fn_params<T: 'static>(addr: usize) -> Vec<u8> {
+    bytemuck::bytes_of(&[addr as u64, fn_tag::<T>(addr)]).to_vec()
+}
+
+pub(super) fn elem_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {
+    let f = fn_from_params::<fn(In) -> Out>(params).expect("function pointer tag matches");
+    let (i, o) = cast_io::<In, Out>(input, output);
+    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
+    for (o, &x) in o.iter_mut().zip(i) {
+        *o = f(x);
+    }
+}
+
+pub(super) fn chunk_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {
+    let f = fn_from_params::<fn(&[In], &mut [Out])>(params).expect("function pointer tag matches");
+    let (i, o) = cast_io::<In, Out>(input, output);
+    f(i, o)
+}

@@ -1,0 +1,236 @@
+//! [`PoolBuilder`]: the pool's options, their checks, and `build` (ring, supervisor, workers).
+#![deny(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::{supervisor, Pool, Shared, Stats, STATE_RUNNING};
+use crate::error::{Error, Result};
+use crate::kernel;
+use crate::ring::Ring;
+use crate::worker::PausePoint;
+
+/// Most workers a pool may have.
+const MAX_WORKERS: usize = 1024;
+
+/// The number of CPUs this process may use (the default number of workers).
+pub(crate) fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub workers: usize,
+    pub chunk_len: Option<usize>,
+    pub slots: u32,
+    pub payload_bytes: usize,
+    pub max_attempts: u32,
+    pub spin: Duration,
+    pub chunk_timeout: Option<Duration>,
+    pub recycle_after: Option<u64>,
+    /// Test hook (only settable with the `testing` feature): where the first workers pause.
+    pub pause: Option<PausePoint>,
+    pub pin: bool,
+}
+
+/// Configures and builds a [`Pool`].
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> shmpool::Result<()> {
+/// let pool = shmpool::Pool::builder().workers(2).chunk_len(1000).slots(8).build()?;
+/// assert_eq!(pool.workers(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PoolBuilder {
+    cfg: Config,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            cfg: Config {
+                workers: default_workers(),
+                chunk_len: None,
+                slots: 0,
+                payload_bytes: 64 * 1024,
+                max_attempts: 3,
+                spin: Duration::from_millis(1),
+                chunk_timeout: None,
+                recycle_after: None,
+                pause: None,
+                pin: true,
+            },
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// Number of worker processes (default: the number of cores).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.cfg.workers = n;
+        self
+    }
+
+    /// Elements per chunk. By default chunks adapt to the length and worker count: large
+    /// at first, smaller towards the end so the workers finish together.
+    pub fn chunk_len(mut self, n: usize) -> Self {
+        self.cfg.chunk_len = Some(n);
+        self
+    }
+
+    /// Number of slots in the ring (default `max(16, 4 × workers)`): how many chunks can be in
+    /// flight at once.
+    pub fn slots(mut self, n: u32) -> Self {
+        self.cfg.slots = n;
+        self
+    }
+
+    /// Inline payload bytes per slot (default 64 KiB): small maps travel inside the slots.
+    pub fn payload_bytes(mut self, n: usize) -> Self {
+        self.cfg.payload_bytes = n;
+        self
+    }
+
+    /// How many workers a chunk may kill before the map fails with
+    /// [`Error::WorkerCrashed`] (default 3).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.cfg.max_attempts = n;
+        self
+    }
+
+    /// How long one worker busy-waits for the next chunk after finishing one, and the caller
+    /// of a small map for its results, before sleeping (default 1 ms). Only one worker spins at
+    /// a time, and only right after work, so an idle pool uses no CPU; the spin is what keeps
+    /// back-to-back small batches at a few µs instead of a futex wake-up each. Zero always
+    /// sleeps.
+    pub fn spin(mut self, d: Duration) -> Self {
+        self.cfg.spin = d;
+        self
+    }
+
+    /// Kill and replace a worker whose chunk runs longer than `limit`; the map then fails with
+    /// [`Error::ChunkTimedOut`]. Off by default.
+    pub fn chunk_timeout(mut self, limit: Duration) -> Self {
+        self.cfg.chunk_timeout = Some(limit);
+        self
+    }
+
+    /// Replace each worker after it has run `n` chunks (Python's `maxtasksperchild`), for
+    /// kernels that leak. Off by default.
+    pub fn max_chunks_per_worker(mut self, n: u64) -> Self {
+        self.cfg.recycle_after = Some(n);
+        self
+    }
+
+    /// Pin worker `k` to the `k`-th CPU this process may run on while it runs a large chunk
+    /// (default: on, when there are no more workers than such CPUs). Without it the scheduler
+    /// sometimes stacks two freshly woken workers on one core for a few ms, which makes
+    /// memory-bound maps vary from run to run. Idle and small-chunk workers are never pinned,
+    /// so they stay free to move away from a spinning caller. Turn it off on a machine shared
+    /// with other busy programs.
+    pub fn pin_workers(mut self, pin: bool) -> Self {
+        self.cfg.pin = pin;
+        self
+    }
+
+    /// Test hook: the first workers stop themselves (SIGSTOP) once at `at`.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn pause_point(mut self, at: PausePoint) -> Self {
+        self.cfg.pause = Some(at);
+        self
+    }
+
+    fn check(&mut self) -> Result<()> {
+        let cfg = &mut self.cfg;
+        let invalid = |option, value: u64, allowed| Err(Error::InvalidOption { option, value, allowed });
+        if cfg.workers == 0 || cfg.workers > MAX_WORKERS {
+            return invalid("workers", cfg.workers as u64, "1..=1024");
+        }
+        if cfg.max_attempts == 0 {
+            return invalid("max_attempts", 0, "at least 1");
+        }
+        if cfg.chunk_len == Some(0) {
+            return invalid("chunk_len", 0, "at least 1");
+        }
+        if cfg.recycle_after == Some(0) {
+            return invalid("max_chunks_per_worker", 0, "at least 1");
+        }
+        if cfg.chunk_timeout.is_some_and(|t| t.is_zero()) {
+            return invalid("chunk_timeout", 0, "positive");
+        }
+        if cfg.slots == 0 {
+            cfg.slots = (4 * cfg.workers as u32).max(16);
+        }
+        Ok(())
+    }
+
+    /// Creates the ring, forks the workers and returns once they are running.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] for zero workers, zero attempts or absurd sizes;
+    /// [`Error::ShmFull`] when `/dev/shm` cannot hold the ring; [`Error::Os`] when forking fails.
+    pub fn build(mut self) -> Result<Pool> {
+        self.check()?;
+        let cfg = self.cfg;
+        sweep_once();
+        kernel::init_key();
+        crate::worker::install_panic_hook();
+        let ring = Ring::create(cfg.slots, cfg.payload_bytes)?;
+        let (poke_rx, poke_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| Error::os("pipe2", e.into()))?;
+        let cpus = if cfg.pin { allowed_cpus() } else { Vec::new() };
+        let cpus = if cpus.len() >= cfg.workers { cpus } else { Vec::new() };
+        let shared = Arc::new(Shared {
+            owner: std::process::id(),
+            ring,
+            cfg,
+            cpus,
+            registry: Mutex::new(HashMap::new()),
+            pids: Mutex::new(Vec::new()),
+            state: AtomicU8::new(STATE_RUNNING),
+            failure: Mutex::new(None),
+            reaped: AtomicBool::new(false),
+            poke_rx,
+            poke_tx,
+            stats: Stats::default(),
+            deaths: Mutex::new(Vec::new()),
+            active: Mutex::new(0),
+            idle: Condvar::new(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let sup_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("shmpool-supervisor".into())
+            .spawn(move || supervisor::run(sup_shared, tx))
+            .map_err(|e| Error::os("spawn supervisor thread", e))?;
+        let started = rx.recv().unwrap_or(Err(Error::WorkersFailedToStart { failures: 1 }));
+        if let Err(e) = started {
+            let _ = handle.join();
+            return Err(e);
+        }
+        Ok(Pool { shared, maps: Mutex::new(super::Maps::default()), supervisor: Mutex::new(Some(handle)) })
+    }
+}
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn sweep_once() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        crate::shm::sweep_stale();
+    });
+}

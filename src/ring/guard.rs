@@ -1,0 +1,357 @@
+//! The slot transitions: every state change of a slot is a method of [`RingGuard`], the proof
+//! that the caller holds the ring's robust mutex. Each writes the state word last (see
+//! `README.md`), so a holder killed mid-transition leaves the slot in its previous state.
+
+use std::sync::atomic::Ordering;
+
+use super::slot::{Descriptor, SlotState, Status, MESSAGE_CAP};
+use super::{Claim, Ring};
+use crate::sync::{now_us, ShmMutexGuard};
+
+/// A finished chunk taken by the map caller.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    /// How it ended.
+    pub status: Status,
+    /// Last signal (CRASHED).
+    pub signal: u32,
+    /// Attempts made.
+    pub attempt: u32,
+    /// Panic or corruption message.
+    pub message: String,
+}
+
+/// What the map caller sees of a slot it filled, read under the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observed {
+    /// Waiting for a worker (FILLED).
+    Waiting,
+    /// A worker runs it (CLAIMED): the pid the slot names.
+    Running(u32),
+    /// Finished; ready for [`RingGuard::take`].
+    Done,
+    /// A state the caller never leaves its own slot in (FREE), or no state at all.
+    Corrupt(u32),
+}
+
+/// Proof that this thread holds the ring mutex; all slot transitions are its methods.
+pub(crate) struct RingGuard<'a> {
+    pub(super) ring: &'a Ring,
+    pub(super) _guard: ShmMutexGuard<'a>,
+}
+
+impl RingGuard<'_> {
+    fn state(&self, slot: u32) -> Option<SlotState> {
+        SlotState::try_from(self.ring.slot_header(slot).state.load(Ordering::Relaxed)).ok()
+    }
+
+    fn set_state(&self, slot: u32, s: SlotState) {
+        let was_done = self.state(slot) == Some(SlotState::Done);
+        let pending = &self.ring.header().done_pending;
+        match (was_done, s == SlotState::Done) {
+            (false, true) => {
+                pending.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                // Saturating: a corrupted counter must not wrap into "everything is pending".
+                let _ = pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+            }
+            _ => {}
+        }
+        self.ring.slot_header(slot).state.store(s as u32, Ordering::Relaxed);
+    }
+
+    /// Sets how many DONE slots the map caller wants before a worker's publish wakes it.
+    pub(crate) fn set_wanted(&mut self, n: u32) {
+        self.ring.header().done_wanted.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether enough DONE slots are pending to wake the map caller.
+    pub(crate) fn caller_wanted(&self) -> bool {
+        let h = self.ring.header();
+        h.done_pending.load(Ordering::Relaxed) >= h.done_wanted.load(Ordering::Relaxed)
+    }
+
+    /// Fills a FREE slot with `desc` (its MAC is set here) and lets `payload` write the inline
+    /// payload. Returns the slot and the sealed descriptor (the caller keeps it to check the
+    /// result against), or `None` when every slot is busy.
+    pub(crate) fn fill(&mut self, desc: &Descriptor, payload: impl FnOnce(&mut [u8])) -> Option<(u32, Descriptor)> {
+        let slot = (0..self.ring.slots).find(|&s| self.state(s) == Some(SlotState::Free))?;
+        let mut d = *desc;
+        d.mac = self.ring.mac(slot, &d);
+        // SAFETY: the slot is FREE and we hold the lock: only the map caller (us) may touch
+        // a FREE slot's descriptor; the pointer is in bounds (desc_ptr checks).
+        unsafe { self.ring.desc_ptr(slot).write(d) };
+        let base = self.ring.payload_offset(slot);
+        // SAFETY: a FREE slot's payload belongs to the map caller; in bounds by geometry.
+        let buf = unsafe { self.ring.seg.data_mut(base, self.ring.payload_cap) }.expect("payload inside segment");
+        payload(buf);
+        let h = self.ring.slot_header(slot);
+        h.attempt.store(0, Ordering::Relaxed);
+        h.pid.store(0, Ordering::Relaxed);
+        h.status.store(Status::Ok as u32, Ordering::Relaxed);
+        h.signal.store(0, Ordering::Relaxed);
+        h.message_len.store(0, Ordering::Relaxed);
+        h.stamp.store(0, Ordering::Relaxed);
+        h.map_id.store(d.map_id, Ordering::Relaxed);
+        // PUBLISH: the descriptor and payload above, to the claimer, via the mutex release.
+        self.set_state(slot, SlotState::Filled);
+        Some((slot, d))
+    }
+
+    /// Claims the first FILLED slot for `pid`. A slot whose descriptor fails its MAC is moved
+    /// to DONE with status CORRUPT and skipped.
+    pub(crate) fn claim(&mut self, pid: u32) -> Option<Claim> {
+        for slot in 0..self.ring.slots {
+            if self.state(slot) != Some(SlotState::Filled) {
+                continue;
+            }
+            // SAFETY: FILLED slots' descriptors are written only while FREE; we hold the lock,
+            // and read_unaligned copies the bytes whatever they are (Descriptor is Pod).
+            let desc = unsafe { self.ring.desc_ptr(slot).read_unaligned() };
+            let h = self.ring.slot_header(slot);
+            if self.ring.mac(slot, &desc) != desc.mac {
+                self.finish(slot, Status::Corrupt, 0, "descriptor integrity check failed");
+                continue;
+            }
+            let generation = h.generation.load(Ordering::Relaxed).wrapping_add(1);
+            h.generation.store(generation, Ordering::Relaxed);
+            h.pid.store(pid, Ordering::Relaxed);
+            h.claimed_at_us.store(now_us(), Ordering::Relaxed);
+            let attempt = h.attempt.load(Ordering::Relaxed);
+            self.set_state(slot, SlotState::Claimed);
+            return Some(Claim { slot, attempt, generation, desc });
+        }
+        None
+    }
+
+    /// Moves `slot` to DONE with `status`, its message, and the completion stamp.
+    fn finish(&self, slot: u32, status: Status, signal: u32, message: &str) {
+        let h = self.ring.slot_header(slot);
+        let bytes = message.as_bytes();
+        let n = bytes.len().min(MESSAGE_CAP);
+        // SAFETY: we hold the lock and the slot is being moved to DONE by us; the message area
+        // is in bounds (message_ptr checks) and only written under the lock.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ring.message_ptr(slot), n) };
+        // SAFETY: under the lock; read_unaligned copies whatever bytes are there (Pod).
+        let mac = unsafe { self.ring.desc_ptr(slot).read_unaligned() }.mac;
+        let (generation, map_id, attempt) =
+            (h.generation.load(Ordering::Relaxed), h.map_id.load(Ordering::Relaxed), h.attempt.load(Ordering::Relaxed));
+        h.message_len.store(n as u32, Ordering::Relaxed);
+        h.status.store(status as u32, Ordering::Relaxed);
+        h.signal.store(signal, Ordering::Relaxed);
+        let stamp = self.ring.stamp(slot, generation, map_id, (status as u32, signal, attempt), mac);
+        h.stamp.store(stamp, Ordering::Relaxed);
+        self.set_state(slot, SlotState::Done);
+    }
+
+    /// Publishes a claimed chunk as DONE. Returns `false` (and changes nothing) when the claim
+    /// is stale: the slot was requeued or timed out since.
+    pub(crate) fn publish(&mut self, claim: &Claim, pid: u32, status: Status, message: &str) -> bool {
+        let h = self.ring.slot_header(claim.slot);
+        let current = self.state(claim.slot) == Some(SlotState::Claimed)
+            && h.pid.load(Ordering::Relaxed) == pid
+            && h.generation.load(Ordering::Relaxed) == claim.generation;
+        if current {
+            self.finish(claim.slot, status, 0, message);
+        }
+        current
+    }
+
+    /// The state of a slot the map caller filled, as far as the caller may act on it.
+    pub(crate) fn observe(&self, slot: u32) -> Observed {
+        let raw = self.ring.slot_header(slot).state.load(Ordering::Relaxed);
+        match SlotState::try_from(raw) {
+            Ok(SlotState::Filled) => Observed::Waiting,
+            Ok(SlotState::Claimed) => Observed::Running(self.ring.slot_header(slot).pid.load(Ordering::Relaxed)),
+            Ok(SlotState::Done) => Observed::Done,
+            Ok(SlotState::Free) | Err(_) => Observed::Corrupt(raw),
+        }
+    }
+
+    /// Takes the result of a DONE slot that the caller filled with `sealed`: checks that the
+    /// slot still holds exactly that descriptor, that its status is known and its completion
+    /// stamp genuine, lets `copy_out` read the inline payload, then clears the descriptor and
+    /// frees the slot.
+    ///
+    /// # Errors
+    ///
+    /// A sentence saying which check failed; the slot is left as it is (the map fails and the
+    /// pool kills its workers).
+    pub(crate) fn take(
+        &mut self,
+        slot: u32,
+        sealed: &Descriptor,
+        copy_out: impl FnOnce(&[u8]),
+    ) -> std::result::Result<Taken, String> {
+        if self.state(slot) != Some(SlotState::Done) {
+            return Err(format!("slot {slot} is not DONE"));
+        }
+        let h = self.ring.slot_header(slot);
+        // SAFETY: DONE slots are owned by the map caller (us, under the lock); read_unaligned
+        // copies whatever bytes are there (Descriptor is Pod).
+        let desc = unsafe { self.ring.desc_ptr(slot).read_unaligned() };
+        if desc != *sealed {
+            return Err(format!("slot {slot} holds another descriptor than the one its map wrote"));
+        }
+        let (raw_status, signal, attempt) =
+            (h.status.load(Ordering::Relaxed), h.signal.load(Ordering::Relaxed), h.attempt.load(Ordering::Relaxed));
+        let status = Status::try_from(raw_status).map_err(|v| format!("slot {slot} has unknown status {v}"))?;
+        let expected = self.ring.stamp(
+            slot,
+            h.generation.load(Ordering::Relaxed),
+            h.map_id.load(Ordering::Relaxed),
+            (raw_status, signal, attempt),
+            desc.mac,
+        );
+        if h.map_id.load(Ordering::Relaxed) != sealed.map_id || h.stamp.load(Ordering::Relaxed) != expected {
+            return Err(format!("slot {slot} was marked DONE without a valid completion stamp"));
+        }
+        let len = (h.message_len.load(Ordering::Relaxed) as usize).min(MESSAGE_CAP);
+        // SAFETY: as above; in bounds (MESSAGE_CAP).
+        let msg = unsafe { std::slice::from_raw_parts(self.ring.message_ptr(slot), len) };
+        let message = String::from_utf8_lossy(msg).into_owned();
+        if status == Status::Ok {
+            let base = self.ring.payload_offset(slot);
+            // SAFETY: as above: the payload of a DONE slot is the caller's until it frees it.
+            let payload = unsafe { self.ring.seg.data(base, self.ring.payload_cap) }.expect("payload inside segment");
+            copy_out(payload);
+        }
+        self.release(slot);
+        Ok(Taken { status, signal, attempt, message })
+    }
+
+    /// Clears a slot's descriptor and frees it, so that nothing can later be read back from it
+    /// as a chunk of this map.
+    fn release(&mut self, slot: u32) {
+        // SAFETY: the caller owns the slot (DONE taken, or FILLED cancelled) under the lock.
+        unsafe { self.ring.desc_ptr(slot).write_unaligned(Descriptor::default()) };
+        self.ring.slot_header(slot).map_id.store(0, Ordering::Relaxed);
+        self.set_state(slot, SlotState::Free);
+    }
+
+    /// Withdraws a FILLED slot (a failed map stops early). Returns `false` when a worker holds
+    /// it or it finished meanwhile.
+    pub(crate) fn withdraw(&mut self, slot: u32) -> bool {
+        let filled = self.state(slot) == Some(SlotState::Filled);
+        if filled {
+            self.release(slot);
+        }
+        filled
+    }
+
+    /// A slot outside `mine` that claims to be a DONE chunk of `map_id`: a stray write made an
+    /// old or foreign slot look like one of ours.
+    pub(crate) fn foreign_done(&self, map_id: u64, mine: impl Fn(u32) -> bool) -> Option<u32> {
+        (0..self.ring.slots).find(|&s| {
+            !mine(s)
+                && self.state(s) == Some(SlotState::Done)
+                && self.ring.slot_header(s).map_id.load(Ordering::Relaxed) == map_id
+        })
+    }
+
+    /// Handles the death of worker `pid` (killed by `signal`): each of its CLAIMED slots goes
+    /// back to FILLED with `attempt + 1`, or to DONE/CRASHED once `max_attempts` claimers died
+    /// on it.
+    pub(crate) fn requeue_dead(&mut self, pid: u32, signal: u32, max_attempts: u32) -> Requeued {
+        let mut r = Requeued::default();
+        for slot in 0..self.ring.slots {
+            let h = self.ring.slot_header(slot);
+            if self.state(slot) != Some(SlotState::Claimed) || h.pid.load(Ordering::Relaxed) != pid {
+                continue;
+            }
+            let attempt = h.attempt.load(Ordering::Relaxed).saturating_add(1);
+            h.attempt.store(attempt, Ordering::Relaxed);
+            if attempt >= max_attempts {
+                self.finish(slot, Status::Crashed, signal, "");
+                r.failed += 1;
+            } else {
+                h.pid.store(0, Ordering::Relaxed);
+                self.set_state(slot, SlotState::Filled);
+                r.requeued += 1;
+            }
+        }
+        r
+    }
+
+    /// CLAIMED slots whose chunk started more than `limit_us` before `now_us`, with their pid.
+    pub(crate) fn overdue(&self, now_us: u64, limit_us: u64) -> Vec<(u32, u32)> {
+        (0..self.ring.slots)
+            .filter(|&s| self.state(s) == Some(SlotState::Claimed))
+            .filter(|&s| {
+                now_us.saturating_sub(self.ring.slot_header(s).claimed_at_us.load(Ordering::Relaxed)) > limit_us
+            })
+            .map(|s| (s, self.ring.slot_header(s).pid.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Moves every CLAIMED slot of `pid` to DONE/TIMED_OUT; called once the worker that ran
+    /// past the chunk timeout has been killed *and reaped*, so it can no longer write.
+    pub(crate) fn time_out_pid(&mut self, pid: u32) -> usize {
+        let mut n = 0;
+        for slot in 0..self.ring.slots {
+            let h = self.ring.slot_header(slot);
+            if self.state(slot) == Some(SlotState::Claimed) && h.pid.load(Ordering::Relaxed) == pid {
+                self.finish(slot, Status::TimedOut, libc::SIGKILL as u32, "");
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Counts slots per state (FREE, FILLED, CLAIMED, DONE).
+    #[cfg(test)]
+    pub(crate) fn census(&self) -> [usize; 4] {
+        let mut c = [0; 4];
+        for s in 0..self.ring.slots {
+            if let Some(st) = self.state(s) {
+                c[st as usize] += 1;
+            }
+        }
+        c
+    }
+
+    /// Overwrites a slot's stored descriptor without re-sealing it (tests of corruption).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn corrupt_descriptor_for_test(&mut self, slot: u32, f: impl FnOnce(&mut Descriptor)) {
+        // SAFETY: we hold the lock; read/modify/write of a Pod value in bounds.
+        unsafe {
+            let p = self.ring.desc_ptr(slot);
+            let mut d = p.read_unaligned();
+            f(&mut d);
+            p.write_unaligned(d);
+        }
+    }
+
+    /// Flips a bit of the length of every FILLED slot's descriptor (tests of corruption).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn corrupt_filled_for_test(&mut self) -> usize {
+        let filled: Vec<u32> = (0..self.ring.slots).filter(|&s| self.state(s) == Some(SlotState::Filled)).collect();
+        for &s in &filled {
+            self.corrupt_descriptor_for_test(s, |d| d.len ^= 1 << 40);
+        }
+        filled.len()
+    }
+
+    /// Re-seals a descriptor after changing it (tests of bounds checks behind a valid MAC).
+    #[cfg(test)]
+    pub(crate) fn rewrite_descriptor_for_test(&mut self, slot: u32, f: impl FnOnce(&mut Descriptor)) {
+        self.corrupt_descriptor_for_test(slot, f);
+        // SAFETY: as above.
+        unsafe {
+            let p = self.ring.desc_ptr(slot);
+            let mut d = p.read_unaligned();
+            d.mac = self.ring.mac(slot, &d);
+            p.write_unaligned(d);
+        }
+    }
+}
+
+/// What [`RingGuard::requeue_dead`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Requeued {
+    /// Chunks back to FILLED for another attempt.
+    pub requeued: usize,
+    /// Chunks that used up their attempts (DONE/CRASHED).
+    pub failed: usize,
+}
