@@ -1,12 +1,14 @@
-//! Register allocation for the SSA instructions the compiler emits.
+//! Register allocation for the SSA instructions the compiler emits (register k is written by
+//! instruction k): fusion, dead-code elimination, invariant hoisting, linear scan.
 
-use super::{Ins, Op, Program, INVARIANT};
+use super::{fuse, Ins, Op, Program, INVARIANT};
 use crate::dtype::Dtype;
 
-/// Dead-code elimination, invariant hoisting and linear-scan register allocation over SSA
-/// instructions. Registers of invariants and of `x` are never reused; a destination is never
-/// one of its own operands.
-pub(super) fn allocate(ins: Vec<Ins>, result: u32, input: Dtype) -> Program {
+/// Registers of invariants and of `x` are never shared; a destination is never one of its own
+/// operands; the result's register is never reused.
+pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, input: Dtype) -> Program {
+    let mut result = result;
+    fuse::epilogues(&mut ins, &mut result);
     let n = ins.len();
     let mut live = vec![false; n];
     live[result as usize] = true;
@@ -17,6 +19,14 @@ pub(super) fn allocate(ins: Vec<Ins>, result: u32, input: Dtype) -> Program {
                     live[ins[k].src[s] as usize] = true;
                 }
             }
+        }
+    }
+    // sin/cos pairs: both computed where the first of the two stands.
+    let mut partner = vec![None; n];
+    for (s, c) in fuse::sincos(&ins, &live).into_iter().enumerate() {
+        if let Some(c) = c {
+            partner[s] = Some(c);
+            partner[c] = Some(s);
         }
     }
     let mut invariant = vec![false; n];
@@ -36,36 +46,54 @@ pub(super) fn allocate(ins: Vec<Ins>, result: u32, input: Dtype) -> Program {
     let mut free: Vec<u32> = Vec::new();
     let mut n_regs = 0u32;
     let mut out = Vec::new();
+    let mut alloc = |k: usize, free: &mut Vec<u32>| -> u32 {
+        // An invariant is computed in the first block only, and the input's register is an
+        // alias of the input: neither register may be anybody else's, before or after.
+        let reuse = if invariant[k] || ins[k].op == Op::LoadX { None } else { free.pop() };
+        reuse.unwrap_or_else(|| {
+            n_regs += 1;
+            n_regs - 1
+        })
+    };
     for k in 0..n {
         if !live[k] {
             continue;
         }
         let mut i = ins[k];
-        // An invariant is computed in the first block only: its register must be nobody
-        // else's, before or after.
-        // The input's register is an alias of the input: nobody else's either.
-        let reuse = if invariant[k] || i.op == Op::LoadX { None } else { free.pop() };
-        let dst = reuse.unwrap_or_else(|| {
-            n_regs += 1;
-            n_regs - 1
-        });
-        phys[k] = dst;
+        let emit = phys[k] == u32::MAX; // the second of a sin/cos pair was computed already
+        if emit {
+            phys[k] = alloc(k, &mut free);
+            if let Some(p) = partner[k] {
+                phys[p] = alloc(p, &mut free);
+            }
+        }
         for s in 0..3 {
             if i.is_reg(s) {
                 i.src[s] = phys[i.src[s] as usize];
             }
         }
-        for s in 0..3 {
+        for s in (0..3).filter(|&s| ins[k].is_reg(s)) {
             let v = ins[k].src[s] as usize;
             let keep = invariant[v] || ins[v].op == Op::LoadX || v == result as usize || freed[v];
-            if ins[k].is_reg(s) && last_use[v] == k && !keep {
+            if last_use[v] == k && !keep {
                 free.push(phys[v]);
                 freed[v] = true; // `x * x` names one register twice: free it once
             }
         }
-        i.dst = dst;
+        if !emit {
+            continue;
+        }
         if invariant[k] {
             i.flags |= INVARIANT;
+        }
+        match partner[k] {
+            Some(p) => {
+                let (sin, cos) = if i.op == Op::Sin { (k, p) } else { (p, k) };
+                i.op = Op::SinCos;
+                i.dst = phys[sin];
+                i.src[2] = phys[cos];
+            }
+            None => i.dst = phys[k],
         }
         out.push(i);
     }

@@ -116,6 +116,8 @@ fn fun_name(f: Fun) -> &'static str {
 
 struct Builder {
     ins: Vec<Ins>,
+    /// Per instruction: whether its value depends on `x` or `i`.
+    array: Vec<bool>,
     x: Option<u32>,
     i: Option<u32>,
     casts: HashMap<(u32, Dtype), u32>,
@@ -124,7 +126,7 @@ struct Builder {
 /// Compiles the node arena; returns SSA instructions (register k written by instruction k) and
 /// the result register.
 pub(super) fn compile(src: &str, nodes: &[Node], input: Dtype) -> Result<(Vec<Ins>, u32)> {
-    let mut b = Builder { ins: Vec::new(), x: None, i: None, casts: HashMap::new() };
+    let mut b = Builder { ins: Vec::new(), array: Vec::new(), x: None, i: None, casts: HashMap::new() };
     let mut vals: Vec<Val> = Vec::with_capacity(nodes.len());
     for n in nodes {
         let v = match n.kind {
@@ -163,8 +165,17 @@ impl Builder {
                 }
             }
         }
+        let array = matches!(op, Op::LoadX | Op::LoadI)
+            || ops.iter().any(|o| matches!(*o, Opnd::R(r) if self.array[r as usize]));
+        self.array.push(array);
         self.ins.push(ins);
         dst
+    }
+
+    /// Whether `v` is an array (depends on `x` or `i`), not a numpy scalar such as `sqrt(2)`:
+    /// numpy's `**` shortcuts apply to arrays only.
+    fn is_array(&self, v: Val) -> bool {
+        matches!(v, Val::Reg(r, _) if self.array[r as usize])
     }
 
     fn load(&mut self, op: Op, ty: Dtype, is_x: bool) -> u32 {
@@ -339,7 +350,7 @@ impl Builder {
     fn binary(&mut self, f: Fun, a: Val, b: Val, d: Dtype) -> std::result::Result<Val, String> {
         use Dtype::Bool;
         // numpy's `**` computes `array ** 2` as np.square, whose bool loop is int8.
-        if let (Fun::PowOp, Val::Reg(_, Bool), Val::Int(2)) = (f, a, b) {
+        if let (Fun::PowOp, Val::Reg(_, Bool), Val::Int(2), true) = (f, a, b, self.is_array(a)) {
             let r = self.reg(a, Dtype::I8)?;
             return self.emit2(Op::Mul, Dtype::I8, Val::Reg(r, Dtype::I8), Val::Reg(r, Dtype::I8));
         }
@@ -406,7 +417,7 @@ impl Builder {
     /// `a ** b` in `ty`: numpy computes a float power by a constant 0.5 as `sqrt` and by 2 as
     /// a square; an integer to a negative Python integer is numpy's error.
     fn power(&mut self, a: Val, b: Val, ty: Dtype) -> std::result::Result<Val, String> {
-        if ty.is_float() {
+        if ty.is_float() && self.is_array(a) {
             if let Val::Float(k) = b {
                 if k == 0.5 {
                     return self.unary(Fun::Sqrt, a, ty);
@@ -416,7 +427,7 @@ impl Builder {
                 let r = self.reg(a, ty)?;
                 return self.emit2(Op::Mul, ty, Val::Reg(r, ty), Val::Reg(r, ty));
             }
-        } else if let Val::Int(k) = b {
+        } else if let (false, Val::Int(k)) = (ty.is_float(), b) {
             if k < 0 {
                 return Err("integers to negative integer powers are not allowed".into());
             }

@@ -81,6 +81,8 @@ pub(super) trait Float: Elem {
     fn log2(self) -> Self;
     fn log10(self) -> Self;
     fn sin(self) -> Self;
+    /// `(sin, cos)`, computed by one `sincos` call where the C library has it.
+    fn sin_cos(self) -> (Self, Self);
     fn cos(self) -> Self;
     fn tan(self) -> Self;
     fn asin(self) -> Self;

@@ -4,7 +4,7 @@
 //! register type (everything but float16).
 
 use super::elem::{cast, Bits, Elem, Float, B, H};
-use super::{with_reg_type, Ins, Num, Op, Program, A_IMM, BLOCK, B_IMM};
+use super::{with_reg_type, Ins, Num, Op, Program, A_IMM, BLOCK, B_IMM, EPI_ADD, EPI_MUL};
 use crate::dtype::Dtype;
 
 /// The trampoline body: decodes the program from the parameter block and evaluates it over
@@ -118,13 +118,32 @@ fn bin<T: Elem, U: bytemuck::Pod>(ins: &Ins, d: &mut [u8], s: [&[u8]; 3], n: usi
     }
 }
 
+/// A float function with its optional affine epilogue (`f(a) * k1 + k2`, rounded as written).
+#[inline(always)]
+fn fun<T: Float>(ins: &Ins, d: &mut [u8], a: &[u8], n: usize, f: impl Fn(T) -> T) {
+    let k1 = T::from_imm(ins.imm);
+    let k2 = T::from_imm(u64::from(ins.src[1]) | (u64::from(ins.src[2]) << 32));
+    match ins.flags & (EPI_MUL | EPI_ADD) {
+        0 => un::<T, T>(d, a, n, f),
+        EPI_MUL => un::<T, T>(d, a, n, |v| f(v).mul(k1)),
+        EPI_ADD => un::<T, T>(d, a, n, |v| f(v).add(k2)),
+        _ => un::<T, T>(d, a, n, |v| f(v).mul(k1).add(k2)),
+    }
+}
+
 fn b(v: bool) -> B {
     B(u8::from(v))
 }
 
 /// Executes one instruction over `n` elements; `first` is the flat index of the block's first.
-fn exec(ins: &Ins, d: &mut [u8], s: [&[u8]; 3], n: usize, first: u64) {
+fn exec(ins: &Ins, d: &mut [u8], d2: &mut [u8], s: [&[u8]; 3], n: usize, first: u64) {
     match ins.op {
+        Op::SinCos => float!(ins.ty, T => {
+            let (sin, cos) = (view_mut::<T>(d, n), view_mut::<T>(d2, n));
+            for ((s, c), a) in sin.iter_mut().zip(cos.iter_mut()).zip(view::<T>(s[0], n)) {
+                (*s, *c) = a.sin_cos();
+            }
+        }),
         Op::LoadX => un::<u16, H>(d, s[0], n, |v| H::from_storage(half::f16::from_bits(v))),
         Op::LoadI => {
             for (k, d) in view_mut::<i64>(d, n).iter_mut().enumerate() {
@@ -141,25 +160,25 @@ fn exec(ins: &Ins, d: &mut [u8], s: [&[u8]; 3], n: usize, first: u64) {
         Op::Trunc => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::trunc)),
         Op::Round => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::round)),
         Op::Not => bits!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Bits>::not)),
-        Op::Sqrt => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::sqrt)),
-        Op::Exp => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::exp)),
-        Op::Expm1 => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::expm1)),
-        Op::Log => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::ln)),
-        Op::Log1p => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::ln_1p)),
-        Op::Log2 => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::log2)),
-        Op::Log10 => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::log10)),
-        Op::Sin => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::sin)),
-        Op::Cos => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::cos)),
-        Op::Tan => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::tan)),
-        Op::Asin => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::asin)),
-        Op::Acos => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::acos)),
-        Op::Atan => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::atan)),
-        Op::Sinh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::sinh)),
-        Op::Cosh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::cosh)),
-        Op::Tanh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::tanh)),
-        Op::Asinh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::asinh)),
-        Op::Acosh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::acosh)),
-        Op::Atanh => float!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Float>::atanh)),
+        Op::Sqrt => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::sqrt)),
+        Op::Exp => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::exp)),
+        Op::Expm1 => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::expm1)),
+        Op::Log => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::ln)),
+        Op::Log1p => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::ln_1p)),
+        Op::Log2 => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::log2)),
+        Op::Log10 => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::log10)),
+        Op::Sin => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::sin)),
+        Op::Cos => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::cos)),
+        Op::Tan => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::tan)),
+        Op::Asin => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::asin)),
+        Op::Acos => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::acos)),
+        Op::Atan => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::atan)),
+        Op::Sinh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::sinh)),
+        Op::Cosh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::cosh)),
+        Op::Tanh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::tanh)),
+        Op::Asinh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::asinh)),
+        Op::Acosh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::acosh)),
+        Op::Atanh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::atanh)),
         Op::IsNan => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(a.isnan()))),
         Op::IsInf => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(a.isinf()))),
         Op::IsFinite => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(!a.isinf() && !a.isnan()))),
@@ -240,6 +259,9 @@ pub(super) fn run(prog: &Program, input: &[u8], output: &mut [u8], start: u64) {
             let len = if ins.invariant() { BLOCK } else { m };
             let direct = out_direct && k == last;
             let mut dreg = if direct { Vec::new() } else { std::mem::take(&mut regs[ins.dst as usize]) };
+            // SinCos writes a second register (validated: neither its operand nor `dst`).
+            let second = (ins.op == Op::SinCos).then_some(ins.src[2] as usize);
+            let mut dreg2 = second.map(|r| std::mem::take(&mut regs[r])).unwrap_or_default();
             {
                 let d: &mut [u8] = if direct {
                     &mut output[base * osz..(base + m) * osz]
@@ -256,7 +278,10 @@ pub(super) fn run(prog: &Program, input: &[u8], output: &mut [u8], start: u64) {
                         &[]
                     }
                 };
-                exec(ins, d, [src(0), src(1), src(2)], len, start + base as u64);
+                exec(ins, d, bytemuck::cast_slice_mut(&mut dreg2), [src(0), src(1), src(2)], len, start + base as u64);
+            }
+            if let Some(r) = second {
+                regs[r] = dreg2;
             }
             if !direct {
                 regs[ins.dst as usize] = dreg;

@@ -238,6 +238,10 @@ macro_rules! float_elem {
                 <$t>::sin(self)
             }
             #[inline]
+            fn sin_cos(self) -> (Self, Self) {
+                <$t>::sin_cos(self)
+            }
+            #[inline]
             fn cos(self) -> Self {
                 <$t>::cos(self)
             }
@@ -378,6 +382,10 @@ impl Elem for H {
 }
 
 impl Float for H {
+    fn sin_cos(self) -> (Self, Self) {
+        let (s, c) = self.0.sin_cos();
+        (H::round(s), H::round(c))
+    }
     via_f32_2!(Float: div, atan2, hypot, copysign);
     via_f32!(
         sqrt, exp, expm1, ln, ln_1p, log2, log10, sin, cos, tan, asin, acos, atan, sinh, cosh, tanh, asinh, acosh,

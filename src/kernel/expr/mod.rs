@@ -36,6 +36,7 @@ mod compile;
 mod elem;
 mod eval;
 mod float;
+mod fuse;
 pub mod parse;
 #[cfg(test)]
 mod test;
@@ -48,7 +49,7 @@ use crate::error::{Error, Result};
 pub(crate) use eval::eval;
 
 /// Elements per block: each operation runs over this many elements at a time.
-pub const BLOCK: usize = 256;
+pub const BLOCK: usize = 1024;
 
 /// Runs `$body` with `$T` bound to the register type of the dtype `$d`.
 macro_rules! with_reg_type {
@@ -143,6 +144,8 @@ pub(super) enum Op {
     Asinh = 36,
     Acosh = 37,
     Atanh = 38,
+    /// `sin` into `dst` and `cos` into register `c` of the same operand, in one loop.
+    SinCos = 39,
     IsNan = 45,
     IsInf = 46,
     IsFinite = 47,
@@ -174,7 +177,7 @@ pub(super) enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 59] = [
+    const ALL: [Op; 60] = [
         Op::LoadX,
         Op::LoadI,
         Op::Const,
@@ -206,6 +209,7 @@ impl Op {
         Op::Asinh,
         Op::Acosh,
         Op::Atanh,
+        Op::SinCos,
         Op::IsNan,
         Op::IsInf,
         Op::IsFinite,
@@ -272,6 +276,7 @@ impl Op {
             | Op::Asinh
             | Op::Acosh
             | Op::Atanh
+            | Op::SinCos
             | Op::Div
             | Op::Atan2
             | Op::Hypot
@@ -323,6 +328,10 @@ const A_IMM: u8 = 1;
 const B_IMM: u8 = 2;
 /// Flag: depends on neither `x` nor `i`: computed once per chunk, its register kept.
 const INVARIANT: u8 = 4;
+/// Flag on a float function: multiply its result by the immediate.
+const EPI_MUL: u8 = 8;
+/// Flag on a float function: add the constant whose bits are `b` (low) and `c` (high).
+const EPI_ADD: u8 = 16;
 
 /// One instruction: `dst = op(a, b, c)` over a block, operands of type `ty`, result of type
 /// `out_ty`; `imm` holds a constant's bits (in `ty`) for `Const` and for an operand flagged
@@ -514,11 +523,20 @@ impl Program {
             if (0..3).any(|k| i.is_reg(k) && (i.src[k] >= n_regs || i.src[k] == i.dst)) {
                 return None;
             }
+            let second = i.src[2];
+            if op == Op::SinCos && (second >= n_regs || second == i.dst || second == i.src[0]) {
+                return None;
+            }
+            let float_fn = (Op::Sqrt as u32..=Op::SinCos as u32).contains(&(op as u32));
+            if r.flags & (EPI_MUL | EPI_ADD) != 0 && (!float_fn || op == Op::SinCos) {
+                return None;
+            }
             ins.push(i);
         }
         let x_regs: Vec<u32> = ins.iter().filter(|i| i.op == Op::LoadX).map(|i| i.dst).collect();
         // The input is read in place through the LoadX register: nothing else may write it.
-        if ins.iter().any(|i| i.op != Op::LoadX && x_regs.contains(&i.dst)) {
+        let writes = |i: &Ins, r: u32| i.dst == r || (i.op == Op::SinCos && i.src[2] == r);
+        if ins.iter().any(|i| x_regs.iter().any(|&r| i.op != Op::LoadX && writes(i, r))) {
             return None;
         }
         Some(Program { ins, n_regs, result, input, output })

@@ -159,7 +159,7 @@ fn opcodes_decode_exactly_and_malformed_programs_are_refused() {
     for op in Op::ALL {
         assert_eq!(Op::try_from(op as u32), Ok(op));
     }
-    for code in [0, 5, 9, 18, 39, 44, 48, 49, 67, 69, 76, 79, 82, u32::MAX] {
+    for code in [0, 5, 9, 18, 40, 44, 48, 49, 67, 69, 76, 79, 82, u32::MAX] {
         assert_eq!(Op::try_from(code), Err(code), "code {code} is unassigned");
     }
     let good = Program::compile("x * 2 + 1").unwrap().to_bytes();
@@ -186,4 +186,27 @@ fn constants_survive_every_block() {
     for (x, y) in xs.iter().zip(&v) {
         assert_eq!(*y, if *x == 0.0 { 3.0 } else { 1.0 }, "x = {x}");
     }
+}
+
+#[test]
+fn fused_epilogues_and_sincos_compute_what_separate_operations_do() {
+    let xs: Vec<f64> = (0..2 * BLOCK + 3).map(|k| k as f64 * 0.37 - 100.0).collect();
+    for (src, f) in [
+        ("sqrt(x) * 1.5 + 0.25", (|x: f64| x.sqrt() * 1.5 + 0.25) as fn(f64) -> f64),
+        ("0.25 + 1.5 * sqrt(x)", |x: f64| 0.25 + 1.5 * x.sqrt()),
+        ("exp(x) + 2", |x: f64| x.exp() + 2.0),
+        ("sin(x) * cos(x) + exp(-x * x)", |x: f64| x.sin() * x.cos() + (-x * x).exp()),
+        ("cos(x) - sin(x) * 2", |x: f64| x.cos() - x.sin() * 2.0),
+        ("sqrt(x) * 3 + sqrt(x)", |x: f64| x.sqrt() * 3.0 + x.sqrt()),
+    ] {
+        let p = Program::compile(src).unwrap();
+        let (_, v) = run(src, &xs);
+        for (x, y) in xs.iter().zip(&v) {
+            assert_eq!(y.to_bits(), f(*x).to_bits(), "{src} at {x}: {:?}", p.ins);
+        }
+    }
+    let w1 = Program::compile("sqrt(x) * 1.5 + 0.25").unwrap();
+    assert_eq!(w1.ins.iter().filter(|i| i.op != Op::LoadX).count(), 1, "one loop: {:?}", w1.ins);
+    let sc = Program::compile("sin(x) * cos(x)").unwrap();
+    assert!(sc.ins.iter().any(|i| i.op == Op::SinCos), "{:?}", sc.ins);
 }
