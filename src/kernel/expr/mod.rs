@@ -37,6 +37,7 @@ mod elem;
 mod eval;
 mod float;
 mod fuse;
+mod literal;
 pub mod parse;
 #[cfg(test)]
 mod test;

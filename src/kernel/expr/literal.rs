@@ -1,0 +1,99 @@
+//! Python's arithmetic on literal-only sub-expressions (`2 * 3`, `-1`, `1 / 3`, `1 < 2`):
+//! what Python computes before numpy sees anything, so the result stays a weak scalar.
+
+use super::compile::Val;
+use super::elem::Elem;
+use super::parse::Fun;
+
+/// Python's own arithmetic on literals (`2 * 3`, `-1`, `1 / 3`, `2 ** -1`): the result stays a
+/// weak scalar. `None` for functions, which numpy evaluates.
+pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, String> {
+    // A Python bool is an int in arithmetic; only `& | ^` of two bools stay bools.
+    if let [Val::Bool(a), Val::Bool(b)] = args {
+        match f {
+            Fun::BitAnd => return Ok(Some(Val::Bool(a & b))),
+            Fun::BitOr => return Ok(Some(Val::Bool(a | b))),
+            Fun::BitXor => return Ok(Some(Val::Bool(a ^ b))),
+            _ => {}
+        }
+    }
+    let as_int = |v: &Val| match *v {
+        Val::Bool(b) => Val::Int(i128::from(b)),
+        other => other,
+    };
+    let args: Vec<Val> = args.iter().map(as_int).collect();
+    let args = args.as_slice();
+    let fl = |v: Val| match v {
+        Val::Bool(b) => f64::from(u8::from(b)),
+        Val::Int(k) => k as f64,
+        Val::Float(x) => x,
+        Val::Reg(..) => f64::NAN,
+    };
+    let too_big = || "integer constant is too large".to_string();
+    let zero = || "division by zero in a constant (Python raises ZeroDivisionError)".to_string();
+    let b2i = Val::Bool;
+    let v = match (f, args) {
+        (Fun::Neg, [Val::Int(a)]) => Val::Int(a.checked_neg().ok_or_else(too_big)?),
+        (Fun::Neg, [Val::Float(a)]) => Val::Float(-a),
+        (Fun::Invert, [Val::Int(a)]) => Val::Int(!a),
+        (Fun::Invert, [Val::Float(_)]) => return Err("'~' is not defined for a float".into()),
+        (Fun::BitAnd | Fun::BitOr | Fun::BitXor, [Val::Int(a), Val::Int(b)]) => Val::Int(match f {
+            Fun::BitAnd => a & b,
+            Fun::BitOr => a | b,
+            _ => a ^ b,
+        }),
+        (Fun::BitAnd | Fun::BitOr | Fun::BitXor, _) => return Err("'&', '|', '^' are not defined for floats".into()),
+        (Fun::Lt, [a, b]) => b2i(fl(*a) < fl(*b)),
+        (Fun::Le, [a, b]) => b2i(fl(*a) <= fl(*b)),
+        (Fun::Gt, [a, b]) => b2i(fl(*a) > fl(*b)),
+        (Fun::Ge, [a, b]) => b2i(fl(*a) >= fl(*b)),
+        (Fun::Eq, [a, b]) => b2i(fl(*a) == fl(*b)),
+        (Fun::Ne, [a, b]) => b2i(fl(*a) != fl(*b)),
+        (Fun::Add | Fun::Sub | Fun::Mul | Fun::FloorDiv | Fun::Mod | Fun::PowOp, [Val::Int(a), Val::Int(b)]) => {
+            let (a, b) = (*a, *b);
+            let r = match f {
+                Fun::Add => a.checked_add(b),
+                Fun::Sub => a.checked_sub(b),
+                Fun::Mul => a.checked_mul(b),
+                Fun::FloorDiv | Fun::Mod => {
+                    if b == 0 {
+                        return Err(zero());
+                    }
+                    let (q, r) = (a.div_euclid(b), a.rem_euclid(b));
+                    // Python floors; Euclid keeps the remainder non-negative.
+                    let (q, r) = if r != 0 && b < 0 { (q + 1, r + b) } else { (q, r) };
+                    Some(if f == Fun::FloorDiv { q } else { r })
+                }
+                _ if b < 0 => return Ok(Some(Val::Float(fl(Val::Int(a)).powf(b as f64)))),
+                _ => u32::try_from(b).ok().and_then(|e| a.checked_pow(e)),
+            };
+            let r = r.ok_or_else(too_big)?;
+            if r > u64::MAX as i128 || r < i64::MIN as i128 {
+                return Err(too_big());
+            }
+            Val::Int(r)
+        }
+        (Fun::Add | Fun::Sub | Fun::Mul | Fun::Div | Fun::FloorDiv | Fun::Mod | Fun::PowOp, [a, b]) => {
+            let (a, b) = (fl(*a), fl(*b));
+            if b == 0.0 && matches!(f, Fun::Div | Fun::FloorDiv | Fun::Mod) {
+                return Err(zero());
+            }
+            Val::Float(match f {
+                Fun::Add => a + b,
+                Fun::Sub => a - b,
+                Fun::Mul => a * b,
+                Fun::Div => a / b,
+                Fun::FloorDiv => <f64 as Elem>::floordiv(a, b),
+                Fun::Mod => <f64 as Elem>::rem(a, b),
+                _ => {
+                    if a == 0.0 && b < 0.0 {
+                        return Err(zero());
+                    }
+                    a.powf(b)
+                }
+            })
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(v))
+}
