@@ -229,7 +229,8 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
     out
 }
 
-fn interrupted_map_leaves_nothing(signal: nix::sys::signal::Signal, code: i32) {
+/// Interrupts a running map with `signal`; `code` is the expected exit code (`None`: killed).
+fn interrupted_map_leaves_nothing(signal: nix::sys::signal::Signal, code: Option<i32>) {
     use std::io::BufRead;
     let d = tempfile::tempdir().unwrap();
     let x = gen(d.path(), "x.npy", &["--len", "4000000"]);
@@ -264,7 +265,7 @@ fn interrupted_map_leaves_nothing(signal: nix::sys::signal::Signal, code: i32) {
         for _ in lines {}
         child.wait().unwrap()
     });
-    assert_eq!(status.code(), Some(code), "{signal:?}: exit 128 + signal");
+    assert_eq!(status.code(), code, "{signal:?}: exit 128 + signal ({status:?})");
     assert_eq!(names(d.path()), ["x.npy"], "no output and no temporary file");
     let needle = d.path().to_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -276,15 +277,21 @@ fn interrupted_map_leaves_nothing(signal: nix::sys::signal::Signal, code: i32) {
 
 #[test]
 fn sigint_mid_map_exits_130_and_leaves_nothing() {
-    interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGINT, 130);
+    interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGINT, Some(130));
 }
 
 #[test]
 fn sigterm_mid_map_exits_143_and_leaves_nothing() {
-    interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGTERM, 143);
+    interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGTERM, Some(143));
 }
 
 #[test]
 fn sighup_mid_map_exits_129_and_leaves_nothing() {
-    interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGHUP, 129);
+    interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGHUP, Some(129));
+}
+
+#[test]
+fn even_sigkill_leaves_no_output_file() {
+    // The output has no name until it is complete (O_TMPFILE): the kernel frees it.
+    interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGKILL, None);
 }
