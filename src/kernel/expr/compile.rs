@@ -372,6 +372,11 @@ impl Builder {
                     return Ok(Val::Reg(self.push(Op::Const, Bool, Bool, &[], u64::from(v)), Bool));
                 }
             }
+            if let (Val::Reg(_, ta), Val::Reg(_, tb)) = (a, b) {
+                if ta.is_int() && tb.is_int() && ta.is_signed_int() != tb.is_signed_int() && d == Dtype::F64 {
+                    return self.signed_unsigned_cmp(op, a, b);
+                }
+            }
             return self.emit2(op, d, a, b);
         }
         let (op, ty) = match f {
@@ -413,6 +418,39 @@ impl Builder {
             _ => return Err(format!("{f:?} takes one argument")),
         };
         self.emit2(op, ty, a, b)
+    }
+
+    /// A comparison of a signed integer array with a uint64 one, exact as numpy 2 makes it
+    /// (their common type, float64, would round both above 2**53): the signed side `s` is
+    /// compared as `s < 0` and, reinterpreted as uint64, with the unsigned side.
+    fn signed_unsigned_cmp(&mut self, op: Op, a: Val, b: Val) -> std::result::Result<Val, String> {
+        use Dtype::{Bool, I64, U64};
+        let signed_left = matches!(a, Val::Reg(_, t) if t.is_signed_int());
+        // Put the signed operand on the left: `u < s` is `s > u`.
+        let (s, u, op) = if signed_left {
+            (a, b, op)
+        } else {
+            let flipped = match op {
+                Op::Lt => Op::Gt,
+                Op::Le => Op::Ge,
+                Op::Gt => Op::Lt,
+                Op::Ge => Op::Le,
+                other => other,
+            };
+            (b, a, flipped)
+        };
+        let s64 = self.reg(s, I64)?;
+        let s_u = self.reg(Val::Reg(s64, I64), U64)?;
+        let u64r = self.reg(u, U64)?;
+        let negative = self.emit2(Op::Lt, I64, Val::Reg(s64, I64), Val::Int(0))?;
+        let wide = self.emit2(op, U64, Val::Reg(s_u, U64), Val::Reg(u64r, U64))?;
+        let (Val::Reg(neg, _), Val::Reg(cmp, _)) = (negative, wide) else { unreachable!("emit2 returns registers") };
+        // A negative signed value is below every unsigned one.
+        let (join, neg) = match op {
+            Op::Lt | Op::Le | Op::Ne => (Op::Or, neg),
+            _ => (Op::And, self.push(Op::Not, Bool, Bool, &[Opnd::R(neg)], 0)),
+        };
+        Ok(Val::Reg(self.push(join, Bool, Bool, &[Opnd::R(neg), Opnd::R(cmp)], 0), Bool))
     }
 
     /// `a ** b` in `ty`: numpy computes a float power by a constant 0.5 as `sqrt` and by 2 as

@@ -210,3 +210,16 @@ fn fused_epilogues_and_sincos_compute_what_separate_operations_do() {
     let sc = Program::compile("sin(x) * cos(x)").unwrap();
     assert!(sc.ins.iter().any(|i| i.op == Op::SinCos), "{:?}", sc.ins);
 }
+
+#[test]
+fn int64_and_uint64_compare_exactly_as_numpy_2_does() {
+    let big = (1u64 << 62) + 1;
+    let p = Program::compile_for("x == i + 4611686018427387904", Dtype::U64).unwrap();
+    let mut y = [0u8; 2];
+    p.eval_slice(&[big, 1u64 << 62], &mut y, 1).unwrap();
+    assert_eq!(y, [1, 0], "float64 would call both equal");
+    let q = Program::compile_for("x > i - 1", Dtype::U64).unwrap();
+    let mut y = [0u8; 3];
+    q.eval_slice(&[0u64, u64::MAX, 5], &mut y, 0).unwrap();
+    assert_eq!(y, [1, 1, 1], "x > -1 for every uint64");
+}
