@@ -28,8 +28,20 @@
 //! Nesting deeper than [`parse::MAX_DEPTH`] levels is refused with an error; length is not
 //! limited (the parser loops over sums and products, and every later pass is a loop).
 //!
-//! Layout: [`parse`] (text to nodes), `compile` (types, casts, numpy's loop choice), `alloc`
-//! (registers), `elem` and `float` (numpy's per-type semantics), `eval` (the block evaluator).
+//! Where numpy's behaviour is a property of its implementation rather than of its types, the
+//! rule followed is numpy's: `array ** 2` is `np.square` (int8 for bool), `** 0.5` is `sqrt`,
+//! `np.where` wraps an out-of-range literal where arithmetic refuses it, `clip` keeps `-0.0`,
+//! int64 and uint64 compare exactly. One deliberate difference: a float cast to an integer type
+//! (`--dtype` on a float result) saturates, where numpy leaves out-of-range values to the C
+//! cast (undefined; `INT_MIN` on x86).
+//!
+//! Fusions make an expression cost what the same Rust closure costs: `f(x) * k1 + k2` is one
+//! loop, `sin(a)` and `cos(a)` share one `sincos` call, constants are computed once per chunk.
+//!
+//! Layout: [`parse`] (text to nodes), `compile` and `literal` (types, casts, numpy's loop
+//! choice, Python's constant arithmetic), `fuse` and `alloc` (fusions, registers), `elem` and
+//! `float` (numpy's per-type semantics), `eval` (the block evaluator). This module never
+//! touches shared memory or processes.
 
 mod alloc;
 mod compile;
@@ -38,6 +50,7 @@ mod eval;
 mod float;
 mod fuse;
 mod literal;
+mod op;
 pub mod parse;
 #[cfg(test)]
 mod test;
@@ -48,6 +61,7 @@ use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 
 pub(crate) use eval::eval;
+use op::Op;
 
 /// Elements per block: each operation runs over this many elements at a time.
 pub const BLOCK: usize = 1024;
@@ -108,212 +122,6 @@ macro_rules! with_reg_type {
     };
 }
 use with_reg_type;
-
-/// An operation of the register program. Stored as its `u32` code; decoded with `TryFrom`,
-/// which knows exactly the codes listed here.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Op {
-    LoadX = 1,
-    LoadI = 2,
-    Const = 3,
-    Cast = 4,
-    Neg = 10,
-    Abs = 11,
-    Sign = 12,
-    Floor = 13,
-    Ceil = 14,
-    Trunc = 15,
-    Round = 16,
-    Not = 17,
-    Sqrt = 20,
-    Exp = 21,
-    Expm1 = 22,
-    Log = 23,
-    Log1p = 24,
-    Log2 = 25,
-    Log10 = 26,
-    Sin = 27,
-    Cos = 28,
-    Tan = 29,
-    Asin = 30,
-    Acos = 31,
-    Atan = 32,
-    Sinh = 33,
-    Cosh = 34,
-    Tanh = 35,
-    Asinh = 36,
-    Acosh = 37,
-    Atanh = 38,
-    /// `sin` into `dst` and `cos` into register `c` of the same operand, in one loop.
-    SinCos = 39,
-    IsNan = 45,
-    IsInf = 46,
-    IsFinite = 47,
-    Add = 50,
-    Sub = 51,
-    Mul = 52,
-    Div = 53,
-    FloorDiv = 54,
-    Mod = 55,
-    Fmod = 56,
-    Pow = 57,
-    Min = 58,
-    Max = 59,
-    And = 60,
-    Or = 61,
-    Xor = 62,
-    Atan2 = 63,
-    Hypot = 64,
-    Copysign = 65,
-    Nextafter = 66,
-    Lt = 70,
-    Le = 71,
-    Gt = 72,
-    Ge = 73,
-    Eq = 74,
-    Ne = 75,
-    Where = 80,
-    Clip = 81,
-}
-
-impl Op {
-    const ALL: [Op; 60] = [
-        Op::LoadX,
-        Op::LoadI,
-        Op::Const,
-        Op::Cast,
-        Op::Neg,
-        Op::Abs,
-        Op::Sign,
-        Op::Floor,
-        Op::Ceil,
-        Op::Trunc,
-        Op::Round,
-        Op::Not,
-        Op::Sqrt,
-        Op::Exp,
-        Op::Expm1,
-        Op::Log,
-        Op::Log1p,
-        Op::Log2,
-        Op::Log10,
-        Op::Sin,
-        Op::Cos,
-        Op::Tan,
-        Op::Asin,
-        Op::Acos,
-        Op::Atan,
-        Op::Sinh,
-        Op::Cosh,
-        Op::Tanh,
-        Op::Asinh,
-        Op::Acosh,
-        Op::Atanh,
-        Op::SinCos,
-        Op::IsNan,
-        Op::IsInf,
-        Op::IsFinite,
-        Op::Add,
-        Op::Sub,
-        Op::Mul,
-        Op::Div,
-        Op::FloorDiv,
-        Op::Mod,
-        Op::Fmod,
-        Op::Pow,
-        Op::Min,
-        Op::Max,
-        Op::And,
-        Op::Or,
-        Op::Xor,
-        Op::Atan2,
-        Op::Hypot,
-        Op::Copysign,
-        Op::Nextafter,
-        Op::Lt,
-        Op::Le,
-        Op::Gt,
-        Op::Ge,
-        Op::Eq,
-        Op::Ne,
-        Op::Where,
-        Op::Clip,
-    ];
-
-    /// Register operands read.
-    fn arity(self) -> usize {
-        match self {
-            Op::LoadX | Op::LoadI | Op::Const => 0,
-            Op::Where | Op::Clip => 3,
-            op if (op as u32) < Op::Add as u32 => 1,
-            _ => 2,
-        }
-    }
-
-    /// Which operand types the operation is defined for, and its result type given the
-    /// operand type (`None`: not defined for that type).
-    fn result(self, ty: Dtype) -> Option<Dtype> {
-        let float = ty.is_float();
-        match self {
-            Op::LoadX | Op::LoadI | Op::Const | Op::Cast => Some(ty),
-            Op::Not | Op::And | Op::Or | Op::Xor => (!float).then_some(ty),
-            Op::Sqrt
-            | Op::Exp
-            | Op::Expm1
-            | Op::Log
-            | Op::Log1p
-            | Op::Log2
-            | Op::Log10
-            | Op::Sin
-            | Op::Cos
-            | Op::Tan
-            | Op::Asin
-            | Op::Acos
-            | Op::Atan
-            | Op::Sinh
-            | Op::Cosh
-            | Op::Tanh
-            | Op::Asinh
-            | Op::Acosh
-            | Op::Atanh
-            | Op::SinCos
-            | Op::Div
-            | Op::Atan2
-            | Op::Hypot
-            | Op::Copysign
-            | Op::Nextafter => float.then_some(ty),
-            Op::IsNan | Op::IsInf | Op::IsFinite => float.then_some(Dtype::Bool),
-            Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne => Some(Dtype::Bool),
-            Op::Neg
-            | Op::Abs
-            | Op::Sign
-            | Op::Floor
-            | Op::Ceil
-            | Op::Trunc
-            | Op::Round
-            | Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::FloorDiv
-            | Op::Mod
-            | Op::Fmod
-            | Op::Pow
-            | Op::Min
-            | Op::Max
-            | Op::Where
-            | Op::Clip => Some(ty),
-        }
-    }
-}
-
-impl TryFrom<u32> for Op {
-    type Error = u32;
-
-    fn try_from(code: u32) -> std::result::Result<Op, u32> {
-        Op::ALL.into_iter().find(|op| *op as u32 == code).ok_or(code)
-    }
-}
 
 fn dtype_code(d: Dtype) -> u8 {
     Dtype::ALL.iter().position(|&x| x == d).expect("every dtype is in ALL") as u8
