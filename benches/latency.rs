@@ -130,10 +130,11 @@ impl PipeWorker {
 fn main() {
     let xs = batch();
     let mut ys = vec![0.0; W3_LEN];
-    let pools: Vec<(&str, Pool)> = [("spin", WaitStrategy::Spin), ("adaptive", WaitStrategy::Adaptive), ("sleep", WaitStrategy::Sleep)]
-        .into_iter()
-        .map(|(n, w)| (n, Pool::builder().workers(1).wait_strategy(w).build().unwrap()))
-        .collect();
+    let pools: Vec<(&str, Pool)> =
+        [("spin", WaitStrategy::Spin), ("adaptive", WaitStrategy::Adaptive), ("sleep", WaitStrategy::Sleep)]
+            .into_iter()
+            .map(|(n, w)| (n, Pool::builder().workers(1).wait_strategy(w).build().unwrap()))
+            .collect();
     let mut chan = ChannelWorker::new();
     let mut pipe = PipeWorker::new();
     let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(3));

@@ -201,8 +201,8 @@ impl Worker {
     /// Pins the worker to its CPU for a large chunk, or gives the pin up when it goes idle.
     ///
     /// Streaming through large chunks, two workers that the scheduler happened to stack on one
-    /// core stay there for milliseconds (W1's median then varies 31-38 ms from run to run
-    /// here; pinned, 31-32 ms). A spinning idle worker, on the other hand, must stay free to
+    /// core stay there for milliseconds, and memory-bound maps vary by a fifth from run to run
+    /// (measured with W1; pinned, they do not). A spinning idle worker, on the other hand, must stay free to
     /// move away from the map caller, which spins too for small maps. One `sched_setaffinity`
     /// per transition; small chunks never pin.
     fn set_pinned(&mut self, pin: bool) {

@@ -82,9 +82,9 @@ impl Default for PoolBuilder {
                 workers: default_workers(),
                 chunk_len: None,
                 slots: 0,
-                payload_bytes: 64 * 1024,
-                max_attempts: 3,
-                spin: Duration::from_millis(1),
+                payload_bytes: Self::DEFAULT_PAYLOAD_BYTES,
+                max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+                spin: Self::DEFAULT_SPIN,
                 wait: WaitStrategy::Adaptive,
                 imap_in_flight: 0,
                 chunk_timeout: None,
@@ -97,10 +97,24 @@ impl Default for PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// Number of worker processes (default: the number of cores).
+    /// Default inline payload per slot.
+    pub const DEFAULT_PAYLOAD_BYTES: usize = 64 * 1024;
+    /// Default bound on spinning (see [`PoolBuilder::spin`]).
+    pub const DEFAULT_SPIN: Duration = Duration::from_millis(1);
+    /// Default attempts per chunk before [`Error::WorkerCrashed`].
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+    /// Number of worker processes (default: the number of CPUs this process may use, see
+    /// [`PoolBuilder::default_workers`]).
     pub fn workers(mut self, n: usize) -> Self {
         self.cfg.workers = n;
         self
+    }
+
+    /// The default number of workers: the CPUs this process may use.
+    #[must_use]
+    pub fn default_workers() -> usize {
+        default_workers()
     }
 
     /// Elements per chunk. By default chunks adapt to the length and worker count: large
@@ -117,21 +131,22 @@ impl PoolBuilder {
         self
     }
 
-    /// Inline payload bytes per slot (default 64 KiB): small maps travel inside the slots.
+    /// Inline payload bytes per slot (default [`PoolBuilder::DEFAULT_PAYLOAD_BYTES`]): small maps travel
+    /// inside the slots.
     pub fn payload_bytes(mut self, n: usize) -> Self {
         self.cfg.payload_bytes = n;
         self
     }
 
     /// How many workers a chunk may kill before the map fails with
-    /// [`Error::WorkerCrashed`] (default 3).
+    /// [`Error::WorkerCrashed`] (default [`PoolBuilder::DEFAULT_MAX_ATTEMPTS`]).
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.cfg.max_attempts = n;
         self
     }
 
     /// How long one worker busy-waits for the next chunk after finishing one, and the caller
-    /// of a small map for its results, before sleeping (default 1 ms). Only one worker spins at
+    /// of a small map for its results, before sleeping (default [`PoolBuilder::DEFAULT_SPIN`]). Only one worker spins at
     /// a time, and only right after work, so an idle pool uses no CPU; the spin is what keeps
     /// back-to-back small batches at a few µs instead of a futex wake-up each. Zero always
     /// sleeps.
