@@ -218,6 +218,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Every ring slot holds a finished ticket that nobody waits for, so no new chunk can be
+    /// queued: wait for (or drop) some tickets first.
+    #[error("the ring is full: all {slots} slots hold finished tickets nobody waits for")]
+    RingFull {
+        /// Slots in the ring.
+        slots: u32,
+    },
+
     /// Workers kept exiting right after they started; the pool gave up.
     #[error("pool failed: {failures} workers in a row exited at start")]
     WorkersFailedToStart {

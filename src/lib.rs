@@ -129,7 +129,7 @@ pub use array::{NpyArray, NpyOutput, SharedVec};
 pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use kernel::KernelSpec;
-pub use pool::{Pool, PoolBuilder, WorkerDeath};
+pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
 pub use process::Process;
 
 /// Hooks for shmpool's own tests (pause points); compiled only with the `testing` feature,

@@ -49,7 +49,10 @@ pub(crate) struct WorkerCtx {
     pub ring: Ring,
     pub sock: OwnedFd,
     pub parent: Pid,
+    /// How long the spinning idle worker spins after a chunk (zero: never).
     pub spin: Duration,
+    /// Whether that spin yields the core between polls after a few µs.
+    pub polite: bool,
     pub recycle_after: Option<u64>,
     pub pause: Option<PausePoint>,
     /// The CPU to pin this worker to, if the pool pins.
@@ -170,15 +173,21 @@ impl Worker {
     /// token); the others sleep at once, so busy-waiting never takes more than one core.
     fn idle(&self, ring: &Ring, seen: u32, after_work: bool) {
         let hdr = ring.header();
-        let spinner =
-            after_work && hdr.spinner.compare_exchange(0, self.pid, Ordering::SeqCst, Ordering::Relaxed).is_ok();
+        let spinner = after_work
+            && !self.ctx.spin.is_zero()
+            && hdr.spinner.compare_exchange(0, self.pid, Ordering::SeqCst, Ordering::Relaxed).is_ok();
         let spin = if spinner { self.ctx.spin } else { Duration::ZERO };
         if spinner {
             // Spin first, then give the token back before sleeping so another can take it.
             // SeqCst: the map caller bumps `work` without a wake-up while it sees a spinner
             // (Doorbell::bump); our `wait` re-reads the sequence (SeqCst) after this store, so a
             // bump the caller made while it saw us is never slept through.
-            if !hdr.work.wait_polite(seen, spin, Duration::ZERO) {
+            let woken = if self.ctx.polite {
+                hdr.work.wait_polite(seen, spin, Duration::ZERO)
+            } else {
+                hdr.work.wait(seen, spin, Duration::ZERO)
+            };
+            if !woken {
                 hdr.spinner.store(0, Ordering::SeqCst);
                 hdr.work.wait(seen, Duration::ZERO, IDLE_WAIT);
             } else {
@@ -192,8 +201,8 @@ impl Worker {
     /// Pins the worker to its CPU for a large chunk, or gives the pin up when it goes idle.
     ///
     /// Streaming through large chunks, two workers that the scheduler happened to stack on one
-    /// core stay there for milliseconds (W1's median then varies 31-38 ms from run to run
-    /// here; pinned, 31-32 ms). A spinning idle worker, on the other hand, must stay free to
+    /// core stay there for milliseconds, and memory-bound maps vary by a fifth from run to run
+    /// (measured with W1; pinned, they do not). A spinning idle worker, on the other hand, must stay free to
     /// move away from the map caller, which spins too for small maps. One `sched_setaffinity`
     /// per transition; small chunks never pin.
     fn set_pinned(&mut self, pin: bool) {

@@ -101,12 +101,20 @@ fn external_signals_of_every_kind_mid_map_still_give_the_exact_answer() {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     kill(Pid::from_raw(victim as i32), sig).expect("the victim is alive mid-map");
+                    // std's SIGSEGV/SIGBUS handler (stack-overflow detection) swallows one
+                    // signal sent from outside and resets to the default action: repeat until
+                    // the victim is gone, as a real fault would.
+                    while common::pid_alive(victim) && kill(Pid::from_raw(victim as i32), sig).is_ok() {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                 });
                 pool.map_into(&xs, &mut ys, w2_chunk).unwrap();
             });
-            // The signal landed mid-map: the victim died and was counted.
-            assert!(!pool.pids().contains(&victim), "{sig:?} did not kill worker {victim}");
-            assert!(pool.worker_deaths() > deaths_before, "{sig:?}");
+            // The signal landed: the victim dies and is counted (the supervisor may notice it a
+            // moment after the map is done; the watchdog bounds the wait).
+            while pool.pids().contains(&victim) || pool.worker_deaths() == deaths_before {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let mut want = vec![0.0; xs.len()];
             w2_chunk(&xs, &mut want);
             assert!(want.iter().zip(ys.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "{sig:?}");

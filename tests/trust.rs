@@ -156,6 +156,9 @@ fn a_kernel_writing_past_its_inline_output_never_hangs_returns_early_or_panics_t
                 // hang the map, return it early or panic the parent.
                 Ok(got) => assert_eq!(got.len(), xs.len()),
                 Err(Error::CorruptSlot { .. } | Error::PoolBroken { .. }) => all_dead(&pids),
+                // Past the end of the ring mapping the write faults, or it lands in the worker's
+                // own memory: the worker dies on it (a crash, or an exit after it broke itself).
+                Err(Error::WorkerCrashed { .. }) => {}
                 Err(e) => panic!("unexpected error {e:?}"),
             }
         }
@@ -278,12 +281,17 @@ fn workers_do_not_pin_arrays_that_existed_when_they_were_forked() {
     common::watchdog(Duration::from_secs(60), || {
         let big = SharedVec::<f64>::zeroed(8 << 20).unwrap(); // 64 MiB, before the workers exist
         let pool = Pool::new(2).unwrap();
+        pool.map(&[1.0f64], w1).unwrap(); // every worker is past its start-up
         for pid in pool.pids() {
-            // Only the worker's own ring is mapped; `big` (and any other segment) is not.
+            // Only the worker's own ring is mapped; `big` (and any other segment) is not. A
+            // worker drops what it inherited first thing after the fork; wait until it ran.
+            let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+            while (shm_mappings(pid).len() > 1 || fds() > 5) && common::pid_alive(pid) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let maps = shm_mappings(pid);
             assert_eq!(maps.len(), 1, "worker {pid} maps {maps:#?}");
-            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
-            assert!(fds <= 5, "worker {pid} holds {fds} descriptors (stdio, socket, ring)");
+            assert!(fds() <= 5, "worker {pid} holds {} descriptors (stdio, socket, ring)", fds());
         }
         drop(big);
         // An array used by a map and then dropped is unmapped by the workers soon after.

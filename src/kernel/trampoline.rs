@@ -25,13 +25,18 @@ fn params_of<P: Pod>(params: &[u8]) -> P {
     bytemuck::pod_read_unaligned(&params[..std::mem::size_of::<P>()])
 }
 
-pub(super) fn elem<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy>(_: &[u8], input: &[u8], output: &mut [u8], _: u64) {
-    let f = conjure::<F>();
+/// The loop of every element kernel: `output[k] = f(input[k])`, inlined so it vectorises.
+#[inline(always)]
+fn each<In: Pod, Out: Pod>(input: &[u8], output: &mut [u8], f: impl Fn(In) -> Out) {
     let (i, o) = cast_io::<In, Out>(input, output);
     assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
     for (o, &x) in o.iter_mut().zip(i) {
         *o = f(x);
     }
+}
+
+pub(super) fn elem<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy>(_: &[u8], input: &[u8], output: &mut [u8], _: u64) {
+    each(input, output, conjure::<F>())
 }
 
 pub(super) fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(
@@ -40,13 +45,8 @@ pub(super) fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(
     output: &mut [u8],
     _: u64,
 ) {
-    let f = conjure::<F>();
-    let p = params_of::<P>(params);
-    let (i, o) = cast_io::<In, Out>(input, output);
-    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
-    for (o, &x) in o.iter_mut().zip(i) {
-        *o = f(x, &p);
-    }
+    let (f, p) = (conjure::<F>(), params_of::<P>(params));
+    each(input, output, |x| f(x, &p))
 }
 
 pub(super) fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(
@@ -109,11 +109,7 @@ pub(super) fn fn_params<T: 'static>(addr: usize) -> Vec<u8> {
 
 pub(super) fn elem_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {
     let f = fn_from_params::<fn(In) -> Out>(params).expect("function pointer tag matches");
-    let (i, o) = cast_io::<In, Out>(input, output);
-    assert_eq!(i.len(), o.len(), "input and output chunk lengths differ");
-    for (o, &x) in o.iter_mut().zip(i) {
-        *o = f(x);
-    }
+    each(input, output, f)
 }
 
 pub(super) fn chunk_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {

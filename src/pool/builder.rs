@@ -2,8 +2,8 @@
 #![deny(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use super::{supervisor, Pool, Shared, Stats, STATE_RUNNING};
@@ -20,6 +20,27 @@ pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
+/// How a caller waiting for results, and an idle worker waiting for work, wait.
+///
+/// On this kind of machine a futex wake-up costs tens of µs while a spinning hand-off between
+/// two processes costs about a tenth of a µs; but a process that spins while more processes
+/// than cores are runnable steals the core the work needs. An idle pool burns no CPU under any
+/// strategy: workers spin only right after work, for a bounded time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WaitStrategy {
+    /// Lowest latency: the caller spins for as long as its map runs (it burns a core while it
+    /// waits), and one idle worker spins for a while after each chunk.
+    Spin,
+    /// The default: spin for at most [`PoolBuilder::spin`] (small maps only, and only while
+    /// the workers running chunks, a spinning worker and the waiting callers leave a core
+    /// free), then sleep on a futex.
+    #[default]
+    Adaptive,
+    /// Never spin: every wait is a futex sleep (lowest CPU use, a wake-up per hand-off).
+    Sleep,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub workers: usize,
@@ -28,6 +49,9 @@ pub(crate) struct Config {
     pub payload_bytes: usize,
     pub max_attempts: u32,
     pub spin: Duration,
+    pub wait: WaitStrategy,
+    /// Batches `imap` / `imap_unordered` keep in flight.
+    pub imap_in_flight: usize,
     pub chunk_timeout: Option<Duration>,
     pub recycle_after: Option<u64>,
     /// Test hook (only settable with the `testing` feature): where the first workers pause.
@@ -58,9 +82,11 @@ impl Default for PoolBuilder {
                 workers: default_workers(),
                 chunk_len: None,
                 slots: 0,
-                payload_bytes: 64 * 1024,
-                max_attempts: 3,
-                spin: Duration::from_millis(1),
+                payload_bytes: Self::DEFAULT_PAYLOAD_BYTES,
+                max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+                spin: Self::DEFAULT_SPIN,
+                wait: WaitStrategy::Adaptive,
+                imap_in_flight: 0,
                 chunk_timeout: None,
                 recycle_after: None,
                 pause: None,
@@ -71,10 +97,24 @@ impl Default for PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// Number of worker processes (default: the number of cores).
+    /// Default inline payload per slot.
+    pub const DEFAULT_PAYLOAD_BYTES: usize = 64 * 1024;
+    /// Default bound on spinning (see [`PoolBuilder::spin`]).
+    pub const DEFAULT_SPIN: Duration = Duration::from_millis(1);
+    /// Default attempts per chunk before [`Error::WorkerCrashed`].
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+    /// Number of worker processes (default: the number of CPUs this process may use, see
+    /// [`PoolBuilder::default_workers`]).
     pub fn workers(mut self, n: usize) -> Self {
         self.cfg.workers = n;
         self
+    }
+
+    /// The default number of workers: the CPUs this process may use.
+    #[must_use]
+    pub fn default_workers() -> usize {
+        default_workers()
     }
 
     /// Elements per chunk. By default chunks adapt to the length and worker count: large
@@ -91,26 +131,41 @@ impl PoolBuilder {
         self
     }
 
-    /// Inline payload bytes per slot (default 64 KiB): small maps travel inside the slots.
+    /// Inline payload bytes per slot (default [`PoolBuilder::DEFAULT_PAYLOAD_BYTES`]): small maps travel
+    /// inside the slots.
     pub fn payload_bytes(mut self, n: usize) -> Self {
         self.cfg.payload_bytes = n;
         self
     }
 
     /// How many workers a chunk may kill before the map fails with
-    /// [`Error::WorkerCrashed`] (default 3).
+    /// [`Error::WorkerCrashed`] (default [`PoolBuilder::DEFAULT_MAX_ATTEMPTS`]).
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.cfg.max_attempts = n;
         self
     }
 
     /// How long one worker busy-waits for the next chunk after finishing one, and the caller
-    /// of a small map for its results, before sleeping (default 1 ms). Only one worker spins at
+    /// of a small map for its results, before sleeping (default [`PoolBuilder::DEFAULT_SPIN`]). Only one worker spins at
     /// a time, and only right after work, so an idle pool uses no CPU; the spin is what keeps
     /// back-to-back small batches at a few µs instead of a futex wake-up each. Zero always
     /// sleeps.
     pub fn spin(mut self, d: Duration) -> Self {
         self.cfg.spin = d;
+        self
+    }
+
+    /// How waiting callers and idle workers wait (default [`WaitStrategy::Adaptive`]).
+    pub fn wait_strategy(mut self, w: WaitStrategy) -> Self {
+        self.cfg.wait = w;
+        self
+    }
+
+    /// How many batches [`Pool::imap`] and [`Pool::imap_unordered`] keep in flight (default:
+    /// twice the number of workers): enough to keep every worker busy across batch boundaries,
+    /// few enough that an endless iterator runs in bounded memory.
+    pub fn imap_in_flight(mut self, n: usize) -> Self {
+        self.cfg.imap_in_flight = n;
         self
     }
 
@@ -168,6 +223,9 @@ impl PoolBuilder {
         if cfg.slots == 0 {
             cfg.slots = (4 * cfg.workers as u32).max(16);
         }
+        if cfg.imap_in_flight == 0 {
+            cfg.imap_in_flight = 2 * cfg.workers;
+        }
         Ok(())
     }
 
@@ -202,8 +260,13 @@ impl PoolBuilder {
             poke_tx,
             stats: Stats::default(),
             deaths: Mutex::new(Vec::new()),
-            active: Mutex::new(0),
-            idle: Condvar::new(),
+            active: AtomicUsize::new(0),
+            collectors: AtomicUsize::new(0),
+            books: Mutex::new(Vec::new()),
+            orphans: Mutex::new(Vec::new()),
+            orphan_count: AtomicUsize::new(0),
+            lock_failing: AtomicU64::new(0),
+            cores: default_workers(),
         });
         let (tx, rx) = mpsc::channel();
         let sup_shared = shared.clone();
@@ -216,7 +279,12 @@ impl PoolBuilder {
             let _ = handle.join();
             return Err(e);
         }
-        Ok(Pool { shared, maps: Mutex::new(super::Maps::default()), supervisor: Mutex::new(Some(handle)) })
+        Ok(Pool {
+            shared,
+            next_map: AtomicU64::new(1),
+            staging: Mutex::new(Vec::new()),
+            supervisor: Mutex::new(Some(handle)),
+        })
     }
 }
 

@@ -10,21 +10,26 @@
 #![deny(unsafe_code)]
 
 mod builder;
+mod imap;
 mod run;
 mod supervisor;
+mod ticket;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 
 use bytemuck::Pod;
 
 use builder::Config;
 pub use builder::PoolBuilder;
-use run::Io;
+pub use builder::WaitStrategy;
+pub use imap::{Imap, ImapUnordered};
+use run::{Input, Output};
 pub use supervisor::WorkerDeath;
+pub use ticket::Ticket;
 
 use crate::array::{NpyArray, NpyOutput, SharedVec, Staging};
 use crate::error::{Error, Result};
@@ -68,9 +73,19 @@ struct Shared {
     poke_tx: OwnedFd,
     stats: Stats,
     deaths: Mutex<Vec<WorkerDeath>>,
-    /// Maps in flight; `join` waits for zero.
-    active: Mutex<usize>,
-    idle: Condvar,
+    /// Maps in flight (blocking maps and tickets): fair shares and wake-up batching.
+    active: AtomicUsize,
+    /// Threads inside a collecting loop (a blocking map, a ticket's submit or wait).
+    collectors: AtomicUsize,
+    /// Recycled per-map bookkeeping.
+    books: Mutex<Vec<run::Books>>,
+    /// Slots of dropped tickets still in flight, freed by whoever takes the ring lock next.
+    orphans: Mutex<Vec<(u32, crate::ring::Descriptor)>>,
+    orphan_count: AtomicUsize,
+    /// Since when (monotonic µs, 0: not) the ring lock has been timing out for map callers.
+    lock_failing: AtomicU64,
+    /// CPUs this process may use (for the spin decision).
+    cores: usize,
 }
 
 impl Shared {
@@ -94,42 +109,23 @@ impl Shared {
     fn is_owner(&self) -> bool {
         std::process::id() == self.owner
     }
-}
 
-/// Per-pool state of the maps: ids and the staging buffers plain slices are copied through.
-#[derive(Default)]
-struct Maps {
-    next_map: u64,
-    stage_in: Option<Staging>,
-    stage_out: Option<Staging>,
-}
-
-/// One map in flight: holds the map lock and counts in `active` until dropped.
-struct MapSlot<'a> {
-    maps: MutexGuard<'a, Maps>,
-    shared: &'a Shared,
-}
-
-impl std::ops::Deref for MapSlot<'_> {
-    type Target = Maps;
-    fn deref(&self) -> &Maps {
-        &self.maps
-    }
-}
-
-impl std::ops::DerefMut for MapSlot<'_> {
-    fn deref_mut(&mut self) -> &mut Maps {
-        &mut self.maps
-    }
-}
-
-impl Drop for MapSlot<'_> {
-    fn drop(&mut self) {
-        let mut n = lock(&self.shared.active);
-        *n -= 1;
-        if *n == 0 {
-            self.shared.idle.notify_all();
+    /// Frees the slots of dropped tickets whose workers are done with them.
+    fn reap_orphans(&self, g: &mut crate::ring::RingGuard<'_>) {
+        if self.orphan_count.load(Ordering::Relaxed) == 0 {
+            return;
         }
+        let mut orphans = lock(&self.orphans);
+        orphans.retain(|(slot, sealed)| match g.observe(*slot) {
+            crate::ring::Observed::Running(_) => true,
+            crate::ring::Observed::Waiting => !g.withdraw(*slot),
+            crate::ring::Observed::Done => {
+                let _ = g.take(*slot, sealed, |_| {});
+                false
+            }
+            crate::ring::Observed::Corrupt(_) => false,
+        });
+        self.orphan_count.store(orphans.len(), Ordering::Relaxed);
     }
 }
 
@@ -146,7 +142,10 @@ impl Drop for MapSlot<'_> {
 /// ```
 pub struct Pool {
     shared: Arc<Shared>,
-    maps: Mutex<Maps>,
+    /// Next map id (ids are never reused within a pool).
+    next_map: AtomicU64,
+    /// Staging buffers for plain slices too large to travel inline, reused between maps.
+    staging: Mutex<Vec<Staging>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -280,37 +279,6 @@ impl Pool {
         self.map_spec(input, &KernelSpec::elem_with(&params, f))
     }
 
-    /// Streams batches through the pool, in order, with bounded memory (Python's `imap` over
-    /// chunks): each batch is mapped across all workers when the iterator reaches it, so at most
-    /// one batch's input and output are held at a time. Batches are not overlapped with each
-    /// other; for one big array use [`Pool::map_into`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> shmpool::Result<()> {
-    /// let pool = shmpool::Pool::new(2)?;
-    /// let batches = (0..3).map(|b| vec![b as f64; 4]);
-    /// let sums: Vec<f64> = pool
-    ///     .imap(batches, |x: f64| x + 0.5)
-    ///     .map(|r| r.map(|v| v.iter().sum()))
-    ///     .collect::<shmpool::Result<_>>()?;
-    /// assert_eq!(sums, [2.0, 6.0, 10.0]);
-    /// # Ok(()) }
-    /// ```
-    pub fn imap<'a, In, Out, B, I, F>(&'a self, batches: I, f: F) -> impl Iterator<Item = Result<Vec<Out>>> + 'a
-    where
-        In: Pod,
-        Out: Pod,
-        B: AsRef<[In]>,
-        I: IntoIterator<Item = B>,
-        I::IntoIter: 'a,
-        F: Fn(In) -> Out + Copy + 'static,
-    {
-        let spec = KernelSpec::elem(f);
-        batches.into_iter().map(move |b| self.map_spec(b.as_ref(), &spec))
-    }
-
     /// Applies a prepared [`KernelSpec`] to a plain slice (see [`Pool::map`]).
     ///
     /// # Errors
@@ -319,26 +287,37 @@ impl Pool {
     /// types than the slices'.
     pub fn map_spec<In: Pod, Out: Pod>(&self, input: &[In], spec: &KernelSpec) -> Result<Vec<Out>> {
         spec.check_types::<In, Out>()?;
-        let len = input.len();
-        let in_bytes: &[u8] = bytemuck::cast_slice(input);
-        let out_len_bytes = len
-            .checked_mul(spec.out_size)
-            .ok_or(Error::TooLarge { count: len as u64, elem_size: spec.out_size as u64 })?;
-        let mut maps = self.begin()?;
-        if run::fits_inline(&self.shared, len, spec) {
-            let mut out = vec![Out::zeroed(); len];
-            let output: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
-            self.execute(&mut maps, spec, len, Io::Inline { input: in_bytes, output }, None)?;
-            return Ok(out);
+        let mut out = vec![Out::zeroed(); input.len()];
+        self.map_slice(bytemuck::cast_slice(input), bytemuck::cast_slice_mut(&mut out), spec)?;
+        Ok(out)
+    }
+
+    /// Maps plain bytes to plain bytes: inline in the slots when small, else through staging
+    /// buffers in shared memory (one copy in, one copy out).
+    fn map_slice(&self, input: &[u8], output: &mut [u8], spec: &KernelSpec) -> Result<()> {
+        self.check_open()?;
+        let len = input.len() / spec.in_size;
+        if len == 0 {
+            return Ok(());
         }
-        let stage_in = stage(&mut maps.stage_in, in_bytes.len(), &self.shared)?;
-        stage_in.bytes_mut(in_bytes.len()).copy_from_slice(in_bytes);
-        let in_seg = stage_in.seg.clone();
-        let out_seg = stage(&mut maps.stage_out, out_len_bytes, &self.shared)?.seg.clone();
-        self.execute(&mut maps, spec, len, Io::Shared { input: &in_seg, output: &out_seg }, None)?;
-        let stage_out = maps.stage_out.as_mut().expect("staged above");
-        let bytes = stage_out.bytes_mut(out_len_bytes);
-        Ok(bytemuck::cast_slice::<u8, Out>(bytes).to_vec())
+        if let Some(layout) = run::inline_layout(&self.shared, len, spec, run::INLINE_SLOTS) {
+            let run = run::MapRun::new(self, spec, len, &Input::Inline(input), None, Some(layout))?;
+            return run::drive(run, spec, Input::Inline(input), Output::Inline(output), None);
+        }
+        let mut stage_in = self.take_staging(input.len())?;
+        stage_in.bytes_mut(input.len()).copy_from_slice(input);
+        let stage_out = self.take_staging(output.len())?;
+        let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
+        let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Some(&outs), None)?;
+        let r = run::drive(run, spec, Input::Shared(&ins), Output::Shared, None);
+        let mut stage_out = stage_out;
+        if r.is_ok() {
+            output.copy_from_slice(stage_out.bytes_mut(output.len()));
+        }
+        // A map that returned has no chunk in flight: the buffers may be reused.
+        self.give_back(stage_in);
+        self.give_back(stage_out);
+        r
     }
 
     /// Runs a chunk kernel `f(&input[r], &mut output[r])` over consecutive ranges `r`, in
@@ -402,14 +381,7 @@ impl Pool {
         if input.len() != output.len() {
             return Err(Error::LengthMismatch { input: input.len(), output: output.len() });
         }
-        let mut maps = self.begin()?;
-        self.execute(
-            &mut maps,
-            spec,
-            input.len(),
-            Io::Shared { input: input.segment(), output: output.segment() },
-            None,
-        )
+        self.map_shared(spec, input.len(), input.segment(), output.segment(), None)
     }
 
     /// Runs `spec` from a memory-mapped `.npy` input into a `.npy` output being written, in
@@ -436,8 +408,7 @@ impl Pool {
         if ins.identity().is_some() && ins.identity() == outs.identity() {
             return Err(Error::Aliased { path: output.path().display().to_string() });
         }
-        let mut maps = self.begin()?;
-        self.execute(&mut maps, spec, input.len(), Io::Shared { input: ins, output: outs }, progress)
+        self.map_shared(spec, input.len(), ins, outs, progress)
     }
 
     /// A zeroed [`SharedVec`] of `len` elements (the pool is not needed for this; the method
@@ -471,11 +442,24 @@ impl Pool {
         if self.shared.state.load(Ordering::SeqCst) == STATE_RUNNING {
             return Err(Error::JoinWhileOpen);
         }
-        {
-            let mut n = lock(&self.shared.active);
-            while *n > 0 && self.shared.state.load(Ordering::SeqCst) < STATE_TERMINATED {
-                n = self.shared.idle.wait(n).unwrap_or_else(|e| e.into_inner());
+        // As in Python, work already given to the pool is finished first: wait until no caller
+        // is in a map and no chunk is waiting or running (tickets not yet waited for keep
+        // their finished results in the ring).
+        loop {
+            let hdr = self.shared.ring.header();
+            let seen = hdr.done.seq();
+            let busy = self.shared.collectors.load(Ordering::SeqCst) > 0
+                || self.shared.ring.lock().is_ok_and(|g| {
+                    let c = g.census(0);
+                    c.filled + c.claimed > 0
+                });
+            if !busy
+                || self.shared.state.load(Ordering::SeqCst) >= STATE_TERMINATED
+                || self.shared.reaped.load(Ordering::Acquire)
+            {
+                break;
             }
+            hdr.done.wait(seen, std::time::Duration::ZERO, run::WAIT_SLICE);
         }
         self.stop(STATE_STOPPING);
         Ok(())
@@ -492,7 +476,6 @@ impl Pool {
 
     fn stop(&self, target: u8) {
         self.shared.state.fetch_max(target, Ordering::SeqCst);
-        self.shared.idle.notify_all();
         self.shared.ring.request_shutdown();
         self.shared.poke();
         let handle = lock(&self.supervisor).take();
@@ -509,54 +492,63 @@ impl Pool {
         }
     }
 
-    /// Admits one map: the pool must be this process's, open and healthy.
-    fn begin(&self) -> Result<MapSlot<'_>> {
+    /// The pool must be this process's, open and healthy.
+    fn check_open(&self) -> Result<()> {
         self.check_owner()?;
-        let maps = lock(&self.maps);
-        {
-            let mut n = lock(&self.shared.active);
-            if self.shared.state.load(Ordering::SeqCst) != STATE_RUNNING {
-                return Err(match self.shared.failure() {
-                    Some(reason) => Error::PoolBroken { reason },
-                    None => Error::PoolClosed,
-                });
-            }
-            if let Some(reason) = self.shared.failure() {
-                return Err(Error::PoolBroken { reason });
-            }
-            *n += 1;
+        if let Some(reason) = self.shared.failure() {
+            return Err(Error::PoolBroken { reason });
         }
-        Ok(MapSlot { maps, shared: &self.shared })
+        if self.shared.state.load(Ordering::SeqCst) != STATE_RUNNING {
+            return Err(Error::PoolClosed);
+        }
+        Ok(())
     }
 
-    /// Runs one map (see `run.rs`).
-    fn execute(
+    /// A blocking map between two shared segments.
+    fn map_shared(
         &self,
-        maps: &mut MapSlot<'_>,
         spec: &KernelSpec,
         len: usize,
-        io: Io<'_>,
+        input: &Arc<Segment>,
+        output: &Arc<Segment>,
         progress: Option<&mut dyn FnMut(usize)>,
     ) -> Result<()> {
+        self.check_open()?;
         if len == 0 {
             return Ok(());
         }
-        maps.next_map += 1;
-        let map_id = maps.next_map;
-        run::MapRun::new(self, spec, map_id, len, io)?.drive(progress)
+        let run = run::MapRun::new(self, spec, len, &Input::Shared(input), Some(output), None)?;
+        run::drive(run, spec, Input::Shared(input), Output::Shared, progress)
+    }
+
+    /// A staging buffer of at least `bytes` bytes, registered with the pool: a spare one if
+    /// one is large enough, else a new one.
+    fn take_staging(&self, bytes: usize) -> Result<Staging> {
+        let spare = {
+            let mut spares = lock(&self.staging);
+            spares.iter().position(|s| s.capacity() >= bytes).map(|i| spares.swap_remove(i))
+        };
+        if let Some(s) = spare {
+            return Ok(s);
+        }
+        let s = Staging::with_capacity(bytes.checked_next_power_of_two().unwrap_or(bytes))?;
+        self.shared.register(&s.seg);
+        Ok(s)
+    }
+
+    /// Returns a staging buffer no worker can touch any more; keeps the largest few.
+    fn give_back(&self, s: Staging) {
+        let mut spares = lock(&self.staging);
+        spares.push(s);
+        if spares.len() > MAX_SPARE_STAGING {
+            spares.sort_by_key(|s| std::cmp::Reverse(s.capacity()));
+            spares.truncate(MAX_SPARE_STAGING);
+        }
     }
 }
 
-/// Makes `slot` a staging buffer of at least `bytes` bytes, registered with the pool.
-fn stage<'a>(slot: &'a mut Option<Staging>, bytes: usize, shared: &Shared) -> Result<&'a mut Staging> {
-    if slot.as_ref().is_none_or(|s| s.capacity() < bytes) {
-        *slot = None; // free the old one first: /dev/shm may not hold both
-        let s = Staging::with_capacity(bytes.checked_next_power_of_two().unwrap_or(bytes))?;
-        shared.register(&s.seg);
-        *slot = Some(s);
-    }
-    Ok(slot.as_mut().expect("set above"))
-}
+/// Most spare staging buffers a pool keeps (one pair per concurrent caller, a few callers).
+const MAX_SPARE_STAGING: usize = 8;
 
 impl Drop for Pool {
     /// Shuts down like `close()` + `join()`: workers finish their chunk and exit; stragglers

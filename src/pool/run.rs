@@ -1,6 +1,7 @@
 //! One map's life: cut the index range into chunks, fill slots, wake workers, wait, take each
 //! finished chunk exactly once, refill, and leave only when no worker can touch the map's
-//! buffers any more.
+//! buffers any more. Blocking maps (`Pool::map*`) drive a [`MapRun`] to its end at once;
+//! tickets (`ticket.rs`) fill at submit and collect at wait.
 //!
 //! The map caller trusts nothing it reads back from shared memory that it did not check
 //! against its own, process-private record: for every slot it filled it keeps the chunk index
@@ -11,6 +12,11 @@
 //! can still write the caller's buffers), and leaves the pool broken. Inline results are copied
 //! with ranges the caller computed itself, so a scribbled descriptor can never make it slice
 //! out of bounds.
+//!
+//! Many maps may be in flight at once, from any number of threads. Fairness: while `n` maps
+//! are in flight each may hold at most `slots / n` slots (at least one), and workers claim the
+//! oldest FILLED slot first, so a huge map cannot starve a small batch: the batch waits for at
+//! most one chunk per worker of the others.
 #![deny(unsafe_code)]
 
 use std::ops::Range;
@@ -18,32 +24,43 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Pool, Shared, STATE_STOPPING, STATE_TERMINATED};
+use super::{lock, Pool, Shared, WaitStrategy, STATE_STOPPING, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 use crate::ring::layout::{params_inline, InlineLayout};
 use crate::ring::{index, Descriptor, Observed, RingGuard, Status, LOCK_TIMEOUT};
 use crate::shm::Segment;
 
-/// How long the map caller sleeps between health checks while waiting for chunks.
-const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// How long a waiting map caller sleeps between health checks.
+pub(super) const WAIT_SLICE: Duration = Duration::from_millis(100);
 /// Maps with at most this many elements spin briefly for results instead of sleeping, and
 /// travel inline when they fit.
 const SMALL_MAP: usize = 1 << 16;
 /// Inline maps use at most this many slots' payloads.
-const INLINE_SLOTS: usize = 4;
+pub(super) const INLINE_SLOTS: usize = 4;
 /// How long a slot of ours may name a claimer that is not one of the pool's workers before it
 /// counts as corrupted (a new worker may claim a chunk a moment before its pid is published).
 const UNKNOWN_CLAIMER_GRACE: Duration = Duration::from_secs(1);
 /// How often the caller checks claimers against the live workers.
 const CLAIMER_CHECK_EVERY: Duration = Duration::from_millis(100);
 
-/// Where a map's input and output live.
-pub(super) enum Io<'a> {
-    /// Plain memory of the caller; chunks travel inline in the slots.
-    Inline { input: &'a [u8], output: &'a mut [u8] },
-    /// Shared segments, read and written in place (byte offset 0 of each data area).
-    Shared { input: &'a Arc<Segment>, output: &'a Arc<Segment> },
+/// Where a map's input lives.
+pub(super) enum Input<'a> {
+    /// Plain memory of the caller, copied into the slots.
+    Inline(&'a [u8]),
+    /// A shared segment, read in place (byte offset 0 of its data area).
+    Shared(&'a Arc<Segment>),
+}
+
+/// Where a map's output goes.
+pub(super) enum Output<'a> {
+    /// Plain memory of the caller, copied out of the slots.
+    Inline(&'a mut [u8]),
+    /// A shared segment, written in place by the workers.
+    Shared,
+    /// Not yet: leave finished chunks in their slots (a ticket whose caller has not asked
+    /// for its results, and whose results travel inline).
+    Hold,
 }
 
 /// The parameter block bytes that travel inline (none when they go in their own segment).
@@ -55,11 +72,12 @@ fn inline_params(shared: &Shared, spec: &KernelSpec) -> usize {
     }
 }
 
-/// Whether a map of `len` elements travels inline in at most [`INLINE_SLOTS`] slots.
-pub(super) fn fits_inline(shared: &Shared, len: usize, spec: &KernelSpec) -> bool {
+/// The inline layout of `spec`'s chunks, if a map of `len` elements may travel inline in at
+/// most `max_slots` slots.
+pub(super) fn inline_layout(shared: &Shared, len: usize, spec: &KernelSpec, max_slots: usize) -> Option<InlineLayout> {
     let cap = shared.ring.payload_cap();
     InlineLayout::new(cap, inline_params(shared, spec), spec.in_size, spec.out_size)
-        .is_some_and(|l| len <= SMALL_MAP && len <= l.max_len().saturating_mul(INLINE_SLOTS))
+        .filter(|l| len <= SMALL_MAP && len <= l.max_len().saturating_mul(max_slots))
 }
 
 /// Why a map stopped early.
@@ -71,21 +89,47 @@ enum Stop {
     Corrupt(Error),
 }
 
-pub(super) struct MapRun<'p, 'io> {
-    pool: &'p Pool,
-    shared: &'p Shared,
-    spec: &'p KernelSpec,
-    map_id: u64,
-    len: usize,
-    io: Io<'io>,
+/// Per-map bookkeeping, recycled through the pool so that a steady stream of small maps
+/// allocates nothing.
+#[derive(Default)]
+pub(super) struct Books {
     chunks: Vec<Range<usize>>,
-    /// Next chunk to fill.
-    next: usize,
-    /// Per slot: the chunk this map put there and the descriptor it sealed, or `None`.
-    inflight: Vec<Option<(usize, Descriptor)>>,
-    outstanding: usize,
     /// Per chunk: finished (each chunk finishes exactly once).
     finished: Vec<bool>,
+    /// Per slot: the chunk this map put there and the descriptor it sealed, or `None`.
+    inflight: Vec<Option<(usize, Descriptor)>>,
+    /// Per slot: since when it has named a claimer that is not a live worker.
+    unknown_claimer: Vec<Option<Instant>>,
+}
+
+/// Counts a map as in flight (fair shares, wake-up batching, `join`) while it lives.
+struct Active<'p>(&'p Shared);
+
+impl<'p> Active<'p> {
+    fn new(shared: &'p Shared) -> Self {
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        Active(shared)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(super) struct MapRun<'p> {
+    pub(super) pool: &'p Pool,
+    shared: &'p Shared,
+    _active: Active<'p>,
+    map_id: u64,
+    len: usize,
+    in_size: usize,
+    out_size: usize,
+    books: Books,
+    /// Next chunk to fill.
+    next: usize,
+    outstanding: usize,
     done_elems: usize,
     stop: Option<Stop>,
     layout: Option<InlineLayout>,
@@ -93,204 +137,228 @@ pub(super) struct MapRun<'p, 'io> {
     params_seg: Option<Arc<Segment>>,
     in_seg: u64,
     out_seg: u64,
-    /// Per slot: since when it has named a claimer that is not a live worker.
-    unknown_claimer: Vec<Option<Instant>>,
     last_claimer_check: Instant,
 }
 
-impl<'p, 'io> MapRun<'p, 'io> {
-    pub(super) fn new(pool: &'p Pool, spec: &'p KernelSpec, map_id: u64, len: usize, io: Io<'io>) -> Result<Self> {
+impl<'p> MapRun<'p> {
+    /// Plans a map of `len` elements of `spec` from `input` to an inline output (`out_seg` 0)
+    /// or the shared segment `out_seg`; `inline` is the layout of inline chunks, if inline.
+    pub(super) fn new(
+        pool: &'p Pool,
+        spec: &KernelSpec,
+        len: usize,
+        input: &Input<'_>,
+        out: Option<&Arc<Segment>>,
+        inline: Option<InlineLayout>,
+    ) -> Result<Self> {
         let shared = &*pool.shared;
+        let active = Active::new(shared);
         let cfg = &shared.cfg;
-        let cap = shared.ring.payload_cap();
-        let params_seg = if params_inline(spec.params.len(), cap) {
+        let params_seg = if params_inline(spec.params.len(), shared.ring.payload_cap()) {
             None
         } else {
             let seg = Arc::new(Segment::create_filled(&spec.params)?);
             shared.register(&seg);
             Some(seg)
         };
-        let (layout, in_seg, out_seg, max_len, max_bytes) = match &io {
-            Io::Inline { .. } => {
-                let l = InlineLayout::new(cap, inline_params(shared, spec), spec.in_size, spec.out_size)
-                    .expect("fits_inline checked the layout");
-                (Some(l), 0, 0, l.max_len(), index::MAX_CHUNK_BYTES)
-            }
-            Io::Shared { input, output } => {
-                shared.register(input);
-                shared.register(output);
-                let file = input.file_area().is_some() || output.file_area().is_some();
-                let max_bytes = if file { index::MAX_FILE_CHUNK_BYTES } else { index::MAX_CHUNK_BYTES };
-                (None, input.id(), output.id(), usize::MAX, max_bytes)
+        let in_seg = match input {
+            Input::Inline(_) => 0,
+            Input::Shared(s) => {
+                shared.register(s);
+                s.id()
             }
         };
-        let chunks = index::plan(len, cfg.workers, spec.in_size + spec.out_size, cfg.chunk_len, max_len, max_bytes);
+        let out_seg = out.map_or(0, |s| {
+            shared.register(s);
+            s.id()
+        });
+        let file = [match input {
+            Input::Shared(s) => s.file_area().is_some(),
+            Input::Inline(_) => false,
+        }]
+        .into_iter()
+        .chain(out.map(|s| s.file_area().is_some()))
+        .any(|f| f);
+        let max_bytes = if file { index::MAX_FILE_CHUNK_BYTES } else { index::MAX_CHUNK_BYTES };
+        let max_len = inline.map_or(usize::MAX, |l| l.max_len());
+        let mut books = lock(&shared.books).pop().unwrap_or_default();
+        index::plan_into(
+            &mut books.chunks,
+            len,
+            cfg.workers,
+            spec.in_size + spec.out_size,
+            cfg.chunk_len,
+            max_len,
+            max_bytes,
+        );
         let slots = shared.ring.slots() as usize;
+        books.finished.clear();
+        books.finished.resize(books.chunks.len(), false);
+        books.inflight.clear();
+        books.inflight.resize(slots, None);
+        books.unknown_claimer.clear();
+        books.unknown_claimer.resize(slots, None);
         Ok(MapRun {
             pool,
             shared,
-            spec,
-            map_id,
+            _active: active,
+            map_id: pool.next_map.fetch_add(1, Ordering::Relaxed),
             len,
-            io,
-            finished: vec![false; chunks.len()],
-            chunks,
+            in_size: spec.in_size,
+            out_size: spec.out_size,
+            books,
             next: 0,
-            inflight: vec![None; slots],
             outstanding: 0,
             done_elems: 0,
             stop: None,
-            layout,
+            layout: inline,
             params_seg,
             in_seg,
             out_seg,
-            unknown_claimer: vec![None; slots],
             last_claimer_check: Instant::now(),
         })
     }
 
-    fn describe(&self, r: &Range<usize>) -> Descriptor {
-        let spec = self.spec;
+    fn describe(&self, spec: &KernelSpec, r: &Range<usize>) -> Descriptor {
         let (in_off, out_off) = match &self.layout {
             Some(l) => (l.in_off(), l.out_off(r.len())),
             // No overflow: start * size <= len * size, which fit when the arrays were made.
-            None => (r.start * spec.in_size, r.start * spec.out_size),
+            None => (r.start * self.in_size, r.start * self.out_size),
         };
+        let (addr, tag) = spec.kernel.parts();
         Descriptor {
             map_id: self.map_id,
-            kernel_addr: spec.kernel.parts().0,
-            kernel_tag: spec.kernel.parts().1,
+            kernel_addr: addr,
+            kernel_tag: tag,
             start: r.start as u64,
             len: r.len() as u64,
-            in_seg: self.in_seg,
+            in_seg: if self.layout.is_some() { 0 } else { self.in_seg },
             in_off: in_off as u64,
-            out_seg: self.out_seg,
+            out_seg: if self.layout.is_some() { 0 } else { self.out_seg },
             out_off: out_off as u64,
             params_len: spec.params.len() as u64,
             params_seg: self.params_seg.as_ref().map_or(0, |s| s.id()),
-            in_size: spec.in_size as u32,
-            out_size: spec.out_size as u32,
+            in_size: self.in_size as u32,
+            out_size: self.out_size as u32,
             ..Descriptor::default()
         }
     }
 
-    /// Drives the map to its end. `progress` is called with the number of elements done.
-    pub(super) fn drive(mut self, mut progress: Option<&mut dyn FnMut(usize)>) -> Result<()> {
-        let ring = &self.shared.ring;
-        let hdr = ring.header();
-        let spin = if self.len <= SMALL_MAP { self.shared.cfg.spin } else { Duration::ZERO };
-        let mut reported = 0;
-        let mut callback_panic = None;
-        let mut lock_failing_since: Option<Instant> = None;
-        loop {
-            let seen = hdr.done.seq();
-            let mut filled = 0;
-            match ring.lock() {
-                Ok(mut g) => {
-                    lock_failing_since = None;
-                    self.collect(&mut g);
-                    filled = self.refill(&mut g);
-                }
-                // A holder that is stopped (SIGSTOP, a debugger), not dead: a dead one releases
-                // the lock through EOWNERDEAD. Keep waiting while chunks are in flight, but not
-                // forever: past LOCK_TIMEOUT more the ring counts as broken.
-                Err(Error::LockTimeout(t)) => {
-                    let since = *lock_failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= LOCK_TIMEOUT {
-                        self.stop = Some(Stop::Corrupt(Error::LockTimeout(t + since.elapsed())));
-                    }
-                }
-                Err(e) => self.stop = Some(Stop::Corrupt(e)),
+    /// Elements finished so far.
+    pub(super) fn done_elems(&self) -> usize {
+        self.done_elems
+    }
+
+    /// Whether every chunk has been filled.
+    pub(super) fn all_filled(&self) -> bool {
+        self.next == self.books.chunks.len()
+    }
+
+    /// Whether the map is over: nothing in flight, and everything filled or stopped.
+    pub(super) fn complete(&self) -> bool {
+        self.outstanding == 0 && (self.all_filled() || self.stop.is_some())
+    }
+
+    /// Whether a corruption was found (the caller must then call [`MapRun::finish`] at once).
+    pub(super) fn corrupted(&self) -> bool {
+        matches!(self.stop, Some(Stop::Corrupt(_)))
+    }
+
+    /// Stops the map with `e` (a panicking progress callback): nothing more is filled.
+    pub(super) fn abort(&mut self, e: Error) {
+        self.stop.get_or_insert(Stop::Map(e));
+    }
+
+    /// One step under the ring lock: take finished chunks into `output`, then fill free slots
+    /// from `input` (or withdraw ours after an error). Returns how many chunks it filled.
+    /// A lock that cannot be taken for long is recorded as corruption.
+    pub(super) fn step(&mut self, spec: Option<&KernelSpec>, input: &Input<'_>, output: &mut Output<'_>) -> usize {
+        match self.shared.ring.lock() {
+            Ok(mut g) => {
+                self.shared.lock_failing.store(0, Ordering::Relaxed);
+                self.shared.reap_orphans(&mut g);
+                self.collect(&mut g, output);
+                let filled = match spec {
+                    Some(spec) => self.fill(&mut g, spec, input),
+                    None => 0,
+                };
+                self.set_wanted(&mut g);
+                filled
             }
-            if let Some(Stop::Corrupt(_)) = &self.stop {
-                return self.fail_corrupt(callback_panic);
-            }
-            if filled > 0 {
-                // One chunk and a spinning worker: it will see the bump; waking the sleepers
-                // too would only make one of them spin as well (three busy processes on two
-                // cores is what makes the latency tail). Otherwise wake everyone.
-                if filled == 1 && hdr.spinner.load(Ordering::SeqCst) != 0 {
-                    hdr.work.bump();
-                } else {
-                    hdr.work.ring();
+            // A holder that is stopped (SIGSTOP, a debugger), not dead: a dead one releases the
+            // lock through EOWNERDEAD. Keep waiting while chunks are in flight, but not forever:
+            // past LOCK_TIMEOUT more the ring counts as broken.
+            Err(Error::LockTimeout(t)) => {
+                let now = crate::sync::now_us().max(1);
+                let since =
+                    match self.shared.lock_failing.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed) {
+                        Ok(_) => now,
+                        Err(v) => v,
+                    };
+                let failing = Duration::from_micros(now.saturating_sub(since));
+                if failing >= LOCK_TIMEOUT {
+                    self.stop = Some(Stop::Corrupt(Error::LockTimeout(t + failing)));
                 }
+                0
             }
-            if let Some(p) = progress.as_mut() {
-                if self.done_elems != reported && callback_panic.is_none() {
-                    reported = self.done_elems;
-                    // A panicking callback must not unwind past chunks that workers are still
-                    // writing: stop the map as for any error, then resume the panic.
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p(reported)));
-                    if let Err(payload) = r {
-                        callback_panic = Some(payload);
-                        self.stop.get_or_insert(Stop::Map(Error::Cancelled));
-                    }
-                }
+            Err(e) => {
+                self.stop = Some(Stop::Corrupt(e));
+                0
             }
-            if self.outstanding == 0 && (self.next == self.chunks.len() || self.stop.is_some()) {
-                break;
-            }
-            // Cancelled from another thread, or the supervisor gave up: leave once every
-            // worker is reaped, never before (they could still write our buffers).
-            let state = self.shared.state.load(Ordering::SeqCst);
-            let gave_up = self.shared.failure().is_some();
-            if state >= STATE_STOPPING || gave_up {
-                if self.shared.reaped.load(Ordering::Acquire) {
-                    if let Ok(mut g) = ring.lock() {
-                        self.withdraw_all(&mut g);
-                    }
-                    if let Some(payload) = callback_panic {
-                        std::panic::resume_unwind(payload);
-                    }
-                    return Err(match self.shared.failure() {
-                        Some(reason) => Error::PoolBroken { reason },
-                        None if state == STATE_TERMINATED => Error::Cancelled,
-                        None => Error::PoolClosed,
-                    });
-                }
-                if state == STATE_STOPPING {
-                    // A graceful stop (`Drop`, `join`) never overlaps a map; if it ever did,
-                    // workers would exit with our chunks FILLED: escalate to killing them.
-                    self.shared.state.fetch_max(STATE_TERMINATED, Ordering::SeqCst);
-                    self.shared.poke();
-                }
-            }
-            hdr.done.wait(seen, spin, WAIT_SLICE);
         }
-        if let Some(payload) = callback_panic {
-            std::panic::resume_unwind(payload);
+    }
+
+    /// Wakes workers for `filled` new chunks.
+    pub(super) fn wake_workers(&self, filled: usize) {
+        let hdr = self.shared.ring.header();
+        if filled == 0 {
+            return;
         }
-        match self.stop.take() {
-            None => Ok(()),
-            Some(Stop::Map(e) | Stop::Corrupt(e)) => Err(e),
+        // One chunk and a spinning worker: it will see the bump; waking the sleepers too would
+        // only make one of them spin as well (three busy processes on two cores is what makes
+        // the latency tail). Otherwise wake everyone.
+        if filled == 1 && hdr.spinner.load(Ordering::SeqCst) != 0 {
+            hdr.work.bump();
+        } else {
+            hdr.work.ring();
         }
+    }
+
+    /// Wake me when half the ring is ready to refill, or when the map is complete; with other
+    /// maps in flight, at every finished chunk (the bell is shared).
+    fn set_wanted(&self, g: &mut RingGuard<'_>) {
+        let wanted = if self.shared.active.load(Ordering::Relaxed) > 1 {
+            1
+        } else if !self.all_filled() {
+            (self.shared.ring.slots() / 2).max(1) as usize
+        } else {
+            self.outstanding
+        };
+        g.set_wanted(wanted.min(self.outstanding.max(1)).max(1) as u32);
     }
 
     /// Takes every finished chunk of ours; checks every slot of ours and every slot posing as
     /// one. Records corruption in `self.stop`.
-    fn collect(&mut self, g: &mut RingGuard<'_>) {
+    fn collect(&mut self, g: &mut RingGuard<'_>, output: &mut Output<'_>) {
         if self.shared.ring.corruption_reported() {
             return self.corrupt(u32::MAX, "a worker's claim was overwritten while its kernel ran".into());
         }
-        let check_claimers = self.last_claimer_check.elapsed() >= CLAIMER_CHECK_EVERY;
-        let pids = if check_claimers {
+        let check_claimers = self.outstanding > 0 && self.last_claimer_check.elapsed() >= CLAIMER_CHECK_EVERY;
+        if check_claimers {
             self.last_claimer_check = Instant::now();
-            super::lock(&self.shared.pids).clone()
-        } else {
-            Vec::new()
-        };
-        for slot in 0..self.inflight.len() {
-            let Some((chunk, sealed)) = self.inflight[slot] else { continue };
+        }
+        for slot in 0..self.books.inflight.len() {
+            let Some((chunk, sealed)) = self.books.inflight[slot] else { continue };
             match g.observe(slot as u32) {
                 Observed::Waiting => {
-                    self.unknown_claimer[slot] = None;
+                    self.books.unknown_claimer[slot] = None;
                     continue;
                 }
                 Observed::Running(pid) => {
                     if check_claimers {
-                        if pids.contains(&pid) {
-                            self.unknown_claimer[slot] = None;
-                        } else if self.unknown_claimer[slot].get_or_insert_with(Instant::now).elapsed()
+                        if lock(&self.shared.pids).contains(&pid) {
+                            self.books.unknown_claimer[slot] = None;
+                        } else if self.books.unknown_claimer[slot].get_or_insert_with(Instant::now).elapsed()
                             >= UNKNOWN_CLAIMER_GRACE
                         {
                             return self
@@ -307,15 +375,16 @@ impl<'p, 'io> MapRun<'p, 'io> {
                 }
                 Observed::Done => {}
             }
-            let range = self.chunks[chunk].clone();
-            let (spec, layout) = (self.spec, self.layout);
-            let output = match &mut self.io {
-                Io::Inline { output, .. } => Some(&mut output[range.start * spec.out_size..range.end * spec.out_size]),
-                Io::Shared { .. } => None,
+            let range = self.books.chunks[chunk].clone();
+            let (out_size, layout) = (self.out_size, self.layout);
+            let out = match output {
+                Output::Inline(o) => o.get_mut(range.start * out_size..range.end * out_size),
+                Output::Shared => None,
+                Output::Hold => continue,
             };
             let mut copied = true;
             let taken = g.take(slot as u32, &sealed, |payload| {
-                if let (Some(out), Some(l)) = (output, layout) {
+                if let (Some(out), Some(l)) = (out, layout) {
                     let at = l.out_off(range.len());
                     match payload.get(at..at + l.out_bytes(range.len())) {
                         Some(src) if src.len() == out.len() => out.copy_from_slice(src),
@@ -328,10 +397,10 @@ impl<'p, 'io> MapRun<'p, 'io> {
                 Ok(_) => return self.corrupt(slot as u32, "inline result outside the payload".into()),
                 Err(reason) => return self.corrupt(slot as u32, reason),
             };
-            self.inflight[slot] = None;
-            self.unknown_claimer[slot] = None;
+            self.books.inflight[slot] = None;
+            self.books.unknown_claimer[slot] = None;
             self.outstanding -= 1;
-            if std::mem::replace(&mut self.finished[chunk], true) {
+            if std::mem::replace(&mut self.books.finished[chunk], true) {
                 return self.corrupt(slot as u32, format!("chunk {chunk} finished twice"));
             }
             let err = match taken.status {
@@ -348,88 +417,262 @@ impl<'p, 'io> MapRun<'p, 'io> {
                 }
                 Status::Corrupt => Stop::Corrupt(Error::CorruptSlot { slot: slot as u32, reason: taken.message }),
             };
-            if !matches!(self.stop, Some(Stop::Corrupt(_))) && (self.stop.is_none() || matches!(err, Stop::Corrupt(_)))
-            {
-                self.stop = Some(err);
+            match (&self.stop, &err) {
+                (None, _) | (Some(Stop::Map(_)), Stop::Corrupt(_)) => self.stop = Some(err),
+                _ => {}
             }
         }
-        let inflight = &self.inflight;
+        let inflight = &self.books.inflight;
         if let Some(slot) = g.foreign_done(self.map_id, |s| inflight[s as usize].is_some()) {
             self.corrupt(slot, "a slot this map did not fill poses as one of its finished chunks".into());
         }
     }
 
     fn corrupt(&mut self, slot: u32, reason: String) {
-        if !matches!(self.stop, Some(Stop::Corrupt(_))) {
+        if !self.corrupted() {
             self.stop = Some(Stop::Corrupt(Error::CorruptSlot { slot, reason }));
         }
     }
 
-    /// Fills free slots with the next chunks, or withdraws FILLED ones after an error.
-    /// Returns how many it filled.
-    fn refill(&mut self, g: &mut RingGuard<'_>) -> usize {
-        let mut filled = 0;
+    /// Fills free slots with the next chunks (up to this map's fair share), or withdraws
+    /// FILLED ones after an error. Returns how many it filled.
+    fn fill(&mut self, g: &mut RingGuard<'_>, spec: &KernelSpec, input: &Input<'_>) -> usize {
         match self.stop {
             Some(Stop::Corrupt(_)) => return 0,
-            Some(Stop::Map(_)) => self.withdraw_all(g),
-            None => {
-                while self.next < self.chunks.len() {
-                    let r = self.chunks[self.next].clone();
-                    let d = self.describe(&r);
-                    let (spec, params_inline) = (self.spec, self.params_seg.is_none());
-                    let input = match &self.io {
-                        Io::Inline { input, .. } => Some(&input[r.start * spec.in_size..r.end * spec.in_size]),
-                        Io::Shared { .. } => None,
-                    };
-                    let Some((slot, sealed)) = g.fill(&d, |p| {
-                        if params_inline {
-                            p[..spec.params.len()].copy_from_slice(&spec.params);
-                        }
-                        if let Some(src) = input {
-                            let at = d.in_off as usize;
-                            p[at..at + src.len()].copy_from_slice(src);
-                        }
-                    }) else {
-                        break;
-                    };
-                    if self.inflight[slot as usize].is_some() {
-                        // The ring handed out a slot we hold: its state word was overwritten.
-                        self.corrupt(slot, "a slot of this map was found FREE".into());
-                        return filled;
-                    }
-                    self.inflight[slot as usize] = Some((self.next, sealed));
-                    self.next += 1;
-                    self.outstanding += 1;
-                    filled += 1;
-                }
+            Some(Stop::Map(_)) => {
+                self.withdraw_all(g);
+                return 0;
             }
+            None => {}
         }
-        // Wake me when half the ring is ready to refill, or when the map is complete.
-        let refill =
-            if self.next < self.chunks.len() { (self.shared.ring.slots() / 2).max(1) as usize } else { usize::MAX };
-        g.set_wanted(self.outstanding.min(refill).max(1) as u32);
+        let share = (self.shared.ring.slots() as usize / self.shared.active.load(Ordering::Relaxed).max(1)).max(1);
+        let mut filled = 0;
+        while !self.all_filled() && self.outstanding < share {
+            let r = self.books.chunks[self.next].clone();
+            let d = self.describe(spec, &r);
+            let params_inline = self.params_seg.is_none();
+            let src = match input {
+                Input::Inline(i) if self.layout.is_some() => Some(&i[r.start * self.in_size..r.end * self.in_size]),
+                _ => None,
+            };
+            let Some((slot, sealed)) = g.fill(&d, |p| {
+                if params_inline {
+                    p[..spec.params.len()].copy_from_slice(&spec.params);
+                }
+                if let Some(src) = src {
+                    let at = d.in_off as usize;
+                    p[at..at + src.len()].copy_from_slice(src);
+                }
+            }) else {
+                break;
+            };
+            if self.books.inflight[slot as usize].is_some() {
+                // The ring handed out a slot we hold: its state word was overwritten.
+                self.corrupt(slot, "a slot of this map was found FREE".into());
+                return filled;
+            }
+            self.books.inflight[slot as usize] = Some((self.next, sealed));
+            self.next += 1;
+            self.outstanding += 1;
+            filled += 1;
+        }
         filled
     }
 
     /// Withdraws every FILLED slot of ours; CLAIMED and DONE ones stay outstanding.
     fn withdraw_all(&mut self, g: &mut RingGuard<'_>) {
-        for slot in 0..self.inflight.len() {
-            if self.inflight[slot].is_some() && g.withdraw(slot as u32) {
-                self.inflight[slot] = None;
+        for slot in 0..self.books.inflight.len() {
+            if self.books.inflight[slot].is_some() && g.withdraw(slot as u32) {
+                self.books.inflight[slot] = None;
                 self.outstanding -= 1;
             }
         }
     }
 
-    /// Corruption: kill and reap every worker, so that none can still write our buffers, mark
-    /// the pool broken, and return the error.
-    fn fail_corrupt(mut self, callback_panic: Option<Box<dyn std::any::Any + Send>>) -> Result<()> {
-        let Some(Stop::Corrupt(e)) = self.stop.take() else { unreachable!("called on corruption only") };
-        self.shared.fail(Error::PoolBroken { reason: e.to_string() });
-        self.pool.stop(STATE_TERMINATED);
-        if let Some(payload) = callback_panic {
-            std::panic::resume_unwind(payload);
+    /// Whether nothing can ever free a slot for this map's next chunk: the ring holds no FREE,
+    /// FILLED or CLAIMED slot and no finished chunk of ours, and no other caller is collecting
+    /// (every slot is a finished chunk of a ticket nobody waits for yet).
+    pub(super) fn starved(&self) -> bool {
+        if self.all_filled() || self.outstanding > 0 || self.shared.collectors.load(Ordering::SeqCst) > 1 {
+            return false;
         }
-        Err(e)
+        match self.shared.ring.lock() {
+            Ok(g) => {
+                let c = g.census(self.map_id);
+                c.free == 0 && c.filled == 0 && c.claimed == 0 && !c.done_mine
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Checks for cancellation from another thread or a supervisor that gave up. `Some` once
+    /// every worker is reaped (never before: they could still write our buffers).
+    pub(super) fn cancelled(&mut self) -> Option<Error> {
+        let state = self.shared.state.load(Ordering::SeqCst);
+        let gave_up = lock(&self.shared.failure).is_some();
+        if state < STATE_STOPPING && !gave_up {
+            return None;
+        }
+        if self.shared.reaped.load(Ordering::Acquire) {
+            if let Ok(mut g) = self.shared.ring.lock() {
+                self.withdraw_all(&mut g);
+            }
+            return Some(match self.shared.failure() {
+                Some(reason) => Error::PoolBroken { reason },
+                None if state == STATE_TERMINATED => Error::Cancelled,
+                None => Error::PoolClosed,
+            });
+        }
+        if state == STATE_STOPPING && self.outstanding > 0 {
+            // A graceful stop waits for running maps before it stops workers; if one ever
+            // overlapped, workers would exit with our chunks FILLED: escalate to killing them.
+            self.shared.state.fetch_max(STATE_TERMINATED, Ordering::SeqCst);
+            self.shared.poke();
+        }
+        None
+    }
+
+    /// Waits for a finished chunk (or a health-check slice) with the pool's wait strategy.
+    pub(super) fn wait(&self, seen: u32, deadline: Option<Instant>) {
+        let hdr = self.shared.ring.header();
+        let cfg = &self.shared.cfg;
+        let mut slice = WAIT_SLICE;
+        if let Some(d) = deadline {
+            slice = slice.min(d.saturating_duration_since(Instant::now()));
+        }
+        let spin = match cfg.wait {
+            WaitStrategy::Sleep => Duration::ZERO,
+            WaitStrategy::Spin => slice,
+            WaitStrategy::Adaptive if self.len > SMALL_MAP || self.oversubscribed() => Duration::ZERO,
+            WaitStrategy::Adaptive => cfg.spin.min(slice),
+        };
+        hdr.done.wait(seen, spin, slice.saturating_sub(spin));
+    }
+
+    /// Whether spinning would put more busy processes than cores: the workers running chunks,
+    /// one spinning idle worker, the other waiting callers and this one.
+    fn oversubscribed(&self) -> bool {
+        let hdr = self.shared.ring.header();
+        let busy = hdr.claimed_now.load(Ordering::Relaxed) as usize
+            + usize::from(hdr.spinner.load(Ordering::Relaxed) != 0)
+            + self.shared.collectors.load(Ordering::Relaxed);
+        busy > self.shared.cores
+    }
+
+    /// Ends the map: on corruption kill and reap every worker first (so that none can still
+    /// write our buffers), mark the pool broken; give the bookkeeping back; return the outcome.
+    pub(super) fn finish(mut self) -> Result<()> {
+        let outcome = match self.stop.take() {
+            None => Ok(()),
+            Some(Stop::Map(e)) => Err(e),
+            Some(Stop::Corrupt(e)) => {
+                self.shared.fail(Error::PoolBroken { reason: e.to_string() });
+                self.pool.stop(STATE_TERMINATED);
+                Err(e)
+            }
+        };
+        let books = std::mem::take(&mut self.books);
+        let mut spare = lock(&self.shared.books);
+        if spare.len() < MAX_SPARE_BOOKS {
+            spare.push(books);
+        }
+        outcome
+    }
+
+    /// Hands the slots still in flight to the pool's orphan list (a dropped ticket): whoever
+    /// takes the ring lock next frees them once their workers are done with them. Returns
+    /// whether any was still in flight (then workers may still write the map's buffers).
+    pub(super) fn orphan(mut self) -> bool {
+        if let Ok(mut g) = self.shared.ring.lock() {
+            self.withdraw_all(&mut g);
+        }
+        let in_flight = self.outstanding > 0;
+        if in_flight {
+            let mut orphans = lock(&self.shared.orphans);
+            for (slot, entry) in self.books.inflight.iter().enumerate() {
+                if let Some((_, d)) = entry {
+                    orphans.push((slot as u32, *d));
+                }
+            }
+            self.shared.orphan_count.store(orphans.len(), Ordering::SeqCst);
+        }
+        if !self.corrupted() {
+            self.stop = None;
+        }
+        let _ = self.finish();
+        in_flight
+    }
+}
+
+/// Most recycled bookkeeping sets the pool keeps.
+const MAX_SPARE_BOOKS: usize = 64;
+
+/// Drives a blocking map to its end. `progress` is called with the number of elements done.
+pub(super) fn drive(
+    mut run: MapRun<'_>,
+    spec: &KernelSpec,
+    input: Input<'_>,
+    mut output: Output<'_>,
+    mut progress: Option<&mut dyn FnMut(usize)>,
+) -> Result<()> {
+    let _collector = Collector::new(run.shared);
+    let hdr = run.shared.ring.header();
+    let mut reported = 0;
+    let mut callback_panic = None;
+    loop {
+        let seen = hdr.done.seq();
+        let filled = run.step(Some(spec), &input, &mut output);
+        if run.corrupted() {
+            break;
+        }
+        run.wake_workers(filled);
+        if let Some(p) = progress.as_mut() {
+            if run.done_elems() != reported && callback_panic.is_none() {
+                reported = run.done_elems();
+                // A panicking callback must not unwind past chunks that workers are still
+                // writing: stop the map as for any error, then resume the panic.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p(reported)));
+                if let Err(payload) = r {
+                    callback_panic = Some(payload);
+                    run.abort(Error::Cancelled);
+                }
+            }
+        }
+        if run.complete() {
+            break;
+        }
+        if let Some(e) = run.cancelled() {
+            let _ = run.finish();
+            if let Some(payload) = callback_panic {
+                std::panic::resume_unwind(payload);
+            }
+            return Err(e);
+        }
+        if filled == 0 && run.starved() {
+            run.abort(Error::RingFull { slots: run.shared.ring.slots() });
+            continue;
+        }
+        run.wait(seen, None);
+    }
+    let outcome = run.finish();
+    if let Some(payload) = callback_panic {
+        std::panic::resume_unwind(payload);
+    }
+    outcome
+}
+
+/// Counts a thread inside a collecting loop (for `starved` and for the spin decision).
+pub(super) struct Collector<'p>(&'p Shared);
+
+impl<'p> Collector<'p> {
+    pub(super) fn new(shared: &'p Shared) -> Self {
+        shared.collectors.fetch_add(1, Ordering::SeqCst);
+        Collector(shared)
+    }
+}
+
+impl Drop for Collector<'_> {
+    fn drop(&mut self) {
+        self.0.collectors.fetch_sub(1, Ordering::SeqCst);
     }
 }

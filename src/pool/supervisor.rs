@@ -21,7 +21,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{lock, Shared, STATE_STOPPING, STATE_TERMINATED};
+use super::{lock, Shared, WaitStrategy, STATE_STOPPING, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
 use crate::process::fork;
@@ -63,7 +63,14 @@ fn spawn(shared: &Shared, index: usize, first: bool) -> Result<Kid> {
         ring: shared.ring.clone(),
         sock: child_end,
         parent: nix::unistd::getpid(),
-        spin: shared.cfg.spin,
+        // How long the one spinning idle worker spins after a chunk: none under `Sleep`; under
+        // `Spin`, ten times the adaptive budget, without yielding.
+        spin: match shared.cfg.wait {
+            WaitStrategy::Sleep => Duration::ZERO,
+            WaitStrategy::Adaptive => shared.cfg.spin,
+            WaitStrategy::Spin => shared.cfg.spin.saturating_mul(10),
+        },
+        polite: shared.cfg.wait != WaitStrategy::Spin,
         recycle_after: shared.cfg.recycle_after,
         pause: if first { shared.cfg.pause } else { None },
         cpu: shared.cpus.get(index).copied(),

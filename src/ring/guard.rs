@@ -46,7 +46,18 @@ impl RingGuard<'_> {
     }
 
     fn set_state(&self, slot: u32, s: SlotState) {
-        let was_done = self.state(slot) == Some(SlotState::Done);
+        let was = self.state(slot);
+        let was_done = was == Some(SlotState::Done);
+        let claimed = &self.ring.header().claimed_now;
+        match (was == Some(SlotState::Claimed), s == SlotState::Claimed) {
+            (false, true) => {
+                claimed.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                let _ = claimed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+            }
+            _ => {}
+        }
         let pending = &self.ring.header().done_pending;
         match (was_done, s == SlotState::Done) {
             (false, true) => {
@@ -94,6 +105,7 @@ impl RingGuard<'_> {
         h.message_len.store(0, Ordering::Relaxed);
         h.stamp.store(0, Ordering::Relaxed);
         h.map_id.store(d.map_id, Ordering::Relaxed);
+        h.fill_seq.store(self.ring.header().next_fill_seq.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         // PUBLISH: the descriptor and payload above, to the claimer, via the mutex release.
         self.set_state(slot, SlotState::Filled);
         Some((slot, d))
@@ -102,10 +114,11 @@ impl RingGuard<'_> {
     /// Claims the first FILLED slot for `pid`. A slot whose descriptor fails its MAC is moved
     /// to DONE with status CORRUPT and skipped.
     pub(crate) fn claim(&mut self, pid: u32) -> Option<Claim> {
-        for slot in 0..self.ring.slots {
-            if self.state(slot) != Some(SlotState::Filled) {
-                continue;
-            }
+        loop {
+            // The oldest FILLED slot: first come, first served across maps.
+            let slot = (0..self.ring.slots)
+                .filter(|&s| self.state(s) == Some(SlotState::Filled))
+                .min_by_key(|&s| self.ring.slot_header(s).fill_seq.load(Ordering::Relaxed))?;
             // SAFETY: FILLED slots' descriptors are written only while FREE; we hold the lock,
             // and read_unaligned copies the bytes whatever they are (Descriptor is Pod).
             let desc = unsafe { self.ring.desc_ptr(slot).read_unaligned() };
@@ -122,7 +135,24 @@ impl RingGuard<'_> {
             self.set_state(slot, SlotState::Claimed);
             return Some(Claim { slot, attempt, generation, desc });
         }
-        None
+    }
+
+    /// How many slots are in each state, and whether any DONE slot belongs to `map_id`.
+    pub(crate) fn census(&self, map_id: u64) -> Census {
+        let mut c = Census::default();
+        for s in 0..self.ring.slots {
+            match self.state(s) {
+                Some(SlotState::Free) => c.free += 1,
+                Some(SlotState::Filled) => c.filled += 1,
+                Some(SlotState::Claimed) => c.claimed += 1,
+                Some(SlotState::Done) => {
+                    c.done += 1;
+                    c.done_mine |= self.ring.slot_header(s).map_id.load(Ordering::Relaxed) == map_id;
+                }
+                None => {}
+            }
+        }
+        c
     }
 
     /// Moves `slot` to DONE with `status`, its message, and the completion stamp.
@@ -299,18 +329,6 @@ impl RingGuard<'_> {
         n
     }
 
-    /// Counts slots per state (FREE, FILLED, CLAIMED, DONE).
-    #[cfg(test)]
-    pub(crate) fn census(&self) -> [usize; 4] {
-        let mut c = [0; 4];
-        for s in 0..self.ring.slots {
-            if let Some(st) = self.state(s) {
-                c[st as usize] += 1;
-            }
-        }
-        c
-    }
-
     /// Overwrites a slot's stored descriptor without re-sealing it (tests of corruption).
     #[cfg(any(test, feature = "testing"))]
     pub(crate) fn corrupt_descriptor_for_test(&mut self, slot: u32, f: impl FnOnce(&mut Descriptor)) {
@@ -345,6 +363,17 @@ impl RingGuard<'_> {
             p.write_unaligned(d);
         }
     }
+}
+
+/// Slots per state (see [`RingGuard::census`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Census {
+    pub free: usize,
+    pub filled: usize,
+    pub claimed: usize,
+    pub done: usize,
+    /// Whether a DONE slot names the map asked about.
+    pub done_mine: bool,
 }
 
 /// What [`RingGuard::requeue_dead`] did.

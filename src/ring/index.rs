@@ -4,14 +4,14 @@
 use std::ops::Range;
 
 /// Smallest chunk the default plan makes, in bytes of input plus output.
-pub const MIN_CHUNK_BYTES: usize = 64 * 1024;
+pub(crate) const MIN_CHUNK_BYTES: usize = 64 * 1024;
 /// Largest chunk the default plan makes for arrays in shared memory, in bytes of input plus
 /// output: large, so that each worker streams through long contiguous ranges (hardware
 /// prefetchers and TLBs like that, and it is what rayon's recursive splitting achieves).
-pub const MAX_CHUNK_BYTES: usize = 256 * 1024 * 1024;
+pub(crate) const MAX_CHUNK_BYTES: usize = 256 * 1024 * 1024;
 /// Largest chunk for memory-mapped files: a worker keeps one chunk's pages resident before it
 /// releases them, so this bounds its resident memory when streaming files larger than RAM.
-pub const MAX_FILE_CHUNK_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const MAX_FILE_CHUNK_BYTES: usize = 32 * 1024 * 1024;
 
 /// Cuts `0..len` into consecutive chunks, in order, covering every index exactly once.
 ///
@@ -20,7 +20,8 @@ pub const MAX_FILE_CHUNK_BYTES: usize = 32 * 1024 * 1024;
 /// [`MIN_CHUNK_BYTES`, `max_bytes`] worth of elements, so the first chunks are large
 /// (little per-chunk overhead) and the last ones small (the workers finish together). No chunk
 /// ever exceeds `max_len` elements.
-pub fn plan(
+#[cfg(test)]
+pub(crate) fn plan(
     len: usize,
     workers: usize,
     bytes_per_elem: usize,
@@ -28,8 +29,24 @@ pub fn plan(
     max_len: usize,
     max_bytes: usize,
 ) -> Vec<Range<usize>> {
-    let max_len = max_len.max(1);
     let mut out = Vec::new();
+    plan_into(&mut out, len, workers, bytes_per_elem, fixed, max_len, max_bytes);
+    out
+}
+
+/// [`plan`] into a reused vector (cleared first): no allocation once it is large enough.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_into(
+    out: &mut Vec<Range<usize>>,
+    len: usize,
+    workers: usize,
+    bytes_per_elem: usize,
+    fixed: Option<usize>,
+    max_len: usize,
+    max_bytes: usize,
+) {
+    out.clear();
+    let max_len = max_len.max(1);
     let mut start = 0;
     if let Some(n) = fixed {
         let n = n.clamp(1, max_len);
@@ -38,7 +55,7 @@ pub fn plan(
             out.push(start..end);
             start = end;
         }
-        return out;
+        return;
     }
     let bpe = bytes_per_elem.max(1);
     let min = (MIN_CHUNK_BYTES / bpe).clamp(1, max_len);
@@ -50,7 +67,6 @@ pub fn plan(
         out.push(start..start + n);
         start += n;
     }
-    out
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub(crate) mod slot;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +68,12 @@ pub(crate) struct RingHeader {
     /// How many DONE slots the map caller wants before it is woken (set under the lock before
     /// it sleeps). Batching wake-ups keeps the caller from preempting workers once per chunk.
     pub(crate) done_wanted: AtomicU32,
+    /// CLAIMED slots right now (workers running a chunk). Changed only under the lock, by
+    /// `set_state`; read without it (Relaxed) by waiters deciding whether spinning would
+    /// oversubscribe the cores.
+    pub(crate) claimed_now: AtomicU32,
+    /// Next `SlotHeader::fill_seq`. Changed only under the lock.
+    pub(crate) next_fill_seq: AtomicU64,
 }
 
 const SLOT_FIXED: usize = std::mem::size_of::<SlotHeader>() + std::mem::size_of::<Descriptor>() + MESSAGE_CAP;

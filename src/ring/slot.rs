@@ -76,6 +76,9 @@ pub(crate) struct SlotHeader {
     /// with the DONE state by whoever finished the chunk and checked by the map caller before it
     /// trusts the result: a stray write that turns a slot DONE cannot forge it.
     pub stamp: AtomicU64,
+    /// Order in which the slot was filled (from `RingHeader::next_fill_seq`): workers claim the
+    /// oldest FILLED slot first, so a small map queued behind a big one is served in turn.
+    pub fill_seq: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<SlotHeader>() == 64);

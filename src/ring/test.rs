@@ -13,7 +13,8 @@ fn slot_goes_free_filled_claimed_done_free() {
     let ring = Ring::create(4, 8192).unwrap();
     let mut g = ring.lock().unwrap();
     let (slot, sealed) = g.fill(&desc(7, 0, 10), |p| p[0] = 1).unwrap();
-    assert_eq!(g.census(), [3, 1, 0, 0]);
+    let c = g.census(7);
+    assert_eq!((c.free, c.filled, c.claimed, c.done), (3, 1, 0, 0));
     let c = g.claim(42).unwrap();
     assert_eq!((c.slot(), c.attempt(), c.desc().start, c.desc().len), (slot, 0, 0, 10));
     assert!(g.claim(43).is_none(), "nothing else is FILLED");
@@ -22,10 +23,26 @@ fn slot_goes_free_filled_claimed_done_free() {
     assert_eq!(g.observe(slot), Observed::Done);
     let t = g.take(slot, &sealed, |_| {}).unwrap();
     assert_eq!(t.status, Status::Ok);
-    assert_eq!(g.census(), [4, 0, 0, 0]);
+    assert_eq!(g.census(7).free, 4);
     // SAFETY: test only, under the lock; the slot is FREE.
     let cleared = unsafe { ring.desc_ptr(slot).read_unaligned() };
     assert_eq!(cleared, Descriptor::default(), "a freed slot keeps no descriptor to replay");
+}
+
+#[test]
+fn workers_claim_the_oldest_filled_slot_first() {
+    let ring = Ring::create(4, 8192).unwrap();
+    let mut g = ring.lock().unwrap();
+    let (a, _) = g.fill(&desc(1, 0, 10), |_| {}).unwrap();
+    let (b, _) = g.fill(&desc(2, 0, 10), |_| {}).unwrap();
+    let (c, _) = g.fill(&desc(3, 0, 10), |_| {}).unwrap();
+    // Free the first slot and refill it: it is now the newest, and must be claimed last.
+    let _ = g.withdraw(a);
+    let (a2, _) = g.fill(&desc(4, 0, 10), |_| {}).unwrap();
+    assert_eq!(a2, a);
+    let order: Vec<u32> = (0..3).map(|pid| g.claim(pid).unwrap().slot()).collect();
+    assert_eq!(order, [b, c, a]);
+    assert_eq!(ring.header().claimed_now.load(Ordering::Relaxed), 3);
 }
 
 #[test]

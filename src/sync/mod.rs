@@ -8,11 +8,14 @@
 //! locker fail loudly instead of reading a half-updated table. This module never decides what
 //! "repair" means; the ring does.
 
+mod doorbell;
 pub(crate) mod raw;
 
+pub(crate) use doorbell::Doorbell;
+
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use crate::error::Result;
 pub use raw::LockState;
@@ -120,92 +123,6 @@ impl Drop for ShmMutexGuard<'_> {
         // (a scribbling kernel): the next locker then times out or fails, and the map caller
         // treats that as a broken ring.
         let _ = unsafe { self.mutex.raw.unlock() };
-    }
-}
-
-/// A wake-up word: waiters sleep until its sequence number changes.
-///
-/// `seq` is bumped (SeqCst) by whoever publishes something the waiters care about; `sleepers`
-/// counts processes inside `futex_wait`. The SeqCst pair (`seq` bump then `sleepers` load on
-/// the ringer's side, `sleepers` increment then `seq` load on the waiter's side) guarantees that
-/// either the ringer sees a sleeper and wakes it, or the sleeper sees the new sequence and does
-/// not sleep. Every ring wakes *all* sleepers, so a sleeper that was killed cannot swallow a
-/// wake-up meant for a live one; its stale `sleepers` count only costs a spare syscall.
-#[repr(C, align(64))]
-pub struct Doorbell {
-    seq: AtomicU32,
-    sleepers: AtomicU32,
-}
-
-const _: () = assert!(std::mem::size_of::<Doorbell>() == 64);
-
-/// How long `Doorbell::wait` spins hard before it yields the core between polls.
-const POLITE_AFTER: Duration = Duration::from_micros(20);
-
-impl Doorbell {
-    /// The current sequence number; pass it to [`Doorbell::wait`].
-    pub fn seq(&self) -> u32 {
-        self.seq.load(Ordering::SeqCst)
-    }
-
-    /// Bumps the sequence and wakes every sleeper.
-    pub fn ring(&self) {
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            raw::futex_wake(&self.seq, i32::MAX);
-        }
-    }
-
-    /// Bumps the sequence without waking sleepers: for a ringer that knows a spinning waiter
-    /// will see it. The caller must make sure a spinner that stops spinning re-checks the
-    /// sequence before it sleeps (SeqCst on both sides), or wake-ups are lost.
-    pub fn bump(&self) {
-        self.seq.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Waits until the sequence differs from `seen`: first spinning for up to `spin`, then
-    /// sleeping for up to `timeout`. Returns whether it changed.
-    pub fn wait(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
-        self.wait_with(seen, spin, timeout, false)
-    }
-
-    /// Like [`Doorbell::wait`], but after the first 20 µs of spinning it yields the core
-    /// between polls (`sched_yield`), so that a process that spins speculatively (an idle
-    /// worker waiting for more) never delays one that has work (the map caller, a worker).
-    pub fn wait_polite(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
-        self.wait_with(seen, spin, timeout, true)
-    }
-
-    fn wait_with(&self, seen: u32, spin: Duration, timeout: Duration, polite: bool) -> bool {
-        if self.seq() != seen {
-            return true;
-        }
-        if !spin.is_zero() {
-            let start = Instant::now();
-            loop {
-                for _ in 0..64 {
-                    if self.seq.load(Ordering::Relaxed) != seen {
-                        return true;
-                    }
-                    std::hint::spin_loop();
-                }
-                let spent = start.elapsed();
-                if spent >= spin {
-                    break;
-                }
-                // Past the first few µs, offer the core to any runnable process (the map
-                // caller, a worker) between polls: spinning must not delay the work it waits for.
-                if polite && spent >= POLITE_AFTER {
-                    std::thread::yield_now();
-                }
-            }
-        }
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        if self.seq.load(Ordering::SeqCst) == seen {
-            raw::futex_wait(&self.seq, seen, timeout);
-        }
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        self.seq() != seen
     }
 }
 

@@ -1,0 +1,157 @@
+//! Streaming maps over an iterator of batches: [`Pool::imap`] (results in input order) and
+//! [`Pool::imap_unordered`] (results as batches finish). Both pull the iterator lazily and keep
+//! a bounded number of batches in flight ([`crate::PoolBuilder::imap_in_flight`]), so the
+//! workers stay busy across batch boundaries and an endless iterator runs in bounded memory.
+//! An error surfaces at its batch; the stream goes on. Dropping the iterator early drops its
+//! tickets: what has not started is withdrawn, what runs is discarded when done, and the pool
+//! stays usable.
+#![deny(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::iter::Fuse;
+use std::marker::PhantomData;
+
+use bytemuck::Pod;
+
+use super::{run, Pool, Ticket};
+use crate::error::Result;
+use crate::kernel::KernelSpec;
+
+/// How many batches to keep in flight: the configured number, capped at half the ring so that
+/// finished batches waiting to be taken never starve new ones of slots.
+fn in_flight(pool: &Pool) -> usize {
+    pool.shared.cfg.imap_in_flight.clamp(1, (pool.shared.ring.slots() as usize / 2).max(1))
+}
+
+/// The iterator [`Pool::imap`] returns.
+#[must_use = "iterators are lazy: nothing is submitted until it is polled"]
+pub struct Imap<'p, In, Out: Pod, I> {
+    pool: &'p Pool,
+    batches: Fuse<I>,
+    spec: KernelSpec,
+    pending: VecDeque<Result<Ticket<'p, Out>>>,
+    limit: usize,
+    _in: PhantomData<fn(In)>,
+}
+
+/// The iterator [`Pool::imap_unordered`] returns.
+#[must_use = "iterators are lazy: nothing is submitted until it is polled"]
+pub struct ImapUnordered<'p, In, Out: Pod, I> {
+    pool: &'p Pool,
+    batches: Fuse<I>,
+    spec: KernelSpec,
+    pending: Vec<Ticket<'p, Out>>,
+    limit: usize,
+    _in: PhantomData<fn(In)>,
+}
+
+impl Pool {
+    /// Streams batches through the pool and yields each batch's results in input order
+    /// (Python's `imap` over chunks), with up to `imap_in_flight` batches in flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmpool::Result<()> {
+    /// let pool = shmpool::Pool::new(2)?;
+    /// let batches = (0..3).map(|b| vec![b as f64; 4]);
+    /// let sums: Vec<f64> = pool
+    ///     .imap(batches, |x: f64| x + 0.5)
+    ///     .map(|r| r.map(|v| v.iter().sum()))
+    ///     .collect::<shmpool::Result<_>>()?;
+    /// assert_eq!(sums, [2.0, 6.0, 10.0]);
+    /// # Ok(()) }
+    /// ```
+    pub fn imap<In, Out, B, I, F>(&self, batches: I, f: F) -> Imap<'_, In, Out, I::IntoIter>
+    where
+        In: Pod,
+        Out: Pod,
+        B: AsRef<[In]>,
+        I: IntoIterator<Item = B>,
+        F: Fn(In) -> Out + Copy + 'static,
+    {
+        Imap {
+            pool: self,
+            batches: batches.into_iter().fuse(),
+            spec: KernelSpec::elem(f),
+            pending: VecDeque::new(),
+            limit: in_flight(self),
+            _in: PhantomData,
+        }
+    }
+
+    /// Like [`Pool::imap`], but yields each batch's results as soon as it finishes, in any
+    /// order (Python's `imap_unordered`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmpool::Result<()> {
+    /// let pool = shmpool::Pool::new(2)?;
+    /// let mut sums: Vec<f64> = pool
+    ///     .imap_unordered((0..4).map(|b| vec![b as f64; 2]), |x: f64| x * 10.0)
+    ///     .map(|r| r.map(|v| v.iter().sum()))
+    ///     .collect::<shmpool::Result<_>>()?;
+    /// sums.sort_by(f64::total_cmp);
+    /// assert_eq!(sums, [0.0, 20.0, 40.0, 60.0]);
+    /// # Ok(()) }
+    /// ```
+    pub fn imap_unordered<In, Out, B, I, F>(&self, batches: I, f: F) -> ImapUnordered<'_, In, Out, I::IntoIter>
+    where
+        In: Pod,
+        Out: Pod,
+        B: AsRef<[In]>,
+        I: IntoIterator<Item = B>,
+        F: Fn(In) -> Out + Copy + 'static,
+    {
+        ImapUnordered {
+            pool: self,
+            batches: batches.into_iter().fuse(),
+            spec: KernelSpec::elem(f),
+            pending: Vec::new(),
+            limit: in_flight(self),
+            _in: PhantomData,
+        }
+    }
+}
+
+impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for Imap<'p, In, Out, I> {
+    type Item = Result<Vec<Out>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pending.len() < self.limit {
+            let Some(batch) = self.batches.next() else { break };
+            // A batch that cannot be submitted keeps its place: its error comes in order.
+            self.pending.push_back(self.pool.submit_spec(batch.as_ref(), &self.spec));
+        }
+        Some(self.pending.pop_front()?.and_then(Ticket::wait))
+    }
+}
+
+impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for ImapUnordered<'p, In, Out, I> {
+    type Item = Result<Vec<Out>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pending.len() < self.limit {
+            let Some(batch) = self.batches.next() else { break };
+            match self.pool.submit_spec(batch.as_ref(), &self.spec) {
+                Ok(t) => self.pending.push(t),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        let hdr = self.pool.shared.ring.header();
+        loop {
+            let seen = hdr.done.seq();
+            for i in 0..self.pending.len() {
+                if let Some(r) = self.pending[i].try_get() {
+                    drop(self.pending.swap_remove(i));
+                    return Some(r);
+                }
+            }
+            hdr.done.wait(seen, std::time::Duration::ZERO, run::WAIT_SLICE);
+        }
+    }
+}

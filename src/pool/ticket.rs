@@ -1,0 +1,282 @@
+//! [`Ticket`]: a map submitted now and collected later, from any thread that owns the ticket —
+//! the µs round trip for small batches. A small batch travels inline in one ring slot (copied
+//! in at submit, copied out at wait); a larger one through staging buffers in shared memory.
+//! Submit and wait allocate nothing in the steady state: bookkeeping and staging buffers are
+//! recycled by the pool.
+#![deny(unsafe_code)]
+
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use super::run::{self, Collector, Input, MapRun, Output};
+use super::Pool;
+use crate::array::Staging;
+use crate::error::{Error, Result};
+use crate::kernel::KernelSpec;
+
+/// Where a ticket's results wait.
+enum Results<Out> {
+    /// In its ring slot until the caller asks (`buf` is allocated by `try_get` /
+    /// `wait_timeout`, which return a `Vec` anyway).
+    Inline { buf: Option<Vec<Out>> },
+    /// In the pool's staging buffers.
+    Staged { input: Staging, output: Staging },
+}
+
+/// A submitted map: [`Pool::submit`] returns it, [`Ticket::wait`] / [`Ticket::wait_into`] /
+/// [`Ticket::wait_timeout`] / [`Ticket::try_get`] give its results. Dropping it before it
+/// completes cancels what has not started and detaches what runs: results are discarded,
+/// nothing is ever written into memory that was freed.
+///
+/// A ticket keeps its ring slot (inline batches) until it is waited for or dropped, so at most
+/// `slots` small tickets can be outstanding; past that, `submit` waits for slots to free up, or
+/// fails with [`Error::RingFull`] when only tickets nobody waits for hold them.
+#[must_use = "a ticket's results are discarded when it is dropped"]
+pub struct Ticket<'p, Out: Pod> {
+    pool: &'p Pool,
+    run: Option<MapRun<'p>>,
+    len: usize,
+    results: Results<Out>,
+    _out: PhantomData<Out>,
+}
+
+impl<Out: Pod> std::fmt::Debug for Ticket<'_, Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("len", &self.len).field("pending", &self.run.is_some()).finish()
+    }
+}
+
+impl Pool {
+    /// Submits an element kernel over `input` and returns at once with a [`Ticket`]; the
+    /// workers run it while the caller does something else. Any number of threads may submit
+    /// on one pool at the same time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmpool::Result<()> {
+    /// let pool = shmpool::Pool::new(2)?;
+    /// let a = pool.submit(&[1.0f64, 4.0], |x: f64| x.sqrt())?;
+    /// let b = pool.submit(&[9.0f64], |x: f64| x.sqrt())?;
+    /// let mut out = [0.0; 2];
+    /// a.wait_into(&mut out)?;
+    /// assert_eq!(out, [1.0, 2.0]);
+    /// assert_eq!(b.wait()?, [3.0]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::map`], plus [`Error::RingFull`] when every slot is held by a finished ticket
+    /// nobody waits for.
+    pub fn submit<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy + 'static>(
+        &self,
+        input: &[In],
+        f: F,
+    ) -> Result<Ticket<'_, Out>> {
+        self.submit_spec(input, &KernelSpec::elem(f))
+    }
+
+    /// Submits a prepared [`KernelSpec`] (element, chunk or expression kernel) over `input`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::submit`], plus [`Error::TypeMismatch`].
+    pub fn submit_spec<In: Pod, Out: Pod>(&self, input: &[In], spec: &KernelSpec) -> Result<Ticket<'_, Out>> {
+        spec.check_types::<In, Out>()?;
+        self.check_open()?;
+        let len = input.len();
+        let bytes: &[u8] = bytemuck::cast_slice(input);
+        if len == 0 {
+            return Ok(Ticket {
+                pool: self,
+                run: None,
+                len,
+                results: Results::Inline { buf: None },
+                _out: PhantomData,
+            });
+        }
+        // One slot per small ticket: its finished chunk waits there for the caller.
+        if let Some(layout) = run::inline_layout(&self.shared, len, spec, 1) {
+            let input = Input::Inline(bytes);
+            let run = MapRun::new(self, spec, len, &input, None, Some(layout))?;
+            let run = fill_all(run, spec, &input, &mut Output::Hold)?;
+            return Ok(Ticket {
+                pool: self,
+                run: Some(run),
+                len,
+                results: Results::Inline { buf: None },
+                _out: PhantomData,
+            });
+        }
+        let out_bytes = len
+            .checked_mul(spec.out_size)
+            .ok_or(Error::TooLarge { count: len as u64, elem_size: spec.out_size as u64 })?;
+        let mut stage_in = self.take_staging(bytes.len())?;
+        stage_in.bytes_mut(bytes.len()).copy_from_slice(bytes);
+        let stage_out = self.take_staging(out_bytes)?;
+        let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
+        let input = Input::Shared(&ins);
+        let run = MapRun::new(self, spec, len, &input, Some(&outs), None)?;
+        let run = fill_all(run, spec, &input, &mut Output::Shared)?;
+        Ok(Ticket {
+            pool: self,
+            run: Some(run),
+            len,
+            results: Results::Staged { input: stage_in, output: stage_out },
+            _out: PhantomData,
+        })
+    }
+}
+
+/// Fills every chunk of a new ticket, waiting for slots when the ring is busy.
+fn fill_all<'p>(
+    mut run: MapRun<'p>,
+    spec: &KernelSpec,
+    input: &Input<'_>,
+    output: &mut Output<'_>,
+) -> Result<MapRun<'p>> {
+    let shared = &*run.pool.shared;
+    let _collector = Collector::new(shared);
+    let hdr = shared.ring.header();
+    loop {
+        let seen = hdr.done.seq();
+        let filled = run.step(Some(spec), input, output);
+        run.wake_workers(filled);
+        if run.all_filled() || run.corrupted() || run.complete() {
+            return Ok(run);
+        }
+        if let Some(e) = run.cancelled() {
+            let _ = run.finish();
+            return Err(e);
+        }
+        if filled == 0 && run.starved() {
+            let _ = run.finish();
+            return Err(Error::RingFull { slots: shared.ring.slots() });
+        }
+        run.wait(seen, None);
+    }
+}
+
+impl<'p, Out: Pod> Ticket<'p, Out> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the batch was empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Waits for the results and returns them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::map`].
+    pub fn wait(self) -> Result<Vec<Out>> {
+        let mut out = vec![Out::zeroed(); self.len];
+        self.wait_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Waits for the results and writes them into `out`, allocating nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LengthMismatch`] when `out` is not as long as the input; otherwise as
+    /// [`Pool::map`].
+    pub fn wait_into(mut self, out: &mut [Out]) -> Result<()> {
+        if out.len() != self.len {
+            return Err(Error::LengthMismatch { input: self.len, output: out.len() });
+        }
+        match self.drive(bytemuck::cast_slice_mut(out), None) {
+            Some(r) => r,
+            None => unreachable!("no deadline: the ticket completes"),
+        }
+    }
+
+    /// Waits at most `timeout`: `Ok(Some(results))` when done, `Ok(None)` when not yet (the
+    /// ticket stays valid; wait again or drop it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::map`].
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<Vec<Out>>> {
+        self.poll(Some(Instant::now() + timeout))
+    }
+
+    /// The results if the ticket is done, without waiting: `None` while it runs.
+    pub fn try_get(&mut self) -> Option<Result<Vec<Out>>> {
+        self.poll(Some(Instant::now())).transpose()
+    }
+
+    fn poll(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<Out>>> {
+        let len = self.len;
+        let mut buf = match &mut self.results {
+            Results::Inline { buf } => buf.take().unwrap_or_else(|| vec![Out::zeroed(); len]),
+            Results::Staged { .. } => vec![Out::zeroed(); len],
+        };
+        match self.drive(bytemuck::cast_slice_mut(&mut buf), deadline) {
+            Some(r) => r.map(|()| Some(buf)),
+            None => {
+                if let Results::Inline { buf: keep } = &mut self.results {
+                    *keep = Some(buf);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Collects until the map is over (`Some(outcome)`) or `deadline` passes (`None`).
+    /// Inline results are copied straight into `out`; staged ones at the end.
+    fn drive(&mut self, out: &mut [u8], deadline: Option<Instant>) -> Option<Result<()>> {
+        let Some(mut run) = self.run.take() else { return Some(Ok(())) };
+        let shared = &*run.pool.shared;
+        let hdr = shared.ring.header();
+        let outcome = {
+            let _collector = Collector::new(shared);
+            let mut output = match &self.results {
+                Results::Inline { .. } => Output::Inline(&mut *out),
+                Results::Staged { .. } => Output::Shared,
+            };
+            loop {
+                let seen = hdr.done.seq();
+                run.step(None, &Input::Inline(&[]), &mut output);
+                if run.corrupted() || run.complete() {
+                    break run.finish();
+                }
+                if let Some(e) = run.cancelled() {
+                    let _ = run.finish();
+                    break Err(e);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    self.run = Some(run);
+                    return None;
+                }
+                run.wait(seen, deadline);
+            }
+        };
+        if let Results::Staged { output, .. } = &mut self.results {
+            if outcome.is_ok() {
+                out.copy_from_slice(output.bytes_mut(out.len()));
+            }
+        }
+        Some(outcome)
+    }
+}
+
+impl<Out: Pod> Drop for Ticket<'_, Out> {
+    /// Withdraws what has not started, leaves what runs to be freed when it finishes, and
+    /// returns the staging buffers to the pool only when no worker can touch them any more.
+    fn drop(&mut self) {
+        let in_flight = self.run.take().is_some_and(|run| run.orphan());
+        let results = std::mem::replace(&mut self.results, Results::Inline { buf: None });
+        if let (Results::Staged { input, output }, false) = (results, in_flight) {
+            self.pool.give_back(input);
+            self.pool.give_back(output);
+        }
+    }
+}
