@@ -272,6 +272,8 @@ i = np.arange(x.size)
 for k, src in enumerate(EXPRS):
     try:
         w = np.asarray(eval(src, {'np': np, 'x': x, 'i': i}))
+        if w.dtype.kind == 'c':
+            raise TypeError('a complex result: shmpool has no complex dtype')
         w = np.broadcast_to(w, x.shape)
         np.save(D + f'/want_{DT}_{k}.npy', np.ascontiguousarray(w))
     except Exception as ex:
