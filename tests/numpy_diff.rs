@@ -5,7 +5,8 @@
 //! rounded functions, within 2 ulp for the transcendental ones (whose implementations differ;
 //! 4 ulp for float32, where numpy's own kernels are off by 3).
 //!
-//! Seeded: the seed is printed, and `SHMPOOL_DIFF_SEED=N` replays a run. numpy comes from
+//! Seeded: the seed is printed, and `SHMPOOL_DIFF_SEED=N` replays a run;
+//! `SHMPOOL_DIFF_COUNT=N` sets the expressions per dtype (default 60). numpy comes from
 //! tests/pyenv (never installed here); without it the test prints SKIPPED and passes.
 
 mod common;
@@ -16,7 +17,7 @@ use std::process::Command;
 
 use rand::{Rng, SeedableRng};
 
-/// Expressions per input dtype.
+/// Expressions per input dtype (`SHMPOOL_DIFF_COUNT=N` for a longer run).
 const PER_DTYPE: usize = 60;
 /// Elements per input array (several evaluation blocks).
 const LEN: usize = 3000;
@@ -333,7 +334,8 @@ fn random_expressions_agree_with_numpy() {
     let mut report = String::new();
     let mut total = 0;
     for dt in ["float64", "float32", "int64", "int32", "uint8"] {
-        let exprs: Vec<Expr> = (0..PER_DTYPE).map(|_| gen.any()).collect();
+        let count = std::env::var("SHMPOOL_DIFF_COUNT").ok().and_then(|s| s.parse().ok()).unwrap_or(PER_DTYPE);
+        let exprs: Vec<Expr> = (0..count).map(|_| gen.any()).collect();
         let list = |f: &dyn Fn(&Expr) -> String| format!("[{}]", exprs.iter().map(f).collect::<Vec<_>>().join(", "));
         let numpy_list = list(&|x| format!("{:?}", x.numpy));
         pyenv::py(dir, &format!("DT = {dt:?}\nEXPRS = {numpy_list}\n{EVALUATE}"));

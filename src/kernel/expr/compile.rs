@@ -336,6 +336,8 @@ impl Builder {
             Fun::IsNan | Fun::IsInf | Fun::IsFinite if !d.is_float() => {
                 let bits = u64::from(f == Fun::IsFinite);
                 let r = self.push(Op::Const, Dtype::Bool, Dtype::Bool, &[], bits);
+                // Constant, but still an array for numpy's `**` shortcuts if `a` is one.
+                self.array[r as usize] = self.is_array(a);
                 return Ok(Val::Reg(r, Dtype::Bool));
             }
             Fun::IsNan => (Op::IsNan, d),
@@ -369,7 +371,9 @@ impl Builder {
             // (`uint8 < 300` is all True) instead of refusing it.
             if d.is_int() {
                 if let Some(v) = out_of_range(f, a, b, d) {
-                    return Ok(Val::Reg(self.push(Op::Const, Bool, Bool, &[], u64::from(v)), Bool));
+                    let r = self.push(Op::Const, Bool, Bool, &[], u64::from(v));
+                    self.array[r as usize] = self.is_array(a) || self.is_array(b);
+                    return Ok(Val::Reg(r, Bool));
                 }
             }
             if let (Val::Reg(_, ta), Val::Reg(_, tb)) = (a, b) {
