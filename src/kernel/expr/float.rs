@@ -397,7 +397,7 @@ impl Float for H {
             return H(f32::NAN);
         }
         if self.0 == b.0 {
-            return b;
+            return self; // npy_half_nextafter keeps x when x == y (C's nextafter returns y)
         }
         let bits = half::f16::from_f32(self.0).to_bits();
         let next = if self.0 == 0.0 {
