@@ -61,7 +61,7 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
                     }
                     let (q, r) = (a.div_euclid(b), a.rem_euclid(b));
                     // Python floors; Euclid keeps the remainder non-negative.
-                    let (q, r) = if r != 0 && b < 0 { (q + 1, r + b) } else { (q, r) };
+                    let (q, r) = if r != 0 && b < 0 { (q - 1, r + b) } else { (q, r) };
                     Some(if f == Fun::FloorDiv { q } else { r })
                 }
                 _ if b < 0 => return Ok(Some(Val::Float(fl(Val::Int(a)).powf(b as f64)))),

@@ -223,3 +223,15 @@ fn int64_and_uint64_compare_exactly_as_numpy_2_does() {
     q.eval_slice(&[0u64, u64::MAX, 5], &mut y, 0).unwrap();
     assert_eq!(y, [1, 1, 1], "x > -1 for every uint64");
 }
+
+#[test]
+fn literal_arithmetic_is_pythons() {
+    // Python floors: 1 // -7 == -1, 1 % -7 == -6, -1 // -7 == 0, -1 % -7 == -1, 7 // 2 == 3.
+    for (src, want) in
+        [("1 // -7", -1.0), ("1 % -7", -6.0), ("-1 // -7", 0.0), ("-1 % -7", -1.0), ("7 // 2", 3.0), ("-7 % 2", 1.0)]
+    {
+        assert_eq!(f64s(&format!("x * 0 + ({src})"), 1.0), want, "{src}");
+    }
+    assert!(Program::compile("x + (-2.0) ** 0.5").unwrap_err().to_string().contains("complex"));
+    assert!(Program::compile("x + 1 // 0").unwrap_err().to_string().contains("ZeroDivisionError"));
+}
