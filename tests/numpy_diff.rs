@@ -1,5 +1,5 @@
 //! Differential test against numpy: random expressions over the whole grammar, on float64,
-//! float32, int64, int32 and uint8 inputs holding NaN, ±inf, ±0, subnormals and each integer
+//! float32, int64, int32 and uint8 inputs (and float16 and bool) holding NaN, ±inf, ±0, subnormals and each integer
 //! type's extremes. For every expression numpy and `shmpool map` must agree on whether it is an
 //! error, on the output dtype, and on the values: bit for bit for arithmetic and exactly
 //! rounded functions, within 2 ulp for the transcendental ones (whose implementations differ;
@@ -262,6 +262,8 @@ np.save(D + '/float32.npy', floats(np.float32))
 np.save(D + '/int64.npy', ints(np.int64))
 np.save(D + '/int32.npy', ints(np.int32))
 np.save(D + '/uint8.npy', ints(np.uint8))
+np.save(D + '/float16.npy', floats(np.float16))
+np.save(D + '/bool.npy', rng.integers(0, 2, n).astype(bool))
 "#;
 
 /// Python that evaluates every expression with numpy: `want_K.npy` or an `err_K` marker.
@@ -333,7 +335,7 @@ fn random_expressions_agree_with_numpy() {
     let mut gen = Gen { rng: rand::rngs::StdRng::seed_from_u64(seed) };
     let mut report = String::new();
     let mut total = 0;
-    for dt in ["float64", "float32", "int64", "int32", "uint8"] {
+    for dt in ["float64", "float32", "int64", "int32", "uint8", "float16", "bool"] {
         let count = std::env::var("SHMPOOL_DIFF_COUNT").ok().and_then(|s| s.parse().ok()).unwrap_or(PER_DTYPE);
         let exprs: Vec<Expr> = (0..count).map(|_| gen.any()).collect();
         let list = |f: &dyn Fn(&Expr) -> String| format!("[{}]", exprs.iter().map(f).collect::<Vec<_>>().join(", "));

@@ -373,11 +373,21 @@ impl Elem for H {
     via_f32_elem!(neg, abs, sign, floor, ceil, trunc, round);
     #[inline]
     fn min(self, b: Self) -> Self {
-        H(Elem::min(self.0, b.0))
+        // numpy's float16 loop keeps `a` on a tie (`minimum(0.0, -0.0)` is 0.0), unlike its
+        // float32/float64 SIMD loops, which return `b`.
+        if self.0.is_nan() || self.0 <= b.0 {
+            self
+        } else {
+            b
+        }
     }
     #[inline]
     fn max(self, b: Self) -> Self {
-        H(Elem::max(self.0, b.0))
+        if self.0.is_nan() || self.0 >= b.0 {
+            self
+        } else {
+            b
+        }
     }
 }
 
