@@ -23,7 +23,8 @@ pub const W1_EXPR: &str = "sqrt(x) * 1.5 + 0.25";
 pub struct MapArgs {
     /// Input .npy file (memory-mapped, read in place). Without it: the built-in W1 dataset.
     input: Option<PathBuf>,
-    /// Output .npy file (written to a temporary file, renamed into place on success).
+    /// Output .npy file: written as an unnamed file in its directory and linked under its name
+    /// only on success (nothing is left on disk otherwise), with `np.save`'s permissions.
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
     /// Expression over `x` (element) and `i` (flat index, int64) with numpy's semantics: types
@@ -50,7 +51,8 @@ pub struct MapArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    /// Allow the output to replace the input (written aside, renamed over it on success).
+    /// Allow the output to replace the input (written aside, linked over it on success; the
+    /// input's mode is kept).
     #[arg(long)]
     in_place: bool,
     /// Built-in dataset only: number of elements.
