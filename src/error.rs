@@ -226,6 +226,10 @@ pub enum Error {
         slots: u32,
     },
 
+    /// A ticket's results were already handed out (by `try_get` or `wait_timeout`).
+    #[error("the ticket's results were already taken")]
+    TicketSpent,
+
     /// Workers kept exiting right after they started; the pool gave up.
     #[error("pool failed: {failures} workers in a row exited at start")]
     WorkersFailedToStart {

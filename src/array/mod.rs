@@ -59,6 +59,7 @@ impl<T: Pod> SharedVec<T> {
     ///
     /// [`crate::Error::ShmFull`] when `/dev/shm` cannot hold it.
     pub fn zeroed(len: usize) -> Result<Self> {
+        const { assert!(std::mem::size_of::<T>() > 0, "a SharedVec element must have a size") };
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
             .ok_or(crate::Error::TooLarge { count: len as u64, elem_size: std::mem::size_of::<T>() as u64 })?;

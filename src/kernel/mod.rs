@@ -143,7 +143,8 @@ impl KernelSpec {
             assert!(
                 std::mem::align_of::<In>() <= 64 && std::mem::align_of::<Out>() <= 64,
                 "element alignment exceeds 64"
-            )
+            );
+            assert!(std::mem::size_of::<In>() > 0 && std::mem::size_of::<Out>() > 0, "zero-sized elements");
         };
         KernelSpec {
             kernel: KernelRef::of(t),

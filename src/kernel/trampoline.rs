@@ -21,8 +21,15 @@ fn cast_io<'a, In: Pod, Out: Pod>(input: &'a [u8], output: &'a mut [u8]) -> (&'a
     (bytemuck::cast_slice(input), bytemuck::cast_slice_mut(output))
 }
 
-fn params_of<P: Pod>(params: &[u8]) -> P {
-    bytemuck::pod_read_unaligned(&params[..std::mem::size_of::<P>()])
+/// Runs `f` on the parameter block seen as a `P`, in place when it is aligned (it always is:
+/// payloads and segments are 64-byte aligned), so a large block is never copied to the stack.
+#[inline(always)]
+fn with_params<P: Pod, R>(params: &[u8], f: impl FnOnce(&P) -> R) -> R {
+    let bytes = &params[..std::mem::size_of::<P>()];
+    match bytemuck::try_from_bytes::<P>(bytes) {
+        Ok(p) => f(p),
+        Err(_) => f(&bytemuck::pod_read_unaligned(bytes)),
+    }
 }
 
 /// The loop of every element kernel: `output[k] = f(input[k])`, inlined so it vectorises.
@@ -45,8 +52,8 @@ pub(super) fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(
     output: &mut [u8],
     _: u64,
 ) {
-    let (f, p) = (conjure::<F>(), params_of::<P>(params));
-    each(input, output, |x| f(x, &p))
+    let f = conjure::<F>();
+    with_params(params, |p: &P| each(input, output, |x| f(x, p)))
 }
 
 pub(super) fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(
@@ -67,9 +74,8 @@ pub(super) fn chunk_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P)
     _: u64,
 ) {
     let f = conjure::<F>();
-    let p = params_of::<P>(params);
     let (i, o) = cast_io::<In, Out>(input, output);
-    f(i, o, &p)
+    with_params(params, |p: &P| f(i, o, p))
 }
 
 pub(super) fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(

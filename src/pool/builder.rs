@@ -12,6 +12,9 @@ use crate::kernel;
 use crate::ring::Ring;
 use crate::worker::PausePoint;
 
+/// Stack of the supervisor thread, and so of every worker forked from it.
+const WORKER_STACK: usize = 8 << 20;
+
 /// Most workers a pool may have.
 const MAX_WORKERS: usize = 1024;
 
@@ -262,6 +265,8 @@ impl PoolBuilder {
             deaths: Mutex::new(Vec::new()),
             active: AtomicUsize::new(0),
             collectors: AtomicUsize::new(0),
+            draining: AtomicUsize::new(0),
+            slot_waiters: AtomicUsize::new(0),
             books: Mutex::new(Vec::new()),
             orphans: Mutex::new(Vec::new()),
             orphan_count: AtomicUsize::new(0),
@@ -272,6 +277,9 @@ impl PoolBuilder {
         let sup_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("shmpool-supervisor".into())
+            // Workers are forked from this thread and run kernels on its stack: give them a
+            // main thread's 8 MiB, not a spawned thread's 2 MiB (pages are committed lazily).
+            .stack_size(WORKER_STACK)
             .spawn(move || supervisor::run(sup_shared, tx))
             .map_err(|e| Error::os("spawn supervisor thread", e))?;
         let started = rx.recv().unwrap_or(Err(Error::WorkersFailedToStart { failures: 1 }));

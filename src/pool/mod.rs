@@ -75,12 +75,16 @@ struct Shared {
     deaths: Mutex<Vec<WorkerDeath>>,
     /// Maps in flight (blocking maps and tickets): fair shares and wake-up batching.
     active: AtomicUsize,
-    /// Threads inside a collecting loop (a blocking map, a ticket's submit or wait).
+    /// Threads inside a waiting loop (a blocking map, a ticket's submit or wait).
     collectors: AtomicUsize,
+    /// Those of them whose loop frees slots as chunks finish.
+    draining: AtomicUsize,
+    /// Threads waiting for a free slot with nothing of their own in flight.
+    slot_waiters: AtomicUsize,
     /// Recycled per-map bookkeeping.
     books: Mutex<Vec<run::Books>>,
     /// Slots of dropped tickets still in flight, freed by whoever takes the ring lock next.
-    orphans: Mutex<Vec<(u32, crate::ring::Descriptor)>>,
+    orphans: Mutex<Vec<(u32, crate::ring::Sealed)>>,
     orphan_count: AtomicUsize,
     /// Since when (monotonic µs, 0: not) the ring lock has been timing out for map callers.
     lock_failing: AtomicU64,

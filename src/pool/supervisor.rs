@@ -322,7 +322,7 @@ impl Supervisor {
     fn check_timeouts(&mut self) {
         let Some(limit) = self.shared.cfg.chunk_timeout else { return };
         let Ok(g) = self.shared.ring.lock() else { return };
-        let overdue = g.overdue(now_us(), limit.as_micros() as u64);
+        let overdue = g.overdue(now_us(), u64::try_from(limit.as_micros()).unwrap_or(u64::MAX));
         drop(g);
         for (_, pid) in overdue {
             // Only ever signal our own children, whatever a slot header says.

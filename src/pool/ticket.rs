@@ -39,6 +39,8 @@ pub struct Ticket<'p, Out: Pod> {
     run: Option<MapRun<'p>>,
     len: usize,
     results: Results<Out>,
+    /// The results were handed out (by `try_get` or `wait_timeout`): the ticket is spent.
+    spent: bool,
     _out: PhantomData<Out>,
 }
 
@@ -95,6 +97,7 @@ impl Pool {
                 run: None,
                 len,
                 results: Results::Inline { buf: None },
+                spent: false,
                 _out: PhantomData,
             });
         }
@@ -108,6 +111,7 @@ impl Pool {
                 run: Some(run),
                 len,
                 results: Results::Inline { buf: None },
+                spent: false,
                 _out: PhantomData,
             });
         }
@@ -126,6 +130,7 @@ impl Pool {
             run: Some(run),
             len,
             results: Results::Staged { input: stage_in, output: stage_out },
+            spent: false,
             _out: PhantomData,
         })
     }
@@ -139,8 +144,10 @@ fn fill_all<'p>(
     output: &mut Output<'_>,
 ) -> Result<MapRun<'p>> {
     let shared = &*run.pool.shared;
-    let _collector = Collector::new(shared);
+    // An inline ticket keeps its finished chunk in its slot: its submit frees none.
+    let collector = Collector::new(shared, matches!(output, Output::Shared));
     let hdr = shared.ring.header();
+    let mut starved_since = None;
     loop {
         let seen = hdr.done.seq();
         let filled = run.step(Some(spec), input, output);
@@ -152,10 +159,11 @@ fn fill_all<'p>(
             let _ = run.finish();
             return Err(e);
         }
-        if filled == 0 && run.starved() {
+        if filled == 0 && collector.starved(&run, &mut starved_since) {
             let _ = run.finish();
             return Err(Error::RingFull { slots: shared.ring.slots() });
         }
+        let _slot_wait = collector.wants_slot(&run);
         run.wait(seen, None);
     }
 }
@@ -199,7 +207,8 @@ impl<'p, Out: Pod> Ticket<'p, Out> {
     }
 
     /// Waits at most `timeout`: `Ok(Some(results))` when done, `Ok(None)` when not yet (the
-    /// ticket stays valid; wait again or drop it).
+    /// ticket stays valid; wait again or drop it). Once the results were handed out, every
+    /// later call gives [`Error::TicketSpent`].
     ///
     /// # Errors
     ///
@@ -208,7 +217,8 @@ impl<'p, Out: Pod> Ticket<'p, Out> {
         self.poll(Some(Instant::now() + timeout))
     }
 
-    /// The results if the ticket is done, without waiting: `None` while it runs.
+    /// The results if the ticket is done, without waiting: `None` while it runs. Once the
+    /// results were handed out, every later call gives [`Error::TicketSpent`].
     pub fn try_get(&mut self) -> Option<Result<Vec<Out>>> {
         self.poll(Some(Instant::now())).transpose()
     }
@@ -220,7 +230,10 @@ impl<'p, Out: Pod> Ticket<'p, Out> {
             Results::Staged { .. } => vec![Out::zeroed(); len],
         };
         match self.drive(bytemuck::cast_slice_mut(&mut buf), deadline) {
-            Some(r) => r.map(|()| Some(buf)),
+            Some(r) => {
+                self.spent = true;
+                r.map(|()| Some(buf))
+            }
             None => {
                 if let Results::Inline { buf: keep } = &mut self.results {
                     *keep = Some(buf);
@@ -233,11 +246,17 @@ impl<'p, Out: Pod> Ticket<'p, Out> {
     /// Collects until the map is over (`Some(outcome)`) or `deadline` passes (`None`).
     /// Inline results are copied straight into `out`; staged ones at the end.
     fn drive(&mut self, out: &mut [u8], deadline: Option<Instant>) -> Option<Result<()>> {
+        if let Err(e) = self.pool.check_owner() {
+            return Some(Err(e));
+        }
+        if self.spent {
+            return Some(Err(Error::TicketSpent));
+        }
         let Some(mut run) = self.run.take() else { return Some(Ok(())) };
         let shared = &*run.pool.shared;
         let hdr = shared.ring.header();
         let outcome = {
-            let _collector = Collector::new(shared);
+            let _collector = Collector::new(shared, true);
             let mut output = match &self.results {
                 Results::Inline { .. } => Output::Inline(&mut *out),
                 Results::Staged { .. } => Output::Shared,
@@ -272,6 +291,13 @@ impl<Out: Pod> Drop for Ticket<'_, Out> {
     /// Withdraws what has not started, leaves what runs to be freed when it finishes, and
     /// returns the staging buffers to the pool only when no worker can touch them any more.
     fn drop(&mut self) {
+        if !self.pool.shared.is_owner() {
+            // A forked child's copy: the slots and buffers are the parent's; touch nothing.
+            if let Some(run) = self.run.take() {
+                std::mem::forget(run);
+            }
+            return;
+        }
         let in_flight = self.run.take().is_some_and(|run| run.orphan());
         let results = std::mem::replace(&mut self.results, Results::Inline { buf: None });
         if let (Results::Staged { input, output }, false) = (results, in_flight) {

@@ -86,7 +86,7 @@ impl RingGuard<'_> {
     /// Fills a FREE slot with `desc` (its MAC is set here) and lets `payload` write the inline
     /// payload. Returns the slot and the sealed descriptor (the caller keeps it to check the
     /// result against), or `None` when every slot is busy.
-    pub(crate) fn fill(&mut self, desc: &Descriptor, payload: impl FnOnce(&mut [u8])) -> Option<(u32, Descriptor)> {
+    pub(crate) fn fill(&mut self, desc: &Descriptor, payload: impl FnOnce(&mut [u8])) -> Option<(u32, Sealed)> {
         let slot = (0..self.ring.slots).find(|&s| self.state(s) == Some(SlotState::Free))?;
         let mut d = *desc;
         d.mac = self.ring.mac(slot, &d);
@@ -108,7 +108,7 @@ impl RingGuard<'_> {
         h.fill_seq.store(self.ring.header().next_fill_seq.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         // PUBLISH: the descriptor and payload above, to the claimer, via the mutex release.
         self.set_state(slot, SlotState::Filled);
-        Some((slot, d))
+        Some((slot, Sealed { desc: d, generation: h.generation.load(Ordering::Relaxed) }))
     }
 
     /// Claims the first FILLED slot for `pid`. A slot whose descriptor fails its MAC is moved
@@ -211,9 +211,10 @@ impl RingGuard<'_> {
     pub(crate) fn take(
         &mut self,
         slot: u32,
-        sealed: &Descriptor,
+        sealed: &Sealed,
         copy_out: impl FnOnce(&[u8]),
     ) -> std::result::Result<Taken, String> {
+        let (generation_at_fill, sealed) = (sealed.generation, &sealed.desc);
         if self.state(slot) != Some(SlotState::Done) {
             return Err(format!("slot {slot} is not DONE"));
         }
@@ -236,6 +237,13 @@ impl RingGuard<'_> {
         );
         if h.map_id.load(Ordering::Relaxed) != sealed.map_id || h.stamp.load(Ordering::Relaxed) != expected {
             return Err(format!("slot {slot} was marked DONE without a valid completion stamp"));
+        }
+        // Every claim bumps the generation; a second claim is legitimate only after the first
+        // claimer died (which bumps `attempt`). More claims than that: a stray write made the
+        // slot FILLED again while a worker ran it, and that worker may still be writing.
+        let claims = h.generation.load(Ordering::Relaxed).wrapping_sub(generation_at_fill);
+        if claims > u64::from(attempt) + 1 {
+            return Err(format!("slot {slot} was claimed {claims} times in {attempt} attempts"));
         }
         let len = (h.message_len.load(Ordering::Relaxed) as usize).min(MESSAGE_CAP);
         // SAFETY: as above; in bounds (MESSAGE_CAP).
@@ -363,6 +371,14 @@ impl RingGuard<'_> {
             p.write_unaligned(d);
         }
     }
+}
+
+/// What the map caller keeps of a slot it filled: the sealed descriptor, and the slot's claim
+/// generation at that moment (to count the claims made since).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sealed {
+    pub desc: Descriptor,
+    pub generation: u64,
 }
 
 /// Slots per state (see [`RingGuard::census`]).

@@ -27,7 +27,7 @@ pub(crate) use slot::{Descriptor, SlotHeader, Status, MESSAGE_CAP};
 
 #[cfg(test)]
 use guard::Requeued;
-pub(crate) use guard::{Observed, RingGuard};
+pub(crate) use guard::{Observed, RingGuard, Sealed};
 use layout::{io_ranges, Place};
 
 /// How long any pool process waits for the ring mutex before reporting
