@@ -64,6 +64,11 @@
 //! on; it never hangs the map, never returns it early, never makes the caller read out of
 //! bounds and never panics the parent.
 //!
+//! What they do not cover is the *data*: a kernel that writes into another chunk's output
+//! (in a shared array or in a neighbouring slot's inline result) corrupts its own map's results,
+//! as a thread writing out of bounds would, and the map returns them; only the bookkeeping that
+//! decides when a map is over is protected.
+//!
 //! They are **not** a defence against a *hostile* kernel: a kernel runs inside a worker, and
 //! every worker holds the key. A malicious kernel can forge descriptors and stamps, read and
 //! write every segment its worker has mapped (the inputs and outputs of maps it takes part in,

@@ -46,6 +46,12 @@ use crate::shm::{Segment, SegmentKind};
 /// ```compile_fail,E0277
 /// let v = shmpool::SharedVec::<String>::zeroed(4);
 /// ```
+///
+/// and so are zero-sized elements, which no kernel could stride through:
+///
+/// ```compile_fail,E0080
+/// let v = shmpool::SharedVec::<()>::zeroed(4);
+/// ```
 pub struct SharedVec<T: Pod> {
     seg: Arc<Segment>,
     len: usize,

@@ -305,14 +305,14 @@ impl Pool {
             return Ok(());
         }
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, run::INLINE_SLOTS) {
-            let run = run::MapRun::new(self, spec, len, &Input::Inline(input), None, Some(layout))?;
+            let run = run::MapRun::new(self, spec, len, &Input::Inline(input), None, run::Chunking::Inline(layout))?;
             return run::drive(run, spec, Input::Inline(input), Output::Inline(output), None);
         }
         let mut stage_in = self.take_staging(input.len())?;
         stage_in.bytes_mut(input.len()).copy_from_slice(input);
         let stage_out = self.take_staging(output.len())?;
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
-        let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Some(&outs), None)?;
+        let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Some(&outs), run::Chunking::Shared)?;
         let r = run::drive(run, spec, Input::Shared(&ins), Output::Shared, None);
         let mut stage_out = stage_out;
         if r.is_ok() {
@@ -483,8 +483,22 @@ impl Pool {
         self.shared.ring.request_shutdown();
         self.shared.poke();
         let handle = lock(&self.supervisor).take();
-        if let Some(h) = handle {
-            let _ = h.join();
+        match handle {
+            Some(h) => {
+                let _ = h.join();
+            }
+            // Another thread is joining the supervisor: return only once it has reaped every
+            // worker, like that thread will.
+            None => {
+                let hdr = self.shared.ring.header();
+                while !self.shared.reaped.load(Ordering::Acquire) {
+                    let seen = hdr.done.seq();
+                    if self.shared.reaped.load(Ordering::Acquire) {
+                        break;
+                    }
+                    hdr.done.wait(seen, std::time::Duration::ZERO, std::time::Duration::from_millis(10));
+                }
+            }
         }
     }
 
@@ -521,7 +535,7 @@ impl Pool {
         if len == 0 {
             return Ok(());
         }
-        let run = run::MapRun::new(self, spec, len, &Input::Shared(input), Some(output), None)?;
+        let run = run::MapRun::new(self, spec, len, &Input::Shared(input), Some(output), run::Chunking::Shared)?;
         run::drive(run, spec, Input::Shared(input), Output::Shared, progress)
     }
 

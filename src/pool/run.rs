@@ -80,6 +80,17 @@ pub(super) fn inline_layout(shared: &Shared, len: usize, spec: &KernelSpec, max_
         .filter(|l| len <= SMALL_MAP && len <= l.max_len().saturating_mul(max_slots))
 }
 
+/// How a map is cut into chunks.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Chunking {
+    /// Inline in the slots, as many chunks as the plan makes.
+    Inline(InlineLayout),
+    /// Inline in exactly one slot (a ticket).
+    InlineOneSlot(InlineLayout),
+    /// In shared segments.
+    Shared,
+}
+
 /// Why a map stopped early.
 enum Stop {
     /// An error of the map alone (a kernel panic, a crash after `max_attempts`, a timeout):
@@ -141,16 +152,24 @@ pub(super) struct MapRun<'p> {
 }
 
 impl<'p> MapRun<'p> {
-    /// Plans a map of `len` elements of `spec` from `input` to an inline output (`out_seg` 0)
-    /// or the shared segment `out_seg`; `inline` is the layout of inline chunks, if inline.
+    /// Plans a map of `len` elements of `spec` from `input` to an inline output (`out` `None`)
+    /// or the shared segment `out`, cut as `chunking` says.
     pub(super) fn new(
         pool: &'p Pool,
         spec: &KernelSpec,
         len: usize,
         input: &Input<'_>,
         out: Option<&Arc<Segment>>,
-        inline: Option<InlineLayout>,
+        chunking: Chunking,
     ) -> Result<Self> {
+        let (inline, fixed) = match chunking {
+            Chunking::Inline(l) => (Some(l), pool.shared.cfg.chunk_len),
+            // A ticket's inline chunk waits in its slot until the ticket is waited for: one
+            // slot per ticket, whatever `chunk_len` says, or a ticket could need more slots
+            // than it may hold.
+            Chunking::InlineOneSlot(l) => (Some(l), Some(len)),
+            Chunking::Shared => (None, pool.shared.cfg.chunk_len),
+        };
         let shared = &*pool.shared;
         let active = Active::new(shared);
         let cfg = &shared.cfg;
@@ -182,15 +201,7 @@ impl<'p> MapRun<'p> {
         let max_bytes = if file { index::MAX_FILE_CHUNK_BYTES } else { index::MAX_CHUNK_BYTES };
         let max_len = inline.map_or(usize::MAX, |l| l.max_len());
         let mut books = lock(&shared.books).pop().unwrap_or_default();
-        index::plan_into(
-            &mut books.chunks,
-            len,
-            cfg.workers,
-            spec.in_size + spec.out_size,
-            cfg.chunk_len,
-            max_len,
-            max_bytes,
-        );
+        index::plan_into(&mut books.chunks, len, cfg.workers, spec.in_size + spec.out_size, fixed, max_len, max_bytes);
         let slots = shared.ring.slots() as usize;
         books.finished.clear();
         books.finished.resize(books.chunks.len(), false);

@@ -161,6 +161,7 @@ impl Supervisor {
             self.check_timeouts();
             if last_prune.elapsed() >= TICK {
                 self.prune_segments();
+                self.reclaim_spinner();
                 last_prune = Instant::now();
             }
         }
@@ -313,6 +314,16 @@ impl Supervisor {
             let hdr = self.shared.ring.header();
             hdr.mail.fetch_add(1, Ordering::Release);
             hdr.work.ring();
+        }
+    }
+
+    /// Frees the spinner token if it names no worker (a stray write): otherwise no idle worker
+    /// could ever spin again.
+    fn reclaim_spinner(&self) {
+        let spinner = &self.shared.ring.header().spinner;
+        let s = spinner.load(Ordering::SeqCst);
+        if s != 0 && !self.kids.iter().any(|k| k.pid.as_raw() as u32 == s) {
+            let _ = spinner.compare_exchange(s, 0, Ordering::SeqCst, Ordering::Relaxed);
         }
     }
 

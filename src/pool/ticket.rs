@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::run::{self, Collector, Input, MapRun, Output};
+use super::run::{self, Chunking, Collector, Input, MapRun, Output};
 use super::Pool;
 use crate::array::Staging;
 use crate::error::{Error, Result};
@@ -104,7 +104,7 @@ impl Pool {
         // One slot per small ticket: its finished chunk waits there for the caller.
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, 1) {
             let input = Input::Inline(bytes);
-            let run = MapRun::new(self, spec, len, &input, None, Some(layout))?;
+            let run = MapRun::new(self, spec, len, &input, None, Chunking::InlineOneSlot(layout))?;
             let run = fill_all(run, spec, &input, &mut Output::Hold)?;
             return Ok(Ticket {
                 pool: self,
@@ -123,7 +123,7 @@ impl Pool {
         let stage_out = self.take_staging(out_bytes)?;
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
         let input = Input::Shared(&ins);
-        let run = MapRun::new(self, spec, len, &input, Some(&outs), None)?;
+        let run = MapRun::new(self, spec, len, &input, Some(&outs), Chunking::Shared)?;
         let run = fill_all(run, spec, &input, &mut Output::Shared)?;
         Ok(Ticket {
             pool: self,
@@ -214,7 +214,8 @@ impl<'p, Out: Pod> Ticket<'p, Out> {
     ///
     /// As [`Pool::map`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<Vec<Out>>> {
-        self.poll(Some(Instant::now() + timeout))
+        // A timeout too long to represent is no deadline.
+        self.poll(Instant::now().checked_add(timeout))
     }
 
     /// The results if the ticket is done, without waiting: `None` while it runs. Once the

@@ -125,14 +125,21 @@ impl RingGuard<'_> {
             let h = self.ring.slot_header(slot);
             if self.ring.mac(slot, &desc) != desc.mac {
                 self.finish(slot, Status::Corrupt, 0, "descriptor integrity check failed");
+                // The slot may belong to no map (a FREE slot scribbled to FILLED): make sure
+                // some map caller hears of it, or the slot would be lost silently.
+                self.ring.report_corruption();
                 continue;
             }
             let generation = h.generation.load(Ordering::Relaxed).wrapping_add(1);
-            h.generation.store(generation, Ordering::Relaxed);
             h.pid.store(pid, Ordering::Relaxed);
             h.claimed_at_us.store(now_us(), Ordering::Relaxed);
             let attempt = h.attempt.load(Ordering::Relaxed);
             self.set_state(slot, SlotState::Claimed);
+            // The one exception to "state last": the generation counts *completed* claims (the
+            // map caller checks claims against attempts), so it is bumped after the state. A
+            // claimer killed in between leaves a CLAIMED slot with its pid, which the
+            // supervisor requeues (attempt + 1) like any other; its claim never counted.
+            h.generation.store(generation, Ordering::Relaxed);
             return Some(Claim { slot, attempt, generation, desc });
         }
     }
