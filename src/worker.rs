@@ -281,7 +281,7 @@ impl Worker {
         if !published {
             // This worker is alive, so the supervisor never requeued its claim (it requeues only
             // reaped workers' slots): the slot header was overwritten while the kernel ran.
-            ring.report_corruption();
+            ring.report_corruption(crate::ring::Corruption::ClaimOverwritten);
         } else if wake {
             ring.header().done.ring();
         }

@@ -352,8 +352,8 @@ impl<'p> MapRun<'p> {
     /// Takes every finished chunk of ours; checks every slot of ours and every slot posing as
     /// one. Records corruption in `self.stop`.
     fn collect(&mut self, g: &mut RingGuard<'_>, output: &mut Output<'_>) {
-        if self.shared.ring.corruption_reported() {
-            return self.corrupt(u32::MAX, "a worker's claim was overwritten while its kernel ran".into());
+        if let Some(what) = self.shared.ring.corruption_reported() {
+            return self.corrupt(u32::MAX, what.into());
         }
         let check_claimers = self.outstanding > 0 && self.last_claimer_check.elapsed() >= CLAIMER_CHECK_EVERY;
         if check_claimers {

@@ -127,7 +127,7 @@ impl RingGuard<'_> {
                 self.finish(slot, Status::Corrupt, 0, "descriptor integrity check failed");
                 // The slot may belong to no map (a FREE slot scribbled to FILLED): make sure
                 // some map caller hears of it, or the slot would be lost silently.
-                self.ring.report_corruption();
+                self.ring.report_corruption(super::Corruption::BadDescriptor);
                 continue;
             }
             let generation = h.generation.load(Ordering::Relaxed).wrapping_add(1);

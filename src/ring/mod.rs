@@ -277,15 +277,22 @@ impl Ring {
         Ok(RingGuard { ring: self, _guard: guard })
     }
 
-    /// Records that a live worker found its claim refused (corruption) and wakes the caller.
-    pub(crate) fn report_corruption(&self) {
-        self.header().corrupt.store(1, Ordering::SeqCst);
+    /// Records that a worker found the slot table corrupted, and wakes the map callers.
+    pub(crate) fn report_corruption(&self, what: Corruption) {
+        self.header().corrupt.store(what as u32, Ordering::SeqCst);
         self.header().done.ring();
     }
 
-    /// Whether a worker reported corruption.
-    pub(crate) fn corruption_reported(&self) -> bool {
-        self.header().corrupt.load(Ordering::SeqCst) != 0
+    /// What a worker reported, if anything (an unknown code is corruption too).
+    pub(crate) fn corruption_reported(&self) -> Option<&'static str> {
+        match self.header().corrupt.load(Ordering::SeqCst) {
+            0 => None,
+            c => Some(match Corruption::try_from(c) {
+                Ok(Corruption::ClaimOverwritten) => "a worker's claim was overwritten while its kernel ran",
+                Ok(Corruption::BadDescriptor) => "a worker found a descriptor that fails its integrity check",
+                Err(_) => "the ring's corruption word holds an unknown code",
+            }),
+        }
     }
 
     /// Tells workers to exit and wakes them.
@@ -350,6 +357,16 @@ impl Ring {
         };
         Ok(ChunkIo { params, input, output })
     }
+}
+
+u32_enum! {
+/// What a worker found corrupted (stored in `RingHeader::corrupt`).
+pub(crate) enum Corruption {
+    /// Its publish was refused although it is alive: the slot header changed under it.
+    ClaimOverwritten = 1,
+    /// A FILLED slot's descriptor failed its MAC.
+    BadDescriptor = 2,
+}
 }
 
 /// Domain separator of completion stamps (so a stamp can never equal a descriptor MAC).
