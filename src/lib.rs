@@ -118,6 +118,7 @@ mod dtype;
 mod error;
 mod ipc;
 pub mod kernel;
+mod key;
 mod pool;
 mod process;
 mod ring;

@@ -14,6 +14,8 @@
 //! behind in a multi-threaded parent).
 
 pub(crate) mod fork;
+pub(crate) mod server;
+pub(crate) mod spawn;
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
