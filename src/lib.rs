@@ -123,6 +123,7 @@ mod pool;
 mod process;
 mod ring;
 mod shm;
+mod start;
 mod sync;
 mod worker;
 
@@ -132,6 +133,7 @@ pub use error::{Error, Result};
 pub use kernel::KernelSpec;
 pub use pool::{Pool, PoolBuilder, WorkerDeath};
 pub use process::Process;
+pub use start::{init, StartMethod};
 
 /// Hooks for shmpool's own tests (pause points); compiled only with the `testing` feature,
 /// which the test suite enables. Not part of the API.
@@ -143,6 +145,22 @@ pub mod testing {
     /// The monotonic clock the supervisor stamps deaths with (µs).
     pub fn now_us() -> u64 {
         crate::sync::now_us()
+    }
+
+    /// Test binaries (whose `main` is libtest's): children started by `exec` (`Spawn` workers,
+    /// the fork server, `Process::spawn_fn`) re-run this binary with `args` — the name of an
+    /// `#[ignore]`d test that calls [`crate::init`], `--exact --ignored` — and the program
+    /// counts as calling `init()`.
+    pub fn route_spawned_children<S: Into<std::ffi::OsString>>(args: impl IntoIterator<Item = S>) {
+        crate::process::spawn::set_route(crate::process::spawn::SpawnRoute {
+            exe: None,
+            args: args.into_iter().map(Into::into).collect(),
+        });
+    }
+
+    /// The pid of this process's fork server, if one runs (it lives as long as the process).
+    pub fn fork_server_pid() -> Option<u32> {
+        crate::process::server::pid().map(|p| p.as_raw() as u32)
     }
 
     /// A ring on its own, for the slot round-trip bench.

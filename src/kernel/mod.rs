@@ -138,6 +138,13 @@ impl KernelRef {
     }
 }
 
+/// The entry point of a `Process::spawn_fn` child: a trampoline that reads `f` and its
+/// argument from its parameter block, and the block's first part (`f`, tagged); the caller
+/// appends the argument's bytes.
+pub(crate) fn process_entry<A: Pod>(f: fn(A)) -> (KernelRef, Vec<u8>) {
+    (KernelRef::of(trampoline::process_entry::<A>), trampoline::fn_params::<fn(A)>(f as usize))
+}
+
 /// The element type on one side of a kernel: Rust's identity of it, its name for messages, and
 /// the numpy dtype it is, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -123,3 +123,10 @@ pub(super) fn chunk_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: 
     let (i, o) = cast_io::<In, Out>(input, output);
     f(i, o)
 }
+
+/// Runs a `Process::spawn_fn` entry: `fn(A)` (tagged) then the argument's bytes.
+pub(super) fn process_entry<A: Pod>(params: &[u8], _: &[u8], _: &mut [u8], _: u64) {
+    let f = fn_from_params::<fn(A)>(params).expect("entry function tag matches");
+    let arg = params.get(16..16 + std::mem::size_of::<A>()).expect("argument follows the entry");
+    f(bytemuck::pod_read_unaligned(arg))
+}

@@ -85,6 +85,12 @@ pub(crate) fn running() -> bool {
     SERVER.lock().unwrap_or_else(|p| p.into_inner()).is_some()
 }
 
+/// The pid of this process's fork server, if one runs.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn pid() -> Option<Pid> {
+    SERVER.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|s| s.pid)
+}
+
 /// One pool's connection to the fork server.
 pub(crate) struct Connection {
     sock: OwnedFd,
@@ -128,11 +134,6 @@ pub(crate) fn connect(start: impl Fn() -> Result<(OwnedFd, Pid)>) -> Result<Conn
 }
 
 impl Connection {
-    /// The server's pid (the parent of the workers it forks).
-    pub(crate) fn server_pid(&self) -> Pid {
-        self.server
-    }
-
     /// Asks the server to fork a worker that gets `child_sock`; returns its pid.
     ///
     /// # Errors

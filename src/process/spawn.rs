@@ -113,6 +113,7 @@ static ROUTE: Mutex<Option<SpawnRoute>> = Mutex::new(None);
 
 /// Sets the arguments spawned children get (test binaries: the name of the test that calls
 /// `init()`), and records that such children will call `init()`.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn set_route(route: SpawnRoute) {
     *ROUTE.lock().unwrap_or_else(|p| p.into_inner()) = Some(route);
     mark_init_called();
@@ -186,4 +187,27 @@ pub(crate) fn spawn_self(sock: BorrowedFd<'_>, route: &SpawnRoute) -> Result<Pid
         return Err(Error::os("posix_spawn", std::io::Error::from_raw_os_error(rc)));
     }
     Ok(Pid::from_raw(pid))
+}
+
+/// In a spawned child: adopts the socket named by [`MARKER_ENV`] and removes the variable, so
+/// that programs this child starts in turn do not mistake themselves for spawned children.
+/// `None` in an ordinary process (no marker, or the descriptor is not a socket).
+pub(crate) fn take_marker_socket() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = marker()?;
+    std::env::remove_var(MARKER_ENV);
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `stat` through a valid pointer, or fails for a closed descriptor.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it initialised the whole struct.
+    let mode = unsafe { st.assume_init() }.st_mode;
+    if mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    // SAFETY: the descriptor was inherited from the parent for this purpose (the marker names
+    // it), it is open (fstat succeeded) and nothing else in this process owns it: the marker is
+    // consumed here, once.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }

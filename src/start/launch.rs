@@ -1,0 +1,272 @@
+//! The parent's side of starting a worker by each method: the supervisor's [`Launcher`], the
+//! lazily started fork server, and `Process::spawn_fn`.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytemuck::Pod;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use super::{await_hello, send_boot, BootWire, StartMethod, MAX_ARG};
+use crate::error::{Error, Result};
+use crate::process::spawn::{self, ExeIdentity, INIT_MISSING_EXIT_CODE};
+use crate::process::{fork, server, Process};
+use crate::ring::Ring;
+use crate::worker::{self, WorkerCtx};
+
+/// How a worker was started, which decides how its exit status is collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum How {
+    /// Our child (forked or spawned by the supervisor thread): `waitpid`.
+    Child,
+    /// A child of the fork server: it reports the status.
+    Served,
+}
+
+/// A worker started but not yet known to be ready.
+pub(crate) struct Pending {
+    pub pid: Pid,
+    pub sock: OwnedFd,
+    pub how: How,
+    handshake: bool,
+}
+
+/// Starts the workers of one pool by its method.
+pub(crate) struct Launcher {
+    method: StartMethod,
+    identity: Option<ExeIdentity>,
+    route: spawn::SpawnRoute,
+    server: Option<server::Connection>,
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launcher").field("method", &self.method).finish()
+    }
+}
+
+/// Chooses the method for a pool (see [`StartMethod`]'s docs for the default) and warns, once
+/// and from the parent, when an explicit `Fork` meets other threads.
+pub(crate) fn resolve(requested: Option<StartMethod>) -> StartMethod {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let alone = fork::single_threaded();
+    match requested {
+        Some(m) => {
+            if m == StartMethod::Fork && !alone && !WARNED.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "shmpool: forking workers from a multi-threaded process: a kernel that takes a lock another \
+                     thread held (a logger, stdout) may hang; use StartMethod::ForkServer or Spawn"
+                );
+            }
+            m
+        }
+        None if alone => StartMethod::Fork,
+        None if spawn::init_called() || server::running() => StartMethod::ForkServer,
+        None => {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "shmpool: forking workers from a multi-threaded process; call shmpool::init() at the top of \
+                     main so that pools can use a fork server instead"
+                );
+            }
+            StartMethod::Fork
+        }
+    }
+}
+
+/// Starts (if need be) and connects to this process's fork server.
+fn connect_server() -> Result<server::Connection> {
+    server::connect(|| {
+        if fork::single_threaded() {
+            return server::start_forked(super::child_main);
+        }
+        if !spawn::init_called() {
+            return Err(Error::InitNotCalled { what: "starting the fork server from a multi-threaded process" });
+        }
+        let identity = spawn::exe_identity()?;
+        let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| Error::os("socketpair", e.into()))?;
+        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
+        drop(theirs);
+        send_boot(&mine, &super::server_boot(identity), None, &[])?;
+        let p = Pending { pid, sock: mine, how: How::Child, handshake: true };
+        let (pid, control) = finish_child(p, identity, "fork server", |pid| reap_child(pid))?;
+        Ok((control, pid))
+    })
+}
+
+fn reap_child(pid: Pid) -> Option<WaitStatus> {
+    loop {
+        match waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(s) => return Some(s),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Waits for a started child's answer; on anything but "same binary" kills and reaps it and
+/// turns what happened into an error.
+fn finish_child(
+    p: Pending,
+    identity: ExeIdentity,
+    what: &'static str,
+    mut reap: impl FnMut(Pid) -> Option<WaitStatus>,
+) -> Result<(Pid, OwnedFd)> {
+    if !p.handshake {
+        return Ok((p.pid, p.sock));
+    }
+    let answer = await_hello(&p.sock);
+    if let Ok(Ok(())) = answer {
+        return Ok((p.pid, p.sock));
+    }
+    let _ = kill(p.pid, Signal::SIGKILL);
+    let status = reap(p.pid);
+    let pid = p.pid.as_raw() as u32;
+    Err(match (answer, status) {
+        (Ok(Err(found)), _) => Error::BinaryMismatch { expected: identity.to_string(), found: found.to_string() },
+        (_, Some(WaitStatus::Exited(_, INIT_MISSING_EXIT_CODE))) => Error::InitNotCalled { what },
+        (answer, status) => {
+            let reason = match (status, answer) {
+                (Some(WaitStatus::Exited(_, code)), _) => format!("exited with code {code} before its handshake"),
+                (Some(WaitStatus::Signaled(_, sig, _)), _) => format!("killed by {sig:?} before its handshake"),
+                (_, Err(e)) => e.to_string(),
+                _ => "no handshake".to_string(),
+            };
+            Error::StartFailed { what, pid, reason }
+        }
+    })
+}
+
+impl Launcher {
+    /// A launcher for `method` (already resolved). For `ForkServer` this connects to the
+    /// server, starting it if need be: call it from the thread that builds the pool, so that
+    /// a forked server comes from that (then single) thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InitNotCalled`] when the method needs `init()` and the program never called it;
+    /// fork server start-up errors.
+    pub(crate) fn new(method: StartMethod, exe: Option<std::path::PathBuf>) -> Result<Launcher> {
+        let mut route = spawn::route();
+        if exe.is_some() {
+            route.exe = exe;
+        }
+        let mut l = Launcher { method, identity: None, route, server: None };
+        match method {
+            StartMethod::Fork => {}
+            StartMethod::Spawn => {
+                if !spawn::init_called() {
+                    return Err(Error::InitNotCalled { what: "StartMethod::Spawn" });
+                }
+                l.identity = Some(spawn::exe_identity()?);
+            }
+            StartMethod::ForkServer => {
+                l.identity = Some(spawn::exe_identity()?);
+                l.server = Some(connect_server()?);
+            }
+        }
+        Ok(l)
+    }
+
+    /// Starts one worker with `ctx`; [`Launcher::finish`] completes its handshake. Starting
+    /// several before finishing any overlaps their start-up.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when `fork`, `posix_spawn` or the fork server fails.
+    pub(crate) fn launch(&mut self, ctx: WorkerCtx, parent_end: OwnedFd) -> Result<Pending> {
+        let (pid, how) = match self.method {
+            StartMethod::Fork => {
+                let pid = fork::fork_worker(move || worker::run(ctx))?;
+                return Ok(Pending { pid, sock: parent_end, how: How::Child, handshake: false });
+            }
+            StartMethod::Spawn => (spawn::spawn_self(ctx.sock.as_fd(), &self.route)?, How::Child),
+            StartMethod::ForkServer => {
+                let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
+                (conn.fork(ctx.sock.as_fd())?, How::Served)
+            }
+        };
+        let identity = self.identity.expect("Spawn and ForkServer launchers know the executable");
+        let parent = if how == How::Child { nix::unistd::getpid().as_raw() } else { 0 };
+        let boot = BootWire::worker(identity, &ctx, parent);
+        let ring: Ring = ctx.ring.clone();
+        // Our copy of the child's end must go, so that its death reads as end-of-file.
+        drop(ctx);
+        let p = Pending { pid, sock: parent_end, how, handshake: true };
+        if let Err(e) = send_boot(&p.sock, &boot, Some(&ring), &[]) {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = self.reap(pid, how, Duration::from_secs(5));
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    /// Waits for a launched worker to report that it runs the same binary and serves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BinaryMismatch`], [`Error::InitNotCalled`] (the child exited with the code of a
+    /// `main` that reached shmpool without `init()`), [`Error::StartFailed`]; the worker is
+    /// killed and reaped in each case.
+    pub(crate) fn finish(&mut self, p: Pending) -> Result<(Pid, OwnedFd)> {
+        let what = match self.method {
+            StartMethod::Spawn => "StartMethod::Spawn worker",
+            _ => "fork server worker",
+        };
+        let identity = self.identity.unwrap_or(bytemuck::Zeroable::zeroed());
+        let how = p.how;
+        finish_child(p, identity, what, |pid| self.reap(pid, how, Duration::from_secs(10)))
+    }
+
+    /// Collects the exit status of a worker that has exited (or is about to: it was killed).
+    pub(crate) fn reap(&mut self, pid: Pid, how: How, timeout: Duration) -> Option<WaitStatus> {
+        match how {
+            How::Child => reap_child(pid),
+            How::Served => self.server.as_mut()?.wait_exit(pid, timeout).ok(),
+        }
+    }
+}
+
+impl Process {
+    /// Starts a fresh copy of this program (`posix_spawn` of `/proc/self/exe`) that runs
+    /// `f(arg)` and exits: code 0 when `f` returns, 101 when it panics. The program must call
+    /// [`crate::init`] at the top of `main`.
+    ///
+    /// Use it instead of [`Process::spawn`] in a multi-threaded program: the child is a new
+    /// process, so it cannot inherit a lock another thread held (a logger's, stdout's), at the
+    /// price of an `exec` (about a millisecond) and of passing state as a `Pod` argument
+    /// instead of a closure's captures. `f` must be a function of this executable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InitNotCalled`] when the program never called `init()`;
+    /// [`Error::InvalidOption`] for an argument over 64 KiB; [`Error::Os`] when the spawn fails.
+    pub fn spawn_fn<A: Pod>(f: fn(A), arg: A) -> Result<Process> {
+        spawn::refuse_uninitialised_child();
+        if !spawn::init_called() {
+            return Err(Error::InitNotCalled { what: "Process::spawn_fn" });
+        }
+        if std::mem::size_of::<A>() + 16 > MAX_ARG {
+            return Err(Error::InvalidOption {
+                option: "spawn_fn argument",
+                value: std::mem::size_of::<A>() as u64,
+                allowed: "at most 64 KiB",
+            });
+        }
+        let (entry, mut params) = crate::kernel::process_entry(f);
+        params.extend_from_slice(bytemuck::bytes_of(&arg));
+        let identity = spawn::exe_identity()?;
+        let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| Error::os("socketpair", e.into()))?;
+        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
+        drop(theirs);
+        let p = Process::from_pid(pid);
+        send_boot(&mine, &super::process_boot(identity, entry.parts()), None, &params)?;
+        Ok(p)
+    }
+}
