@@ -2,49 +2,26 @@
 //! checks parameterized over the method, a binary mismatch, and pools built and dropped while
 //! eight threads hold locks.
 //!
-//! How this libtest binary acts as a spawned worker: `setup()` routes children started by
-//! `exec` to the `#[ignore]`d test `spawned_child_entry`, which calls `shmpool::init()` and so
-//! becomes the worker (or fork server, or `spawn_fn` child) its parent asked for and never
-//! returns. libtest's own `main` runs first in the child, but it only parses arguments and
-//! starts that one test: it has no side effects a second copy could repeat.
+//! How this libtest binary acts as a spawned worker: `common::start::pool` routes children
+//! started by `exec` to the `#[ignore]`d test `spawned_child_entry`, which calls
+//! `shmpool::init()` and so becomes the worker (or fork server, or `spawn_fn` child) its parent
+//! asked for and never returns. libtest's own `main` runs first in the child, but it only
+//! parses arguments and starts that one test: it has no side effects a second copy could repeat.
 
 mod common;
 
 use std::time::Duration;
 
+use common::start::{assert_nothing_leaked, assert_started_by, pool, METHODS};
 use common::workloads::{pattern, w1, w1_chunk};
 use shmpool::kernel::expr::Program;
-use shmpool::{KernelSpec, Pool, StartMethod};
-
-const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
+use shmpool::{Error, KernelSpec, Pool, Process, StartMethod};
 
 /// The entry point of children this binary spawns (see the module docs).
 #[test]
 #[ignore = "entry point of spawned children, run by the other tests"]
 fn spawned_child_entry() {
     shmpool::init();
-}
-
-fn setup() {
-    shmpool::testing::route_spawned_children([
-        "spawned_child_entry",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ]);
-}
-
-/// No child but the fork server (which lives as long as this process) and no segment is left.
-fn assert_nothing_leaked() {
-    let server: Vec<u32> = shmpool::testing::fork_server_pid().into_iter().collect();
-    common::assert_nothing_leaked_but(&server);
-}
-
-fn pool(method: StartMethod, workers: usize) -> Pool {
-    setup();
-    Pool::builder().workers(workers).start_method(method).build().unwrap()
 }
 
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -70,6 +47,7 @@ fn every_kernel_form_works_under_every_method() {
         for method in METHODS {
             let pool = pool(method, 2);
             assert_eq!(pool.start_method(), method);
+            assert_started_by(&pool, method);
             let xs: Vec<f64> = (0..5_000).map(pattern).collect();
             // A fn item.
             let ys = pool.map(&xs, w1).unwrap();
@@ -98,6 +76,95 @@ fn every_kernel_form_works_under_every_method() {
             let e: Vec<f64> = pool.map_spec(&xs, &KernelSpec::expr::<f64, f64>(&prog)).unwrap();
             assert!(xs.iter().zip(&e).all(|(x, y)| (w1(*x) - y).abs() < 1e-12), "{method:?} expr");
         }
+    });
+    assert_nothing_leaked();
+}
+
+#[derive(Clone, Copy, PartialEq, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Point {
+    x: f32,
+    y: f32,
+}
+
+#[test]
+fn core_maps_give_the_sequential_answer_under_every_method() {
+    common::watchdog(Duration::from_secs(120), || {
+        for method in METHODS {
+            let pool = Pool::builder().workers(2).chunk_len(7).start_method(method);
+            common::start::route_to(common::start::ENTRY);
+            let pool = pool.build().unwrap();
+            // Empty, one element, lengths not divisible by the chunk.
+            assert!(pool.map(&[] as &[f64], w1).unwrap().is_empty(), "{method:?}");
+            assert_eq!(pool.map(&[4.0f64], w1).unwrap(), [w1(4.0)], "{method:?}");
+            let xs: Vec<i32> = (0..1001).collect();
+            let ys = pool.map(&xs, |x: i32| x * 3 - 1).unwrap();
+            assert!(xs.iter().zip(&ys).all(|(x, y)| x * 3 - 1 == *y), "{method:?}");
+            // User Pod structs.
+            let pts: Vec<Point> = (0..100).map(|i| Point { x: i as f32, y: 1.0 }).collect();
+            let n = pool.map(&pts, |p: Point| p.x + p.y).unwrap();
+            assert_eq!(n[99], 100.0, "{method:?}");
+            // Large inputs are staged and keep their order (W1, bit for bit).
+            let big: Vec<f64> = (0..300_000).map(pattern).collect();
+            let pool_big = Pool::builder().workers(2).start_method(method).build().unwrap();
+            let out = pool_big.map(&big, w1).unwrap();
+            assert!(big.iter().zip(&out).all(|(x, y)| w1(*x).to_bits() == y.to_bits()), "{method:?}");
+            // A kernel panic is reported and the pool stays usable.
+            let r = pool.map(&[1i32, 2, 3], |x: i32| if x == 2 { panic!("two under {x}") } else { x });
+            assert!(matches!(&r, Err(Error::KernelPanicked { message, .. }) if message.contains("two")), "{method:?} {r:?}");
+            assert_eq!(pool.map(&[5i32], |x: i32| x + 1).unwrap(), [6], "{method:?}");
+        }
+    });
+    assert_nothing_leaked();
+}
+
+#[test]
+fn spawn_refuses_a_worker_that_runs_another_binary() {
+    common::watchdog(Duration::from_secs(60), || {
+        // A byte-for-byte copy of this test binary is another file (inode, mtime): its kernel
+        // offsets might mean anything, so the worker must refuse to serve.
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy-of-test-binary");
+        std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+        common::start::route_to(common::start::ENTRY);
+        let r = Pool::builder().workers(2).start_method(StartMethod::Spawn).spawn_exe_for_test(&copy).build();
+        match r {
+            Err(e @ Error::BinaryMismatch { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("another binary") && msg.contains("inode"), "{msg}");
+            }
+            other => panic!("expected BinaryMismatch, got {other:?}"),
+        }
+    });
+    assert_nothing_leaked();
+}
+
+fn write_marker(path: [u8; 64]) {
+    let end = path.iter().position(|&b| b == 0).unwrap_or(64);
+    let path = std::str::from_utf8(&path[..end]).unwrap();
+    // A fresh process: printing cannot hang on a lock another thread held.
+    println!("spawn_fn child writes {path}");
+    std::fs::write(path, format!("{}", std::process::id())).unwrap();
+}
+
+fn panics(_: u8) {
+    panic!("spawn_fn child panics");
+}
+
+#[test]
+fn spawn_fn_runs_a_function_in_a_fresh_copy_of_the_program() {
+    common::watchdog(Duration::from_secs(60), || {
+        common::start::route_to(common::start::ENTRY);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("from-child");
+        let mut arg = [0u8; 64];
+        arg[..file.as_os_str().len()].copy_from_slice(file.as_os_str().as_encoded_bytes());
+        let p = Process::spawn_fn(write_marker, arg).unwrap();
+        assert!(p.join().unwrap().success());
+        let cmdline = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(cmdline, p.pid().to_string());
+        let q = Process::spawn_fn(panics, 0u8).unwrap();
+        assert_eq!(q.join().unwrap().code(), Some(101));
     });
     assert_nothing_leaked();
 }

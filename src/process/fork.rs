@@ -123,6 +123,13 @@ pub(crate) fn install_panic_hook() {
     });
 }
 
+/// Marks a worker that was not forked by `fork_worker` (started by `exec` or by the fork
+/// server) for the panic hook, and installs the hook (it is single-threaded at that point).
+pub(crate) fn mark_worker() {
+    install_panic_hook();
+    mark_child(true);
+}
+
 /// Marks the calling (just forked) process as a worker or a `Process` child for the panic hook.
 fn mark_child(worker: bool) {
     FORKED_CHILD.store(if worker { CHILD_WORKER } else { CHILD_PROCESS }, std::sync::atomic::Ordering::Relaxed);

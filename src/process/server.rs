@@ -76,19 +76,22 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 struct Server {
     control: OwnedFd,
     pid: Pid,
+    /// The process that started it: a forked child of the program does not share it (its
+    /// pools get their own server, which dies with that child).
+    owner: u32,
 }
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 /// Whether this process has a fork server running (or started one that has not failed yet).
 pub(crate) fn running() -> bool {
-    SERVER.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    SERVER.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.owner == std::process::id())
 }
 
 /// The pid of this process's fork server, if one runs.
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn pid() -> Option<Pid> {
-    SERVER.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|s| s.pid)
+    SERVER.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|s| s.owner == std::process::id()).map(|s| s.pid)
 }
 
 /// One pool's connection to the fork server.
@@ -113,10 +116,15 @@ impl std::fmt::Debug for Connection {
 /// What `start` returns; [`Error::Os`] when no connection can be made.
 pub(crate) fn connect(start: impl Fn() -> Result<(OwnedFd, Pid)>) -> Result<Connection> {
     let mut server = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    let me = std::process::id();
+    if server.as_ref().is_some_and(|s| s.owner != me) {
+        // Inherited through a fork: our parent's server, not ours.
+        *server = None;
+    }
     for _ in 0..2 {
         if server.is_none() {
             let (control, pid) = start()?;
-            *server = Some(Server { control, pid });
+            *server = Some(Server { control, pid, owner: me });
         }
         let s = server.as_ref().expect("set above");
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)

@@ -210,6 +210,7 @@ pub(crate) fn child_main(sock: OwnedFd) -> i32 {
     crate::kernel::set_key(boot.kernel_key);
     match boot.role {
         ROLE_WORKER => {
+            fork::mark_worker();
             if boot.parent != 0 {
                 fork::die_with_parent(nix::unistd::Pid::from_raw(boot.parent));
             }

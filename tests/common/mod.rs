@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod start;
+
 #[path = "../../src/workloads.rs"]
 pub mod workloads;
 
