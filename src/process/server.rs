@@ -7,8 +7,9 @@
 //! each pool opens its own *connection* (a socket pair whose far end travels over the control
 //! socket with `SCM_RIGHTS`) and asks on it for workers, sending the worker's socket along.
 //! The server answers with the new pid and, since the pool cannot `waitpid` a process that is
-//! not its child, reports every exit status of that connection's workers (it reaps them on
-//! `SIGCHLD` through a signalfd). The pool still notices deaths at once through pidfds.
+//! not its child, reports every exit status of that connection's workers (it watches each
+//! through a pidfd and reaps it; not `SIGCHLD`, which another thread of an exec'd server's
+//! process — libtest's, in the test suite — could take). The pool still notices deaths at once through pidfds.
 //!
 //! Lifetimes: a connection that closes (its pool is gone) has its remaining workers killed; when
 //! the control socket closes (the program is gone) the server kills every worker and exits.
@@ -21,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
@@ -207,31 +207,52 @@ pub(crate) fn start_forked(body: fn(OwnedFd) -> i32) -> Result<(OwnedFd, Pid)> {
     Ok((control, pid))
 }
 
+/// A worker the server forked, watched through its pidfd.
+struct Child {
+    pid: Pid,
+    pidfd: OwnedFd,
+}
+
 /// The server's loop on `control` (see the module docs); returns its exit code.
 pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    if mask.thread_block().is_err() {
-        return 1;
-    }
-    let Ok(sfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) else { return 1 };
     let me = nix::unistd::getpid();
-    // Connections and the pids of the workers forked for each.
-    let mut conns: Vec<(OwnedFd, Vec<Pid>)> = Vec::new();
+    // Connections and the workers forked for each.
+    let mut conns: Vec<(OwnedFd, Vec<Child>)> = Vec::new();
     loop {
-        let (control_ready, child_ready, conn_ready) = {
-            let mut fds = vec![PollFd::new(control.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-            fds.extend(conns.iter().map(|(c, _)| PollFd::new(c.as_fd(), PollFlags::POLLIN)));
+        let (control_ready, conn_ready, exited) = {
+            let mut fds = vec![PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+            for (c, kids) in &conns {
+                fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                fds.extend(kids.iter().map(|k| PollFd::new(k.pidfd.as_fd(), PollFlags::POLLIN)));
+            }
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(_) => return 1,
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]), fds[2..].iter().map(ready).collect::<Vec<_>>())
+            let mut at = 1;
+            let mut conn_ready = Vec::with_capacity(conns.len());
+            let mut exited = Vec::new();
+            for (i, (_, kids)) in conns.iter().enumerate() {
+                conn_ready.push(ready(&fds[at]));
+                for (k, _) in kids.iter().enumerate() {
+                    if ready(&fds[at + 1 + k]) {
+                        exited.push((i, k));
+                    }
+                }
+                at += 1 + kids.len();
+            }
+            (ready(&fds[0]), conn_ready, exited)
         };
-        if child_ready {
-            while sfd.read_signal().is_ok_and(|s| s.is_some()) {}
-            reap(&mut conns);
+        // Reap and report, highest index first so that removals keep the others valid.
+        for &(i, k) in exited.iter().rev() {
+            let child = conns[i].1.swap_remove(k);
+            let mut status: libc::c_int = 0;
+            // SAFETY: waitpid writes the status through a valid pointer to a local.
+            let r = unsafe { libc::waitpid(child.pid.as_raw(), &mut status, 0) };
+            if r == child.pid.as_raw() {
+                let _ = send(conns[i].0.as_fd(), Op::Exited, r, status.into(), None);
+            }
         }
         for i in (0..conn_ready.len()).rev() {
             if !conn_ready[i] {
@@ -239,11 +260,11 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
             }
             match recv(conns[i].0.as_fd(), Duration::ZERO) {
                 Ok(Some((Op::Fork, _, Some(sock)))) => {
-                    let answer = fork_worker(me, &mask, sock, body);
-                    let (op, pid, value) = match answer {
-                        Ok(pid) => {
-                            conns[i].1.push(pid);
-                            (Op::Forked, pid.as_raw(), 0)
+                    let (op, pid, value) = match fork_worker(me, sock, body) {
+                        Ok(child) => {
+                            let pid = child.pid.as_raw();
+                            conns[i].1.push(child);
+                            (Op::Forked, pid, 0)
                         }
                         Err(errno) => (Op::Failed, 0, errno as i64),
                     };
@@ -252,10 +273,8 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
                 Ok(None) => {}
                 Ok(Some(_)) | Err(_) => {
                     // The pool is gone (or spoke nonsense): its workers go with it.
-                    let (_, pids) = conns.swap_remove(i);
-                    for p in pids {
-                        let _ = kill(p, Signal::SIGKILL);
-                    }
+                    let (_, kids) = conns.swap_remove(i);
+                    kill_and_reap(kids);
                 }
             }
         }
@@ -265,10 +284,8 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
                 Ok(None) => {}
                 Ok(Some(_)) | Err(_) => {
                     // The program is gone: so are its workers, and the server.
-                    for (_, pids) in &conns {
-                        for &p in pids {
-                            let _ = kill(p, Signal::SIGKILL);
-                        }
+                    for (_, kids) in conns {
+                        kill_and_reap(kids);
                     }
                     return 0;
                 }
@@ -277,40 +294,35 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
     }
 }
 
-/// Reaps every exited child and reports its status to the connection that asked for it.
-fn reap(conns: &mut [(OwnedFd, Vec<Pid>)]) {
-    loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: waitpid writes the status through a valid pointer to a local.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            return;
-        }
-        let pid = Pid::from_raw(pid);
-        for (c, pids) in conns.iter_mut() {
-            if let Some(k) = pids.iter().position(|&p| p == pid) {
-                pids.swap_remove(k);
-                let _ = send(c.as_fd(), Op::Exited, pid.as_raw(), status.into(), None);
-                break;
-            }
-        }
+fn kill_and_reap(kids: Vec<Child>) {
+    for k in &kids {
+        let _ = kill(k.pid, Signal::SIGKILL);
+    }
+    for k in kids {
+        let _ = nix::sys::wait::waitpid(k.pid, None);
     }
 }
 
-/// Forks one worker running `body(sock)`; the child restores the signal mask, closes every
-/// other descriptor and dies with the server.
-fn fork_worker(server: Pid, mask: &SigSet, sock: OwnedFd, body: fn(OwnedFd) -> i32) -> std::result::Result<Pid, i32> {
+/// Forks one worker running `body(sock)`; the child closes every other descriptor and dies
+/// with the server.
+fn fork_worker(server: Pid, sock: OwnedFd, body: fn(OwnedFd) -> i32) -> std::result::Result<Child, i32> {
     let keep = sock.as_raw_fd();
-    let mask = *mask;
     let r = fork::fork_worker(move || {
-        let _ = mask.thread_unblock();
         fork::die_with_parent(server);
         fork::drop_inherited(0, &[keep]);
         body(sock)
     });
-    match r {
-        Ok(pid) => Ok(pid),
-        Err(Error::Os { source, .. }) => Err(source.raw_os_error().unwrap_or(libc::EAGAIN)),
-        Err(_) => Err(libc::EAGAIN),
+    let errno = |e: Error| match e {
+        Error::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EAGAIN),
+        _ => libc::EAGAIN,
+    };
+    let pid = r.map_err(errno)?;
+    match fork::pidfd_open(pid) {
+        Ok(pidfd) => Ok(Child { pid, pidfd }),
+        Err(e) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(errno(e))
+        }
     }
 }

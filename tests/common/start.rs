@@ -26,9 +26,9 @@ pub fn pool(method: StartMethod, workers: usize) -> Pool {
 }
 
 /// The parent pid of `pid`.
-pub fn ppid(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().parse().unwrap()
+pub fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Checks where the pool's workers came from: our children (forked, or exec'd running this
@@ -36,12 +36,16 @@ pub fn ppid(pid: u32) -> u32 {
 pub fn assert_started_by(pool: &Pool, method: StartMethod) {
     let me = std::process::id();
     for pid in pool.pids() {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        // A recycled worker may be on its way out: check the live ones.
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        if !super::pid_alive(pid) {
+            continue;
+        }
         let spawned = String::from_utf8_lossy(&cmdline).contains(ENTRY);
         match method {
-            StartMethod::Fork => assert!(ppid(pid) == me && !spawned, "forked worker {pid}"),
-            StartMethod::Spawn => assert!(ppid(pid) == me && spawned, "spawned worker {pid}"),
-            _ => assert_eq!(Some(ppid(pid)), shmpool::testing::fork_server_pid(), "served worker {pid}"),
+            StartMethod::Fork => assert!(ppid(pid) == Some(me) && !spawned, "forked worker {pid}"),
+            StartMethod::Spawn => assert!(ppid(pid) == Some(me) && spawned, "spawned worker {pid}"),
+            _ => assert_eq!(ppid(pid), shmpool::testing::fork_server_pid(), "served worker {pid}"),
         }
     }
 }
