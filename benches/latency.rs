@@ -8,7 +8,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
 #[path = "../src/workloads.rs"]
 mod workloads;
-use shmpool::Pool;
+use shmpool::{Pool, StartMethod};
 use workloads::W3_LEN;
 
 fn batch() -> Vec<f64> {
@@ -31,9 +31,19 @@ fn percentiles(name: &str, mut f: impl FnMut()) {
     println!("W3 {name:<22} p50 {:>8.2} µs  p99 {:>8.2} µs  p99.9 {:>8.2} µs", p(0.5), p(0.99), p(0.999));
 }
 
+/// The start methods, by name, for per-method cases.
+const METHODS: [(&str, StartMethod); 3] =
+    [("fork", StartMethod::Fork), ("spawn", StartMethod::Spawn), ("forkserver", StartMethod::ForkServer)];
+
 fn main() {
+    // Spawned workers are copies of this bench binary.
+    shmpool::init();
     let xs = batch();
     let pool = Pool::new(2).unwrap();
+    let by_method: Vec<(&str, Pool)> = METHODS
+        .iter()
+        .map(|&(name, m)| (name, Pool::builder().workers(2).start_method(m).build().unwrap()))
+        .collect();
     let rayon2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(3));
     {
@@ -46,6 +56,12 @@ fn main() {
             b.iter(|| rayon2.install(|| xs.par_iter().map(|&x| workloads::w1(x)).collect::<Vec<f64>>()))
         });
         g.bench_function(BenchmarkId::new("shmpool_workers", 2), |b| b.iter(|| pool.map(&xs, workloads::w1).unwrap()));
+        // Once a pool is up, how its workers were started must not matter.
+        for (name, p) in &by_method {
+            g.bench_function(BenchmarkId::new(format!("shmpool_{name}"), 2), |b| {
+                b.iter(|| p.map(&xs, workloads::w1).unwrap())
+            });
+        }
         g.finish();
     }
     if std::env::args().any(|a| a == "--bench") {
@@ -58,6 +74,11 @@ fn main() {
         percentiles("shmpool_workers(2)", || {
             std::hint::black_box(pool.map(&xs, workloads::w1).unwrap());
         });
+        for (name, p) in &by_method {
+            percentiles(&format!("shmpool_{name}(2)"), || {
+                std::hint::black_box(p.map(&xs, workloads::w1).unwrap());
+            });
+        }
     }
     c.final_summary();
 }
