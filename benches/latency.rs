@@ -40,10 +40,8 @@ fn main() {
     shmpool::init();
     let xs = batch();
     let pool = Pool::new(2).unwrap();
-    let by_method: Vec<(&str, Pool)> = METHODS
-        .iter()
-        .map(|&(name, m)| (name, Pool::builder().workers(2).start_method(m).build().unwrap()))
-        .collect();
+    let by_method: Vec<(&str, Pool)> =
+        METHODS.iter().map(|&(name, m)| (name, Pool::builder().workers(2).start_method(m).build().unwrap())).collect();
     let rayon2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(3));
     {

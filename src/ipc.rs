@@ -176,7 +176,11 @@ pub(crate) fn send_record(sock: BorrowedFd<'_>, bytes: &[u8], fd: Option<Borrowe
 /// # Errors
 ///
 /// [`Error::Os`] when the socket fails or the peer closed it (`UnexpectedEof`).
-pub(crate) fn recv_record(sock: BorrowedFd<'_>, buf: &mut [u8], timeout: Duration) -> Result<Option<(usize, Option<OwnedFd>)>> {
+pub(crate) fn recv_record(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> Result<Option<(usize, Option<OwnedFd>)>> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut pfd = [PollFd::new(sock, PollFlags::POLLIN)];
     let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);

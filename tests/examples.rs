@@ -82,7 +82,10 @@ fn no_init_example_gets_clear_errors_and_runs_main_once() {
     assert_eq!(lines.len(), 4, "{out}");
     assert!(lines[0].starts_with("Spawn pool: StartMethod::Spawn needs shmpool::init()"), "{out}");
     assert!(lines[1].starts_with("spawn_fn: Process::spawn_fn needs shmpool::init()"), "{out}");
-    assert!(lines.iter().all(|l| !l.contains("needs") || l.ends_with("call shmpool::init() at the top of main")), "{out}");
+    assert!(
+        lines.iter().all(|l| !l.contains("needs") || l.ends_with("call shmpool::init() at the top of main")),
+        "{out}"
+    );
     assert_eq!(lines[2..], ["Fork pool: [1, 2]", "main ran once"]);
 }
 

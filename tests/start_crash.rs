@@ -98,8 +98,7 @@ fn chunk_that_kills_every_worker_fails_with_worker_crashed_under_every_method() 
     common::watchdog(Duration::from_secs(120), || {
         for method in METHODS {
             route_to(ENTRY);
-            let pool =
-                Pool::builder().workers(2).chunk_len(100).max_attempts(3).start_method(method).build().unwrap();
+            let pool = Pool::builder().workers(2).chunk_len(100).max_attempts(3).start_method(method).build().unwrap();
             let xs: Vec<i64> = (0..2_000).collect();
             for (how, sig) in [(0, libc::SIGSEGV), (1, libc::SIGABRT)] {
                 match pool.map_with(&xs, how, crash_kernel) {

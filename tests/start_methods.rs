@@ -111,7 +111,10 @@ fn core_maps_give_the_sequential_answer_under_every_method() {
             assert!(big.iter().zip(&out).all(|(x, y)| w1(*x).to_bits() == y.to_bits()), "{method:?}");
             // A kernel panic is reported and the pool stays usable.
             let r = pool.map(&[1i32, 2, 3], |x: i32| if x == 2 { panic!("two under {x}") } else { x });
-            assert!(matches!(&r, Err(Error::KernelPanicked { message, .. }) if message.contains("two")), "{method:?} {r:?}");
+            assert!(
+                matches!(&r, Err(Error::KernelPanicked { message, .. }) if message.contains("two")),
+                "{method:?} {r:?}"
+            );
             assert_eq!(pool.map(&[5i32], |x: i32| x + 1).unwrap(), [6], "{method:?}");
         }
     });

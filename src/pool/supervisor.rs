@@ -64,7 +64,12 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts worker `index` (the first workers of a pool get the pause hook); the handshake of a
 /// spawned worker is completed by [`finish`].
-fn launch(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) -> Result<crate::start::launch::Pending> {
+fn launch(
+    shared: &Shared,
+    launcher: &mut Launcher,
+    index: usize,
+    first: bool,
+) -> Result<crate::start::launch::Pending> {
     let (parent_end, child_end) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| Error::os("socketpair", e.into()))?;
     let ctx = WorkerCtx {

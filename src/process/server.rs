@@ -184,7 +184,12 @@ impl Connection {
                     self.exited.insert(w.pid, w.value);
                 }
                 Some((_, w, _)) => return Err(Error::Protocol { what: "fork server message", value: w.op.into() }),
-                None => return Err(Error::os("fork server exit report", std::io::Error::from(std::io::ErrorKind::TimedOut))),
+                None => {
+                    return Err(Error::os(
+                        "fork server exit report",
+                        std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    ))
+                }
             }
         }
     }

@@ -94,7 +94,7 @@ fn connect_server() -> Result<server::Connection> {
         drop(theirs);
         send_boot(&mine, &super::server_boot(identity), None, &[])?;
         let p = Pending { pid, sock: mine, how: How::Child, handshake: true };
-        let (pid, control) = finish_child(p, identity, "fork server", |pid| reap_child(pid))?;
+        let (pid, control) = finish_child(p, identity, "fork server", reap_child)?;
         Ok((control, pid))
     })
 }

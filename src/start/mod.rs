@@ -72,10 +72,12 @@ pub enum StartMethod {
 /// # Examples
 ///
 /// ```
+/// use shmpool::{Pool, StartMethod};
+///
 /// fn main() -> shmpool::Result<()> {
-///     shmpool::init();
-///     let pool = shmpool::Pool::builder().workers(2).start_method(shmpool::StartMethod::Spawn).build();
-///     # let _ = pool; // doctests cannot re-execute themselves as workers
+///     shmpool::init(); // in the spawned workers, this call never returns
+///     let pool = Pool::builder().workers(2).start_method(StartMethod::Spawn).build()?;
+///     assert_eq!(pool.map(&[1.0f64, 9.0], f64::sqrt)?, [1.0, 3.0]);
 ///     Ok(())
 /// }
 /// ```
@@ -215,7 +217,9 @@ pub(crate) fn child_main(sock: OwnedFd) -> i32 {
                 fork::die_with_parent(nix::unistd::Pid::from_raw(boot.parent));
             }
             let Some(ring_fd) = fd else { return BOOT_FAILED_EXIT_CODE };
-            let ring = match Segment::from_fd(ring_fd, SegmentKind::Ring).and_then(|s| Ring::attach(Arc::new(s), boot.ring_key)) {
+            let ring = match Segment::from_fd(ring_fd, SegmentKind::Ring)
+                .and_then(|s| Ring::attach(Arc::new(s), boot.ring_key))
+            {
                 Ok(r) => r,
                 Err(_) => return crate::worker::FATAL_EXIT_CODE,
             };
