@@ -38,6 +38,9 @@ fn fork_child(worker: bool, child: impl FnOnce() -> i32) -> Result<Pid> {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
             mark_child(worker);
+            // The fork server must see its control socket close when the program dies, not
+            // when the last forked child does.
+            super::server::close_inherited_control();
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(PANIC_EXIT_CODE);
             exit_now(code)
         }

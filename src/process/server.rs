@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,22 @@ struct Server {
 }
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+/// The control socket's descriptor number (-1: none), readable without the lock from a forked
+/// child, which closes its copy at once (`close_inherited_control`).
+static CONTROL_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// In a just-forked child: closes the inherited copy of the fork server's control socket, so
+/// the server still sees end-of-file when the program dies. Takes no lock (another thread may
+/// have held `SERVER` at the fork); the child's `SERVER` entry is then stale, and `connect`
+/// forgets it without closing the number again.
+pub(crate) fn close_inherited_control() {
+    let fd = CONTROL_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: `fd` is the control socket this process inherited; nothing in the child uses
+        // it (its `SERVER` entry is never used by a process that is not its owner).
+        unsafe { libc::close(fd) };
+    }
+}
 
 /// Whether this process has a fork server running (or started one that has not failed yet).
 pub(crate) fn running() -> bool {
@@ -118,12 +135,14 @@ pub(crate) fn connect(start: impl Fn() -> Result<(OwnedFd, Pid)>) -> Result<Conn
     let mut server = SERVER.lock().unwrap_or_else(|p| p.into_inner());
     let me = std::process::id();
     if server.as_ref().is_some_and(|s| s.owner != me) {
-        // Inherited through a fork: our parent's server, not ours.
-        *server = None;
+        // Inherited through a fork: our parent's server, not ours. Its descriptor was closed
+        // right after the fork (`close_inherited_control`): forget it, do not close it again.
+        std::mem::forget(server.take());
     }
     for _ in 0..2 {
         if server.is_none() {
             let (control, pid) = start()?;
+            CONTROL_FD.store(control.as_raw_fd(), Ordering::Relaxed);
             *server = Some(Server { control, pid, owner: me });
         }
         let s = server.as_ref().expect("set above");
@@ -133,6 +152,7 @@ pub(crate) fn connect(start: impl Fn() -> Result<(OwnedFd, Pid)>) -> Result<Conn
             Ok(()) => return Ok(Connection { sock: mine, server: s.pid, exited: HashMap::new() }),
             Err(_) => {
                 // The server died: reap it if it is our child, and start another.
+                CONTROL_FD.store(-1, Ordering::Relaxed);
                 let dead = server.take().expect("set above");
                 let _ = nix::sys::wait::waitpid(dead.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
             }
