@@ -3,11 +3,14 @@
 //! A kernel is a plain `fn` item or a non-capturing closure: a zero-sized type. For each
 //! (input type, output type, kernel type) the pool instantiates a *trampoline*, a plain `fn`
 //! that casts a chunk's bytes to `&[In]` / `&mut [Out]` with `bytemuck` and runs the kernel with
-//! the call inlined, so the loop vectorises as it would in the caller. Workers are forked from
-//! the caller's process image, so the trampoline's address is valid in them; the descriptor
-//! carries that address plus a keyed tag (`KernelRef`) made with a key that never leaves
-//! process-private memory, so a descriptor forged or corrupted in shared memory cannot make a
-//! worker jump to an arbitrary address. Captured state goes in a `Pod` parameter block.
+//! the call inlined, so the loop vectorises as it would in the caller. Every worker runs the
+//! caller's executable image (forked from it, or exec'd from the same file and verified), but
+//! not necessarily at the same base address, so the descriptor carries the trampoline's
+//! *offset* from an anchor function of the image plus a keyed tag (`KernelRef`) made with a key
+//! that never leaves process-private memory (forked workers inherit it, the others receive it
+//! over their private socket), so a descriptor forged or corrupted in shared memory cannot make
+//! a worker jump to an arbitrary address. Function-pointer kernels travel the same way, in the
+//! parameter block. Captured state goes in a `Pod` parameter block.
 //!
 //! Kernels must not capture: capturing closures are rejected at compile time, because the
 //! worker rebuilds the kernel value from nothing (it has no bytes):
