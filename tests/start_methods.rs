@@ -171,3 +171,18 @@ fn spawn_fn_runs_a_function_in_a_fresh_copy_of_the_program() {
     });
     assert_nothing_leaked();
 }
+
+#[test]
+fn the_default_is_fork_in_a_single_threaded_process() {
+    common::watchdog(Duration::from_secs(60), || {
+        // A forked child runs a single thread: the default there is plain fork.
+        let p = Process::spawn(|| {
+            let pool = Pool::builder().workers(1).build().unwrap();
+            assert_eq!(pool.start_method(), StartMethod::Fork);
+            assert_eq!(pool.map(&[1i32], |x: i32| x + 1).unwrap(), [2]);
+        })
+        .unwrap();
+        assert!(p.join().unwrap().success());
+    });
+    assert_nothing_leaked();
+}

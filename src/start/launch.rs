@@ -242,6 +242,21 @@ impl Process {
     /// price of an `exec` (about a millisecond) and of passing state as a `Pod` argument
     /// instead of a closure's captures. `f` must be a function of this executable.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn child(n: u32) {
+    ///     println!("child {n} runs in a fresh process");
+    /// }
+    ///
+    /// fn main() -> shmpool::Result<()> {
+    ///     shmpool::init(); // the child becomes `child(7)` here
+    ///     let p = shmpool::Process::spawn_fn(child, 7u32)?;
+    ///     assert!(p.join()?.success());
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::InitNotCalled`] when the program never called `init()`;
