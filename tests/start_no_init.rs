@@ -51,3 +51,19 @@ fn a_spawned_child_without_init_exits_before_its_side_effects_and_the_parent_say
     });
     common::assert_nothing_leaked();
 }
+
+#[test]
+fn a_spawned_child_that_exits_without_a_handshake_is_a_start_failure() {
+    common::watchdog(Duration::from_secs(60), || {
+        route();
+        // Not a shmpool program at all: it exits at once, without reading its start-up record.
+        let r = Pool::builder().workers(1).start_method(StartMethod::Spawn).spawn_exe_for_test("/bin/true").build();
+        match r {
+            Err(e @ Error::StartFailed { .. }) => {
+                assert!(e.to_string().contains("exited with code 0 before its handshake"), "{e}");
+            }
+            other => panic!("expected StartFailed, got {other:?}"),
+        }
+    });
+    common::assert_nothing_leaked();
+}
