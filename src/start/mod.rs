@@ -64,8 +64,10 @@ pub enum StartMethod {
 /// [`Process::spawn_fn`](crate::Process::spawn_fn) child) into what its parent asked for, and
 /// never returns in it; in any other process it only records that the program calls it.
 ///
-/// Call it first thing in `main`, before anything with side effects: a spawned child runs
-/// `main` until it gets here. A child whose `main` reaches another shmpool entry point first
+/// Call it first thing in `main`, before anything with side effects and before starting
+/// threads or an async runtime (with `#[tokio::main]`, call it from a plain `fn main` that then
+/// builds the runtime): a spawned child runs `main` until it gets here, and a fork server
+/// exec'd from this binary should be single-threaded. A child whose `main` reaches another shmpool entry point first
 /// exits at once, and its parent gets [`Error::InitNotCalled`]; a parent that never called
 /// `init()` refuses to spawn at all.
 ///
