@@ -100,7 +100,9 @@
 //!
 //! ## Platforms
 //!
-//! Linux (pidfds: kernel 5.3 or later; glibc robust mutexes). Other systems are not supported.
+//! Linux (pidfds: kernel 5.3 or later; glibc robust mutexes; `StartMethod::Spawn` hands its
+//! socket to the child with `posix_spawn`'s `dup2` onto itself, which clears close-on-exec from
+//! glibc 2.29 on). Other systems are not supported.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 

@@ -164,8 +164,8 @@ fn spawn_fn_runs_a_function_in_a_fresh_copy_of_the_program() {
         arg[..file.as_os_str().len()].copy_from_slice(file.as_os_str().as_encoded_bytes());
         let p = Process::spawn_fn(write_marker, arg).unwrap();
         assert!(p.join().unwrap().success());
-        let cmdline = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(cmdline, p.pid().to_string());
+        let written = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(written, p.pid().to_string(), "the child wrote its own pid");
         let q = Process::spawn_fn(panics, 0u8).unwrap();
         assert_eq!(q.join().unwrap().code(), Some(101));
     });
