@@ -25,7 +25,6 @@ use nix::unistd::Pid;
 use super::{lock, Shared, STATE_STOPPING, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
-use crate::process::fork;
 use crate::start::{How, Launcher};
 use crate::sync::now_us;
 use crate::worker::{self, WorkerCtx};
@@ -87,15 +86,7 @@ fn launch(
 /// Completes a launched worker's start-up and starts watching it.
 fn finish(launcher: &mut Launcher, index: usize, p: crate::start::launch::Pending) -> Result<Kid> {
     let how = p.how;
-    let (pid, sock) = launcher.finish(p)?;
-    let pidfd = match fork::pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = launcher.reap(pid, how, STATUS_TIMEOUT);
-            return Err(e);
-        }
-    };
+    let (pid, sock, pidfd) = launcher.finish(p)?;
     Ok(Kid { index, pid, how, pidfd, sock, known: HashSet::new() })
 }
 

@@ -32,6 +32,9 @@ pub(crate) struct Pending {
     pub pid: Pid,
     pub sock: OwnedFd,
     pub how: How,
+    /// Opened before the worker can run anything: the fork server reaps its children at once,
+    /// so a pidfd opened later could miss a worker that died on its first chunk.
+    pub pidfd: Option<OwnedFd>,
     handshake: bool,
 }
 
@@ -93,7 +96,7 @@ fn connect_server() -> Result<server::Connection> {
         let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
         drop(theirs);
         send_boot(&mine, &super::server_boot(identity), None, &[])?;
-        let p = Pending { pid, sock: mine, how: How::Child, handshake: true };
+        let p = Pending { pid, sock: mine, how: How::Child, pidfd: None, handshake: true };
         let (pid, control) = finish_child(p, identity, "fork server", reap_child)?;
         Ok((control, pid))
     })
@@ -187,7 +190,8 @@ impl Launcher {
         let (pid, how) = match self.method {
             StartMethod::Fork => {
                 let pid = fork::fork_worker(move || worker::run(ctx))?;
-                return Ok(Pending { pid, sock: parent_end, how: How::Child, handshake: false });
+                let pidfd = self.watch(pid, How::Child)?;
+                return Ok(Pending { pid, sock: parent_end, how: How::Child, pidfd: Some(pidfd), handshake: false });
             }
             StartMethod::Spawn => (spawn::spawn_self(ctx.sock.as_fd(), &self.route)?, How::Child),
             StartMethod::ForkServer => {
@@ -201,7 +205,9 @@ impl Launcher {
         let ring: Ring = ctx.ring.clone();
         // Our copy of the child's end must go, so that its death reads as end-of-file.
         drop(ctx);
-        let p = Pending { pid, sock: parent_end, how, handshake: true };
+        // The child waits for its start-up record, so it is alive (and ours to watch) here.
+        let pidfd = self.watch(pid, how)?;
+        let p = Pending { pid, sock: parent_end, how, pidfd: Some(pidfd), handshake: true };
         if let Err(e) = send_boot(&p.sock, &boot, Some(&ring), &[]) {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = self.reap(pid, how, Duration::from_secs(5));
@@ -217,14 +223,24 @@ impl Launcher {
     /// [`Error::BinaryMismatch`], [`Error::InitNotCalled`] (the child exited with the code of a
     /// `main` that reached shmpool without `init()`), [`Error::StartFailed`]; the worker is
     /// killed and reaped in each case.
-    pub(crate) fn finish(&mut self, p: Pending) -> Result<(Pid, OwnedFd)> {
+    pub(crate) fn finish(&mut self, mut p: Pending) -> Result<(Pid, OwnedFd, OwnedFd)> {
         let what = match self.method {
             StartMethod::Spawn => "StartMethod::Spawn worker",
             _ => "fork server worker",
         };
         let identity = self.identity.unwrap_or(bytemuck::Zeroable::zeroed());
         let how = p.how;
-        finish_child(p, identity, what, |pid| self.reap(pid, how, Duration::from_secs(10)))
+        let pidfd = p.pidfd.take().expect("a launched worker has a pidfd");
+        let (pid, sock) = finish_child(p, identity, what, |pid| self.reap(pid, how, Duration::from_secs(10)))?;
+        Ok((pid, sock, pidfd))
+    }
+
+    /// A pidfd for a just-started worker; kills and reaps it if none can be opened.
+    fn watch(&mut self, pid: Pid, how: How) -> Result<OwnedFd> {
+        fork::pidfd_open(pid).inspect_err(|_| {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = self.reap(pid, how, Duration::from_secs(5));
+        })
     }
 
     /// Collects the exit status of a worker that has exited (or is about to: it was killed).
