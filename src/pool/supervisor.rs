@@ -1,12 +1,13 @@
-//! The supervisor thread: starts workers (by the pool's start method), reaps them, repairs the ring after a death, respawns,
-//! serves workers' requests for segment descriptors, tells them to unmap dropped segments, and
-//! kills chunks that run past the timeout.
+//! The supervisor thread: starts workers (by the pool's start method), reaps them, repairs the
+//! ring after a death, respawns, serves workers' requests for segment descriptors, tells them to
+//! unmap dropped segments, and kills chunks that run past the timeout.
 //!
 //! It is the only thread that forks or spawns workers, and it lives exactly as long as the
 //! pool, so a worker's `PR_SET_PDEATHSIG` (which fires when the *forking thread* exits) means
 //! "when the pool or its process is gone". Workers of the fork server die with the server,
-//! which kills them when their pool's connection or the program's control socket closes. Deaths are noticed through pidfds in the same `poll` as the
-//! sockets, so detection takes one wake-up, not a polling period.
+//! which kills them when their pool's connection or the program's control socket closes.
+//! Deaths are noticed through pidfds in the same `poll` as the sockets, so detection takes one
+//! wake-up, not a polling period.
 #![deny(unsafe_code)]
 
 use std::collections::HashSet;
@@ -25,7 +26,7 @@ use nix::unistd::Pid;
 use super::{lock, Shared, STATE_STOPPING, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
-use crate::start::{How, Launcher};
+use crate::start::{How, Launcher, Pending};
 use crate::sync::now_us;
 use crate::worker::{self, WorkerCtx};
 
@@ -63,12 +64,7 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts worker `index` (the first workers of a pool get the pause hook); the handshake of a
 /// spawned worker is completed by [`finish`].
-fn launch(
-    shared: &Shared,
-    launcher: &mut Launcher,
-    index: usize,
-    first: bool,
-) -> Result<crate::start::launch::Pending> {
+fn launch(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) -> Result<Pending> {
     let (parent_end, child_end) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| Error::os("socketpair", e.into()))?;
     let ctx = WorkerCtx {
@@ -84,7 +80,7 @@ fn launch(
 }
 
 /// Completes a launched worker's start-up and starts watching it.
-fn finish(launcher: &mut Launcher, index: usize, p: crate::start::launch::Pending) -> Result<Kid> {
+fn finish(launcher: &mut Launcher, index: usize, p: Pending) -> Result<Kid> {
     let how = p.how;
     let (pid, sock, pidfd) = launcher.finish(p)?;
     Ok(Kid { index, pid, how, pidfd, sock, known: HashSet::new() })

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
 
-pub(crate) use launch::{How, Launcher};
+pub(crate) use launch::{How, Launcher, Pending};
 
 use crate::error::{Error, Result};
 use crate::ipc::{recv_record, send_record};
