@@ -195,6 +195,8 @@ pub(crate) fn spawn_self(sock: BorrowedFd<'_>, route: &SpawnRoute) -> Result<Pid
 pub(crate) fn take_marker_socket() -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     let fd = marker()?;
+    // `init()` runs first thing in `main`, before the program starts threads (its documented
+    // contract), so no other thread reads the environment while it changes.
     std::env::remove_var(MARKER_ENV);
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a `stat` through a valid pointer, or fails for a closed descriptor.

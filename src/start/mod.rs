@@ -67,9 +67,10 @@ pub enum StartMethod {
 /// Call it first thing in `main`, before anything with side effects and before starting
 /// threads or an async runtime (with `#[tokio::main]`, call it from a plain `fn main` that then
 /// builds the runtime): a spawned child runs `main` until it gets here, and a fork server
-/// exec'd from this binary should be single-threaded. A child whose `main` reaches another shmpool entry point first
-/// exits at once, and its parent gets [`Error::InitNotCalled`]; a parent that never called
-/// `init()` refuses to spawn at all.
+/// exec'd from this binary should be single-threaded. A parent that never called `init()`
+/// refuses to spawn at all ([`Error::InitNotCalled`]); a spawned child whose `main` builds a
+/// pool or starts a [`Process`](crate::Process) before calling `init()` exits there at once
+/// with a distinct code, and its parent reports [`Error::InitNotCalled`] too.
 ///
 /// # Examples
 ///
