@@ -95,7 +95,8 @@ fn connect_server() -> Result<server::Connection> {
             .map_err(|e| Error::os("socketpair", e.into()))?;
         let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
         drop(theirs);
-        send_boot(&mine, &super::server_boot(identity), None, &[])?;
+        // A send that fails means the child is gone: `finish_child` reads why from its status.
+        let _ = send_boot(&mine, &super::server_boot(identity), None, &[]);
         let p = Pending { pid, sock: mine, how: How::Child, pidfd: None, handshake: true };
         let (pid, control) = finish_child(p, identity, "fork server", reap_child)?;
         Ok((control, pid))
@@ -205,14 +206,12 @@ impl Launcher {
         let ring: Ring = ctx.ring.clone();
         // Our copy of the child's end must go, so that its death reads as end-of-file.
         drop(ctx);
-        // The child waits for its start-up record, so it is alive (and ours to watch) here.
+        // A served child waits for its start-up record, so it is alive here; a spawned one may
+        // have exited already (a `main` without `init()`), but stays a zombie until we reap it.
         let pidfd = self.watch(pid, how)?;
         let p = Pending { pid, sock: parent_end, how, pidfd: Some(pidfd), handshake: true };
-        if let Err(e) = send_boot(&p.sock, &boot, Some(&ring), &[]) {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = self.reap(pid, how, Duration::from_secs(5));
-            return Err(e);
-        }
+        // A send that fails means the child is gone: `finish` reads why from its exit status.
+        let _ = send_boot(&p.sock, &boot, Some(&ring), &[]);
         Ok(p)
     }
 
@@ -301,7 +300,8 @@ impl Process {
         let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
         drop(theirs);
         let p = Process::from_pid(pid);
-        send_boot(&mine, &super::process_boot(identity, entry.parts()), None, &params)?;
+        // A send that fails means the child is gone already; its exit status says why.
+        let _ = send_boot(&mine, &super::process_boot(identity, entry.parts()), None, &params);
         Ok(p)
     }
 }
