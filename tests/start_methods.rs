@@ -130,7 +130,19 @@ fn spawn_refuses_a_worker_that_runs_another_binary() {
         let copy = dir.path().join("copy-of-test-binary");
         std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
         common::start::route_to(common::start::ENTRY);
-        let r = Pool::builder().workers(2).start_method(StartMethod::Spawn).spawn_exe_for_test(&copy).build();
+        let build = || Pool::builder().workers(2).start_method(StartMethod::Spawn).spawn_exe_for_test(&copy).build();
+        let mut r = build();
+        // A process forked by another test thread while the copy was open for writing holds
+        // that descriptor for a moment: exec then fails with ETXTBSY. Wait it out.
+        for _ in 0..100 {
+            match &r {
+                Err(Error::Os { source, .. }) if source.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    r = build();
+                }
+                _ => break,
+            }
+        }
         match r {
             Err(e @ Error::BinaryMismatch { .. }) => {
                 let msg = e.to_string();
