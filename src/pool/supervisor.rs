@@ -94,7 +94,7 @@ fn spawn(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) ->
 pub(crate) fn run(shared: Arc<Shared>, mut launcher: Launcher, ready: mpsc::Sender<Result<()>>) {
     let mut kids = Vec::with_capacity(shared.cfg.workers);
     // Launch every worker first, then wait for their handshakes: exec'd workers start in
-    // parallel.
+    // parallel, and requests to the fork server overlap.
     let mut pending = Vec::with_capacity(shared.cfg.workers);
     let mut failed = None;
     for index in 0..shared.cfg.workers {
@@ -106,7 +106,16 @@ pub(crate) fn run(shared: Arc<Shared>, mut launcher: Launcher, ready: mpsc::Send
             }
         }
     }
-    for (index, p) in pending {
+    let mut advanced = Vec::with_capacity(pending.len());
+    for (index, mut p) in pending {
+        match launcher.advance(&mut p) {
+            Ok(()) => advanced.push((index, p)),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    for (index, p) in advanced {
         match finish(&mut launcher, index, p) {
             Ok(k) => kids.push(k),
             Err(e) => {

@@ -162,13 +162,23 @@ pub(crate) fn connect(start: impl Fn() -> Result<(OwnedFd, Pid)>) -> Result<Conn
 }
 
 impl Connection {
-    /// Asks the server to fork a worker that gets `child_sock`; returns its pid.
+    /// Asks the server to fork a worker that gets `child_sock`, without waiting: several
+    /// requests in a row overlap their round trips; [`Connection::forked`] collects the pids,
+    /// in the order of the requests.
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the server fails to fork or is gone.
-    pub(crate) fn fork(&mut self, child_sock: BorrowedFd<'_>) -> Result<Pid> {
-        send(self.sock.as_fd(), Op::Fork, 0, 0, Some(child_sock))?;
+    /// [`Error::Os`] when the server is gone.
+    pub(crate) fn request_fork(&mut self, child_sock: BorrowedFd<'_>) -> Result<()> {
+        send(self.sock.as_fd(), Op::Fork, 0, 0, Some(child_sock))
+    }
+
+    /// The pid of the worker forked for the oldest unanswered request.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the server failed to fork, is gone or does not answer in time.
+    pub(crate) fn forked(&mut self) -> Result<Pid> {
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -36,6 +36,9 @@ pub(crate) struct Pending {
     /// so a pidfd opened later could miss a worker that died on its first chunk.
     pub pidfd: Option<OwnedFd>,
     handshake: bool,
+    /// `ForkServer`: the start-up record to send once the server has answered with the pid
+    /// ([`Launcher::advance`]).
+    deferred: Option<(BootWire, Ring)>,
 }
 
 /// Starts the workers of one pool by its method.
@@ -97,7 +100,7 @@ fn connect_server() -> Result<server::Connection> {
         drop(theirs);
         // A send that fails means the child is gone: `finish_child` reads why from its status.
         let _ = send_boot(&mine, &super::server_boot(identity), None, &[]);
-        let p = Pending { pid, sock: mine, how: How::Child, pidfd: None, handshake: true };
+        let p = Pending { pid, sock: mine, how: How::Child, pidfd: None, handshake: true, deferred: None };
         let (pid, control) = finish_child(p, identity, "fork server", reap_child)?;
         Ok((control, pid))
     })
@@ -188,31 +191,58 @@ impl Launcher {
     ///
     /// [`Error::Os`] when `fork`, `posix_spawn` or the fork server fails.
     pub(crate) fn launch(&mut self, ctx: WorkerCtx, parent_end: OwnedFd) -> Result<Pending> {
-        let (pid, how) = match self.method {
+        let identity = self.identity;
+        let pending =
+            |pid, how, pidfd, deferred| Pending { pid, sock: parent_end, how, pidfd, handshake: true, deferred };
+        match self.method {
             StartMethod::Fork => {
                 let pid = fork::fork_worker(move || worker::run(ctx))?;
                 let pidfd = self.watch(pid, How::Child)?;
-                return Ok(Pending { pid, sock: parent_end, how: How::Child, pidfd: Some(pidfd), handshake: false });
+                Ok(Pending { handshake: false, ..pending(pid, How::Child, Some(pidfd), None) })
             }
-            StartMethod::Spawn => (spawn::spawn_self(ctx.sock.as_fd(), &self.route)?, How::Child),
+            StartMethod::Spawn => {
+                let identity = identity.expect("a Spawn launcher knows the executable");
+                let pid = spawn::spawn_self(ctx.sock.as_fd(), &self.route)?;
+                let boot = BootWire::worker(identity, &ctx, nix::unistd::getpid().as_raw());
+                let ring: Ring = ctx.ring.clone();
+                // Our copy of the child's end must go, so that its death reads as end-of-file.
+                drop(ctx);
+                // The child may have exited already (a `main` without `init()`), but it stays a
+                // zombie until we reap it, so its pidfd can be opened.
+                let pidfd = self.watch(pid, How::Child)?;
+                let p = pending(pid, How::Child, Some(pidfd), None);
+                // A send that fails means the child is gone: `finish` reads why from its status.
+                let _ = send_boot(&p.sock, &boot, Some(&ring), &[]);
+                Ok(p)
+            }
             StartMethod::ForkServer => {
+                let identity = identity.expect("a ForkServer launcher knows the executable");
                 let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
-                (conn.fork(ctx.sock.as_fd())?, How::Served)
+                conn.request_fork(ctx.sock.as_fd())?;
+                let boot = BootWire::worker(identity, &ctx, 0);
+                let ring: Ring = ctx.ring.clone();
+                drop(ctx);
+                Ok(pending(Pid::from_raw(0), How::Served, None, Some((boot, ring))))
             }
-        };
-        let identity = self.identity.expect("Spawn and ForkServer launchers know the executable");
-        let parent = if how == How::Child { nix::unistd::getpid().as_raw() } else { 0 };
-        let boot = BootWire::worker(identity, &ctx, parent);
-        let ring: Ring = ctx.ring.clone();
-        // Our copy of the child's end must go, so that its death reads as end-of-file.
-        drop(ctx);
-        // A served child waits for its start-up record, so it is alive here; a spawned one may
-        // have exited already (a `main` without `init()`), but stays a zombie until we reap it.
-        let pidfd = self.watch(pid, how)?;
-        let p = Pending { pid, sock: parent_end, how, pidfd: Some(pidfd), handshake: true };
-        // A send that fails means the child is gone: `finish` reads why from its exit status.
+        }
+    }
+
+    /// For a `ForkServer` worker: collects its pid from the server, starts watching it and
+    /// sends its start-up record (a no-op for the other methods, and when done already).
+    /// Advancing every launched worker before finishing any overlaps their round trips.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the server could not fork or the pidfd cannot be opened.
+    pub(crate) fn advance(&mut self, p: &mut Pending) -> Result<()> {
+        let Some((boot, ring)) = p.deferred.take() else { return Ok(()) };
+        let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
+        p.pid = conn.forked()?;
+        // The child waits for its start-up record, so it is alive here.
+        p.pidfd = Some(self.watch(p.pid, How::Served)?);
+        // A send that fails means the child is gone: `finish` reads why from its status.
         let _ = send_boot(&p.sock, &boot, Some(&ring), &[]);
-        Ok(p)
+        Ok(())
     }
 
     /// Waits for a launched worker to report that it runs the same binary and serves.
@@ -223,6 +253,7 @@ impl Launcher {
     /// `main` that reached shmpool without `init()`), [`Error::StartFailed`]; the worker is
     /// killed and reaped in each case.
     pub(crate) fn finish(&mut self, mut p: Pending) -> Result<(Pid, OwnedFd, OwnedFd)> {
+        self.advance(&mut p)?;
         let what = match self.method {
             StartMethod::Spawn => "StartMethod::Spawn worker",
             _ => "fork server worker",
