@@ -2,8 +2,8 @@
 //! multi-threaded program gets fork's speed without fork's hazard (its children never inherit
 //! another thread's locks: the server has no other threads).
 //!
-//! One server per process, started on first need (forked while the program is still
-//! single-threaded, else exec'd through `init()`). The program keeps the *control* socket;
+//! One server per process, started on first need (exec'd through `init()` when the program
+//! calls it, else forked while the program is still single-threaded). The program keeps the *control* socket;
 //! each pool opens its own *connection* (a socket pair whose far end travels over the control
 //! socket with `SCM_RIGHTS`) and asks on it for workers, sending the worker's socket along.
 //! The server answers with the new pid and, since the pool cannot `waitpid` a process that is

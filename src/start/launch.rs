@@ -85,12 +85,17 @@ pub(crate) fn resolve(requested: Option<StartMethod>) -> StartMethod {
 }
 
 /// Starts (if need be) and connects to this process's fork server.
+///
+/// The server is exec'd from this binary when the program calls `init()`: a fresh, small
+/// image, which neither shares the program's heap copy-on-write (a server forked from a
+/// program holding gigabytes would keep them alive after the program frees them) nor any lock.
+/// Otherwise it is forked, which is safe only while the program runs a single thread.
 fn connect_server() -> Result<server::Connection> {
     server::connect(|| {
-        if fork::single_threaded() {
-            return server::start_forked(super::child_main);
-        }
         if !spawn::init_called() {
+            if fork::single_threaded() {
+                return server::start_forked(super::child_main);
+            }
             return Err(Error::InitNotCalled { what: "starting the fork server from a multi-threaded process" });
         }
         let identity = spawn::exe_identity()?;

@@ -44,7 +44,7 @@ use crate::worker::{PausePoint, WorkerCtx};
 /// | method | start of a 2-worker pool | safe with other threads | needs [`init`] |
 /// |---|---|---|---|
 /// | `Fork` | fastest | shmpool's worker code is; a kernel that takes a lock another thread held at the fork (a logger, stdout) may hang | no |
-/// | `ForkServer` | first pool pays for starting the server | yes | only when the server must be started from a multi-threaded process |
+/// | `ForkServer` | nearly as fast; the first pool also starts the server | yes | to start the server from a multi-threaded process |
 /// | `Spawn` | an `exec` per worker | yes | yes |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -55,8 +55,10 @@ pub enum StartMethod {
     /// Workers are fresh copies of the executable (`posix_spawn` of `/proc/self/exe`) turned
     /// into workers by [`init`].
     Spawn,
-    /// Workers are forked by a single-threaded fork server, started on first need: forked
-    /// while the program is single-threaded, else exec'd (which needs [`init`]).
+    /// Workers are forked by a single-threaded fork server, started once per process on
+    /// first need: exec'd from the executable when the program calls [`init`] (a fresh, small
+    /// image that shares no memory or lock with the program), else forked, which needs the
+    /// program to be single-threaded at that moment.
     ForkServer,
 }
 
