@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::start::{assert_nothing_leaked, route_to, ENTRY, SAFE_METHODS};
-use common::workloads::{pattern, w1};
+use common::workloads::w1;
 use shmpool::{Pool, StartMethod};
 
 /// The entry point of children this binary spawns.
@@ -24,9 +24,16 @@ fn spawned_child_entry() {
     shmpool::init();
 }
 
+/// The input of every map here: distinct values, so only element 0 is `FIRST`.
+fn input(n: usize) -> Vec<f64> {
+    (0..n).map(|i| i as f64 + FIRST).collect()
+}
+
+const FIRST: f64 = 0.25;
+
 /// W1, printing one line per map from whichever worker gets element 0.
 fn printing_w1(x: f64) -> f64 {
-    if x == pattern(0) {
+    if x == FIRST {
         println!("kernel in worker {} prints while the parent's threads hold stdout", std::process::id());
     }
     w1(x)
@@ -90,7 +97,7 @@ impl BusyThreads {
 fn pools_in_a_busy_parent(method: StartMethod, rounds: usize) {
     route_to(ENTRY);
     let busy = BusyThreads::start();
-    let xs: Vec<f64> = (0..20_000).map(pattern).collect();
+    let xs = input(20_000);
     let t = Instant::now();
     for round in 0..rounds {
         let pool = Pool::builder().workers(2).chunk_len(2_500).start_method(method).build().unwrap();
@@ -134,7 +141,7 @@ fn the_default_method_in_a_threaded_program_that_calls_init_is_the_fork_server()
         let busy = BusyThreads::start();
         let pool = Pool::builder().workers(2).build().unwrap();
         assert_eq!(pool.start_method(), StartMethod::ForkServer);
-        let xs: Vec<f64> = (0..1000).map(pattern).collect();
+        let xs = input(1000);
         assert_eq!(pool.map(&xs, printing_w1).unwrap().len(), 1000);
         drop(pool);
         busy.stop();
