@@ -198,3 +198,17 @@ fn the_default_is_fork_in_a_single_threaded_process() {
     });
     assert_nothing_leaked();
 }
+
+#[test]
+fn programs_a_worker_starts_do_not_inherit_the_spawn_marker() {
+    common::watchdog(Duration::from_secs(60), || {
+        for method in METHODS {
+            let pool = pool(method, 1);
+            // The marker names the child's socket; init() consumes it, so a program a kernel
+            // runs does not mistake itself for a spawned child.
+            let seen = pool.map(&[0u8], |_: u8| std::env::var_os("SHMPOOL_CHILD_FD").is_some() as u8).unwrap();
+            assert_eq!(seen, [0], "{method:?}");
+        }
+    });
+    assert_nothing_leaked();
+}
