@@ -179,6 +179,11 @@ impl Pool {
         self.shared.cfg.workers
     }
 
+    /// How this pool starts its workers (the method chosen at `build` when none was asked for).
+    pub fn start_method(&self) -> crate::StartMethod {
+        self.shared.cfg.start.expect("build sets the start method")
+    }
+
     /// The pids of the current worker processes.
     pub fn pids(&self) -> Vec<u32> {
         lock(&self.shared.pids).clone()

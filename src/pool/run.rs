@@ -505,6 +505,16 @@ impl<'p> MapRun<'p> {
         }
     }
 
+    /// Whether no chunk of this map is in flight.
+    pub(super) fn nothing_in_flight(&self) -> bool {
+        self.outstanding == 0
+    }
+
+    /// Whether the ring has a FREE slot right now.
+    pub(super) fn ring_has_free_slot(&self) -> bool {
+        self.shared.ring.lock().map_or(true, |g| g.census(self.map_id).free > 0)
+    }
+
     /// Whether nothing can free a slot for this map's next chunk: the ring holds no FREE,
     /// FILLED or CLAIMED slot and no finished chunk of ours, and no other thread is in a loop
     /// that frees slots (every slot is a finished chunk of a ticket nobody waits for yet).

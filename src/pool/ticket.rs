@@ -87,6 +87,18 @@ impl Pool {
     ///
     /// As [`Pool::submit`], plus [`Error::TypeMismatch`].
     pub fn submit_spec<In: Pod, Out: Pod>(&self, input: &[In], spec: &KernelSpec) -> Result<Ticket<'_, Out>> {
+        self.submit_inner(input, spec, false)
+    }
+
+    /// [`Pool::submit_spec`]; with `fail_fast`, [`Error::RingFull`] as soon as nothing of the
+    /// new ticket is in flight and no slot is free (the caller — `imap` — then waits for one of
+    /// its own tickets instead).
+    pub(super) fn submit_inner<In: Pod, Out: Pod>(
+        &self,
+        input: &[In],
+        spec: &KernelSpec,
+        fail_fast: bool,
+    ) -> Result<Ticket<'_, Out>> {
         spec.check_types::<In, Out>()?;
         self.check_open()?;
         let len = input.len();
@@ -105,7 +117,7 @@ impl Pool {
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, 1) {
             let input = Input::Inline(bytes);
             let run = MapRun::new(self, spec, len, &input, None, Chunking::InlineOneSlot(layout))?;
-            let run = fill_all(run, spec, &input, &mut Output::Hold)?;
+            let run = fill_all(run, spec, &input, &mut Output::Hold, fail_fast)?;
             return Ok(Ticket {
                 pool: self,
                 run: Some(run),
@@ -124,7 +136,7 @@ impl Pool {
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
         let input = Input::Shared(&ins);
         let run = MapRun::new(self, spec, len, &input, Some(&outs), Chunking::Shared)?;
-        let run = fill_all(run, spec, &input, &mut Output::Shared)?;
+        let run = fill_all(run, spec, &input, &mut Output::Shared, fail_fast)?;
         Ok(Ticket {
             pool: self,
             run: Some(run),
@@ -142,6 +154,7 @@ fn fill_all<'p>(
     spec: &KernelSpec,
     input: &Input<'_>,
     output: &mut Output<'_>,
+    fail_fast: bool,
 ) -> Result<MapRun<'p>> {
     let shared = &*run.pool.shared;
     // An inline ticket keeps its finished chunk in its slot: its submit frees none.
@@ -159,7 +172,10 @@ fn fill_all<'p>(
             let _ = run.finish();
             return Err(e);
         }
-        if filled == 0 && collector.starved(&run, &mut starved_since) {
+        let starved = filled == 0
+            && ((fail_fast && run.nothing_in_flight() && !run.ring_has_free_slot())
+                || collector.starved(&run, &mut starved_since));
+        if starved {
             let _ = run.finish();
             return Err(Error::RingFull { slots: shared.ring.slots() });
         }

@@ -12,13 +12,12 @@ pub(crate) mod index;
 pub(crate) mod layout;
 pub(crate) mod slot;
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::key::Key;
 use crate::shm::{Segment, SegmentKind};
 use crate::sync::{Doorbell, ShmMutex};
 #[cfg(test)]
@@ -83,7 +82,8 @@ const HEADER_LEN: usize = std::mem::size_of::<RingHeader>().next_multiple_of(64)
 #[derive(Clone)]
 pub(crate) struct Ring {
     seg: Arc<Segment>,
-    key: RandomState,
+    /// The MAC and stamp key: private memory of the pool's processes (see `crate::key`).
+    key: Key,
     slots: u32,
     payload_cap: usize,
     stride: usize,
@@ -163,7 +163,7 @@ impl Ring {
             std::ptr::addr_of_mut!((*hdr).payload_cap).write(payload_cap as u32);
             std::ptr::addr_of_mut!((*hdr).stride).write(stride as u32);
         }
-        Ring::attach(Arc::new(seg), RandomState::new())
+        Ring::attach(Arc::new(seg), Key::random())
     }
 
     /// A view of an existing ring segment, after validating its header and geometry.
@@ -171,7 +171,7 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::IncompatibleSegment`] when the segment is not a ring of this layout.
-    pub(crate) fn attach(seg: Arc<Segment>, key: RandomState) -> Result<Ring> {
+    pub(crate) fn attach(seg: Arc<Segment>, key: Key) -> Result<Ring> {
         seg.validate(SegmentKind::Ring)?;
         let h = seg.header();
         let (stride, slots) = (h.elem_size as usize, h.elem_tag);
@@ -198,6 +198,11 @@ impl Ring {
         // atomics, the pthread mutex (only used through pthread calls) and integers that are
         // written once before workers exist.
         unsafe { &*p.as_ptr().cast::<RingHeader>() }
+    }
+
+    /// The MAC and stamp key (sent to workers that do not inherit it).
+    pub(crate) fn key(&self) -> Key {
+        self.key
     }
 
     /// The segment behind the ring.

@@ -170,9 +170,9 @@ fn wrong_layout_is_refused_on_attach() {
     let ring = Ring::create(2, 8192).unwrap();
     let fd = ring.segment().fd().try_clone_to_owned().unwrap();
     let again = Segment::from_fd(fd, SegmentKind::Ring).unwrap();
-    Ring::attach(Arc::new(again), RandomState::new()).unwrap();
+    Ring::attach(Arc::new(again), crate::key::Key::random()).unwrap();
     let arr = Segment::create(SegmentKind::Array, 100, 8, 0).unwrap();
-    assert!(matches!(Ring::attach(Arc::new(arr), RandomState::new()), Err(Error::IncompatibleSegment { .. })));
+    assert!(matches!(Ring::attach(Arc::new(arr), crate::key::Key::random()), Err(Error::IncompatibleSegment { .. })));
 }
 
 /// One step of the model test.
