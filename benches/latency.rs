@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 #[path = "../src/workloads.rs"]
 mod workloads;
-use shmpool::{Pool, Process, WaitStrategy};
+use shmpool::{Pool, Process, StartMethod, WaitStrategy};
 use workloads::W3_LEN;
 
 fn batch() -> Vec<f64> {
@@ -127,7 +127,13 @@ impl PipeWorker {
     }
 }
 
+/// The start methods, by name, for per-method cases.
+const METHODS: [(&str, StartMethod); 3] =
+    [("fork", StartMethod::Fork), ("spawn", StartMethod::Spawn), ("forkserver", StartMethod::ForkServer)];
+
 fn main() {
+    // Spawned workers are copies of this bench binary.
+    shmpool::init();
     let xs = batch();
     let mut ys = vec![0.0; W3_LEN];
     let pools: Vec<(&str, Pool)> =
@@ -137,6 +143,9 @@ fn main() {
             .collect();
     let mut chan = ChannelWorker::new();
     let mut pipe = PipeWorker::new();
+    // Once a pool is up, how its workers were started must not matter.
+    let by_method: Vec<(&str, Pool)> =
+        METHODS.iter().map(|&(name, m)| (name, Pool::builder().workers(1).start_method(m).build().unwrap())).collect();
     let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(3));
     {
         let mut g = c.benchmark_group("W3_latency_1024");
@@ -144,7 +153,7 @@ fn main() {
         g.bench_function(BenchmarkId::new("in_process", 1), |b| b.iter(|| w1_into(&xs, &mut ys)));
         g.bench_function(BenchmarkId::new("thread_channel", 1), |b| b.iter(|| chan.round_trip(&xs, &mut ys)));
         g.bench_function(BenchmarkId::new("process_pipe", 1), |b| b.iter(|| pipe.round_trip(&xs, &mut ys)));
-        for (name, pool) in &pools {
+        for (name, pool) in pools.iter().chain(&by_method) {
             g.bench_function(BenchmarkId::new(format!("shmpool_submit_{name}"), 1), |b| {
                 b.iter(|| pool.submit(&xs, workloads::w1).unwrap().wait_into(&mut ys).unwrap())
             });
@@ -155,7 +164,7 @@ fn main() {
         percentiles("in_process", || w1_into(&xs, &mut ys));
         percentiles("thread_channel", || chan.round_trip(&xs, &mut ys));
         percentiles("process_pipe", || pipe.round_trip(&xs, &mut ys));
-        for (name, pool) in &pools {
+        for (name, pool) in pools.iter().chain(&by_method) {
             percentiles(&format!("shmpool_submit_{name}"), || {
                 pool.submit(&xs, workloads::w1).unwrap().wait_into(&mut ys).unwrap()
             });

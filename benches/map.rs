@@ -1,14 +1,15 @@
 //! W1 (memory-bound) and W2 (compute-bound) through `Pool::map_into` with 2 workers, against a
-//! single thread and rayon with 2 threads on the same data, in the same run. Also pool start-up
-//! against a bare fork and a 2-thread rayon pool.
+//! single thread and rayon with 2 threads on the same data, in the same run, and W1 under each
+//! start method. Also pool start-up per start method against a bare fork, a bare fork+exec and a
+//! 2-thread rayon pool.
 
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
 #[path = "../src/workloads.rs"]
 mod workloads;
-use shmpool::{Pool, SharedVec};
+use shmpool::{Pool, SharedVec, StartMethod};
 use workloads::{W1_LEN, W2_LEN};
 
 fn inputs(n: usize) -> (SharedVec<f64>, SharedVec<f64>) {
@@ -52,8 +53,21 @@ where
     g.bench_function(BenchmarkId::new("shmpool_workers", 2), |b| {
         b.iter(|| pool.map_into(&xs, &mut ys, chunk).unwrap())
     });
+    if name.starts_with("W1") {
+        // Once a pool is up, how its workers were started must not matter.
+        for (mname, m) in METHODS {
+            let p = Pool::builder().workers(2).start_method(m).build().unwrap();
+            g.bench_function(BenchmarkId::new(format!("shmpool_{mname}"), 2), |b| {
+                b.iter(|| p.map_into(&xs, &mut ys, chunk).unwrap())
+            });
+        }
+    }
     g.finish();
 }
+
+/// The start methods, by name, for per-method cases.
+const METHODS: [(&str, StartMethod); 3] =
+    [("fork", StartMethod::Fork), ("spawn", StartMethod::Spawn), ("forkserver", StartMethod::ForkServer)];
 
 fn w1(c: &mut Criterion) {
     workload(c, "W1_sqrt_50M", W1_LEN, workloads::w1, workloads::w1_chunk);
@@ -78,6 +92,26 @@ fn startup(c: &mut Criterion) {
             total
         })
     });
+    for (name, m) in METHODS {
+        // Created to ready: the ring, the supervisor, two workers started and (Spawn,
+        // ForkServer) past their handshake. The fork server itself starts once, before timing.
+        let _warm = Pool::builder().workers(2).start_method(m).build().unwrap();
+        g.bench_function(BenchmarkId::new(format!("pool_ready_{name}"), 2), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let pool = Pool::builder().workers(2).start_method(m).build().unwrap();
+                    total += t.elapsed();
+                    drop(pool);
+                }
+                total
+            })
+        });
+    }
+    g.bench_function(BenchmarkId::new("bare_fork_exec_true", 1), |b| {
+        b.iter(|| std::process::Command::new("/bin/true").status().unwrap())
+    });
     g.bench_function(BenchmarkId::new("bare_fork_and_join", 1), |b| {
         b.iter(|| shmpool::Process::spawn(|| {}).unwrap().join().unwrap())
     });
@@ -88,4 +122,11 @@ fn startup(c: &mut Criterion) {
 }
 
 criterion_group!(benches, w1, w2, startup);
-criterion_main!(benches);
+
+fn main() {
+    // Spawned workers (and the fork server, from this multi-threaded bench) are copies of
+    // this binary.
+    shmpool::init();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -226,11 +226,45 @@ pub enum Error {
         slots: u32,
     },
 
+    /// A ticket's results were already handed out (by `try_get` or `wait_timeout`).
+    #[error("the ticket's results were already taken")]
+    TicketSpent,
+
     /// Workers kept exiting right after they started; the pool gave up.
     #[error("pool failed: {failures} workers in a row exited at start")]
     WorkersFailedToStart {
         /// Failures in a row.
         failures: u32,
+    },
+
+    /// A worker started by `exec` (`StartMethod::Spawn`, or the fork server) runs another
+    /// executable than the pool's process: kernels cannot be translated into it.
+    #[error("spawned worker runs another binary: expected {expected}, found {found}")]
+    BinaryMismatch {
+        /// The pool's executable (device, inode, size, mtime).
+        expected: String,
+        /// The executable the worker runs.
+        found: String,
+    },
+
+    /// The program does not call `shmpool::init()` at the top of `main`, which a process
+    /// started by `exec` (`StartMethod::Spawn`, the fork server, `Process::spawn_fn`) needs in
+    /// order to become a worker instead of running `main` again.
+    #[error("{what} needs shmpool::init(): call shmpool::init() at the top of main")]
+    InitNotCalled {
+        /// What needed it.
+        what: &'static str,
+    },
+
+    /// A process started by `exec` did not complete its start-up handshake.
+    #[error("spawned {what} {pid} did not start: {reason}")]
+    StartFailed {
+        /// What was started (worker, fork server, process).
+        what: &'static str,
+        /// Its pid.
+        pid: u32,
+        /// What happened (its exit status, a timeout).
+        reason: String,
     },
 
     // numpy contract (issue 9)

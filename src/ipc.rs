@@ -61,17 +61,7 @@ fn send(sock: BorrowedFd<'_>, op: Op, id: u64, fd: Option<BorrowedFd<'_>>, file:
         None => (0, 0, 0),
     };
     let w = Wire { op: op as u32, flags, id, off, len };
-    let iov = [IoSlice::new(bytemuck::bytes_of(&w))];
-    let raw: [RawFd; 1] = [fd.map(|f| f.as_raw_fd()).unwrap_or(-1)];
-    let cmsg = [ControlMessage::ScmRights(&raw)];
-    let cmsgs: &[ControlMessage] = if fd.is_some() { &cmsg } else { &[] };
-    loop {
-        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
-            Ok(_) => return Ok(()),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::os("sendmsg", e.into())),
-        }
-    }
+    send_record(sock, bytemuck::bytes_of(&w), fd)
 }
 
 /// Worker to supervisor: send me segment `id`.
@@ -102,36 +92,8 @@ pub(crate) fn send_missing(sock: BorrowedFd<'_>, id: u64) -> Result<()> {
 /// [`Error::Os`] when the peer is gone or the socket fails; [`Error::Protocol`] for a message
 /// this build does not know (an unknown operation, `Add` without a descriptor).
 pub(crate) fn recv(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Option<Message>> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut pfd = [PollFd::new(sock, PollFlags::POLLIN)];
-    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-    match poll(&mut pfd, t) {
-        Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(None),
-        Ok(_) => {}
-        Err(e) => return Err(Error::os("poll", e.into())),
-    }
     let mut w = Wire::zeroed();
-    let mut cbuf = nix::cmsg_space!([RawFd; 1]);
-    let mut fd = None;
-    let n = {
-        let mut iov = [IoSliceMut::new(bytemuck::bytes_of_mut(&mut w))];
-        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(|e| Error::os("recvmsg", e.into()))?;
-        for c in msg.cmsgs().map_err(|e| Error::os("recvmsg", e.into()))? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for raw in fds {
-                    // SAFETY: SCM_RIGHTS installed `raw` as a new descriptor in this process;
-                    // nothing else owns it (extra ones are closed when `owned` drops).
-                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                    fd.get_or_insert(owned);
-                }
-            }
-        }
-        msg.bytes
-    };
-    if n == 0 {
-        return Err(Error::os("recvmsg", std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
-    }
+    let Some((_, fd)) = recv_record(sock, bytemuck::bytes_of_mut(&mut w), timeout)? else { return Ok(None) };
     let id = w.id;
     let op = Op::try_from(w.op).map_err(|v| Error::Protocol { what: "operation code", value: u64::from(v) })?;
     Ok(Some(match op {
@@ -148,6 +110,66 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Option<Mes
             Message::Add { id, fd, file }
         }
     }))
+}
+
+/// Sends one datagram holding `bytes` and, if given, one descriptor (`SCM_RIGHTS`). Used for
+/// the start-up records (`start`) and the fork server's requests (`process::server`).
+///
+/// # Errors
+///
+/// [`Error::Os`] when the peer is gone or the socket fails.
+pub(crate) fn send_record(sock: BorrowedFd<'_>, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<()> {
+    let iov = [IoSlice::new(bytes)];
+    let raw: [RawFd; 1] = [fd.map(|f| f.as_raw_fd()).unwrap_or(-1)];
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage] = if fd.is_some() { &cmsg } else { &[] };
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::os("sendmsg", e.into())),
+        }
+    }
+}
+
+/// Receives one datagram into `buf`, waiting at most `timeout`: its length and the descriptor
+/// that came with it. `Ok(None)` when nothing arrived in time.
+///
+/// # Errors
+///
+/// [`Error::Os`] when the socket fails or the peer closed it (`UnexpectedEof`).
+pub(crate) fn recv_record(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> Result<Option<(usize, Option<OwnedFd>)>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut pfd = [PollFd::new(sock, PollFlags::POLLIN)];
+    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    match poll(&mut pfd, t) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(None),
+        Ok(_) => {}
+        Err(e) => return Err(Error::os("poll", e.into())),
+    }
+    let mut cbuf = nix::cmsg_space!([RawFd; 1]);
+    let mut fd = None;
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| Error::os("recvmsg", e.into()))?;
+    for c in msg.cmsgs().map_err(|e| Error::os("recvmsg", e.into()))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                // SAFETY: SCM_RIGHTS installed `raw` as a new descriptor in this process;
+                // nothing else owns it (extra ones are closed when `owned` drops).
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    if msg.bytes == 0 {
+        return Err(Error::os("recvmsg", std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+    }
+    Ok(Some((msg.bytes, fd)))
 }
 
 #[cfg(test)]

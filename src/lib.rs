@@ -12,6 +12,9 @@
 //! # fn main() -> shmpool::Result<()> {
 //! use shmpool::{Pool, SharedVec};
 //!
+//! // First thing in `main`: a no-op here, it turns copies of this program that shmpool starts
+//! // (`StartMethod::Spawn` workers, the fork server) into what they were started for.
+//! shmpool::init();
 //! let pool = Pool::new(2)?;
 //!
 //! // Element kernel over a plain slice: order kept, one copy in, one copy out.
@@ -42,9 +45,17 @@
 //! Nothing outside the pool writes to a segment or a mapped input during a map. A map borrows
 //! its input shared and its output exclusively and returns only when no worker can touch them
 //! any more, so Rust's borrow rules extend to the worker processes. Kernels are zero-sized
-//! (`fn` items and closures that capture nothing) and reach workers as addresses in the same
-//! executable image (workers are forked). The engine (segments, locks, the ring, the worker
-//! loop) is private: safe code cannot reach it.
+//! (`fn` items and closures that capture nothing) and reach workers as offsets inside the same
+//! executable image: workers are forked from it, or exec'd from it and verified to run the very
+//! same binary ([`StartMethod`]). The engine (segments, locks, the ring, the worker loop) is
+//! private: safe code cannot reach it.
+//!
+//! ## Start methods and threads
+//!
+//! A forked child inherits every lock another thread held at the fork. In a multi-threaded
+//! program use [`StartMethod::ForkServer`] or [`StartMethod::Spawn`] (the default picks the fork
+//! server when the program calls [`init`]) and [`Process::spawn_fn`] instead of
+//! [`Process::spawn`]; see [`StartMethod`].
 //!
 //! ```compile_fail,E0603
 //! use shmpool::ring::Ring; // the slot table is not part of the API
@@ -56,13 +67,20 @@
 //! ### What the integrity checks protect against, and what they do not
 //!
 //! Every descriptor the map caller writes carries a keyed MAC (SipHash, key in process-private
-//! memory, inherited by the workers), every finished slot a keyed completion stamp, and the map
+//! memory, inherited by forked workers and sent to the others over their private socket,
+//! never through shared memory, argv or the environment), every finished slot a keyed
+//! completion stamp, and the map
 //! caller checks every slot it reads back against its own private record of what it wrote.
 //! Together they catch *accidents*: a kernel that writes past its buffer, a stray pointer, a
 //! bit flip. Such corruption fails the map with [`Error::CorruptSlot`] after every worker has
 //! been killed and reaped, and the pool reports itself broken ([`Error::PoolBroken`]) from then
 //! on; it never hangs the map, never returns it early, never makes the caller read out of
 //! bounds and never panics the parent.
+//!
+//! What they do not cover is the *data*: a kernel that writes into another chunk's output
+//! (in a shared array or in a neighbouring slot's inline result) corrupts its own map's results,
+//! as a thread writing out of bounds would, and the map returns them; only the bookkeeping that
+//! decides when a map is over is protected.
 //!
 //! They are **not** a defence against a *hostile* kernel: a kernel runs inside a worker, and
 //! every worker holds the key. A malicious kernel can forge descriptors and stamps, read and
@@ -81,12 +99,15 @@
 //! kills `max_attempts` workers fails the map with [`Error::WorkerCrashed`]; a kernel panic
 //! gives [`Error::KernelPanicked`] and the worker survives. A worker killed while holding the
 //! ring mutex does not block anyone (robust mutex). Workers die with the pool's supervisor
-//! thread (`PR_SET_PDEATHSIG`), and segment names are unlinked microseconds after creation, so
-//! nothing outlives even a SIGKILLed parent.
+//! thread (`PR_SET_PDEATHSIG`); the fork server's workers die with the server, which exits when
+//! the program's end of its socket closes. Segment names are unlinked microseconds after
+//! creation, so nothing outlives even a SIGKILLed parent.
 //!
 //! ## Platforms
 //!
-//! Linux (pidfds: kernel 5.3 or later; glibc robust mutexes). Other systems are not supported.
+//! Linux (pidfds: kernel 5.3 or later; glibc robust mutexes; `StartMethod::Spawn` hands its
+//! socket to the child with `posix_spawn`'s `dup2` onto itself, which clears close-on-exec from
+//! glibc 2.29 on). Other systems are not supported.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 
@@ -118,10 +139,12 @@ mod dtype;
 mod error;
 mod ipc;
 pub mod kernel;
+mod key;
 mod pool;
 mod process;
 mod ring;
 mod shm;
+mod start;
 mod sync;
 mod worker;
 
@@ -131,6 +154,7 @@ pub use error::{Error, Result};
 pub use kernel::KernelSpec;
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
 pub use process::Process;
+pub use start::{init, StartMethod};
 
 /// Hooks for shmpool's own tests (pause points); compiled only with the `testing` feature,
 /// which the test suite enables. Not part of the API.
@@ -142,6 +166,22 @@ pub mod testing {
     /// The monotonic clock the supervisor stamps deaths with (µs).
     pub fn now_us() -> u64 {
         crate::sync::now_us()
+    }
+
+    /// Test binaries (whose `main` is libtest's): children started by `exec` (`Spawn` workers,
+    /// the fork server, `Process::spawn_fn`) re-run this binary with `args` — the name of an
+    /// `#[ignore]`d test that calls [`crate::init`], `--exact --ignored` — and the program
+    /// counts as calling `init()`.
+    pub fn route_spawned_children<S: Into<std::ffi::OsString>>(args: impl IntoIterator<Item = S>) {
+        crate::process::spawn::set_route(crate::process::spawn::SpawnRoute {
+            exe: None,
+            args: args.into_iter().map(Into::into).collect(),
+        });
+    }
+
+    /// The pid of this process's fork server, if one runs (it lives as long as the process).
+    pub fn fork_server_pid() -> Option<u32> {
+        crate::process::server::pid().map(|p| p.as_raw() as u32)
     }
 
     /// A ring on its own, for the slot round-trip bench.

@@ -1,8 +1,10 @@
 //! The worker loop: validate the ring, claim a chunk, run its kernel under `catch_unwind`,
 //! publish, repeat; exit with the parent.
 //!
-//! A worker is forked by the pool's supervisor thread with `PR_SET_PDEATHSIG` tied to that
-//! thread, which lives exactly as long as the pool. It maps array segments lazily, asking the
+//! A worker is started by the pool's supervisor thread (forked or exec'd, `PR_SET_PDEATHSIG`
+//! tied to that thread, which lives exactly as long as the pool) or by the fork server (tied to
+//! the server, which kills it when the pool's connection closes); `start` prepares its
+//! [`WorkerCtx`] in the latter cases. It maps array segments lazily, asking the
 //! supervisor for their descriptors over its socket. It never holds the ring mutex while a
 //! kernel runs, never lets a panic cross the process boundary, and never returns: it leaves
 //! through `_exit` so that no destructor of the parent's state (copied by `fork`) runs in it.
@@ -281,7 +283,7 @@ impl Worker {
         if !published {
             // This worker is alive, so the supervisor never requeued its claim (it requeues only
             // reaped workers' slots): the slot header was overwritten while the kernel ran.
-            ring.report_corruption();
+            ring.report_corruption(crate::ring::Corruption::ClaimOverwritten);
         } else if wake {
             ring.header().done.ring();
         }

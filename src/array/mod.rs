@@ -46,6 +46,12 @@ use crate::shm::{Segment, SegmentKind};
 /// ```compile_fail,E0277
 /// let v = shmpool::SharedVec::<String>::zeroed(4);
 /// ```
+///
+/// and so are zero-sized elements, which no kernel could stride through:
+///
+/// ```compile_fail,E0080
+/// let v = shmpool::SharedVec::<()>::zeroed(4);
+/// ```
 pub struct SharedVec<T: Pod> {
     seg: Arc<Segment>,
     len: usize,
@@ -59,6 +65,7 @@ impl<T: Pod> SharedVec<T> {
     ///
     /// [`crate::Error::ShmFull`] when `/dev/shm` cannot hold it.
     pub fn zeroed(len: usize) -> Result<Self> {
+        const { assert!(std::mem::size_of::<T>() > 0, "a SharedVec element must have a size") };
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
             .ok_or(crate::Error::TooLarge { count: len as u64, elem_size: std::mem::size_of::<T>() as u64 })?;

@@ -194,14 +194,17 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
 
     // Start-up.
     let mut start: Vec<(String, f64)> = Vec::new();
-    let mut t = Vec::new();
-    for _ in 0..15 {
-        let s = Instant::now();
-        let p = Pool::new(j)?;
-        t.push(s.elapsed().as_secs_f64() * 1e3);
-        drop(p);
+    for m in [shmpool::StartMethod::Fork, shmpool::StartMethod::ForkServer, shmpool::StartMethod::Spawn] {
+        drop(Pool::builder().workers(j).start_method(m).build()?); // the fork server starts once
+        let mut t = Vec::new();
+        for _ in 0..15 {
+            let s = Instant::now();
+            let p = Pool::builder().workers(j).start_method(m).build()?;
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+            drop(p);
+        }
+        start.push((format!("shmpool pool of {j} ready ({m:?})"), median(t)));
     }
-    start.push((format!("shmpool pool of {j} ready"), median(t)));
     let mut t = Vec::new();
     for _ in 0..15 {
         let s = Instant::now();

@@ -3,11 +3,14 @@
 //! A kernel is a plain `fn` item or a non-capturing closure: a zero-sized type. For each
 //! (input type, output type, kernel type) the pool instantiates a *trampoline*, a plain `fn`
 //! that casts a chunk's bytes to `&[In]` / `&mut [Out]` with `bytemuck` and runs the kernel with
-//! the call inlined, so the loop vectorises as it would in the caller. Workers are forked from
-//! the caller's process image, so the trampoline's address is valid in them; the descriptor
-//! carries that address plus a keyed tag (`KernelRef`) made with a key that never leaves
-//! process-private memory, so a descriptor forged or corrupted in shared memory cannot make a
-//! worker jump to an arbitrary address. Captured state goes in a `Pod` parameter block.
+//! the call inlined, so the loop vectorises as it would in the caller. Every worker runs the
+//! caller's executable image (forked from it, or exec'd from the same file and verified), but
+//! not necessarily at the same base address, so the descriptor carries the trampoline's
+//! *offset* from an anchor function of the image plus a keyed tag (`KernelRef`) made with a key
+//! that never leaves process-private memory (forked workers inherit it, the others receive it
+//! over their private socket), so a descriptor forged or corrupted in shared memory cannot make
+//! a worker jump to an arbitrary address. Function-pointer kernels travel the same way, in the
+//! parameter block. Captured state goes in a `Pod` parameter block.
 //!
 //! Kernels must not capture: capturing closures are rejected at compile time, because the
 //! worker rebuilds the kernel value from nothing (it has no bytes):
@@ -23,13 +26,13 @@
 //! This module must never touch shared memory or processes.
 
 use std::any::TypeId;
-use std::hash::BuildHasher;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use bytemuck::Pod;
 
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
+use crate::key::Key;
 
 pub mod expr;
 mod trampoline;
@@ -38,56 +41,111 @@ mod trampoline;
 /// flat index of the chunk's first element.
 pub(crate) type Trampoline = fn(params: &[u8], input: &[u8], output: &mut [u8], start: u64);
 
-static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+/// The tag key, in atomics rather than a lock: a worker forked while another thread of the
+/// parent held a lock must still read it. `KEY_STATE`: 0 unset, 1 being drawn, 2 set.
+static KEY_WORDS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static KEY_STATE: AtomicU8 = AtomicU8::new(0);
 
-/// Makes sure the process-private key exists. Must run before workers are forked so that they
-/// inherit the same key.
+/// Makes sure the process-private key exists. Runs before any worker starts, so that forked
+/// workers inherit it; other workers receive it with [`set_key`].
 pub(crate) fn init_key() {
     key();
 }
 
-pub(crate) fn key() -> &'static std::collections::hash_map::RandomState {
-    KEY.get_or_init(std::collections::hash_map::RandomState::new)
+/// The tag key, drawn from the OS on first use.
+pub(crate) fn key() -> Key {
+    loop {
+        match KEY_STATE.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                let k: [u64; 2] = bytemuck::cast(Key::random());
+                KEY_WORDS[0].store(k[0], Ordering::Relaxed);
+                KEY_WORDS[1].store(k[1], Ordering::Relaxed);
+                // PUBLISH: the words above, for readers that observe 2 with Acquire.
+                KEY_STATE.store(2, Ordering::Release);
+            }
+            // OBSERVE: state 2 (Release above or in `set_key`) publishes the words.
+            Err(2) => {
+                return bytemuck::cast([KEY_WORDS[0].load(Ordering::Relaxed), KEY_WORDS[1].load(Ordering::Relaxed)])
+            }
+            Err(_) => std::hint::spin_loop(),
+        }
+    }
 }
 
-fn tag_of(addr: usize) -> u64 {
-    key().hash_one((addr, 0x0053_484d_504f_4f4c_u64))
+/// Replaces the tag key with the pool's (in a worker that did not inherit it), before any
+/// kernel is resolved. The worker is single-threaded at that point.
+pub(crate) fn set_key(k: Key) {
+    let w: [u64; 2] = bytemuck::cast(k);
+    KEY_WORDS[0].store(w[0], Ordering::Relaxed);
+    KEY_WORDS[1].store(w[1], Ordering::Relaxed);
+    // PUBLISH: the words above (see `key`).
+    KEY_STATE.store(2, Ordering::Release);
 }
 
-/// A trampoline address with a keyed tag proving it was produced by `KernelRef::of` in this
-/// process image.
+/// The function every code address is measured from. A process started by `exec` of the same
+/// (verified) executable loads it at another base address (ASLR), but at the same distance from
+/// every other function of the image, so kernels travel as offsets from this anchor.
+#[inline(never)]
+fn anchor() {}
+
+/// The distance of a code address from the anchor (wrapping: it may lie below it).
+pub(crate) fn offset_of(addr: usize) -> u64 {
+    addr.wrapping_sub(anchor as fn() as usize) as u64
+}
+
+/// The code address at `offset` from the anchor in this process.
+pub(crate) fn addr_at(offset: u64) -> usize {
+    (anchor as fn() as usize).wrapping_add(offset as usize)
+}
+
+fn tag_of(offset: u64) -> u64 {
+    key().hash_one((offset, 0x0053_484d_504f_4f4c_u64))
+}
+
+/// A trampoline, as its offset from the image's anchor, with a keyed tag proving it was
+/// produced by `KernelRef::of` in a process of this pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KernelRef {
-    addr: u64,
+    offset: u64,
     tag: u64,
 }
 
 impl KernelRef {
     fn of(t: Trampoline) -> KernelRef {
-        let addr = t as usize;
-        KernelRef { addr: addr as u64, tag: tag_of(addr) }
+        let offset = offset_of(t as usize);
+        KernelRef { offset, tag: tag_of(offset) }
     }
 
     /// Rebuilds a reference from the two words stored in a descriptor, if the tag matches.
-    pub(crate) fn from_parts(addr: u64, tag: u64) -> Option<KernelRef> {
-        (tag_of(addr as usize) == tag).then_some(KernelRef { addr, tag })
+    pub(crate) fn from_parts(offset: u64, tag: u64) -> Option<KernelRef> {
+        (tag_of(offset) == tag).then_some(KernelRef { offset, tag })
     }
 
     /// The two words to store in a descriptor.
     pub(crate) fn parts(&self) -> (u64, u64) {
-        (self.addr, self.tag)
+        (self.offset, self.tag)
     }
 
     /// Runs the kernel on one chunk. Panics (to be caught by the worker) when the byte slices
     /// do not fit the kernel's element types.
     pub(crate) fn invoke(&self, params: &[u8], input: &[u8], output: &mut [u8], start: u64) {
-        // SAFETY: `self.tag` matched the keyed hash of `self.addr` (in `from_parts`) or was
+        let addr = addr_at(self.offset);
+        // SAFETY: `self.tag` matched the keyed hash of `self.offset` (in `from_parts`) or was
         // computed from a real `Trampoline` (in `of`). The key lives only in process-private
-        // memory of the pool's creator and of workers forked from it, so a matching tag means
-        // the address is a `Trampoline` of this very process image.
-        let f = unsafe { std::mem::transmute::<usize, Trampoline>(self.addr as usize) };
+        // memory of the pool's processes (inherited by forked workers, sent over a private
+        // socket to the others), so a matching tag means the offset was taken from a
+        // `Trampoline` of this executable image; every pool process runs the same image (an
+        // exec'd worker verifies it before serving), so anchor + offset is that trampoline here.
+        let f = unsafe { std::mem::transmute::<usize, Trampoline>(addr) };
         f(params, input, output, start)
     }
+}
+
+/// The entry point of a `Process::spawn_fn` child: a trampoline that reads `f` and its
+/// argument from its parameter block, and the block's first part (`f`, tagged); the caller
+/// appends the argument's bytes.
+pub(crate) fn process_entry<A: Pod>(f: fn(A)) -> (KernelRef, Vec<u8>) {
+    (KernelRef::of(trampoline::process_entry::<A>), trampoline::fn_params::<fn(A)>(f as usize))
 }
 
 /// The element type on one side of a kernel: Rust's identity of it, its name for messages, and
@@ -143,7 +201,8 @@ impl KernelSpec {
             assert!(
                 std::mem::align_of::<In>() <= 64 && std::mem::align_of::<Out>() <= 64,
                 "element alignment exceeds 64"
-            )
+            );
+            assert!(std::mem::size_of::<In>() > 0 && std::mem::size_of::<Out>() > 0, "zero-sized elements");
         };
         KernelSpec {
             kernel: KernelRef::of(t),
@@ -314,10 +373,10 @@ mod tests {
     #[test]
     fn kernel_ref_round_trips_and_rejects_forged_tags() {
         let spec = KernelSpec::elem(|x: f64| x * 2.0);
-        let (addr, tag) = spec.kernel.parts();
-        let k = KernelRef::from_parts(addr, tag).unwrap();
-        assert!(KernelRef::from_parts(addr, tag ^ 1).is_none());
-        assert!(KernelRef::from_parts(addr + 1, tag).is_none());
+        let (offset, tag) = spec.kernel.parts();
+        let k = KernelRef::from_parts(offset, tag).unwrap();
+        assert!(KernelRef::from_parts(offset, tag ^ 1).is_none());
+        assert!(KernelRef::from_parts(offset + 1, tag).is_none());
         let input = bytemuck::cast_slice::<f64, u8>(&[1.0, 2.5]).to_vec();
         let mut out = vec![0f64; 2];
         k.invoke(&[], &input, bytemuck::cast_slice_mut(&mut out), 0);

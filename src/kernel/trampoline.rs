@@ -2,11 +2,9 @@
 //! to typed slices with `bytemuck` and runs the kernel with the call inlined, and the typed
 //! function-pointer form for kernels chosen at run time.
 
-use std::hash::BuildHasher;
-
 use bytemuck::Pod;
 
-use super::key;
+use super::{addr_at, key, offset_of};
 
 /// Materialises a zero-sized `Copy` kernel in a worker.
 pub(super) fn conjure<F: Copy>() -> F {
@@ -21,8 +19,15 @@ fn cast_io<'a, In: Pod, Out: Pod>(input: &'a [u8], output: &'a mut [u8]) -> (&'a
     (bytemuck::cast_slice(input), bytemuck::cast_slice_mut(output))
 }
 
-fn params_of<P: Pod>(params: &[u8]) -> P {
-    bytemuck::pod_read_unaligned(&params[..std::mem::size_of::<P>()])
+/// Runs `f` on the parameter block seen as a `P`, in place when it is aligned (it always is:
+/// payloads and segments are 64-byte aligned), so a large block is never copied to the stack.
+#[inline(always)]
+fn with_params<P: Pod, R>(params: &[u8], f: impl FnOnce(&P) -> R) -> R {
+    let bytes = &params[..std::mem::size_of::<P>()];
+    match bytemuck::try_from_bytes::<P>(bytes) {
+        Ok(p) => f(p),
+        Err(_) => f(&bytemuck::pod_read_unaligned(bytes)),
+    }
 }
 
 /// The loop of every element kernel: `output[k] = f(input[k])`, inlined so it vectorises.
@@ -45,8 +50,8 @@ pub(super) fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(
     output: &mut [u8],
     _: u64,
 ) {
-    let (f, p) = (conjure::<F>(), params_of::<P>(params));
-    each(input, output, |x| f(x, &p))
+    let f = conjure::<F>();
+    with_params(params, |p: &P| each(input, output, |x| f(x, p)))
 }
 
 pub(super) fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(
@@ -67,9 +72,8 @@ pub(super) fn chunk_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P)
     _: u64,
 ) {
     let f = conjure::<F>();
-    let p = params_of::<P>(params);
     let (i, o) = cast_io::<In, Out>(input, output);
-    f(i, o, &p)
+    with_params(params, |p: &P| f(i, o, p))
 }
 
 pub(super) fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(
@@ -83,28 +87,32 @@ pub(super) fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(
     f(i, o, start)
 }
 
-/// A keyed tag for a function pointer of type `T` at `addr`: the type is part of the tag, so a
-/// pointer cannot be reused as a pointer of another type.
-fn fn_tag<T: 'static>(addr: usize) -> u64 {
-    key().hash_one((addr, std::any::TypeId::of::<T>(), 0x0046_4e50_5452_u64))
+/// A keyed tag for a function pointer of type `T` at `offset` from the image's anchor: the type
+/// is part of the tag, so a pointer cannot be reused as a pointer of another type.
+fn fn_tag<T: 'static>(offset: u64) -> u64 {
+    key().hash_one((offset, std::any::TypeId::of::<T>(), 0x0046_4e50_5452_u64))
 }
 
 /// Reads a function pointer of type `T` and its tag from a parameter block, if the tag matches.
 pub(super) fn fn_from_params<T: Copy + 'static>(params: &[u8]) -> Option<T> {
     const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<usize>()) };
-    let [addr, tag]: [u64; 2] = bytemuck::pod_read_unaligned(params.get(..16)?);
-    if fn_tag::<T>(addr as usize) != tag {
+    let [offset, tag]: [u64; 2] = bytemuck::pod_read_unaligned(params.get(..16)?);
+    if fn_tag::<T>(offset) != tag {
         return None;
     }
-    // SAFETY: the tag is a keyed hash of (address, TypeId of T) with a key that exists only in
-    // process-private memory of the pool's processes; it matches only for an address produced
+    let addr = addr_at(offset);
+    // SAFETY: the tag is a keyed hash of (offset, TypeId of T) with a key that exists only in
+    // process-private memory of the pool's processes; it matches only for an offset produced
     // by `fn_params::<T>` from a real value of type T (a fn pointer, the size of usize as
-    // asserted above) in this process image.
-    Some(unsafe { std::mem::transmute_copy::<usize, T>(&(addr as usize)) })
+    // asserted above) in this executable image, which every pool process runs (verified for
+    // exec'd workers), so anchor + offset is that function here.
+    Some(unsafe { std::mem::transmute_copy::<usize, T>(&addr) })
 }
 
+/// The parameter block of a function-pointer kernel: its offset from the anchor and the tag.
 pub(super) fn fn_params<T: 'static>(addr: usize) -> Vec<u8> {
-    bytemuck::bytes_of(&[addr as u64, fn_tag::<T>(addr)]).to_vec()
+    let offset = offset_of(addr);
+    bytemuck::bytes_of(&[offset, fn_tag::<T>(offset)]).to_vec()
 }
 
 pub(super) fn elem_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {
@@ -116,4 +124,11 @@ pub(super) fn chunk_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: 
     let f = fn_from_params::<fn(&[In], &mut [Out])>(params).expect("function pointer tag matches");
     let (i, o) = cast_io::<In, Out>(input, output);
     f(i, o)
+}
+
+/// Runs a `Process::spawn_fn` entry: `fn(A)` (tagged) then the argument's bytes.
+pub(super) fn process_entry<A: Pod>(params: &[u8], _: &[u8], _: &mut [u8], _: u64) {
+    let f = fn_from_params::<fn(A)>(params).expect("entry function tag matches");
+    let arg = params.get(16..16 + std::mem::size_of::<A>()).expect("argument follows the entry");
+    f(bytemuck::pod_read_unaligned(arg))
 }

@@ -10,7 +10,11 @@ use super::{supervisor, Pool, Shared, Stats, STATE_RUNNING};
 use crate::error::{Error, Result};
 use crate::kernel;
 use crate::ring::Ring;
+use crate::start::{self, Launcher, StartMethod};
 use crate::worker::PausePoint;
+
+/// Stack of the supervisor thread, and so of every worker forked from it.
+const WORKER_STACK: usize = 8 << 20;
 
 /// Most workers a pool may have.
 const MAX_WORKERS: usize = 1024;
@@ -57,6 +61,11 @@ pub(crate) struct Config {
     /// Test hook (only settable with the `testing` feature): where the first workers pause.
     pub pause: Option<PausePoint>,
     pub pin: bool,
+    /// The start method asked for (`None`: chosen at `build`, see [`StartMethod`]); after
+    /// `build`, the one in use.
+    pub start: Option<StartMethod>,
+    /// Test hook: the executable spawned workers run instead of this one.
+    pub spawn_exe: Option<std::path::PathBuf>,
 }
 
 /// Configures and builds a [`Pool`].
@@ -91,6 +100,8 @@ impl Default for PoolBuilder {
                 recycle_after: None,
                 pause: None,
                 pin: true,
+                start: None,
+                spawn_exe: None,
             },
         }
     }
@@ -194,6 +205,34 @@ impl PoolBuilder {
         self
     }
 
+    /// How workers are started: see [`StartMethod`] for the methods and the default (`Fork` in
+    /// a single-threaded process; in a multi-threaded one `ForkServer` if the program calls
+    /// [`crate::init`], else `Fork` with a warning). Replacements after a crash or recycling
+    /// use the same method.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmpool::Result<()> {
+    /// use shmpool::{Pool, StartMethod};
+    /// let pool = Pool::builder().workers(2).start_method(StartMethod::ForkServer).build()?;
+    /// assert_eq!(pool.map(&[1.0f64, 4.0], f64::sqrt)?, [1.0, 2.0]);
+    /// assert_eq!(pool.start_method(), StartMethod::ForkServer);
+    /// # Ok(()) }
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.cfg.start = Some(method);
+        self
+    }
+
+    /// Test hook: spawned workers run `exe` instead of this executable (a mismatch test).
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn spawn_exe_for_test(mut self, exe: impl Into<std::path::PathBuf>) -> Self {
+        self.cfg.spawn_exe = Some(exe.into());
+        self
+    }
+
     /// Test hook: the first workers stop themselves (SIGSTOP) once at `at`.
     #[cfg(any(test, feature = "testing"))]
     #[doc(hidden)]
@@ -234,13 +273,22 @@ impl PoolBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidOption`] for zero workers, zero attempts or absurd sizes;
-    /// [`Error::ShmFull`] when `/dev/shm` cannot hold the ring; [`Error::Os`] when forking fails.
+    /// [`Error::ShmFull`] when `/dev/shm` cannot hold the ring; [`Error::Os`] when forking fails;
+    /// [`Error::InitNotCalled`] when the start method needs [`crate::init`] and the program
+    /// never called it; [`Error::BinaryMismatch`] when a spawned worker runs another
+    /// executable; [`Error::StartFailed`] when a spawned worker does not complete its start-up.
     pub fn build(mut self) -> Result<Pool> {
+        crate::process::spawn::refuse_uninitialised_child();
         self.check()?;
-        let cfg = self.cfg;
+        let mut cfg = self.cfg;
         sweep_once();
         kernel::init_key();
         crate::worker::install_panic_hook();
+        let method = start::launch::resolve(cfg.start);
+        cfg.start = Some(method);
+        // Connects to (and maybe forks) the fork server from this thread, before the
+        // supervisor thread exists.
+        let launcher = Launcher::new(method, cfg.spawn_exe.clone())?;
         let ring = Ring::create(cfg.slots, cfg.payload_bytes)?;
         let (poke_rx, poke_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| Error::os("pipe2", e.into()))?;
@@ -262,6 +310,8 @@ impl PoolBuilder {
             deaths: Mutex::new(Vec::new()),
             active: AtomicUsize::new(0),
             collectors: AtomicUsize::new(0),
+            draining: AtomicUsize::new(0),
+            slot_waiters: AtomicUsize::new(0),
             books: Mutex::new(Vec::new()),
             orphans: Mutex::new(Vec::new()),
             orphan_count: AtomicUsize::new(0),
@@ -272,7 +322,10 @@ impl PoolBuilder {
         let sup_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("shmpool-supervisor".into())
-            .spawn(move || supervisor::run(sup_shared, tx))
+            // Workers are forked from this thread and run kernels on its stack: give them a
+            // main thread's 8 MiB, not a spawned thread's 2 MiB (pages are committed lazily).
+            .stack_size(WORKER_STACK)
+            .spawn(move || supervisor::run(sup_shared, launcher, tx))
             .map_err(|e| Error::os("spawn supervisor thread", e))?;
         let started = rx.recv().unwrap_or(Err(Error::WorkersFailedToStart { failures: 1 }));
         if let Err(e) = started {

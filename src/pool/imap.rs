@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use bytemuck::Pod;
 
 use super::{run, Pool, Ticket};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 
 /// How many batches to keep in flight: the configured number, capped at half the ring so that
@@ -25,9 +25,11 @@ fn in_flight(pool: &Pool) -> usize {
 
 /// The iterator [`Pool::imap`] returns.
 #[must_use = "iterators are lazy: nothing is submitted until it is polled"]
-pub struct Imap<'p, In, Out: Pod, I> {
+pub struct Imap<'p, In, Out: Pod, I: Iterator> {
     pool: &'p Pool,
     batches: Fuse<I>,
+    /// A batch pulled from the iterator but not yet submitted (the ring was full).
+    deferred: Option<I::Item>,
     spec: KernelSpec,
     pending: VecDeque<Result<Ticket<'p, Out>>>,
     limit: usize,
@@ -36,9 +38,11 @@ pub struct Imap<'p, In, Out: Pod, I> {
 
 /// The iterator [`Pool::imap_unordered`] returns.
 #[must_use = "iterators are lazy: nothing is submitted until it is polled"]
-pub struct ImapUnordered<'p, In, Out: Pod, I> {
+pub struct ImapUnordered<'p, In, Out: Pod, I: Iterator> {
     pool: &'p Pool,
     batches: Fuse<I>,
+    /// A batch pulled from the iterator but not yet submitted (the ring was full).
+    deferred: Option<I::Item>,
     spec: KernelSpec,
     pending: Vec<Ticket<'p, Out>>,
     limit: usize,
@@ -73,6 +77,7 @@ impl Pool {
         Imap {
             pool: self,
             batches: batches.into_iter().fuse(),
+            deferred: None,
             spec: KernelSpec::elem(f),
             pending: VecDeque::new(),
             limit: in_flight(self),
@@ -107,6 +112,7 @@ impl Pool {
         ImapUnordered {
             pool: self,
             batches: batches.into_iter().fuse(),
+            deferred: None,
             spec: KernelSpec::elem(f),
             pending: Vec::new(),
             limit: in_flight(self),
@@ -120,9 +126,16 @@ impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for 
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.pending.len() < self.limit {
-            let Some(batch) = self.batches.next() else { break };
-            // A batch that cannot be submitted keeps its place: its error comes in order.
-            self.pending.push_back(self.pool.submit_spec(batch.as_ref(), &self.spec));
+            let Some(batch) = self.deferred.take().or_else(|| self.batches.next()) else { break };
+            // With batches in flight, a full ring means: take the oldest result first.
+            match self.pool.submit_inner(batch.as_ref(), &self.spec, !self.pending.is_empty()) {
+                Err(Error::RingFull { .. }) if !self.pending.is_empty() => {
+                    self.deferred = Some(batch);
+                    break;
+                }
+                // A batch that cannot be submitted keeps its place: its error comes in order.
+                r => self.pending.push_back(r),
+            }
         }
         Some(self.pending.pop_front()?.and_then(Ticket::wait))
     }
@@ -133,9 +146,13 @@ impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for 
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.pending.len() < self.limit {
-            let Some(batch) = self.batches.next() else { break };
-            match self.pool.submit_spec(batch.as_ref(), &self.spec) {
+            let Some(batch) = self.deferred.take().or_else(|| self.batches.next()) else { break };
+            match self.pool.submit_inner(batch.as_ref(), &self.spec, !self.pending.is_empty()) {
                 Ok(t) => self.pending.push(t),
+                Err(Error::RingFull { .. }) if !self.pending.is_empty() => {
+                    self.deferred = Some(batch);
+                    break;
+                }
                 Err(e) => return Some(Err(e)),
             }
         }

@@ -75,12 +75,16 @@ struct Shared {
     deaths: Mutex<Vec<WorkerDeath>>,
     /// Maps in flight (blocking maps and tickets): fair shares and wake-up batching.
     active: AtomicUsize,
-    /// Threads inside a collecting loop (a blocking map, a ticket's submit or wait).
+    /// Threads inside a waiting loop (a blocking map, a ticket's submit or wait).
     collectors: AtomicUsize,
+    /// Those of them whose loop frees slots as chunks finish.
+    draining: AtomicUsize,
+    /// Threads waiting for a free slot with nothing of their own in flight.
+    slot_waiters: AtomicUsize,
     /// Recycled per-map bookkeeping.
     books: Mutex<Vec<run::Books>>,
     /// Slots of dropped tickets still in flight, freed by whoever takes the ring lock next.
-    orphans: Mutex<Vec<(u32, crate::ring::Descriptor)>>,
+    orphans: Mutex<Vec<(u32, crate::ring::Sealed)>>,
     orphan_count: AtomicUsize,
     /// Since when (monotonic µs, 0: not) the ring lock has been timing out for map callers.
     lock_failing: AtomicU64,
@@ -173,6 +177,11 @@ impl Pool {
     /// The configured number of workers.
     pub fn workers(&self) -> usize {
         self.shared.cfg.workers
+    }
+
+    /// How this pool starts its workers (the method chosen at `build` when none was asked for).
+    pub fn start_method(&self) -> crate::StartMethod {
+        self.shared.cfg.start.expect("build sets the start method")
     }
 
     /// The pids of the current worker processes.
@@ -301,14 +310,14 @@ impl Pool {
             return Ok(());
         }
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, run::INLINE_SLOTS) {
-            let run = run::MapRun::new(self, spec, len, &Input::Inline(input), None, Some(layout))?;
+            let run = run::MapRun::new(self, spec, len, &Input::Inline(input), None, run::Chunking::Inline(layout))?;
             return run::drive(run, spec, Input::Inline(input), Output::Inline(output), None);
         }
         let mut stage_in = self.take_staging(input.len())?;
         stage_in.bytes_mut(input.len()).copy_from_slice(input);
         let stage_out = self.take_staging(output.len())?;
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
-        let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Some(&outs), None)?;
+        let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Some(&outs), run::Chunking::Shared)?;
         let r = run::drive(run, spec, Input::Shared(&ins), Output::Shared, None);
         let mut stage_out = stage_out;
         if r.is_ok() {
@@ -479,8 +488,22 @@ impl Pool {
         self.shared.ring.request_shutdown();
         self.shared.poke();
         let handle = lock(&self.supervisor).take();
-        if let Some(h) = handle {
-            let _ = h.join();
+        match handle {
+            Some(h) => {
+                let _ = h.join();
+            }
+            // Another thread is joining the supervisor: return only once it has reaped every
+            // worker, like that thread will.
+            None => {
+                let hdr = self.shared.ring.header();
+                while !self.shared.reaped.load(Ordering::Acquire) {
+                    let seen = hdr.done.seq();
+                    if self.shared.reaped.load(Ordering::Acquire) {
+                        break;
+                    }
+                    hdr.done.wait(seen, std::time::Duration::ZERO, std::time::Duration::from_millis(10));
+                }
+            }
         }
     }
 
@@ -517,7 +540,7 @@ impl Pool {
         if len == 0 {
             return Ok(());
         }
-        let run = run::MapRun::new(self, spec, len, &Input::Shared(input), Some(output), None)?;
+        let run = run::MapRun::new(self, spec, len, &Input::Shared(input), Some(output), run::Chunking::Shared)?;
         run::drive(run, spec, Input::Shared(input), Output::Shared, progress)
     }
 

@@ -28,7 +28,7 @@ use super::{lock, Pool, Shared, WaitStrategy, STATE_STOPPING, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 use crate::ring::layout::{params_inline, InlineLayout};
-use crate::ring::{index, Descriptor, Observed, RingGuard, Status, LOCK_TIMEOUT};
+use crate::ring::{index, Descriptor, Observed, RingGuard, Sealed, Status, LOCK_TIMEOUT};
 use crate::shm::Segment;
 
 /// How long a waiting map caller sleeps between health checks.
@@ -80,6 +80,17 @@ pub(super) fn inline_layout(shared: &Shared, len: usize, spec: &KernelSpec, max_
         .filter(|l| len <= SMALL_MAP && len <= l.max_len().saturating_mul(max_slots))
 }
 
+/// How a map is cut into chunks.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Chunking {
+    /// Inline in the slots, as many chunks as the plan makes.
+    Inline(InlineLayout),
+    /// Inline in exactly one slot (a ticket).
+    InlineOneSlot(InlineLayout),
+    /// In shared segments.
+    Shared,
+}
+
 /// Why a map stopped early.
 enum Stop {
     /// An error of the map alone (a kernel panic, a crash after `max_attempts`, a timeout):
@@ -97,7 +108,7 @@ pub(super) struct Books {
     /// Per chunk: finished (each chunk finishes exactly once).
     finished: Vec<bool>,
     /// Per slot: the chunk this map put there and the descriptor it sealed, or `None`.
-    inflight: Vec<Option<(usize, Descriptor)>>,
+    inflight: Vec<Option<(usize, Sealed)>>,
     /// Per slot: since when it has named a claimer that is not a live worker.
     unknown_claimer: Vec<Option<Instant>>,
 }
@@ -141,16 +152,24 @@ pub(super) struct MapRun<'p> {
 }
 
 impl<'p> MapRun<'p> {
-    /// Plans a map of `len` elements of `spec` from `input` to an inline output (`out_seg` 0)
-    /// or the shared segment `out_seg`; `inline` is the layout of inline chunks, if inline.
+    /// Plans a map of `len` elements of `spec` from `input` to an inline output (`out` `None`)
+    /// or the shared segment `out`, cut as `chunking` says.
     pub(super) fn new(
         pool: &'p Pool,
         spec: &KernelSpec,
         len: usize,
         input: &Input<'_>,
         out: Option<&Arc<Segment>>,
-        inline: Option<InlineLayout>,
+        chunking: Chunking,
     ) -> Result<Self> {
+        let (inline, fixed) = match chunking {
+            Chunking::Inline(l) => (Some(l), pool.shared.cfg.chunk_len),
+            // A ticket's inline chunk waits in its slot until the ticket is waited for: one
+            // slot per ticket, whatever `chunk_len` says, or a ticket could need more slots
+            // than it may hold.
+            Chunking::InlineOneSlot(l) => (Some(l), Some(len)),
+            Chunking::Shared => (None, pool.shared.cfg.chunk_len),
+        };
         let shared = &*pool.shared;
         let active = Active::new(shared);
         let cfg = &shared.cfg;
@@ -182,15 +201,7 @@ impl<'p> MapRun<'p> {
         let max_bytes = if file { index::MAX_FILE_CHUNK_BYTES } else { index::MAX_CHUNK_BYTES };
         let max_len = inline.map_or(usize::MAX, |l| l.max_len());
         let mut books = lock(&shared.books).pop().unwrap_or_default();
-        index::plan_into(
-            &mut books.chunks,
-            len,
-            cfg.workers,
-            spec.in_size + spec.out_size,
-            cfg.chunk_len,
-            max_len,
-            max_bytes,
-        );
+        index::plan_into(&mut books.chunks, len, cfg.workers, spec.in_size + spec.out_size, fixed, max_len, max_bytes);
         let slots = shared.ring.slots() as usize;
         books.finished.clear();
         books.finished.resize(books.chunks.len(), false);
@@ -317,7 +328,8 @@ impl<'p> MapRun<'p> {
         // One chunk and a spinning worker: it will see the bump; waking the sleepers too would
         // only make one of them spin as well (three busy processes on two cores is what makes
         // the latency tail). Otherwise wake everyone.
-        if filled == 1 && hdr.spinner.load(Ordering::SeqCst) != 0 {
+        let spinner = hdr.spinner.load(Ordering::SeqCst);
+        if filled == 1 && spinner != 0 && lock(&self.shared.pids).contains(&spinner) {
             hdr.work.bump();
         } else {
             hdr.work.ring();
@@ -340,8 +352,8 @@ impl<'p> MapRun<'p> {
     /// Takes every finished chunk of ours; checks every slot of ours and every slot posing as
     /// one. Records corruption in `self.stop`.
     fn collect(&mut self, g: &mut RingGuard<'_>, output: &mut Output<'_>) {
-        if self.shared.ring.corruption_reported() {
-            return self.corrupt(u32::MAX, "a worker's claim was overwritten while its kernel ran".into());
+        if let Some(what) = self.shared.ring.corruption_reported() {
+            return self.corrupt(u32::MAX, what.into());
         }
         let check_claimers = self.outstanding > 0 && self.last_claimer_check.elapsed() >= CLAIMER_CHECK_EVERY;
         if check_claimers {
@@ -400,6 +412,10 @@ impl<'p> MapRun<'p> {
             self.books.inflight[slot] = None;
             self.books.unknown_claimer[slot] = None;
             self.outstanding -= 1;
+            if self.shared.slot_waiters.load(Ordering::Relaxed) > 0 {
+                // A slot is free again: wake whoever waits for one.
+                self.shared.ring.header().done.ring();
+            }
             if std::mem::replace(&mut self.books.finished[chunk], true) {
                 return self.corrupt(slot as u32, format!("chunk {chunk} finished twice"));
             }
@@ -489,11 +505,22 @@ impl<'p> MapRun<'p> {
         }
     }
 
-    /// Whether nothing can ever free a slot for this map's next chunk: the ring holds no FREE,
-    /// FILLED or CLAIMED slot and no finished chunk of ours, and no other caller is collecting
-    /// (every slot is a finished chunk of a ticket nobody waits for yet).
-    pub(super) fn starved(&self) -> bool {
-        if self.all_filled() || self.outstanding > 0 || self.shared.collectors.load(Ordering::SeqCst) > 1 {
+    /// Whether no chunk of this map is in flight.
+    pub(super) fn nothing_in_flight(&self) -> bool {
+        self.outstanding == 0
+    }
+
+    /// Whether the ring has a FREE slot right now.
+    pub(super) fn ring_has_free_slot(&self) -> bool {
+        self.shared.ring.lock().map_or(true, |g| g.census(self.map_id).free > 0)
+    }
+
+    /// Whether nothing can free a slot for this map's next chunk: the ring holds no FREE,
+    /// FILLED or CLAIMED slot and no finished chunk of ours, and no other thread is in a loop
+    /// that frees slots (every slot is a finished chunk of a ticket nobody waits for yet).
+    fn starved(&self, i_drain: bool) -> bool {
+        let others_draining = self.shared.draining.load(Ordering::SeqCst) > usize::from(i_drain);
+        if self.all_filled() || self.outstanding > 0 || others_draining {
             return false;
         }
         match self.shared.ring.lock() {
@@ -615,8 +642,9 @@ pub(super) fn drive(
     mut output: Output<'_>,
     mut progress: Option<&mut dyn FnMut(usize)>,
 ) -> Result<()> {
-    let _collector = Collector::new(run.shared);
+    let collector = Collector::new(run.shared, true);
     let hdr = run.shared.ring.header();
+    let mut starved_since = None;
     let mut reported = 0;
     let mut callback_panic = None;
     loop {
@@ -648,10 +676,11 @@ pub(super) fn drive(
             }
             return Err(e);
         }
-        if filled == 0 && run.starved() {
+        if filled == 0 && collector.starved(&run, &mut starved_since) {
             run.abort(Error::RingFull { slots: run.shared.ring.slots() });
             continue;
         }
+        let _slot_wait = collector.wants_slot(&run);
         run.wait(seen, None);
     }
     let outcome = run.finish();
@@ -661,18 +690,69 @@ pub(super) fn drive(
     outcome
 }
 
-/// Counts a thread inside a collecting loop (for `starved` and for the spin decision).
-pub(super) struct Collector<'p>(&'p Shared);
+/// Counts a thread inside a waiting loop (for the spin decision), and whether that loop frees
+/// slots as chunks finish (for `starved`): blocking maps, ticket waits and staged submits do;
+/// an inline submit does not (its finished chunk waits in its slot for the ticket's owner).
+pub(super) struct Collector<'p> {
+    shared: &'p Shared,
+    drains: bool,
+}
 
 impl<'p> Collector<'p> {
-    pub(super) fn new(shared: &'p Shared) -> Self {
+    pub(super) fn new(shared: &'p Shared, drains: bool) -> Self {
         shared.collectors.fetch_add(1, Ordering::SeqCst);
-        Collector(shared)
+        if drains {
+            shared.draining.fetch_add(1, Ordering::SeqCst);
+        }
+        Collector { shared, drains }
+    }
+
+    /// Whether nothing can free a slot for `run`, persistently: see [`MapRun::starved`]. The
+    /// condition must hold for [`STARVED_FOR`] in a row (a caller about to wait for its
+    /// tickets would otherwise look like nobody).
+    pub(super) fn starved(&self, run: &MapRun<'_>, since: &mut Option<Instant>) -> bool {
+        if run.starved(self.drains) {
+            since.get_or_insert_with(Instant::now).elapsed() >= STARVED_FOR
+        } else {
+            *since = None;
+            false
+        }
+    }
+
+    /// Marks this thread as waiting for a free slot (while `run` has nothing in flight), so
+    /// that whoever frees one rings the done bell.
+    pub(super) fn wants_slot(&self, run: &MapRun<'_>) -> SlotWait<'p> {
+        let waiting = !run.all_filled() && run.outstanding == 0;
+        if waiting {
+            self.shared.slot_waiters.fetch_add(1, Ordering::SeqCst);
+        }
+        SlotWait { shared: self.shared, waiting }
     }
 }
 
 impl Drop for Collector<'_> {
     fn drop(&mut self) {
-        self.0.collectors.fetch_sub(1, Ordering::SeqCst);
+        self.shared.collectors.fetch_sub(1, Ordering::SeqCst);
+        if self.drains {
+            self.shared.draining.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
+
+/// A thread waiting for a free slot (see [`Collector::wants_slot`]); uncounted on drop.
+pub(super) struct SlotWait<'p> {
+    shared: &'p Shared,
+    waiting: bool,
+}
+
+impl Drop for SlotWait<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.shared.slot_waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// How long "nothing can free a slot" must hold before a map or submit gives up with
+/// [`Error::RingFull`].
+const STARVED_FOR: Duration = Duration::from_millis(250);

@@ -1,11 +1,13 @@
-//! The supervisor thread: forks workers, reaps them, repairs the ring after a death, respawns,
-//! serves workers' requests for segment descriptors, tells them to unmap dropped segments, and
-//! kills chunks that run past the timeout.
+//! The supervisor thread: starts workers (by the pool's start method), reaps them, repairs the
+//! ring after a death, respawns, serves workers' requests for segment descriptors, tells them to
+//! unmap dropped segments, and kills chunks that run past the timeout.
 //!
-//! It is the only thread that forks workers, and it lives exactly as long as the pool, so a
-//! worker's `PR_SET_PDEATHSIG` (which fires when the *forking thread* exits) means "when the
-//! pool or its process is gone". Deaths are noticed through pidfds in the same `poll` as the
-//! sockets, so detection takes one wake-up, not a polling period.
+//! It is the only thread that forks or spawns workers, and it lives exactly as long as the
+//! pool, so a worker's `PR_SET_PDEATHSIG` (which fires when the *forking thread* exits) means
+//! "when the pool or its process is gone". Workers of the fork server die with the server,
+//! which kills them when their pool's connection or the program's control socket closes.
+//! Deaths are noticed through pidfds in the same `poll` as the sockets, so detection takes one
+//! wake-up, not a polling period.
 #![deny(unsafe_code)]
 
 use std::collections::HashSet;
@@ -18,13 +20,13 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::{lock, Shared, WaitStrategy, STATE_STOPPING, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
-use crate::process::fork;
+use crate::start::{How, Launcher, Pending};
 use crate::sync::now_us;
 use crate::worker::{self, WorkerCtx};
 
@@ -39,6 +41,7 @@ struct Kid {
     /// Position in the pool (0..workers); a replacement takes its predecessor's.
     index: usize,
     pid: Pid,
+    how: How,
     pidfd: OwnedFd,
     sock: OwnedFd,
     known: HashSet<u64>,
@@ -56,7 +59,12 @@ pub struct WorkerDeath {
     pub detected_at_us: u64,
 }
 
-fn spawn(shared: &Shared, index: usize, first: bool) -> Result<Kid> {
+/// How long the supervisor waits for the exit status of a worker the fork server reaps.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts worker `index` (the first workers of a pool get the pause hook); the handshake of a
+/// spawned worker is completed by [`finish`].
+fn launch(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) -> Result<Pending> {
     let (parent_end, child_end) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| Error::os("socketpair", e.into()))?;
     let ctx = WorkerCtx {
@@ -75,43 +83,71 @@ fn spawn(shared: &Shared, index: usize, first: bool) -> Result<Kid> {
         pause: if first { shared.cfg.pause } else { None },
         cpu: shared.cpus.get(index).copied(),
     };
-    let pid = fork::fork_worker(move || worker::run(ctx))?;
-    let pidfd = match fork::pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-            return Err(e);
-        }
-    };
-    Ok(Kid { index, pid, pidfd, sock: parent_end, known: HashSet::new() })
+    launcher.launch(ctx, parent_end)
 }
 
-pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<()>>) {
+/// Completes a launched worker's start-up and starts watching it.
+fn finish(launcher: &mut Launcher, index: usize, p: Pending) -> Result<Kid> {
+    let how = p.how;
+    let (pid, sock, pidfd) = launcher.finish(p)?;
+    Ok(Kid { index, pid, how, pidfd, sock, known: HashSet::new() })
+}
+
+fn spawn(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) -> Result<Kid> {
+    let p = launch(shared, launcher, index, first)?;
+    finish(launcher, index, p)
+}
+
+pub(crate) fn run(shared: Arc<Shared>, mut launcher: Launcher, ready: mpsc::Sender<Result<()>>) {
     let mut kids = Vec::with_capacity(shared.cfg.workers);
+    // Launch every worker first, then wait for their handshakes: exec'd workers start in
+    // parallel, and requests to the fork server overlap.
+    let mut pending = Vec::with_capacity(shared.cfg.workers);
+    let mut failed = None;
     for index in 0..shared.cfg.workers {
-        match spawn(&shared, index, true) {
-            Ok(k) => kids.push(k),
+        match launch(&shared, &mut launcher, index, true) {
+            Ok(p) => pending.push((index, p)),
             Err(e) => {
-                kill_all(&mut kids);
-                shared.reaped.store(true, Ordering::Release);
-                let _ = ready.send(Err(e));
-                return;
+                failed = Some(e);
+                break;
             }
         }
+    }
+    let mut advanced = Vec::with_capacity(pending.len());
+    for (index, mut p) in pending {
+        match launcher.advance(&mut p) {
+            Ok(()) => advanced.push((index, p)),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    for (index, p) in advanced {
+        match finish(&mut launcher, index, p) {
+            Ok(k) => kids.push(k),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        kill_all(&mut launcher, &mut kids);
+        shared.reaped.store(true, Ordering::Release);
+        let _ = ready.send(Err(e));
+        return;
     }
     publish_pids(&shared, &kids);
     let _ = ready.send(Ok(()));
     drop(ready);
-    Supervisor { shared, kids, start_failures: 0, stop_deadline: None, timed_out: HashSet::new() }.serve();
+    Supervisor { shared, launcher, kids, start_failures: 0, stop_deadline: None, timed_out: HashSet::new() }.serve();
 }
 
-fn kill_all(kids: &mut Vec<Kid>) {
+fn kill_all(launcher: &mut Launcher, kids: &mut Vec<Kid>) {
     for k in kids.iter() {
         let _ = kill(k.pid, Signal::SIGKILL);
     }
     for k in kids.drain(..) {
-        let _ = waitpid(k.pid, None);
+        let _ = launcher.reap(k.pid, k.how, STATUS_TIMEOUT);
     }
 }
 
@@ -121,6 +157,7 @@ fn publish_pids(shared: &Shared, kids: &[Kid]) {
 
 struct Supervisor {
     shared: Arc<Shared>,
+    launcher: Launcher,
     kids: Vec<Kid>,
     start_failures: u32,
     stop_deadline: Option<Instant>,
@@ -134,12 +171,12 @@ impl Supervisor {
         loop {
             let state = self.shared.state.load(Ordering::SeqCst);
             if state == STATE_TERMINATED {
-                kill_all(&mut self.kids);
+                kill_all(&mut self.launcher, &mut self.kids);
             } else if state == STATE_STOPPING {
                 let deadline = *self.stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
                 self.shared.ring.request_shutdown();
                 if Instant::now() >= deadline {
-                    kill_all(&mut self.kids);
+                    kill_all(&mut self.launcher, &mut self.kids);
                 }
             }
             if state >= STATE_STOPPING && self.kids.is_empty() {
@@ -161,10 +198,11 @@ impl Supervisor {
             self.check_timeouts();
             if last_prune.elapsed() >= TICK {
                 self.prune_segments();
+                self.reclaim_spinner();
                 last_prune = Instant::now();
             }
         }
-        kill_all(&mut self.kids);
+        kill_all(&mut self.launcher, &mut self.kids);
         publish_pids(&self.shared, &self.kids);
         // PUBLISH: every worker is dead and reaped; map callers waiting on a cancelled or
         // failed pool may now return (they observe this with Acquire).
@@ -207,15 +245,10 @@ impl Supervisor {
 
     fn on_death(&mut self, kid: Kid) {
         let detected = now_us();
-        let status = loop {
-            match waitpid(kid.pid, None) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                other => break other,
-            }
-        };
+        let status = self.launcher.reap(kid.pid, kid.how, STATUS_TIMEOUT);
         let (signal, code) = match status {
-            Ok(WaitStatus::Signaled(_, sig, _)) => (sig as i32, None),
-            Ok(WaitStatus::Exited(_, code)) => (0, Some(code)),
+            Some(WaitStatus::Signaled(_, sig, _)) => (sig as i32, None),
+            Some(WaitStatus::Exited(_, code)) => (0, Some(code)),
             _ => (0, None),
         };
         let pid = kid.pid.as_raw() as u32;
@@ -254,7 +287,7 @@ impl Supervisor {
             if self.start_failures >= MAX_START_FAILURES {
                 self.shared.fail(Error::WorkersFailedToStart { failures: self.start_failures });
             } else {
-                match spawn(&self.shared, kid.index, false) {
+                match spawn(&self.shared, &mut self.launcher, kid.index, false) {
                     Ok(k) => {
                         self.shared.stats.respawns.fetch_add(1, Ordering::Relaxed);
                         self.kids.push(k);
@@ -316,13 +349,23 @@ impl Supervisor {
         }
     }
 
+    /// Frees the spinner token if it names no worker (a stray write): otherwise no idle worker
+    /// could ever spin again.
+    fn reclaim_spinner(&self) {
+        let spinner = &self.shared.ring.header().spinner;
+        let s = spinner.load(Ordering::SeqCst);
+        if s != 0 && !self.kids.iter().any(|k| k.pid.as_raw() as u32 == s) {
+            let _ = spinner.compare_exchange(s, 0, Ordering::SeqCst, Ordering::Relaxed);
+        }
+    }
+
     /// Kills the workers whose chunk overran the timeout. Their slots are marked TIMED_OUT in
     /// `on_death`, after the kill has been reaped: a worker that is still dying could otherwise
     /// write into a buffer the map caller already got back.
     fn check_timeouts(&mut self) {
         let Some(limit) = self.shared.cfg.chunk_timeout else { return };
         let Ok(g) = self.shared.ring.lock() else { return };
-        let overdue = g.overdue(now_us(), limit.as_micros() as u64);
+        let overdue = g.overdue(now_us(), u64::try_from(limit.as_micros()).unwrap_or(u64::MAX));
         drop(g);
         for (_, pid) in overdue {
             // Only ever signal our own children, whatever a slot header says.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::run::{self, Collector, Input, MapRun, Output};
+use super::run::{self, Chunking, Collector, Input, MapRun, Output};
 use super::Pool;
 use crate::array::Staging;
 use crate::error::{Error, Result};
@@ -39,6 +39,8 @@ pub struct Ticket<'p, Out: Pod> {
     run: Option<MapRun<'p>>,
     len: usize,
     results: Results<Out>,
+    /// The results were handed out (by `try_get` or `wait_timeout`): the ticket is spent.
+    spent: bool,
     _out: PhantomData<Out>,
 }
 
@@ -85,6 +87,18 @@ impl Pool {
     ///
     /// As [`Pool::submit`], plus [`Error::TypeMismatch`].
     pub fn submit_spec<In: Pod, Out: Pod>(&self, input: &[In], spec: &KernelSpec) -> Result<Ticket<'_, Out>> {
+        self.submit_inner(input, spec, false)
+    }
+
+    /// [`Pool::submit_spec`]; with `fail_fast`, [`Error::RingFull`] as soon as nothing of the
+    /// new ticket is in flight and no slot is free (the caller — `imap` — then waits for one of
+    /// its own tickets instead).
+    pub(super) fn submit_inner<In: Pod, Out: Pod>(
+        &self,
+        input: &[In],
+        spec: &KernelSpec,
+        fail_fast: bool,
+    ) -> Result<Ticket<'_, Out>> {
         spec.check_types::<In, Out>()?;
         self.check_open()?;
         let len = input.len();
@@ -95,19 +109,21 @@ impl Pool {
                 run: None,
                 len,
                 results: Results::Inline { buf: None },
+                spent: false,
                 _out: PhantomData,
             });
         }
         // One slot per small ticket: its finished chunk waits there for the caller.
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, 1) {
             let input = Input::Inline(bytes);
-            let run = MapRun::new(self, spec, len, &input, None, Some(layout))?;
-            let run = fill_all(run, spec, &input, &mut Output::Hold)?;
+            let run = MapRun::new(self, spec, len, &input, None, Chunking::InlineOneSlot(layout))?;
+            let run = fill_all(run, spec, &input, &mut Output::Hold, fail_fast)?;
             return Ok(Ticket {
                 pool: self,
                 run: Some(run),
                 len,
                 results: Results::Inline { buf: None },
+                spent: false,
                 _out: PhantomData,
             });
         }
@@ -119,13 +135,14 @@ impl Pool {
         let stage_out = self.take_staging(out_bytes)?;
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
         let input = Input::Shared(&ins);
-        let run = MapRun::new(self, spec, len, &input, Some(&outs), None)?;
-        let run = fill_all(run, spec, &input, &mut Output::Shared)?;
+        let run = MapRun::new(self, spec, len, &input, Some(&outs), Chunking::Shared)?;
+        let run = fill_all(run, spec, &input, &mut Output::Shared, fail_fast)?;
         Ok(Ticket {
             pool: self,
             run: Some(run),
             len,
             results: Results::Staged { input: stage_in, output: stage_out },
+            spent: false,
             _out: PhantomData,
         })
     }
@@ -137,10 +154,13 @@ fn fill_all<'p>(
     spec: &KernelSpec,
     input: &Input<'_>,
     output: &mut Output<'_>,
+    fail_fast: bool,
 ) -> Result<MapRun<'p>> {
     let shared = &*run.pool.shared;
-    let _collector = Collector::new(shared);
+    // An inline ticket keeps its finished chunk in its slot: its submit frees none.
+    let collector = Collector::new(shared, matches!(output, Output::Shared));
     let hdr = shared.ring.header();
+    let mut starved_since = None;
     loop {
         let seen = hdr.done.seq();
         let filled = run.step(Some(spec), input, output);
@@ -152,10 +172,14 @@ fn fill_all<'p>(
             let _ = run.finish();
             return Err(e);
         }
-        if filled == 0 && run.starved() {
+        let starved = filled == 0
+            && ((fail_fast && run.nothing_in_flight() && !run.ring_has_free_slot())
+                || collector.starved(&run, &mut starved_since));
+        if starved {
             let _ = run.finish();
             return Err(Error::RingFull { slots: shared.ring.slots() });
         }
+        let _slot_wait = collector.wants_slot(&run);
         run.wait(seen, None);
     }
 }
@@ -199,16 +223,19 @@ impl<'p, Out: Pod> Ticket<'p, Out> {
     }
 
     /// Waits at most `timeout`: `Ok(Some(results))` when done, `Ok(None)` when not yet (the
-    /// ticket stays valid; wait again or drop it).
+    /// ticket stays valid; wait again or drop it). Once the results were handed out, every
+    /// later call gives [`Error::TicketSpent`].
     ///
     /// # Errors
     ///
     /// As [`Pool::map`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<Vec<Out>>> {
-        self.poll(Some(Instant::now() + timeout))
+        // A timeout too long to represent is no deadline.
+        self.poll(Instant::now().checked_add(timeout))
     }
 
-    /// The results if the ticket is done, without waiting: `None` while it runs.
+    /// The results if the ticket is done, without waiting: `None` while it runs. Once the
+    /// results were handed out, every later call gives [`Error::TicketSpent`].
     pub fn try_get(&mut self) -> Option<Result<Vec<Out>>> {
         self.poll(Some(Instant::now())).transpose()
     }
@@ -220,7 +247,10 @@ impl<'p, Out: Pod> Ticket<'p, Out> {
             Results::Staged { .. } => vec![Out::zeroed(); len],
         };
         match self.drive(bytemuck::cast_slice_mut(&mut buf), deadline) {
-            Some(r) => r.map(|()| Some(buf)),
+            Some(r) => {
+                self.spent = true;
+                r.map(|()| Some(buf))
+            }
             None => {
                 if let Results::Inline { buf: keep } = &mut self.results {
                     *keep = Some(buf);
@@ -233,11 +263,17 @@ impl<'p, Out: Pod> Ticket<'p, Out> {
     /// Collects until the map is over (`Some(outcome)`) or `deadline` passes (`None`).
     /// Inline results are copied straight into `out`; staged ones at the end.
     fn drive(&mut self, out: &mut [u8], deadline: Option<Instant>) -> Option<Result<()>> {
+        if let Err(e) = self.pool.check_owner() {
+            return Some(Err(e));
+        }
+        if self.spent {
+            return Some(Err(Error::TicketSpent));
+        }
         let Some(mut run) = self.run.take() else { return Some(Ok(())) };
         let shared = &*run.pool.shared;
         let hdr = shared.ring.header();
         let outcome = {
-            let _collector = Collector::new(shared);
+            let _collector = Collector::new(shared, true);
             let mut output = match &self.results {
                 Results::Inline { .. } => Output::Inline(&mut *out),
                 Results::Staged { .. } => Output::Shared,
@@ -272,6 +308,13 @@ impl<Out: Pod> Drop for Ticket<'_, Out> {
     /// Withdraws what has not started, leaves what runs to be freed when it finishes, and
     /// returns the staging buffers to the pool only when no worker can touch them any more.
     fn drop(&mut self) {
+        if !self.pool.shared.is_owner() {
+            // A forked child's copy: the slots and buffers are the parent's; touch nothing.
+            if let Some(run) = self.run.take() {
+                std::mem::forget(run);
+            }
+            return;
+        }
         let in_flight = self.run.take().is_some_and(|run| run.orphan());
         let results = std::mem::replace(&mut self.results, Results::Inline { buf: None });
         if let (Results::Staged { input, output }, false) = (results, in_flight) {

@@ -38,6 +38,9 @@ fn fork_child(worker: bool, child: impl FnOnce() -> i32) -> Result<Pid> {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
             mark_child(worker);
+            // The fork server must see its control socket close when the program dies, not
+            // when the last forked child does.
+            super::server::close_inherited_control();
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(PANIC_EXIT_CODE);
             exit_now(code)
         }
@@ -121,6 +124,13 @@ pub(crate) fn install_panic_hook() {
             raw_stderr(line.as_bytes());
         }));
     });
+}
+
+/// Marks a worker that was not forked by `fork_worker` (started by `exec` or by the fork
+/// server) for the panic hook, and installs the hook (it is single-threaded at that point).
+pub(crate) fn mark_worker() {
+    install_panic_hook();
+    mark_child(true);
 }
 
 /// Marks the calling (just forked) process as a worker or a `Process` child for the panic hook.

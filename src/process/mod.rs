@@ -14,6 +14,8 @@
 //! behind in a multi-threaded parent).
 
 pub(crate) mod fork;
+pub(crate) mod server;
+pub(crate) mod spawn;
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
@@ -59,12 +61,19 @@ impl Process {
     ///
     /// The child is a copy of the calling process at this instant (like `multiprocessing`'s
     /// `fork` start method), so `f` may use anything it captures. In a multi-threaded program,
-    /// locks held by other threads at the fork stay locked in the child; avoid taking them.
+    /// locks held by other threads at the fork stay locked in the child; avoid taking them, or
+    /// use [`Process::spawn_fn`], which starts a fresh copy of the program instead (a `fn` and a
+    /// `Pod` argument, no captures; the program calls [`crate::init`] first).
+    ///
+    /// Which to use: `spawn` in a single-threaded program, or when the closure only computes
+    /// and allocates; `spawn_fn` when other threads may hold locks the child could need
+    /// (printing, logging, a runtime's state).
     ///
     /// # Errors
     ///
     /// [`Error::Os`] when `fork` fails.
     pub fn spawn<F: FnOnce()>(f: F) -> Result<Process> {
+        spawn::refuse_uninitialised_child();
         // Flush in the parent so buffered output is not written twice (the parent may wait
         // here for another thread's print; that is a wait, not a deadlock).
         let _ = std::io::stdout().flush();
@@ -79,6 +88,11 @@ impl Process {
             0
         })?;
         Ok(Process { pid, status: std::sync::Mutex::new(None) })
+    }
+
+    /// Wraps a child of this process started elsewhere (`spawn_fn`).
+    pub(crate) fn from_pid(pid: Pid) -> Process {
+        Process { pid, status: std::sync::Mutex::new(None) }
     }
 
     /// The child's process id.

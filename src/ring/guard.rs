@@ -86,7 +86,7 @@ impl RingGuard<'_> {
     /// Fills a FREE slot with `desc` (its MAC is set here) and lets `payload` write the inline
     /// payload. Returns the slot and the sealed descriptor (the caller keeps it to check the
     /// result against), or `None` when every slot is busy.
-    pub(crate) fn fill(&mut self, desc: &Descriptor, payload: impl FnOnce(&mut [u8])) -> Option<(u32, Descriptor)> {
+    pub(crate) fn fill(&mut self, desc: &Descriptor, payload: impl FnOnce(&mut [u8])) -> Option<(u32, Sealed)> {
         let slot = (0..self.ring.slots).find(|&s| self.state(s) == Some(SlotState::Free))?;
         let mut d = *desc;
         d.mac = self.ring.mac(slot, &d);
@@ -108,7 +108,7 @@ impl RingGuard<'_> {
         h.fill_seq.store(self.ring.header().next_fill_seq.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         // PUBLISH: the descriptor and payload above, to the claimer, via the mutex release.
         self.set_state(slot, SlotState::Filled);
-        Some((slot, d))
+        Some((slot, Sealed { desc: d, generation: h.generation.load(Ordering::Relaxed) }))
     }
 
     /// Claims the first FILLED slot for `pid`. A slot whose descriptor fails its MAC is moved
@@ -125,14 +125,21 @@ impl RingGuard<'_> {
             let h = self.ring.slot_header(slot);
             if self.ring.mac(slot, &desc) != desc.mac {
                 self.finish(slot, Status::Corrupt, 0, "descriptor integrity check failed");
+                // The slot may belong to no map (a FREE slot scribbled to FILLED): make sure
+                // some map caller hears of it, or the slot would be lost silently.
+                self.ring.report_corruption(super::Corruption::BadDescriptor);
                 continue;
             }
             let generation = h.generation.load(Ordering::Relaxed).wrapping_add(1);
-            h.generation.store(generation, Ordering::Relaxed);
             h.pid.store(pid, Ordering::Relaxed);
             h.claimed_at_us.store(now_us(), Ordering::Relaxed);
             let attempt = h.attempt.load(Ordering::Relaxed);
             self.set_state(slot, SlotState::Claimed);
+            // The one exception to "state last": the generation counts *completed* claims (the
+            // map caller checks claims against attempts), so it is bumped after the state. A
+            // claimer killed in between leaves a CLAIMED slot with its pid, which the
+            // supervisor requeues (attempt + 1) like any other; its claim never counted.
+            h.generation.store(generation, Ordering::Relaxed);
             return Some(Claim { slot, attempt, generation, desc });
         }
     }
@@ -211,9 +218,10 @@ impl RingGuard<'_> {
     pub(crate) fn take(
         &mut self,
         slot: u32,
-        sealed: &Descriptor,
+        sealed: &Sealed,
         copy_out: impl FnOnce(&[u8]),
     ) -> std::result::Result<Taken, String> {
+        let (generation_at_fill, sealed) = (sealed.generation, &sealed.desc);
         if self.state(slot) != Some(SlotState::Done) {
             return Err(format!("slot {slot} is not DONE"));
         }
@@ -236,6 +244,13 @@ impl RingGuard<'_> {
         );
         if h.map_id.load(Ordering::Relaxed) != sealed.map_id || h.stamp.load(Ordering::Relaxed) != expected {
             return Err(format!("slot {slot} was marked DONE without a valid completion stamp"));
+        }
+        // Every claim bumps the generation; a second claim is legitimate only after the first
+        // claimer died (which bumps `attempt`). More claims than that: a stray write made the
+        // slot FILLED again while a worker ran it, and that worker may still be writing.
+        let claims = h.generation.load(Ordering::Relaxed).wrapping_sub(generation_at_fill);
+        if claims > u64::from(attempt) + 1 {
+            return Err(format!("slot {slot} was claimed {claims} times in {attempt} attempts"));
         }
         let len = (h.message_len.load(Ordering::Relaxed) as usize).min(MESSAGE_CAP);
         // SAFETY: as above; in bounds (MESSAGE_CAP).
@@ -363,6 +378,14 @@ impl RingGuard<'_> {
             p.write_unaligned(d);
         }
     }
+}
+
+/// What the map caller keeps of a slot it filled: the sealed descriptor, and the slot's claim
+/// generation at that moment (to count the claims made since).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sealed {
+    pub desc: Descriptor,
+    pub generation: u64,
 }
 
 /// Slots per state (see [`RingGuard::census`]).

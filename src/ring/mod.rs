@@ -12,13 +12,12 @@ pub(crate) mod index;
 pub(crate) mod layout;
 pub(crate) mod slot;
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::key::Key;
 use crate::shm::{Segment, SegmentKind};
 use crate::sync::{Doorbell, ShmMutex};
 #[cfg(test)]
@@ -27,7 +26,7 @@ pub(crate) use slot::{Descriptor, SlotHeader, Status, MESSAGE_CAP};
 
 #[cfg(test)]
 use guard::Requeued;
-pub(crate) use guard::{Observed, RingGuard};
+pub(crate) use guard::{Observed, RingGuard, Sealed};
 use layout::{io_ranges, Place};
 
 /// How long any pool process waits for the ring mutex before reporting
@@ -83,7 +82,8 @@ const HEADER_LEN: usize = std::mem::size_of::<RingHeader>().next_multiple_of(64)
 #[derive(Clone)]
 pub(crate) struct Ring {
     seg: Arc<Segment>,
-    key: RandomState,
+    /// The MAC and stamp key: private memory of the pool's processes (see `crate::key`).
+    key: Key,
     slots: u32,
     payload_cap: usize,
     stride: usize,
@@ -163,7 +163,7 @@ impl Ring {
             std::ptr::addr_of_mut!((*hdr).payload_cap).write(payload_cap as u32);
             std::ptr::addr_of_mut!((*hdr).stride).write(stride as u32);
         }
-        Ring::attach(Arc::new(seg), RandomState::new())
+        Ring::attach(Arc::new(seg), Key::random())
     }
 
     /// A view of an existing ring segment, after validating its header and geometry.
@@ -171,7 +171,7 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::IncompatibleSegment`] when the segment is not a ring of this layout.
-    pub(crate) fn attach(seg: Arc<Segment>, key: RandomState) -> Result<Ring> {
+    pub(crate) fn attach(seg: Arc<Segment>, key: Key) -> Result<Ring> {
         seg.validate(SegmentKind::Ring)?;
         let h = seg.header();
         let (stride, slots) = (h.elem_size as usize, h.elem_tag);
@@ -198,6 +198,11 @@ impl Ring {
         // atomics, the pthread mutex (only used through pthread calls) and integers that are
         // written once before workers exist.
         unsafe { &*p.as_ptr().cast::<RingHeader>() }
+    }
+
+    /// The MAC and stamp key (sent to workers that do not inherit it).
+    pub(crate) fn key(&self) -> Key {
+        self.key
     }
 
     /// The segment behind the ring.
@@ -277,15 +282,22 @@ impl Ring {
         Ok(RingGuard { ring: self, _guard: guard })
     }
 
-    /// Records that a live worker found its claim refused (corruption) and wakes the caller.
-    pub(crate) fn report_corruption(&self) {
-        self.header().corrupt.store(1, Ordering::SeqCst);
+    /// Records that a worker found the slot table corrupted, and wakes the map callers.
+    pub(crate) fn report_corruption(&self, what: Corruption) {
+        self.header().corrupt.store(what as u32, Ordering::SeqCst);
         self.header().done.ring();
     }
 
-    /// Whether a worker reported corruption.
-    pub(crate) fn corruption_reported(&self) -> bool {
-        self.header().corrupt.load(Ordering::SeqCst) != 0
+    /// What a worker reported, if anything (an unknown code is corruption too).
+    pub(crate) fn corruption_reported(&self) -> Option<&'static str> {
+        match self.header().corrupt.load(Ordering::SeqCst) {
+            0 => None,
+            c => Some(match Corruption::try_from(c) {
+                Ok(Corruption::ClaimOverwritten) => "a worker's claim was overwritten while its kernel ran",
+                Ok(Corruption::BadDescriptor) => "a worker found a descriptor that fails its integrity check",
+                Err(_) => "the ring's corruption word holds an unknown code",
+            }),
+        }
     }
 
     /// Tells workers to exit and wakes them.
@@ -350,6 +362,16 @@ impl Ring {
         };
         Ok(ChunkIo { params, input, output })
     }
+}
+
+u32_enum! {
+/// What a worker found corrupted (stored in `RingHeader::corrupt`).
+pub(crate) enum Corruption {
+    /// Its publish was refused although it is alive: the slot header changed under it.
+    ClaimOverwritten = 1,
+    /// A FILLED slot's descriptor failed its MAC.
+    BadDescriptor = 2,
+}
 }
 
 /// Domain separator of completion stamps (so a stamp can never equal a descriptor MAC).

@@ -95,9 +95,9 @@ const _: () = assert!(std::mem::size_of::<SlotHeader>() == 64);
 pub(crate) struct Descriptor {
     /// The map this chunk belongs to.
     pub map_id: u64,
-    /// Trampoline address (see `kernel::KernelRef`).
+    /// Trampoline offset from the image's anchor function (see `kernel::KernelRef`).
     pub kernel_addr: u64,
-    /// Keyed tag of the trampoline address.
+    /// Keyed tag of the trampoline offset.
     pub kernel_tag: u64,
     /// Flat index of the first element.
     pub start: u64,

@@ -101,6 +101,20 @@ fn a_done_state_written_without_a_stamp_is_refused() {
 }
 
 #[test]
+fn a_slot_made_filled_again_behind_its_claimer_is_refused() {
+    let ring = Ring::create(2, 8192).unwrap();
+    let mut g = ring.lock().unwrap();
+    let (slot, sealed) = g.fill(&desc(1, 0, 10), |_| {}).unwrap();
+    let _first = g.claim(1).unwrap();
+    // A stray write puts the CLAIMED slot back to FILLED: a second worker takes it too.
+    ring.slot_header(slot).state.store(SlotState::Filled as u32, Ordering::Relaxed);
+    let second = g.claim(2).unwrap();
+    assert!(g.publish(&second, 2, Status::Ok, ""));
+    let e = g.take(slot, &sealed, |_| panic!("no result may be copied")).unwrap_err();
+    assert!(e.contains("claimed 2 times"), "{e}");
+}
+
+#[test]
 fn old_slots_rewritten_as_done_are_foreign() {
     let ring = Ring::create(4, 8192).unwrap();
     let mut g = ring.lock().unwrap();
@@ -139,8 +153,9 @@ fn sealed_but_out_of_bounds_descriptors_are_rejected_by_chunk_io() {
         let mut g = ring.lock().unwrap();
         g.publish(&c, 1, Status::Corrupt, "");
         // SAFETY: test only; reseal to what the slot holds so that `take` frees it.
-        let sealed = unsafe { ring.desc_ptr(slot).read_unaligned() };
-        g.take(slot, &sealed, |_| {}).unwrap();
+        let desc = unsafe { ring.desc_ptr(slot).read_unaligned() };
+        let generation = ring.slot_header(slot).generation.load(Ordering::Relaxed) - 1;
+        g.take(slot, &Sealed { desc, generation }, |_| {}).unwrap();
     }
     let mut g = ring.lock().unwrap();
     g.fill(&desc(1, 0, 10), |_| {}).unwrap();
@@ -155,9 +170,9 @@ fn wrong_layout_is_refused_on_attach() {
     let ring = Ring::create(2, 8192).unwrap();
     let fd = ring.segment().fd().try_clone_to_owned().unwrap();
     let again = Segment::from_fd(fd, SegmentKind::Ring).unwrap();
-    Ring::attach(Arc::new(again), RandomState::new()).unwrap();
+    Ring::attach(Arc::new(again), crate::key::Key::random()).unwrap();
     let arr = Segment::create(SegmentKind::Array, 100, 8, 0).unwrap();
-    assert!(matches!(Ring::attach(Arc::new(arr), RandomState::new()), Err(Error::IncompatibleSegment { .. })));
+    assert!(matches!(Ring::attach(Arc::new(arr), crate::key::Key::random()), Err(Error::IncompatibleSegment { .. })));
 }
 
 /// One step of the model test.
@@ -236,7 +251,7 @@ proptest! {
     fn ring_matches_its_model_and_refuses_scribbles(ops in prop::collection::vec(op(), 1..80)) {
         let ring = Ring::create(4, 8192).unwrap();
         let mut model = [Model::Free; 4];
-        let mut sealed: [Option<Descriptor>; 4] = [None; 4];
+        let mut sealed: [Option<Sealed>; 4] = [None; 4];
         let mut claims: Vec<(u32, Claim)> = Vec::new();
         let mut scribbled = [false; 4];
         for op in ops {

@@ -42,7 +42,11 @@ fn file_err(op: &'static str, path: &std::path::Path, source: std::io::Error) ->
 /// elements assumes that nobody truncates or writes the file while it is mapped. A truncated
 /// file makes reads fault (SIGBUS); a modified one changes data the caller and the workers
 /// hold as immutable (`&[T]`), which is undefined behaviour. [`NpyArray::open`] is `unsafe` for
-/// that reason, as `memmap2::Mmap::map` is.
+/// that reason, as `memmap2::Mmap::map` is; calling it from safe code does not compile:
+///
+/// ```compile_fail,E0133
+/// let a = shmpool::NpyArray::open("x.npy"); // error: call to unsafe function
+/// ```
 pub struct NpyArray {
     seg: Arc<Segment>,
     dtype: Dtype,

@@ -1,0 +1,363 @@
+//! The fork server: a single-threaded template process that forks workers on request, so a
+//! multi-threaded program gets fork's speed without fork's hazard (its children never inherit
+//! another thread's locks: the server has no other threads).
+//!
+//! One server per process, started on first need (exec'd through `init()` when the program
+//! calls it, else forked while the program is still single-threaded). The program keeps the *control* socket;
+//! each pool opens its own *connection* (a socket pair whose far end travels over the control
+//! socket with `SCM_RIGHTS`) and asks on it for workers, sending the worker's socket along.
+//! The server answers with the new pid and, since the pool cannot `waitpid` a process that is
+//! not its child, reports every exit status of that connection's workers (it watches each
+//! through a pidfd and reaps it; not `SIGCHLD`, which another thread of an exec'd server's
+//! process — libtest's, in the test suite — could take). The pool still notices deaths at once through pidfds.
+//!
+//! Lifetimes: a connection that closes (its pool is gone) has its remaining workers killed; when
+//! the control socket closes (the program is gone) the server kills every worker and exits.
+//! Workers also have `PR_SET_PDEATHSIG` tied to the server, so they never outlive it.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::ipc::{recv_record, send_record};
+use crate::process::fork;
+
+u32_enum! {
+/// Fork-server operations.
+enum Op {
+    /// Program → server (control socket): a new connection, its socket attached.
+    Connect = 1,
+    /// Pool → server: fork a worker, its socket attached.
+    Fork = 2,
+    /// Server → pool: the worker's pid.
+    Forked = 3,
+    /// Server → pool: fork failed with errno `value`.
+    Failed = 4,
+    /// Server → pool: worker `pid` exited with raw wait status `value`.
+    Exited = 5,
+}
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Wire {
+    op: u32,
+    pid: i32,
+    value: i64,
+}
+
+fn send(sock: BorrowedFd<'_>, op: Op, pid: i32, value: i64, fd: Option<BorrowedFd<'_>>) -> Result<()> {
+    send_record(sock, bytemuck::bytes_of(&Wire { op: op as u32, pid, value }), fd)
+}
+
+fn recv(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Option<(Op, Wire, Option<OwnedFd>)>> {
+    let mut w = Wire::zeroed();
+    let Some((n, fd)) = recv_record(sock, bytemuck::bytes_of_mut(&mut w), timeout)? else { return Ok(None) };
+    if n != std::mem::size_of::<Wire>() {
+        return Err(Error::Protocol { what: "fork server record length", value: n as u64 });
+    }
+    let op = Op::try_from(w.op).map_err(|v| Error::Protocol { what: "fork server operation", value: v.into() })?;
+    Ok(Some((op, w, fd)))
+}
+
+/// How long a pool waits for the server to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The program's handle on its server.
+struct Server {
+    control: OwnedFd,
+    pid: Pid,
+    /// The process that started it: a forked child of the program does not share it (its
+    /// pools get their own server, which dies with that child).
+    owner: u32,
+}
+
+static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+/// The control socket's descriptor number (-1: none), readable without the lock from a forked
+/// child, which closes its copy at once (`close_inherited_control`).
+static CONTROL_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// In a just-forked child: closes the inherited copy of the fork server's control socket, so
+/// the server still sees end-of-file when the program dies. Takes no lock (another thread may
+/// have held `SERVER` at the fork); the child's `SERVER` entry is then stale, and `connect`
+/// forgets it without closing the number again.
+pub(crate) fn close_inherited_control() {
+    let fd = CONTROL_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: `fd` is the control socket this process inherited; nothing in the child uses
+        // it (its `SERVER` entry is never used by a process that is not its owner).
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Whether this process has a fork server running (or started one that has not failed yet).
+pub(crate) fn running() -> bool {
+    SERVER.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.owner == std::process::id())
+}
+
+/// The pid of this process's fork server, if one runs.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn pid() -> Option<Pid> {
+    SERVER.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|s| s.owner == std::process::id()).map(|s| s.pid)
+}
+
+/// One pool's connection to the fork server.
+pub(crate) struct Connection {
+    sock: OwnedFd,
+    server: Pid,
+    /// Exit statuses that arrived while waiting for something else.
+    exited: HashMap<i32, i64>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("server", &self.server).finish()
+    }
+}
+
+/// Opens a connection to this process's fork server, starting the server with `start` (which
+/// returns the control socket and the server's pid) if none runs or the last one died.
+///
+/// # Errors
+///
+/// What `start` returns; [`Error::Os`] when no connection can be made.
+pub(crate) fn connect(start: impl Fn() -> Result<(OwnedFd, Pid)>) -> Result<Connection> {
+    let mut server = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    let me = std::process::id();
+    if server.as_ref().is_some_and(|s| s.owner != me) {
+        // Inherited through a fork: our parent's server, not ours. Its descriptor was closed
+        // right after the fork (`close_inherited_control`): forget it, do not close it again.
+        std::mem::forget(server.take());
+    }
+    for _ in 0..2 {
+        if server.is_none() {
+            let (control, pid) = start()?;
+            CONTROL_FD.store(control.as_raw_fd(), Ordering::Relaxed);
+            *server = Some(Server { control, pid, owner: me });
+        }
+        let s = server.as_ref().expect("set above");
+        let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| Error::os("socketpair", e.into()))?;
+        match send(s.control.as_fd(), Op::Connect, 0, 0, Some(theirs.as_fd())) {
+            Ok(()) => return Ok(Connection { sock: mine, server: s.pid, exited: HashMap::new() }),
+            Err(_) => {
+                // The server died: reap it if it is our child, and start another.
+                CONTROL_FD.store(-1, Ordering::Relaxed);
+                let dead = server.take().expect("set above");
+                let _ = nix::sys::wait::waitpid(dead.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            }
+        }
+    }
+    Err(Error::os("connect to the fork server", std::io::Error::from(std::io::ErrorKind::BrokenPipe)))
+}
+
+impl Connection {
+    /// Asks the server to fork a worker that gets `child_sock`, without waiting: several
+    /// requests in a row overlap their round trips; [`Connection::forked`] collects the pids,
+    /// in the order of the requests.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the server is gone.
+    pub(crate) fn request_fork(&mut self, child_sock: BorrowedFd<'_>) -> Result<()> {
+        send(self.sock.as_fd(), Op::Fork, 0, 0, Some(child_sock))
+    }
+
+    /// The pid of the worker forked for the oldest unanswered request.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the server failed to fork, is gone or does not answer in time.
+    pub(crate) fn forked(&mut self) -> Result<Pid> {
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match recv(self.sock.as_fd(), left)? {
+                Some((Op::Forked, w, _)) => return Ok(Pid::from_raw(w.pid)),
+                Some((Op::Failed, w, _)) => {
+                    return Err(Error::os("fork (fork server)", std::io::Error::from_raw_os_error(w.value as i32)))
+                }
+                Some((Op::Exited, w, _)) => {
+                    self.exited.insert(w.pid, w.value);
+                }
+                Some((_, w, _)) => return Err(Error::Protocol { what: "fork server answer", value: w.op.into() }),
+                None => return Err(Error::os("fork server", std::io::Error::from(std::io::ErrorKind::TimedOut))),
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) for the exit status of worker `pid`, which the server reports
+    /// once it has reaped it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] on a timeout or a lost server.
+    pub(crate) fn wait_exit(&mut self, pid: Pid, timeout: Duration) -> Result<WaitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(raw) = self.exited.remove(&pid.as_raw()) {
+                return WaitStatus::from_raw(pid, raw as i32).map_err(|e| Error::os("wait status", e.into()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match recv(self.sock.as_fd(), left)? {
+                Some((Op::Exited, w, _)) => {
+                    self.exited.insert(w.pid, w.value);
+                }
+                Some((_, w, _)) => return Err(Error::Protocol { what: "fork server message", value: w.op.into() }),
+                None => {
+                    return Err(Error::os(
+                        "fork server exit report",
+                        std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Forks the server from the calling process, which must be single-threaded (so the server
+/// inherits no lock another thread held). `body` is what a forked worker runs.
+///
+/// # Errors
+///
+/// [`Error::Os`] when `socketpair` or `fork` fails.
+pub(crate) fn start_forked(body: fn(OwnedFd) -> i32) -> Result<(OwnedFd, Pid)> {
+    let (control, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| Error::os("socketpair", e.into()))?;
+    let keep = theirs.as_raw_fd();
+    let pid = fork::fork_process(move || {
+        fork::drop_inherited(0, &[keep]);
+        serve(theirs, body)
+    })?;
+    Ok((control, pid))
+}
+
+/// A worker the server forked, watched through its pidfd.
+struct Child {
+    pid: Pid,
+    pidfd: OwnedFd,
+}
+
+/// The server's loop on `control` (see the module docs); returns its exit code.
+pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
+    let me = nix::unistd::getpid();
+    // Connections and the workers forked for each.
+    let mut conns: Vec<(OwnedFd, Vec<Child>)> = Vec::new();
+    loop {
+        let (control_ready, conn_ready, exited) = {
+            let mut fds = vec![PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+            for (c, kids) in &conns {
+                fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                fds.extend(kids.iter().map(|k| PollFd::new(k.pidfd.as_fd(), PollFlags::POLLIN)));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return 1,
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let mut at = 1;
+            let mut conn_ready = Vec::with_capacity(conns.len());
+            let mut exited = Vec::new();
+            for (i, (_, kids)) in conns.iter().enumerate() {
+                conn_ready.push(ready(&fds[at]));
+                for (k, _) in kids.iter().enumerate() {
+                    if ready(&fds[at + 1 + k]) {
+                        exited.push((i, k));
+                    }
+                }
+                at += 1 + kids.len();
+            }
+            (ready(&fds[0]), conn_ready, exited)
+        };
+        // Reap and report, highest index first so that removals keep the others valid.
+        for &(i, k) in exited.iter().rev() {
+            let child = conns[i].1.swap_remove(k);
+            let mut status: libc::c_int = 0;
+            // SAFETY: waitpid writes the status through a valid pointer to a local.
+            let r = unsafe { libc::waitpid(child.pid.as_raw(), &mut status, 0) };
+            if r == child.pid.as_raw() {
+                let _ = send(conns[i].0.as_fd(), Op::Exited, r, status.into(), None);
+            }
+        }
+        for i in (0..conn_ready.len()).rev() {
+            if !conn_ready[i] {
+                continue;
+            }
+            match recv(conns[i].0.as_fd(), Duration::ZERO) {
+                Ok(Some((Op::Fork, _, Some(sock)))) => {
+                    let (op, pid, value) = match fork_worker(me, sock, body) {
+                        Ok(child) => {
+                            let pid = child.pid.as_raw();
+                            conns[i].1.push(child);
+                            (Op::Forked, pid, 0)
+                        }
+                        Err(errno) => (Op::Failed, 0, errno as i64),
+                    };
+                    let _ = send(conns[i].0.as_fd(), op, pid, value, None);
+                }
+                Ok(None) => {}
+                Ok(Some(_)) | Err(_) => {
+                    // The pool is gone (or spoke nonsense): its workers go with it.
+                    let (_, kids) = conns.swap_remove(i);
+                    kill_and_reap(kids);
+                }
+            }
+        }
+        if control_ready {
+            match recv(control.as_fd(), Duration::ZERO) {
+                Ok(Some((Op::Connect, _, Some(c)))) => conns.push((c, Vec::new())),
+                Ok(None) => {}
+                Ok(Some(_)) | Err(_) => {
+                    // The program is gone: so are its workers, and the server.
+                    for (_, kids) in conns {
+                        kill_and_reap(kids);
+                    }
+                    return 0;
+                }
+            }
+        }
+    }
+}
+
+fn kill_and_reap(kids: Vec<Child>) {
+    for k in &kids {
+        let _ = kill(k.pid, Signal::SIGKILL);
+    }
+    for k in kids {
+        let _ = nix::sys::wait::waitpid(k.pid, None);
+    }
+}
+
+/// Forks one worker running `body(sock)`; the child closes every other descriptor and dies
+/// with the server.
+fn fork_worker(server: Pid, sock: OwnedFd, body: fn(OwnedFd) -> i32) -> std::result::Result<Child, i32> {
+    let keep = sock.as_raw_fd();
+    let r = fork::fork_worker(move || {
+        fork::die_with_parent(server);
+        fork::drop_inherited(0, &[keep]);
+        body(sock)
+    });
+    let errno = |e: Error| match e {
+        Error::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EAGAIN),
+        _ => libc::EAGAIN,
+    };
+    let pid = r.map_err(errno)?;
+    match fork::pidfd_open(pid) {
+        Ok(pidfd) => Ok(Child { pid, pidfd }),
+        Err(e) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(errno(e))
+        }
+    }
+}

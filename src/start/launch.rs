@@ -1,0 +1,343 @@
+//! The parent's side of starting a worker by each method: the supervisor's [`Launcher`], the
+//! lazily started fork server, and `Process::spawn_fn`.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytemuck::Pod;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use super::{await_hello, send_boot, BootWire, StartMethod, MAX_ARG};
+use crate::error::{Error, Result};
+use crate::process::spawn::{self, ExeIdentity, INIT_MISSING_EXIT_CODE};
+use crate::process::{fork, server, Process};
+use crate::ring::Ring;
+use crate::worker::{self, WorkerCtx};
+
+/// How a worker was started, which decides how its exit status is collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum How {
+    /// Our child (forked or spawned by the supervisor thread): `waitpid`.
+    Child,
+    /// A child of the fork server: it reports the status.
+    Served,
+}
+
+/// A worker started but not yet known to be ready.
+pub(crate) struct Pending {
+    pub pid: Pid,
+    pub sock: OwnedFd,
+    pub how: How,
+    /// Opened before the worker can run anything: the fork server reaps its children at once,
+    /// so a pidfd opened later could miss a worker that died on its first chunk.
+    pub pidfd: Option<OwnedFd>,
+    handshake: bool,
+    /// `ForkServer`: the start-up record to send once the server has answered with the pid
+    /// ([`Launcher::advance`]).
+    deferred: Option<(BootWire, Ring)>,
+}
+
+/// Starts the workers of one pool by its method.
+pub(crate) struct Launcher {
+    method: StartMethod,
+    identity: Option<ExeIdentity>,
+    route: spawn::SpawnRoute,
+    server: Option<server::Connection>,
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launcher").field("method", &self.method).finish()
+    }
+}
+
+/// Chooses the method for a pool (see [`StartMethod`]'s docs for the default) and warns, once
+/// and from the parent, when an explicit `Fork` meets other threads.
+pub(crate) fn resolve(requested: Option<StartMethod>) -> StartMethod {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let alone = fork::single_threaded();
+    match requested {
+        Some(m) => {
+            if m == StartMethod::Fork && !alone && !WARNED.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "shmpool: forking workers from a multi-threaded process: a kernel that takes a lock another \
+                     thread held (a logger, stdout) may hang; use StartMethod::ForkServer or Spawn"
+                );
+            }
+            m
+        }
+        None if alone => StartMethod::Fork,
+        None if spawn::init_called() || server::running() => StartMethod::ForkServer,
+        None => {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "shmpool: forking workers from a multi-threaded process; call shmpool::init() at the top of \
+                     main so that pools can use a fork server instead"
+                );
+            }
+            StartMethod::Fork
+        }
+    }
+}
+
+/// Starts (if need be) and connects to this process's fork server.
+///
+/// The server is exec'd from this binary when the program calls `init()`: a fresh, small
+/// image, which neither shares the program's heap copy-on-write (a server forked from a
+/// program holding gigabytes would keep them alive after the program frees them) nor any lock.
+/// Otherwise it is forked, which is safe only while the program runs a single thread.
+fn connect_server() -> Result<server::Connection> {
+    server::connect(|| {
+        if !spawn::init_called() {
+            if fork::single_threaded() {
+                return server::start_forked(super::child_main);
+            }
+            return Err(Error::InitNotCalled { what: "starting the fork server from a multi-threaded process" });
+        }
+        let identity = spawn::exe_identity()?;
+        let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| Error::os("socketpair", e.into()))?;
+        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
+        drop(theirs);
+        // A send that fails means the child is gone: `finish_child` reads why from its status.
+        let _ = send_boot(&mine, &super::server_boot(identity), None, &[]);
+        let p = Pending { pid, sock: mine, how: How::Child, pidfd: None, handshake: true, deferred: None };
+        let (pid, control) = finish_child(p, identity, "fork server", reap_child)?;
+        Ok((control, pid))
+    })
+}
+
+fn reap_child(pid: Pid) -> Option<WaitStatus> {
+    loop {
+        match waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(s) => return Some(s),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Waits for a started child's answer; on anything but "same binary" kills and reaps it and
+/// turns what happened into an error.
+fn finish_child(
+    p: Pending,
+    identity: ExeIdentity,
+    what: &'static str,
+    mut reap: impl FnMut(Pid) -> Option<WaitStatus>,
+) -> Result<(Pid, OwnedFd)> {
+    if !p.handshake {
+        return Ok((p.pid, p.sock));
+    }
+    let answer = await_hello(&p.sock);
+    if let Ok(Ok(())) = answer {
+        return Ok((p.pid, p.sock));
+    }
+    let _ = kill(p.pid, Signal::SIGKILL);
+    let status = reap(p.pid);
+    let pid = p.pid.as_raw() as u32;
+    Err(match (answer, status) {
+        (Ok(Err(found)), _) => Error::BinaryMismatch { expected: identity.to_string(), found: found.to_string() },
+        (_, Some(WaitStatus::Exited(_, INIT_MISSING_EXIT_CODE))) => Error::InitNotCalled { what },
+        (answer, status) => {
+            let reason = match (status, answer) {
+                (Some(WaitStatus::Exited(_, code)), _) => format!("exited with code {code} before its handshake"),
+                (_, Err(Error::Os { source, .. })) if source.kind() == std::io::ErrorKind::TimedOut => format!(
+                    "no handshake within {:?} (does main call shmpool::init() before anything else?)",
+                    super::BOOT_TIMEOUT
+                ),
+                (Some(WaitStatus::Signaled(_, sig, _)), _) => format!("killed by {sig:?} before its handshake"),
+                (_, Err(e)) => e.to_string(),
+                _ => "no handshake".to_string(),
+            };
+            Error::StartFailed { what, pid, reason }
+        }
+    })
+}
+
+impl Launcher {
+    /// A launcher for `method` (already resolved). For `ForkServer` this connects to the
+    /// server, starting it if need be: call it from the thread that builds the pool, so that
+    /// a forked server comes from that (then single) thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InitNotCalled`] when the method needs `init()` and the program never called it;
+    /// fork server start-up errors.
+    pub(crate) fn new(method: StartMethod, exe: Option<std::path::PathBuf>) -> Result<Launcher> {
+        let mut route = spawn::route();
+        if exe.is_some() {
+            route.exe = exe;
+        }
+        let mut l = Launcher { method, identity: None, route, server: None };
+        match method {
+            StartMethod::Fork => {}
+            StartMethod::Spawn => {
+                if !spawn::init_called() {
+                    return Err(Error::InitNotCalled { what: "StartMethod::Spawn" });
+                }
+                l.identity = Some(spawn::exe_identity()?);
+            }
+            StartMethod::ForkServer => {
+                l.identity = Some(spawn::exe_identity()?);
+                l.server = Some(connect_server()?);
+            }
+        }
+        Ok(l)
+    }
+
+    /// Starts one worker with `ctx`; [`Launcher::finish`] completes its handshake. Starting
+    /// several before finishing any overlaps their start-up.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when `fork`, `posix_spawn` or the fork server fails.
+    pub(crate) fn launch(&mut self, ctx: WorkerCtx, parent_end: OwnedFd) -> Result<Pending> {
+        let identity = self.identity;
+        let pending =
+            |pid, how, pidfd, deferred| Pending { pid, sock: parent_end, how, pidfd, handshake: true, deferred };
+        match self.method {
+            StartMethod::Fork => {
+                let pid = fork::fork_worker(move || worker::run(ctx))?;
+                let pidfd = self.watch(pid, How::Child)?;
+                Ok(Pending { handshake: false, ..pending(pid, How::Child, Some(pidfd), None) })
+            }
+            StartMethod::Spawn => {
+                let identity = identity.expect("a Spawn launcher knows the executable");
+                let pid = spawn::spawn_self(ctx.sock.as_fd(), &self.route)?;
+                let boot = BootWire::worker(identity, &ctx, nix::unistd::getpid().as_raw());
+                let ring: Ring = ctx.ring.clone();
+                // Our copy of the child's end must go, so that its death reads as end-of-file.
+                drop(ctx);
+                // The child may have exited already (a `main` without `init()`), but it stays a
+                // zombie until we reap it, so its pidfd can be opened.
+                let pidfd = self.watch(pid, How::Child)?;
+                let p = pending(pid, How::Child, Some(pidfd), None);
+                // A send that fails means the child is gone: `finish` reads why from its status.
+                let _ = send_boot(&p.sock, &boot, Some(&ring), &[]);
+                Ok(p)
+            }
+            StartMethod::ForkServer => {
+                let identity = identity.expect("a ForkServer launcher knows the executable");
+                let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
+                conn.request_fork(ctx.sock.as_fd())?;
+                let boot = BootWire::worker(identity, &ctx, 0);
+                let ring: Ring = ctx.ring.clone();
+                drop(ctx);
+                Ok(pending(Pid::from_raw(0), How::Served, None, Some((boot, ring))))
+            }
+        }
+    }
+
+    /// For a `ForkServer` worker: collects its pid from the server, starts watching it and
+    /// sends its start-up record (a no-op for the other methods, and when done already).
+    /// Advancing every launched worker before finishing any overlaps their round trips.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the server could not fork or the pidfd cannot be opened.
+    pub(crate) fn advance(&mut self, p: &mut Pending) -> Result<()> {
+        let Some((boot, ring)) = p.deferred.take() else { return Ok(()) };
+        let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
+        p.pid = conn.forked()?;
+        // The child waits for its start-up record, so it is alive here.
+        p.pidfd = Some(self.watch(p.pid, How::Served)?);
+        // A send that fails means the child is gone: `finish` reads why from its status.
+        let _ = send_boot(&p.sock, &boot, Some(&ring), &[]);
+        Ok(())
+    }
+
+    /// Waits for a launched worker to report that it runs the same binary and serves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BinaryMismatch`], [`Error::InitNotCalled`] (the child exited with the code of a
+    /// `main` that reached shmpool without `init()`), [`Error::StartFailed`]; the worker is
+    /// killed and reaped in each case.
+    pub(crate) fn finish(&mut self, mut p: Pending) -> Result<(Pid, OwnedFd, OwnedFd)> {
+        self.advance(&mut p)?;
+        let what = match self.method {
+            StartMethod::Spawn => "StartMethod::Spawn worker",
+            _ => "fork server worker",
+        };
+        let identity = self.identity.unwrap_or(bytemuck::Zeroable::zeroed());
+        let how = p.how;
+        let pidfd = p.pidfd.take().expect("a launched worker has a pidfd");
+        let (pid, sock) = finish_child(p, identity, what, |pid| self.reap(pid, how, Duration::from_secs(10)))?;
+        Ok((pid, sock, pidfd))
+    }
+
+    /// A pidfd for a just-started worker; kills and reaps it if none can be opened.
+    fn watch(&mut self, pid: Pid, how: How) -> Result<OwnedFd> {
+        fork::pidfd_open(pid).inspect_err(|_| {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = self.reap(pid, how, Duration::from_secs(5));
+        })
+    }
+
+    /// Collects the exit status of a worker that has exited (or is about to: it was killed).
+    pub(crate) fn reap(&mut self, pid: Pid, how: How, timeout: Duration) -> Option<WaitStatus> {
+        match how {
+            How::Child => reap_child(pid),
+            How::Served => self.server.as_mut()?.wait_exit(pid, timeout).ok(),
+        }
+    }
+}
+
+impl Process {
+    /// Starts a fresh copy of this program (`posix_spawn` of `/proc/self/exe`) that runs
+    /// `f(arg)` and exits: code 0 when `f` returns, 101 when it panics. The program must call
+    /// [`crate::init`] at the top of `main`.
+    ///
+    /// Use it instead of [`Process::spawn`] in a multi-threaded program: the child is a new
+    /// process, so it cannot inherit a lock another thread held (a logger's, stdout's), at the
+    /// price of an `exec` (about a millisecond) and of passing state as a `Pod` argument
+    /// instead of a closure's captures. `f` must be a function of this executable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn child(n: u32) {
+    ///     println!("child {n} runs in a fresh process");
+    /// }
+    ///
+    /// fn main() -> shmpool::Result<()> {
+    ///     shmpool::init(); // the child becomes `child(7)` here
+    ///     let p = shmpool::Process::spawn_fn(child, 7u32)?;
+    ///     assert!(p.join()?.success());
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InitNotCalled`] when the program never called `init()`;
+    /// [`Error::InvalidOption`] for an argument over 64 KiB; [`Error::Os`] when the spawn fails.
+    pub fn spawn_fn<A: Pod>(f: fn(A), arg: A) -> Result<Process> {
+        spawn::refuse_uninitialised_child();
+        if !spawn::init_called() {
+            return Err(Error::InitNotCalled { what: "Process::spawn_fn" });
+        }
+        if std::mem::size_of::<A>() + 16 > MAX_ARG {
+            return Err(Error::InvalidOption {
+                option: "spawn_fn argument",
+                value: std::mem::size_of::<A>() as u64,
+                allowed: "at most 64 KiB",
+            });
+        }
+        let (entry, mut params) = crate::kernel::process_entry(f);
+        params.extend_from_slice(bytemuck::bytes_of(&arg));
+        let identity = spawn::exe_identity()?;
+        let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| Error::os("socketpair", e.into()))?;
+        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
+        drop(theirs);
+        let p = Process::from_pid(pid);
+        // A send that fails means the child is gone already; its exit status says why.
+        let _ = send_boot(&mine, &super::process_boot(identity, entry.parts()), None, &params);
+        Ok(p)
+    }
+}

@@ -1,0 +1,305 @@
+//! How workers (and `Process::spawn_fn` children) come to life: the [`StartMethod`]s, the
+//! start-up record a non-forked child receives, and [`init`], which turns a freshly exec'd copy
+//! of the program into what its parent asked for.
+//!
+//! - `Fork`: the supervisor forks; the worker inherits the ring mapping and the keys.
+//! - `Spawn`: the supervisor `posix_spawn`s `/proc/self/exe`; the child's `main` calls
+//!   [`init`], which reads a [`BootWire`] (role, the parent's executable identity, the MAC and
+//!   kernel keys, the worker's settings) and the ring's descriptor from its one inherited
+//!   socket, checks that it runs the very same binary, answers with a [`HelloWire`] and serves.
+//! - `ForkServer`: a single-threaded server process (`process::server`) forks the worker, which
+//!   then receives the same start-up record as a spawned one.
+//!
+//! Kernels travel as offsets from an anchor function (`kernel`), so they mean the same in every
+//! process that runs the same executable. This module never touches a slot.
+#![deny(unsafe_code)]
+
+pub(crate) mod launch;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytemuck::{Pod, Zeroable};
+
+pub(crate) use launch::{How, Launcher, Pending};
+
+use crate::error::{Error, Result};
+use crate::ipc::{recv_record, send_record};
+use crate::key::Key;
+use crate::process::fork;
+use crate::process::spawn::{self, ExeIdentity};
+use crate::ring::Ring;
+use crate::shm::{Segment, SegmentKind};
+use crate::worker::{PausePoint, WorkerCtx};
+
+/// How a pool starts its workers (and replacements after a crash or recycling).
+///
+/// The default, when [`PoolBuilder::start_method`](crate::PoolBuilder::start_method) is not
+/// called, is chosen when the pool is built: `Fork` if the process runs a single thread (the
+/// fastest, and nothing can be inherited half-locked), otherwise `ForkServer` if the program
+/// calls [`init`] (safe, nearly as fast), otherwise `Fork` with a one-time warning on stderr
+/// naming `init()`. Python made the same move away from plain `fork` in 3.14.
+///
+/// | method | 2-worker pool ready (2-core VM, medians) | safe with other threads | needs [`init`] |
+/// |---|---|---|---|
+/// | `Fork` | 0.7-0.8 ms | shmpool's worker code is; a kernel that takes a lock another thread held at the fork (a logger, stdout) may hang | no |
+/// | `ForkServer` | 0.8-1.0 ms (the first pool also starts the server: +3-4 ms once) | yes | to start the server from a multi-threaded process |
+/// | `Spawn` | 1.6-2.4 ms (an `exec` per worker) | yes | yes |
+///
+/// Once a pool is up, its maps run the same way whatever the method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Workers are forked from the pool's process. An explicit `Fork` in a multi-threaded
+    /// process forks anyway and warns once on stderr.
+    Fork,
+    /// Workers are fresh copies of the executable (`posix_spawn` of `/proc/self/exe`) turned
+    /// into workers by [`init`].
+    Spawn,
+    /// Workers are forked by a single-threaded fork server, started once per process on
+    /// first need: exec'd from the executable when the program calls [`init`] (a fresh, small
+    /// image that shares no memory or lock with the program), else forked, which needs the
+    /// program to be single-threaded at that moment.
+    ForkServer,
+}
+
+/// Turns a process that shmpool started with `exec` (a `Spawn` worker, the fork server, a
+/// [`Process::spawn_fn`](crate::Process::spawn_fn) child) into what its parent asked for, and
+/// never returns in it; in any other process it only records that the program calls it.
+///
+/// Call it first thing in `main`, before anything with side effects and before starting
+/// threads or an async runtime (with `#[tokio::main]`, call it from a plain `fn main` that then
+/// builds the runtime): a spawned child runs `main` until it gets here, and a fork server
+/// exec'd from this binary should be single-threaded. A parent that never called `init()`
+/// refuses to spawn at all ([`Error::InitNotCalled`]); a spawned child whose `main` builds a
+/// pool or starts a [`Process`](crate::Process) before calling `init()` exits there at once
+/// with a distinct code, and its parent reports [`Error::InitNotCalled`] too.
+///
+/// # Examples
+///
+/// ```
+/// use shmpool::{Pool, StartMethod};
+///
+/// fn main() -> shmpool::Result<()> {
+///     shmpool::init(); // in the spawned workers, this call never returns
+///     let pool = Pool::builder().workers(2).start_method(StartMethod::Spawn).build()?;
+///     assert_eq!(pool.map(&[1.0f64, 9.0], f64::sqrt)?, [1.0, 3.0]);
+///     Ok(())
+/// }
+/// ```
+pub fn init() {
+    spawn::mark_init_called();
+    let Some(sock) = spawn::take_marker_socket() else { return };
+    spawn::mark_in_role();
+    let code = child_main(sock);
+    fork::exit_now(code)
+}
+
+/// Start-up roles.
+const ROLE_WORKER: u32 = 1;
+const ROLE_SERVER: u32 = 2;
+const ROLE_PROCESS: u32 = 3;
+
+const BOOT_MAGIC: u64 = 0x544f_4f42_4c4f_4f50; // "POOLBOOT"
+const HELLO_MAGIC: u64 = 0x4f4c_4c45_484c_4f50; // "POLHELLO"
+const HELLO_OK: u32 = 1;
+const HELLO_MISMATCH: u32 = 2;
+
+/// Exit code of a spawned child that found another binary than its parent's.
+pub(crate) const MISMATCH_EXIT_CODE: i32 = 85;
+/// Exit code of a spawned child whose start-up record was missing or malformed.
+const BOOT_FAILED_EXIT_CODE: i32 = 84;
+/// How long a child waits for its start-up record, and a parent for the answer.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest `Process::spawn_fn` argument.
+pub(crate) const MAX_ARG: usize = 64 * 1024;
+
+/// The start-up record: the first datagram on a non-forked child's socket (the ring's
+/// descriptor attached for workers, the entry's argument appended for processes).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct BootWire {
+    magic: u64,
+    role: u32,
+    /// 0: none, else 1 + `PausePoint` index.
+    pause: u32,
+    identity: ExeIdentity,
+    ring_key: Key,
+    kernel_key: Key,
+    /// The pid the child must have as parent (it dies with it), 0 for none.
+    parent: i32,
+    /// CPU to pin to, -1 for none.
+    cpu: i32,
+    /// Bit 0: the idle spin yields the core between polls (`WorkerCtx::polite`).
+    flags: u32,
+    _reserved: u32,
+    spin_ns: u64,
+    /// 0: never recycle.
+    recycle_after: u64,
+    /// `Process::spawn_fn`: the entry trampoline (offset, tag).
+    entry: [u64; 2],
+}
+
+/// The child's answer: it runs the same binary (`HELLO_OK`) or another (`HELLO_MISMATCH`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct HelloWire {
+    magic: u64,
+    status: u32,
+    _pad: u32,
+    found: ExeIdentity,
+}
+
+const PAUSES: [PausePoint; 4] =
+    [PausePoint::BeforeClaim, PausePoint::InsideLock, PausePoint::MidKernel, PausePoint::BeforePublish];
+
+fn encode_pause(p: Option<PausePoint>) -> u32 {
+    p.and_then(|p| PAUSES.iter().position(|&q| q == p)).map_or(0, |i| i as u32 + 1)
+}
+
+fn decode_pause(v: u32) -> Option<PausePoint> {
+    v.checked_sub(1).and_then(|i| PAUSES.get(i as usize).copied())
+}
+
+impl BootWire {
+    fn new(role: u32, identity: ExeIdentity) -> BootWire {
+        BootWire { magic: BOOT_MAGIC, role, identity, kernel_key: crate::kernel::key(), cpu: -1, ..BootWire::zeroed() }
+    }
+
+    /// The record for a worker with `ctx`'s settings.
+    pub(crate) fn worker(identity: ExeIdentity, ctx: &WorkerCtx, parent: i32) -> BootWire {
+        BootWire {
+            pause: encode_pause(ctx.pause),
+            ring_key: ctx.ring.key(),
+            parent,
+            cpu: ctx.cpu.and_then(|c| i32::try_from(c).ok()).unwrap_or(-1),
+            spin_ns: u64::try_from(ctx.spin.as_nanos()).unwrap_or(u64::MAX),
+            flags: u32::from(ctx.polite),
+            recycle_after: ctx.recycle_after.unwrap_or(0),
+            ..BootWire::new(ROLE_WORKER, identity)
+        }
+    }
+}
+
+/// Waits for a child's [`HelloWire`]. `Ok(Ok(()))`: same binary; `Ok(Err(found))`: another
+/// binary; `Err`: no answer (the socket closed: the child exited, or timed out).
+pub(crate) fn await_hello(sock: &OwnedFd) -> Result<std::result::Result<(), ExeIdentity>> {
+    let mut h = HelloWire::zeroed();
+    match recv_record(sock.as_fd(), bytemuck::bytes_of_mut(&mut h), BOOT_TIMEOUT)? {
+        Some((n, _)) if n == std::mem::size_of::<HelloWire>() && h.magic == HELLO_MAGIC => match h.status {
+            HELLO_OK => Ok(Ok(())),
+            HELLO_MISMATCH => Ok(Err(h.found)),
+            other => Err(Error::Protocol { what: "start-up answer", value: other.into() }),
+        },
+        Some((n, _)) => Err(Error::Protocol { what: "start-up answer length", value: n as u64 }),
+        None => Err(Error::os("start-up handshake", std::io::Error::from(std::io::ErrorKind::TimedOut))),
+    }
+}
+
+fn hello(sock: &OwnedFd, status: u32, found: ExeIdentity) -> Result<()> {
+    let h = HelloWire { magic: HELLO_MAGIC, status, _pad: 0, found };
+    send_record(sock.as_fd(), bytemuck::bytes_of(&h), None)
+}
+
+/// The body of every non-forked child and of every worker the fork server forks: reads the
+/// start-up record, checks the binary, and becomes a worker, the fork server or a process.
+/// Returns the exit code.
+pub(crate) fn child_main(sock: OwnedFd) -> i32 {
+    let mut buf = vec![0u8; std::mem::size_of::<BootWire>() + MAX_ARG];
+    let Ok(Some((n, fd))) = recv_record(sock.as_fd(), &mut buf, BOOT_TIMEOUT) else { return BOOT_FAILED_EXIT_CODE };
+    if n < std::mem::size_of::<BootWire>() {
+        return BOOT_FAILED_EXIT_CODE;
+    }
+    let boot: BootWire = bytemuck::pod_read_unaligned(&buf[..std::mem::size_of::<BootWire>()]);
+    if boot.magic != BOOT_MAGIC {
+        return BOOT_FAILED_EXIT_CODE;
+    }
+    let Ok(me) = spawn::exe_identity() else { return BOOT_FAILED_EXIT_CODE };
+    if me != boot.identity {
+        let _ = hello(&sock, HELLO_MISMATCH, me);
+        return MISMATCH_EXIT_CODE;
+    }
+    crate::kernel::set_key(boot.kernel_key);
+    match boot.role {
+        ROLE_WORKER => {
+            fork::mark_worker();
+            if boot.parent != 0 {
+                fork::die_with_parent(nix::unistd::Pid::from_raw(boot.parent));
+            }
+            let Some(ring_fd) = fd else { return BOOT_FAILED_EXIT_CODE };
+            let ring = match Segment::from_fd(ring_fd, SegmentKind::Ring)
+                .and_then(|s| Ring::attach(Arc::new(s), boot.ring_key))
+            {
+                Ok(r) => r,
+                Err(_) => return crate::worker::FATAL_EXIT_CODE,
+            };
+            if hello(&sock, HELLO_OK, me).is_err() {
+                return BOOT_FAILED_EXIT_CODE;
+            }
+            let ctx = WorkerCtx {
+                ring,
+                sock,
+                parent: nix::unistd::getppid(),
+                spin: Duration::from_nanos(boot.spin_ns),
+                polite: boot.flags & 1 != 0,
+                recycle_after: (boot.recycle_after != 0).then_some(boot.recycle_after),
+                pause: decode_pause(boot.pause),
+                cpu: usize::try_from(boot.cpu).ok(),
+            };
+            crate::worker::run(ctx)
+        }
+        ROLE_SERVER => {
+            if hello(&sock, HELLO_OK, me).is_err() {
+                return BOOT_FAILED_EXIT_CODE;
+            }
+            crate::process::server::serve(sock, child_main)
+        }
+        ROLE_PROCESS => {
+            let arg = &buf[std::mem::size_of::<BootWire>()..n];
+            drop(sock);
+            let Some(entry) = crate::kernel::KernelRef::from_parts(boot.entry[0], boot.entry[1]) else {
+                return BOOT_FAILED_EXIT_CODE;
+            };
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.invoke(arg, &[], &mut [], 0)));
+            // A fresh process: nothing else can hold std's locks, so flushing is safe.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            match r {
+                Ok(()) => 0,
+                Err(_) => fork::PANIC_EXIT_CODE,
+            }
+        }
+        _ => BOOT_FAILED_EXIT_CODE,
+    }
+}
+
+/// Sends the start-up record (and the ring's descriptor, or the argument bytes) to a child.
+pub(crate) fn send_boot(sock: &OwnedFd, boot: &BootWire, ring: Option<&Ring>, arg: &[u8]) -> Result<()> {
+    let mut bytes = bytemuck::bytes_of(boot).to_vec();
+    bytes.extend_from_slice(arg);
+    send_record(sock.as_fd(), &bytes, ring.map(|r| r.segment().fd()))
+}
+
+/// The start-up record of the fork server.
+pub(crate) fn server_boot(identity: ExeIdentity) -> BootWire {
+    BootWire::new(ROLE_SERVER, identity)
+}
+
+/// The start-up record of a `Process::spawn_fn` child running `entry`.
+pub(crate) fn process_boot(identity: ExeIdentity, entry: (u64, u64)) -> BootWire {
+    BootWire { entry: [entry.0, entry.1], ..BootWire::new(ROLE_PROCESS, identity) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_points_round_trip_through_the_start_up_record() {
+        assert_eq!(decode_pause(encode_pause(None)), None);
+        for p in PAUSES {
+            assert_eq!(decode_pause(encode_pause(Some(p))), Some(p));
+        }
+        assert_eq!(decode_pause(99), None);
+    }
+}

@@ -1,0 +1,233 @@
+//! The fault-tolerance promises, parameterized over the start method: a worker killed at every
+//! named point costs a retry, a chunk that kills `max_attempts` workers fails the map with
+//! `WorkerCrashed` (the signal comes from `waitpid` or, for the fork server's workers, from the
+//! server's report), recycling and timeouts replace workers by the pool's method, and workers
+//! die with the pool's process. Children started by `exec` run `spawned_child_entry` (see
+//! `tests/start_methods.rs`).
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use common::start::{assert_nothing_leaked, pool, route_to, ENTRY, METHODS};
+use common::workloads::{pattern, w1};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use shmpool::testing::PausePoint;
+use shmpool::{Error, Pool, Process, SharedVec, StartMethod};
+
+/// The entry point of children this binary spawns.
+#[test]
+#[ignore = "entry point of spawned children, run by the other tests"]
+fn spawned_child_entry() {
+    shmpool::init();
+}
+
+fn w1_input(n: usize) -> Vec<f64> {
+    (0..n).map(pattern).collect()
+}
+
+fn assert_w1(xs: &[f64], ys: &[f64]) {
+    assert_eq!(xs.len(), ys.len());
+    let wrong = xs.iter().zip(ys).filter(|(x, y)| w1(**x).to_bits() != y.to_bits()).count();
+    assert_eq!(wrong, 0, "{wrong} wrong elements");
+}
+
+/// W1 over 400k elements while every worker that stops at `point` is SIGKILLed.
+fn survives_kill_at(method: StartMethod, point: PausePoint) {
+    route_to(ENTRY);
+    let pool = Pool::builder().workers(2).chunk_len(20_000).pause_point(point).start_method(method).build().unwrap();
+    let xs = w1_input(400_000);
+    let mut killed = 0;
+    std::thread::scope(|s| {
+        let h = s.spawn(|| pool.map(&xs, w1));
+        while !h.is_finished() {
+            for pid in pool.pids() {
+                if common::proc_state(pid) == Some('T') {
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    killed += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_w1(&xs, &h.join().unwrap().unwrap());
+    });
+    assert!(killed >= 1, "{method:?}: no worker paused at {point:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.worker_deaths() < killed && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pool.worker_deaths(), killed, "{method:?} {point:?}");
+    let deaths = pool.death_log();
+    assert!(deaths.iter().all(|d| d.signal == libc::SIGKILL), "{method:?} {point:?}: {deaths:?}");
+    assert_eq!(pool.pids().len(), 2);
+    common::start::assert_started_by(&pool, method);
+    assert_eq!(pool.map(&[4.0f64], w1).unwrap(), [w1(4.0)]);
+}
+
+#[test]
+fn worker_killed_at_every_point_loses_nothing_under_every_method() {
+    common::watchdog(Duration::from_secs(240), || {
+        for method in METHODS {
+            for point in
+                [PausePoint::BeforeClaim, PausePoint::InsideLock, PausePoint::MidKernel, PausePoint::BeforePublish]
+            {
+                survives_kill_at(method, point);
+            }
+        }
+    });
+    assert_nothing_leaked();
+}
+
+fn crash_kernel(x: i64, how: &i32) -> i64 {
+    if x == 777 {
+        if *how == 0 {
+            // SAFETY: none — this deliberately dereferences null to die of SIGSEGV, as a buggy
+            // C kernel would.
+            unsafe { std::ptr::null_mut::<i64>().write_volatile(x) };
+        } else {
+            std::process::abort();
+        }
+    }
+    x * 2
+}
+
+#[test]
+fn chunk_that_kills_every_worker_fails_with_worker_crashed_under_every_method() {
+    common::watchdog(Duration::from_secs(120), || {
+        for method in METHODS {
+            route_to(ENTRY);
+            let pool = Pool::builder().workers(2).chunk_len(100).max_attempts(3).start_method(method).build().unwrap();
+            let xs: Vec<i64> = (0..2_000).collect();
+            for (how, sig) in [(0, libc::SIGSEGV), (1, libc::SIGABRT)] {
+                match pool.map_with(&xs, how, crash_kernel) {
+                    Err(Error::WorkerCrashed { range, signal, attempts }) => {
+                        assert_eq!((range, signal, attempts), (700..800, sig, 3), "{method:?}");
+                    }
+                    other => panic!("{method:?}: expected WorkerCrashed for signal {sig}, got {other:?}"),
+                }
+                assert_eq!(pool.map(&xs, |x: i64| x + 1).unwrap()[1999], 2000, "{method:?}");
+            }
+            assert!(pool.worker_deaths() >= 6, "{method:?}");
+            common::start::assert_started_by(&pool, method);
+        }
+    });
+    assert_nothing_leaked();
+}
+
+#[test]
+fn recycled_and_timed_out_workers_are_replaced_by_the_pools_method() {
+    common::watchdog(Duration::from_secs(120), || {
+        for method in METHODS {
+            route_to(ENTRY);
+            let pool = Pool::builder()
+                .workers(2)
+                .chunk_len(2_000)
+                .max_chunks_per_worker(3)
+                .start_method(method)
+                .build()
+                .unwrap();
+            let xs = w1_input(60_000);
+            assert_w1(&xs, &pool.map(&xs, w1).unwrap());
+            assert!(pool.respawns() >= 8, "{method:?}: only {} respawns for 30 chunks", pool.respawns());
+            assert_eq!(pool.worker_deaths(), 0, "{method:?}: recycling is not a crash");
+            common::start::assert_started_by(&pool, method);
+
+            let limit = Duration::from_millis(300);
+            let pool = Pool::builder().workers(2).chunk_len(10).chunk_timeout(limit).start_method(method);
+            let pool = pool.build().unwrap();
+            let hang = |x: u32| {
+                if x == 42 {
+                    loop {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                x
+            };
+            let r = pool.map(&(0..100).collect::<Vec<u32>>(), hang);
+            assert!(matches!(r, Err(Error::ChunkTimedOut { ref range, .. }) if *range == (40..50)), "{method:?} {r:?}");
+            assert_eq!(pool.map(&[7u32], |x: u32| x * 2).unwrap(), [14], "{method:?}");
+            common::start::assert_started_by(&pool, method);
+        }
+    });
+    assert_nothing_leaked();
+}
+
+/// Runs a pool in a forked child, SIGKILLs the child, and checks that its workers (and its
+/// fork server) exit and no segment of it remains, even though a forked child of the pool's
+/// process (which inherited its descriptors) lives on.
+fn parent_death(method: StartMethod) {
+    route_to(ENTRY);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pids");
+    let f2 = file.clone();
+    let child = Process::spawn(move || {
+        let pool = Pool::builder().workers(2).start_method(method).build().unwrap();
+        let xs = SharedVec::from_slice(&w1_input(1000)).unwrap();
+        let mut ys = SharedVec::<f64>::zeroed(1000).unwrap();
+        pool.map_into(&xs, &mut ys, common::workloads::w1_chunk).unwrap();
+        // A forked child of the program that outlives it must not keep the fork server alive.
+        let bystander = Process::spawn(|| std::thread::sleep(Duration::from_secs(60))).unwrap();
+        let mut pids: Vec<String> = vec![bystander.pid().to_string()];
+        pids.extend(pool.pids().iter().map(|p| p.to_string()));
+        pids.extend(shmpool::testing::fork_server_pid().map(|p| p.to_string()));
+        std::fs::write(&f2, pids.join(" ")).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pids: Vec<u32> = loop {
+        if let Ok(s) = std::fs::read_to_string(&file) {
+            if !s.is_empty() {
+                break s.split(' ').map(|p| p.parse().unwrap()).collect();
+            }
+        }
+        assert!(Instant::now() < deadline, "{method:?}: the child never started its pool");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let expected = if method == StartMethod::ForkServer { 4 } else { 3 };
+    assert_eq!(pids.len(), expected, "{method:?}: {pids:?}");
+    let (bystander, pids) = (pids[0], &pids[1..]);
+    child.kill().unwrap();
+    assert_eq!(child.join().unwrap().signal(), Some(libc::SIGKILL));
+    let gone = std::panic::catch_unwind(|| common::assert_pids_gone(pids));
+    let _ = kill(Pid::from_raw(bystander as i32), Signal::SIGKILL);
+    if let Err(p) = gone {
+        std::panic::resume_unwind(p);
+    }
+    let prefix = format!("shmpool_{}_", child.pid());
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "{method:?}: segments left by the dead parent: {left:?}");
+}
+
+#[test]
+fn workers_die_with_the_pools_process_under_every_method() {
+    common::watchdog(Duration::from_secs(120), || {
+        for method in METHODS {
+            parent_death(method);
+        }
+    });
+    assert_nothing_leaked();
+}
+
+#[test]
+fn a_pool_keeps_one_method_for_its_whole_life() {
+    common::watchdog(Duration::from_secs(60), || {
+        for method in METHODS {
+            let pool = pool(method, 2);
+            for p in pool.pids() {
+                let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+            }
+            let xs = w1_input(10_000);
+            assert_w1(&xs, &pool.map(&xs, w1).unwrap());
+            common::start::assert_started_by(&pool, method);
+        }
+    });
+    assert_nothing_leaked();
+}

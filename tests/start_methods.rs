@@ -1,0 +1,214 @@
+//! Start methods: every kernel form under every method, the core map and fault-tolerance
+//! checks parameterized over the method, a binary mismatch, and pools built and dropped while
+//! eight threads hold locks.
+//!
+//! How this libtest binary acts as a spawned worker: `common::start::pool` routes children
+//! started by `exec` to the `#[ignore]`d test `spawned_child_entry`, which calls
+//! `shmpool::init()` and so becomes the worker (or fork server, or `spawn_fn` child) its parent
+//! asked for and never returns. libtest's own `main` runs first in the child, but it only
+//! parses arguments and starts that one test: it has no side effects a second copy could repeat.
+
+mod common;
+
+use std::time::Duration;
+
+use common::start::{assert_nothing_leaked, assert_started_by, pool, METHODS};
+use common::workloads::{pattern, w1, w1_chunk};
+use shmpool::kernel::expr::Program;
+use shmpool::{Error, KernelSpec, Pool, Process, StartMethod};
+
+/// The entry point of children this binary spawns (see the module docs).
+#[test]
+#[ignore = "entry point of spawned children, run by the other tests"]
+fn spawned_child_entry() {
+    shmpool::init();
+}
+
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Affine {
+    a: f64,
+    b: f64,
+}
+
+fn triple(x: f64) -> f64 {
+    x * 3.0
+}
+
+fn negate_chunk(xs: &[i64], ys: &mut [i64]) {
+    for (y, x) in ys.iter_mut().zip(xs) {
+        *y = -x;
+    }
+}
+
+#[test]
+fn every_kernel_form_works_under_every_method() {
+    common::watchdog(Duration::from_secs(120), || {
+        for method in METHODS {
+            let pool = pool(method, 2);
+            assert_eq!(pool.start_method(), method);
+            assert_started_by(&pool, method);
+            let xs: Vec<f64> = (0..5_000).map(pattern).collect();
+            // A fn item.
+            let ys = pool.map(&xs, w1).unwrap();
+            assert!(xs.iter().zip(&ys).all(|(x, y)| w1(*x).to_bits() == y.to_bits()), "{method:?} fn item");
+            // A non-capturing closure.
+            assert_eq!(pool.map(&[1i32, 2, 3], |x: i32| x * 10).unwrap(), [10, 20, 30], "{method:?} closure");
+            // A chunk kernel into a shared array.
+            let shared = shmpool::SharedVec::from_slice(&xs).unwrap();
+            let mut out = pool.alloc::<f64>(xs.len()).unwrap();
+            pool.map_into(&shared, &mut out, w1_chunk).unwrap();
+            assert!(xs.iter().zip(out.iter()).all(|(x, y)| w1(*x).to_bits() == y.to_bits()), "{method:?} chunk");
+            // A parameter block.
+            let p = Affine { a: 2.0, b: 0.5 };
+            let got = pool.map_with(&[1.0f64, 2.0], p, |x: f64, p: &Affine| x * p.a + p.b).unwrap();
+            assert_eq!(got, [2.5, 4.5], "{method:?} params");
+            // Function pointers chosen at run time.
+            let f: fn(f64) -> f64 = if xs.len() > 1 { triple } else { w1 };
+            let spec = KernelSpec::elem_fn(f);
+            let out3: Vec<f64> = pool.map_spec(&[1.0f64, 2.0, 3.0], &spec).unwrap();
+            assert_eq!(out3, [3.0, 6.0, 9.0], "{method:?} elem_fn");
+            let g: fn(&[i64], &mut [i64]) = negate_chunk;
+            let neg: Vec<i64> = pool.map_spec(&[1i64, -2, 3, 0], &KernelSpec::chunk_fn(g)).unwrap();
+            assert_eq!(neg, [-1, 2, -3, 0], "{method:?} chunk_fn");
+            // An expression program.
+            let prog = Program::compile("sqrt(x) * 1.5 + 0.25").unwrap();
+            let e: Vec<f64> = pool.map_spec(&xs, &KernelSpec::expr::<f64, f64>(&prog).unwrap()).unwrap();
+            assert!(xs.iter().zip(&e).all(|(x, y)| (w1(*x) - y).abs() < 1e-12), "{method:?} expr");
+        }
+    });
+    assert_nothing_leaked();
+}
+
+#[derive(Clone, Copy, PartialEq, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Point {
+    x: f32,
+    y: f32,
+}
+
+#[test]
+fn core_maps_give_the_sequential_answer_under_every_method() {
+    common::watchdog(Duration::from_secs(120), || {
+        for method in METHODS {
+            let pool = Pool::builder().workers(2).chunk_len(7).start_method(method);
+            common::start::route_to(common::start::ENTRY);
+            let pool = pool.build().unwrap();
+            // Empty, one element, lengths not divisible by the chunk.
+            assert!(pool.map(&[] as &[f64], w1).unwrap().is_empty(), "{method:?}");
+            assert_eq!(pool.map(&[4.0f64], w1).unwrap(), [w1(4.0)], "{method:?}");
+            let xs: Vec<i32> = (0..1001).collect();
+            let ys = pool.map(&xs, |x: i32| x * 3 - 1).unwrap();
+            assert!(xs.iter().zip(&ys).all(|(x, y)| x * 3 - 1 == *y), "{method:?}");
+            // User Pod structs.
+            let pts: Vec<Point> = (0..100).map(|i| Point { x: i as f32, y: 1.0 }).collect();
+            let n = pool.map(&pts, |p: Point| p.x + p.y).unwrap();
+            assert_eq!(n[99], 100.0, "{method:?}");
+            // Large inputs are staged and keep their order (W1, bit for bit).
+            let big: Vec<f64> = (0..300_000).map(pattern).collect();
+            let pool_big = Pool::builder().workers(2).start_method(method).build().unwrap();
+            let out = pool_big.map(&big, w1).unwrap();
+            assert!(big.iter().zip(&out).all(|(x, y)| w1(*x).to_bits() == y.to_bits()), "{method:?}");
+            // A kernel panic is reported and the pool stays usable.
+            let r = pool.map(&[1i32, 2, 3], |x: i32| if x == 2 { panic!("two under {x}") } else { x });
+            assert!(
+                matches!(&r, Err(Error::KernelPanicked { message, .. }) if message.contains("two")),
+                "{method:?} {r:?}"
+            );
+            assert_eq!(pool.map(&[5i32], |x: i32| x + 1).unwrap(), [6], "{method:?}");
+        }
+    });
+    assert_nothing_leaked();
+}
+
+#[test]
+fn spawn_refuses_a_worker_that_runs_another_binary() {
+    common::watchdog(Duration::from_secs(60), || {
+        // A byte-for-byte copy of this test binary is another file (inode, mtime): its kernel
+        // offsets might mean anything, so the worker must refuse to serve.
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy-of-test-binary");
+        std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+        common::start::route_to(common::start::ENTRY);
+        let build = || Pool::builder().workers(2).start_method(StartMethod::Spawn).spawn_exe_for_test(&copy).build();
+        let mut r = build();
+        // A process forked by another test thread while the copy was open for writing holds
+        // that descriptor for a moment: exec then fails with ETXTBSY. Wait it out.
+        for _ in 0..100 {
+            match &r {
+                Err(Error::Os { source, .. }) if source.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    r = build();
+                }
+                _ => break,
+            }
+        }
+        match r {
+            Err(e @ Error::BinaryMismatch { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("another binary") && msg.contains("inode"), "{msg}");
+            }
+            other => panic!("expected BinaryMismatch, got {other:?}"),
+        }
+    });
+    assert_nothing_leaked();
+}
+
+fn write_marker(path: [u8; 64]) {
+    let end = path.iter().position(|&b| b == 0).unwrap_or(64);
+    let path = std::str::from_utf8(&path[..end]).unwrap();
+    // A fresh process: printing cannot hang on a lock another thread held.
+    println!("spawn_fn child writes {path}");
+    std::fs::write(path, format!("{}", std::process::id())).unwrap();
+}
+
+fn panics(_: u8) {
+    panic!("spawn_fn child panics");
+}
+
+#[test]
+fn spawn_fn_runs_a_function_in_a_fresh_copy_of_the_program() {
+    common::watchdog(Duration::from_secs(60), || {
+        common::start::route_to(common::start::ENTRY);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("from-child");
+        let mut arg = [0u8; 64];
+        arg[..file.as_os_str().len()].copy_from_slice(file.as_os_str().as_encoded_bytes());
+        let p = Process::spawn_fn(write_marker, arg).unwrap();
+        assert!(p.join().unwrap().success());
+        let written = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(written, p.pid().to_string(), "the child wrote its own pid");
+        let q = Process::spawn_fn(panics, 0u8).unwrap();
+        assert_eq!(q.join().unwrap().code(), Some(101));
+    });
+    assert_nothing_leaked();
+}
+
+#[test]
+fn the_default_is_fork_in_a_single_threaded_process() {
+    common::watchdog(Duration::from_secs(60), || {
+        // A forked child runs a single thread: the default there is plain fork.
+        let p = Process::spawn(|| {
+            let pool = Pool::builder().workers(1).build().unwrap();
+            assert_eq!(pool.start_method(), StartMethod::Fork);
+            assert_eq!(pool.map(&[1i32], |x: i32| x + 1).unwrap(), [2]);
+        })
+        .unwrap();
+        assert!(p.join().unwrap().success());
+    });
+    assert_nothing_leaked();
+}
+
+#[test]
+fn programs_a_worker_starts_do_not_inherit_the_spawn_marker() {
+    common::watchdog(Duration::from_secs(60), || {
+        for method in METHODS {
+            let pool = pool(method, 1);
+            // The marker names the child's socket; init() consumes it, so a program a kernel
+            // runs does not mistake itself for a spawned child.
+            let seen = pool.map(&[0u8], |_: u8| std::env::var_os("SHMPOOL_CHILD_FD").is_some() as u8).unwrap();
+            assert_eq!(seen, [0], "{method:?}");
+        }
+    });
+    assert_nothing_leaked();
+}

@@ -1,0 +1,150 @@
+//! Pools in a multi-threaded parent: eight threads allocate, hold a mutex and hold std's
+//! stdout lock most of the time while pools are created, used (with kernels that print) and
+//! dropped, with each method that is safe there (`Spawn`, `ForkServer`). A forked child of such
+//! a parent could inherit a held stdout lock and hang on its first `println!`; these workers
+//! are fresh processes (exec'd, or forked by the single-threaded fork server), so they never
+//! do. A watchdog turns a hang into a failure. Children started by `exec` run
+//! `spawned_child_entry` (see `tests/start_methods.rs`).
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::start::{assert_nothing_leaked, route_to, ENTRY, SAFE_METHODS};
+use common::workloads::w1;
+use shmpool::{Pool, StartMethod};
+
+/// The entry point of children this binary spawns.
+#[test]
+#[ignore = "entry point of spawned children, run by the other tests"]
+fn spawned_child_entry() {
+    shmpool::init();
+}
+
+/// The input of every map here: distinct values, so only element 0 is `FIRST`.
+fn input(n: usize) -> Vec<f64> {
+    (0..n).map(|i| i as f64 + FIRST).collect()
+}
+
+const FIRST: f64 = 0.25;
+
+/// W1, printing one line per map from whichever worker gets element 0.
+fn printing_w1(x: f64) -> f64 {
+    if x == FIRST {
+        println!("kernel in worker {} prints while the parent's threads hold stdout", std::process::id());
+    }
+    w1(x)
+}
+
+/// Eight threads that allocate, hold a mutex and hold std's stdout lock most of the time.
+struct BusyThreads {
+    stop: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    held_ms: Arc<AtomicU64>,
+}
+
+impl BusyThreads {
+    fn start() -> BusyThreads {
+        let stop = Arc::new(AtomicBool::new(false));
+        let held_ms = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Mutex::new(Vec::<u64>::new()));
+        let handles = (0..8)
+            .map(|t| {
+                let (stop, held_ms, shared) = (stop.clone(), held_ms.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        // Allocate and free (malloc's arena locks).
+                        let v: Vec<u64> = (0..1000 + (n % 5000)).collect();
+                        {
+                            let mut g = shared.lock().unwrap();
+                            g.push(v.iter().sum());
+                            if g.len() > 1000 {
+                                g.clear();
+                            }
+                        }
+                        // Hold stdout's lock for a while (a logger mid-line).
+                        let out = std::io::stdout();
+                        let mut lock = out.lock();
+                        if n % 500 == 0 {
+                            let _ = write!(lock, "");
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                        drop(lock);
+                        held_ms.fetch_add(2, Ordering::Relaxed);
+                        n += 1;
+                        let _ = t;
+                    }
+                })
+            })
+            .collect();
+        BusyThreads { stop, handles, held_ms }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+        self.held_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Creates, uses and drops `rounds` pools with `method` while the busy threads run.
+fn pools_in_a_busy_parent(method: StartMethod, rounds: usize) {
+    route_to(ENTRY);
+    let busy = BusyThreads::start();
+    let xs = input(20_000);
+    let t = Instant::now();
+    for round in 0..rounds {
+        let pool = Pool::builder().workers(2).chunk_len(2_500).start_method(method).build().unwrap();
+        assert_eq!(pool.start_method(), method);
+        let ys = pool.map(&xs, printing_w1).unwrap();
+        assert!(xs.iter().zip(&ys).all(|(x, y)| w1(*x).to_bits() == y.to_bits()), "{method:?} round {round}");
+        drop(pool);
+    }
+    let held = busy.stop();
+    assert!(held > 0, "the busy threads never held stdout");
+    eprintln!("{method:?}: {rounds} pools in a busy parent in {:?}", t.elapsed());
+}
+
+/// The count: 200 pools per method (about 2 s per method here, debug build).
+const ROUNDS: usize = 200;
+
+#[test]
+fn two_hundred_pools_per_method_in_a_parent_whose_threads_hold_locks_never_deadlock() {
+    common::watchdog(Duration::from_secs(600), || {
+        for method in SAFE_METHODS {
+            pools_in_a_busy_parent(method, ROUNDS);
+        }
+    });
+    assert_nothing_leaked();
+}
+
+/// The hazard the safe methods avoid, shown once: with `Fork`, the same parent forks workers
+/// that may inherit the stdout lock held; their kernel's `println!` then never returns. Run by
+/// hand with `--ignored --exact NAME --nocapture` (under libtest's capture `println!` writes to
+/// a buffer, not through stdout's lock): it hangs and the watchdog fails it after 30 s.
+#[test]
+#[ignore = "demonstrates the fork hazard: expected to fail by watchdog"]
+fn fork_in_a_busy_parent_with_printing_kernels_can_hang() {
+    common::watchdog(Duration::from_secs(30), || pools_in_a_busy_parent(StartMethod::Fork, ROUNDS));
+}
+
+#[test]
+fn the_default_method_in_a_threaded_program_that_calls_init_is_the_fork_server() {
+    common::watchdog(Duration::from_secs(60), || {
+        route_to(ENTRY); // counts as calling init()
+        let busy = BusyThreads::start();
+        let pool = Pool::builder().workers(2).build().unwrap();
+        assert_eq!(pool.start_method(), StartMethod::ForkServer);
+        let xs = input(1000);
+        assert_eq!(pool.map(&xs, printing_w1).unwrap().len(), 1000);
+        drop(pool);
+        busy.stop();
+    });
+    assert_nothing_leaked();
+}
