@@ -23,6 +23,7 @@ fn exact(xs: &[f64], ys: &[f64]) -> bool {
 
 #[test]
 fn imap_yields_every_batch_in_input_order() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::new(2).unwrap();
         // Mixed sizes: inline single-slot batches and staged ones.
@@ -39,6 +40,7 @@ fn imap_yields_every_batch_in_input_order() {
 
 #[test]
 fn imap_unordered_yields_every_batch_exactly_once() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::new(2).unwrap();
         let tagged = (0..100).map(|b| vec![b as f64; 1 + b % 50]);
@@ -58,6 +60,7 @@ fn imap_unordered_yields_every_batch_exactly_once() {
 
 #[test]
 fn imap_pulls_an_endless_iterator_lazily_in_bounded_memory() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(2).imap_in_flight(3).build().unwrap();
         let pulled = Arc::new(AtomicUsize::new(0));
@@ -86,6 +89,7 @@ fn panics_on_negative(x: f64) -> f64 {
 
 #[test]
 fn an_error_surfaces_at_its_batch_and_the_stream_goes_on() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::new(2).unwrap();
         let batches = (0..10).map(|b| if b == 3 { vec![1.0, -1.0] } else { vec![b as f64; 3] });
@@ -112,6 +116,7 @@ fn slow(x: f64) -> f64 {
 
 #[test]
 fn dropping_streams_and_tickets_early_leaves_the_pool_usable() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         let pool = Pool::builder().workers(2).slots(8).build().unwrap();
         for _ in 0..5 {
@@ -137,6 +142,7 @@ fn dropping_streams_and_tickets_early_leaves_the_pool_usable() {
 
 #[test]
 fn tickets_time_out_and_poll_without_losing_their_result() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::new(2).unwrap();
         let mut t = pool.submit(&[1.0f64, 2.0], slow).unwrap();
@@ -166,6 +172,7 @@ fn tickets_time_out_and_poll_without_losing_their_result() {
 
 #[test]
 fn eight_threads_submitting_at_once_get_exact_results() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         let pool = Pool::new(2).unwrap();
         std::thread::scope(|s| {
@@ -197,6 +204,7 @@ fn slow_chunk(xs: &[f64], ys: &mut [f64]) {
 
 #[test]
 fn a_small_batch_is_not_starved_by_a_huge_map() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         let pool = Pool::builder().workers(2).chunk_len(10_000).build().unwrap();
         let xs = SharedVec::from_slice(&batch(0, 2_000_000)).unwrap(); // 200 chunks of 30 ms
@@ -220,6 +228,7 @@ fn a_small_batch_is_not_starved_by_a_huge_map() {
 
 #[test]
 fn submit_refuses_when_only_unwaited_tickets_hold_the_ring() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(1).slots(4).build().unwrap();
         let tickets: Vec<_> = (0..4).map(|i| pool.submit(&[i as f64], w1).unwrap()).collect();
@@ -239,6 +248,7 @@ fn submit_refuses_when_only_unwaited_tickets_hold_the_ring() {
 
 #[test]
 fn an_idle_pool_burns_no_cpu_under_any_wait_strategy() {
+    let _serial = common::serial();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     for w in [WaitStrategy::Spin, WaitStrategy::Adaptive, WaitStrategy::Sleep] {
@@ -262,6 +272,7 @@ fn an_idle_pool_burns_no_cpu_under_any_wait_strategy() {
 
 #[test]
 fn every_wait_strategy_gives_exact_results() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         for w in [WaitStrategy::Spin, WaitStrategy::Adaptive, WaitStrategy::Sleep] {
             let pool = Pool::builder().workers(2).wait_strategy(w).build().unwrap();
@@ -280,6 +291,7 @@ fn every_wait_strategy_gives_exact_results() {
 
 #[test]
 fn maps_from_four_threads_survive_workers_killed_under_them() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         let pool = Pool::builder().workers(2).chunk_len(20_000).max_attempts(10).build().unwrap();
         let stop = AtomicBool::new(false);

@@ -52,6 +52,7 @@ fn panics_on_negative(x: f64) -> f64 {
 /// turn that into `Ok` with zeros.
 #[test]
 fn ticket_polled_again_after_an_error_does_not_report_ok_zeros() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(30), || {
         let pool = Pool::new(2).unwrap();
         let mut t = pool.submit(&[-1.0f64, 2.0], panics_on_negative).unwrap();
@@ -72,6 +73,7 @@ fn ticket_polled_again_after_an_error_does_not_report_ok_zeros() {
 /// if they were the results (inline and staged tickets).
 #[test]
 fn ticket_polled_again_after_success_does_not_return_zeros() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(30), || {
         let pool = Pool::new(2).unwrap();
         for n in [2usize, 200_000] {
@@ -106,6 +108,7 @@ fn ticket_polled_again_after_success_does_not_return_zeros() {
 /// get `WrongProcess` (or nothing), and must not take the parent's result out of the ring.
 #[test]
 fn ticket_polled_in_a_forked_child_does_not_steal_the_parents_result() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::new(2).unwrap();
         let mut t = pool.submit(&[1.0f64, 4.0], w1).unwrap();
@@ -137,6 +140,7 @@ fn ticket_polled_in_a_forked_child_does_not_steal_the_parents_result() {
 /// unwinds or returns does). That must do nothing to the parent's slot.
 #[test]
 fn ticket_dropped_in_a_raw_forked_child_leaves_the_parents_slot_alone() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         // The worker stops itself before its first claim: the ticket's slot stays FILLED.
         let pool = Pool::builder().workers(1).pause_point(PausePoint::BeforeClaim).build().unwrap();
@@ -171,6 +175,7 @@ fn ticket_dropped_in_a_raw_forked_child_leaves_the_parents_slot_alone() {
 /// more. Each submit must end (RingFull or Ok); neither may wait forever for the other.
 #[test]
 fn two_threads_holding_finished_tickets_and_submitting_do_not_livelock() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(1).slots(2).build().unwrap();
         for round in 0..20 {
@@ -228,6 +233,7 @@ fn slow_if_marked(xs: &[f64], ys: &mut [f64]) {
 /// the first worker still writes the caller's output.
 #[test]
 fn claimed_slot_rewritten_as_filled_never_lets_the_map_return_while_a_worker_writes() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         std::fs::write(marker_path(), b"").unwrap();
         let pool =
@@ -286,6 +292,7 @@ fn claimed_slot_rewritten_as_filled_never_lets_the_map_return_while_a_worker_wri
 /// Every one of them must return only after the workers are dead — not only the first.
 #[test]
 fn every_map_failing_on_a_corruption_returns_after_the_workers_are_dead() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         let mut early = Vec::new();
         for round in 0..6 {
@@ -345,6 +352,7 @@ fn every_map_failing_on_a_corruption_returns_after_the_workers_are_dead() {
 /// doctest on `NpyArray`).
 #[test]
 fn safe_code_aliases_a_shared_slice_with_a_mutable_one_through_npy_files() {
+    let _serial = common::serial();
     let d = tempfile::tempdir().unwrap();
     let out = shmpool::NpyOutput::create(d.path().join("o.npy"), shmpool::Dtype::F64, &[4]).unwrap();
     assert_eq!(out.temp_path(), None, "the file being written has no name safe code could open");
@@ -357,6 +365,7 @@ fn safe_code_aliases_a_shared_slice_with_a_mutable_one_through_npy_files() {
 /// safe code can still do: a committed output is a complete, ordinary file.
 #[test]
 fn safe_code_gets_a_sigbus_from_a_truncated_npy_file() {
+    let _serial = common::serial();
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("a.npy");
     let mut out = shmpool::NpyOutput::create(&path, shmpool::Dtype::F64, &[100_000]).unwrap();
@@ -368,6 +377,7 @@ fn safe_code_gets_a_sigbus_from_a_truncated_npy_file() {
 /// An absurdly long chunk timeout must not wrap around into an immediate one.
 #[test]
 fn a_huge_chunk_timeout_does_not_wrap_into_a_tiny_one() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(30), || {
         let pool = Pool::builder().workers(1).chunk_timeout(Duration::from_secs(1 << 60)).build().unwrap();
         let r = pool.map(&[1.0f64, 2.0], |x: f64| {
@@ -393,6 +403,7 @@ const SPINNER: usize = RING_HDR + 200;
 /// small map waits for a worker's 1 s idle timeout, silently and forever.
 #[test]
 fn a_scribbled_spinner_word_does_not_silently_slow_every_small_map_to_a_second() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(2).build().unwrap();
         let mut ring = map_ring(&pool);
@@ -515,6 +526,7 @@ fn chaos_round_with(builder: shmpool::PoolBuilder, secs: u64, kill: bool) -> u64
 
 #[test]
 fn kills_under_four_callers_on_a_one_slot_ring() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         chaos_round(Pool::builder().workers(2).slots(1).max_attempts(50).payload_bytes(4096), 6);
     });
@@ -523,6 +535,7 @@ fn kills_under_four_callers_on_a_one_slot_ring() {
 
 #[test]
 fn kills_under_four_callers_on_a_two_slot_ring_with_recycling_and_timeouts() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         chaos_round(
             Pool::builder()
@@ -542,6 +555,7 @@ fn kills_under_four_callers_on_a_two_slot_ring_with_recycling_and_timeouts() {
 /// nobody ever holds a finished ticket without waiting for it. `RingFull` must never appear.
 #[test]
 fn no_ring_full_when_every_ticket_is_waited_for_at_once() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(2).slots(1).build().unwrap();
         let stop = AtomicBool::new(false);
@@ -585,6 +599,7 @@ fn no_ring_full_when_every_ticket_is_waited_for_at_once() {
 /// doing something else): they are waiting for their tickets, so `RingFull` must not appear.
 #[test]
 fn no_ring_full_when_a_ticket_is_being_polled_with_wait_timeout() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(2).slots(1).build().unwrap();
         let stop = AtomicBool::new(false);
@@ -634,6 +649,7 @@ fn no_ring_full_when_a_ticket_is_being_polled_with_wait_timeout() {
 /// one-slot ring. Nobody holds a finished ticket without waiting: `RingFull` must not appear.
 #[test]
 fn no_ring_full_in_the_chaos_mix_without_kills() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         // A second, busy pool (with kills) on the same two cores stands for the other programs
         // of a loaded machine: a caller preempted between `submit` returning and `wait`
@@ -657,6 +673,7 @@ fn no_ring_full_in_the_chaos_mix_without_kills() {
 /// the workers are dead, and tickets waited after the terminate end too.
 #[test]
 fn terminate_while_four_threads_map_and_hold_tickets() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         for round in 0..4 {
             let pool = Pool::builder().workers(2).slots(4).chunk_len(500).build().unwrap();
@@ -743,6 +760,7 @@ fn terminate_while_four_threads_map_and_hold_tickets() {
 /// them gives their results; a ticket whose chunks were still FILLED at `join` is run first.
 #[test]
 fn join_with_outstanding_unwaited_tickets_then_wait_them() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(2).slots(8).build().unwrap();
         let slowk = |x: f64| {
@@ -778,6 +796,7 @@ fn slow_elem(x: f64) -> f64 {
 /// from several threads.
 #[test]
 fn dropping_streams_with_claimed_chunks_after_a_kill_leaves_a_tiny_ring_usable() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(90), || {
         let pool = Pool::builder().workers(2).slots(2).build().unwrap();
         for round in 0..6 {
@@ -822,6 +841,7 @@ fn panics_on_odd(x: i64) -> i64 {
 /// output lock), while workers are recycled after every chunk and kernels panic.
 #[test]
 fn env_writers_stderr_holders_and_panicking_threads_do_not_deadlock_respawned_workers() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let mut noise = Vec::new();
@@ -876,6 +896,7 @@ fn env_writers_stderr_holders_and_panicking_threads_do_not_deadlock_respawned_wo
 /// then dropped: no process and no segment may remain.
 #[test]
 fn threads_panicking_while_holding_tickets_leak_nothing() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(2).build().unwrap();
         std::thread::scope(|s| {
@@ -907,6 +928,7 @@ fn threads_panicking_while_holding_tickets_leak_nothing() {
 /// whose header claims 2^61 elements (release).
 #[test]
 fn npy_output_with_an_overflowing_shape_is_an_error() {
+    let _serial = common::serial();
     let d = tempfile::tempdir().unwrap();
     let r = std::panic::catch_unwind(|| {
         shmpool::NpyOutput::create(d.path().join("huge.npy"), shmpool::Dtype::F64, &[1 << 61, 1]).map(|o| o.len())
@@ -927,6 +949,7 @@ fn npy_output_with_an_overflowing_shape_is_an_error() {
 /// in bounded time; dropping the pool must not hang.
 #[test]
 fn a_scribbled_mutex_owner_word_ends_maps_with_an_error_in_bounded_time() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(110), || {
         let pool = Pool::builder().workers(2).chunk_len(100).build().unwrap();
         let pids = pool.pids();
@@ -963,6 +986,7 @@ fn a_scribbled_mutex_owner_word_ends_maps_with_an_error_in_bounded_time() {
 /// return `Ok` with a wrong answer, hang, or panic the parent.
 #[test]
 fn corruption_under_tickets_from_four_threads_never_gives_a_wrong_ok() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         let first: u64 = std::env::var("HOSTILE_ROUND").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
         for round in first..5 {
@@ -1051,6 +1075,7 @@ fn slow_w1(x: f64) -> f64 {
 /// ring it waits forever for itself.
 #[test]
 fn a_single_inline_ticket_with_more_chunks_than_slots_does_not_hang_submit() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(30), || {
         let pool = Pool::builder().workers(2).slots(2).chunk_len(200).build().unwrap();
         let xs: Vec<f64> = (0..700).map(pattern).collect();
@@ -1063,6 +1088,7 @@ fn a_single_inline_ticket_with_more_chunks_than_slots_does_not_hang_submit() {
 /// The same with the default ring (16 slots) and a small `chunk_len`.
 #[test]
 fn a_single_inline_ticket_with_small_chunks_on_the_default_ring_does_not_hang_submit() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(30), || {
         let pool = Pool::builder().workers(2).chunk_len(10).build().unwrap();
         let xs: Vec<f64> = (0..700).map(pattern).collect();
@@ -1079,6 +1105,7 @@ fn a_single_inline_ticket_with_small_chunks_on_the_default_ring_does_not_hang_su
 /// "Wait at most forever" must not panic the caller.
 #[test]
 fn wait_timeout_with_duration_max_does_not_panic() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(30), || {
         let pool = Pool::new(1).unwrap();
         let mut t = pool.submit(&[1.0f64], w1).unwrap();
@@ -1094,6 +1121,7 @@ fn wait_timeout_with_duration_max_does_not_panic() {
 /// not outlive it.
 #[test]
 fn a_child_process_that_builds_a_pool_and_panics_leaves_no_workers() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(30), || {
         let path = std::env::temp_dir().join(format!("shmpool_hostile_pids_{}", std::process::id()));
         let p2 = path.clone();
@@ -1119,6 +1147,7 @@ fn a_child_process_that_builds_a_pool_and_panics_leaves_no_workers() {
 /// must work again (or the pool must say it is broken).
 #[test]
 fn scribbled_ring_header_counters_never_give_a_wrong_ok_or_a_hang() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         let pool = Pool::builder().workers(2).slots(4).build().unwrap();
         let mut ring = map_ring(&pool);
@@ -1186,6 +1215,7 @@ fn scribbled_ring_header_counters_never_give_a_wrong_ok_or_a_hang() {
 /// (or `close` + `join`) at the same time. Each call must return only once the workers are dead.
 #[test]
 fn concurrent_terminate_and_join_calls_each_return_after_the_workers_are_dead() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let mut early = Vec::new();
         for round in 0..10 {
@@ -1234,6 +1264,7 @@ fn double_then_linger(xs: &[f64], ys: &mut [f64]) {
 /// values its kernel never computed.
 #[test]
 fn a_stale_worker_of_a_finished_map_writes_into_the_next_maps_ok_result() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         std::fs::write(marker_path(), b"").unwrap();
         let pool = Pool::builder()
@@ -1289,6 +1320,7 @@ fn a_stale_worker_of_a_finished_map_writes_into_the_next_maps_ok_result() {
 /// finished tickets nobody waits for") forever, instead of the corruption being reported.
 #[test]
 fn a_free_slot_scribbled_to_filled_is_reported_not_a_permanent_ring_full() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(2).slots(1).build().unwrap();
         assert_eq!(pool.map(&[1.0f64], w1).unwrap(), [w1(1.0)]);

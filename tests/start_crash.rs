@@ -68,6 +68,7 @@ fn survives_kill_at(method: StartMethod, point: PausePoint) {
 
 #[test]
 fn worker_killed_at_every_point_loses_nothing_under_every_method() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(240), || {
         for method in METHODS {
             for point in
@@ -95,6 +96,7 @@ fn crash_kernel(x: i64, how: &i32) -> i64 {
 
 #[test]
 fn chunk_that_kills_every_worker_fails_with_worker_crashed_under_every_method() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         for method in METHODS {
             route_to(ENTRY);
@@ -118,6 +120,7 @@ fn chunk_that_kills_every_worker_fails_with_worker_crashed_under_every_method() 
 
 #[test]
 fn recycled_and_timed_out_workers_are_replaced_by_the_pools_method() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         for method in METHODS {
             route_to(ENTRY);
@@ -208,6 +211,7 @@ fn parent_death(method: StartMethod) {
 
 #[test]
 fn workers_die_with_the_pools_process_under_every_method() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         for method in METHODS {
             parent_death(method);
@@ -218,6 +222,7 @@ fn workers_die_with_the_pools_process_under_every_method() {
 
 #[test]
 fn a_pool_keeps_one_method_for_its_whole_life() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         for method in METHODS {
             let pool = pool(method, 2);

@@ -43,6 +43,7 @@ fn negate_chunk(xs: &[i64], ys: &mut [i64]) {
 
 #[test]
 fn every_kernel_form_works_under_every_method() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         for method in METHODS {
             let pool = pool(method, 2);
@@ -89,6 +90,7 @@ struct Point {
 
 #[test]
 fn core_maps_give_the_sequential_answer_under_every_method() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         for method in METHODS {
             let pool = Pool::builder().workers(2).chunk_len(7).start_method(method);
@@ -123,6 +125,7 @@ fn core_maps_give_the_sequential_answer_under_every_method() {
 
 #[test]
 fn spawn_refuses_a_worker_that_runs_another_binary() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         // A byte-for-byte copy of this test binary is another file (inode, mtime): its kernel
         // offsets might mean anything, so the worker must refuse to serve.
@@ -168,6 +171,7 @@ fn panics(_: u8) {
 
 #[test]
 fn spawn_fn_runs_a_function_in_a_fresh_copy_of_the_program() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         common::start::route_to(common::start::ENTRY);
         let dir = tempfile::tempdir().unwrap();
@@ -186,6 +190,7 @@ fn spawn_fn_runs_a_function_in_a_fresh_copy_of_the_program() {
 
 #[test]
 fn the_default_is_fork_in_a_single_threaded_process() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         // A forked child runs a single thread: the default there is plain fork.
         let p = Process::spawn(|| {
@@ -201,6 +206,7 @@ fn the_default_is_fork_in_a_single_threaded_process() {
 
 #[test]
 fn programs_a_worker_starts_do_not_inherit_the_spawn_marker() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         for method in METHODS {
             let pool = pool(method, 1);

@@ -35,6 +35,7 @@ fn nothing(_: u8) {}
 
 #[test]
 fn a_spawned_child_without_init_exits_before_its_side_effects_and_the_parent_says_why() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         route();
         for method in [StartMethod::Spawn, StartMethod::ForkServer] {
@@ -54,6 +55,7 @@ fn a_spawned_child_without_init_exits_before_its_side_effects_and_the_parent_say
 
 #[test]
 fn a_spawned_child_that_exits_without_a_handshake_is_a_start_failure() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         route();
         // Not a shmpool program at all: it exits at once, without reading its start-up record.

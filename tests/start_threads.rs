@@ -116,6 +116,7 @@ const ROUNDS: usize = 200;
 
 #[test]
 fn two_hundred_pools_per_method_in_a_parent_whose_threads_hold_locks_never_deadlock() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(600), || {
         for method in SAFE_METHODS {
             pools_in_a_busy_parent(method, ROUNDS);
@@ -136,6 +137,7 @@ fn fork_in_a_busy_parent_with_printing_kernels_can_hang() {
 
 #[test]
 fn the_default_method_in_a_threaded_program_that_calls_init_is_the_fork_server() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         route_to(ENTRY); // counts as calling init()
         let busy = BusyThreads::start();

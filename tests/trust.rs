@@ -29,6 +29,7 @@ fn all_dead(pids: &[u32]) {
 
 #[test]
 fn terminate_from_another_thread_cancels_a_running_map_after_reaping_its_workers() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Arc::new(Pool::builder().workers(2).chunk_len(1_000).build().unwrap());
         let pids = pool.pids();
@@ -51,6 +52,7 @@ fn terminate_from_another_thread_cancels_a_running_map_after_reaping_its_workers
 
 #[test]
 fn close_and_join_from_another_thread_let_the_running_map_finish() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Arc::new(Pool::builder().workers(2).chunk_len(5_000).build().unwrap());
         let xs = SharedVec::from_slice(&(0..100_000).map(pattern).collect::<Vec<_>>()).unwrap();
@@ -71,6 +73,7 @@ fn close_and_join_from_another_thread_let_the_running_map_finish() {
 
 #[test]
 fn respawned_workers_do_not_deadlock_on_a_stdout_lock_held_by_another_thread() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
@@ -107,6 +110,7 @@ fn map_ring(pool: &Pool) -> memmap2::MmapMut {
 
 #[test]
 fn slots_rewritten_as_done_while_chunks_run_make_the_map_fail_after_the_workers_are_dead() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(2).chunk_len(1_000).build().unwrap();
         let pids = pool.pids();
@@ -144,6 +148,7 @@ fn overrunning_chunk(xs: &[f64], ys: &mut [f64]) {
 
 #[test]
 fn a_kernel_writing_past_its_inline_output_never_hangs_returns_early_or_panics_the_parent() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         for round in 0..4 {
             let pool = Pool::builder().workers(2).chunk_len(64).payload_bytes(2048).slots(8).build().unwrap();
@@ -168,6 +173,7 @@ fn a_kernel_writing_past_its_inline_output_never_hangs_returns_early_or_panics_t
 
 #[test]
 fn random_bytes_over_slot_headers_and_descriptors_give_an_error_or_the_right_answer() {
+    let _serial = common::serial();
     let seed: u64 = std::env::var("SHMPOOL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand_seed);
     println!("scribble seed {seed} (rerun with SHMPOOL_SEED={seed})");
     common::watchdog(Duration::from_secs(120), move || {
@@ -231,6 +237,7 @@ fn rand_seed() -> u64 {
 
 #[test]
 fn a_forked_child_cannot_use_or_tear_down_its_parents_pool() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::new(2).unwrap();
         let pids = pool.pids();
@@ -278,6 +285,7 @@ fn shm_mappings(pid: u32) -> Vec<String> {
 
 #[test]
 fn workers_do_not_pin_arrays_that_existed_when_they_were_forked() {
+    let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
         let big = SharedVec::<f64>::zeroed(8 << 20).unwrap(); // 64 MiB, before the workers exist
         let pool = Pool::new(2).unwrap();
@@ -310,6 +318,7 @@ fn workers_do_not_pin_arrays_that_existed_when_they_were_forked() {
 
 #[test]
 fn a_kernel_for_other_element_types_is_a_type_mismatch_not_bit_patterns() {
+    let _serial = common::serial();
     let pool = Pool::new(1).unwrap();
     let spec = KernelSpec::elem(|x: f64| x * 2.0);
     assert!(matches!(pool.map_spec::<i64, i64>(&[1, 2], &spec), Err(Error::TypeMismatch { .. })));
@@ -323,6 +332,7 @@ fn a_kernel_for_other_element_types_is_a_type_mismatch_not_bit_patterns() {
 
 #[test]
 fn sizes_that_overflow_are_errors_not_tiny_arrays() {
+    let _serial = common::serial();
     assert!(matches!(SharedVec::<u8>::zeroed(usize::MAX - 10), Err(Error::TooLarge { .. })));
     assert!(matches!(SharedVec::<u64>::zeroed(usize::MAX / 4), Err(Error::TooLarge { .. })));
     assert!(matches!(SharedVec::<f64>::zeroed(usize::MAX / 8), Err(Error::TooLarge { .. } | Error::ShmFull { .. })));
@@ -330,6 +340,7 @@ fn sizes_that_overflow_are_errors_not_tiny_arrays() {
 
 #[test]
 fn large_parameter_blocks_travel_in_their_own_segment() {
+    let _serial = common::serial();
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     #[repr(C)]
     struct Table {

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 mod builder;
+mod drive;
 mod imap;
 mod run;
 mod supervisor;
@@ -311,14 +312,14 @@ impl Pool {
         }
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, run::INLINE_SLOTS) {
             let run = run::MapRun::new(self, spec, len, &Input::Inline(input), None, run::Chunking::Inline(layout))?;
-            return run::drive(run, spec, Input::Inline(input), Output::Inline(output), None);
+            return drive::drive(run, spec, Input::Inline(input), Output::Inline(output), None);
         }
         let mut stage_in = self.take_staging(input.len())?;
         stage_in.bytes_mut(input.len()).copy_from_slice(input);
         let stage_out = self.take_staging(output.len())?;
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
         let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Some(&outs), run::Chunking::Shared)?;
-        let r = run::drive(run, spec, Input::Shared(&ins), Output::Shared, None);
+        let r = drive::drive(run, spec, Input::Shared(&ins), Output::Shared, None);
         let mut stage_out = stage_out;
         if r.is_ok() {
             output.copy_from_slice(stage_out.bytes_mut(output.len()));
@@ -541,7 +542,7 @@ impl Pool {
             return Ok(());
         }
         let run = run::MapRun::new(self, spec, len, &Input::Shared(input), Some(output), run::Chunking::Shared)?;
-        run::drive(run, spec, Input::Shared(input), Output::Shared, progress)
+        drive::drive(run, spec, Input::Shared(input), Output::Shared, progress)
     }
 
     /// A staging buffer of at least `bytes` bytes, registered with the pool: a spare one if

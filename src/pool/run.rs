@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{lock, Pool, Shared, WaitStrategy, STATE_STOPPING, STATE_TERMINATED};
+use super::{lock, Pool, Shared, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 use crate::ring::layout::{params_inline, InlineLayout};
@@ -35,7 +35,7 @@ use crate::shm::Segment;
 pub(super) const WAIT_SLICE: Duration = Duration::from_millis(100);
 /// Maps with at most this many elements spin briefly for results instead of sleeping, and
 /// travel inline when they fit.
-const SMALL_MAP: usize = 1 << 16;
+pub(super) const SMALL_MAP: usize = 1 << 16;
 /// Inline maps use at most this many slots' payloads.
 pub(super) const INLINE_SLOTS: usize = 4;
 /// How long a slot of ours may name a claimer that is not one of the pool's workers before it
@@ -131,24 +131,24 @@ impl Drop for Active<'_> {
 
 pub(super) struct MapRun<'p> {
     pub(super) pool: &'p Pool,
-    shared: &'p Shared,
+    pub(super) shared: &'p Shared,
     _active: Active<'p>,
-    map_id: u64,
-    len: usize,
-    in_size: usize,
-    out_size: usize,
-    books: Books,
+    pub(super) map_id: u64,
+    pub(super) len: usize,
+    pub(super) in_size: usize,
+    pub(super) out_size: usize,
+    pub(super) books: Books,
     /// Next chunk to fill.
-    next: usize,
-    outstanding: usize,
-    done_elems: usize,
+    pub(super) next: usize,
+    pub(super) outstanding: usize,
+    pub(super) done_elems: usize,
     stop: Option<Stop>,
-    layout: Option<InlineLayout>,
+    pub(super) layout: Option<InlineLayout>,
     /// A parameter block too large for the payload, in its own segment (kept for the map).
-    params_seg: Option<Arc<Segment>>,
-    in_seg: u64,
-    out_seg: u64,
-    last_claimer_check: Instant,
+    pub(super) params_seg: Option<Arc<Segment>>,
+    pub(super) in_seg: u64,
+    pub(super) out_seg: u64,
+    pub(super) last_claimer_check: Instant,
 }
 
 impl<'p> MapRun<'p> {
@@ -496,94 +496,13 @@ impl<'p> MapRun<'p> {
     }
 
     /// Withdraws every FILLED slot of ours; CLAIMED and DONE ones stay outstanding.
-    fn withdraw_all(&mut self, g: &mut RingGuard<'_>) {
+    pub(super) fn withdraw_all(&mut self, g: &mut RingGuard<'_>) {
         for slot in 0..self.books.inflight.len() {
             if self.books.inflight[slot].is_some() && g.withdraw(slot as u32) {
                 self.books.inflight[slot] = None;
                 self.outstanding -= 1;
             }
         }
-    }
-
-    /// Whether no chunk of this map is in flight.
-    pub(super) fn nothing_in_flight(&self) -> bool {
-        self.outstanding == 0
-    }
-
-    /// Whether the ring has a FREE slot right now.
-    pub(super) fn ring_has_free_slot(&self) -> bool {
-        self.shared.ring.lock().map_or(true, |g| g.census(self.map_id).free > 0)
-    }
-
-    /// Whether nothing can free a slot for this map's next chunk: the ring holds no FREE,
-    /// FILLED or CLAIMED slot and no finished chunk of ours, and no other thread is in a loop
-    /// that frees slots (every slot is a finished chunk of a ticket nobody waits for yet).
-    fn starved(&self, i_drain: bool) -> bool {
-        let others_draining = self.shared.draining.load(Ordering::SeqCst) > usize::from(i_drain);
-        if self.all_filled() || self.outstanding > 0 || others_draining {
-            return false;
-        }
-        match self.shared.ring.lock() {
-            Ok(g) => {
-                let c = g.census(self.map_id);
-                c.free == 0 && c.filled == 0 && c.claimed == 0 && !c.done_mine
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Checks for cancellation from another thread or a supervisor that gave up. `Some` once
-    /// every worker is reaped (never before: they could still write our buffers).
-    pub(super) fn cancelled(&mut self) -> Option<Error> {
-        let state = self.shared.state.load(Ordering::SeqCst);
-        let gave_up = lock(&self.shared.failure).is_some();
-        if state < STATE_STOPPING && !gave_up {
-            return None;
-        }
-        if self.shared.reaped.load(Ordering::Acquire) {
-            if let Ok(mut g) = self.shared.ring.lock() {
-                self.withdraw_all(&mut g);
-            }
-            return Some(match self.shared.failure() {
-                Some(reason) => Error::PoolBroken { reason },
-                None if state == STATE_TERMINATED => Error::Cancelled,
-                None => Error::PoolClosed,
-            });
-        }
-        if state == STATE_STOPPING && self.outstanding > 0 {
-            // A graceful stop waits for running maps before it stops workers; if one ever
-            // overlapped, workers would exit with our chunks FILLED: escalate to killing them.
-            self.shared.state.fetch_max(STATE_TERMINATED, Ordering::SeqCst);
-            self.shared.poke();
-        }
-        None
-    }
-
-    /// Waits for a finished chunk (or a health-check slice) with the pool's wait strategy.
-    pub(super) fn wait(&self, seen: u32, deadline: Option<Instant>) {
-        let hdr = self.shared.ring.header();
-        let cfg = &self.shared.cfg;
-        let mut slice = WAIT_SLICE;
-        if let Some(d) = deadline {
-            slice = slice.min(d.saturating_duration_since(Instant::now()));
-        }
-        let spin = match cfg.wait {
-            WaitStrategy::Sleep => Duration::ZERO,
-            WaitStrategy::Spin => slice,
-            WaitStrategy::Adaptive if self.len > SMALL_MAP || self.oversubscribed() => Duration::ZERO,
-            WaitStrategy::Adaptive => cfg.spin.min(slice),
-        };
-        hdr.done.wait(seen, spin, slice.saturating_sub(spin));
-    }
-
-    /// Whether spinning would put more busy processes than cores: the workers running chunks,
-    /// one spinning idle worker, the other waiting callers and this one.
-    fn oversubscribed(&self) -> bool {
-        let hdr = self.shared.ring.header();
-        let busy = hdr.claimed_now.load(Ordering::Relaxed) as usize
-            + usize::from(hdr.spinner.load(Ordering::Relaxed) != 0)
-            + self.shared.collectors.load(Ordering::Relaxed);
-        busy > self.shared.cores
     }
 
     /// Ends the map: on corruption kill and reap every worker first (so that none can still
@@ -633,126 +552,3 @@ impl<'p> MapRun<'p> {
 
 /// Most recycled bookkeeping sets the pool keeps.
 const MAX_SPARE_BOOKS: usize = 64;
-
-/// Drives a blocking map to its end. `progress` is called with the number of elements done.
-pub(super) fn drive(
-    mut run: MapRun<'_>,
-    spec: &KernelSpec,
-    input: Input<'_>,
-    mut output: Output<'_>,
-    mut progress: Option<&mut dyn FnMut(usize)>,
-) -> Result<()> {
-    let collector = Collector::new(run.shared, true);
-    let hdr = run.shared.ring.header();
-    let mut starved_since = None;
-    let mut reported = 0;
-    let mut callback_panic = None;
-    loop {
-        let seen = hdr.done.seq();
-        let filled = run.step(Some(spec), &input, &mut output);
-        if run.corrupted() {
-            break;
-        }
-        run.wake_workers(filled);
-        if let Some(p) = progress.as_mut() {
-            if run.done_elems() != reported && callback_panic.is_none() {
-                reported = run.done_elems();
-                // A panicking callback must not unwind past chunks that workers are still
-                // writing: stop the map as for any error, then resume the panic.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p(reported)));
-                if let Err(payload) = r {
-                    callback_panic = Some(payload);
-                    run.abort(Error::Cancelled);
-                }
-            }
-        }
-        if run.complete() {
-            break;
-        }
-        if let Some(e) = run.cancelled() {
-            let _ = run.finish();
-            if let Some(payload) = callback_panic {
-                std::panic::resume_unwind(payload);
-            }
-            return Err(e);
-        }
-        if filled == 0 && collector.starved(&run, &mut starved_since) {
-            run.abort(Error::RingFull { slots: run.shared.ring.slots() });
-            continue;
-        }
-        let _slot_wait = collector.wants_slot(&run);
-        run.wait(seen, None);
-    }
-    let outcome = run.finish();
-    if let Some(payload) = callback_panic {
-        std::panic::resume_unwind(payload);
-    }
-    outcome
-}
-
-/// Counts a thread inside a waiting loop (for the spin decision), and whether that loop frees
-/// slots as chunks finish (for `starved`): blocking maps, ticket waits and staged submits do;
-/// an inline submit does not (its finished chunk waits in its slot for the ticket's owner).
-pub(super) struct Collector<'p> {
-    shared: &'p Shared,
-    drains: bool,
-}
-
-impl<'p> Collector<'p> {
-    pub(super) fn new(shared: &'p Shared, drains: bool) -> Self {
-        shared.collectors.fetch_add(1, Ordering::SeqCst);
-        if drains {
-            shared.draining.fetch_add(1, Ordering::SeqCst);
-        }
-        Collector { shared, drains }
-    }
-
-    /// Whether nothing can free a slot for `run`, persistently: see [`MapRun::starved`]. The
-    /// condition must hold for [`STARVED_FOR`] in a row (a caller about to wait for its
-    /// tickets would otherwise look like nobody).
-    pub(super) fn starved(&self, run: &MapRun<'_>, since: &mut Option<Instant>) -> bool {
-        if run.starved(self.drains) {
-            since.get_or_insert_with(Instant::now).elapsed() >= STARVED_FOR
-        } else {
-            *since = None;
-            false
-        }
-    }
-
-    /// Marks this thread as waiting for a free slot (while `run` has nothing in flight), so
-    /// that whoever frees one rings the done bell.
-    pub(super) fn wants_slot(&self, run: &MapRun<'_>) -> SlotWait<'p> {
-        let waiting = !run.all_filled() && run.outstanding == 0;
-        if waiting {
-            self.shared.slot_waiters.fetch_add(1, Ordering::SeqCst);
-        }
-        SlotWait { shared: self.shared, waiting }
-    }
-}
-
-impl Drop for Collector<'_> {
-    fn drop(&mut self) {
-        self.shared.collectors.fetch_sub(1, Ordering::SeqCst);
-        if self.drains {
-            self.shared.draining.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// A thread waiting for a free slot (see [`Collector::wants_slot`]); uncounted on drop.
-pub(super) struct SlotWait<'p> {
-    shared: &'p Shared,
-    waiting: bool,
-}
-
-impl Drop for SlotWait<'_> {
-    fn drop(&mut self) {
-        if self.waiting {
-            self.shared.slot_waiters.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// How long "nothing can free a slot" must hold before a map or submit gives up with
-/// [`Error::RingFull`].
-const STARVED_FOR: Duration = Duration::from_millis(250);

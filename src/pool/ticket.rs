@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::run::{self, Chunking, Collector, Input, MapRun, Output};
+use super::drive::Collector;
+use super::run::{self, Chunking, Input, MapRun, Output};
 use super::Pool;
 use crate::array::Staging;
 use crate::error::{Error, Result};

@@ -49,6 +49,14 @@ pub fn our_segments() -> Vec<String> {
 /// Waits (up to 10 s) until no child process of ours and no segment of ours is left, then
 /// asserts it. Tests run in parallel threads under `cargo test`, so other tests' pools may be
 /// alive for a moment; the wait absorbs that, a real leak still fails.
+/// Serialises the tests of one test binary that check for leaks: `cargo test` runs a binary's
+/// tests as threads of one process, and a leak check counts every child of that process, so a
+/// long test running beside it would look like a leak. Hold the guard for the whole test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn assert_nothing_leaked() {
     assert_nothing_leaked_but(&[]);
 }
