@@ -295,7 +295,7 @@ impl PoolBuilder {
         let cpus = if cfg.pin { allowed_cpus() } else { Vec::new() };
         let cpus = if cpus.len() >= cfg.workers { cpus } else { Vec::new() };
         let shared = Arc::new(Shared {
-            owner: std::process::id(),
+            owner: crate::sync::pid(),
             ring,
             cfg,
             cpus,

@@ -112,7 +112,7 @@ impl Shared {
     }
 
     fn is_owner(&self) -> bool {
-        std::process::id() == self.owner
+        crate::sync::pid() == self.owner
     }
 
     /// Frees the slots of dropped tickets whose workers are done with them.
@@ -512,7 +512,7 @@ impl Pool {
         if self.shared.is_owner() {
             Ok(())
         } else {
-            Err(Error::WrongProcess { owner: self.shared.owner, current: std::process::id() })
+            Err(Error::WrongProcess { owner: self.shared.owner, current: crate::sync::pid() })
         }
     }
 

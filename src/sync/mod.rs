@@ -21,6 +21,31 @@ use crate::error::Result;
 pub use raw::LockState;
 use raw::RawRobustMutex;
 
+/// This process's pid, without a system call: cached, and refreshed in the child after every
+/// `fork` (a `pthread_atfork` handler), so a forked child never sees its parent's pid. Used on
+/// hot paths (every lock, every ownership check).
+pub(crate) fn pid() -> u32 {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        extern "C" fn refresh() {
+            PID.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: registers a handler that only stores to an atomic (async-signal-safe, takes
+        // no lock), valid for the life of the program.
+        unsafe { libc::pthread_atfork(None, None, Some(refresh)) };
+    });
+    match PID.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => {
+            let p = std::process::id();
+            PID.store(p, std::sync::atomic::Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
+}
+
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// Monotonic microseconds, the same clock in every process (chunk timeouts, death times).
 pub(crate) fn now_us() -> u64 {
     let ts =

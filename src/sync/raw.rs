@@ -15,6 +15,12 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// `lock_timeout` retries a busy lock this many times before sleeping on it: half with
+/// [`SPINS_PER_ROUND`] pause instructions between tries, half yielding the core.
+const SPIN_ROUNDS: u32 = 64;
+/// Pause instructions between two tries of a busy lock.
+const SPINS_PER_ROUND: u32 = 32;
+
 /// How a lock was acquired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockState {
@@ -79,9 +85,26 @@ impl RawRobustMutex {
     /// [`Error::LockTimeout`] when the lock was not free in time; [`Error::Os`] when the mutex
     /// is unrecoverable (a repairer died without marking it consistent) or broken.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockState> {
-        // Fast path: no clock read when the lock is free.
-        // SAFETY: the mutex was initialised by `init` before the segment was published.
-        let rc = unsafe { libc::pthread_mutex_trylock(self.mutex.get()) };
+        // Fast path: no clock read when the lock is free. The lock is only ever held for a few
+        // slot-state changes (well under a µs), so a busy lock is retried for a few µs before
+        // sleeping: a futex sleep and wake-up costs tens of µs, which would otherwise be the
+        // latency tail of every contended hand-off between the map caller and a worker.
+        let mut rc = libc::EBUSY;
+        for round in 0..SPIN_ROUNDS {
+            // SAFETY: the mutex was initialised by `init` before the segment was published.
+            rc = unsafe { libc::pthread_mutex_trylock(self.mutex.get()) };
+            if rc != libc::EBUSY {
+                break;
+            }
+            if round >= SPIN_ROUNDS / 2 {
+                // The holder may be descheduled: offer it the core.
+                std::thread::yield_now();
+            } else {
+                for _ in 0..SPINS_PER_ROUND {
+                    std::hint::spin_loop();
+                }
+            }
+        }
         let rc = if rc == libc::EBUSY {
             let deadline = monotonic_deadline(timeout);
             // SAFETY: as above; deadline is a valid normalised CLOCK_MONOTONIC timespec.
@@ -91,11 +114,11 @@ impl RawRobustMutex {
         };
         match rc {
             0 => {
-                self.owner.store(std::process::id(), Ordering::Relaxed);
+                self.owner.store(super::pid(), Ordering::Relaxed);
                 Ok(LockState::Clean)
             }
             libc::EOWNERDEAD => {
-                let dead = self.owner.swap(std::process::id(), Ordering::Relaxed);
+                let dead = self.owner.swap(super::pid(), Ordering::Relaxed);
                 Ok(LockState::OwnerDied(dead))
             }
             libc::ETIMEDOUT => Err(Error::LockTimeout(timeout)),
