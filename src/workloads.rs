@@ -1,10 +1,12 @@
-#![allow(dead_code)]
 //! The standard workloads every benchmark reports (see DESIGN.md), shared by the command line,
-//! the benches, the examples and the tests so they all measure the same thing.
+//! the benches and the tests (each includes this file by path: it is not part of the library)
+//! so they all measure the same thing.
 //!
 //! - W1, memory-bound: `out = sqrt(x) * 1.5 + 0.25` over `x[i] = (i % 1000) + 0.5`.
 //! - W2, compute-bound: 64 iterations of `y = sin(y) * 0.9 + 0.1` from `y = x`.
 //! - W3, latency: a 1024-element batch through W1's function.
+// Each includer (binary, tests, benches) uses a different part.
+#![allow(dead_code)]
 #![deny(unsafe_code)]
 
 /// Elements in the W1 dataset.
