@@ -551,12 +551,11 @@ fn kills_under_four_callers_on_a_two_slot_ring_with_recycling_and_timeouts() {
     common::assert_nothing_leaked();
 }
 
-/// Every caller waits for its own ticket at once (`submit(..)?.wait()`) or runs a blocking map;
-/// nobody ever holds a finished ticket without waiting for it. `RingFull` must never appear.
-#[test]
-fn no_ring_full_when_every_ticket_is_waited_for_at_once() {
-    let _serial = common::serial();
-    common::watchdog(Duration::from_secs(60), || {
+/// Three threads on a one-slot ring for 3 s: thread 0 runs blocking maps, the others submit and
+/// then wait with `wait_ticket`. Nobody ever holds a finished ticket without waiting for it, so
+/// `RingFull` must never appear.
+fn no_ring_full_with(wait_ticket: fn(shmpool::Ticket<'_, f64>) -> shmpool::Result<Vec<f64>>) {
+    common::watchdog(Duration::from_secs(60), move || {
         let pool = Pool::builder().workers(2).slots(1).build().unwrap();
         let stop = AtomicBool::new(false);
         let fulls: Vec<(usize, u32, u32)> = std::thread::scope(|s| {
@@ -571,7 +570,7 @@ fn no_ring_full_when_every_ticket_is_waited_for_at_once() {
                             let r = if t == 0 {
                                 pool.map(&[i as f64], w1)
                             } else {
-                                pool.submit(&[i as f64], w1).and_then(|tk| tk.wait())
+                                pool.submit(&[i as f64], w1).and_then(wait_ticket)
                             };
                             match r {
                                 Ok(v) => {
@@ -595,54 +594,25 @@ fn no_ring_full_when_every_ticket_is_waited_for_at_once() {
     common::assert_nothing_leaked();
 }
 
+/// Every caller waits for its own ticket at once (`submit(..)?.wait()`) or runs a blocking map.
+#[test]
+fn no_ring_full_when_every_ticket_is_waited_for_at_once() {
+    let _serial = common::serial();
+    no_ring_full_with(|tk| tk.wait());
+}
+
 /// As above, but the ticket owners poll with `wait_timeout` (the documented way to wait while
 /// doing something else): they are waiting for their tickets, so `RingFull` must not appear.
 #[test]
 fn no_ring_full_when_a_ticket_is_being_polled_with_wait_timeout() {
     let _serial = common::serial();
-    common::watchdog(Duration::from_secs(60), || {
-        let pool = Pool::builder().workers(2).slots(1).build().unwrap();
-        let stop = AtomicBool::new(false);
-        let fulls: Vec<(usize, u32, u32)> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..3usize)
-                .map(|t| {
-                    let (pool, stop) = (&pool, &stop);
-                    s.spawn(move || {
-                        let (mut ok, mut full) = (0, 0);
-                        let mut i = 0;
-                        while !stop.load(Ordering::Relaxed) {
-                            i += 1;
-                            let r = if t == 0 {
-                                pool.map(&[i as f64], w1)
-                            } else {
-                                pool.submit(&[i as f64], w1).and_then(|mut tk| loop {
-                                    match tk.wait_timeout(Duration::from_micros(200)) {
-                                        Ok(Some(v)) => break Ok(v),
-                                        Ok(None) => continue,
-                                        Err(e) => break Err(e),
-                                    }
-                                })
-                            };
-                            match r {
-                                Ok(v) => {
-                                    assert_eq!(v, [w1(i as f64)]);
-                                    ok += 1
-                                }
-                                Err(Error::RingFull { .. }) => full += 1,
-                                Err(e) => panic!("{e:?}"),
-                            }
-                        }
-                        (t, ok, full)
-                    })
-                })
-                .collect();
-            std::thread::sleep(Duration::from_secs(3));
-            stop.store(true, Ordering::Relaxed);
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert!(fulls.iter().all(|f| f.2 == 0), "(thread, ok, RingFull) = {fulls:?}");
+    no_ring_full_with(|mut tk| loop {
+        match tk.wait_timeout(Duration::from_micros(200)) {
+            Ok(Some(v)) => break Ok(v),
+            Ok(None) => continue,
+            Err(e) => break Err(e),
+        }
     });
-    common::assert_nothing_leaked();
 }
 
 /// The chaos mix without any kill: maps, submit+wait and submit+wait_timeout pollers on a

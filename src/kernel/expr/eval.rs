@@ -4,7 +4,7 @@
 //! register type (everything but float16).
 
 use super::elem::{cast, Bits, Elem, Float, B, H};
-use super::{with_reg_type, Ins, Num, Op, Program, A_IMM, BLOCK, B_IMM, EPI_ADD, EPI_MUL};
+use super::{dispatch_reg_type, with_reg_type, Ins, Num, Op, Program, A_IMM, BLOCK, B_IMM, EPI_ADD, EPI_MUL};
 use crate::dtype::Dtype;
 
 /// The trampoline body: decodes the program from the parameter block and evaluates it over
@@ -26,66 +26,15 @@ fn view_mut<T: bytemuck::Pod>(bytes: &mut [u8], n: usize) -> &mut [T] {
 /// Runs `$body` with `$T` bound to the float register type of `$d`.
 macro_rules! float {
     ($d:expr, $T:ident => $body:expr) => {
-        match $d {
-            Dtype::F16 => {
-                type $T = H;
-                $body
-            }
-            Dtype::F32 => {
-                type $T = f32;
-                $body
-            }
-            Dtype::F64 => {
-                type $T = f64;
-                $body
-            }
-            d => unreachable!("validated: float operation on {d}"),
-        }
+        dispatch_reg_type!($d, $T => $body; "float operation"; F16 => H, F32 => f32, F64 => f64)
     };
 }
 
 /// Runs `$body` with `$T` bound to the integer or bool register type of `$d`.
 macro_rules! bits {
     ($d:expr, $T:ident => $body:expr) => {
-        match $d {
-            Dtype::Bool => {
-                type $T = B;
-                $body
-            }
-            Dtype::I8 => {
-                type $T = i8;
-                $body
-            }
-            Dtype::I16 => {
-                type $T = i16;
-                $body
-            }
-            Dtype::I32 => {
-                type $T = i32;
-                $body
-            }
-            Dtype::I64 => {
-                type $T = i64;
-                $body
-            }
-            Dtype::U8 => {
-                type $T = u8;
-                $body
-            }
-            Dtype::U16 => {
-                type $T = u16;
-                $body
-            }
-            Dtype::U32 => {
-                type $T = u32;
-                $body
-            }
-            Dtype::U64 => {
-                type $T = u64;
-                $body
-            }
-            d => unreachable!("validated: bitwise operation on {d}"),
-        }
+        dispatch_reg_type!($d, $T => $body; "bitwise operation";
+            Bool => B, I8 => i8, I16 => i16, I32 => i32, I64 => i64, U8 => u8, U16 => u16, U32 => u32, U64 => u64)
     };
 }
 

@@ -66,59 +66,29 @@ use op::Op;
 /// Elements per block: each operation runs over this many elements at a time.
 pub const BLOCK: usize = 1024;
 
-/// Runs `$body` with `$T` bound to the register type of the dtype `$d`.
+/// Runs `$body` with `$T` bound to the register type of the dtype `$d`, for the dtypes listed
+/// (`Variant => type`); any other dtype is a bug of the validator (`$what` names the operation).
+macro_rules! dispatch_reg_type {
+    ($d:expr, $T:ident => $body:expr; $what:literal; $($v:ident => $ty:ty),+ $(,)?) => {
+        match $d {
+            $(Dtype::$v => {
+                type $T = $ty;
+                $body
+            })+
+            #[allow(unreachable_patterns)]
+            d => unreachable!("validated: {} on {d}", $what),
+        }
+    };
+}
+use dispatch_reg_type;
+
+/// Runs `$body` with `$T` bound to the register type of the dtype `$d` (every dtype).
 macro_rules! with_reg_type {
     ($d:expr, $T:ident => $body:expr) => {
-        match $d {
-            Dtype::Bool => {
-                type $T = $crate::kernel::expr::elem::B;
-                $body
-            }
-            Dtype::I8 => {
-                type $T = i8;
-                $body
-            }
-            Dtype::I16 => {
-                type $T = i16;
-                $body
-            }
-            Dtype::I32 => {
-                type $T = i32;
-                $body
-            }
-            Dtype::I64 => {
-                type $T = i64;
-                $body
-            }
-            Dtype::U8 => {
-                type $T = u8;
-                $body
-            }
-            Dtype::U16 => {
-                type $T = u16;
-                $body
-            }
-            Dtype::U32 => {
-                type $T = u32;
-                $body
-            }
-            Dtype::U64 => {
-                type $T = u64;
-                $body
-            }
-            Dtype::F16 => {
-                type $T = $crate::kernel::expr::elem::H;
-                $body
-            }
-            Dtype::F32 => {
-                type $T = f32;
-                $body
-            }
-            Dtype::F64 => {
-                type $T = f64;
-                $body
-            }
-        }
+        $crate::kernel::expr::dispatch_reg_type!($d, $T => $body; "an operation";
+            Bool => $crate::kernel::expr::elem::B, I8 => i8, I16 => i16, I32 => i32, I64 => i64,
+            U8 => u8, U16 => u16, U32 => u32, U64 => u64,
+            F16 => $crate::kernel::expr::elem::H, F32 => f32, F64 => f64)
     };
 }
 use with_reg_type;
