@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 
 use bytemuck::Pod;
 
-use super::{run, Pool, Ticket};
+use super::{run, Pool, Ticket, WaitStrategy};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 
@@ -160,6 +160,11 @@ impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for 
             return None;
         }
         let hdr = self.pool.shared.ring.header();
+        // Wait as the pool's strategy says (a futex sleep per batch would dominate small ones).
+        let spin = match self.pool.shared.cfg.wait {
+            WaitStrategy::Sleep => std::time::Duration::ZERO,
+            WaitStrategy::Adaptive | WaitStrategy::Spin => self.pool.shared.cfg.spin,
+        };
         loop {
             let seen = hdr.done.seq();
             for i in 0..self.pending.len() {
@@ -168,7 +173,7 @@ impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for 
                     return Some(r);
                 }
             }
-            hdr.done.wait(seen, std::time::Duration::ZERO, run::WAIT_SLICE);
+            hdr.done.wait(seen, spin, run::WAIT_SLICE);
         }
     }
 }
