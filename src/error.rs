@@ -141,7 +141,7 @@ pub enum Error {
     },
 
     /// A chunk killed `attempts` workers in a row.
-    #[error("worker crashed on index range {range:?} after {attempts} attempts (last signal {signal})")]
+    #[error("worker crashed on index range {range:?} after {attempts} attempts ({})", last_death(*signal))]
     WorkerCrashed {
         /// The index range of the chunk the workers died on.
         range: Range<usize>,
@@ -274,6 +274,15 @@ pub enum Error {
         /// What was given.
         name: String,
     },
+}
+
+/// How the last worker died, in words: a signal number, or an exit (signal 0).
+fn last_death(signal: i32) -> String {
+    if signal == 0 {
+        "the last one exited: it could not map or run the chunk".to_string()
+    } else {
+        format!("last signal {signal}")
+    }
 }
 
 impl Error {

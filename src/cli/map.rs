@@ -116,6 +116,16 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Memory-maps the input `.npy` file.
 // The one unsafe operation of the command line, allowed here alone.
+/// Whether `sig` is ignored in this process (inherited from whoever started it).
+#[allow(unsafe_code)]
+fn ignored(sig: i32) -> bool {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the current one into `old`, valid writable storage.
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: sigaction succeeded, so it filled `old` (zeroed storage is a valid sigaction too).
+    rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
+}
+
 #[allow(unsafe_code)]
 fn open_input(path: &Path) -> Result<NpyArray, Failure> {
     // SAFETY: `shmpool map` reads the input while the user's other programs may still hold it;
@@ -144,8 +154,11 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
     // the map returns, the unpublished output is dropped (nothing of it is on disk) and the
     // process exits with 128 + the signal.
     let caught = Arc::new(AtomicI32::new(0));
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
+    // A signal the program was started with ignored (`nohup`, a background job of a script)
+    // stays ignored, as for any Unix tool.
+    let wanted: Vec<i32> = [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|&s| !ignored(s)).collect();
+    let mut signals =
+        Signals::new(wanted).map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
     let handle = signals.handle();
     let pool: Arc<OnceLock<Pool>> = Arc::new(OnceLock::new());
     let finished = Arc::new(AtomicBool::new(false));
@@ -308,7 +321,7 @@ fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
     workloads::fill_pattern(&mut xs, 0);
     let mut ys = SharedVec::<f64>::zeroed(n)?;
     println!("allocated and filled in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-    let workers = args.jobs.unwrap_or_else(cores);
+    let workers = worker_count(args.jobs, args.len);
     let (pool, ready_ms) = build_pool(args, workers)?;
     println!("pool of {workers} worker processes ready in {ready_ms:.3} ms");
     let spec = program.as_ref().map(KernelSpec::expr::<f64, f64>).transpose()?;

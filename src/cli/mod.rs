@@ -101,8 +101,20 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Restores the default SIGPIPE action (Rust's runtime ignores it): `shmpool map … | head`
+/// then ends quietly when the reader goes, like any Unix tool, instead of panicking in a
+/// `println!` (the output file, if any, is already complete by then). Workers never write to
+/// pipes; their sockets use `MSG_NOSIGNAL`.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default has no preconditions; this runs on
+    // the main thread before any other thread of the binary exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    restore_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -350,8 +350,10 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 fn sweep_once() {
-    static SWEPT: std::sync::Once = std::sync::Once::new();
-    SWEPT.call_once(|| {
+    // An atomic flag, not a `Once`: a child forked while another thread ran the sweep would
+    // inherit a `Once` in the "running" state and wait for it forever.
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
         crate::shm::sweep_stale();
-    });
+    }
 }

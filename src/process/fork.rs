@@ -30,6 +30,14 @@ pub(crate) fn fork_process(child: impl FnOnce() -> i32) -> Result<Pid> {
 
 fn fork_child(worker: bool, child: impl FnOnce() -> i32) -> Result<Pid> {
     install_panic_hook();
+    // Flush in the parent, so that a buffered partial line is not written again by a child
+    // whose kernel prints (the parent may wait here for another thread's print: a wait, not a
+    // deadlock; the child itself never flushes what it inherited).
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    }
     // SAFETY: in the child we run only `child` and then `_exit`, so control never returns into
     // the caller's frames (a panic inside it is caught below and also ends in `_exit`) and no
     // destructor of the parent's state runs twice. `child` (the worker loop) touches nothing
@@ -103,8 +111,9 @@ const CHILD_PROCESS: u8 = 2;
 /// another parent thread at the fork, forever). In every other thread it calls the previous
 /// hook unchanged. A hook the program installs later replaces this one for forked children too.
 pub(crate) fn install_panic_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
+    // An atomic flag, not a `Once`: a `Once` inherited mid-run by a forked child never ends.
+    static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !INSTALLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let role = match FORKED_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
@@ -123,7 +132,7 @@ pub(crate) fn install_panic_hook() {
             let line = format!("{role} {} panicked{at}: {msg}\n", std::process::id());
             raw_stderr(line.as_bytes());
         }));
-    });
+    }
 }
 
 /// Marks a worker that was not forked by `fork_worker` (started by `exec` or by the fork

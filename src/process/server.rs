@@ -82,7 +82,41 @@ struct Server {
     owner: u32,
 }
 
-static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+/// How often (ms) the server checks that the program that started it is still its parent.
+const PARENT_CHECK_MS: u16 = 200;
+
+/// This process's fork server, behind a mutex that belongs to this process: a child forked
+/// while another thread held the parent's would inherit it locked forever, so a process whose
+/// pid differs from the registry's owner makes a fresh one (the inherited one, and the
+/// parent's server in it, are simply abandoned: the child closed the control socket).
+struct Registry {
+    owner: u32,
+    server: Mutex<Option<Server>>,
+}
+
+static REGISTRY: std::sync::atomic::AtomicPtr<Registry> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+fn server_slot() -> &'static Mutex<Option<Server>> {
+    let me = crate::sync::pid();
+    loop {
+        let p = REGISTRY.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer in REGISTRY came from `Box::into_raw` below and is never
+        // freed (a registry is published once per process and then leaked on purpose).
+        if let Some(r) = unsafe { p.as_ref() } {
+            if r.owner == me {
+                return &r.server;
+            }
+        }
+        let fresh = Box::into_raw(Box::new(Registry { owner: me, server: Mutex::new(None) }));
+        if REGISTRY.compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // SAFETY: just published; never freed (see above).
+            return unsafe { &(*fresh).server };
+        }
+        // Another thread of this process published first: use its registry.
+        // SAFETY: `fresh` was never published; this is its only owner.
+        drop(unsafe { Box::from_raw(fresh) });
+    }
+}
 /// The control socket's descriptor number (-1: none), readable without the lock from a forked
 /// child, which closes its copy at once (`close_inherited_control`).
 static CONTROL_FD: AtomicI32 = AtomicI32::new(-1);
@@ -102,13 +136,18 @@ pub(crate) fn close_inherited_control() {
 
 /// Whether this process has a fork server running (or started one that has not failed yet).
 pub(crate) fn running() -> bool {
-    SERVER.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.owner == std::process::id())
+    server_slot().lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.owner == std::process::id())
 }
 
 /// The pid of this process's fork server, if one runs.
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn pid() -> Option<Pid> {
-    SERVER.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|s| s.owner == std::process::id()).map(|s| s.pid)
+    server_slot()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|s| s.owner == std::process::id())
+        .map(|s| s.pid)
 }
 
 /// One pool's connection to the fork server.
@@ -132,7 +171,7 @@ impl std::fmt::Debug for Connection {
 ///
 /// What `start` returns; [`Error::Os`] when no connection can be made.
 pub(crate) fn connect(start: impl Fn() -> Result<(OwnedFd, Pid)>) -> Result<Connection> {
-    let mut server = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    let mut server = server_slot().lock().unwrap_or_else(|p| p.into_inner());
     let me = std::process::id();
     if server.as_ref().is_some_and(|s| s.owner != me) {
         // Inherited through a fork: our parent's server, not ours. Its descriptor was closed
@@ -250,6 +289,21 @@ struct Child {
 
 /// The server's loop on `control` (see the module docs); returns its exit code.
 pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
+    // The server is a helper, not part of the program: it keeps none of the descriptors the
+    // program left open across exec (a jobserver pipe, a redirected file), and a Ctrl-C sent
+    // to the whole process group is for the program, which may handle it; the server (and the
+    // workers it forks, which inherit this) go when the program or their pool does.
+    crate::process::fork::drop_inherited(0, &[std::os::fd::AsRawFd::as_raw_fd(&control)]);
+    // SAFETY: setting SIGINT's disposition to "ignore" in this single-threaded helper process
+    // has no preconditions.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    // A program that ignores SIGCHLD passes that on through exec: the kernel would then reap
+    // our workers itself and we could not report how they ended. The server's own setting.
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    // The program that started us: when it is gone (even SIGKILLed while a child it forked
+    // still holds our control socket), we go too, with our workers.
+    let program = nix::unistd::getppid();
     let me = nix::unistd::getpid();
     // Connections and the workers forked for each.
     let mut conns: Vec<(OwnedFd, Vec<Child>)> = Vec::new();
@@ -260,9 +314,13 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
                 fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
                 fds.extend(kids.iter().map(|k| PollFd::new(k.pidfd.as_fd(), PollFlags::POLLIN)));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, PollTimeout::from(PARENT_CHECK_MS)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(_) => return 1,
+            }
+            if nix::unistd::getppid() != program {
+                // Reparented: the program died. Our workers die with us (PDEATHSIG).
+                return 0;
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
             let mut at = 1;

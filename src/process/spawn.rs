@@ -119,9 +119,19 @@ pub(crate) fn set_route(route: SpawnRoute) {
     mark_init_called();
 }
 
-/// The current route (default: the running executable, no arguments).
+/// The current route (default: the running executable, no arguments). Never blocks for
+/// good: a forked child may have inherited the lock held by another thread of its parent; the
+/// lock is only ever held for a clone, so a lock still busy after many tries is such a one, and
+/// the default route is used (only tests ever set another).
 pub(crate) fn route() -> SpawnRoute {
-    ROUTE.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+    for _ in 0..1000 {
+        match ROUTE.try_lock() {
+            Ok(g) => return g.clone().unwrap_or_default(),
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner().clone().unwrap_or_default(),
+            Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
+    }
+    SpawnRoute::default()
 }
 
 fn cstring(bytes: &[u8]) -> Result<CString> {

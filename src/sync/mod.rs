@@ -25,15 +25,16 @@ use raw::RawRobustMutex;
 /// `fork` (a `pthread_atfork` handler), so a forked child never sees its parent's pid. Used on
 /// hot paths (every lock, every ownership check).
 pub(crate) fn pid() -> u32 {
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    REGISTER.call_once(|| {
+    // An atomic flag, not a `Once`: a `Once` inherited mid-run by a forked child never ends.
+    static REGISTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !REGISTERED.swap(true, std::sync::atomic::Ordering::SeqCst) {
         extern "C" fn refresh() {
             PID.store(0, std::sync::atomic::Ordering::Relaxed);
         }
         // SAFETY: registers a handler that only stores to an atomic (async-signal-safe, takes
         // no lock), valid for the life of the program.
         unsafe { libc::pthread_atfork(None, None, Some(refresh)) };
-    });
+    }
     match PID.load(std::sync::atomic::Ordering::Relaxed) {
         0 => {
             let p = std::process::id();

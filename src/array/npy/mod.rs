@@ -172,6 +172,11 @@ impl NpyOutput {
         use std::os::unix::fs::FileExt;
         let path = path.as_ref().to_path_buf();
         let overflow = |count: u64| crate::Error::TooLarge { count, elem_size: dtype.size() as u64 };
+        // numpy's dimensions are `intp`: one beyond i64::MAX cannot be loaded, even in an
+        // empty array.
+        if let Some(&d) = shape.iter().find(|&&d| d > i64::MAX as u64) {
+            return Err(overflow(d));
+        }
         let len = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| overflow(u64::MAX))?;
         let head = header::write(dtype, shape);
         let total = len
@@ -186,6 +191,18 @@ impl NpyOutput {
         };
         if path.is_dir() {
             return Err(file_err("write to", &path, std::io::Error::other("it is a directory")));
+        }
+        // A device, FIFO or socket is never replaced by a regular file (think `-o /dev/null`
+        // as root); a symlink is replaced, never followed (see `publish`).
+        if let Ok(m) = std::fs::symlink_metadata(&path) {
+            let t = m.file_type();
+            if !t.is_file() && !t.is_symlink() {
+                return Err(file_err(
+                    "write to",
+                    &path,
+                    std::io::Error::other("it is not a regular file (a device, FIFO or socket)"),
+                ));
+            }
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = publish::Temp::create(&dir, &name)?;
