@@ -72,7 +72,6 @@ fn stderr(o: &std::process::Output) -> String {
 /// `np.clip(x, nan, 1)` is NaN everywhere (numpy 2 propagates a NaN bound: clip is
 /// `minimum(maximum(x, lo), hi)`); shmpool ignores the NaN bound and returns `x` clipped to 1.
 #[test]
-#[ignore = "known gap in the expression compiler: NaN clip bounds"]
 fn clip_with_a_nan_bound_gives_nan_like_numpy() {
     let _serial = common::serial();
     let d = tempfile::tempdir().unwrap();

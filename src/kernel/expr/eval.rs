@@ -161,13 +161,16 @@ fn exec(ins: &Ins, d: &mut [u8], d2: &mut [u8], s: [&[u8]; 3], n: usize, first: 
                 d[k] = if c[k].truthy() { x[k] } else { y[k] };
             }
         }),
-        // numpy's clip keeps x when it is not strictly outside (so -0.0 stays -0.0) and NaN.
+        // numpy's clip keeps x when it is not strictly outside (so -0.0 stays -0.0) and NaN,
+        // and a NaN bound makes the result NaN (it is `minimum(maximum(x, lo), hi)`). A value
+        // unequal to itself is a NaN (never true for integers and bools).
+        #[allow(clippy::eq_op)]
         Op::Clip => with_reg_type!(ins.ty, T => {
             let d = view_mut::<T>(d, n);
             let (x, lo, hi) = (view::<T>(s[0], n), view::<T>(s[1], n), view::<T>(s[2], n));
             for k in 0..n {
-                let t = if x[k] < lo[k] { lo[k] } else { x[k] };
-                d[k] = if t > hi[k] { hi[k] } else { t };
+                let t = if x[k] < lo[k] || lo[k] != lo[k] { lo[k] } else { x[k] };
+                d[k] = if t > hi[k] || hi[k] != hi[k] { hi[k] } else { t };
             }
         }),
     }
