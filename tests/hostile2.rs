@@ -425,7 +425,6 @@ fn no_stale_worker_after_terminate_or_drop_under_every_method() {
 /// ...: 5 workers in a row exited at start" — nothing names the input or says it changed, and
 /// "signal 0" is wrong (the workers exit with code 3 after failing to map the shrunken file).
 #[test]
-#[ignore = "known gap: the error says the workers could not map the chunk, not which file shrank"]
 fn an_input_truncated_mid_map_gives_an_error_that_names_the_input() {
     let _serial = common::serial();
     let d = tempfile::tempdir().unwrap();

@@ -228,7 +228,22 @@ fn map_file(
             p.update(done);
         }
     };
-    pool.map_npy(src, &mut dst, spec, Some(&mut tick))?;
+    let input = args.input.as_deref().unwrap_or(Path::new(""));
+    let size_before = std::fs::metadata(input).map(|m| m.len()).ok();
+    if let Err(e) = pool.map_npy(src, &mut dst, spec, Some(&mut tick)) {
+        // A worker that cannot read its chunk of a file that shrank under it dies (SIGBUS) or
+        // exits; say what happened to the input rather than only that workers died.
+        let size_now = std::fs::metadata(input).map(|m| m.len()).ok();
+        if size_now != size_before {
+            let now = size_now.map_or("gone".to_string(), |n| format!("{n} bytes"));
+            return Err(Failure::runtime(format!(
+                "the input {} changed during the map (it is now {now}, it was {} bytes): {e}",
+                input.display(),
+                size_before.unwrap_or(0)
+            )));
+        }
+        return Err(e.into());
+    }
     let secs = t.elapsed().as_secs_f64();
     if let Some(p) = progress.as_mut() {
         p.finish();
