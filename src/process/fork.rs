@@ -30,14 +30,10 @@ pub(crate) fn fork_process(child: impl FnOnce() -> i32) -> Result<Pid> {
 
 fn fork_child(worker: bool, child: impl FnOnce() -> i32) -> Result<Pid> {
     install_panic_hook();
-    // Flush in the parent, so that a buffered partial line is not written again by a child
-    // whose kernel prints (the parent may wait here for another thread's print: a wait, not a
-    // deadlock; the child itself never flushes what it inherited).
-    {
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-    }
+    // No flush of std's stdout here (`Process::spawn` flushes before it forks): a thread that
+    // logs nearly all the time would hold its lock and starve every worker respawn behind it
+    // (std's lock is not fair). The price, for `Fork` pools only: a partial line the parent
+    // had buffered is repeated by a worker whose kernel prints.
     // SAFETY: in the child we run only `child` and then `_exit`, so control never returns into
     // the caller's frames (a panic inside it is caught below and also ends in `_exit`) and no
     // destructor of the parent's state runs twice. `child` (the worker loop) touches nothing
