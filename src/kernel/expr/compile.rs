@@ -106,11 +106,14 @@ fn fun_name(f: Fun) -> &'static str {
     match f {
         Fun::Sub => "subtract",
         Fun::Neg => "negative",
+        Fun::Pos => "positive",
         Fun::Sign => "sign",
         Fun::BitAnd => "bitwise_and",
         Fun::BitOr => "bitwise_or",
         Fun::BitXor => "bitwise_xor",
         Fun::Invert => "invert",
+        Fun::Shl => "left_shift",
+        Fun::Shr => "right_shift",
         _ => "this function",
     }
 }
@@ -322,6 +325,14 @@ impl Builder {
                 return Err("the numpy boolean negative, the '-' operator, is not supported; use '~' instead".into())
             }
             Fun::Sign if d == Dtype::Bool => return refuse(),
+            Fun::Pos if d == Dtype::Bool => return refuse(),
+            Fun::Pos | Fun::Copy => return Ok(a),
+            Fun::Conj if d == Dtype::Bool => return Ok(Val::Reg(self.reg(a, Dtype::I8)?, Dtype::I8)),
+            Fun::Conj => return Ok(a),
+            Fun::Imag | Fun::OnesLike => return self.filled(a, d, u8::from(f == Fun::OnesLike)),
+            Fun::SignBit if d.is_signed_int() => return self.emit2(Op::Lt, d, a, Val::Int(0)),
+            Fun::SignBit if !d.is_float() => return self.filled(a, Dtype::Bool, 0),
+            Fun::SignBit => (Op::SignBit, d),
             Fun::Invert if d.is_float() => return Err(format!("'~' (invert) is not defined for {d}")),
             Fun::Neg => (Op::Neg, d),
             Fun::Invert => (Op::Not, d),
@@ -334,11 +345,7 @@ impl Builder {
             Fun::Round => (Op::Round, d),
             Fun::Rint => (Op::Round, float_of(d)),
             Fun::IsNan | Fun::IsInf | Fun::IsFinite if !d.is_float() => {
-                let bits = u64::from(f == Fun::IsFinite);
-                let r = self.push(Op::Const, Dtype::Bool, Dtype::Bool, &[], bits);
-                // Constant, but still an array for numpy's `**` shortcuts if `a` is one.
-                self.array[r as usize] = self.is_array(a);
-                return Ok(Val::Reg(r, Dtype::Bool));
+                return self.filled(a, Dtype::Bool, u8::from(f == Fun::IsFinite))
             }
             Fun::IsNan => (Op::IsNan, d),
             Fun::IsInf => (Op::IsInf, d),
@@ -348,6 +355,15 @@ impl Builder {
         let r = self.reg(a, ty)?;
         let out = op.result(ty).expect("unary operation typed above");
         Ok(Val::Reg(self.push(op, ty, out, &[Opnd::R(r)], 0), out))
+    }
+
+    /// An array of `d` filled with `k` (0 or 1), shaped like `a`: constant, but still an array
+    /// for numpy's `**` shortcuts if `a` is one.
+    fn filled(&mut self, a: Val, d: Dtype, k: u8) -> std::result::Result<Val, String> {
+        let bits = self.imm(Val::Int(i128::from(k)), d)?;
+        let r = self.push(Op::Const, d, d, &[], bits);
+        self.array[r as usize] = self.is_array(a);
+        Ok(Val::Reg(r, d))
     }
 
     fn binary(&mut self, f: Fun, a: Val, b: Val, d: Dtype) -> std::result::Result<Val, String> {
@@ -412,6 +428,11 @@ impl Builder {
                     fun_name(f)
                 ))
             }
+            Fun::Shl | Fun::Shr if d.is_float() => {
+                return Err(format!("numpy's {} is not defined for {d} (use it on integers)", fun_name(f)))
+            }
+            Fun::Shl => (Op::Shl, if d == Bool { Dtype::I8 } else { d }),
+            Fun::Shr => (Op::Shr, if d == Bool { Dtype::I8 } else { d }),
             Fun::BitAnd => (Op::And, d),
             Fun::BitOr => (Op::Or, d),
             Fun::BitXor => (Op::Xor, d),
@@ -465,6 +486,11 @@ impl Builder {
                 if k == 0.5 {
                     return self.unary(Fun::Sqrt, a, ty);
                 }
+            }
+            // numpy computes `array ** -1` as np.reciprocal (float16's keeps a NaN's sign).
+            if matches!(b, Val::Float(-1.0) | Val::Int(-1)) {
+                let r = self.reg(a, ty)?;
+                return self.emit2(Op::Div, ty, Val::Int(1), Val::Reg(r, ty));
             }
             if matches!(b, Val::Float(2.0) | Val::Int(2)) {
                 let r = self.reg(a, ty)?;

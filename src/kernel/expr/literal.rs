@@ -33,6 +33,7 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
     let zero = || "division by zero in a constant (Python raises ZeroDivisionError)".to_string();
     let b2i = Val::Bool;
     let v = match (f, args) {
+        (Fun::Pos, [a @ (Val::Int(_) | Val::Float(_))]) => *a,
         (Fun::Neg, [Val::Int(a)]) => Val::Int(a.checked_neg().ok_or_else(too_big)?),
         (Fun::Neg, [Val::Float(a)]) => Val::Float(-a),
         (Fun::Invert, [Val::Int(a)]) => Val::Int(!a),
@@ -42,6 +43,19 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
             Fun::BitOr => a | b,
             _ => a ^ b,
         }),
+        (Fun::Shl | Fun::Shr, [Val::Int(a), Val::Int(b)]) => {
+            let k = u32::try_from(*b).map_err(|_| "negative shift count (Python raises ValueError)".to_string())?;
+            let r = if f == Fun::Shr {
+                a >> Ord::min(k, 127)
+            } else if *a == 0 {
+                0
+            } else {
+                let p = if k < 127 { 1i128 << k } else { return Err(too_big()) };
+                a.checked_mul(p).ok_or_else(too_big)?
+            };
+            Val::Int(r)
+        }
+        (Fun::Shl | Fun::Shr, _) => return Err("'<<' and '>>' are not defined for floats".into()),
         (Fun::BitAnd | Fun::BitOr | Fun::BitXor, _) => return Err("'&', '|', '^' are not defined for floats".into()),
         (Fun::Lt, [a, b]) => b2i(fl(*a) < fl(*b)),
         (Fun::Le, [a, b]) => b2i(fl(*a) <= fl(*b)),

@@ -2,7 +2,7 @@
 //! before it (so later passes are plain forward loops, never recursion over the tree).
 //!
 //! Python's grammar and precedence, lowest first: comparisons (chained: `a < b < c` is
-//! `(a < b) & (b < c)`), `|`, `^`, `&`, `+ -`, `* / // %`, unary `- + ~`, `**` (right
+//! `(a < b) & (b < c)`), `|`, `^`, `&`, `<< >>`, `+ -`, `* / // %`, unary `- + ~`, `**` (right
 //! associative, binds tighter than a unary minus on its left). The parser recurses only through
 //! parentheses, calls, unary operators and powers, and refuses more than [`MAX_DEPTH`] levels with
 //! an error in the user's words, so no input can overflow the stack.
@@ -29,6 +29,8 @@ enum Tok {
 /// the same node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fun {
+    /// Unary `+` (numpy's `positive`: the identity, undefined for bool).
+    Pos,
     Neg,
     Invert,
     Add,
@@ -44,6 +46,8 @@ pub(super) enum Fun {
     BitAnd,
     BitOr,
     BitXor,
+    Shl,
+    Shr,
     Lt,
     Le,
     Gt,
@@ -79,6 +83,14 @@ pub(super) enum Fun {
     IsNan,
     IsInf,
     IsFinite,
+    SignBit,
+    /// `copy`, `real`: the identity on real numbers.
+    Copy,
+    /// `conj`: the identity on numbers, int8 for bool (numpy's `conjugate` loop).
+    Conj,
+    /// `imag`: zeros of the argument's type.
+    Imag,
+    OnesLike,
     Min,
     Max,
     Fmod,
@@ -130,6 +142,16 @@ const FUNCTIONS: &[(&str, Fun, usize)] = &[
     ("isnan", Fun::IsNan, 1),
     ("isinf", Fun::IsInf, 1),
     ("isfinite", Fun::IsFinite, 1),
+    ("signbit", Fun::SignBit, 1),
+    ("copy", Fun::Copy, 1),
+    ("real", Fun::Copy, 1),
+    ("conj", Fun::Conj, 1),
+    ("conjugate", Fun::Conj, 1),
+    ("imag", Fun::Imag, 1),
+    ("ones_like", Fun::OnesLike, 1),
+    ("positive", Fun::Pos, 1),
+    ("left_shift", Fun::Shl, 2),
+    ("right_shift", Fun::Shr, 2),
     ("min", Fun::Min, 2),
     ("minimum", Fun::Min, 2),
     ("max", Fun::Max, 2),
@@ -230,7 +252,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
             continue;
         }
         let two = src.get(i..i + 2).unwrap_or("");
-        if let Some(o) = ["**", "//", "<=", ">=", "==", "!="].into_iter().find(|o| *o == two) {
+        if let Some(o) = ["**", "//", "<<", ">>", "<=", ">=", "==", "!="].into_iter().find(|o| *o == two) {
             out.push((Tok::Op(o), start));
             i += 2;
             continue;
@@ -372,7 +394,10 @@ impl Parser<'_> {
         self.left_assoc(&[("^", Fun::BitXor)], Self::bit_and)
     }
     fn bit_and(&mut self) -> Result<Id> {
-        self.left_assoc(&[("&", Fun::BitAnd)], Self::arith)
+        self.left_assoc(&[("&", Fun::BitAnd)], Self::shift)
+    }
+    fn shift(&mut self) -> Result<Id> {
+        self.left_assoc(&[("<<", Fun::Shl), (">>", Fun::Shr)], Self::arith)
     }
     fn arith(&mut self) -> Result<Id> {
         self.left_assoc(&[("+", Fun::Add), ("-", Fun::Sub)], Self::term)
@@ -403,7 +428,8 @@ impl Parser<'_> {
             }
             Tok::Op("+") => {
                 self.bump();
-                self.factor()
+                let a = self.factor()?;
+                Ok(self.push(Kind::Op(Fun::Pos), &[a], pos))
             }
             _ => self.power(),
         };
