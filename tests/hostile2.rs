@@ -91,7 +91,6 @@ fn clip_with_a_nan_bound_gives_nan_like_numpy() {
 /// `x + 1.8446744073709552e19`, and `x < 2**64` is all True for every integer dtype (numpy 2
 /// compares out-of-range Python ints exactly). shmpool refuses them at compile time.
 #[test]
-#[ignore = "known gap in the expression compiler: integer literals beyond 64 bits"]
 fn python_integers_beyond_64_bits_work_where_numpy_accepts_them() {
     let _serial = common::serial();
     let d = tempfile::tempdir().unwrap();

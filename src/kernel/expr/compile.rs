@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::elem::{Elem, Hub};
-use super::literal::python;
+use super::literal::{int_range, python, python_int_to};
 use super::parse::{syntax, Fun, Kind, Node};
 use super::{with_reg_type, Ins, Op, A_IMM, B_IMM};
 use crate::dtype::Dtype;
@@ -88,20 +88,6 @@ pub(super) fn float_of(d: Dtype) -> Dtype {
     }
 }
 
-fn int_range(d: Dtype) -> (i128, i128) {
-    match d {
-        Dtype::I8 => (i8::MIN as i128, i8::MAX as i128),
-        Dtype::I16 => (i16::MIN as i128, i16::MAX as i128),
-        Dtype::I32 => (i32::MIN as i128, i32::MAX as i128),
-        Dtype::I64 => (i64::MIN as i128, i64::MAX as i128),
-        Dtype::U8 => (0, u8::MAX as i128),
-        Dtype::U16 => (0, u16::MAX as i128),
-        Dtype::U32 => (0, u32::MAX as i128),
-        Dtype::U64 => (0, u64::MAX as i128),
-        _ => (0, 1),
-    }
-}
-
 fn fun_name(f: Fun) -> &'static str {
     match f {
         Fun::Sub => "subtract",
@@ -150,6 +136,8 @@ pub(super) fn compile(src: &str, nodes: &[Node], input: Dtype) -> Result<(Vec<In
     let result = match root {
         Val::Reg(r, _) => r,
         Val::Bool(_) => b.reg(root, Dtype::Bool).map_err(|m| syntax(src, 0, m))?,
+        // numpy stores a Python int above int64's range (up to 2**64 - 1) as uint64.
+        Val::Int(k) if k > i64::MAX as i128 => b.reg(root, Dtype::U64).map_err(|m| syntax(src, 0, m))?,
         Val::Int(_) => b.reg(root, Dtype::I64).map_err(|m| syntax(src, 0, m))?,
         Val::Float(_) => b.reg(root, Dtype::F64).map_err(|m| syntax(src, 0, m))?,
     };
@@ -206,12 +194,7 @@ impl Builder {
         let hub = match v {
             Val::Bool(b) => Hub::Int(i128::from(b)),
             Val::Int(k) => {
-                if check && d.is_int() {
-                    let (lo, hi) = int_range(d);
-                    if k < lo || k > hi {
-                        return Err(format!("Python integer {k} out of bounds for {d}"));
-                    }
-                }
+                python_int_to(k, d, check)?;
                 Hub::Int(k)
             }
             Val::Float(f) => Hub::Float(f),
@@ -287,6 +270,7 @@ impl Builder {
                 match args[0] {
                     Val::Float(_) => Dtype::F64,
                     Val::Bool(_) => Dtype::Bool,
+                    Val::Int(k) if k > i64::MAX as i128 => Dtype::U64,
                     _ => Dtype::I64,
                 }
             } else {
@@ -386,6 +370,9 @@ impl Builder {
             // numpy 2 compares an integer array with an out-of-range Python integer correctly
             // (`uint8 < 300` is all True) instead of refusing it.
             if d.is_int() {
+                if let (Val::Reg(_, Bool), Val::Int(k)) | (Val::Int(k), Val::Reg(_, Bool)) = (a, b) {
+                    python_int_to(k, Dtype::I64, true)?;
+                }
                 if let Some(v) = out_of_range(f, a, b, d) {
                     let r = self.push(Op::Const, Bool, Bool, &[], u64::from(v));
                     self.array[r as usize] = self.is_array(a) || self.is_array(b);
@@ -541,7 +528,8 @@ impl Builder {
 fn clip_bound(bound: Val, args: &[Val]) -> Val {
     let d = Builder::common(args);
     match bound {
-        Val::Int(k) if d.is_int() => {
+        // A bool array's int64 loop takes only what fits a C long.
+        Val::Int(k) if d.is_int() && args.iter().any(|v| matches!(v, Val::Reg(_, t) if t.is_int())) => {
             let (lo, hi) = int_range(d);
             Val::Int(k.clamp(lo, hi))
         }

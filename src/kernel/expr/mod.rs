@@ -11,7 +11,9 @@
 //!   input and `x * 0.5` stays `float32`; integers stay integers through `+ - * // % **`,
 //!   wrapping on overflow, with `x // 0 == x % 0 == 0`; `/` and functions like `sqrt` give
 //!   numpy's float type (`float64` for 32- and 64-bit integers, `float32` for 16-bit,
-//!   `float16` for 8-bit and bool). `i` (the flat index) is `int64`.
+//!   `float16` for 8-bit and bool). `i` (the flat index) is `int64`. Python integers go to
+//!   2**127 - 1 (`x + 2**64` is a float on float arrays, `x < 2**64` exact on integer ones);
+//!   where numpy cannot convert one to a C long it is numpy's OverflowError, in words.
 //! - **Operators**, with Python's precedence: `+ - * / // % **`, unary `- + ~` (`+` refused
 //!   on bool, as numpy's `positive`), `<< >>` (integers only; shifting by the bit width or more
 //!   gives 0, or -1 for a negative `>>`), `& | ^` (binding tighter than comparisons, so `(x > 0) & (x < 1)` needs its parentheses, as in

@@ -272,3 +272,21 @@ fn powers_of_a_nan_keep_its_sign_like_numpy() {
     assert_eq!(f64s("x ** 0", f64::NAN), 1.0);
     assert_eq!(f64s("1 ** x + 0", f64::NAN), 1.0);
 }
+
+#[test]
+fn python_integers_beyond_64_bits_are_weak_scalars_like_numpy() {
+    assert_eq!(run("x + 2**64", &[1.0f64]), (Dtype::F64, vec![18446744073709551617.0]));
+    assert_eq!(run("x * 10**30", &[1.5f32]), (Dtype::F32, vec![1.500000098129063e30]));
+    assert_eq!(run("x < 2**64", &[i64::MAX]), (Dtype::Bool, vec![1.0]));
+    assert_eq!(run("x == -2**70", &[0u64]), (Dtype::Bool, vec![0.0]));
+    assert_eq!(run("2**64 - 2**64 + x", &[-3i8]), (Dtype::I8, vec![-3.0]));
+    assert_eq!(run("clip(x, 0, 2**64)", &[-3i16, 9]), (Dtype::I16, vec![0.0, 9.0]));
+    assert_eq!(run("x + 2**63", &[1u64]), (Dtype::U64, vec![9223372036854775809.0]));
+    for (src, d) in
+        [("x + 2**64", Dtype::I64), ("x + 2**64", Dtype::U64), ("x + 2**63", Dtype::I8), ("x < 2**64", Dtype::Bool)]
+    {
+        let msg = Program::compile_for(src, d).unwrap_err().to_string();
+        assert!(msg.contains("OverflowError"), "{src} on {d}: {msg}");
+    }
+    assert!(Program::compile("x + 2**127").is_err(), "beyond i128: refused in words");
+}
