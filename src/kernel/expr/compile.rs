@@ -123,6 +123,7 @@ pub(super) fn compile(src: &str, nodes: &[Node], input: Dtype) -> Result<(Vec<In
             Kind::X => Val::Reg(b.load(Op::LoadX, input, true), input),
             Kind::I => Val::Reg(b.load(Op::LoadI, Dtype::I64, false), Dtype::I64),
             Kind::Int(v) => Val::Int(v),
+            Kind::Bool(v) => Val::Bool(v),
             Kind::Float(v) => Val::Float(v),
             Kind::Op(f) => {
                 let args: Vec<Val> = n.args[..n.arity].iter().map(|&a| vals[a as usize]).collect();

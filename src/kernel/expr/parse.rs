@@ -183,6 +183,8 @@ pub(super) enum Kind {
     I,
     /// A Python `int` literal (weak, as in NEP 50).
     Int(i128),
+    /// A Python `bool` literal (`True`, `False`; weak).
+    Bool(bool),
     /// A Python `float` literal or constant (`pi`, `e`, `inf`, `nan`; weak).
     Float(f64),
     /// An operation over `args[..arity]`.
@@ -216,9 +218,28 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
             continue;
         }
         let start = i;
+        let radix = match (c, b.get(i + 1).map(u8::to_ascii_lowercase)) {
+            (b'0', Some(b'x')) => 16,
+            (b'0', Some(b'o')) => 8,
+            (b'0', Some(b'b')) => 2,
+            _ => 10,
+        };
+        if radix != 10 {
+            i += 2;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            let text = &src[start..i];
+            let digits = text[2..].strip_prefix('_').unwrap_or(&text[2..]);
+            let v = underscores(digits)
+                .and_then(|d| i128::from_str_radix(&d, radix).ok())
+                .ok_or_else(|| syntax(src, start, format!("bad number '{text}' (or beyond 2**127)")))?;
+            out.push((Tok::Int(v), start));
+            continue;
+        }
         if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             let mut float = false;
-            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'_') {
                 float |= b[i] == b'.';
                 i += 1;
             }
@@ -230,16 +251,24 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
                 if j < b.len() && b[j].is_ascii_digit() {
                     float = true;
                     i = j;
-                    while i < b.len() && b[i].is_ascii_digit() {
+                    while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'_') {
                         i += 1;
                     }
                 }
             }
             let text = &src[start..i];
+            let bad = || syntax(src, start, format!("bad number '{text}'"));
+            let clean = underscores(text).ok_or_else(bad)?;
             let tok = if float {
-                Tok::Float(text.parse().map_err(|_| syntax(src, start, format!("bad number '{text}'")))?)
+                Tok::Float(clean.parse().map_err(|_| bad())?)
+            } else if clean.len() > 1 && clean.starts_with('0') && clean.bytes().any(|d| d != b'0') {
+                return Err(syntax(
+                    src,
+                    start,
+                    format!("leading zeros in '{text}' are not allowed (Python: use 0o for octal)"),
+                ));
             } else {
-                Tok::Int(text.parse().map_err(|_| syntax(src, start, format!("integer literal {text} is too large")))?)
+                Tok::Int(clean.parse().map_err(|_| syntax(src, start, format!("integer literal {text} is too large")))?)
             };
             out.push((tok, start));
             continue;
@@ -283,6 +312,17 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
     }
     out.push((Tok::End, src.len()));
     Ok(out)
+}
+
+/// `text` without its digit-separating underscores; `None` unless each sits between two
+/// digits, as Python requires (`1_000`, not `1__0`, `1_`, `1_.5`).
+fn underscores(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let ok = (0..b.len()).all(|k| {
+        b[k] != b'_'
+            || (k > 0 && k + 1 < b.len() && b[k - 1].is_ascii_alphanumeric() && b[k + 1].is_ascii_alphanumeric())
+    });
+    ok.then(|| text.replace('_', ""))
 }
 
 /// Parses `src` into nodes; the last node is the root.
@@ -474,6 +514,8 @@ impl Parser<'_> {
                     "e" => Kind::Float(std::f64::consts::E),
                     "inf" => Kind::Float(f64::INFINITY),
                     "nan" => Kind::Float(f64::NAN),
+                    "True" => Kind::Bool(true),
+                    "False" => Kind::Bool(false),
                     _ if function(name).is_some() => {
                         return Err(syntax(self.src, start, format!("function '{name}' needs arguments: {name}(...)")))
                     }

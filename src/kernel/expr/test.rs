@@ -290,3 +290,15 @@ fn python_integers_beyond_64_bits_are_weak_scalars_like_numpy() {
     }
     assert!(Program::compile("x + 2**127").is_err(), "beyond i128: refused in words");
 }
+
+#[test]
+fn python_literals_true_false_hex_and_underscores() {
+    assert_eq!(run("x + 0x10 + 0o10 + 0b10 + 1_000", &[0i64]), (Dtype::I64, vec![1026.0]));
+    assert_eq!(run("x + True", &[1i8]), (Dtype::I8, vec![2.0]));
+    assert_eq!(run("x & False", &[true as u8]).0, Dtype::U8);
+    assert_eq!(run("where(x > 0, True, False)", &[1.0f64, -1.0]), (Dtype::Bool, vec![1.0, 0.0]));
+    assert_eq!(f64s("x * 1_0.5", 2.0), 21.0);
+    for bad in ["x + 1__0", "x + 1_", "x + 007", "x + 0x", "x + 0b2"] {
+        assert!(Program::compile(bad).is_err(), "{bad} is a Python syntax error");
+    }
+}
