@@ -7,8 +7,8 @@
 //! the input's dtype:
 //!
 //! - **Types** follow numpy's promotion with NEP 50's weak Python scalars: number literals
-//!   (Python's `1_000 0x10 0o7 0b1`, `True False pi e inf nan`) take the array's type, so `x + 1` stays `uint8` for `uint8`
-//!   input and `x * 0.5` stays `float32`; integers stay integers through `+ - * // % **`,
+//!   (Python's `1_000 0x10 0o7 0b1`, `True False pi e inf nan`) take the array's type, so
+//!   `x + 1` stays `uint8` for `uint8` input and `x * 0.5` stays `float32`; integers stay integers through `+ - * // % **`,
 //!   wrapping on overflow, with `x // 0 == x % 0 == 0`; `/` and functions like `sqrt` give
 //!   numpy's float type (`float64` for 32- and 64-bit integers, `float32` for 16-bit,
 //!   `float16` for 8-bit and bool). `i` (the flat index) is `int64`. Python integers go to
