@@ -105,7 +105,7 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
                             "({a}) ** {b} is a complex number in Python; shmpool has no complex dtype"
                         ));
                     }
-                    a.powf(b)
+                    <f64 as Elem>::pow(a, b) // Python too returns a NaN operand itself
                 }
             })
         }
