@@ -162,7 +162,8 @@ impl FromStr for Dtype {
 
     /// Parses a dtype as numpy spells it: type strings with or without a byte-order prefix
     /// (`f8`, `<f8`, `=i4`, `|u1`, `i8` = int64, `u8` = uint64, `?`, `b1`) and names (`float64`,
-    /// `int8`, `uint64`, `bool`, ... and the Python names `float` = float64, `int` = int64).
+    /// `int8`, `uint64`, `bool`, ..., the Python names `float` = float64, `int` = int64, the C
+    /// names `short`, `intc`, `long`, ... and the one-character codes `b h i l f d`, ...).
     ///
     /// # Errors
     ///
@@ -175,9 +176,40 @@ impl FromStr for Dtype {
             "half" => Some(Dtype::F16),
             "single" => Some(Dtype::F32),
             "bool_" => Some(Dtype::Bool),
-            _ => Dtype::ALL.into_iter().find(|d| d.name() == t),
+            "byte" => Some(Dtype::I8),
+            "ubyte" => Some(Dtype::U8),
+            "short" => Some(Dtype::I16),
+            "ushort" => Some(Dtype::U16),
+            "intc" => Some(Dtype::I32),
+            "uintc" => Some(Dtype::U32),
+            "long" | "longlong" | "intp" => Some(Dtype::I64),
+            "ulong" | "ulonglong" | "uintp" | "uint" => Some(Dtype::U64),
+            _ => Dtype::ALL.into_iter().find(|d| d.name() == t).or_else(|| Dtype::from_char(t)),
         };
         by_name.or_else(|| Dtype::from_descr(t)).ok_or_else(|| Error::UnknownDtype { name: s.to_string() })
+    }
+}
+
+impl Dtype {
+    /// numpy's one-character type codes (`?bBhHiIlLqQpPefd`, as on 64-bit Linux), with an
+    /// optional little-endian or native byte-order prefix.
+    fn from_char(t: &str) -> Option<Dtype> {
+        let c = t.strip_prefix(['<', '=', '|']).unwrap_or(t);
+        Some(match c {
+            "?" => Dtype::Bool,
+            "b" => Dtype::I8,
+            "B" => Dtype::U8,
+            "h" => Dtype::I16,
+            "H" => Dtype::U16,
+            "i" => Dtype::I32,
+            "I" => Dtype::U32,
+            "l" | "q" | "p" => Dtype::I64,
+            "L" | "Q" | "P" => Dtype::U64,
+            "e" => Dtype::F16,
+            "f" => Dtype::F32,
+            "d" => Dtype::F64,
+            _ => return None,
+        })
     }
 }
 
@@ -215,11 +247,18 @@ mod tests {
         }
         assert_eq!(p("float"), Dtype::F64);
         assert_eq!(p("int"), Dtype::I64);
+        let codes = [("?", Dtype::Bool), ("b", Dtype::I8), ("B", Dtype::U8), ("h", Dtype::I16), ("H", Dtype::U16)];
+        let more = [("i", Dtype::I32), ("I", Dtype::U32), ("l", Dtype::I64), ("Q", Dtype::U64), ("e", Dtype::F16)];
+        for (c, d) in
+            codes.into_iter().chain(more).chain([("f", Dtype::F32), ("<d", Dtype::F64), ("short", Dtype::I16)])
+        {
+            assert_eq!(p(c), d, "numpy's dtype('{c}')");
+        }
     }
 
     #[test]
     fn unknown_and_big_endian_spellings_are_refused() {
-        for bad in ["complex", "f16", "i16", "u32", ">f8", ">i4", "c16", "", "f"] {
+        for bad in ["complex", "f16", "i16", "u32", ">f8", ">i4", "c16", "", "g", ">f", "F"] {
             let e = bad.parse::<Dtype>().unwrap_err();
             assert!(e.to_string().contains("unknown dtype"), "{bad}: {e}");
         }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::elem::{Elem, Hub};
-use super::literal::python;
+use super::literal::{int_range, python, python_int_to};
 use super::parse::{syntax, Fun, Kind, Node};
 use super::{with_reg_type, Ins, Op, A_IMM, B_IMM};
 use crate::dtype::Dtype;
@@ -88,29 +88,18 @@ pub(super) fn float_of(d: Dtype) -> Dtype {
     }
 }
 
-fn int_range(d: Dtype) -> (i128, i128) {
-    match d {
-        Dtype::I8 => (i8::MIN as i128, i8::MAX as i128),
-        Dtype::I16 => (i16::MIN as i128, i16::MAX as i128),
-        Dtype::I32 => (i32::MIN as i128, i32::MAX as i128),
-        Dtype::I64 => (i64::MIN as i128, i64::MAX as i128),
-        Dtype::U8 => (0, u8::MAX as i128),
-        Dtype::U16 => (0, u16::MAX as i128),
-        Dtype::U32 => (0, u32::MAX as i128),
-        Dtype::U64 => (0, u64::MAX as i128),
-        _ => (0, 1),
-    }
-}
-
 fn fun_name(f: Fun) -> &'static str {
     match f {
         Fun::Sub => "subtract",
         Fun::Neg => "negative",
+        Fun::Pos => "positive",
         Fun::Sign => "sign",
         Fun::BitAnd => "bitwise_and",
         Fun::BitOr => "bitwise_or",
         Fun::BitXor => "bitwise_xor",
         Fun::Invert => "invert",
+        Fun::Shl => "left_shift",
+        Fun::Shr => "right_shift",
         _ => "this function",
     }
 }
@@ -134,6 +123,7 @@ pub(super) fn compile(src: &str, nodes: &[Node], input: Dtype) -> Result<(Vec<In
             Kind::X => Val::Reg(b.load(Op::LoadX, input, true), input),
             Kind::I => Val::Reg(b.load(Op::LoadI, Dtype::I64, false), Dtype::I64),
             Kind::Int(v) => Val::Int(v),
+            Kind::Bool(v) => Val::Bool(v),
             Kind::Float(v) => Val::Float(v),
             Kind::Op(f) => {
                 let args: Vec<Val> = n.args[..n.arity].iter().map(|&a| vals[a as usize]).collect();
@@ -147,6 +137,8 @@ pub(super) fn compile(src: &str, nodes: &[Node], input: Dtype) -> Result<(Vec<In
     let result = match root {
         Val::Reg(r, _) => r,
         Val::Bool(_) => b.reg(root, Dtype::Bool).map_err(|m| syntax(src, 0, m))?,
+        // numpy stores a Python int above int64's range (up to 2**64 - 1) as uint64.
+        Val::Int(k) if k > i64::MAX as i128 => b.reg(root, Dtype::U64).map_err(|m| syntax(src, 0, m))?,
         Val::Int(_) => b.reg(root, Dtype::I64).map_err(|m| syntax(src, 0, m))?,
         Val::Float(_) => b.reg(root, Dtype::F64).map_err(|m| syntax(src, 0, m))?,
     };
@@ -203,12 +195,7 @@ impl Builder {
         let hub = match v {
             Val::Bool(b) => Hub::Int(i128::from(b)),
             Val::Int(k) => {
-                if check && d.is_int() {
-                    let (lo, hi) = int_range(d);
-                    if k < lo || k > hi {
-                        return Err(format!("Python integer {k} out of bounds for {d}"));
-                    }
-                }
+                python_int_to(k, d, check)?;
                 Hub::Int(k)
             }
             Val::Float(f) => Hub::Float(f),
@@ -284,6 +271,7 @@ impl Builder {
                 match args[0] {
                     Val::Float(_) => Dtype::F64,
                     Val::Bool(_) => Dtype::Bool,
+                    Val::Int(k) if k > i64::MAX as i128 => Dtype::U64,
                     _ => Dtype::I64,
                 }
             } else {
@@ -322,6 +310,14 @@ impl Builder {
                 return Err("the numpy boolean negative, the '-' operator, is not supported; use '~' instead".into())
             }
             Fun::Sign if d == Dtype::Bool => return refuse(),
+            Fun::Pos if d == Dtype::Bool => return refuse(),
+            Fun::Pos | Fun::Copy => return Ok(a),
+            Fun::Conj if d == Dtype::Bool => return Ok(Val::Reg(self.reg(a, Dtype::I8)?, Dtype::I8)),
+            Fun::Conj => return Ok(a),
+            Fun::Imag | Fun::OnesLike => return self.filled(a, d, u8::from(f == Fun::OnesLike)),
+            Fun::SignBit if d.is_signed_int() => return self.emit2(Op::Lt, d, a, Val::Int(0)),
+            Fun::SignBit if !d.is_float() => return self.filled(a, Dtype::Bool, 0),
+            Fun::SignBit => (Op::SignBit, d),
             Fun::Invert if d.is_float() => return Err(format!("'~' (invert) is not defined for {d}")),
             Fun::Neg => (Op::Neg, d),
             Fun::Invert => (Op::Not, d),
@@ -334,11 +330,7 @@ impl Builder {
             Fun::Round => (Op::Round, d),
             Fun::Rint => (Op::Round, float_of(d)),
             Fun::IsNan | Fun::IsInf | Fun::IsFinite if !d.is_float() => {
-                let bits = u64::from(f == Fun::IsFinite);
-                let r = self.push(Op::Const, Dtype::Bool, Dtype::Bool, &[], bits);
-                // Constant, but still an array for numpy's `**` shortcuts if `a` is one.
-                self.array[r as usize] = self.is_array(a);
-                return Ok(Val::Reg(r, Dtype::Bool));
+                return self.filled(a, Dtype::Bool, u8::from(f == Fun::IsFinite))
             }
             Fun::IsNan => (Op::IsNan, d),
             Fun::IsInf => (Op::IsInf, d),
@@ -348,6 +340,15 @@ impl Builder {
         let r = self.reg(a, ty)?;
         let out = op.result(ty).expect("unary operation typed above");
         Ok(Val::Reg(self.push(op, ty, out, &[Opnd::R(r)], 0), out))
+    }
+
+    /// An array of `d` filled with `k` (0 or 1), shaped like `a`: constant, but still an array
+    /// for numpy's `**` shortcuts if `a` is one.
+    fn filled(&mut self, a: Val, d: Dtype, k: u8) -> std::result::Result<Val, String> {
+        let bits = self.imm(Val::Int(i128::from(k)), d)?;
+        let r = self.push(Op::Const, d, d, &[], bits);
+        self.array[r as usize] = self.is_array(a);
+        Ok(Val::Reg(r, d))
     }
 
     fn binary(&mut self, f: Fun, a: Val, b: Val, d: Dtype) -> std::result::Result<Val, String> {
@@ -370,6 +371,9 @@ impl Builder {
             // numpy 2 compares an integer array with an out-of-range Python integer correctly
             // (`uint8 < 300` is all True) instead of refusing it.
             if d.is_int() {
+                if let (Val::Reg(_, Bool), Val::Int(k)) | (Val::Int(k), Val::Reg(_, Bool)) = (a, b) {
+                    python_int_to(k, Dtype::I64, true)?;
+                }
                 if let Some(v) = out_of_range(f, a, b, d) {
                     let r = self.push(Op::Const, Bool, Bool, &[], u64::from(v));
                     self.array[r as usize] = self.is_array(a) || self.is_array(b);
@@ -412,6 +416,11 @@ impl Builder {
                     fun_name(f)
                 ))
             }
+            Fun::Shl | Fun::Shr if d.is_float() => {
+                return Err(format!("numpy's {} is not defined for {d} (use it on integers)", fun_name(f)))
+            }
+            Fun::Shl => (Op::Shl, if d == Bool { Dtype::I8 } else { d }),
+            Fun::Shr => (Op::Shr, if d == Bool { Dtype::I8 } else { d }),
             Fun::BitAnd => (Op::And, d),
             Fun::BitOr => (Op::Or, d),
             Fun::BitXor => (Op::Xor, d),
@@ -466,6 +475,11 @@ impl Builder {
                     return self.unary(Fun::Sqrt, a, ty);
                 }
             }
+            // numpy computes `array ** -1` as np.reciprocal (float16's keeps a NaN's sign).
+            if matches!(b, Val::Float(-1.0) | Val::Int(-1)) {
+                let r = self.reg(a, ty)?;
+                return self.emit2(Op::Div, ty, Val::Int(1), Val::Reg(r, ty));
+            }
             if matches!(b, Val::Float(2.0) | Val::Int(2)) {
                 let r = self.reg(a, ty)?;
                 return self.emit2(Op::Mul, ty, Val::Reg(r, ty), Val::Reg(r, ty));
@@ -515,7 +529,8 @@ impl Builder {
 fn clip_bound(bound: Val, args: &[Val]) -> Val {
     let d = Builder::common(args);
     match bound {
-        Val::Int(k) if d.is_int() => {
+        // A bool array's int64 loop takes only what fits a C long.
+        Val::Int(k) if d.is_int() && args.iter().any(|v| matches!(v, Val::Reg(_, t) if t.is_int())) => {
             let (lo, hi) = int_range(d);
             Val::Int(k.clamp(lo, hi))
         }

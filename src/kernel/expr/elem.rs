@@ -68,6 +68,14 @@ pub(super) trait Bits: Elem {
     fn or(self, b: Self) -> Self;
     fn xor(self, b: Self) -> Self;
     fn not(self) -> Self;
+    /// numpy's `left_shift`: 0 when shifting by the bit width or more (or a negative amount).
+    fn shl(self, _b: Self) -> Self {
+        self
+    }
+    /// numpy's `right_shift`: 0 or -1 (by the sign) when shifting by the bit width or more.
+    fn shr(self, _b: Self) -> Self {
+        self
+    }
 }
 
 /// Floating-point functions.
@@ -100,6 +108,7 @@ pub(super) trait Float: Elem {
     fn nextafter(self, b: Self) -> Self;
     fn isnan(self) -> bool;
     fn isinf(self) -> bool;
+    fn signbit(self) -> bool;
 }
 
 macro_rules! int_elem {
@@ -159,6 +168,22 @@ macro_rules! int_elem {
             #[inline] fn or(self, b: Self) -> Self { self | b }
             #[inline] fn xor(self, b: Self) -> Self { self ^ b }
             #[inline] fn not(self) -> Self { !self }
+            #[inline]
+            fn shl(self, b: Self) -> Self {
+                match u32::try_from(b) {
+                    Ok(k) if k < <$t>::BITS => self << k,
+                    _ => 0,
+                }
+            }
+            #[inline]
+            #[allow(unused_comparisons)]
+            fn shr(self, b: Self) -> Self {
+                match u32::try_from(b) {
+                    Ok(k) if k < <$t>::BITS => self >> k,
+                    _ if self < 0 => !0,
+                    _ => 0,
+                }
+            }
         }
     )*};
 }

@@ -38,6 +38,14 @@ macro_rules! bits {
     };
 }
 
+/// Runs `$body` with `$T` bound to the integer register type of `$d`.
+macro_rules! ints {
+    ($d:expr, $T:ident => $body:expr) => {
+        dispatch_reg_type!($d, $T => $body; "integer operation";
+            I8 => i8, I16 => i16, I32 => i32, I64 => i64, U8 => u8, U16 => u16, U32 => u32, U64 => u64)
+    };
+}
+
 #[inline(always)]
 fn un<T: Elem, U: bytemuck::Pod>(d: &mut [u8], a: &[u8], n: usize, f: impl Fn(T) -> U) {
     let d = view_mut::<U>(d, n);
@@ -131,6 +139,9 @@ fn exec(ins: &Ins, d: &mut [u8], d2: &mut [u8], s: [&[u8]; 3], n: usize, first: 
         Op::IsNan => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(a.isnan()))),
         Op::IsInf => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(a.isinf()))),
         Op::IsFinite => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(!a.isinf() && !a.isnan()))),
+        Op::SignBit => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(a.signbit()))),
+        Op::Shl => ints!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::shl)),
+        Op::Shr => ints!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::shr)),
         Op::Add => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::add)),
         Op::Sub => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::sub)),
         Op::Mul => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::mul)),

@@ -153,6 +153,11 @@ macro_rules! float_elem {
             }
             #[inline]
             fn pow(self, b: Self) -> Self {
+                // numpy's SIMD loops return a NaN operand itself, sign and payload (libm's
+                // `pow` returns a positive NaN): `pow(nan, 0) == pow(1, nan) == 1` still.
+                if (self.is_nan() || b.is_nan()) && b != 0.0 && self != 1.0 {
+                    return if self.is_nan() { self } else { b };
+                }
                 self.powf(b)
             }
             #[inline]
@@ -325,6 +330,10 @@ macro_rules! float_elem {
             fn isinf(self) -> bool {
                 self.is_infinite()
             }
+            #[inline]
+            fn signbit(self) -> bool {
+                self.is_sign_negative()
+            }
         }
     };
 }
@@ -369,7 +378,12 @@ impl Elem for H {
     fn truthy(self) -> bool {
         self.0 != 0.0
     }
-    via_f32_2!(Elem: add, sub, mul, floordiv, rem, fmod, pow);
+    via_f32_2!(Elem: add, sub, mul, floordiv, rem, fmod);
+    #[inline]
+    fn pow(self, b: Self) -> Self {
+        // numpy's float16 loop is libm's `powf` (a positive NaN for a NaN operand).
+        H::round(self.0.powf(b.0))
+    }
     via_f32_elem!(neg, abs, sign, floor, ceil, trunc, round);
     #[inline]
     fn min(self, b: Self) -> Self {
@@ -428,5 +442,8 @@ impl Float for H {
     }
     fn isinf(self) -> bool {
         self.0.is_infinite()
+    }
+    fn signbit(self) -> bool {
+        self.0.is_sign_negative()
     }
 }

@@ -4,6 +4,7 @@
 use super::compile::Val;
 use super::elem::Elem;
 use super::parse::Fun;
+use crate::dtype::Dtype;
 
 /// Python's own arithmetic on literals (`2 * 3`, `-1`, `1 / 3`, `2 ** -1`): the result stays a
 /// weak scalar. `None` for functions, which numpy evaluates.
@@ -29,10 +30,11 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
         Val::Float(x) => x,
         Val::Reg(..) => f64::NAN,
     };
-    let too_big = || "integer constant is too large".to_string();
+    let too_big = || "integer constant is too large (shmpool's Python integers stop below 2**127)".to_string();
     let zero = || "division by zero in a constant (Python raises ZeroDivisionError)".to_string();
     let b2i = Val::Bool;
     let v = match (f, args) {
+        (Fun::Pos, [a @ (Val::Int(_) | Val::Float(_))]) => *a,
         (Fun::Neg, [Val::Int(a)]) => Val::Int(a.checked_neg().ok_or_else(too_big)?),
         (Fun::Neg, [Val::Float(a)]) => Val::Float(-a),
         (Fun::Invert, [Val::Int(a)]) => Val::Int(!a),
@@ -42,6 +44,19 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
             Fun::BitOr => a | b,
             _ => a ^ b,
         }),
+        (Fun::Shl | Fun::Shr, [Val::Int(a), Val::Int(b)]) => {
+            let k = u32::try_from(*b).map_err(|_| "negative shift count (Python raises ValueError)".to_string())?;
+            let r = if f == Fun::Shr {
+                a >> Ord::min(k, 127)
+            } else if *a == 0 {
+                0
+            } else {
+                let p = if k < 127 { 1i128 << k } else { return Err(too_big()) };
+                a.checked_mul(p).ok_or_else(too_big)?
+            };
+            Val::Int(r)
+        }
+        (Fun::Shl | Fun::Shr, _) => return Err("'<<' and '>>' are not defined for floats".into()),
         (Fun::BitAnd | Fun::BitOr | Fun::BitXor, _) => return Err("'&', '|', '^' are not defined for floats".into()),
         (Fun::Lt, [a, b]) => b2i(fl(*a) < fl(*b)),
         (Fun::Le, [a, b]) => b2i(fl(*a) <= fl(*b)),
@@ -67,11 +82,7 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
                 _ if b < 0 => return Ok(Some(Val::Float(fl(Val::Int(a)).powf(b as f64)))),
                 _ => u32::try_from(b).ok().and_then(|e| a.checked_pow(e)),
             };
-            let r = r.ok_or_else(too_big)?;
-            if r > u64::MAX as i128 || r < i64::MIN as i128 {
-                return Err(too_big());
-            }
-            Val::Int(r)
+            Val::Int(r.ok_or_else(too_big)?)
         }
         (Fun::Add | Fun::Sub | Fun::Mul | Fun::Div | Fun::FloorDiv | Fun::Mod | Fun::PowOp, [a, b]) => {
             let (a, b) = (fl(*a), fl(*b));
@@ -94,11 +105,47 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
                             "({a}) ** {b} is a complex number in Python; shmpool has no complex dtype"
                         ));
                     }
-                    a.powf(b)
+                    <f64 as Elem>::pow(a, b) // Python too returns a NaN operand itself
                 }
             })
         }
         _ => return Ok(None),
     };
     Ok(Some(v))
+}
+
+/// The range of an integer dtype (`(0, 1)` for the others).
+pub(super) fn int_range(d: Dtype) -> (i128, i128) {
+    match d {
+        Dtype::I8 => (i8::MIN as i128, i8::MAX as i128),
+        Dtype::I16 => (i16::MIN as i128, i16::MAX as i128),
+        Dtype::I32 => (i32::MIN as i128, i32::MAX as i128),
+        Dtype::I64 => (i64::MIN as i128, i64::MAX as i128),
+        Dtype::U8 => (0, u8::MAX as i128),
+        Dtype::U16 => (0, u16::MAX as i128),
+        Dtype::U32 => (0, u32::MAX as i128),
+        Dtype::U64 => (0, u64::MAX as i128),
+        _ => (0, 1),
+    }
+}
+
+/// Whether numpy converts the Python integer `k` to the integer dtype `d` (floats take every
+/// integer): beyond int64 (uint64 for uint64 arrays) it raises OverflowError before looking
+/// at `d`; within, out of `d`'s bounds, OverflowError again unless `check` is off (np.where
+/// wraps).
+pub(super) fn python_int_to(k: i128, d: Dtype, check: bool) -> std::result::Result<(), String> {
+    if !d.is_int() {
+        return Ok(());
+    }
+    let (lo, hi) = int_range(d);
+    let c_max = if d == Dtype::U64 || !check { u64::MAX as i128 } else { i64::MAX as i128 };
+    if k < i64::MIN as i128 || k > c_max {
+        return Err(format!(
+            "Python integer {k} is too large here: numpy raises OverflowError (Python int too large to convert to C long)"
+        ));
+    }
+    if check && (k < lo || k > hi) {
+        return Err(format!("Python integer {k} out of bounds for {d}"));
+    }
+    Ok(())
 }

@@ -7,19 +7,23 @@
 //! the input's dtype:
 //!
 //! - **Types** follow numpy's promotion with NEP 50's weak Python scalars: number literals
-//!   (and `pi`, `e`, `inf`, `nan`) take the array's type, so `x + 1` stays `uint8` for `uint8`
-//!   input and `x * 0.5` stays `float32`; integers stay integers through `+ - * // % **`,
+//!   (Python's `1_000 0x10 0o7 0b1`, `True False pi e inf nan`) take the array's type, so
+//!   `x + 1` stays `uint8` for `uint8` input and `x * 0.5` stays `float32`; integers stay integers through `+ - * // % **`,
 //!   wrapping on overflow, with `x // 0 == x % 0 == 0`; `/` and functions like `sqrt` give
 //!   numpy's float type (`float64` for 32- and 64-bit integers, `float32` for 16-bit,
-//!   `float16` for 8-bit and bool). `i` (the flat index) is `int64`.
-//! - **Operators**, with Python's precedence: `+ - * / // % **`, unary `- + ~`, `& | ^`
-//!   (binding tighter than comparisons, so `(x > 0) & (x < 1)` needs its parentheses, as in
+//!   `float16` for 8-bit and bool). `i` (the flat index) is `int64`. Python integers go to
+//!   2**127 - 1 (`x + 2**64` is a float on float arrays, `x < 2**64` exact on integer ones);
+//!   where numpy cannot convert one to a C long it is numpy's OverflowError, in words.
+//! - **Operators**, with Python's precedence: `+ - * / // % **`, unary `- + ~` (`+` refused
+//!   on bool, as numpy's `positive`), `<< >>` (integers only; shifting by the bit width or more
+//!   gives 0, or -1 for a negative `>>`), `& | ^` (binding tighter than comparisons, so `(x > 0) & (x < 1)` needs its parentheses, as in
 //!   numpy), and comparisons `< <= > >= == !=` giving `bool`, chained as in Python
 //!   (`0 < x < 1` is `(0 < x) & (x < 1)`).
 //! - **Functions**, under numpy's and numexpr's names: `sqrt exp expm1 log log1p log2 log10
 //!   sin cos tan arcsin/asin arccos/acos arctan/atan sinh cosh tanh arcsinh/asinh
 //!   arccosh/acosh arctanh/atanh abs/absolute floor ceil trunc round rint sign negative invert
-//!   isnan isinf isfinite minimum/min maximum/max power/pow fmod arctan2/atan2 hypot copysign
+//!   isnan isinf isfinite signbit copy real imag conj/conjugate ones_like positive
+//!   left_shift right_shift minimum/min maximum/max power/pow fmod arctan2/atan2 hypot copysign
 //!   nextafter where clip/clamp`.
 //! - **Floating point** is IEEE throughout: division by zero gives inf or nan, never an error;
 //!   `%` gives a result (zero included) with the divisor's sign; `minimum`/`maximum` propagate

@@ -45,6 +45,7 @@ pub(in crate::kernel) enum Op {
     IsNan = 45,
     IsInf = 46,
     IsFinite = 47,
+    SignBit = 48,
     Add = 50,
     Sub = 51,
     Mul = 52,
@@ -62,6 +63,8 @@ pub(in crate::kernel) enum Op {
     Hypot = 64,
     Copysign = 65,
     Nextafter = 66,
+    Shl = 67,
+    Shr = 68,
     Lt = 70,
     Le = 71,
     Gt = 72,
@@ -73,7 +76,7 @@ pub(in crate::kernel) enum Op {
 }
 
 impl Op {
-    pub(super) const ALL: [Op; 60] = [
+    pub(super) const ALL: [Op; 63] = [
         Op::LoadX,
         Op::LoadI,
         Op::Const,
@@ -109,6 +112,7 @@ impl Op {
         Op::IsNan,
         Op::IsInf,
         Op::IsFinite,
+        Op::SignBit,
         Op::Add,
         Op::Sub,
         Op::Mul,
@@ -126,6 +130,8 @@ impl Op {
         Op::Hypot,
         Op::Copysign,
         Op::Nextafter,
+        Op::Shl,
+        Op::Shr,
         Op::Lt,
         Op::Le,
         Op::Gt,
@@ -178,7 +184,8 @@ impl Op {
             | Op::Hypot
             | Op::Copysign
             | Op::Nextafter => float.then_some(ty),
-            Op::IsNan | Op::IsInf | Op::IsFinite => float.then_some(Dtype::Bool),
+            Op::IsNan | Op::IsInf | Op::IsFinite | Op::SignBit => float.then_some(Dtype::Bool),
+            Op::Shl | Op::Shr => ty.is_int().then_some(ty),
             Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne => Some(Dtype::Bool),
             Op::Neg
             | Op::Abs

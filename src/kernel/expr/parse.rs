@@ -2,7 +2,7 @@
 //! before it (so later passes are plain forward loops, never recursion over the tree).
 //!
 //! Python's grammar and precedence, lowest first: comparisons (chained: `a < b < c` is
-//! `(a < b) & (b < c)`), `|`, `^`, `&`, `+ -`, `* / // %`, unary `- + ~`, `**` (right
+//! `(a < b) & (b < c)`), `|`, `^`, `&`, `<< >>`, `+ -`, `* / // %`, unary `- + ~`, `**` (right
 //! associative, binds tighter than a unary minus on its left). The parser recurses only through
 //! parentheses, calls, unary operators and powers, and refuses more than [`MAX_DEPTH`] levels with
 //! an error in the user's words, so no input can overflow the stack.
@@ -29,6 +29,8 @@ enum Tok {
 /// the same node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fun {
+    /// Unary `+` (numpy's `positive`: the identity, undefined for bool).
+    Pos,
     Neg,
     Invert,
     Add,
@@ -44,6 +46,8 @@ pub(super) enum Fun {
     BitAnd,
     BitOr,
     BitXor,
+    Shl,
+    Shr,
     Lt,
     Le,
     Gt,
@@ -79,6 +83,14 @@ pub(super) enum Fun {
     IsNan,
     IsInf,
     IsFinite,
+    SignBit,
+    /// `copy`, `real`: the identity on real numbers.
+    Copy,
+    /// `conj`: the identity on numbers, int8 for bool (numpy's `conjugate` loop).
+    Conj,
+    /// `imag`: zeros of the argument's type.
+    Imag,
+    OnesLike,
     Min,
     Max,
     Fmod,
@@ -130,6 +142,16 @@ const FUNCTIONS: &[(&str, Fun, usize)] = &[
     ("isnan", Fun::IsNan, 1),
     ("isinf", Fun::IsInf, 1),
     ("isfinite", Fun::IsFinite, 1),
+    ("signbit", Fun::SignBit, 1),
+    ("copy", Fun::Copy, 1),
+    ("real", Fun::Copy, 1),
+    ("conj", Fun::Conj, 1),
+    ("conjugate", Fun::Conj, 1),
+    ("imag", Fun::Imag, 1),
+    ("ones_like", Fun::OnesLike, 1),
+    ("positive", Fun::Pos, 1),
+    ("left_shift", Fun::Shl, 2),
+    ("right_shift", Fun::Shr, 2),
     ("min", Fun::Min, 2),
     ("minimum", Fun::Min, 2),
     ("max", Fun::Max, 2),
@@ -161,6 +183,8 @@ pub(super) enum Kind {
     I,
     /// A Python `int` literal (weak, as in NEP 50).
     Int(i128),
+    /// A Python `bool` literal (`True`, `False`; weak).
+    Bool(bool),
     /// A Python `float` literal or constant (`pi`, `e`, `inf`, `nan`; weak).
     Float(f64),
     /// An operation over `args[..arity]`.
@@ -194,9 +218,28 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
             continue;
         }
         let start = i;
+        let radix = match (c, b.get(i + 1).map(u8::to_ascii_lowercase)) {
+            (b'0', Some(b'x')) => 16,
+            (b'0', Some(b'o')) => 8,
+            (b'0', Some(b'b')) => 2,
+            _ => 10,
+        };
+        if radix != 10 {
+            i += 2;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            let text = &src[start..i];
+            let digits = text[2..].strip_prefix('_').unwrap_or(&text[2..]);
+            let v = underscores(digits)
+                .and_then(|d| i128::from_str_radix(&d, radix).ok())
+                .ok_or_else(|| syntax(src, start, format!("bad number '{text}' (or beyond 2**127)")))?;
+            out.push((Tok::Int(v), start));
+            continue;
+        }
         if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             let mut float = false;
-            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'_') {
                 float |= b[i] == b'.';
                 i += 1;
             }
@@ -208,16 +251,24 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
                 if j < b.len() && b[j].is_ascii_digit() {
                     float = true;
                     i = j;
-                    while i < b.len() && b[i].is_ascii_digit() {
+                    while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'_') {
                         i += 1;
                     }
                 }
             }
             let text = &src[start..i];
+            let bad = || syntax(src, start, format!("bad number '{text}'"));
+            let clean = underscores(text).ok_or_else(bad)?;
             let tok = if float {
-                Tok::Float(text.parse().map_err(|_| syntax(src, start, format!("bad number '{text}'")))?)
+                Tok::Float(clean.parse().map_err(|_| bad())?)
+            } else if clean.len() > 1 && clean.starts_with('0') && clean.bytes().any(|d| d != b'0') {
+                return Err(syntax(
+                    src,
+                    start,
+                    format!("leading zeros in '{text}' are not allowed (Python: use 0o for octal)"),
+                ));
             } else {
-                Tok::Int(text.parse().map_err(|_| syntax(src, start, format!("integer literal {text} is too large")))?)
+                Tok::Int(clean.parse().map_err(|_| syntax(src, start, format!("integer literal {text} is too large")))?)
             };
             out.push((tok, start));
             continue;
@@ -230,7 +281,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
             continue;
         }
         let two = src.get(i..i + 2).unwrap_or("");
-        if let Some(o) = ["**", "//", "<=", ">=", "==", "!="].into_iter().find(|o| *o == two) {
+        if let Some(o) = ["**", "//", "<<", ">>", "<=", ">=", "==", "!="].into_iter().find(|o| *o == two) {
             out.push((Tok::Op(o), start));
             i += 2;
             continue;
@@ -261,6 +312,17 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
     }
     out.push((Tok::End, src.len()));
     Ok(out)
+}
+
+/// `text` without its digit-separating underscores; `None` unless each sits between two
+/// digits, as Python requires (`1_000`, not `1__0`, `1_`, `1_.5`).
+fn underscores(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let ok = (0..b.len()).all(|k| {
+        b[k] != b'_'
+            || (k > 0 && k + 1 < b.len() && b[k - 1].is_ascii_alphanumeric() && b[k + 1].is_ascii_alphanumeric())
+    });
+    ok.then(|| text.replace('_', ""))
 }
 
 /// Parses `src` into nodes; the last node is the root.
@@ -372,7 +434,10 @@ impl Parser<'_> {
         self.left_assoc(&[("^", Fun::BitXor)], Self::bit_and)
     }
     fn bit_and(&mut self) -> Result<Id> {
-        self.left_assoc(&[("&", Fun::BitAnd)], Self::arith)
+        self.left_assoc(&[("&", Fun::BitAnd)], Self::shift)
+    }
+    fn shift(&mut self) -> Result<Id> {
+        self.left_assoc(&[("<<", Fun::Shl), (">>", Fun::Shr)], Self::arith)
     }
     fn arith(&mut self) -> Result<Id> {
         self.left_assoc(&[("+", Fun::Add), ("-", Fun::Sub)], Self::term)
@@ -403,7 +468,8 @@ impl Parser<'_> {
             }
             Tok::Op("+") => {
                 self.bump();
-                self.factor()
+                let a = self.factor()?;
+                Ok(self.push(Kind::Op(Fun::Pos), &[a], pos))
             }
             _ => self.power(),
         };
@@ -448,6 +514,8 @@ impl Parser<'_> {
                     "e" => Kind::Float(std::f64::consts::E),
                     "inf" => Kind::Float(f64::INFINITY),
                     "nan" => Kind::Float(f64::NAN),
+                    "True" => Kind::Bool(true),
+                    "False" => Kind::Bool(false),
                     _ if function(name).is_some() => {
                         return Err(syntax(self.src, start, format!("function '{name}' needs arguments: {name}(...)")))
                     }
