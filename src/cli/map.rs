@@ -237,9 +237,10 @@ fn map_file(
         if size_now != size_before {
             let now = size_now.map_or("gone".to_string(), |n| format!("{n} bytes"));
             return Err(Failure::runtime(format!(
-                "the input {} changed during the map (it is now {now}, it was {} bytes): {e}",
+                "the input {} changed during the map (it is now {now}, it was {} bytes): {}",
                 input.display(),
-                size_before.unwrap_or(0)
+                size_before.unwrap_or(0),
+                super::chain(&e)
             )));
         }
         return Err(e.into());

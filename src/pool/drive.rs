@@ -68,30 +68,37 @@ impl MapRun<'_> {
 
     /// Waits for a finished chunk (or a health-check slice) with the pool's wait strategy.
     pub(super) fn wait(&self, seen: u32, deadline: Option<Instant>) {
-        let hdr = self.shared.ring.header();
-        let cfg = &self.shared.cfg;
-        let mut slice = WAIT_SLICE;
-        if let Some(d) = deadline {
-            slice = slice.min(d.saturating_duration_since(Instant::now()));
-        }
-        let spin = match cfg.wait {
-            WaitStrategy::Sleep => Duration::ZERO,
-            WaitStrategy::Spin => slice,
-            WaitStrategy::Adaptive if self.len > SMALL_MAP || self.oversubscribed() => Duration::ZERO,
-            WaitStrategy::Adaptive => cfg.spin.min(slice),
-        };
-        hdr.done.wait(seen, spin, slice.saturating_sub(spin));
+        wait_done(self.shared, seen, self.len <= SMALL_MAP, deadline);
     }
+}
 
-    /// Whether spinning would put more busy processes than cores: the workers running chunks,
-    /// one spinning idle worker, the other waiting callers and this one.
-    fn oversubscribed(&self) -> bool {
-        let hdr = self.shared.ring.header();
-        let busy = hdr.claimed_now.load(Ordering::Relaxed) as usize
-            + usize::from(hdr.spinner.load(Ordering::Relaxed) != 0)
-            + self.shared.collectors.load(Ordering::Relaxed);
-        busy > self.shared.cores
+/// Waits until the done bell moves past `seen` (or a health-check slice, or `deadline`), as the
+/// pool's wait strategy says; `small` says whether the awaited work is small enough that
+/// spinning for it pays (large maps always sleep under `Adaptive`).
+pub(super) fn wait_done(shared: &Shared, seen: u32, small: bool, deadline: Option<Instant>) {
+    let hdr = shared.ring.header();
+    let cfg = &shared.cfg;
+    let mut slice = WAIT_SLICE;
+    if let Some(d) = deadline {
+        slice = slice.min(d.saturating_duration_since(Instant::now()));
     }
+    let spin = match cfg.wait {
+        WaitStrategy::Sleep => Duration::ZERO,
+        WaitStrategy::Spin => slice,
+        WaitStrategy::Adaptive if !small || oversubscribed(shared) => Duration::ZERO,
+        WaitStrategy::Adaptive => cfg.spin.min(slice),
+    };
+    hdr.done.wait(seen, spin, slice.saturating_sub(spin));
+}
+
+/// Whether spinning would put more busy processes than cores: the workers running chunks,
+/// one spinning idle worker, the waiting callers (this one among them).
+fn oversubscribed(shared: &Shared) -> bool {
+    let hdr = shared.ring.header();
+    let busy = hdr.claimed_now.load(Ordering::Relaxed) as usize
+        + usize::from(hdr.spinner.load(Ordering::Relaxed) != 0)
+        + shared.collectors.load(Ordering::Relaxed);
+    busy > shared.cores
 }
 
 /// Drives a blocking map to its end. `progress` is called with the number of elements done.

@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 
 use bytemuck::Pod;
 
-use super::{run, Pool, Ticket, WaitStrategy};
+use super::{drive, Pool, Ticket};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 
@@ -23,30 +23,63 @@ fn in_flight(pool: &Pool) -> usize {
     pool.shared.cfg.imap_in_flight.clamp(1, (pool.shared.ring.slots() as usize / 2).max(1))
 }
 
-/// The iterator [`Pool::imap`] returns.
-#[must_use = "iterators are lazy: nothing is submitted until it is polled"]
-pub struct Imap<'p, In, Out: Pod, I: Iterator> {
+/// What both streams share: the lazily pulled batches, the kernel, and the in-flight bound.
+struct Feed<'p, In, I: Iterator> {
     pool: &'p Pool,
     batches: Fuse<I>,
     /// A batch pulled from the iterator but not yet submitted (the ring was full).
     deferred: Option<I::Item>,
     spec: KernelSpec,
-    pending: VecDeque<Result<Ticket<'p, Out>>>,
     limit: usize,
     _in: PhantomData<fn(In)>,
+}
+
+impl<'p, In: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Feed<'p, In, I> {
+    fn new<Out: Pod>(
+        pool: &'p Pool,
+        batches: impl IntoIterator<IntoIter = I>,
+        f: impl Fn(In) -> Out + Copy + 'static,
+    ) -> Self {
+        Feed {
+            pool,
+            batches: batches.into_iter().fuse(),
+            deferred: None,
+            spec: KernelSpec::elem(f),
+            limit: in_flight(pool),
+            _in: PhantomData,
+        }
+    }
+
+    /// Submits the next batch while fewer than `limit` are `pending`. `None` when the iterator
+    /// is exhausted, or when the ring is full while batches of ours are in flight (the batch
+    /// is kept for later: take the oldest result first).
+    fn submit_next<Out: Pod>(&mut self, pending: usize) -> Option<Result<Ticket<'p, Out>>> {
+        if pending >= self.limit {
+            return None;
+        }
+        let batch = self.deferred.take().or_else(|| self.batches.next())?;
+        match self.pool.submit_inner(batch.as_ref(), &self.spec, pending > 0) {
+            Err(Error::RingFull { .. }) if pending > 0 => {
+                self.deferred = Some(batch);
+                None
+            }
+            r => Some(r),
+        }
+    }
+}
+
+/// The iterator [`Pool::imap`] returns.
+#[must_use = "iterators are lazy: nothing is submitted until it is polled"]
+pub struct Imap<'p, In, Out: Pod, I: Iterator> {
+    feed: Feed<'p, In, I>,
+    pending: VecDeque<Result<Ticket<'p, Out>>>,
 }
 
 /// The iterator [`Pool::imap_unordered`] returns.
 #[must_use = "iterators are lazy: nothing is submitted until it is polled"]
 pub struct ImapUnordered<'p, In, Out: Pod, I: Iterator> {
-    pool: &'p Pool,
-    batches: Fuse<I>,
-    /// A batch pulled from the iterator but not yet submitted (the ring was full).
-    deferred: Option<I::Item>,
-    spec: KernelSpec,
+    feed: Feed<'p, In, I>,
     pending: Vec<Ticket<'p, Out>>,
-    limit: usize,
-    _in: PhantomData<fn(In)>,
 }
 
 impl Pool {
@@ -74,15 +107,7 @@ impl Pool {
         I: IntoIterator<Item = B>,
         F: Fn(In) -> Out + Copy + 'static,
     {
-        Imap {
-            pool: self,
-            batches: batches.into_iter().fuse(),
-            deferred: None,
-            spec: KernelSpec::elem(f),
-            pending: VecDeque::new(),
-            limit: in_flight(self),
-            _in: PhantomData,
-        }
+        Imap { feed: Feed::new(self, batches, f), pending: VecDeque::new() }
     }
 
     /// Like [`Pool::imap`], but yields each batch's results as soon as it finishes, in any
@@ -109,15 +134,7 @@ impl Pool {
         I: IntoIterator<Item = B>,
         F: Fn(In) -> Out + Copy + 'static,
     {
-        ImapUnordered {
-            pool: self,
-            batches: batches.into_iter().fuse(),
-            deferred: None,
-            spec: KernelSpec::elem(f),
-            pending: Vec::new(),
-            limit: in_flight(self),
-            _in: PhantomData,
-        }
+        ImapUnordered { feed: Feed::new(self, batches, f), pending: Vec::new() }
     }
 }
 
@@ -125,17 +142,9 @@ impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for 
     type Item = Result<Vec<Out>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.pending.len() < self.limit {
-            let Some(batch) = self.deferred.take().or_else(|| self.batches.next()) else { break };
-            // With batches in flight, a full ring means: take the oldest result first.
-            match self.pool.submit_inner(batch.as_ref(), &self.spec, !self.pending.is_empty()) {
-                Err(Error::RingFull { .. }) if !self.pending.is_empty() => {
-                    self.deferred = Some(batch);
-                    break;
-                }
-                // A batch that cannot be submitted keeps its place: its error comes in order.
-                r => self.pending.push_back(r),
-            }
+        // A batch that cannot be submitted keeps its place: its error comes in order.
+        while let Some(r) = self.feed.submit_next(self.pending.len()) {
+            self.pending.push_back(r);
         }
         Some(self.pending.pop_front()?.and_then(Ticket::wait))
     }
@@ -145,35 +154,26 @@ impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for 
     type Item = Result<Vec<Out>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.pending.len() < self.limit {
-            let Some(batch) = self.deferred.take().or_else(|| self.batches.next()) else { break };
-            match self.pool.submit_inner(batch.as_ref(), &self.spec, !self.pending.is_empty()) {
+        while let Some(r) = self.feed.submit_next(self.pending.len()) {
+            match r {
                 Ok(t) => self.pending.push(t),
-                Err(Error::RingFull { .. }) if !self.pending.is_empty() => {
-                    self.deferred = Some(batch);
-                    break;
-                }
                 Err(e) => return Some(Err(e)),
             }
         }
         if self.pending.is_empty() {
             return None;
         }
-        let hdr = self.pool.shared.ring.header();
-        // Wait as the pool's strategy says (a futex sleep per batch would dominate small ones).
-        let spin = match self.pool.shared.cfg.wait {
-            WaitStrategy::Sleep => std::time::Duration::ZERO,
-            WaitStrategy::Adaptive | WaitStrategy::Spin => self.pool.shared.cfg.spin,
-        };
+        let shared = &self.feed.pool.shared;
         loop {
-            let seen = hdr.done.seq();
+            let seen = shared.ring.header().done.seq();
             for i in 0..self.pending.len() {
                 if let Some(r) = self.pending[i].try_get() {
                     drop(self.pending.swap_remove(i));
                     return Some(r);
                 }
             }
-            hdr.done.wait(seen, spin, run::WAIT_SLICE);
+            // Small batches: wait as the pool's strategy says for a small map.
+            drive::wait_done(shared, seen, true, None);
         }
     }
 }
