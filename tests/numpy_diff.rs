@@ -5,7 +5,8 @@
 //! rounded functions, within 2 ulp for the transcendental ones (whose implementations differ;
 //! 4 ulp for float32, where numpy's own kernels are off by 3).
 //!
-//! Seeded: the seed is printed, and `SHMPOOL_DIFF_SEED=N` replays a run;
+//! Seeded with a fixed default (a deterministic CI); the seed is printed, and
+//! `SHMPOOL_DIFF_SEED=N` runs or replays another;
 //! `SHMPOOL_DIFF_COUNT=N` sets the expressions per dtype (default 60). numpy comes from
 //! tests/pyenv (never installed here); without it the test prints SKIPPED and passes.
 
@@ -321,13 +322,14 @@ for k, (src, inexact, status, sc) in enumerate(zip(EXPRS, INEXACT, STATUS, SCALE
         print(f'{DT} #{k}: {(~ok).sum()} values differ, first at [{j}] x={x[j]!r}: shmpool {y[j]!r}, numpy {w[j]!r}: {src}')
 "#;
 
+/// The seed a plain run uses, so that CI is deterministic; other seeds explore
+/// (`SHMPOOL_DIFF_SEED`), and a divergence they find becomes a fix and a fixed test case.
+const DEFAULT_SEED: u64 = 20_261_126;
+
 #[test]
 fn random_expressions_agree_with_numpy() {
     require_numpy!();
-    let seed: u64 = std::env::var("SHMPOOL_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
+    let seed: u64 = std::env::var("SHMPOOL_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
     eprintln!("numpy differential test: seed {seed} (replay with SHMPOOL_DIFF_SEED={seed})");
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();

@@ -100,7 +100,7 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
                     if a == 0.0 && b < 0.0 {
                         return Err(zero());
                     }
-                    if a < 0.0 && b.is_finite() && b.fract() != 0.0 {
+                    if a < 0.0 && a.is_finite() && b.is_finite() && b.fract() != 0.0 {
                         return Err(format!(
                             "({a}) ** {b} is a complex number in Python; shmpool has no complex dtype"
                         ));
