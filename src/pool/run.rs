@@ -149,6 +149,8 @@ pub(super) struct MapRun<'p> {
     pub(super) in_seg: u64,
     pub(super) out_seg: u64,
     pub(super) last_claimer_check: Instant,
+    /// Added to every chunk's first index as the kernel sees it (`i` of an expression).
+    index_shift: u64,
 }
 
 impl<'p> MapRun<'p> {
@@ -227,7 +229,20 @@ impl<'p> MapRun<'p> {
             in_seg,
             out_seg,
             last_claimer_check: Instant::now(),
+            index_shift: 0,
         })
+    }
+
+    /// Moves a freshly planned shared map (nothing filled yet) to elements
+    /// `first_elem..first_elem + len` of its segments, and makes the kernel see indices starting
+    /// at `first_index`. Chunk ranges (and the ranges errors name) become segment elements.
+    pub(super) fn place(mut self, first_elem: usize, first_index: u64) -> Self {
+        debug_assert!(self.layout.is_none() && self.next == 0, "placed before anything is filled");
+        for c in &mut self.books.chunks {
+            *c = c.start + first_elem..c.end + first_elem;
+        }
+        self.index_shift = first_index.wrapping_sub(first_elem as u64);
+        self
     }
 
     fn describe(&self, spec: &KernelSpec, r: &Range<usize>) -> Descriptor {
@@ -241,7 +256,7 @@ impl<'p> MapRun<'p> {
             map_id: self.map_id,
             kernel_addr: addr,
             kernel_tag: tag,
-            start: r.start as u64,
+            start: (r.start as u64).wrapping_add(self.index_shift),
             len: r.len() as u64,
             in_seg: if self.layout.is_some() { 0 } else { self.in_seg },
             in_off: in_off as u64,

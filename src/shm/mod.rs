@@ -285,6 +285,17 @@ impl Segment {
         nix::sys::stat::fstat(&self.fd).ok().map(|st| (st.st_dev, st.st_ino))
     }
 
+    /// Writes a writable file mapping's changes back to the file (`msync`); no-op for shared
+    /// memory and read-only mappings.
+    pub(crate) fn flush(&self) -> Result<()> {
+        match (&self.mapping, self.file && self.writable) {
+            // msync(MS_SYNC) writes back the file's dirty pages of the whole mapping, whoever
+            // dirtied them (the workers' mappings share the page cache with this one).
+            (Mapping::Attached(m), true) => m.flush().map_err(|e| Error::os("msync", e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Drops this process's pages of a mapped file's data range (`MADV_DONTNEED`), so that
     /// streaming through a file larger than RAM keeps resident memory bounded. Dirty pages
     /// stay in the page cache and are written back; nothing is lost. No-op for shared memory.

@@ -169,8 +169,79 @@ impl NpyOutput {
     /// [`crate::Error::TooLarge`] when the shape's byte size does not fit a file;
     /// [`crate::Error::File`] when the directory is missing or not writable, or the disk is full.
     pub fn create(path: impl AsRef<std::path::Path>, dtype: Dtype, shape: &[u64]) -> Result<NpyOutput> {
+        Self::create_as(path.as_ref(), dtype, shape, false)
+    }
+
+    /// Like [`NpyOutput::create`], but the file being written has a name from the start, a
+    /// hidden `.NAME.XXXXXX.tmp` in the output's directory ([`NpyOutput::temp_path`]), so that
+    /// other processes (MPI ranks, on other machines too when the directory is on a shared
+    /// filesystem) can open it with [`NpyOutput::open_part`] and each write their own range
+    /// ([`crate::Pool::map_npy_range`]). Only this output publishes the file
+    /// ([`NpyOutput::commit`], after the others have finished); dropped without a commit it
+    /// removes the file. Only a SIGKILL can leave the temporary behind.
+    ///
+    /// # Errors
+    ///
+    /// As [`NpyOutput::create`].
+    pub fn create_shared(path: impl AsRef<std::path::Path>, dtype: Dtype, shape: &[u64]) -> Result<NpyOutput> {
+        Self::create_as(path.as_ref(), dtype, shape, true)
+    }
+
+    /// Opens, for writing, the temporary file `temp` of an output another process created with
+    /// [`NpyOutput::create_shared`], after checking that its header says `dtype` and `shape`
+    /// and that it has their full size. The result is a *part*: it never publishes nor removes
+    /// the file; its [`NpyOutput::commit`] only flushes this process's writes to the file.
+    ///
+    /// # Safety
+    ///
+    /// The file is mapped shared and writable while other processes write it. The caller must
+    /// make sure that nothing truncates the file while it is mapped (reads and writes would
+    /// fault with SIGBUS), and that while this process holds a slice of the elements
+    /// ([`NpyOutput::as_slice`], [`NpyOutput::as_mut_slice`]) no other process writes them
+    /// (writes through maps of disjoint ranges, [`crate::Pool::map_npy_range`], are the
+    /// intended use; a slice taken while others write is a data race, undefined behaviour).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::File`] when it cannot be opened; [`crate::Error::BadNpy`] when its
+    /// header is not the one for `dtype` and `shape`, or the file is shorter than they need.
+    pub unsafe fn open_part(temp: impl AsRef<std::path::Path>, dtype: Dtype, shape: &[u64]) -> Result<NpyOutput> {
+        use std::io::Read;
+        let path = temp.as_ref().to_path_buf();
+        let head = header::write(dtype, shape);
+        let len = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or(crate::Error::TooLarge { count: u64::MAX, elem_size: dtype.size() as u64 })?;
+        let bytes = len
+            .checked_mul(dtype.size())
+            .ok_or(crate::Error::TooLarge { count: len as u64, elem_size: dtype.size() as u64 })?;
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(|e| file_err("open", &path, e))?;
+        let size = file.metadata().map_err(|e| file_err("stat", &path, e))?.len();
+        let mut found = Vec::with_capacity(head.len());
+        (&file).take(head.len() as u64).read_to_end(&mut found).map_err(|e| file_err("read", &path, e))?;
+        if found != head {
+            return Err(bad(&path, format!("not the header of a {dtype} array of shape {shape:?}")));
+        }
+        if size < (head.len() + bytes) as u64 {
+            return Err(bad(
+                &path,
+                format!("{size} bytes, a {dtype} array of shape {shape:?} needs {}", head.len() + bytes),
+            ));
+        }
+        let seg = if bytes == 0 {
+            Arc::new(Segment::create(SegmentKind::Array, 0, dtype.size() as u32, 0)?)
+        } else {
+            Arc::new(Segment::map_file(file, head.len(), bytes, true)?)
+        };
+        Ok(NpyOutput { seg, tmp: None, path, dtype, len })
+    }
+
+    fn create_as(path: &std::path::Path, dtype: Dtype, shape: &[u64], named: bool) -> Result<NpyOutput> {
         use std::os::unix::fs::FileExt;
-        let path = path.as_ref().to_path_buf();
+        let path = path.to_path_buf();
         let overflow = |count: u64| crate::Error::TooLarge { count, elem_size: dtype.size() as u64 };
         // numpy's dimensions are `intp`: one beyond i64::MAX cannot be loaded, even in an
         // empty array.
@@ -205,7 +276,7 @@ impl NpyOutput {
             }
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = publish::Temp::create(&dir, &name)?;
+        let tmp = publish::Temp::create(&dir, &name, named)?;
         let f = tmp.file();
         f.write_all_at(&head, 0).map_err(|e| file_err("write", &path, e))?;
         f.set_len(total).map_err(|e| file_err("size", &path, e))?;
@@ -237,7 +308,7 @@ impl NpyOutput {
         self.len == 0
     }
 
-    /// The final path.
+    /// The final path (for a part, [`NpyOutput::open_part`], the temporary file's path).
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }
@@ -279,13 +350,18 @@ impl NpyOutput {
     }
 
     /// Links the finished file under its final name (atomically replacing any file there,
-    /// whose mode it keeps; a new file gets `0666 & ~umask`, as with `np.save`).
+    /// whose mode it keeps; a new file gets `0666 & ~umask`, as with `np.save`). For a part
+    /// ([`NpyOutput::open_part`]) it only writes this process's changes back to the file
+    /// (`msync`): the creator publishes.
     ///
     /// # Errors
     ///
     /// [`crate::Error::File`] when the link or rename fails; nothing is left on disk then.
+    /// For a part, [`crate::Error::Os`] when the write-back fails.
     pub fn commit(mut self) -> Result<()> {
-        let tmp = self.tmp.take().expect("commit runs once");
-        tmp.publish(&self.path)
+        match self.tmp.take() {
+            Some(tmp) => tmp.publish(&self.path),
+            None => self.seg.flush(),
+        }
     }
 }

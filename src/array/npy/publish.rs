@@ -25,10 +25,11 @@ pub(super) enum Temp {
 }
 
 impl Temp {
-    /// An unnamed file in `dir` when possible, else a hidden temporary `.NAME.XXXXXX.tmp`.
-    pub(super) fn create(dir: &Path, name: &str) -> Result<Temp> {
+    /// An unnamed file in `dir` when possible (and `named` is false), else a hidden temporary
+    /// `.NAME.XXXXXX.tmp` (which other processes can open by its name).
+    pub(super) fn create(dir: &Path, name: &str, named: bool) -> Result<Temp> {
         let proc_fd = Path::new("/proc/self/fd").is_dir();
-        if proc_fd {
+        if proc_fd && !named {
             let unnamed = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)

@@ -1,0 +1,134 @@
+//! Mapping a range of a `.npy` file into the same range of an output (`Pool::map_npy_range`),
+//! an output other processes write parts of (`NpyOutput::create_shared` / `open_part`), and
+//! maps whose kernel sees shifted indices (`Pool::map_into_spec_indexed`): the pieces MPI ranks
+//! (shmpool-mpi) build one output from.
+
+mod common;
+
+use shmpool::kernel::expr::Program;
+use shmpool::{Dtype, Error, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
+
+/// Writes `xs` as a `.npy` file of `shape`.
+fn save_i32(path: &std::path::Path, shape: &[u64], xs: &[i32]) {
+    let mut out = NpyOutput::create(path, Dtype::I32, shape).unwrap();
+    out.as_mut_slice::<i32>().unwrap().copy_from_slice(xs);
+    out.commit().unwrap();
+}
+
+fn open(path: &std::path::Path) -> NpyArray {
+    // SAFETY: the test's own temporary file; nothing else writes it.
+    unsafe { NpyArray::open(path) }.unwrap()
+}
+
+fn hidden_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn ranges_mapped_by_separate_parts_give_the_whole_files_map_byte_for_byte() {
+    let _s = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    let (rows, cols) = (37u64, 1001u64);
+    let n = (rows * cols) as usize;
+    let xs: Vec<i32> = (0..n as i32).map(|k| k.wrapping_mul(7919) % 100_003 - 50_000).collect();
+    save_i32(&d.path().join("x.npy"), &[rows, cols], &xs);
+    let src = open(&d.path().join("x.npy"));
+    let program = Program::compile_for("x * 3 + i % 11", Dtype::I32).unwrap();
+    let out_dtype = program.output_dtype();
+    let spec = KernelSpec::expr_for(&program, Dtype::I32, out_dtype).unwrap();
+    let pool = Pool::new(2).unwrap();
+
+    let mut whole = NpyOutput::create(d.path().join("whole.npy"), out_dtype, src.shape()).unwrap();
+    pool.map_npy(&src, &mut whole, &spec, None).unwrap();
+    whole.commit().unwrap();
+
+    // One creator, two parts opened by name, three uneven ranges (one of them empty).
+    let creator = NpyOutput::create_shared(d.path().join("parts.npy"), out_dtype, src.shape()).unwrap();
+    let temp = creator.temp_path().expect("a shared output has a name").to_path_buf();
+    assert!(temp.exists());
+    let cuts = [0, 1, 1, 20_000, n];
+    for w in cuts.windows(2) {
+        let mut done = 0;
+        // SAFETY: each part writes only its own range, and no slice of the file is held.
+        let mut part = unsafe { NpyOutput::open_part(&temp, out_dtype, src.shape()) }.unwrap();
+        let mut progress = |k: usize| done = done.max(k);
+        pool.map_npy_range(&src, &mut part, w[0]..w[1], &spec, Some(&mut progress)).unwrap();
+        part.commit().unwrap();
+        assert!(temp.exists(), "a part never publishes nor removes the file");
+        assert!(done <= w[1] - w[0], "progress counts the elements of the range: {done} of {w:?}");
+    }
+    creator.commit().unwrap();
+    assert!(!temp.exists());
+    let a = std::fs::read(d.path().join("whole.npy")).unwrap();
+    let b = std::fs::read(d.path().join("parts.npy")).unwrap();
+    assert!(a == b, "the parts' file differs from the whole map's");
+    assert!(hidden_files(d.path()).is_empty());
+    drop((src, pool));
+    common::assert_nothing_leaked();
+}
+
+#[test]
+fn a_range_outside_the_arrays_is_refused_before_anything_runs() {
+    let _s = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    save_i32(&d.path().join("x.npy"), &[10], &[1; 10]);
+    let src = open(&d.path().join("x.npy"));
+    let spec = KernelSpec::expr_for(&Program::compile_for("x", Dtype::I32).unwrap(), Dtype::I32, Dtype::I32).unwrap();
+    let mut out = NpyOutput::create(d.path().join("y.npy"), Dtype::I32, &[10]).unwrap();
+    let pool = Pool::new(1).unwrap();
+    let past = pool.map_npy_range(&src, &mut out, 5..11, &spec, None);
+    assert!(matches!(past, Err(Error::InvalidOption { option: "range end", value: 11, .. })), "{past:?}");
+    #[allow(clippy::reversed_empty_ranges)]
+    let reversed = pool.map_npy_range(&src, &mut out, 6..5, &spec, None);
+    assert!(matches!(reversed, Err(Error::InvalidOption { option: "range start", value: 6, .. })), "{reversed:?}");
+    assert_eq!(out.as_slice::<i32>().unwrap(), &[0; 10], "nothing was written");
+    drop((src, out, pool));
+    common::assert_nothing_leaked();
+}
+
+#[test]
+fn an_unpublished_shared_output_leaves_nothing_on_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let creator = NpyOutput::create_shared(d.path().join("y.npy"), Dtype::F64, &[3, 4]).unwrap();
+    let temp = creator.temp_path().unwrap().to_path_buf();
+    assert_eq!(temp.parent(), Some(d.path()), "the temporary lives in the output's directory");
+    // SAFETY: nothing writes the file.
+    let part = unsafe { NpyOutput::open_part(&temp, Dtype::F64, &[3, 4]) }.unwrap();
+    drop(part);
+    assert!(temp.exists(), "dropping a part keeps the creator's file");
+    drop(creator);
+    assert!(std::fs::read_dir(d.path()).unwrap().next().is_none(), "debris left: {:?}", hidden_files(d.path()));
+}
+
+#[test]
+fn a_part_with_another_dtype_or_shape_than_the_file_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let creator = NpyOutput::create_shared(d.path().join("y.npy"), Dtype::F64, &[3, 4]).unwrap();
+    let temp = creator.temp_path().unwrap().to_path_buf();
+    for (dtype, shape) in [(Dtype::F32, &[3u64, 4][..]), (Dtype::F64, &[4, 3][..]), (Dtype::F64, &[12][..])] {
+        // SAFETY: nothing writes the file.
+        let r = unsafe { NpyOutput::open_part(&temp, dtype, shape) };
+        assert!(matches!(r, Err(Error::BadNpy { .. })), "{dtype} {shape:?}: {:?}", r.map(|_| ()));
+    }
+    // SAFETY: as above.
+    let missing = unsafe { NpyOutput::open_part(d.path().join("nope"), Dtype::F64, &[3, 4]) };
+    assert!(matches!(missing, Err(Error::File { op: "open", .. })));
+}
+
+#[test]
+fn an_indexed_map_shows_the_kernel_shifted_indices() {
+    let _s = common::serial();
+    let spec = KernelSpec::expr::<f64, f64>(&Program::compile("x + i").unwrap()).unwrap();
+    let n = 200_000;
+    let xs = SharedVec::from_slice(&vec![0.25f64; n]).unwrap();
+    let mut ys = SharedVec::<f64>::zeroed(n).unwrap();
+    let pool = Pool::new(2).unwrap();
+    pool.map_into_spec_indexed(&xs, &mut ys, &spec, 1_000_000).unwrap();
+    assert!(ys.iter().enumerate().all(|(k, &y)| y == 1_000_000.25 + k as f64));
+    drop((xs, ys, pool));
+    common::assert_nothing_leaked();
+}
