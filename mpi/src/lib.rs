@@ -1,0 +1,732 @@
+//! # shmpool-mpi
+//!
+//! shmpool over MPI: the same map as `shmpool map`, over a `.npy` file on a filesystem every
+//! rank sees, with every rank mapping its own contiguous slice with a local shmpool pool, and
+//! one output file that is byte-identical to the one `shmpool map` writes on one machine.
+//!
+//! - [`map_npy`] maps a `.npy` file over the ranks of a given communicator (an MPI application
+//!   calls it between its own steps; the `shmpool-mpi` binary calls it on `MPI_COMM_WORLD`).
+//! - [`scatter_map_gather`] maps an array that lives in rank 0's memory: scattered over the
+//!   ranks, mapped by each rank's pool, gathered back on rank 0.
+//! - [`abort_on_panic`] makes a panic anywhere in the process end the whole job
+//!   (`MPI_Abort`), never unwind into `MPI_Finalize` while the other ranks wait in a
+//!   collective.
+//!
+//! ## How a map runs
+//!
+//! Rank 0 checks everything a user can get wrong (arguments, the input's header, the
+//! expression) and creates the output as a hidden temporary file in the output's directory
+//! ([`shmpool::NpyOutput::create_shared`]); one broadcast tells every rank the outcome and the
+//! temporary's name. Every rank then opens the input and the temporary, maps elements
+//! `n·r/R .. n·(r+1)/R` in place ([`shmpool::Pool::map_npy_range`], `i` the global flat index),
+//! writes its pages back, and reports a status word; rank 0 publishes the file (atomic rename,
+//! `np.save`'s permissions) only when every rank reported success, and removes it otherwise.
+//! Data never moves between ranks: one collective at the start, one at the end.
+//!
+//! Ranks wait for each other with `MPI_Ibarrier` and a test-and-sleep loop, never in a
+//! blocking collective that would busy-poll a core away from the local workers.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+use mpi::collective::SystemOperation;
+use mpi::datatype::{Partition, PartitionMut};
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+use mpi::Count;
+
+use shmpool::kernel::expr::Program;
+use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
+
+/// Exit code (and status word) for bad input or usage, as `shmpool map`.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code (and status word) for a failure while running, as `shmpool map`.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Elements per worker below which another worker would only add start-up time (as
+/// `shmpool map`).
+pub const MIN_ELEMENTS_PER_WORKER: usize = 65_536;
+
+/// What went wrong, on this rank or another.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad arguments, found by rank 0 before anything was written.
+    #[error("{0}")]
+    Usage(String),
+    /// The engine failed on this rank (bad input, a kernel panic, a crashed worker, I/O).
+    #[error(transparent)]
+    Engine(#[from] shmpool::Error),
+    /// Another rank failed and reported it; this rank did nothing wrong.
+    #[error("another rank failed (status {status})")]
+    OtherRank {
+        /// The status word the ranks agreed on (an exit code).
+        status: i32,
+    },
+    /// A slice is too large for one MPI message (counts are C ints).
+    #[error("too large for MPI: {bytes} bytes in one rank's slice, at most {max}")]
+    TooLarge {
+        /// Bytes of the largest slice.
+        bytes: u64,
+        /// The largest count MPI takes.
+        max: u64,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The process exit code for this error, as `shmpool map` uses them: 2 for usage and bad
+    /// input, 1 for failures while running.
+    pub fn exit_code(&self) -> i32 {
+        use shmpool::Error as E;
+        match self {
+            Error::Usage(_) => EXIT_USAGE,
+            Error::OtherRank { status } => *status,
+            Error::TooLarge { .. } => EXIT_USAGE,
+            Error::Engine(e) => match e {
+                E::InvalidOption { .. }
+                | E::TypeMismatch { .. }
+                | E::TooLarge { .. }
+                | E::Aliased { .. }
+                | E::LengthMismatch { .. }
+                | E::InvalidExpression { .. }
+                | E::BadNpy { .. }
+                | E::UnknownDtype { .. } => EXIT_USAGE,
+                E::File { op, .. } if matches!(*op, "open" | "create a file in" | "write to") => EXIT_USAGE,
+                _ => EXIT_FAILURE,
+            },
+        }
+    }
+
+    /// Whether another rank already printed this failure (this rank should stay quiet).
+    pub fn reported_elsewhere(&self) -> bool {
+        matches!(self, Error::OtherRank { .. })
+    }
+}
+
+/// An error and every `source()` below it, on one line (as `shmpool map` prints them).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The expression `shmpool map` applies when none is given (W1).
+pub const DEFAULT_EXPR: &str = "sqrt(x) * 1.5 + 0.25";
+
+/// One map of a `.npy` file over the ranks of a communicator: the arguments of
+/// `shmpool map INPUT -o OUTPUT`. Every rank must pass the same job.
+#[derive(Debug, Clone)]
+pub struct MapJob {
+    /// The input `.npy` file, on a filesystem every rank sees.
+    pub input: PathBuf,
+    /// The output `.npy` file (its directory must be visible to every rank).
+    pub output: PathBuf,
+    /// Expression over `x` and `i` (the global flat index), numpy's semantics.
+    pub expr: String,
+    /// Output dtype (numpy's spelling); `None`: the expression's result type.
+    pub dtype: Option<String>,
+    /// Worker processes per rank; `None`: this machine's cores divided among its ranks.
+    pub workers: Option<usize>,
+    /// Elements per chunk; `None`: adaptive.
+    pub chunk_len: Option<usize>,
+    /// Allow the output to replace the input.
+    pub in_place: bool,
+}
+
+impl MapJob {
+    /// A job mapping `expr` from `input` to `output` with the defaults.
+    pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>, expr: impl Into<String>) -> MapJob {
+        MapJob {
+            input: input.into(),
+            output: output.into(),
+            expr: expr.into(),
+            dtype: None,
+            workers: None,
+            chunk_len: None,
+            in_place: false,
+        }
+    }
+}
+
+/// What a finished map did (the same on every rank, except `workers`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    /// Elements mapped across all ranks.
+    pub len: usize,
+    /// The input's shape.
+    pub shape: Vec<u64>,
+    /// The input's dtype.
+    pub in_dtype: Dtype,
+    /// The output's dtype.
+    pub out_dtype: Dtype,
+    /// Ranks of the communicator.
+    pub ranks: usize,
+    /// This rank's elements.
+    pub local: std::ops::Range<usize>,
+    /// This rank's worker processes (0 for an empty slice).
+    pub workers: usize,
+}
+
+/// Progress across ranks, as rank 0 sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Elements finished on all ranks (as last reported).
+    pub done: usize,
+    /// Elements in total.
+    pub total: usize,
+}
+
+/// Message tags on the map's private communicator.
+const TAG_PROGRESS: i32 = 1;
+const TAG_FINAL: i32 = 2;
+/// How often a rank reports its progress to rank 0.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// The temporary output this process knows of, removed by [`remove_temporary`] when the
+/// process is stopped by a signal or panics (each rank knows the name, so a SIGKILLed rank 0
+/// still leaves no debris: mpirun stops the others, which remove it).
+static TEMPORARY: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn set_temporary(p: Option<PathBuf>) {
+    *TEMPORARY.lock().unwrap_or_else(|e| e.into_inner()) = p;
+}
+
+/// Removes the temporary output of a map in progress, if any (for signal handlers and panic
+/// hooks; a published output has been renamed and is left alone).
+pub fn remove_temporary() {
+    // try_lock: a panic hook or signal thread must never wait for the main thread.
+    if let Ok(mut g) = TEMPORARY.try_lock() {
+        if let Some(p) = g.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Installs a panic hook that prints the panic as usual, removes the temporary output of a
+/// map in progress, and calls `MPI_Abort` on `MPI_COMM_WORLD`: mpirun then stops every rank
+/// within seconds. Without it a panicking rank would unwind into `MPI_Finalize` (or exit)
+/// while the others wait for it in a collective: the job would hang.
+pub fn abort_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        remove_temporary();
+        if mpi::is_initialized() && !mpi::is_finalized() {
+            SimpleCommunicator::world().abort(101);
+        }
+    }));
+}
+
+/// Widens this process's CPU affinity to every CPU it may use. `mpirun` binds each rank to
+/// one core by default and forked workers inherit it, so a rank's `-j 4` would run four
+/// workers on one core. Best effort: returns whether it changed anything.
+pub fn widen_cpu_affinity() -> bool {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let before = sched_getaffinity(Pid::from_raw(0)).ok();
+    let mut all = CpuSet::new();
+    for cpu in 0..CpuSet::count() {
+        let _ = all.set(cpu);
+    }
+    // The kernel keeps the CPUs of our cpuset (cgroup) and drops the others.
+    if sched_setaffinity(Pid::from_raw(0), &all).is_err() {
+        return false;
+    }
+    sched_getaffinity(Pid::from_raw(0)).ok() != before
+}
+
+/// This rank's elements of `n` over `ranks` ranks: `n·r/R .. n·(r+1)/R` (contiguous, in rank
+/// order, sizes differing by at most one).
+pub fn slice_of(n: usize, ranks: usize, rank: usize) -> std::ops::Range<usize> {
+    let at = |r: usize| (n as u128 * r as u128 / ranks.max(1) as u128) as usize;
+    at(rank)..at(rank + 1)
+}
+
+/// Waits until every rank of `comm` has arrived (`MPI_Ibarrier` tested in a loop that
+/// sleeps between tests, so that a waiting rank leaves its core to the workers), calling
+/// `tick` between tests.
+pub fn wait_for_all(comm: &impl Communicator, mut tick: impl FnMut()) {
+    let mut req = comm.immediate_barrier();
+    let mut nap = Duration::from_micros(50);
+    loop {
+        match req.test() {
+            Ok(_) => return,
+            Err(r) => req = r,
+        }
+        tick();
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// The largest status word of all ranks (0 = success), waiting politely first.
+fn agree(comm: &SimpleCommunicator, status: i32, tick: impl FnMut()) -> i32 {
+    wait_for_all(comm, tick);
+    let mut all = 0i32;
+    comm.all_reduce_into(&status, &mut all, SystemOperation::max());
+    all
+}
+
+/// Broadcasts rank 0's bytes (length first), waiting politely first.
+fn broadcast_bytes(comm: &SimpleCommunicator, bytes: &mut Vec<u8>) {
+    wait_for_all(comm, || {});
+    let root = comm.process_at_rank(0);
+    let mut len = bytes.len() as u64;
+    root.broadcast_into(&mut len);
+    bytes.resize(len as usize, 0);
+    if len > 0 {
+        root.broadcast_into(&mut bytes[..]);
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| -> Option<PathBuf> {
+        if let Ok(c) = p.canonicalize() {
+            return Some(c);
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(parent.canonicalize().ok()?.join(p.file_name()?))
+    };
+    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// The input, opened and checked, and the kernel compiled for it.
+struct Prepared {
+    src: NpyArray,
+    spec: KernelSpec,
+    out_dtype: Dtype,
+}
+
+#[allow(unsafe_code)]
+fn prepare(job: &MapJob) -> Result<Prepared> {
+    let out_dtype = job.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
+    Program::check_syntax(&job.expr)?; // before opening anything
+                                       // SAFETY: the documented contract of shmpool-mpi, as of `shmpool map` and
+                                       // `np.load(mmap_mode='r')`: nobody truncates or rewrites the input during the map. The
+                                       // mapping is read-only; `in_place` writes a new file and renames it over the input only
+                                       // after every rank has finished.
+    let src = unsafe { NpyArray::open(&job.input) }?;
+    let program = Program::compile_for(&job.expr, src.dtype())?;
+    let out_dtype = out_dtype.unwrap_or(program.output_dtype());
+    let spec = KernelSpec::expr_for(&program, src.dtype(), out_dtype)?;
+    Ok(Prepared { src, spec, out_dtype })
+}
+
+/// Rank 0's checks, in `shmpool map`'s order and with its messages.
+fn check_arguments(job: &MapJob) -> Result<()> {
+    if job.workers == Some(0) {
+        return Err(Error::Usage("-j must be at least 1".into()));
+    }
+    if same_file(&job.input, &job.output) && !job.in_place {
+        return Err(Error::Usage(format!(
+            "output {} is the input; pass --in-place to replace it",
+            job.output.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The ranks of this machine (Open MPI tells each rank), 1 if unknown.
+fn local_ranks() -> usize {
+    std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
+}
+
+fn worker_count(want: Option<usize>, n: usize) -> usize {
+    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(2);
+    let want = want.unwrap_or_else(|| (cores / local_ranks()).max(1));
+    want.min(n.div_ceil(MIN_ELEMENTS_PER_WORKER)).max(1)
+}
+
+/// Test-only hooks (`testing` feature): hold a rank mid-map, or panic it, as the environment
+/// says, so that the tests can kill a rank at a known point.
+#[cfg(feature = "testing")]
+mod hooks {
+    /// Called from the progress callback of the rank's map, after its first chunk.
+    pub fn mid_map(rank: usize, pool: &shmpool::Pool) {
+        if let Ok(dir) = std::env::var("SHMPOOL_MPI_TEST_HOLD") {
+            let pids: Vec<String> =
+                std::iter::once(std::process::id()).chain(pool.pids()).map(|p| p.to_string()).collect();
+            let tmp = std::path::Path::new(&dir).join(format!(".rank{rank}"));
+            std::fs::write(&tmp, pids.join(" ")).expect("test hook: write the pid file");
+            std::fs::rename(&tmp, std::path::Path::new(&dir).join(format!("rank{rank}")))
+                .expect("test hook: publish the pid file");
+            // Held here, mid-map, until the test kills the job (this is a test fixture, not
+            // synchronisation: nothing waits for it to end).
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Called when the rank's own map has returned, before the ranks agree on the outcome
+    /// (the others may still be mapping): a panic here, outside any `catch_unwind`, would
+    /// unwind into `MPI_Finalize` while the others wait for this rank.
+    pub fn after_map(rank: usize) {
+        if std::env::var("SHMPOOL_MPI_TEST_PANIC_RANK").is_ok_and(|r| r == rank.to_string()) {
+            panic!("test hook: rank {rank} panics after its map");
+        }
+    }
+
+    /// Whether this rank's kernel should panic instead of evaluating the expression.
+    pub fn kernel_panics(rank: usize) -> bool {
+        std::env::var("SHMPOOL_MPI_TEST_PANIC_KERNEL_RANK").is_ok_and(|r| r == rank.to_string())
+    }
+
+    /// A float64 → float64 kernel that panics (the tests map float64 files).
+    pub fn panicking_kernel(_: &[f64], _: &mut [f64]) {
+        panic!("test hook: this kernel panics");
+    }
+}
+
+/// Maps `job.expr` over the `.npy` file `job.input` with every rank of `comm` (collective:
+/// every rank calls it with the same job), writing `job.output` byte-identical to what
+/// `shmpool map` writes on one machine. `progress` is called on rank 0 only, with the elements
+/// done across ranks, at most every quarter second and once at the end.
+///
+/// Rank 0 validates the arguments, the input and the expression and creates the output's
+/// temporary file; on a failure there every rank returns (the others with
+/// [`Error::OtherRank`]) before any rank writes. The output is published by rank 0 only when
+/// every rank succeeded; otherwise it is removed and every rank returns an error.
+///
+/// # Errors
+///
+/// [`Error::Usage`] and [`Error::Engine`] for this rank's own failures (bad input, kernel
+/// panics, crashed workers, I/O); [`Error::OtherRank`] when another rank failed.
+///
+/// # Panics
+///
+/// Never on user input. A rank that dies stops the job through mpirun; install
+/// [`abort_on_panic`] so that a panic does too.
+pub fn map_npy<C: Communicator>(
+    comm: &C,
+    job: &MapJob,
+    mut progress: Option<&mut dyn FnMut(Progress)>,
+) -> Result<Mapped> {
+    // A private communicator: our progress messages never mix with the caller's.
+    let comm = comm.duplicate();
+    let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
+
+    // 1. Rank 0 checks everything and creates the temporary output; one broadcast says how it went.
+    let mut creator: Option<NpyOutput> = None;
+    let mut prepared: Option<Prepared> = None;
+    let mut first_error: Option<Error> = None;
+    let mut word = Vec::new();
+    if rank == 0 {
+        let r = check_arguments(job).and_then(|()| prepare(job)).and_then(|p| {
+            let out = NpyOutput::create_shared(&job.output, p.out_dtype, p.src.shape())?;
+            Ok((p, out))
+        });
+        match r {
+            Ok((p, out)) => {
+                let temp = out.temp_path().expect("a shared output has a name").to_path_buf();
+                set_temporary(Some(temp.clone()));
+                word.push(0u8);
+                word.push(u8::from(progress.is_some()));
+                word.extend_from_slice(temp.as_os_str().as_encoded_bytes());
+                prepared = Some(p);
+                creator = Some(out);
+            }
+            Err(e) => {
+                word.push(e.exit_code() as u8);
+                first_error = Some(e);
+            }
+        }
+    }
+    broadcast_bytes(&comm, &mut word);
+    let status = i32::from(word.first().copied().unwrap_or(EXIT_FAILURE as u8));
+    if status != 0 {
+        return Err(first_error.unwrap_or(Error::OtherRank { status }));
+    }
+    let reporting = word.get(1) == Some(&1);
+    let temp = {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(std::ffi::OsStr::from_bytes(&word[2..]))
+    };
+    if rank != 0 {
+        set_temporary(Some(temp.clone()));
+    }
+
+    // 2. Every rank opens the input and its part of the output, builds its pool.
+    let setup = (|| -> Result<_> {
+        let p = match prepared.take() {
+            Some(p) => p,
+            None => prepare(job)?,
+        };
+        // SAFETY: every rank writes only its own slice of the file, through `map_npy_range`, and
+        // no rank takes a slice of the elements; rank 0 removes or renames the file only after
+        // every rank has finished with it (the collective below).
+        let part = unsafe { NpyOutput::open_part(&temp, p.out_dtype, p.src.shape()) }?;
+        let local = slice_of(p.src.len(), ranks, rank);
+        let pool = if local.is_empty() {
+            None
+        } else {
+            let mut b = Pool::builder().workers(worker_count(job.workers, local.len()));
+            if let Some(c) = job.chunk_len {
+                b = b.chunk_len(c);
+            }
+            Some(b.build()?)
+        };
+        Ok((p, part, local, pool))
+    })();
+    let (setup, local_status) = match setup {
+        Ok(s) => (Some(s), 0),
+        Err(e) => {
+            let code = e.exit_code();
+            first_error = Some(e);
+            (None, code)
+        }
+    };
+    let all = agree(&comm, local_status, || {});
+    let Some((p, mut part, local, pool)) = setup.filter(|_| all == 0) else {
+        set_temporary(None);
+        drop(creator); // removes the temporary
+        return Err(first_error.unwrap_or(Error::OtherRank { status: all }));
+    };
+
+    // 3. Map this rank's slice in place; rank 0 gathers the progress reports as it goes.
+    let total = p.src.len();
+    let mut seen = vec![0usize; ranks];
+    let mut finals = vec![false; ranks];
+    finals[0] = true;
+    let mut last_shown = None::<Instant>;
+    let mut gather = |seen: &mut Vec<usize>, finals: &mut Vec<bool>, mine: usize, force: bool| {
+        if !reporting || rank != 0 {
+            return;
+        }
+        while let Some((msg, status)) = comm.any_process().immediate_matched_probe() {
+            let mut done = 0u64;
+            let _ = msg.matched_receive_into(&mut done);
+            let from = status.source_rank() as usize;
+            if let Some(s) = seen.get_mut(from) {
+                *s = done as usize;
+            }
+            if status.tag() == TAG_FINAL {
+                if let Some(f) = finals.get_mut(from) {
+                    *f = true;
+                }
+            }
+        }
+        seen[0] = mine;
+        if force || last_shown.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
+            last_shown = Some(Instant::now());
+            if let Some(cb) = progress.as_mut() {
+                cb(Progress { done: seen.iter().sum::<usize>().min(total), total });
+            }
+        }
+    };
+    let mut last_sent = Instant::now();
+    let mut mine = 0usize;
+    let result = match &pool {
+        None => Ok(()),
+        Some(pool) => {
+            let mut tick = |done: usize| {
+                mine = done;
+                #[cfg(feature = "testing")]
+                hooks::mid_map(rank, pool);
+                if rank == 0 {
+                    gather(&mut seen, &mut finals, done, false);
+                } else if reporting && last_sent.elapsed() >= REPORT_EVERY {
+                    last_sent = Instant::now();
+                    comm.process_at_rank(0).send_with_tag(&(done as u64), TAG_PROGRESS);
+                }
+            };
+            #[cfg(feature = "testing")]
+            let kernel_panics = hooks::kernel_panics(rank);
+            #[cfg(feature = "testing")]
+            let test_spec = kernel_panics.then(|| KernelSpec::chunk(hooks::panicking_kernel));
+            #[cfg(not(feature = "testing"))]
+            let test_spec: Option<KernelSpec> = None;
+            let spec = test_spec.as_ref().unwrap_or(&p.spec);
+            pool.map_npy_range(&p.src, &mut part, local.clone(), spec, Some(&mut tick))
+        }
+    };
+    #[cfg(feature = "testing")]
+    hooks::after_map(rank);
+    let mut local_status = 0;
+    match result.map_err(Error::from).and_then(|()| part.commit().map_err(Error::from)) {
+        Ok(()) => mine = local.len(),
+        Err(e) => {
+            local_status = e.exit_code();
+            first_error = Some(e);
+        }
+    }
+    if reporting && rank != 0 {
+        comm.process_at_rank(0).send_with_tag(&(mine as u64), TAG_FINAL);
+    }
+    // Rank 0 keeps reporting while it waits for the others' final counts.
+    if rank == 0 && reporting {
+        let mut nap = Duration::from_micros(100);
+        while !finals.iter().all(|&f| f) {
+            gather(&mut seen, &mut finals, mine, false);
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(10));
+        }
+        gather(&mut seen, &mut finals, mine, true);
+    }
+    drop(pool);
+    let all = agree(&comm, local_status, || {});
+
+    // 4. Rank 0 publishes only if every rank succeeded, and tells them how that went.
+    let mut published = 0i32;
+    if rank == 0 {
+        let out = creator.take().expect("rank 0 created the output");
+        if all == 0 {
+            if let Err(e) = out.commit() {
+                published = EXIT_FAILURE;
+                first_error = Some(e.into());
+            }
+        } else {
+            drop(out); // removes the temporary
+        }
+    }
+    set_temporary(None);
+    wait_for_all(&comm, || {});
+    comm.process_at_rank(0).broadcast_into(&mut published);
+    let status = all.max(published);
+    if status != 0 {
+        return Err(first_error.unwrap_or(Error::OtherRank { status }));
+    }
+    Ok(Mapped {
+        len: total,
+        shape: p.src.shape().to_vec(),
+        in_dtype: p.src.dtype(),
+        out_dtype: p.out_dtype,
+        ranks,
+        workers: pool_workers(job, &local),
+        local,
+    })
+}
+
+fn pool_workers(job: &MapJob, local: &std::ops::Range<usize>) -> usize {
+    if local.is_empty() {
+        0
+    } else {
+        worker_count(job.workers, local.len())
+    }
+}
+
+/// Maps `spec` over an array that lives in rank 0's memory (collective): rank 0 passes
+/// `Some(input)`, the others `None`; the array is scattered in contiguous slices over the
+/// ranks, each rank maps its slice with its own `pool` (the kernel sees the global indices,
+/// `i` of an expression), and rank 0 gets the whole result back in order. The other ranks
+/// get `None`.
+///
+/// # Errors
+///
+/// [`Error::TooLarge`] when a slice exceeds one MPI message (2 GiB); [`Error::Engine`] when
+/// this rank's map fails; [`Error::OtherRank`] when another rank's does. No rank gathers
+/// anything unless every rank succeeded.
+pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
+    comm: &C,
+    pool: &Pool,
+    input: Option<&[In]>,
+    spec: &KernelSpec,
+) -> Result<Option<Vec<Out>>> {
+    let comm = comm.duplicate();
+    let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
+    let (isz, osz) = (std::mem::size_of::<In>(), std::mem::size_of::<Out>());
+    // Rank 0 says how many elements there are, or that it cannot be done (status != 0).
+    let mut head = [0u64; 2];
+    if rank == 0 {
+        let n = input.map_or(0, <[In]>::len);
+        let largest = slice_of(n, ranks, 0).len().max(slice_of(n, ranks, ranks - 1).len()) as u64;
+        let bytes = largest * isz.max(osz) as u64;
+        head = [n as u64, u64::from(bytes > Count::MAX as u64)];
+    }
+    wait_for_all(&comm, || {});
+    comm.process_at_rank(0).broadcast_into(&mut head[..]);
+    let n = head[0] as usize;
+    if head[1] != 0 {
+        let bytes = (n.div_ceil(ranks) * isz.max(osz)) as u64;
+        return Err(Error::TooLarge { bytes, max: Count::MAX as u64 });
+    }
+    let local = slice_of(n, ranks, rank);
+    let counts = |size: usize| -> (Vec<Count>, Vec<Count>) {
+        let c: Vec<Count> = (0..ranks).map(|r| (slice_of(n, ranks, r).len() * size) as Count).collect();
+        // Displacements are byte offsets too: within one message they fit a C int only when
+        // the whole array does; larger arrays go rank by rank below.
+        let d: Vec<Count> =
+            (0..ranks).map(|r| (slice_of(n, ranks, r).start * size).min(Count::MAX as usize) as Count).collect();
+        (c, d)
+    };
+    let whole_fits = n.saturating_mul(isz.max(osz)) <= Count::MAX as usize;
+
+    // Scatter into a shared array the workers read in place.
+    let mut xs = SharedVec::<In>::zeroed(local.len())?;
+    let root = comm.process_at_rank(0);
+    {
+        let recv: &mut [u8] = bytemuck::cast_slice_mut(&mut xs[..]);
+        if whole_fits {
+            if rank == 0 {
+                let all: &[u8] = bytemuck::cast_slice(input.unwrap_or(&[]));
+                let (c, d) = counts(isz);
+                root.scatter_varcount_into_root(&Partition::new(all, c, d), recv);
+            } else {
+                root.scatter_varcount_into(recv);
+            }
+        } else if rank == 0 {
+            let all: &[u8] = bytemuck::cast_slice(input.unwrap_or(&[]));
+            recv.copy_from_slice(&all[local.start * isz..local.end * isz]);
+            for r in 1..ranks {
+                let s = slice_of(n, ranks, r);
+                comm.process_at_rank(r as i32).send(&all[s.start * isz..s.end * isz]);
+            }
+        } else {
+            root.receive_into(recv);
+        }
+    }
+    let mut ys = SharedVec::<Out>::zeroed(local.len())?;
+    let mut first_error = None;
+    let status = match pool.map_into_spec_indexed(&xs, &mut ys, spec, local.start as u64) {
+        Ok(()) => 0,
+        Err(e) => {
+            let e = Error::from(e);
+            let code = e.exit_code();
+            first_error = Some(e);
+            code
+        }
+    };
+    let all = agree(&comm, status, || {});
+    if all != 0 {
+        return Err(first_error.unwrap_or(Error::OtherRank { status: all }));
+    }
+    let send: &[u8] = bytemuck::cast_slice(&ys[..]);
+    if rank != 0 {
+        if whole_fits {
+            root.gather_varcount_into(send);
+        } else {
+            root.send(send);
+        }
+        return Ok(None);
+    }
+    let mut out = vec![Out::zeroed(); n];
+    {
+        let all: &mut [u8] = bytemuck::cast_slice_mut(&mut out[..]);
+        if whole_fits {
+            let (c, d) = counts(osz);
+            root.gather_varcount_into_root(send, &mut PartitionMut::new(all, c, d));
+        } else {
+            all[local.start * osz..local.end * osz].copy_from_slice(send);
+            for r in 1..ranks {
+                let s = slice_of(n, ranks, r);
+                comm.process_at_rank(r as i32).receive_into(&mut all[s.start * osz..s.end * osz]);
+            }
+        }
+    }
+    Ok(Some(out))
+}

@@ -1,0 +1,266 @@
+//! `shmpool-mpi`: `mpirun -np N shmpool-mpi map INPUT.npy -o OUTPUT.npy --expr '...' -j J`, the
+//! map of `shmpool map` with every rank mapping its slice of the file with a local pool.
+//!
+//! Exit codes as `shmpool map`: 0 success, 2 usage or bad input, 1 failure while running,
+//! 128 + N when stopped by signal N. Every rank exits with the same code; the message comes
+//! from rank 0 (or from the rank that failed, when only one did).
+#![deny(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use shmpool_mpi::{MapJob, Progress, DEFAULT_EXPR, EXIT_FAILURE, EXIT_USAGE};
+
+/// shmpool over MPI: every rank maps its slice of a .npy file with a local pool of worker
+/// processes; rank 0 publishes one output, byte-identical to `shmpool map`'s.
+#[derive(Debug, Parser)]
+#[command(name = "shmpool-mpi", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Map an expression over a memory-mapped .npy file with every rank (zero-copy).
+    Map(MapArgs),
+}
+
+/// The arguments of `shmpool map INPUT`, with the same names, meanings and defaults.
+#[derive(Debug, clap::Args)]
+struct MapArgs {
+    /// Input .npy file (memory-mapped, read in place), on a filesystem every rank sees.
+    input: PathBuf,
+    /// Output .npy file: written under a hidden temporary name in its directory and renamed
+    /// to its name by rank 0 only when every rank succeeded, with `np.save`'s permissions.
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// Expression over `x` (element) and `i` (global flat index, int64) with numpy's
+    /// semantics: types and promotion (NEP 50), integer arithmetic, comparisons giving bool. A
+    /// value starting with '-' is an expression (`--expr '-x**2'`). Default: `sqrt(x) * 1.5 + 0.25`.
+    #[arg(long, allow_hyphen_values = true)]
+    expr: Option<String>,
+    /// Output dtype as numpy spells it (float64, f8, <i8, uint8, u1, bool...). Default: numpy's
+    /// result type for the expression; otherwise the result is cast as numpy's astype.
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Worker processes per rank (default: this machine's cores divided among its ranks). A
+    /// rank never starts more workers than it can use: one per 65,536 elements of its slice.
+    #[arg(short = 'j', long)]
+    jobs: Option<usize>,
+    /// Elements per chunk (default: adaptive).
+    #[arg(long)]
+    chunk_len: Option<usize>,
+    /// Report progress across all ranks on rank 0 even when stderr is not a terminal: plain
+    /// lines with percent, elements/s and ETA about once a second; a terminal gets the bar.
+    #[arg(long, conflicts_with = "quiet")]
+    progress: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Allow the output to replace the input (written aside, renamed over it on success; the
+    /// input's mode is kept).
+    #[arg(long)]
+    in_place: bool,
+}
+
+/// This process's rank as mpirun announces it before `MPI_Init` (0 when not under mpirun).
+fn launcher_rank() -> usize {
+    ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Restores the default SIGPIPE action, as `shmpool` does (see its `restore_sigpipe`).
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default has no preconditions; this runs on
+    // the main thread before any other thread of the binary exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+/// SIGINT, SIGTERM and SIGHUP (mpirun stops the ranks of a failed job with SIGTERM) remove the
+/// temporary output, if this rank knows of one, and end the process at once with 128 + the
+/// signal: the workers die with it (`PR_SET_PDEATHSIG`), shared memory names are unlinked
+/// from creation. A signal the program was started with ignored stays ignored.
+fn stop_on_signals() -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("shmpool-mpi-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                shmpool_mpi::remove_temporary();
+                // _exit: nothing of this process (MPI's state, the pool) may run on.
+                exit_now(128 + sig);
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the signal thread: {e}"))
+}
+
+#[allow(unsafe_code)]
+fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` ends the process without running destructors or atexit handlers, which
+    // is the intent here (another thread may be inside MPI or a map); it has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+fn main() {
+    // mpirun binds each rank to one core and forked workers inherit it: widen it first, before
+    // `init` (which may start the fork server the workers are forked from).
+    shmpool_mpi::widen_cpu_affinity();
+    shmpool::init();
+    restore_sigpipe();
+    let rank0 = launcher_rank() == 0;
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Every rank parses the same arguments: rank 0 alone says what is wrong.
+            if rank0 {
+                let _ = e.print();
+            }
+            std::process::exit(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let Command::Map(args) = cli.command;
+    let Some(output) = args.output.clone() else {
+        if rank0 {
+            eprintln!("shmpool-mpi: error: map INPUT needs -o OUTPUT.npy");
+        }
+        std::process::exit(EXIT_USAGE);
+    };
+    if let Err(e) = stop_on_signals() {
+        eprintln!("shmpool-mpi: error: {e}");
+        std::process::exit(EXIT_FAILURE);
+    }
+    let code = run(args, output);
+    std::process::exit(code);
+}
+
+fn run(args: MapArgs, output: PathBuf) -> i32 {
+    let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
+        eprintln!("shmpool-mpi: error: MPI was already initialised");
+        return EXIT_FAILURE;
+    };
+    shmpool_mpi::abort_on_panic();
+    let world = universe.world();
+    use mpi::traits::Communicator;
+    let rank = world.rank();
+    let job = MapJob {
+        input: args.input.clone(),
+        output: output.clone(),
+        expr: args.expr.clone().unwrap_or_else(|| DEFAULT_EXPR.to_string()),
+        dtype: args.dtype.clone(),
+        workers: args.jobs,
+        chunk_len: args.chunk_len,
+        in_place: args.in_place,
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let show = rank == 0 && !args.quiet && (args.progress || terminal);
+    let mut printer = show.then(|| Printer::new(terminal));
+    let mut cb = |p: Progress| {
+        if let Some(pr) = printer.as_mut() {
+            pr.update(p);
+        }
+    };
+    let t = Instant::now();
+    let result = shmpool_mpi::map_npy(&world, &job, if show { Some(&mut cb) } else { None });
+    let secs = t.elapsed().as_secs_f64();
+    if let Some(pr) = printer.as_mut() {
+        pr.finish();
+    }
+    let code = match result {
+        Ok(m) => {
+            if rank == 0 {
+                let shape: Vec<String> = m.shape.iter().map(|d| d.to_string()).collect();
+                println!(
+                    "mapped {} elements ({} {} -> {}) in {:.1} ms: {:.1} Melem/s with {} ranks x {} workers; wrote {}",
+                    m.len,
+                    shape.join("x"),
+                    m.in_dtype,
+                    m.out_dtype,
+                    secs * 1e3,
+                    m.len as f64 / secs.max(1e-9) / 1e6,
+                    m.ranks,
+                    m.workers,
+                    output.display()
+                );
+            }
+            0
+        }
+        Err(e) => {
+            if !e.reported_elsewhere() {
+                let prefix = if rank == 0 { String::new() } else { format!("rank {rank}: ") };
+                eprintln!("shmpool-mpi: error: {prefix}{}", shmpool_mpi::chain(&e));
+            }
+            e.exit_code()
+        }
+    };
+    drop(universe); // MPI_Finalize
+    code
+}
+
+/// Progress on rank 0's stderr, as `shmpool map` shows it: indicatif's bar on a terminal;
+/// elsewhere plain lines with percent, elements/s and ETA at most once a second, and a last
+/// line at 100%.
+struct Printer {
+    bar: Option<indicatif::ProgressBar>,
+    start: Instant,
+    last_line: Option<Instant>,
+    last: Progress,
+    ended: bool,
+}
+
+impl Printer {
+    const LINE_INTERVAL: Duration = Duration::from_secs(1);
+
+    fn new(terminal: bool) -> Printer {
+        let bar = terminal.then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {percent:>3}% {human_pos}/{human_len} {per_sec} ETA {eta}",
+                )
+                .expect("valid template"),
+            );
+            b
+        });
+        Printer { bar, start: Instant::now(), last_line: None, last: Progress { done: 0, total: 0 }, ended: false }
+    }
+
+    fn update(&mut self, p: Progress) {
+        self.last = p;
+        if let Some(b) = &self.bar {
+            b.set_length(p.total as u64);
+            b.set_position(p.done as u64);
+            return;
+        }
+        let now = Instant::now();
+        let end = p.done == p.total && !self.ended;
+        if end || (!self.ended && self.last_line.is_none_or(|t| now - t >= Self::LINE_INTERVAL)) {
+            self.ended |= end;
+            self.last_line = Some(now);
+            self.line();
+        }
+    }
+
+    fn line(&self) {
+        let Progress { done, total } = self.last;
+        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+        let rate = done as f64 / secs;
+        let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+        let eta = if rate > 0.0 { (total - done.min(total)) as f64 / rate } else { f64::NAN };
+        eprintln!("progress: {pct:5.1}% {done}/{total} elements, {:.1} Melem/s, ETA {eta:.0} s", rate / 1e6);
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}

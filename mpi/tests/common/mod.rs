@@ -1,0 +1,175 @@
+//! Helpers of the MPI tests: run `mpirun` under `timeout` with the environment these machines
+//! need, the reference `shmpool map`, fixtures, and leak checks by pid.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use shmpool::{Dtype, NpyOutput};
+
+/// The limit after which `timeout` kills a job: a hang fails the test, slowness does not.
+pub const JOB_LIMIT: &str = "120";
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_shmpool-mpi");
+
+/// The `shmpool` binary of the engine (`SHMPOOL_BIN`, or built once in the root's target/).
+pub fn shmpool_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("SHMPOOL_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("mpi/ sits in the repository root");
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--bin", "shmpool", "--manifest-path"])
+            .arg(root.join("Cargo.toml"))
+            .status()
+            .expect("run cargo to build the shmpool binary");
+        assert!(st.success(), "building the shmpool binary failed");
+        root.join("target/debug/shmpool")
+    })
+    .clone()
+}
+
+/// A test directory, with Open MPI's own shared-memory files kept in a subdirectory of it
+/// (out of /dev/shm).
+pub struct Dir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Dir {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("mpi")).unwrap();
+        Dir { tmp }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    pub fn s(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// Everything in the directory but Open MPI's subdirectory and `keep`.
+    pub fn debris(&self, keep: &[&str]) -> Vec<String> {
+        std::fs::read_dir(self.tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "mpi" && !keep.contains(&n.as_str()))
+            .collect()
+    }
+}
+
+/// `mpirun` for `np` ranks of `program` with `args`, under `timeout`, as root if need be,
+/// oversubscribed, with `ob1` (no UCX start-up) and Open MPI's segments in `dir`.
+pub fn mpirun_cmd(dir: &Dir, np: usize, program: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["-s", "KILL", JOB_LIMIT, "mpirun", "--oversubscribe", "-np", &np.to_string()])
+        .arg(program)
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("OMPI_MCA_btl_vader_backing_directory", dir.path("mpi"))
+        .env("OMPI_MCA_pml", "ob1")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `shmpool-mpi` on `np` ranks and waits for it.
+pub fn mpirun(dir: &Dir, np: usize, args: &[&str]) -> Output {
+    mpirun_cmd(dir, np, Path::new(BIN), args).output().unwrap()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs `shmpool map` (the reference) and asserts success.
+pub fn shmpool_map(args: &[&str]) {
+    let o = Command::new(shmpool_bin()).arg("map").args(args).arg("--quiet").output().unwrap();
+    assert!(o.status.success(), "shmpool map failed: {}", text(&o));
+}
+
+/// Writes a `.npy` file of `shape` with elements from `f(k)`.
+pub fn save<T: bytemuck::Pod>(path: &Path, dtype: Dtype, shape: &[u64], f: impl Fn(usize) -> T) {
+    let mut out = NpyOutput::create(path, dtype, shape).unwrap();
+    for (k, x) in out.as_mut_slice::<T>().unwrap().iter_mut().enumerate() {
+        *x = f(k);
+    }
+    out.commit().unwrap();
+}
+
+/// A float64 input of `n` elements with varied values.
+pub fn save_f64(path: &Path, n: u64) {
+    save(path, Dtype::F64, &[n], |k| ((k * 7919) % 100_003) as f64 * 0.37 + 0.5);
+}
+
+/// Pids of the live descendants of `root` (not zombies).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("Z");
+        let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if state != "Z" && state != "X" {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut out = vec![root];
+    let mut k = 0;
+    while k < out.len() {
+        let p = out[k];
+        out.extend(parent_of.iter().filter(|&&(_, pp)| pp == p).map(|&(c, _)| c));
+        k += 1;
+    }
+    out.remove(0);
+    out
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(str::to_string));
+            !matches!(state.as_deref(), Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Asserts that every pid in `pids` is gone within 5 s.
+pub fn assert_pids_gone(pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive: Vec<u32> = pids.iter().copied().filter(|&p| pid_alive(p)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "processes outlived the job: {alive:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// shmpool segment names in /dev/shm owned by any of `pids`.
+pub fn segments_of(pids: &[u32]) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| pids.iter().any(|p| n.starts_with(&format!("shmpool_{p}_"))))
+                .collect()
+        })
+        .unwrap_or_default()
+}

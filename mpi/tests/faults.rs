@@ -1,0 +1,126 @@
+//! A rank that dies mid-map (SIGKILL), a rank that panics, a kernel that panics in one rank:
+//! the job ends within seconds, nothing is published, no temporary file, no shared-memory
+//! segment and no process of the job remains. Needs the `testing` feature (the hooks that hold
+//! or panic a rank mid-map): `cargo test --features testing`.
+#![cfg(feature = "testing")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_pids_gone, descendants, mpirun_cmd, save_f64, segments_of, Dir, BIN};
+
+/// The bound the issue sets on how long a job may take to end after a rank dies.
+const END_WITHIN: Duration = Duration::from_secs(10);
+
+/// Elements of the input: enough 64K-element chunks that every rank is mid-map at its first.
+const N: u64 = 3_000_000;
+
+fn start(d: &Dir, np: usize, env: &[(&str, String)]) -> Child {
+    let (x, out) = (d.s("x.npy"), d.s("out.npy"));
+    let mut c = mpirun_cmd(d, np, Path::new(BIN), &["map", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Waits for the job to end (the `timeout` wrapper kills a hung one), collecting every
+/// process of the job seen on the way. Returns the exit code, stderr, how long it took after
+/// `since`, and the pids seen.
+fn finish(mut child: Child, since: Instant, mut seen: Vec<u32>) -> (Option<i32>, String, Duration, Vec<u32>) {
+    let status = loop {
+        for p in descendants(child.id()) {
+            if !seen.contains(&p) {
+                seen.push(p);
+            }
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = since.elapsed();
+    let out = child.wait_with_output().unwrap();
+    (status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), took, seen)
+}
+
+/// Nothing published, no temporary left, no process of the job alive, no segment of it.
+fn nothing_left(d: &Dir, seen: &[u32]) {
+    assert_eq!(d.debris(&["x.npy", "hold"]), Vec::<String>::new(), "output published or debris left");
+    assert_pids_gone(seen);
+    assert_eq!(segments_of(seen), Vec::<String>::new(), "shared memory left");
+}
+
+/// Holds every rank of a 3-rank job mid-map, SIGKILLs rank `victim`, checks the aftermath.
+fn killed_mid_map(victim: usize) {
+    let d = Dir::new();
+    save_f64(&d.path("x.npy"), N);
+    let hold = d.path("hold");
+    std::fs::create_dir(&hold).unwrap();
+    let child = start(&d, 3, &[("SHMPOOL_MPI_TEST_HOLD", hold.display().to_string())]);
+    // Wait (a hung job is killed by `timeout`) until every rank is held mid-map.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(0..3).all(|r| hold.join(format!("rank{r}")).exists()) {
+        assert!(Instant::now() < deadline, "the ranks never reached the middle of their map");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = descendants(child.id());
+    let pids: Vec<Vec<u32>> = (0..3)
+        .map(|r| {
+            let s = std::fs::read_to_string(hold.join(format!("rank{r}"))).unwrap();
+            s.split_whitespace().map(|p| p.parse().unwrap()).collect()
+        })
+        .collect();
+    for p in pids.iter().flatten() {
+        assert!(seen.contains(p), "rank or worker {p} is a process of the job");
+    }
+    let temp: Vec<String> = d.debris(&["x.npy", "hold"]);
+    assert_eq!(temp.len(), 1, "the temporary output exists while the ranks map: {temp:?}");
+    assert!(temp[0].starts_with(".out.npy."), "{temp:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[victim][0] as i32), nix::sys::signal::SIGKILL).unwrap();
+    let (code, err, took, seen) = finish(child, Instant::now(), seen);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(took < END_WITHIN, "the job took {took:?} to end after rank {victim} was killed\n{err}");
+    nothing_left(&d, &seen);
+}
+
+#[test]
+fn a_rank_sigkilled_mid_map_ends_the_job_and_leaves_nothing() {
+    killed_mid_map(1);
+}
+
+#[test]
+fn rank_0_sigkilled_mid_map_ends_the_job_and_the_others_remove_its_temporary() {
+    killed_mid_map(0);
+}
+
+#[test]
+fn a_rank_that_panics_aborts_the_job_while_the_others_map_and_leaves_nothing() {
+    let d = Dir::new();
+    save_f64(&d.path("x.npy"), N);
+    let t = Instant::now();
+    let child = start(&d, 3, &[("SHMPOOL_MPI_TEST_PANIC_RANK", "1".into())]);
+    let (code, err, took, seen) = finish(child, t, Vec::new());
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("rank 1 panics after its map"), "the panic is printed: {err}");
+    assert!(err.contains("MPI_ABORT was invoked on rank 1"), "the panic hook aborts the job: {err}");
+    // From start to end, not from the panic: a generous bound on start-up plus the abort.
+    assert!(took < Duration::from_secs(60), "{took:?}\n{err}");
+    assert!(seen.len() >= 3, "the job's processes were seen: {seen:?}");
+    nothing_left(&d, &seen);
+}
+
+#[test]
+fn a_kernel_that_panics_in_one_rank_fails_every_rank_and_publishes_nothing() {
+    let d = Dir::new();
+    save_f64(&d.path("x.npy"), N);
+    let child = start(&d, 3, &[("SHMPOOL_MPI_TEST_PANIC_KERNEL_RANK", "2".into())]);
+    let (code, err, _, seen) = finish(child, Instant::now(), Vec::new());
+    assert_eq!(code, Some(1), "every rank exits 1: {err}");
+    assert_eq!(err.matches("shmpool-mpi: error:").count(), 1, "one message: {err}");
+    assert!(err.contains("rank 2: kernel panicked on index range"), "{err}");
+    nothing_left(&d, &seen);
+}
