@@ -124,3 +124,39 @@ fn a_kernel_that_panics_in_one_rank_fails_every_rank_and_publishes_nothing() {
     assert!(err.contains("rank 2: kernel panicked on index range"), "{err}");
     nothing_left(&d, &seen);
 }
+
+/// `Cpus_allowed_list` of a process.
+fn cpus_allowed(pid: u32) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_rank_that_mpirun_binds_to_one_core_widens_its_cpus_before_its_workers_start() {
+    let d = Dir::new();
+    save_f64(&d.path("x.npy"), N);
+    let hold = d.path("hold");
+    std::fs::create_dir(&hold).unwrap();
+    let (x, out) = (d.s("x.npy"), d.s("out.npy"));
+    // One rank: mpirun binds it to one core (explicitly here, whatever the default).
+    let mut c = mpirun_cmd(&d, 1, Path::new(BIN), &["map", &x, "-o", &out, "-j", "2", "--chunk-len", "65536"]);
+    c.env("SHMPOOL_MPI_TEST_HOLD", &hold).env("OMPI_MCA_hwloc_base_binding_policy", "core");
+    let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !hold.join("rank0").exists() {
+        assert!(Instant::now() < deadline, "the rank never reached the middle of its map");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = descendants(child.id());
+    let rank: u32 =
+        std::fs::read_to_string(hold.join("rank0")).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let mine = cpus_allowed(std::process::id());
+    let theirs = cpus_allowed(rank);
+    // SIGTERM (a lone rank 0 killed with SIGKILL would leave its temporary: nobody is left
+    // to remove it): the rank removes its temporary output and exits 128 + 15.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(rank as i32), nix::sys::signal::SIGTERM).unwrap();
+    let (code, err, _, seen) = finish(child, Instant::now(), seen);
+    assert_ne!(code, Some(0), "{err}");
+    assert_eq!(theirs, mine, "the rank may use every CPU this test may use\n{err}");
+    nothing_left(&d, &seen);
+}
