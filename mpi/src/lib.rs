@@ -209,11 +209,21 @@ fn set_temporary(p: Option<PathBuf>) {
 /// Removes the temporary output of a map in progress, if any (for signal handlers and panic
 /// hooks; a published output has been renamed and is left alone).
 pub fn remove_temporary() {
-    // try_lock: a panic hook or signal thread must never wait for the main thread.
-    if let Ok(mut g) = TEMPORARY.try_lock() {
-        if let Some(p) = g.take() {
-            let _ = std::fs::remove_file(p);
+    // try_lock: a panic hook or signal thread must never block on the main thread (which
+    // holds the lock for a moment only, to set the name); a poisoned lock still holds it.
+    for _ in 0..100 {
+        let g = match TEMPORARY.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut g) = g {
+            if let Some(p) = g.take() {
+                let _ = std::fs::remove_file(p);
+            }
+            return;
         }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -644,7 +654,7 @@ pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
     let mut head = [0u64; 2];
     if rank == 0 {
         let n = input.map_or(0, <[In]>::len);
-        let largest = slice_of(n, ranks, 0).len().max(slice_of(n, ranks, ranks - 1).len()) as u64;
+        let largest = n.div_ceil(ranks) as u64; // no slice is larger
         let bytes = largest * isz.max(osz) as u64;
         head = [n as u64, u64::from(bytes > Count::MAX as u64)];
     }
