@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_pids_gone, descendants, mpirun_cmd, save_f64, segments_of, Dir, BIN};
+use common::{descendants, finish, mpirun_cmd, nothing_left, save_f64, Dir, BIN};
 
 /// The bound the issue sets on how long a job may take to end after a rank dies.
 const END_WITHIN: Duration = Duration::from_secs(10);
@@ -25,33 +25,6 @@ fn start(d: &Dir, np: usize, env: &[(&str, String)]) -> Child {
         c.env(k, v);
     }
     c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
-}
-
-/// Waits for the job to end (the `timeout` wrapper kills a hung one), collecting every
-/// process of the job seen on the way. Returns the exit code, stderr, how long it took after
-/// `since`, and the pids seen.
-fn finish(mut child: Child, since: Instant, mut seen: Vec<u32>) -> (Option<i32>, String, Duration, Vec<u32>) {
-    let status = loop {
-        for p in descendants(child.id()) {
-            if !seen.contains(&p) {
-                seen.push(p);
-            }
-        }
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let took = since.elapsed();
-    let out = child.wait_with_output().unwrap();
-    (status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), took, seen)
-}
-
-/// Nothing published, no temporary left, no process of the job alive, no segment of it.
-fn nothing_left(d: &Dir, seen: &[u32]) {
-    assert_eq!(d.debris(&["x.npy", "hold"]), Vec::<String>::new(), "output published or debris left");
-    assert_pids_gone(seen);
-    assert_eq!(segments_of(seen), Vec::<String>::new(), "shared memory left");
 }
 
 /// Holds every rank of a 3-rank job mid-map, SIGKILLs rank `victim`, checks the aftermath.

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -67,8 +67,16 @@ impl Dir {
 /// `mpirun` for `np` ranks of `program` with `args`, under `timeout`, as root if need be,
 /// oversubscribed, with `ob1` (no UCX start-up) and Open MPI's segments in `dir`.
 pub fn mpirun_cmd(dir: &Dir, np: usize, program: &Path, args: &[&str]) -> Command {
+    mpirun_cmd_via(dir, &[], np, program, args)
+}
+
+/// [`mpirun_cmd`] with mpirun started through `via` (`ip netns exec NS`) and mpirun options
+/// `via`'s callers need (a hostfile).
+pub fn mpirun_cmd_via(dir: &Dir, via: &[&str], np: usize, program: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("timeout");
-    c.args(["-s", "KILL", JOB_LIMIT, "mpirun", "--oversubscribe", "-np", &np.to_string()])
+    c.args(["-s", "KILL", JOB_LIMIT])
+        .args(via)
+        .args(["mpirun", "--oversubscribe", "-np", &np.to_string()])
         .arg(program)
         .args(args)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
@@ -172,4 +180,35 @@ pub fn segments_of(pids: &[u32]) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Waits for the job to end (the `timeout` wrapper kills a hung one), collecting every
+/// process of the job seen on the way. Returns the exit code, stderr, how long it took after
+/// `since`, and the pids seen.
+pub fn finish(mut child: Child, since: Instant, mut seen: Vec<u32>) -> (Option<i32>, String, Duration, Vec<u32>) {
+    let status = loop {
+        for p in descendants(child.id()) {
+            if !seen.contains(&p) {
+                seen.push(p);
+            }
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = since.elapsed();
+    let out = child.wait_with_output().unwrap();
+    (status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), took, seen)
+}
+
+/// Nothing published, no temporary left, no process of the job alive, no segment of it.
+pub fn nothing_left(d: &Dir, seen: &[u32]) {
+    assert_eq!(
+        d.debris(&["x.npy", "hold", "hosts", "agent.sh"]),
+        Vec::<String>::new(),
+        "output published or debris left"
+    );
+    assert_pids_gone(seen);
+    assert_eq!(segments_of(seen), Vec::<String>::new(), "shared memory left");
 }
