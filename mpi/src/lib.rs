@@ -367,8 +367,12 @@ fn worker_count(want: Option<usize>, n: usize) -> usize {
 #[cfg(feature = "testing")]
 mod hooks {
     /// Called from the progress callback of the rank's map, after its first chunk.
+    /// With SHMPOOL_MPI_TEST_HOLD=DIR, holds the rank (every rank, or only the one
+    /// SHMPOOL_MPI_TEST_HOLD_RANK names) mid-map after writing its pid and its workers' pids to
+    /// DIR/rankN.
     pub fn mid_map(rank: usize, pool: &shmpool::Pool) {
-        if let Ok(dir) = std::env::var("SHMPOOL_MPI_TEST_HOLD") {
+        let chosen = std::env::var("SHMPOOL_MPI_TEST_HOLD_RANK").map_or(true, |r| r == rank.to_string());
+        if let (Ok(dir), true) = (std::env::var("SHMPOOL_MPI_TEST_HOLD"), chosen) {
             let pids: Vec<String> =
                 std::iter::once(std::process::id()).chain(pool.pids()).map(|p| p.to_string()).collect();
             let tmp = std::path::Path::new(&dir).join(format!(".rank{rank}"));
@@ -389,6 +393,18 @@ mod hooks {
     pub fn after_map(rank: usize) {
         if std::env::var("SHMPOOL_MPI_TEST_PANIC_RANK").is_ok_and(|r| r == rank.to_string()) {
             panic!("test hook: rank {rank} panics after its map");
+        }
+    }
+
+    /// Called when the rank is about to wait for the others' status: with
+    /// SHMPOOL_MPI_TEST_HOLD=DIR, writes its pid to DIR/waitingN.
+    pub fn waiting(rank: usize) {
+        if let Ok(dir) = std::env::var("SHMPOOL_MPI_TEST_HOLD") {
+            let dir = std::path::Path::new(&dir);
+            std::fs::write(dir.join(format!(".waiting{rank}")), std::process::id().to_string())
+                .expect("test hook: write the pid file");
+            std::fs::rename(dir.join(format!(".waiting{rank}")), dir.join(format!("waiting{rank}")))
+                .expect("test hook: publish the pid file");
         }
     }
 
@@ -589,6 +605,8 @@ pub fn map_npy<C: Communicator>(
         gather(&mut seen, &mut finals, mine, true);
     }
     drop(pool);
+    #[cfg(feature = "testing")]
+    hooks::waiting(rank);
     let all = agree(&comm, local_status, || {});
 
     // 4. Rank 0 publishes only if every rank succeeded, and tells them how that went.

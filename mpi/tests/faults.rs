@@ -133,3 +133,58 @@ fn a_rank_that_mpirun_binds_to_one_core_widens_its_cpus_before_its_workers_start
     assert_eq!(theirs, mine, "the rank may use every CPU this test may use\n{err}");
     nothing_left(&d, &seen);
 }
+
+/// CPU time (user + system, clock ticks) of a process and all its threads.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // After ')': state(0) ppid(1) pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    // utime(11) stime(12).
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_rank_waiting_for_a_slower_one_sleeps_instead_of_spinning_a_core() {
+    let d = Dir::new();
+    save_f64(&d.path("x.npy"), N);
+    let hold = d.path("hold");
+    std::fs::create_dir(&hold).unwrap();
+    // Not oversubscribed (Open MPI's own waits yield when they are, and would pass too): a core
+    // per rank.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("SKIPPED: needs two cores");
+        return;
+    }
+    let (x, out) = (d.s("x.npy"), d.s("out.npy"));
+    let args = ["map", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"];
+    let child = common::mpirun_cmd_exact(&d, &[], false, 2, Path::new(BIN), &args)
+        .env("SHMPOOL_MPI_TEST_HOLD", &hold)
+        .env("SHMPOOL_MPI_TEST_HOLD_RANK", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Rank 1 is held mid-map; rank 0 finishes and waits for it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(hold.join("rank1").exists() && hold.join("waiting0").exists()) {
+        assert!(Instant::now() < deadline, "rank 0 never reached its wait");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = descendants(child.id());
+    let rank0: u32 = std::fs::read_to_string(hold.join("waiting0")).unwrap().trim().parse().unwrap();
+    let rank1: u32 =
+        std::fs::read_to_string(hold.join("rank1")).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    // Measure rank 0's CPU use over a window of wall time while it waits. A busy-polling wait
+    // would use most of the window (less under heavy load: a loaded machine can only make
+    // this test pass, never fail); a sleeping one uses next to nothing.
+    let window = Duration::from_secs(2);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as f64;
+    let (t0, c0) = (Instant::now(), cpu_ticks(rank0));
+    std::thread::sleep(window);
+    let (wall, used) = (t0.elapsed().as_secs_f64(), (cpu_ticks(rank0) - c0) as f64 / hz);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(rank1 as i32), nix::sys::signal::SIGKILL).unwrap();
+    let (code, err, _, seen) = finish(child, Instant::now(), seen);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(used < wall * 0.1, "rank 0 used {used:.2} s of CPU in {wall:.2} s of waiting\n{err}");
+    nothing_left(&d, &seen);
+}

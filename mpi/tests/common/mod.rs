@@ -70,18 +70,32 @@ pub fn mpirun_cmd(dir: &Dir, np: usize, program: &Path, args: &[&str]) -> Comman
     mpirun_cmd_via(dir, &[], np, program, args)
 }
 
-/// [`mpirun_cmd`] with mpirun started through `via` (`ip netns exec NS`) and mpirun options
-/// `via`'s callers need (a hostfile).
+/// [`mpirun_cmd`] with mpirun started through `via` (`ip netns exec NS`).
 pub fn mpirun_cmd_via(dir: &Dir, via: &[&str], np: usize, program: &Path, args: &[&str]) -> Command {
+    mpirun_cmd_exact(dir, via, true, np, program, args)
+}
+
+/// The mpirun command, oversubscribed or not: without `--oversubscribe` Open MPI assumes a core
+/// per rank (its blocking waits poll; oversubscribed, they yield), and `np` must not exceed
+/// the cores.
+pub fn mpirun_cmd_exact(
+    dir: &Dir,
+    via: &[&str],
+    oversubscribe: bool,
+    np: usize,
+    program: &Path,
+    args: &[&str],
+) -> Command {
     let mut c = Command::new("timeout");
-    c.args(["-s", "KILL", JOB_LIMIT])
-        .args(via)
-        .args(["mpirun", "--oversubscribe", "-np", &np.to_string()])
+    c.args(["-s", "KILL", JOB_LIMIT]).args(via).arg("mpirun");
+    if oversubscribe {
+        c.arg("--oversubscribe").env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+    }
+    c.args(["-np", &np.to_string()])
         .arg(program)
         .args(args)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
         .env("OMPI_MCA_btl_vader_backing_directory", dir.path("mpi"))
         .env("OMPI_MCA_pml", "ob1")
         .stdin(Stdio::null());
