@@ -132,3 +132,15 @@ fn an_indexed_map_shows_the_kernel_shifted_indices() {
     drop((xs, ys, pool));
     common::assert_nothing_leaked();
 }
+
+#[test]
+fn a_shared_output_in_a_missing_directory_names_the_directory_and_the_os_error_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("no/such");
+    let Err(e) = NpyOutput::create_shared(dir.join("y.npy"), Dtype::F64, &[3]) else { panic!("created") };
+    assert!(matches!(e, Error::File { op: "create a file in", .. }), "{e:?}");
+    let plain = NpyOutput::create(dir.join("y.npy"), Dtype::F64, &[3]).err().unwrap();
+    let chain = |e: &dyn std::error::Error| format!("{e}: {}", e.source().map(|s| s.to_string()).unwrap_or_default());
+    assert_eq!(chain(&e), chain(&plain), "the same message as an unnamed output's");
+    assert!(!chain(&e).contains("at path"), "{}", chain(&e));
+}

@@ -30,6 +30,8 @@ fn same_as_shmpool_map(d: &Dir, input: &str, extra: &[&str], ranks: &[usize]) {
             got.len(),
             want.len()
         );
+        let mode = |p: &str| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions());
+        assert_eq!(mode(&out), mode(&reference), "np.save's permissions, as shmpool map");
         std::fs::remove_file(&out).unwrap();
     }
     std::fs::remove_file(&reference).unwrap();
@@ -67,12 +69,24 @@ fn two_elements_on_three_ranks_leave_one_rank_idle_and_the_output_right() {
 }
 
 /// Asserts a refused job: the exit code on every rank, one message (from rank 0) containing
-/// `needle`, and nothing written.
+/// `needle` and saying what `shmpool map` says for the same arguments, and nothing written.
 fn refused(d: &Dir, np: usize, args: &[&str], code: i32, needle: &str, keep: &[&str]) {
     let o = mpirun(d, np, args);
     assert_eq!(o.status.code(), Some(code), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.matches("shmpool-mpi: error:").count(), 1, "one message, from rank 0: {}", text(&o));
+    let reference = std::process::Command::new(common::shmpool_bin()).args(args).output().unwrap();
+    assert_eq!(reference.status.code(), Some(code), "shmpool map's exit code: {}", text(&reference));
+    let theirs = String::from_utf8_lossy(&reference.stderr);
+    let message = |s: &str, prefix: &str| -> String {
+        let at = s.find(prefix).map(|k| k + prefix.len()).unwrap_or(0);
+        s[at..].lines().take_while(|l| !l.starts_with("-----")).collect::<Vec<_>>().join("\n")
+    };
+    assert_eq!(
+        message(&err, "shmpool-mpi: error:"),
+        message(&theirs, "shmpool: error:"),
+        "the same message as shmpool map"
+    );
     assert!(err.contains(needle), "the message names the problem ({needle}): {}", text(&o));
     assert!(!err.contains("rank 1:") && !err.contains("rank 2:"), "{}", text(&o));
     assert_eq!(d.debris(keep), Vec::<String>::new(), "nothing is written");

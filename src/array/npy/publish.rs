@@ -45,6 +45,10 @@ impl Temp {
                 Err(e) => return Err(file_err("create a file in", dir, e)),
             }
         }
+        // tempfile's errors append "at path <a random name>" to the OS error, and hide its
+        // code: report a directory that cannot take a new file as the O_TMPFILE path does.
+        nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+            .map_err(|e| file_err("create a file in", dir, e.into()))?;
         let named = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
