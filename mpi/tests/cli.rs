@@ -153,3 +153,10 @@ fn in_place_replaces_the_input_and_keeps_its_mode() {
     assert_eq!(std::fs::metadata(&x).unwrap().permissions().mode() & 0o777, 0o640);
     assert_eq!(d.debris(&["x.npy", "ref.npy"]), Vec::<String>::new());
 }
+
+#[test]
+fn an_empty_array_is_byte_identical_on_2_ranks() {
+    let d = Dir::new();
+    save(&d.path("e.npy"), Dtype::F64, &[0, 3], |_| 0f64);
+    same_as_shmpool_map(&d, "e.npy", &["--expr", "x + i"], &[2]);
+}
