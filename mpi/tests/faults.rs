@@ -188,3 +188,47 @@ fn a_rank_waiting_for_a_slower_one_sleeps_instead_of_spinning_a_core() {
     assert!(used < wall * 0.1, "rank 0 used {used:.2} s of CPU in {wall:.2} s of waiting\n{err}");
     nothing_left(&d, &seen);
 }
+
+#[test]
+fn ctrl_c_on_mpirun_stops_every_rank_and_leaves_nothing() {
+    let d = Dir::new();
+    save_f64(&d.path("x.npy"), N);
+    let hold = d.path("hold");
+    std::fs::create_dir(&hold).unwrap();
+    let (x, out) = (d.s("x.npy"), d.s("out.npy"));
+    let args = ["map", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"];
+    // mpirun itself, not under `timeout` (which would take the SIGINT): the test's watchdog is
+    // the deadline below.
+    let mut c = std::process::Command::new("mpirun");
+    c.args(["--oversubscribe", "-np", "2"])
+        .arg(BIN)
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl_vader_backing_directory", d.path("mpi"))
+        .env("OMPI_MCA_pml", "ob1")
+        .env("SHMPOOL_MPI_TEST_HOLD", &hold)
+        .stdin(Stdio::null());
+    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(0..2).all(|r| hold.join(format!("rank{r}")).exists()) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the ranks never reached the middle of their map");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = descendants(child.id());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGINT).unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("mpirun did not end after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, err, _, seen) = finish(child, t, seen);
+    assert_ne!(code, Some(0), "{err}");
+    nothing_left(&d, &seen);
+}
