@@ -79,7 +79,9 @@ fn a_rank_that_panics_aborts_the_job_while_the_others_map_and_leaves_nothing() {
     let (code, err, took, seen) = finish(child, t, Vec::new());
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("rank 1 panics after its map"), "the panic is printed: {err}");
-    assert!(err.contains("MPI_ABORT was invoked on rank 1"), "the panic hook aborts the job: {err}");
+    // mpirun exits with the code the panic hook gave MPI_Abort (101, as a Rust panic). Its own
+    // "MPI_ABORT was invoked" banner is not checked: Open MPI sometimes loses it.
+    assert_eq!(code, Some(101), "the panic hook aborted the job: {err}");
     // From start to end, not from the panic: a generous bound on start-up plus the abort.
     assert!(took < Duration::from_secs(60), "{took:?}\n{err}");
     assert!(seen.len() >= 3, "the job's processes were seen: {seen:?}");
