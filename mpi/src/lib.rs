@@ -25,6 +25,15 @@
 //!
 //! Ranks wait for each other with `MPI_Ibarrier` and a test-and-sleep loop, never in a
 //! blocking collective that would busy-poll a core away from the local workers.
+//!
+//! ## Requirements
+//!
+//! Initialise MPI with at least [`mpi::Threading::Funneled`]: a pool runs threads of its own
+//! (they never call MPI). Call the functions from the thread that initialised MPI. Widen the
+//! rank's CPU affinity ([`widen_cpu_affinity`]) before the first pool is built, or start
+//! mpirun with `--bind-to none`: mpirun binds each rank to one core and workers inherit it.
+//! The `testing` feature compiles hooks for this crate's own tests (environment variables
+//! that hold or panic a rank mid-map); never enable it in a build you ship.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 
