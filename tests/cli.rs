@@ -295,3 +295,39 @@ fn even_sigkill_leaves_no_output_file() {
     // The output has no name until it is complete (O_TMPFILE): the kernel frees it.
     interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGKILL, None);
 }
+
+#[test]
+fn a_sigint_landing_just_after_success_exits_0_or_130_never_141() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let x = gen(d.path(), "x.npy", &["--len", "200000"]);
+    let dir = d.path().to_path_buf();
+    let codes = common::watchdog(std::time::Duration::from_secs(300), move || {
+        let mut codes = Vec::new();
+        for i in 0..20u64 {
+            let y = dir.join(format!("y{i}.npy"));
+            let mut child = Command::new(env!("CARGO_BIN_EXE_shmpool"))
+                .args(["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "-j", "2", "--quiet"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            // The success line is printed after the output is committed: the signal lands while
+            // the program tears its pool and its signal handling down, at a different instant
+            // each round.
+            let line = lines.next().expect("the success line").unwrap();
+            assert!(line.starts_with("mapped"), "{line}");
+            std::thread::sleep(std::time::Duration::from_micros(i * 150));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            for _ in lines {}
+            let status = child.wait().unwrap();
+            codes.push((i, status.code(), std::os::unix::process::ExitStatusExt::signal(&status)));
+        }
+        codes
+    });
+    for (i, code, signal) in codes {
+        assert!(matches!(code, Some(0) | Some(130)), "round {i}: exit code {code:?}, signal {signal:?}");
+    }
+}
