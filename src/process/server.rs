@@ -341,8 +341,14 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
         for &(i, k) in exited.iter().rev() {
             let child = conns[i].1.swap_remove(k);
             let mut status: libc::c_int = 0;
-            // SAFETY: waitpid writes the status through a valid pointer to a local.
-            let r = unsafe { libc::waitpid(child.pid.as_raw(), &mut status, 0) };
+            let r = loop {
+                // SAFETY: waitpid writes the status through a valid pointer to a local.
+                let r = unsafe { libc::waitpid(child.pid.as_raw(), &mut status, 0) };
+                // A forked server keeps the program's signal handlers: EINTR is not an answer.
+                if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break r;
+                }
+            };
             if r == child.pid.as_raw() {
                 let _ = send(conns[i].0.as_fd(), Op::Exited, r, status.into(), None);
             }
@@ -392,8 +398,13 @@ fn kill_and_reap(kids: Vec<Child>) {
         let _ = kill(k.pid, Signal::SIGKILL);
     }
     for k in kids {
-        let _ = nix::sys::wait::waitpid(k.pid, None);
+        reap(k.pid);
     }
+}
+
+/// Waits for `pid` (a child that was killed or is exiting), retrying after a handled signal.
+fn reap(pid: Pid) {
+    while nix::sys::wait::waitpid(pid, None) == Err(nix::errno::Errno::EINTR) {}
 }
 
 /// Forks one worker running `body(sock)`; the child closes every other descriptor and dies
@@ -414,7 +425,7 @@ fn fork_worker(server: Pid, sock: OwnedFd, body: fn(OwnedFd) -> i32) -> std::res
         Ok(pidfd) => Ok(Child { pid, pidfd }),
         Err(e) => {
             let _ = kill(pid, Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(pid, None);
+            reap(pid);
             Err(errno(e))
         }
     }
