@@ -87,10 +87,14 @@ fn kill_one_and_wait_for_replacement(pool: &shmpool::Pool, method: StartMethod) 
     let victim = before[0];
     let respawns = pool.respawns();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    while pool.respawns() == respawns {
+    // The replacement is counted a moment before the pool's pid list shows it.
+    let now = loop {
+        let now = pool.pids();
+        if pool.respawns() != respawns && !now.contains(&victim) && now.len() == before.len() {
+            break now;
+        }
         std::thread::sleep(Duration::from_millis(2));
-    }
-    let now = pool.pids();
+    };
     assert_eq!(now.len(), before.len(), "{method:?}: every worker replaced ({before:?} -> {now:?})");
     assert!(!now.contains(&victim), "{method:?}: the dead worker is gone from the pool");
     let xs: Vec<f64> = (0..10_000).map(f64::from).collect();
@@ -119,4 +123,100 @@ fn handled_signals_during_builds_and_respawns_do_not_break_spawn_or_fork_server_
         assert!(sent > 0, "signals were sent ({sent} in {:?})", start.elapsed());
         common::start::assert_nothing_leaked();
     });
+}
+
+/// The job-control test's program (run in a process group of its own by
+/// [`group_signals_for_the_program_reach_neither_the_fork_server_nor_spawned_workers`]): it
+/// handles every job-control signal, builds a `ForkServer` and a `Spawn` pool, reports the
+/// helper processes, and after the test has signalled its group checks that they all still
+/// serve. Does nothing when run otherwise.
+#[test]
+#[ignore = "the program of a job-control test, run by it"]
+fn job_control_program() {
+    use std::io::{BufRead, Write};
+    if std::env::var_os("SHMPOOL_TEST_JOB_CONTROL").is_none() {
+        return;
+    }
+    // A SIGQUIT that did reach a helper must not leave a core file behind.
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0).unwrap();
+    for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGTSTP, libc::SIGINT] {
+        handle_with_noop(sig);
+    }
+    let served = pool(StartMethod::ForkServer, 2);
+    let spawned = pool(StartMethod::Spawn, 2);
+    let xs: Vec<f64> = (0..10_000).map(f64::from).collect();
+    let want: Vec<f64> = xs.iter().map(|x| x - 1.0).collect();
+    assert_eq!(served.map(&xs, |x: f64| x - 1.0).unwrap(), want);
+    assert_eq!(spawned.map(&xs, |x: f64| x - 1.0).unwrap(), want);
+    let server = shmpool::testing::fork_server_pid().unwrap();
+    let list = |v: Vec<u32>| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    println!("ready {server} {} {}", list(served.pids()), list(spawned.pids()));
+    std::io::stdout().flush().unwrap();
+    let mut go = String::new();
+    std::io::stdin().lock().read_line(&mut go).unwrap();
+    // Everything still serves: the same server, no worker replaced, and the server forks.
+    assert_eq!(shmpool::testing::fork_server_pid(), Some(server), "the fork server survived");
+    assert_eq!(served.map(&xs, |x: f64| x - 1.0).unwrap(), want);
+    assert_eq!(spawned.map(&xs, |x: f64| x - 1.0).unwrap(), want);
+    assert_eq!((served.respawns(), spawned.respawns()), (0, 0), "no worker died");
+    let fresh = pool(StartMethod::ForkServer, 1);
+    assert_eq!(fresh.map(&xs, |x: f64| x - 1.0).unwrap(), want);
+    kill_one_and_wait_for_replacement(&served, StartMethod::ForkServer);
+    kill_one_and_wait_for_replacement(&spawned, StartMethod::Spawn);
+    println!("ok");
+}
+
+/// Kills a process group when dropped (a failed test leaves nothing running).
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn group_signals_for_the_program_reach_neither_the_fork_server_nor_spawned_workers() {
+    use std::io::{BufRead, Write};
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["job_control_program", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env("SHMPOOL_TEST_JOB_CONTROL", "1")
+        .process_group(0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pgid = child.id() as i32;
+    let guard = GroupGuard(pgid);
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (status, helpers, lines) = common::watchdog(Duration::from_secs(120), move || {
+        let mut lines = std::io::BufReader::new(stdout).lines().map(|l| l.unwrap());
+        let ready = lines.by_ref().find(|l| l.starts_with("ready ")).expect("the program reports its helpers");
+        let helpers: Vec<u32> =
+            ready[6..].split([' ', ',']).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+        assert_eq!(helpers.len(), 5, "{ready}");
+        let group = nix::unistd::Pid::from_raw(pgid);
+        use nix::sys::signal::Signal::*;
+        for sig in [SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGTSTP] {
+            nix::sys::signal::killpg(group, sig).unwrap();
+        }
+        // What is checked here is that nothing happens: a helper that took a signal would be
+        // dead or stopped within a few milliseconds; watch for much longer than that.
+        for _ in 0..50 {
+            for &h in &helpers {
+                assert!(common::pid_alive(h), "helper {h} was killed by a signal meant for the program");
+                assert_ne!(common::proc_state(h), Some('T'), "helper {h} was stopped by the group's SIGTSTP");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stdin.write_all(b"go\n").unwrap();
+        let rest: Vec<String> = lines.collect();
+        (child.wait().unwrap(), helpers, rest)
+    });
+    assert!(status.success(), "the program failed ({status:?}): {lines:?}");
+    assert!(lines.iter().any(|l| l == "ok"), "{lines:?}");
+    drop(guard);
+    common::assert_pids_gone(&helpers);
 }

@@ -101,7 +101,7 @@ fn connect_server() -> Result<server::Connection> {
         let identity = spawn::exe_identity()?;
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::os("socketpair", e.into()))?;
-        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
+        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route(), true)?;
         drop(theirs);
         // A send that fails means the child is gone: `finish_child` reads why from its status.
         let _ = send_boot(&mine, &super::server_boot(identity), None, &[]);
@@ -207,7 +207,7 @@ impl Launcher {
             }
             StartMethod::Spawn => {
                 let identity = identity.expect("a Spawn launcher knows the executable");
-                let pid = spawn::spawn_self(ctx.sock.as_fd(), &self.route)?;
+                let pid = spawn::spawn_self(ctx.sock.as_fd(), &self.route, true)?;
                 let boot = BootWire::worker(identity, &ctx, nix::unistd::getpid().as_raw());
                 let ring: Ring = ctx.ring.clone();
                 // Our copy of the child's end must go, so that its death reads as end-of-file.
@@ -222,14 +222,43 @@ impl Launcher {
             }
             StartMethod::ForkServer => {
                 let identity = identity.expect("a ForkServer launcher knows the executable");
+                self.ensure_server()?;
                 let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
-                conn.request_fork(ctx.sock.as_fd())?;
+                if let Err(e) = conn.request_fork(ctx.sock.as_fd()) {
+                    // The server may have died since `ensure_server` looked: once more.
+                    if !conn.is_closed() {
+                        return Err(e);
+                    }
+                    self.ensure_server()?;
+                    let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
+                    conn.request_fork(ctx.sock.as_fd())?;
+                }
                 let boot = BootWire::worker(identity, &ctx, 0);
                 let ring: Ring = ctx.ring.clone();
                 drop(ctx);
                 Ok(pending(Pid::from_raw(0), How::Served, None, Some((boot, ring))))
             }
         }
+    }
+
+    /// `ForkServer`: makes sure the connection's server is alive. A dead one (SIGKILLed, the
+    /// OOM killer's pick) costs a restart, never the pool: a new server is started (the first
+    /// pool to notice starts it, the others connect to it), and this pool connects to it; its
+    /// workers, which died with the old server (`PR_SET_PDEATHSIG`), are replaced through it.
+    ///
+    /// # Errors
+    ///
+    /// What starting the server returns: notably [`Error::InitNotCalled`] in a program that
+    /// never called `init()` and now runs several threads (a server forked from it could
+    /// inherit another thread's locks, which is what `ForkServer` promises never happens).
+    fn ensure_server(&mut self) -> Result<()> {
+        if self.server.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        // Dropping the dead connection closes our end: nothing is left to tell.
+        self.server = None;
+        self.server = Some(connect_server()?);
+        Ok(())
     }
 
     /// For a `ForkServer` worker: collects its pid from the server, starts watching it and
@@ -333,7 +362,7 @@ impl Process {
         let identity = spawn::exe_identity()?;
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::os("socketpair", e.into()))?;
-        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
+        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route(), false)?;
         drop(theirs);
         let p = Process::from_pid(pid);
         // A send that fails means the child is gone already; its exit status says why.
