@@ -36,6 +36,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_millis(50);
 /// Worker start failures in a row after which the pool gives up.
 const MAX_START_FAILURES: u32 = 5;
+/// First wait before a missing worker is started again (a replacement that failed: EMFILE,
+/// EAGAIN, ENOMEM...); it doubles after each failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+/// Longest wait between two attempts to start a missing worker.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long a pool may have no worker at all, while it keeps trying to start some, before it
+/// fails its maps (a shortage that outlasts this is not transient).
+pub(crate) const NO_WORKER_LIMIT: Duration = Duration::from_secs(5);
 
 struct Kid {
     /// Position in the pool (0..workers); a replacement takes its predecessor's.
@@ -139,7 +147,20 @@ pub(crate) fn run(shared: Arc<Shared>, mut launcher: Launcher, ready: mpsc::Send
     publish_pids(&shared, &kids);
     let _ = ready.send(Ok(()));
     drop(ready);
-    Supervisor { shared, launcher, kids, start_failures: 0, stop_deadline: None, timed_out: HashSet::new() }.serve();
+    Supervisor {
+        shared,
+        launcher,
+        kids,
+        start_failures: 0,
+        stop_deadline: None,
+        timed_out: HashSet::new(),
+        missing: Vec::new(),
+        retry_at: Instant::now(),
+        retry_delay: RETRY_FIRST,
+        no_worker_since: None,
+        last_start_error: None,
+    }
+    .serve();
 }
 
 fn kill_all(launcher: &mut Launcher, kids: &mut Vec<Kid>) {
@@ -163,6 +184,17 @@ struct Supervisor {
     stop_deadline: Option<Instant>,
     /// Workers killed for overrunning the chunk timeout, not yet reaped.
     timed_out: HashSet<u32>,
+    /// Positions of workers that died and could not be replaced yet (a transient shortage of
+    /// descriptors, processes or memory): retried with backoff until they run again.
+    missing: Vec<usize>,
+    /// When the next attempt to start the missing workers is due.
+    retry_at: Instant,
+    /// The wait after the next failed attempt (doubles up to [`RETRY_MAX`]).
+    retry_delay: Duration,
+    /// Since when the pool has had no worker at all (while some are missing).
+    no_worker_since: Option<Instant>,
+    /// Why the last attempt to start a missing worker failed.
+    last_start_error: Option<String>,
 }
 
 impl Supervisor {
@@ -196,6 +228,7 @@ impl Supervisor {
                 self.serve_mail(pid);
             }
             self.check_timeouts();
+            self.replace_missing();
             if last_prune.elapsed() >= TICK {
                 self.prune_segments();
                 self.reclaim_spinner();
@@ -287,21 +320,63 @@ impl Supervisor {
             if self.start_failures >= MAX_START_FAILURES {
                 self.shared.fail(Error::WorkersFailedToStart { failures: self.start_failures });
             } else {
-                match spawn(&self.shared, &mut self.launcher, kid.index, false) {
-                    Ok(k) => {
-                        self.shared.stats.respawns.fetch_add(1, Ordering::Relaxed);
-                        self.kids.push(k);
-                    }
-                    Err(e) => {
-                        self.start_failures += 1;
-                        if self.kids.is_empty() {
-                            self.shared.fail(e);
-                        }
-                    }
-                }
+                self.missing.push(kid.index);
+                // A death is a reason to try at once, whatever the backoff says.
+                self.retry_at = Instant::now();
+                self.replace_missing();
             }
         }
         publish_pids(&self.shared, &self.kids);
+    }
+
+    /// Starts the workers that are missing, when the backoff allows. A start that fails
+    /// (EMFILE, EAGAIN, ENOMEM, a fork server that cannot be restarted yet...) leaves the
+    /// worker missing and doubles the wait before the next attempt, so a transient shortage
+    /// costs capacity for a while, never for the pool's life. A pool that has had no worker at
+    /// all for [`NO_WORKER_LIMIT`] fails its maps; so does one with no worker whose start failed
+    /// in a way no retry can change (another binary, no `init()`).
+    fn replace_missing(&mut self) {
+        if self.missing.is_empty() || self.shared.state.load(Ordering::SeqCst) >= STATE_STOPPING {
+            self.no_worker_since = None;
+            return;
+        }
+        let now = Instant::now();
+        if now >= self.retry_at {
+            while let Some(index) = self.missing.pop() {
+                match spawn(&self.shared, &mut self.launcher, index, false) {
+                    Ok(k) => {
+                        self.shared.stats.respawns.fetch_add(1, Ordering::Relaxed);
+                        self.kids.push(k);
+                        self.retry_delay = RETRY_FIRST;
+                    }
+                    Err(e) => {
+                        self.missing.push(index);
+                        if self.kids.is_empty()
+                            && matches!(e, Error::BinaryMismatch { .. } | Error::InitNotCalled { .. })
+                        {
+                            self.shared.fail(e);
+                            return;
+                        }
+                        self.retry_at = now + self.retry_delay;
+                        self.retry_delay = self.retry_delay.saturating_mul(2).min(RETRY_MAX);
+                        self.last_start_error = Some(chain(&e));
+                        break;
+                    }
+                }
+            }
+            publish_pids(&self.shared, &self.kids);
+        }
+        if !self.kids.is_empty() || self.missing.is_empty() {
+            self.no_worker_since = None;
+            return;
+        }
+        let since = *self.no_worker_since.get_or_insert(now);
+        if now.duration_since(since) >= NO_WORKER_LIMIT {
+            let why = self.last_start_error.take().unwrap_or_else(|| "no reason given".into());
+            self.shared.fail(Error::PoolBroken {
+                reason: format!("no worker could be started for {} s (last attempt: {why})", NO_WORKER_LIMIT.as_secs()),
+            });
+        }
     }
 
     fn serve_mail(&mut self, pid: Pid) {
@@ -376,4 +451,16 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// An error and its sources on one line ("socketpair failed: Too many open files (os error 24)").
+fn chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
