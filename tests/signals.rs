@@ -220,3 +220,91 @@ fn group_signals_for_the_program_reach_neither_the_fork_server_nor_spawned_worke
     drop(guard);
     common::assert_pids_gone(&helpers);
 }
+
+/// A kernel that needs about 600 ms of not-stopped time: 30 short sleeps (a stop cuts one
+/// sleep short at most, so the chunk still has most of its time to run after a SIGCONT).
+fn slow(x: f64) -> f64 {
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    x + 1.0
+}
+
+/// The stop test's program (run in a process group of its own by
+/// [`a_stop_of_the_whole_program_is_not_counted_as_chunk_time`]): maps [`slow`] with a chunk
+/// timeout of 3 s while the test stops its whole group for 6 s. Does nothing when run
+/// otherwise.
+#[test]
+#[ignore = "the program of a job-control test, run by it"]
+fn stopped_program() {
+    use std::io::Write;
+    if std::env::var_os("SHMPOOL_TEST_STOPPED").is_none() {
+        return;
+    }
+    let p = shmpool::Pool::builder()
+        .workers(1)
+        .start_method(StartMethod::Fork)
+        .chunk_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    println!("mapping");
+    std::io::stdout().flush().unwrap();
+    match p.map(&[1.0f64], slow) {
+        Ok(v) => println!("ok {v:?}"),
+        Err(e) => println!("failed: {e:?}"),
+    }
+}
+
+#[test]
+fn a_stop_of_the_whole_program_is_not_counted_as_chunk_time() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["stopped_program", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env("SHMPOOL_TEST_STOPPED", "1")
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pgid = child.id() as i32;
+    let guard = GroupGuard(pgid);
+    let stdout = child.stdout.take().unwrap();
+    let (status, lines) = common::watchdog(Duration::from_secs(120), move || {
+        let mut lines = std::io::BufReader::new(stdout).lines().map(|l| l.unwrap());
+        lines.by_ref().find(|l| l == "mapping").expect("the program starts its map");
+        let group = nix::unistd::Pid::from_raw(pgid);
+        // Ctrl-Z while the chunk runs, `fg` twice the chunk timeout later: the stop itself is
+        // the scenario (not a synchronisation).
+        std::thread::sleep(Duration::from_millis(100));
+        nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        std::thread::sleep(Duration::from_secs(6));
+        nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT).unwrap();
+        let rest: Vec<String> = lines.collect();
+        (child.wait().unwrap(), rest)
+    });
+    drop(guard);
+    assert!(status.success(), "{status:?}: {lines:?}");
+    assert!(lines.iter().any(|l| l == "ok [2.0]"), "the map succeeds after the stop: {lines:?}");
+}
+
+#[test]
+fn a_hung_kernel_still_times_out_when_stops_are_left_out() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(120), || {
+        for method in [StartMethod::Fork, StartMethod::ForkServer] {
+            common::start::route_to(common::start::ENTRY);
+            let p = shmpool::Pool::builder()
+                .workers(1)
+                .start_method(method)
+                .chunk_timeout(Duration::from_millis(300))
+                .build()
+                .unwrap();
+            let r = p.map(&[1.0f64], |_: f64| -> f64 {
+                loop {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+            assert!(matches!(r, Err(shmpool::Error::ChunkTimedOut { .. })), "{method:?}: {r:?}");
+        }
+    });
+}

@@ -159,6 +159,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut launcher: Launcher, ready: mpsc::Send
         retry_delay: RETRY_FIRST,
         no_worker_since: None,
         last_start_error: None,
+        clock: StopClock::default(),
     }
     .serve();
 }
@@ -195,6 +196,52 @@ struct Supervisor {
     no_worker_since: Option<Instant>,
     /// Why the last attempt to start a missing worker failed.
     last_start_error: Option<String>,
+    /// The intervals in which the program was stopped, for the chunk timeout.
+    clock: StopClock,
+}
+
+/// How much longer than its timeout a wait of the supervisor may last before the difference
+/// counts as the program having been stopped (Ctrl-Z, SIGSTOP) rather than as a slow wake-up.
+const STOP_SLACK: Duration = Duration::from_millis(250);
+/// How many stops [`StopClock`] remembers (older ones no longer matter to any running chunk
+/// in practice: a chunk that lived through that many stops is charged for the older ones).
+const STOPS_KEPT: usize = 64;
+
+/// The time the chunk timeout counts: wall time (CLOCK_MONOTONIC) minus the intervals in which
+/// the program, and so the supervisor thread, was stopped.
+///
+/// A SIGSTOP or Ctrl-Z does not stop the clocks, and a worker's CPU time cannot tell a kernel
+/// that hangs in a blocking call (which must time out) from one that was stopped. What does
+/// tell is the supervisor itself: it wakes at least every tick, so a wait of a tick that
+/// lasted far longer means that the whole program was not running; that excess is left out.
+/// Time in which only the worker was stopped, or the supervisor was late for another reason
+/// (a machine so loaded that it did not run for [`STOP_SLACK`]), is not counted either: the
+/// timeout then fires later, never earlier. A stop that lands while the supervisor is busy
+/// elsewhere (replacing a worker) is counted as running time.
+#[derive(Debug, Default)]
+struct StopClock {
+    /// (start, end) in CLOCK_MONOTONIC µs, oldest first.
+    stops: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl StopClock {
+    /// Records a wait that began at `before` and ended at `after` (µs), meant to last at most
+    /// `timeout`.
+    fn waited(&mut self, before: u64, after: u64, timeout: Duration) {
+        let expected = before.saturating_add(u64::try_from((timeout + STOP_SLACK).as_micros()).unwrap_or(u64::MAX));
+        if after > expected {
+            if self.stops.len() == STOPS_KEPT {
+                self.stops.pop_front();
+            }
+            self.stops.push_back((expected, after));
+        }
+    }
+
+    /// The time counted as running between `since` and `now` (µs).
+    fn running_since(&self, since: u64, now: u64) -> u64 {
+        let stopped: u64 = self.stops.iter().map(|&(start, end)| end.min(now).saturating_sub(start.max(since))).sum();
+        now.saturating_sub(since).saturating_sub(stopped)
+    }
 }
 
 impl Supervisor {
@@ -256,7 +303,9 @@ impl Supervisor {
             Some(t) => TICK.min(t / 4).max(Duration::from_millis(1)),
             None => TICK,
         };
+        let before = now_us();
         let n = poll(&mut fds, PollTimeout::try_from(tick).unwrap_or(PollTimeout::MAX)).unwrap_or(0);
+        self.clock.waited(before, now_us(), tick);
         let mut dead = Vec::new();
         let mut mail_from = Vec::new();
         if n > 0 {
@@ -438,9 +487,13 @@ impl Supervisor {
     /// `on_death`, after the kill has been reaped: a worker that is still dying could otherwise
     /// write into a buffer the map caller already got back.
     fn check_timeouts(&mut self) {
+        // Chunk time is counted by `StopClock`: a stop of the whole program is not running time.
         let Some(limit) = self.shared.cfg.chunk_timeout else { return };
         let Ok(g) = self.shared.ring.lock() else { return };
-        let overdue = g.overdue(now_us(), u64::try_from(limit.as_micros()).unwrap_or(u64::MAX));
+        let now = now_us();
+        let overdue = g.overdue(u64::try_from(limit.as_micros()).unwrap_or(u64::MAX), |claimed| {
+            self.clock.running_since(claimed, now)
+        });
         drop(g);
         for (_, pid) in overdue {
             // Only ever signal our own children, whatever a slot header says.
@@ -463,4 +516,32 @@ fn chain(e: &Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_of_the_program_is_left_out_of_chunk_time_and_slow_wake_ups_are_not() {
+        let tick = Duration::from_millis(50);
+        let mut c = StopClock::default();
+        // Waits that end on time, or a little late: all running time.
+        c.waited(0, 50_000, tick);
+        c.waited(50_000, 250_000, tick);
+        assert_eq!(c.running_since(0, 250_000), 250_000);
+        // A 10 s wait for a 50 ms tick: the program was stopped for all but 300 ms of it.
+        c.waited(250_000, 10_250_000, tick);
+        assert_eq!(c.running_since(0, 10_250_000), 550_000);
+        // A chunk claimed after the stop is charged nothing for it; one claimed during the stop
+        // is charged only what came after the stop.
+        assert_eq!(c.running_since(10_250_000, 10_300_000), 50_000);
+        assert_eq!(c.running_since(5_000_000, 10_300_000), 50_000);
+        // Only so many stops are remembered.
+        for i in 0..(STOPS_KEPT as u64 + 10) {
+            let at = 20_000_000 + i * 2_000_000;
+            c.waited(at, at + 1_000_000, tick);
+        }
+        assert_eq!(c.stops.len(), STOPS_KEPT);
+    }
 }
