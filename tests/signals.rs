@@ -114,6 +114,9 @@ fn handled_signals_during_builds_and_respawns_do_not_break_spawn_or_fork_server_
                 let xs: Vec<f64> = (0..5_000).map(f64::from).collect();
                 let ys = p.map(&xs, |x: f64| x + 1.0).unwrap_or_else(|e| panic!("{method:?} round {round}: {e}"));
                 assert_eq!(ys[4_999], 5_000.0);
+                // Reserving a segment's pages (older kernels' tmpfs stops at any signal).
+                let big = p.alloc::<f64>(1 << 20).unwrap_or_else(|e| panic!("{method:?} round {round}: {e}"));
+                assert_eq!(big.len(), 1 << 20);
                 if round % 5 == 0 {
                     kill_one_and_wait_for_replacement(&p, method);
                 }
