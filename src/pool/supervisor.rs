@@ -201,7 +201,8 @@ struct Supervisor {
 }
 
 /// How much longer than its timeout a wait of the supervisor may last before the difference
-/// counts as the program having been stopped (Ctrl-Z, SIGSTOP) rather than as a slow wake-up.
+/// counts as the program having been stopped (Ctrl-Z, SIGSTOP) rather than as a slow wake-up
+/// (less for a chunk timeout under 1 s: a quarter of it).
 const STOP_SLACK: Duration = Duration::from_millis(250);
 /// How many stops [`StopClock`] remembers (older ones no longer matter to any running chunk
 /// in practice: a chunk that lived through that many stops is charged for the older ones).
@@ -214,10 +215,12 @@ const STOPS_KEPT: usize = 64;
 /// that hangs in a blocking call (which must time out) from one that was stopped. What does
 /// tell is the supervisor itself: it wakes at least every tick, so a wait of a tick that
 /// lasted far longer means that the whole program was not running; that excess is left out.
-/// Time in which only the worker was stopped, or the supervisor was late for another reason
-/// (a machine so loaded that it did not run for [`STOP_SLACK`]), is not counted either: the
-/// timeout then fires later, never earlier. A stop that lands while the supervisor is busy
-/// elsewhere (replacing a worker) is counted as running time.
+/// `Spawn` and `ForkServer` workers run in a session of their own and go on through a Ctrl-Z
+/// of the program; their time while it was stopped is not counted either. Time in which only a
+/// worker was stopped counts (the program was waiting for it, as for a hung one). A supervisor
+/// late for another reason (a machine so loaded that it did not run for [`STOP_SLACK`]) has
+/// the excess left out too: the timeout then fires later, never earlier. A stop that lands
+/// while the supervisor is busy elsewhere (replacing a worker) is counted as running time.
 #[derive(Debug, Default)]
 struct StopClock {
     /// (start, end) in CLOCK_MONOTONIC µs, oldest first.
@@ -225,10 +228,10 @@ struct StopClock {
 }
 
 impl StopClock {
-    /// Records a wait that began at `before` and ended at `after` (µs), meant to last at most
-    /// `timeout`.
-    fn waited(&mut self, before: u64, after: u64, timeout: Duration) {
-        let expected = before.saturating_add(u64::try_from((timeout + STOP_SLACK).as_micros()).unwrap_or(u64::MAX));
+    /// Records a wait that began at `before` and ended at `after` (µs) and should have lasted
+    /// at most `longest` (its timeout plus the slack allowed for a late wake-up).
+    fn waited(&mut self, before: u64, after: u64, longest: Duration) {
+        let expected = before.saturating_add(u64::try_from(longest.as_micros()).unwrap_or(u64::MAX));
         if after > expected {
             if self.stops.len() == STOPS_KEPT {
                 self.stops.pop_front();
@@ -305,7 +308,13 @@ impl Supervisor {
         };
         let before = now_us();
         let n = poll(&mut fds, PollTimeout::try_from(tick).unwrap_or(PollTimeout::MAX)).unwrap_or(0);
-        self.clock.waited(before, now_us(), tick);
+        // A wait longer than asked by more than a quarter of the timeout (at most STOP_SLACK)
+        // was a stop: so even a stop of hours charges a chunk less than half its timeout.
+        let slack = match self.shared.cfg.chunk_timeout {
+            Some(t) => STOP_SLACK.min(t / 4),
+            None => STOP_SLACK,
+        };
+        self.clock.waited(before, now_us(), tick + slack);
         let mut dead = Vec::new();
         let mut mail_from = Vec::new();
         if n > 0 {
@@ -524,7 +533,7 @@ mod tests {
 
     #[test]
     fn a_stop_of_the_program_is_left_out_of_chunk_time_and_slow_wake_ups_are_not() {
-        let tick = Duration::from_millis(50);
+        let tick = Duration::from_millis(50) + STOP_SLACK;
         let mut c = StopClock::default();
         // Waits that end on time, or a little late: all running time.
         c.waited(0, 50_000, tick);
