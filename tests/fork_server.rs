@@ -69,3 +69,39 @@ fn a_killed_fork_server_is_restarted_and_its_pools_get_their_workers_back() {
         common::start::assert_nothing_leaked();
     });
 }
+
+#[test]
+fn a_fork_server_killed_in_the_middle_of_a_map_costs_a_retry_not_the_map() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(120), || {
+        common::start::route_to(common::start::ENTRY);
+        let pool = shmpool::Pool::builder()
+            .workers(2)
+            .chunk_len(20_000)
+            .pause_point(shmpool::testing::PausePoint::MidKernel)
+            .start_method(StartMethod::ForkServer)
+            .build()
+            .unwrap();
+        let server = shmpool::testing::fork_server_pid().expect("a fork server runs");
+        let xs: Vec<f64> = (0..200_000).map(f64::from).collect();
+        let mut killed = false;
+        std::thread::scope(|s| {
+            let h = s.spawn(|| pool.map(&xs, |x: f64| x * 0.5));
+            // The first workers stop themselves in the middle of a chunk: kill their server
+            // then, which takes them with it.
+            while !h.is_finished() {
+                if !killed && pool.pids().iter().any(|&p| common::proc_state(p) == Some('T')) {
+                    kill(server);
+                    killed = true;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let ys = h.join().unwrap().unwrap();
+            assert!(xs.iter().zip(&ys).all(|(x, y)| *y == x * 0.5));
+        });
+        assert!(killed, "no worker paused");
+        let next = wait_for_workers_of_a_new_server(&pool, server);
+        assert!(pool.pids().iter().all(|&p| ppid(p) == Some(next)));
+        assert_eq!(pool.map(&[8.0f64], |x: f64| x * 0.5).unwrap(), [4.0]);
+    });
+}

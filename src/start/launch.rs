@@ -39,6 +39,9 @@ pub(crate) struct Pending {
     /// `ForkServer`: the start-up record to send once the server has answered with the pid
     /// ([`Launcher::advance`]).
     deferred: Option<(BootWire, Ring)>,
+    /// `ForkServer`: the [`Launcher::connections`] count when it was requested (an answer
+    /// can only come on that connection).
+    connection: u64,
 }
 
 /// Starts the workers of one pool by its method.
@@ -47,6 +50,8 @@ pub(crate) struct Launcher {
     identity: Option<ExeIdentity>,
     route: spawn::SpawnRoute,
     server: Option<server::Connection>,
+    /// Connections to a fork server made so far (a new one after each server death).
+    connections: u64,
 }
 
 impl std::fmt::Debug for Launcher {
@@ -105,7 +110,8 @@ fn connect_server() -> Result<server::Connection> {
         drop(theirs);
         // A send that fails means the child is gone: `finish_child` reads why from its status.
         let _ = send_boot(&mine, &super::server_boot(identity), None, &[]);
-        let p = Pending { pid, sock: mine, how: How::Child, pidfd: None, handshake: true, deferred: None };
+        let p =
+            Pending { pid, sock: mine, how: How::Child, pidfd: None, handshake: true, deferred: None, connection: 0 };
         let (pid, control) = finish_child(p, identity, "fork server", reap_child)?;
         Ok((control, pid))
     })
@@ -172,7 +178,7 @@ impl Launcher {
         if exe.is_some() {
             route.exe = exe;
         }
-        let mut l = Launcher { method, identity: None, route, server: None };
+        let mut l = Launcher { method, identity: None, route, server: None, connections: 0 };
         match method {
             StartMethod::Fork => {}
             StartMethod::Spawn => {
@@ -197,13 +203,20 @@ impl Launcher {
     /// [`Error::Os`] when `fork`, `posix_spawn` or the fork server fails.
     pub(crate) fn launch(&mut self, ctx: WorkerCtx, parent_end: OwnedFd) -> Result<Pending> {
         let identity = self.identity;
-        let pending =
-            |pid, how, pidfd, deferred| Pending { pid, sock: parent_end, how, pidfd, handshake: true, deferred };
+        let pending = |pid, how, pidfd, deferred, connection| Pending {
+            pid,
+            sock: parent_end,
+            how,
+            pidfd,
+            handshake: true,
+            deferred,
+            connection,
+        };
         match self.method {
             StartMethod::Fork => {
                 let pid = fork::fork_worker(move || worker::run(ctx))?;
                 let pidfd = self.watch(pid, How::Child)?;
-                Ok(Pending { handshake: false, ..pending(pid, How::Child, Some(pidfd), None) })
+                Ok(Pending { handshake: false, ..pending(pid, How::Child, Some(pidfd), None, 0) })
             }
             StartMethod::Spawn => {
                 let identity = identity.expect("a Spawn launcher knows the executable");
@@ -215,7 +228,7 @@ impl Launcher {
                 // The child may have exited already (a `main` without `init()`), but it stays a
                 // zombie until we reap it, so its pidfd can be opened.
                 let pidfd = self.watch(pid, How::Child)?;
-                let p = pending(pid, How::Child, Some(pidfd), None);
+                let p = pending(pid, How::Child, Some(pidfd), None, 0);
                 // A send that fails means the child is gone: `finish` reads why from its status.
                 let _ = send_boot(&p.sock, &boot, Some(&ring), &[]);
                 Ok(p)
@@ -236,7 +249,7 @@ impl Launcher {
                 let boot = BootWire::worker(identity, &ctx, 0);
                 let ring: Ring = ctx.ring.clone();
                 drop(ctx);
-                Ok(pending(Pid::from_raw(0), How::Served, None, Some((boot, ring))))
+                Ok(pending(Pid::from_raw(0), How::Served, None, Some((boot, ring)), self.connections))
             }
         }
     }
@@ -255,8 +268,10 @@ impl Launcher {
         if self.server.as_ref().is_some_and(|c| !c.is_closed()) {
             return Ok(());
         }
-        // Dropping the dead connection closes our end: nothing is left to tell.
+        // Dropping the dead connection closes our end: nothing is left to tell. Requests made
+        // on it are never answered (`advance` refuses them).
         self.server = None;
+        self.connections += 1;
         self.server = Some(connect_server()?);
         Ok(())
     }
@@ -270,7 +285,12 @@ impl Launcher {
     /// [`Error::Os`] when the server could not fork or the pidfd cannot be opened.
     pub(crate) fn advance(&mut self, p: &mut Pending) -> Result<()> {
         let Some((boot, ring)) = p.deferred.take() else { return Ok(()) };
-        let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
+        let gone = || Error::os("fork server", std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        if p.connection != self.connections {
+            // Requested from a server that died since: no answer will ever come.
+            return Err(gone());
+        }
+        let conn = self.server.as_mut().ok_or_else(gone)?;
         p.pid = conn.forked()?;
         // The child waits for its start-up record, so it is alive here.
         p.pidfd = Some(self.watch(p.pid, How::Served)?);
