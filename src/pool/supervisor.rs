@@ -43,7 +43,7 @@ const RETRY_FIRST: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// How long a pool may have no worker at all, while it keeps trying to start some, before it
 /// fails its maps (a shortage that outlasts this is not transient).
-pub(crate) const NO_WORKER_LIMIT: Duration = Duration::from_secs(5);
+const NO_WORKER_LIMIT: Duration = Duration::from_secs(5);
 
 struct Kid {
     /// Position in the pool (0..workers); a replacement takes its predecessor's.
