@@ -144,18 +144,32 @@ pub(crate) fn recv_record(
     timeout: Duration,
 ) -> Result<Option<(usize, Option<OwnedFd>)>> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut pfd = [PollFd::new(sock, PollFlags::POLLIN)];
-    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-    match poll(&mut pfd, t) {
-        Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(None),
-        Ok(_) => {}
-        Err(e) => return Err(Error::os("poll", e.into())),
+    // A signal the program handles may interrupt the wait (EINTR) at any time, on any thread:
+    // that is neither a timeout nor a failure, so wait again for what is left of the deadline.
+    let deadline = std::time::Instant::now().checked_add(timeout);
+    loop {
+        let left = deadline.map_or(timeout, |d| d.saturating_duration_since(std::time::Instant::now()));
+        let mut pfd = [PollFd::new(sock, PollFlags::POLLIN)];
+        let t = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match poll(&mut pfd, t) {
+            Ok(0) => return Ok(None),
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) if !left.is_zero() => continue,
+            Err(nix::errno::Errno::EINTR) => return Ok(None),
+            Err(e) => return Err(Error::os("poll", e.into())),
+        }
     }
     let mut cbuf = nix::cmsg_space!([RawFd; 1]);
     let mut fd = None;
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| Error::os("recvmsg", e.into()))?;
+    let msg = loop {
+        // The socket is readable (poll said so) and nothing else reads it, so a retried
+        // recvmsg finds the same datagram: EINTR only means a signal came first.
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r.map_err(|e| Error::os("recvmsg", e.into()))?,
+        }
+    };
     for c in msg.cmsgs().map_err(|e| Error::os("recvmsg", e.into()))? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             for raw in fds {

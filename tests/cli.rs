@@ -295,3 +295,103 @@ fn even_sigkill_leaves_no_output_file() {
     // The output has no name until it is complete (O_TMPFILE): the kernel frees it.
     interrupted_map_leaves_nothing(nix::sys::signal::Signal::SIGKILL, None);
 }
+
+#[test]
+fn a_sigint_landing_just_after_success_exits_0_or_130_never_141() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let x = gen(d.path(), "x.npy", &["--len", "200000"]);
+    let dir = d.path().to_path_buf();
+    let codes = common::watchdog(std::time::Duration::from_secs(300), move || {
+        let mut codes = Vec::new();
+        for i in 0..20u64 {
+            let y = dir.join(format!("y{i}.npy"));
+            let mut child = Command::new(env!("CARGO_BIN_EXE_shmpool"))
+                .args(["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "-j", "2", "--quiet"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            // The success line is printed after the output is committed: the signal lands while
+            // the program tears its pool and its signal handling down, at a different instant
+            // each round.
+            let line = lines.next().expect("the success line").unwrap();
+            assert!(line.starts_with("mapped"), "{line}");
+            std::thread::sleep(std::time::Duration::from_micros(i * 150));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            for _ in lines {}
+            let status = child.wait().unwrap();
+            codes.push((i, status.code(), std::os::unix::process::ExitStatusExt::signal(&status)));
+        }
+        codes
+    });
+    for (i, code, signal) in codes {
+        assert!(matches!(code, Some(0) | Some(130)), "round {i}: exit code {code:?}, signal {signal:?}");
+    }
+}
+
+/// Children of `pid` (not zombies).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("Z");
+        if state != "Z" && f.next().and_then(|s| s.parse::<u32>().ok()) == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_killed_fork_server_costs_the_map_a_restart_not_its_result() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let x = gen(d.path(), "x.npy", &["--len", "4000000"]);
+    let expr = "sin(x) ** 2 + cos(x) ** 3 + tanh(x) + exp(-x * x) + log1p(x) + arctan(x) + sinh(x / 1000)";
+    let args = |out: &std::path::Path| -> Vec<String> {
+        ["map", x.to_str().unwrap(), "-o", out.to_str().unwrap(), "--progress", "-j", "2", "--chunk-len", "65536"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--expr".to_string(), expr.to_string()])
+            .collect()
+    };
+    let reference = d.path().join("reference.npy");
+    let out = shmpool(&args(&reference).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let y = d.path().join("y.npy");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmpool"))
+        .args(args(&y))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let (status, killed, rest) = common::watchdog(std::time::Duration::from_secs(120), move || {
+        let mut lines = std::io::BufReader::new(stderr).lines().map(|l| l.unwrap());
+        // The first progress line: the map runs. The CLI is threaded (its signal thread), so its
+        // workers come from the fork server, its one child: kill it as the OOM killer would.
+        let first = lines.next().expect("a progress line");
+        assert!(first.starts_with("progress:"), "{first}");
+        let killed = children_of(pid);
+        for &server in &killed {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(server as i32), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
+        }
+        let rest: Vec<String> = lines.collect();
+        (child.wait().unwrap(), killed, rest)
+    });
+    assert_eq!(killed.len(), 1, "the CLI's one child is its fork server: {killed:?}");
+    assert!(status.success(), "{status:?}: {rest:?}");
+    let bits = |p: &std::path::Path| {
+        let (shape, v) = read_f64(p);
+        (shape, v.iter().map(|f| f.to_bits()).collect::<Vec<u64>>())
+    };
+    assert!(bits(&y) == bits(&reference), "the same result as an undisturbed run");
+}

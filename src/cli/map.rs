@@ -185,13 +185,21 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }
+                signals
             })
             .map_err(|e| Failure::runtime(format!("cannot start the signal thread: {e}")))?
     };
     let result = map_file(args, &src, output, out_dtype, &spec, workers, &pool, &caught);
     finished.store(true, Ordering::SeqCst);
     handle.close();
-    let _ = watcher.join();
+    // The handlers stay installed until the process exits, and so does their reader: a signal
+    // handler writes to a self-pipe, and one that lands after the reader is gone (while the
+    // pool is dropped, say) raised SIGPIPE, which kills the process with 141 after a complete
+    // map. Kept, a late SIGINT/SIGTERM/SIGHUP is swallowed and the exit code says what the map
+    // did (0, 1, 2 or 128 + a signal caught while it ran). The CLI maps once per process.
+    if let Ok(signals) = watcher.join() {
+        std::mem::forget(signals);
+    }
     let sig = caught.load(Ordering::SeqCst);
     if sig != 0 && result.is_err() {
         return Err(Failure::signalled(sig));

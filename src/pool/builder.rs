@@ -181,7 +181,9 @@ impl PoolBuilder {
     }
 
     /// Kill and replace a worker whose chunk runs longer than `limit`; the map then fails with
-    /// [`Error::ChunkTimedOut`]. Off by default.
+    /// [`Error::ChunkTimedOut`]. Off by default. Time in which the whole program was stopped
+    /// (Ctrl-Z, SIGSTOP, until `fg`/SIGCONT) is not counted; a kernel that hangs, spinning or
+    /// blocked, is timed out all the same.
     pub fn chunk_timeout(mut self, limit: Duration) -> Self {
         self.cfg.chunk_timeout = Some(limit);
         self

@@ -36,6 +36,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_millis(50);
 /// Worker start failures in a row after which the pool gives up.
 const MAX_START_FAILURES: u32 = 5;
+/// First wait before a missing worker is started again (a replacement that failed: EMFILE,
+/// EAGAIN, ENOMEM...); it doubles after each failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+/// Longest wait between two attempts to start a missing worker.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long a pool may have no worker at all, while it keeps trying to start some, before it
+/// fails its maps (a shortage that outlasts this is not transient).
+const NO_WORKER_LIMIT: Duration = Duration::from_secs(5);
 
 struct Kid {
     /// Position in the pool (0..workers); a replacement takes its predecessor's.
@@ -139,7 +147,21 @@ pub(crate) fn run(shared: Arc<Shared>, mut launcher: Launcher, ready: mpsc::Send
     publish_pids(&shared, &kids);
     let _ = ready.send(Ok(()));
     drop(ready);
-    Supervisor { shared, launcher, kids, start_failures: 0, stop_deadline: None, timed_out: HashSet::new() }.serve();
+    Supervisor {
+        shared,
+        launcher,
+        kids,
+        start_failures: 0,
+        stop_deadline: None,
+        timed_out: HashSet::new(),
+        missing: Vec::new(),
+        retry_at: Instant::now(),
+        retry_delay: RETRY_FIRST,
+        no_worker_since: None,
+        last_start_error: None,
+        clock: StopClock::default(),
+    }
+    .serve();
 }
 
 fn kill_all(launcher: &mut Launcher, kids: &mut Vec<Kid>) {
@@ -163,6 +185,66 @@ struct Supervisor {
     stop_deadline: Option<Instant>,
     /// Workers killed for overrunning the chunk timeout, not yet reaped.
     timed_out: HashSet<u32>,
+    /// Positions of workers that died and could not be replaced yet (a transient shortage of
+    /// descriptors, processes or memory): retried with backoff until they run again.
+    missing: Vec<usize>,
+    /// When the next attempt to start the missing workers is due.
+    retry_at: Instant,
+    /// The wait after the next failed attempt (doubles up to [`RETRY_MAX`]).
+    retry_delay: Duration,
+    /// Since when the pool has had no worker at all (while some are missing).
+    no_worker_since: Option<Instant>,
+    /// Why the last attempt to start a missing worker failed.
+    last_start_error: Option<String>,
+    /// The intervals in which the program was stopped, for the chunk timeout.
+    clock: StopClock,
+}
+
+/// How much longer than its timeout a wait of the supervisor may last before the difference
+/// counts as the program having been stopped (Ctrl-Z, SIGSTOP) rather than as a slow wake-up
+/// (less for a chunk timeout under 1 s: a quarter of it).
+const STOP_SLACK: Duration = Duration::from_millis(250);
+/// How many stops [`StopClock`] remembers (older ones no longer matter to any running chunk
+/// in practice: a chunk that lived through that many stops is charged for the older ones).
+const STOPS_KEPT: usize = 64;
+
+/// The time the chunk timeout counts: wall time (CLOCK_MONOTONIC) minus the intervals in which
+/// the program, and so the supervisor thread, was stopped.
+///
+/// A SIGSTOP or Ctrl-Z does not stop the clocks, and a worker's CPU time cannot tell a kernel
+/// that hangs in a blocking call (which must time out) from one that was stopped. What does
+/// tell is the supervisor itself: it wakes at least every tick, so a wait of a tick that
+/// lasted far longer means that the whole program was not running; that excess is left out.
+/// `Spawn` and `ForkServer` workers run in a session of their own and go on through a Ctrl-Z
+/// of the program; their time while it was stopped is not counted either. Time in which only a
+/// worker was stopped counts (the program was waiting for it, as for a hung one). A supervisor
+/// late for another reason (a machine so loaded that it did not run for [`STOP_SLACK`]) has
+/// the excess left out too: the timeout then fires later, never earlier. A stop that lands
+/// while the supervisor is busy elsewhere (replacing a worker) is counted as running time.
+#[derive(Debug, Default)]
+struct StopClock {
+    /// (start, end) in CLOCK_MONOTONIC µs, oldest first.
+    stops: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl StopClock {
+    /// Records a wait that began at `before` and ended at `after` (µs) and should have lasted
+    /// at most `longest` (its timeout plus the slack allowed for a late wake-up).
+    fn waited(&mut self, before: u64, after: u64, longest: Duration) {
+        let expected = before.saturating_add(u64::try_from(longest.as_micros()).unwrap_or(u64::MAX));
+        if after > expected {
+            if self.stops.len() == STOPS_KEPT {
+                self.stops.pop_front();
+            }
+            self.stops.push_back((expected, after));
+        }
+    }
+
+    /// The time counted as running between `since` and `now` (µs).
+    fn running_since(&self, since: u64, now: u64) -> u64 {
+        let stopped: u64 = self.stops.iter().map(|&(start, end)| end.min(now).saturating_sub(start.max(since))).sum();
+        now.saturating_sub(since).saturating_sub(stopped)
+    }
 }
 
 impl Supervisor {
@@ -196,6 +278,7 @@ impl Supervisor {
                 self.serve_mail(pid);
             }
             self.check_timeouts();
+            self.replace_missing();
             if last_prune.elapsed() >= TICK {
                 self.prune_segments();
                 self.reclaim_spinner();
@@ -223,7 +306,15 @@ impl Supervisor {
             Some(t) => TICK.min(t / 4).max(Duration::from_millis(1)),
             None => TICK,
         };
+        let before = now_us();
         let n = poll(&mut fds, PollTimeout::try_from(tick).unwrap_or(PollTimeout::MAX)).unwrap_or(0);
+        // A wait longer than asked by more than a quarter of the timeout (at most STOP_SLACK)
+        // was a stop: so even a stop of hours charges a chunk less than half its timeout.
+        let slack = match self.shared.cfg.chunk_timeout {
+            Some(t) => STOP_SLACK.min(t / 4),
+            None => STOP_SLACK,
+        };
+        self.clock.waited(before, now_us(), tick + slack);
         let mut dead = Vec::new();
         let mut mail_from = Vec::new();
         if n > 0 {
@@ -287,21 +378,63 @@ impl Supervisor {
             if self.start_failures >= MAX_START_FAILURES {
                 self.shared.fail(Error::WorkersFailedToStart { failures: self.start_failures });
             } else {
-                match spawn(&self.shared, &mut self.launcher, kid.index, false) {
-                    Ok(k) => {
-                        self.shared.stats.respawns.fetch_add(1, Ordering::Relaxed);
-                        self.kids.push(k);
-                    }
-                    Err(e) => {
-                        self.start_failures += 1;
-                        if self.kids.is_empty() {
-                            self.shared.fail(e);
-                        }
-                    }
-                }
+                self.missing.push(kid.index);
+                // A death is a reason to try at once, whatever the backoff says.
+                self.retry_at = Instant::now();
+                self.replace_missing();
             }
         }
         publish_pids(&self.shared, &self.kids);
+    }
+
+    /// Starts the workers that are missing, when the backoff allows. A start that fails
+    /// (EMFILE, EAGAIN, ENOMEM, a fork server that cannot be restarted yet...) leaves the
+    /// worker missing and doubles the wait before the next attempt, so a transient shortage
+    /// costs capacity for a while, never for the pool's life. A pool that has had no worker at
+    /// all for [`NO_WORKER_LIMIT`] fails its maps; so does one with no worker whose start failed
+    /// in a way no retry can change (another binary, no `init()`).
+    fn replace_missing(&mut self) {
+        if self.missing.is_empty() || self.shared.state.load(Ordering::SeqCst) >= STATE_STOPPING {
+            self.no_worker_since = None;
+            return;
+        }
+        let now = Instant::now();
+        if now >= self.retry_at {
+            while let Some(index) = self.missing.pop() {
+                match spawn(&self.shared, &mut self.launcher, index, false) {
+                    Ok(k) => {
+                        self.shared.stats.respawns.fetch_add(1, Ordering::Relaxed);
+                        self.kids.push(k);
+                        self.retry_delay = RETRY_FIRST;
+                    }
+                    Err(e) => {
+                        self.missing.push(index);
+                        if self.kids.is_empty()
+                            && matches!(e, Error::BinaryMismatch { .. } | Error::InitNotCalled { .. })
+                        {
+                            self.shared.fail(e);
+                            return;
+                        }
+                        self.retry_at = now + self.retry_delay;
+                        self.retry_delay = self.retry_delay.saturating_mul(2).min(RETRY_MAX);
+                        self.last_start_error = Some(chain(&e));
+                        break;
+                    }
+                }
+            }
+            publish_pids(&self.shared, &self.kids);
+        }
+        if !self.kids.is_empty() || self.missing.is_empty() {
+            self.no_worker_since = None;
+            return;
+        }
+        let since = *self.no_worker_since.get_or_insert(now);
+        if now.duration_since(since) >= NO_WORKER_LIMIT {
+            let why = self.last_start_error.take().unwrap_or_else(|| "no reason given".into());
+            self.shared.fail(Error::PoolBroken {
+                reason: format!("no worker could be started for {} s (last attempt: {why})", NO_WORKER_LIMIT.as_secs()),
+            });
+        }
     }
 
     fn serve_mail(&mut self, pid: Pid) {
@@ -363,9 +496,13 @@ impl Supervisor {
     /// `on_death`, after the kill has been reaped: a worker that is still dying could otherwise
     /// write into a buffer the map caller already got back.
     fn check_timeouts(&mut self) {
+        // Chunk time is counted by `StopClock`: a stop of the whole program is not running time.
         let Some(limit) = self.shared.cfg.chunk_timeout else { return };
         let Ok(g) = self.shared.ring.lock() else { return };
-        let overdue = g.overdue(now_us(), u64::try_from(limit.as_micros()).unwrap_or(u64::MAX));
+        let now = now_us();
+        let overdue = g.overdue(u64::try_from(limit.as_micros()).unwrap_or(u64::MAX), |claimed| {
+            self.clock.running_since(claimed, now)
+        });
         drop(g);
         for (_, pid) in overdue {
             // Only ever signal our own children, whatever a slot header says.
@@ -375,5 +512,45 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+/// An error and its sources on one line ("socketpair failed: Too many open files (os error 24)").
+fn chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_of_the_program_is_left_out_of_chunk_time_and_slow_wake_ups_are_not() {
+        let tick = Duration::from_millis(50) + STOP_SLACK;
+        let mut c = StopClock::default();
+        // Waits that end on time, or a little late: all running time.
+        c.waited(0, 50_000, tick);
+        c.waited(50_000, 250_000, tick);
+        assert_eq!(c.running_since(0, 250_000), 250_000);
+        // A 10 s wait for a 50 ms tick: the program was stopped for all but 300 ms of it.
+        c.waited(250_000, 10_250_000, tick);
+        assert_eq!(c.running_since(0, 10_250_000), 550_000);
+        // A chunk claimed after the stop is charged nothing for it; one claimed during the stop
+        // is charged only what came after the stop.
+        assert_eq!(c.running_since(10_250_000, 10_300_000), 50_000);
+        assert_eq!(c.running_since(5_000_000, 10_300_000), 50_000);
+        // Only so many stops are remembered.
+        for i in 0..(STOPS_KEPT as u64 + 10) {
+            let at = 20_000_000 + i * 2_000_000;
+            c.waited(at, at + 1_000_000, tick);
+        }
+        assert_eq!(c.stops.len(), STOPS_KEPT);
     }
 }

@@ -156,6 +156,9 @@ pub(crate) struct Connection {
     server: Pid,
     /// Exit statuses that arrived while waiting for something else.
     exited: HashMap<i32, i64>,
+    /// Workers forked on this connection whose exit has not been reported yet: a worker of an
+    /// earlier (dead) server gets no report here, and waiting for one would be in vain.
+    children: std::collections::HashSet<i32>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -188,12 +191,25 @@ pub(crate) fn connect(start: impl Fn() -> Result<(OwnedFd, Pid)>) -> Result<Conn
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::os("socketpair", e.into()))?;
         match send(s.control.as_fd(), Op::Connect, 0, 0, Some(theirs.as_fd())) {
-            Ok(()) => return Ok(Connection { sock: mine, server: s.pid, exited: HashMap::new() }),
+            Ok(()) => {
+                return Ok(Connection {
+                    sock: mine,
+                    server: s.pid,
+                    exited: HashMap::new(),
+                    children: Default::default(),
+                })
+            }
             Err(_) => {
-                // The server died: reap it if it is our child, and start another.
+                // The server died (SIGKILL, the OOM killer): reap it, it is our child, and
+                // start another. It closed its end of the control socket on its way out, which
+                // may come a moment before it is a zombie: if it is not one yet, finish it.
                 CONTROL_FD.store(-1, Ordering::Relaxed);
                 let dead = server.take().expect("set above");
-                let _ = nix::sys::wait::waitpid(dead.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+                use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+                if let Ok(WaitStatus::StillAlive) = waitpid(dead.pid, Some(WaitPidFlag::WNOHANG)) {
+                    let _ = kill(dead.pid, Signal::SIGKILL);
+                    reap(dead.pid);
+                }
             }
         }
     }
@@ -201,6 +217,14 @@ pub(crate) fn connect(start: impl Fn() -> Result<(OwnedFd, Pid)>) -> Result<Conn
 }
 
 impl Connection {
+    /// Whether the server's end of this connection is gone (the server died): nothing sent
+    /// on it can be answered any more. Checked without waiting.
+    pub(crate) fn is_closed(&self) -> bool {
+        let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::empty())];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            && fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+    }
+
     /// Asks the server to fork a worker that gets `child_sock`, without waiting: several
     /// requests in a row overlap their round trips; [`Connection::forked`] collects the pids,
     /// in the order of the requests.
@@ -222,7 +246,10 @@ impl Connection {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match recv(self.sock.as_fd(), left)? {
-                Some((Op::Forked, w, _)) => return Ok(Pid::from_raw(w.pid)),
+                Some((Op::Forked, w, _)) => {
+                    self.children.insert(w.pid);
+                    return Ok(Pid::from_raw(w.pid));
+                }
                 Some((Op::Failed, w, _)) => {
                     return Err(Error::os("fork (fork server)", std::io::Error::from_raw_os_error(w.value as i32)))
                 }
@@ -245,7 +272,12 @@ impl Connection {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(raw) = self.exited.remove(&pid.as_raw()) {
+                self.children.remove(&pid.as_raw());
                 return WaitStatus::from_raw(pid, raw as i32).map_err(|e| Error::os("wait status", e.into()));
+            }
+            if !self.children.contains(&pid.as_raw()) {
+                // Forked by an earlier server, which died: nobody reaped it for us to hear of.
+                return Err(Error::os("fork server exit report", std::io::Error::from(std::io::ErrorKind::NotFound)));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match recv(self.sock.as_fd(), left)? {
@@ -275,6 +307,9 @@ pub(crate) fn start_forked(body: fn(OwnedFd) -> i32) -> Result<(OwnedFd, Pid)> {
         .map_err(|e| Error::os("socketpair", e.into()))?;
     let keep = theirs.as_raw_fd();
     let pid = fork::fork_process(move || {
+        // A session of its own (see `spawn::spawn_self`'s `detach`): the group's and the
+        // terminal's signals are for the program, not its helper.
+        let _ = nix::unistd::setsid();
         fork::drop_inherited(0, &[keep]);
         serve(theirs, body)
     })?;
@@ -290,9 +325,12 @@ struct Child {
 /// The server's loop on `control` (see the module docs); returns its exit code.
 pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
     // The server is a helper, not part of the program: it keeps none of the descriptors the
-    // program left open across exec (a jobserver pipe, a redirected file), and a Ctrl-C sent
-    // to the whole process group is for the program, which may handle it; the server (and the
-    // workers it forks, which inherit this) go when the program or their pool does.
+    // program left open across exec (a jobserver pipe, a redirected file), and runs in a
+    // session of its own (set up by whoever started it), so the signals the terminal or a
+    // `kill -PGID` send to the program's group (Ctrl-C, Ctrl-Z, SIGTERM, SIGHUP, SIGQUIT...)
+    // are for the program, which may handle them; the server (and the workers it forks, which
+    // inherit its session and this) go when the program or their pool does. SIGINT is also
+    // ignored, for a server whose session could not be changed.
     crate::process::fork::drop_inherited(0, &[std::os::fd::AsRawFd::as_raw_fd(&control)]);
     // SAFETY: setting SIGINT's disposition to "ignore" in this single-threaded helper process
     // has no preconditions.
@@ -341,8 +379,14 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
         for &(i, k) in exited.iter().rev() {
             let child = conns[i].1.swap_remove(k);
             let mut status: libc::c_int = 0;
-            // SAFETY: waitpid writes the status through a valid pointer to a local.
-            let r = unsafe { libc::waitpid(child.pid.as_raw(), &mut status, 0) };
+            let r = loop {
+                // SAFETY: waitpid writes the status through a valid pointer to a local.
+                let r = unsafe { libc::waitpid(child.pid.as_raw(), &mut status, 0) };
+                // A forked server keeps the program's signal handlers: EINTR is not an answer.
+                if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break r;
+                }
+            };
             if r == child.pid.as_raw() {
                 let _ = send(conns[i].0.as_fd(), Op::Exited, r, status.into(), None);
             }
@@ -392,8 +436,13 @@ fn kill_and_reap(kids: Vec<Child>) {
         let _ = kill(k.pid, Signal::SIGKILL);
     }
     for k in kids {
-        let _ = nix::sys::wait::waitpid(k.pid, None);
+        reap(k.pid);
     }
+}
+
+/// Waits for `pid` (a child that was killed or is exiting), retrying after a handled signal.
+fn reap(pid: Pid) {
+    while nix::sys::wait::waitpid(pid, None) == Err(nix::errno::Errno::EINTR) {}
 }
 
 /// Forks one worker running `body(sock)`; the child closes every other descriptor and dies
@@ -414,7 +463,7 @@ fn fork_worker(server: Pid, sock: OwnedFd, body: fn(OwnedFd) -> i32) -> std::res
         Ok(pidfd) => Ok(Child { pid, pidfd }),
         Err(e) => {
             let _ = kill(pid, Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(pid, None);
+            reap(pid);
             Err(errno(e))
         }
     }

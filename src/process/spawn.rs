@@ -142,10 +142,16 @@ fn cstring(bytes: &[u8]) -> Result<CString> {
 /// descriptor (same number, close-on-exec cleared by the spawn's `dup2`) and [`MARKER_ENV`]
 /// naming it. The child is a child of the calling thread (`PR_SET_PDEATHSIG` semantics).
 ///
+/// `detach` (the fork server, `Spawn` workers: helpers, not part of the program) starts the
+/// child in a session of its own, so the terminal's and the process group's signals meant for
+/// the program (Ctrl-C, Ctrl-Z, Ctrl-\\, a hang-up, `kill -TERM -PGID`) never reach it: it
+/// goes when the program or its pool does (`PR_SET_PDEATHSIG`, end-of-file on its socket).
+/// A `Process::spawn_fn` child stays in the program's group, as `multiprocessing`'s do.
+///
 /// # Errors
 ///
 /// [`Error::Os`] when `posix_spawn` fails.
-pub(crate) fn spawn_self(sock: BorrowedFd<'_>, route: &SpawnRoute) -> Result<Pid> {
+pub(crate) fn spawn_self(sock: BorrowedFd<'_>, route: &SpawnRoute, detach: bool) -> Result<Pid> {
     let exe = route.exe.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
     let path = cstring(exe.as_os_str().as_bytes())?;
     let argv0 = std::env::args_os().next().unwrap_or_else(|| exe.clone().into_os_string());
@@ -185,7 +191,8 @@ pub(crate) fn spawn_self(sock: BorrowedFd<'_>, route: &SpawnRoute) -> Result<Pid
         libc::posix_spawn_file_actions_adddup2(actions.as_mut_ptr(), fd, fd);
         libc::sigemptyset(empty.as_mut_ptr());
         libc::posix_spawnattr_setsigmask(attr.as_mut_ptr(), empty.as_ptr());
-        libc::posix_spawnattr_setflags(attr.as_mut_ptr(), libc::POSIX_SPAWN_SETSIGMASK as libc::c_short);
+        let setsid = if detach { libc::POSIX_SPAWN_SETSID } else { 0 };
+        libc::posix_spawnattr_setflags(attr.as_mut_ptr(), libc::POSIX_SPAWN_SETSIGMASK as libc::c_short | setsid);
         libc::posix_spawn(&mut pid, path.as_ptr(), actions.as_ptr(), attr.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr())
     };
     // SAFETY: both objects were initialised above and are not used after this.

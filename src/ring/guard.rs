@@ -319,13 +319,13 @@ impl RingGuard<'_> {
         r
     }
 
-    /// CLAIMED slots whose chunk started more than `limit_us` before `now_us`, with their pid.
-    pub(crate) fn overdue(&self, now_us: u64, limit_us: u64) -> Vec<(u32, u32)> {
+    /// CLAIMED slots whose chunk has run for more than `limit_us`, with their pid: `running_us`
+    /// turns a claim's CLOCK_MONOTONIC stamp into the time the chunk counts as running (the
+    /// supervisor leaves out the time the program was stopped).
+    pub(crate) fn overdue(&self, limit_us: u64, running_us: impl Fn(u64) -> u64) -> Vec<(u32, u32)> {
         (0..self.ring.slots)
             .filter(|&s| self.state(s) == Some(SlotState::Claimed))
-            .filter(|&s| {
-                now_us.saturating_sub(self.ring.slot_header(s).claimed_at_us.load(Ordering::Relaxed)) > limit_us
-            })
+            .filter(|&s| running_us(self.ring.slot_header(s).claimed_at_us.load(Ordering::Relaxed)) > limit_us)
             .map(|s| (s, self.ring.slot_header(s).pid.load(Ordering::Relaxed)))
             .collect()
     }

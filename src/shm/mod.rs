@@ -421,8 +421,15 @@ fn shm_error(op: &'static str, errno: u32, total: usize) -> Error {
 
 /// Reserves every page of the segment so that later writes cannot fail with SIGBUS.
 fn reserve(fd: &OwnedFd, total: usize) -> Result<()> {
-    // SAFETY: fd is an open shm descriptor we own; posix_fallocate has no memory arguments.
-    let rc = unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, total as libc::off_t) };
+    let rc = loop {
+        // SAFETY: fd is an open shm descriptor we own; posix_fallocate has no memory arguments.
+        let rc = unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, total as libc::off_t) };
+        // tmpfs gives up a large reservation when a signal arrives (EINTR); the pages reserved
+        // so far stay reserved, so asking again only finishes the job.
+        if rc != libc::EINTR {
+            break rc;
+        }
+    };
     match rc {
         0 => Ok(()),
         libc::ENOSPC => {

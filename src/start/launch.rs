@@ -39,6 +39,9 @@ pub(crate) struct Pending {
     /// `ForkServer`: the start-up record to send once the server has answered with the pid
     /// ([`Launcher::advance`]).
     deferred: Option<(BootWire, Ring)>,
+    /// `ForkServer`: the [`Launcher::connections`] count when it was requested (an answer
+    /// can only come on that connection).
+    connection: u64,
 }
 
 /// Starts the workers of one pool by its method.
@@ -47,6 +50,8 @@ pub(crate) struct Launcher {
     identity: Option<ExeIdentity>,
     route: spawn::SpawnRoute,
     server: Option<server::Connection>,
+    /// Connections to a fork server made so far (a new one after each server death).
+    connections: u64,
 }
 
 impl std::fmt::Debug for Launcher {
@@ -101,11 +106,12 @@ fn connect_server() -> Result<server::Connection> {
         let identity = spawn::exe_identity()?;
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::os("socketpair", e.into()))?;
-        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
+        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route(), true)?;
         drop(theirs);
         // A send that fails means the child is gone: `finish_child` reads why from its status.
         let _ = send_boot(&mine, &super::server_boot(identity), None, &[]);
-        let p = Pending { pid, sock: mine, how: How::Child, pidfd: None, handshake: true, deferred: None };
+        let p =
+            Pending { pid, sock: mine, how: How::Child, pidfd: None, handshake: true, deferred: None, connection: 0 };
         let (pid, control) = finish_child(p, identity, "fork server", reap_child)?;
         Ok((control, pid))
     })
@@ -172,7 +178,7 @@ impl Launcher {
         if exe.is_some() {
             route.exe = exe;
         }
-        let mut l = Launcher { method, identity: None, route, server: None };
+        let mut l = Launcher { method, identity: None, route, server: None, connections: 0 };
         match method {
             StartMethod::Fork => {}
             StartMethod::Spawn => {
@@ -197,17 +203,24 @@ impl Launcher {
     /// [`Error::Os`] when `fork`, `posix_spawn` or the fork server fails.
     pub(crate) fn launch(&mut self, ctx: WorkerCtx, parent_end: OwnedFd) -> Result<Pending> {
         let identity = self.identity;
-        let pending =
-            |pid, how, pidfd, deferred| Pending { pid, sock: parent_end, how, pidfd, handshake: true, deferred };
+        let pending = |pid, how, pidfd, deferred, connection| Pending {
+            pid,
+            sock: parent_end,
+            how,
+            pidfd,
+            handshake: true,
+            deferred,
+            connection,
+        };
         match self.method {
             StartMethod::Fork => {
                 let pid = fork::fork_worker(move || worker::run(ctx))?;
                 let pidfd = self.watch(pid, How::Child)?;
-                Ok(Pending { handshake: false, ..pending(pid, How::Child, Some(pidfd), None) })
+                Ok(Pending { handshake: false, ..pending(pid, How::Child, Some(pidfd), None, 0) })
             }
             StartMethod::Spawn => {
                 let identity = identity.expect("a Spawn launcher knows the executable");
-                let pid = spawn::spawn_self(ctx.sock.as_fd(), &self.route)?;
+                let pid = spawn::spawn_self(ctx.sock.as_fd(), &self.route, true)?;
                 let boot = BootWire::worker(identity, &ctx, nix::unistd::getpid().as_raw());
                 let ring: Ring = ctx.ring.clone();
                 // Our copy of the child's end must go, so that its death reads as end-of-file.
@@ -215,21 +228,52 @@ impl Launcher {
                 // The child may have exited already (a `main` without `init()`), but it stays a
                 // zombie until we reap it, so its pidfd can be opened.
                 let pidfd = self.watch(pid, How::Child)?;
-                let p = pending(pid, How::Child, Some(pidfd), None);
+                let p = pending(pid, How::Child, Some(pidfd), None, 0);
                 // A send that fails means the child is gone: `finish` reads why from its status.
                 let _ = send_boot(&p.sock, &boot, Some(&ring), &[]);
                 Ok(p)
             }
             StartMethod::ForkServer => {
                 let identity = identity.expect("a ForkServer launcher knows the executable");
+                self.ensure_server()?;
                 let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
-                conn.request_fork(ctx.sock.as_fd())?;
+                if let Err(e) = conn.request_fork(ctx.sock.as_fd()) {
+                    // The server may have died since `ensure_server` looked: once more.
+                    if !conn.is_closed() {
+                        return Err(e);
+                    }
+                    self.ensure_server()?;
+                    let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
+                    conn.request_fork(ctx.sock.as_fd())?;
+                }
                 let boot = BootWire::worker(identity, &ctx, 0);
                 let ring: Ring = ctx.ring.clone();
                 drop(ctx);
-                Ok(pending(Pid::from_raw(0), How::Served, None, Some((boot, ring))))
+                Ok(pending(Pid::from_raw(0), How::Served, None, Some((boot, ring)), self.connections))
             }
         }
+    }
+
+    /// `ForkServer`: makes sure the connection's server is alive. A dead one (SIGKILLed, the
+    /// OOM killer's pick) costs a restart, never the pool: a new server is started (the first
+    /// pool to notice starts it, the others connect to it), and this pool connects to it; its
+    /// workers, which died with the old server (`PR_SET_PDEATHSIG`), are replaced through it.
+    ///
+    /// # Errors
+    ///
+    /// What starting the server returns: notably [`Error::InitNotCalled`] in a program that
+    /// never called `init()` and now runs several threads (a server forked from it could
+    /// inherit another thread's locks, which is what `ForkServer` promises never happens).
+    fn ensure_server(&mut self) -> Result<()> {
+        if self.server.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        // Dropping the dead connection closes our end: nothing is left to tell. Requests made
+        // on it are never answered (`advance` refuses them).
+        self.server = None;
+        self.connections += 1;
+        self.server = Some(connect_server()?);
+        Ok(())
     }
 
     /// For a `ForkServer` worker: collects its pid from the server, starts watching it and
@@ -241,7 +285,12 @@ impl Launcher {
     /// [`Error::Os`] when the server could not fork or the pidfd cannot be opened.
     pub(crate) fn advance(&mut self, p: &mut Pending) -> Result<()> {
         let Some((boot, ring)) = p.deferred.take() else { return Ok(()) };
-        let conn = self.server.as_mut().expect("a ForkServer launcher has a connection");
+        let gone = || Error::os("fork server", std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        if p.connection != self.connections {
+            // Requested from a server that died since: no answer will ever come.
+            return Err(gone());
+        }
+        let conn = self.server.as_mut().ok_or_else(gone)?;
         p.pid = conn.forked()?;
         // The child waits for its start-up record, so it is alive here.
         p.pidfd = Some(self.watch(p.pid, How::Served)?);
@@ -333,7 +382,7 @@ impl Process {
         let identity = spawn::exe_identity()?;
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::os("socketpair", e.into()))?;
-        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route())?;
+        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route(), false)?;
         drop(theirs);
         let p = Process::from_pid(pid);
         // A send that fails means the child is gone already; its exit status says why.

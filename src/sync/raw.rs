@@ -195,16 +195,33 @@ fn monotonic_deadline(timeout: Duration) -> libc::timespec {
     }
 }
 
-/// Sleeps while `*word == expected`, at most `timeout`. Returns on a wake-up, a timeout, a
-/// signal, or at once if the value already differs. Process-shared (no `FUTEX_PRIVATE_FLAG`).
+/// Sleeps while `*word == expected`, at most `timeout`. Returns on a wake-up, a timeout, or at
+/// once if the value already differs; a signal handled meanwhile (EINTR) sends it back to sleep
+/// for what is left of `timeout`. Process-shared (no `FUTEX_PRIVATE_FLAG`).
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: word is a valid, aligned u32 for the whole call; the timespec is relative and
-    // normalised; FUTEX_WAIT reads the word and touches no other memory.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec) };
+    let deadline = std::time::Instant::now().checked_add(timeout);
+    let mut left = timeout;
+    loop {
+        let ts = libc::timespec {
+            tv_sec: left.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: word is a valid, aligned u32 for the whole call; the timespec is relative and
+        // normalised; FUTEX_WAIT reads the word and touches no other memory.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec)
+        };
+        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+        match deadline {
+            Some(d) => left = d.saturating_duration_since(std::time::Instant::now()),
+            None => left = timeout,
+        }
+        if left.is_zero() {
+            return;
+        }
+    }
 }
 
 /// Wakes up to `n` processes sleeping on `word`.

@@ -281,8 +281,14 @@ impl NpyOutput {
         f.write_all_at(&head, 0).map_err(|e| file_err("write", &path, e))?;
         f.set_len(total).map_err(|e| file_err("size", &path, e))?;
         if bytes > 0 {
-            nix::fcntl::posix_fallocate(f, 0, total as i64)
-                .map_err(|e| file_err("reserve space for", &path, e.into()))?;
+            // A handled signal interrupts a large reservation (EINTR): the part reserved stays,
+            // asking again finishes it.
+            loop {
+                match nix::fcntl::posix_fallocate(f, 0, total as i64) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    r => break r.map_err(|e| file_err("reserve space for", &path, e.into()))?,
+                }
+            }
         }
         let seg = if bytes == 0 {
             Arc::new(Segment::create(SegmentKind::Array, 0, dtype.size() as u32, 0)?)
