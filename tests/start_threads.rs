@@ -3,8 +3,7 @@
 //! dropped, with each method that is safe there (`Spawn`, `ForkServer`). A forked child of such
 //! a parent could inherit a held stdout lock and hang on its first `println!`; these workers
 //! are fresh processes (exec'd, or forked by the single-threaded fork server), so they never
-//! do. A watchdog turns a hang into a failure. Children started by `exec` run
-//! `spawned_child_entry` (see `tests/start_methods.rs`).
+//! do. A watchdog turns a hang into a failure.
 
 mod common;
 
@@ -13,16 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::start::{assert_nothing_leaked, route_to, ENTRY, SAFE_METHODS};
+use common::start::{assert_nothing_leaked, SAFE_METHODS};
 use common::workloads::w1;
 use shmpool::{Pool, StartMethod};
-
-/// The entry point of children this binary spawns.
-#[test]
-#[ignore = "entry point of spawned children, run by the other tests"]
-fn spawned_child_entry() {
-    shmpool::init();
-}
 
 /// The input of every map here: distinct values, so only element 0 is `FIRST`.
 fn input(n: usize) -> Vec<f64> {
@@ -95,7 +87,6 @@ impl BusyThreads {
 
 /// Creates, uses and drops `rounds` pools with `method` while the busy threads run.
 fn pools_in_a_busy_parent(method: StartMethod, rounds: usize) {
-    route_to(ENTRY);
     let busy = BusyThreads::start();
     let xs = input(20_000);
     let t = Instant::now();
@@ -136,10 +127,9 @@ fn fork_in_a_busy_parent_with_printing_kernels_can_hang() {
 }
 
 #[test]
-fn the_default_method_in_a_threaded_program_that_calls_init_is_the_fork_server() {
+fn the_default_method_in_a_threaded_program_is_the_fork_server() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
-        route_to(ENTRY); // counts as calling init()
         let busy = BusyThreads::start();
         let pool = Pool::builder().workers(2).build().unwrap();
         assert_eq!(pool.start_method(), StartMethod::ForkServer);
