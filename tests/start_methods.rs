@@ -206,3 +206,50 @@ fn programs_a_worker_starts_do_not_inherit_the_spawn_marker() {
     });
     assert_nothing_leaked();
 }
+
+fn add_one_to(n: u32) {
+    assert!(n < 1000);
+}
+
+/// A plain `#[test]` function that uses every start method (and `Process::spawn_fn`) 100 times
+/// in a row, with no `init()` and no entry point. Run on its own process by the test below,
+/// which reads its output.
+#[test]
+#[ignore = "scenario: run in its own process by every_start_method_works_from_a_test_function_a_hundred_times"]
+fn hundred_rounds_of_every_start_method() {
+    let xs: Vec<f64> = (0..3_000).map(pattern).collect();
+    let want: Vec<u64> = xs.iter().map(|x| w1(*x).to_bits()).collect();
+    for round in 0..100 {
+        for method in METHODS {
+            let pool = Pool::builder().workers(2).chunk_len(500).start_method(method).build().unwrap();
+            let ys = pool.map(&xs, w1).unwrap();
+            assert!(ys.iter().map(|y| y.to_bits()).eq(want.iter().copied()), "{method:?} round {round}");
+        }
+        let p = Process::spawn_fn(add_one_to, round).unwrap();
+        assert!(p.join().unwrap().success(), "spawn_fn round {round}");
+    }
+    println!("scenario: 100 rounds done");
+}
+
+/// Item 10 of issue 14: from `#[test]` functions, every start method works; the spawned copies
+/// of the test binary never run libtest's harness (its "running 1 test" and "test result"
+/// lines appear once, from the scenario's own process), never abort ("IO Safety violation")
+/// and never lose their socket (ConnectionReset).
+#[test]
+fn every_start_method_works_from_a_test_function_a_hundred_times() {
+    let out = common::run_scenario("hundred_rounds_of_every_start_method", Duration::from_secs(600));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scenario failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        common::tail(&out.stderr, 4000)
+    );
+    assert!(stdout.contains("scenario: 100 rounds done"), "{stdout}");
+    assert_eq!(stdout.matches("running 1 test").count(), 1, "a child ran the harness:\n{stdout}");
+    assert_eq!(stdout.matches("test result:").count(), 1, "a child ran the harness:\n{stdout}");
+    for bad in ["IO Safety violation", "ConnectionReset", "Connection reset", "fatal runtime error"] {
+        assert!(!stderr.contains(bad) && !stdout.contains(bad), "{bad}:\n{}", common::tail(&out.stderr, 4000));
+    }
+}

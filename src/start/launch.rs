@@ -137,10 +137,9 @@ fn finish_child(
         (answer, status) => {
             let reason = match (status, answer) {
                 (Some(WaitStatus::Exited(_, code)), _) => format!("exited with code {code} before its handshake"),
-                (_, Err(Error::Os { source, .. })) if source.kind() == std::io::ErrorKind::TimedOut => format!(
-                    "no handshake within {:?}",
-                    super::BOOT_TIMEOUT
-                ),
+                (_, Err(Error::Os { source, .. })) if source.kind() == std::io::ErrorKind::TimedOut => {
+                    format!("no handshake within {:?}", super::BOOT_TIMEOUT)
+                }
                 (Some(WaitStatus::Signaled(_, sig, _)), _) => format!("killed by {sig:?} before its handshake"),
                 (_, Err(e)) => e.to_string(),
                 _ => "no handshake".to_string(),

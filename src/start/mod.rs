@@ -120,7 +120,9 @@ fn become_child_if_started() {
     match spawn::take_marker() {
         Marker::Absent => {}
         Marker::Invalid => {
-            fork::raw_stderr(b"shmpool: started as a shmpool child, but the start-up socket is not its parent's: exiting\n");
+            fork::raw_stderr(
+                b"shmpool: started as a shmpool child, but the start-up socket is not its parent's: exiting\n",
+            );
             fork::exit_now(spawn::INIT_MISSING_EXIT_CODE)
         }
         Marker::Child(sock, token) => {
