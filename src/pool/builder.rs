@@ -250,9 +250,10 @@ impl PoolBuilder {
     /// log: a forked worker inherits the logger's lock in whatever state another thread held it
     /// (the default, `ForkServer`, has no such hazard).
     ///
-    /// A panic in `worker_init` stops the pool: its maps fail with
-    /// [`Error::WorkerInitPanicked`](crate::Error::WorkerInitPanicked) (the panic message is
-    /// written to stderr by the worker), instead of replacing the worker forever.
+    /// A panic in `worker_init` stops the pool instead of replacing the worker forever: its
+    /// maps fail with [`Error::PoolBroken`](crate::Error::PoolBroken), whose reason is
+    /// [`Error::WorkerInitPanicked`](crate::Error::WorkerInitPanicked)'s message (the worker
+    /// writes the panic message itself to stderr).
     ///
     /// # Examples
     ///
