@@ -140,3 +140,69 @@ fn the_default_method_in_a_threaded_program_is_the_fork_server() {
     });
     assert_nothing_leaked();
 }
+
+/// W1, logging a line to stderr (std's `eprintln!`, which takes stderr's lock) every 250
+/// elements.
+fn logging_w1(x: f64) -> f64 {
+    if (x - FIRST) as u64 % 250 == 0 {
+        eprintln!("kernel in worker {} logs element {x}", std::process::id());
+    }
+    w1(x)
+}
+
+/// A program as issue 14 (item 9) describes it: a logging thread that holds std's stderr lock
+/// most of the time, no `shmpool::init()` anywhere, a default pool whose kernels log, and a
+/// worker killed on the way (its replacement must not hang either). Run in its own process by
+/// the test below.
+#[test]
+#[ignore = "scenario: run in its own process by a_threaded_program_whose_kernels_log_never_hangs_without_init"]
+fn threaded_program_with_a_logging_thread() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let logger = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "logging thread: record {n}");
+                n += 1;
+                // Formatting and writing a record holds the lock for a while (this is the
+                // workload, not a synchronisation).
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        })
+    };
+    let pool = Pool::builder().workers(2).chunk_len(500).build().unwrap();
+    assert_eq!(pool.start_method(), StartMethod::ForkServer, "a threaded program's default");
+    let xs = input(5_000);
+    for round in 0..20 {
+        let ys = pool.map(&xs, logging_w1).unwrap();
+        assert!(xs.iter().zip(&ys).all(|(x, y)| w1(*x).to_bits() == y.to_bits()), "round {round}");
+        if round == 10 {
+            let victim = pool.pids()[0];
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    logger.join().unwrap();
+    drop(pool);
+    println!("scenario: done");
+}
+
+/// Item 9 of issue 14: a multi-threaded program that never calls `init()` gets fork-safe
+/// workers by default (an exec'd fork server), so kernels that log while the program's logging
+/// thread holds stderr's lock never hang, and their records are not lost.
+#[test]
+fn a_threaded_program_whose_kernels_log_never_hangs_without_init() {
+    let out = common::run_scenario("threaded_program_with_a_logging_thread", Duration::from_secs(180));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "scenario failed: {}\n{stdout}\n{}", out.status, common::tail(&out.stderr, 4000));
+    assert!(stdout.contains("scenario: done"), "{stdout}");
+    assert!(
+        stderr.contains("kernel in worker"),
+        "the kernels' records were lost:\n{}",
+        common::tail(&out.stderr, 4000)
+    );
+}
