@@ -48,15 +48,19 @@ use crate::worker::{PausePoint, WorkerCtx};
 /// call in `main`: a copy of the program that shmpool starts with `exec` (a `Spawn` worker, the
 /// fork server, a [`Process::spawn_fn`](crate::Process::spawn_fn) child) becomes what it was
 /// started for in an ELF constructor, before `main` (and before libtest's harness) runs. So
-/// from `#[test]` functions:
+/// from `#[test]` functions (as `tests/start_methods.rs` does, 100 times in a row):
 ///
-/// ```
-/// #[test]
-/// fn spawned_workers_from_a_test() -> shmpool::Result<()> {
+/// ```text
+/// #[cfg(test)]
+/// mod tests {
 ///     use shmpool::{Pool, StartMethod};
-///     let pool = Pool::builder().workers(2).start_method(StartMethod::Spawn).build()?;
-///     assert_eq!(pool.map(&[4.0f64], f64::sqrt)?, [2.0]);
-///     Ok(())
+///
+///     #[test]
+///     fn spawned_workers_from_a_test() -> shmpool::Result<()> {
+///         let pool = Pool::builder().workers(2).start_method(StartMethod::Spawn).build()?;
+///         assert_eq!(pool.map(&[4.0f64], f64::sqrt)?, [2.0]);
+///         Ok(())
+///     }
 /// }
 /// ```
 ///
@@ -69,7 +73,10 @@ use crate::worker::{PausePoint, WorkerCtx};
 /// Once a pool is up, its maps run the same way whatever the method. Workers started by
 /// `exec` (`Spawn`, and `ForkServer` when its server was exec'd) never run `main`, so state
 /// `main` sets up (a logger, environment) is not there: set it up in
-/// [`PoolBuilder::worker_init`](crate::PoolBuilder::worker_init).
+/// [`PoolBuilder::worker_init`](crate::PoolBuilder::worker_init). For the same reason, ELF
+/// constructors of the executable that come after shmpool's in `.init_array` (a statically
+/// linked C++ library's globals, say; shared libraries' constructors all run before) do not
+/// run in those workers: initialise what a kernel needs from them in `worker_init` too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StartMethod {
