@@ -750,12 +750,7 @@ fn partial_line_program() {
 #[ignore = "known gap (a trade-off): Fork workers do not flush the parent's stdout before forking, since a logging thread would starve respawns; ForkServer and Spawn are not affected"]
 fn forked_workers_do_not_repeat_the_programs_buffered_output() {
     let _serial = common::serial();
-    let o = common::watchdog(Duration::from_secs(60), || {
-        Command::new(std::env::current_exe().unwrap())
-            .args(["partial_line_program", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .output()
-            .unwrap()
-    });
+    let o = common::run_scenario("partial_line_program", Duration::from_secs(60));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert_eq!(out.matches("PARTIAL-LINE").count(), 1, "stdout:\n{out}");
@@ -977,12 +972,7 @@ fn gen_refuses_dimensions_numpy_cannot_load() {
 fn a_forked_child_builds_a_pool_while_other_threads_build_pools() {
     let _serial = common::serial();
     // In a fresh process, so that its first pool build is the one racing the fork.
-    let o = common::watchdog(Duration::from_secs(170), || {
-        Command::new(std::env::current_exe().unwrap())
-            .args(["forked_child_scenario", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .output()
-            .unwrap()
-    });
+    let o = common::run_scenario("forked_child_scenario", Duration::from_secs(170));
     assert!(o.status.success(), "{}", stderr(&o).lines().filter(|l| l.contains("hung")).collect::<Vec<_>>().join("\n"));
 }
 

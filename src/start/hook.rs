@@ -25,9 +25,12 @@
 /// The entry glibc calls before `main` (it passes `argc`, `argv` and `envp`, which the C ABI
 /// lets a function that takes no arguments ignore).
 extern "C" fn start_hook() {
-    // A panic must not unwind out of an `extern "C"` function (it would abort the program):
-    // the ordinary path cannot panic, and the child path catches and exits.
-    let _ = std::panic::catch_unwind(super::become_child_if_started);
+    // A panic must not unwind out of an `extern "C"` function (it would abort the program).
+    // The ordinary path cannot panic and the child path catches and exits; a panic anywhere
+    // else on the way must not let a spawned child run on into `main` either.
+    if std::panic::catch_unwind(super::become_child_if_started).is_err() {
+        crate::process::fork::exit_now(crate::process::fork::PANIC_EXIT_CODE);
+    }
 }
 
 // `#[used]` keeps the static even though nothing reads it, and rustc passes such statics of
