@@ -366,6 +366,34 @@ pub(crate) fn process_boot(identity: ExeIdentity, entry: (u64, u64)) -> BootWire
 mod tests {
     use super::*;
 
+    static RAN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    fn entry(n: u32) {
+        RAN.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A `Process::spawn_fn` start-up record sent to `run_child` in this process, as an exec'd
+    /// child whose marker carries `expected` would receive it.
+    fn run_record(token: Key, expected: Key, arg: u32) -> i32 {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (parent, child) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
+        let (entry, mut params) = crate::kernel::process_entry(entry);
+        params.extend_from_slice(bytemuck::bytes_of(&arg));
+        let boot = process_boot(spawn::exe_identity().unwrap(), entry.parts()).with_token(token);
+        send_boot(&parent, &boot, None, &params).unwrap();
+        run_child(child, Some(expected))
+    }
+
+    #[test]
+    fn a_start_up_record_runs_only_with_the_markers_token() {
+        let token = Key::from_words(0x1234, 0x5678);
+        assert_eq!(run_record(token, Key::from_words(0x1234, 0x5679), 7), BOOT_FAILED_EXIT_CODE);
+        assert_eq!(RAN.load(std::sync::atomic::Ordering::SeqCst), 0, "ran with another token");
+        assert_eq!(run_record(token, token, 9), 0);
+        assert_eq!(RAN.load(std::sync::atomic::Ordering::SeqCst), 9);
+    }
+
     #[test]
     fn pause_points_round_trip_through_the_start_up_record() {
         assert_eq!(decode_pause(encode_pause(None)), None);
