@@ -42,7 +42,16 @@ use crate::worker::{PausePoint, WorkerCtx};
 /// called, is chosen when the pool is built: `Fork` if the process runs a single thread (the
 /// fastest, and nothing can be inherited half-locked), otherwise `ForkServer` (safe, nearly as
 /// fast): a multi-threaded program never forks its workers unless it asks for `Fork`. Python
-/// made the same move away from plain `fork` in 3.14.
+/// made the same move away from plain `fork` in 3.14. (Refusing to build in a threaded program
+/// until it adds something would be the other safe choice; it would fail every rayon or tokio
+/// program, which is threaded as soon as it starts, for no gain: the fork server is safe
+/// there and costs a few milliseconds once.)
+///
+/// A `Fork` pool forks its *replacement* workers (after a crash, a timeout, recycling) from
+/// its supervisor thread while the program runs on, so even in a program that was
+/// single-threaded at `build`, a kernel that takes a lock the program held at that instant
+/// (stdout's, a logger's) can hang in a replacement. Pools whose kernels print or log should
+/// use `ForkServer` or `Spawn`.
 ///
 /// Every method works in every program that links shmpool, test binaries included, with no
 /// call in `main`: a copy of the program that shmpool starts with `exec` (a `Spawn` worker, the
