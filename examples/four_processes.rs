@@ -11,8 +11,7 @@
 use shmpool::Process;
 
 fn main() -> shmpool::Result<()> {
-    shmpool::init(); // a no-op here; turns a spawned copy of this program into a worker
-                     // Start all four first, then join them all, so they run at the same time.
+    // Start all four first, then join them all, so they run at the same time.
     let processes = (0..4)
         .map(|i| Process::spawn(move || println!("Process {i} prints: {i}")))
         .collect::<shmpool::Result<Vec<_>>>()?;

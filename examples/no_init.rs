@@ -1,35 +1,31 @@
-//! A program that forgets `shmpool::init()`. Python's spawn start method needs
-//! `if __name__ == "__main__":` for the same reason:
+//! A program without `shmpool::init()`. Python's spawn start method needs
+//! `if __name__ == "__main__":` because every spawned child imports the main module again:
 //!
 //! ```python
 //! from multiprocessing import get_context
-//! # without the __main__ guard, every spawned child would run this module's top level again
-//! with get_context("spawn").Pool(1) as p:
-//!     p.map(abs, [-1])
+//! if __name__ == "__main__":   # without this guard, every child would run this block again
+//!     with get_context("spawn").Pool(2) as p:
+//!         print(p.map(abs, [-1, 2]))
 //! ```
 //!
-//! A pool that starts workers with `exec` (`StartMethod::Spawn`) needs `init()` at the top of
-//! `main`: this program gets a clear error instead of a second copy of itself. It prints each
-//! error and "main ran once".
-use shmpool::{Error, Pool, Process, StartMethod};
+//! shmpool needs no guard and no call: a copy of this program that a pool (or
+//! `Process::spawn_fn`) starts with `exec` becomes what it was started for before `main` runs.
+//! So every start method works here, and `main` runs once: the first and last lines are
+//! printed once each.
+use shmpool::{Pool, Process, StartMethod};
 
-fn child(_: u8) {}
+fn child(n: u8) {
+    println!("spawn_fn child: {n}");
+}
 
 fn main() -> shmpool::Result<()> {
-    // (no `shmpool::init()` here: that is the bug this example shows)
-    match Pool::builder().workers(1).start_method(StartMethod::Spawn).build() {
-        Err(e @ Error::InitNotCalled { .. }) => println!("Spawn pool: {e}"),
-        Err(e) => return Err(e),
-        Ok(_) => panic!("a Spawn pool started without init()"),
+    println!("main starts");
+    for method in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+        let pool = Pool::builder().workers(2).start_method(method).build()?;
+        println!("{method:?} pool: {:?}", pool.map(&[-1i32, 2], |x: i32| x.abs())?);
     }
-    match Process::spawn_fn(child, 0u8) {
-        Err(e @ Error::InitNotCalled { .. }) => println!("spawn_fn: {e}"),
-        Err(e) => return Err(e),
-        Ok(_) => panic!("spawn_fn started without init()"),
-    }
-    // Fork needs no init(): the program still works.
-    let pool = Pool::builder().workers(1).start_method(StartMethod::Fork).build()?;
-    println!("Fork pool: {:?}", pool.map(&[-1i32, 2], |x: i32| x.abs())?);
+    let p = Process::spawn_fn(child, 7u8)?;
+    assert!(p.join()?.success());
     println!("main ran once");
     Ok(())
 }

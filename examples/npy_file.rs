@@ -11,7 +11,6 @@ use shmpool::kernel::expr::Program;
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool};
 
 fn main() -> shmpool::Result<()> {
-    shmpool::init(); // a no-op here; turns a spawned copy of this program into a worker
     let dir = tempfile::tempdir().map_err(|e| shmpool::Error::File {
         op: "create",
         path: "a temporary directory".into(),

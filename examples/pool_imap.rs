@@ -11,7 +11,6 @@
 use shmpool::Pool;
 
 fn main() -> shmpool::Result<()> {
-    shmpool::init(); // a no-op here; turns a spawned copy of this program into a worker
     let pool = Pool::new(2)?;
     let batches = (0..8u64).map(|b| (0..250_000u64).map(|i| ((b * 250_000 + i) % 1000) as f32).collect::<Vec<f32>>());
     let mut total = 0.0f64;

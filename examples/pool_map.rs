@@ -7,7 +7,6 @@
 //!     print("Results:", p.map(f, [1, 2, 3, 4, 5]))
 //! ```
 fn main() -> shmpool::Result<()> {
-    shmpool::init(); // a no-op here; turns a spawned copy of this program into a worker
     let pool = shmpool::Pool::new(4)?;
     let results = pool.map(&[1, 2, 3, 4, 5], |x: i32| x * 2)?;
     println!("Results: {results:?}");

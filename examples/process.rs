@@ -17,7 +17,6 @@ fn f() {
 }
 
 fn main() -> shmpool::Result<()> {
-    shmpool::init(); // a no-op here; turns a spawned copy of this program into a worker
     let p = Process::spawn(f)?;
     let status = p.join()?;
     assert!(status.success(), "child failed: {status}");

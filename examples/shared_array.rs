@@ -28,7 +28,6 @@ fn w1_chunk(xs: &[f64], ys: &mut [f64]) {
 }
 
 fn main() -> shmpool::Result<()> {
-    shmpool::init(); // a no-op here; turns a spawned copy of this program into a worker
     let n = 10_000_000;
     let pool = Pool::new(2)?;
     let mut xs = pool.alloc::<f64>(n)?;

@@ -23,7 +23,6 @@ fn fragile(x: u64, crash_at: &u64) -> u64 {
 }
 
 fn main() -> shmpool::Result<()> {
-    shmpool::init(); // a no-op here; turns a spawned copy of this program into a worker
     let pool = Pool::builder().workers(2).chunk_len(1_000).max_attempts(3).build()?;
     let xs: Vec<u64> = (0..20_000).collect();
 

@@ -247,13 +247,23 @@ pub enum Error {
         found: String,
     },
 
-    /// The program does not call `shmpool::init()` at the top of `main`, which a process
-    /// started by `exec` (`StartMethod::Spawn`, the fork server, `Process::spawn_fn`) needs in
-    /// order to become a worker instead of running `main` again.
-    #[error("{what} needs shmpool::init(): call shmpool::init() at the top of main")]
+    /// A process started by `exec` (`StartMethod::Spawn`, the fork server, `Process::spawn_fn`)
+    /// reached the program's `main` instead of becoming what it was started for, which
+    /// shmpool's start-up hook does before `main` in every executable that links shmpool: the
+    /// executable runs no such hook (a host that loads shmpool otherwise), and its `main` does
+    /// not call `shmpool::init()`.
+    #[error("{what}: the started copy of the program reached main; call shmpool::init() at the top of main")]
     InitNotCalled {
         /// What needed it.
         what: &'static str,
+    },
+
+    /// A pool's `worker_init` function panicked in a worker; the pool stopped (every
+    /// replacement would run it again).
+    #[error("worker_init panicked in worker {pid} (the worker wrote the panic message to stderr); the pool stopped")]
+    WorkerInitPanicked {
+        /// The worker's pid.
+        pid: u32,
     },
 
     /// A process started by `exec` did not complete its start-up handshake.

@@ -33,6 +33,16 @@ impl Key {
         Key { k0: rng.next_u64(), k1: rng.next_u64() }
     }
 
+    /// The key from its two words.
+    pub(crate) fn from_words(k0: u64, k1: u64) -> Key {
+        Key { k0, k1 }
+    }
+
+    /// The key's two words (a spawned child's one-time token travels as text in its marker).
+    pub(crate) fn words(&self) -> (u64, u64) {
+        (self.k0, self.k1)
+    }
+
     /// The keyed hash of `value`.
     pub(crate) fn hash_one<T: Hash>(&self, value: T) -> u64 {
         // SipHasher (SipHash-2-4) is deprecated in favour of RandomState, whose key cannot be

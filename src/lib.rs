@@ -12,9 +12,6 @@
 //! # fn main() -> shmpool::Result<()> {
 //! use shmpool::{Pool, SharedVec};
 //!
-//! // First thing in `main`: a no-op here, it turns copies of this program that shmpool starts
-//! // (`StartMethod::Spawn` workers, the fork server) into what they were started for.
-//! shmpool::init();
 //! let pool = Pool::new(2)?;
 //!
 //! // Element kernel over a plain slice: order kept, one copy in, one copy out.
@@ -53,9 +50,12 @@
 //! ## Start methods and threads
 //!
 //! A forked child inherits every lock another thread held at the fork. In a multi-threaded
-//! program use [`StartMethod::ForkServer`] or [`StartMethod::Spawn`] (the default picks the fork
-//! server when the program calls [`init`]) and [`Process::spawn_fn`] instead of
-//! [`Process::spawn`]; see [`StartMethod`].
+//! program use [`StartMethod::ForkServer`] (the default there) or [`StartMethod::Spawn`] and
+//! [`Process::spawn_fn`] instead of [`Process::spawn`]; see [`StartMethod`]. Every method works
+//! in every program and from `#[test]` functions with no call in `main`: a copy of the program
+//! that shmpool starts with `exec` becomes a worker in an ELF constructor, before `main`
+//! ([`init`] remains, optional). Workers set up per-process state, a logger for instance, in
+//! [`PoolBuilder::worker_init`].
 //!
 //! ```compile_fail,E0603
 //! use shmpool::ring::Ring; // the slot table is not part of the API
@@ -166,17 +166,6 @@ pub mod testing {
     /// The monotonic clock the supervisor stamps deaths with (µs).
     pub fn now_us() -> u64 {
         crate::sync::now_us()
-    }
-
-    /// Test binaries (whose `main` is libtest's): children started by `exec` (`Spawn` workers,
-    /// the fork server, `Process::spawn_fn`) re-run this binary with `args` — the name of an
-    /// `#[ignore]`d test that calls [`crate::init`], `--exact --ignored` — and the program
-    /// counts as calling `init()`.
-    pub fn route_spawned_children<S: Into<std::ffi::OsString>>(args: impl IntoIterator<Item = S>) {
-        crate::process::spawn::set_route(crate::process::spawn::SpawnRoute {
-            exe: None,
-            args: args.into_iter().map(Into::into).collect(),
-        });
     }
 
     /// The pid of this process's fork server, if one runs (it lives as long as the process).

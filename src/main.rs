@@ -5,8 +5,9 @@ mod cli;
 mod workloads;
 
 fn main() {
-    // Workers of `Spawn` pools (and the fork server, started from a threaded process) are
-    // copies of this binary: `init` turns them into what they were started for.
+    // Copies of this binary that shmpool starts become workers before `main`; calling `init`
+    // also makes the fork server an exec'd, fresh image from the start (the CLI maps big
+    // files: a forked server would share their pages copy-on-write).
     shmpool::init();
     std::process::exit(cli::main());
 }

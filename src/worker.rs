@@ -59,10 +59,14 @@ pub(crate) struct WorkerCtx {
     pub pause: Option<PausePoint>,
     /// The CPU to pin this worker to, if the pool pins.
     pub cpu: Option<usize>,
+    /// `PoolBuilder::worker_init`: runs once before the worker serves.
+    pub init: Option<fn()>,
 }
 
 /// Exit code of a worker that found its ring incompatible or its socket broken.
 pub(crate) const FATAL_EXIT_CODE: i32 = 3;
+/// Exit code of a worker whose `worker_init` function panicked.
+pub(crate) const INIT_PANICKED_EXIT_CODE: i32 = 4;
 /// How long a worker sleeps between checks when idle (it wakes at once on a doorbell ring).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How long a worker waits for the supervisor to answer a segment request.
@@ -84,6 +88,12 @@ pub(crate) fn run(ctx: WorkerCtx) -> i32 {
     fork::drop_inherited(ctx.ring.segment().base_addr(), &[ctx.sock.as_raw_fd(), ring_fd]);
     match ctx.ring.segment().validate(SegmentKind::Ring) {
         Ok(()) => {
+            // The panic hook writes the message with one raw line (see `install_panic_hook`).
+            if let Some(init) = ctx.init {
+                if std::panic::catch_unwind(init).is_err() {
+                    return INIT_PANICKED_EXIT_CODE;
+                }
+            }
             let home = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
             let mut w = Worker {
                 pid: std::process::id(),

@@ -1,7 +1,4 @@
 //! The fork server: a dead server costs a restart, never a pool.
-//!
-//! How this libtest binary acts as a spawned worker: see tests/start_methods.rs
-//! (`spawned_child_entry`).
 
 mod common;
 
@@ -9,13 +6,6 @@ use std::time::Duration;
 
 use common::start::{pool, ppid};
 use shmpool::StartMethod;
-
-/// The entry point of children this binary spawns (see the module docs).
-#[test]
-#[ignore = "entry point of spawned children, run by the other tests"]
-fn spawned_child_entry() {
-    shmpool::init();
-}
 
 fn kill(pid: u32) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -74,7 +64,6 @@ fn a_killed_fork_server_is_restarted_and_its_pools_get_their_workers_back() {
 fn a_fork_server_killed_in_the_middle_of_a_map_costs_a_retry_not_the_map() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
-        common::start::route_to(common::start::ENTRY);
         let pool = shmpool::Pool::builder()
             .workers(2)
             .chunk_len(20_000)

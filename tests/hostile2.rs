@@ -10,13 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// The entry point of children this binary spawns (`Spawn` workers, the fork server).
-#[test]
-#[ignore = "entry point of spawned children, run by the other tests"]
-fn spawned_child_entry() {
-    shmpool::init();
-}
-
 /// A `.npy` file (format 1.0, header padded to 64 bytes as `np.save` does).
 fn npy(dir: &Path, name: &str, descr: &str, shape: &str, data: &[u8]) -> PathBuf {
     let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
@@ -206,17 +199,6 @@ use shmpool::{Pool, Process, StartMethod};
 
 const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
 
-fn route() {
-    shmpool::testing::route_spawned_children([
-        "spawned_child_entry",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ]);
-}
-
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 struct Big {
@@ -227,7 +209,6 @@ struct Big {
 #[test]
 fn large_parameter_blocks_work_under_every_method() {
     let _serial = common::serial();
-    route();
     common::watchdog(Duration::from_secs(120), || {
         std::thread::Builder::new()
             .stack_size(64 << 20)
@@ -262,11 +243,11 @@ fn holds_inode(pid: u32, inode: u64) -> bool {
 /// helpers after the program closes it: a reader waiting for EOF on that pipe would wait for
 /// as long as the program lives. Forked workers and spawned workers close everything but their
 /// socket (`drop_inherited`), the forked fork server too, but the *exec'd* fork server
-/// (`init()` called, the default in a threaded program) keeps every inherited descriptor.
+/// (the default in a threaded program, or in one that calls `init()`) keeps every inherited
+/// descriptor.
 #[test]
 fn the_exec_d_fork_server_does_not_keep_the_programs_descriptors() {
     let _serial = common::serial();
-    route();
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("pids");
     let f2 = file.clone();
@@ -279,6 +260,8 @@ fn the_exec_d_fork_server_does_not_keep_the_programs_descriptors() {
         let inode = std::fs::metadata(format!("/proc/self/fd/{}", fds[1])).unwrap().ino();
         // A fresh process of this program (forked: its pools get their own fork server).
         let child = Process::spawn(move || {
+            // A program that calls init() gets an exec'd fork server even while single-threaded.
+            shmpool::init();
             let pool = Pool::builder().workers(2).start_method(StartMethod::ForkServer).build().unwrap();
             assert_eq!(pool.map(&[1.0f64, 4.0], f64::sqrt).unwrap(), [1.0, 2.0]);
             let mut pids: Vec<u32> = pool.pids();
@@ -325,7 +308,6 @@ fn segfaults_on_seven(x: i64) -> i64 {
 #[test]
 fn worker_crashed_names_the_signal_under_every_method() {
     let _serial = common::serial();
-    route();
     common::watchdog(Duration::from_secs(120), || {
         let mut got = Vec::new();
         for method in METHODS {
@@ -359,7 +341,6 @@ fn sigbus_on_seven(x: i64) -> i64 {
 #[test]
 fn worker_crashed_names_sigbus_under_every_method() {
     let _serial = common::serial();
-    route();
     common::watchdog(Duration::from_secs(120), || {
         let mut got = Vec::new();
         for method in METHODS {
@@ -380,7 +361,6 @@ fn worker_crashed_names_sigbus_under_every_method() {
 #[test]
 fn no_stale_worker_after_terminate_or_drop_under_every_method() {
     let _serial = common::serial();
-    route();
     common::watchdog(Duration::from_secs(120), || {
         for method in METHODS {
             for round in 0..6 {
@@ -503,7 +483,6 @@ fn children_of(pid: u32) -> Vec<u32> {
 #[test]
 fn fork_server_serves_pools_in_many_threads_and_keeps_no_worker() {
     let _serial = common::serial();
-    route();
     common::watchdog(Duration::from_secs(180), || {
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -559,7 +538,6 @@ fn fd_count(pid: u32) -> usize {
 #[test]
 fn pools_built_and_dropped_leak_no_descriptor() {
     let _serial = common::serial();
-    route();
     common::watchdog(Duration::from_secs(180), || {
         let warm = Pool::builder().workers(1).start_method(StartMethod::ForkServer).build().unwrap();
         drop(warm);
@@ -615,12 +593,13 @@ fn j_1000_on_the_small_built_in_dataset_is_quick() {
 #[test]
 fn fork_server_and_its_workers_die_with_a_sigkilled_program_that_forked_a_helper() {
     let _serial = common::serial();
-    route();
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("pids");
     let f2 = file.clone();
     let (pids, bystander) = common::watchdog(Duration::from_secs(60), move || {
         let child = Process::spawn(move || {
+            // A program that calls init() gets an exec'd fork server even while single-threaded.
+            shmpool::init();
             let pool = Pool::builder().workers(2).start_method(StartMethod::ForkServer).build().unwrap();
             assert_eq!(pool.map(&[1.0f64, 4.0], f64::sqrt).unwrap(), [1.0, 2.0]);
             // SAFETY: the helper only sleeps and exits with _exit.
@@ -667,7 +646,6 @@ fn fork_server_and_its_workers_die_with_a_sigkilled_program_that_forked_a_helper
 #[test]
 fn a_forked_child_using_the_parents_pool_neither_hangs_nor_corrupts() {
     let _serial = common::serial();
-    route();
     for method in METHODS {
         let d = tempfile::tempdir().unwrap();
         let file = d.path().join("res");
@@ -772,12 +750,7 @@ fn partial_line_program() {
 #[ignore = "known gap (a trade-off): Fork workers do not flush the parent's stdout before forking, since a logging thread would starve respawns; ForkServer and Spawn are not affected"]
 fn forked_workers_do_not_repeat_the_programs_buffered_output() {
     let _serial = common::serial();
-    let o = common::watchdog(Duration::from_secs(60), || {
-        Command::new(std::env::current_exe().unwrap())
-            .args(["partial_line_program", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .output()
-            .unwrap()
-    });
+    let o = common::run_scenario("partial_line_program", Duration::from_secs(60));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert_eq!(out.matches("PARTIAL-LINE").count(), 1, "stdout:\n{out}");
@@ -789,7 +762,6 @@ fn forked_workers_do_not_repeat_the_programs_buffered_output() {
 #[test]
 fn a_very_long_expression_runs_under_every_method() {
     let _serial = common::serial();
-    route();
     common::watchdog(Duration::from_secs(300), || {
         let text: String =
             (0..400_000).map(|k| if k == 0 { "x".to_string() } else { format!("+x*{}", k % 7) }).collect();
@@ -811,7 +783,6 @@ fn a_very_long_expression_runs_under_every_method() {
 #[test]
 fn pools_in_a_program_that_ignores_sigchld_work_and_drop_promptly() {
     let _serial = common::serial();
-    route();
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("res");
     let f2 = file.clone();
@@ -869,7 +840,6 @@ fn slowish(x: f64) -> f64 {
 #[test]
 fn a_killed_fork_server_fails_its_pools_cleanly_and_is_replaced() {
     let _serial = common::serial();
-    route();
     common::watchdog(Duration::from_secs(120), || {
         let pool = Pool::builder().workers(2).chunk_len(256).start_method(StartMethod::ForkServer).build().unwrap();
         let server = shmpool::testing::fork_server_pid().unwrap();
@@ -995,19 +965,14 @@ fn gen_refuses_dimensions_numpy_cannot_load() {
 /// that sweeps stale segments, src/pool/builder.rs:354), the child inherits the `Once` in its
 /// running state and its own `Pool::build` waits on it forever (gdb: futex_wait in
 /// `Once::call` from `sweep_once`). `HOSTILE2_GDB=1` prints the hung child's stack. Other
-/// process-wide locks taken by `build` (`SERVER` in `server::connect`, `ROUTE` in
-/// `spawn::route`) have the same exposure in a smaller window.
+/// process-wide locks taken by `build` (`SERVER` in `server::connect`) have the same
+/// exposure in a smaller window.
 #[test]
 #[ignore = "known gap, intermittent (about 1 child in several hundred): shmpool's own Once/locks are fork-safe now, but a Process::spawn child of a threaded program can still inherit a std lock (output capture, panic hook) held by another thread and hang in its own pool build; Process::spawn_fn is the documented choice there"]
 fn a_forked_child_builds_a_pool_while_other_threads_build_pools() {
     let _serial = common::serial();
     // In a fresh process, so that its first pool build is the one racing the fork.
-    let o = common::watchdog(Duration::from_secs(170), || {
-        Command::new(std::env::current_exe().unwrap())
-            .args(["forked_child_scenario", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .output()
-            .unwrap()
-    });
+    let o = common::run_scenario("forked_child_scenario", Duration::from_secs(170));
     assert!(o.status.success(), "{}", stderr(&o).lines().filter(|l| l.contains("hung")).collect::<Vec<_>>().join("\n"));
 }
 
@@ -1016,7 +981,6 @@ fn a_forked_child_builds_a_pool_while_other_threads_build_pools() {
 #[test]
 #[ignore = "run as a child program by another test"]
 fn forked_child_scenario() {
-    route();
     common::watchdog(Duration::from_secs(160), || {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let builders: Vec<_> = (0..2)
@@ -1087,7 +1051,6 @@ extern "C" fn ignore_signal(_: libc::c_int) {}
 #[test]
 fn pools_survive_a_process_group_sigint_the_program_handles() {
     let _serial = common::serial();
-    route();
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("res");
     let f2 = file.clone();

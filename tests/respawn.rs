@@ -4,9 +4,6 @@
 //!
 //! This file holds one test on purpose: it lowers the process's descriptor limit, which would
 //! make any other test running beside it in this process fail.
-//!
-//! How this libtest binary acts as a spawned worker: see tests/start_methods.rs
-//! (`spawned_child_entry`).
 
 mod common;
 
@@ -15,13 +12,6 @@ use std::time::Duration;
 use common::start::{pool, METHODS};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use shmpool::{Error, StartMethod};
-
-/// The entry point of children this binary spawns (see the module docs).
-#[test]
-#[ignore = "entry point of spawned children, run by the other tests"]
-fn spawned_child_entry() {
-    shmpool::init();
-}
 
 /// Lowers the soft descriptor limit to 5 so that every descriptor this process creates fails
 /// with EMFILE, even in the numbers a dead worker's socket and pidfd free (the pool's own

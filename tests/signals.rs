@@ -1,8 +1,5 @@
 //! Signals the program handles, and job control: a handled signal interrupting the pool's
 //! waits (EINTR) is retried, never taken for a timeout.
-//!
-//! How this libtest binary acts as a spawned worker: see tests/start_methods.rs
-//! (`spawned_child_entry`).
 
 mod common;
 
@@ -12,13 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::start::{pool, SAFE_METHODS};
 use shmpool::StartMethod;
-
-/// The entry point of children this binary spawns (see the module docs).
-#[test]
-#[ignore = "entry point of spawned children, run by the other tests"]
-fn spawned_child_entry() {
-    shmpool::init();
-}
 
 extern "C" fn noop(_: libc::c_int) {}
 
@@ -295,7 +285,6 @@ fn a_hung_kernel_still_times_out_when_stops_are_left_out() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         for method in [StartMethod::Fork, StartMethod::ForkServer] {
-            common::start::route_to(common::start::ENTRY);
             let p = shmpool::Pool::builder()
                 .workers(1)
                 .start_method(method)

@@ -2,27 +2,19 @@
 //! named point costs a retry, a chunk that kills `max_attempts` workers fails the map with
 //! `WorkerCrashed` (the signal comes from `waitpid` or, for the fork server's workers, from the
 //! server's report), recycling and timeouts replace workers by the pool's method, and workers
-//! die with the pool's process. Children started by `exec` run `spawned_child_entry` (see
-//! `tests/start_methods.rs`).
+//! die with the pool's process.
 
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use common::start::{assert_nothing_leaked, pool, route_to, ENTRY, METHODS};
+use common::start::{assert_nothing_leaked, pool, METHODS};
 use common::workloads::{pattern, w1};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use shmpool::testing::PausePoint;
 use shmpool::{Error, Pool, Process, SharedVec, StartMethod};
-
-/// The entry point of children this binary spawns.
-#[test]
-#[ignore = "entry point of spawned children, run by the other tests"]
-fn spawned_child_entry() {
-    shmpool::init();
-}
 
 fn w1_input(n: usize) -> Vec<f64> {
     (0..n).map(pattern).collect()
@@ -36,7 +28,6 @@ fn assert_w1(xs: &[f64], ys: &[f64]) {
 
 /// W1 over 400k elements while every worker that stops at `point` is SIGKILLed.
 fn survives_kill_at(method: StartMethod, point: PausePoint) {
-    route_to(ENTRY);
     let pool = Pool::builder().workers(2).chunk_len(20_000).pause_point(point).start_method(method).build().unwrap();
     let xs = w1_input(400_000);
     let mut killed = 0;
@@ -99,7 +90,6 @@ fn chunk_that_kills_every_worker_fails_with_worker_crashed_under_every_method() 
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         for method in METHODS {
-            route_to(ENTRY);
             let pool = Pool::builder().workers(2).chunk_len(100).max_attempts(3).start_method(method).build().unwrap();
             let xs: Vec<i64> = (0..2_000).collect();
             for (how, sig) in [(0, libc::SIGSEGV), (1, libc::SIGABRT)] {
@@ -123,7 +113,6 @@ fn recycled_and_timed_out_workers_are_replaced_by_the_pools_method() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
         for method in METHODS {
-            route_to(ENTRY);
             let pool = Pool::builder()
                 .workers(2)
                 .chunk_len(2_000)
@@ -161,7 +150,6 @@ fn recycled_and_timed_out_workers_are_replaced_by_the_pools_method() {
 /// fork server) exit and no segment of it remains, even though a forked child of the pool's
 /// process (which inherited its descriptors) lives on.
 fn parent_death(method: StartMethod) {
-    route_to(ENTRY);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pids");
     let f2 = file.clone();

@@ -2,11 +2,9 @@
 //! checks parameterized over the method, a binary mismatch, and pools built and dropped while
 //! eight threads hold locks.
 //!
-//! How this libtest binary acts as a spawned worker: `common::start::pool` routes children
-//! started by `exec` to the `#[ignore]`d test `spawned_child_entry`, which calls
-//! `shmpool::init()` and so becomes the worker (or fork server, or `spawn_fn` child) its parent
-//! asked for and never returns. libtest's own `main` runs first in the child, but it only
-//! parses arguments and starts that one test: it has no side effects a second copy could repeat.
+//! This libtest binary needs no entry point for its spawned children: a copy of it that shmpool
+//! starts with `exec` becomes the worker (or fork server, or `spawn_fn` child) in shmpool's
+//! start-up hook, before libtest's `main` runs.
 
 mod common;
 
@@ -16,13 +14,6 @@ use common::start::{assert_nothing_leaked, assert_started_by, pool, METHODS};
 use common::workloads::{pattern, w1, w1_chunk};
 use shmpool::kernel::expr::Program;
 use shmpool::{Error, KernelSpec, Pool, Process, StartMethod};
-
-/// The entry point of children this binary spawns (see the module docs).
-#[test]
-#[ignore = "entry point of spawned children, run by the other tests"]
-fn spawned_child_entry() {
-    shmpool::init();
-}
 
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
@@ -94,7 +85,6 @@ fn core_maps_give_the_sequential_answer_under_every_method() {
     common::watchdog(Duration::from_secs(120), || {
         for method in METHODS {
             let pool = Pool::builder().workers(2).chunk_len(7).start_method(method);
-            common::start::route_to(common::start::ENTRY);
             let pool = pool.build().unwrap();
             // Empty, one element, lengths not divisible by the chunk.
             assert!(pool.map(&[] as &[f64], w1).unwrap().is_empty(), "{method:?}");
@@ -132,7 +122,6 @@ fn spawn_refuses_a_worker_that_runs_another_binary() {
         let dir = tempfile::tempdir().unwrap();
         let copy = dir.path().join("copy-of-test-binary");
         std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
-        common::start::route_to(common::start::ENTRY);
         let build = || Pool::builder().workers(2).start_method(StartMethod::Spawn).spawn_exe_for_test(&copy).build();
         let mut r = build();
         // A process forked by another test thread while the copy was open for writing holds
@@ -173,7 +162,6 @@ fn panics(_: u8) {
 fn spawn_fn_runs_a_function_in_a_fresh_copy_of_the_program() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
-        common::start::route_to(common::start::ENTRY);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("from-child");
         let mut arg = [0u8; 64];
@@ -210,11 +198,58 @@ fn programs_a_worker_starts_do_not_inherit_the_spawn_marker() {
     common::watchdog(Duration::from_secs(60), || {
         for method in METHODS {
             let pool = pool(method, 1);
-            // The marker names the child's socket; init() consumes it, so a program a kernel
-            // runs does not mistake itself for a spawned child.
-            let seen = pool.map(&[0u8], |_: u8| std::env::var_os("SHMPOOL_CHILD_FD").is_some() as u8).unwrap();
+            // The marker names the child's socket; the start-up hook consumes it, so a program a
+            // kernel runs does not mistake itself for a spawned child.
+            let seen = pool.map(&[0u8], |_: u8| std::env::var_os("SHMPOOL_CHILD").is_some() as u8).unwrap();
             assert_eq!(seen, [0], "{method:?}");
         }
     });
     assert_nothing_leaked();
+}
+
+fn add_one_to(n: u32) {
+    assert!(n < 1000);
+}
+
+/// A plain `#[test]` function that uses every start method (and `Process::spawn_fn`) 100 times
+/// in a row, with no `init()` and no entry point. Run on its own process by the test below,
+/// which reads its output.
+#[test]
+#[ignore = "scenario: run in its own process by every_start_method_works_from_a_test_function_a_hundred_times"]
+fn hundred_rounds_of_every_start_method() {
+    let xs: Vec<f64> = (0..3_000).map(pattern).collect();
+    let want: Vec<u64> = xs.iter().map(|x| w1(*x).to_bits()).collect();
+    for round in 0..100 {
+        for method in METHODS {
+            let pool = Pool::builder().workers(2).chunk_len(500).start_method(method).build().unwrap();
+            let ys = pool.map(&xs, w1).unwrap();
+            assert!(ys.iter().map(|y| y.to_bits()).eq(want.iter().copied()), "{method:?} round {round}");
+        }
+        let p = Process::spawn_fn(add_one_to, round).unwrap();
+        assert!(p.join().unwrap().success(), "spawn_fn round {round}");
+    }
+    println!("scenario: 100 rounds done");
+}
+
+/// Item 10 of issue 14: from `#[test]` functions, every start method works; the spawned copies
+/// of the test binary never run libtest's harness (its "running 1 test" and "test result"
+/// lines appear once, from the scenario's own process), never abort ("IO Safety violation")
+/// and never lose their socket (ConnectionReset).
+#[test]
+fn every_start_method_works_from_a_test_function_a_hundred_times() {
+    let out = common::run_scenario("hundred_rounds_of_every_start_method", Duration::from_secs(600));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scenario failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        common::tail(&out.stderr, 4000)
+    );
+    assert!(stdout.contains("scenario: 100 rounds done"), "{stdout}");
+    assert_eq!(stdout.matches("running 1 test").count(), 1, "a child ran the harness:\n{stdout}");
+    assert_eq!(stdout.matches("test result:").count(), 1, "a child ran the harness:\n{stdout}");
+    for bad in ["IO Safety violation", "ConnectionReset", "Connection reset", "fatal runtime error"] {
+        assert!(!stderr.contains(bad) && !stdout.contains(bad), "{bad}:\n{}", common::tail(&out.stderr, 4000));
+    }
 }

@@ -1,63 +1,44 @@
-//! A program that does not call `shmpool::init()`: its parent refuses to spawn (see
-//! `examples/no_init.rs`, checked in `tests/examples.rs`), and a spawned child whose `main`
-//! reaches shmpool without `init()` exits at once with a distinct code, before any later side
-//! effect of `main`, so its parent reports `Error::InitNotCalled` instead of a second copy of
-//! the program running on.
-//!
-//! Here the children are routed to `child_that_forgot_init`, which stands for such a `main`: its
-//! first shmpool call must end the process before it writes its marker file.
+//! Programs that never call `shmpool::init()`: this test binary is one (libtest's `main` calls
+//! nothing of shmpool), and every start method works in it (see `tests/start_methods.rs`). Here:
+//! what a copy of the program that shmpool did *not* start correctly does, and what a parent
+//! reports when its child never answers.
 
 mod common;
 
-use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-use shmpool::{Error, Pool, Process, StartMethod};
-
-fn marker_file() -> PathBuf {
-    std::env::temp_dir().join(format!("shmpool-no-init-{}", std::os::unix::process::parent_id()))
-}
-
-/// A `main` that forgot `init()`: builds a pool, then has a side effect.
-#[test]
-#[ignore = "entry point of spawned children that forgot init(), run by the other tests"]
-fn child_that_forgot_init() {
-    let _ = Pool::new(1);
-    std::fs::write(marker_file(), "a second copy of main ran on").unwrap();
-}
-
-fn route() {
-    // Marks this process as calling init(), so that the parent does spawn.
-    shmpool::testing::route_spawned_children(["child_that_forgot_init", "--exact", "--ignored", "-q"]);
-}
-
-fn nothing(_: u8) {}
+use shmpool::{Error, Pool, StartMethod};
 
 #[test]
-fn a_spawned_child_without_init_exits_before_its_side_effects_and_the_parent_says_why() {
-    let _serial = common::serial();
-    common::watchdog(Duration::from_secs(60), || {
-        route();
-        for method in [StartMethod::Spawn, StartMethod::ForkServer] {
-            match Pool::builder().workers(2).start_method(method).build() {
-                Err(e @ Error::InitNotCalled { .. }) => {
-                    assert!(e.to_string().contains("call shmpool::init() at the top of main"), "{e}");
-                }
-                other => panic!("{method:?}: expected InitNotCalled, got {other:?}"),
-            }
-        }
-        let p = Process::spawn_fn(nothing, 0u8).unwrap();
-        assert_eq!(p.join().unwrap().code(), Some(86), "the child's distinct exit code");
-        assert!(!marker_file().exists(), "a spawned child ran main past its first shmpool call");
-    });
-    common::assert_nothing_leaked();
+fn a_copy_whose_marker_names_no_parent_socket_exits_before_main() {
+    // The marker in shmpool's format, but descriptor 0 is not a socket its parent made: the
+    // start-up hook ends the process before libtest's `main` prints anything.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("SHMPOOL_CHILD", "0:0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(86), "{out:?}");
+    assert!(out.stdout.is_empty(), "main ran: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not its parent's"), "{out:?}");
+}
+
+#[test]
+fn a_variable_of_that_name_in_another_format_is_not_a_marker() {
+    // Not shmpool's format: an ordinary run of the program (here: libtest listing its tests).
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--list", "a_variable_of_that_name"])
+        .env("SHMPOOL_CHILD", "3")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a_variable_of_that_name_in_another_format_is_not_a_marker"));
 }
 
 #[test]
 fn a_spawned_child_that_exits_without_a_handshake_is_a_start_failure() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
-        route();
         // Not a shmpool program at all: it exits at once, without reading its start-up record.
         let r = Pool::builder().workers(1).start_method(StartMethod::Spawn).spawn_exe_for_test("/bin/true").build();
         match r {

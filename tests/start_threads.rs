@@ -3,8 +3,7 @@
 //! dropped, with each method that is safe there (`Spawn`, `ForkServer`). A forked child of such
 //! a parent could inherit a held stdout lock and hang on its first `println!`; these workers
 //! are fresh processes (exec'd, or forked by the single-threaded fork server), so they never
-//! do. A watchdog turns a hang into a failure. Children started by `exec` run
-//! `spawned_child_entry` (see `tests/start_methods.rs`).
+//! do. A watchdog turns a hang into a failure.
 
 mod common;
 
@@ -13,16 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::start::{assert_nothing_leaked, route_to, ENTRY, SAFE_METHODS};
+use common::start::{assert_nothing_leaked, SAFE_METHODS};
 use common::workloads::w1;
 use shmpool::{Pool, StartMethod};
-
-/// The entry point of children this binary spawns.
-#[test]
-#[ignore = "entry point of spawned children, run by the other tests"]
-fn spawned_child_entry() {
-    shmpool::init();
-}
 
 /// The input of every map here: distinct values, so only element 0 is `FIRST`.
 fn input(n: usize) -> Vec<f64> {
@@ -95,7 +87,6 @@ impl BusyThreads {
 
 /// Creates, uses and drops `rounds` pools with `method` while the busy threads run.
 fn pools_in_a_busy_parent(method: StartMethod, rounds: usize) {
-    route_to(ENTRY);
     let busy = BusyThreads::start();
     let xs = input(20_000);
     let t = Instant::now();
@@ -136,10 +127,9 @@ fn fork_in_a_busy_parent_with_printing_kernels_can_hang() {
 }
 
 #[test]
-fn the_default_method_in_a_threaded_program_that_calls_init_is_the_fork_server() {
+fn the_default_method_in_a_threaded_program_is_the_fork_server() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
-        route_to(ENTRY); // counts as calling init()
         let busy = BusyThreads::start();
         let pool = Pool::builder().workers(2).build().unwrap();
         assert_eq!(pool.start_method(), StartMethod::ForkServer);
@@ -149,4 +139,70 @@ fn the_default_method_in_a_threaded_program_that_calls_init_is_the_fork_server()
         busy.stop();
     });
     assert_nothing_leaked();
+}
+
+/// W1, logging a line to stderr (std's `eprintln!`, which takes stderr's lock) every 250
+/// elements.
+fn logging_w1(x: f64) -> f64 {
+    if (x - FIRST) as u64 % 250 == 0 {
+        eprintln!("kernel in worker {} logs element {x}", std::process::id());
+    }
+    w1(x)
+}
+
+/// A program as issue 14 (item 9) describes it: a logging thread that holds std's stderr lock
+/// most of the time, no `shmpool::init()` anywhere, a default pool whose kernels log, and a
+/// worker killed on the way (its replacement must not hang either). Run in its own process by
+/// the test below.
+#[test]
+#[ignore = "scenario: run in its own process by a_threaded_program_whose_kernels_log_never_hangs_without_init"]
+fn threaded_program_with_a_logging_thread() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let logger = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "logging thread: record {n}");
+                n += 1;
+                // Formatting and writing a record holds the lock for a while (this is the
+                // workload, not a synchronisation).
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        })
+    };
+    let pool = Pool::builder().workers(2).chunk_len(500).build().unwrap();
+    assert_eq!(pool.start_method(), StartMethod::ForkServer, "a threaded program's default");
+    let xs = input(5_000);
+    for round in 0..20 {
+        let ys = pool.map(&xs, logging_w1).unwrap();
+        assert!(xs.iter().zip(&ys).all(|(x, y)| w1(*x).to_bits() == y.to_bits()), "round {round}");
+        if round == 10 {
+            let victim = pool.pids()[0];
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    logger.join().unwrap();
+    drop(pool);
+    println!("scenario: done");
+}
+
+/// Item 9 of issue 14: a multi-threaded program that never calls `init()` gets fork-safe
+/// workers by default (an exec'd fork server), so kernels that log while the program's logging
+/// thread holds stderr's lock never hang, and their records are not lost.
+#[test]
+fn a_threaded_program_whose_kernels_log_never_hangs_without_init() {
+    let out = common::run_scenario("threaded_program_with_a_logging_thread", Duration::from_secs(180));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "scenario failed: {}\n{stdout}\n{}", out.status, common::tail(&out.stderr, 4000));
+    assert!(stdout.contains("scenario: done"), "{stdout}");
+    assert!(
+        stderr.contains("kernel in worker"),
+        "the kernels' records were lost:\n{}",
+        common::tail(&out.stderr, 4000)
+    );
 }

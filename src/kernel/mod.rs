@@ -148,6 +148,17 @@ pub(crate) fn process_entry<A: Pod>(f: fn(A)) -> (KernelRef, Vec<u8>) {
     (KernelRef::of(trampoline::process_entry::<A>), trampoline::fn_params::<fn(A)>(f as usize))
 }
 
+/// A `PoolBuilder::worker_init` function as two words (its offset from the anchor and a keyed
+/// tag of that offset and its type), for an exec'd worker's start-up record.
+pub(crate) fn init_fn_parts(f: fn()) -> [u64; 2] {
+    bytemuck::pod_read_unaligned(&trampoline::fn_params::<fn()>(f as usize))
+}
+
+/// The `worker_init` function of [`init_fn_parts`]'s two words, if the tag matches.
+pub(crate) fn init_fn_from_parts(offset: u64, tag: u64) -> Option<fn()> {
+    trampoline::fn_from_params::<fn()>(bytemuck::bytes_of(&[offset, tag]))
+}
+
 /// The element type on one side of a kernel: Rust's identity of it, its name for messages, and
 /// the numpy dtype it is, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

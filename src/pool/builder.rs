@@ -66,6 +66,8 @@ pub(crate) struct Config {
     pub start: Option<StartMethod>,
     /// Test hook: the executable spawned workers run instead of this one.
     pub spawn_exe: Option<std::path::PathBuf>,
+    /// Runs once in every worker before it serves (`PoolBuilder::worker_init`).
+    pub worker_init: Option<fn()>,
 }
 
 /// Configures and builds a [`Pool`].
@@ -102,6 +104,7 @@ impl Default for PoolBuilder {
                 pin: true,
                 start: None,
                 spawn_exe: None,
+                worker_init: None,
             },
         }
     }
@@ -208,9 +211,8 @@ impl PoolBuilder {
     }
 
     /// How workers are started: see [`StartMethod`] for the methods and the default (`Fork` in
-    /// a single-threaded process; in a multi-threaded one `ForkServer` if the program calls
-    /// [`crate::init`], else `Fork` with a warning). Replacements after a crash or recycling
-    /// use the same method.
+    /// a single-threaded process, `ForkServer` in a multi-threaded one). Replacements after a
+    /// crash or recycling use the same method.
     ///
     /// # Examples
     ///
@@ -224,6 +226,57 @@ impl PoolBuilder {
     /// ```
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.cfg.start = Some(method);
+        self
+    }
+
+    /// A function every worker runs once, before it takes its first chunk: Python's
+    /// `Pool(initializer=...)`. It runs in each of the pool's workers and in every replacement
+    /// (after a crash, a timeout or recycling), under every [`StartMethod`]; in the pool's own
+    /// process it never runs. A `fn` item or a closure that captures nothing.
+    ///
+    /// Use it for per-process state that kernels need: workers started by `exec` (`Spawn`,
+    /// and `ForkServer` in a multi-threaded program) never run `main`, so whatever `main` set
+    /// up is not there. That includes **logging**: a kernel's `log::info!` goes nowhere in such
+    /// a worker, because no logger was installed in it. The recipe is to install one in each
+    /// worker, writing to stderr (a worker's stderr is the program's):
+    ///
+    /// ```text
+    /// fn init_worker_logging() {
+    ///     // `try_init`: a `Fork` worker inherited the program's logger; keep that one.
+    ///     let _ = env_logger::try_init();
+    /// }
+    /// let pool = Pool::builder().worker_init(init_worker_logging).build()?;
+    /// ```
+    ///
+    /// In a multi-threaded program, do not pick `StartMethod::Fork` for a pool whose kernels
+    /// log: a forked worker inherits the logger's lock in whatever state another thread held it
+    /// (the default, `ForkServer`, has no such hazard).
+    ///
+    /// A panic in `worker_init` stops the pool instead of replacing the worker forever: its
+    /// maps fail with [`Error::PoolBroken`](crate::Error::PoolBroken), whose reason is
+    /// [`Error::WorkerInitPanicked`](crate::Error::WorkerInitPanicked)'s message (the worker
+    /// writes the panic message itself to stderr).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmpool::Result<()> {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use shmpool::{Pool, StartMethod};
+    ///
+    /// static SCALE: AtomicU32 = AtomicU32::new(0);
+    ///
+    /// fn set_up_worker() {
+    ///     SCALE.store(7, Ordering::Relaxed);
+    /// }
+    ///
+    /// let pool = Pool::builder().workers(2).start_method(StartMethod::Spawn).worker_init(set_up_worker).build()?;
+    /// let out = pool.map(&[1u32, 2, 3], |x: u32| x * SCALE.load(Ordering::Relaxed))?;
+    /// assert_eq!(out, [7, 14, 21]);
+    /// # Ok(()) }
+    /// ```
+    pub fn worker_init(mut self, f: fn()) -> Self {
+        self.cfg.worker_init = Some(f);
         self
     }
 
@@ -276,8 +329,7 @@ impl PoolBuilder {
     ///
     /// [`Error::InvalidOption`] for zero workers, zero attempts or absurd sizes;
     /// [`Error::ShmFull`] when `/dev/shm` cannot hold the ring; [`Error::Os`] when forking fails;
-    /// [`Error::InitNotCalled`] when the start method needs [`crate::init`] and the program
-    /// never called it; [`Error::BinaryMismatch`] when a spawned worker runs another
+    /// [`Error::BinaryMismatch`] when a spawned worker runs another
     /// executable; [`Error::StartFailed`] when a spawned worker does not complete its start-up.
     pub fn build(mut self) -> Result<Pool> {
         crate::process::spawn::refuse_uninitialised_child();

@@ -90,6 +90,7 @@ fn launch(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) -
         recycle_after: shared.cfg.recycle_after,
         pause: if first { shared.cfg.pause } else { None },
         cpu: shared.cpus.get(index).copied(),
+        init: shared.cfg.worker_init,
     };
     launcher.launch(ctx, parent_end)
 }
@@ -369,12 +370,17 @@ impl Supervisor {
             // Nobody asked the workers to stop: the shutdown word was overwritten.
             self.shared.fail(Error::PoolBroken { reason: "the ring's shutdown word was overwritten".into() });
         }
+        // Every replacement would run the same `worker_init` again: stop instead.
+        let init_panicked = code == Some(worker::INIT_PANICKED_EXIT_CODE);
+        if init_panicked {
+            self.shared.fail(Error::WorkerInitPanicked { pid });
+        }
         if code == Some(worker::FATAL_EXIT_CODE) {
             self.start_failures += 1;
         } else {
             self.start_failures = 0;
         }
-        if self.shared.state.load(Ordering::SeqCst) < STATE_STOPPING {
+        if !init_panicked && self.shared.state.load(Ordering::SeqCst) < STATE_STOPPING {
             if self.start_failures >= MAX_START_FAILURES {
                 self.shared.fail(Error::WorkersFailedToStart { failures: self.start_failures });
             } else {

@@ -2,8 +2,9 @@
 //! multi-threaded program gets fork's speed without fork's hazard (its children never inherit
 //! another thread's locks: the server has no other threads).
 //!
-//! One server per process, started on first need (exec'd through `init()` when the program
-//! calls it, else forked while the program is still single-threaded). The program keeps the *control* socket;
+//! One server per process, started on first need (exec'd, and turned into the server by the
+//! start-up hook, when the program runs several threads or called `init()`; else forked while
+//! the program is still single-threaded). The program keeps the *control* socket;
 //! each pool opens its own *connection* (a socket pair whose far end travels over the control
 //! socket with `SCM_RIGHTS`) and asks on it for workers, sending the worker's socket along.
 //! The server answers with the new pid and, since the pool cannot `waitpid` a process that is
@@ -132,11 +133,6 @@ pub(crate) fn close_inherited_control() {
         // it (its `SERVER` entry is never used by a process that is not its owner).
         unsafe { libc::close(fd) };
     }
-}
-
-/// Whether this process has a fork server running (or started one that has not failed yet).
-pub(crate) fn running() -> bool {
-    server_slot().lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.owner == std::process::id())
 }
 
 /// The pid of this process's fork server, if one runs.

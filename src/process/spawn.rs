@@ -1,38 +1,44 @@
 //! Starting a fresh copy of the running executable (`posix_spawn` of `/proc/self/exe`) that
-//! `shmpool::init()` turns into a worker, a fork server or a `Process` child, and the checks
-//! around it: the binary's identity, whether the program calls `init()`, and the exit of a
-//! child whose `main` does not.
+//! shmpool's start-up hook (`start::hook`, an ELF constructor that runs before `main`) turns
+//! into a worker, a fork server or a `Process` child, and the checks around it: the binary's
+//! identity, the marker that proves a process is such a child, and the exit of a child that
+//! reached `main` anyway.
 //!
 //! The child inherits exactly one descriptor, a socket, whose number it finds in
-//! [`MARKER_ENV`]; everything it needs (keys, the ring, what to run) arrives over that socket.
-//! Nothing secret travels in argv or the environment. `posix_spawn` (a `vfork`-style clone
+//! [`MARKER_ENV`] beside a one-time random token; it proves to be a spawned child only if that
+//! descriptor is the socket its parent made and its start-up record repeats the token.
+//! Everything it needs (keys, the ring, what to run) arrives over that socket.
+//! Nothing secret travels in argv or the environment (the token is a nonce, not a key). `posix_spawn` (a `vfork`-style clone
 //! followed by `exec`) runs no code of ours between the clone and the exec, so it is safe from
 //! any thread of a multi-threaded program.
 
-use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use bytemuck::{Pod, Zeroable};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+use crate::key::Key;
 
-/// The environment variable that tells a spawned child which descriptor is its socket.
-pub(crate) const MARKER_ENV: &str = "SHMPOOL_CHILD_FD";
+/// The environment variable that tells a spawned child which descriptor is its socket and
+/// the one-time token its start-up record repeats: `<fd>:<32 hex digits>`.
+pub(crate) const MARKER_ENV: &str = "SHMPOOL_CHILD";
 
-/// Exit code of a spawned child whose `main` reached shmpool without calling `init()` first.
+/// Exit code of a spawned child whose `main` reached shmpool without having become what it was
+/// started for (its executable lacks shmpool's start-up hook, and `main` did not call `init()`),
+/// or whose marker names no usable socket.
 pub(crate) const INIT_MISSING_EXIT_CODE: i32 = 86;
 
 /// Set by `init()` in every process that calls it.
 static INIT_CALLED: AtomicBool = AtomicBool::new(false);
-/// Set by `init()` in a spawned child once it has taken its role.
+/// Set in a spawned child once it has taken its role.
 static IN_ROLE: AtomicBool = AtomicBool::new(false);
 
-/// Records that the program calls `init()` (so children started from this binary will too).
+/// Records that the program calls `init()`.
 pub(crate) fn mark_init_called() {
     INIT_CALLED.store(true, Ordering::SeqCst);
 }
@@ -47,15 +53,29 @@ pub(crate) fn mark_in_role() {
     IN_ROLE.store(true, Ordering::SeqCst);
 }
 
-/// The socket descriptor a spawned child was given, if this process is one.
-pub(crate) fn marker() -> Option<i32> {
-    std::env::var_os(MARKER_ENV)?.to_str()?.parse().ok()
+/// Parses a marker value `<fd>:<32 hex digits>`; `None` for anything else (a variable of that
+/// name that shmpool did not write).
+fn parse_marker(v: &std::ffi::OsStr) -> Option<(i32, Key)> {
+    let (fd, token) = v.to_str()?.split_once(':')?;
+    let fd: i32 = fd.parse().ok().filter(|&fd| fd >= 0)?;
+    if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let k0 = u64::from_str_radix(&token[..16], 16).ok()?;
+    let k1 = u64::from_str_radix(&token[16..], 16).ok()?;
+    Some((fd, Key::from_words(k0, k1)))
+}
+
+/// The marker of a spawned child, if this process is one.
+fn marker() -> Option<(i32, Key)> {
+    parse_marker(&std::env::var_os(MARKER_ENV)?)
 }
 
 /// Called by shmpool's entry points (building a pool, starting a process): a spawned child
-/// whose `main` got here without `init()` exits at once with [`INIT_MISSING_EXIT_CODE`], so it
-/// never runs on as a second copy of the program; its parent reports
-/// [`Error::InitNotCalled`].
+/// whose `main` got here without having taken its role exits at once with
+/// [`INIT_MISSING_EXIT_CODE`], so it never runs on as a second copy of the program; its parent
+/// reports [`Error::InitNotCalled`]. (The start-up hook takes the role before `main` in every
+/// executable that links shmpool, so this is a backstop for hosts that load it otherwise.)
 pub(crate) fn refuse_uninitialised_child() {
     if !IN_ROLE.load(Ordering::SeqCst) && marker().is_some() {
         crate::process::fork::raw_stderr(b"shmpool: spawned child reached shmpool without init(): exiting\n");
@@ -100,47 +120,15 @@ pub(crate) fn exe_identity() -> Result<ExeIdentity> {
     })
 }
 
-/// How spawned children are started: which executable and which arguments. Normally the
-/// running executable with no arguments; test binaries route the child to a test that calls
-/// `init()`, and the binary-mismatch test points it at a copy.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SpawnRoute {
-    pub exe: Option<PathBuf>,
-    pub args: Vec<OsString>,
-}
-
-static ROUTE: Mutex<Option<SpawnRoute>> = Mutex::new(None);
-
-/// Sets the arguments spawned children get (test binaries: the name of the test that calls
-/// `init()`), and records that such children will call `init()`.
-#[cfg(any(test, feature = "testing"))]
-pub(crate) fn set_route(route: SpawnRoute) {
-    *ROUTE.lock().unwrap_or_else(|p| p.into_inner()) = Some(route);
-    mark_init_called();
-}
-
-/// The current route (default: the running executable, no arguments). Never blocks for
-/// good: a forked child may have inherited the lock held by another thread of its parent; the
-/// lock is only ever held for a clone, so a lock still busy after many tries is such a one, and
-/// the default route is used (only tests ever set another).
-pub(crate) fn route() -> SpawnRoute {
-    for _ in 0..1000 {
-        match ROUTE.try_lock() {
-            Ok(g) => return g.clone().unwrap_or_default(),
-            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner().clone().unwrap_or_default(),
-            Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
-        }
-    }
-    SpawnRoute::default()
-}
-
 fn cstring(bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::os("posix_spawn", std::io::Error::from(std::io::ErrorKind::InvalidInput)))
 }
 
-/// Starts the executable of `route` (default `/proc/self/exe`) with `sock` as its one extra
-/// descriptor (same number, close-on-exec cleared by the spawn's `dup2`) and [`MARKER_ENV`]
-/// naming it. The child is a child of the calling thread (`PR_SET_PDEATHSIG` semantics).
+/// Starts `exe` (default `/proc/self/exe`, the running executable) with no arguments but its
+/// name, `sock` as its one extra descriptor (same number, close-on-exec cleared by the spawn's
+/// `dup2`) and [`MARKER_ENV`] naming it with a fresh random token, which is returned: the
+/// child's start-up record must repeat it. The child is a child of the calling thread
+/// (`PR_SET_PDEATHSIG` semantics).
 ///
 /// `detach` (the fork server, `Spawn` workers: helpers, not part of the program) starts the
 /// child in a session of its own, so the terminal's and the process group's signals meant for
@@ -151,15 +139,13 @@ fn cstring(bytes: &[u8]) -> Result<CString> {
 /// # Errors
 ///
 /// [`Error::Os`] when `posix_spawn` fails.
-pub(crate) fn spawn_self(sock: BorrowedFd<'_>, route: &SpawnRoute, detach: bool) -> Result<Pid> {
-    let exe = route.exe.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+pub(crate) fn spawn_self(sock: BorrowedFd<'_>, exe: Option<&Path>, detach: bool) -> Result<(Pid, Key)> {
+    let exe = exe.map_or_else(|| PathBuf::from("/proc/self/exe"), Path::to_path_buf);
     let path = cstring(exe.as_os_str().as_bytes())?;
     let argv0 = std::env::args_os().next().unwrap_or_else(|| exe.clone().into_os_string());
-    let mut argv = vec![cstring(argv0.as_bytes())?];
-    for a in &route.args {
-        argv.push(cstring(a.as_bytes())?);
-    }
+    let argv = [cstring(argv0.as_bytes())?];
     let fd = sock.as_raw_fd();
+    let token = Key::random();
     let mut envp = Vec::new();
     for (k, v) in std::env::vars_os().filter(|(k, _)| k != MARKER_ENV) {
         let mut kv = k.into_vec();
@@ -167,7 +153,8 @@ pub(crate) fn spawn_self(sock: BorrowedFd<'_>, route: &SpawnRoute, detach: bool)
         kv.extend_from_slice(v.as_bytes());
         envp.push(cstring(&kv)?);
     }
-    envp.push(cstring(format!("{MARKER_ENV}={fd}").as_bytes())?);
+    let (k0, k1) = token.words();
+    envp.push(cstring(format!("{MARKER_ENV}={fd}:{k0:016x}{k1:016x}").as_bytes())?);
     let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|c| c.as_ptr().cast_mut()).collect();
     argv_p.push(std::ptr::null_mut());
     let mut envp_p: Vec<*mut libc::c_char> = envp.iter().map(|c| c.as_ptr().cast_mut()).collect();
@@ -203,30 +190,106 @@ pub(crate) fn spawn_self(sock: BorrowedFd<'_>, route: &SpawnRoute, detach: bool)
     if rc != 0 {
         return Err(Error::os("posix_spawn", std::io::Error::from_raw_os_error(rc)));
     }
-    Ok(Pid::from_raw(pid))
+    Ok((Pid::from_raw(pid), token))
 }
 
-/// In a spawned child: adopts the socket named by [`MARKER_ENV`] and removes the variable, so
-/// that programs this child starts in turn do not mistake themselves for spawned children.
-/// `None` in an ordinary process (no marker, or the descriptor is not a socket).
-pub(crate) fn take_marker_socket() -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    let fd = marker()?;
-    // `init()` runs first thing in `main`, before the program starts threads (its documented
-    // contract), so no other thread reads the environment while it changes.
+/// Ignores SIGPIPE, as std's runtime does before `main` (a child that becomes a worker before
+/// `main` would otherwise die of a write to a closed pipe instead of getting `EPIPE`).
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to "ignore" installs no handler and has no
+    // preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// What [`take_marker`] found.
+pub(crate) enum Marker {
+    /// No marker: an ordinary process.
+    Absent,
+    /// A spawned child: its socket and the token its start-up record must repeat.
+    Child(OwnedFd, Key),
+    /// A marker in shmpool's format whose descriptor is not the socket its parent made (the
+    /// parent died before the child ran, or the descriptor was closed): the child must exit.
+    Invalid,
+}
+
+/// In a process that [`spawn_self`] started: adopts the socket named by [`MARKER_ENV`] and
+/// removes the variable, so that programs this child starts in turn do not mistake themselves
+/// for spawned children. A variable not in shmpool's format is left alone ([`Marker::Absent`]).
+///
+/// The socket must prove to be the one the parent made: an `AF_UNIX` `SOCK_SEQPACKET` socket
+/// whose peer process (the one that created the pair) is this process's parent. With the
+/// 128-bit token, that is nothing an ordinary program has by accident.
+///
+/// Call it only while the process runs a single thread (before `main`, or first thing in it):
+/// it changes the environment.
+pub(crate) fn take_marker() -> Marker {
+    let Some((fd, token)) = marker() else { return Marker::Absent };
+    // Single-threaded here (the contract above), so no other thread reads the environment while
+    // it changes.
     std::env::remove_var(MARKER_ENV);
+    if !is_parent_socket(fd) {
+        return Marker::Invalid;
+    }
+    // SAFETY: the descriptor was inherited from the parent for this purpose (the marker names
+    // it, and it is the socket the parent created: checked above), and nothing else in this
+    // process owns it: the marker is consumed here, once.
+    Marker::Child(unsafe { OwnedFd::from_raw_fd(fd) }, token)
+}
+
+/// Whether `fd` is an open `AF_UNIX` `SOCK_SEQPACKET` socket created by this process's parent.
+fn is_parent_socket(fd: i32) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt};
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a `stat` through a valid pointer, or fails for a closed descriptor.
     if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-        return None;
+        return false;
     }
     // SAFETY: fstat succeeded, so it initialised the whole struct.
     let mode = unsafe { st.assume_init() }.st_mode;
     if mode & libc::S_IFMT != libc::S_IFSOCK {
-        return None;
+        return false;
     }
-    // SAFETY: the descriptor was inherited from the parent for this purpose (the marker names
-    // it), it is open (fstat succeeded) and nothing else in this process owns it: the marker is
-    // consumed here, once.
-    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    // SAFETY: fstat just proved `fd` open, and nothing closes it while this borrow lives (the
+    // process is single-threaded here and the descriptor is not owned elsewhere yet).
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    let seqpacket = getsockopt(&sock, sockopt::SockType).is_ok_and(|t| t == nix::sys::socket::SockType::SeqPacket);
+    let parent = getsockopt(&sock, sockopt::PeerCredentials)
+        .is_ok_and(|c| c.pid() == nix::unistd::getppid().as_raw() && c.pid() > 1);
+    seqpacket && parent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_markers_in_shmpool_format_are_recognised() {
+        let ok = parse_marker("7:00000000000000010000000000000002".as_ref()).unwrap();
+        assert_eq!(ok.0, 7);
+        assert_eq!(ok.1.words(), (1, 2));
+        for bad in [
+            "7",
+            "7:",
+            "x:00000000000000010000000000000002",
+            "-1:00000000000000010000000000000002",
+            "7:0000000000000001000000000000000",
+            "7:0000000000000001000000000000000g",
+        ] {
+            assert!(parse_marker(bad.as_ref()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_descriptor_that_is_not_the_parents_socket_is_refused() {
+        let (a, _b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        // Made by this process, not by its parent.
+        assert!(!is_parent_socket(a.as_raw_fd()));
+        assert!(!is_parent_socket(-1));
+    }
 }

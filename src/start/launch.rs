@@ -2,6 +2,7 @@
 //! lazily started fork server, and `Process::spawn_fn`.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -48,7 +49,8 @@ pub(crate) struct Pending {
 pub(crate) struct Launcher {
     method: StartMethod,
     identity: Option<ExeIdentity>,
-    route: spawn::SpawnRoute,
+    /// The executable `Spawn` workers run (`None`: this one; a test points it elsewhere).
+    exe: Option<PathBuf>,
     server: Option<server::Connection>,
     /// Connections to a fork server made so far (a new one after each server death).
     connections: u64,
@@ -60,8 +62,9 @@ impl std::fmt::Debug for Launcher {
     }
 }
 
-/// Chooses the method for a pool (see [`StartMethod`]'s docs for the default) and warns, once
-/// and from the parent, when an explicit `Fork` meets other threads.
+/// Chooses the method for a pool (see [`StartMethod`]'s docs for the default: `Fork` in a
+/// single-threaded process, else `ForkServer`, whose server is exec'd when other threads run)
+/// and warns, once and from the parent, when an explicit `Fork` meets other threads.
 pub(crate) fn resolve(requested: Option<StartMethod>) -> StartMethod {
     static WARNED: AtomicBool = AtomicBool::new(false);
     let alone = fork::single_threaded();
@@ -76,40 +79,29 @@ pub(crate) fn resolve(requested: Option<StartMethod>) -> StartMethod {
             m
         }
         None if alone => StartMethod::Fork,
-        None if spawn::init_called() || server::running() => StartMethod::ForkServer,
-        None => {
-            if !WARNED.swap(true, Ordering::Relaxed) {
-                eprintln!(
-                    "shmpool: forking workers from a multi-threaded process; call shmpool::init() at the top of \
-                     main so that pools can use a fork server instead"
-                );
-            }
-            StartMethod::Fork
-        }
+        None => StartMethod::ForkServer,
     }
 }
 
 /// Starts (if need be) and connects to this process's fork server.
 ///
-/// The server is exec'd from this binary when the program calls `init()`: a fresh, small
-/// image, which neither shares the program's heap copy-on-write (a server forked from a
-/// program holding gigabytes would keep them alive after the program frees them) nor any lock.
-/// Otherwise it is forked, which is safe only while the program runs a single thread.
+/// The server is exec'd from this binary (a fresh, small image, which neither shares the
+/// program's heap copy-on-write — a server forked from a program holding gigabytes would keep
+/// them alive after the program frees them — nor any lock) when the program runs several
+/// threads or called `init()`. A single-threaded program that never called `init()` forks it,
+/// which is faster and safe while no other thread exists.
 fn connect_server() -> Result<server::Connection> {
     server::connect(|| {
-        if !spawn::init_called() {
-            if fork::single_threaded() {
-                return server::start_forked(super::child_main);
-            }
-            return Err(Error::InitNotCalled { what: "starting the fork server from a multi-threaded process" });
+        if !spawn::init_called() && fork::single_threaded() {
+            return server::start_forked(super::child_main);
         }
         let identity = spawn::exe_identity()?;
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::os("socketpair", e.into()))?;
-        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route(), true)?;
+        let (pid, token) = spawn::spawn_self(theirs.as_fd(), None, true)?;
         drop(theirs);
         // A send that fails means the child is gone: `finish_child` reads why from its status.
-        let _ = send_boot(&mine, &super::server_boot(identity), None, &[]);
+        let _ = send_boot(&mine, &super::server_boot(identity).with_token(token), None, &[]);
         let p =
             Pending { pid, sock: mine, how: How::Child, pidfd: None, handshake: true, deferred: None, connection: 0 };
         let (pid, control) = finish_child(p, identity, "fork server", reap_child)?;
@@ -151,10 +143,9 @@ fn finish_child(
         (answer, status) => {
             let reason = match (status, answer) {
                 (Some(WaitStatus::Exited(_, code)), _) => format!("exited with code {code} before its handshake"),
-                (_, Err(Error::Os { source, .. })) if source.kind() == std::io::ErrorKind::TimedOut => format!(
-                    "no handshake within {:?} (does main call shmpool::init() before anything else?)",
-                    super::BOOT_TIMEOUT
-                ),
+                (_, Err(Error::Os { source, .. })) if source.kind() == std::io::ErrorKind::TimedOut => {
+                    format!("no handshake within {:?}", super::BOOT_TIMEOUT)
+                }
                 (Some(WaitStatus::Signaled(_, sig, _)), _) => format!("killed by {sig:?} before its handshake"),
                 (_, Err(e)) => e.to_string(),
                 _ => "no handshake".to_string(),
@@ -171,20 +162,12 @@ impl Launcher {
     ///
     /// # Errors
     ///
-    /// [`Error::InitNotCalled`] when the method needs `init()` and the program never called it;
-    /// fork server start-up errors.
-    pub(crate) fn new(method: StartMethod, exe: Option<std::path::PathBuf>) -> Result<Launcher> {
-        let mut route = spawn::route();
-        if exe.is_some() {
-            route.exe = exe;
-        }
-        let mut l = Launcher { method, identity: None, route, server: None, connections: 0 };
+    /// Fork server start-up errors; [`Error::Os`] when the executable cannot be examined.
+    pub(crate) fn new(method: StartMethod, exe: Option<PathBuf>) -> Result<Launcher> {
+        let mut l = Launcher { method, identity: None, exe, server: None, connections: 0 };
         match method {
             StartMethod::Fork => {}
             StartMethod::Spawn => {
-                if !spawn::init_called() {
-                    return Err(Error::InitNotCalled { what: "StartMethod::Spawn" });
-                }
                 l.identity = Some(spawn::exe_identity()?);
             }
             StartMethod::ForkServer => {
@@ -220,13 +203,13 @@ impl Launcher {
             }
             StartMethod::Spawn => {
                 let identity = identity.expect("a Spawn launcher knows the executable");
-                let pid = spawn::spawn_self(ctx.sock.as_fd(), &self.route, true)?;
-                let boot = BootWire::worker(identity, &ctx, nix::unistd::getpid().as_raw());
+                let (pid, token) = spawn::spawn_self(ctx.sock.as_fd(), self.exe.as_deref(), true)?;
+                let boot = BootWire::worker(identity, &ctx, nix::unistd::getpid().as_raw()).with_token(token);
                 let ring: Ring = ctx.ring.clone();
                 // Our copy of the child's end must go, so that its death reads as end-of-file.
                 drop(ctx);
-                // The child may have exited already (a `main` without `init()`), but it stays a
-                // zombie until we reap it, so its pidfd can be opened.
+                // The child may have exited already, but it stays a zombie until we reap it, so
+                // its pidfd can be opened.
                 let pidfd = self.watch(pid, How::Child)?;
                 let p = pending(pid, How::Child, Some(pidfd), None, 0);
                 // A send that fails means the child is gone: `finish` reads why from its status.
@@ -304,8 +287,8 @@ impl Launcher {
     /// # Errors
     ///
     /// [`Error::BinaryMismatch`], [`Error::InitNotCalled`] (the child exited with the code of a
-    /// `main` that reached shmpool without `init()`), [`Error::StartFailed`]; the worker is
-    /// killed and reaped in each case.
+    /// child that reached `main`), [`Error::StartFailed`]; the worker is killed and reaped in
+    /// each case.
     pub(crate) fn finish(&mut self, mut p: Pending) -> Result<(Pid, OwnedFd, OwnedFd)> {
         self.advance(&mut p)?;
         let what = match self.method {
@@ -338,8 +321,9 @@ impl Launcher {
 
 impl Process {
     /// Starts a fresh copy of this program (`posix_spawn` of `/proc/self/exe`) that runs
-    /// `f(arg)` and exits: code 0 when `f` returns, 101 when it panics. The program must call
-    /// [`crate::init`] at the top of `main`.
+    /// `f(arg)` and exits: code 0 when `f` returns, 101 when it panics. The copy runs `f`
+    /// instead of `main` (see [`StartMethod`]), so this works from any program, `#[test]`
+    /// functions included, with no call in `main`.
     ///
     /// Use it instead of [`Process::spawn`] in a multi-threaded program: the child is a new
     /// process, so it cannot inherit a lock another thread held (a logger's, stdout's), at the
@@ -354,7 +338,7 @@ impl Process {
     /// }
     ///
     /// fn main() -> shmpool::Result<()> {
-    ///     shmpool::init(); // the child becomes `child(7)` here
+    ///     // The child runs `child(7)` and never reaches `main`.
     ///     let p = shmpool::Process::spawn_fn(child, 7u32)?;
     ///     assert!(p.join()?.success());
     ///     Ok(())
@@ -363,13 +347,9 @@ impl Process {
     ///
     /// # Errors
     ///
-    /// [`Error::InitNotCalled`] when the program never called `init()`;
     /// [`Error::InvalidOption`] for an argument over 64 KiB; [`Error::Os`] when the spawn fails.
     pub fn spawn_fn<A: Pod>(f: fn(A), arg: A) -> Result<Process> {
         spawn::refuse_uninitialised_child();
-        if !spawn::init_called() {
-            return Err(Error::InitNotCalled { what: "Process::spawn_fn" });
-        }
         if std::mem::size_of::<A>() + 16 > MAX_ARG {
             return Err(Error::InvalidOption {
                 option: "spawn_fn argument",
@@ -382,11 +362,12 @@ impl Process {
         let identity = spawn::exe_identity()?;
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::os("socketpair", e.into()))?;
-        let pid = spawn::spawn_self(theirs.as_fd(), &spawn::route(), false)?;
+        let (pid, token) = spawn::spawn_self(theirs.as_fd(), None, false)?;
         drop(theirs);
         let p = Process::from_pid(pid);
         // A send that fails means the child is gone already; its exit status says why.
-        let _ = send_boot(&mine, &super::process_boot(identity, entry.parts()), None, &params);
+        let boot = super::process_boot(identity, entry.parts()).with_token(token);
+        let _ = send_boot(&mine, &boot, None, &params);
         Ok(p)
     }
 }

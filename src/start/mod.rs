@@ -1,12 +1,14 @@
 //! How workers (and `Process::spawn_fn` children) come to life: the [`StartMethod`]s, the
-//! start-up record a non-forked child receives, and [`init`], which turns a freshly exec'd copy
-//! of the program into what its parent asked for.
+//! start-up record a non-forked child receives, and the start-up hook (`hook`, an ELF
+//! constructor, with [`init`] as its explicit twin), which turns a freshly exec'd copy of the
+//! program into what its parent asked for before the program's `main` runs.
 //!
 //! - `Fork`: the supervisor forks; the worker inherits the ring mapping and the keys.
-//! - `Spawn`: the supervisor `posix_spawn`s `/proc/self/exe`; the child's `main` calls
-//!   [`init`], which reads a [`BootWire`] (role, the parent's executable identity, the MAC and
-//!   kernel keys, the worker's settings) and the ring's descriptor from its one inherited
-//!   socket, checks that it runs the very same binary, answers with a [`HelloWire`] and serves.
+//! - `Spawn`: the supervisor `posix_spawn`s `/proc/self/exe`; in the child, before `main`, the
+//!   hook finds the marker, reads a [`BootWire`] (role, the one-time token, the parent's
+//!   executable identity, the MAC and kernel keys, the worker's settings) and the ring's
+//!   descriptor from its one inherited socket, checks that it runs the very same binary,
+//!   answers with a [`HelloWire`] and serves.
 //! - `ForkServer`: a single-threaded server process (`process::server`) forks the worker, which
 //!   then receives the same start-up record as a spawned one.
 //!
@@ -14,6 +16,7 @@
 //! process that runs the same executable. This module never touches a slot.
 #![deny(unsafe_code)]
 
+mod hook;
 pub(crate) mod launch;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -28,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::ipc::{recv_record, send_record};
 use crate::key::Key;
 use crate::process::fork;
-use crate::process::spawn::{self, ExeIdentity};
+use crate::process::spawn::{self, ExeIdentity, Marker};
 use crate::ring::Ring;
 use crate::shm::{Segment, SegmentKind};
 use crate::worker::{PausePoint, WorkerCtx};
@@ -37,44 +40,78 @@ use crate::worker::{PausePoint, WorkerCtx};
 ///
 /// The default, when [`PoolBuilder::start_method`](crate::PoolBuilder::start_method) is not
 /// called, is chosen when the pool is built: `Fork` if the process runs a single thread (the
-/// fastest, and nothing can be inherited half-locked), otherwise `ForkServer` if the program
-/// calls [`init`] (safe, nearly as fast), otherwise `Fork` with a one-time warning on stderr
-/// naming `init()`. Python made the same move away from plain `fork` in 3.14.
+/// fastest, and nothing can be inherited half-locked), otherwise `ForkServer` (safe, nearly as
+/// fast): a multi-threaded program never forks its workers unless it asks for `Fork`. Python
+/// made the same move away from plain `fork` in 3.14. (Refusing to build in a threaded program
+/// until it adds something would be the other safe choice; it would fail every rayon or tokio
+/// program, which is threaded as soon as it starts, for no gain: the fork server is safe
+/// there and costs a few milliseconds once.)
 ///
-/// | method | 2-worker pool ready (2-core VM, medians) | safe with other threads | needs [`init`] |
-/// |---|---|---|---|
-/// | `Fork` | 0.7-0.8 ms | shmpool's worker code is; a kernel that takes a lock another thread held at the fork (a logger, stdout) may hang | no |
-/// | `ForkServer` | 0.8-1.0 ms (the first pool also starts the server: +3-4 ms once) | yes | to start the server from a multi-threaded process |
-/// | `Spawn` | 1.6-2.4 ms (an `exec` per worker) | yes | yes |
+/// A `Fork` pool forks its *replacement* workers (after a crash, a timeout, recycling) from
+/// its supervisor thread while the program runs on, so even in a program that was
+/// single-threaded at `build`, a kernel that takes a lock the program held at that instant
+/// (stdout's, a logger's) can hang in a replacement. Pools whose kernels print or log should
+/// use `ForkServer` or `Spawn`.
 ///
-/// Once a pool is up, its maps run the same way whatever the method.
+/// Every method works in every program that links shmpool, test binaries included, with no
+/// call in `main`: a copy of the program that shmpool starts with `exec` (a `Spawn` worker, the
+/// fork server, a [`Process::spawn_fn`](crate::Process::spawn_fn) child) becomes what it was
+/// started for in an ELF constructor, before `main` (and before libtest's harness) runs. So
+/// from `#[test]` functions (as `tests/start_methods.rs` does, 100 times in a row):
+///
+/// ```text
+/// #[cfg(test)]
+/// mod tests {
+///     use shmpool::{Pool, StartMethod};
+///
+///     #[test]
+///     fn spawned_workers_from_a_test() -> shmpool::Result<()> {
+///         let pool = Pool::builder().workers(2).start_method(StartMethod::Spawn).build()?;
+///         assert_eq!(pool.map(&[4.0f64], f64::sqrt)?, [2.0]);
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// | method | 2-worker pool ready (2-core VM, medians) | safe with other threads |
+/// |---|---|---|
+/// | `Fork` | 0.7-0.8 ms | shmpool's worker code is; a kernel that takes a lock another thread held at the fork (a logger, stdout) may hang |
+/// | `ForkServer` | 0.8-1.0 ms (the first pool also starts the server: +3-4 ms once) | yes |
+/// | `Spawn` | 1.6-2.4 ms (an `exec` per worker) | yes |
+///
+/// Once a pool is up, its maps run the same way whatever the method. Workers started by
+/// `exec` (`Spawn`, and `ForkServer` when its server was exec'd) never run `main`, so state
+/// `main` sets up (a logger, environment) is not there: set it up in
+/// [`PoolBuilder::worker_init`](crate::PoolBuilder::worker_init). For the same reason, ELF
+/// constructors of the executable that come after shmpool's in `.init_array` (a statically
+/// linked C++ library's globals, say; shared libraries' constructors all run before) do not
+/// run in those workers: initialise what a kernel needs from them in `worker_init` too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StartMethod {
     /// Workers are forked from the pool's process. An explicit `Fork` in a multi-threaded
     /// process forks anyway and warns once on stderr.
     Fork,
-    /// Workers are fresh copies of the executable (`posix_spawn` of `/proc/self/exe`) turned
-    /// into workers by [`init`].
+    /// Workers are fresh copies of the executable (`posix_spawn` of `/proc/self/exe`) that
+    /// become workers before `main` runs.
     Spawn,
     /// Workers are forked by a single-threaded fork server, started once per process on
-    /// first need: exec'd from the executable when the program calls [`init`] (a fresh, small
-    /// image that shares no memory or lock with the program), else forked, which needs the
-    /// program to be single-threaded at that moment.
+    /// first need: exec'd from the executable (a fresh, small image that shares no memory or
+    /// lock with the program) when the program runs several threads or called [`init`], else
+    /// forked from the (then single-threaded) program.
     ForkServer,
 }
 
 /// Turns a process that shmpool started with `exec` (a `Spawn` worker, the fork server, a
 /// [`Process::spawn_fn`](crate::Process::spawn_fn) child) into what its parent asked for, and
-/// never returns in it; in any other process it only records that the program calls it.
+/// never returns in it; in any other process it does nothing else than record the call (a
+/// program that calls it gets an exec'd fork server even while single-threaded).
 ///
-/// Call it first thing in `main`, before anything with side effects and before starting
-/// threads or an async runtime (with `#[tokio::main]`, call it from a plain `fn main` that then
-/// builds the runtime): a spawned child runs `main` until it gets here, and a fork server
-/// exec'd from this binary should be single-threaded. A parent that never called `init()`
-/// refuses to spawn at all ([`Error::InitNotCalled`]); a spawned child whose `main` builds a
-/// pool or starts a [`Process`](crate::Process) before calling `init()` exits there at once
-/// with a distinct code, and its parent reports [`Error::InitNotCalled`] too.
+/// **No program needs it any more**: shmpool runs the same step in an ELF constructor before
+/// `main` (and before libtest's harness, so every start method works from `#[test]`
+/// functions), and by the time `main` calls `init()` there is nothing left to do. It stays for
+/// programs written for earlier versions, and as the explicit entry for a host that loads
+/// shmpool in a way that runs no constructor before its own code (call it first thing there).
 ///
 /// # Examples
 ///
@@ -82,7 +119,7 @@ pub enum StartMethod {
 /// use shmpool::{Pool, StartMethod};
 ///
 /// fn main() -> shmpool::Result<()> {
-///     shmpool::init(); // in the spawned workers, this call never returns
+///     shmpool::init(); // optional: the spawned workers never get here
 ///     let pool = Pool::builder().workers(2).start_method(StartMethod::Spawn).build()?;
 ///     assert_eq!(pool.map(&[1.0f64, 9.0], f64::sqrt)?, [1.0, 3.0]);
 ///     Ok(())
@@ -90,10 +127,27 @@ pub enum StartMethod {
 /// ```
 pub fn init() {
     spawn::mark_init_called();
-    let Some(sock) = spawn::take_marker_socket() else { return };
-    spawn::mark_in_role();
-    let code = child_main(sock);
-    fork::exit_now(code)
+    become_child_if_started();
+}
+
+/// If this process was started by shmpool (`spawn::take_marker`), becomes what it was started
+/// for and exits; otherwise returns. Runs in the start-up hook before `main`, and in [`init`].
+fn become_child_if_started() {
+    match spawn::take_marker() {
+        Marker::Absent => {}
+        Marker::Invalid => {
+            fork::raw_stderr(
+                b"shmpool: started as a shmpool child, but the start-up socket is not its parent's: exiting\n",
+            );
+            fork::exit_now(spawn::INIT_MISSING_EXIT_CODE)
+        }
+        Marker::Child(sock, token) => {
+            spawn::mark_in_role();
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_child(sock, Some(token))))
+                .unwrap_or(fork::PANIC_EXIT_CODE);
+            fork::exit_now(code)
+        }
+    }
 }
 
 /// Start-up roles.
@@ -139,6 +193,10 @@ pub(crate) struct BootWire {
     recycle_after: u64,
     /// `Process::spawn_fn`: the entry trampoline (offset, tag).
     entry: [u64; 2],
+    /// The one-time token of an exec'd child's marker (zero for a child the fork server forks).
+    token: Key,
+    /// The pool's `worker_init` function (offset, tag), zeros for none.
+    worker_init: [u64; 2],
 }
 
 /// The child's answer: it runs the same binary (`HELLO_OK`) or another (`HELLO_MISMATCH`).
@@ -170,6 +228,7 @@ impl BootWire {
     /// The record for a worker with `ctx`'s settings.
     pub(crate) fn worker(identity: ExeIdentity, ctx: &WorkerCtx, parent: i32) -> BootWire {
         BootWire {
+            worker_init: ctx.init.map_or([0; 2], crate::kernel::init_fn_parts),
             pause: encode_pause(ctx.pause),
             ring_key: ctx.ring.key(),
             parent,
@@ -179,6 +238,11 @@ impl BootWire {
             recycle_after: ctx.recycle_after.unwrap_or(0),
             ..BootWire::new(ROLE_WORKER, identity)
         }
+    }
+
+    /// The same record, for the exec'd child whose marker carries `token`.
+    pub(crate) fn with_token(self, token: Key) -> BootWire {
+        BootWire { token, ..self }
     }
 }
 
@@ -202,17 +266,22 @@ fn hello(sock: &OwnedFd, status: u32, found: ExeIdentity) -> Result<()> {
     send_record(sock.as_fd(), bytemuck::bytes_of(&h), None)
 }
 
-/// The body of every non-forked child and of every worker the fork server forks: reads the
-/// start-up record, checks the binary, and becomes a worker, the fork server or a process.
-/// Returns the exit code.
+/// The body of every worker the fork server forks (see [`run_child`]). Returns the exit code.
 pub(crate) fn child_main(sock: OwnedFd) -> i32 {
+    run_child(sock, None)
+}
+
+/// The body of every non-forked child: reads the start-up record, checks the token (an exec'd
+/// child: `token` is its marker's) and the binary, and becomes a worker, the fork server or a
+/// process. Returns the exit code.
+fn run_child(sock: OwnedFd, token: Option<Key>) -> i32 {
     let mut buf = vec![0u8; std::mem::size_of::<BootWire>() + MAX_ARG];
     let Ok(Some((n, fd))) = recv_record(sock.as_fd(), &mut buf, BOOT_TIMEOUT) else { return BOOT_FAILED_EXIT_CODE };
     if n < std::mem::size_of::<BootWire>() {
         return BOOT_FAILED_EXIT_CODE;
     }
     let boot: BootWire = bytemuck::pod_read_unaligned(&buf[..std::mem::size_of::<BootWire>()]);
-    if boot.magic != BOOT_MAGIC {
+    if boot.magic != BOOT_MAGIC || token.is_some_and(|t| t != boot.token) {
         return BOOT_FAILED_EXIT_CODE;
     }
     let Ok(me) = spawn::exe_identity() else { return BOOT_FAILED_EXIT_CODE };
@@ -221,6 +290,11 @@ pub(crate) fn child_main(sock: OwnedFd) -> i32 {
         return MISMATCH_EXIT_CODE;
     }
     crate::kernel::set_key(boot.kernel_key);
+    // A child started by exec runs before `main`: std's runtime has not ignored SIGPIPE yet,
+    // as it has in every Rust program that reaches `main` (and did in the parent).
+    if token.is_some() {
+        spawn::ignore_sigpipe();
+    }
     match boot.role {
         ROLE_WORKER => {
             fork::mark_worker();
@@ -246,6 +320,13 @@ pub(crate) fn child_main(sock: OwnedFd) -> i32 {
                 recycle_after: (boot.recycle_after != 0).then_some(boot.recycle_after),
                 pause: decode_pause(boot.pause),
                 cpu: usize::try_from(boot.cpu).ok(),
+                init: match boot.worker_init {
+                    [0, 0] => None,
+                    [offset, tag] => match crate::kernel::init_fn_from_parts(offset, tag) {
+                        Some(f) => Some(f),
+                        None => return BOOT_FAILED_EXIT_CODE,
+                    },
+                },
             };
             crate::worker::run(ctx)
         }
@@ -293,6 +374,34 @@ pub(crate) fn process_boot(identity: ExeIdentity, entry: (u64, u64)) -> BootWire
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static RAN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    fn entry(n: u32) {
+        RAN.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A `Process::spawn_fn` start-up record sent to `run_child` in this process, as an exec'd
+    /// child whose marker carries `expected` would receive it.
+    fn run_record(token: Key, expected: Key, arg: u32) -> i32 {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (parent, child) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
+        let (entry, mut params) = crate::kernel::process_entry(entry);
+        params.extend_from_slice(bytemuck::bytes_of(&arg));
+        let boot = process_boot(spawn::exe_identity().unwrap(), entry.parts()).with_token(token);
+        send_boot(&parent, &boot, None, &params).unwrap();
+        run_child(child, Some(expected))
+    }
+
+    #[test]
+    fn a_start_up_record_runs_only_with_the_markers_token() {
+        let token = Key::from_words(0x1234, 0x5678);
+        assert_eq!(run_record(token, Key::from_words(0x1234, 0x5679), 7), BOOT_FAILED_EXIT_CODE);
+        assert_eq!(RAN.load(std::sync::atomic::Ordering::SeqCst), 0, "ran with another token");
+        assert_eq!(run_record(token, token, 9), 0);
+        assert_eq!(RAN.load(std::sync::atomic::Ordering::SeqCst), 9);
+    }
 
     #[test]
     fn pause_points_round_trip_through_the_start_up_record() {

@@ -57,8 +57,11 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The fork server (a child that lives as long as this process: the default start method of a
+/// multi-threaded program, which a test binary is, uses it) does not count.
 pub fn assert_nothing_leaked() {
-    assert_nothing_leaked_but(&[]);
+    let server: Vec<u32> = shmpool::testing::fork_server_pid().into_iter().collect();
+    assert_nothing_leaked_but(&server);
 }
 
 /// [`assert_nothing_leaked`], allowing the children in `expected` (a fork server, which lives
@@ -138,4 +141,42 @@ pub fn assert_pids_gone(pids: &[u32]) {
 pub fn proc_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?.1.trim().chars().next()
+}
+
+/// Runs the `#[ignore]`d test `name` of this test binary in a child process (`--exact --ignored
+/// --nocapture --test-threads=1`), with its stdout and stderr captured, and returns its output.
+/// A run still going after `limit` is SIGKILLed and fails the test: a hang is a failure, a
+/// slow run is not measured.
+pub fn run_scenario(name: &str, limit: Duration) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let child = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the test binary");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = tx.send(());
+        out
+    });
+    if rx.recv_timeout(limit).is_err() {
+        // Our own child, not reaped yet (the reader thread still waits for it).
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let out = reader.join().expect("reader thread").expect("wait for the scenario");
+        panic!(
+            "watchdog: scenario {name} hung for more than {limit:?}; stdout:\n{}\nstderr (end):\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            tail(&out.stderr, 4000)
+        );
+    }
+    reader.join().expect("reader thread").expect("wait for the scenario")
+}
+
+/// The last `n` bytes of `bytes`, as text.
+pub fn tail(bytes: &[u8], n: usize) -> String {
+    String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(n)..]).into_owned()
 }

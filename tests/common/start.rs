@@ -1,5 +1,9 @@
-//! Helpers for the start-method suites: route spawned children, check where workers came from,
-//! leak checks that allow the fork server.
+//! Helpers for the start-method suites: check where workers came from, leak checks that allow
+//! the fork server.
+//!
+//! Test binaries need no entry point for spawned children: a copy of this binary that shmpool
+//! starts with `exec` becomes the worker (fork server, `spawn_fn` child) in shmpool's start-up
+//! hook, before libtest's `main` runs.
 
 use shmpool::{Pool, StartMethod};
 
@@ -8,21 +12,17 @@ pub const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, St
 /// The methods that are safe in a multi-threaded parent.
 pub const SAFE_METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::ForkServer];
 
-/// Name of the `#[ignore]`d test every start-method suite declares as its children's entry
-/// point: `#[test] #[ignore] fn spawned_child_entry() { shmpool::init(); }`.
-pub const ENTRY: &str = "spawned_child_entry";
-
-/// Routes children started by `exec` to [`ENTRY`] in this test binary: libtest's `main` runs
-/// first in the child, but it only parses its arguments and starts that one test, which calls
-/// `shmpool::init()` and becomes the worker (fork server, `spawn_fn` child) and never returns.
-pub fn route_to(entry: &str) {
-    shmpool::testing::route_spawned_children([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"]);
+/// A pool of `workers` started by `method`.
+pub fn pool(method: StartMethod, workers: usize) -> Pool {
+    Pool::builder().workers(workers).start_method(method).build().unwrap()
 }
 
-/// A pool of `workers` started by `method`, children routed to [`ENTRY`].
-pub fn pool(method: StartMethod, workers: usize) -> Pool {
-    route_to(ENTRY);
-    Pool::builder().workers(workers).start_method(method).build().unwrap()
+/// Whether `pid` was started by `exec` from shmpool (its initial environment, which
+/// `/proc/PID/environ` shows even after the start-up hook removed the variable, holds the
+/// marker).
+pub fn exec_started(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv.starts_with(b"SHMPOOL_CHILD=")))
 }
 
 /// The parent pid of `pid`.
@@ -31,17 +31,16 @@ pub fn ppid(pid: u32) -> Option<u32> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Checks where the pool's workers came from: our children (forked, or exec'd running this
-/// binary's child entry), or the fork server's.
+/// Checks where the pool's workers came from: our children (forked, or exec'd), or the fork
+/// server's.
 pub fn assert_started_by(pool: &Pool, method: StartMethod) {
     let me = std::process::id();
     for pid in pool.pids() {
         // A recycled worker may be on its way out: check the live ones.
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let spawned = exec_started(pid);
         if !super::pid_alive(pid) {
             continue;
         }
-        let spawned = String::from_utf8_lossy(&cmdline).contains(ENTRY);
         match method {
             StartMethod::Fork => assert!(ppid(pid) == Some(me) && !spawned, "forked worker {pid}"),
             StartMethod::Spawn => assert!(ppid(pid) == Some(me) && spawned, "spawned worker {pid}"),
