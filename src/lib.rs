@@ -179,6 +179,12 @@ pub mod testing {
         });
     }
 
+    /// Makes `NpyOutput::create` use its named-temporary fallback (as where `O_TMPFILE` is
+    /// unavailable) while `on` is set, process-wide.
+    pub fn force_named_npy_temp_files(on: bool) {
+        crate::array::force_named_temp_files(on);
+    }
+
     /// The pid of this process's fork server, if one runs (it lives as long as the process).
     pub fn fork_server_pid() -> Option<u32> {
         crate::process::server::pid().map(|p| p.as_raw() as u32)

@@ -23,6 +23,12 @@ fn check_elem<T: Pod>(dtype: Dtype) -> Result<()> {
     Ok(())
 }
 
+/// Test hook behind `testing::force_named_npy_temp_files`.
+#[cfg(feature = "testing")]
+pub(crate) fn force_named_temp_files(on: bool) {
+    publish::FORCE_NAMED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn bad(path: &std::path::Path, reason: impl Into<String>) -> crate::Error {
     crate::Error::BadNpy { path: path.display().to_string(), reason: reason.into() }
 }
@@ -152,6 +158,18 @@ impl NpyArray {
 /// written in place by the workers, and linked under its final name only by
 /// [`NpyOutput::commit`], with `np.save`'s permissions. Dropped without a commit, nothing of it
 /// stays on disk: nothing half-written ever appears under the final name.
+///
+/// The file being written has no public name: safe code that could open it by name could
+/// truncate it under the `&[T]` views the workers and this process hold. Where the filesystem
+/// cannot create an unnamed file, the hidden temporary's name stays private to shmpool; no
+/// accessor reveals it:
+///
+/// ```compile_fail,E0599
+/// # fn main() -> shmpool::Result<()> {
+/// let out = shmpool::NpyOutput::create("/tmp/o.npy", shmpool::Dtype::F64, &[4])?;
+/// let _ = out.temp_path(); // error: no such method
+/// # Ok(()) }
+/// ```
 pub struct NpyOutput {
     seg: Arc<Segment>,
     tmp: Option<publish::Temp>,
@@ -240,12 +258,6 @@ impl NpyOutput {
     /// The final path.
     pub fn path(&self) -> &std::path::Path {
         &self.path
-    }
-
-    /// The temporary path the data is written to until the commit: `None` when the file has
-    /// no name at all (`O_TMPFILE`, the usual case).
-    pub fn temp_path(&self) -> Option<&std::path::Path> {
-        self.tmp.as_ref().and_then(|t| t.path())
     }
 
     /// The elements written so far, when `T` has the array's element size.

@@ -16,7 +16,20 @@ use std::path::{Path, PathBuf};
 use super::file_err;
 use crate::error::Result;
 
-/// A file being written before it has its final name.
+/// Test hook: makes [`Temp::create`] take the named fallback, as on a filesystem without
+/// `O_TMPFILE`, so the fallback's publication can be tested anywhere.
+#[cfg(feature = "testing")]
+pub(crate) static FORCE_NAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn named_forced() -> bool {
+    #[cfg(feature = "testing")]
+    return FORCE_NAMED.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(feature = "testing"))]
+    false
+}
+
+/// A file being written before it has its final name. Neither variant's name (if any) leaves
+/// this module: a public name would let safe code truncate the file under live mappings.
 pub(super) enum Temp {
     /// `O_TMPFILE`: no name at all until [`Temp::publish`].
     Unnamed { file: File, dir: PathBuf },
@@ -28,7 +41,7 @@ impl Temp {
     /// An unnamed file in `dir` when possible, else a hidden temporary `.NAME.XXXXXX.tmp`.
     pub(super) fn create(dir: &Path, name: &str) -> Result<Temp> {
         let proc_fd = Path::new("/proc/self/fd").is_dir();
-        if proc_fd {
+        if proc_fd && !named_forced() {
             let unnamed = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -56,14 +69,6 @@ impl Temp {
         match self {
             Temp::Unnamed { file, .. } => file,
             Temp::Named(t) => t.as_file(),
-        }
-    }
-
-    /// The temporary's name, if it has one (only the fallback has).
-    pub(super) fn path(&self) -> Option<&Path> {
-        match self {
-            Temp::Unnamed { .. } => None,
-            Temp::Named(t) => Some(t.path()),
         }
     }
 
