@@ -71,7 +71,12 @@ enum Mapping {
 /// during a map) guarantees that nobody writes the range meanwhile. The unsafe accessors put
 /// that obligation on the caller; the checked-range part is done here.
 pub(crate) struct Segment {
-    mapping: Mapping,
+    /// Dropped by hand in `Drop`: only in the process that made it (see `unshared_in`).
+    mapping: std::mem::ManuallyDrop<Mapping>,
+    /// The process whose mapping this is, when children do not inherit it (`MADV_DONTFORK`):
+    /// in a forked child the range is not mapped at all, and may hold the child's own memory
+    /// by the time a moved handle is dropped there, so only this process may unmap it.
+    unshared_in: Option<u32>,
     base: NonNull<u8>,
     len: usize,
     fd: OwnedFd,
@@ -91,6 +96,35 @@ pub(crate) struct Segment {
 unsafe impl Send for Segment {}
 // SAFETY: as above; `&Segment` only hands out raw, range-checked pointers or unsafe slices.
 unsafe impl Sync for Segment {}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.unshared_in.is_none_or(|pid| pid == crate::sync::pid()) {
+            // SAFETY: `mapping` is dropped here exactly once and never used afterwards (this is
+            // the segment's own destructor).
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.mapping) };
+        }
+        // Otherwise this is a forked child dropping a handle to a mapping it never inherited
+        // (`MADV_DONTFORK`): unmapping the range could unmap the child's own memory; the
+        // descriptor still closes with `fd`.
+    }
+}
+
+/// Keeps `len` bytes of mapping at `base` out of every child forked from now on
+/// (`MADV_DONTFORK`): a `Process::spawn` child that reaches an array, a staging buffer or a
+/// mapped file through a handle it owns faults, instead of writing memory that the parent and
+/// the workers share while the parent holds `&[T]` to it. Pool workers never rely on inherited
+/// array mappings: they map every segment from its descriptor.
+fn dont_fork(base: NonNull<u8>, len: usize) -> Result<()> {
+    // SAFETY: [base, base + len) is exactly one mapping this process made and owns (the
+    // caller's fresh `Segment`); MADV_DONTFORK changes only whether `fork` copies it, never
+    // its contents or this process's access to it.
+    let rc = unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_DONTFORK) };
+    if rc != 0 {
+        return Err(Error::last_os("madvise(MADV_DONTFORK)"));
+    }
+    Ok(())
+}
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,8 +184,14 @@ impl Segment {
         unlinked.map_err(|e| Error::os("shm_unlink", e.into()))?;
         reserve(&fd, total)?;
         let base = NonNull::new(shmem.as_ptr()).expect("shared_memory returned a mapped pointer");
+        // The ring stays inherited: forked workers serve from the parent's mapping of it.
+        let unshared_in = (kind == SegmentKind::Array).then(crate::sync::pid);
+        if unshared_in.is_some() {
+            dont_fork(base, total)?;
+        }
         let seg = Segment {
-            mapping: Mapping::Created { _shmem: shmem },
+            mapping: std::mem::ManuallyDrop::new(Mapping::Created { _shmem: shmem }),
+            unshared_in,
             base,
             len: total,
             fd,
@@ -228,8 +268,13 @@ impl Segment {
         }
         let map = opts.map_raw(&file).map_err(|e| Error::os("mmap", e))?;
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
+        let unshared_in = (kind == SegmentKind::Array).then(crate::sync::pid);
+        if unshared_in.is_some() {
+            map.advise(memmap2::Advice::DontFork).map_err(|e| Error::os("madvise(MADV_DONTFORK)", e))?;
+        }
         let seg = Segment {
-            mapping: Mapping::Attached(map),
+            mapping: std::mem::ManuallyDrop::new(Mapping::Attached(map)),
+            unshared_in,
             base,
             len,
             fd: OwnedFd::from(file),
@@ -260,8 +305,10 @@ impl Segment {
         let map = if writable { opts.map_raw(&file) } else { opts.map_raw_read_only(&file) }
             .map_err(|e| Error::os("mmap", e))?;
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
+        map.advise(memmap2::Advice::DontFork).map_err(|e| Error::os("madvise(MADV_DONTFORK)", e))?;
         Ok(Segment {
-            mapping: Mapping::Attached(map),
+            mapping: std::mem::ManuallyDrop::new(Mapping::Attached(map)),
+            unshared_in: Some(crate::sync::pid()),
             base,
             len,
             fd: OwnedFd::from(file),
@@ -298,7 +345,7 @@ impl Segment {
         let page = page_size();
         let start = ((self.data_off + offset) / page) * page;
         let end = (self.data_off + offset + len).next_multiple_of(page).min(self.len);
-        if let (Mapping::Attached(m), true) = (&self.mapping, end > start) {
+        if let (Mapping::Attached(m), true) = (&*self.mapping, end > start) {
             // SAFETY: [start, end) lies inside this file mapping (clamped to its length), which
             // is MAP_SHARED: DONTNEED only drops this process's page-table entries, the data
             // (dirty or not) stays in the page cache, and this process has finished with the
