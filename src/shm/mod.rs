@@ -10,7 +10,9 @@
 //! after creation: from then on the segment lives exactly as long as some process maps it or
 //! holds the descriptor, so not even a SIGKILLed parent can leak it. Workers receive the
 //! descriptor (by `fork` or over a Unix socket) instead of opening a name; [`sweep_stale`]
-//! cleans up what a crash inside that tiny window may leave.
+//! cleans up what a crash inside that tiny window may leave, and only that: the header's
+//! identity (magic, layout version, owner pid and uid) is written before the name is unlinked,
+//! so a leftover proves to be ours; a file that only has a shmpool-like name is never touched.
 //!
 //! This module must never interpret the data area: it knows the header, nothing else.
 
@@ -31,6 +33,8 @@ mod stale;
 
 use header::LAYOUT_VERSION;
 pub(crate) use header::{SegmentHeader, SegmentKind};
+#[cfg(feature = "testing")]
+pub(crate) use stale::leave_stale_segment;
 pub(crate) use stale::{list_segments, shm_capacity, stale_segments, sweep_stale};
 pub use stale::{ShmCapacity, StaleSegment};
 
@@ -176,32 +180,43 @@ impl Segment {
                 Err(other) => return Err(Error::os("shared_memory create", std::io::Error::other(other))),
             }
         };
-        // We unlink the name ourselves, right now, instead of in `Shmem`'s drop.
+        // We unlink the name ourselves, right now, instead of in `Shmem`'s drop. Before that,
+        // the header's identity (magic, layout version, owner pid and uid) is written, so that
+        // a name left by a crash in this window proves to be ours to `sweep_stale`, which
+        // unlinks nothing else. (A crash before the header write leaves a name the sweep will
+        // not touch: it cannot tell it from a user's file.)
         shmem.set_owner(false);
-        let opened = nix::sys::mman::shm_open(name.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty());
-        let unlinked = nix::sys::mman::shm_unlink(name.as_str());
-        let fd = opened.map_err(|e| Error::os("shm_open", e.into()))?;
-        unlinked.map_err(|e| Error::os("shm_unlink", e.into()))?;
-        reserve(&fd, total)?;
         let base = NonNull::new(shmem.as_ptr()).expect("shared_memory returned a mapped pointer");
-        // The ring stays inherited: forked workers serve from the parent's mapping of it.
-        let unshared_in = (kind == SegmentKind::Array).then(crate::sync::pid);
-        if unshared_in.is_some() {
-            dont_fork(base, total)?;
-        }
-        let seg = Segment {
-            mapping: std::mem::ManuallyDrop::new(Mapping::Created { _shmem: shmem }),
-            unshared_in,
-            base,
-            len: total,
-            fd,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            data_off: DATA_OFFSET,
-            data_len: total - DATA_OFFSET,
-            writable: true,
-            file: false,
-        };
-        seg.write_header(kind, data_pages as u64, elem_size, elem_tag);
+        let named = nix::sys::mman::shm_open(name.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| Error::os("shm_open", e.into()))
+            .and_then(|fd| {
+                // The header page first, so that writing the header cannot SIGBUS.
+                reserve(&fd, DATA_OFFSET)?;
+                // The ring stays inherited: forked workers serve from the parent's mapping.
+                let unshared_in = (kind == SegmentKind::Array).then(crate::sync::pid);
+                if unshared_in.is_some() {
+                    dont_fork(base, total)?;
+                }
+                let seg = Segment {
+                    mapping: std::mem::ManuallyDrop::new(Mapping::Created { _shmem: shmem }),
+                    unshared_in,
+                    base,
+                    len: total,
+                    fd,
+                    id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                    data_off: DATA_OFFSET,
+                    data_len: total - DATA_OFFSET,
+                    writable: true,
+                    file: false,
+                };
+                seg.write_header(kind, data_pages as u64, elem_size, elem_tag);
+                Ok(seg)
+            });
+        let unlinked = nix::sys::mman::shm_unlink(name.as_str());
+        let seg = named?;
+        unlinked.map_err(|e| Error::os("shm_unlink", e.into()))?;
+        reserve(&seg.fd, total)?;
+        seg.publish_header();
         Ok(seg)
     }
 
@@ -234,10 +249,17 @@ impl Segment {
             initialised: AtomicU32::new(0),
             _reserved: 0,
         };
-        // SAFETY: the segment is at least DATA_OFFSET (> 64) bytes, page-aligned, and no other
-        // process can have it yet (its name is unlinked and its fd not passed on).
+        // SAFETY: the segment is at least DATA_OFFSET (> 64) bytes, page-aligned, its first
+        // page reserved (no SIGBUS), and no other shmpool process uses it yet: its descriptor
+        // is not passed on, and nothing attaches by name (only `sweep_stale` reads names, with
+        // `pread`, and only to unlink names of dead owners).
         unsafe { hdr.write(value) };
-        // PUBLISH: the header fields above become visible to whoever observes READY.
+    }
+
+    /// Marks the header complete once the whole segment is reserved.
+    fn publish_header(&self) {
+        // PUBLISH: the header fields written by `write_header` become visible to whoever
+        // observes READY.
         self.header().initialised.store(READY, Ordering::Release);
     }
 
@@ -512,6 +534,26 @@ mod tests {
         rejected(44, &(nix::unistd::geteuid().as_raw() + 1).to_ne_bytes(), "owner uid");
         rejected(56, &0u32.to_ne_bytes(), "initialised word");
         assert!(attach_after_corrupting(60, &[0; 4]).is_ok(), "the reserved word is not checked");
+    }
+
+    #[test]
+    fn a_created_segment_identifies_itself_to_the_sweep_and_foreign_bytes_do_not() {
+        use std::os::unix::fs::FileExt;
+        let seg = Segment::create(SegmentKind::Array, 10_000, 8, 0).unwrap();
+        let file = File::from(seg.fd().try_clone_to_owned().unwrap());
+        let mut head = [0u8; 64];
+        file.read_exact_at(&mut head, 0).unwrap();
+        let id = header::Identity::read(&head).expect("our own header");
+        assert_eq!(id.owner_pid, std::process::id());
+        assert_eq!(id.owner_uid, nix::unistd::geteuid().as_raw());
+        assert_eq!(id.total_len, seg.len as u64);
+        let mut npy = head;
+        npy[..8].copy_from_slice(b"\x93NUMPY\x01\x00");
+        assert_eq!(header::Identity::read(&npy), None);
+        let mut old = head;
+        old[8..12].copy_from_slice(&(LAYOUT_VERSION + 1).to_ne_bytes());
+        assert_eq!(header::Identity::read(&old), None);
+        assert_eq!(header::Identity::read(&[0; 64]), None);
     }
 
     #[test]
