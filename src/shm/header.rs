@@ -45,7 +45,9 @@ pub(crate) struct SegmentHeader {
     pub data_len: u64,
     /// Pid of the creator.
     pub owner_pid: u32,
-    /// Effective uid of the creator; attachers must have the same.
+    /// Effective uid of the creator. Attachers compare it with the owner the kernel recorded
+    /// for the object when it was made, not with their own uid: a program that drops its
+    /// privileges after building its pool keeps using its pool and arrays.
     pub owner_uid: u32,
     /// Size in bytes of one element (arrays) or of one slot (rings).
     pub elem_size: u32,
@@ -113,13 +115,14 @@ impl Identity {
 }
 
 impl SegmentHeader {
-    /// Checks a header mapped in a segment of `mapped_len` bytes: published, magic, version,
-    /// kind, sizes, owner uid.
+    /// Checks a header mapped in a segment of `mapped_len` bytes whose owner (as the kernel
+    /// recorded it at creation, `st_uid`) is `object_uid`: published, magic, version, kind,
+    /// sizes, owner uid.
     ///
     /// # Errors
     ///
     /// [`Error::IncompatibleSegment`] naming the first field that does not match.
-    pub(crate) fn check(&self, kind: SegmentKind, mapped_len: u64) -> Result<()> {
+    pub(crate) fn check(&self, kind: SegmentKind, mapped_len: u64, object_uid: u32) -> Result<()> {
         let mismatch = |what: &str, found: String, expected: String| Error::IncompatibleSegment {
             found: format!("{what} {found}"),
             expected: format!("{what} {expected}"),
@@ -148,9 +151,10 @@ impl SegmentHeader {
                 format!("{DATA_OFFSET}+{}", self.total_len.saturating_sub(DATA_OFFSET as u64)),
             ));
         }
-        let uid = nix::unistd::geteuid().as_raw();
-        if self.owner_uid != uid {
-            return Err(mismatch("owner uid", self.owner_uid.to_string(), uid.to_string()));
+        // The uid recorded when the segment was made, twice: in the header and by the kernel.
+        // Never the attacher's current euid, which a privilege drop changes.
+        if self.owner_uid != object_uid {
+            return Err(mismatch("owner uid", self.owner_uid.to_string(), object_uid.to_string()));
         }
         Ok(())
     }

@@ -268,7 +268,7 @@ impl Segment {
     /// # Errors
     ///
     /// [`Error::IncompatibleSegment`] when the header is not a published shmpool header of
-    /// `kind` with this layout version, this uid and the mapping's size.
+    /// `kind` with this layout version, the object's owner uid and the mapping's size.
     pub(crate) fn from_fd(fd: OwnedFd, kind: SegmentKind) -> Result<Segment> {
         let file = File::from(fd);
         let len = file.metadata().map_err(|e| Error::os("fstat", e))?.len() as usize;
@@ -376,13 +376,15 @@ impl Segment {
         }
     }
 
-    /// Checks the header: published, magic, version, kind, sizes, owner uid.
+    /// Checks the header: published, magic, version, kind, sizes, and the owner uid against the
+    /// owner of the shared-memory object (both recorded when it was made).
     ///
     /// # Errors
     ///
     /// [`Error::IncompatibleSegment`] naming the first field that does not match.
     pub(crate) fn validate(&self, kind: SegmentKind) -> Result<()> {
-        self.header().check(kind, self.len as u64)
+        let owner = nix::sys::stat::fstat(&self.fd).map_err(|e| Error::os("fstat", e.into()))?.st_uid;
+        self.header().check(kind, self.len as u64, owner)
     }
 
     /// The segment header.
