@@ -16,6 +16,7 @@
 pub(crate) mod fork;
 pub(crate) mod server;
 pub(crate) mod spawn;
+pub(crate) mod stdio;
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;

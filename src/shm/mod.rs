@@ -163,6 +163,9 @@ impl Segment {
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or(Error::TooLarge { count: data_len as u64, elem_size: 1 })?;
         let data_pages = total - DATA_OFFSET;
+        // No descriptor of a segment may take a standard number a program closed: a worker
+        // printing "to stderr" would write into it.
+        crate::process::stdio::guard_stdio();
         let available = shm_capacity()?.free;
         if (total as u64) > available {
             return Err(Error::ShmFull { needed: total as u64, available });
