@@ -77,14 +77,20 @@ pub fn list_segments() -> Vec<StaleSegment> {
 /// our uid holding a shmpool header that names our uid, the pid in the name and the file's size,
 /// of an owner that is dead.
 fn stale_identity(s: &StaleSegment) -> Option<(u64, u64)> {
+    let path = format!("{SHM_DIR}/{}", s.name);
+    let uid = nix::unistd::geteuid().as_raw();
+    // Never opened unless it is a regular file of ours (opening a device or FIFO can act).
+    let named = std::fs::symlink_metadata(&path).ok()?;
+    if !named.file_type().is_file() || named.uid() != uid {
+        return None;
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(format!("{SHM_DIR}/{}", s.name))
+        .open(&path)
         .ok()?;
     let meta = file.metadata().ok()?;
-    let uid = nix::unistd::geteuid().as_raw();
-    if !meta.file_type().is_file() || meta.uid() != uid {
+    if !meta.file_type().is_file() || meta.uid() != uid || (meta.dev(), meta.ino()) != (named.dev(), named.ino()) {
         return None;
     }
     let mut head = [0u8; 64];
