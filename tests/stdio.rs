@@ -48,13 +48,22 @@ fn close_stderr() {
     assert_eq!(unsafe { libc::close(2) }, 0);
 }
 
+/// Where spawned children (Spawn workers, the fork server) of the programs go.
+#[test]
+#[ignore = "entry point of spawned children, run by the other tests"]
+fn spawned_child_entry() {
+    shmpool::init();
+}
+
 #[test]
 #[ignore = "run as a child process by a_closed_stderr_never_lets_worker_diagnostics_into_the_ring"]
 fn program_with_stderr_closed_before_its_pool() {
     close_stderr();
-    let pool = Pool::builder().workers(2).start_method(StartMethod::Fork).build().unwrap();
-    panic_n_times_then_map(&pool, 50);
-    drop(pool);
+    common::start::route_to("spawned_child_entry");
+    for method in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+        let pool = Pool::builder().workers(2).start_method(method).build().unwrap();
+        panic_n_times_then_map(&pool, 50);
+    }
     println!("CLOSED BEFORE OK");
 }
 
