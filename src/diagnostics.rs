@@ -18,12 +18,14 @@ pub fn segments() -> Vec<StaleSegment> {
     crate::shm::list_segments()
 }
 
-/// The names whose owner process is dead.
+/// The segments that prove to be shmpool's (a shmpool header of this layout version, made by
+/// this uid) and whose owner process is dead. A file that merely has a shmpool-like name is
+/// never listed here.
 pub fn stale_segments() -> Vec<StaleSegment> {
     crate::shm::stale_segments()
 }
 
-/// Unlinks the names of dead owners; returns what was removed.
+/// Unlinks the [`stale_segments`], and nothing else; returns what was removed.
 pub fn sweep_stale() -> Vec<StaleSegment> {
     crate::shm::sweep_stale()
 }

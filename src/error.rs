@@ -111,6 +111,23 @@ pub enum Error {
         current: u32,
     },
 
+    /// A kernel or function pointer lies outside the executable image that holds shmpool (the
+    /// program, or the shared library shmpool is linked into): a function of a `dlopen`ed
+    /// library, or code made at run time. Kernels reach workers as offsets inside that image,
+    /// so such a function cannot be one; it was refused before any worker could jump to it.
+    #[error(
+        "kernel at {addr:#x} is not code of the executable image that holds shmpool ({image}) but of {object}: \
+         kernels reach workers as offsets inside that image, so a function from a dlopen'ed library cannot be a kernel"
+    )]
+    ForeignKernel {
+        /// The function's address in this process.
+        addr: u64,
+        /// The loaded object it belongs to.
+        object: String,
+        /// The image kernels must come from.
+        image: String,
+    },
+
     /// The map was cancelled: the pool was terminated from another thread while it ran. Every
     /// worker was killed and reaped before this was returned.
     #[error("map cancelled: the pool was terminated")]

@@ -168,6 +168,23 @@ pub mod testing {
         crate::sync::now_us()
     }
 
+    /// Makes `NpyOutput::create` use its named-temporary fallback (as where `O_TMPFILE` is
+    /// unavailable) while `on` is set, process-wide.
+    pub fn force_named_npy_temp_files(on: bool) {
+        crate::array::force_named_temp_files(on);
+    }
+
+    /// Leaves a named segment in `/dev/shm` as a crash between creating and unlinking it would
+    /// (`shmpool_<owner_pid>_<random>`, a header naming `owner_pid` and this uid); returns its
+    /// file name.
+    ///
+    /// # Errors
+    ///
+    /// `Error::Os` when the file cannot be made.
+    pub fn leave_stale_segment(owner_pid: u32) -> crate::Result<String> {
+        crate::shm::leave_stale_segment(owner_pid)
+    }
+
     /// The pid of this process's fork server, if one runs (it lives as long as the process).
     pub fn fork_server_pid() -> Option<u32> {
         crate::process::server::pid().map(|p| p.as_raw() as u32)

@@ -337,8 +337,7 @@ fn workers_exit_when_the_parent_gets_sigterm_or_sigint() {
 fn stale_segments_of_dead_owners_are_swept() {
     let dead = Process::spawn(|| {}).unwrap();
     dead.join().unwrap();
-    let name = format!("shmpool_{}_deadbeef00000000", dead.pid());
-    std::fs::write(format!("/dev/shm/{name}"), b"stale").unwrap();
+    let name = shmpool::testing::leave_stale_segment(dead.pid()).unwrap();
     assert!(shmpool::diagnostics::stale_segments().iter().any(|s| s.name == name));
     let removed = shmpool::diagnostics::sweep_stale();
     assert!(removed.iter().any(|s| s.name == name));

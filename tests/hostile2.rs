@@ -651,10 +651,11 @@ fn a_forked_child_using_the_parents_pool_neither_hangs_nor_corrupts() {
         let file = d.path().join("res");
         let f2 = file.clone();
         common::watchdog(Duration::from_secs(60), move || {
-            let pool = Pool::builder().workers(2).start_method(method).build().unwrap();
+            let pool = std::sync::Arc::new(Pool::builder().workers(2).start_method(method).build().unwrap());
             let xs: Vec<f64> = (0..50_000).map(f64::from).collect();
             let child = {
-                let pool = &pool;
+                // `Process::spawn` takes a `'static` closure: the child owns a handle.
+                let pool = std::sync::Arc::clone(&pool);
                 let xs = xs.clone();
                 Process::spawn(move || {
                     let r = pool.map(&xs, |x: f64| x * 3.0);

@@ -377,3 +377,34 @@ fn long_expressions_run_and_deep_ones_are_refused_in_words() {
     let r = map_and_check(dir, "x.npy", &long, &[], "print(np.array_equal(y, x * (2999 * 3000 // 2)))");
     assert_eq!(r, "True");
 }
+
+/// The fallback for filesystems without `O_TMPFILE` (a hidden named temporary, its name private
+/// to shmpool): nothing appears under the final name before the commit, the commit publishes the
+/// complete file atomically, and an output dropped without a commit leaves nothing behind.
+#[test]
+fn named_fallback_output_publishes_atomically_and_leaves_nothing_on_drop() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("o.npy");
+    shmpool::testing::force_named_npy_temp_files(true);
+    let made = (
+        shmpool::NpyOutput::create(&path, shmpool::Dtype::F64, &[1000]),
+        shmpool::NpyOutput::create(d.path().join("dropped.npy"), shmpool::Dtype::F64, &[8]),
+    );
+    shmpool::testing::force_named_npy_temp_files(false);
+    let (mut out, dropped) = (made.0.unwrap(), made.1.unwrap());
+    let hidden = listing(d.path());
+    assert_eq!(hidden.len(), 2, "the fallback writes hidden named temporaries: {hidden:?}");
+    assert!(hidden.iter().all(|n| n.starts_with('.') && n.ends_with(".tmp")), "{hidden:?}");
+    for (i, v) in out.as_mut_slice::<f64>().unwrap().iter_mut().enumerate() {
+        *v = i as f64 * 0.5;
+    }
+    assert!(!path.exists(), "nothing under the final name before the commit");
+    drop(dropped);
+    out.commit().unwrap();
+    assert_eq!(listing(d.path()), ["o.npy"], "the temporary became the file; the dropped one is gone");
+    // SAFETY: the file is complete and nothing else in this test writes or truncates it.
+    let back = unsafe { shmpool::NpyArray::open(&path) }.unwrap();
+    let xs = back.as_slice::<f64>().unwrap();
+    assert_eq!(xs.len(), 1000);
+    assert!(xs.iter().enumerate().all(|(i, &v)| v == i as f64 * 0.5));
+}

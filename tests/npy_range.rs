@@ -47,8 +47,9 @@ fn ranges_mapped_by_separate_parts_give_the_whole_files_map_byte_for_byte() {
     whole.commit().unwrap();
 
     // One creator, two parts opened by name, three uneven ranges (one of them empty).
-    let creator = NpyOutput::create_shared(d.path().join("parts.npy"), out_dtype, src.shape()).unwrap();
-    let temp = creator.temp_path().expect("a shared output has a name").to_path_buf();
+    // SAFETY: the name is used only to open the parts below.
+    let (creator, temp) =
+        unsafe { NpyOutput::create_shared(d.path().join("parts.npy"), out_dtype, src.shape()) }.unwrap();
     assert!(temp.exists());
     let cuts = [0, 1, 1, 20_000, n];
     for w in cuts.windows(2) {
@@ -93,8 +94,8 @@ fn a_range_outside_the_arrays_is_refused_before_anything_runs() {
 #[test]
 fn an_unpublished_shared_output_leaves_nothing_on_disk() {
     let d = tempfile::tempdir().unwrap();
-    let creator = NpyOutput::create_shared(d.path().join("y.npy"), Dtype::F64, &[3, 4]).unwrap();
-    let temp = creator.temp_path().unwrap().to_path_buf();
+    // SAFETY: the name is used only to open a part and to check what is on disk.
+    let (creator, temp) = unsafe { NpyOutput::create_shared(d.path().join("y.npy"), Dtype::F64, &[3, 4]) }.unwrap();
     assert_eq!(temp.parent(), Some(d.path()), "the temporary lives in the output's directory");
     // SAFETY: nothing writes the file.
     let part = unsafe { NpyOutput::open_part(&temp, Dtype::F64, &[3, 4]) }.unwrap();
@@ -107,8 +108,8 @@ fn an_unpublished_shared_output_leaves_nothing_on_disk() {
 #[test]
 fn a_part_with_another_dtype_or_shape_than_the_file_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let creator = NpyOutput::create_shared(d.path().join("y.npy"), Dtype::F64, &[3, 4]).unwrap();
-    let temp = creator.temp_path().unwrap().to_path_buf();
+    // SAFETY: the name is used only to open a part and to check what is on disk.
+    let (_creator, temp) = unsafe { NpyOutput::create_shared(d.path().join("y.npy"), Dtype::F64, &[3, 4]) }.unwrap();
     for (dtype, shape) in [(Dtype::F32, &[3u64, 4][..]), (Dtype::F64, &[4, 3][..]), (Dtype::F64, &[12][..])] {
         // SAFETY: nothing writes the file.
         let r = unsafe { NpyOutput::open_part(&temp, dtype, shape) };
@@ -137,7 +138,8 @@ fn an_indexed_map_shows_the_kernel_shifted_indices() {
 fn a_shared_output_in_a_missing_directory_names_the_directory_and_the_os_error_alone() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("no/such");
-    let Err(e) = NpyOutput::create_shared(dir.join("y.npy"), Dtype::F64, &[3]) else { panic!("created") };
+    // SAFETY: nothing is created, so no name is used.
+    let Err(e) = (unsafe { NpyOutput::create_shared(dir.join("y.npy"), Dtype::F64, &[3]) }) else { panic!("created") };
     assert!(matches!(e, Error::File { op: "create a file in", .. }), "{e:?}");
     let plain = NpyOutput::create(dir.join("y.npy"), Dtype::F64, &[3]).err().unwrap();
     let chain = |e: &dyn std::error::Error| format!("{e}: {}", e.source().map(|s| s.to_string()).unwrap_or_default());

@@ -239,9 +239,12 @@ fn rand_seed() -> u64 {
 fn a_forked_child_cannot_use_or_tear_down_its_parents_pool() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(60), || {
-        let pool = Pool::new(2).unwrap();
+        let pool = std::sync::Arc::new(Pool::new(2).unwrap());
         let pids = pool.pids();
-        let child = Process::spawn(|| {
+        // `Process::spawn` takes a `'static` closure: the child owns a handle to the pool.
+        let inherited = std::sync::Arc::clone(&pool);
+        let child = Process::spawn(move || {
+            let pool = &*inherited;
             let xs = SharedVec::from_slice(&[1.0f64, 4.0, 9.0]).unwrap();
             let mut ys = SharedVec::<f64>::zeroed(3).unwrap();
             let wrong = |r: shmpool::Result<()>| !matches!(r, Err(Error::WrongProcess { .. }));
@@ -256,7 +259,7 @@ fn a_forked_child_cannot_use_or_tear_down_its_parents_pool() {
             // A bitwise copy of the handle dropped here stands for a child that owns its copy.
             // SAFETY: the original is never used in this child again and the child leaves with
             // `_exit`, so the copy is the only handle dropped here.
-            drop(unsafe { std::ptr::read(&pool) });
+            drop(unsafe { std::ptr::read(pool) });
             shmpool_exit(0);
         })
         .unwrap();
@@ -294,12 +297,14 @@ fn workers_do_not_pin_arrays_that_existed_when_they_were_forked() {
             // Only the worker's own ring is mapped; `big` (and any other segment) is not. A
             // worker drops what it inherited first thing after the fork; wait until it ran.
             let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
-            while (shm_mappings(pid).len() > 1 || fds() > 5) && common::pid_alive(pid) {
+            // Descriptors: stdio, socket, ring, and the duplicate of the program's stderr that
+            // diagnostics go to.
+            while (shm_mappings(pid).len() > 1 || fds() > 6) && common::pid_alive(pid) {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let maps = shm_mappings(pid);
             assert_eq!(maps.len(), 1, "worker {pid} maps {maps:#?}");
-            assert!(fds() <= 5, "worker {pid} holds {} descriptors (stdio, socket, ring)", fds());
+            assert!(fds() <= 6, "worker {pid} holds {} descriptors (stdio, socket, ring, stderr dup)", fds());
         }
         drop(big);
         // An array used by a map and then dropped is unmapped by the workers soon after.

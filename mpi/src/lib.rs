@@ -463,12 +463,14 @@ pub fn map_npy<C: Communicator>(
     let mut word = Vec::new();
     if rank == 0 {
         let r = check_arguments(job).and_then(|()| prepare(job)).and_then(|p| {
-            let out = NpyOutput::create_shared(&job.output, p.out_dtype, p.src.shape())?;
+            // SAFETY: the temporary's name goes only to the other ranks, which open their parts
+            // with it (`open_part`), and to the signal handler that removes it after a failure;
+            // nothing truncates or rewrites the file through it while it is mapped.
+            let out = unsafe { NpyOutput::create_shared(&job.output, p.out_dtype, p.src.shape()) }?;
             Ok((p, out))
         });
         match r {
-            Ok((p, out)) => {
-                let temp = out.temp_path().expect("a shared output has a name").to_path_buf();
+            Ok((p, (out, temp))) => {
                 set_temporary(Some(temp.clone()));
                 word.push(0u8);
                 word.push(u8::from(progress.is_some()));

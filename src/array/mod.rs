@@ -7,6 +7,8 @@
 //! files live in [`npy`].
 
 mod npy;
+#[cfg(feature = "testing")]
+pub(crate) use npy::force_named_temp_files;
 
 pub use npy::{NpyArray, NpyOutput};
 

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 
 pub mod expr;
+mod image;
 mod trampoline;
 
 /// What a trampoline receives: the parameter block, the input bytes, the output bytes, and the
@@ -50,6 +51,8 @@ static KEY_STATE: AtomicU8 = AtomicU8::new(0);
 /// workers inherit it; other workers receive it with [`set_key`].
 pub(crate) fn init_key() {
     key();
+    // Found before any worker is forked, so that forked workers never call into the loader.
+    image::span(anchor_addr());
 }
 
 /// The tag key, drawn from the OS on first use.
@@ -80,6 +83,8 @@ pub(crate) fn set_key(k: Key) {
     KEY_WORDS[1].store(w[1], Ordering::Relaxed);
     // PUBLISH: the words above (see `key`).
     KEY_STATE.store(2, Ordering::Release);
+    // While single-threaded: the image this exec'd worker checks kernel addresses against.
+    image::span(anchor_addr());
 }
 
 /// The function every code address is measured from. A process started by `exec` of the same
@@ -88,14 +93,23 @@ pub(crate) fn set_key(k: Key) {
 #[inline(never)]
 fn anchor() {}
 
+fn anchor_addr() -> usize {
+    anchor as fn() as usize
+}
+
 /// The distance of a code address from the anchor (wrapping: it may lie below it).
 pub(crate) fn offset_of(addr: usize) -> u64 {
-    addr.wrapping_sub(anchor as fn() as usize) as u64
+    addr.wrapping_sub(anchor_addr()) as u64
 }
 
 /// The code address at `offset` from the anchor in this process.
 pub(crate) fn addr_at(offset: u64) -> usize {
-    (anchor as fn() as usize).wrapping_add(offset as usize)
+    anchor_addr().wrapping_add(offset as usize)
+}
+
+/// Whether `addr` is code of the executable image that holds the anchor (see `image`).
+pub(crate) fn in_image(addr: usize) -> bool {
+    image::contains(anchor_addr(), addr)
 }
 
 fn tag_of(offset: u64) -> u64 {
@@ -116,9 +130,10 @@ impl KernelRef {
         KernelRef { offset, tag: tag_of(offset) }
     }
 
-    /// Rebuilds a reference from the two words stored in a descriptor, if the tag matches.
+    /// Rebuilds a reference from the two words stored in a descriptor, if the tag matches and
+    /// the address lies in this executable image.
     pub(crate) fn from_parts(offset: u64, tag: u64) -> Option<KernelRef> {
-        (tag_of(offset) == tag).then_some(KernelRef { offset, tag })
+        (tag_of(offset) == tag && in_image(addr_at(offset))).then_some(KernelRef { offset, tag })
     }
 
     /// The two words to store in a descriptor.
@@ -135,7 +150,8 @@ impl KernelRef {
         // memory of the pool's processes (inherited by forked workers, sent over a private
         // socket to the others), so a matching tag means the offset was taken from a
         // `Trampoline` of this executable image; every pool process runs the same image (an
-        // exec'd worker verifies it before serving), so anchor + offset is that trampoline here.
+        // exec'd worker verifies it before serving), so anchor + offset is that trampoline here;
+        // `from_parts` also checked that it is code of this image (see `image`).
         let f = unsafe { std::mem::transmute::<usize, Trampoline>(addr) };
         f(params, input, output, start)
     }
@@ -144,8 +160,15 @@ impl KernelRef {
 /// The entry point of a `Process::spawn_fn` child: a trampoline that reads `f` and its
 /// argument from its parameter block, and the block's first part (`f`, tagged); the caller
 /// appends the argument's bytes.
-pub(crate) fn process_entry<A: Pod>(f: fn(A)) -> (KernelRef, Vec<u8>) {
-    (KernelRef::of(trampoline::process_entry::<A>), trampoline::fn_params::<fn(A)>(f as usize))
+///
+/// # Errors
+///
+/// [`Error::ForeignKernel`] when `f` is not code of this executable image.
+pub(crate) fn process_entry<A: Pod>(f: fn(A)) -> Result<(KernelRef, Vec<u8>)> {
+    let entry = trampoline::process_entry::<A> as Trampoline;
+    image::check(anchor_addr(), entry as usize)?;
+    image::check(anchor_addr(), f as usize)?;
+    Ok((KernelRef::of(entry), trampoline::fn_params::<fn(A)>(f as usize)))
 }
 
 /// A `PoolBuilder::worker_init` function as two words (its offset from the anchor and a keyed
@@ -204,6 +227,9 @@ pub struct KernelSpec {
     pub(crate) input: ElemType,
     pub(crate) output: ElemType,
     pub(crate) params: Vec<u8>,
+    /// A code address of this kernel (trampoline or function pointer) that is not in the
+    /// executable image: the spec is refused by every map (see `image`).
+    foreign: Option<usize>,
 }
 
 impl KernelSpec {
@@ -216,6 +242,7 @@ impl KernelSpec {
             assert!(std::mem::size_of::<In>() > 0 && std::mem::size_of::<Out>() > 0, "zero-sized elements");
         };
         KernelSpec {
+            foreign: (!in_image(t as usize)).then_some(t as usize),
             kernel: KernelRef::of(t),
             in_size: std::mem::size_of::<In>(),
             out_size: std::mem::size_of::<Out>(),
@@ -258,17 +285,33 @@ impl KernelSpec {
 
     /// An element kernel given as a function pointer (chosen at run time). The call is
     /// indirect, so the loop does not vectorise as well as with a `fn` item.
+    ///
+    /// `f` must be code of the executable image that holds shmpool (not a function of a
+    /// `dlopen`ed library): maps refuse the spec otherwise, with [`Error::ForeignKernel`].
     pub fn elem_fn<In: Pod, Out: Pod>(f: fn(In) -> Out) -> KernelSpec {
-        Self::new::<In, Out>(trampoline::elem_ptr::<In, Out>, trampoline::fn_params::<fn(In) -> Out>(f as usize))
+        let spec =
+            Self::new::<In, Out>(trampoline::elem_ptr::<In, Out>, trampoline::fn_params::<fn(In) -> Out>(f as usize));
+        spec.with_fn_pointer(f as usize)
+    }
+
+    fn with_fn_pointer(mut self, addr: usize) -> KernelSpec {
+        if self.foreign.is_none() && !in_image(addr) {
+            self.foreign = Some(addr);
+        }
+        self
     }
 
     /// A chunk kernel given as a function pointer (chosen at run time): one indirect call per
     /// chunk, so it runs as fast as a `fn` item.
+    ///
+    /// `f` must be code of the executable image that holds shmpool, as for
+    /// [`KernelSpec::elem_fn`].
     pub fn chunk_fn<In: Pod, Out: Pod>(f: fn(&[In], &mut [Out])) -> KernelSpec {
         Self::new::<In, Out>(
             trampoline::chunk_ptr::<In, Out>,
             trampoline::fn_params::<fn(&[In], &mut [Out])>(f as usize),
         )
+        .with_fn_pointer(f as usize)
     }
 
     /// An expression kernel reading `In` and writing `Out` elements: `In` must store the
@@ -350,12 +393,26 @@ impl KernelSpec {
         Error::TypeMismatch { kernel: format!("{} -> {}", self.input.describe(), self.output.describe()), data }
     }
 
-    /// Checks that this kernel maps `In` to `Out`.
+    /// Refuses a kernel whose code is not in the executable image (see `image`).
     ///
     /// # Errors
     ///
-    /// [`Error::TypeMismatch`] naming both sides.
+    /// [`Error::ForeignKernel`] naming the object the code belongs to.
+    pub(crate) fn check_image(&self) -> Result<()> {
+        match self.foreign {
+            Some(addr) => image::check(anchor_addr(), addr),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that this kernel maps `In` to `Out` (and that its code is in the executable
+    /// image).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TypeMismatch`] naming both sides; [`Error::ForeignKernel`].
     pub(crate) fn check_types<In: Pod, Out: Pod>(&self) -> Result<()> {
+        self.check_image()?;
         let (i, o) = (ElemType::of::<In>(), ElemType::of::<Out>());
         if self.input.id != i.id || self.output.id != o.id {
             return Err(self.mismatch(format!("{} -> {}", i.describe(), o.describe())));
@@ -370,6 +427,7 @@ impl KernelSpec {
     ///
     /// [`Error::TypeMismatch`] naming both sides.
     pub(crate) fn check_dtypes(&self, input: Dtype, output: Dtype) -> Result<()> {
+        self.check_image()?;
         if self.input.dtype != Some(input) || self.output.dtype != Some(output) {
             return Err(self.mismatch(format!("{input} -> {output}")));
         }
@@ -409,6 +467,24 @@ mod tests {
         let mut forged = spec.params.clone();
         forged[0] ^= 1;
         assert!(trampoline::fn_from_params::<fn(f64) -> f64>(&forged).is_none());
+    }
+
+    #[test]
+    fn code_outside_the_executable_image_is_refused_even_with_a_valid_tag() {
+        // SAFETY: a NUL-terminated name; dlsym only looks it up.
+        let outside = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) } as usize;
+        assert_ne!(outside, 0);
+        assert!(in_image(anchor_addr()) && in_image(trampoline::elem_ptr::<f64, f64> as Trampoline as usize));
+        assert!(!in_image(outside), "malloc lives in the C library, not in this image");
+        let offset = offset_of(outside);
+        assert!(KernelRef::from_parts(offset, tag_of(offset)).is_none(), "a worker refuses the descriptor");
+        let params = trampoline::fn_params::<fn(f64) -> f64>(outside);
+        assert!(trampoline::fn_from_params::<fn(f64) -> f64>(&params).is_none(), "and the function pointer");
+        // SAFETY: a code address that is only compared, never called.
+        let f = unsafe { std::mem::transmute::<usize, fn(f64) -> f64>(outside) };
+        let spec = KernelSpec::elem_fn(f);
+        assert!(matches!(spec.check_types::<f64, f64>(), Err(Error::ForeignKernel { .. })));
+        assert!(KernelSpec::elem_fn(f64::sqrt as fn(f64) -> f64).check_types::<f64, f64>().is_ok());
     }
 
     #[test]

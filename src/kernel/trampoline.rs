@@ -4,7 +4,7 @@
 
 use bytemuck::Pod;
 
-use super::{addr_at, key, offset_of};
+use super::{addr_at, in_image, key, offset_of};
 
 /// Materialises a zero-sized `Copy` kernel in a worker.
 pub(super) fn conjure<F: Copy>() -> F {
@@ -101,11 +101,16 @@ pub(super) fn fn_from_params<T: Copy + 'static>(params: &[u8]) -> Option<T> {
         return None;
     }
     let addr = addr_at(offset);
+    if !in_image(addr) {
+        return None;
+    }
     // SAFETY: the tag is a keyed hash of (offset, TypeId of T) with a key that exists only in
     // process-private memory of the pool's processes; it matches only for an offset produced
     // by `fn_params::<T>` from a real value of type T (a fn pointer, the size of usize as
     // asserted above) in this executable image, which every pool process runs (verified for
-    // exec'd workers), so anchor + offset is that function here.
+    // exec'd workers), so anchor + offset is that function here. The address was checked to be
+    // code of this image just above (and the creator refuses pointers into other objects
+    // before they travel: `KernelSpec::check_image`).
     Some(unsafe { std::mem::transmute_copy::<usize, T>(&addr) })
 }
 
@@ -116,19 +121,20 @@ pub(super) fn fn_params<T: 'static>(addr: usize) -> Vec<u8> {
 }
 
 pub(super) fn elem_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {
-    let f = fn_from_params::<fn(In) -> Out>(params).expect("function pointer tag matches");
+    let f = fn_from_params::<fn(In) -> Out>(params).expect("function pointer tag matches, in the executable image");
     each(input, output, f)
 }
 
 pub(super) fn chunk_ptr<In: Pod, Out: Pod>(params: &[u8], input: &[u8], output: &mut [u8], _: u64) {
-    let f = fn_from_params::<fn(&[In], &mut [Out])>(params).expect("function pointer tag matches");
+    let f =
+        fn_from_params::<fn(&[In], &mut [Out])>(params).expect("function pointer tag matches, in the executable image");
     let (i, o) = cast_io::<In, Out>(input, output);
     f(i, o)
 }
 
 /// Runs a `Process::spawn_fn` entry: `fn(A)` (tagged) then the argument's bytes.
 pub(super) fn process_entry<A: Pod>(params: &[u8], _: &[u8], _: &mut [u8], _: u64) {
-    let f = fn_from_params::<fn(A)>(params).expect("entry function tag matches");
+    let f = fn_from_params::<fn(A)>(params).expect("entry function tag matches, in the executable image");
     let arg = params.get(16..16 + std::mem::size_of::<A>()).expect("argument follows the entry");
     f(bytemuck::pod_read_unaligned(arg))
 }

@@ -86,12 +86,11 @@ pub(crate) fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").map(|d| d.count() == 1).unwrap_or(false)
 }
 
-/// Writes `msg` to file descriptor 2 with one `write(2)`: no std lock, no allocation, so it is
-/// safe in a forked child whatever the parent's threads held.
+/// Writes `msg` to the program's stderr with one `write(2)`: no std lock, no allocation, so it
+/// is safe in a forked child whatever the parent's threads held; never to a descriptor number
+/// that may have been reused (see `stdio`).
 pub(crate) fn raw_stderr(msg: &[u8]) {
-    // SAFETY: `msg` is a valid byte slice for the duration of the call; fd 2 may be closed, in
-    // which case write fails harmlessly.
-    let _ = unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    super::stdio::write_diagnostic(msg);
 }
 
 /// Set in a forked child (worker or `Process`) right after the fork; read by the panic hook.
@@ -107,6 +106,7 @@ const CHILD_PROCESS: u8 = 2;
 /// another parent thread at the fork, forever). In every other thread it calls the previous
 /// hook unchanged. A hook the program installs later replaces this one for forked children too.
 pub(crate) fn install_panic_hook() {
+    super::stdio::capture_stderr();
     // An atomic flag, not a `Once`: a `Once` inherited mid-run by a forked child never ends.
     static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !INSTALLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -164,7 +164,8 @@ pub(crate) fn drop_inherited(keep_base: usize, keep_fds: &[i32]) {
             }
         }
     }
-    let mut keep: Vec<u32> = keep_fds.iter().filter_map(|&f| u32::try_from(f).ok()).filter(|&f| f > 2).collect();
+    let keep_fds = keep_fds.iter().copied().chain(super::stdio::diag_fd());
+    let mut keep: Vec<u32> = keep_fds.filter_map(|f| u32::try_from(f).ok()).filter(|&f| f > 2).collect();
     keep.sort_unstable();
     let mut from = 3u32;
     for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {

@@ -16,6 +16,7 @@
 pub(crate) mod fork;
 pub(crate) mod server;
 pub(crate) mod spawn;
+pub(crate) mod stdio;
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
@@ -69,10 +70,25 @@ impl Process {
     /// and allocates; `spawn_fn` when other threads may hold locks the child could need
     /// (printing, logging, a runtime's state).
     ///
+    /// The child shares no memory with its parent: `f` is `Send + 'static`, so it owns what it
+    /// captures and borrows nothing the parent still uses, and shmpool's shared mappings
+    /// (arrays, staging buffers, mapped files) are not inherited at all (`MADV_DONTFORK`), so
+    /// a child that reaches one through a value it owns faults instead of racing with the
+    /// parent and the workers. A closure that borrows does not compile:
+    ///
+    /// ```compile_fail,E0373
+    /// # fn main() -> shmpool::Result<()> {
+    /// let mut v = shmpool::SharedVec::<f64>::zeroed(4)?;
+    /// let slice = v.as_mut_slice();
+    /// let p = shmpool::Process::spawn(|| slice[0] = 1.0)?; // borrows `slice`: not 'static
+    /// p.join()?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Os`] when `fork` fails.
-    pub fn spawn<F: FnOnce()>(f: F) -> Result<Process> {
+    pub fn spawn<F: FnOnce() + Send + 'static>(f: F) -> Result<Process> {
         spawn::refuse_uninitialised_child();
         // Flush in the parent so buffered output is not written twice (the parent may wait
         // here for another thread's print; that is a wait, not a deadlock).

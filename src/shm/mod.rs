@@ -10,7 +10,9 @@
 //! after creation: from then on the segment lives exactly as long as some process maps it or
 //! holds the descriptor, so not even a SIGKILLed parent can leak it. Workers receive the
 //! descriptor (by `fork` or over a Unix socket) instead of opening a name; [`sweep_stale`]
-//! cleans up what a crash inside that tiny window may leave.
+//! cleans up what a crash inside that tiny window may leave, and only that: the header's
+//! identity (magic, layout version, owner pid and uid) is written before the name is unlinked,
+//! so a leftover proves to be ours; a file that only has a shmpool-like name is never touched.
 //!
 //! This module must never interpret the data area: it knows the header, nothing else.
 
@@ -31,6 +33,8 @@ mod stale;
 
 use header::LAYOUT_VERSION;
 pub(crate) use header::{SegmentHeader, SegmentKind};
+#[cfg(feature = "testing")]
+pub(crate) use stale::leave_stale_segment;
 pub(crate) use stale::{list_segments, shm_capacity, stale_segments, sweep_stale};
 pub use stale::{ShmCapacity, StaleSegment};
 
@@ -71,7 +75,12 @@ enum Mapping {
 /// during a map) guarantees that nobody writes the range meanwhile. The unsafe accessors put
 /// that obligation on the caller; the checked-range part is done here.
 pub(crate) struct Segment {
-    mapping: Mapping,
+    /// Dropped by hand in `Drop`: only in the process that made it (see `unshared_in`).
+    mapping: std::mem::ManuallyDrop<Mapping>,
+    /// The process whose mapping this is, when children do not inherit it (`MADV_DONTFORK`):
+    /// in a forked child the range is not mapped at all, and may hold the child's own memory
+    /// by the time a moved handle is dropped there, so only this process may unmap it.
+    unshared_in: Option<u32>,
     base: NonNull<u8>,
     len: usize,
     fd: OwnedFd,
@@ -91,6 +100,35 @@ pub(crate) struct Segment {
 unsafe impl Send for Segment {}
 // SAFETY: as above; `&Segment` only hands out raw, range-checked pointers or unsafe slices.
 unsafe impl Sync for Segment {}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.unshared_in.is_none_or(|pid| pid == crate::sync::pid()) {
+            // SAFETY: `mapping` is dropped here exactly once and never used afterwards (this is
+            // the segment's own destructor).
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.mapping) };
+        }
+        // Otherwise this is a forked child dropping a handle to a mapping it never inherited
+        // (`MADV_DONTFORK`): unmapping the range could unmap the child's own memory; the
+        // descriptor still closes with `fd`.
+    }
+}
+
+/// Keeps `len` bytes of mapping at `base` out of every child forked from now on
+/// (`MADV_DONTFORK`): a `Process::spawn` child that reaches an array, a staging buffer or a
+/// mapped file through a handle it owns faults, instead of writing memory that the parent and
+/// the workers share while the parent holds `&[T]` to it. Pool workers never rely on inherited
+/// array mappings: they map every segment from its descriptor.
+fn dont_fork(base: NonNull<u8>, len: usize) -> Result<()> {
+    // SAFETY: [base, base + len) is exactly one mapping this process made and owns (the
+    // caller's fresh `Segment`); MADV_DONTFORK changes only whether `fork` copies it, never
+    // its contents or this process's access to it.
+    let rc = unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_DONTFORK) };
+    if rc != 0 {
+        return Err(Error::last_os("madvise(MADV_DONTFORK)"));
+    }
+    Ok(())
+}
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,6 +163,9 @@ impl Segment {
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or(Error::TooLarge { count: data_len as u64, elem_size: 1 })?;
         let data_pages = total - DATA_OFFSET;
+        // No descriptor of a segment may take a standard number a program closed: a worker
+        // printing "to stderr" would write into it.
+        crate::process::stdio::guard_stdio();
         let available = shm_capacity()?.free;
         if (total as u64) > available {
             return Err(Error::ShmFull { needed: total as u64, available });
@@ -142,26 +183,43 @@ impl Segment {
                 Err(other) => return Err(Error::os("shared_memory create", std::io::Error::other(other))),
             }
         };
-        // We unlink the name ourselves, right now, instead of in `Shmem`'s drop.
+        // We unlink the name ourselves, right now, instead of in `Shmem`'s drop. Before that,
+        // the header's identity (magic, layout version, owner pid and uid) is written, so that
+        // a name left by a crash in this window proves to be ours to `sweep_stale`, which
+        // unlinks nothing else. (A crash before the header write leaves a name the sweep will
+        // not touch: it cannot tell it from a user's file.)
         shmem.set_owner(false);
-        let opened = nix::sys::mman::shm_open(name.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty());
-        let unlinked = nix::sys::mman::shm_unlink(name.as_str());
-        let fd = opened.map_err(|e| Error::os("shm_open", e.into()))?;
-        unlinked.map_err(|e| Error::os("shm_unlink", e.into()))?;
-        reserve(&fd, total)?;
         let base = NonNull::new(shmem.as_ptr()).expect("shared_memory returned a mapped pointer");
-        let seg = Segment {
-            mapping: Mapping::Created { _shmem: shmem },
-            base,
-            len: total,
-            fd,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            data_off: DATA_OFFSET,
-            data_len: total - DATA_OFFSET,
-            writable: true,
-            file: false,
-        };
-        seg.write_header(kind, data_pages as u64, elem_size, elem_tag);
+        let named = nix::sys::mman::shm_open(name.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| Error::os("shm_open", e.into()))
+            .and_then(|fd| {
+                // The header page first, so that writing the header cannot SIGBUS.
+                reserve(&fd, DATA_OFFSET)?;
+                // The ring stays inherited: forked workers serve from the parent's mapping.
+                let unshared_in = (kind == SegmentKind::Array).then(crate::sync::pid);
+                if unshared_in.is_some() {
+                    dont_fork(base, total)?;
+                }
+                let seg = Segment {
+                    mapping: std::mem::ManuallyDrop::new(Mapping::Created { _shmem: shmem }),
+                    unshared_in,
+                    base,
+                    len: total,
+                    fd,
+                    id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                    data_off: DATA_OFFSET,
+                    data_len: total - DATA_OFFSET,
+                    writable: true,
+                    file: false,
+                };
+                seg.write_header(kind, data_pages as u64, elem_size, elem_tag);
+                Ok(seg)
+            });
+        let unlinked = nix::sys::mman::shm_unlink(name.as_str());
+        let seg = named?;
+        unlinked.map_err(|e| Error::os("shm_unlink", e.into()))?;
+        reserve(&seg.fd, total)?;
+        seg.publish_header();
         Ok(seg)
     }
 
@@ -194,10 +252,17 @@ impl Segment {
             initialised: AtomicU32::new(0),
             _reserved: 0,
         };
-        // SAFETY: the segment is at least DATA_OFFSET (> 64) bytes, page-aligned, and no other
-        // process can have it yet (its name is unlinked and its fd not passed on).
+        // SAFETY: the segment is at least DATA_OFFSET (> 64) bytes, page-aligned, its first
+        // page reserved (no SIGBUS), and no other shmpool process uses it yet: its descriptor
+        // is not passed on, and nothing attaches by name (only `sweep_stale` reads names, with
+        // `pread`, and only to unlink names of dead owners).
         unsafe { hdr.write(value) };
-        // PUBLISH: the header fields above become visible to whoever observes READY.
+    }
+
+    /// Marks the header complete once the whole segment is reserved.
+    fn publish_header(&self) {
+        // PUBLISH: the header fields written by `write_header` become visible to whoever
+        // observes READY.
         self.header().initialised.store(READY, Ordering::Release);
     }
 
@@ -206,7 +271,7 @@ impl Segment {
     /// # Errors
     ///
     /// [`Error::IncompatibleSegment`] when the header is not a published shmpool header of
-    /// `kind` with this layout version, this uid and the mapping's size.
+    /// `kind` with this layout version, the object's owner uid and the mapping's size.
     pub(crate) fn from_fd(fd: OwnedFd, kind: SegmentKind) -> Result<Segment> {
         let file = File::from(fd);
         let len = file.metadata().map_err(|e| Error::os("fstat", e))?.len() as usize;
@@ -228,8 +293,13 @@ impl Segment {
         }
         let map = opts.map_raw(&file).map_err(|e| Error::os("mmap", e))?;
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
+        let unshared_in = (kind == SegmentKind::Array).then(crate::sync::pid);
+        if unshared_in.is_some() {
+            map.advise(memmap2::Advice::DontFork).map_err(|e| Error::os("madvise(MADV_DONTFORK)", e))?;
+        }
         let seg = Segment {
-            mapping: Mapping::Attached(map),
+            mapping: std::mem::ManuallyDrop::new(Mapping::Attached(map)),
+            unshared_in,
             base,
             len,
             fd: OwnedFd::from(file),
@@ -260,8 +330,10 @@ impl Segment {
         let map = if writable { opts.map_raw(&file) } else { opts.map_raw_read_only(&file) }
             .map_err(|e| Error::os("mmap", e))?;
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
+        map.advise(memmap2::Advice::DontFork).map_err(|e| Error::os("madvise(MADV_DONTFORK)", e))?;
         Ok(Segment {
-            mapping: Mapping::Attached(map),
+            mapping: std::mem::ManuallyDrop::new(Mapping::Attached(map)),
+            unshared_in: Some(crate::sync::pid()),
             base,
             len,
             fd: OwnedFd::from(file),
@@ -288,7 +360,7 @@ impl Segment {
     /// Writes a writable file mapping's changes back to the file (`msync`); no-op for shared
     /// memory and read-only mappings.
     pub(crate) fn flush(&self) -> Result<()> {
-        match (&self.mapping, self.file && self.writable) {
+        match (&*self.mapping, self.file && self.writable) {
             // msync(MS_SYNC) writes back the file's dirty pages of the whole mapping, whoever
             // dirtied them (the workers' mappings share the page cache with this one).
             (Mapping::Attached(m), true) => m.flush().map_err(|e| Error::os("msync", e)),
@@ -309,7 +381,7 @@ impl Segment {
         let page = page_size();
         let start = ((self.data_off + offset) / page) * page;
         let end = (self.data_off + offset + len).next_multiple_of(page).min(self.len);
-        if let (Mapping::Attached(m), true) = (&self.mapping, end > start) {
+        if let (Mapping::Attached(m), true) = (&*self.mapping, end > start) {
             // SAFETY: [start, end) lies inside this file mapping (clamped to its length), which
             // is MAP_SHARED: DONTNEED only drops this process's page-table entries, the data
             // (dirty or not) stays in the page cache, and this process has finished with the
@@ -318,13 +390,15 @@ impl Segment {
         }
     }
 
-    /// Checks the header: published, magic, version, kind, sizes, owner uid.
+    /// Checks the header: published, magic, version, kind, sizes, and the owner uid against the
+    /// owner of the shared-memory object (both recorded when it was made).
     ///
     /// # Errors
     ///
     /// [`Error::IncompatibleSegment`] naming the first field that does not match.
     pub(crate) fn validate(&self, kind: SegmentKind) -> Result<()> {
-        self.header().check(kind, self.len as u64)
+        let owner = nix::sys::stat::fstat(&self.fd).map_err(|e| Error::os("fstat", e.into()))?.st_uid;
+        self.header().check(kind, self.len as u64, owner)
     }
 
     /// The segment header.
@@ -449,8 +523,9 @@ mod tests {
         assert!(seg.data_len() >= 10_000);
         seg.validate(SegmentKind::Array).unwrap();
         assert_eq!(seg.header().owner_pid, std::process::id());
-        let ours = list_segments().into_iter().filter(|s| s.owner_pid == std::process::id()).count();
-        assert_eq!(ours, 0, "names are unlinked right after creation");
+        // (Not by listing names of this pid: other tests' segments may be inside their window.)
+        let links = nix::sys::stat::fstat(seg.fd()).unwrap().st_nlink;
+        assert_eq!(links, 0, "names are unlinked right after creation");
         let dup = seg.fd().try_clone_to_owned().unwrap();
         let other = Segment::from_fd(dup, SegmentKind::Array).unwrap();
         assert_eq!(other.data_len(), seg.data_len());
@@ -483,6 +558,26 @@ mod tests {
         rejected(44, &(nix::unistd::geteuid().as_raw() + 1).to_ne_bytes(), "owner uid");
         rejected(56, &0u32.to_ne_bytes(), "initialised word");
         assert!(attach_after_corrupting(60, &[0; 4]).is_ok(), "the reserved word is not checked");
+    }
+
+    #[test]
+    fn a_created_segment_identifies_itself_to_the_sweep_and_foreign_bytes_do_not() {
+        use std::os::unix::fs::FileExt;
+        let seg = Segment::create(SegmentKind::Array, 10_000, 8, 0).unwrap();
+        let file = File::from(seg.fd().try_clone_to_owned().unwrap());
+        let mut head = [0u8; 64];
+        file.read_exact_at(&mut head, 0).unwrap();
+        let id = header::Identity::read(&head).expect("our own header");
+        assert_eq!(id.owner_pid, std::process::id());
+        assert_eq!(id.owner_uid, nix::unistd::geteuid().as_raw());
+        assert_eq!(id.total_len, seg.len as u64);
+        let mut npy = head;
+        npy[..8].copy_from_slice(b"\x93NUMPY\x01\x00");
+        assert_eq!(header::Identity::read(&npy), None);
+        let mut old = head;
+        old[8..12].copy_from_slice(&(LAYOUT_VERSION + 1).to_ne_bytes());
+        assert_eq!(header::Identity::read(&old), None);
+        assert_eq!(header::Identity::read(&[0; 64]), None);
     }
 
     #[test]

@@ -1,8 +1,18 @@
 //! What `shmpool info` reports: the capacity of `/dev/shm` and the segment names left behind by
 //! dead owners (a crash inside the microseconds between creating a name and unlinking it), with
-//! the sweep that removes them. Names only: this module never maps a segment.
+//! the sweep that removes them. This module never maps a segment.
+//!
+//! A name is not proof: anyone may call a file `/dev/shm/shmpool_1000_elements.npy`. An object
+//! counts as a stale segment of ours only when it is a regular file owned by our uid, whose
+//! first 64 bytes (read with `pread`) are a shmpool header of this layout version naming that
+//! uid, the pid in the name, and the object's size, and whose owner pid is dead. Nothing else
+//! is ever unlinked. (The check and the unlink are two steps by name: a file swapped in between
+//! by a process of our own uid could still go; nothing another user owns can.)
+
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 
 use crate::error::{Error, Result};
+use crate::shm::header::Identity;
 use crate::shm::{NAME_PREFIX, SHM_DIR};
 
 /// Size and free space of the filesystem behind `/dev/shm`.
@@ -63,15 +73,70 @@ pub fn list_segments() -> Vec<StaleSegment> {
         .collect()
 }
 
-/// Segments in `/dev/shm` whose owner is dead.
-pub fn stale_segments() -> Vec<StaleSegment> {
-    list_segments().into_iter().filter(|s| !pid_alive(s.owner_pid)).collect()
+/// The `(device, inode)` of `/dev/shm/<name>` if it is a stale segment of ours: a regular file of
+/// our uid holding a shmpool header that names our uid, the pid in the name and the file's size,
+/// of an owner that is dead.
+fn stale_identity(s: &StaleSegment) -> Option<(u64, u64)> {
+    let path = format!("{SHM_DIR}/{}", s.name);
+    let uid = nix::unistd::geteuid().as_raw();
+    // Never opened unless it is a regular file of ours (opening a device or FIFO can act).
+    let named = std::fs::symlink_metadata(&path).ok()?;
+    if !named.file_type().is_file() || named.uid() != uid {
+        return None;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.file_type().is_file() || meta.uid() != uid || (meta.dev(), meta.ino()) != (named.dev(), named.ino()) {
+        return None;
+    }
+    let mut head = [0u8; 64];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let id = Identity::read(&head)?;
+    let ours = id.owner_uid == uid && id.owner_pid == s.owner_pid && id.total_len == meta.len();
+    (ours && !pid_alive(id.owner_pid)).then_some((meta.dev(), meta.ino()))
 }
 
-/// Unlinks the segments of dead owners; returns what was removed.
+/// Segments in `/dev/shm` that prove to be shmpool's, made by this uid, whose owner is dead.
+pub fn stale_segments() -> Vec<StaleSegment> {
+    list_segments().into_iter().filter(|s| stale_identity(s).is_some()).collect()
+}
+
+/// Unlinks the stale segments of dead owners (see [`stale_segments`]: nothing that does not
+/// prove to be ours); returns what was removed.
 pub fn sweep_stale() -> Vec<StaleSegment> {
-    stale_segments()
+    list_segments()
         .into_iter()
-        .filter(|s| nix::sys::mman::shm_unlink(format!("/{}", s.name).as_str()).is_ok())
+        .filter(|s| {
+            let Some(first) = stale_identity(s) else { return false };
+            // Checked again right before the unlink, so that only a file swapped in within
+            // these microseconds could be mistaken for the one checked.
+            stale_identity(s) == Some(first) && nix::sys::mman::shm_unlink(format!("/{}", s.name).as_str()).is_ok()
+        })
         .collect()
+}
+
+/// Leaves a named segment as a crash between writing its header and unlinking its name would:
+/// `shmpool_<owner_pid>_<random>`, with a header naming `owner_pid` and this uid (test hook).
+/// Returns the file name in `/dev/shm`.
+///
+/// # Errors
+///
+/// [`Error::Os`] when the file cannot be created or written.
+#[cfg(feature = "testing")]
+pub(crate) fn leave_stale_segment(owner_pid: u32) -> Result<String> {
+    let name = format!("{NAME_PREFIX}{owner_pid}_{:016x}", rand::random::<u64>());
+    let total = 2 * crate::shm::DATA_OFFSET as u64;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(format!("{SHM_DIR}/{name}"))
+        .map_err(|e| Error::os("create", e))?;
+    file.set_len(total).map_err(|e| Error::os("ftruncate", e))?;
+    file.write_all_at(&Identity::bytes(owner_pid, total), 0).map_err(|e| Error::os("write", e))?;
+    Ok(name)
 }

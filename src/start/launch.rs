@@ -357,7 +357,7 @@ impl Process {
                 allowed: "at most 64 KiB",
             });
         }
-        let (entry, mut params) = crate::kernel::process_entry(f);
+        let (entry, mut params) = crate::kernel::process_entry(f)?;
         params.extend_from_slice(bytemuck::bytes_of(&arg));
         let identity = spawn::exe_identity()?;
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)

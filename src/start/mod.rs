@@ -387,7 +387,7 @@ mod tests {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let (parent, child) =
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
-        let (entry, mut params) = crate::kernel::process_entry(entry);
+        let (entry, mut params) = crate::kernel::process_entry(entry).unwrap();
         params.extend_from_slice(bytemuck::bytes_of(&arg));
         let boot = process_boot(spawn::exe_identity().unwrap(), entry.parts()).with_token(token);
         send_boot(&parent, &boot, None, &params).unwrap();

@@ -23,6 +23,12 @@ fn check_elem<T: Pod>(dtype: Dtype) -> Result<()> {
     Ok(())
 }
 
+/// Test hook behind `testing::force_named_npy_temp_files`.
+#[cfg(feature = "testing")]
+pub(crate) fn force_named_temp_files(on: bool) {
+    publish::FORCE_NAMED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn bad(path: &std::path::Path, reason: impl Into<String>) -> crate::Error {
     crate::Error::BadNpy { path: path.display().to_string(), reason: reason.into() }
 }
@@ -72,6 +78,8 @@ impl NpyArray {
     pub unsafe fn open(path: impl AsRef<std::path::Path>) -> Result<NpyArray> {
         use std::io::Read;
         let path = path.as_ref();
+        // A mapped file must never take a standard descriptor number a program closed.
+        crate::process::stdio::guard_stdio();
         let file = std::fs::File::open(path).map_err(|e| file_err("open", path, e))?;
         let meta = file.metadata().map_err(|e| file_err("stat", path, e))?;
         if meta.is_dir() {
@@ -152,6 +160,18 @@ impl NpyArray {
 /// written in place by the workers, and linked under its final name only by
 /// [`NpyOutput::commit`], with `np.save`'s permissions. Dropped without a commit, nothing of it
 /// stays on disk: nothing half-written ever appears under the final name.
+///
+/// The file being written has no public name: safe code that could open it by name could
+/// truncate it under the `&[T]` views the workers and this process hold. Where the filesystem
+/// cannot create an unnamed file, the hidden temporary's name stays private to shmpool; no
+/// accessor reveals it:
+///
+/// ```compile_fail,E0599
+/// # fn main() -> shmpool::Result<()> {
+/// let out = shmpool::NpyOutput::create("/tmp/o.npy", shmpool::Dtype::F64, &[4])?;
+/// let _ = out.temp_path(); // error: no such method
+/// # Ok(()) }
+/// ```
 pub struct NpyOutput {
     seg: Arc<Segment>,
     tmp: Option<publish::Temp>,
@@ -173,18 +193,40 @@ impl NpyOutput {
     }
 
     /// Like [`NpyOutput::create`], but the file being written has a name from the start, a
-    /// hidden `.NAME.XXXXXX.tmp` in the output's directory ([`NpyOutput::temp_path`]), so that
+    /// hidden `.NAME.XXXXXX.tmp` in the output's directory, returned beside the output, so that
     /// other processes (MPI ranks, on other machines too when the directory is on a shared
     /// filesystem) can open it with [`NpyOutput::open_part`] and each write their own range
     /// ([`crate::Pool::map_npy_range`]). Only this output publishes the file
     /// ([`NpyOutput::commit`], after the others have finished); dropped without a commit it
     /// removes the file. Only a SIGKILL can leave the temporary behind.
     ///
+    /// # Safety
+    ///
+    /// The returned name names the file this output maps. Through it, safe `std::fs` calls could
+    /// truncate or rewrite the file under slices of the elements ([`NpyOutput::as_slice`]),
+    /// which is undefined behaviour (or SIGBUS). The caller must use the name only to open parts
+    /// ([`NpyOutput::open_part`], under its own contract) and to remove the temporary after a
+    /// crash, and keep it from any code that could truncate or rewrite the file while this
+    /// output is alive.
+    ///
     /// # Errors
     ///
     /// As [`NpyOutput::create`].
-    pub fn create_shared(path: impl AsRef<std::path::Path>, dtype: Dtype, shape: &[u64]) -> Result<NpyOutput> {
-        Self::create_as(path.as_ref(), dtype, shape, true)
+    pub unsafe fn create_shared(
+        path: impl AsRef<std::path::Path>,
+        dtype: Dtype,
+        shape: &[u64],
+    ) -> Result<(NpyOutput, std::path::PathBuf)> {
+        let out = Self::create_as(path.as_ref(), dtype, shape, true)?;
+        let name = out.tmp.as_ref().and_then(publish::Temp::name).map(std::path::Path::to_path_buf);
+        match name {
+            Some(name) => Ok((out, name)),
+            // An empty array maps nothing; its temporary is named all the same (`named`).
+            None => Err(crate::Error::os(
+                "create a named temporary output",
+                std::io::Error::from(std::io::ErrorKind::Unsupported),
+            )),
+        }
     }
 
     /// Opens, for writing, the temporary file `temp` of an output another process created with
@@ -242,6 +284,8 @@ impl NpyOutput {
     fn create_as(path: &std::path::Path, dtype: Dtype, shape: &[u64], named: bool) -> Result<NpyOutput> {
         use std::os::unix::fs::FileExt;
         let path = path.to_path_buf();
+        // The file being written must never take a standard descriptor number a program closed.
+        crate::process::stdio::guard_stdio();
         let overflow = |count: u64| crate::Error::TooLarge { count, elem_size: dtype.size() as u64 };
         // numpy's dimensions are `intp`: one beyond i64::MAX cannot be loaded, even in an
         // empty array.
@@ -317,12 +361,6 @@ impl NpyOutput {
     /// The final path (for a part, [`NpyOutput::open_part`], the temporary file's path).
     pub fn path(&self) -> &std::path::Path {
         &self.path
-    }
-
-    /// The temporary path the data is written to until the commit: `None` when the file has
-    /// no name at all (`O_TMPFILE`, the usual case).
-    pub fn temp_path(&self) -> Option<&std::path::Path> {
-        self.tmp.as_ref().and_then(|t| t.path())
     }
 
     /// The elements written so far, when `T` has the array's element size.

@@ -16,7 +16,21 @@ use std::path::{Path, PathBuf};
 use super::file_err;
 use crate::error::Result;
 
-/// A file being written before it has its final name.
+/// Test hook: makes [`Temp::create`] take the named fallback, as on a filesystem without
+/// `O_TMPFILE`, so the fallback's publication can be tested anywhere.
+#[cfg(feature = "testing")]
+pub(crate) static FORCE_NAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn named_forced() -> bool {
+    #[cfg(feature = "testing")]
+    return FORCE_NAMED.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(feature = "testing"))]
+    false
+}
+
+/// A file being written before it has its final name. Neither variant's name (if any) leaves
+/// this module through safe code: a public name would let safe code truncate the file under live
+/// mappings (only the `unsafe` [`super::NpyOutput::create_shared`] hands one out).
 pub(super) enum Temp {
     /// `O_TMPFILE`: no name at all until [`Temp::publish`].
     Unnamed { file: File, dir: PathBuf },
@@ -29,7 +43,7 @@ impl Temp {
     /// `.NAME.XXXXXX.tmp` (which other processes can open by its name).
     pub(super) fn create(dir: &Path, name: &str, named: bool) -> Result<Temp> {
         let proc_fd = Path::new("/proc/self/fd").is_dir();
-        if proc_fd && !named {
+        if proc_fd && !named && !named_forced() {
             let unnamed = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -57,18 +71,18 @@ impl Temp {
         Ok(Temp::Named(named))
     }
 
+    /// The hidden name of the named fallback (`None` for an unnamed file).
+    pub(super) fn name(&self) -> Option<&Path> {
+        match self {
+            Temp::Unnamed { .. } => None,
+            Temp::Named(t) => Some(t.path()),
+        }
+    }
+
     pub(super) fn file(&self) -> &File {
         match self {
             Temp::Unnamed { file, .. } => file,
             Temp::Named(t) => t.as_file(),
-        }
-    }
-
-    /// The temporary's name, if it has one (only the fallback has).
-    pub(super) fn path(&self) -> Option<&Path> {
-        match self {
-            Temp::Unnamed { .. } => None,
-            Temp::Named(t) => Some(t.path()),
         }
     }
 

@@ -1,0 +1,145 @@
+//! Safe code must not reach undefined behaviour: a `Process::spawn` child shares no memory with
+//! its parent (its closure is `Send + 'static`, and shmpool's shared mappings are not inherited),
+//! and kernels travel to workers only when they lie in the executable image.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use shmpool::{Error, KernelSpec, Pool, Process, SharedVec, StartMethod};
+
+/// No child and no segment of ours left, but the fork server (it lives as long as the process).
+fn leak_check() {
+    common::assert_nothing_leaked_but(&shmpool::testing::fork_server_pid().into_iter().collect::<Vec<_>>());
+}
+
+fn w1_chunk(x: &[f64], y: &mut [f64]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = x * 2.0 + 1.0;
+    }
+}
+
+/// A child that owns a handle to a shared array (moved into its closure) and writes through it
+/// faults on the first access: the mapping is not inherited (`MADV_DONTFORK`), so the child can
+/// never write memory the parent and the workers share. A child that only drops such a handle
+/// exits cleanly (its drop does not unmap anything of the child's own).
+#[test]
+fn a_process_child_faults_instead_of_writing_a_shared_array_it_owns() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(60), || {
+        let pool = Pool::builder().workers(2).start_method(StartMethod::Fork).build().unwrap();
+        let xs = SharedVec::from_slice(&(0..10_000).map(f64::from).collect::<Vec<_>>()).unwrap();
+        let mut ys = pool.alloc::<f64>(xs.len()).unwrap();
+        let mut moved = SharedVec::from_slice(&[5.0f64; 1000]).unwrap();
+        let writer = Process::spawn(move || {
+            moved[0] = -1.0;
+            moved[999] = -1.0;
+        })
+        .unwrap();
+        let status = writer.join().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGSEGV), "the child wrote an inherited shared mapping: {status:?}");
+
+        let dropper_input = SharedVec::from_slice(&[1.0f64; 64]).unwrap();
+        let dropper = Process::spawn(move || {
+            // A large allocation that may reuse the address range the array had in the parent.
+            let big = vec![7u8; 8 << 20];
+            drop(dropper_input);
+            assert!(big.iter().all(|&b| b == 7), "dropping the handle unmapped the child's own memory");
+        })
+        .unwrap();
+        assert_eq!(dropper.join().unwrap().code(), Some(0), "dropping an uninherited array in a child");
+
+        // Fork workers map every array from its descriptor, so they are unaffected.
+        for _ in 0..3 {
+            pool.map_into(&xs, &mut ys, w1_chunk).unwrap();
+            assert!(ys.iter().zip(xs.iter()).all(|(y, x)| *y == x * 2.0 + 1.0));
+            let plain: Vec<f64> = (0..50_000).map(f64::from).collect();
+            let out = pool.map(&plain, |x: f64| x * 3.0).unwrap();
+            assert!(out.iter().zip(&plain).all(|(y, x)| *y == x * 3.0));
+        }
+    });
+    leak_check();
+}
+
+/// The same for a mapped `.npy` file: a child that owns the mapping faults on reading it.
+#[test]
+fn a_process_child_faults_instead_of_reading_a_mapped_file_it_owns() {
+    let _serial = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("in.npy");
+    let mut out = shmpool::NpyOutput::create(&path, shmpool::Dtype::F64, &[4096]).unwrap();
+    out.as_mut_slice::<f64>().unwrap().fill(3.0);
+    let child = Process::spawn(move || {
+        let s = out.as_mut_slice::<f64>().unwrap();
+        s[0] = 1.0;
+    })
+    .unwrap();
+    assert_eq!(child.join().unwrap().signal(), Some(libc::SIGSEGV));
+    assert!(!path.exists(), "the child's handle was never committed");
+    leak_check();
+}
+
+/// `cos` from the C math library, a shared object loaded beside the program (as a `dlopen`ed
+/// library would be), as a Rust function pointer. Never called.
+fn foreign_cos() -> fn(f64) -> f64 {
+    // SAFETY: the names are NUL-terminated literals; dlopen/dlsym only look the symbol up.
+    let sym = unsafe {
+        let lib = libc::dlopen(c"libm.so.6".as_ptr(), libc::RTLD_NOW);
+        assert!(!lib.is_null(), "libm.so.6 can be loaded");
+        libc::dlsym(lib, c"cos".as_ptr())
+    };
+    assert!(!sym.is_null(), "libm has cos");
+    // SAFETY: a non-null code address; the pointer is only compared and refused, never called.
+    unsafe { std::mem::transmute::<*mut libc::c_void, fn(f64) -> f64>(sym) }
+}
+
+fn foreign_chunk() -> fn(&[f64], &mut [f64]) {
+    let f = foreign_cos();
+    // SAFETY: as above: a code address outside the image, never called.
+    unsafe { std::mem::transmute::<fn(f64) -> f64, fn(&[f64], &mut [f64])>(f) }
+}
+
+fn local_double(x: f64) -> f64 {
+    x * 2.0
+}
+
+fn refused(r: shmpool::Result<Vec<f64>>, what: &str) {
+    match r {
+        Err(e @ Error::ForeignKernel { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("libm"), "{what}: the error names the library: {msg}");
+            assert!(msg.contains("dlopen"), "{what}: the error says why: {msg}");
+        }
+        other => panic!("{what}: expected ForeignKernel, got {other:?}"),
+    }
+}
+
+/// A function from another loaded library given as a kernel is refused with a typed error
+/// before any worker could jump to its offset, under every start method; the pool stays
+/// usable, and function pointers of the program itself still work.
+#[test]
+fn a_kernel_from_a_dlopened_library_is_refused_before_anything_jumps() {
+    let _serial = common::serial();
+    for method in [StartMethod::Spawn, StartMethod::ForkServer, StartMethod::Fork] {
+        common::watchdog(Duration::from_secs(120), move || {
+            let pool = Pool::builder().workers(2).start_method(method).build().unwrap();
+            let xs: Vec<f64> = (0..10_000).map(f64::from).collect();
+            refused(pool.map_spec(&xs, &KernelSpec::elem_fn(foreign_cos())), &format!("{method:?} elem_fn"));
+            refused(pool.map_spec(&xs, &KernelSpec::chunk_fn(foreign_chunk())), &format!("{method:?} chunk_fn"));
+            refused(
+                pool.submit_spec::<f64, f64>(&xs, &KernelSpec::elem_fn(foreign_cos())).map(|_| Vec::new()),
+                &format!("{method:?} submit_spec"),
+            );
+            let ys: Vec<f64> = pool.map_spec(&xs, &KernelSpec::elem_fn(local_double as fn(f64) -> f64)).unwrap();
+            assert!(ys.iter().zip(&xs).all(|(y, x)| *y == x * 2.0), "{method:?}: the pool still maps");
+        });
+    }
+    // SAFETY: as in `foreign_chunk`: a code address outside the image, never called.
+    let entry = unsafe { std::mem::transmute::<fn(f64) -> f64, fn(f64)>(foreign_cos()) };
+    match Process::spawn_fn(entry, 1.0f64) {
+        Err(Error::ForeignKernel { .. }) => {}
+        other => panic!("spawn_fn of a foreign function: {other:?}"),
+    }
+    leak_check();
+}
