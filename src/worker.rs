@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
 use crate::kernel::KernelRef;
 use crate::process::fork;
-use crate::ring::{Claim, Ring, Status};
+use crate::ring::{Claim, Descriptor, Ring, Status};
 use crate::shm::{Segment, SegmentKind};
 
 /// Where a worker stops itself with SIGSTOP, so a test can SIGKILL it at a precise instant.
@@ -251,6 +251,13 @@ impl Worker {
             Err(e @ Error::CorruptSlot { .. }) => (Status::Corrupt, e.to_string()),
             Err(e) => return Err(e),
             Ok((io, kernel)) => {
+                if d.flags & Descriptor::ZERO_OUTPUT != 0 {
+                    // A recycled buffer (inline payload, staging) and a kernel that may leave
+                    // elements unwritten: it must see zeros, never an earlier map's results or
+                    // a killed attempt's partial output. Only this chunk's bytes, here rather
+                    // than in the caller (see `MapRun::new`).
+                    io.output.fill(0);
+                }
                 if self.ctx.pause == Some(PausePoint::MidKernel) {
                     // Write half the output, then stop: the kill lands mid-chunk.
                     let half = io.output.len() / 2;

@@ -28,7 +28,7 @@ use builder::Config;
 pub use builder::PoolBuilder;
 pub use builder::WaitStrategy;
 pub use imap::{Imap, ImapUnordered};
-use run::{Input, Output};
+use run::{Dest, Input, Output};
 pub use supervisor::WorkerDeath;
 pub use ticket::Ticket;
 
@@ -311,14 +311,14 @@ impl Pool {
             return Ok(());
         }
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, run::INLINE_SLOTS) {
-            let run = run::MapRun::new(self, spec, len, &Input::Inline(input), None, run::Chunking::Inline(layout))?;
+            let run = run::MapRun::new(self, spec, len, &Input::Inline(input), Dest::Inline, run::Chunking::Inline(layout))?;
             return drive::drive(run, spec, Input::Inline(input), Output::Inline(output), None);
         }
         let mut stage_in = self.take_staging(input.len())?;
         stage_in.bytes_mut(input.len()).copy_from_slice(input);
         let stage_out = self.take_staging(output.len())?;
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
-        let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Some(&outs), run::Chunking::Shared)?;
+        let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Dest::Staging(&outs), run::Chunking::Shared)?;
         let r = drive::drive(run, spec, Input::Shared(&ins), Output::Shared, None);
         let mut stage_out = stage_out;
         if r.is_ok() {
@@ -541,7 +541,7 @@ impl Pool {
         if len == 0 {
             return Ok(());
         }
-        let run = run::MapRun::new(self, spec, len, &Input::Shared(input), Some(output), run::Chunking::Shared)?;
+        let run = run::MapRun::new(self, spec, len, &Input::Shared(input), Dest::Caller(output), run::Chunking::Shared)?;
         drive::drive(run, spec, Input::Shared(input), Output::Shared, progress)
     }
 

@@ -80,6 +80,32 @@ pub(super) fn inline_layout(shared: &Shared, len: usize, spec: &KernelSpec, max_
         .filter(|l| len <= SMALL_MAP && len <= l.max_len().saturating_mul(max_slots))
 }
 
+/// Where a map's output lives, as far as the workers see it.
+#[derive(Clone, Copy)]
+pub(super) enum Dest<'a> {
+    /// The slots' inline payloads (recycled by every map: zeroed for chunk kernels).
+    Inline,
+    /// A staging buffer of the pool (recycled between maps: zeroed for chunk kernels).
+    Staging(&'a Arc<Segment>),
+    /// The caller's own array or file, written in place as it is (`map_into`, `map_npy`).
+    Caller(&'a Arc<Segment>),
+}
+
+impl<'a> Dest<'a> {
+    fn segment(self) -> Option<&'a Arc<Segment>> {
+        match self {
+            Dest::Inline => None,
+            Dest::Staging(s) | Dest::Caller(s) => Some(s),
+        }
+    }
+
+    /// Whether a kernel that may leave output elements unwritten (or read them) must get them
+    /// zeroed: the pool's recycled buffers hold earlier maps' results, from any thread.
+    fn recycled(self) -> bool {
+        !matches!(self, Dest::Caller(_))
+    }
+}
+
 /// How a map is cut into chunks.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Chunking {
@@ -148,20 +174,31 @@ pub(super) struct MapRun<'p> {
     pub(super) params_seg: Option<Arc<Segment>>,
     pub(super) in_seg: u64,
     pub(super) out_seg: u64,
+    /// Descriptor flags of every chunk ([`Descriptor::ZERO_OUTPUT`]).
+    flags: u64,
     pub(super) last_claimer_check: Instant,
 }
 
 impl<'p> MapRun<'p> {
-    /// Plans a map of `len` elements of `spec` from `input` to an inline output (`out` `None`)
-    /// or the shared segment `out`, cut as `chunking` says.
+    /// Plans a map of `len` elements of `spec` from `input` to `dest`, cut as `chunking` says.
     pub(super) fn new(
         pool: &'p Pool,
         spec: &KernelSpec,
         len: usize,
         input: &Input<'_>,
-        out: Option<&Arc<Segment>>,
+        dest: Dest<'_>,
         chunking: Chunking,
     ) -> Result<Self> {
+        let out = dest.segment();
+        // Where the zeroing happens: in the worker, right before the kernel, on the chunk's
+        // own output range. Cheaper than the caller clearing the buffer: the caller would
+        // write the whole output serially before the map (for a staged map a full extra pass
+        // over memory on one core; for an inline batch a memset inside the ring lock), while
+        // the workers clear their chunks in parallel, outside the lock, into lines the kernel
+        // writes next anyway. It is also the only place that is right for a retried chunk:
+        // a killed attempt may have written part of it. W1 and W3 run element kernels, which
+        // write every element by construction, and pay nothing.
+        let flags = if dest.recycled() && !spec.fills_output { Descriptor::ZERO_OUTPUT } else { 0 };
         let (inline, fixed) = match chunking {
             Chunking::Inline(l) => (Some(l), pool.shared.cfg.chunk_len),
             // A ticket's inline chunk waits in its slot until the ticket is waited for: one
@@ -226,6 +263,7 @@ impl<'p> MapRun<'p> {
             params_seg,
             in_seg,
             out_seg,
+            flags,
             last_claimer_check: Instant::now(),
         })
     }
@@ -251,6 +289,7 @@ impl<'p> MapRun<'p> {
             params_seg: self.params_seg.as_ref().map_or(0, |s| s.id()),
             in_size: self.in_size as u32,
             out_size: self.out_size as u32,
+            flags: self.flags,
             ..Descriptor::default()
         }
     }
