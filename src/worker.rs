@@ -178,22 +178,19 @@ impl Worker {
         let spinner = after_work
             && !self.ctx.spin.is_zero()
             && hdr.spinner.compare_exchange(0, self.pid, Ordering::SeqCst, Ordering::Relaxed).is_ok();
-        let spin = if spinner { self.ctx.spin } else { Duration::ZERO };
         if spinner {
             // Spin first, then give the token back before sleeping so another can take it.
-            // SeqCst: the map caller bumps `work` without a wake-up while it sees a spinner
-            // (Doorbell::bump); our `wait` re-reads the sequence (SeqCst) after this store, so a
-            // bump the caller made while it saw us is never slept through.
-            let woken = if self.ctx.polite {
-                hdr.work.wait_polite(seen, spin, Duration::ZERO)
-            } else {
-                hdr.work.wait(seen, spin, Duration::ZERO)
-            };
+            // SeqCst: the map caller bumps `work` without a wake-up while it sees a live
+            // spinner (Doorbell::bump); our `wait` re-reads the sequence (SeqCst) after the
+            // release below, so a bump the caller made while it saw us is never slept through.
+            // The spin beats (`spin_beat`): stopped here, we would hold the token without
+            // polling, and callers take it over instead of relying on us.
+            let woken = hdr.work.spin_beating(seen, self.ctx.spin, self.ctx.polite, &hdr.spin_beat);
+            // Only our own token: a caller or the supervisor may have taken it over while we
+            // were not running, and another worker may hold it now.
+            let _ = hdr.spinner.compare_exchange(self.pid, 0, Ordering::SeqCst, Ordering::Relaxed);
             if !woken {
-                hdr.spinner.store(0, Ordering::SeqCst);
                 hdr.work.wait(seen, Duration::ZERO, IDLE_WAIT);
-            } else {
-                hdr.spinner.store(0, Ordering::SeqCst);
             }
         } else {
             hdr.work.wait(seen, Duration::ZERO, IDLE_WAIT);

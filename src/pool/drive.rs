@@ -68,7 +68,7 @@ impl MapRun<'_> {
 
     /// Waits for a finished chunk (or a health-check slice) with the pool's wait strategy.
     pub(super) fn wait(&self, seen: u32, deadline: Option<Instant>) {
-        wait_done(self.shared, seen, self.len <= SMALL_MAP, deadline);
+        wait_done(self.shared, seen, self.len <= SMALL_MAP, self.recheck_by(deadline));
     }
 }
 

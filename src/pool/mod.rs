@@ -212,6 +212,13 @@ impl Pool {
         lock(&self.shared.deaths).clone()
     }
 
+    /// Test hook: the pid of the idle worker holding the spinner token (0: none).
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn spinner_for_test(&self) -> u32 {
+        self.shared.ring.header().spinner.load(Ordering::SeqCst)
+    }
+
     /// Test hook: flips a bit in every FILLED slot's stored descriptor without re-sealing it,
     /// as a stray write into shared memory would. Returns how many slots it changed.
     #[cfg(any(test, feature = "testing"))]

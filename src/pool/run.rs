@@ -28,7 +28,7 @@ use super::{lock, Pool, Shared, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 use crate::ring::layout::{params_inline, InlineLayout};
-use crate::ring::{index, Descriptor, Observed, RingGuard, Sealed, Status, LOCK_TIMEOUT};
+use crate::ring::{index, Descriptor, Observed, RingGuard, Sealed, Status, LOCK_TIMEOUT, SPINNER_STALE_US};
 use crate::shm::Segment;
 
 /// How long a waiting map caller sleeps between health checks.
@@ -176,6 +176,10 @@ pub(super) struct MapRun<'p> {
     pub(super) out_seg: u64,
     /// Descriptor flags of every chunk ([`Descriptor::ZERO_OUTPUT`]).
     flags: u64,
+    /// The last wake-up only bumped for the spinning worker (see [`MapRun::watch_spinner`]).
+    relies_on_spinner: bool,
+    /// The last `collect` saw a chunk of ours still waiting for a worker (FILLED).
+    waiting_chunks: bool,
     pub(super) last_claimer_check: Instant,
 }
 
@@ -264,6 +268,8 @@ impl<'p> MapRun<'p> {
             in_seg,
             out_seg,
             flags,
+            relies_on_spinner: false,
+            waiting_chunks: false,
             last_claimer_check: Instant::now(),
         })
     }
@@ -333,6 +339,8 @@ impl<'p> MapRun<'p> {
                     None => 0,
                 };
                 self.set_wanted(&mut g);
+                drop(g);
+                self.watch_spinner();
                 filled
             }
             // A holder that is stopped (SIGSTOP, a debugger), not dead: a dead one releases the
@@ -359,20 +367,56 @@ impl<'p> MapRun<'p> {
     }
 
     /// Wakes workers for `filled` new chunks.
-    pub(super) fn wake_workers(&self, filled: usize) {
+    pub(super) fn wake_workers(&mut self, filled: usize) {
         let hdr = self.shared.ring.header();
         if filled == 0 {
             return;
         }
         // One chunk and a spinning worker: it will see the bump; waking the sleepers too would
         // only make one of them spin as well (three busy processes on two cores is what makes
-        // the latency tail). Otherwise wake everyone.
-        let spinner = hdr.spinner.load(Ordering::SeqCst);
+        // the latency tail). Otherwise wake everyone. Only a spinner that polled a moment ago
+        // counts: one that is stopped (SIGSTOP, a debugger) would leave the chunk to a
+        // sleeper's timeout, so its token is taken over and the sleepers are woken.
+        let now = crate::sync::now_us();
+        let spinner = self.shared.ring.live_spinner(now, SPINNER_STALE_US);
         if filled == 1 && spinner != 0 && lock(&self.shared.pids).contains(&spinner) {
             hdr.work.bump();
+            // Until a worker takes it, check that the spinner still runs (see `watch_spinner`).
+            self.relies_on_spinner = true;
         } else {
+            self.shared.ring.take_over_stale_spinner(now, SPINNER_STALE_US);
             hdr.work.ring();
         }
+    }
+
+    /// After a bump for the spinner: while a chunk of ours still waits for a worker and the
+    /// spinner has stopped polling (stopped right after we saw it live), take its token over
+    /// and wake the sleepers. Stops watching once no chunk of ours waits.
+    fn watch_spinner(&mut self) {
+        if !self.relies_on_spinner {
+            return;
+        }
+        if !self.waiting_chunks {
+            self.relies_on_spinner = false;
+            return;
+        }
+        let now = crate::sync::now_us();
+        if self.shared.ring.take_over_stale_spinner(now, SPINNER_STALE_US).is_some()
+            || self.shared.ring.live_spinner(now, SPINNER_STALE_US) == 0
+        {
+            self.relies_on_spinner = false;
+            self.shared.ring.header().work.ring();
+        }
+    }
+
+    /// The latest time a waiting caller should look again: soon while it relies on the
+    /// spinner (see [`MapRun::watch_spinner`]).
+    pub(super) fn recheck_by(&self, deadline: Option<Instant>) -> Option<Instant> {
+        if !self.relies_on_spinner {
+            return deadline;
+        }
+        let soon = Instant::now() + Duration::from_micros(2 * SPINNER_STALE_US);
+        Some(deadline.map_or(soon, |d| d.min(soon)))
     }
 
     /// Wake me when half the ring is ready to refill, or when the map is complete; with other
@@ -398,11 +442,13 @@ impl<'p> MapRun<'p> {
         if check_claimers {
             self.last_claimer_check = Instant::now();
         }
+        self.waiting_chunks = false;
         for slot in 0..self.books.inflight.len() {
             let Some((chunk, sealed)) = self.books.inflight[slot] else { continue };
             match g.observe(slot as u32) {
                 Observed::Waiting => {
                     self.books.unknown_claimer[slot] = None;
+                    self.waiting_chunks = true;
                     continue;
                 }
                 Observed::Running(pid) => {

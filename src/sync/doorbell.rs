@@ -1,7 +1,7 @@
 //! A futex doorbell in shared memory: waiters sleep until its sequence number changes; every
 //! ring wakes all sleepers, so a waiter killed in its sleep cannot swallow a wake-up.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::raw;
@@ -49,23 +49,29 @@ impl Doorbell {
     /// Waits until the sequence differs from `seen`: first spinning for up to `spin`, then
     /// sleeping for up to `timeout`. Returns whether it changed.
     pub(crate) fn wait(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
-        self.wait_with(seen, spin, timeout, false)
+        self.wait_with(seen, spin, timeout, false, None)
     }
 
-    /// Like [`Doorbell::wait`], but after the first [`POLITE_AFTER`] of spinning it yields the core
-    /// between polls (`sched_yield`), so that a process that spins speculatively (an idle
-    /// worker waiting for more) never delays one that has work (the map caller, a worker).
-    pub(crate) fn wait_polite(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
-        self.wait_with(seen, spin, timeout, true)
+    /// Spins for up to `spin` until the sequence differs from `seen`; `polite`: after the
+    /// first [`POLITE_AFTER`] it yields the core between polls (`sched_yield`), so that a
+    /// process that spins speculatively (an idle worker waiting for more) never delays one that
+    /// has work (the map caller, a worker). It stores the CLOCK_MONOTONIC µs into `beat` before
+    /// the first poll and every 64 polls, so that others can tell a running spinner from a
+    /// stopped one. Never sleeps. Returns whether the sequence changed.
+    pub(crate) fn spin_beating(&self, seen: u32, spin: Duration, polite: bool, beat: &AtomicU64) -> bool {
+        self.wait_with(seen, spin, Duration::ZERO, polite, Some(beat))
     }
 
-    fn wait_with(&self, seen: u32, spin: Duration, timeout: Duration, polite: bool) -> bool {
+    fn wait_with(&self, seen: u32, spin: Duration, timeout: Duration, polite: bool, beat: Option<&AtomicU64>) -> bool {
         if self.seq() != seen {
             return true;
         }
         if !spin.is_zero() {
             let start = Instant::now();
             loop {
+                if let Some(b) = beat {
+                    b.store(super::now_us(), Ordering::Relaxed);
+                }
                 for _ in 0..64 {
                     if self.seq.load(Ordering::Relaxed) != seen {
                         return true;
