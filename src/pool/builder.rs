@@ -61,6 +61,8 @@ pub(crate) struct Config {
     /// Test hook (only settable with the `testing` feature): where the first workers pause.
     pub pause: Option<PausePoint>,
     pub pin: bool,
+    /// Most bytes of spare staging buffers kept between maps.
+    pub staging_cache: usize,
     /// The start method asked for (`None`: chosen at `build`, see [`StartMethod`]); after
     /// `build`, the one in use.
     pub start: Option<StartMethod>,
@@ -100,6 +102,7 @@ impl Default for PoolBuilder {
                 recycle_after: None,
                 pause: None,
                 pin: true,
+                staging_cache: Self::DEFAULT_STAGING_CACHE_BYTES,
                 start: None,
                 spawn_exe: None,
             },
@@ -114,6 +117,8 @@ impl PoolBuilder {
     pub const DEFAULT_SPIN: Duration = Duration::from_millis(1);
     /// Default attempts per chunk before [`Error::WorkerCrashed`].
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+    /// Default bound on spare staging buffers (see [`PoolBuilder::staging_cache_bytes`]).
+    pub const DEFAULT_STAGING_CACHE_BYTES: usize = 256 << 20;
 
     /// Number of worker processes (default: the number of CPUs this process may use, see
     /// [`PoolBuilder::default_workers`]).
@@ -163,6 +168,28 @@ impl PoolBuilder {
     /// sleeps.
     pub fn spin(mut self, d: Duration) -> Self {
         self.cfg.spin = d;
+        self
+    }
+
+    /// Most bytes of spare staging buffers the pool keeps between maps (default
+    /// [`PoolBuilder::DEFAULT_STAGING_CACHE_BYTES`]). `map` and `submit` copy plain slices too
+    /// large to travel inline through staging buffers in `/dev/shm`; keeping them spares the next
+    /// map creating new ones (and every worker mapping them). Beyond this bound the least
+    /// recently used are dropped at once; and any spare unused for a second is dropped by the
+    /// supervisor and unmapped by the workers, so an idle pool keeps no staging memory. Zero
+    /// keeps none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmpool::Result<()> {
+    /// let pool = shmpool::Pool::builder().workers(1).staging_cache_bytes(64 << 20).build()?;
+    /// let xs = vec![1.0f64; 200_000]; // 1.6 MB: staged, not inline
+    /// assert_eq!(pool.map(&xs, |x: f64| x * 2.0)?[0], 2.0);
+    /// # Ok(()) }
+    /// ```
+    pub fn staging_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cfg.staging_cache = bytes;
         self
     }
 
@@ -292,6 +319,7 @@ impl PoolBuilder {
         let ring = Ring::create(cfg.slots, cfg.payload_bytes)?;
         let (poke_rx, poke_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| Error::os("pipe2", e.into()))?;
+        let staging_cache = cfg.staging_cache;
         let cpus = if cfg.pin { allowed_cpus() } else { Vec::new() };
         let cpus = if cpus.len() >= cfg.workers { cpus } else { Vec::new() };
         let shared = Arc::new(Shared {
@@ -317,6 +345,7 @@ impl PoolBuilder {
             orphan_count: AtomicUsize::new(0),
             lock_failing: AtomicU64::new(0),
             cores: default_workers(),
+            staging: super::staging::StagingCache::new(staging_cache),
         });
         let (tx, rx) = mpsc::channel();
         let sup_shared = shared.clone();
@@ -335,7 +364,6 @@ impl PoolBuilder {
         Ok(Pool {
             shared,
             next_map: AtomicU64::new(1),
-            staging: Mutex::new(Vec::new()),
             supervisor: Mutex::new(Some(handle)),
         })
     }

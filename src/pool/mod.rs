@@ -13,6 +13,7 @@ mod builder;
 mod drive;
 mod imap;
 mod run;
+mod staging;
 mod supervisor;
 mod ticket;
 
@@ -91,6 +92,9 @@ struct Shared {
     lock_failing: AtomicU64,
     /// CPUs this process may use (for the spin decision).
     cores: usize,
+    /// Spare staging buffers for plain slices too large to travel inline, reused between maps
+    /// and trimmed by the supervisor when idle.
+    staging: staging::StagingCache,
 }
 
 impl Shared {
@@ -149,8 +153,6 @@ pub struct Pool {
     shared: Arc<Shared>,
     /// Next map id (ids are never reused within a pool).
     next_map: AtomicU64,
-    /// Staging buffers for plain slices too large to travel inline, reused between maps.
-    staging: Mutex<Vec<Staging>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -552,34 +554,28 @@ impl Pool {
         drive::drive(run, spec, Input::Shared(input), Output::Shared, progress)
     }
 
-    /// A staging buffer of at least `bytes` bytes, registered with the pool: a spare one if
-    /// one is large enough, else a new one.
+    /// A staging buffer of at least `bytes` bytes, registered with the pool: the smallest
+    /// spare that is large enough, else a new one.
     fn take_staging(&self, bytes: usize) -> Result<Staging> {
-        let spare = {
-            let mut spares = lock(&self.staging);
-            spares.iter().position(|s| s.capacity() >= bytes).map(|i| spares.swap_remove(i))
-        };
-        if let Some(s) = spare {
-            return Ok(s);
-        }
-        let s = Staging::with_capacity(bytes.checked_next_power_of_two().unwrap_or(bytes))?;
-        self.shared.register(&s.seg);
-        Ok(s)
+        self.shared.staging.take(bytes, |size| {
+            let s = Staging::with_capacity(size)?;
+            self.shared.register(&s.seg);
+            Ok(s)
+        })
     }
 
-    /// Returns a staging buffer no worker can touch any more; keeps the largest few.
+    /// Returns a staging buffer no worker can touch any more (kept within the cache's bounds).
     fn give_back(&self, s: Staging) {
-        let mut spares = lock(&self.staging);
-        spares.push(s);
-        if spares.len() > MAX_SPARE_STAGING {
-            spares.sort_by_key(|s| std::cmp::Reverse(s.capacity()));
-            spares.truncate(MAX_SPARE_STAGING);
-        }
+        self.shared.staging.give_back(s);
+    }
+
+    /// Test hook: bytes of spare staging buffers the pool keeps right now.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn staging_bytes_for_test(&self) -> usize {
+        self.shared.staging.spare_bytes()
     }
 }
-
-/// Most spare staging buffers a pool keeps (one pair per concurrent caller, a few callers).
-const MAX_SPARE_STAGING: usize = 8;
 
 impl Drop for Pool {
     /// Shuts down like `close()` + `join()`: workers finish their chunk and exit; stragglers

@@ -197,6 +197,8 @@ impl Supervisor {
             }
             self.check_timeouts();
             if last_prune.elapsed() >= TICK {
+                // Idle spares go first, so that this very prune has the workers unmap them.
+                self.shared.staging.trim_idle(Instant::now());
                 self.prune_segments();
                 self.reclaim_spinner();
                 last_prune = Instant::now();
