@@ -2,7 +2,7 @@
 #![deny(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -221,8 +221,10 @@ impl PoolBuilder {
         self
     }
 
-    /// Pin worker `k` to the `k`-th CPU this process may run on while it runs a large chunk
-    /// (default: on, when there are no more workers than such CPUs). Without it the scheduler
+    /// Pin each worker to a CPU of its own while it runs a large chunk (default: on, when the
+    /// affinity mask of the thread that builds the pool has at least as many CPUs as workers).
+    /// The CPUs come from that mask only, and the least used by the other live pools of the
+    /// process first: two 1-worker pools pin to two CPUs. Without it the scheduler
     /// sometimes stacks two freshly woken workers on one core for a few ms, which makes
     /// memory-bound maps vary from run to run. Idle and small-chunk workers are never pinned,
     /// so they stay free to move away from a spinning caller. Turn it off on a machine shared
@@ -320,8 +322,7 @@ impl PoolBuilder {
         let (poke_rx, poke_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| Error::os("pipe2", e.into()))?;
         let staging_cache = cfg.staging_cache;
-        let cpus = if cfg.pin { allowed_cpus() } else { Vec::new() };
-        let cpus = if cpus.len() >= cfg.workers { cpus } else { Vec::new() };
+        let cpus = if cfg.pin { CpuClaim::spread(&allowed_cpus(), cfg.workers) } else { CpuClaim::default() };
         let shared = Arc::new(Shared {
             owner: crate::sync::pid(),
             ring,
@@ -369,11 +370,61 @@ impl PoolBuilder {
     }
 }
 
-/// The CPUs this process may run on, in order.
+/// The CPUs this thread may run on (its affinity mask, which the supervisor thread and forked
+/// workers inherit), in order.
 fn allowed_cpus() -> Vec<usize> {
     match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
         Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+/// Workers of this process's live pools pinned to each CPU (by CPU number; `CpuSet::count()`
+/// is 1024 on Linux). Atomics, not a lock: nothing here may block a fork. Two pools built at
+/// the same instant may pick the same CPU; that costs balance, never correctness.
+static PINNED: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+const MAX_CPUS: usize = 1024;
+
+/// The CPUs a pool pins its workers to (worker `k` to the `k`-th), counted in [`PINNED`] while
+/// the pool lives. Empty: no pinning.
+#[derive(Debug, Default)]
+pub(crate) struct CpuClaim(Vec<usize>);
+
+impl CpuClaim {
+    /// One CPU of `allowed` (the process's affinity mask) per worker, the least used by other
+    /// pools of this process first: two 1-worker pools pin to two CPUs, not both to the first.
+    /// No pinning when the mask has fewer CPUs than workers (they could only be stacked).
+    pub(crate) fn spread(allowed: &[usize], workers: usize) -> CpuClaim {
+        let allowed: Vec<usize> = allowed.iter().copied().filter(|&c| c < MAX_CPUS).collect();
+        if allowed.len() < workers {
+            return CpuClaim::default();
+        }
+        let mut mine: Vec<usize> = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            // The least loaded CPU this pool has not taken yet (ties: the mask's order).
+            let cpu = allowed
+                .iter()
+                .copied()
+                .filter(|c| !mine.contains(c))
+                .min_by_key(|&c| PINNED[c].load(Ordering::Relaxed))
+                .expect("at least as many CPUs as workers");
+            PINNED[cpu].fetch_add(1, Ordering::Relaxed);
+            mine.push(cpu);
+        }
+        CpuClaim(mine)
+    }
+
+    /// The CPU of worker `index`, if the pool pins.
+    pub(crate) fn get(&self, index: usize) -> Option<usize> {
+        self.0.get(index).copied()
+    }
+}
+
+impl Drop for CpuClaim {
+    fn drop(&mut self) {
+        for &c in &self.0 {
+            let _ = PINNED[c].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        }
     }
 }
 

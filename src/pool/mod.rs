@@ -61,8 +61,8 @@ struct Shared {
     owner: u32,
     ring: crate::ring::Ring,
     cfg: Config,
-    /// CPU for worker `k` (empty: no pinning).
-    cpus: Vec<usize>,
+    /// CPU for worker `k` (empty: no pinning), counted against other pools while the pool lives.
+    cpus: builder::CpuClaim,
     /// Segments workers may ask for, by id. Weak: a dropped `SharedVec` disappears from it.
     registry: Mutex<HashMap<u64, Weak<Segment>>>,
     pids: Mutex<Vec<u32>>,

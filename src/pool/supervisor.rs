@@ -81,7 +81,7 @@ fn launch(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) -
         polite: shared.cfg.wait != WaitStrategy::Spin,
         recycle_after: shared.cfg.recycle_after,
         pause: if first { shared.cfg.pause } else { None },
-        cpu: shared.cpus.get(index).copied(),
+        cpu: shared.cpus.get(index),
     };
     launcher.launch(ctx, parent_end)
 }
