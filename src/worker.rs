@@ -185,7 +185,7 @@ impl Worker {
             // release below, so a bump the caller made while it saw us is never slept through.
             // The spin beats (`spin_beat`): stopped here, we would hold the token without
             // polling, and callers take it over instead of relying on us.
-            let woken = hdr.work.spin_beating(seen, self.ctx.spin, self.ctx.polite, &hdr.spin_beat);
+            let woken = hdr.work.spin_beating(seen, self.ctx.spin, self.ctx.polite, &hdr.spin_beat.0);
             // Only our own token: a caller or the supervisor may have taken it over while we
             // were not running, and another worker may hold it now.
             let _ = hdr.spinner.compare_exchange(self.pid, 0, Ordering::SeqCst, Ordering::Relaxed);

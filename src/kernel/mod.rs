@@ -258,11 +258,7 @@ impl KernelSpec {
     /// An element kernel given as a function pointer (chosen at run time). The call is
     /// indirect, so the loop does not vectorise as well as with a `fn` item.
     pub fn elem_fn<In: Pod, Out: Pod>(f: fn(In) -> Out) -> KernelSpec {
-        Self::new::<In, Out>(
-            trampoline::elem_ptr::<In, Out>,
-            trampoline::fn_params::<fn(In) -> Out>(f as usize),
-            FILLS,
-        )
+        Self::new::<In, Out>(trampoline::elem_ptr::<In, Out>, trampoline::fn_params::<fn(In) -> Out>(f as usize), FILLS)
     }
 
     /// A chunk kernel given as a function pointer (chosen at run time): one indirect call per

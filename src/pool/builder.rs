@@ -362,11 +362,7 @@ impl PoolBuilder {
             let _ = handle.join();
             return Err(e);
         }
-        Ok(Pool {
-            shared,
-            next_map: AtomicU64::new(1),
-            supervisor: Mutex::new(Some(handle)),
-        })
+        Ok(Pool { shared, next_map: AtomicU64::new(1), supervisor: Mutex::new(Some(handle)) })
     }
 }
 

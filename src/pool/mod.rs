@@ -320,7 +320,8 @@ impl Pool {
             return Ok(());
         }
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, run::INLINE_SLOTS) {
-            let run = run::MapRun::new(self, spec, len, &Input::Inline(input), Dest::Inline, run::Chunking::Inline(layout))?;
+            let run =
+                run::MapRun::new(self, spec, len, &Input::Inline(input), Dest::Inline, run::Chunking::Inline(layout))?;
             return drive::drive(run, spec, Input::Inline(input), Output::Inline(output), None);
         }
         let mut stage_in = self.take_staging(input.len())?;
@@ -550,7 +551,8 @@ impl Pool {
         if len == 0 {
             return Ok(());
         }
-        let run = run::MapRun::new(self, spec, len, &Input::Shared(input), Dest::Caller(output), run::Chunking::Shared)?;
+        let run =
+            run::MapRun::new(self, spec, len, &Input::Shared(input), Dest::Caller(output), run::Chunking::Shared)?;
         drive::drive(run, spec, Input::Shared(input), Output::Shared, progress)
     }
 

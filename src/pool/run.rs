@@ -180,6 +180,8 @@ pub(super) struct MapRun<'p> {
     relies_on_spinner: bool,
     /// The last `collect` saw a chunk of ours still waiting for a worker (FILLED).
     waiting_chunks: bool,
+    /// A wait ended without the done bell moving (see [`MapRun::watch_spinner`]).
+    quiet_wait: bool,
     pub(super) last_claimer_check: Instant,
 }
 
@@ -270,6 +272,7 @@ impl<'p> MapRun<'p> {
             flags,
             relies_on_spinner: false,
             waiting_chunks: false,
+            quiet_wait: false,
             last_claimer_check: Instant::now(),
         })
     }
@@ -374,24 +377,25 @@ impl<'p> MapRun<'p> {
         }
         // One chunk and a spinning worker: it will see the bump; waking the sleepers too would
         // only make one of them spin as well (three busy processes on two cores is what makes
-        // the latency tail). Otherwise wake everyone. Only a spinner that polled a moment ago
-        // counts: one that is stopped (SIGSTOP, a debugger) would leave the chunk to a
-        // sleeper's timeout, so its token is taken over and the sleepers are woken.
-        let now = crate::sync::now_us();
-        let spinner = self.shared.ring.live_spinner(now, SPINNER_STALE_US);
+        // the latency tail). Otherwise wake everyone. The spinner may have been stopped
+        // (SIGSTOP, a debugger) while it held its token: `watch_spinner` checks its heartbeat
+        // if the chunk is not taken soon (nothing is read for that here, on the fast path).
+        let spinner = hdr.spinner.load(Ordering::SeqCst);
         if filled == 1 && spinner != 0 && lock(&self.shared.pids).contains(&spinner) {
             hdr.work.bump();
-            // Until a worker takes it, check that the spinner still runs (see `watch_spinner`).
             self.relies_on_spinner = true;
         } else {
-            self.shared.ring.take_over_stale_spinner(now, SPINNER_STALE_US);
+            if spinner != 0 {
+                self.shared.ring.take_over_stale_spinner(crate::sync::now_us(), SPINNER_STALE_US);
+            }
             hdr.work.ring();
         }
     }
 
-    /// After a bump for the spinner: while a chunk of ours still waits for a worker and the
-    /// spinner has stopped polling (stopped right after we saw it live), take its token over
-    /// and wake the sleepers. Stops watching once no chunk of ours waits.
+    /// After a bump for the spinner: when a wait for our chunks ended without news while a
+    /// chunk of ours still waits for a worker (FILLED), and the spinner has not polled for
+    /// [`SPINNER_STALE_US`], take its token over and wake the sleepers. Stops watching once no
+    /// chunk of ours waits. Costs nothing while the spinner takes chunks promptly.
     fn watch_spinner(&mut self) {
         if !self.relies_on_spinner {
             return;
@@ -400,23 +404,29 @@ impl<'p> MapRun<'p> {
             self.relies_on_spinner = false;
             return;
         }
-        let now = crate::sync::now_us();
-        if self.shared.ring.take_over_stale_spinner(now, SPINNER_STALE_US).is_some()
-            || self.shared.ring.live_spinner(now, SPINNER_STALE_US) == 0
-        {
+        if !std::mem::take(&mut self.quiet_wait) {
+            return;
+        }
+        let ring = &self.shared.ring;
+        let taken = ring.take_over_stale_spinner(crate::sync::now_us(), SPINNER_STALE_US).is_some();
+        if taken || ring.header().spinner.load(Ordering::SeqCst) == 0 {
+            // Taken over, or the token went back since: wake whoever can take the chunk.
             self.relies_on_spinner = false;
-            self.shared.ring.header().work.ring();
+            ring.header().work.ring();
         }
     }
 
-    /// The latest time a waiting caller should look again: soon while it relies on the
-    /// spinner (see [`MapRun::watch_spinner`]).
-    pub(super) fn recheck_by(&self, deadline: Option<Instant>) -> Option<Instant> {
-        if !self.relies_on_spinner {
-            return deadline;
+    /// Records how a wait for our chunks ended (`news`: the done bell moved).
+    pub(super) fn waited(&mut self, news: bool) {
+        if !news {
+            self.quiet_wait = true;
         }
-        let soon = Instant::now() + Duration::from_micros(2 * SPINNER_STALE_US);
-        Some(deadline.map_or(soon, |d| d.min(soon)))
+    }
+
+    /// Whether a waiting caller should wait in short slices: while it relies on the spinner
+    /// (see [`MapRun::watch_spinner`]).
+    pub(super) fn short_waits(&self) -> bool {
+        self.relies_on_spinner
     }
 
     /// Wake me when half the ring is ready to refill, or when the map is complete; with other

@@ -128,7 +128,8 @@ mod tests {
 
     #[test]
     fn sizes_round_up_by_at_most_an_eighth_and_to_64_kib() {
-        for bytes in [1usize, 4096, 65_536, 65_537, 1 << 20, (1 << 20) + 1, 3 << 20, 64 << 20, (64 << 20) + 1, 400_000_000]
+        for bytes in
+            [1usize, 4096, 65_536, 65_537, 1 << 20, (1 << 20) + 1, 3 << 20, 64 << 20, (64 << 20) + 1, 400_000_000]
         {
             let r = rounded(bytes);
             assert!(r >= bytes, "{bytes} -> {r}");

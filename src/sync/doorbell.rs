@@ -56,8 +56,8 @@ impl Doorbell {
     /// first [`POLITE_AFTER`] it yields the core between polls (`sched_yield`), so that a
     /// process that spins speculatively (an idle worker waiting for more) never delays one that
     /// has work (the map caller, a worker). It stores the CLOCK_MONOTONIC µs into `beat` before
-    /// the first poll and every 64 polls, so that others can tell a running spinner from a
-    /// stopped one. Never sleeps. Returns whether the sequence changed.
+    /// the first poll and after every 64 polls, so that others can tell a running spinner from
+    /// a stopped one. Never sleeps. Returns whether the sequence changed.
     pub(crate) fn spin_beating(&self, seen: u32, spin: Duration, polite: bool, beat: &AtomicU64) -> bool {
         self.wait_with(seen, spin, Duration::ZERO, polite, Some(beat))
     }
@@ -66,12 +66,18 @@ impl Doorbell {
         if self.seq() != seen {
             return true;
         }
+        // A beat right away: whoever reads it may be deciding whether we are alive.
+        let start_us = match beat {
+            Some(b) => {
+                let now = super::now_us();
+                b.store(now, Ordering::Relaxed);
+                now
+            }
+            None => 0,
+        };
         if !spin.is_zero() {
             let start = Instant::now();
             loop {
-                if let Some(b) = beat {
-                    b.store(super::now_us(), Ordering::Relaxed);
-                }
                 for _ in 0..64 {
                     if self.seq.load(Ordering::Relaxed) != seen {
                         return true;
@@ -79,6 +85,11 @@ impl Doorbell {
                     std::hint::spin_loop();
                 }
                 let spent = start.elapsed();
+                if let Some(b) = beat {
+                    // The same clock (CLOCK_MONOTONIC) as `super::now_us`, without reading it twice.
+                    let at = start_us.saturating_add(u64::try_from(spent.as_micros()).unwrap_or(u64::MAX));
+                    b.store(at, Ordering::Relaxed);
+                }
                 if spent >= spin {
                     break;
                 }
