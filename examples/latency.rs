@@ -15,7 +15,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use shmpool::{Pool, StartMethod};
+use shmpool::{Pool, StartMethod, WaitStrategy};
 
 const LEN: usize = 1024;
 
@@ -40,7 +40,15 @@ fn percentiles(warm: usize, rounds: usize, mut f: impl FnMut() -> shmpool::Resul
 }
 
 fn report(name: &str, [p50, p99, p999]: [f64; 3]) {
-    println!("{name:<34} p50 {p50:>7.2} µs  p99 {p99:>7.2} µs  p99.9 {p999:>7.2} µs");
+    println!("{name:<38} p50 {p50:>7.2} µs  p99 {p99:>7.2} µs  p99.9 {p999:>7.2} µs");
+}
+
+/// Minor page faults of process `pid` so far (field 10 of /proc/<pid>/stat), for `--methods`:
+/// a path that keeps faulting in its steady state shows here.
+fn minor_faults(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace().nth(7).and_then(|f| f.parse().ok()).unwrap_or(0)
 }
 
 fn main() -> shmpool::Result<()> {
@@ -71,10 +79,30 @@ fn main() -> shmpool::Result<()> {
     report(&format!("Pool::new(1) submit+wait_into ({:?})", pool.start_method()), shm);
     drop(pool);
     if methods {
-        for m in [StartMethod::Fork, StartMethod::ForkServer, StartMethod::Spawn] {
-            let pool = Pool::builder().workers(1).start_method(m).build()?;
-            let r = percentiles(warm, rounds, || pool.submit(&batch, w1)?.wait_into(&mut out))?;
-            report(&format!("start method {m:?}"), r);
+        // The same round trip with each start method and wait strategy, and the page faults
+        // the caller and the worker take per round trip in the steady state.
+        let configs = [
+            ("Fork", StartMethod::Fork, WaitStrategy::Adaptive),
+            ("ForkServer", StartMethod::ForkServer, WaitStrategy::Adaptive),
+            ("Spawn", StartMethod::Spawn, WaitStrategy::Adaptive),
+            ("Fork, WaitStrategy::Spin", StartMethod::Fork, WaitStrategy::Spin),
+        ];
+        for (name, m, w) in configs {
+            let pool = Pool::builder().workers(1).start_method(m).wait_strategy(w).build()?;
+            let worker = pool.pids()[0];
+            let (mut calls, mut faults) = (0, (0, 0));
+            let r = percentiles(warm, rounds, || {
+                if calls == warm {
+                    // The first measured round trip: count faults from here.
+                    faults = (minor_faults(std::process::id()), minor_faults(worker));
+                }
+                calls += 1;
+                pool.submit(&batch, w1)?.wait_into(&mut out)
+            })?;
+            let per = |before: u64, pid: u32| (minor_faults(pid) - before) as f64 / rounds as f64;
+            let (caller, work) = (per(faults.0, std::process::id()), per(faults.1, worker));
+            report(name, r);
+            println!("{:<38} faults per round trip: caller {caller:.3}, worker {work:.3}", "");
         }
     }
     println!("results correct: {correct}");

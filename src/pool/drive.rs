@@ -92,7 +92,18 @@ pub(super) fn wait_done(shared: &Shared, seen: u32, small: bool, deadline: Optio
         WaitStrategy::Adaptive if !small || oversubscribed(shared) => Duration::ZERO,
         WaitStrategy::Adaptive => cfg.spin.min(slice),
     };
-    hdr.done.wait(seen, spin, slice.saturating_sub(spin))
+    if cfg.wait == WaitStrategy::Adaptive {
+        // Politely: past the first µs the spin yields the core between polls. A sleeping
+        // worker that this caller wakes is often placed on the caller's own CPU (the
+        // scheduler's wake-affine choice, all the more on a busy or 2-core machine); a caller
+        // that spun hard would then keep it off that CPU for its whole spin budget, and every
+        // round trip would cost the budget (1 ms) until the load balancer moved one of them.
+        // Measured with `examples/latency.rs`. On separate CPUs a round trip ends long before
+        // the first yield, so the fast path is unchanged.
+        hdr.done.wait_polite(seen, spin, slice.saturating_sub(spin))
+    } else {
+        hdr.done.wait(seen, spin, slice.saturating_sub(spin))
+    }
 }
 
 /// Whether spinning would put more busy processes than cores: the workers running chunks,

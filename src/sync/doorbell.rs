@@ -52,6 +52,13 @@ impl Doorbell {
         self.wait_with(seen, spin, timeout, false, None)
     }
 
+    /// Like [`Doorbell::wait`], but after the first [`POLITE_AFTER`] of spinning it yields the
+    /// core between polls (`sched_yield`): a waiter that spins must not keep the process it
+    /// waits for off a core they happen to share (see `pool::drive::wait_done`).
+    pub(crate) fn wait_polite(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
+        self.wait_with(seen, spin, timeout, true, None)
+    }
+
     /// Spins for up to `spin` until the sequence differs from `seen`; `polite`: after the
     /// first [`POLITE_AFTER`] it yields the core between polls (`sched_yield`), so that a
     /// process that spins speculatively (an idle worker waiting for more) never delays one that
