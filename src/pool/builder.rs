@@ -39,7 +39,7 @@ pub enum WaitStrategy {
     /// The default: spin for at most [`PoolBuilder::spin`] (small maps only, and only while
     /// the workers running chunks, a spinning worker and the waiting callers leave a core
     /// free), then sleep on a futex. The spin yields the core between polls after its first
-    /// 20 µs, so a worker the scheduler placed on the caller's CPU is never kept waiting for
+    /// 5 µs, so a worker the scheduler placed on the caller's CPU is never kept waiting for
     /// the whole budget.
     #[default]
     Adaptive,
