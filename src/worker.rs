@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
 use crate::kernel::KernelRef;
 use crate::process::fork;
-use crate::ring::{Claim, Ring, Status};
+use crate::ring::{Claim, Descriptor, Ring, Status};
 use crate::shm::{Segment, SegmentKind};
 
 /// Where a worker stops itself with SIGSTOP, so a test can SIGKILL it at a precise instant.
@@ -188,22 +188,19 @@ impl Worker {
         let spinner = after_work
             && !self.ctx.spin.is_zero()
             && hdr.spinner.compare_exchange(0, self.pid, Ordering::SeqCst, Ordering::Relaxed).is_ok();
-        let spin = if spinner { self.ctx.spin } else { Duration::ZERO };
         if spinner {
             // Spin first, then give the token back before sleeping so another can take it.
-            // SeqCst: the map caller bumps `work` without a wake-up while it sees a spinner
-            // (Doorbell::bump); our `wait` re-reads the sequence (SeqCst) after this store, so a
-            // bump the caller made while it saw us is never slept through.
-            let woken = if self.ctx.polite {
-                hdr.work.wait_polite(seen, spin, Duration::ZERO)
-            } else {
-                hdr.work.wait(seen, spin, Duration::ZERO)
-            };
+            // SeqCst: the map caller bumps `work` without a wake-up while it sees a live
+            // spinner (Doorbell::bump); our `wait` re-reads the sequence (SeqCst) after the
+            // release below, so a bump the caller made while it saw us is never slept through.
+            // The spin beats (`spin_beat`): stopped here, we would hold the token without
+            // polling, and callers take it over instead of relying on us.
+            let woken = hdr.work.spin_beating(seen, self.ctx.spin, self.ctx.polite, &hdr.spin_beat.0);
+            // Only our own token: a caller or the supervisor may have taken it over while we
+            // were not running, and another worker may hold it now.
+            let _ = hdr.spinner.compare_exchange(self.pid, 0, Ordering::SeqCst, Ordering::Relaxed);
             if !woken {
-                hdr.spinner.store(0, Ordering::SeqCst);
                 hdr.work.wait(seen, Duration::ZERO, IDLE_WAIT);
-            } else {
-                hdr.spinner.store(0, Ordering::SeqCst);
             }
         } else {
             hdr.work.wait(seen, Duration::ZERO, IDLE_WAIT);
@@ -261,6 +258,13 @@ impl Worker {
             Err(e @ Error::CorruptSlot { .. }) => (Status::Corrupt, e.to_string()),
             Err(e) => return Err(e),
             Ok((io, kernel)) => {
+                if d.flags & Descriptor::ZERO_OUTPUT != 0 {
+                    // A recycled buffer (inline payload, staging) and a kernel that may leave
+                    // elements unwritten: it must see zeros, never an earlier map's results or
+                    // a killed attempt's partial output. Only this chunk's bytes, here rather
+                    // than in the caller (see `MapRun::new`).
+                    io.output.fill(0);
+                }
                 if self.ctx.pause == Some(PausePoint::MidKernel) {
                     // Write half the output, then stop: the kill lands mid-chunk.
                     let half = io.output.len() / 2;

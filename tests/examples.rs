@@ -7,11 +7,16 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn example(name: &str) -> String {
+    example_with(name, &[])
+}
+
+fn example_with(name: &str, args: &'static [&'static str]) -> String {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let path: PathBuf = dir.join("examples").join(name);
     assert!(path.exists(), "{} is missing: run the tests with `cargo test`, which builds examples", path.display());
-    let out = common::watchdog(std::time::Duration::from_secs(120), move || Command::new(&path).output().unwrap());
+    let out =
+        common::watchdog(std::time::Duration::from_secs(120), move || Command::new(&path).args(args).output().unwrap());
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -25,6 +30,18 @@ fn example(name: &str) -> String {
 #[test]
 fn process_example_prints_child_then_parent() {
     assert_eq!(example("process"), "just for an example!\nMain process completed\n");
+}
+
+#[test]
+fn latency_example_prints_percentiles_beside_the_in_process_baseline() {
+    // `--quick`: a few thousand round trips (the figures are the lead's to read on a quiet
+    // machine; here only that it runs, reports both lines and gets the right results).
+    let out = example_with("latency", &["--quick"]);
+    let line = |prefix: &str| out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{out}"));
+    for l in [line("in-process (no pool)"), line("Pool::new(1) submit+wait_into")] {
+        assert!(l.contains(" p50 ") && l.contains(" p99 ") && l.contains(" p99.9 ") && l.ends_with(" µs"), "{l}");
+    }
+    assert!(out.lines().any(|l| l == "results correct: true"), "{out}");
 }
 
 #[test]

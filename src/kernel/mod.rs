@@ -217,6 +217,11 @@ macro_rules! assert_zero_sized {
     };
 }
 
+/// `KernelSpec::fills_output` of element and expression kernels.
+const FILLS: bool = true;
+/// `KernelSpec::fills_output` of chunk kernels.
+const MAY_READ: bool = false;
+
 /// Everything the pool needs to send a kernel to workers: the trampoline, the element types on
 /// both sides (checked against the data at every map) and the parameter block.
 #[derive(Debug, Clone)]
@@ -230,10 +235,14 @@ pub struct KernelSpec {
     /// A code address of this kernel (trampoline or function pointer) that is not in the
     /// executable image: the spec is refused by every map (see `image`).
     foreign: Option<usize>,
+    /// Whether the kernel writes every output element by construction (element and expression
+    /// kernels: `out[k] = f(in[k])` for every `k`). A chunk kernel is user code that may read
+    /// its output or leave parts unwritten, so the pool hands it a zeroed output instead.
+    pub(crate) fills_output: bool,
 }
 
 impl KernelSpec {
-    fn new<In: Pod, Out: Pod>(t: Trampoline, params: Vec<u8>) -> KernelSpec {
+    fn new<In: Pod, Out: Pod>(t: Trampoline, params: Vec<u8>, fills_output: bool) -> KernelSpec {
         const {
             assert!(
                 std::mem::align_of::<In>() <= 64 && std::mem::align_of::<Out>() <= 64,
@@ -249,38 +258,39 @@ impl KernelSpec {
             input: ElemType::of::<In>(),
             output: ElemType::of::<Out>(),
             params,
+            fills_output,
         }
     }
 
     /// An element kernel `fn(In) -> Out`.
     pub fn elem<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy>(_f: F) -> KernelSpec {
         assert_zero_sized!(F);
-        Self::new::<In, Out>(trampoline::elem::<In, Out, F>, Vec::new())
+        Self::new::<In, Out>(trampoline::elem::<In, Out, F>, Vec::new(), FILLS)
     }
 
     /// An element kernel with a parameter block, `fn(In, &P) -> Out`.
     pub fn elem_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy>(params: &P, _f: F) -> KernelSpec {
         assert_zero_sized!(F);
-        Self::new::<In, Out>(trampoline::elem_with::<In, Out, P, F>, bytemuck::bytes_of(params).to_vec())
+        Self::new::<In, Out>(trampoline::elem_with::<In, Out, P, F>, bytemuck::bytes_of(params).to_vec(), FILLS)
     }
 
     /// A chunk kernel `fn(&[In], &mut [Out])`.
     pub fn chunk<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(_f: F) -> KernelSpec {
         assert_zero_sized!(F);
-        Self::new::<In, Out>(trampoline::chunk::<In, Out, F>, Vec::new())
+        Self::new::<In, Out>(trampoline::chunk::<In, Out, F>, Vec::new(), MAY_READ)
     }
 
     /// A chunk kernel with a parameter block, `fn(&[In], &mut [Out], &P)`.
     pub fn chunk_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P) + Copy>(params: &P, _f: F) -> KernelSpec {
         assert_zero_sized!(F);
-        Self::new::<In, Out>(trampoline::chunk_with::<In, Out, P, F>, bytemuck::bytes_of(params).to_vec())
+        Self::new::<In, Out>(trampoline::chunk_with::<In, Out, P, F>, bytemuck::bytes_of(params).to_vec(), MAY_READ)
     }
 
     /// A chunk kernel that also receives the flat index of the chunk's first element,
     /// `fn(&[In], &mut [Out], start)`.
     pub fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(_f: F) -> KernelSpec {
         assert_zero_sized!(F);
-        Self::new::<In, Out>(trampoline::indexed::<In, Out, F>, Vec::new())
+        Self::new::<In, Out>(trampoline::indexed::<In, Out, F>, Vec::new(), MAY_READ)
     }
 
     /// An element kernel given as a function pointer (chosen at run time). The call is
@@ -289,8 +299,11 @@ impl KernelSpec {
     /// `f` must be code of the executable image that holds shmpool (not a function of a
     /// `dlopen`ed library): maps refuse the spec otherwise, with [`Error::ForeignKernel`].
     pub fn elem_fn<In: Pod, Out: Pod>(f: fn(In) -> Out) -> KernelSpec {
-        let spec =
-            Self::new::<In, Out>(trampoline::elem_ptr::<In, Out>, trampoline::fn_params::<fn(In) -> Out>(f as usize));
+        let spec = Self::new::<In, Out>(
+            trampoline::elem_ptr::<In, Out>,
+            trampoline::fn_params::<fn(In) -> Out>(f as usize),
+            FILLS,
+        );
         spec.with_fn_pointer(f as usize)
     }
 
@@ -310,6 +323,7 @@ impl KernelSpec {
         Self::new::<In, Out>(
             trampoline::chunk_ptr::<In, Out>,
             trampoline::fn_params::<fn(&[In], &mut [Out])>(f as usize),
+            MAY_READ,
         )
         .with_fn_pointer(f as usize)
     }
@@ -324,7 +338,8 @@ impl KernelSpec {
     pub fn expr<In: expr::Num, Out: expr::Num>(program: &expr::Program) -> Result<KernelSpec> {
         let program = if Out::stores(program.output_dtype()) { program.clone() } else { program.astype(Out::DTYPE) };
         program.check_types::<In, Out>()?;
-        Ok(Self::new::<In, Out>(expr::eval::<In, Out>, program.to_bytes()))
+        // The evaluator writes every element of its output (numpy's `out = f(x)`).
+        Ok(Self::new::<In, Out>(expr::eval::<In, Out>, program.to_bytes(), FILLS))
     }
 
     /// An expression kernel for element types chosen at run time: reads `input` (the type the

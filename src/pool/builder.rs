@@ -2,7 +2,7 @@
 #![deny(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +38,9 @@ pub enum WaitStrategy {
     Spin,
     /// The default: spin for at most [`PoolBuilder::spin`] (small maps only, and only while
     /// the workers running chunks, a spinning worker and the waiting callers leave a core
-    /// free), then sleep on a futex.
+    /// free), then sleep on a futex. The spin yields the core between polls after its first
+    /// 5 µs, so a worker the scheduler placed on the caller's CPU is never kept waiting for
+    /// the whole budget.
     #[default]
     Adaptive,
     /// Never spin: every wait is a futex sleep (lowest CPU use, a wake-up per hand-off).
@@ -61,6 +63,8 @@ pub(crate) struct Config {
     /// Test hook (only settable with the `testing` feature): where the first workers pause.
     pub pause: Option<PausePoint>,
     pub pin: bool,
+    /// Most bytes of spare staging buffers kept between maps.
+    pub staging_cache: usize,
     /// The start method asked for (`None`: chosen at `build`, see [`StartMethod`]); after
     /// `build`, the one in use.
     pub start: Option<StartMethod>,
@@ -102,6 +106,7 @@ impl Default for PoolBuilder {
                 recycle_after: None,
                 pause: None,
                 pin: true,
+                staging_cache: Self::DEFAULT_STAGING_CACHE_BYTES,
                 start: None,
                 spawn_exe: None,
                 worker_init: None,
@@ -117,6 +122,8 @@ impl PoolBuilder {
     pub const DEFAULT_SPIN: Duration = Duration::from_millis(1);
     /// Default attempts per chunk before [`Error::WorkerCrashed`].
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+    /// Default bound on spare staging buffers (see [`PoolBuilder::staging_cache_bytes`]).
+    pub const DEFAULT_STAGING_CACHE_BYTES: usize = 256 << 20;
 
     /// Number of worker processes (default: the number of CPUs this process may use, see
     /// [`PoolBuilder::default_workers`]).
@@ -169,6 +176,28 @@ impl PoolBuilder {
         self
     }
 
+    /// Most bytes of spare staging buffers the pool keeps between maps (default
+    /// [`PoolBuilder::DEFAULT_STAGING_CACHE_BYTES`]). `map` and `submit` copy plain slices too
+    /// large to travel inline through staging buffers in `/dev/shm`; keeping them spares the next
+    /// map creating new ones (and every worker mapping them). Beyond this bound the least
+    /// recently used are dropped at once; and any spare unused for a second is dropped by the
+    /// supervisor and unmapped by the workers, so an idle pool keeps no staging memory. Zero
+    /// keeps none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmpool::Result<()> {
+    /// let pool = shmpool::Pool::builder().workers(1).staging_cache_bytes(64 << 20).build()?;
+    /// let xs = vec![1.0f64; 200_000]; // 1.6 MB: staged, not inline
+    /// assert_eq!(pool.map(&xs, |x: f64| x * 2.0)?[0], 2.0);
+    /// # Ok(()) }
+    /// ```
+    pub fn staging_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cfg.staging_cache = bytes;
+        self
+    }
+
     /// How waiting callers and idle workers wait (default [`WaitStrategy::Adaptive`]).
     pub fn wait_strategy(mut self, w: WaitStrategy) -> Self {
         self.cfg.wait = w;
@@ -199,8 +228,10 @@ impl PoolBuilder {
         self
     }
 
-    /// Pin worker `k` to the `k`-th CPU this process may run on while it runs a large chunk
-    /// (default: on, when there are no more workers than such CPUs). Without it the scheduler
+    /// Pin each worker to a CPU of its own while it runs a large chunk (default: on, when the
+    /// affinity mask of the thread that builds the pool has at least as many CPUs as workers).
+    /// The CPUs come from that mask only, and the least used by the other live pools of the
+    /// process first: two 1-worker pools pin to two CPUs. Without it the scheduler
     /// sometimes stacks two freshly woken workers on one core for a few ms, which makes
     /// memory-bound maps vary from run to run. Idle and small-chunk workers are never pinned,
     /// so they stay free to move away from a spinning caller. Turn it off on a machine shared
@@ -346,8 +377,8 @@ impl PoolBuilder {
         let ring = Ring::create(cfg.slots, cfg.payload_bytes)?;
         let (poke_rx, poke_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| Error::os("pipe2", e.into()))?;
-        let cpus = if cfg.pin { allowed_cpus() } else { Vec::new() };
-        let cpus = if cpus.len() >= cfg.workers { cpus } else { Vec::new() };
+        let staging_cache = cfg.staging_cache;
+        let cpus = if cfg.pin { CpuClaim::spread(&allowed_cpus(), cfg.workers) } else { CpuClaim::default() };
         let shared = Arc::new(Shared {
             owner: crate::sync::pid(),
             ring,
@@ -371,6 +402,7 @@ impl PoolBuilder {
             orphan_count: AtomicUsize::new(0),
             lock_failing: AtomicU64::new(0),
             cores: default_workers(),
+            staging: super::staging::StagingCache::new(staging_cache),
         });
         let (tx, rx) = mpsc::channel();
         let sup_shared = shared.clone();
@@ -386,20 +418,65 @@ impl PoolBuilder {
             let _ = handle.join();
             return Err(e);
         }
-        Ok(Pool {
-            shared,
-            next_map: AtomicU64::new(1),
-            staging: Mutex::new(Vec::new()),
-            supervisor: Mutex::new(Some(handle)),
-        })
+        Ok(Pool { shared, next_map: AtomicU64::new(1), supervisor: Mutex::new(Some(handle)) })
     }
 }
 
-/// The CPUs this process may run on, in order.
+/// The CPUs this thread may run on (its affinity mask, which the supervisor thread and forked
+/// workers inherit), in order.
 fn allowed_cpus() -> Vec<usize> {
     match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
         Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+/// Workers of this process's live pools pinned to each CPU (by CPU number; `CpuSet::count()`
+/// is 1024 on Linux). Atomics, not a lock: nothing here may block a fork. Two pools built at
+/// the same instant may pick the same CPU; that costs balance, never correctness.
+static PINNED: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+const MAX_CPUS: usize = 1024;
+
+/// The CPUs a pool pins its workers to (worker `k` to the `k`-th), counted in [`PINNED`] while
+/// the pool lives. Empty: no pinning.
+#[derive(Debug, Default)]
+pub(crate) struct CpuClaim(Vec<usize>);
+
+impl CpuClaim {
+    /// One CPU of `allowed` (the process's affinity mask) per worker, the least used by other
+    /// pools of this process first: two 1-worker pools pin to two CPUs, not both to the first.
+    /// No pinning when the mask has fewer CPUs than workers (they could only be stacked).
+    pub(crate) fn spread(allowed: &[usize], workers: usize) -> CpuClaim {
+        let allowed: Vec<usize> = allowed.iter().copied().filter(|&c| c < MAX_CPUS).collect();
+        if allowed.len() < workers {
+            return CpuClaim::default();
+        }
+        let mut mine: Vec<usize> = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            // The least loaded CPU this pool has not taken yet (ties: the mask's order).
+            let cpu = allowed
+                .iter()
+                .copied()
+                .filter(|c| !mine.contains(c))
+                .min_by_key(|&c| PINNED[c].load(Ordering::Relaxed))
+                .expect("at least as many CPUs as workers");
+            PINNED[cpu].fetch_add(1, Ordering::Relaxed);
+            mine.push(cpu);
+        }
+        CpuClaim(mine)
+    }
+
+    /// The CPU of worker `index`, if the pool pins.
+    pub(crate) fn get(&self, index: usize) -> Option<usize> {
+        self.0.get(index).copied()
+    }
+}
+
+impl Drop for CpuClaim {
+    fn drop(&mut self) {
+        for &c in &self.0 {
+            let _ = PINNED[c].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use super::run::{Input, MapRun, Output, SMALL_MAP, WAIT_SLICE};
 use super::{lock, Shared, WaitStrategy, STATE_STOPPING, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
+use crate::ring::SPINNER_STALE_US;
 
 impl MapRun<'_> {
     /// Whether no chunk of this map is in flight.
@@ -67,18 +68,21 @@ impl MapRun<'_> {
     }
 
     /// Waits for a finished chunk (or a health-check slice) with the pool's wait strategy.
-    pub(super) fn wait(&self, seen: u32, deadline: Option<Instant>) {
-        wait_done(self.shared, seen, self.len <= SMALL_MAP, deadline);
+    pub(super) fn wait(&mut self, seen: u32, deadline: Option<Instant>) {
+        let news = wait_done(self.shared, seen, self.len <= SMALL_MAP, deadline, self.short_waits());
+        self.waited(news);
     }
 }
 
 /// Waits until the done bell moves past `seen` (or a health-check slice, or `deadline`), as the
 /// pool's wait strategy says; `small` says whether the awaited work is small enough that
-/// spinning for it pays (large maps always sleep under `Adaptive`).
-pub(super) fn wait_done(shared: &Shared, seen: u32, small: bool, deadline: Option<Instant>) {
+/// spinning for it pays (large maps always sleep under `Adaptive`); `short`: slices of twice
+/// [`SPINNER_STALE_US`] (the caller watches a spinner it relies on). Returns whether the bell
+/// moved.
+pub(super) fn wait_done(shared: &Shared, seen: u32, small: bool, deadline: Option<Instant>, short: bool) -> bool {
     let hdr = shared.ring.header();
     let cfg = &shared.cfg;
-    let mut slice = WAIT_SLICE;
+    let mut slice = if short { Duration::from_micros(2 * SPINNER_STALE_US) } else { WAIT_SLICE };
     if let Some(d) = deadline {
         slice = slice.min(d.saturating_duration_since(Instant::now()));
     }
@@ -88,7 +92,18 @@ pub(super) fn wait_done(shared: &Shared, seen: u32, small: bool, deadline: Optio
         WaitStrategy::Adaptive if !small || oversubscribed(shared) => Duration::ZERO,
         WaitStrategy::Adaptive => cfg.spin.min(slice),
     };
-    hdr.done.wait(seen, spin, slice.saturating_sub(spin));
+    if cfg.wait == WaitStrategy::Adaptive {
+        // Politely: past the first µs the spin yields the core between polls. A sleeping
+        // worker that this caller wakes is often placed on the caller's own CPU (the
+        // scheduler's wake-affine choice, all the more on a busy or 2-core machine); a caller
+        // that spun hard would then keep it off that CPU for its whole spin budget, and every
+        // round trip would cost the budget (1 ms) until the load balancer moved one of them.
+        // Measured with `examples/latency.rs`. On separate CPUs a round trip ends long before
+        // the first yield, so the fast path is unchanged.
+        hdr.done.wait_polite(seen, spin, slice.saturating_sub(spin))
+    } else {
+        hdr.done.wait(seen, spin, slice.saturating_sub(spin))
+    }
 }
 
 /// Whether spinning would put more busy processes than cores: the workers running chunks,

@@ -173,7 +173,7 @@ impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for 
                 }
             }
             // Small batches: wait as the pool's strategy says for a small map.
-            drive::wait_done(shared, seen, true, None);
+            drive::wait_done(shared, seen, true, None, false);
         }
     }
 }

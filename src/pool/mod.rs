@@ -13,6 +13,7 @@ mod builder;
 mod drive;
 mod imap;
 mod run;
+mod staging;
 mod supervisor;
 mod ticket;
 
@@ -28,7 +29,7 @@ use builder::Config;
 pub use builder::PoolBuilder;
 pub use builder::WaitStrategy;
 pub use imap::{Imap, ImapUnordered};
-use run::{Input, Output};
+use run::{Dest, Input, Output};
 pub use supervisor::WorkerDeath;
 pub use ticket::Ticket;
 
@@ -60,8 +61,8 @@ struct Shared {
     owner: u32,
     ring: crate::ring::Ring,
     cfg: Config,
-    /// CPU for worker `k` (empty: no pinning).
-    cpus: Vec<usize>,
+    /// CPU for worker `k` (empty: no pinning), counted against other pools while the pool lives.
+    cpus: builder::CpuClaim,
     /// Segments workers may ask for, by id. Weak: a dropped `SharedVec` disappears from it.
     registry: Mutex<HashMap<u64, Weak<Segment>>>,
     pids: Mutex<Vec<u32>>,
@@ -91,6 +92,9 @@ struct Shared {
     lock_failing: AtomicU64,
     /// CPUs this process may use (for the spin decision).
     cores: usize,
+    /// Spare staging buffers for plain slices too large to travel inline, reused between maps
+    /// and trimmed by the supervisor when idle.
+    staging: staging::StagingCache,
 }
 
 impl Shared {
@@ -149,8 +153,6 @@ pub struct Pool {
     shared: Arc<Shared>,
     /// Next map id (ids are never reused within a pool).
     next_map: AtomicU64,
-    /// Staging buffers for plain slices too large to travel inline, reused between maps.
-    staging: Mutex<Vec<Staging>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -210,6 +212,13 @@ impl Pool {
     #[doc(hidden)]
     pub fn death_log(&self) -> Vec<WorkerDeath> {
         lock(&self.shared.deaths).clone()
+    }
+
+    /// Test hook: the pid of the idle worker holding the spinner token (0: none).
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn spinner_for_test(&self) -> u32 {
+        self.shared.ring.header().spinner.load(Ordering::SeqCst)
     }
 
     /// Test hook: flips a bit in every FILLED slot's stored descriptor without re-sealing it,
@@ -311,14 +320,15 @@ impl Pool {
             return Ok(());
         }
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, run::INLINE_SLOTS) {
-            let run = run::MapRun::new(self, spec, len, &Input::Inline(input), None, run::Chunking::Inline(layout))?;
+            let run =
+                run::MapRun::new(self, spec, len, &Input::Inline(input), Dest::Inline, run::Chunking::Inline(layout))?;
             return drive::drive(run, spec, Input::Inline(input), Output::Inline(output), None);
         }
         let mut stage_in = self.take_staging(input.len())?;
         stage_in.bytes_mut(input.len()).copy_from_slice(input);
         let stage_out = self.take_staging(output.len())?;
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
-        let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Some(&outs), run::Chunking::Shared)?;
+        let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Dest::Staging(&outs), run::Chunking::Shared)?;
         let r = drive::drive(run, spec, Input::Shared(&ins), Output::Shared, None);
         let mut stage_out = stage_out;
         if r.is_ok() {
@@ -658,39 +668,34 @@ impl Pool {
         if len == 0 {
             return Ok(());
         }
-        let run = run::MapRun::new(self, spec, len, &Input::Shared(input), Some(output), run::Chunking::Shared)?
-            .place(first_elem, first_index);
+        let run =
+            run::MapRun::new(self, spec, len, &Input::Shared(input), Dest::Caller(output), run::Chunking::Shared)?
+                .place(first_elem, first_index);
         drive::drive(run, spec, Input::Shared(input), Output::Shared, progress)
     }
 
-    /// A staging buffer of at least `bytes` bytes, registered with the pool: a spare one if
-    /// one is large enough, else a new one.
+    /// A staging buffer of at least `bytes` bytes, registered with the pool: the smallest
+    /// spare that is large enough, else a new one.
     fn take_staging(&self, bytes: usize) -> Result<Staging> {
-        let spare = {
-            let mut spares = lock(&self.staging);
-            spares.iter().position(|s| s.capacity() >= bytes).map(|i| spares.swap_remove(i))
-        };
-        if let Some(s) = spare {
-            return Ok(s);
-        }
-        let s = Staging::with_capacity(bytes.checked_next_power_of_two().unwrap_or(bytes))?;
-        self.shared.register(&s.seg);
-        Ok(s)
+        self.shared.staging.take(bytes, |size| {
+            let s = Staging::with_capacity(size)?;
+            self.shared.register(&s.seg);
+            Ok(s)
+        })
     }
 
-    /// Returns a staging buffer no worker can touch any more; keeps the largest few.
+    /// Returns a staging buffer no worker can touch any more (kept within the cache's bounds).
     fn give_back(&self, s: Staging) {
-        let mut spares = lock(&self.staging);
-        spares.push(s);
-        if spares.len() > MAX_SPARE_STAGING {
-            spares.sort_by_key(|s| std::cmp::Reverse(s.capacity()));
-            spares.truncate(MAX_SPARE_STAGING);
-        }
+        self.shared.staging.give_back(s);
+    }
+
+    /// Test hook: bytes of spare staging buffers the pool keeps right now.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn staging_bytes_for_test(&self) -> usize {
+        self.shared.staging.spare_bytes()
     }
 }
-
-/// Most spare staging buffers a pool keeps (one pair per concurrent caller, a few callers).
-const MAX_SPARE_STAGING: usize = 8;
 
 impl Drop for Pool {
     /// Shuts down like `close()` + `join()`: workers finish their chunk and exit; stragglers

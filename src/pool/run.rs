@@ -28,7 +28,7 @@ use super::{lock, Pool, Shared, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 use crate::ring::layout::{params_inline, InlineLayout};
-use crate::ring::{index, Descriptor, Observed, RingGuard, Sealed, Status, LOCK_TIMEOUT};
+use crate::ring::{index, Descriptor, Observed, RingGuard, Sealed, Status, LOCK_TIMEOUT, SPINNER_STALE_US};
 use crate::shm::Segment;
 
 /// How long a waiting map caller sleeps between health checks.
@@ -78,6 +78,32 @@ pub(super) fn inline_layout(shared: &Shared, len: usize, spec: &KernelSpec, max_
     let cap = shared.ring.payload_cap();
     InlineLayout::new(cap, inline_params(shared, spec), spec.in_size, spec.out_size)
         .filter(|l| len <= SMALL_MAP && len <= l.max_len().saturating_mul(max_slots))
+}
+
+/// Where a map's output lives, as far as the workers see it.
+#[derive(Clone, Copy)]
+pub(super) enum Dest<'a> {
+    /// The slots' inline payloads (recycled by every map: zeroed for chunk kernels).
+    Inline,
+    /// A staging buffer of the pool (recycled between maps: zeroed for chunk kernels).
+    Staging(&'a Arc<Segment>),
+    /// The caller's own array or file, written in place as it is (`map_into`, `map_npy`).
+    Caller(&'a Arc<Segment>),
+}
+
+impl<'a> Dest<'a> {
+    fn segment(self) -> Option<&'a Arc<Segment>> {
+        match self {
+            Dest::Inline => None,
+            Dest::Staging(s) | Dest::Caller(s) => Some(s),
+        }
+    }
+
+    /// Whether a kernel that may leave output elements unwritten (or read them) must get them
+    /// zeroed: the pool's recycled buffers hold earlier maps' results, from any thread.
+    fn recycled(self) -> bool {
+        !matches!(self, Dest::Caller(_))
+    }
 }
 
 /// How a map is cut into chunks.
@@ -148,22 +174,39 @@ pub(super) struct MapRun<'p> {
     pub(super) params_seg: Option<Arc<Segment>>,
     pub(super) in_seg: u64,
     pub(super) out_seg: u64,
+    /// Descriptor flags of every chunk ([`Descriptor::ZERO_OUTPUT`]).
+    flags: u64,
+    /// The last wake-up only bumped for the spinning worker (see [`MapRun::watch_spinner`]).
+    relies_on_spinner: bool,
+    /// The last `collect` saw a chunk of ours still waiting for a worker (FILLED).
+    waiting_chunks: bool,
+    /// A wait ended without the done bell moving (see [`MapRun::watch_spinner`]).
+    quiet_wait: bool,
     pub(super) last_claimer_check: Instant,
     /// Added to every chunk's first index as the kernel sees it (`i` of an expression).
     index_shift: u64,
 }
 
 impl<'p> MapRun<'p> {
-    /// Plans a map of `len` elements of `spec` from `input` to an inline output (`out` `None`)
-    /// or the shared segment `out`, cut as `chunking` says.
+    /// Plans a map of `len` elements of `spec` from `input` to `dest`, cut as `chunking` says.
     pub(super) fn new(
         pool: &'p Pool,
         spec: &KernelSpec,
         len: usize,
         input: &Input<'_>,
-        out: Option<&Arc<Segment>>,
+        dest: Dest<'_>,
         chunking: Chunking,
     ) -> Result<Self> {
+        let out = dest.segment();
+        // Where the zeroing happens: in the worker, right before the kernel, on the chunk's
+        // own output range. Cheaper than the caller clearing the buffer: the caller would
+        // write the whole output serially before the map (for a staged map a full extra pass
+        // over memory on one core; for an inline batch a memset inside the ring lock), while
+        // the workers clear their chunks in parallel, outside the lock, into lines the kernel
+        // writes next anyway. It is also the only place that is right for a retried chunk:
+        // a killed attempt may have written part of it. W1 and W3 run element kernels, which
+        // write every element by construction, and pay nothing.
+        let flags = if dest.recycled() && !spec.fills_output { Descriptor::ZERO_OUTPUT } else { 0 };
         let (inline, fixed) = match chunking {
             Chunking::Inline(l) => (Some(l), pool.shared.cfg.chunk_len),
             // A ticket's inline chunk waits in its slot until the ticket is waited for: one
@@ -228,6 +271,10 @@ impl<'p> MapRun<'p> {
             params_seg,
             in_seg,
             out_seg,
+            flags,
+            relies_on_spinner: false,
+            waiting_chunks: false,
+            quiet_wait: false,
             last_claimer_check: Instant::now(),
             index_shift: 0,
         })
@@ -266,6 +313,7 @@ impl<'p> MapRun<'p> {
             params_seg: self.params_seg.as_ref().map_or(0, |s| s.id()),
             in_size: self.in_size as u32,
             out_size: self.out_size as u32,
+            flags: self.flags,
             ..Descriptor::default()
         }
     }
@@ -309,6 +357,8 @@ impl<'p> MapRun<'p> {
                     None => 0,
                 };
                 self.set_wanted(&mut g);
+                drop(g);
+                self.watch_spinner();
                 filled
             }
             // A holder that is stopped (SIGSTOP, a debugger), not dead: a dead one releases the
@@ -335,20 +385,63 @@ impl<'p> MapRun<'p> {
     }
 
     /// Wakes workers for `filled` new chunks.
-    pub(super) fn wake_workers(&self, filled: usize) {
+    pub(super) fn wake_workers(&mut self, filled: usize) {
         let hdr = self.shared.ring.header();
         if filled == 0 {
             return;
         }
         // One chunk and a spinning worker: it will see the bump; waking the sleepers too would
         // only make one of them spin as well (three busy processes on two cores is what makes
-        // the latency tail). Otherwise wake everyone.
+        // the latency tail). Otherwise wake everyone. The spinner may have been stopped
+        // (SIGSTOP, a debugger) while it held its token: `watch_spinner` checks its heartbeat
+        // if the chunk is not taken soon (nothing is read for that here, on the fast path).
         let spinner = hdr.spinner.load(Ordering::SeqCst);
         if filled == 1 && spinner != 0 && lock(&self.shared.pids).contains(&spinner) {
             hdr.work.bump();
+            self.relies_on_spinner = true;
         } else {
+            if spinner != 0 {
+                self.shared.ring.take_over_stale_spinner(crate::sync::now_us(), SPINNER_STALE_US);
+            }
             hdr.work.ring();
         }
+    }
+
+    /// After a bump for the spinner: when a wait for our chunks ended without news while a
+    /// chunk of ours still waits for a worker (FILLED), and the spinner has not polled for
+    /// [`SPINNER_STALE_US`], take its token over and wake the sleepers. Stops watching once no
+    /// chunk of ours waits. Costs nothing while the spinner takes chunks promptly.
+    fn watch_spinner(&mut self) {
+        if !self.relies_on_spinner {
+            return;
+        }
+        if !self.waiting_chunks {
+            self.relies_on_spinner = false;
+            return;
+        }
+        if !std::mem::take(&mut self.quiet_wait) {
+            return;
+        }
+        let ring = &self.shared.ring;
+        let taken = ring.take_over_stale_spinner(crate::sync::now_us(), SPINNER_STALE_US).is_some();
+        if taken || ring.header().spinner.load(Ordering::SeqCst) == 0 {
+            // Taken over, or the token went back since: wake whoever can take the chunk.
+            self.relies_on_spinner = false;
+            ring.header().work.ring();
+        }
+    }
+
+    /// Records how a wait for our chunks ended (`news`: the done bell moved).
+    pub(super) fn waited(&mut self, news: bool) {
+        if !news {
+            self.quiet_wait = true;
+        }
+    }
+
+    /// Whether a waiting caller should wait in short slices: while it relies on the spinner
+    /// (see [`MapRun::watch_spinner`]).
+    pub(super) fn short_waits(&self) -> bool {
+        self.relies_on_spinner
     }
 
     /// Wake me when half the ring is ready to refill, or when the map is complete; with other
@@ -374,11 +467,13 @@ impl<'p> MapRun<'p> {
         if check_claimers {
             self.last_claimer_check = Instant::now();
         }
+        self.waiting_chunks = false;
         for slot in 0..self.books.inflight.len() {
             let Some((chunk, sealed)) = self.books.inflight[slot] else { continue };
             match g.observe(slot as u32) {
                 Observed::Waiting => {
                     self.books.unknown_claimer[slot] = None;
+                    self.waiting_chunks = true;
                     continue;
                 }
                 Observed::Running(pid) => {

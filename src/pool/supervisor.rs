@@ -89,7 +89,7 @@ fn launch(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) -
         polite: shared.cfg.wait != WaitStrategy::Spin,
         recycle_after: shared.cfg.recycle_after,
         pause: if first { shared.cfg.pause } else { None },
-        cpu: shared.cpus.get(index).copied(),
+        cpu: shared.cpus.get(index),
         init: shared.cfg.worker_init,
     };
     launcher.launch(ctx, parent_end)
@@ -281,6 +281,8 @@ impl Supervisor {
             self.check_timeouts();
             self.replace_missing();
             if last_prune.elapsed() >= TICK {
+                // Idle spares go first, so that this very prune has the workers unmap them.
+                self.shared.staging.trim_idle(Instant::now());
                 self.prune_segments();
                 self.reclaim_spinner();
                 last_prune = Instant::now();
@@ -489,12 +491,19 @@ impl Supervisor {
     }
 
     /// Frees the spinner token if it names no worker (a stray write): otherwise no idle worker
-    /// could ever spin again.
+    /// could ever spin again. Takes it over from a holder that has not polled for a tick (a
+    /// stopped worker), and wakes the sleepers: a chunk bumped for it (a ticket nobody waits
+    /// for yet) must not wait for a sleeper's timeout.
     fn reclaim_spinner(&self) {
-        let spinner = &self.shared.ring.header().spinner;
+        let ring = &self.shared.ring;
+        let spinner = &ring.header().spinner;
         let s = spinner.load(Ordering::SeqCst);
         if s != 0 && !self.kids.iter().any(|k| k.pid.as_raw() as u32 == s) {
             let _ = spinner.compare_exchange(s, 0, Ordering::SeqCst, Ordering::Relaxed);
+        }
+        let stale = u64::try_from(TICK.as_micros()).unwrap_or(u64::MAX);
+        if ring.take_over_stale_spinner(now_us(), stale).is_some() {
+            ring.header().work.ring();
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use super::drive::Collector;
-use super::run::{self, Chunking, Input, MapRun, Output};
+use super::run::{self, Chunking, Dest, Input, MapRun, Output};
 use super::Pool;
 use crate::array::Staging;
 use crate::error::{Error, Result};
@@ -117,7 +117,7 @@ impl Pool {
         // One slot per small ticket: its finished chunk waits there for the caller.
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, 1) {
             let input = Input::Inline(bytes);
-            let run = MapRun::new(self, spec, len, &input, None, Chunking::InlineOneSlot(layout))?;
+            let run = MapRun::new(self, spec, len, &input, Dest::Inline, Chunking::InlineOneSlot(layout))?;
             let run = fill_all(run, spec, &input, &mut Output::Hold, fail_fast)?;
             return Ok(Ticket {
                 pool: self,
@@ -136,7 +136,7 @@ impl Pool {
         let stage_out = self.take_staging(out_bytes)?;
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
         let input = Input::Shared(&ins);
-        let run = MapRun::new(self, spec, len, &input, Some(&outs), Chunking::Shared)?;
+        let run = MapRun::new(self, spec, len, &input, Dest::Staging(&outs), Chunking::Shared)?;
         let run = fill_all(run, spec, &input, &mut Output::Shared, fail_fast)?;
         Ok(Ticket {
             pool: self,

@@ -73,7 +73,25 @@ pub(crate) struct RingHeader {
     pub(crate) claimed_now: AtomicU32,
     /// Next `SlotHeader::fill_seq`. Changed only under the lock.
     pub(crate) next_fill_seq: AtomicU64,
+    /// CLOCK_MONOTONIC µs when the holder of the `spinner` token last polled (Relaxed: a hint).
+    /// Written by the spinning worker right after it takes the token and then at every few
+    /// polls; read by the supervisor at its tick and by a map caller whose chunk was not taken
+    /// for a while, which take the token over when it is stale
+    /// ([`Ring::take_over_stale_spinner`]): a stopped spinner (SIGSTOP, a debugger) must not
+    /// leave chunks to a sleeper's timeout. On a cache line of its own: the spinner writes it
+    /// constantly, and the words callers read on every map must not move with it.
+    pub(crate) spin_beat: SpinBeat,
 }
+
+/// [`RingHeader::spin_beat`], alone on its cache line.
+#[repr(C, align(64))]
+pub(crate) struct SpinBeat(pub(crate) AtomicU64);
+
+/// A spinner whose last poll is older than this (µs) is not running: a caller whose chunk it
+/// has not taken takes its token over. A live one polls every fraction of a µs, and yields the
+/// core only between polls; a false alarm (a spinner descheduled for this long) costs one
+/// wake-up of the sleepers.
+pub(crate) const SPINNER_STALE_US: u64 = 200;
 
 const SLOT_FIXED: usize = std::mem::size_of::<SlotHeader>() + std::mem::size_of::<Descriptor>() + MESSAGE_CAP;
 const HEADER_LEN: usize = std::mem::size_of::<RingHeader>().next_multiple_of(64);
@@ -298,6 +316,19 @@ impl Ring {
                 Err(_) => "the ring's corruption word holds an unknown code",
             }),
         }
+    }
+
+    /// Takes the spinner token from a holder that has not polled within `stale_us` of `now_us`,
+    /// so that another idle worker may spin and callers wake sleepers instead of bumping for
+    /// it. Returns the pid it was taken from. The caller must ring `work` afterwards: a chunk
+    /// bumped for the stale holder may be waiting.
+    pub(crate) fn take_over_stale_spinner(&self, now_us: u64, stale_us: u64) -> Option<u32> {
+        let h = self.header();
+        let pid = h.spinner.load(Ordering::SeqCst);
+        if pid == 0 || now_us.saturating_sub(h.spin_beat.0.load(Ordering::Relaxed)) <= stale_us {
+            return None;
+        }
+        h.spinner.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::Relaxed).ok()
     }
 
     /// Tells workers to exit and wakes them.

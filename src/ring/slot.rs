@@ -121,8 +121,18 @@ pub(crate) struct Descriptor {
     pub mac: u64,
     /// Segment holding a parameter block too large for the payload (0: at payload offset 0).
     pub params_seg: u64,
+    /// [`Descriptor::ZERO_OUTPUT`] and nothing else (other bits are reserved, zero).
+    pub flags: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
+}
+
+impl Descriptor {
+    /// Flag: the claimer zeroes the output range before the kernel runs. The map caller sets it
+    /// when the output is a buffer the pool recycles (an inline slot payload, a staging buffer)
+    /// and the kernel may leave elements unwritten (a chunk kernel): the kernel must never see
+    /// another map's results, nor a killed attempt's partial output.
+    pub const ZERO_OUTPUT: u64 = 1;
 }
 
 const _: () = assert!(std::mem::size_of::<Descriptor>() == 128);

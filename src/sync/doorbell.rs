@@ -1,7 +1,7 @@
 //! A futex doorbell in shared memory: waiters sleep until its sequence number changes; every
 //! ring wakes all sleepers, so a waiter killed in its sleep cannot swallow a wake-up.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::raw;
@@ -22,8 +22,12 @@ pub(crate) struct Doorbell {
 
 const _: () = assert!(std::mem::size_of::<Doorbell>() == 64);
 
-/// How long `Doorbell::wait` spins hard before it yields the core between polls.
-const POLITE_AFTER: Duration = Duration::from_micros(20);
+/// How long a polite spin spins hard before it yields the core between polls. Short: a
+/// round trip between a caller and a worker on separate cores ends within a few µs, so the
+/// fast path never yields; when they share a core, every hand-off waits this long on each
+/// side (measured with `examples/latency.rs` on a loaded 2-core machine: p50 14 µs at 5 µs,
+/// 45 µs at 20 µs, 0.4-0.7 ms when the caller did not yield at all).
+const POLITE_AFTER: Duration = Duration::from_micros(5);
 
 impl Doorbell {
     /// The current sequence number; pass it to [`Doorbell::wait`].
@@ -49,20 +53,39 @@ impl Doorbell {
     /// Waits until the sequence differs from `seen`: first spinning for up to `spin`, then
     /// sleeping for up to `timeout`. Returns whether it changed.
     pub(crate) fn wait(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
-        self.wait_with(seen, spin, timeout, false)
+        self.wait_with(seen, spin, timeout, false, None)
     }
 
-    /// Like [`Doorbell::wait`], but after the first [`POLITE_AFTER`] of spinning it yields the core
-    /// between polls (`sched_yield`), so that a process that spins speculatively (an idle
-    /// worker waiting for more) never delays one that has work (the map caller, a worker).
+    /// Like [`Doorbell::wait`], but after the first [`POLITE_AFTER`] of spinning it yields the
+    /// core between polls (`sched_yield`): a waiter that spins must not keep the process it
+    /// waits for off a core they happen to share (see `pool::drive::wait_done`).
     pub(crate) fn wait_polite(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
-        self.wait_with(seen, spin, timeout, true)
+        self.wait_with(seen, spin, timeout, true, None)
     }
 
-    fn wait_with(&self, seen: u32, spin: Duration, timeout: Duration, polite: bool) -> bool {
+    /// Spins for up to `spin` until the sequence differs from `seen`; `polite`: after the
+    /// first [`POLITE_AFTER`] it yields the core between polls (`sched_yield`), so that a
+    /// process that spins speculatively (an idle worker waiting for more) never delays one that
+    /// has work (the map caller, a worker). It stores the CLOCK_MONOTONIC µs into `beat` before
+    /// the first poll and after every 64 polls, so that others can tell a running spinner from
+    /// a stopped one. Never sleeps. Returns whether the sequence changed.
+    pub(crate) fn spin_beating(&self, seen: u32, spin: Duration, polite: bool, beat: &AtomicU64) -> bool {
+        self.wait_with(seen, spin, Duration::ZERO, polite, Some(beat))
+    }
+
+    fn wait_with(&self, seen: u32, spin: Duration, timeout: Duration, polite: bool, beat: Option<&AtomicU64>) -> bool {
         if self.seq() != seen {
             return true;
         }
+        // A beat right away: whoever reads it may be deciding whether we are alive.
+        let start_us = match beat {
+            Some(b) => {
+                let now = super::now_us();
+                b.store(now, Ordering::Relaxed);
+                now
+            }
+            None => 0,
+        };
         if !spin.is_zero() {
             let start = Instant::now();
             loop {
@@ -73,6 +96,11 @@ impl Doorbell {
                     std::hint::spin_loop();
                 }
                 let spent = start.elapsed();
+                if let Some(b) = beat {
+                    // The same clock (CLOCK_MONOTONIC) as `super::now_us`, without reading it twice.
+                    let at = start_us.saturating_add(u64::try_from(spent.as_micros()).unwrap_or(u64::MAX));
+                    b.store(at, Ordering::Relaxed);
+                }
                 if spent >= spin {
                     break;
                 }

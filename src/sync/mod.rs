@@ -27,7 +27,11 @@ use raw::RawRobustMutex;
 pub(crate) fn pid() -> u32 {
     // An atomic flag, not a `Once`: a `Once` inherited mid-run by a forked child never ends.
     static REGISTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !REGISTERED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+    // A plain load first: this runs on every lock and ownership check, and a locked swap each
+    // time would cost a read-modify-write on every call.
+    if !REGISTERED.load(std::sync::atomic::Ordering::Relaxed)
+        && !REGISTERED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
         extern "C" fn refresh() {
             PID.store(0, std::sync::atomic::Ordering::Relaxed);
         }
