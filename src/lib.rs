@@ -148,13 +148,27 @@ mod start;
 mod sync;
 mod worker;
 
-pub use array::{NpyArray, NpyOutput, SharedVec};
+#[cfg(feature = "ndarray")]
+pub use array::nd;
+pub use array::{Input, NpyArray, NpyOutput, Output, SharedVec};
+/// `bytemuck`, whose derives (`shmpool::Pod`, `shmpool::Zeroable`) refer to it by path.
+pub use bytemuck;
+/// The element traits (and, in the macro namespace, their derives) for `#[repr(C)]` element
+/// and parameter types: `#[derive(Clone, Copy, shmpool::Pod, shmpool::Zeroable)]` with
+/// `#[bytemuck(crate = "shmpool::bytemuck")]`, so that no direct `bytemuck` dependency is
+/// needed.
+pub use bytemuck::{Pod, Zeroable};
 pub use dtype::Dtype;
-pub use error::{Error, Result};
-pub use kernel::KernelSpec;
+pub use error::{Error, ErrorKind, Result};
+pub use kernel::{Dynamic, Kernel, KernelExt, KernelSpec};
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
 pub use process::Process;
 pub use start::{init, StartMethod};
+
+/// What a program using shmpool usually needs: `use shmpool::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Dynamic, Error, ErrorKind, Kernel, KernelExt, KernelSpec, Pod, Pool, Result, SharedVec, Zeroable};
+}
 
 /// Hooks for shmpool's own tests (pause points); compiled only with the `testing` feature,
 /// which the test suite enables. Not part of the API.

@@ -6,8 +6,13 @@
 //! to workers; the pool hands the segment's descriptor to them on demand. Memory-mapped `.npy`
 //! files live in [`npy`].
 
+mod io;
 mod npy;
+#[cfg(feature = "ndarray")]
+pub mod nd;
 
+pub(crate) use io::{Data, Sink, Side, Source, Target};
+pub use io::{Input, Output};
 pub use npy::{NpyArray, NpyOutput};
 
 use std::marker::PhantomData;
