@@ -194,3 +194,13 @@ impl OutputSealed for NpyOutput {
 impl Output for NpyOutput {
     type Elem = Dynamic;
 }
+
+/// A reference is the data it refers to (batches of `&[T]` or `&Vec<T>` for `imap`).
+impl<I: Input + ?Sized> InputSealed for &I {
+    fn source(&self) -> Result<Source<'_>> {
+        (**self).source()
+    }
+}
+impl<I: Input + ?Sized> Input for &I {
+    type Elem = I::Elem;
+}

@@ -40,7 +40,6 @@ mod shape;
 mod trampoline;
 
 pub use shape::{marker, Dynamic, Fits, Kernel, KernelExt, RowKernel, Typed, With, WithTable};
-pub(crate) use shape::KernelSealed;
 
 /// What a trampoline receives: the parameter block, the input bytes, the output bytes, and the
 /// flat index of the chunk's first element.
