@@ -92,7 +92,7 @@ impl Target<'_> {
     }
 }
 
-mod sealed {
+pub(super) mod sealed {
     pub trait InputSealed {
         fn source(&self) -> crate::Result<super::Source<'_>>;
     }
