@@ -31,6 +31,60 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## The map API: four verbs, any kernel, any data
+//!
+//! | verb | returns |
+//! |---|---|
+//! | [`Pool::map`]`(&input, kernel)` | `Vec<Out>` |
+//! | [`Pool::map_into`]`(&input, &mut output, kernel)` (and `map_into_progress`) | `()` |
+//! | [`Pool::submit`]`(&input, kernel)` | a [`Ticket`]: `wait`, `wait_into`, `wait_timeout`, `try_wait` |
+//! | [`Pool::imap`] / [`Pool::imap_unordered`]`(batches, kernel)` | an iterator of `Result<Vec<Out>>` |
+//!
+//! `input` / `output` is any [`Input`] / [`Output`]: `[T]`, `[T; N]`, `Vec<T>`, [`SharedVec`]
+//! (read and written in place), [`NpyArray`] / [`NpyOutput`] (in place) and, with the
+//! `ndarray` feature, every ndarray array or view and [`nd::SharedArray`]. `kernel` is any
+//! [`Kernel`]: an element closure `|x: In| -> Out`, a chunk closure
+//! `|x: &[In], y: &mut [Out]|` (or `fn` items of those shapes), either with
+//! [`KernelExt::with`]`(params)` and/or [`KernelExt::with_table`]`(&values)`, a row kernel
+//! [`KernelExt::rows`]`(n, m)`, or a [`KernelSpec`] (`&spec`, or `spec.typed::<In, Out>()?`
+//! where the result type must be known). Every combination works.
+//!
+//! Before (11 entry points, with holes) and after:
+//!
+//! | before | after |
+//! |---|---|
+//! | `map(&xs, f)` | `map(&xs, f)` |
+//! | `map_with(&xs, p, f)` | `map(&xs, f.with(p))` |
+//! | `map_spec(&xs, &spec)` | `map(&xs, spec.typed::<In, Out>()?)` |
+//! | `map_into(&shared_in, &mut shared_out, chunk)` | `map_into(&any_in, &mut any_out, any_kernel)` |
+//! | `map_into_with(&a, &mut b, p, chunk)` | `map_into(&a, &mut b, chunk.with(p))` |
+//! | `map_into_spec(&a, &mut b, &spec)` | `map_into(&a, &mut b, &spec)` |
+//! | `map_npy(&npy, &mut out, &spec, None)` | `map_into(&npy, &mut out, &spec)` (or a closure) |
+//! | `map_npy(&npy, &mut out, &spec, Some(cb))` | `map_into_progress(&npy, &mut out, &spec, cb)` |
+//! | `submit(&xs, elem)` | `submit(&any_in, any_kernel)` |
+//! | `submit_spec(&xs, &spec)` | `submit(&xs, spec.typed::<In, Out>()?)` |
+//! | `imap(batches, elem)` / `imap_unordered(batches, elem)` | `imap(batches, any_kernel)` / `imap_unordered(..)` |
+//! | (none: no run-time sized side input) | `f.with_table(&weights)` → `&[S]` |
+//! | (none: rows were split across chunks) | `f.rows(in_cols, out_cols)` |
+//! | `Ticket::try_get() -> Option<Result<_>>` | `Ticket::try_wait() -> Result<Option<_>>` |
+//! | `WorkerDeath` exported, unobtainable | [`Pool::death_log`] |
+//! | matching messages for exit codes | [`Error::kind`] → [`ErrorKind`] |
+//!
+//! Element and parameter types are `Pod`; derive it without a `bytemuck` dependency:
+//!
+//! ```
+//! # fn main() -> shmpool::Result<()> {
+//! use shmpool::prelude::*;
+//! #[derive(Clone, Copy, shmpool::Pod, shmpool::Zeroable)]
+//! #[bytemuck(crate = "shmpool::bytemuck")]
+//! #[repr(C)]
+//! struct Affine { a: f32, b: f32 }
+//! let pool = Pool::new(2)?;
+//! let ys = pool.map(&[1.0f32, 2.0], (|x: f32, p: &Affine| p.a * x + p.b).with(Affine { a: 2.0, b: 1.0 }))?;
+//! assert_eq!(ys, [3.0, 5.0]);
+//! # Ok(()) }
+//! ```
+//!
 //! ## Layers
 //!
 //! `error`, `dtype` → `shm` (segments) → `sync` (robust mutex, doorbells) → `ring` (slot

@@ -100,3 +100,13 @@ fn a_program_without_init_started_as_a_spawned_child_exits_before_main_does_anyt
     assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without init()"));
 }
+
+#[test]
+fn ndarray_example_verifies_elementwise_and_row_maps() {
+    let out = example("ndarray");
+    assert_eq!(
+        out,
+        "elementwise over 1000x512: verified\nrow sums of 1000 rows: verified\n\
+         transposed view doubled: [0.0, 4.0, 8.0, 2.0, 6.0, 10.0]\n"
+    );
+}
