@@ -355,9 +355,7 @@ impl Error {
             E::File { .. } => ErrorKind::File,
             E::ShmFull { .. } | E::RingFull { .. } | E::LockTimeout(_) => ErrorKind::Exhausted,
             E::WorkerCrashed { .. } | E::KernelPanicked { .. } | E::ChunkTimedOut { .. } => ErrorKind::Kernel,
-            E::WrongProcess { .. } | E::Cancelled | E::PoolBroken { .. } | E::PoolClosed => {
-                ErrorKind::PoolUnavailable
-            }
+            E::WrongProcess { .. } | E::Cancelled | E::PoolBroken { .. } | E::PoolClosed => ErrorKind::PoolUnavailable,
             E::WorkersFailedToStart { .. }
             | E::BinaryMismatch { .. }
             | E::InitNotCalled { .. }

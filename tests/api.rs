@@ -182,8 +182,7 @@ fn row_kernels_get_whole_rows_whatever_the_chunking() {
         s[0] = r.iter().sum();
         s[1] = r[0];
     };
-    let want: Vec<f64> =
-        m.chunks(cols).flat_map(|r| [r.iter().sum::<f64>(), r[0]]).collect();
+    let want: Vec<f64> = m.chunks(cols).flat_map(|r| [r.iter().sum::<f64>(), r[0]]).collect();
     assert_eq!(pool.map(&m, row_sum.rows(cols, 2)).unwrap(), want, "plain");
     let shared = SharedVec::from_slice(&m).unwrap();
     let mut out = SharedVec::<f64>::zeroed(rows * 2).unwrap();

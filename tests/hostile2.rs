@@ -798,7 +798,9 @@ fn a_very_long_expression_runs_under_every_method() {
         let spec = shmpool::KernelSpec::expr::<f64, f64>(&prog).unwrap();
         for method in METHODS {
             let pool = Pool::builder().workers(2).start_method(method).build().unwrap();
-            let ys: Vec<f64> = pool.map(&[1.0f64, 2.0], spec.typed::<f64, f64>().unwrap()).unwrap_or_else(|e| panic!("{method:?}: {e}"));
+            let ys: Vec<f64> = pool
+                .map(&[1.0f64, 2.0], spec.typed::<f64, f64>().unwrap())
+                .unwrap_or_else(|e| panic!("{method:?}: {e}"));
             let per: f64 = 1.0 + (1..400_000).map(|k| (k % 7) as f64).sum::<f64>();
             assert_eq!(ys, [per, 2.0 * per], "{method:?}");
         }

@@ -3,9 +3,9 @@
 
 mod common;
 
-use shmpool::KernelExt;
 use bytemuck::{Pod, Zeroable};
 use proptest::prelude::*;
+use shmpool::KernelExt;
 use shmpool::{Error, Pool, SharedVec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]

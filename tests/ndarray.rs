@@ -29,9 +29,21 @@ fn views_of_every_layout_map_in_logical_order() {
         ("c order", pool.map(&c, f).unwrap(), c.mapv(f).iter().copied().collect()),
         ("fortran order", pool.map(&fortran, f).unwrap(), fortran.mapv(f).iter().copied().collect()),
         ("transposed", pool.map(&c.t(), f).unwrap(), c.t().mapv(f).iter().copied().collect()),
-        ("stepped slice", pool.map(&c.slice(s![..;3, 5..;2]), f).unwrap(), c.slice(s![..;3, 5..;2]).mapv(f).iter().copied().collect()),
-        ("reversed", pool.map(&c.slice(s![..;-1, ..]), f).unwrap(), c.slice(s![..;-1, ..]).mapv(f).iter().copied().collect()),
-        ("3-d permuted", pool.map(&cube.view().permuted_axes([2, 0, 1]), f).unwrap(), cube.view().permuted_axes([2, 0, 1]).mapv(f).iter().copied().collect()),
+        (
+            "stepped slice",
+            pool.map(&c.slice(s![..;3, 5..;2]), f).unwrap(),
+            c.slice(s![..;3, 5..;2]).mapv(f).iter().copied().collect(),
+        ),
+        (
+            "reversed",
+            pool.map(&c.slice(s![..;-1, ..]), f).unwrap(),
+            c.slice(s![..;-1, ..]).mapv(f).iter().copied().collect(),
+        ),
+        (
+            "3-d permuted",
+            pool.map(&cube.view().permuted_axes([2, 0, 1]), f).unwrap(),
+            cube.view().permuted_axes([2, 0, 1]).mapv(f).iter().copied().collect(),
+        ),
         ("dynamic", pool.map(&dynamic, f).unwrap(), dynamic.mapv(f).iter().copied().collect()),
         ("0-d", pool.map(&zero_d, f).unwrap(), vec![f(2.0)]),
     ];

@@ -71,11 +71,13 @@ fn every_kernel_form_works_under_every_method() {
             let out3: Vec<f64> = pool.map(&[1.0f64, 2.0, 3.0], spec.typed::<f64, f64>().unwrap()).unwrap();
             assert_eq!(out3, [3.0, 6.0, 9.0], "{method:?} elem_fn");
             let g: fn(&[i64], &mut [i64]) = negate_chunk;
-            let neg: Vec<i64> = pool.map(&[1i64, -2, 3, 0], KernelSpec::chunk_fn(g).typed::<i64, i64>().unwrap()).unwrap();
+            let neg: Vec<i64> =
+                pool.map(&[1i64, -2, 3, 0], KernelSpec::chunk_fn(g).typed::<i64, i64>().unwrap()).unwrap();
             assert_eq!(neg, [-1, 2, -3, 0], "{method:?} chunk_fn");
             // An expression program.
             let prog = Program::compile("sqrt(x) * 1.5 + 0.25").unwrap();
-            let e: Vec<f64> = pool.map(&xs, KernelSpec::expr::<f64, f64>(&prog).unwrap().typed::<f64, f64>().unwrap()).unwrap();
+            let e: Vec<f64> =
+                pool.map(&xs, KernelSpec::expr::<f64, f64>(&prog).unwrap().typed::<f64, f64>().unwrap()).unwrap();
             assert!(xs.iter().zip(&e).all(|(x, y)| (w1(*x) - y).abs() < 1e-12), "{method:?} expr");
         }
     });

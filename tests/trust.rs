@@ -329,7 +329,10 @@ fn a_kernel_for_other_element_types_is_a_type_mismatch_not_bit_patterns() {
     let e = pool.map_into(&xs, &mut ys, &KernelSpec::chunk(w1_chunk)).unwrap_err();
     assert!(e.to_string().contains("float64 -> float64") && e.to_string().contains("uint64"), "{e}");
     // Same size, same signedness question: u32 vs i32 is refused too.
-    assert!(matches!(pool.map_into(&[1u32], &mut [0u32], &KernelSpec::elem(|x: i32| x)), Err(Error::TypeMismatch { .. })));
+    assert!(matches!(
+        pool.map_into(&[1u32], &mut [0u32], &KernelSpec::elem(|x: i32| x)),
+        Err(Error::TypeMismatch { .. })
+    ));
 }
 
 #[test]

@@ -63,6 +63,9 @@ impl Source<'_> {
     }
 }
 
+/// Copies a finished buffer out to memory that is not contiguous.
+pub(crate) type Scatter<'a> = Box<dyn FnOnce(&[u8]) + 'a>;
+
 /// Where the output's bytes go.
 pub(crate) enum Sink<'a> {
     /// Process-private memory, written from the slots or the staging buffer.
@@ -71,7 +74,7 @@ pub(crate) enum Sink<'a> {
     Shared { seg: &'a Arc<Segment>, len: usize, path: Option<&'a Path> },
     /// Memory that is not contiguous: the map writes `buf`, then `scatter` copies it out.
     #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
-    Scatter { buf: Vec<u8>, scatter: Box<dyn FnOnce(&[u8]) + 'a> },
+    Scatter { buf: Vec<u8>, scatter: Scatter<'a> },
 }
 
 /// A map's output: where it goes and its element type. (Named by the sealed [`Output`]
@@ -160,7 +163,10 @@ like_slice!([T: Pod, const N: usize] [T; N]);
 
 impl<T: Pod> InputSealed for SharedVec<T> {
     fn source(&self) -> Result<Source<'_>> {
-        Ok(Source { data: Data::Shared { seg: self.segment(), bytes: bytemuck::cast_slice(&self[..]) }, side: Side::of::<T>() })
+        Ok(Source {
+            data: Data::Shared { seg: self.segment(), bytes: bytemuck::cast_slice(&self[..]) },
+            side: Side::of::<T>(),
+        })
     }
 }
 impl<T: Pod> Input for SharedVec<T> {

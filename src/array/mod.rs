@@ -7,11 +7,11 @@
 //! files live in [`npy`].
 
 mod io;
-mod npy;
 #[cfg(feature = "ndarray")]
 pub mod nd;
+mod npy;
 
-pub(crate) use io::{Data, Sink, Side, Source, Target};
+pub(crate) use io::{Data, Side, Sink, Source, Target};
 pub use io::{Input, Output};
 pub use npy::{NpyArray, NpyOutput};
 

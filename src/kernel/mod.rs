@@ -164,7 +164,12 @@ pub(crate) struct ElemType {
 
 impl ElemType {
     pub(crate) fn of<T: Pod>() -> ElemType {
-        ElemType { id: TypeId::of::<T>(), size: std::mem::size_of::<T>(), name: std::any::type_name::<T>(), dtype: Dtype::of::<T>() }
+        ElemType {
+            id: TypeId::of::<T>(),
+            size: std::mem::size_of::<T>(),
+            name: std::any::type_name::<T>(),
+            dtype: Dtype::of::<T>(),
+        }
     }
 
     /// Bytes per element.
@@ -187,7 +192,7 @@ macro_rules! assert_zero_sized {
         const {
             assert!(
                 std::mem::size_of::<$f>() == 0,
-                "this kernel captures variables (see the closure named below): a kernel must be a fn item or a closure that captures nothing. Pass captured values as a parameter block: `kernel.with(params)` (formerly `map_with`), a run-time sized table: `kernel.with_table(&values)`, and fn pointers through KernelSpec::elem_fn / chunk_fn"
+                "this kernel captures variables (the `{{closure@FILE:LINE:COL}}` this error names): a kernel must be a fn item or a closure that captures nothing. Pass captured values as a parameter block: `kernel.with(params)` (formerly `map_with`), a run-time sized table: `kernel.with_table(&values)`, and fn pointers through KernelSpec::elem_fn / chunk_fn"
             )
         }
     };
@@ -339,9 +344,11 @@ impl KernelSpec {
     /// elements; the pool's chunks are whole rows (one row is one unit of the map).
     fn rows<In: Pod, Out: Pod>(t: Trampoline, in_cols: usize, out_cols: usize) -> Result<KernelSpec> {
         let width = |cols: usize, size: usize| {
-            cols.checked_mul(size)
-                .filter(|&b| cols > 0 && u32::try_from(b).is_ok())
-                .ok_or(Error::InvalidOption { option: "row width", value: cols as u64, allowed: "at least 1 and at most 4 GiB per row" })
+            cols.checked_mul(size).filter(|&b| cols > 0 && u32::try_from(b).is_ok()).ok_or(Error::InvalidOption {
+                option: "row width",
+                value: cols as u64,
+                allowed: "at least 1 and at most 4 GiB per row",
+            })
         };
         let mut spec = Self::new::<In, Out>(t, bytemuck::bytes_of(&[in_cols as u64, out_cols as u64]).to_vec());
         spec.in_size = width(in_cols, std::mem::size_of::<In>())?;

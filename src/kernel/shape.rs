@@ -34,10 +34,7 @@ mod sealed {
 
     /// What a kernel hands the pool; sealed so the list of kernel shapes stays the crate's.
     pub trait KernelSealed<M> {
-        fn with_spec<R>(
-            self,
-            f: impl FnOnce(&super::KernelSpec) -> crate::Result<R>,
-        ) -> crate::Result<R>;
+        fn with_spec<R>(self, f: impl FnOnce(&super::KernelSpec) -> crate::Result<R>) -> crate::Result<R>;
     }
 }
 pub(crate) use sealed::KernelSealed;
@@ -131,7 +128,7 @@ macro_rules! assert_zero_sized {
         const {
             assert!(
                 std::mem::size_of::<$f>() == 0,
-                "this kernel captures variables (see the closure named below): a kernel must be a fn item or a closure that captures nothing. Pass captured values as a parameter block: `kernel.with(params)` (formerly `map_with`), or a run-time sized table: `kernel.with_table(&values)`"
+                "this kernel captures variables (the `{{closure@FILE:LINE:COL}}` this error names): a kernel must be a fn item or a closure that captures nothing. Pass captured values as a parameter block: `kernel.with(params)` (formerly `map_with`), or a run-time sized table: `kernel.with_table(&values)`"
             )
         }
     };

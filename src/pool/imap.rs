@@ -7,9 +7,9 @@
 //! stays usable.
 #![deny(unsafe_code)]
 
+use bytemuck::Pod;
 use std::collections::VecDeque;
 use std::iter::Fuse;
-use bytemuck::Pod;
 
 use super::{drive, Pool, Ticket};
 use crate::array::Input;
