@@ -42,7 +42,7 @@
 //!
 //! `input` / `output` is any [`Input`] / [`Output`]: `[T]`, `[T; N]`, `Vec<T>`, [`SharedVec`]
 //! (read and written in place), [`NpyArray`] / [`NpyOutput`] (in place) and, with the
-//! `ndarray` feature, every ndarray array or view and [`nd::SharedArray`]. `kernel` is any
+//! `ndarray` feature, every ndarray array or view and `nd::SharedArray`. `kernel` is any
 //! [`Kernel`]: an element closure `|x: In| -> Out`, a chunk closure
 //! `|x: &[In], y: &mut [Out]|` (or `fn` items of those shapes), either with
 //! [`KernelExt::with`]`(params)` and/or [`KernelExt::with_table`]`(&values)`, a row kernel

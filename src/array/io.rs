@@ -1,7 +1,7 @@
 //! The one way to say where a map's data comes from and goes: [`Input`] and [`Output`],
 //! implemented for plain slices and `Vec`s, [`SharedVec`], `.npy` files ([`NpyArray`],
 //! [`NpyOutput`]) and, with the `ndarray` feature, ndarray arrays and views and
-//! [`crate::nd::SharedArray`].
+//! `nd::SharedArray`.
 //!
 //! Shared memory (a `SharedVec`, a `.npy` file, a `SharedArray`) is read and written by the
 //! workers in place; plain memory travels inline in the ring's slots (small maps) or through
@@ -107,7 +107,7 @@ use sealed::{InputSealed, OutputSealed};
 
 /// Data a map reads: `[T]`, `[T; N]`, `Vec<T>`, [`SharedVec<T>`], [`NpyArray`] (element type
 /// [`Dynamic`], its dtype), and with the `ndarray` feature any ndarray array or view and
-/// [`crate::nd::SharedArray`]. `Elem` is the element type, checked against the kernel's.
+/// `nd::SharedArray`. `Elem` is the element type, checked against the kernel's.
 pub trait Input: InputSealed {
     /// The element type ([`Dynamic`] when known only at run time).
     type Elem;
@@ -115,7 +115,7 @@ pub trait Input: InputSealed {
 
 /// Data a map writes: `[T]`, `[T; N]`, `Vec<T>` (its current length), [`SharedVec<T>`],
 /// [`NpyOutput`] (element type [`Dynamic`]), and with the `ndarray` feature any mutable
-/// ndarray array or view and [`crate::nd::SharedArray`].
+/// ndarray array or view and `nd::SharedArray`.
 pub trait Output: OutputSealed {
     /// The element type ([`Dynamic`] when known only at run time).
     type Elem;

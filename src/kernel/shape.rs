@@ -1,17 +1,6 @@
 //! The one way to say what a kernel is: [`Kernel`], implemented for every shape a kernel may
 //! take, so that every [`crate::Pool`] entry point accepts all of them.
 //!
-//! | kernel | its signature | made with |
-//! |---|---|---|
-//! | element | `Fn(In) -> Out` | a `fn` item or a closure that captures nothing |
-//! | chunk | `Fn(&[In], &mut [Out])` | the same |
-//! | indexed chunk | `Fn(&[In], &mut [Out], u64)` (flat index of the chunk's first element) | the same |
-//! | with a parameter block | `Fn(In, &P) -> Out`, `Fn(&[In], &mut [Out], &P)` | `f.with(p)`, `P: Pod` |
-//! | with a run-time sized table | `Fn(In, &[S]) -> Out`, `Fn(&[In], &mut [Out], &[S])` | `f.with_table(&weights)` |
-//! | with both | `Fn(In, &P, &[S]) -> Out`, `Fn(&[In], &mut [Out], &P, &[S])` | `f.with(p).with_table(&weights)` |
-//! | row kernel | `Fn(&[In], &mut [Out])` on one whole row | `f.rows(in_cols, out_cols)` |
-//! | prepared | [`KernelSpec`] (expressions, function pointers) | `&spec`, or `spec.typed::<In, Out>()?` |
-//!
 //! The marker types of [`marker`] only tell these impls apart for the compiler; nobody names
 //! them. This module must never touch shared memory or processes.
 
@@ -49,9 +38,20 @@ impl Fits<Dynamic> for Dynamic {}
 
 /// A kernel: what a map applies. Implemented for element closures, chunk closures,
 /// [`KernelExt::with`] / [`KernelExt::with_table`] / [`KernelExt::rows`] wrappers and prepared
-/// [`KernelSpec`]s (see the table in the [module docs](self)). `M` is a marker the compiler
+/// [`KernelSpec`]s (see the table below). `M` is a marker the compiler
 /// infers; `In` and `Out` are the element types the kernel reads and writes ([`Dynamic`] for an
 /// untyped `KernelSpec`).
+///
+/// | kernel | its signature | made with |
+/// |---|---|---|
+/// | element | `Fn(In) -> Out` | a `fn` item or a closure that captures nothing |
+/// | chunk | `Fn(&[In], &mut [Out])` | the same |
+/// | indexed chunk | `Fn(&[In], &mut [Out], u64)` (flat index of the chunk's first element) | the same |
+/// | with a parameter block | `Fn(In, &P) -> Out`, `Fn(&[In], &mut [Out], &P)` | `f.with(p)`, `P: Pod` |
+/// | with a run-time sized table | `Fn(In, &[S]) -> Out`, `Fn(&[In], &mut [Out], &[S])` | `f.with_table(&weights)` |
+/// | with both | `Fn(In, &P, &[S]) -> Out`, `Fn(&[In], &mut [Out], &P, &[S])` | `f.with(p).with_table(&weights)` |
+/// | row kernel | `Fn(&[In], &mut [Out])` on one whole row | `f.rows(in_cols, out_cols)` |
+/// | prepared | [`KernelSpec`] (expressions, function pointers) | `&spec`, or `spec.typed::<In, Out>()?` |
 ///
 /// Closures must capture nothing: the worker rebuilds the kernel from its type alone. A
 /// capturing closure is rejected when the program is built, with an error naming the closure

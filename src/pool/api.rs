@@ -80,7 +80,7 @@ impl Pool {
 
     /// Applies `kernel` from `input` into `output`, which must hold as many elements (rows) as
     /// the input. Between shared memory ([`crate::SharedVec`], `.npy` files,
-    /// [`crate::nd::SharedArray`]) the workers read and write in place, with zero copies;
+    /// `nd::SharedArray`) the workers read and write in place, with zero copies;
     /// plain memory on either side is staged. The kernel and data forms are those of
     /// [`Pool::map`]; a `.npy` output is committed afterwards ([`crate::NpyOutput::commit`]).
     ///
