@@ -189,12 +189,12 @@ kernel_impl!([In: Pod, Out: Pod, F] Indexed<In, Out>, F, In, Out,
 kernel_impl!([In: Pod, Out: Pod, P: Pod, F] ElemWith<In, Out, P>, With<F, P>, In, Out,
     where [F: Fn(In, &P) -> Out + Copy + 'static], |w| {
     assert_zero_sized!(F);
-    KernelSpec::new::<In, Out>(trampoline::elem_with::<In, Out, P, F>, bytemuck::bytes_of(&w.params).to_vec())
+    KernelSpec::new::<In, Out>(trampoline::elem_with::<In, Out, P, F>, w.params)
 });
 kernel_impl!([In: Pod, Out: Pod, P: Pod, F] ChunkWith<In, Out, P>, With<F, P>, In, Out,
     where [F: Fn(&[In], &mut [Out], &P) + Copy + 'static], |w| {
     assert_zero_sized!(F);
-    KernelSpec::new::<In, Out>(trampoline::chunk_with::<In, Out, P, F>, bytemuck::bytes_of(&w.params).to_vec())
+    KernelSpec::new::<In, Out>(trampoline::chunk_with::<In, Out, P, F>, w.params)
 });
 kernel_impl!(['t, In: Pod, Out: Pod, S: Pod, F] ElemTable<In, Out, S>, WithTable<'t, F, S>, In, Out,
     where [F: Fn(In, &[S]) -> Out + Copy + 'static], |w| {
@@ -211,7 +211,7 @@ kernel_impl!(['t, In: Pod, Out: Pod, P: Pod, S: Pod, F] ElemBoth<In, Out, P, S>,
     assert_zero_sized!(F);
     KernelSpec::new::<In, Out>(
         trampoline::elem_both::<In, Out, P, S, F>,
-        trampoline::table_params(&w.kernel.params, w.table),
+        trampoline::table_params_bytes::<P, S>(&w.kernel.params, w.table),
     )
 });
 kernel_impl!(['t, In: Pod, Out: Pod, P: Pod, S: Pod, F] ChunkBoth<In, Out, P, S>, WithTable<'t, With<F, P>, S>, In, Out,
@@ -219,7 +219,7 @@ kernel_impl!(['t, In: Pod, Out: Pod, P: Pod, S: Pod, F] ChunkBoth<In, Out, P, S>
     assert_zero_sized!(F);
     KernelSpec::new::<In, Out>(
         trampoline::chunk_both::<In, Out, P, S, F>,
-        trampoline::table_params(&w.kernel.params, w.table),
+        trampoline::table_params_bytes::<P, S>(&w.kernel.params, w.table),
     )
 });
 kernel_impl!([In: Pod, Out: Pod, F] Rows<In, Out>, RowKernel<F>, In, Out,
@@ -248,19 +248,21 @@ impl<In: Pod, Out: Pod> Kernel<Spec<In, Out>> for Typed<'_, In, Out> {
 }
 
 /// A kernel with a `Pod` parameter block passed to every call by reference ([`KernelExt::with`]).
-#[derive(Debug, Clone, Copy)]
+/// It holds the block's bytes (on the heap: a block may be large), not the value.
+#[derive(Debug, Clone)]
 pub struct With<F, P> {
     /// Only its type is used (the worker rebuilds the zero-sized kernel from it); kept so that
     /// the value the caller passed is what the wrapper holds.
     #[allow(dead_code)]
     kernel: F,
-    params: P,
+    params: Vec<u8>,
+    _p: PhantomData<fn() -> P>,
 }
 
 /// A kernel with a read-only table of run-time length passed to every call as `&[S]`
 /// ([`KernelExt::with_table`]). The table is copied once per map into the map's parameter
 /// block (shared memory the workers map read-only), not once per chunk.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WithTable<'t, F, S> {
     kernel: F,
     table: &'t [S],
@@ -300,7 +302,7 @@ impl KernelSpec {
 
 /// Builds kernels with side inputs or row alignment out of `fn` items and closures. In the
 /// [`crate::prelude`].
-pub trait KernelExt: Sized + Copy {
+pub trait KernelExt: Sized {
     /// Passes `params` (any `Pod` value: a number, an array, a `#[repr(C)]` struct) to every
     /// call of the kernel as its last argument, `&P`.
     ///
@@ -315,7 +317,7 @@ pub trait KernelExt: Sized + Copy {
     /// # Ok(()) }
     /// ```
     fn with<P: Pod>(self, params: P) -> With<Self, P> {
-        With { kernel: self, params }
+        With { kernel: self, params: bytemuck::bytes_of(&params).to_vec(), _p: PhantomData }
     }
 
     /// Passes `table`, of any length known at run time (a lookup table, weights), to every call
@@ -360,6 +362,7 @@ pub trait KernelExt: Sized + Copy {
     }
 }
 impl<F: Copy> KernelExt for F {}
+impl<F: Copy, P: Pod> KernelExt for With<F, P> {}
 
 /// Row kernels keep the kernel only as a type (it is zero-sized).
 impl<F> RowKernel<F> {

@@ -90,9 +90,15 @@ pub(super) fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(
 /// The parameter block of a kernel with a table: `params`, padded to 64 bytes (the block
 /// itself is 64-byte aligned), then the table's elements.
 pub(super) fn table_params<P: Pod, S: Pod>(params: &P, table: &[S]) -> Vec<u8> {
+    table_params_bytes::<P, S>(bytemuck::bytes_of(params), table)
+}
+
+/// [`table_params`] from the bytes of a `P`.
+pub(super) fn table_params_bytes<P: Pod, S: Pod>(params: &[u8], table: &[S]) -> Vec<u8> {
+    debug_assert_eq!(params.len(), std::mem::size_of::<P>());
     let off = table_offset::<P>();
     let mut v = Vec::with_capacity(off + std::mem::size_of_val(table));
-    v.extend_from_slice(bytemuck::bytes_of(params));
+    v.extend_from_slice(params);
     v.resize(off, 0);
     v.extend_from_slice(bytemuck::cast_slice(table));
     v
