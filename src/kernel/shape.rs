@@ -53,6 +53,17 @@ impl Fits<Dynamic> for Dynamic {}
 /// | row kernel | `Fn(&[In], &mut [Out])` on one whole row | `f.rows(in_cols, out_cols)` |
 /// | prepared | [`KernelSpec`] (expressions, function pointers) | `&spec`, or `spec.typed::<In, Out>()?` |
 ///
+/// Annotate a closure's parameter types (`|x: f64|`, `|x: &[f64], y: &mut [f64]|`): the
+/// compiler picks the kernel shape from the closure's own signature. A kernel whose element
+/// types are not the data's is a compile error when both are known:
+///
+/// ```compile_fail,E0277
+/// # fn main() -> shmpool::Result<()> {
+/// let pool = shmpool::Pool::new(1)?;
+/// let _ = pool.map(&[1u32, 2], |x: f64| x * 2.0)?; // u32 data, f64 kernel
+/// # Ok(()) }
+/// ```
+///
 /// Closures must capture nothing: the worker rebuilds the kernel from its type alone. A
 /// capturing closure is rejected when the program is built, with an error naming the closure
 /// (`{closure@src/main.rs:L:C}`) and `map_with`'s replacement, `.with(params)`:
