@@ -356,12 +356,12 @@ impl KernelSpec {
         Ok(spec)
     }
 
-    /// Bytes per input element.
+    /// Bytes per input unit: an element, or a whole row of a row kernel.
     pub fn in_size(&self) -> usize {
         self.in_size
     }
 
-    /// Bytes per output element.
+    /// Bytes per output unit: an element, or a whole row of a row kernel.
     pub fn out_size(&self) -> usize {
         self.out_size
     }
