@@ -69,7 +69,7 @@ fn ticket_polled_again_after_an_error_does_not_report_ok_zeros() {
     common::assert_nothing_leaked();
 }
 
-/// `try_get` returned the results once; a second `try_get` / `wait` must not return zeros as
+/// `try_wait` returned the results once; a second `try_wait` / `wait` must not return zeros as
 /// if they were the results (inline and staged tickets).
 #[test]
 fn ticket_polled_again_after_success_does_not_return_zeros() {
@@ -88,12 +88,12 @@ fn ticket_polled_again_after_success_does_not_return_zeros() {
             assert_eq!(got[1], w1(xs[1]));
             let again = t.try_wait().transpose();
             if let Some(Ok(v)) = &again {
-                assert_eq!(v[1], w1(xs[1]), "n={n}: second try_get returned Ok with wrong data (zeros)");
+                assert_eq!(v[1], w1(xs[1]), "n={n}: second try_wait returned Ok with wrong data (zeros)");
             }
             // A spent ticket says so: never Ok with zeros.
             match t.wait() {
                 Err(Error::TicketSpent) => {}
-                other => panic!("n={n}: wait after try_get gave {other:?}"),
+                other => panic!("n={n}: wait after try_wait gave {other:?}"),
             }
         }
     });

@@ -19,7 +19,7 @@
 //! # fn main() -> shmpool::Result<()> {
 //! let pool = shmpool::Pool::new(1)?;
 //! let k = 3.0;
-//! let _ = pool.map(&[1.0f64], move |x: f64| x * k)?; // captures `k`: use `map_with`
+//! let _ = pool.map(&[1.0f64], move |x: f64| x * k)?; // captures `k`: use `.with(k)`
 //! # Ok(()) }
 //! ```
 //!
