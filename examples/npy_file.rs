@@ -33,7 +33,7 @@ fn main() -> shmpool::Result<()> {
     let program = Program::compile_for("sqrt(x) * 1.5 + 0.25", x.dtype())?;
     let spec = KernelSpec::expr_for(&program, x.dtype(), Dtype::F64)?;
     let mut y = NpyOutput::create(&output, Dtype::F64, x.shape())?;
-    pool.map_npy(&x, &mut y, &spec, None)?;
+    pool.map_into(&x, &mut y, &spec)?;
     y.commit()?;
 
     // SAFETY: as above.

@@ -5,6 +5,7 @@
 //! with ProcessPoolExecutor(2) as ex:
 //!     list(ex.map(f, xs))      # one worker segfaults: BrokenProcessPool, every result lost
 //! ```
+use shmpool::KernelExt;
 use std::time::Duration;
 
 use shmpool::{Error, Pool};
@@ -34,7 +35,7 @@ fn main() -> shmpool::Result<()> {
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL);
         });
-        let out = pool.map_with(&xs, u64::MAX, fragile)?;
+        let out = pool.map(&xs, fragile.with(u64::MAX))?;
         let ok = out.iter().zip(&xs).all(|(y, x)| *y == x * x);
         println!("map with a killed worker: {} results, all correct: {ok}", out.len());
         println!("workers that died so far: {}", pool.worker_deaths());
@@ -42,13 +43,13 @@ fn main() -> shmpool::Result<()> {
     })?;
 
     // 2. A chunk that kills every worker that touches it: reported after max_attempts.
-    match pool.map_with(&xs, 13_000, fragile) {
+    match pool.map(&xs, fragile.with(13_000u64)) {
         Err(Error::WorkerCrashed { range, signal, attempts }) => {
             println!("chunk {range:?} crashed {attempts} workers (signal {signal}); the pool stays usable")
         }
         other => println!("unexpected: {other:?}"),
     }
-    let again = pool.map_with(&xs, u64::MAX, fragile)?;
+    let again = pool.map(&xs, fragile.with(u64::MAX))?;
     println!("next map: {} results, {} workers alive", again.len(), pool.pids().len());
     Ok(())
 }

@@ -243,7 +243,7 @@ pub enum Error {
         slots: u32,
     },
 
-    /// A ticket's results were already handed out (by `try_get` or `wait_timeout`).
+    /// A ticket's results were already handed out (by `try_wait` or `wait_timeout`).
     #[error("the ticket's results were already taken")]
     TicketSpent,
 
@@ -294,6 +294,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A row kernel's input is not a whole number of rows.
+    #[error("ragged rows: {len} elements do not make rows of {row} elements")]
+    RaggedRows {
+        /// Elements in the data.
+        len: usize,
+        /// Elements per row.
+        row: usize,
+    },
+
     // numpy contract (issue 9)
     /// A dtype spelled in a way numpy does not accept, or a type shmpool does not support.
     #[error("unknown dtype '{name}' (numpy's spellings: bool, int8..int64 or i1 i2 i4 i8, uint8..uint64 or u1 u2 u4 u8, float16 float32 float64 or f2 f4 f8, with an optional '<', '=' or '|' prefix)")]
@@ -312,7 +321,89 @@ fn last_death(signal: i32) -> String {
     }
 }
 
+/// What kind of failure an [`Error`] is: what a caller (or the CLI, for its exit code) decides
+/// on, stable while variants are added.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> shmpool::Result<()> {
+/// use shmpool::{ErrorKind, Pool, SharedVec};
+/// let pool = Pool::new(1)?;
+/// let xs = SharedVec::from_slice(&[1.0f64, 2.0])?;
+/// let mut ys = SharedVec::<f64>::zeroed(3)?;
+/// let e = pool.map_into(&xs, &mut ys, |x: f64| x).unwrap_err();
+/// assert_eq!(e.kind(), ErrorKind::InvalidInput);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The call cannot work with these arguments or this data (lengths, element types,
+    /// options, expressions, a `.npy` header, an output aliasing the input, join before
+    /// close, a spent ticket): fix the call.
+    InvalidInput,
+    /// A file named by the caller could not be opened, created, sized, written or renamed.
+    File,
+    /// A resource ran out: shared memory, the ring's slots, a lock's time limit.
+    Exhausted,
+    /// The kernel failed on a chunk (panicked, killed its workers, timed out). The pool stays
+    /// usable.
+    Kernel,
+    /// The pool does not take work: closed, terminated during the call, broken, or used from
+    /// another process.
+    PoolUnavailable,
+    /// A process could not be started as a worker (`init` not called, another binary, a
+    /// failed handshake, workers that keep dying at start).
+    Startup,
+    /// Shared state failed an integrity check; the pool is broken from then on.
+    Corruption,
+    /// A system call failed.
+    Os,
+}
+
 impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        use Error as E;
+        match self {
+            E::LengthMismatch { .. }
+            | E::InvalidOption { .. }
+            | E::TypeMismatch { .. }
+            | E::TooLarge { .. }
+            | E::ReadOnly
+            | E::JoinWhileOpen
+            | E::Aliased { .. }
+            | E::InvalidExpression { .. }
+            | E::BadNpy { .. }
+            | E::TicketSpent
+            | E::RaggedRows { .. }
+            | E::ForeignKernel { .. }
+            | E::UnknownDtype { .. } => ErrorKind::InvalidInput,
+            E::File { .. } => ErrorKind::File,
+            E::ShmFull { .. } | E::RingFull { .. } | E::LockTimeout(_) => ErrorKind::Exhausted,
+            E::WorkerCrashed { .. } | E::KernelPanicked { .. } | E::ChunkTimedOut { .. } => ErrorKind::Kernel,
+            E::WrongProcess { .. } | E::Cancelled | E::PoolBroken { .. } | E::PoolClosed => ErrorKind::PoolUnavailable,
+            E::WorkersFailedToStart { .. }
+            | E::BinaryMismatch { .. }
+            | E::InitNotCalled { .. }
+            | E::StartFailed { .. }
+            | E::WorkerInitPanicked { .. }
+            | E::Protocol { .. } => ErrorKind::Startup,
+            E::IncompatibleSegment { .. } | E::OutOfBounds { .. } | E::CorruptSlot { .. } => ErrorKind::Corruption,
+            E::Os { .. } => ErrorKind::Os,
+        }
+    }
+
+    /// Why the pool is broken, without the "pool is broken" prefix that [`Error::PoolBroken`]
+    /// adds (so that wrapping a stored failure never doubles it).
+    pub(crate) fn broken_reason(&self) -> String {
+        match self {
+            Error::PoolBroken { reason } => reason.clone(),
+            e => e.to_string(),
+        }
+    }
+
     /// Wraps the current `errno` (or a given OS error) with the name of the failing call.
     pub(crate) fn os(op: &'static str, source: std::io::Error) -> Self {
         Error::Os { op, source }

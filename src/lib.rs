@@ -28,6 +28,60 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## The map API: four verbs, any kernel, any data
+//!
+//! | verb | returns |
+//! |---|---|
+//! | [`Pool::map`]`(&input, kernel)` | `Vec<Out>` |
+//! | [`Pool::map_into`]`(&input, &mut output, kernel)` (and `map_into_progress`) | `()` |
+//! | [`Pool::submit`]`(&input, kernel)` | a [`Ticket`]: `wait`, `wait_into`, `wait_timeout`, `try_wait` |
+//! | [`Pool::imap`] / [`Pool::imap_unordered`]`(batches, kernel)` | an iterator of `Result<Vec<Out>>` |
+//!
+//! `input` / `output` is any [`Input`] / [`Output`]: `[T]`, `[T; N]`, `Vec<T>`, [`SharedVec`]
+//! (read and written in place), [`NpyArray`] / [`NpyOutput`] (in place) and, with the
+//! `ndarray` feature, every ndarray array or view and `nd::SharedArray`. `kernel` is any
+//! [`Kernel`]: an element closure `|x: In| -> Out`, a chunk closure
+//! `|x: &[In], y: &mut [Out]|` (or `fn` items of those shapes), either with
+//! [`KernelExt::with`]`(params)` and/or [`KernelExt::with_table`]`(&values)`, a row kernel
+//! [`KernelExt::rows`]`(n, m)`, or a [`KernelSpec`] (`&spec`, or `spec.typed::<In, Out>()?`
+//! where the result type must be known). Every combination works.
+//!
+//! Before (11 entry points, with holes) and after:
+//!
+//! | before | after |
+//! |---|---|
+//! | `map(&xs, f)` | `map(&xs, f)` |
+//! | `map_with(&xs, p, f)` | `map(&xs, f.with(p))` |
+//! | `map_spec(&xs, &spec)` | `map(&xs, spec.typed::<In, Out>()?)` |
+//! | `map_into(&shared_in, &mut shared_out, chunk)` | `map_into(&any_in, &mut any_out, any_kernel)` |
+//! | `map_into_with(&a, &mut b, p, chunk)` | `map_into(&a, &mut b, chunk.with(p))` |
+//! | `map_into_spec(&a, &mut b, &spec)` | `map_into(&a, &mut b, &spec)` |
+//! | `map_npy(&npy, &mut out, &spec, None)` | `map_into(&npy, &mut out, &spec)` (or a closure) |
+//! | `map_npy(&npy, &mut out, &spec, Some(cb))` | `map_into_progress(&npy, &mut out, &spec, cb)` |
+//! | `submit(&xs, elem)` | `submit(&any_in, any_kernel)` |
+//! | `submit_spec(&xs, &spec)` | `submit(&xs, spec.typed::<In, Out>()?)` |
+//! | `imap(batches, elem)` / `imap_unordered(batches, elem)` | `imap(batches, any_kernel)` / `imap_unordered(..)` |
+//! | (none: no run-time sized side input) | `f.with_table(&weights)` → `&[S]` |
+//! | (none: rows were split across chunks) | `f.rows(in_cols, out_cols)` |
+//! | `Ticket::try_get() -> Option<Result<_>>` | `Ticket::try_wait() -> Result<Option<_>>` |
+//! | `WorkerDeath` exported, unobtainable | [`Pool::death_log`] |
+//! | matching messages for exit codes | [`Error::kind`] → [`ErrorKind`] |
+//!
+//! Element and parameter types are `Pod`; derive it without a `bytemuck` dependency:
+//!
+//! ```
+//! # fn main() -> shmpool::Result<()> {
+//! use shmpool::prelude::*;
+//! #[derive(Clone, Copy, shmpool::Pod, shmpool::Zeroable)]
+//! #[bytemuck(crate = "shmpool::bytemuck")]
+//! #[repr(C)]
+//! struct Affine { a: f32, b: f32 }
+//! let pool = Pool::new(2)?;
+//! let ys = pool.map(&[1.0f32, 2.0], (|x: f32, p: &Affine| p.a * x + p.b).with(Affine { a: 2.0, b: 1.0 }))?;
+//! assert_eq!(ys, [3.0, 5.0]);
+//! # Ok(()) }
+//! ```
+//!
 //! ## Layers
 //!
 //! `error`, `dtype` → `shm` (segments) → `sync` (robust mutex, doorbells) → `ring` (slot
@@ -148,13 +202,27 @@ mod start;
 mod sync;
 mod worker;
 
-pub use array::{NpyArray, NpyOutput, SharedVec};
+#[cfg(feature = "ndarray")]
+pub use array::nd;
+pub use array::{Input, NpyArray, NpyOutput, Output, SharedVec};
+/// `bytemuck`, whose derives (`shmpool::Pod`, `shmpool::Zeroable`) refer to it by path.
+pub use bytemuck;
+/// The element traits (and, in the macro namespace, their derives) for `#[repr(C)]` element
+/// and parameter types: `#[derive(Clone, Copy, shmpool::Pod, shmpool::Zeroable)]` with
+/// `#[bytemuck(crate = "shmpool::bytemuck")]`, so that no direct `bytemuck` dependency is
+/// needed.
+pub use bytemuck::{Pod, Zeroable};
 pub use dtype::Dtype;
-pub use error::{Error, Result};
-pub use kernel::KernelSpec;
+pub use error::{Error, ErrorKind, Result};
+pub use kernel::{Dynamic, Kernel, KernelExt, KernelSpec};
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
 pub use process::Process;
 pub use start::{init, StartMethod};
+
+/// What a program using shmpool usually needs: `use shmpool::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Dynamic, Error, ErrorKind, Kernel, KernelExt, KernelSpec, Pod, Pool, Result, SharedVec, Zeroable};
+}
 
 /// Hooks for shmpool's own tests (pause points); compiled only with the `testing` feature,
 /// which the test suite enables. Not part of the API.

@@ -146,7 +146,7 @@ fn tickets_time_out_and_poll_without_losing_their_result() {
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::new(2).unwrap();
         let mut t = pool.submit(&[1.0f64, 2.0], slow).unwrap();
-        assert!(t.try_get().is_none(), "a 40 ms batch is not done at once");
+        assert!(t.try_wait().transpose().is_none(), "a 40 ms batch is not done at once");
         assert!(t.wait_timeout(Duration::from_millis(1)).unwrap().is_none());
         let mut got = None;
         while got.is_none() {
@@ -157,7 +157,7 @@ fn tickets_time_out_and_poll_without_losing_their_result() {
         let xs = batch(1, 200_000);
         let mut big = pool.submit(&xs, w1).unwrap();
         let ys = loop {
-            if let Some(r) = big.try_get() {
+            if let Some(r) = big.try_wait().transpose() {
                 break r.unwrap();
             }
             std::thread::sleep(Duration::from_millis(1));

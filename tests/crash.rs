@@ -5,6 +5,7 @@
 
 mod common;
 
+use shmpool::KernelExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -152,7 +153,7 @@ fn chunk_that_kills_every_worker_fails_with_worker_crashed_after_max_attempts() 
         let pool = Pool::builder().workers(2).chunk_len(100).max_attempts(3).build().unwrap();
         let xs: Vec<i64> = (0..2_000).collect();
         for (how, sig) in [(0, libc::SIGSEGV), (1, libc::SIGABRT), (2, libc::SIGKILL), (3, libc::SIGBUS)] {
-            match pool.map_with(&xs, how, crash_kernel) {
+            match pool.map(&xs, crash_kernel.with(how)) {
                 Err(Error::WorkerCrashed { range, signal, attempts }) => {
                     assert_eq!(range, 700..800);
                     assert_eq!(signal, sig);

@@ -122,3 +122,13 @@ fn a_copy_of_a_program_with_a_marker_but_no_parent_socket_exits_before_main_does
     assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not its parent's"));
 }
+
+#[test]
+fn ndarray_example_verifies_elementwise_and_row_maps() {
+    let out = example("ndarray");
+    assert_eq!(
+        out,
+        "elementwise over 1000x512: verified\nrow sums of 1000 rows: verified\n\
+         transposed view doubled: [0.0, 4.0, 8.0, 2.0, 6.0, 10.0]\n"
+    );
+}

@@ -69,7 +69,7 @@ fn ticket_polled_again_after_an_error_does_not_report_ok_zeros() {
     common::assert_nothing_leaked();
 }
 
-/// `try_get` returned the results once; a second `try_get` / `wait` must not return zeros as
+/// `try_wait` returned the results once; a second `try_wait` / `wait` must not return zeros as
 /// if they were the results (inline and staged tickets).
 #[test]
 fn ticket_polled_again_after_success_does_not_return_zeros() {
@@ -80,20 +80,20 @@ fn ticket_polled_again_after_success_does_not_return_zeros() {
             let xs: Vec<f64> = (0..n).map(pattern).collect();
             let mut t = pool.submit(&xs, w1).unwrap();
             let got = loop {
-                if let Some(r) = t.try_get() {
+                if let Some(r) = t.try_wait().transpose() {
                     break r.unwrap();
                 }
                 std::thread::sleep(Duration::from_millis(1));
             };
             assert_eq!(got[1], w1(xs[1]));
-            let again = t.try_get();
+            let again = t.try_wait().transpose();
             if let Some(Ok(v)) = &again {
-                assert_eq!(v[1], w1(xs[1]), "n={n}: second try_get returned Ok with wrong data (zeros)");
+                assert_eq!(v[1], w1(xs[1]), "n={n}: second try_wait returned Ok with wrong data (zeros)");
             }
             // A spent ticket says so: never Ok with zeros.
             match t.wait() {
                 Err(Error::TicketSpent) => {}
-                other => panic!("n={n}: wait after try_get gave {other:?}"),
+                other => panic!("n={n}: wait after try_wait gave {other:?}"),
             }
         }
     });
@@ -1252,8 +1252,8 @@ fn a_stale_worker_of_a_finished_map_writes_into_the_next_maps_ok_result() {
         let xb: Vec<f64> = (0..1000).map(|i| pattern(i + 7)).collect();
         let (ra, rb) = std::thread::scope(|s| {
             let h = s.spawn(|| {
-                let ra = pool.map_spec::<f64, f64>(&xa, &shmpool::KernelSpec::chunk(slow_if_marked));
-                let rb = pool.map_spec::<f64, f64>(&xb, &shmpool::KernelSpec::chunk(double_then_linger));
+                let ra = pool.map(&xa, slow_if_marked);
+                let rb = pool.map(&xb, double_then_linger);
                 (ra, rb)
             });
             let deadline = Instant::now() + Duration::from_secs(5);

@@ -5,6 +5,7 @@
 
 mod common;
 
+use shmpool::KernelExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -220,7 +221,7 @@ fn large_parameter_blocks_work_under_every_method() {
                         *w = k as f64;
                     }
                     let xs: Vec<u32> = (0..10_000).map(|i| i % 16384).collect();
-                    let got = pool.map_with(&xs, p, |i: u32, p: &Big| p.w[i as usize] * 2.0);
+                    let got = pool.map(&xs, (|i: u32, p: &Big| p.w[i as usize] * 2.0).with(p));
                     let got = got.unwrap_or_else(|e| panic!("{method:?}: {e}"));
                     assert!(xs.iter().zip(&got).all(|(&i, &y)| y == i as f64 * 2.0), "{method:?}");
                 }
@@ -770,7 +771,9 @@ fn a_very_long_expression_runs_under_every_method() {
         let spec = shmpool::KernelSpec::expr::<f64, f64>(&prog).unwrap();
         for method in METHODS {
             let pool = Pool::builder().workers(2).start_method(method).build().unwrap();
-            let ys: Vec<f64> = pool.map_spec(&[1.0f64, 2.0], &spec).unwrap_or_else(|e| panic!("{method:?}: {e}"));
+            let ys: Vec<f64> = pool
+                .map(&[1.0f64, 2.0], spec.typed::<f64, f64>().unwrap())
+                .unwrap_or_else(|e| panic!("{method:?}: {e}"));
             let per: f64 = 1.0 + (1..400_000).map(|k| (k % 7) as f64).sum::<f64>();
             assert_eq!(ys, [per, 2.0 * per], "{method:?}");
         }

@@ -1,10 +1,11 @@
-//! `Pool::map`, `map_with`, `map_into`: results equal a sequential map for any length, worker
+//! `Pool::map`, `.with(params)`, `map_into`: results equal a sequential map for any length, worker
 //! count, chunk length and element types.
 
 mod common;
 
 use bytemuck::{Pod, Zeroable};
 use proptest::prelude::*;
+use shmpool::KernelExt;
 use shmpool::{Error, Pool, SharedVec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
@@ -71,16 +72,16 @@ fn parameter_blocks_replace_captures() {
     }
     let pool = Pool::new(2).unwrap();
     let xs: Vec<f64> = (0..100_000).map(|i| i as f64).collect();
-    let got = pool.map_with(&xs, Affine { a: 2.0, b: -1.0 }, |x: f64, p: &Affine| p.a * x + p.b).unwrap();
+    let got = pool.map(&xs, (|x: f64, p: &Affine| p.a * x + p.b).with(Affine { a: 2.0, b: -1.0 })).unwrap();
     assert!(got.iter().enumerate().all(|(i, y)| *y == 2.0 * i as f64 - 1.0));
     let src = SharedVec::from_slice(&xs).unwrap();
     let mut dst = pool.alloc::<f32>(xs.len()).unwrap();
-    pool.map_into_with(&src, &mut dst, 0.5f64, |x: &[f64], y: &mut [f32], k: &f64| {
+    let scale = |x: &[f64], y: &mut [f32], k: &f64| {
         for (y, x) in y.iter_mut().zip(x) {
             *y = (x * k) as f32;
         }
-    })
-    .unwrap();
+    };
+    pool.map_into(&src, &mut dst, scale.with(0.5f64)).unwrap();
     assert_eq!(dst[99_999], 49_999.5);
 }
 

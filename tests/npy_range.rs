@@ -43,7 +43,7 @@ fn ranges_mapped_by_separate_parts_give_the_whole_files_map_byte_for_byte() {
     let pool = Pool::new(2).unwrap();
 
     let mut whole = NpyOutput::create(d.path().join("whole.npy"), out_dtype, src.shape()).unwrap();
-    pool.map_npy(&src, &mut whole, &spec, None).unwrap();
+    pool.map_into(&src, &mut whole, &spec).unwrap();
     whole.commit().unwrap();
 
     // One creator, two parts opened by name, three uneven ranges (one of them empty).

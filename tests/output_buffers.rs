@@ -49,12 +49,12 @@ fn accumulate_kernel_sees_zeros(n: usize) {
     let xs = input(n, 1.0);
     let spec = KernelSpec::chunk(acc);
     for round in 0..3 {
-        let ys: Vec<f64> = pool.map_spec(&xs, &spec).unwrap();
+        let ys: Vec<f64> = pool.map(&xs, spec.typed::<f64, f64>().unwrap()).unwrap();
         assert_eq!(wrong(&ys, |i| xs[i]), 0, "map_spec round {round} of {n}: the kernel saw an earlier output");
-        let ys: Vec<f64> = pool.submit_spec(&xs, &spec).unwrap().wait().unwrap();
+        let ys: Vec<f64> = pool.submit(&xs, spec.typed::<f64, f64>().unwrap()).unwrap().wait().unwrap();
         assert_eq!(wrong(&ys, |i| xs[i]), 0, "submit_spec round {round} of {n}: the kernel saw an earlier output");
         let mut into = vec![f64::NAN; n];
-        pool.submit_spec(&xs, &spec).unwrap().wait_into(&mut into).unwrap();
+        pool.submit(&xs, spec.typed::<f64, f64>().unwrap()).unwrap().wait_into(&mut into).unwrap();
         assert_eq!(wrong(&into, |i| xs[i]), 0, "wait_into round {round} of {n}");
     }
 }
@@ -80,11 +80,11 @@ fn a_kernel_that_writes_only_some_elements_never_returns_another_maps_values() {
         let pool = Pool::builder().workers(2).build().unwrap();
         let spec = KernelSpec::chunk(positive_only);
         for n in [1_000, 300_000] {
-            let secret: Vec<f64> = pool.map_spec(&input(n, 1.0), &spec).unwrap();
+            let secret: Vec<f64> = pool.map(&input(n, 1.0), spec.typed::<f64, f64>().unwrap()).unwrap();
             assert!(secret.iter().all(|&y| y > 0.0));
-            let ys: Vec<f64> = pool.map_spec(&input(n, -1.0), &spec).unwrap();
+            let ys: Vec<f64> = pool.map(&input(n, -1.0), spec.typed::<f64, f64>().unwrap()).unwrap();
             assert_eq!(wrong(&ys, |_| 0.0), 0, "{n} elements: the previous map's values leaked");
-            let ys: Vec<f64> = pool.submit_spec(&input(n, -1.0), &spec).unwrap().wait().unwrap();
+            let ys: Vec<f64> = pool.submit(&input(n, -1.0), spec.typed::<f64, f64>().unwrap()).unwrap().wait().unwrap();
             assert_eq!(wrong(&ys, |_| 0.0), 0, "{n} elements (ticket): the previous map's values leaked");
         }
     });
@@ -104,7 +104,7 @@ fn callers_on_two_threads_never_see_each_others_results() {
                 for round in 0..40 {
                     let n = if round % 2 == 0 { 1_000 } else { 300_000 };
                     let xs = input(n, 1.0);
-                    let ys: Vec<f64> = pool.map_spec(&xs, &spec).unwrap();
+                    let ys: Vec<f64> = pool.map(&xs, spec.typed::<f64, f64>().unwrap()).unwrap();
                     assert_eq!(wrong(&ys, |i| xs[i] * 10.0), 0);
                 }
             });
@@ -112,9 +112,9 @@ fn callers_on_two_threads_never_see_each_others_results() {
                 for round in 0..40 {
                     let n = if round % 2 == 0 { 300_000 } else { 1_000 };
                     let ys: Vec<f64> = if round % 3 == 0 {
-                        pool.submit_spec(&input(n, -1.0), &spec).unwrap().wait().unwrap()
+                        pool.submit(&input(n, -1.0), spec.typed::<f64, f64>().unwrap()).unwrap().wait().unwrap()
                     } else {
-                        pool.map_spec(&input(n, -1.0), &spec).unwrap()
+                        pool.map(&input(n, -1.0), spec.typed::<f64, f64>().unwrap()).unwrap()
                     };
                     assert_eq!(wrong(&ys, |_| 0.0), 0, "round {round}: another caller's results leaked");
                 }
@@ -138,7 +138,7 @@ fn a_retried_chunk_does_not_see_the_killed_attempts_partial_output() {
             let spec = KernelSpec::chunk(acc_u64);
             let mut killed = 0;
             std::thread::scope(|s| {
-                let h = s.spawn(|| pool.map_spec::<u64, u64>(&xs, &spec));
+                let h = s.spawn(|| pool.map(&xs, spec.typed::<u64, u64>().unwrap()));
                 while !h.is_finished() {
                     for pid in pool.pids() {
                         if common::proc_state(pid) == Some('T') {

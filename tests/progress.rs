@@ -1,4 +1,4 @@
-//! `Pool::map_npy` on files, and a progress callback that panics.
+//! `Pool::map_into_progress` on files, and a progress callback that panics.
 //!
 //! In its own test binary on purpose: a panic in one thread while another thread forks can leave
 //! the child with std's panic-output lock held (the multi-threaded fork hazard), so no other test
@@ -21,7 +21,7 @@ fn npy_files_map_in_place_and_a_panicking_progress_callback_stops_the_map_cleanl
 
     let mut dst = shmpool::NpyOutput::create(d.path().join("out.npy"), shmpool::Dtype::F64, &[200_000]).unwrap();
     let mut seen = 0;
-    pool.map_npy(&input, &mut dst, &spec, Some(&mut |n| seen = n)).unwrap();
+    pool.map_into_progress(&input, &mut dst, &spec, &mut |n| seen = n).unwrap();
     assert_eq!(seen, 200_000);
     let ys = dst.as_slice::<f64>().unwrap().to_vec();
     assert!(input.as_slice::<f64>().unwrap().iter().zip(&ys).all(|(x, y)| common::workloads::w1(*x) == *y));
@@ -29,7 +29,7 @@ fn npy_files_map_in_place_and_a_panicking_progress_callback_stops_the_map_cleanl
 
     let mut dst = shmpool::NpyOutput::create(d.path().join("never.npy"), shmpool::Dtype::F64, &[200_000]).unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = pool.map_npy(&input, &mut dst, &spec, Some(&mut |_| panic!("progress bar broke")));
+        let _ = pool.map_into_progress(&input, &mut dst, &spec, &mut |_| panic!("progress bar broke"));
     }));
     assert!(r.is_err(), "the callback's panic reaches the caller");
     drop(dst);

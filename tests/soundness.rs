@@ -125,13 +125,24 @@ fn a_kernel_from_a_dlopened_library_is_refused_before_anything_jumps() {
         common::watchdog(Duration::from_secs(120), move || {
             let pool = Pool::builder().workers(2).start_method(method).build().unwrap();
             let xs: Vec<f64> = (0..10_000).map(f64::from).collect();
-            refused(pool.map_spec(&xs, &KernelSpec::elem_fn(foreign_cos())), &format!("{method:?} elem_fn"));
-            refused(pool.map_spec(&xs, &KernelSpec::chunk_fn(foreign_chunk())), &format!("{method:?} chunk_fn"));
             refused(
-                pool.submit_spec::<f64, f64>(&xs, &KernelSpec::elem_fn(foreign_cos())).map(|_| Vec::new()),
-                &format!("{method:?} submit_spec"),
+                KernelSpec::elem_fn(foreign_cos()).typed::<f64, f64>().and_then(|k| pool.map(&xs, k)),
+                &format!("{method:?} elem_fn"),
             );
-            let ys: Vec<f64> = pool.map_spec(&xs, &KernelSpec::elem_fn(local_double as fn(f64) -> f64)).unwrap();
+            refused(
+                KernelSpec::chunk_fn(foreign_chunk()).typed::<f64, f64>().and_then(|k| pool.map(&xs, k)),
+                &format!("{method:?} chunk_fn"),
+            );
+            refused(
+                KernelSpec::elem_fn(foreign_cos())
+                    .typed::<f64, f64>()
+                    .and_then(|k| pool.submit(&xs, k))
+                    .map(|_| Vec::new()),
+                &format!("{method:?} submit"),
+            );
+            let ys: Vec<f64> = pool
+                .map(&xs, KernelSpec::elem_fn(local_double as fn(f64) -> f64).typed::<f64, f64>().unwrap())
+                .unwrap();
             assert!(ys.iter().zip(&xs).all(|(y, x)| *y == x * 2.0), "{method:?}: the pool still maps");
         });
     }

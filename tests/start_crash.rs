@@ -6,6 +6,7 @@
 
 mod common;
 
+use shmpool::KernelExt;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
@@ -93,7 +94,7 @@ fn chunk_that_kills_every_worker_fails_with_worker_crashed_under_every_method() 
             let pool = Pool::builder().workers(2).chunk_len(100).max_attempts(3).start_method(method).build().unwrap();
             let xs: Vec<i64> = (0..2_000).collect();
             for (how, sig) in [(0, libc::SIGSEGV), (1, libc::SIGABRT)] {
-                match pool.map_with(&xs, how, crash_kernel) {
+                match pool.map(&xs, crash_kernel.with(how)) {
                     Err(Error::WorkerCrashed { range, signal, attempts }) => {
                         assert_eq!((range, signal, attempts), (700..800, sig, 3), "{method:?}");
                     }

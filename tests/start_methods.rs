@@ -8,6 +8,7 @@
 
 mod common;
 
+use shmpool::KernelExt;
 use std::time::Duration;
 
 use common::start::{assert_nothing_leaked, assert_started_by, pool, METHODS};
@@ -53,19 +54,21 @@ fn every_kernel_form_works_under_every_method() {
             assert!(xs.iter().zip(out.iter()).all(|(x, y)| w1(*x).to_bits() == y.to_bits()), "{method:?} chunk");
             // A parameter block.
             let p = Affine { a: 2.0, b: 0.5 };
-            let got = pool.map_with(&[1.0f64, 2.0], p, |x: f64, p: &Affine| x * p.a + p.b).unwrap();
+            let got = pool.map(&[1.0f64, 2.0], (|x: f64, p: &Affine| x * p.a + p.b).with(p)).unwrap();
             assert_eq!(got, [2.5, 4.5], "{method:?} params");
             // Function pointers chosen at run time.
             let f: fn(f64) -> f64 = if xs.len() > 1 { triple } else { w1 };
             let spec = KernelSpec::elem_fn(f);
-            let out3: Vec<f64> = pool.map_spec(&[1.0f64, 2.0, 3.0], &spec).unwrap();
+            let out3: Vec<f64> = pool.map(&[1.0f64, 2.0, 3.0], spec.typed::<f64, f64>().unwrap()).unwrap();
             assert_eq!(out3, [3.0, 6.0, 9.0], "{method:?} elem_fn");
             let g: fn(&[i64], &mut [i64]) = negate_chunk;
-            let neg: Vec<i64> = pool.map_spec(&[1i64, -2, 3, 0], &KernelSpec::chunk_fn(g)).unwrap();
+            let neg: Vec<i64> =
+                pool.map(&[1i64, -2, 3, 0], KernelSpec::chunk_fn(g).typed::<i64, i64>().unwrap()).unwrap();
             assert_eq!(neg, [-1, 2, -3, 0], "{method:?} chunk_fn");
             // An expression program.
             let prog = Program::compile("sqrt(x) * 1.5 + 0.25").unwrap();
-            let e: Vec<f64> = pool.map_spec(&xs, &KernelSpec::expr::<f64, f64>(&prog).unwrap()).unwrap();
+            let e: Vec<f64> =
+                pool.map(&xs, KernelSpec::expr::<f64, f64>(&prog).unwrap().typed::<f64, f64>().unwrap()).unwrap();
             assert!(xs.iter().zip(&e).all(|(x, y)| (w1(*x) - y).abs() < 1e-12), "{method:?} expr");
         }
     });

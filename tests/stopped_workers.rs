@@ -86,12 +86,12 @@ fn a_ticket_bumped_for_a_stopped_spinner_is_still_run_while_nobody_waits() {
             }
             signal(s, Signal::SIGCONT);
         };
-        // Submit and only poll with `try_get` (no blocking wait): the chunk was bumped for the
+        // Submit and only poll with `try_wait` (no blocking wait): the chunk was bumped for the
         // stopped spinner; the poll's own check or the supervisor's tick takes the token over
         // and wakes the other worker.
         let mut t = pool.submit(&xs, |x: f64| x * 3.0).unwrap();
         let r = loop {
-            if let Some(r) = t.try_get() {
+            if let Some(r) = t.try_wait().transpose() {
                 break r;
             }
             std::thread::sleep(Duration::from_millis(5));

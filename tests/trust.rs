@@ -6,6 +6,7 @@
 
 mod common;
 
+use shmpool::KernelExt;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,7 +156,7 @@ fn a_kernel_writing_past_its_inline_output_never_hangs_returns_early_or_panics_t
             let pids = pool.pids();
             let xs: Vec<f64> = (0..2_000).map(|i| pattern(i + round)).collect();
             let spec = KernelSpec::chunk(overrunning_chunk);
-            match pool.map_spec::<f64, f64>(&xs, &spec) {
+            match pool.map(&xs, spec.typed::<f64, f64>().unwrap()) {
                 // The overrun only hit this map's own outputs (other chunks' inline results):
                 // DESIGN allows a buggy kernel to corrupt its own output. What it must not do is
                 // hang the map, return it early or panic the parent.
@@ -326,13 +327,17 @@ fn a_kernel_for_other_element_types_is_a_type_mismatch_not_bit_patterns() {
     let _serial = common::serial();
     let pool = Pool::new(1).unwrap();
     let spec = KernelSpec::elem(|x: f64| x * 2.0);
-    assert!(matches!(pool.map_spec::<i64, i64>(&[1, 2], &spec), Err(Error::TypeMismatch { .. })));
+    assert!(matches!(pool.map_into(&[1i64, 2], &mut [0i64; 2], &spec), Err(Error::TypeMismatch { .. })));
+    assert!(matches!(spec.typed::<i64, i64>(), Err(Error::TypeMismatch { .. })));
     let xs = SharedVec::from_slice(&[1u64, 2]).unwrap();
     let mut ys = SharedVec::<f64>::zeroed(2).unwrap();
-    let e = pool.map_into_spec(&xs, &mut ys, &KernelSpec::chunk(w1_chunk)).unwrap_err();
+    let e = pool.map_into(&xs, &mut ys, &KernelSpec::chunk(w1_chunk)).unwrap_err();
     assert!(e.to_string().contains("float64 -> float64") && e.to_string().contains("uint64"), "{e}");
     // Same size, same signedness question: u32 vs i32 is refused too.
-    assert!(matches!(pool.map_spec::<u32, u32>(&[1], &KernelSpec::elem(|x: i32| x)), Err(Error::TypeMismatch { .. })));
+    assert!(matches!(
+        pool.map_into(&[1u32], &mut [0u32], &KernelSpec::elem(|x: i32| x)),
+        Err(Error::TypeMismatch { .. })
+    ));
 }
 
 #[test]
@@ -357,9 +362,9 @@ fn large_parameter_blocks_travel_in_their_own_segment() {
     }
     let pool = Pool::new(2).unwrap();
     let xs: Vec<u32> = (0..100_000).map(|i| i % 40_000).collect();
-    let ys = pool.map_with(&xs, t, |i: u32, t: &Table| t.k[i as usize] * 2.0).unwrap();
+    let ys = pool.map(&xs, (|i: u32, t: &Table| t.k[i as usize] * 2.0).with(t)).unwrap();
     assert!(xs.iter().zip(&ys).all(|(&i, &y)| y == 2.0 * i as f64));
-    let small = pool.map_with(&[3u32], t, |i: u32, t: &Table| t.k[i as usize]).unwrap();
+    let small = pool.map(&[3u32], (|i: u32, t: &Table| t.k[i as usize]).with(t)).unwrap();
     assert_eq!(small, [3.0]);
     drop(pool);
     common::assert_nothing_leaked();

@@ -6,10 +6,15 @@
 //! to workers; the pool hands the segment's descriptor to them on demand. Memory-mapped `.npy`
 //! files live in [`npy`].
 
+mod io;
+#[cfg(feature = "ndarray")]
+pub mod nd;
 mod npy;
 #[cfg(feature = "testing")]
 pub(crate) use npy::force_named_temp_files;
 
+pub(crate) use io::{Data, Side, Sink, Source, Target};
+pub use io::{Input, Output};
 pub use npy::{NpyArray, NpyOutput};
 
 use std::marker::PhantomData;

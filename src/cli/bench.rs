@@ -125,21 +125,21 @@ fn throughput(
     match w {
         Workload::W2 => cases.push((
             format!("shmpool, {j} workers"),
-            Box::new(|| Ok(pool.map_into(&xs, &mut ys.borrow_mut(), workloads::w2_chunk)?)),
+            Box::new(|| Ok(pool.map_into(&xs, &mut *ys.borrow_mut(), workloads::w2_chunk)?)),
         )),
         Workload::W1 => cases.push((
             format!("shmpool, {j} workers"),
-            Box::new(|| Ok(pool.map_into(&xs, &mut ys.borrow_mut(), workloads::w1_chunk)?)),
+            Box::new(|| Ok(pool.map_into(&xs, &mut *ys.borrow_mut(), workloads::w1_chunk)?)),
         )),
         Workload::Heavy => cases.push((
             format!("shmpool, {j} workers"),
-            Box::new(|| Ok(pool.map_into(&xs, &mut ys.borrow_mut(), heavy_chunk)?)),
+            Box::new(|| Ok(pool.map_into(&xs, &mut *ys.borrow_mut(), heavy_chunk)?)),
         )),
     }
     if w != Workload::W2 {
         cases.push((
             format!("shmpool --expr, {j} workers"),
-            Box::new(|| Ok(pool.map_into_spec(&xs, &mut ys.borrow_mut(), &expr_spec)?)),
+            Box::new(|| Ok(pool.map_into(&xs, &mut *ys.borrow_mut(), &expr_spec)?)),
         ));
     }
     let meds = interleaved(runs, &mut cases)?;

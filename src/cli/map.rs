@@ -238,7 +238,7 @@ fn map_file(
     };
     let input = args.input.as_deref().unwrap_or(Path::new(""));
     let size_before = std::fs::metadata(input).map(|m| m.len()).ok();
-    if let Err(e) = pool.map_npy(src, &mut dst, spec, Some(&mut tick)) {
+    if let Err(e) = pool.map_into_progress(src, &mut dst, spec, &mut tick) {
         // A worker that cannot read its chunk of a file that shrank under it dies (SIGBUS) or
         // exits; say what happened to the input rather than only that workers died.
         let size_now = std::fs::metadata(input).map(|m| m.len()).ok();
@@ -355,7 +355,7 @@ fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
         ys.fill(0.0);
         let t = Instant::now();
         match &spec {
-            Some(s) => pool.map_into_spec(&xs, &mut ys, s)?,
+            Some(s) => pool.map_into(&xs, &mut ys, s)?,
             None => pool.map_into(&xs, &mut ys, workloads::w1_chunk)?,
         }
         times.push(t.elapsed().as_secs_f64());

@@ -67,18 +67,10 @@ impl Failure {
 
 impl From<shmpool::Error> for Failure {
     fn from(e: shmpool::Error) -> Self {
-        use shmpool::Error as E;
-        let code = match &e {
-            E::InvalidOption { .. }
-            | E::TypeMismatch { .. }
-            | E::TooLarge { .. }
-            | E::Aliased { .. }
-            | E::LengthMismatch { .. }
-            | E::InvalidExpression { .. }
-            | E::BadNpy { .. }
-            | E::UnknownDtype { .. } => EXIT_USAGE,
-            // The user named a file that cannot be read or a place that cannot be written.
-            E::File { op, .. } if matches!(*op, "open" | "create a file in" | "write to") => EXIT_USAGE,
+        // Decided by kind, never by message: the user's call or files are at fault (2), or
+        // running failed (1).
+        let code = match e.kind() {
+            shmpool::ErrorKind::InvalidInput | shmpool::ErrorKind::File => EXIT_USAGE,
             _ => EXIT_FAILURE,
         };
         Failure { code, message: chain(&e) }

@@ -19,7 +19,7 @@
 //! # fn main() -> shmpool::Result<()> {
 //! let pool = shmpool::Pool::new(1)?;
 //! let k = 3.0;
-//! let _ = pool.map(&[1.0f64], move |x: f64| x * k)?; // captures `k`: use `map_with`
+//! let _ = pool.map(&[1.0f64], move |x: f64| x * k)?; // captures `k`: use `.with(k)`
 //! # Ok(()) }
 //! ```
 //!
@@ -30,13 +30,17 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use bytemuck::Pod;
 
+use crate::array::Side;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::key::Key;
 
 pub mod expr;
 mod image;
+mod shape;
 mod trampoline;
+
+pub use shape::{marker, Dynamic, Fits, Kernel, KernelExt, RowKernel, Typed, With, WithTable};
 
 /// What a trampoline receives: the parameter block, the input bytes, the output bytes, and the
 /// flat index of the chunk's first element.
@@ -187,13 +191,24 @@ pub(crate) fn init_fn_from_parts(offset: u64, tag: u64) -> Option<fn()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ElemType {
     id: TypeId,
+    size: usize,
     name: &'static str,
     dtype: Option<Dtype>,
 }
 
 impl ElemType {
-    fn of<T: Pod>() -> ElemType {
-        ElemType { id: TypeId::of::<T>(), name: std::any::type_name::<T>(), dtype: Dtype::of::<T>() }
+    pub(crate) fn of<T: Pod>() -> ElemType {
+        ElemType {
+            id: TypeId::of::<T>(),
+            size: std::mem::size_of::<T>(),
+            name: std::any::type_name::<T>(),
+            dtype: Dtype::of::<T>(),
+        }
+    }
+
+    /// Bytes per element.
+    pub(crate) fn size(self) -> usize {
+        self.size
     }
 
     fn describe(self) -> String {
@@ -211,16 +226,16 @@ macro_rules! assert_zero_sized {
         const {
             assert!(
                 std::mem::size_of::<$f>() == 0,
-                "a kernel must be a fn item or a closure that captures nothing: put captured values in a parameter block, and pass fn pointers through KernelSpec::elem_fn / chunk_fn"
+                "this kernel captures variables (the `{{closure@FILE:LINE:COL}}` this error names): a kernel must be a fn item or a closure that captures nothing. Pass captured values as a parameter block: `kernel.with(params)` (formerly `map_with`), a run-time sized table: `kernel.with_table(&values)`, and fn pointers through KernelSpec::elem_fn / chunk_fn"
             )
         }
     };
 }
 
 /// `KernelSpec::fills_output` of element and expression kernels.
-const FILLS: bool = true;
+pub(crate) const FILLS: bool = true;
 /// `KernelSpec::fills_output` of chunk kernels.
-const MAY_READ: bool = false;
+pub(crate) const MAY_READ: bool = false;
 
 /// Everything the pool needs to send a kernel to workers: the trampoline, the element types on
 /// both sides (checked against the data at every map) and the parameter block.
@@ -394,12 +409,29 @@ impl KernelSpec {
         Ok(spec)
     }
 
-    /// Bytes per input element.
+    /// A row kernel: rows of `in_cols` `In` elements map to rows of `out_cols` `Out`
+    /// elements; the pool's chunks are whole rows (one row is one unit of the map).
+    fn rows<In: Pod, Out: Pod>(t: Trampoline, in_cols: usize, out_cols: usize) -> Result<KernelSpec> {
+        let width = |cols: usize, size: usize| {
+            cols.checked_mul(size).filter(|&b| cols > 0 && u32::try_from(b).is_ok()).ok_or(Error::InvalidOption {
+                option: "row width",
+                value: cols as u64,
+                allowed: "at least 1 and at most 4 GiB per row",
+            })
+        };
+        let mut spec =
+            Self::new::<In, Out>(t, bytemuck::bytes_of(&[in_cols as u64, out_cols as u64]).to_vec(), MAY_READ);
+        spec.in_size = width(in_cols, std::mem::size_of::<In>())?;
+        spec.out_size = width(out_cols, std::mem::size_of::<Out>())?;
+        Ok(spec)
+    }
+
+    /// Bytes per input unit: an element, or a whole row of a row kernel.
     pub fn in_size(&self) -> usize {
         self.in_size
     }
 
-    /// Bytes per output element.
+    /// Bytes per output unit: an element, or a whole row of a row kernel.
     pub fn out_size(&self) -> usize {
         self.out_size
     }
@@ -433,6 +465,27 @@ impl KernelSpec {
             return Err(self.mismatch(format!("{} -> {}", i.describe(), o.describe())));
         }
         Ok(())
+    }
+
+    /// Checks this kernel against the element types of a map's data, each a Rust type or a
+    /// file's dtype.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TypeMismatch`] naming both sides.
+    pub(crate) fn check_sides(&self, input: Side, output: Side) -> Result<()> {
+        let fits = |k: &ElemType, s: Side| match s {
+            Side::Typed(t) => k.id == t.id,
+            Side::Dtype(d) => k.dtype == Some(d),
+        };
+        if fits(&self.input, input) && fits(&self.output, output) {
+            return Ok(());
+        }
+        let name = |s: Side| match s {
+            Side::Typed(t) => t.describe(),
+            Side::Dtype(d) => d.to_string(),
+        };
+        Err(self.mismatch(format!("{} -> {}", name(input), name(output))))
     }
 
     /// Checks that this kernel maps `input` elements to `output` elements (files, whose element

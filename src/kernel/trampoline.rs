@@ -87,6 +87,101 @@ pub(super) fn indexed<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out], u64) + Copy>(
     f(i, o, start)
 }
 
+/// The parameter block of a kernel with a table: `params`, padded to 64 bytes (the block
+/// itself is 64-byte aligned), then the table's elements.
+pub(super) fn table_params<P: Pod, S: Pod>(params: &P, table: &[S]) -> Vec<u8> {
+    table_params_bytes::<P, S>(bytemuck::bytes_of(params), table)
+}
+
+/// [`table_params`] from the bytes of a `P`.
+pub(super) fn table_params_bytes<P: Pod, S: Pod>(params: &[u8], table: &[S]) -> Vec<u8> {
+    debug_assert_eq!(params.len(), std::mem::size_of::<P>());
+    let off = table_offset::<P>();
+    let mut v = Vec::with_capacity(off + std::mem::size_of_val(table));
+    v.extend_from_slice(params);
+    v.resize(off, 0);
+    v.extend_from_slice(bytemuck::cast_slice(table));
+    v
+}
+
+/// Where the table starts in a parameter block (see [`table_params`]).
+const fn table_offset<P>() -> usize {
+    std::mem::size_of::<P>().next_multiple_of(64)
+}
+
+/// Runs `f` on the parameter block seen as a `P` and a table of `S`, in place when aligned (it
+/// always is: payloads and segments are 64-byte aligned), else on a copy.
+#[inline(always)]
+fn with_table<P: Pod, S: Pod, R>(params: &[u8], f: impl FnOnce(&P, &[S]) -> R) -> R {
+    let off = table_offset::<P>();
+    let (head, table) = params.split_at(off);
+    with_params(head, |p: &P| match bytemuck::try_cast_slice::<u8, S>(table) {
+        Ok(t) => f(p, t),
+        Err(_) => {
+            let copy: Vec<S> = table.chunks_exact(std::mem::size_of::<S>()).map(bytemuck::pod_read_unaligned).collect();
+            f(p, &copy)
+        }
+    })
+}
+
+pub(super) fn elem_table<In: Pod, Out: Pod, S: Pod, F: Fn(In, &[S]) -> Out + Copy>(
+    params: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    with_table(params, |_: &(), t: &[S]| each(input, output, |x| f(x, t)))
+}
+
+pub(super) fn chunk_table<In: Pod, Out: Pod, S: Pod, F: Fn(&[In], &mut [Out], &[S]) + Copy>(
+    params: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    let (i, o) = cast_io::<In, Out>(input, output);
+    with_table(params, |_: &(), t: &[S]| f(i, o, t))
+}
+
+pub(super) fn elem_both<In: Pod, Out: Pod, P: Pod, S: Pod, F: Fn(In, &P, &[S]) -> Out + Copy>(
+    params: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    with_table(params, |p: &P, t: &[S]| each(input, output, |x| f(x, p, t)))
+}
+
+pub(super) fn chunk_both<In: Pod, Out: Pod, P: Pod, S: Pod, F: Fn(&[In], &mut [Out], &P, &[S]) + Copy>(
+    params: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    let (i, o) = cast_io::<In, Out>(input, output);
+    with_table(params, |p: &P, t: &[S]| f(i, o, p, t))
+}
+
+/// A row kernel: the parameter block holds the row widths (elements in, elements out); the
+/// chunk holds whole rows (the pool chunks by row), and `f` runs once per row.
+pub(super) fn rows<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy>(
+    params: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    _: u64,
+) {
+    let f = conjure::<F>();
+    let [in_cols, out_cols]: [u64; 2] = bytemuck::pod_read_unaligned(&params[..16]);
+    let (i, o) = cast_io::<In, Out>(input, output);
+    for (r, w) in i.chunks_exact(in_cols as usize).zip(o.chunks_exact_mut(out_cols as usize)) {
+        f(r, w)
+    }
+}
+
 /// A keyed tag for a function pointer of type `T` at `offset` from the image's anchor: the type
 /// is part of the tag, so a pointer cannot be reused as a pointer of another type.
 fn fn_tag<T: 'static>(offset: u64) -> u64 {

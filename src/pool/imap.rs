@@ -7,13 +7,12 @@
 //! stays usable.
 #![deny(unsafe_code)]
 
+use bytemuck::Pod;
 use std::collections::VecDeque;
 use std::iter::Fuse;
-use std::marker::PhantomData;
-
-use bytemuck::Pod;
 
 use super::{drive, Pool, Ticket};
+use crate::array::Input;
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 
@@ -24,30 +23,25 @@ fn in_flight(pool: &Pool) -> usize {
 }
 
 /// What both streams share: the lazily pulled batches, the kernel, and the in-flight bound.
-struct Feed<'p, In, I: Iterator> {
+struct Feed<'p, I: Iterator> {
     pool: &'p Pool,
     batches: Fuse<I>,
     /// A batch pulled from the iterator but not yet submitted (the ring was full).
     deferred: Option<I::Item>,
-    spec: KernelSpec,
+    /// The kernel; `None` if it could not be made, then `error` says why (yielded once, then
+    /// the stream ends).
+    spec: Option<KernelSpec>,
+    error: Option<Error>,
     limit: usize,
-    _in: PhantomData<fn(In)>,
 }
 
-impl<'p, In: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Feed<'p, In, I> {
-    fn new<Out: Pod>(
-        pool: &'p Pool,
-        batches: impl IntoIterator<IntoIter = I>,
-        f: impl Fn(In) -> Out + Copy + 'static,
-    ) -> Self {
-        Feed {
-            pool,
-            batches: batches.into_iter().fuse(),
-            deferred: None,
-            spec: KernelSpec::elem(f),
-            limit: in_flight(pool),
-            _in: PhantomData,
-        }
+impl<'p, B: Input, I: Iterator<Item = B>> Feed<'p, I> {
+    fn new(pool: &'p Pool, batches: I, spec: Result<KernelSpec>) -> Self {
+        let (spec, error) = match spec {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        };
+        Feed { pool, batches: batches.fuse(), deferred: None, spec, error, limit: in_flight(pool) }
     }
 
     /// Submits the next batch while fewer than `limit` are `pending`. `None` when the iterator
@@ -57,8 +51,10 @@ impl<'p, In: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Feed<'p, In, I> {
         if pending >= self.limit {
             return None;
         }
+        let Some(spec) = &self.spec else { return self.error.take().map(Err) };
         let batch = self.deferred.take().or_else(|| self.batches.next())?;
-        match self.pool.submit_inner(batch.as_ref(), &self.spec, pending > 0) {
+        let r = batch.source().and_then(|src| self.pool.submit_source(&src, spec, pending > 0));
+        match r {
             Err(Error::RingFull { .. }) if pending > 0 => {
                 self.deferred = Some(batch);
                 None
@@ -70,75 +66,31 @@ impl<'p, In: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Feed<'p, In, I> {
 
 /// The iterator [`Pool::imap`] returns.
 #[must_use = "iterators are lazy: nothing is submitted until it is polled"]
-pub struct Imap<'p, In, Out: Pod, I: Iterator> {
-    feed: Feed<'p, In, I>,
+pub struct Imap<'p, Out: Pod, I: Iterator> {
+    feed: Feed<'p, I>,
     pending: VecDeque<Result<Ticket<'p, Out>>>,
 }
 
 /// The iterator [`Pool::imap_unordered`] returns.
 #[must_use = "iterators are lazy: nothing is submitted until it is polled"]
-pub struct ImapUnordered<'p, In, Out: Pod, I: Iterator> {
-    feed: Feed<'p, In, I>,
+pub struct ImapUnordered<'p, Out: Pod, I: Iterator> {
+    feed: Feed<'p, I>,
     pending: Vec<Ticket<'p, Out>>,
 }
 
-impl Pool {
-    /// Streams batches through the pool and yields each batch's results in input order
-    /// (Python's `imap` over chunks), with up to `imap_in_flight` batches in flight.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> shmpool::Result<()> {
-    /// let pool = shmpool::Pool::new(2)?;
-    /// let batches = (0..3).map(|b| vec![b as f64; 4]);
-    /// let sums: Vec<f64> = pool
-    ///     .imap(batches, |x: f64| x + 0.5)
-    ///     .map(|r| r.map(|v| v.iter().sum()))
-    ///     .collect::<shmpool::Result<_>>()?;
-    /// assert_eq!(sums, [2.0, 6.0, 10.0]);
-    /// # Ok(()) }
-    /// ```
-    pub fn imap<In, Out, B, I, F>(&self, batches: I, f: F) -> Imap<'_, In, Out, I::IntoIter>
-    where
-        In: Pod,
-        Out: Pod,
-        B: AsRef<[In]>,
-        I: IntoIterator<Item = B>,
-        F: Fn(In) -> Out + Copy + 'static,
-    {
-        Imap { feed: Feed::new(self, batches, f), pending: VecDeque::new() }
-    }
-
-    /// Like [`Pool::imap`], but yields each batch's results as soon as it finishes, in any
-    /// order (Python's `imap_unordered`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> shmpool::Result<()> {
-    /// let pool = shmpool::Pool::new(2)?;
-    /// let mut sums: Vec<f64> = pool
-    ///     .imap_unordered((0..4).map(|b| vec![b as f64; 2]), |x: f64| x * 10.0)
-    ///     .map(|r| r.map(|v| v.iter().sum()))
-    ///     .collect::<shmpool::Result<_>>()?;
-    /// sums.sort_by(f64::total_cmp);
-    /// assert_eq!(sums, [0.0, 20.0, 40.0, 60.0]);
-    /// # Ok(()) }
-    /// ```
-    pub fn imap_unordered<In, Out, B, I, F>(&self, batches: I, f: F) -> ImapUnordered<'_, In, Out, I::IntoIter>
-    where
-        In: Pod,
-        Out: Pod,
-        B: AsRef<[In]>,
-        I: IntoIterator<Item = B>,
-        F: Fn(In) -> Out + Copy + 'static,
-    {
-        ImapUnordered { feed: Feed::new(self, batches, f), pending: Vec::new() }
+impl<'p, Out: Pod, B: Input, I: Iterator<Item = B>> Imap<'p, Out, I> {
+    pub(super) fn new(pool: &'p Pool, batches: I, spec: Result<KernelSpec>) -> Self {
+        Imap { feed: Feed::new(pool, batches, spec), pending: VecDeque::new() }
     }
 }
 
-impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for Imap<'p, In, Out, I> {
+impl<'p, Out: Pod, B: Input, I: Iterator<Item = B>> ImapUnordered<'p, Out, I> {
+    pub(super) fn new(pool: &'p Pool, batches: I, spec: Result<KernelSpec>) -> Self {
+        ImapUnordered { feed: Feed::new(pool, batches, spec), pending: Vec::new() }
+    }
+}
+
+impl<'p, Out: Pod, B: Input, I: Iterator<Item = B>> Iterator for Imap<'p, Out, I> {
     type Item = Result<Vec<Out>>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -150,7 +102,7 @@ impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for 
     }
 }
 
-impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for ImapUnordered<'p, In, Out, I> {
+impl<'p, Out: Pod, B: Input, I: Iterator<Item = B>> Iterator for ImapUnordered<'p, Out, I> {
     type Item = Result<Vec<Out>>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -167,7 +119,7 @@ impl<'p, In: Pod, Out: Pod, B: AsRef<[In]>, I: Iterator<Item = B>> Iterator for 
         loop {
             let seen = shared.ring.header().done.seq();
             for i in 0..self.pending.len() {
-                if let Some(r) = self.pending[i].try_get() {
+                if let Some(r) = self.pending[i].try_wait().transpose() {
                     drop(self.pending.swap_remove(i));
                     return Some(r);
                 }

@@ -9,6 +9,7 @@
 //! module contains no unsafe code.
 #![deny(unsafe_code)]
 
+mod api;
 mod builder;
 mod drive;
 mod imap;
@@ -104,7 +105,7 @@ impl Shared {
     }
 
     fn failure(&self) -> Option<String> {
-        lock(&self.failure).as_ref().map(|e| e.to_string())
+        lock(&self.failure).as_ref().map(Error::broken_reason)
     }
 
     fn poke(&self) {
@@ -207,9 +208,8 @@ impl Pool {
         self.shared.ring.header().owner_deaths.load(Ordering::Relaxed)
     }
 
-    /// Every abnormal worker death so far: pid, signal, and when the supervisor noticed it.
-    #[cfg(any(test, feature = "testing"))]
-    #[doc(hidden)]
+    /// Every abnormal worker death so far, oldest first: pid, signal, and when the supervisor
+    /// noticed it ([`Pool::worker_deaths`] counts them).
     pub fn death_log(&self) -> Vec<WorkerDeath> {
         lock(&self.shared.deaths).clone()
     }
@@ -246,74 +246,15 @@ impl Pool {
         self.shared.ring.slot_offsets_for_test()
     }
 
-    /// Applies an element kernel to every element; results keep the input's order.
-    ///
-    /// `f` is a plain `fn` item or a closure that captures nothing (use [`Pool::map_with`]
-    /// for parameters). Small inputs travel inside the ring's slots; larger ones are staged
-    /// into a shared buffer the pool reuses, with exactly one copy in and one copy out. Use
-    /// [`Pool::map_into`] with [`SharedVec`]s for zero copies.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> shmpool::Result<()> {
-    /// let pool = shmpool::Pool::new(2)?;
-    /// let xs: Vec<u8> = (0..=255).collect();
-    /// let widened: Vec<u32> = pool.map(&xs, |x: u8| x as u32 * 1000)?;
-    /// assert_eq!(widened[255], 255_000);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::KernelPanicked`], [`Error::WorkerCrashed`], [`Error::ChunkTimedOut`],
-    /// [`Error::PoolClosed`], [`Error::ShmFull`] (staging), [`Error::Cancelled`] (terminated
-    /// from another thread), [`Error::CorruptSlot`] then [`Error::PoolBroken`] (shared state
-    /// corrupted: the workers were killed), [`Error::WrongProcess`] (used from a forked child).
-    pub fn map<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy + 'static>(&self, input: &[In], f: F) -> Result<Vec<Out>> {
-        self.map_spec(input, &KernelSpec::elem(f))
-    }
-
-    /// Like [`Pool::map`], with a `Pod` parameter block passed to every call.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> shmpool::Result<()> {
-    /// let pool = shmpool::Pool::new(2)?;
-    /// let scaled = pool.map_with(&[1.0f32, 2.0], 10.0f32, |x: f32, k: &f32| x * k)?;
-    /// assert_eq!(scaled, [10.0, 20.0]);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::map`].
-    pub fn map_with<In: Pod, Out: Pod, P: Pod, F: Fn(In, &P) -> Out + Copy + 'static>(
-        &self,
-        input: &[In],
-        params: P,
-        f: F,
-    ) -> Result<Vec<Out>> {
-        self.map_spec(input, &KernelSpec::elem_with(&params, f))
-    }
-
-    /// Applies a prepared [`KernelSpec`] to a plain slice (see [`Pool::map`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::map`], plus [`Error::TypeMismatch`] when `spec` was made for other element
-    /// types than the slices'.
-    pub fn map_spec<In: Pod, Out: Pod>(&self, input: &[In], spec: &KernelSpec) -> Result<Vec<Out>> {
-        spec.check_types::<In, Out>()?;
-        let mut out = vec![Out::zeroed(); input.len()];
-        self.map_slice(bytemuck::cast_slice(input), bytemuck::cast_slice_mut(&mut out), spec)?;
-        Ok(out)
-    }
-
     /// Maps plain bytes to plain bytes: inline in the slots when small, else through staging
     /// buffers in shared memory (one copy in, one copy out).
-    fn map_slice(&self, input: &[u8], output: &mut [u8], spec: &KernelSpec) -> Result<()> {
+    fn map_slice(
+        &self,
+        input: &[u8],
+        output: &mut [u8],
+        spec: &KernelSpec,
+        progress: Option<&mut dyn FnMut(usize)>,
+    ) -> Result<()> {
         self.check_open()?;
         let len = input.len() / spec.in_size;
         if len == 0 {
@@ -322,14 +263,14 @@ impl Pool {
         if let Some(layout) = run::inline_layout(&self.shared, len, spec, run::INLINE_SLOTS) {
             let run =
                 run::MapRun::new(self, spec, len, &Input::Inline(input), Dest::Inline, run::Chunking::Inline(layout))?;
-            return drive::drive(run, spec, Input::Inline(input), Output::Inline(output), None);
+            return drive::drive(run, spec, Input::Inline(input), Output::Inline(output), progress);
         }
         let mut stage_in = self.take_staging(input.len())?;
         stage_in.bytes_mut(input.len()).copy_from_slice(input);
         let stage_out = self.take_staging(output.len())?;
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
         let run = run::MapRun::new(self, spec, len, &Input::Shared(&ins), Dest::Staging(&outs), run::Chunking::Shared)?;
-        let r = drive::drive(run, spec, Input::Shared(&ins), Output::Shared, None);
+        let r = drive::drive(run, spec, Input::Shared(&ins), Output::Shared, progress);
         let mut stage_out = stage_out;
         if r.is_ok() {
             output.copy_from_slice(stage_out.bytes_mut(output.len()));
@@ -340,98 +281,7 @@ impl Pool {
         r
     }
 
-    /// Runs a chunk kernel `f(&input[r], &mut output[r])` over consecutive ranges `r`, in
-    /// place, with zero copies: the workers read `input` and write `output` directly.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> shmpool::Result<()> {
-    /// use shmpool::{Pool, SharedVec};
-    /// let pool = Pool::new(2)?;
-    /// let xs = SharedVec::from_slice(&[1.0f64, 4.0, 9.0])?;
-    /// let mut ys = pool.alloc::<f64>(3)?;
-    /// pool.map_into(&xs, &mut ys, |x: &[f64], y: &mut [f64]| {
-    ///     for (y, x) in y.iter_mut().zip(x) { *y = x.sqrt(); }
-    /// })?;
-    /// assert_eq!(&ys[..], &[1.0, 2.0, 3.0]);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LengthMismatch`] when the lengths differ; otherwise as [`Pool::map`].
-    pub fn map_into<In: Pod, Out: Pod, F: Fn(&[In], &mut [Out]) + Copy + 'static>(
-        &self,
-        input: &SharedVec<In>,
-        output: &mut SharedVec<Out>,
-        f: F,
-    ) -> Result<()> {
-        self.map_into_spec(input, output, &KernelSpec::chunk(f))
-    }
-
-    /// Like [`Pool::map_into`], with a `Pod` parameter block.
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::map_into`].
-    pub fn map_into_with<In: Pod, Out: Pod, P: Pod, F: Fn(&[In], &mut [Out], &P) + Copy + 'static>(
-        &self,
-        input: &SharedVec<In>,
-        output: &mut SharedVec<Out>,
-        params: P,
-        f: F,
-    ) -> Result<()> {
-        self.map_into_spec(input, output, &KernelSpec::chunk_with(&params, f))
-    }
-
-    /// Runs a prepared [`KernelSpec`] from one `SharedVec` into another (see [`Pool::map_into`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::map_into`], plus [`Error::TypeMismatch`] when `spec` was made for other
-    /// element types than the arrays'.
-    pub fn map_into_spec<In: Pod, Out: Pod>(
-        &self,
-        input: &SharedVec<In>,
-        output: &mut SharedVec<Out>,
-        spec: &KernelSpec,
-    ) -> Result<()> {
-        spec.check_types::<In, Out>()?;
-        if input.len() != output.len() {
-            return Err(Error::LengthMismatch { input: input.len(), output: output.len() });
-        }
-        self.map_shared(spec, input.len(), input.segment(), output.segment(), None)
-    }
-
-    /// Runs `spec` from a memory-mapped `.npy` input into a `.npy` output being written, in
-    /// place, with zero copies; `progress` (if any) is called with the number of elements done.
-    /// Commit the output afterwards ([`NpyOutput::commit`]); on error, drop it and nothing is left.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LengthMismatch`]; [`Error::TypeMismatch`] when the kernel's element types are
-    /// not the files' dtypes; [`Error::Aliased`] when the output is the input file; otherwise as
-    /// [`Pool::map`].
-    pub fn map_npy(
-        &self,
-        input: &NpyArray,
-        output: &mut NpyOutput,
-        spec: &KernelSpec,
-        progress: Option<&mut dyn FnMut(usize)>,
-    ) -> Result<()> {
-        if input.len() != output.len() {
-            return Err(Error::LengthMismatch { input: input.len(), output: output.len() });
-        }
-        spec.check_dtypes(input.dtype(), output.dtype())?;
-        let (ins, outs) = (input.segment(), output.segment());
-        if ins.identity().is_some() && ins.identity() == outs.identity() {
-            return Err(Error::Aliased { path: output.path().display().to_string() });
-        }
-        self.map_shared(spec, input.len(), ins, outs, progress)
-    }
-
-    /// Like [`Pool::map_npy`] over elements `range` of the input alone, written into the same
+    /// Like [`Pool::map_into`] from a `.npy` file into a `.npy` output, over elements `range` of the input alone, written into the same
     /// elements of the output (the rest of the output is left as it is), in place; the kernel
     /// sees the files' flat indices (`i` of an expression starts at `range.start`). This is how
     /// several processes (MPI ranks, jobs of a scheduler) each map their own slice of one file
@@ -463,7 +313,7 @@ impl Pool {
     /// # Errors
     ///
     /// [`Error::InvalidOption`] when `range` is reversed or ends past the arrays; otherwise as
-    /// [`Pool::map_npy`].
+    /// [`Pool::map_into`].
     pub fn map_npy_range(
         &self,
         input: &NpyArray,
@@ -497,7 +347,7 @@ impl Pool {
         self.map_shared_at(spec, range.len(), ins, outs, progress, range.start, range.start as u64)
     }
 
-    /// Like [`Pool::map_into_spec`], with the kernel seeing indices that start at `first_index`
+    /// Like [`Pool::map_into`] between `SharedVec`s, with the kernel seeing indices that start at `first_index`
     /// instead of 0 (`i` of an expression): a slice of a larger array, mapped as the whole
     /// array's map would map it.
     ///
@@ -517,7 +367,7 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// As [`Pool::map_into_spec`].
+    /// As [`Pool::map_into`].
     pub fn map_into_spec_indexed<In: Pod, Out: Pod>(
         &self,
         input: &SharedVec<In>,

@@ -622,7 +622,7 @@ impl<'p> MapRun<'p> {
             None => Ok(()),
             Some(Stop::Map(e)) => Err(e),
             Some(Stop::Corrupt(e)) => {
-                self.shared.fail(Error::PoolBroken { reason: e.to_string() });
+                self.shared.fail(Error::PoolBroken { reason: e.broken_reason() });
                 self.pool.stop(STATE_TERMINATED);
                 Err(e)
             }

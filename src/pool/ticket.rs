@@ -19,7 +19,7 @@ use crate::kernel::KernelSpec;
 
 /// Where a ticket's results wait.
 enum Results<Out> {
-    /// In its ring slot until the caller asks (`buf` is allocated by `try_get` /
+    /// In its ring slot until the caller asks (`buf` is allocated by `try_wait` /
     /// `wait_timeout`, which return a `Vec` anyway).
     Inline { buf: Option<Vec<Out>> },
     /// In the pool's staging buffers.
@@ -27,7 +27,7 @@ enum Results<Out> {
 }
 
 /// A submitted map: [`Pool::submit`] returns it, [`Ticket::wait`] / [`Ticket::wait_into`] /
-/// [`Ticket::wait_timeout`] / [`Ticket::try_get`] give its results. Dropping it before it
+/// [`Ticket::wait_timeout`] / [`Ticket::try_wait`] give its results. Dropping it before it
 /// completes cancels what has not started and detaches what runs: results are discarded,
 /// nothing is ever written into memory that was freed.
 ///
@@ -40,7 +40,7 @@ pub struct Ticket<'p, Out: Pod> {
     run: Option<MapRun<'p>>,
     len: usize,
     results: Results<Out>,
-    /// The results were handed out (by `try_get` or `wait_timeout`): the ticket is spent.
+    /// The results were handed out (by `try_wait` or `wait_timeout`): the ticket is spent.
     spent: bool,
     _out: PhantomData<Out>,
 }
@@ -52,58 +52,19 @@ impl<Out: Pod> std::fmt::Debug for Ticket<'_, Out> {
 }
 
 impl Pool {
-    /// Submits an element kernel over `input` and returns at once with a [`Ticket`]; the
-    /// workers run it while the caller does something else. Any number of threads may submit
-    /// on one pool at the same time.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> shmpool::Result<()> {
-    /// let pool = shmpool::Pool::new(2)?;
-    /// let a = pool.submit(&[1.0f64, 4.0], |x: f64| x.sqrt())?;
-    /// let b = pool.submit(&[9.0f64], |x: f64| x.sqrt())?;
-    /// let mut out = [0.0; 2];
-    /// a.wait_into(&mut out)?;
-    /// assert_eq!(out, [1.0, 2.0]);
-    /// assert_eq!(b.wait()?, [3.0]);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::map`], plus [`Error::RingFull`] when every slot is held by a finished ticket
-    /// nobody waits for.
-    pub fn submit<In: Pod, Out: Pod, F: Fn(In) -> Out + Copy + 'static>(
+    /// Submits `bytes` (whole units of `spec`, whose types the caller checked: `api.rs`); with
+    /// `fail_fast`, [`Error::RingFull`] as soon as nothing of the new ticket is in flight and no
+    /// slot is free (the caller — `imap` — then waits for one of its own tickets instead).
+    pub(super) fn submit_inner<Out: Pod>(
         &self,
-        input: &[In],
-        f: F,
-    ) -> Result<Ticket<'_, Out>> {
-        self.submit_spec(input, &KernelSpec::elem(f))
-    }
-
-    /// Submits a prepared [`KernelSpec`] (element, chunk or expression kernel) over `input`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::submit`], plus [`Error::TypeMismatch`].
-    pub fn submit_spec<In: Pod, Out: Pod>(&self, input: &[In], spec: &KernelSpec) -> Result<Ticket<'_, Out>> {
-        self.submit_inner(input, spec, false)
-    }
-
-    /// [`Pool::submit_spec`]; with `fail_fast`, [`Error::RingFull`] as soon as nothing of the
-    /// new ticket is in flight and no slot is free (the caller — `imap` — then waits for one of
-    /// its own tickets instead).
-    pub(super) fn submit_inner<In: Pod, Out: Pod>(
-        &self,
-        input: &[In],
+        bytes: &[u8],
         spec: &KernelSpec,
         fail_fast: bool,
     ) -> Result<Ticket<'_, Out>> {
-        spec.check_types::<In, Out>()?;
         self.check_open()?;
-        let len = input.len();
-        let bytes: &[u8] = bytemuck::cast_slice(input);
+        // Units of the map (elements, or rows of a row kernel); the ticket's `len` counts `Out`.
+        let units = bytes.len() / spec.in_size;
+        let len = units * spec.out_size / std::mem::size_of::<Out>();
         if len == 0 {
             return Ok(Ticket {
                 pool: self,
@@ -115,9 +76,9 @@ impl Pool {
             });
         }
         // One slot per small ticket: its finished chunk waits there for the caller.
-        if let Some(layout) = run::inline_layout(&self.shared, len, spec, 1) {
+        if let Some(layout) = run::inline_layout(&self.shared, units, spec, 1) {
             let input = Input::Inline(bytes);
-            let run = MapRun::new(self, spec, len, &input, Dest::Inline, Chunking::InlineOneSlot(layout))?;
+            let run = MapRun::new(self, spec, units, &input, Dest::Inline, Chunking::InlineOneSlot(layout))?;
             let run = fill_all(run, spec, &input, &mut Output::Hold, fail_fast)?;
             return Ok(Ticket {
                 pool: self,
@@ -128,15 +89,15 @@ impl Pool {
                 _out: PhantomData,
             });
         }
-        let out_bytes = len
+        let out_bytes = units
             .checked_mul(spec.out_size)
-            .ok_or(Error::TooLarge { count: len as u64, elem_size: spec.out_size as u64 })?;
+            .ok_or(Error::TooLarge { count: units as u64, elem_size: spec.out_size as u64 })?;
         let mut stage_in = self.take_staging(bytes.len())?;
         stage_in.bytes_mut(bytes.len()).copy_from_slice(bytes);
         let stage_out = self.take_staging(out_bytes)?;
         let (ins, outs) = (stage_in.seg.clone(), stage_out.seg.clone());
         let input = Input::Shared(&ins);
-        let run = MapRun::new(self, spec, len, &input, Dest::Staging(&outs), Chunking::Shared)?;
+        let run = MapRun::new(self, spec, units, &input, Dest::Staging(&outs), Chunking::Shared)?;
         let run = fill_all(run, spec, &input, &mut Output::Shared, fail_fast)?;
         Ok(Ticket {
             pool: self,
@@ -235,10 +196,30 @@ impl<'p, Out: Pod> Ticket<'p, Out> {
         self.poll(Instant::now().checked_add(timeout))
     }
 
-    /// The results if the ticket is done, without waiting: `None` while it runs. Once the
-    /// results were handed out, every later call gives [`Error::TicketSpent`].
-    pub fn try_get(&mut self) -> Option<Result<Vec<Out>>> {
-        self.poll(Some(Instant::now())).transpose()
+    /// The results if the ticket is done, without waiting: `Ok(None)` while it runs (the
+    /// shape of [`Ticket::wait_timeout`] with a zero timeout). Once the results were handed
+    /// out, every later call gives [`Error::TicketSpent`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmpool::Result<()> {
+    /// let pool = shmpool::Pool::new(1)?;
+    /// let mut t = pool.submit(&[2u32], |x: u32| x + 1)?;
+    /// let got = loop {
+    ///     if let Some(v) = t.try_wait()? { break v; }
+    ///     std::thread::yield_now();
+    /// };
+    /// assert_eq!(got, [3]);
+    /// assert!(matches!(t.try_wait(), Err(shmpool::Error::TicketSpent)));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Pool::map`].
+    pub fn try_wait(&mut self) -> Result<Option<Vec<Out>>> {
+        self.poll(Some(Instant::now()))
     }
 
     fn poll(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<Out>>> {

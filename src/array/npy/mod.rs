@@ -153,6 +153,13 @@ impl NpyArray {
     pub(crate) fn segment(&self) -> &Arc<Segment> {
         &self.seg
     }
+
+    /// The elements' bytes (for maps that copy their input, such as `Pool::submit`).
+    pub(crate) fn bytes(&self) -> Result<&[u8]> {
+        // SAFETY: as in `as_slice`: the mapping is read-only for every process, and the
+        // caller of `open` promised that nothing modifies the file while it is mapped.
+        unsafe { self.seg.data(0, self.len * self.dtype.size()) }
+    }
 }
 
 /// A `.npy` file being written: created without a name in its final directory (or as a

@@ -355,8 +355,19 @@ impl Program {
 }
 
 /// Element types an expression kernel reads and writes in memory: numpy's numeric types
-/// (`u8` also stores `bool`, [`half::f16`] stores `float16`).
-pub trait Num: Pod {
+/// (`u8` also stores `bool`, [`half::f16`] stores `float16`). Sealed: the list is numpy's, so
+/// no other crate can add a type the evaluator does not know.
+///
+/// ```compile_fail,E0277
+/// #[derive(Clone, Copy, shmpool::Pod, shmpool::Zeroable)]
+/// #[bytemuck(crate = "shmpool::bytemuck")]
+/// #[repr(C)]
+/// struct Mine(u32);
+/// impl shmpool::kernel::expr::Num for Mine {
+///     const DTYPE: shmpool::Dtype = shmpool::Dtype::U32;
+/// }
+/// ```
+pub trait Num: Pod + sealed::Sealed {
     /// The dtype this type stores.
     const DTYPE: Dtype;
 
@@ -366,8 +377,14 @@ pub trait Num: Pod {
     }
 }
 
+mod sealed {
+    /// Implemented only for the types listed in `num!`.
+    pub trait Sealed {}
+}
+
 macro_rules! num {
     ($($t:ty => $d:ident),*) => {$(
+        impl sealed::Sealed for $t {}
         impl Num for $t {
             const DTYPE: Dtype = Dtype::$d;
         }
