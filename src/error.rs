@@ -186,16 +186,10 @@ pub enum Error {
     #[error("pool is closed")]
     PoolClosed,
 
-    /// An expression did not parse; `position` is the 1-based column of the problem.
-    #[error("invalid expression at column {position}: {message}\n  {expr}\n  {caret:>position$}", caret = "^")]
-    InvalidExpression {
-        /// The expression.
-        expr: String,
-        /// 1-based column (in characters).
-        position: usize,
-        /// What is wrong.
-        message: String,
-    },
+    /// An expression did not compile, or its evaluation failed (feature `expr`).
+    #[cfg(feature = "expr")]
+    #[error(transparent)]
+    Expr(#[from] shmpool_expr::Error),
 
     /// A `.npy` file cannot be used; `reason` says why.
     #[error("{path}: {reason}")]
@@ -282,6 +276,12 @@ fn last_death(signal: i32) -> String {
         "the last one exited: it could not map or run the chunk".to_string()
     } else {
         format!("last signal {signal}")
+    }
+}
+
+impl From<shmpool_dtype::UnknownDtype> for Error {
+    fn from(e: shmpool_dtype::UnknownDtype) -> Error {
+        Error::UnknownDtype { name: e.name }
     }
 }
 

@@ -2,7 +2,7 @@
 //! instruction k): fusion, dead-code elimination, invariant hoisting, linear scan.
 
 use super::{fuse, Ins, Op, Program, INVARIANT};
-use crate::dtype::Dtype;
+use crate::Dtype;
 
 /// Registers of invariants and of `x` are never shared; a destination is never one of its own
 /// operands; the result's register is never reused.

@@ -6,21 +6,11 @@
 use std::collections::HashMap;
 
 use super::elem::{Elem, Hub};
-use super::literal::{int_range, python, python_int_to};
+use super::literal::{int_range, python, python_int_to, Val};
 use super::parse::{syntax, Fun, Kind, Node};
 use super::{with_reg_type, Ins, Op, A_IMM, B_IMM};
-use crate::dtype::Dtype;
-use crate::error::Result;
-
-/// A value during compilation: a weak Python scalar, or a (virtual) register of a dtype.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Val {
-    /// A Python `bool` (what a comparison of literals gives): weak, of the lowest kind.
-    Bool(bool),
-    Int(i128),
-    Float(f64),
-    Reg(u32, Dtype),
-}
+use crate::Dtype;
+use crate::Result;
 
 /// An instruction operand: a register or an immediate (bits in the instruction's type).
 #[derive(Debug, Clone, Copy)]

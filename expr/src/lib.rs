@@ -42,14 +42,21 @@
 //! Fusions make an expression cost what the same Rust closure costs: `f(x) * k1 + k2` is one
 //! loop, `sin(a)` and `cos(a)` share one `sincos` call, constants are computed once per chunk.
 //!
-//! Layout: [`parse`] (text to nodes), `compile` and `literal` (types, casts, numpy's loop
-//! choice, Python's constant arithmetic), `fuse` and `alloc` (fusions, registers), `elem` and
-//! `float` (numpy's per-type semantics), `eval` (the block evaluator). This module never
-//! touches shared memory or processes.
+//! Layout: [`parse`] (text to nodes), `literal` (Python's values and constant arithmetic),
+//! `compile` (types, casts, numpy's loop choice; uses `literal`, never the reverse), `fuse` and
+//! `alloc` (fusions, registers), `elem` and `float` (numpy's per-type semantics), `eval` (the
+//! block evaluator). This crate never touches shared memory or processes and does not depend
+//! on the engine (`shmpool`), which runs programs as kernels (its feature `expr`).
+//!
+//! The only `unsafe` is in `float`: calls of C's `asinh`/`acosh`/`atanh` (numpy's results,
+//! which Rust's own differ from in the last bit).
+#![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 
 mod alloc;
 mod compile;
 mod elem;
+mod error;
 mod eval;
 mod float;
 mod fuse;
@@ -61,10 +68,9 @@ mod test;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+pub use error::{Error, Result};
+pub use shmpool_dtype::{Dtype, UnknownDtype};
 
-pub(crate) use eval::eval;
 use op::Op;
 
 /// Elements per block: each operation runs over this many elements at a time.
@@ -89,10 +95,10 @@ use dispatch_reg_type;
 /// Runs `$body` with `$T` bound to the register type of the dtype `$d` (every dtype).
 macro_rules! with_reg_type {
     ($d:expr, $T:ident => $body:expr) => {
-        $crate::kernel::expr::dispatch_reg_type!($d, $T => $body; "an operation";
-            Bool => $crate::kernel::expr::elem::B, I8 => i8, I16 => i16, I32 => i32, I64 => i64,
+        $crate::dispatch_reg_type!($d, $T => $body; "an operation";
+            Bool => $crate::elem::B, I8 => i8, I16 => i16, I32 => i32, I64 => i64,
             U8 => u8, U16 => u16, U32 => u32, U64 => u64,
-            F16 => $crate::kernel::expr::elem::H, F32 => f32, F64 => f64)
+            F16 => $crate::elem::H, F32 => f32, F64 => f64)
     };
 }
 use with_reg_type;
@@ -121,7 +127,7 @@ const EPI_ADD: u8 = 16;
 /// as immediate.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
-pub(super) struct Instr {
+pub(crate) struct Instr {
     op: u32,
     ty: u8,
     out_ty: u8,
@@ -137,7 +143,7 @@ const _: () = assert!(std::mem::size_of::<Instr>() == 32);
 
 /// A decoded, validated instruction.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Ins {
+pub(crate) struct Ins {
     pub op: Op,
     pub ty: Dtype,
     pub out_ty: Dtype,
@@ -279,7 +285,16 @@ impl Program {
     /// Decodes and validates a parameter block: every opcode known, every type code valid and
     /// defined for its operation, every register in range, no instruction reading the register
     /// it writes (what lets the evaluator borrow them separately).
-    pub(super) fn from_bytes(b: &[u8]) -> Option<Program> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidProgram`] when the block is not a program this version wrote (magic,
+    /// version, an opcode, a type code, a register, a flag).
+    pub fn from_bytes(b: &[u8]) -> Result<Program> {
+        Program::decode(b).ok_or(Error::InvalidProgram { reason: "not a valid program of this version" })
+    }
+
+    fn decode(b: &[u8]) -> Option<Program> {
         let head: [u32; 8] = bytemuck::pod_read_unaligned(b.get(..HEADER)?);
         let [magic, version, n, n_regs, result, input, output, _] = head;
         if magic != MAGIC || version != VERSION || n == 0 || n_regs == 0 || result >= n_regs {
@@ -332,21 +347,42 @@ impl Program {
     /// # Errors
     ///
     /// [`Error::TypeMismatch`] when `In` or `Out` does not match the program's types;
-    /// [`Error::LengthMismatch`] when the lengths differ.
+    /// [`Error::LengthMismatch`] when the lengths differ; [`Error::NegativeIntegerPower`] as
+    /// numpy's `ValueError` (`ys` then holds what the blocks before the error computed).
     pub fn eval_slice<In: Num, Out: Num>(&self, xs: &[In], ys: &mut [Out], start: u64) -> Result<()> {
         self.check_types::<In, Out>()?;
         if xs.len() != ys.len() {
             return Err(Error::LengthMismatch { input: xs.len(), output: ys.len() });
         }
-        eval::run(self, bytemuck::cast_slice(xs), bytemuck::cast_slice_mut(ys), start);
-        Ok(())
+        eval::run(self, bytemuck::cast_slice(xs), bytemuck::cast_slice_mut(ys), start)
+    }
+
+    /// Evaluates the program over raw element bytes (the storage types of the program's input
+    /// and output dtypes), as a kernel does over one chunk; `start` is the flat index of the
+    /// first element.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LengthMismatch`] when the byte lengths are not the same number of whole
+    /// elements; [`Error::NegativeIntegerPower`] as [`Program::eval_slice`].
+    pub fn eval_bytes(&self, input: &[u8], output: &mut [u8], start: u64) -> Result<()> {
+        let (isz, osz) = (self.input.size(), self.output.size());
+        if input.len() % isz != 0 || output.len() % osz != 0 || input.len() / isz != output.len() / osz {
+            return Err(Error::LengthMismatch { input: input.len() / isz, output: output.len() / osz });
+        }
+        eval::run(self, input, output, start)
     }
 
     /// Checks that `In`/`Out` are the storage types of the program's input/output dtypes.
-    pub(crate) fn check_types<In: Num, Out: Num>(&self) -> Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TypeMismatch`] when they are not.
+    pub fn check_types<In: Num, Out: Num>(&self) -> Result<()> {
         if !In::stores(self.input) || !Out::stores(self.output) {
             return Err(Error::TypeMismatch {
-                kernel: format!("an expression from {} to {}", self.input, self.output),
+                input: self.input,
+                output: self.output,
                 data: format!("{} -> {}", In::DTYPE, Out::DTYPE),
             });
         }

@@ -1,10 +1,19 @@
 //! Python's arithmetic on literal-only sub-expressions (`2 * 3`, `-1`, `1 / 3`, `1 < 2`):
 //! what Python computes before numpy sees anything, so the result stays a weak scalar.
 
-use super::compile::Val;
 use super::elem::Elem;
 use super::parse::Fun;
-use crate::dtype::Dtype;
+use crate::Dtype;
+
+/// A value during compilation: a weak Python scalar, or a (virtual) register of a dtype.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Val {
+    /// A Python `bool` (what a comparison of literals gives): weak, of the lowest kind.
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Reg(u32, Dtype),
+}
 
 /// Python's own arithmetic on literals (`2 * 3`, `-1`, `1 / 3`, `2 ** -1`): the result stays a
 /// weak scalar. `None` for functions, which numpy evaluates.

@@ -2,13 +2,13 @@
 //! defined for. Decoded from shared memory with `TryFrom<u32>`, which knows exactly the codes
 //! listed here (no range checks).
 
-use crate::dtype::Dtype;
+use crate::Dtype;
 
 /// An operation of the register program. Stored as its `u32` code; decoded with `TryFrom`,
 /// which knows exactly the codes listed here.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::kernel) enum Op {
+pub(crate) enum Op {
     LoadX = 1,
     LoadI = 2,
     Const = 3,

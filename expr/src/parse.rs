@@ -7,7 +7,7 @@
 //! parentheses, calls, unary operators and powers, and refuses more than [`MAX_DEPTH`] levels with
 //! an error in the user's words, so no input can overflow the stack.
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Deepest nesting of parentheses, calls, unary operators and powers (Python's parser stops at
 /// 200 nested parentheses, with "too many nested parentheses").

@@ -74,7 +74,7 @@ impl From<shmpool::Error> for Failure {
             | E::TooLarge { .. }
             | E::Aliased { .. }
             | E::LengthMismatch { .. }
-            | E::InvalidExpression { .. }
+            | E::Expr(shmpool::kernel::expr::Error::InvalidExpression { .. })
             | E::BadNpy { .. }
             | E::UnknownDtype { .. } => EXIT_USAGE,
             // The user named a file that cannot be read or a place that cannot be written.
@@ -82,6 +82,18 @@ impl From<shmpool::Error> for Failure {
             _ => EXIT_FAILURE,
         };
         Failure { code, message: chain(&e) }
+    }
+}
+
+impl From<shmpool::kernel::expr::Error> for Failure {
+    fn from(e: shmpool::kernel::expr::Error) -> Self {
+        shmpool::Error::from(e).into()
+    }
+}
+
+impl From<shmpool::UnknownDtype> for Failure {
+    fn from(e: shmpool::UnknownDtype) -> Self {
+        shmpool::Error::from(e).into()
     }
 }
 

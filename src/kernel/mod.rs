@@ -34,6 +34,7 @@ use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::key::Key;
 
+#[cfg(feature = "expr")]
 pub mod expr;
 mod trampoline;
 
@@ -260,26 +261,29 @@ impl KernelSpec {
         )
     }
 
-    /// An expression kernel reading `In` and writing `Out` elements: `In` must store the
+    /// An expression kernel reading `In` and writing `Out` elements (feature `expr`): `In` must store the
     /// program's input dtype; the result is cast to `Out` ([`expr::Program::astype`]) when it
     /// is not the program's output dtype. `u8` reads and writes `bool`, [`half::f16`] float16.
     ///
     /// # Errors
     ///
-    /// [`Error::TypeMismatch`] when `In` is not the type the program was compiled for.
+    /// [`Error::Expr`] ([`expr::Error::TypeMismatch`]) when `In` is not the type the program
+    /// was compiled for.
+    #[cfg(feature = "expr")]
     pub fn expr<In: expr::Num, Out: expr::Num>(program: &expr::Program) -> Result<KernelSpec> {
         let program = if Out::stores(program.output_dtype()) { program.clone() } else { program.astype(Out::DTYPE) };
         program.check_types::<In, Out>()?;
         Ok(Self::new::<In, Out>(expr::eval::<In, Out>, program.to_bytes()))
     }
 
-    /// An expression kernel for element types chosen at run time: reads `input` (the type the
+    /// An expression kernel (feature `expr`) for element types chosen at run time: reads `input` (the type the
     /// program was compiled for) and writes `output`, casting the result as numpy's `astype`
     /// when `output` is not the program's output dtype.
     ///
     /// # Errors
     ///
     /// [`Error::TypeMismatch`] when `input` is not the program's input dtype.
+    #[cfg(feature = "expr")]
     pub fn expr_for(program: &expr::Program, input: Dtype, output: Dtype) -> Result<KernelSpec> {
         if input != program.input_dtype() {
             return Err(Error::TypeMismatch {

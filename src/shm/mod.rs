@@ -1,4 +1,4 @@
-//! Named POSIX shared-memory segments: the only caller of `shared_memory`.
+//! Named POSIX shared-memory segments: the only caller of `shm_open`.
 //!
 //! A [`Segment`] owns one mapping, its base pointer and its length; every other module asks it
 //! for a checked range. Segments are created exclusive (`O_EXCL`), mode 0600, with a random name
@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
-use shared_memory::{Shmem, ShmemConf, ShmemError};
 
 use crate::error::{Error, Result};
 use header::{MAGIC, READY};
@@ -56,9 +55,8 @@ pub(crate) const NAME_PREFIX: &str = "shmpool_";
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 enum Mapping {
-    /// The creator's mapping, made by `shared_memory`; held for its `Drop` (unmap, close).
-    Created { _shmem: Shmem },
-    /// An attacher's mapping of a received descriptor, made by `memmap2`.
+    /// A mapping of the segment's descriptor (the creator's or an attacher's), made by
+    /// `memmap2`; held for its `Drop` (unmap).
     Attached(memmap2::MmapRaw),
 }
 
@@ -130,31 +128,30 @@ impl Segment {
             return Err(Error::ShmFull { needed: total as u64, available });
         }
         let pid = std::process::id();
-        let (mut shmem, name) = loop {
-            let name = format!("/{NAME_PREFIX}{pid}_{:016x}", rand::random::<u64>());
-            match ShmemConf::new().os_id(&name).size(total).create() {
-                Ok(s) => break (s, name),
-                Err(ShmemError::MappingIdExists) => continue,
-                Err(ShmemError::MapCreateFailed(errno)) => {
-                    return Err(shm_error("shm_open", errno, total));
+        let fd = loop {
+            let name = format!("/{NAME_PREFIX}{pid}_{:016x}", random_u64()?);
+            let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
+            match nix::sys::mman::shm_open(name.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR) {
+                Ok(fd) => {
+                    // The name goes at once: from here the segment lives as long as a
+                    // descriptor or a mapping of it.
+                    nix::sys::mman::shm_unlink(name.as_str()).map_err(|e| Error::os("shm_unlink", e.into()))?;
+                    break fd;
                 }
-                Err(ShmemError::UnknownOsError(errno)) => return Err(shm_error("mmap", errno, total)),
-                Err(other) => return Err(Error::os("shared_memory create", std::io::Error::other(other))),
+                Err(nix::errno::Errno::EEXIST) => continue,
+                Err(e) => return Err(shm_error("shm_open", e as u32, total)),
             }
         };
-        // We unlink the name ourselves, right now, instead of in `Shmem`'s drop.
-        shmem.set_owner(false);
-        let opened = nix::sys::mman::shm_open(name.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty());
-        let unlinked = nix::sys::mman::shm_unlink(name.as_str());
-        let fd = opened.map_err(|e| Error::os("shm_open", e.into()))?;
-        unlinked.map_err(|e| Error::os("shm_unlink", e.into()))?;
+        nix::unistd::ftruncate(&fd, total as libc::off_t).map_err(|e| shm_error("ftruncate", e as u32, total))?;
         reserve(&fd, total)?;
-        let base = NonNull::new(shmem.as_ptr()).expect("shared_memory returned a mapped pointer");
+        let file = File::from(fd);
+        let map = memmap2::MmapOptions::new().len(total).map_raw(&file).map_err(|e| Error::os("mmap", e))?;
+        let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
         let seg = Segment {
-            mapping: Mapping::Created { _shmem: shmem },
+            mapping: Mapping::Attached(map),
             base,
             len: total,
-            fd,
+            fd: OwnedFd::from(file),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             data_off: DATA_OFFSET,
             data_len: total - DATA_OFFSET,
@@ -406,6 +403,12 @@ fn shm_error(op: &'static str, errno: u32, total: usize) -> Error {
         return Error::ShmFull { needed: total as u64, available };
     }
     Error::os(op, io)
+}
+
+/// 64 bits from the OS random source (`getrandom(2)`).
+fn random_u64() -> Result<u64> {
+    getrandom::u64()
+        .map_err(|e| Error::os("getrandom", std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO))))
 }
 
 /// Reserves every page of the segment so that later writes cannot fail with SIGBUS.

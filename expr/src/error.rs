@@ -1,0 +1,55 @@
+//! The expression compiler's error type: what can go wrong compiling an expression or
+//! evaluating a program, independent of the engine that runs it.
+#![forbid(unsafe_code)]
+
+use shmpool_dtype::Dtype;
+
+/// The result type of the expression compiler.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong compiling or evaluating an expression.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An expression did not parse or type-check; `position` is the 1-based column of the problem.
+    #[error("invalid expression at column {position}: {message}\n  {expr}\n  {caret:>position$}", caret = "^")]
+    InvalidExpression {
+        /// The expression.
+        expr: String,
+        /// 1-based column (in characters).
+        position: usize,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// numpy's `ValueError` for an integer raised to a negative integer power at run time.
+    #[error("integers to negative integer powers are not allowed")]
+    NegativeIntegerPower,
+
+    /// The element types given to an evaluation are not the program's.
+    #[error("type mismatch: the program maps {input} -> {output}, the data is {data}")]
+    TypeMismatch {
+        /// The program's input dtype.
+        input: Dtype,
+        /// The program's output dtype.
+        output: Dtype,
+        /// The element types given (`f64 -> f64`).
+        data: String,
+    },
+
+    /// Input and output lengths of an evaluation differ.
+    #[error("length mismatch: input has {input} elements, output has {output}")]
+    LengthMismatch {
+        /// Elements in the input.
+        input: usize,
+        /// Elements in the output.
+        output: usize,
+    },
+
+    /// A serialised program (a parameter block) failed validation.
+    #[error("invalid expression program: {reason}")]
+    InvalidProgram {
+        /// The first check that failed.
+        reason: &'static str,
+    },
+}
