@@ -146,7 +146,11 @@ fn bad_inputs_give_clear_errors_exit_2_and_leave_nothing() {
          open(D + '/short_data.npy', 'wb').write(raw[:-8])\n\
          open(D + '/random.npy', 'wb').write(np.random.default_rng(3).bytes(500))",
     );
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // An expression unless the case gives one (`map` of a file requires `--expr`).
+    let s = |v: &[&str]| {
+        let expr: &[&str] = if v.contains(&"--expr") { &[] } else { &["--expr", "x"] };
+        v.iter().chain(expr).map(|x| x.to_string()).collect::<Vec<_>>()
+    };
     let inp = |n: &str| p(dir, n);
     let out = p(dir, "out.npy");
     let cases: Vec<(Vec<String>, &str)> = vec![

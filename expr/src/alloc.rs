@@ -12,6 +12,13 @@ pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, input: Dtype) -> Program 
     let n = ins.len();
     let mut live = vec![false; n];
     live[result as usize] = true;
+    // numpy evaluates every sub-expression: a signed integer power by an array may raise its
+    // ValueError even where its value is unused (`isfinite(x ** x)`), so it is always computed.
+    for (k, i) in ins.iter().enumerate() {
+        if i.op == Op::Pow && i.ty.is_signed_int() && i.flags & super::B_IMM == 0 {
+            live[k] = true;
+        }
+    }
     for k in (0..n).rev() {
         if live[k] {
             for s in 0..3 {

@@ -186,7 +186,13 @@ impl Builder {
             Val::Bool(b) => Hub::Int(i128::from(b)),
             Val::Int(k) => {
                 python_int_to(k, d, check)?;
-                Hub::Int(k)
+                // numpy converts a Python int to a float type through a C double (two
+                // roundings for float32 and float16 above 2**53), never directly.
+                if d.is_float() {
+                    Hub::Float(k as f64)
+                } else {
+                    Hub::Int(k)
+                }
             }
             Val::Float(f) => Hub::Float(f),
             Val::Reg(..) => unreachable!("imm() is called for weak scalars only"),
@@ -247,6 +253,10 @@ impl Builder {
     }
 
     fn op(&mut self, f: Fun, args: &[Val], call: bool) -> std::result::Result<Val, String> {
+        // np.where converts each argument on its own (`where(2.0, 4, 10)` is int64).
+        if f == Fun::Where {
+            return self.where_(args);
+        }
         let all_weak = args.iter().all(|v| !matches!(v, Val::Reg(..)));
         if all_weak && !call {
             if let Some(v) = python(f, args)? {
@@ -275,16 +285,8 @@ impl Builder {
         } else {
             args.to_vec()
         };
-        match f {
-            Fun::Where => return self.where_(&args),
-            Fun::Clip => {
-                let d = Self::common(&args);
-                let x = self.reg(args[0], d)?;
-                let lo = self.reg(clip_bound(args[1], &args), d)?;
-                let hi = self.reg(clip_bound(args[2], &args), d)?;
-                return Ok(Val::Reg(self.push(Op::Clip, d, d, &[Opnd::R(x), Opnd::R(lo), Opnd::R(hi)], 0), d));
-            }
-            _ => {}
+        if f == Fun::Clip {
+            return self.clip(&args);
         }
         let d = Self::common(&args);
         if args.len() == 1 {
@@ -494,6 +496,37 @@ impl Builder {
         Ok(Val::Reg(self.push(op, ty, out, &[oa, ob], 0), out))
     }
 
+    /// numpy 2's `np.clip` (`_methods._clip`): on an integer array, a Python int lower bound
+    /// at or below the type's minimum and an upper bound at or above its maximum are dropped
+    /// (`maximum`/`minimum` with the other, the identity with neither); any other bound is
+    /// converted as usual, so one out of range the other way is numpy's OverflowError.
+    fn clip(&mut self, args: &[Val]) -> std::result::Result<Val, String> {
+        let (mut lo, mut hi) = (Some(args[1]), Some(args[2]));
+        if let Val::Reg(_, t) = args[0] {
+            if t.is_int() {
+                let (min, max) = int_range(t);
+                if matches!(args[1], Val::Int(k) if k <= min) {
+                    lo = None;
+                }
+                if matches!(args[2], Val::Int(k) if k >= max) {
+                    hi = None;
+                }
+            }
+        }
+        match (lo, hi) {
+            (None, None) => Ok(args[0]),
+            (None, Some(h)) => self.binary(Fun::Min, args[0], h, Self::common(&[args[0], h])),
+            (Some(l), None) => self.binary(Fun::Max, args[0], l, Self::common(&[args[0], l])),
+            (Some(l), Some(h)) => {
+                let d = Self::common(args);
+                let x = self.reg(args[0], d)?;
+                let lo = self.reg(l, d)?;
+                let hi = self.reg(h, d)?;
+                Ok(Val::Reg(self.push(Op::Clip, d, d, &[Opnd::R(x), Opnd::R(lo), Opnd::R(hi)], 0), d))
+            }
+        }
+    }
+
     fn where_(&mut self, args: &[Val]) -> std::result::Result<Val, String> {
         let cond = match args[0] {
             Val::Reg(..) => self.reg(args[0], Dtype::Bool)?,
@@ -511,20 +544,6 @@ impl Builder {
         let a = self.reg_wrapping(args[1], d)?;
         let b = self.reg_wrapping(args[2], d)?;
         Ok(Val::Reg(self.push(Op::Where, d, d, &[Opnd::R(cond), Opnd::R(a), Opnd::R(b)], 0), d))
-    }
-}
-
-/// `clip`'s bounds: numpy 2 clips an integer array with out-of-range Python integers as if
-/// they were the type's limits.
-fn clip_bound(bound: Val, args: &[Val]) -> Val {
-    let d = Builder::common(args);
-    match bound {
-        // A bool array's int64 loop takes only what fits a C long.
-        Val::Int(k) if d.is_int() && args.iter().any(|v| matches!(v, Val::Reg(_, t) if t.is_int())) => {
-            let (lo, hi) = int_range(d);
-            Val::Int(k.clamp(lo, hi))
-        }
-        other => other,
     }
 }
 

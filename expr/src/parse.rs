@@ -169,6 +169,12 @@ const FUNCTIONS: &[(&str, Fun, usize)] = &[
     ("clamp", Fun::Clip, 3),
 ];
 
+/// Every function name an expression may call (numpy's, numexpr's and the short C names, in
+/// the order of the documentation) with its number of arguments.
+pub fn functions() -> impl Iterator<Item = (&'static str, usize)> {
+    FUNCTIONS.iter().map(|&(n, _, a)| (n, a))
+}
+
 /// The function a name denotes, with its arity.
 fn function(name: &str) -> Option<(Fun, usize)> {
     FUNCTIONS.iter().find(|(n, _, _)| *n == name).map(|&(_, f, a)| (f, a))
@@ -231,7 +237,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
             }
             let text = &src[start..i];
             let digits = text[2..].strip_prefix('_').unwrap_or(&text[2..]);
-            let v = underscores(digits)
+            let v = underscores(digits, u8::is_ascii_alphanumeric)
                 .and_then(|d| i128::from_str_radix(&d, radix).ok())
                 .ok_or_else(|| syntax(src, start, format!("bad number '{text}' (or beyond 2**127)")))?;
             out.push((Tok::Int(v), start));
@@ -258,7 +264,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
             }
             let text = &src[start..i];
             let bad = || syntax(src, start, format!("bad number '{text}'"));
-            let clean = underscores(text).ok_or_else(bad)?;
+            let clean = underscores(text, u8::is_ascii_digit).ok_or_else(bad)?;
             let tok = if float {
                 Tok::Float(clean.parse().map_err(|_| bad())?)
             } else if clean.len() > 1 && clean.starts_with('0') && clean.bytes().any(|d| d != b'0') {
@@ -315,13 +321,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
 }
 
 /// `text` without its digit-separating underscores; `None` unless each sits between two
-/// digits, as Python requires (`1_000`, not `1__0`, `1_`, `1_.5`).
-fn underscores(text: &str) -> Option<String> {
+/// digits (`digit`), as Python requires (`1_000`, not `1__0`, `1_`, `1_.5`, `1_e5`).
+fn underscores(text: &str, digit: fn(&u8) -> bool) -> Option<String> {
     let b = text.as_bytes();
-    let ok = (0..b.len()).all(|k| {
-        b[k] != b'_'
-            || (k > 0 && k + 1 < b.len() && b[k - 1].is_ascii_alphanumeric() && b[k + 1].is_ascii_alphanumeric())
-    });
+    let ok = (0..b.len()).all(|k| b[k] != b'_' || (k > 0 && k + 1 < b.len() && digit(&b[k - 1]) && digit(&b[k + 1])));
     ok.then(|| text.replace('_', ""))
 }
 

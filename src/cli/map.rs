@@ -29,8 +29,8 @@ pub struct MapArgs {
     output: Option<PathBuf>,
     /// Expression over `x` (element) and `i` (flat index, int64) with numpy's semantics: types
     /// and promotion (NEP 50), integer arithmetic, comparisons giving bool. A value starting
-    /// with '-' is an expression (`--expr '-x**2'`). Default: the compiled W1 kernel on the
-    /// built-in dataset, `sqrt(x) * 1.5 + 0.25` on files.
+    /// with '-' is an expression (`--expr '-x**2'`). Required with an INPUT file; without one
+    /// (the built-in dataset) the default is the compiled W1 kernel. Functions: see below.
     #[arg(long, allow_hyphen_values = true)]
     expr: Option<String>,
     /// Output dtype as numpy spells it (float64, f8, <i8, uint8, u1, bool...). Default: numpy's
@@ -135,13 +135,29 @@ fn open_input(path: &Path) -> Result<NpyArray, Failure> {
     Ok(unsafe { NpyArray::open(path) }?)
 }
 
+/// The text after `shmpool map --help`: every function an expression may call.
+pub fn functions_help() -> String {
+    let mut by_arity: [Vec<&str>; 4] = Default::default();
+    for (name, arity) in shmpool::kernel::expr::parse::functions() {
+        by_arity[arity.min(3)].push(name);
+    }
+    let mut s = String::from("Expression functions (numpy's and numexpr's names):\n");
+    for (arity, label) in [(1, "one argument"), (2, "two arguments"), (3, "three arguments")] {
+        s.push_str(&format!("  {label}: {}\n", by_arity[arity].join(" ")));
+    }
+    s.push_str("Constants: pi e inf nan True False. Operators: + - * / // % ** << >> & | ^ ~ < <= > >= == !=");
+    s
+}
+
 fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
     let output = args.output.as_deref().ok_or_else(|| Failure::usage("map INPUT needs -o OUTPUT.npy"))?;
+    let expr = args.expr.as_deref().ok_or_else(|| {
+        Failure::usage("map INPUT needs --expr EXPRESSION (e.g. --expr 'sqrt(x) * 1.5 + 0.25'; see --help)")
+    })?;
     if same_file(input, output) && !args.in_place {
         return Err(Failure::usage(format!("output {} is the input; pass --in-place to replace it", output.display())));
     }
     let out_dtype = args.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
-    let expr = args.expr.as_deref().unwrap_or(W1_EXPR);
     Program::check_syntax(expr)?; // before opening anything
     let src = open_input(input)?;
     let program = Program::compile_for(expr, src.dtype())?;

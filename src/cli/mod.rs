@@ -28,6 +28,7 @@ struct Cli {
 enum Command {
     /// Map an expression over a memory-mapped .npy file in parallel (zero-copy), or, with no
     /// INPUT, W1 over the built-in 50M-element f64 dataset, verified element by element.
+    #[command(after_help = map::functions_help())]
     Map(map::MapArgs),
     /// Write a synthetic .npy dataset.
     Gen(gen::GenArgs),
