@@ -6,7 +6,7 @@ use crate::Dtype;
 
 /// Registers of invariants and of `x` are never shared; a destination is never one of its own
 /// operands; the result's register is never reused.
-pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, input: Dtype) -> Program {
+pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, inputs: Vec<Dtype>) -> Program {
     let mut result = result;
     fuse::epilogues(&mut ins, &mut result);
     let n = ins.len();
@@ -106,5 +106,5 @@ pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, input: Dtype) -> Program 
     }
     let output = ins[result as usize].out_ty;
     let result = phys[result as usize];
-    Program { ins: out, n_regs: std::cmp::max(n_regs, 1), result, input, output }
+    Program { ins: out, n_regs: std::cmp::max(n_regs, 1), result, inputs, output }
 }

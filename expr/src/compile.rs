@@ -98,20 +98,21 @@ struct Builder {
     ins: Vec<Ins>,
     /// Per instruction: whether its value depends on `x` or `i`.
     array: Vec<bool>,
-    x: Option<u32>,
+    x: Vec<Option<u32>>,
     i: Option<u32>,
     casts: HashMap<(u32, Dtype), u32>,
 }
 
 /// Compiles the node arena; returns SSA instructions (register k written by instruction k) and
 /// the result register.
-pub(super) fn compile(src: &str, nodes: &[Node], input: Dtype) -> Result<(Vec<Ins>, u32)> {
-    let mut b = Builder { ins: Vec::new(), array: Vec::new(), x: None, i: None, casts: HashMap::new() };
+pub(super) fn compile(src: &str, nodes: &[Node], inputs: &[Dtype]) -> Result<(Vec<Ins>, u32)> {
+    let mut b =
+        Builder { ins: Vec::new(), array: Vec::new(), x: vec![None; inputs.len()], i: None, casts: HashMap::new() };
     let mut vals: Vec<Val> = Vec::with_capacity(nodes.len());
     for n in nodes {
         let v = match n.kind {
-            Kind::X => Val::Reg(b.load(Op::LoadX, input, true), input),
-            Kind::I => Val::Reg(b.load(Op::LoadI, Dtype::I64, false), Dtype::I64),
+            Kind::Input(k) => Val::Reg(b.load_input(k, inputs[k as usize]), inputs[k as usize]),
+            Kind::I => Val::Reg(b.load_i(), Dtype::I64),
             Kind::Int(v) => Val::Int(v),
             Kind::Bool(v) => Val::Bool(v),
             Kind::Float(v) => Val::Float(v),
@@ -161,17 +162,23 @@ impl Builder {
         matches!(v, Val::Reg(r, _) if self.array[r as usize])
     }
 
-    fn load(&mut self, op: Op, ty: Dtype, is_x: bool) -> u32 {
-        let slot = if is_x { self.x } else { self.i };
-        if let Some(r) = slot {
+    /// The register of input `k` (its index travels in the instruction's immediate).
+    fn load_input(&mut self, k: u32, ty: Dtype) -> u32 {
+        if let Some(r) = self.x[k as usize] {
             return r;
         }
-        let r = self.push(op, ty, ty, &[], 0);
-        if is_x {
-            self.x = Some(r);
-        } else {
-            self.i = Some(r);
+        let r = self.push(Op::LoadX, ty, ty, &[], u64::from(k));
+        self.x[k as usize] = Some(r);
+        r
+    }
+
+    /// The register of the flat index.
+    fn load_i(&mut self) -> u32 {
+        if let Some(r) = self.i {
+            return r;
         }
+        let r = self.push(Op::LoadI, Dtype::I64, Dtype::I64, &[], 0);
+        self.i = Some(r);
         r
     }
 

@@ -22,6 +22,40 @@ pub enum Error {
         message: String,
     },
 
+    /// A name given for an input cannot name one.
+    #[error("'{name}' cannot name an input: {why}")]
+    InvalidInputName {
+        /// The name.
+        name: String,
+        /// Why not.
+        why: &'static str,
+    },
+
+    /// An input was given a name twice, or a given input is not used by the expression.
+    #[error("input '{name}' {problem}")]
+    InputNotUsed {
+        /// The input's name.
+        name: String,
+        /// `is given twice` or `is not used by the expression`.
+        problem: &'static str,
+    },
+
+    /// The number of inputs given to an evaluation is not the program's.
+    #[error("the program reads {expected} inputs, {given} were given")]
+    InputCount {
+        /// Inputs the program reads.
+        expected: usize,
+        /// Inputs given.
+        given: usize,
+    },
+
+    /// Input shapes that numpy cannot broadcast together (numpy's ValueError).
+    #[error("operands could not be broadcast together with shapes {shapes}")]
+    Broadcast {
+        /// The shapes, as numpy prints them: `(1000,300) (299,)`.
+        shapes: String,
+    },
+
     /// numpy's `ValueError` for an integer raised to a negative integer power at run time.
     #[error("integers to negative integer powers are not allowed")]
     NegativeIntegerPower,

@@ -29,6 +29,10 @@
 //!   `%` gives a result (zero included) with the divisor's sign; `minimum`/`maximum` propagate
 //!   NaN. The one runtime error is numpy's: an integer raised to a negative integer power.
 //!
+//! - **Several inputs** ([`Program::compile_inputs`]): named arrays (`a * b + c`) of any
+//!   dtypes, promoted as numpy promotes them, broadcast as numpy broadcasts their shapes
+//!   ([`broadcast_shapes`], [`Program::eval_broadcast`]); `i` is the flat index of the output.
+//!
 //! Nesting deeper than [`parse::MAX_DEPTH`] levels is refused with an error; length is not
 //! limited (the parser loops over sums and products, and every later pass is a loop).
 //!
@@ -54,6 +58,7 @@
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 
 mod alloc;
+mod broadcast;
 mod compile;
 mod elem;
 mod error;
@@ -68,6 +73,7 @@ mod test;
 
 use bytemuck::{Pod, Zeroable};
 
+pub use broadcast::broadcast_shapes;
 pub use error::{Error, Result};
 pub use shmpool_dtype::{Dtype, UnknownDtype};
 
@@ -179,20 +185,22 @@ impl Ins {
     }
 }
 
-/// A compiled expression: a typed register program for one input dtype, serialisable as a
-/// parameter block.
+/// A compiled expression: a typed register program for one or more input dtypes,
+/// serialisable as a parameter block.
 #[derive(Debug, Clone)]
 pub struct Program {
     ins: Vec<Ins>,
     n_regs: u32,
     result: u32,
-    input: Dtype,
+    inputs: Vec<Dtype>,
     output: Dtype,
 }
 
 const MAGIC: u32 = 0x4558_5052;
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const HEADER: usize = 32;
+/// Most inputs one program reads.
+pub const MAX_INPUTS: usize = 32;
 
 impl Program {
     /// Parses and compiles `src` for `float64` input.
@@ -213,9 +221,52 @@ impl Program {
     /// names, nesting deeper than [`parse::MAX_DEPTH`], and what numpy refuses for the types
     /// (`x - x` on bool, `x & 1.5`, a Python integer out of bounds for the array's type).
     pub fn compile_for(src: &str, input: Dtype) -> Result<Program> {
-        let nodes = parse::parse(src)?;
-        let (ins, result) = compile::compile(src, &nodes, input)?;
-        Ok(alloc::allocate(ins, result, input))
+        let nodes = parse::parse(src, &["x"])?;
+        let (ins, result) = compile::compile(src, &nodes, &[input])?;
+        Ok(alloc::allocate(ins, result, vec![input]))
+    }
+
+    /// Parses and compiles `src` over several named inputs (`a * b + c`), input `k` being
+    /// `inputs[k] = (name, dtype)`; types promote across inputs as numpy's (int32 with float32
+    /// is float64, uint64 with int64 float64). Evaluate with [`Program::eval_inputs`] (chunks
+    /// of equal length) or [`Program::eval_broadcast`] (numpy broadcasting of shapes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInputName`] for a name that is not an identifier, or is `i`, a constant
+    /// or a function; [`Error::InputNotUsed`] for a name given twice or not used by the
+    /// expression; [`Error::InputCount`] for no input or more than [`MAX_INPUTS`];
+    /// [`Error::InvalidExpression`] as [`Program::compile_for`] (a name used but not given).
+    pub fn compile_inputs(src: &str, inputs: &[(&str, Dtype)]) -> Result<Program> {
+        if inputs.is_empty() || inputs.len() > MAX_INPUTS {
+            return Err(Error::InputCount { expected: MAX_INPUTS.min(inputs.len().max(1)), given: inputs.len() });
+        }
+        let names: Vec<&str> = inputs.iter().map(|&(n, _)| n).collect();
+        for (k, n) in names.iter().enumerate() {
+            parse::check_input_name(n)?;
+            if names[..k].contains(n) {
+                return Err(Error::InputNotUsed { name: n.to_string(), problem: "is given twice" });
+            }
+        }
+        let nodes = parse::parse(src, &names)?;
+        for (k, n) in names.iter().enumerate() {
+            if !nodes.iter().any(|nd| nd.kind == parse::Kind::Input(k as u32)) {
+                return Err(Error::InputNotUsed { name: n.to_string(), problem: "is not used by the expression" });
+            }
+        }
+        let dtypes: Vec<Dtype> = inputs.iter().map(|&(_, d)| d).collect();
+        let (ins, result) = compile::compile(src, &nodes, &dtypes)?;
+        Ok(alloc::allocate(ins, result, dtypes))
+    }
+
+    /// The names `src` uses as variables other than `i` and the constants, in order of first
+    /// use (what [`Program::compile_inputs`] needs to be given).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidExpression`] for a syntax error.
+    pub fn variables(src: &str) -> Result<Vec<String>> {
+        parse::variables(src)
     }
 
     /// Parses `src` without compiling it (syntax, names, arity and nesting are checked; types
@@ -225,12 +276,17 @@ impl Program {
     ///
     /// [`Error::InvalidExpression`] as [`Program::compile_for`].
     pub fn check_syntax(src: &str) -> Result<()> {
-        parse::parse(src).map(|_| ())
+        parse::parse(src, &["x"]).map(|_| ())
     }
 
-    /// The element type the program reads.
+    /// The element type the program reads (its first input's).
     pub fn input_dtype(&self) -> Dtype {
-        self.input
+        self.inputs[0]
+    }
+
+    /// The element types of the program's inputs, in order.
+    pub fn input_dtypes(&self) -> &[Dtype] {
+        &self.inputs
     }
 
     /// The element type the program writes: numpy's result type, or what
@@ -249,7 +305,7 @@ impl Program {
         let mut ins: Vec<Ins> = self.ins.clone();
         let dst = self.n_regs;
         ins.push(Ins { op: Op::Cast, ty: self.output, out_ty: dtype, flags: 0, dst, src: [self.result, 0, 0], imm: 0 });
-        Program { ins, n_regs: self.n_regs + 1, result: dst, input: self.input, output: dtype }
+        Program { ins, n_regs: self.n_regs + 1, result: dst, inputs: self.inputs.clone(), output: dtype }
     }
 
     /// Number of instructions.
@@ -262,20 +318,24 @@ impl Program {
         self.ins.is_empty()
     }
 
-    /// The parameter block: a 32-byte header then the instructions.
+    /// The parameter block: a 32-byte header, one `u32` type code per input, then the
+    /// instructions.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(HEADER + self.ins.len() * std::mem::size_of::<Instr>());
+        let mut v = Vec::with_capacity(HEADER + 4 * self.inputs.len() + self.ins.len() * std::mem::size_of::<Instr>());
         let head: [u32; 8] = [
             MAGIC,
             VERSION,
             self.ins.len() as u32,
             self.n_regs,
             self.result,
-            dtype_code(self.input) as u32,
+            self.inputs.len() as u32,
             dtype_code(self.output) as u32,
             0,
         ];
         v.extend_from_slice(bytemuck::bytes_of(&head));
+        for &d in &self.inputs {
+            v.extend_from_slice(&u32::from(dtype_code(d)).to_ne_bytes());
+        }
         for i in &self.ins {
             v.extend_from_slice(bytemuck::bytes_of(&i.encode()));
         }
@@ -296,14 +356,26 @@ impl Program {
 
     fn decode(b: &[u8]) -> Option<Program> {
         let head: [u32; 8] = bytemuck::pod_read_unaligned(b.get(..HEADER)?);
-        let [magic, version, n, n_regs, result, input, output, _] = head;
-        if magic != MAGIC || version != VERSION || n == 0 || n_regs == 0 || result >= n_regs {
+        let [magic, version, n, n_regs, result, n_inputs, output, _] = head;
+        let n_inputs = n_inputs as usize;
+        if magic != MAGIC
+            || version != VERSION
+            || n == 0
+            || n_regs == 0
+            || result >= n_regs
+            || !(1..=MAX_INPUTS).contains(&n_inputs)
+        {
             return None;
         }
-        let input = dtype_of_code(u8::try_from(input).ok()?)?;
+        let codes = b.get(HEADER..HEADER + 4 * n_inputs)?;
+        let inputs: Vec<Dtype> = codes
+            .chunks_exact(4)
+            .map(|c| dtype_of_code(u8::try_from(u32::from_ne_bytes(c.try_into().ok()?)).ok()?))
+            .collect::<Option<_>>()?;
         let output = dtype_of_code(u8::try_from(output).ok()?)?;
         let size = std::mem::size_of::<Instr>();
-        let body = b.get(HEADER..HEADER.checked_add((n as usize).checked_mul(size)?)?)?;
+        let at = HEADER + 4 * n_inputs;
+        let body = b.get(at..at.checked_add((n as usize).checked_mul(size)?)?)?;
         let mut ins = Vec::with_capacity(n as usize);
         for raw in body.chunks_exact(size) {
             let r: Instr = bytemuck::pod_read_unaligned(raw);
@@ -314,7 +386,8 @@ impl Program {
             if want != Some(out_ty) || r.dst >= n_regs || (r.flags & A_IMM != 0 && r.flags & B_IMM != 0) {
                 return None;
             }
-            if (op == Op::LoadX && ty != input) || (op == Op::LoadI && ty != Dtype::I64) {
+            let input = |k: u64| usize::try_from(k).ok().and_then(|k| inputs.get(k)).copied();
+            if (op == Op::LoadX && input(r.imm) != Some(ty)) || (op == Op::LoadI && ty != Dtype::I64) {
                 return None;
             }
             let i = Ins { op, ty, out_ty, flags: r.flags, dst: r.dst, src: [r.a, r.b, r.c], imm: r.imm };
@@ -337,7 +410,7 @@ impl Program {
         if ins.iter().any(|i| x_regs.iter().any(|&r| i.op != Op::LoadX && writes(i, r))) {
             return None;
         }
-        Some(Program { ins, n_regs, result, input, output })
+        Some(Program { ins, n_regs, result, inputs, output })
     }
 
     /// Evaluates the program over `xs` into `ys` in this thread (the sequential reference);
@@ -354,7 +427,55 @@ impl Program {
         if xs.len() != ys.len() {
             return Err(Error::LengthMismatch { input: xs.len(), output: ys.len() });
         }
-        eval::run(self, bytemuck::cast_slice(xs), bytemuck::cast_slice_mut(ys), start)
+        self.check_input_count(1)?;
+        eval::run(self, &[bytemuck::cast_slice(xs)], bytemuck::cast_slice_mut(ys), start)
+    }
+
+    /// Evaluates the program over chunks of equal length of each of its inputs (raw element
+    /// bytes of their storage types) into `output`; `start` is the flat index of the first
+    /// element.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InputCount`] unless one chunk per input is given; [`Error::LengthMismatch`]
+    /// when a chunk is not as many whole elements as the output; [`Error::NegativeIntegerPower`]
+    /// as [`Program::eval_slice`].
+    pub fn eval_inputs(&self, inputs: &[&[u8]], output: &mut [u8], start: u64) -> Result<()> {
+        self.check_input_count(inputs.len())?;
+        let n = output.len() / self.output.size();
+        for (bytes, d) in inputs.iter().zip(&self.inputs) {
+            if bytes.len() != n * d.size() || output.len() % self.output.size() != 0 {
+                return Err(Error::LengthMismatch { input: bytes.len() / d.size(), output: n });
+            }
+        }
+        eval::run(self, inputs, output, start)
+    }
+
+    /// Evaluates the program over whole input arrays of the given shapes (C order), broadcast
+    /// together as numpy does, into `output`, which holds the output elements with flat
+    /// indices `range` of the broadcast shape (`i` is that flat index). Returns nothing else:
+    /// the broadcast shape is [`broadcast_shapes`] of the inputs' shapes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broadcast`] for shapes numpy cannot broadcast; [`Error::InputCount`],
+    /// [`Error::LengthMismatch`] when an input's bytes are not its shape's elements or
+    /// `output` not `range`'s; [`Error::NegativeIntegerPower`] as [`Program::eval_slice`].
+    pub fn eval_broadcast(
+        &self,
+        inputs: &[(&[u8], &[u64])],
+        output: &mut [u8],
+        range: std::ops::Range<u64>,
+    ) -> Result<()> {
+        self.check_input_count(inputs.len())?;
+        broadcast::eval(self, inputs, output, range)
+    }
+
+    fn check_input_count(&self, given: usize) -> Result<()> {
+        if given != self.inputs.len() {
+            return Err(Error::InputCount { expected: self.inputs.len(), given });
+        }
+        Ok(())
     }
 
     /// Evaluates the program over raw element bytes (the storage types of the program's input
@@ -366,11 +487,12 @@ impl Program {
     /// [`Error::LengthMismatch`] when the byte lengths are not the same number of whole
     /// elements; [`Error::NegativeIntegerPower`] as [`Program::eval_slice`].
     pub fn eval_bytes(&self, input: &[u8], output: &mut [u8], start: u64) -> Result<()> {
-        let (isz, osz) = (self.input.size(), self.output.size());
+        let (isz, osz) = (self.inputs[0].size(), self.output.size());
         if input.len() % isz != 0 || output.len() % osz != 0 || input.len() / isz != output.len() / osz {
             return Err(Error::LengthMismatch { input: input.len() / isz, output: output.len() / osz });
         }
-        eval::run(self, input, output, start)
+        self.check_input_count(1)?;
+        eval::run(self, &[input], output, start)
     }
 
     /// Checks that `In`/`Out` are the storage types of the program's input/output dtypes.
@@ -379,9 +501,9 @@ impl Program {
     ///
     /// [`Error::TypeMismatch`] when they are not.
     pub fn check_types<In: Num, Out: Num>(&self) -> Result<()> {
-        if !In::stores(self.input) || !Out::stores(self.output) {
+        if !In::stores(self.inputs[0]) || !Out::stores(self.output) {
             return Err(Error::TypeMismatch {
-                input: self.input,
+                input: self.inputs[0],
                 output: self.output,
                 data: format!("{} -> {}", In::DTYPE, Out::DTYPE),
             });

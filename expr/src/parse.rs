@@ -183,8 +183,8 @@ fn function(name: &str) -> Option<(Fun, usize)> {
 /// One node of the parsed expression.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Kind {
-    /// The element.
-    X,
+    /// The element of the input with this index (`x`, or a named input).
+    Input(u32),
     /// The flat index (int64).
     I,
     /// A Python `int` literal (weak, as in NEP 50).
@@ -328,10 +328,55 @@ fn underscores(text: &str, digit: fn(&u8) -> bool) -> Option<String> {
     ok.then(|| text.replace('_', ""))
 }
 
-/// Parses `src` into nodes; the last node is the root.
-pub(super) fn parse(src: &str) -> Result<Vec<Node>> {
+/// Names that are never an input's: the flat index and the constants.
+const RESERVED: [&str; 7] = ["i", "pi", "e", "inf", "nan", "True", "False"];
+
+/// Whether `name` can name an input: a Python identifier (ASCII) that is neither a function,
+/// nor `i`, nor a constant.
+///
+/// # Errors
+///
+/// [`Error::InvalidInputName`] saying why not.
+pub fn check_input_name(name: &str) -> Result<()> {
+    let b = name.as_bytes();
+    let identifier = !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    let why = if !identifier {
+        Some("not an identifier")
+    } else if RESERVED.contains(&name) {
+        Some("reserved (i is the flat index; pi e inf nan True False are constants)")
+    } else if function(name).is_some() {
+        Some("the name of a function")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::InvalidInputName { name: name.to_string(), why }),
+        None => Ok(()),
+    }
+}
+
+/// The variables `src` names (identifiers not called, other than `i` and the constants), in
+/// order of first use.
+pub(super) fn variables(src: &str) -> Result<Vec<String>> {
     let toks = lex(src)?;
-    let mut p = Parser { src, toks, pos: 0, nodes: Vec::new(), depth: 0 };
+    let mut out: Vec<String> = Vec::new();
+    for w in toks.windows(2) {
+        if let (Tok::Ident(a, b), next) = (w[0].0, w[1].0) {
+            let name = &src[a..b];
+            if next != Tok::LParen && !RESERVED.contains(&name) && !out.iter().any(|n| n == name) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `src` into nodes, `names[k]` denoting input `k`; the last node is the root.
+pub(super) fn parse(src: &str, names: &[&str]) -> Result<Vec<Node>> {
+    let toks = lex(src)?;
+    let mut p = Parser { src, toks, pos: 0, nodes: Vec::new(), depth: 0, names };
     if p.peek() == Tok::End {
         return p.err("empty expression");
     }
@@ -349,6 +394,7 @@ struct Parser<'a> {
     pos: usize,
     nodes: Vec<Node>,
     depth: usize,
+    names: &'a [&'a str],
 }
 
 type Id = u32;
@@ -510,8 +556,10 @@ impl Parser<'_> {
                 if self.peek() == Tok::LParen {
                     return self.call(name, start);
                 }
+                if let Some(k) = self.names.iter().position(|n| *n == name) {
+                    return Ok(self.push(Kind::Input(k as u32), &[], start));
+                }
                 let kind = match name {
-                    "x" => Kind::X,
                     "i" => Kind::I,
                     "pi" => Kind::Float(std::f64::consts::PI),
                     "e" => Kind::Float(std::f64::consts::E),
@@ -522,7 +570,14 @@ impl Parser<'_> {
                     _ if function(name).is_some() => {
                         return Err(syntax(self.src, start, format!("function '{name}' needs arguments: {name}(...)")))
                     }
-                    _ => return Err(syntax(self.src, start, format!("unknown variable '{name}' (use x or i)"))),
+                    _ => {
+                        let known = self.names.join(", ");
+                        return Err(syntax(
+                            self.src,
+                            start,
+                            format!("unknown variable '{name}' (inputs: {known}; i is the flat index)"),
+                        ));
+                    }
                 };
                 Ok(self.push(kind, &[], start))
             }

@@ -268,9 +268,14 @@ impl KernelSpec {
     /// # Errors
     ///
     /// [`Error::Expr`] ([`expr::Error::TypeMismatch`]) when `In` is not the type the program
-    /// was compiled for.
+    /// was compiled for, ([`expr::Error::InputCount`]) when it reads more than one input.
     #[cfg(feature = "expr")]
     pub fn expr<In: expr::Num, Out: expr::Num>(program: &expr::Program) -> Result<KernelSpec> {
+        let given = program.input_dtypes().len();
+        if given != 1 {
+            // A chunk kernel reads one input: several named inputs need another engine path.
+            return Err(expr::Error::InputCount { expected: 1, given }.into());
+        }
         let program = if Out::stores(program.output_dtype()) { program.clone() } else { program.astype(Out::DTYPE) };
         program.check_types::<In, Out>()?;
         Ok(Self::new::<In, Out>(expr::eval::<In, Out>, program.to_bytes()))
