@@ -381,3 +381,65 @@ fn long_expressions_run_and_deep_ones_are_refused_in_words() {
     let r = map_and_check(dir, "x.npy", &long, &[], "print(np.array_equal(y, x * (2999 * 3000 // 2)))");
     assert_eq!(r, "True");
 }
+
+#[test]
+fn several_named_inputs_broadcast_and_promote_as_numpy() {
+    require_numpy!();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    py(
+        dir,
+        "rng = np.random.default_rng(5)\n\
+         np.save(D + '/a.npy', rng.standard_normal((1000, 300)))\n\
+         np.save(D + '/b.npy', rng.standard_normal(300).astype(np.float32))\n\
+         np.save(D + '/c.npy', np.array(2.5))\n\
+         np.save(D + '/n.npy', np.arange(1000, dtype=np.int32).reshape(1000, 1))\n\
+         np.save(D + '/u.npy', np.arange(300000, dtype=np.uint64).reshape(1000, 300))\n\
+         np.save(D + '/s.npy', np.arange(300, dtype=np.int64) - 150)\n\
+         np.save(D + '/w.npy', np.zeros(299))",
+    );
+    let cases = [
+        (vec!["a=a.npy", "b=b.npy", "c=c.npy"], "a * b + c", "a * b + c"),
+        (vec!["a=a.npy", "n=n.npy"], "a - n + i", "a - n + np.arange(300000).reshape(1000, 300)"),
+        (vec!["u=u.npy", "s=s.npy"], "u + s", "u + s"),
+        (vec!["u.npy", "n=n.npy"], "where(x > n, x, n * 2)", "np.where(u > n, u, n * 2)"),
+    ];
+    for (k, (inputs, expr, numpy)) in cases.iter().enumerate() {
+        let out = format!("out{k}.npy");
+        let mut args: Vec<String> = vec!["map".into()];
+        for spec in inputs {
+            let (name, file) = spec.split_once('=').map_or((None, *spec), |(n, f)| (Some(n), f));
+            args.push(match name {
+                Some(n) => format!("{n}={}", p(dir, file)),
+                None => p(dir, file),
+            });
+        }
+        args.extend(["-o".into(), p(dir, &out), "--expr".into(), expr.to_string(), "-j".into(), "2".into()]);
+        args.push("--quiet".into());
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        map_ok(&a);
+        let r = py(
+            dir,
+            &format!(
+                "a, b, c, n, u, s = (np.load(D + f'/{{v}}.npy') for v in 'abcnus')\n\
+                 w = np.asarray({numpy}); y = np.load(D + '/{out}')\n\
+                 print(y.dtype == w.dtype, y.shape == w.shape, np.array_equal(y, w))"
+            ),
+        );
+        assert_eq!(r, "True True True", "{expr}");
+    }
+    // Names used but not given, given but not used, and shapes numpy cannot broadcast: exit 2,
+    // nothing written.
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (a, b, n) =
+        (format!("a={}", p(dir, "a.npy")), format!("b={}", p(dir, "b.npy")), format!("n={}", p(dir, "n.npy")));
+    let out = p(dir, "bad.npy");
+    refused(dir, &s(&["map", &a, &b, "-o", &out, "--expr", "a * b + z"]), "uses 'z', which is not an input");
+    refused(dir, &s(&["map", &a, &b, "-o", &out, "--expr", "a * 2"]), "input 'b' is not used");
+    let w = format!("w={}", p(dir, "w.npy"));
+    refused(
+        dir,
+        &s(&["map", &n, &w, &a, "-o", &out, "--expr", "a + w + n"]),
+        "operands could not be broadcast together with shapes (1000,1) (299,) (1000,300)",
+    );
+}

@@ -21,8 +21,11 @@ pub const W1_EXPR: &str = "sqrt(x) * 1.5 + 0.25";
 /// Arguments of `shmpool map`.
 #[derive(Debug, clap::Args)]
 pub struct MapArgs {
-    /// Input .npy file (memory-mapped, read in place). Without it: the built-in W1 dataset.
-    input: Option<PathBuf>,
+    /// Input .npy files (memory-mapped, read in place): a bare path is `x`; `NAME=PATH` names
+    /// an input (`a=a.npy b=b.npy --expr 'a * b'`), shapes broadcast as numpy's. Without any:
+    /// the built-in W1 dataset.
+    #[arg(value_name = "INPUT")]
+    inputs: Vec<String>,
     /// Output .npy file: written as an unnamed file in its directory and linked under its name
     /// only on success (nothing is left on disk otherwise), with `np.save`'s permissions.
     #[arg(short = 'o', long)]
@@ -97,10 +100,72 @@ pub fn run(args: MapArgs) -> Result<(), Failure> {
     if args.jobs == Some(0) {
         return Err(Failure::usage("-j must be at least 1"));
     }
-    match args.input.clone() {
-        Some(input) => run_file(&args, &input),
-        None => run_builtin(&args),
+    let named = parse_inputs(&args.inputs)?;
+    match named.as_slice() {
+        [] => run_builtin(&args),
+        [(None, path)] => run_file(&args, path),
+        _ => run_inputs(&args, &named),
     }
+}
+
+/// `NAME=PATH` or a bare `PATH` (the input `x`): a prefix before `=` that can name an input
+/// names it; anything else is a path.
+fn parse_inputs(raw: &[String]) -> Result<Vec<(Option<String>, PathBuf)>, Failure> {
+    let mut out: Vec<(Option<String>, PathBuf)> = Vec::new();
+    for r in raw {
+        let named = r.split_once('=').filter(|(n, _)| shmpool::kernel::expr::parse::check_input_name(n).is_ok());
+        out.push(match named {
+            Some((n, p)) => (Some(n.to_string()), PathBuf::from(p)),
+            None => (None, PathBuf::from(r)),
+        });
+    }
+    if out.len() > 1 && out.iter().filter(|(n, _)| n.is_none()).count() > 1 {
+        return Err(Failure::usage("several inputs need names: NAME=PATH (a bare path is x)"));
+    }
+    Ok(out)
+}
+
+/// `shmpool map a=a.npy b=b.npy -o out.npy --expr 'a * b + c'`: several inputs, broadcast.
+fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(), Failure> {
+    let output = args.output.as_deref().ok_or_else(|| Failure::usage("map INPUT... needs -o OUTPUT.npy"))?;
+    let expr =
+        args.expr.as_deref().ok_or_else(|| Failure::usage("map INPUT... needs --expr EXPRESSION (see --help)"))?;
+    let names: Vec<String> = named.iter().map(|(n, _)| n.clone().unwrap_or_else(|| "x".to_string())).collect();
+    for (k, (_, path)) in named.iter().enumerate() {
+        if same_file(path, output) {
+            return Err(Failure::usage(format!(
+                "output {} is the input {}: with several inputs, write to another file",
+                output.display(),
+                names[k]
+            )));
+        }
+    }
+    let out_dtype = args.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
+    // Names before files: a name used but not given, or given but not used, opens nothing.
+    let used = Program::variables(expr)?;
+    if let Some(u) = used.iter().find(|u| !names.contains(u)) {
+        return Err(Failure::usage(format!("the expression uses '{u}', which is not an input ({})", names.join(", "))));
+    }
+    if let Some(n) = names.iter().find(|n| !used.contains(n)) {
+        return Err(Failure::usage(format!("input '{n}' is not used by the expression")));
+    }
+    let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
+    let typed: Vec<(&str, Dtype)> = names.iter().zip(&arrays).map(|(n, a)| (n.as_str(), a.dtype())).collect();
+    let program = Program::compile_inputs(expr, &typed)?;
+    let shapes: Vec<&[u64]> = arrays.iter().map(|a| a.shape()).collect();
+    let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes)?;
+    let main = arrays.iter().position(|a| a.shape() == out_shape.as_slice()).ok_or_else(|| {
+        Failure::usage(format!(
+            "no input has the broadcast shape {out_shape:?}: shmpool maps over an input of the output's shape (a gap)"
+        ))
+    })?;
+    let out_dtype = out_dtype.unwrap_or(program.output_dtype());
+    let files: Vec<(&Path, &NpyArray)> = named.iter().map(|(_, p)| p.as_path()).zip(arrays.iter()).collect();
+    // SAFETY: the contract of `shmpool map` (as of `np.load(mmap_mode='r')`, see `open_input`):
+    // nobody truncates or rewrites an input during the map; the output is none of them.
+    #[allow(unsafe_code)]
+    let spec = unsafe { KernelSpec::expr_files(&program, &files, main, out_dtype) }?;
+    run_map(args, &arrays[main], &named[main].1, output, out_dtype, &spec)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -163,6 +228,18 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
     let program = Program::compile_for(expr, src.dtype())?;
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     let spec = KernelSpec::expr_for(&program, src.dtype(), out_dtype)?;
+    run_map(args, &src, input, output, out_dtype, &spec)
+}
+
+/// One map from `src` (at `input`) into a new `output`, stopped by SIGINT, SIGTERM, SIGHUP.
+fn run_map(
+    args: &MapArgs,
+    src: &NpyArray,
+    input: &Path,
+    output: &Path,
+    out_dtype: Dtype,
+    spec: &KernelSpec,
+) -> Result<(), Failure> {
     let n = src.len();
     let workers = worker_count(args.jobs, n);
 
@@ -204,7 +281,7 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
             })
             .map_err(|e| Failure::runtime(format!("cannot start the signal thread: {e}")))?
     };
-    let result = map_file(args, &src, output, out_dtype, &spec, workers, &pool, &caught);
+    let result = map_file(args, (src, input), output, out_dtype, spec, workers, &pool, &caught);
     finished.store(true, Ordering::SeqCst);
     handle.close();
     let _ = watcher.join();
@@ -218,7 +295,7 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
 #[allow(clippy::too_many_arguments)] // the pieces of one map, prepared by run_file
 fn map_file(
     args: &MapArgs,
-    src: &NpyArray,
+    (src, input): (&NpyArray, &Path),
     output: &Path,
     out_dtype: Dtype,
     spec: &KernelSpec,
@@ -244,7 +321,6 @@ fn map_file(
             p.update(done);
         }
     };
-    let input = args.input.as_deref().unwrap_or(Path::new(""));
     let size_before = std::fs::metadata(input).map(|m| m.len()).ok();
     if let Err(e) = pool.map_npy(src, &mut dst, spec, Some(&mut tick)) {
         // A worker that cannot read its chunk of a file that shrank under it dies (SIGBUS) or

@@ -75,9 +75,10 @@ impl From<shmpool::Error> for Failure {
             | E::TooLarge { .. }
             | E::Aliased { .. }
             | E::LengthMismatch { .. }
-            | E::Expr(shmpool::kernel::expr::Error::InvalidExpression { .. })
             | E::BadNpy { .. }
             | E::UnknownDtype { .. } => EXIT_USAGE,
+            // What the expression and its inputs are; only numpy's run-time error is not.
+            E::Expr(e) if !matches!(e, shmpool::kernel::expr::Error::NegativeIntegerPower) => EXIT_USAGE,
             // The user named a file that cannot be read or a place that cannot be written.
             E::File { op, .. } if matches!(*op, "open" | "create a file in" | "write to") => EXIT_USAGE,
             _ => EXIT_FAILURE,

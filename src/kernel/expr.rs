@@ -18,3 +18,154 @@ pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut 
         std::panic::resume_unwind(Box::new(e.to_string()));
     }
 }
+
+/// What a worker needs to map one input of a several-input expression itself: the file, the
+/// identity it must still have, where its data lives and its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FileInput {
+    pub path: std::path::PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub data_off: u64,
+    pub shape: Vec<u64>,
+}
+
+/// The parameter block of a several-input expression kernel: the program, then the inputs.
+pub(crate) fn encode_files(program: &[u8], inputs: &[FileInput]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut v = Vec::new();
+    let mut put = |x: u64| v.extend_from_slice(&x.to_le_bytes());
+    put(program.len() as u64);
+    put(inputs.len() as u64);
+    for f in inputs {
+        put(f.dev);
+        put(f.ino);
+        put(f.data_off);
+        put(f.shape.len() as u64);
+        f.shape.iter().for_each(|&d| put(d));
+        put(f.path.as_os_str().len() as u64);
+    }
+    v.extend_from_slice(program);
+    for f in inputs {
+        v.extend_from_slice(f.path.as_os_str().as_bytes());
+    }
+    v
+}
+
+/// Decodes [`encode_files`]'s block: the program's bytes and the inputs; `None` if malformed.
+fn decode(b: &[u8]) -> Option<(&[u8], Vec<FileInput>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut at = 0usize;
+    let mut get = || -> Option<u64> {
+        let w = b.get(at..at + 8)?;
+        at += 8;
+        Some(u64::from_le_bytes(w.try_into().ok()?))
+    };
+    let prog_len = usize::try_from(get()?).ok()?;
+    let n = usize::try_from(get()?).ok().filter(|&n| n <= MAX_INPUTS)?;
+    let mut inputs = Vec::with_capacity(n);
+    let mut path_lens = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (dev, ino, data_off) = (get()?, get()?, get()?);
+        let ndim = usize::try_from(get()?).ok().filter(|&d| d <= 64)?;
+        let shape = (0..ndim).map(|_| get()).collect::<Option<Vec<u64>>>()?;
+        path_lens.push(usize::try_from(get()?).ok()?);
+        inputs.push(FileInput { path: Default::default(), dev, ino, data_off, shape });
+    }
+    let program = b.get(at..at.checked_add(prog_len)?)?;
+    at += prog_len;
+    for (f, len) in inputs.iter_mut().zip(path_lens) {
+        let p = b.get(at..at.checked_add(len)?)?;
+        at += len;
+        f.path = std::ffi::OsStr::from_bytes(p).into();
+    }
+    Some((program, inputs))
+}
+
+thread_local! {
+    /// A worker's read-only mappings of several-input expressions' files, by identity: mapped
+    /// on a chunk's first use, kept for the next chunks (at most `MAPPED` files).
+    static MAPPED: std::cell::RefCell<Vec<((u64, u64), memmap2::Mmap)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Files a worker keeps mapped at most.
+const MAPPED_MAX: usize = 64;
+
+/// Maps every file of `files` read-only in this worker, unless it is mapped already.
+fn ensure_mapped(files: &[FileInput]) {
+    MAPPED.with(|cell| {
+        let mut maps = cell.borrow_mut();
+        for f in files {
+            let key = (f.dev, f.ino);
+            if maps.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            let fail = |what: String| -> ! { std::panic::resume_unwind(Box::new(what)) };
+            let file =
+                std::fs::File::open(&f.path).unwrap_or_else(|e| fail(format!("cannot open {}: {e}", f.path.display())));
+            if !nix::sys::stat::fstat(&file).is_ok_and(|st| (st.st_dev, st.st_ino) == key) {
+                fail(format!("the input {} was replaced during the map", f.path.display()));
+            }
+            // SAFETY: the caller of `KernelSpec::expr_files` promised (its `# Safety`) that
+            // nothing truncates or modifies the file while the map runs, and the identity check
+            // above proves this is that file: the mapping stays valid and its bytes immutable.
+            let map = unsafe { memmap2::Mmap::map(&file) }
+                .unwrap_or_else(|e| fail(format!("cannot map {}: {e}", f.path.display())));
+            // Keep the files of this map; forget the oldest others.
+            while maps.len() >= MAPPED_MAX {
+                match maps.iter().position(|(k, _)| !files.iter().any(|f| (f.dev, f.ino) == *k)) {
+                    Some(old) => drop(maps.remove(old)),
+                    None => break,
+                }
+            }
+            maps.push((key, map));
+        }
+    });
+}
+
+/// The trampoline of a several-input expression: evaluates the program over the output
+/// chunk's flat indices, reading every input from the worker's own read-only mapping of its
+/// file (broadcast as numpy does). The map's own input chunk (one of the inputs, of the
+/// output's shape) is not used: its elements are read through the mapping too.
+pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start: u64) {
+    let (program, files) = decode(params).expect("the map caller encoded these parameters (KernelSpec::expr_files)");
+    let prog = Program::from_bytes(program).expect("the map caller encoded this program (KernelSpec::expr_files)");
+    let n = (output.len() / prog.output_dtype().size()) as u64;
+    ensure_mapped(&files);
+    let result = MAPPED.with(|cell| {
+        let maps = cell.borrow();
+        let mut ops: Vec<(&[u8], &[u64])> = Vec::with_capacity(files.len());
+        for (f, d) in files.iter().zip(prog.input_dtypes()) {
+            let (_, map) = maps.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by ensure_mapped");
+            let len = f.shape.iter().product::<u64>() as usize * d.size();
+            let off = f.data_off as usize;
+            let Some(data) = map.get(off..off + len) else {
+                std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", f.path.display())));
+            };
+            ops.push((data, &f.shape[..]));
+        }
+        let r = prog.eval_broadcast(&ops, output, start..start + n);
+        drop(ops);
+        // Streaming through files larger than RAM: give back this chunk's pages of every input
+        // of the output's shape, as the engine does for its own input.
+        let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
+        let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
+        let page = 4096;
+        for (f, d) in files.iter().zip(prog.input_dtypes()).filter(|(f, _)| f.shape == out_shape) {
+            let (_, map) = maps.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by ensure_mapped");
+            let from = f.data_off as usize + start as usize * d.size();
+            let (lo, hi) = ((from / page) * page, (from + n as usize * d.size()).next_multiple_of(page).min(map.len()));
+            if hi > lo {
+                // SAFETY: [lo, hi) lies inside this read-only MAP_SHARED file mapping (clamped to
+                // its length); DONTNEED only drops this process's page-table entries, the bytes
+                // stay in the page cache and read back the same, and no slice of the range is
+                // alive (`ops` was dropped above).
+                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo) };
+            }
+        }
+        r
+    });
+    if let Err(e) = result {
+        std::panic::resume_unwind(Box::new(e.to_string()));
+    }
+}

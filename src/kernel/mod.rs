@@ -334,6 +334,91 @@ impl KernelSpec {
         Ok(spec)
     }
 
+    /// An expression kernel over several `.npy` inputs (feature `expr`), broadcast as numpy
+    /// does: map it with [`crate::Pool::map_npy`] from `inputs[main]`, which must have the
+    /// broadcast shape, into an output of that shape and of dtype `output` (the result is cast
+    /// as numpy's `astype`). Input `k` is `inputs[k] = (path, array)`, `program` compiled with
+    /// [`expr::Program::compile_inputs`] for their dtypes. Every worker maps each file itself,
+    /// read-only, and checks it is the very file (device and inode) that was opened here.
+    ///
+    /// # Safety
+    ///
+    /// As for [`crate::NpyArray::open`], for every input file: nothing may truncate or modify
+    /// it while a map with this kernel runs (the workers hold it as immutable bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TypeMismatch`] when the inputs are not the program's, in number or dtype;
+    /// [`Error::Expr`] ([`expr::Error::Broadcast`]) for shapes numpy cannot broadcast;
+    /// [`Error::InvalidOption`] when `inputs[main]` does not have the broadcast shape;
+    /// [`Error::File`] when a path cannot be resolved.
+    #[cfg(feature = "expr")]
+    pub unsafe fn expr_files(
+        program: &expr::Program,
+        inputs: &[(&std::path::Path, &crate::NpyArray)],
+        main: usize,
+        output: Dtype,
+    ) -> Result<KernelSpec> {
+        let dtypes: Vec<Dtype> = inputs.iter().map(|(_, a)| a.dtype()).collect();
+        if dtypes != program.input_dtypes() {
+            let names = |d: &[Dtype]| d.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
+            return Err(Error::TypeMismatch {
+                kernel: format!("an expression compiled for ({})", names(program.input_dtypes())),
+                data: format!("({})", names(&dtypes)),
+            });
+        }
+        let shapes: Vec<&[u64]> = inputs.iter().map(|(_, a)| a.shape()).collect();
+        let out_shape = expr::broadcast_shapes(&shapes)?;
+        if inputs.get(main).is_none_or(|(_, a)| a.shape() != out_shape.as_slice()) {
+            return Err(Error::InvalidOption {
+                option: "main input",
+                value: main as u64,
+                allowed: "an input of the broadcast shape",
+            });
+        }
+        let mut files = Vec::with_capacity(inputs.len());
+        for (path, a) in inputs {
+            let seg = a.segment();
+            let (dev, ino) = seg.identity().unwrap_or((0, 0));
+            let data_off = seg.file_area().map_or(0, |f| f.offset as u64);
+            let path = path.canonicalize().map_err(|e| Error::File {
+                op: "resolve",
+                path: path.display().to_string(),
+                source: e,
+            })?;
+            files.push(expr::FileInput { path, dev, ino, data_off, shape: a.shape().to_vec() });
+        }
+        let program = program.astype(output);
+        let params = expr::encode_files(&program.to_bytes(), &files);
+        let input = dtypes[main];
+        macro_rules! by_size {
+            ($size:expr, $T:ident => $body:expr) => {
+                match $size {
+                    1 => {
+                        type $T = u8;
+                        $body
+                    }
+                    2 => {
+                        type $T = u16;
+                        $body
+                    }
+                    4 => {
+                        type $T = u32;
+                        $body
+                    }
+                    _ => {
+                        type $T = u64;
+                        $body
+                    }
+                }
+            };
+        }
+        let mut spec = by_size!(input.size(), I => by_size!(output.size(), O => Self::new::<I, O>(expr::eval_files, params.clone())));
+        spec.input.dtype = Some(input);
+        spec.output.dtype = Some(output);
+        Ok(spec)
+    }
+
     /// Bytes per input element.
     pub fn in_size(&self) -> usize {
         self.in_size
