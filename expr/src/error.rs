@@ -56,6 +56,13 @@ pub enum Error {
         shapes: String,
     },
 
+    /// A reduction without identity over no values (numpy's ValueError).
+    #[error("zero-size array to reduction operation {operation} which has no identity")]
+    EmptyReduction {
+        /// numpy's name of the operation (`minimum`, `maximum`, `argmin`, `argmax`).
+        operation: &'static str,
+    },
+
     /// numpy's `ValueError` for an integer raised to a negative integer power at run time.
     #[error("integers to negative integer powers are not allowed")]
     NegativeIntegerPower,

@@ -68,6 +68,7 @@ mod fuse;
 mod literal;
 mod op;
 pub mod parse;
+mod reduce;
 #[cfg(test)]
 mod test;
 
@@ -75,6 +76,7 @@ use bytemuck::{Pod, Zeroable};
 
 pub use broadcast::broadcast_shapes;
 pub use error::{Error, Result};
+pub use reduce::{reduce_bytes, Reducer, Reduction, Value};
 pub use shmpool_dtype::{Dtype, UnknownDtype};
 
 use op::Op;
