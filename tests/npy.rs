@@ -443,3 +443,60 @@ fn several_named_inputs_broadcast_and_promote_as_numpy() {
         "operands could not be broadcast together with shapes (1000,1) (299,) (1000,300)",
     );
 }
+
+#[test]
+fn reduce_prints_numpys_value_the_same_for_any_number_of_workers() {
+    require_numpy!();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    py(
+        dir,
+        "rng = np.random.default_rng(11)\n\
+         np.save(D + '/x.npy', rng.standard_normal(300_001) * 1e3)\n\
+         np.save(D + '/k.npy', rng.integers(-2**31, 2**31, 300_001, dtype=np.int64).astype(np.int32))\n\
+         np.save(D + '/e.npy', np.zeros(0))",
+    );
+    let reduce = |args: &[&str]| {
+        let o = shmpool(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let (x, k) = (p(dir, "x.npy"), p(dir, "k.npy"));
+    // Exact values: numpy's repr, character for character.
+    for (file, expr, numpy) in [
+        (&k, "sum(x)", "np.sum(k)"),
+        (&k, "prod(x)", "np.prod(k)"),
+        (&k, "max(x)", "np.max(k)"),
+        (&k, "argmin(x)", "np.argmin(k)"),
+        (&x, "min(x * 2)", "np.min(x * 2)"),
+        (&x, "count_nonzero(x > 100)", "np.count_nonzero(x > 100)"),
+        (&x, "any(x > 4000)", "np.any(x > 4000)"),
+        (&k, "mean(x // 1000)", "np.mean(k // 1000)"),
+    ] {
+        let ours = reduce(&["reduce", file, "--expr", expr, "-j", "2"]);
+        let want = py(dir, &format!("x = np.load(D + '/x.npy'); k = np.load(D + '/k.npy'); print(repr({numpy}))"));
+        assert_eq!(ours, want, "{expr}");
+    }
+    // Float sums: numpy's dtype, its value to 1e-12, and the same bits for 1, 2 or 3 workers.
+    for (expr, numpy) in [("sum(x * x)", "np.sum(x * x)"), ("std(x)", "np.std(x)"), ("nanmean(x)", "np.nanmean(x)")] {
+        let runs: Vec<String> =
+            ["1", "2", "3"].iter().map(|j| reduce(&["reduce", &x, "--expr", expr, "-j", j])).collect();
+        assert!(runs.iter().all(|r| *r == runs[0]), "{expr}: {runs:?}");
+        let check = format!(
+            "x = np.load(D + '/x.npy'); w = {numpy}; r = {}\nprint(type(r) is type(w), abs(r - w) <= 1e-12 * abs(w))",
+            runs[0]
+        );
+        assert_eq!(py(dir, &check), "True True", "{expr}: {}", runs[0]);
+    }
+    // -o writes numpy's 0-d array; an empty min is numpy's error, exit 2.
+    reduce(&["reduce", &x, "--expr", "max(x)", "-o", &p(dir, "m.npy")]);
+    let r = py(dir, "m = np.load(D + '/m.npy'); x = np.load(D + '/x.npy'); print(m.shape, m.dtype, m == x.max())");
+    assert_eq!(r, "() float64 True");
+    let o = shmpool(&["reduce", &p(dir, "e.npy"), "--expr", "min(x)"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("zero-size array to reduction operation minimum which has no identity"), "{err}");
+    let o = shmpool(&["reduce", &p(dir, "e.npy"), "--expr", "mean(x)"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "np.float64(nan)");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Mean of empty slice"));
+}

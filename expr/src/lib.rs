@@ -76,7 +76,7 @@ use bytemuck::{Pod, Zeroable};
 
 pub use broadcast::broadcast_shapes;
 pub use error::{Error, Result};
-pub use reduce::{reduce_bytes, Reducer, Reduction, Value};
+pub use reduce::{reduce_bytes, Reducer, Reduction, Value, REDUCER_BYTES};
 pub use shmpool_dtype::{Dtype, UnknownDtype};
 
 use op::Op;

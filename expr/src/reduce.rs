@@ -258,6 +258,9 @@ pub struct Reducer {
     sqc: f64,
 }
 
+/// Bytes of [`Reducer::to_bytes`].
+pub const REDUCER_BYTES: usize = 144;
+
 fn neumaier(sum: &mut f64, comp: &mut f64, v: f64) {
     let t = *sum + v;
     if sum.abs() >= v.abs() {
@@ -287,6 +290,71 @@ impl Reducer {
             sq: 0.0,
             sqc: 0.0,
         }
+    }
+
+    /// The reducer's state as bytes (to travel between processes as a partial result).
+    pub fn to_bytes(&self) -> [u8; REDUCER_BYTES] {
+        let mut b = [0u8; REDUCER_BYTES];
+        let kind = NAMES.iter().position(|(_, r)| *r == self.kind).expect("named") as u64;
+        let input = Dtype::ALL.iter().position(|d| *d == self.input).expect("in ALL") as u64;
+        let (bf, bi, bk) = self.best.unwrap_or((0.0, 0, 0));
+        let words: [u64; 18] = [
+            kind | (input << 8)
+                | (u64::from(self.best.is_some()) << 16)
+                | (u64::from(self.nan_at.is_some()) << 17)
+                | (u64::from(self.mean.is_some()) << 18),
+            self.n,
+            self.sum.to_bits(),
+            self.comp.to_bits(),
+            self.isum as u64,
+            (self.isum >> 64) as u64,
+            self.iprod as u64,
+            (self.iprod >> 64) as u64,
+            self.fprod.to_bits(),
+            bf.to_bits(),
+            bi as u64,
+            (bi >> 64) as u64,
+            bk,
+            self.nan_at.unwrap_or(0),
+            self.count,
+            self.mean.unwrap_or(0.0).to_bits(),
+            self.sq.to_bits(),
+            self.sqc.to_bits(),
+        ];
+        for (k, w) in words.iter().enumerate() {
+            b[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    /// A reducer from [`Reducer::to_bytes`]; `None` if the bytes are not one.
+    pub fn from_bytes(b: &[u8]) -> Option<Reducer> {
+        if b.len() != REDUCER_BYTES {
+            return None;
+        }
+        let w = |k: usize| u64::from_le_bytes(b[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+        let head = w(0);
+        let kind = NAMES.get((head & 0xff) as usize)?.1;
+        let input = *Dtype::ALL.get(((head >> 8) & 0xff) as usize)?;
+        let wide = |lo: u64, hi: u64| (u128::from(lo) | (u128::from(hi) << 64)) as i128;
+        let mean = (head >> 18 & 1 == 1).then(|| f64::from_bits(w(15)));
+        let (sq, sqc) = (f64::from_bits(w(16)), f64::from_bits(w(17)));
+        Some(Reducer {
+            kind,
+            input,
+            n: w(1),
+            sum: f64::from_bits(w(2)),
+            comp: f64::from_bits(w(3)),
+            isum: wide(w(4), w(5)),
+            iprod: wide(w(6), w(7)),
+            fprod: f64::from_bits(w(8)),
+            best: (head >> 16 & 1 == 1).then(|| (f64::from_bits(w(9)), wide(w(10), w(11)), w(12))),
+            nan_at: (head >> 17 & 1 == 1).then(|| w(13)),
+            count: w(14),
+            mean,
+            sq,
+            sqc,
+        })
     }
 
     /// Whether the reduction reads the values twice (`std`, `var`: the mean, then the squares

@@ -66,7 +66,7 @@ pub struct MapArgs {
     repeat: usize,
 }
 
-fn cores() -> usize {
+pub(super) fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
@@ -110,7 +110,7 @@ pub fn run(args: MapArgs) -> Result<(), Failure> {
 
 /// `NAME=PATH` or a bare `PATH` (the input `x`): a prefix before `=` that can name an input
 /// names it; anything else is a path.
-fn parse_inputs(raw: &[String]) -> Result<Vec<(Option<String>, PathBuf)>, Failure> {
+pub(super) fn parse_inputs(raw: &[String]) -> Result<Vec<(Option<String>, PathBuf)>, Failure> {
     let mut out: Vec<(Option<String>, PathBuf)> = Vec::new();
     for r in raw {
         let named = r.split_once('=').filter(|(n, _)| shmpool::kernel::expr::parse::check_input_name(n).is_ok());
@@ -161,8 +161,8 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     })?;
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     let files: Vec<(&Path, &NpyArray)> = named.iter().map(|(_, p)| p.as_path()).zip(arrays.iter()).collect();
-    // SAFETY: the contract of `shmpool map` (as of `np.load(mmap_mode='r')`, see `open_input`):
-    // nobody truncates or rewrites an input during the map; the output is none of them.
+    // SAFETY: `arrays` outlive the map below (they are dropped when this function returns),
+    // and they were opened under the contract of `shmpool map` (see `open_input`).
     #[allow(unsafe_code)]
     let spec = unsafe { KernelSpec::expr_files(&program, &files, main, out_dtype) }?;
     run_map(args, &arrays[main], &named[main].1, output, out_dtype, &spec)
@@ -192,7 +192,7 @@ fn ignored(sig: i32) -> bool {
 }
 
 #[allow(unsafe_code)]
-fn open_input(path: &Path) -> Result<NpyArray, Failure> {
+pub(super) fn open_input(path: &Path) -> Result<NpyArray, Failure> {
     // SAFETY: `shmpool map` reads the input while the user's other programs may still hold it;
     // the documented contract of the command (as of `np.load(mmap_mode='r')`) is that nobody
     // truncates or rewrites the input during the map. The mapping is read-only, and

@@ -106,9 +106,11 @@ fn ensure_mapped(files: &[FileInput]) {
             if !nix::sys::stat::fstat(&file).is_ok_and(|st| (st.st_dev, st.st_ino) == key) {
                 fail(format!("the input {} was replaced during the map", f.path.display()));
             }
-            // SAFETY: the caller of `KernelSpec::expr_files` promised (its `# Safety`) that
-            // nothing truncates or modifies the file while the map runs, and the identity check
-            // above proves this is that file: the mapping stays valid and its bytes immutable.
+            // SAFETY: the identity check above proves this is the file an `NpyArray` of the map
+            // caller maps, and that array outlives the map (`KernelSpec::expr_files`'s
+            // `# Safety`; `Pool::reduce_npy` borrows its arrays); whoever opened it promised
+            // (`NpyArray::open`'s `# Safety`) that nothing truncates or modifies the file while
+            // it exists, so this mapping stays valid and its bytes immutable during a chunk.
             let map = unsafe { memmap2::Mmap::map(&file) }
                 .unwrap_or_else(|e| fail(format!("cannot map {}: {e}", f.path.display())));
             // Keep the files of this map; forget the oldest others.
@@ -130,29 +132,37 @@ fn ensure_mapped(files: &[FileInput]) {
 pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start: u64) {
     let (program, files) = decode(params).expect("the map caller encoded these parameters (KernelSpec::expr_files)");
     let prog = Program::from_bytes(program).expect("the map caller encoded this program (KernelSpec::expr_files)");
+    if let Err(e) = evaluate(&prog, &files, output, start) {
+        std::panic::resume_unwind(Box::new(e.to_string()));
+    }
+}
+
+/// Evaluates `prog` over the output flat indices `start..` (as many as `output` holds) from
+/// the worker's mappings of `files`, then gives back the pages of the inputs of the output's
+/// shape (streaming through files larger than RAM, as the engine does for its own input).
+fn evaluate(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64) -> Result<()> {
     let n = (output.len() / prog.output_dtype().size()) as u64;
-    ensure_mapped(&files);
-    let result = MAPPED.with(|cell| {
+    ensure_mapped(files);
+    MAPPED.with(|cell| {
         let maps = cell.borrow();
+        let mapped =
+            |f: &FileInput| &maps.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by ensure_mapped").1;
         let mut ops: Vec<(&[u8], &[u64])> = Vec::with_capacity(files.len());
         for (f, d) in files.iter().zip(prog.input_dtypes()) {
-            let (_, map) = maps.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by ensure_mapped");
             let len = f.shape.iter().product::<u64>() as usize * d.size();
             let off = f.data_off as usize;
-            let Some(data) = map.get(off..off + len) else {
+            let Some(data) = mapped(f).get(off..off + len) else {
                 std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", f.path.display())));
             };
             ops.push((data, &f.shape[..]));
         }
         let r = prog.eval_broadcast(&ops, output, start..start + n);
         drop(ops);
-        // Streaming through files larger than RAM: give back this chunk's pages of every input
-        // of the output's shape, as the engine does for its own input.
         let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
         let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
         let page = 4096;
         for (f, d) in files.iter().zip(prog.input_dtypes()).filter(|(f, _)| f.shape == out_shape) {
-            let (_, map) = maps.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by ensure_mapped");
+            let map = mapped(f);
             let from = f.data_off as usize + start as usize * d.size();
             let (lo, hi) = ((from / page) * page, (from + n as usize * d.size()).next_multiple_of(page).min(map.len()));
             if hi > lo {
@@ -164,8 +174,41 @@ pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start:
             }
         }
         r
-    });
-    if let Err(e) = result {
-        std::panic::resume_unwind(Box::new(e.to_string()));
+    })
+}
+
+/// Elements per block of a reduction: each block's partial result is one element of the map.
+pub(crate) const REDUCE_BLOCK: u64 = 1 << 13;
+
+/// The parameter block of a reduction kernel: the starting reducer, the number of values,
+/// then the expression and its files as [`encode_files`].
+pub(crate) fn encode_reduce(start: &Reducer, total: u64, program: &[u8], inputs: &[FileInput]) -> Vec<u8> {
+    let mut v = start.to_bytes().to_vec();
+    v.extend_from_slice(&total.to_le_bytes());
+    v.extend_from_slice(&encode_files(program, inputs));
+    v
+}
+
+/// The trampoline of a reduction: the input elements are block numbers (`u64`), each output
+/// element the partial result ([`Reducer::to_bytes`]) of the expression's values over that
+/// block of [`REDUCE_BLOCK`] flat indices, computed from the worker's own mappings.
+pub(crate) fn eval_reduce(params: &[u8], input: &[u8], output: &mut [u8], _start: u64) {
+    let start = Reducer::from_bytes(&params[..REDUCER_BYTES]).expect("the map caller encoded the reducer");
+    let total = u64::from_le_bytes(params[REDUCER_BYTES..REDUCER_BYTES + 8].try_into().expect("8 bytes"));
+    let (program, files) = decode(&params[REDUCER_BYTES + 8..]).expect("the map caller encoded these parameters");
+    let prog = Program::from_bytes(program).expect("the map caller encoded this program");
+    let osz = prog.output_dtype().size();
+    let mut values = Vec::new();
+    for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
+        let block = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+        let first = block * REDUCE_BLOCK;
+        let n = REDUCE_BLOCK.min(total.saturating_sub(first)) as usize;
+        values.resize(n * osz, 0u8);
+        let mut r = start.clone();
+        let done = evaluate(&prog, &files, &mut values, first).and_then(|()| r.update(&values, first));
+        if let Err(e) = done {
+            std::panic::resume_unwind(Box::new(e.to_string()));
+        }
+        out.copy_from_slice(&r.to_bytes());
     }
 }

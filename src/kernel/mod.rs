@@ -343,8 +343,11 @@ impl KernelSpec {
     ///
     /// # Safety
     ///
-    /// As for [`crate::NpyArray::open`], for every input file: nothing may truncate or modify
-    /// it while a map with this kernel runs (the workers hold it as immutable bytes).
+    /// Every array of `inputs` must outlive every map with this kernel: the workers map the
+    /// very files the arrays map (checked by device and inode), and only the promise made to
+    /// [`crate::NpyArray::open`] (nothing truncates or modifies the file while the array
+    /// exists) keeps their mappings valid and immutable; the kernel does not borrow them.
+    /// ([`crate::Pool::reduce_npy`] borrows its arrays for its whole run and is safe.)
     ///
     /// # Errors
     ///
@@ -359,16 +362,7 @@ impl KernelSpec {
         main: usize,
         output: Dtype,
     ) -> Result<KernelSpec> {
-        let dtypes: Vec<Dtype> = inputs.iter().map(|(_, a)| a.dtype()).collect();
-        if dtypes != program.input_dtypes() {
-            let names = |d: &[Dtype]| d.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
-            return Err(Error::TypeMismatch {
-                kernel: format!("an expression compiled for ({})", names(program.input_dtypes())),
-                data: format!("({})", names(&dtypes)),
-            });
-        }
-        let shapes: Vec<&[u64]> = inputs.iter().map(|(_, a)| a.shape()).collect();
-        let out_shape = expr::broadcast_shapes(&shapes)?;
+        let (files, out_shape) = Self::file_inputs(program, inputs)?;
         if inputs.get(main).is_none_or(|(_, a)| a.shape() != out_shape.as_slice()) {
             return Err(Error::InvalidOption {
                 option: "main input",
@@ -376,18 +370,7 @@ impl KernelSpec {
                 allowed: "an input of the broadcast shape",
             });
         }
-        let mut files = Vec::with_capacity(inputs.len());
-        for (path, a) in inputs {
-            let seg = a.segment();
-            let (dev, ino) = seg.identity().unwrap_or((0, 0));
-            let data_off = seg.file_area().map_or(0, |f| f.offset as u64);
-            let path = path.canonicalize().map_err(|e| Error::File {
-                op: "resolve",
-                path: path.display().to_string(),
-                source: e,
-            })?;
-            files.push(expr::FileInput { path, dev, ino, data_off, shape: a.shape().to_vec() });
-        }
+        let dtypes = program.input_dtypes().to_vec();
         let program = program.astype(output);
         let params = expr::encode_files(&program.to_bytes(), &files);
         let input = dtypes[main];
@@ -417,6 +400,54 @@ impl KernelSpec {
         spec.input.dtype = Some(input);
         spec.output.dtype = Some(output);
         Ok(spec)
+    }
+
+    /// What workers need to map the inputs of a several-input expression themselves, and the
+    /// broadcast shape.
+    #[cfg(feature = "expr")]
+    fn file_inputs(
+        program: &expr::Program,
+        inputs: &[(&std::path::Path, &crate::NpyArray)],
+    ) -> Result<(Vec<expr::FileInput>, Vec<u64>)> {
+        let dtypes: Vec<Dtype> = inputs.iter().map(|(_, a)| a.dtype()).collect();
+        if dtypes != program.input_dtypes() {
+            let names = |d: &[Dtype]| d.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
+            return Err(Error::TypeMismatch {
+                kernel: format!("an expression compiled for ({})", names(program.input_dtypes())),
+                data: format!("({})", names(&dtypes)),
+            });
+        }
+        let shapes: Vec<&[u64]> = inputs.iter().map(|(_, a)| a.shape()).collect();
+        let out_shape = expr::broadcast_shapes(&shapes)?;
+        let mut files = Vec::with_capacity(inputs.len());
+        for (path, a) in inputs {
+            let seg = a.segment();
+            let (dev, ino) = seg.identity().unwrap_or((0, 0));
+            let data_off = seg.file_area().map_or(0, |f| f.offset as u64);
+            let path = path.canonicalize().map_err(|e| Error::File {
+                op: "resolve",
+                path: path.display().to_string(),
+                source: e,
+            })?;
+            files.push(expr::FileInput { path, dev, ino, data_off, shape: a.shape().to_vec() });
+        }
+        Ok((files, out_shape))
+    }
+
+    /// A reduction kernel: maps block numbers (`u64`) to the partial results of `start`
+    /// (a fresh reducer, or one after its first pass) over `program`'s values, block by block.
+    /// As [`KernelSpec::expr_files`], the arrays must outlive every map with it: the caller
+    /// ([`crate::Pool::reduce_npy`]) borrows them for as long as the kernel exists.
+    #[cfg(feature = "expr")]
+    pub(crate) fn reduce_blocks(
+        start: &expr::Reducer,
+        program: &expr::Program,
+        inputs: &[(&std::path::Path, &crate::NpyArray)],
+    ) -> Result<(KernelSpec, u64)> {
+        let (files, out_shape) = Self::file_inputs(program, inputs)?;
+        let total: u64 = out_shape.iter().product();
+        let params = expr::encode_reduce(start, total, &program.to_bytes(), &files);
+        Ok((Self::new::<u64, [u8; expr::REDUCER_BYTES]>(expr::eval_reduce, params), total))
     }
 
     /// Bytes per input element.
