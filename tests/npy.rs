@@ -49,7 +49,7 @@ fn transcendental_expressions_match_numpy_to_1e_12() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     py(dir, "np.save(D + '/x.npy', np.random.default_rng(2).uniform(-50, 50, 200_000))");
-    let expr = "sin(x) * exp(-x / 100) + atan2(x, 3) + tanh(x / 50) + log10(abs(x) + 1) + cos(x) ** 2 - where(x > 0, sqrt(x), -x) % 7 + floor(x) + round(x / 3) + clamp(x, -1, 1) + max(x, 0) + asin(clamp(x / 60, -1, 1)) + cosh(x / 40) - log2(abs(x) + 1) + log(abs(x) + 2) + tan(x / 40) + acos(clamp(x / 70, -1, 1)) + atan(x) + sinh(x / 40) + ceil(x / 2) + pi * e + i / 1000";
+    let expr = "sin(x) * exp(-x / 100) + atan2(x, 3) + tanh(x / 50) + log10(abs(x) + 1) + cos(x) ** 2 - where(x > 0, sqrt(x), -x) % 7 + floor(x) + round(x / 3) + clamp(x, -1, 1) + maximum(x, 0) + asin(clamp(x / 60, -1, 1)) + cosh(x / 40) - log2(abs(x) + 1) + log(abs(x) + 2) + tan(x / 40) + acos(clamp(x / 70, -1, 1)) + atan(x) + sinh(x / 40) + ceil(x / 2) + pi * e + i / 1000";
     map_ok(&["map", &p(dir, "x.npy"), "-o", &p(dir, "y.npy"), "--expr", expr, "--quiet"]);
     let r = py(
         dir,

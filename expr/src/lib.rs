@@ -23,7 +23,7 @@
 //!   sin cos tan arcsin/asin arccos/acos arctan/atan sinh cosh tanh arcsinh/asinh
 //!   arccosh/acosh arctanh/atanh abs/absolute floor ceil trunc round rint sign negative invert
 //!   isnan isinf isfinite signbit copy real imag conj/conjugate ones_like positive
-//!   left_shift right_shift minimum/min maximum/max power/pow fmod arctan2/atan2 hypot copysign
+//!   left_shift right_shift minimum maximum power/pow fmod arctan2/atan2 hypot copysign
 //!   nextafter where clip/clamp`.
 //! - **Floating point** is IEEE throughout: division by zero gives inf or nan, never an error;
 //!   `%` gives a result (zero included) with the divisor's sign; `minimum`/`maximum` propagate

@@ -152,9 +152,7 @@ const FUNCTIONS: &[(&str, Fun, usize)] = &[
     ("positive", Fun::Pos, 1),
     ("left_shift", Fun::Shl, 2),
     ("right_shift", Fun::Shr, 2),
-    ("min", Fun::Min, 2),
     ("minimum", Fun::Min, 2),
-    ("max", Fun::Max, 2),
     ("maximum", Fun::Max, 2),
     ("pow", Fun::Pow, 2),
     ("power", Fun::Pow, 2),
@@ -590,6 +588,25 @@ impl Parser<'_> {
     }
 
     fn call(&mut self, name: &str, start: usize) -> Result<Id> {
+        if let Ok(r) = name.parse::<crate::Reduction>() {
+            let hint = match r {
+                crate::Reduction::Max => {
+                    " (numpy reads max(x, 0) as np.max(x, axis=0)): use maximum(a, b) for the elementwise maximum,"
+                }
+                crate::Reduction::Min => {
+                    " (numpy reads min(x, 0) as np.min(x, axis=0)): use minimum(a, b) for the elementwise minimum,"
+                }
+                _ => "",
+            };
+            return Err(syntax(
+                self.src,
+                start,
+                format!(
+                    "'{name}' is a reduction{hint} and reductions go alone in `shmpool reduce --expr '{name}(...)'` \
+                     (not inside an elementwise expression, yet)"
+                ),
+            ));
+        }
         let (f, want) = function(name).ok_or_else(|| syntax(self.src, start, format!("unknown function '{name}'")))?;
         self.bump(); // '('
         let mut args = Vec::new();

@@ -35,7 +35,13 @@ fn py(python: &Path, dir: &Path, code: &str) -> String {
 fn split_finds_a_whole_expression_reduction_only() {
     assert_eq!(Reduction::split("sum(x * x)"), Some((Reduction::Sum, "x * x")));
     assert_eq!(Reduction::split(" mean( (x + 1) * (x - 1) ) "), Some((Reduction::Mean, " (x + 1) * (x - 1) ")));
-    assert_eq!(Reduction::split("max(x, 0)"), None, "two arguments: the elementwise maximum");
+    assert_eq!(Reduction::split("max(x, 0)"), None, "two arguments: not a whole-array reduction");
+    // Inside an elementwise expression a reduction is refused, min and max with a pointer to
+    // the elementwise functions (numpy reads max(x, 0) as an axis).
+    let m = shmpool_expr::Program::compile("max(x, 0)").unwrap_err().to_string();
+    assert!(m.contains("'max' is a reduction") && m.contains("use maximum(a, b)"), "{m}");
+    let m = shmpool_expr::Program::compile("x - mean(x)").unwrap_err().to_string();
+    assert!(m.contains("'mean' is a reduction") && m.contains("shmpool reduce"), "{m}");
     assert_eq!(Reduction::split("sum(x) + 1"), None);
     assert_eq!(Reduction::split("sqrt(x)"), None);
     assert_eq!(Reduction::split("sum(x) * sum(x)"), None);
