@@ -1,7 +1,36 @@
-//! Expression kernels for the command line: numpy's arithmetic on whole arrays, compiled to a
-//! small typed register program that travels as the kernel's parameter block and is evaluated
-//! by the workers in blocks of [`BLOCK`] elements (one tight loop per operation, so it
-//! vectorises).
+//! # shmpool-expr
+//!
+//! numpy's arithmetic on whole arrays, compiled to a small typed register program that is
+//! evaluated over slices in blocks of [`BLOCK`] elements (one tight loop per operation, so it
+//! vectorises). The engine (`shmpool`, feature `expr`) sends programs to its workers as a
+//! kernel's parameter block; this crate knows nothing of the engine.
+//!
+//! ```
+//! use shmpool_expr::{reduce_bytes, Dtype, Program, Reduction, Value};
+//!
+//! // One input, `x`: numpy's types (NEP 50: `x + 1` stays int32).
+//! let p = Program::compile_for("x * 2 + 1", Dtype::I32)?;
+//! let mut y = [0i32; 3];
+//! p.eval_slice(&[1i32, 2, 3], &mut y, 0)?;
+//! assert_eq!(y, [3, 5, 7]);
+//!
+//! // Several named inputs, broadcast as numpy: (2, 1) with (3,) gives (2, 3).
+//! let p = Program::compile_inputs("a * b", &[("a", Dtype::F64), ("b", Dtype::F32)])?;
+//! let (a, b) = ([1.0f64, 2.0], [1.0f32, 10.0, 100.0]);
+//! let mut out = [0f64; 6];
+//! p.eval_broadcast(
+//!     &[(bytemuck::cast_slice(&a), &[2, 1]), (bytemuck::cast_slice(&b), &[3])],
+//!     bytemuck::cast_slice_mut(&mut out),
+//!     0..6,
+//! )?;
+//! assert_eq!(out, [1.0, 10.0, 100.0, 2.0, 20.0, 200.0]);
+//!
+//! // A reduction with numpy's result type: the sum of int32 values is an int64.
+//! let (v, _warning) = reduce_bytes(Reduction::Sum, Dtype::I32, bytemuck::cast_slice(&[1i32, 2, 3]))?;
+//! assert_eq!(v, Value::Int(6, Dtype::I64));
+//! assert_eq!(v.repr(), "np.int64(6)");
+//! # Ok::<(), shmpool_expr::Error>(())
+//! ```
 //!
 //! What an expression computes is what numpy computes for the same text with `x` an array of
 //! the input's dtype:
