@@ -436,6 +436,15 @@ fn several_named_inputs_broadcast_and_promote_as_numpy() {
     let out = p(dir, "bad.npy");
     refused(dir, &s(&["map", &a, &b, "-o", &out, "--expr", "a * b + z"]), "uses 'z', which is not an input");
     refused(dir, &s(&["map", &a, &b, "-o", &out, "--expr", "a * 2"]), "input 'b' is not used");
+    // The output may replace the input named by --in-place, when its shape and dtype allow.
+    let (a_path, b_path) = (p(dir, "a.npy"), p(dir, "b.npy"));
+    refused(dir, &s(&["map", &a, &b, "-o", &a_path, "--expr", "a * b"]), "pass --in-place=a to replace it");
+    refused(dir, &s(&["map", &a, &b, "-o", &b_path, "--in-place=b", "--expr", "a * b"]), "cannot replace the input");
+    let before = py(dir, "a = np.load(D + '/a.npy'); b = np.load(D + '/b.npy'); np.save(D + '/want.npy', a * b)");
+    assert_eq!(before, "");
+    map_ok(&["map", &a, &b, "-o", &a_path, "--in-place=a", "--expr", "a * b", "--quiet"]);
+    let r = py(dir, "print(np.array_equal(np.load(D + '/a.npy'), np.load(D + '/want.npy')))");
+    assert_eq!(r, "True");
     let w = format!("w={}", p(dir, "w.npy"));
     refused(
         dir,

@@ -55,9 +55,10 @@ pub struct MapArgs {
     #[arg(long)]
     quiet: bool,
     /// Allow the output to replace the input (written aside, linked over it on success; the
-    /// input's mode is kept).
-    #[arg(long)]
-    in_place: bool,
+    /// input's mode is kept). With several inputs, name the one replaced: `--in-place=a`
+    /// (its shape and dtype must be the output's).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "x")]
+    in_place: Option<String>,
     /// Built-in dataset only: number of elements.
     #[arg(long, default_value_t = W1_LEN)]
     len: usize,
@@ -131,13 +132,21 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     let expr =
         args.expr.as_deref().ok_or_else(|| Failure::usage("map INPUT... needs --expr EXPRESSION (see --help)"))?;
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone().unwrap_or_else(|| "x".to_string())).collect();
+    // The output may replace one input, named by --in-place (checked below: its shape and dtype
+    // must be the output's). Workers read the input's own inode; the output is a new file linked
+    // over it only when complete.
+    let mut replaced = None;
     for (k, (_, path)) in named.iter().enumerate() {
         if same_file(path, output) {
-            return Err(Failure::usage(format!(
-                "output {} is the input {}: with several inputs, write to another file",
-                output.display(),
-                names[k]
-            )));
+            if args.in_place.as_deref() != Some(names[k].as_str()) {
+                return Err(Failure::usage(format!(
+                    "output {} is the input {}: pass --in-place={} to replace it",
+                    output.display(),
+                    names[k],
+                    names[k]
+                )));
+            }
+            replaced = Some(k);
         }
     }
     let out_dtype = args.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
@@ -160,6 +169,16 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
         ))
     })?;
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
+    if let Some(k) = replaced {
+        if arrays[k].shape() != out_shape.as_slice() || arrays[k].dtype() != out_dtype {
+            return Err(Failure::usage(format!(
+                "--in-place={}: the output ({out_dtype}, shape {out_shape:?}) cannot replace the input ({}, shape {:?})",
+                names[k],
+                arrays[k].dtype(),
+                arrays[k].shape()
+            )));
+        }
+    }
     let files: Vec<(&Path, &NpyArray)> = named.iter().map(|(_, p)| p.as_path()).zip(arrays.iter()).collect();
     // SAFETY: `arrays` outlive the map below (they are dropped when this function returns),
     // and they were opened under the contract of `shmpool map` (see `open_input`).
@@ -219,7 +238,7 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
     let expr = args.expr.as_deref().ok_or_else(|| {
         Failure::usage("map INPUT needs --expr EXPRESSION (e.g. --expr 'sqrt(x) * 1.5 + 0.25'; see --help)")
     })?;
-    if same_file(input, output) && !args.in_place {
+    if same_file(input, output) && args.in_place.is_none() {
         return Err(Failure::usage(format!("output {} is the input; pass --in-place to replace it", output.display())));
     }
     let out_dtype = args.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
