@@ -509,3 +509,49 @@ fn reduce_prints_numpys_value_the_same_for_any_number_of_workers() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "np.float64(nan)");
     assert!(String::from_utf8_lossy(&o.stderr).contains("Mean of empty slice"));
 }
+
+#[test]
+fn reductions_inside_expressions_are_computed_first_with_numpys_types() {
+    require_numpy!();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    py(
+        dir,
+        "rng = np.random.default_rng(3)\n\
+         np.save(D + '/x.npy', (rng.standard_normal((700, 300)) * 100).astype(np.float32))\n\
+         np.save(D + '/k.npy', rng.integers(0, 1000, 300, dtype=np.int16))",
+    );
+    let (x, k) = (p(dir, "x.npy"), p(dir, "k.npy"));
+    // map: `x - mean(x)` is float32 (np.mean of float32 is a float32 scalar, not a weak float).
+    map_ok(&["map", &x, "-o", &p(dir, "c.npy"), "--expr", "x - mean(x)", "--quiet"]);
+    let kk = format!("k={k}");
+    let xx = format!("x={x}");
+    map_ok(&["map", &xx, &kk, "-o", &p(dir, "z.npy"), "--expr", "(x - mean(x)) / std(x) + k - max(k)", "--quiet"]);
+    let r = py(
+        dir,
+        "x = np.load(D + '/x.npy'); k = np.load(D + '/k.npy')\n\
+         c = np.load(D + '/c.npy'); w = x - np.mean(x)\n\
+         z = np.load(D + '/z.npy'); v = (x - np.mean(x)) / np.std(x) + k - np.max(k)\n\
+         print(c.dtype == w.dtype, np.allclose(c, w, rtol=1e-5, atol=1e-3), z.dtype == v.dtype, np.allclose(z, v, rtol=1e-5, atol=1e-4))",
+    );
+    assert_eq!(r, "True True True True");
+    // reduce: a reduction around an expression with reductions, and an expression of reductions.
+    for (expr, numpy) in [
+        ("sum((x - mean(x)) ** 2)", "np.sum((x - np.mean(x)) ** 2)"),
+        ("sqrt(sum(x * x)) / 3", "np.sqrt(np.sum(x * x)) / 3"),
+    ] {
+        let o = shmpool(&["reduce", &x, "--expr", expr, "-j", "2"]);
+        assert!(o.status.success(), "{expr}: {}", String::from_utf8_lossy(&o.stderr));
+        let ours = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let check = format!(
+            "from numpy import float32\nx = np.load(D + '/x.npy'); w = {numpy}; r = {ours}\n\
+             print(type(r) is type(w), abs(float(r) - float(w)) <= 1e-5 * abs(float(w)))"
+        );
+        assert_eq!(py(dir, &check), "True True", "{expr}: ours {ours}");
+    }
+    // max/min inside an elementwise expression: numpy's reading is an axis; refused in words.
+    let o = shmpool(&["map", &x, "-o", &p(dir, "m.npy"), "--expr", "max(x, 0)"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("use maximum(a, b)"), "{err}");
+}

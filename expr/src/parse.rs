@@ -371,6 +371,76 @@ pub(super) fn variables(src: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Prefix of the names [`extract_reductions`] gives the reductions it takes out.
+pub const REDUCTION_PREFIX: &str = "__r";
+
+/// Takes every reduction call out of `src` (`x - mean(x)`): returns the text with each call
+/// replaced by a name (`x - __r0`) and, in order, each reduction with its inner expression.
+///
+/// # Errors
+///
+/// [`Error::InvalidExpression`] for a syntax error, a reduction with more than one argument
+/// (`max(x, 0)`, `axis=`) or inside another one.
+pub fn extract_reductions(src: &str) -> Result<(String, Vec<(crate::Reduction, String)>)> {
+    let toks = lex(src)?;
+    let mut out = String::new();
+    let mut found = Vec::new();
+    let mut copied = 0; // bytes of `src` copied or replaced so far
+    let mut k = 0;
+    while k < toks.len() {
+        let (tok, at) = toks[k];
+        let reduction = match (tok, toks.get(k + 1)) {
+            (Tok::Ident(a, b), Some((Tok::LParen, _))) => src[a..b].parse::<crate::Reduction>().ok(),
+            _ => None,
+        };
+        let Some(r) = reduction else {
+            k += 1;
+            continue;
+        };
+        let mut depth = 0;
+        let mut end = None;
+        for (j, &(t, pos)) in toks.iter().enumerate().skip(k + 1) {
+            match t {
+                Tok::LParen => depth += 1,
+                Tok::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some((j, pos));
+                        break;
+                    }
+                }
+                Tok::Comma if depth == 1 => {
+                    let hint = match r {
+                        crate::Reduction::Max => "; use maximum(a, b) for the elementwise maximum",
+                        crate::Reduction::Min => "; use minimum(a, b) for the elementwise minimum",
+                        _ => "",
+                    };
+                    return Err(syntax(
+                        src,
+                        at,
+                        format!("{}() takes one argument here (no axis= yet){hint}", r.name()),
+                    ));
+                }
+                Tok::Ident(a, b) if src[a..b].parse::<crate::Reduction>().is_ok() => {
+                    return Err(syntax(src, a, "a reduction inside a reduction is not supported".into()));
+                }
+                _ => {}
+            }
+        }
+        let Some((j, close)) = end else {
+            return Err(syntax(src, at, "unclosed '('".into()));
+        };
+        let open = toks[k + 1].1;
+        out.push_str(&src[copied..at]);
+        out.push_str(&format!("{REDUCTION_PREFIX}{}", found.len()));
+        found.push((r, src[open + 1..close].to_string()));
+        copied = close + 1;
+        k = j + 1;
+    }
+    out.push_str(&src[copied..]);
+    Ok((out, found))
+}
+
 /// Parses `src` into nodes, `names[k]` denoting input `k`; the last node is the root.
 pub(super) fn parse(src: &str, names: &[&str]) -> Result<Vec<Node>> {
     let toks = lex(src)?;

@@ -177,6 +177,23 @@ impl Value {
         }
     }
 
+    /// The value of `dtype` stored little-endian in `bytes` (`None` if too short).
+    pub fn from_le_bytes(dtype: Dtype, bytes: &[u8]) -> Option<Value> {
+        let b = bytes.get(..dtype.size())?;
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        let u = u64::from_le_bytes(w);
+        let bits = 8 * dtype.size() as u32;
+        Some(match dtype {
+            Dtype::Bool => Value::Bool(u != 0),
+            Dtype::F16 => Value::Float(f16::from_bits(u as u16).to_f64(), dtype),
+            Dtype::F32 => Value::Float(f32::from_bits(u as u32) as f64, dtype),
+            Dtype::F64 => Value::Float(f64::from_bits(u), dtype),
+            d if d.is_signed_int() => Value::Int(((u << (64 - bits)) as i64) >> (64 - bits), d),
+            d => Value::UInt(u, d),
+        })
+    }
+
     /// numpy 2's `repr` of the value: `np.float64(2.5)`, `np.int64(3)`, `np.True_`.
     pub fn repr(&self) -> String {
         match *self {

@@ -208,3 +208,16 @@ fn float_sums_are_at_least_as_accurate_as_numpys_pairwise_sums() {
         );
     }
 }
+
+#[test]
+fn reductions_are_taken_out_of_an_expression_in_order() {
+    use shmpool_expr::parse::extract_reductions;
+    let (rest, found) = extract_reductions("x - mean(x) + sum(a * (b + 1)) / 2").unwrap();
+    assert_eq!(rest, "x - __r0 + __r1 / 2");
+    assert_eq!(found, [(Reduction::Mean, "x".to_string()), (Reduction::Sum, "a * (b + 1)".to_string())]);
+    assert_eq!(extract_reductions("sqrt(x) + maximum(x, 1)").unwrap().1, []);
+    let e = extract_reductions("x - max(x, 0)").unwrap_err().to_string();
+    assert!(e.contains("use maximum(a, b)"), "{e}");
+    let e = extract_reductions("sum(x - mean(x))").unwrap_err().to_string();
+    assert!(e.contains("inside a reduction"), "{e}");
+}

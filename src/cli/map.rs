@@ -10,7 +10,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::workloads::{self, W1_LEN};
-use shmpool::kernel::expr::Program;
+use shmpool::kernel::expr::parse::{extract_reductions, REDUCTION_PREFIX};
+use shmpool::kernel::expr::{Program, Reduction, Value};
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
 
 use super::Failure;
@@ -102,11 +103,57 @@ pub fn run(args: MapArgs) -> Result<(), Failure> {
         return Err(Failure::usage("-j must be at least 1"));
     }
     let named = parse_inputs(&args.inputs)?;
+    // `x - mean(x)`: the reductions first, then the map (the several-input path).
+    let reductions = args.expr.as_deref().is_some_and(|e| matches!(extract_reductions(e), Ok((_, r)) if !r.is_empty()));
     match named.as_slice() {
         [] => run_builtin(&args),
-        [(None, path)] => run_file(&args, path),
+        [(None, path)] if !reductions => run_file(&args, path),
         _ => run_inputs(&args, &named),
     }
+}
+
+/// The values of the reductions taken out of an expression (`mean(x)` in `x - mean(x)`),
+/// each computed in parallel by `pool` over the inputs its inner expression uses.
+pub(super) fn reduce_inner(
+    pool: &Pool,
+    reductions: &[(Reduction, String)],
+    names: &[String],
+    paths: &[&Path],
+    arrays: &[NpyArray],
+) -> Result<Vec<Value>, Failure> {
+    let mut values = Vec::with_capacity(reductions.len());
+    for (kind, inner) in reductions {
+        let used = Program::variables(inner)?;
+        let idx: Vec<usize> = (0..names.len()).filter(|&k| used.contains(&names[k])).collect();
+        let typed: Vec<(&str, Dtype)> = idx.iter().map(|&k| (names[k].as_str(), arrays[k].dtype())).collect();
+        let program = Program::compile_inputs(inner, &typed)?;
+        let files: Vec<(&Path, &NpyArray)> = idx.iter().map(|&k| (paths[k], &arrays[k])).collect();
+        let (v, warning) = pool.reduce_npy(&program, &files, &[], *kind)?;
+        if let Some(w) = warning {
+            eprintln!("RuntimeWarning: {w}");
+        }
+        values.push(v);
+    }
+    Ok(values)
+}
+
+/// The inputs an expression with reductions taken out still reads (indices into `names`),
+/// and the program over them followed by the reductions' values (`__r0`, ...).
+pub(super) fn outer_program(
+    rewritten: &str,
+    names: &[String],
+    arrays: &[NpyArray],
+    values: &[Value],
+) -> Result<(Vec<usize>, Program), Failure> {
+    let used = Program::variables(rewritten)?;
+    let idx: Vec<usize> = (0..names.len()).filter(|&k| used.contains(&names[k])).collect();
+    let consts: Vec<String> = (0..values.len()).map(|k| format!("{REDUCTION_PREFIX}{k}")).collect();
+    let typed: Vec<(&str, Dtype)> = idx
+        .iter()
+        .map(|&k| (names[k].as_str(), arrays[k].dtype()))
+        .chain(consts.iter().zip(values).map(|(n, v)| (n.as_str(), v.dtype())))
+        .collect();
+    Ok((idx, Program::compile_inputs(rewritten, &typed)?))
 }
 
 /// `NAME=PATH` or a bare `PATH` (the input `x`): a prefix before `=` that can name an input
@@ -158,12 +205,25 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     if let Some(n) = names.iter().find(|n| !used.contains(n)) {
         return Err(Failure::usage(format!("input '{n}' is not used by the expression")));
     }
+    if names.iter().any(|n| n.starts_with(REDUCTION_PREFIX)) {
+        return Err(Failure::usage(format!("input names starting with {REDUCTION_PREFIX} are reserved")));
+    }
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
-    let typed: Vec<(&str, Dtype)> = names.iter().zip(&arrays).map(|(n, a)| (n.as_str(), a.dtype())).collect();
-    let program = Program::compile_inputs(expr, &typed)?;
-    let shapes: Vec<&[u64]> = arrays.iter().map(|a| a.shape()).collect();
+    let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
+    let (rewritten, reductions) = extract_reductions(expr)?;
+    let values = if reductions.is_empty() {
+        Vec::new()
+    } else {
+        let pool = Pool::builder().workers(worker_count(args.jobs, usize::MAX)).build()?;
+        let values = reduce_inner(&pool, &reductions, &names, &paths, &arrays)?;
+        pool.close();
+        pool.join()?;
+        values
+    };
+    let (outer, program) = outer_program(&rewritten, &names, &arrays, &values)?;
+    let shapes: Vec<&[u64]> = outer.iter().map(|&k| arrays[k].shape()).collect();
     let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes)?;
-    let main = arrays.iter().position(|a| a.shape() == out_shape.as_slice()).ok_or_else(|| {
+    let main = outer.iter().copied().find(|&k| arrays[k].shape() == out_shape.as_slice()).ok_or_else(|| {
         Failure::usage(format!(
             "no input has the broadcast shape {out_shape:?}: shmpool maps over an input of the output's shape (a gap)"
         ))
@@ -179,11 +239,12 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
             )));
         }
     }
-    let files: Vec<(&Path, &NpyArray)> = named.iter().map(|(_, p)| p.as_path()).zip(arrays.iter()).collect();
+    let files: Vec<(&Path, &NpyArray)> = outer.iter().map(|&k| (paths[k], &arrays[k])).collect();
+    let main_outer = outer.iter().position(|&k| k == main).expect("main is one of the outer inputs");
     // SAFETY: `arrays` outlive the map below (they are dropped when this function returns),
     // and they were opened under the contract of `shmpool map` (see `open_input`).
     #[allow(unsafe_code)]
-    let spec = unsafe { KernelSpec::expr_files(&program, &files, main, out_dtype) }?;
+    let spec = unsafe { KernelSpec::expr_files(&program, &files, &values, main_outer, out_dtype) }?;
     run_map(args, &arrays[main], &named[main].1, output, out_dtype, &spec)
 }
 

@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+use shmpool::kernel::expr::parse::{extract_reductions, REDUCTION_PREFIX};
 use shmpool::kernel::expr::{Program, Reduction, Value};
 use shmpool::{Dtype, NpyArray, NpyOutput, Pool};
 
-use super::map::{cores, open_input, parse_inputs};
+use super::map::{cores, open_input, outer_program, parse_inputs, reduce_inner};
 use super::Failure;
 
 /// Arguments of `shmpool reduce`.
@@ -18,9 +19,11 @@ pub struct ReduceArgs {
     /// an input; shapes broadcast as numpy's.
     #[arg(value_name = "INPUT", required = true)]
     inputs: Vec<String>,
-    /// One reduction of an elementwise expression, `sum(x * x)`: sum prod mean min max std var
+    /// A reduction of an elementwise expression, `sum(x * x)` or `sum((x - mean(x)) ** 2)`,
+    /// or an expression of reductions, `sqrt(sum(x * x)) / 3`: sum prod mean min max std var
     /// count_nonzero any all argmin argmax nansum nanmean nanmin nanmax (over the whole array:
-    /// no axis= yet). Prints numpy's repr of the result.
+    /// no axis= yet; no reduction inside a reduction's own argument beyond one level). Prints
+    /// numpy's repr of the result.
     #[arg(long, allow_hyphen_values = true)]
     expr: String,
     /// Also write the result as a 0-d .npy file.
@@ -36,27 +39,55 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         return Err(Failure::usage("-j must be at least 1"));
     }
     let names_list = Reduction::names().collect::<Vec<_>>().join(" ");
-    let (kind, inner) = Reduction::split(&args.expr).ok_or_else(|| {
-        Failure::usage(format!(
-            "--expr must be one reduction of an expression, e.g. 'sum(x * x)' ({names_list}); \
-             reductions inside larger expressions and axis= are not supported yet"
-        ))
-    })?;
+    let (kind, inner) = match Reduction::split(&args.expr) {
+        Some((k, inner)) => (Some(k), inner.to_string()),
+        None => (None, args.expr.clone()),
+    };
+    let (rewritten, reductions) = extract_reductions(&inner)?;
+    if kind.is_none() && reductions.is_empty() {
+        return Err(Failure::usage(format!(
+            "--expr must reduce: one reduction of an expression, e.g. 'sum(x * x)', or an expression of \
+             reductions, e.g. 'sqrt(sum(x * x))' ({names_list}); axis= is not supported yet"
+        )));
+    }
     let named = parse_inputs(&args.inputs)?;
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone().unwrap_or_else(|| "x".to_string())).collect();
-    let used = Program::variables(inner)?;
+    let used = Program::variables(&args.expr)?;
     if let Some(u) = used.iter().find(|u| !names.contains(u)) {
         return Err(Failure::usage(format!("the expression uses '{u}', which is not an input ({})", names.join(", "))));
     }
     if let Some(n) = names.iter().find(|n| !used.contains(n)) {
         return Err(Failure::usage(format!("input '{n}' is not used by the expression")));
     }
+    if names.iter().any(|n| n.starts_with(REDUCTION_PREFIX)) {
+        return Err(Failure::usage(format!("input names starting with {REDUCTION_PREFIX} are reserved")));
+    }
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
-    let typed: Vec<(&str, Dtype)> = names.iter().zip(&arrays).map(|(n, a)| (n.as_str(), a.dtype())).collect();
-    let program = Program::compile_inputs(inner, &typed)?;
-    let files: Vec<(&Path, &NpyArray)> = named.iter().map(|(_, p)| p.as_path()).zip(arrays.iter()).collect();
+    let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
     let pool = Pool::builder().workers(args.jobs.unwrap_or_else(cores)).build()?;
-    let (value, warning) = pool.reduce_npy(&program, &files, kind)?;
+    let values = reduce_inner(&pool, &reductions, &names, &paths, &arrays)?;
+    let (outer, program) = outer_program(&rewritten, &names, &arrays, &values)?;
+    let (value, warning) = match kind {
+        Some(kind) => {
+            let files: Vec<(&Path, &NpyArray)> = outer.iter().map(|&k| (paths[k], &arrays[k])).collect();
+            pool.reduce_npy(&program, &files, &values, kind)?
+        }
+        None if outer.is_empty() => {
+            // An expression of reductions' values: one element, computed here.
+            let bytes: Vec<Vec<u8>> = values.iter().map(Value::to_le_bytes).collect();
+            let ops: Vec<(&[u8], &[u64])> = bytes.iter().map(|b| (&b[..], &[][..])).collect();
+            let mut out = vec![0u8; program.output_dtype().size()];
+            program.eval_broadcast(&ops, &mut out, 0..1)?;
+            let v = Value::from_le_bytes(program.output_dtype(), &out).expect("one element of the output dtype");
+            (v, None)
+        }
+        None => {
+            return Err(Failure::usage(
+                "the result is an array (an input is used outside every reduction): use shmpool map, \
+                 or put one reduction around the whole expression",
+            ))
+        }
+    };
     pool.close();
     pool.join()?;
     if let Some(w) = warning {

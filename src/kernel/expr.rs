@@ -28,6 +28,8 @@ pub(crate) struct FileInput {
     pub ino: u64,
     pub data_off: u64,
     pub shape: Vec<u64>,
+    /// The elements themselves, for a constant (a reduction's value, 0-d) that has no file.
+    pub data: Vec<u8>,
 }
 
 /// The parameter block of a several-input expression kernel: the program, then the inputs.
@@ -44,10 +46,12 @@ pub(crate) fn encode_files(program: &[u8], inputs: &[FileInput]) -> Vec<u8> {
         put(f.shape.len() as u64);
         f.shape.iter().for_each(|&d| put(d));
         put(f.path.as_os_str().len() as u64);
+        put(f.data.len() as u64);
     }
     v.extend_from_slice(program);
     for f in inputs {
         v.extend_from_slice(f.path.as_os_str().as_bytes());
+        v.extend_from_slice(&f.data);
     }
     v
 }
@@ -64,20 +68,22 @@ fn decode(b: &[u8]) -> Option<(&[u8], Vec<FileInput>)> {
     let prog_len = usize::try_from(get()?).ok()?;
     let n = usize::try_from(get()?).ok().filter(|&n| n <= MAX_INPUTS)?;
     let mut inputs = Vec::with_capacity(n);
-    let mut path_lens = Vec::with_capacity(n);
+    let mut lens = Vec::with_capacity(n);
     for _ in 0..n {
         let (dev, ino, data_off) = (get()?, get()?, get()?);
         let ndim = usize::try_from(get()?).ok().filter(|&d| d <= 64)?;
         let shape = (0..ndim).map(|_| get()).collect::<Option<Vec<u64>>>()?;
-        path_lens.push(usize::try_from(get()?).ok()?);
-        inputs.push(FileInput { path: Default::default(), dev, ino, data_off, shape });
+        lens.push((usize::try_from(get()?).ok()?, usize::try_from(get()?).ok()?));
+        inputs.push(FileInput { path: Default::default(), dev, ino, data_off, shape, data: Vec::new() });
     }
     let program = b.get(at..at.checked_add(prog_len)?)?;
     at += prog_len;
-    for (f, len) in inputs.iter_mut().zip(path_lens) {
+    for (f, (len, data)) in inputs.iter_mut().zip(lens) {
         let p = b.get(at..at.checked_add(len)?)?;
         at += len;
         f.path = std::ffi::OsStr::from_bytes(p).into();
+        f.data = b.get(at..at.checked_add(data)?)?.to_vec();
+        at += data;
     }
     Some((program, inputs))
 }
@@ -95,7 +101,7 @@ const MAPPED_MAX: usize = 64;
 fn ensure_mapped(files: &[FileInput]) {
     MAPPED.with(|cell| {
         let mut maps = cell.borrow_mut();
-        for f in files {
+        for f in files.iter().filter(|f| f.data.is_empty()) {
             let key = (f.dev, f.ino);
             if maps.iter().any(|(k, _)| *k == key) {
                 continue;
@@ -149,6 +155,10 @@ fn evaluate(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64) 
             |f: &FileInput| &maps.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by ensure_mapped").1;
         let mut ops: Vec<(&[u8], &[u64])> = Vec::with_capacity(files.len());
         for (f, d) in files.iter().zip(prog.input_dtypes()) {
+            if !f.data.is_empty() {
+                ops.push((&f.data[..], &f.shape[..]));
+                continue;
+            }
             let len = f.shape.iter().product::<u64>() as usize * d.size();
             let off = f.data_off as usize;
             let Some(data) = mapped(f).get(off..off + len) else {
@@ -161,7 +171,7 @@ fn evaluate(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64) 
         let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
         let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
         let page = 4096;
-        for (f, d) in files.iter().zip(prog.input_dtypes()).filter(|(f, _)| f.shape == out_shape) {
+        for (f, d) in files.iter().zip(prog.input_dtypes()).filter(|(f, _)| f.shape == out_shape && f.data.is_empty()) {
             let map = mapped(f);
             let from = f.data_off as usize + start as usize * d.size();
             let (lo, hi) = ((from / page) * page, (from + n as usize * d.size()).next_multiple_of(page).min(map.len()));

@@ -359,10 +359,11 @@ impl KernelSpec {
     pub unsafe fn expr_files(
         program: &expr::Program,
         inputs: &[(&std::path::Path, &crate::NpyArray)],
+        constants: &[expr::Value],
         main: usize,
         output: Dtype,
     ) -> Result<KernelSpec> {
-        let (files, out_shape) = Self::file_inputs(program, inputs)?;
+        let (files, out_shape) = Self::file_inputs(program, inputs, constants)?;
         if inputs.get(main).is_none_or(|(_, a)| a.shape() != out_shape.as_slice()) {
             return Err(Error::InvalidOption {
                 option: "main input",
@@ -408,8 +409,10 @@ impl KernelSpec {
     fn file_inputs(
         program: &expr::Program,
         inputs: &[(&std::path::Path, &crate::NpyArray)],
+        constants: &[expr::Value],
     ) -> Result<(Vec<expr::FileInput>, Vec<u64>)> {
-        let dtypes: Vec<Dtype> = inputs.iter().map(|(_, a)| a.dtype()).collect();
+        let dtypes: Vec<Dtype> =
+            inputs.iter().map(|(_, a)| a.dtype()).chain(constants.iter().map(expr::Value::dtype)).collect();
         if dtypes != program.input_dtypes() {
             let names = |d: &[Dtype]| d.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
             return Err(Error::TypeMismatch {
@@ -417,7 +420,8 @@ impl KernelSpec {
                 data: format!("({})", names(&dtypes)),
             });
         }
-        let shapes: Vec<&[u64]> = inputs.iter().map(|(_, a)| a.shape()).collect();
+        let mut shapes: Vec<&[u64]> = inputs.iter().map(|(_, a)| a.shape()).collect();
+        shapes.extend(constants.iter().map(|_| &[][..]));
         let out_shape = expr::broadcast_shapes(&shapes)?;
         let mut files = Vec::with_capacity(inputs.len());
         for (path, a) in inputs {
@@ -429,7 +433,18 @@ impl KernelSpec {
                 path: path.display().to_string(),
                 source: e,
             })?;
-            files.push(expr::FileInput { path, dev, ino, data_off, shape: a.shape().to_vec() });
+            files.push(expr::FileInput { path, dev, ino, data_off, shape: a.shape().to_vec(), data: Vec::new() });
+        }
+        for c in constants {
+            let data = c.to_le_bytes();
+            files.push(expr::FileInput {
+                path: Default::default(),
+                dev: 0,
+                ino: 0,
+                data_off: 0,
+                shape: Vec::new(),
+                data,
+            });
         }
         Ok((files, out_shape))
     }
@@ -443,8 +458,9 @@ impl KernelSpec {
         start: &expr::Reducer,
         program: &expr::Program,
         inputs: &[(&std::path::Path, &crate::NpyArray)],
+        constants: &[expr::Value],
     ) -> Result<(KernelSpec, u64)> {
-        let (files, out_shape) = Self::file_inputs(program, inputs)?;
+        let (files, out_shape) = Self::file_inputs(program, inputs, constants)?;
         let total: u64 = out_shape.iter().product();
         let params = expr::encode_reduce(start, total, &program.to_bytes(), &files);
         Ok((Self::new::<u64, [u8; expr::REDUCER_BYTES]>(expr::eval_reduce, params), total))

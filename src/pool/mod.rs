@@ -426,7 +426,9 @@ impl Pool {
     /// Reduction::Sum)` with `program` from [`crate::kernel::expr::Program::compile_inputs`].
     /// Each worker reduces blocks of 8,192 values read from its own mapping of the files; the
     /// partial results are joined in block order, so the result does not depend on the number
-    /// of workers. Returns numpy's value and its warning in words, if numpy warns.
+    /// of workers. The program's last inputs may be `constants` (0-d: the values of
+    /// reductions inside the expression, computed first). Returns numpy's value and its
+    /// warning in words, if numpy warns.
     ///
     /// The workers map the very files the arrays map (checked by device and inode), while the
     /// arrays are borrowed: the promise made to [`NpyArray::open`] covers them.
@@ -440,6 +442,7 @@ impl Pool {
         &self,
         program: &crate::kernel::expr::Program,
         inputs: &[(&std::path::Path, &NpyArray)],
+        constants: &[crate::kernel::expr::Value],
         reduction: crate::kernel::expr::Reduction,
     ) -> Result<(crate::kernel::expr::Value, Option<&'static str>)> {
         use crate::kernel::expr::{Reducer, REDUCER_BYTES};
@@ -449,7 +452,7 @@ impl Pool {
             if pass == 1 {
                 r.second_pass();
             }
-            let (spec, total) = KernelSpec::reduce_blocks(&r, program, inputs)?;
+            let (spec, total) = KernelSpec::reduce_blocks(&r, program, inputs, constants)?;
             let blocks = total.div_ceil(crate::kernel::expr::REDUCE_BLOCK) as usize;
             if blocks == 0 {
                 break;
