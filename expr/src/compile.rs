@@ -260,8 +260,8 @@ impl Builder {
     }
 
     fn op(&mut self, f: Fun, args: &[Val], call: bool) -> std::result::Result<Val, String> {
-        // np.where converts each argument on its own (`where(2.0, 4, 10)` is int64).
         if f == Fun::Where {
+            // Each argument converted on its own: `where(2.0, 4, 10)` is int64.
             return self.where_(args);
         }
         let all_weak = args.iter().all(|v| !matches!(v, Val::Reg(..)));
@@ -334,7 +334,7 @@ impl Builder {
             Fun::IsNan => (Op::IsNan, d),
             Fun::IsInf => (Op::IsInf, d),
             Fun::IsFinite => (Op::IsFinite, d),
-            _ => (float_fn(f).ok_or_else(|| format!("{f:?} takes two arguments"))?, float_of(d)),
+            _ => (super::op::float_fn(f).ok_or_else(|| format!("{f:?} takes two arguments"))?, float_of(d)),
         };
         let r = self.reg(a, ty)?;
         let out = op.result(ty).expect("unary operation typed above");
@@ -503,10 +503,9 @@ impl Builder {
         Ok(Val::Reg(self.push(op, ty, out, &[oa, ob], 0), out))
     }
 
-    /// numpy 2's `np.clip` (`_methods._clip`): on an integer array, a Python int lower bound
-    /// at or below the type's minimum and an upper bound at or above its maximum are dropped
-    /// (`maximum`/`minimum` with the other, the identity with neither); any other bound is
-    /// converted as usual, so one out of range the other way is numpy's OverflowError.
+    /// numpy 2's `np.clip` (`_methods._clip`): on an integer array, a Python int bound beyond
+    /// the type's limit on its own side is dropped; any other is converted as usual (so one
+    /// out of range the other way is numpy's OverflowError).
     fn clip(&mut self, args: &[Val]) -> std::result::Result<Val, String> {
         let (mut lo, mut hi) = (Some(args[1]), Some(args[2]));
         if let Val::Reg(_, t) = args[0] {
@@ -573,30 +572,5 @@ fn out_of_range(f: Fun, a: Val, b: Val, d: Dtype) -> Option<bool> {
         Fun::Gt | Fun::Ge => !array_lt_k,
         Fun::Eq => false,
         _ => true,
-    })
-}
-
-fn float_fn(f: Fun) -> Option<Op> {
-    Some(match f {
-        Fun::Sqrt => Op::Sqrt,
-        Fun::Exp => Op::Exp,
-        Fun::Expm1 => Op::Expm1,
-        Fun::Log => Op::Log,
-        Fun::Log1p => Op::Log1p,
-        Fun::Log2 => Op::Log2,
-        Fun::Log10 => Op::Log10,
-        Fun::Sin => Op::Sin,
-        Fun::Cos => Op::Cos,
-        Fun::Tan => Op::Tan,
-        Fun::Asin => Op::Asin,
-        Fun::Acos => Op::Acos,
-        Fun::Atan => Op::Atan,
-        Fun::Sinh => Op::Sinh,
-        Fun::Cosh => Op::Cosh,
-        Fun::Tanh => Op::Tanh,
-        Fun::Asinh => Op::Asinh,
-        Fun::Acosh => Op::Acosh,
-        Fun::Atanh => Op::Atanh,
-        _ => return None,
     })
 }

@@ -98,8 +98,10 @@ mod literal;
 mod op;
 pub mod parse;
 mod reduce;
+mod scan;
 #[cfg(test)]
 mod test;
+mod value;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -297,7 +299,7 @@ impl Program {
     ///
     /// [`Error::InvalidExpression`] for a syntax error.
     pub fn variables(src: &str) -> Result<Vec<String>> {
-        parse::variables(src)
+        scan::variables(src)
     }
 
     /// Parses `src` without compiling it (syntax, names, arity and nesting are checked; types

@@ -216,3 +216,29 @@ impl TryFrom<u32> for Op {
         Op::ALL.into_iter().find(|op| *op as u32 == code).ok_or(code)
     }
 }
+
+/// The operation of a one-argument float function of the parser.
+pub(super) fn float_fn(f: super::parse::Fun) -> Option<Op> {
+    Some(match f {
+        super::parse::Fun::Sqrt => Op::Sqrt,
+        super::parse::Fun::Exp => Op::Exp,
+        super::parse::Fun::Expm1 => Op::Expm1,
+        super::parse::Fun::Log => Op::Log,
+        super::parse::Fun::Log1p => Op::Log1p,
+        super::parse::Fun::Log2 => Op::Log2,
+        super::parse::Fun::Log10 => Op::Log10,
+        super::parse::Fun::Sin => Op::Sin,
+        super::parse::Fun::Cos => Op::Cos,
+        super::parse::Fun::Tan => Op::Tan,
+        super::parse::Fun::Asin => Op::Asin,
+        super::parse::Fun::Acos => Op::Acos,
+        super::parse::Fun::Atan => Op::Atan,
+        super::parse::Fun::Sinh => Op::Sinh,
+        super::parse::Fun::Cosh => Op::Cosh,
+        super::parse::Fun::Tanh => Op::Tanh,
+        super::parse::Fun::Asinh => Op::Asinh,
+        super::parse::Fun::Acosh => Op::Acosh,
+        super::parse::Fun::Atanh => Op::Atanh,
+        _ => return None,
+    })
+}

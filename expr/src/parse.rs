@@ -14,7 +14,7 @@ use crate::{Error, Result};
 pub const MAX_DEPTH: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Tok {
+pub(crate) enum Tok {
     Int(i128),
     Float(f64),
     Ident(usize, usize),
@@ -174,7 +174,7 @@ pub fn functions() -> impl Iterator<Item = (&'static str, usize)> {
 }
 
 /// The function a name denotes, with its arity.
-fn function(name: &str) -> Option<(Fun, usize)> {
+pub(crate) fn function(name: &str) -> Option<(Fun, usize)> {
     FUNCTIONS.iter().find(|(n, _, _)| *n == name).map(|&(_, f, a)| (f, a))
 }
 
@@ -207,11 +207,11 @@ pub(super) struct Node {
     pub call: bool,
 }
 
-pub(super) fn syntax(src: &str, pos: usize, message: String) -> Error {
+pub(crate) fn syntax(src: &str, pos: usize, message: String) -> Error {
     Error::InvalidExpression { expr: src.to_string(), position: src[..pos.min(src.len())].chars().count() + 1, message }
 }
 
-fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
+pub(crate) fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
     let b = src.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -326,120 +326,7 @@ fn underscores(text: &str, digit: fn(&u8) -> bool) -> Option<String> {
     ok.then(|| text.replace('_', ""))
 }
 
-/// Names that are never an input's: the flat index and the constants.
-const RESERVED: [&str; 7] = ["i", "pi", "e", "inf", "nan", "True", "False"];
-
-/// Whether `name` can name an input: a Python identifier (ASCII) that is neither a function,
-/// nor `i`, nor a constant.
-///
-/// # Errors
-///
-/// [`Error::InvalidInputName`] saying why not.
-pub fn check_input_name(name: &str) -> Result<()> {
-    let b = name.as_bytes();
-    let identifier = !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
-    let why = if !identifier {
-        Some("not an identifier")
-    } else if RESERVED.contains(&name) {
-        Some("reserved (i is the flat index; pi e inf nan True False are constants)")
-    } else if function(name).is_some() {
-        Some("the name of a function")
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(Error::InvalidInputName { name: name.to_string(), why }),
-        None => Ok(()),
-    }
-}
-
-/// The variables `src` names (identifiers not called, other than `i` and the constants), in
-/// order of first use.
-pub(super) fn variables(src: &str) -> Result<Vec<String>> {
-    let toks = lex(src)?;
-    let mut out: Vec<String> = Vec::new();
-    for w in toks.windows(2) {
-        if let (Tok::Ident(a, b), next) = (w[0].0, w[1].0) {
-            let name = &src[a..b];
-            if next != Tok::LParen && !RESERVED.contains(&name) && !out.iter().any(|n| n == name) {
-                out.push(name.to_string());
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Prefix of the names [`extract_reductions`] gives the reductions it takes out.
-pub const REDUCTION_PREFIX: &str = "__r";
-
-/// Takes every reduction call out of `src` (`x - mean(x)`): returns the text with each call
-/// replaced by a name (`x - __r0`) and, in order, each reduction with its inner expression.
-///
-/// # Errors
-///
-/// [`Error::InvalidExpression`] for a syntax error, a reduction with more than one argument
-/// (`max(x, 0)`, `axis=`) or inside another one.
-pub fn extract_reductions(src: &str) -> Result<(String, Vec<(crate::Reduction, String)>)> {
-    let toks = lex(src)?;
-    let mut out = String::new();
-    let mut found = Vec::new();
-    let mut copied = 0; // bytes of `src` copied or replaced so far
-    let mut k = 0;
-    while k < toks.len() {
-        let (tok, at) = toks[k];
-        let reduction = match (tok, toks.get(k + 1)) {
-            (Tok::Ident(a, b), Some((Tok::LParen, _))) => src[a..b].parse::<crate::Reduction>().ok(),
-            _ => None,
-        };
-        let Some(r) = reduction else {
-            k += 1;
-            continue;
-        };
-        let mut depth = 0;
-        let mut end = None;
-        for (j, &(t, pos)) in toks.iter().enumerate().skip(k + 1) {
-            match t {
-                Tok::LParen => depth += 1,
-                Tok::RParen => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = Some((j, pos));
-                        break;
-                    }
-                }
-                Tok::Comma if depth == 1 => {
-                    let hint = match r {
-                        crate::Reduction::Max => "; use maximum(a, b) for the elementwise maximum",
-                        crate::Reduction::Min => "; use minimum(a, b) for the elementwise minimum",
-                        _ => "",
-                    };
-                    return Err(syntax(
-                        src,
-                        at,
-                        format!("{}() takes one argument here (no axis= yet){hint}", r.name()),
-                    ));
-                }
-                Tok::Ident(a, b) if src[a..b].parse::<crate::Reduction>().is_ok() => {
-                    return Err(syntax(src, a, "a reduction inside a reduction is not supported".into()));
-                }
-                _ => {}
-            }
-        }
-        let Some((j, close)) = end else {
-            return Err(syntax(src, at, "unclosed '('".into()));
-        };
-        let open = toks[k + 1].1;
-        out.push_str(&src[copied..at]);
-        out.push_str(&format!("{REDUCTION_PREFIX}{}", found.len()));
-        found.push((r, src[open + 1..close].to_string()));
-        copied = close + 1;
-        k = j + 1;
-    }
-    out.push_str(&src[copied..]);
-    Ok((out, found))
-}
+pub use crate::scan::{check_input_name, extract_reductions, REDUCTION_PREFIX};
 
 /// Parses `src` into nodes, `names[k]` denoting input `k`; the last node is the root.
 pub(super) fn parse(src: &str, names: &[&str]) -> Result<Vec<Node>> {
