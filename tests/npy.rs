@@ -539,6 +539,7 @@ fn reductions_inside_expressions_are_computed_first_with_numpys_types() {
     for (expr, numpy) in [
         ("sum((x - mean(x)) ** 2)", "np.sum((x - np.mean(x)) ** 2)"),
         ("sqrt(sum(x * x)) / 3", "np.sqrt(np.sum(x * x)) / 3"),
+        ("sqrt(sum(x * x)) / size(x)", "np.sqrt(np.sum(x * x)) / np.size(x)"),
     ] {
         let o = shmpool(&["reduce", &x, "--expr", expr, "-j", "2"]);
         assert!(o.status.success(), "{expr}: {}", String::from_utf8_lossy(&o.stderr));

@@ -326,7 +326,7 @@ fn underscores(text: &str, digit: fn(&u8) -> bool) -> Option<String> {
     ok.then(|| text.replace('_', ""))
 }
 
-pub use crate::scan::{check_input_name, extract_reductions, REDUCTION_PREFIX};
+pub use crate::scan::{check_input_name, extract_reductions, substitute_sizes, REDUCTION_PREFIX};
 
 /// Parses `src` into nodes, `names[k]` denoting input `k`; the last node is the root.
 pub(super) fn parse(src: &str, names: &[&str]) -> Result<Vec<Node>> {

@@ -5,7 +5,7 @@ use crate::parse::{function, lex, syntax, Tok};
 use crate::{Error, Result};
 
 /// Names that are never an input's: the flat index and the constants.
-pub(crate) const RESERVED: [&str; 7] = ["i", "pi", "e", "inf", "nan", "True", "False"];
+pub(crate) const RESERVED: [&str; 8] = ["i", "pi", "e", "inf", "nan", "True", "False", "size"];
 
 /// Whether `name` can name an input: a Python identifier (ASCII) that is neither a function,
 /// nor `i`, nor a constant.
@@ -21,7 +21,7 @@ pub fn check_input_name(name: &str) -> Result<()> {
     let why = if !identifier {
         Some("not an identifier")
     } else if RESERVED.contains(&name) {
-        Some("reserved (i is the flat index; pi e inf nan True False are constants)")
+        Some("reserved (i is the flat index; pi e inf nan True False are constants; size() is a function)")
     } else if function(name).is_some() {
         Some("the name of a function")
     } else {
@@ -117,4 +117,43 @@ pub fn extract_reductions(src: &str) -> Result<(String, Vec<(crate::Reduction, S
     }
     out.push_str(&src[copied..]);
     Ok((out, found))
+}
+
+/// Replaces every `size(NAME)` in `src` by the number of elements of the input `NAME`
+/// (`sizes[k] = (name, count)`), written as a Python int literal: numpy's `np.size` is a
+/// Python int, a weak scalar (`sum(x) / size(x)` stays float32 for float32 `x`).
+///
+/// # Errors
+///
+/// [`Error::InvalidExpression`] for a syntax error, or a `size(...)` whose argument is not one
+/// input's name.
+pub fn substitute_sizes(src: &str, sizes: &[(&str, u64)]) -> Result<String> {
+    let toks = lex(src)?;
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut k = 0;
+    while k < toks.len() {
+        let (tok, at) = toks[k];
+        let is_size = matches!(tok, Tok::Ident(a, b) if &src[a..b] == "size")
+            && matches!(toks.get(k + 1), Some((Tok::LParen, _)));
+        if !is_size {
+            k += 1;
+            continue;
+        }
+        let n = match (toks.get(k + 2), toks.get(k + 3)) {
+            (Some(&(Tok::Ident(a, b), _)), Some(&(Tok::RParen, close))) => {
+                sizes.iter().find(|(name, _)| *name == &src[a..b]).map(|&(_, n)| (n, close))
+            }
+            _ => None,
+        };
+        let Some((n, close)) = n else {
+            return Err(syntax(src, at, "size() takes the name of an input: size(x)".into()));
+        };
+        out.push_str(&src[copied..at]);
+        out.push_str(&n.to_string());
+        copied = close + 1;
+        k += 4;
+    }
+    out.push_str(&src[copied..]);
+    Ok(out)
 }

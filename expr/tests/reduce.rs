@@ -221,3 +221,15 @@ fn reductions_are_taken_out_of_an_expression_in_order() {
     let e = extract_reductions("sum(x - mean(x))").unwrap_err().to_string();
     assert!(e.contains("inside a reduction"), "{e}");
 }
+
+#[test]
+fn size_of_an_input_becomes_a_python_int() {
+    use shmpool_expr::parse::substitute_sizes;
+    let s = substitute_sizes("sqrt(sum(x * x)) / size(x) + size(a)", &[("x", 300), ("a", 7)]).unwrap();
+    assert_eq!(s, "sqrt(sum(x * x)) / 300 + 7");
+    assert!(substitute_sizes("size(x * 2)", &[("x", 3)]).unwrap_err().to_string().contains("size() takes the name"));
+    assert!(substitute_sizes("size(y)", &[("x", 3)]).is_err());
+    // A weak Python int: float32 stays float32.
+    let p = shmpool_expr::Program::compile_for("x / 300", Dtype::F32).unwrap();
+    assert_eq!(p.output_dtype(), Dtype::F32);
+}

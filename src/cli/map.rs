@@ -10,7 +10,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::workloads::{self, W1_LEN};
-use shmpool::kernel::expr::parse::{extract_reductions, REDUCTION_PREFIX};
+use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes, REDUCTION_PREFIX};
 use shmpool::kernel::expr::{Program, Reduction, Value};
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
 
@@ -103,13 +103,22 @@ pub fn run(args: MapArgs) -> Result<(), Failure> {
         return Err(Failure::usage("-j must be at least 1"));
     }
     let named = parse_inputs(&args.inputs)?;
-    // `x - mean(x)`: the reductions first, then the map (the several-input path).
-    let reductions = args.expr.as_deref().is_some_and(|e| matches!(extract_reductions(e), Ok((_, r)) if !r.is_empty()));
+    // `x - mean(x)` or `size(x)`: the reductions and sizes first, then the map (the
+    // several-input path).
+    let reductions = args.expr.as_deref().is_some_and(|e| {
+        matches!(extract_reductions(e), Ok((_, r)) if !r.is_empty()) || substitute_sizes(e, &[]).is_err()
+    });
     match named.as_slice() {
         [] => run_builtin(&args),
         [(None, path)] if !reductions => run_file(&args, path),
         _ => run_inputs(&args, &named),
     }
+}
+
+/// `expr` with every `size(NAME)` replaced by the input's number of elements.
+pub(super) fn with_sizes(expr: &str, names: &[String], arrays: &[NpyArray]) -> Result<String, Failure> {
+    let sizes: Vec<(&str, u64)> = names.iter().zip(arrays).map(|(n, a)| (n.as_str(), a.len() as u64)).collect();
+    Ok(substitute_sizes(expr, &sizes)?)
 }
 
 /// The values of the reductions taken out of an expression (`mean(x)` in `x - mean(x)`),
@@ -210,6 +219,7 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     }
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
+    let expr = &with_sizes(expr, &names, &arrays)?;
     let (rewritten, reductions) = extract_reductions(expr)?;
     let values = if reductions.is_empty() {
         Vec::new()

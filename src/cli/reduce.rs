@@ -9,7 +9,7 @@ use shmpool::kernel::expr::parse::{extract_reductions, REDUCTION_PREFIX};
 use shmpool::kernel::expr::{Program, Reduction, Value};
 use shmpool::{Dtype, NpyArray, NpyOutput, Pool};
 
-use super::map::{cores, open_input, outer_program, parse_inputs, reduce_inner};
+use super::map::{cores, open_input, outer_program, parse_inputs, reduce_inner, with_sizes};
 use super::Failure;
 
 /// Arguments of `shmpool reduce`.
@@ -43,8 +43,7 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         Some((k, inner)) => (Some(k), inner.to_string()),
         None => (None, args.expr.clone()),
     };
-    let (rewritten, reductions) = extract_reductions(&inner)?;
-    if kind.is_none() && reductions.is_empty() {
+    if kind.is_none() && matches!(extract_reductions(&inner), Ok((_, r)) if r.is_empty()) {
         return Err(Failure::usage(format!(
             "--expr must reduce: one reduction of an expression, e.g. 'sum(x * x)', or an expression of \
              reductions, e.g. 'sqrt(sum(x * x))' ({names_list}); axis= is not supported yet"
@@ -64,6 +63,7 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     }
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
+    let (rewritten, reductions) = extract_reductions(&with_sizes(&inner, &names, &arrays)?)?;
     let pool = Pool::builder().workers(args.jobs.unwrap_or_else(cores)).build()?;
     let values = reduce_inner(&pool, &reductions, &names, &paths, &arrays)?;
     let (outer, program) = outer_program(&rewritten, &names, &arrays, &values)?;
