@@ -203,16 +203,10 @@ pub enum Error {
     #[error("pool is closed")]
     PoolClosed,
 
-    /// An expression did not parse; `position` is the 1-based column of the problem.
-    #[error("invalid expression at column {position}: {message}\n  {expr}\n  {caret:>position$}", caret = "^")]
-    InvalidExpression {
-        /// The expression.
-        expr: String,
-        /// 1-based column (in characters).
-        position: usize,
-        /// What is wrong.
-        message: String,
-    },
+    /// An expression did not compile, or its evaluation failed (feature `expr`).
+    #[cfg(feature = "expr")]
+    #[error(transparent)]
+    Expr(#[from] shmpool_expr::Error),
 
     /// A `.npy` file cannot be used; `reason` says why.
     #[error("{path}: {reason}")]
@@ -321,6 +315,12 @@ fn last_death(signal: i32) -> String {
     }
 }
 
+impl From<shmpool_dtype::UnknownDtype> for Error {
+    fn from(e: shmpool_dtype::UnknownDtype) -> Error {
+        Error::UnknownDtype { name: e.name }
+    }
+}
+
 /// What kind of failure an [`Error`] is: what a caller (or the CLI, for its exit code) decides
 /// on, stable while variants are added.
 ///
@@ -374,7 +374,6 @@ impl Error {
             | E::ReadOnly
             | E::JoinWhileOpen
             | E::Aliased { .. }
-            | E::InvalidExpression { .. }
             | E::BadNpy { .. }
             | E::TicketSpent
             | E::RaggedRows { .. }
@@ -392,6 +391,12 @@ impl Error {
             | E::Protocol { .. } => ErrorKind::Startup,
             E::IncompatibleSegment { .. } | E::OutOfBounds { .. } | E::CorruptSlot { .. } => ErrorKind::Corruption,
             E::Os { .. } => ErrorKind::Os,
+            // numpy's run-time error comes from the data as the kernel meets it; every other
+            // expression error is the expression or its inputs.
+            #[cfg(feature = "expr")]
+            E::Expr(shmpool_expr::Error::NegativeIntegerPower) => ErrorKind::Kernel,
+            #[cfg(feature = "expr")]
+            E::Expr(_) => ErrorKind::InvalidInput,
         }
     }
 

@@ -28,9 +28,8 @@ impl std::fmt::Debug for Key {
 impl Key {
     /// A fresh key from the OS random source (`getrandom`).
     pub(crate) fn random() -> Key {
-        use rand::RngCore;
-        let mut rng = rand::rngs::OsRng;
-        Key { k0: rng.next_u64(), k1: rng.next_u64() }
+        let draw = || getrandom::u64().expect("the OS random source (getrandom(2), Linux 3.17+) works");
+        Key { k0: draw(), k1: draw() }
     }
 
     /// The key from its two words.

@@ -88,8 +88,10 @@
 //! table) → `ipc` (supervisor ↔ worker messages) → `array` (`SharedVec`, `.npy`) / `kernel`
 //! (how functions reach workers) → `worker` (the loop) → `pool` (the public API and
 //! supervisor); `process` is `multiprocessing.Process`. Only the items re-exported here, the
-//! [`kernel`] module (kernel specs and the expression compiler) and [`diagnostics`] are public;
-//! the engine is private.
+//! [`kernel`] module (kernel specs and, with the `expr` feature, the expression compiler) and
+//! [`diagnostics`] are public; the engine is private. `Dtype` comes from the workspace's leaf
+//! crate `shmpool-dtype`; the expression compiler is the member `shmpool-expr`, which knows
+//! nothing of the engine.
 //!
 //! ## Safety model
 //!
@@ -189,7 +191,11 @@ macro_rules! u32_enum {
 
 mod array;
 pub mod diagnostics;
-mod dtype;
+/// numpy's element types live in the leaf crate `shmpool-dtype`, shared with the expression
+/// compiler (which must not depend on the engine, nor the engine on it without `expr`).
+mod dtype {
+    pub use shmpool_dtype::{Dtype, UnknownDtype};
+}
 mod error;
 mod ipc;
 pub mod kernel;
@@ -212,7 +218,7 @@ pub use bytemuck;
 /// `#[bytemuck(crate = "shmpool::bytemuck")]`, so that no direct `bytemuck` dependency is
 /// needed.
 pub use bytemuck::{Pod, Zeroable};
-pub use dtype::Dtype;
+pub use dtype::{Dtype, UnknownDtype};
 pub use error::{Error, ErrorKind, Result};
 pub use kernel::{Dynamic, Kernel, KernelExt, KernelSpec};
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};

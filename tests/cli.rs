@@ -118,7 +118,7 @@ fn gen_refuses_overflowing_lengths_and_writes_n_d_shapes() {
 fn errors_print_their_cause_and_exit_2_for_input_1_while_running() {
     let d = tempfile::tempdir().unwrap();
     let missing = d.path().join("missing.npy");
-    let o = shmpool(&["map", missing.to_str().unwrap(), "-o", d.path().join("y.npy").to_str().unwrap()]);
+    let o = shmpool(&["map", missing.to_str().unwrap(), "-o", d.path().join("y.npy").to_str().unwrap(), "--expr", "x"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("missing.npy: No such file or directory (os error 2)"), "{err}");
@@ -143,7 +143,7 @@ fn progress_prints_plain_lines_when_stderr_is_not_a_terminal() {
     let d = tempfile::tempdir().unwrap();
     let x = gen(d.path(), "x.npy", &["--len", "300000"]);
     let y = d.path().join("y.npy");
-    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "--progress", "-j", "2"]);
+    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "--expr", "x", "--progress", "-j", "2"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     let last = err.lines().rfind(|l| l.starts_with("progress:")).unwrap_or_else(|| panic!("no line: {err}"));
@@ -151,7 +151,7 @@ fn progress_prints_plain_lines_when_stderr_is_not_a_terminal() {
         last.contains("100.0%") && last.contains("300000/300000") && last.contains("Melem/s") && last.contains("ETA"),
         "{last}"
     );
-    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap()]);
+    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "--expr", "x"]);
     assert!(o.status.success() && o.stderr.is_empty(), "no progress unless asked when not a terminal");
 }
 
@@ -160,7 +160,7 @@ fn more_workers_than_work_stays_quiet_and_quick() {
     let d = tempfile::tempdir().unwrap();
     let x = gen(d.path(), "x.npy", &["--len", "100000"]);
     let y = d.path().join("y.npy");
-    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "-j", "1000"]);
+    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "--expr", "x", "-j", "1000"]);
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{err}");
     assert!(err.is_empty(), "nothing on stderr: {err}");
@@ -178,7 +178,7 @@ fn new_outputs_get_np_save_permissions_and_replaced_ones_keep_theirs() {
     let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
     let map_umask = |umask: &str, out: &std::path::Path, extra: &str| {
         let cmd = format!(
-            "umask {umask} && exec {:?} map {:?} -o {:?} --quiet {extra}",
+            "umask {umask} && exec {:?} map {:?} -o {:?} --expr x --quiet {extra}",
             env!("CARGO_BIN_EXE_shmpool"),
             x.to_str().unwrap(),
             out.to_str().unwrap()
@@ -394,4 +394,32 @@ fn a_killed_fork_server_costs_the_map_a_restart_not_its_result() {
         (shape, v.iter().map(|f| f.to_bits()).collect::<Vec<u64>>())
     };
     assert!(bits(&y) == bits(&reference), "the same result as an undisturbed run");
+}
+
+#[test]
+fn map_of_a_file_requires_an_expression_and_help_lists_the_functions() {
+    let d = tempfile::tempdir().unwrap();
+    let x = gen(d.path(), "x.npy", &["--len", "1000"]);
+    let o = shmpool(&["map", x.to_str().unwrap(), "-o", d.path().join("y.npy").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs --expr"), "{err}");
+    assert_eq!(names(d.path()), ["x.npy"], "nothing written without an expression");
+    let help = String::from_utf8_lossy(&shmpool(&["map", "--help"]).stdout).to_string();
+    for f in ["sqrt", "arctan2", "where", "clip", "isfinite", "nextafter", "ones_like"] {
+        assert!(help.split_whitespace().any(|w| w == f), "--help lists {f}: {help}");
+    }
+}
+
+#[test]
+fn a_negative_integer_power_at_run_time_is_numpys_message_without_a_source_location() {
+    let d = tempfile::tempdir().unwrap();
+    let x = gen(d.path(), "i.npy", &["--len", "100", "--dtype", "int32"]);
+    let y = d.path().join("y.npy");
+    let o = shmpool(&["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "--expr", "isfinite(x ** (x - 50))"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("integers to negative integer powers are not allowed"), "{err}");
+    assert!(!err.contains(".rs:") && !err.contains("panicked at"), "no source location: {err}");
+    assert_eq!(names(d.path()), ["i.npy"], "no output, no temporary file");
 }

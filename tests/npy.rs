@@ -49,7 +49,7 @@ fn transcendental_expressions_match_numpy_to_1e_12() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     py(dir, "np.save(D + '/x.npy', np.random.default_rng(2).uniform(-50, 50, 200_000))");
-    let expr = "sin(x) * exp(-x / 100) + atan2(x, 3) + tanh(x / 50) + log10(abs(x) + 1) + cos(x) ** 2 - where(x > 0, sqrt(x), -x) % 7 + floor(x) + round(x / 3) + clamp(x, -1, 1) + max(x, 0) + asin(clamp(x / 60, -1, 1)) + cosh(x / 40) - log2(abs(x) + 1) + log(abs(x) + 2) + tan(x / 40) + acos(clamp(x / 70, -1, 1)) + atan(x) + sinh(x / 40) + ceil(x / 2) + pi * e + i / 1000";
+    let expr = "sin(x) * exp(-x / 100) + atan2(x, 3) + tanh(x / 50) + log10(abs(x) + 1) + cos(x) ** 2 - where(x > 0, sqrt(x), -x) % 7 + floor(x) + round(x / 3) + clamp(x, -1, 1) + maximum(x, 0) + asin(clamp(x / 60, -1, 1)) + cosh(x / 40) - log2(abs(x) + 1) + log(abs(x) + 2) + tan(x / 40) + acos(clamp(x / 70, -1, 1)) + atan(x) + sinh(x / 40) + ceil(x / 2) + pi * e + i / 1000";
     map_ok(&["map", &p(dir, "x.npy"), "-o", &p(dir, "y.npy"), "--expr", expr, "--quiet"]);
     let r = py(
         dir,
@@ -146,7 +146,11 @@ fn bad_inputs_give_clear_errors_exit_2_and_leave_nothing() {
          open(D + '/short_data.npy', 'wb').write(raw[:-8])\n\
          open(D + '/random.npy', 'wb').write(np.random.default_rng(3).bytes(500))",
     );
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // An expression unless the case gives one (`map` of a file requires `--expr`).
+    let s = |v: &[&str]| {
+        let expr: &[&str] = if v.contains(&"--expr") { &[] } else { &["--expr", "x"] };
+        v.iter().chain(expr).map(|x| x.to_string()).collect::<Vec<_>>()
+    };
     let inp = |n: &str| p(dir, n);
     let out = p(dir, "out.npy");
     let cases: Vec<(Vec<String>, &str)> = vec![
@@ -407,4 +411,179 @@ fn named_fallback_output_publishes_atomically_and_leaves_nothing_on_drop() {
     let xs = back.as_slice::<f64>().unwrap();
     assert_eq!(xs.len(), 1000);
     assert!(xs.iter().enumerate().all(|(i, &v)| v == i as f64 * 0.5));
+}
+
+#[test]
+fn several_named_inputs_broadcast_and_promote_as_numpy() {
+    require_numpy!();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    py(
+        dir,
+        "rng = np.random.default_rng(5)\n\
+         np.save(D + '/a.npy', rng.standard_normal((1000, 300)))\n\
+         np.save(D + '/b.npy', rng.standard_normal(300).astype(np.float32))\n\
+         np.save(D + '/c.npy', np.array(2.5))\n\
+         np.save(D + '/n.npy', np.arange(1000, dtype=np.int32).reshape(1000, 1))\n\
+         np.save(D + '/u.npy', np.arange(300000, dtype=np.uint64).reshape(1000, 300))\n\
+         np.save(D + '/s.npy', np.arange(300, dtype=np.int64) - 150)\n\
+         np.save(D + '/w.npy', np.zeros(299))",
+    );
+    let cases = [
+        (vec!["a=a.npy", "b=b.npy", "c=c.npy"], "a * b + c", "a * b + c"),
+        (vec!["a=a.npy", "n=n.npy"], "a - n + i", "a - n + np.arange(300000).reshape(1000, 300)"),
+        (vec!["u=u.npy", "s=s.npy"], "u + s", "u + s"),
+        (vec!["u.npy", "n=n.npy"], "where(x > n, x, n * 2)", "np.where(u > n, u, n * 2)"),
+    ];
+    for (k, (inputs, expr, numpy)) in cases.iter().enumerate() {
+        let out = format!("out{k}.npy");
+        let mut args: Vec<String> = vec!["map".into()];
+        for spec in inputs {
+            let (name, file) = spec.split_once('=').map_or((None, *spec), |(n, f)| (Some(n), f));
+            args.push(match name {
+                Some(n) => format!("{n}={}", p(dir, file)),
+                None => p(dir, file),
+            });
+        }
+        args.extend(["-o".into(), p(dir, &out), "--expr".into(), expr.to_string(), "-j".into(), "2".into()]);
+        args.push("--quiet".into());
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        map_ok(&a);
+        let r = py(
+            dir,
+            &format!(
+                "a, b, c, n, u, s = (np.load(D + f'/{{v}}.npy') for v in 'abcnus')\n\
+                 w = np.asarray({numpy}); y = np.load(D + '/{out}')\n\
+                 print(y.dtype == w.dtype, y.shape == w.shape, np.array_equal(y, w))"
+            ),
+        );
+        assert_eq!(r, "True True True", "{expr}");
+    }
+    // Names used but not given, given but not used, and shapes numpy cannot broadcast: exit 2,
+    // nothing written.
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (a, b, n) =
+        (format!("a={}", p(dir, "a.npy")), format!("b={}", p(dir, "b.npy")), format!("n={}", p(dir, "n.npy")));
+    let out = p(dir, "bad.npy");
+    refused(dir, &s(&["map", &a, &b, "-o", &out, "--expr", "a * b + z"]), "uses 'z', which is not an input");
+    refused(dir, &s(&["map", &a, &b, "-o", &out, "--expr", "a * 2"]), "input 'b' is not used");
+    // The output may replace the input named by --in-place, when its shape and dtype allow.
+    let (a_path, b_path) = (p(dir, "a.npy"), p(dir, "b.npy"));
+    refused(dir, &s(&["map", &a, &b, "-o", &a_path, "--expr", "a * b"]), "pass --in-place=a to replace it");
+    refused(dir, &s(&["map", &a, &b, "-o", &b_path, "--in-place=b", "--expr", "a * b"]), "cannot replace the input");
+    let before = py(dir, "a = np.load(D + '/a.npy'); b = np.load(D + '/b.npy'); np.save(D + '/want.npy', a * b)");
+    assert_eq!(before, "");
+    map_ok(&["map", &a, &b, "-o", &a_path, "--in-place=a", "--expr", "a * b", "--quiet"]);
+    let r = py(dir, "print(np.array_equal(np.load(D + '/a.npy'), np.load(D + '/want.npy')))");
+    assert_eq!(r, "True");
+    let w = format!("w={}", p(dir, "w.npy"));
+    refused(
+        dir,
+        &s(&["map", &n, &w, &a, "-o", &out, "--expr", "a + w + n"]),
+        "operands could not be broadcast together with shapes (1000,1) (299,) (1000,300)",
+    );
+}
+
+#[test]
+fn reduce_prints_numpys_value_the_same_for_any_number_of_workers() {
+    require_numpy!();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    py(
+        dir,
+        "rng = np.random.default_rng(11)\n\
+         np.save(D + '/x.npy', rng.standard_normal(300_001) * 1e3)\n\
+         np.save(D + '/k.npy', rng.integers(-2**31, 2**31, 300_001, dtype=np.int64).astype(np.int32))\n\
+         np.save(D + '/e.npy', np.zeros(0))",
+    );
+    let reduce = |args: &[&str]| {
+        let o = shmpool(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let (x, k) = (p(dir, "x.npy"), p(dir, "k.npy"));
+    // Exact values: numpy's repr, character for character.
+    for (file, expr, numpy) in [
+        (&k, "sum(x)", "np.sum(k)"),
+        (&k, "prod(x)", "np.prod(k)"),
+        (&k, "max(x)", "np.max(k)"),
+        (&k, "argmin(x)", "np.argmin(k)"),
+        (&x, "min(x * 2)", "np.min(x * 2)"),
+        (&x, "count_nonzero(x > 100)", "np.count_nonzero(x > 100)"),
+        (&x, "any(x > 4000)", "np.any(x > 4000)"),
+        (&k, "mean(x // 1000)", "np.mean(k // 1000)"),
+    ] {
+        let ours = reduce(&["reduce", file, "--expr", expr, "-j", "2"]);
+        let want = py(dir, &format!("x = np.load(D + '/x.npy'); k = np.load(D + '/k.npy'); print(repr({numpy}))"));
+        assert_eq!(ours, want, "{expr}");
+    }
+    // Float sums: numpy's dtype, its value to 1e-12, and the same bits for 1, 2 or 3 workers.
+    for (expr, numpy) in [("sum(x * x)", "np.sum(x * x)"), ("std(x)", "np.std(x)"), ("nanmean(x)", "np.nanmean(x)")] {
+        let runs: Vec<String> =
+            ["1", "2", "3"].iter().map(|j| reduce(&["reduce", &x, "--expr", expr, "-j", j])).collect();
+        assert!(runs.iter().all(|r| *r == runs[0]), "{expr}: {runs:?}");
+        let check = format!(
+            "x = np.load(D + '/x.npy'); w = {numpy}; r = {}\nprint(type(r) is type(w), abs(r - w) <= 1e-12 * abs(w))",
+            runs[0]
+        );
+        assert_eq!(py(dir, &check), "True True", "{expr}: {}", runs[0]);
+    }
+    // -o writes numpy's 0-d array; an empty min is numpy's error, exit 2.
+    reduce(&["reduce", &x, "--expr", "max(x)", "-o", &p(dir, "m.npy")]);
+    let r = py(dir, "m = np.load(D + '/m.npy'); x = np.load(D + '/x.npy'); print(m.shape, m.dtype, m == x.max())");
+    assert_eq!(r, "() float64 True");
+    let o = shmpool(&["reduce", &p(dir, "e.npy"), "--expr", "min(x)"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("zero-size array to reduction operation minimum which has no identity"), "{err}");
+    let o = shmpool(&["reduce", &p(dir, "e.npy"), "--expr", "mean(x)"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "np.float64(nan)");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Mean of empty slice"));
+}
+
+#[test]
+fn reductions_inside_expressions_are_computed_first_with_numpys_types() {
+    require_numpy!();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    py(
+        dir,
+        "rng = np.random.default_rng(3)\n\
+         np.save(D + '/x.npy', (rng.standard_normal((700, 300)) * 100).astype(np.float32))\n\
+         np.save(D + '/k.npy', rng.integers(0, 1000, 300, dtype=np.int16))",
+    );
+    let (x, k) = (p(dir, "x.npy"), p(dir, "k.npy"));
+    // map: `x - mean(x)` is float32 (np.mean of float32 is a float32 scalar, not a weak float).
+    map_ok(&["map", &x, "-o", &p(dir, "c.npy"), "--expr", "x - mean(x)", "--quiet"]);
+    let kk = format!("k={k}");
+    let xx = format!("x={x}");
+    map_ok(&["map", &xx, &kk, "-o", &p(dir, "z.npy"), "--expr", "(x - mean(x)) / std(x) + k - max(k)", "--quiet"]);
+    let r = py(
+        dir,
+        "x = np.load(D + '/x.npy'); k = np.load(D + '/k.npy')\n\
+         c = np.load(D + '/c.npy'); w = x - np.mean(x)\n\
+         z = np.load(D + '/z.npy'); v = (x - np.mean(x)) / np.std(x) + k - np.max(k)\n\
+         print(c.dtype == w.dtype, np.allclose(c, w, rtol=1e-5, atol=1e-3), z.dtype == v.dtype, np.allclose(z, v, rtol=1e-5, atol=1e-4))",
+    );
+    assert_eq!(r, "True True True True");
+    // reduce: a reduction around an expression with reductions, and an expression of reductions.
+    for (expr, numpy) in [
+        ("sum((x - mean(x)) ** 2)", "np.sum((x - np.mean(x)) ** 2)"),
+        ("sqrt(sum(x * x)) / 3", "np.sqrt(np.sum(x * x)) / 3"),
+        ("sqrt(sum(x * x)) / size(x)", "np.sqrt(np.sum(x * x)) / np.size(x)"),
+    ] {
+        let o = shmpool(&["reduce", &x, "--expr", expr, "-j", "2"]);
+        assert!(o.status.success(), "{expr}: {}", String::from_utf8_lossy(&o.stderr));
+        let ours = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let check = format!(
+            "from numpy import float32\nx = np.load(D + '/x.npy'); w = {numpy}; r = {ours}\n\
+             print(type(r) is type(w), abs(float(r) - float(w)) <= 1e-5 * abs(float(w)))"
+        );
+        assert_eq!(py(dir, &check), "True True", "{expr}: ours {ours}");
+    }
+    // max/min inside an elementwise expression: numpy's reading is an axis; refused in words.
+    let o = shmpool(&["map", &x, "-o", &p(dir, "m.npy"), "--expr", "max(x, 0)"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("use maximum(a, b)"), "{err}");
 }

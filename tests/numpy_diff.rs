@@ -58,8 +58,6 @@ const BOOL_UNARY: &[(&str, &str)] = &[("isnan", "np.isnan"), ("isinf", "np.isinf
 const EXACT_BINARY: &[(&str, &str)] = &[
     ("minimum", "np.minimum"),
     ("maximum", "np.maximum"),
-    ("min", "np.minimum"),
-    ("max", "np.maximum"),
     ("copysign", "np.copysign"),
     ("nextafter", "np.nextafter"),
     ("fmod", "np.fmod"),

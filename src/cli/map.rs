@@ -10,7 +10,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::workloads::{self, W1_LEN};
-use shmpool::kernel::expr::Program;
+use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes, REDUCTION_PREFIX};
+use shmpool::kernel::expr::{Program, Reduction, Value};
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
 
 use super::Failure;
@@ -21,16 +22,19 @@ pub const W1_EXPR: &str = "sqrt(x) * 1.5 + 0.25";
 /// Arguments of `shmpool map`.
 #[derive(Debug, clap::Args)]
 pub struct MapArgs {
-    /// Input .npy file (memory-mapped, read in place). Without it: the built-in W1 dataset.
-    input: Option<PathBuf>,
+    /// Input .npy files (memory-mapped, read in place): a bare path is `x`; `NAME=PATH` names
+    /// an input (`a=a.npy b=b.npy --expr 'a * b'`), shapes broadcast as numpy's. Without any:
+    /// the built-in W1 dataset.
+    #[arg(value_name = "INPUT")]
+    inputs: Vec<String>,
     /// Output .npy file: written as an unnamed file in its directory and linked under its name
     /// only on success (nothing is left on disk otherwise), with `np.save`'s permissions.
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
     /// Expression over `x` (element) and `i` (flat index, int64) with numpy's semantics: types
     /// and promotion (NEP 50), integer arithmetic, comparisons giving bool. A value starting
-    /// with '-' is an expression (`--expr '-x**2'`). Default: the compiled W1 kernel on the
-    /// built-in dataset, `sqrt(x) * 1.5 + 0.25` on files.
+    /// with '-' is an expression (`--expr '-x**2'`). Required with an INPUT file; without one
+    /// (the built-in dataset) the default is the compiled W1 kernel. Functions: see below.
     #[arg(long, allow_hyphen_values = true)]
     expr: Option<String>,
     /// Output dtype as numpy spells it (float64, f8, <i8, uint8, u1, bool...). Default: numpy's
@@ -52,9 +56,10 @@ pub struct MapArgs {
     #[arg(long)]
     quiet: bool,
     /// Allow the output to replace the input (written aside, linked over it on success; the
-    /// input's mode is kept).
-    #[arg(long)]
-    in_place: bool,
+    /// input's mode is kept). With several inputs, name the one replaced: `--in-place=a`
+    /// (its shape and dtype must be the output's).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "x")]
+    in_place: Option<String>,
     /// Built-in dataset only: number of elements.
     #[arg(long, default_value_t = W1_LEN)]
     len: usize,
@@ -63,7 +68,7 @@ pub struct MapArgs {
     repeat: usize,
 }
 
-fn cores() -> usize {
+pub(super) fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
@@ -97,10 +102,160 @@ pub fn run(args: MapArgs) -> Result<(), Failure> {
     if args.jobs == Some(0) {
         return Err(Failure::usage("-j must be at least 1"));
     }
-    match args.input.clone() {
-        Some(input) => run_file(&args, &input),
-        None => run_builtin(&args),
+    let named = parse_inputs(&args.inputs)?;
+    // `x - mean(x)` or `size(x)`: the reductions and sizes first, then the map (the
+    // several-input path).
+    let reductions = args.expr.as_deref().is_some_and(|e| {
+        matches!(extract_reductions(e), Ok((_, r)) if !r.is_empty()) || substitute_sizes(e, &[]).is_err()
+    });
+    match named.as_slice() {
+        [] => run_builtin(&args),
+        [(None, path)] if !reductions => run_file(&args, path),
+        _ => run_inputs(&args, &named),
     }
+}
+
+/// `expr` with every `size(NAME)` replaced by the input's number of elements.
+pub(super) fn with_sizes(expr: &str, names: &[String], arrays: &[NpyArray]) -> Result<String, Failure> {
+    let sizes: Vec<(&str, u64)> = names.iter().zip(arrays).map(|(n, a)| (n.as_str(), a.len() as u64)).collect();
+    Ok(substitute_sizes(expr, &sizes)?)
+}
+
+/// The values of the reductions taken out of an expression (`mean(x)` in `x - mean(x)`),
+/// each computed in parallel by `pool` over the inputs its inner expression uses.
+pub(super) fn reduce_inner(
+    pool: &Pool,
+    reductions: &[(Reduction, String)],
+    names: &[String],
+    paths: &[&Path],
+    arrays: &[NpyArray],
+) -> Result<Vec<Value>, Failure> {
+    let mut values = Vec::with_capacity(reductions.len());
+    for (kind, inner) in reductions {
+        let used = Program::variables(inner)?;
+        let idx: Vec<usize> = (0..names.len()).filter(|&k| used.contains(&names[k])).collect();
+        let typed: Vec<(&str, Dtype)> = idx.iter().map(|&k| (names[k].as_str(), arrays[k].dtype())).collect();
+        let program = Program::compile_inputs(inner, &typed)?;
+        let files: Vec<(&Path, &NpyArray)> = idx.iter().map(|&k| (paths[k], &arrays[k])).collect();
+        let (v, warning) = pool.reduce_npy(&program, &files, &[], *kind)?;
+        if let Some(w) = warning {
+            eprintln!("RuntimeWarning: {w}");
+        }
+        values.push(v);
+    }
+    Ok(values)
+}
+
+/// The inputs an expression with reductions taken out still reads (indices into `names`),
+/// and the program over them followed by the reductions' values (`__r0`, ...).
+pub(super) fn outer_program(
+    rewritten: &str,
+    names: &[String],
+    arrays: &[NpyArray],
+    values: &[Value],
+) -> Result<(Vec<usize>, Program), Failure> {
+    let used = Program::variables(rewritten)?;
+    let idx: Vec<usize> = (0..names.len()).filter(|&k| used.contains(&names[k])).collect();
+    let consts: Vec<String> = (0..values.len()).map(|k| format!("{REDUCTION_PREFIX}{k}")).collect();
+    let typed: Vec<(&str, Dtype)> = idx
+        .iter()
+        .map(|&k| (names[k].as_str(), arrays[k].dtype()))
+        .chain(consts.iter().zip(values).map(|(n, v)| (n.as_str(), v.dtype())))
+        .collect();
+    Ok((idx, Program::compile_inputs(rewritten, &typed)?))
+}
+
+/// `NAME=PATH` or a bare `PATH` (the input `x`): a prefix before `=` that can name an input
+/// names it; anything else is a path.
+pub(super) fn parse_inputs(raw: &[String]) -> Result<Vec<(Option<String>, PathBuf)>, Failure> {
+    let mut out: Vec<(Option<String>, PathBuf)> = Vec::new();
+    for r in raw {
+        let named = r.split_once('=').filter(|(n, _)| shmpool::kernel::expr::parse::check_input_name(n).is_ok());
+        out.push(match named {
+            Some((n, p)) => (Some(n.to_string()), PathBuf::from(p)),
+            None => (None, PathBuf::from(r)),
+        });
+    }
+    if out.len() > 1 && out.iter().filter(|(n, _)| n.is_none()).count() > 1 {
+        return Err(Failure::usage("several inputs need names: NAME=PATH (a bare path is x)"));
+    }
+    Ok(out)
+}
+
+/// `shmpool map a=a.npy b=b.npy -o out.npy --expr 'a * b + c'`: several inputs, broadcast.
+fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(), Failure> {
+    let output = args.output.as_deref().ok_or_else(|| Failure::usage("map INPUT... needs -o OUTPUT.npy"))?;
+    let expr =
+        args.expr.as_deref().ok_or_else(|| Failure::usage("map INPUT... needs --expr EXPRESSION (see --help)"))?;
+    let names: Vec<String> = named.iter().map(|(n, _)| n.clone().unwrap_or_else(|| "x".to_string())).collect();
+    // The output may replace one input, named by --in-place (checked below: its shape and dtype
+    // must be the output's). Workers read the input's own inode; the output is a new file linked
+    // over it only when complete.
+    let mut replaced = None;
+    for (k, (_, path)) in named.iter().enumerate() {
+        if same_file(path, output) {
+            if args.in_place.as_deref() != Some(names[k].as_str()) {
+                return Err(Failure::usage(format!(
+                    "output {} is the input {}: pass --in-place={} to replace it",
+                    output.display(),
+                    names[k],
+                    names[k]
+                )));
+            }
+            replaced = Some(k);
+        }
+    }
+    let out_dtype = args.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
+    // Names before files: a name used but not given, or given but not used, opens nothing.
+    let used = Program::variables(expr)?;
+    if let Some(u) = used.iter().find(|u| !names.contains(u)) {
+        return Err(Failure::usage(format!("the expression uses '{u}', which is not an input ({})", names.join(", "))));
+    }
+    if let Some(n) = names.iter().find(|n| !used.contains(n)) {
+        return Err(Failure::usage(format!("input '{n}' is not used by the expression")));
+    }
+    if names.iter().any(|n| n.starts_with(REDUCTION_PREFIX)) {
+        return Err(Failure::usage(format!("input names starting with {REDUCTION_PREFIX} are reserved")));
+    }
+    let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
+    let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
+    let expr = &with_sizes(expr, &names, &arrays)?;
+    let (rewritten, reductions) = extract_reductions(expr)?;
+    let values = if reductions.is_empty() {
+        Vec::new()
+    } else {
+        let pool = Pool::builder().workers(worker_count(args.jobs, usize::MAX)).build()?;
+        let values = reduce_inner(&pool, &reductions, &names, &paths, &arrays)?;
+        pool.close();
+        pool.join()?;
+        values
+    };
+    let (outer, program) = outer_program(&rewritten, &names, &arrays, &values)?;
+    let shapes: Vec<&[u64]> = outer.iter().map(|&k| arrays[k].shape()).collect();
+    let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes)?;
+    let main = outer.iter().copied().find(|&k| arrays[k].shape() == out_shape.as_slice()).ok_or_else(|| {
+        Failure::usage(format!(
+            "no input has the broadcast shape {out_shape:?}: shmpool maps over an input of the output's shape (a gap)"
+        ))
+    })?;
+    let out_dtype = out_dtype.unwrap_or(program.output_dtype());
+    if let Some(k) = replaced {
+        if arrays[k].shape() != out_shape.as_slice() || arrays[k].dtype() != out_dtype {
+            return Err(Failure::usage(format!(
+                "--in-place={}: the output ({out_dtype}, shape {out_shape:?}) cannot replace the input ({}, shape {:?})",
+                names[k],
+                arrays[k].dtype(),
+                arrays[k].shape()
+            )));
+        }
+    }
+    let files: Vec<(&Path, &NpyArray)> = outer.iter().map(|&k| (paths[k], &arrays[k])).collect();
+    let main_outer = outer.iter().position(|&k| k == main).expect("main is one of the outer inputs");
+    // SAFETY: `arrays` outlive the map below (they are dropped when this function returns),
+    // and they were opened under the contract of `shmpool map` (see `open_input`).
+    #[allow(unsafe_code)]
+    let spec = unsafe { KernelSpec::expr_files(&program, &files, &values, main_outer, out_dtype) }?;
+    run_map(args, &arrays[main], &named[main].1, output, out_dtype, &spec)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -127,7 +282,7 @@ fn ignored(sig: i32) -> bool {
 }
 
 #[allow(unsafe_code)]
-fn open_input(path: &Path) -> Result<NpyArray, Failure> {
+pub(super) fn open_input(path: &Path) -> Result<NpyArray, Failure> {
     // SAFETY: `shmpool map` reads the input while the user's other programs may still hold it;
     // the documented contract of the command (as of `np.load(mmap_mode='r')`) is that nobody
     // truncates or rewrites the input during the map. The mapping is read-only, and
@@ -135,18 +290,46 @@ fn open_input(path: &Path) -> Result<NpyArray, Failure> {
     Ok(unsafe { NpyArray::open(path) }?)
 }
 
+/// The text after `shmpool map --help`: every function an expression may call.
+pub fn functions_help() -> String {
+    let mut by_arity: [Vec<&str>; 4] = Default::default();
+    for (name, arity) in shmpool::kernel::expr::parse::functions() {
+        by_arity[arity.min(3)].push(name);
+    }
+    let mut s = String::from("Expression functions (numpy's and numexpr's names):\n");
+    for (arity, label) in [(1, "one argument"), (2, "two arguments"), (3, "three arguments")] {
+        s.push_str(&format!("  {label}: {}\n", by_arity[arity].join(" ")));
+    }
+    s.push_str("Constants: pi e inf nan True False. Operators: + - * / // % ** << >> & | ^ ~ < <= > >= == !=");
+    s
+}
+
 fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
     let output = args.output.as_deref().ok_or_else(|| Failure::usage("map INPUT needs -o OUTPUT.npy"))?;
-    if same_file(input, output) && !args.in_place {
+    let expr = args.expr.as_deref().ok_or_else(|| {
+        Failure::usage("map INPUT needs --expr EXPRESSION (e.g. --expr 'sqrt(x) * 1.5 + 0.25'; see --help)")
+    })?;
+    if same_file(input, output) && args.in_place.is_none() {
         return Err(Failure::usage(format!("output {} is the input; pass --in-place to replace it", output.display())));
     }
     let out_dtype = args.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
-    let expr = args.expr.as_deref().unwrap_or(W1_EXPR);
     Program::check_syntax(expr)?; // before opening anything
     let src = open_input(input)?;
     let program = Program::compile_for(expr, src.dtype())?;
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     let spec = KernelSpec::expr_for(&program, src.dtype(), out_dtype)?;
+    run_map(args, &src, input, output, out_dtype, &spec)
+}
+
+/// One map from `src` (at `input`) into a new `output`, stopped by SIGINT, SIGTERM, SIGHUP.
+fn run_map(
+    args: &MapArgs,
+    src: &NpyArray,
+    input: &Path,
+    output: &Path,
+    out_dtype: Dtype,
+    spec: &KernelSpec,
+) -> Result<(), Failure> {
     let n = src.len();
     let workers = worker_count(args.jobs, n);
 
@@ -189,7 +372,7 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
             })
             .map_err(|e| Failure::runtime(format!("cannot start the signal thread: {e}")))?
     };
-    let result = map_file(args, &src, output, out_dtype, &spec, workers, &pool, &caught);
+    let result = map_file(args, (src, input), output, out_dtype, spec, workers, &pool, &caught);
     finished.store(true, Ordering::SeqCst);
     handle.close();
     // The handlers stay installed until the process exits, and so does their reader: a signal
@@ -210,7 +393,7 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
 #[allow(clippy::too_many_arguments)] // the pieces of one map, prepared by run_file
 fn map_file(
     args: &MapArgs,
-    src: &NpyArray,
+    (src, input): (&NpyArray, &Path),
     output: &Path,
     out_dtype: Dtype,
     spec: &KernelSpec,
@@ -236,7 +419,6 @@ fn map_file(
             p.update(done);
         }
     };
-    let input = args.input.as_deref().unwrap_or(Path::new(""));
     let size_before = std::fs::metadata(input).map(|m| m.len()).ok();
     if let Err(e) = pool.map_into_progress(src, &mut dst, spec, &mut tick) {
         // A worker that cannot read its chunk of a file that shrank under it dies (SIGBUS) or

@@ -8,6 +8,7 @@
 mod bench;
 mod gen;
 mod map;
+mod reduce;
 
 use clap::{Parser, Subcommand};
 
@@ -28,7 +29,11 @@ struct Cli {
 enum Command {
     /// Map an expression over a memory-mapped .npy file in parallel (zero-copy), or, with no
     /// INPUT, W1 over the built-in 50M-element f64 dataset, verified element by element.
+    #[command(after_help = map::functions_help())]
     Map(map::MapArgs),
+    /// Reduce an expression over memory-mapped .npy files to one number, in parallel:
+    /// `shmpool reduce x.npy --expr 'sum(x * x)'` prints numpy's repr of np.sum(x * x).
+    Reduce(reduce::ReduceArgs),
     /// Write a synthetic .npy dataset.
     Gen(gen::GenArgs),
     /// Run W1, W2, W3 with shmpool, a single thread and in-process threads; print medians.
@@ -77,6 +82,18 @@ impl From<shmpool::Error> for Failure {
     }
 }
 
+impl From<shmpool::kernel::expr::Error> for Failure {
+    fn from(e: shmpool::kernel::expr::Error) -> Self {
+        shmpool::Error::from(e).into()
+    }
+}
+
+impl From<shmpool::UnknownDtype> for Failure {
+    fn from(e: shmpool::UnknownDtype) -> Self {
+        shmpool::Error::from(e).into()
+    }
+}
+
 /// An error and every `source()` below it: `cannot open x.npy: No such file or directory (os
 /// error 2)`.
 pub fn chain(e: &dyn std::error::Error) -> String {
@@ -116,6 +133,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Map(args) => map::run(args),
+        Command::Reduce(args) => reduce::run(args),
         Command::Gen(args) => gen::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Info { clean } => info(clean),

@@ -13,6 +13,8 @@ mod api;
 mod builder;
 mod drive;
 mod imap;
+#[cfg(feature = "expr")]
+mod reduce;
 mod run;
 mod staging;
 mod supervisor;

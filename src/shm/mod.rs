@@ -172,7 +172,7 @@ impl Segment {
         }
         let pid = std::process::id();
         let (mut shmem, name) = loop {
-            let name = format!("/{NAME_PREFIX}{pid}_{:016x}", rand::random::<u64>());
+            let name = format!("/{NAME_PREFIX}{pid}_{:016x}", random_u64()?);
             match ShmemConf::new().os_id(&name).size(total).create() {
                 Ok(s) => break (s, name),
                 Err(ShmemError::MappingIdExists) => continue,
@@ -491,6 +491,12 @@ fn shm_error(op: &'static str, errno: u32, total: usize) -> Error {
         return Error::ShmFull { needed: total as u64, available };
     }
     Error::os(op, io)
+}
+
+/// 64 bits from the OS random source (`getrandom(2)`).
+pub(crate) fn random_u64() -> Result<u64> {
+    getrandom::u64()
+        .map_err(|e| Error::os("getrandom", std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO))))
 }
 
 /// Reserves every page of the segment so that later writes cannot fail with SIGBUS.

@@ -128,7 +128,7 @@ pub fn sweep_stale() -> Vec<StaleSegment> {
 /// [`Error::Os`] when the file cannot be created or written.
 #[cfg(feature = "testing")]
 pub(crate) fn leave_stale_segment(owner_pid: u32) -> Result<String> {
-    let name = format!("{NAME_PREFIX}{owner_pid}_{:016x}", rand::random::<u64>());
+    let name = format!("{NAME_PREFIX}{owner_pid}_{:016x}", super::random_u64()?);
     let total = 2 * crate::shm::DATA_OFFSET as u64;
     let file = std::fs::OpenOptions::new()
         .write(true)

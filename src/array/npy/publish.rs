@@ -110,7 +110,8 @@ impl Temp {
                         // Replacing: link under a fresh hidden name, then rename over the old file.
                         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                         let aside = loop {
-                            let candidate = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+                            let salt = getrandom::u64().map_err(|e| file_err("draw a name in", &dir, e.into()))?;
+                            let candidate = dir.join(format!(".{name}.{salt:016x}.tmp"));
                             match link(&fd_path, &candidate) {
                                 Ok(()) => break candidate,
                                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,

@@ -2,13 +2,13 @@
 //! defined for. Decoded from shared memory with `TryFrom<u32>`, which knows exactly the codes
 //! listed here (no range checks).
 
-use crate::dtype::Dtype;
+use crate::Dtype;
 
 /// An operation of the register program. Stored as its `u32` code; decoded with `TryFrom`,
 /// which knows exactly the codes listed here.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::kernel) enum Op {
+pub(crate) enum Op {
     LoadX = 1,
     LoadI = 2,
     Const = 3,
@@ -215,4 +215,30 @@ impl TryFrom<u32> for Op {
     fn try_from(code: u32) -> std::result::Result<Op, u32> {
         Op::ALL.into_iter().find(|op| *op as u32 == code).ok_or(code)
     }
+}
+
+/// The operation of a one-argument float function of the parser.
+pub(super) fn float_fn(f: super::parse::Fun) -> Option<Op> {
+    Some(match f {
+        super::parse::Fun::Sqrt => Op::Sqrt,
+        super::parse::Fun::Exp => Op::Exp,
+        super::parse::Fun::Expm1 => Op::Expm1,
+        super::parse::Fun::Log => Op::Log,
+        super::parse::Fun::Log1p => Op::Log1p,
+        super::parse::Fun::Log2 => Op::Log2,
+        super::parse::Fun::Log10 => Op::Log10,
+        super::parse::Fun::Sin => Op::Sin,
+        super::parse::Fun::Cos => Op::Cos,
+        super::parse::Fun::Tan => Op::Tan,
+        super::parse::Fun::Asin => Op::Asin,
+        super::parse::Fun::Acos => Op::Acos,
+        super::parse::Fun::Atan => Op::Atan,
+        super::parse::Fun::Sinh => Op::Sinh,
+        super::parse::Fun::Cosh => Op::Cosh,
+        super::parse::Fun::Tanh => Op::Tanh,
+        super::parse::Fun::Asinh => Op::Asinh,
+        super::parse::Fun::Acosh => Op::Acosh,
+        super::parse::Fun::Atanh => Op::Atanh,
+        _ => return None,
+    })
 }

@@ -2,16 +2,23 @@
 //! instruction k): fusion, dead-code elimination, invariant hoisting, linear scan.
 
 use super::{fuse, Ins, Op, Program, INVARIANT};
-use crate::dtype::Dtype;
+use crate::Dtype;
 
 /// Registers of invariants and of `x` are never shared; a destination is never one of its own
 /// operands; the result's register is never reused.
-pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, input: Dtype) -> Program {
+pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, inputs: Vec<Dtype>) -> Program {
     let mut result = result;
     fuse::epilogues(&mut ins, &mut result);
     let n = ins.len();
     let mut live = vec![false; n];
     live[result as usize] = true;
+    // numpy evaluates every sub-expression: a signed integer power by an array may raise its
+    // ValueError even where its value is unused (`isfinite(x ** x)`), so it is always computed.
+    for (k, i) in ins.iter().enumerate() {
+        if i.op == Op::Pow && i.ty.is_signed_int() && i.flags & super::B_IMM == 0 {
+            live[k] = true;
+        }
+    }
     for k in (0..n).rev() {
         if live[k] {
             for s in 0..3 {
@@ -99,5 +106,5 @@ pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, input: Dtype) -> Program 
     }
     let output = ins[result as usize].out_ty;
     let result = phys[result as usize];
-    Program { ins: out, n_regs: std::cmp::max(n_regs, 1), result, input, output }
+    Program { ins: out, n_regs: std::cmp::max(n_regs, 1), result, inputs, output }
 }

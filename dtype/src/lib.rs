@@ -1,11 +1,24 @@
 //! The numeric element types shmpool reads from and writes to files and expressions, with
-//! their numpy names and type strings. A leaf module: it depends on nothing in the crate but
-//! the error type.
-#![deny(unsafe_code)]
+//! their numpy names and type strings.
+//!
+//! Its own crate because two crates need it and neither may depend on the other: the engine
+//! (`shmpool`: `.npy` headers, `SharedVec` element checks) and the expression compiler
+//! (`shmpool-expr`: numpy's typing rules). The engine built with `default-features = false`
+//! must not compile the expression compiler, and the expression compiler must not depend on
+//! the engine; one shared leaf crate keeps one `Dtype` (no duplicate enum, no conversions).
+//! It depends on nothing but `half` (for `Dtype::of::<half::f16>()`) and `thiserror`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::str::FromStr;
 
-use crate::error::Error;
+/// A dtype spelled in a way numpy does not accept, or a type shmpool does not support.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dtype '{name}' (numpy's spellings: bool, int8..int64 or i1 i2 i4 i8, uint8..uint64 or u1 u2 u4 u8, float16 float32 float64 or f2 f4 f8, with an optional '<', '=' or '|' prefix)")]
+pub struct UnknownDtype {
+    /// What was given.
+    pub name: String,
+}
 
 /// A numeric element type (little-endian, as numpy stores it on every platform shmpool runs on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,7 +171,7 @@ impl Dtype {
 }
 
 impl FromStr for Dtype {
-    type Err = Error;
+    type Err = UnknownDtype;
 
     /// Parses a dtype as numpy spells it: type strings with or without a byte-order prefix
     /// (`f8`, `<f8`, `=i4`, `|u1`, `i8` = int64, `u8` = uint64, `?`, `b1`) and names (`float64`,
@@ -167,8 +180,8 @@ impl FromStr for Dtype {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownDtype`] for anything else (including big-endian strings).
-    fn from_str(s: &str) -> Result<Dtype, Error> {
+    /// [`UnknownDtype`] for anything else (including big-endian strings).
+    fn from_str(s: &str) -> Result<Dtype, UnknownDtype> {
         let t = s.trim();
         let by_name = match t {
             "float" | "double" => Some(Dtype::F64),
@@ -186,7 +199,7 @@ impl FromStr for Dtype {
             "ulong" | "ulonglong" | "uintp" | "uint" => Some(Dtype::U64),
             _ => Dtype::ALL.into_iter().find(|d| d.name() == t).or_else(|| Dtype::from_char(t)),
         };
-        by_name.or_else(|| Dtype::from_descr(t)).ok_or_else(|| Error::UnknownDtype { name: s.to_string() })
+        by_name.or_else(|| Dtype::from_descr(t)).ok_or_else(|| UnknownDtype { name: s.to_string() })
     }
 }
 

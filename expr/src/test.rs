@@ -163,18 +163,18 @@ fn opcodes_decode_exactly_and_malformed_programs_are_refused() {
         assert_eq!(Op::try_from(code), Err(code), "code {code} is unassigned");
     }
     let good = Program::compile("x * 2 + 1").unwrap().to_bytes();
-    assert!(Program::from_bytes(&good).is_some());
+    assert!(Program::from_bytes(&good).is_ok());
     let mut b = good.clone();
     b[HEADER..HEADER + 4].copy_from_slice(&49u32.to_le_bytes()); // between ADD..NE: unassigned
-    assert!(Program::from_bytes(&b).is_none());
-    assert!(Program::from_bytes(&good[..10]).is_none());
+    assert!(Program::from_bytes(&b).is_err());
+    assert!(Program::from_bytes(&good[..10]).is_err());
     let mut b = good.clone();
     let last = b.len() - 32;
     b[last + 8..last + 12].copy_from_slice(&1000u32.to_le_bytes()); // destination out of range
-    assert!(Program::from_bytes(&b).is_none());
+    assert!(Program::from_bytes(&b).is_err());
     let mut b = good;
     b[HEADER + 32 + 4] = 200; // an unknown type code
-    assert!(Program::from_bytes(&b).is_none());
+    assert!(Program::from_bytes(&b).is_err());
 }
 
 #[test]

@@ -7,14 +7,14 @@
 //! parentheses, calls, unary operators and powers, and refuses more than [`MAX_DEPTH`] levels with
 //! an error in the user's words, so no input can overflow the stack.
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Deepest nesting of parentheses, calls, unary operators and powers (Python's parser stops at
 /// 200 nested parentheses, with "too many nested parentheses").
 pub const MAX_DEPTH: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Tok {
+pub(crate) enum Tok {
     Int(i128),
     Float(f64),
     Ident(usize, usize),
@@ -152,9 +152,7 @@ const FUNCTIONS: &[(&str, Fun, usize)] = &[
     ("positive", Fun::Pos, 1),
     ("left_shift", Fun::Shl, 2),
     ("right_shift", Fun::Shr, 2),
-    ("min", Fun::Min, 2),
     ("minimum", Fun::Min, 2),
-    ("max", Fun::Max, 2),
     ("maximum", Fun::Max, 2),
     ("pow", Fun::Pow, 2),
     ("power", Fun::Pow, 2),
@@ -169,16 +167,22 @@ const FUNCTIONS: &[(&str, Fun, usize)] = &[
     ("clamp", Fun::Clip, 3),
 ];
 
+/// Every function name an expression may call (numpy's, numexpr's and the short C names, in
+/// the order of the documentation) with its number of arguments.
+pub fn functions() -> impl Iterator<Item = (&'static str, usize)> {
+    FUNCTIONS.iter().map(|&(n, _, a)| (n, a))
+}
+
 /// The function a name denotes, with its arity.
-fn function(name: &str) -> Option<(Fun, usize)> {
+pub(crate) fn function(name: &str) -> Option<(Fun, usize)> {
     FUNCTIONS.iter().find(|(n, _, _)| *n == name).map(|&(_, f, a)| (f, a))
 }
 
 /// One node of the parsed expression.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Kind {
-    /// The element.
-    X,
+    /// The element of the input with this index (`x`, or a named input).
+    Input(u32),
     /// The flat index (int64).
     I,
     /// A Python `int` literal (weak, as in NEP 50).
@@ -203,11 +207,11 @@ pub(super) struct Node {
     pub call: bool,
 }
 
-pub(super) fn syntax(src: &str, pos: usize, message: String) -> Error {
+pub(crate) fn syntax(src: &str, pos: usize, message: String) -> Error {
     Error::InvalidExpression { expr: src.to_string(), position: src[..pos.min(src.len())].chars().count() + 1, message }
 }
 
-fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
+pub(crate) fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
     let b = src.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -231,7 +235,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
             }
             let text = &src[start..i];
             let digits = text[2..].strip_prefix('_').unwrap_or(&text[2..]);
-            let v = underscores(digits)
+            let v = underscores(digits, u8::is_ascii_alphanumeric)
                 .and_then(|d| i128::from_str_radix(&d, radix).ok())
                 .ok_or_else(|| syntax(src, start, format!("bad number '{text}' (or beyond 2**127)")))?;
             out.push((Tok::Int(v), start));
@@ -258,7 +262,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
             }
             let text = &src[start..i];
             let bad = || syntax(src, start, format!("bad number '{text}'"));
-            let clean = underscores(text).ok_or_else(bad)?;
+            let clean = underscores(text, u8::is_ascii_digit).ok_or_else(bad)?;
             let tok = if float {
                 Tok::Float(clean.parse().map_err(|_| bad())?)
             } else if clean.len() > 1 && clean.starts_with('0') && clean.bytes().any(|d| d != b'0') {
@@ -315,20 +319,19 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
 }
 
 /// `text` without its digit-separating underscores; `None` unless each sits between two
-/// digits, as Python requires (`1_000`, not `1__0`, `1_`, `1_.5`).
-fn underscores(text: &str) -> Option<String> {
+/// digits (`digit`), as Python requires (`1_000`, not `1__0`, `1_`, `1_.5`, `1_e5`).
+fn underscores(text: &str, digit: fn(&u8) -> bool) -> Option<String> {
     let b = text.as_bytes();
-    let ok = (0..b.len()).all(|k| {
-        b[k] != b'_'
-            || (k > 0 && k + 1 < b.len() && b[k - 1].is_ascii_alphanumeric() && b[k + 1].is_ascii_alphanumeric())
-    });
+    let ok = (0..b.len()).all(|k| b[k] != b'_' || (k > 0 && k + 1 < b.len() && digit(&b[k - 1]) && digit(&b[k + 1])));
     ok.then(|| text.replace('_', ""))
 }
 
-/// Parses `src` into nodes; the last node is the root.
-pub(super) fn parse(src: &str) -> Result<Vec<Node>> {
+pub use crate::scan::{check_input_name, extract_reductions, substitute_sizes, REDUCTION_PREFIX};
+
+/// Parses `src` into nodes, `names[k]` denoting input `k`; the last node is the root.
+pub(super) fn parse(src: &str, names: &[&str]) -> Result<Vec<Node>> {
     let toks = lex(src)?;
-    let mut p = Parser { src, toks, pos: 0, nodes: Vec::new(), depth: 0 };
+    let mut p = Parser { src, toks, pos: 0, nodes: Vec::new(), depth: 0, names };
     if p.peek() == Tok::End {
         return p.err("empty expression");
     }
@@ -346,6 +349,7 @@ struct Parser<'a> {
     pos: usize,
     nodes: Vec<Node>,
     depth: usize,
+    names: &'a [&'a str],
 }
 
 type Id = u32;
@@ -507,8 +511,10 @@ impl Parser<'_> {
                 if self.peek() == Tok::LParen {
                     return self.call(name, start);
                 }
+                if let Some(k) = self.names.iter().position(|n| *n == name) {
+                    return Ok(self.push(Kind::Input(k as u32), &[], start));
+                }
                 let kind = match name {
-                    "x" => Kind::X,
                     "i" => Kind::I,
                     "pi" => Kind::Float(std::f64::consts::PI),
                     "e" => Kind::Float(std::f64::consts::E),
@@ -519,7 +525,14 @@ impl Parser<'_> {
                     _ if function(name).is_some() => {
                         return Err(syntax(self.src, start, format!("function '{name}' needs arguments: {name}(...)")))
                     }
-                    _ => return Err(syntax(self.src, start, format!("unknown variable '{name}' (use x or i)"))),
+                    _ => {
+                        let known = self.names.join(", ");
+                        return Err(syntax(
+                            self.src,
+                            start,
+                            format!("unknown variable '{name}' (inputs: {known}; i is the flat index)"),
+                        ));
+                    }
                 };
                 Ok(self.push(kind, &[], start))
             }
@@ -532,6 +545,25 @@ impl Parser<'_> {
     }
 
     fn call(&mut self, name: &str, start: usize) -> Result<Id> {
+        if let Ok(r) = name.parse::<crate::Reduction>() {
+            let hint = match r {
+                crate::Reduction::Max => {
+                    " (numpy reads max(x, 0) as np.max(x, axis=0)): use maximum(a, b) for the elementwise maximum,"
+                }
+                crate::Reduction::Min => {
+                    " (numpy reads min(x, 0) as np.min(x, axis=0)): use minimum(a, b) for the elementwise minimum,"
+                }
+                _ => "",
+            };
+            return Err(syntax(
+                self.src,
+                start,
+                format!(
+                    "'{name}' is a reduction{hint} and reductions go alone in `shmpool reduce --expr '{name}(...)'` \
+                     (not inside an elementwise expression, yet)"
+                ),
+            ));
+        }
         let (f, want) = function(name).ok_or_else(|| syntax(self.src, start, format!("unknown function '{name}'")))?;
         self.bump(); // '('
         let mut args = Vec::new();

@@ -1,10 +1,21 @@
 //! Python's arithmetic on literal-only sub-expressions (`2 * 3`, `-1`, `1 / 3`, `1 < 2`):
 //! what Python computes before numpy sees anything, so the result stays a weak scalar.
 
-use super::compile::Val;
+use std::cmp::Ordering;
+
 use super::elem::Elem;
 use super::parse::Fun;
-use crate::dtype::Dtype;
+use crate::Dtype;
+
+/// A value during compilation: a weak Python scalar, or a (virtual) register of a dtype.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Val {
+    /// A Python `bool` (what a comparison of literals gives): weak, of the lowest kind.
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Reg(u32, Dtype),
+}
 
 /// Python's own arithmetic on literals (`2 * 3`, `-1`, `1 / 3`, `2 ** -1`): the result stays a
 /// weak scalar. `None` for functions, which numpy evaluates.
@@ -45,7 +56,11 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
             _ => a ^ b,
         }),
         (Fun::Shl | Fun::Shr, [Val::Int(a), Val::Int(b)]) => {
-            let k = u32::try_from(*b).map_err(|_| "negative shift count (Python raises ValueError)".to_string())?;
+            if *b < 0 {
+                return Err("negative shift count (Python raises ValueError)".to_string());
+            }
+            // Any count from 127 on shifts every bit out (or in: too large) alike.
+            let k = u32::try_from(Ord::min(*b, 127)).expect("clamped to 127");
             let r = if f == Fun::Shr {
                 a >> Ord::min(k, 127)
             } else if *a == 0 {
@@ -58,12 +73,20 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
         }
         (Fun::Shl | Fun::Shr, _) => return Err("'<<' and '>>' are not defined for floats".into()),
         (Fun::BitAnd | Fun::BitOr | Fun::BitXor, _) => return Err("'&', '|', '^' are not defined for floats".into()),
-        (Fun::Lt, [a, b]) => b2i(fl(*a) < fl(*b)),
-        (Fun::Le, [a, b]) => b2i(fl(*a) <= fl(*b)),
-        (Fun::Gt, [a, b]) => b2i(fl(*a) > fl(*b)),
-        (Fun::Ge, [a, b]) => b2i(fl(*a) >= fl(*b)),
-        (Fun::Eq, [a, b]) => b2i(fl(*a) == fl(*b)),
-        (Fun::Ne, [a, b]) => b2i(fl(*a) != fl(*b)),
+        // Python compares an int with a float exactly (`2**53 + 1 == 2.0**53` is False).
+        (Fun::Lt, [a, b]) => b2i(compare(*a, *b) == Some(Ordering::Less)),
+        (Fun::Le, [a, b]) => b2i(matches!(compare(*a, *b), Some(Ordering::Less | Ordering::Equal))),
+        (Fun::Gt, [a, b]) => b2i(compare(*a, *b) == Some(Ordering::Greater)),
+        (Fun::Ge, [a, b]) => b2i(matches!(compare(*a, *b), Some(Ordering::Greater | Ordering::Equal))),
+        (Fun::Eq, [a, b]) => b2i(compare(*a, *b) == Some(Ordering::Equal)),
+        (Fun::Ne, [a, b]) => b2i(compare(*a, *b) != Some(Ordering::Equal)),
+        // Python's int / int is correctly rounded (not int -> float, then divide).
+        (Fun::Div, [Val::Int(a), Val::Int(b)]) => {
+            if *b == 0 {
+                return Err(zero());
+            }
+            Val::Float(int_div(*a, *b))
+        }
         (Fun::Add | Fun::Sub | Fun::Mul | Fun::FloorDiv | Fun::Mod | Fun::PowOp, [Val::Int(a), Val::Int(b)]) => {
             let (a, b) = (*a, *b);
             let r = match f {
@@ -79,6 +102,8 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
                     let (q, r) = if r != 0 && b < 0 { (q - 1, r + b) } else { (q, r) };
                     Some(if f == Fun::FloorDiv { q } else { r })
                 }
+                _ if b < 0 && a == 0 => return Err(zero_power()),
+                // Python: a float power, which cannot overflow for an integer base.
                 _ if b < 0 => return Ok(Some(Val::Float(fl(Val::Int(a)).powf(b as f64)))),
                 _ => u32::try_from(b).ok().and_then(|e| a.checked_pow(e)),
             };
@@ -98,20 +123,93 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
                 Fun::Mod => <f64 as Elem>::rem(a, b),
                 _ => {
                     if a == 0.0 && b < 0.0 {
-                        return Err(zero());
+                        return Err(zero_power());
                     }
                     if a < 0.0 && a.is_finite() && b.is_finite() && b.fract() != 0.0 {
                         return Err(format!(
                             "({a}) ** {b} is a complex number in Python; shmpool has no complex dtype"
                         ));
                     }
-                    <f64 as Elem>::pow(a, b) // Python too returns a NaN operand itself
+                    let r = <f64 as Elem>::pow(a, b); // Python too returns a NaN operand itself
+                    if r.is_infinite() && a.is_finite() && b.is_finite() {
+                        return Err(format!(
+                            "({a}) ** {b} overflows a float: Python raises OverflowError (Numerical result out of range)"
+                        ));
+                    }
+                    r
                 }
             })
         }
         _ => return Ok(None),
     };
     Ok(Some(v))
+}
+
+/// Python's ZeroDivisionError for `0 ** -1` and `0.0 ** -1`.
+fn zero_power() -> String {
+    "0.0 cannot be raised to a negative power (Python raises ZeroDivisionError)".to_string()
+}
+
+/// Python's comparison of two numbers: exact between an int and a float; `None` with a NaN.
+fn compare(a: Val, b: Val) -> Option<Ordering> {
+    match (a, b) {
+        (Val::Int(x), Val::Int(y)) => Some(x.cmp(&y)),
+        (Val::Int(k), Val::Float(f)) => int_float_cmp(k, f),
+        (Val::Float(f), Val::Int(k)) => int_float_cmp(k, f).map(Ordering::reverse),
+        (Val::Float(x), Val::Float(y)) => x.partial_cmp(&y),
+        // Bools were turned into ints by the caller; registers never reach Python's arithmetic.
+        _ => None,
+    }
+}
+
+/// `k` compared with `f` exactly (Python's int/float comparison, no rounding of `k`).
+fn int_float_cmp(k: i128, f: f64) -> Option<Ordering> {
+    const TWO_127: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
+    if f.is_nan() {
+        return None;
+    }
+    if f >= TWO_127 {
+        return Some(Ordering::Less);
+    }
+    if f < -TWO_127 {
+        return Some(Ordering::Greater);
+    }
+    let t = f.trunc();
+    // |t| < 2**127 and integral: exactly representable as i128.
+    match k.cmp(&(t as i128)) {
+        Ordering::Equal => (t).partial_cmp(&f),
+        other => Some(other),
+    }
+}
+
+/// Python's true division of two ints, correctly rounded to the nearest float (`b != 0`).
+pub(super) fn int_div(a: i128, b: i128) -> f64 {
+    let negative = (a < 0) != (b < 0);
+    let (n, d) = (a.unsigned_abs(), b.unsigned_abs());
+    if n == 0 {
+        return if negative { -0.0 } else { 0.0 }; // Python: 0 / -5 == -0.0
+    }
+    // Long division until the quotient has 65 significant bits (>= 2 beyond f64's 53 + the
+    // rounding bit), the remainder kept as a sticky bit: rounding `m | sticky` once, to
+    // nearest even, is then the correct rounding of the exact quotient.
+    let (mut m, mut r, mut e) = (n / d, n % d, 0i32);
+    while m < 1 << 64 {
+        // r < d <= 2**127: 2r fits in u128.
+        r <<= 1;
+        m <<= 1;
+        if r >= d {
+            r -= d;
+            m |= 1;
+        }
+        e -= 1;
+    }
+    let q = (m | u128::from(r != 0)) as f64 * 2f64.powi(e);
+    // The quotient is at least 2**-127: the scaling by a power of two is exact.
+    if negative {
+        -q
+    } else {
+        q
+    }
 }
 
 /// The range of an integer dtype (`(0, 1)` for the others).

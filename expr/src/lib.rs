@@ -1,7 +1,36 @@
-//! Expression kernels for the command line: numpy's arithmetic on whole arrays, compiled to a
-//! small typed register program that travels as the kernel's parameter block and is evaluated
-//! by the workers in blocks of [`BLOCK`] elements (one tight loop per operation, so it
-//! vectorises).
+//! # shmpool-expr
+//!
+//! numpy's arithmetic on whole arrays, compiled to a small typed register program that is
+//! evaluated over slices in blocks of [`BLOCK`] elements (one tight loop per operation, so it
+//! vectorises). The engine (`shmpool`, feature `expr`) sends programs to its workers as a
+//! kernel's parameter block; this crate knows nothing of the engine.
+//!
+//! ```
+//! use shmpool_expr::{reduce_bytes, Dtype, Program, Reduction, Value};
+//!
+//! // One input, `x`: numpy's types (NEP 50: `x + 1` stays int32).
+//! let p = Program::compile_for("x * 2 + 1", Dtype::I32)?;
+//! let mut y = [0i32; 3];
+//! p.eval_slice(&[1i32, 2, 3], &mut y, 0)?;
+//! assert_eq!(y, [3, 5, 7]);
+//!
+//! // Several named inputs, broadcast as numpy: (2, 1) with (3,) gives (2, 3).
+//! let p = Program::compile_inputs("a * b", &[("a", Dtype::F64), ("b", Dtype::F32)])?;
+//! let (a, b) = ([1.0f64, 2.0], [1.0f32, 10.0, 100.0]);
+//! let mut out = [0f64; 6];
+//! p.eval_broadcast(
+//!     &[(bytemuck::cast_slice(&a), &[2, 1]), (bytemuck::cast_slice(&b), &[3])],
+//!     bytemuck::cast_slice_mut(&mut out),
+//!     0..6,
+//! )?;
+//! assert_eq!(out, [1.0, 10.0, 100.0, 2.0, 20.0, 200.0]);
+//!
+//! // A reduction with numpy's result type: the sum of int32 values is an int64.
+//! let (v, _warning) = reduce_bytes(Reduction::Sum, Dtype::I32, bytemuck::cast_slice(&[1i32, 2, 3]))?;
+//! assert_eq!(v, Value::Int(6, Dtype::I64));
+//! assert_eq!(v.repr(), "np.int64(6)");
+//! # Ok::<(), shmpool_expr::Error>(())
+//! ```
 //!
 //! What an expression computes is what numpy computes for the same text with `x` an array of
 //! the input's dtype:
@@ -23,11 +52,15 @@
 //!   sin cos tan arcsin/asin arccos/acos arctan/atan sinh cosh tanh arcsinh/asinh
 //!   arccosh/acosh arctanh/atanh abs/absolute floor ceil trunc round rint sign negative invert
 //!   isnan isinf isfinite signbit copy real imag conj/conjugate ones_like positive
-//!   left_shift right_shift minimum/min maximum/max power/pow fmod arctan2/atan2 hypot copysign
+//!   left_shift right_shift minimum maximum power/pow fmod arctan2/atan2 hypot copysign
 //!   nextafter where clip/clamp`.
 //! - **Floating point** is IEEE throughout: division by zero gives inf or nan, never an error;
 //!   `%` gives a result (zero included) with the divisor's sign; `minimum`/`maximum` propagate
 //!   NaN. The one runtime error is numpy's: an integer raised to a negative integer power.
+//!
+//! - **Several inputs** ([`Program::compile_inputs`]): named arrays (`a * b + c`) of any
+//!   dtypes, promoted as numpy promotes them, broadcast as numpy broadcasts their shapes
+//!   ([`broadcast_shapes`], [`Program::eval_broadcast`]); `i` is the flat index of the output.
 //!
 //! Nesting deeper than [`parse::MAX_DEPTH`] levels is refused with an error; length is not
 //! limited (the parser loops over sums and products, and every later pass is a loop).
@@ -42,29 +75,41 @@
 //! Fusions make an expression cost what the same Rust closure costs: `f(x) * k1 + k2` is one
 //! loop, `sin(a)` and `cos(a)` share one `sincos` call, constants are computed once per chunk.
 //!
-//! Layout: [`parse`] (text to nodes), `compile` and `literal` (types, casts, numpy's loop
-//! choice, Python's constant arithmetic), `fuse` and `alloc` (fusions, registers), `elem` and
-//! `float` (numpy's per-type semantics), `eval` (the block evaluator). This module never
-//! touches shared memory or processes.
+//! Layout: [`parse`] (text to nodes), `literal` (Python's values and constant arithmetic),
+//! `compile` (types, casts, numpy's loop choice; uses `literal`, never the reverse), `fuse` and
+//! `alloc` (fusions, registers), `elem` and `float` (numpy's per-type semantics), `eval` (the
+//! block evaluator). This crate never touches shared memory or processes and does not depend
+//! on the engine (`shmpool`), which runs programs as kernels (its feature `expr`).
+//!
+//! The only `unsafe` is in `float`: calls of C's `asinh`/`acosh`/`atanh` (numpy's results,
+//! which Rust's own differ from in the last bit).
+#![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 
 mod alloc;
+mod broadcast;
 mod compile;
 mod elem;
+mod error;
 mod eval;
 mod float;
 mod fuse;
 mod literal;
 mod op;
 pub mod parse;
+mod reduce;
+mod scan;
 #[cfg(test)]
 mod test;
+mod value;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+pub use broadcast::broadcast_shapes;
+pub use error::{Error, Result};
+pub use reduce::{reduce_bytes, Reducer, Reduction, Value, REDUCER_BYTES};
+pub use shmpool_dtype::{Dtype, UnknownDtype};
 
-pub(crate) use eval::eval;
 use op::Op;
 
 /// Elements per block: each operation runs over this many elements at a time.
@@ -89,10 +134,10 @@ use dispatch_reg_type;
 /// Runs `$body` with `$T` bound to the register type of the dtype `$d` (every dtype).
 macro_rules! with_reg_type {
     ($d:expr, $T:ident => $body:expr) => {
-        $crate::kernel::expr::dispatch_reg_type!($d, $T => $body; "an operation";
-            Bool => $crate::kernel::expr::elem::B, I8 => i8, I16 => i16, I32 => i32, I64 => i64,
+        $crate::dispatch_reg_type!($d, $T => $body; "an operation";
+            Bool => $crate::elem::B, I8 => i8, I16 => i16, I32 => i32, I64 => i64,
             U8 => u8, U16 => u16, U32 => u32, U64 => u64,
-            F16 => $crate::kernel::expr::elem::H, F32 => f32, F64 => f64)
+            F16 => $crate::elem::H, F32 => f32, F64 => f64)
     };
 }
 use with_reg_type;
@@ -121,7 +166,7 @@ const EPI_ADD: u8 = 16;
 /// as immediate.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
-pub(super) struct Instr {
+pub(crate) struct Instr {
     op: u32,
     ty: u8,
     out_ty: u8,
@@ -137,7 +182,7 @@ const _: () = assert!(std::mem::size_of::<Instr>() == 32);
 
 /// A decoded, validated instruction.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Ins {
+pub(crate) struct Ins {
     pub op: Op,
     pub ty: Dtype,
     pub out_ty: Dtype,
@@ -173,20 +218,22 @@ impl Ins {
     }
 }
 
-/// A compiled expression: a typed register program for one input dtype, serialisable as a
-/// parameter block.
+/// A compiled expression: a typed register program for one or more input dtypes,
+/// serialisable as a parameter block.
 #[derive(Debug, Clone)]
 pub struct Program {
     ins: Vec<Ins>,
     n_regs: u32,
     result: u32,
-    input: Dtype,
+    inputs: Vec<Dtype>,
     output: Dtype,
 }
 
 const MAGIC: u32 = 0x4558_5052;
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const HEADER: usize = 32;
+/// Most inputs one program reads.
+pub const MAX_INPUTS: usize = 32;
 
 impl Program {
     /// Parses and compiles `src` for `float64` input.
@@ -207,9 +254,52 @@ impl Program {
     /// names, nesting deeper than [`parse::MAX_DEPTH`], and what numpy refuses for the types
     /// (`x - x` on bool, `x & 1.5`, a Python integer out of bounds for the array's type).
     pub fn compile_for(src: &str, input: Dtype) -> Result<Program> {
-        let nodes = parse::parse(src)?;
-        let (ins, result) = compile::compile(src, &nodes, input)?;
-        Ok(alloc::allocate(ins, result, input))
+        let nodes = parse::parse(src, &["x"])?;
+        let (ins, result) = compile::compile(src, &nodes, &[input])?;
+        Ok(alloc::allocate(ins, result, vec![input]))
+    }
+
+    /// Parses and compiles `src` over several named inputs (`a * b + c`), input `k` being
+    /// `inputs[k] = (name, dtype)`; types promote across inputs as numpy's (int32 with float32
+    /// is float64, uint64 with int64 float64). Evaluate with [`Program::eval_inputs`] (chunks
+    /// of equal length) or [`Program::eval_broadcast`] (numpy broadcasting of shapes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInputName`] for a name that is not an identifier, or is `i`, a constant
+    /// or a function; [`Error::InputNotUsed`] for a name given twice or not used by the
+    /// expression; [`Error::InputCount`] for no input or more than [`MAX_INPUTS`];
+    /// [`Error::InvalidExpression`] as [`Program::compile_for`] (a name used but not given).
+    pub fn compile_inputs(src: &str, inputs: &[(&str, Dtype)]) -> Result<Program> {
+        if inputs.is_empty() || inputs.len() > MAX_INPUTS {
+            return Err(Error::InputCount { expected: MAX_INPUTS.min(inputs.len().max(1)), given: inputs.len() });
+        }
+        let names: Vec<&str> = inputs.iter().map(|&(n, _)| n).collect();
+        for (k, n) in names.iter().enumerate() {
+            parse::check_input_name(n)?;
+            if names[..k].contains(n) {
+                return Err(Error::InputNotUsed { name: n.to_string(), problem: "is given twice" });
+            }
+        }
+        let nodes = parse::parse(src, &names)?;
+        for (k, n) in names.iter().enumerate() {
+            if !nodes.iter().any(|nd| nd.kind == parse::Kind::Input(k as u32)) {
+                return Err(Error::InputNotUsed { name: n.to_string(), problem: "is not used by the expression" });
+            }
+        }
+        let dtypes: Vec<Dtype> = inputs.iter().map(|&(_, d)| d).collect();
+        let (ins, result) = compile::compile(src, &nodes, &dtypes)?;
+        Ok(alloc::allocate(ins, result, dtypes))
+    }
+
+    /// The names `src` uses as variables other than `i` and the constants, in order of first
+    /// use (what [`Program::compile_inputs`] needs to be given).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidExpression`] for a syntax error.
+    pub fn variables(src: &str) -> Result<Vec<String>> {
+        scan::variables(src)
     }
 
     /// Parses `src` without compiling it (syntax, names, arity and nesting are checked; types
@@ -219,12 +309,17 @@ impl Program {
     ///
     /// [`Error::InvalidExpression`] as [`Program::compile_for`].
     pub fn check_syntax(src: &str) -> Result<()> {
-        parse::parse(src).map(|_| ())
+        parse::parse(src, &["x"]).map(|_| ())
     }
 
-    /// The element type the program reads.
+    /// The element type the program reads (its first input's).
     pub fn input_dtype(&self) -> Dtype {
-        self.input
+        self.inputs[0]
+    }
+
+    /// The element types of the program's inputs, in order.
+    pub fn input_dtypes(&self) -> &[Dtype] {
+        &self.inputs
     }
 
     /// The element type the program writes: numpy's result type, or what
@@ -243,7 +338,7 @@ impl Program {
         let mut ins: Vec<Ins> = self.ins.clone();
         let dst = self.n_regs;
         ins.push(Ins { op: Op::Cast, ty: self.output, out_ty: dtype, flags: 0, dst, src: [self.result, 0, 0], imm: 0 });
-        Program { ins, n_regs: self.n_regs + 1, result: dst, input: self.input, output: dtype }
+        Program { ins, n_regs: self.n_regs + 1, result: dst, inputs: self.inputs.clone(), output: dtype }
     }
 
     /// Number of instructions.
@@ -256,20 +351,24 @@ impl Program {
         self.ins.is_empty()
     }
 
-    /// The parameter block: a 32-byte header then the instructions.
+    /// The parameter block: a 32-byte header, one `u32` type code per input, then the
+    /// instructions.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(HEADER + self.ins.len() * std::mem::size_of::<Instr>());
+        let mut v = Vec::with_capacity(HEADER + 4 * self.inputs.len() + self.ins.len() * std::mem::size_of::<Instr>());
         let head: [u32; 8] = [
             MAGIC,
             VERSION,
             self.ins.len() as u32,
             self.n_regs,
             self.result,
-            dtype_code(self.input) as u32,
+            self.inputs.len() as u32,
             dtype_code(self.output) as u32,
             0,
         ];
         v.extend_from_slice(bytemuck::bytes_of(&head));
+        for &d in &self.inputs {
+            v.extend_from_slice(&u32::from(dtype_code(d)).to_ne_bytes());
+        }
         for i in &self.ins {
             v.extend_from_slice(bytemuck::bytes_of(&i.encode()));
         }
@@ -279,16 +378,37 @@ impl Program {
     /// Decodes and validates a parameter block: every opcode known, every type code valid and
     /// defined for its operation, every register in range, no instruction reading the register
     /// it writes (what lets the evaluator borrow them separately).
-    pub(super) fn from_bytes(b: &[u8]) -> Option<Program> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidProgram`] when the block is not a program this version wrote (magic,
+    /// version, an opcode, a type code, a register, a flag).
+    pub fn from_bytes(b: &[u8]) -> Result<Program> {
+        Program::decode(b).ok_or(Error::InvalidProgram { reason: "not a valid program of this version" })
+    }
+
+    fn decode(b: &[u8]) -> Option<Program> {
         let head: [u32; 8] = bytemuck::pod_read_unaligned(b.get(..HEADER)?);
-        let [magic, version, n, n_regs, result, input, output, _] = head;
-        if magic != MAGIC || version != VERSION || n == 0 || n_regs == 0 || result >= n_regs {
+        let [magic, version, n, n_regs, result, n_inputs, output, _] = head;
+        let n_inputs = n_inputs as usize;
+        if magic != MAGIC
+            || version != VERSION
+            || n == 0
+            || n_regs == 0
+            || result >= n_regs
+            || !(1..=MAX_INPUTS).contains(&n_inputs)
+        {
             return None;
         }
-        let input = dtype_of_code(u8::try_from(input).ok()?)?;
+        let codes = b.get(HEADER..HEADER + 4 * n_inputs)?;
+        let inputs: Vec<Dtype> = codes
+            .chunks_exact(4)
+            .map(|c| dtype_of_code(u8::try_from(u32::from_ne_bytes(c.try_into().ok()?)).ok()?))
+            .collect::<Option<_>>()?;
         let output = dtype_of_code(u8::try_from(output).ok()?)?;
         let size = std::mem::size_of::<Instr>();
-        let body = b.get(HEADER..HEADER.checked_add((n as usize).checked_mul(size)?)?)?;
+        let at = HEADER + 4 * n_inputs;
+        let body = b.get(at..at.checked_add((n as usize).checked_mul(size)?)?)?;
         let mut ins = Vec::with_capacity(n as usize);
         for raw in body.chunks_exact(size) {
             let r: Instr = bytemuck::pod_read_unaligned(raw);
@@ -299,7 +419,8 @@ impl Program {
             if want != Some(out_ty) || r.dst >= n_regs || (r.flags & A_IMM != 0 && r.flags & B_IMM != 0) {
                 return None;
             }
-            if (op == Op::LoadX && ty != input) || (op == Op::LoadI && ty != Dtype::I64) {
+            let input = |k: u64| usize::try_from(k).ok().and_then(|k| inputs.get(k)).copied();
+            if (op == Op::LoadX && input(r.imm) != Some(ty)) || (op == Op::LoadI && ty != Dtype::I64) {
                 return None;
             }
             let i = Ins { op, ty, out_ty, flags: r.flags, dst: r.dst, src: [r.a, r.b, r.c], imm: r.imm };
@@ -322,7 +443,7 @@ impl Program {
         if ins.iter().any(|i| x_regs.iter().any(|&r| i.op != Op::LoadX && writes(i, r))) {
             return None;
         }
-        Some(Program { ins, n_regs, result, input, output })
+        Some(Program { ins, n_regs, result, inputs, output })
     }
 
     /// Evaluates the program over `xs` into `ys` in this thread (the sequential reference);
@@ -332,21 +453,91 @@ impl Program {
     /// # Errors
     ///
     /// [`Error::TypeMismatch`] when `In` or `Out` does not match the program's types;
-    /// [`Error::LengthMismatch`] when the lengths differ.
+    /// [`Error::LengthMismatch`] when the lengths differ; [`Error::NegativeIntegerPower`] as
+    /// numpy's `ValueError` (`ys` then holds what the blocks before the error computed).
     pub fn eval_slice<In: Num, Out: Num>(&self, xs: &[In], ys: &mut [Out], start: u64) -> Result<()> {
         self.check_types::<In, Out>()?;
         if xs.len() != ys.len() {
             return Err(Error::LengthMismatch { input: xs.len(), output: ys.len() });
         }
-        eval::run(self, bytemuck::cast_slice(xs), bytemuck::cast_slice_mut(ys), start);
+        self.check_input_count(1)?;
+        eval::run(self, &[bytemuck::cast_slice(xs)], bytemuck::cast_slice_mut(ys), start)
+    }
+
+    /// Evaluates the program over chunks of equal length of each of its inputs (raw element
+    /// bytes of their storage types) into `output`; `start` is the flat index of the first
+    /// element.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InputCount`] unless one chunk per input is given; [`Error::LengthMismatch`]
+    /// when a chunk is not as many whole elements as the output; [`Error::NegativeIntegerPower`]
+    /// as [`Program::eval_slice`].
+    pub fn eval_inputs(&self, inputs: &[&[u8]], output: &mut [u8], start: u64) -> Result<()> {
+        self.check_input_count(inputs.len())?;
+        let n = output.len() / self.output.size();
+        for (bytes, d) in inputs.iter().zip(&self.inputs) {
+            if bytes.len() != n * d.size() || output.len() % self.output.size() != 0 {
+                return Err(Error::LengthMismatch { input: bytes.len() / d.size(), output: n });
+            }
+        }
+        eval::run(self, inputs, output, start)
+    }
+
+    /// Evaluates the program over whole input arrays of the given shapes (C order), broadcast
+    /// together as numpy does, into `output`, which holds the output elements with flat
+    /// indices `range` of the broadcast shape (`i` is that flat index). Returns nothing else:
+    /// the broadcast shape is [`broadcast_shapes`] of the inputs' shapes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broadcast`] for shapes numpy cannot broadcast; [`Error::InputCount`],
+    /// [`Error::LengthMismatch`] when an input's bytes are not its shape's elements or
+    /// `output` not `range`'s; [`Error::NegativeIntegerPower`] as [`Program::eval_slice`].
+    pub fn eval_broadcast(
+        &self,
+        inputs: &[(&[u8], &[u64])],
+        output: &mut [u8],
+        range: std::ops::Range<u64>,
+    ) -> Result<()> {
+        self.check_input_count(inputs.len())?;
+        broadcast::eval(self, inputs, output, range)
+    }
+
+    fn check_input_count(&self, given: usize) -> Result<()> {
+        if given != self.inputs.len() {
+            return Err(Error::InputCount { expected: self.inputs.len(), given });
+        }
         Ok(())
     }
 
+    /// Evaluates the program over raw element bytes (the storage types of the program's input
+    /// and output dtypes), as a kernel does over one chunk; `start` is the flat index of the
+    /// first element.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LengthMismatch`] when the byte lengths are not the same number of whole
+    /// elements; [`Error::NegativeIntegerPower`] as [`Program::eval_slice`].
+    pub fn eval_bytes(&self, input: &[u8], output: &mut [u8], start: u64) -> Result<()> {
+        let (isz, osz) = (self.inputs[0].size(), self.output.size());
+        if input.len() % isz != 0 || output.len() % osz != 0 || input.len() / isz != output.len() / osz {
+            return Err(Error::LengthMismatch { input: input.len() / isz, output: output.len() / osz });
+        }
+        self.check_input_count(1)?;
+        eval::run(self, &[input], output, start)
+    }
+
     /// Checks that `In`/`Out` are the storage types of the program's input/output dtypes.
-    pub(crate) fn check_types<In: Num, Out: Num>(&self) -> Result<()> {
-        if !In::stores(self.input) || !Out::stores(self.output) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TypeMismatch`] when they are not.
+    pub fn check_types<In: Num, Out: Num>(&self) -> Result<()> {
+        if !In::stores(self.inputs[0]) || !Out::stores(self.output) {
             return Err(Error::TypeMismatch {
-                kernel: format!("an expression from {} to {}", self.input, self.output),
+                input: self.inputs[0],
+                output: self.output,
                 data: format!("{} -> {}", In::DTYPE, Out::DTYPE),
             });
         }

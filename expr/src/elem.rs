@@ -143,8 +143,9 @@ macro_rules! int_elem {
             #[allow(unused_comparisons)]
             fn pow(self, b: Self) -> Self {
                 if b < 0 {
-                    // numpy raises ValueError; the worker reports the panic as the map's error.
-                    panic!("integers to negative integer powers are not allowed");
+                    // numpy raises ValueError: the evaluator checks the exponents before it
+                    // calls this (`eval::check_pow`) and returns `Error::NegativeIntegerPower`.
+                    return 0;
                 }
                 let (mut base, mut e, mut acc) = (self, b, 1 as $t);
                 while e != 0 {

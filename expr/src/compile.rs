@@ -6,21 +6,11 @@
 use std::collections::HashMap;
 
 use super::elem::{Elem, Hub};
-use super::literal::{int_range, python, python_int_to};
+use super::literal::{int_range, python, python_int_to, Val};
 use super::parse::{syntax, Fun, Kind, Node};
 use super::{with_reg_type, Ins, Op, A_IMM, B_IMM};
-use crate::dtype::Dtype;
-use crate::error::Result;
-
-/// A value during compilation: a weak Python scalar, or a (virtual) register of a dtype.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Val {
-    /// A Python `bool` (what a comparison of literals gives): weak, of the lowest kind.
-    Bool(bool),
-    Int(i128),
-    Float(f64),
-    Reg(u32, Dtype),
-}
+use crate::Dtype;
+use crate::Result;
 
 /// An instruction operand: a register or an immediate (bits in the instruction's type).
 #[derive(Debug, Clone, Copy)]
@@ -108,20 +98,21 @@ struct Builder {
     ins: Vec<Ins>,
     /// Per instruction: whether its value depends on `x` or `i`.
     array: Vec<bool>,
-    x: Option<u32>,
+    x: Vec<Option<u32>>,
     i: Option<u32>,
     casts: HashMap<(u32, Dtype), u32>,
 }
 
 /// Compiles the node arena; returns SSA instructions (register k written by instruction k) and
 /// the result register.
-pub(super) fn compile(src: &str, nodes: &[Node], input: Dtype) -> Result<(Vec<Ins>, u32)> {
-    let mut b = Builder { ins: Vec::new(), array: Vec::new(), x: None, i: None, casts: HashMap::new() };
+pub(super) fn compile(src: &str, nodes: &[Node], inputs: &[Dtype]) -> Result<(Vec<Ins>, u32)> {
+    let mut b =
+        Builder { ins: Vec::new(), array: Vec::new(), x: vec![None; inputs.len()], i: None, casts: HashMap::new() };
     let mut vals: Vec<Val> = Vec::with_capacity(nodes.len());
     for n in nodes {
         let v = match n.kind {
-            Kind::X => Val::Reg(b.load(Op::LoadX, input, true), input),
-            Kind::I => Val::Reg(b.load(Op::LoadI, Dtype::I64, false), Dtype::I64),
+            Kind::Input(k) => Val::Reg(b.load_input(k, inputs[k as usize]), inputs[k as usize]),
+            Kind::I => Val::Reg(b.load_i(), Dtype::I64),
             Kind::Int(v) => Val::Int(v),
             Kind::Bool(v) => Val::Bool(v),
             Kind::Float(v) => Val::Float(v),
@@ -171,17 +162,23 @@ impl Builder {
         matches!(v, Val::Reg(r, _) if self.array[r as usize])
     }
 
-    fn load(&mut self, op: Op, ty: Dtype, is_x: bool) -> u32 {
-        let slot = if is_x { self.x } else { self.i };
-        if let Some(r) = slot {
+    /// The register of input `k` (its index travels in the instruction's immediate).
+    fn load_input(&mut self, k: u32, ty: Dtype) -> u32 {
+        if let Some(r) = self.x[k as usize] {
             return r;
         }
-        let r = self.push(op, ty, ty, &[], 0);
-        if is_x {
-            self.x = Some(r);
-        } else {
-            self.i = Some(r);
+        let r = self.push(Op::LoadX, ty, ty, &[], u64::from(k));
+        self.x[k as usize] = Some(r);
+        r
+    }
+
+    /// The register of the flat index.
+    fn load_i(&mut self) -> u32 {
+        if let Some(r) = self.i {
+            return r;
         }
+        let r = self.push(Op::LoadI, Dtype::I64, Dtype::I64, &[], 0);
+        self.i = Some(r);
         r
     }
 
@@ -196,7 +193,13 @@ impl Builder {
             Val::Bool(b) => Hub::Int(i128::from(b)),
             Val::Int(k) => {
                 python_int_to(k, d, check)?;
-                Hub::Int(k)
+                // numpy converts a Python int to a float type through a C double (two
+                // roundings for float32 and float16 above 2**53), never directly.
+                if d.is_float() {
+                    Hub::Float(k as f64)
+                } else {
+                    Hub::Int(k)
+                }
             }
             Val::Float(f) => Hub::Float(f),
             Val::Reg(..) => unreachable!("imm() is called for weak scalars only"),
@@ -257,6 +260,10 @@ impl Builder {
     }
 
     fn op(&mut self, f: Fun, args: &[Val], call: bool) -> std::result::Result<Val, String> {
+        if f == Fun::Where {
+            // Each argument converted on its own: `where(2.0, 4, 10)` is int64.
+            return self.where_(args);
+        }
         let all_weak = args.iter().all(|v| !matches!(v, Val::Reg(..)));
         if all_weak && !call {
             if let Some(v) = python(f, args)? {
@@ -285,16 +292,8 @@ impl Builder {
         } else {
             args.to_vec()
         };
-        match f {
-            Fun::Where => return self.where_(&args),
-            Fun::Clip => {
-                let d = Self::common(&args);
-                let x = self.reg(args[0], d)?;
-                let lo = self.reg(clip_bound(args[1], &args), d)?;
-                let hi = self.reg(clip_bound(args[2], &args), d)?;
-                return Ok(Val::Reg(self.push(Op::Clip, d, d, &[Opnd::R(x), Opnd::R(lo), Opnd::R(hi)], 0), d));
-            }
-            _ => {}
+        if f == Fun::Clip {
+            return self.clip(&args);
         }
         let d = Self::common(&args);
         if args.len() == 1 {
@@ -335,7 +334,7 @@ impl Builder {
             Fun::IsNan => (Op::IsNan, d),
             Fun::IsInf => (Op::IsInf, d),
             Fun::IsFinite => (Op::IsFinite, d),
-            _ => (float_fn(f).ok_or_else(|| format!("{f:?} takes two arguments"))?, float_of(d)),
+            _ => (super::op::float_fn(f).ok_or_else(|| format!("{f:?} takes two arguments"))?, float_of(d)),
         };
         let r = self.reg(a, ty)?;
         let out = op.result(ty).expect("unary operation typed above");
@@ -504,6 +503,36 @@ impl Builder {
         Ok(Val::Reg(self.push(op, ty, out, &[oa, ob], 0), out))
     }
 
+    /// numpy 2's `np.clip` (`_methods._clip`): on an integer array, a Python int bound beyond
+    /// the type's limit on its own side is dropped; any other is converted as usual (so one
+    /// out of range the other way is numpy's OverflowError).
+    fn clip(&mut self, args: &[Val]) -> std::result::Result<Val, String> {
+        let (mut lo, mut hi) = (Some(args[1]), Some(args[2]));
+        if let Val::Reg(_, t) = args[0] {
+            if t.is_int() {
+                let (min, max) = int_range(t);
+                if matches!(args[1], Val::Int(k) if k <= min) {
+                    lo = None;
+                }
+                if matches!(args[2], Val::Int(k) if k >= max) {
+                    hi = None;
+                }
+            }
+        }
+        match (lo, hi) {
+            (None, None) => Ok(args[0]),
+            (None, Some(h)) => self.binary(Fun::Min, args[0], h, Self::common(&[args[0], h])),
+            (Some(l), None) => self.binary(Fun::Max, args[0], l, Self::common(&[args[0], l])),
+            (Some(l), Some(h)) => {
+                let d = Self::common(args);
+                let x = self.reg(args[0], d)?;
+                let lo = self.reg(l, d)?;
+                let hi = self.reg(h, d)?;
+                Ok(Val::Reg(self.push(Op::Clip, d, d, &[Opnd::R(x), Opnd::R(lo), Opnd::R(hi)], 0), d))
+            }
+        }
+    }
+
     fn where_(&mut self, args: &[Val]) -> std::result::Result<Val, String> {
         let cond = match args[0] {
             Val::Reg(..) => self.reg(args[0], Dtype::Bool)?,
@@ -521,20 +550,6 @@ impl Builder {
         let a = self.reg_wrapping(args[1], d)?;
         let b = self.reg_wrapping(args[2], d)?;
         Ok(Val::Reg(self.push(Op::Where, d, d, &[Opnd::R(cond), Opnd::R(a), Opnd::R(b)], 0), d))
-    }
-}
-
-/// `clip`'s bounds: numpy 2 clips an integer array with out-of-range Python integers as if
-/// they were the type's limits.
-fn clip_bound(bound: Val, args: &[Val]) -> Val {
-    let d = Builder::common(args);
-    match bound {
-        // A bool array's int64 loop takes only what fits a C long.
-        Val::Int(k) if d.is_int() && args.iter().any(|v| matches!(v, Val::Reg(_, t) if t.is_int())) => {
-            let (lo, hi) = int_range(d);
-            Val::Int(k.clamp(lo, hi))
-        }
-        other => other,
     }
 }
 
@@ -557,30 +572,5 @@ fn out_of_range(f: Fun, a: Val, b: Val, d: Dtype) -> Option<bool> {
         Fun::Gt | Fun::Ge => !array_lt_k,
         Fun::Eq => false,
         _ => true,
-    })
-}
-
-fn float_fn(f: Fun) -> Option<Op> {
-    Some(match f {
-        Fun::Sqrt => Op::Sqrt,
-        Fun::Exp => Op::Exp,
-        Fun::Expm1 => Op::Expm1,
-        Fun::Log => Op::Log,
-        Fun::Log1p => Op::Log1p,
-        Fun::Log2 => Op::Log2,
-        Fun::Log10 => Op::Log10,
-        Fun::Sin => Op::Sin,
-        Fun::Cos => Op::Cos,
-        Fun::Tan => Op::Tan,
-        Fun::Asin => Op::Asin,
-        Fun::Acos => Op::Acos,
-        Fun::Atan => Op::Atan,
-        Fun::Sinh => Op::Sinh,
-        Fun::Cosh => Op::Cosh,
-        Fun::Tanh => Op::Tanh,
-        Fun::Asinh => Op::Asinh,
-        Fun::Acosh => Op::Acosh,
-        Fun::Atanh => Op::Atanh,
-        _ => return None,
     })
 }

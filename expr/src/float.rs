@@ -1,6 +1,7 @@
 //! Floating-point element semantics: numpy's `divmod` (floor division and a remainder with
 //! the divisor's sign), NaN-propagating `minimum`/`maximum`, `nextafter`, and half precision
 //! computed in `f32` and rounded after every operation, as numpy's float16 loops do.
+#![allow(unsafe_code)] // calls of C's <math.h> (see `c`), each with its SAFETY comment
 
 use super::elem::{Elem, Float, Hub, H};
 

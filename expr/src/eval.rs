@@ -4,16 +4,8 @@
 //! register type (everything but float16).
 
 use super::elem::{cast, Bits, Elem, Float, B, H};
-use super::{dispatch_reg_type, with_reg_type, Ins, Num, Op, Program, A_IMM, BLOCK, B_IMM, EPI_ADD, EPI_MUL};
-use crate::dtype::Dtype;
-
-/// The trampoline body: decodes the program from the parameter block and evaluates it over
-/// one chunk (`start` is the flat index of the chunk's first element).
-pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut [u8], start: u64) {
-    let prog = Program::from_bytes(params).expect("expression program is well formed");
-    prog.check_types::<In, Out>().expect("kernel element types are the program's");
-    run(&prog, input, output, start);
-}
+use super::{dispatch_reg_type, with_reg_type, Ins, Op, Program, A_IMM, BLOCK, B_IMM, EPI_ADD, EPI_MUL};
+use crate::{Dtype, Error, Result};
 
 fn view<T: bytemuck::Pod>(bytes: &[u8], n: usize) -> &[T] {
     &bytemuck::cast_slice::<u8, T>(bytes)[..n]
@@ -92,8 +84,27 @@ fn b(v: bool) -> B {
     B(u8::from(v))
 }
 
+/// Whether an integer power's exponent is negative for one of the `n` elements.
+fn negative_exponent(ins: &Ins, s: [&[u8]; 3], n: usize) -> bool {
+    ints!(ins.ty, T => {
+        let zero = <T as Elem>::from_imm(0);
+        if ins.flags & B_IMM != 0 {
+            <T as Elem>::from_imm(ins.imm) < zero
+        } else {
+            view::<T>(s[1], n).iter().any(|&e| e < zero)
+        }
+    })
+}
+
 /// Executes one instruction over `n` elements; `first` is the flat index of the block's first.
-fn exec(ins: &Ins, d: &mut [u8], d2: &mut [u8], s: [&[u8]; 3], n: usize, first: u64) {
+///
+/// # Errors
+///
+/// [`Error::NegativeIntegerPower`]: numpy's ValueError, checked before the power is computed.
+fn exec(ins: &Ins, d: &mut [u8], d2: &mut [u8], s: [&[u8]; 3], n: usize, first: u64) -> Result<()> {
+    if ins.op == Op::Pow && ins.ty.is_int() && negative_exponent(ins, s, n) {
+        return Err(Error::NegativeIntegerPower);
+    }
     match ins.op {
         Op::SinCos => float!(ins.ty, T => {
             let (sin, cos) = (view_mut::<T>(d, n), view_mut::<T>(d2, n));
@@ -185,6 +196,7 @@ fn exec(ins: &Ins, d: &mut [u8], d2: &mut [u8], s: [&[u8]; 3], n: usize, first: 
             }
         }),
     }
+    Ok(())
 }
 
 /// Converts the result register's block into the output's storage.
@@ -196,26 +208,46 @@ fn store(ty: Dtype, v: &[u8], out: &mut [u8], n: usize) {
     }
 }
 
-/// Evaluates `prog` over the chunk `input` into `output` (bytes of the program's storage types).
-pub(super) fn run(prog: &Program, input: &[u8], output: &mut [u8], start: u64) {
-    let (isz, osz) = (prog.input.size(), prog.output.size());
-    let n = input.len() / isz;
-    assert_eq!(output.len(), n * osz, "input and output chunk lengths differ");
+/// Evaluates `prog` over the chunks `inputs` (one per program input, all of the output's
+/// length) into `output` (bytes of the program's storage types).
+///
+/// # Errors
+///
+/// [`Error::NegativeIntegerPower`] as numpy; the blocks before the failing one are written.
+pub(super) fn run(prog: &Program, inputs: &[&[u8]], output: &mut [u8], start: u64) -> Result<()> {
+    let osz = prog.output.size();
+    let n = output.len() / osz;
+    for (bytes, d) in inputs.iter().zip(&prog.inputs) {
+        if bytes.len() != n * d.size() {
+            return Err(Error::LengthMismatch { input: bytes.len() / d.size(), output: n });
+        }
+    }
     let mut regs: Vec<Vec<u64>> = vec![vec![0u64; BLOCK]; prog.n_regs as usize];
-    // Registers other than float16 hold elements exactly as the file stores them.
-    let x_alias = prog.input != Dtype::F16;
-    let x_reg = prog.ins.iter().find(|i| i.op == Op::LoadX).map(|i| i.dst);
+    // Registers other than float16 hold elements exactly as the file stores them: an input's
+    // register is then an alias of the input's bytes (`aliased[r]` = that input's index).
+    let mut aliased: Vec<Option<usize>> = vec![None; prog.n_regs as usize];
+    for i in prog.ins.iter().filter(|i| i.op == Op::LoadX) {
+        let k = i.imm as usize; // validated: < inputs
+        if prog.inputs[k] != Dtype::F16 {
+            aliased[i.dst as usize] = Some(k);
+        }
+    }
     let last = prog.ins.len() - 1;
     let tail = &prog.ins[last];
-    let out_direct =
-        prog.output != Dtype::F16 && tail.dst == prog.result && !tail.invariant() && !(tail.op == Op::LoadX && x_alias);
+    let out_direct = prog.output != Dtype::F16
+        && tail.dst == prog.result
+        && !tail.invariant()
+        && !(tail.op == Op::LoadX && aliased[tail.dst as usize].is_some());
     let mut base = 0;
     let mut first_block = true;
     while base < n {
         let m = BLOCK.min(n - base);
-        let x_bytes = &input[base * isz..(base + m) * isz];
+        let block = |k: usize| -> &[u8] {
+            let sz = prog.inputs[k].size();
+            &inputs[k][base * sz..(base + m) * sz]
+        };
         for (k, ins) in prog.ins.iter().enumerate() {
-            if (ins.invariant() && !first_block) || (ins.op == Op::LoadX && x_alias) {
+            if (ins.invariant() && !first_block) || (ins.op == Op::LoadX && aliased[ins.dst as usize].is_some()) {
                 continue;
             }
             // Invariants fill whole registers once; the first block may be the shortest.
@@ -232,16 +264,19 @@ pub(super) fn run(prog: &Program, input: &[u8], output: &mut [u8], start: u64) {
                     bytemuck::cast_slice_mut(&mut dreg)
                 };
                 let src = |s: usize| -> &[u8] {
-                    let r = ins.src[s];
-                    if ins.op == Op::LoadX || (ins.is_reg(s) && x_alias && Some(r) == x_reg) {
-                        x_bytes
+                    let r = ins.src[s] as usize;
+                    if ins.op == Op::LoadX {
+                        block(ins.imm as usize)
                     } else if ins.is_reg(s) {
-                        bytemuck::cast_slice(&regs[r as usize])
+                        match aliased[r] {
+                            Some(input) => block(input),
+                            None => bytemuck::cast_slice(&regs[r]),
+                        }
                     } else {
                         &[]
                     }
                 };
-                exec(ins, d, bytemuck::cast_slice_mut(&mut dreg2), [src(0), src(1), src(2)], len, start + base as u64);
+                exec(ins, d, bytemuck::cast_slice_mut(&mut dreg2), [src(0), src(1), src(2)], len, start + base as u64)?;
             }
             if let Some(r) = second {
                 regs[r] = dreg2;
@@ -251,14 +286,14 @@ pub(super) fn run(prog: &Program, input: &[u8], output: &mut [u8], start: u64) {
             }
         }
         if !out_direct {
-            let v: &[u8] = if x_alias && Some(prog.result) == x_reg {
-                x_bytes
-            } else {
-                bytemuck::cast_slice(&regs[prog.result as usize])
+            let v: &[u8] = match aliased[prog.result as usize] {
+                Some(input) => block(input),
+                None => bytemuck::cast_slice(&regs[prog.result as usize]),
             };
             store(prog.output, v, &mut output[base * osz..(base + m) * osz], m);
         }
         base += m;
         first_block = false;
     }
+    Ok(())
 }

@@ -1,0 +1,96 @@
+//! The expression compiler's error type: what can go wrong compiling an expression or
+//! evaluating a program, independent of the engine that runs it.
+#![forbid(unsafe_code)]
+
+use shmpool_dtype::Dtype;
+
+/// The result type of the expression compiler.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong compiling or evaluating an expression.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An expression did not parse or type-check; `position` is the 1-based column of the problem.
+    #[error("invalid expression at column {position}: {message}\n  {expr}\n  {caret:>position$}", caret = "^")]
+    InvalidExpression {
+        /// The expression.
+        expr: String,
+        /// 1-based column (in characters).
+        position: usize,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A name given for an input cannot name one.
+    #[error("'{name}' cannot name an input: {why}")]
+    InvalidInputName {
+        /// The name.
+        name: String,
+        /// Why not.
+        why: &'static str,
+    },
+
+    /// An input was given a name twice, or a given input is not used by the expression.
+    #[error("input '{name}' {problem}")]
+    InputNotUsed {
+        /// The input's name.
+        name: String,
+        /// `is given twice` or `is not used by the expression`.
+        problem: &'static str,
+    },
+
+    /// The number of inputs given to an evaluation is not the program's.
+    #[error("the program reads {expected} inputs, {given} were given")]
+    InputCount {
+        /// Inputs the program reads.
+        expected: usize,
+        /// Inputs given.
+        given: usize,
+    },
+
+    /// Input shapes that numpy cannot broadcast together (numpy's ValueError).
+    #[error("operands could not be broadcast together with shapes {shapes}")]
+    Broadcast {
+        /// The shapes, as numpy prints them: `(1000,300) (299,)`.
+        shapes: String,
+    },
+
+    /// A reduction without identity over no values (numpy's ValueError).
+    #[error("zero-size array to reduction operation {operation} which has no identity")]
+    EmptyReduction {
+        /// numpy's name of the operation (`minimum`, `maximum`, `argmin`, `argmax`).
+        operation: &'static str,
+    },
+
+    /// numpy's `ValueError` for an integer raised to a negative integer power at run time.
+    #[error("integers to negative integer powers are not allowed")]
+    NegativeIntegerPower,
+
+    /// The element types given to an evaluation are not the program's.
+    #[error("type mismatch: the program maps {input} -> {output}, the data is {data}")]
+    TypeMismatch {
+        /// The program's input dtype.
+        input: Dtype,
+        /// The program's output dtype.
+        output: Dtype,
+        /// The element types given (`f64 -> f64`).
+        data: String,
+    },
+
+    /// Input and output lengths of an evaluation differ.
+    #[error("length mismatch: input has {input} elements, output has {output}")]
+    LengthMismatch {
+        /// Elements in the input.
+        input: usize,
+        /// Elements in the output.
+        output: usize,
+    },
+
+    /// A serialised program (a parameter block) failed validation.
+    #[error("invalid expression program: {reason}")]
+    InvalidProgram {
+        /// The first check that failed.
+        reason: &'static str,
+    },
+}

@@ -1,0 +1,526 @@
+//! Reductions of an expression's values to one number, as numpy's `sum prod mean min max std
+//! var count_nonzero any all argmin argmax nansum nanmean nanmin nanmax` compute them over a
+//! whole array (no `axis` yet): numpy's result types (int32 sums are int64, means of integers
+//! float64, bool sums int64), NaN propagation, numpy's errors and warnings for empty inputs.
+//!
+//! Float sums are compensated (Neumaier) in `f64`: never less accurate than numpy's pairwise
+//! summation in practice, and exact on cancellations pairwise summation loses. The values are
+//! consumed in index order; [`Reducer::merge`] joins reducers of consecutive ranges in a fixed
+//! order, so a result does not depend on how the input was split.
+
+use std::str::FromStr;
+
+use half::f16;
+
+pub use crate::value::Value;
+use crate::{Dtype, Error, Result};
+
+/// A reduction of a whole array to one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduction {
+    /// `np.sum`
+    Sum,
+    /// `np.prod`
+    Prod,
+    /// `np.mean`
+    Mean,
+    /// `np.min`
+    Min,
+    /// `np.max`
+    Max,
+    /// `np.std` (ddof 0)
+    Std,
+    /// `np.var` (ddof 0)
+    Var,
+    /// `np.count_nonzero`
+    CountNonzero,
+    /// `np.any`
+    Any,
+    /// `np.all`
+    All,
+    /// `np.argmin` (flat index of the first minimum; of the first NaN if there is one)
+    ArgMin,
+    /// `np.argmax` (flat index of the first maximum; of the first NaN if there is one)
+    ArgMax,
+    /// `np.nansum` (NaN counts as zero)
+    NanSum,
+    /// `np.nanmean` (NaN left out)
+    NanMean,
+    /// `np.nanmin` (NaN left out)
+    NanMin,
+    /// `np.nanmax` (NaN left out)
+    NanMax,
+}
+
+const NAMES: [(&str, Reduction); 16] = [
+    ("sum", Reduction::Sum),
+    ("prod", Reduction::Prod),
+    ("mean", Reduction::Mean),
+    ("min", Reduction::Min),
+    ("max", Reduction::Max),
+    ("std", Reduction::Std),
+    ("var", Reduction::Var),
+    ("count_nonzero", Reduction::CountNonzero),
+    ("any", Reduction::Any),
+    ("all", Reduction::All),
+    ("argmin", Reduction::ArgMin),
+    ("argmax", Reduction::ArgMax),
+    ("nansum", Reduction::NanSum),
+    ("nanmean", Reduction::NanMean),
+    ("nanmin", Reduction::NanMin),
+    ("nanmax", Reduction::NanMax),
+];
+
+impl Reduction {
+    /// numpy's name of the reduction.
+    pub fn name(self) -> &'static str {
+        NAMES.iter().find(|(_, r)| *r == self).map(|(n, _)| *n).expect("every reduction is named")
+    }
+
+    /// Every reduction's name.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        NAMES.iter().map(|(n, _)| *n)
+    }
+
+    /// numpy's result dtype of the reduction over an array of `input`.
+    pub fn result_dtype(self, input: Dtype) -> Dtype {
+        use Reduction::*;
+        match self {
+            Sum | Prod | NanSum => match input {
+                Dtype::U8 | Dtype::U16 | Dtype::U32 | Dtype::U64 => Dtype::U64,
+                d if d.is_float() => d,
+                _ => Dtype::I64,
+            },
+            Mean | Std | Var | NanMean => {
+                if input.is_float() {
+                    input
+                } else {
+                    Dtype::F64
+                }
+            }
+            Min | Max | NanMin | NanMax => input,
+            CountNonzero | ArgMin | ArgMax => Dtype::I64,
+            Any | All => Dtype::Bool,
+        }
+    }
+
+    /// The whole expression `src` is one reduction call, `name(inner)`: the reduction and the
+    /// inner, elementwise expression. `None` otherwise (`max(x, 0)` is the elementwise maximum).
+    pub fn split(src: &str) -> Option<(Reduction, &str)> {
+        let t = src.trim();
+        let open = t.find('(')?;
+        let r = Reduction::from_str(t[..open].trim()).ok()?;
+        let inner = t[open + 1..].strip_suffix(')')?;
+        // The parenthesis opened after the name must close at the very end, and the inner text
+        // must be one argument (no top-level comma).
+        let mut depth = 0i32;
+        for c in inner.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => return None,
+                _ => {}
+            }
+            if depth < 0 {
+                return None;
+            }
+        }
+        (depth == 0).then_some((r, inner))
+    }
+}
+
+impl FromStr for Reduction {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Reduction> {
+        NAMES.iter().find(|(n, _)| *n == s).map(|&(_, r)| r).ok_or_else(|| Error::InvalidExpression {
+            expr: s.to_string(),
+            position: 1,
+            message: format!(
+                "unknown reduction '{s}' ({})",
+                NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
+            ),
+        })
+    }
+}
+
+/// A reduction in progress over values given in index order.
+#[derive(Debug, Clone)]
+pub struct Reducer {
+    kind: Reduction,
+    input: Dtype,
+    /// Values seen (not NaN, for the nan- reductions).
+    n: u64,
+    /// Compensated sum (Neumaier): `sum + comp`.
+    sum: f64,
+    comp: f64,
+    /// Integer sums and products, wrapping in their low 64 bits as numpy's.
+    isum: i128,
+    iprod: i128,
+    fprod: f64,
+    /// Best value and its index (min, max, arg-).
+    best: Option<(f64, i128, u64)>,
+    nan_at: Option<u64>,
+    count: u64,
+    /// The second pass of `std`/`var`: the mean, and the compensated sum of squares.
+    mean: Option<f64>,
+    sq: f64,
+    sqc: f64,
+}
+
+/// Bytes of [`Reducer::to_bytes`].
+pub const REDUCER_BYTES: usize = 144;
+
+fn neumaier(sum: &mut f64, comp: &mut f64, v: f64) {
+    let t = *sum + v;
+    if sum.abs() >= v.abs() {
+        *comp += (*sum - t) + v;
+    } else {
+        *comp += (v - t) + *sum;
+    }
+    *sum = t;
+}
+
+impl Reducer {
+    /// A reduction of values of `input`.
+    pub fn new(kind: Reduction, input: Dtype) -> Reducer {
+        Reducer {
+            kind,
+            input,
+            n: 0,
+            sum: 0.0,
+            comp: 0.0,
+            isum: 0,
+            iprod: 1,
+            fprod: 1.0,
+            best: None,
+            nan_at: None,
+            count: 0,
+            mean: None,
+            sq: 0.0,
+            sqc: 0.0,
+        }
+    }
+
+    /// The reducer's state as bytes (to travel between processes as a partial result).
+    pub fn to_bytes(&self) -> [u8; REDUCER_BYTES] {
+        let mut b = [0u8; REDUCER_BYTES];
+        let kind = NAMES.iter().position(|(_, r)| *r == self.kind).expect("named") as u64;
+        let input = Dtype::ALL.iter().position(|d| *d == self.input).expect("in ALL") as u64;
+        let (bf, bi, bk) = self.best.unwrap_or((0.0, 0, 0));
+        let words: [u64; 18] = [
+            kind | (input << 8)
+                | (u64::from(self.best.is_some()) << 16)
+                | (u64::from(self.nan_at.is_some()) << 17)
+                | (u64::from(self.mean.is_some()) << 18),
+            self.n,
+            self.sum.to_bits(),
+            self.comp.to_bits(),
+            self.isum as u64,
+            (self.isum >> 64) as u64,
+            self.iprod as u64,
+            (self.iprod >> 64) as u64,
+            self.fprod.to_bits(),
+            bf.to_bits(),
+            bi as u64,
+            (bi >> 64) as u64,
+            bk,
+            self.nan_at.unwrap_or(0),
+            self.count,
+            self.mean.unwrap_or(0.0).to_bits(),
+            self.sq.to_bits(),
+            self.sqc.to_bits(),
+        ];
+        for (k, w) in words.iter().enumerate() {
+            b[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    /// A reducer from [`Reducer::to_bytes`]; `None` if the bytes are not one.
+    pub fn from_bytes(b: &[u8]) -> Option<Reducer> {
+        if b.len() != REDUCER_BYTES {
+            return None;
+        }
+        let w = |k: usize| u64::from_le_bytes(b[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+        let head = w(0);
+        let kind = NAMES.get((head & 0xff) as usize)?.1;
+        let input = *Dtype::ALL.get(((head >> 8) & 0xff) as usize)?;
+        let wide = |lo: u64, hi: u64| (u128::from(lo) | (u128::from(hi) << 64)) as i128;
+        let mean = (head >> 18 & 1 == 1).then(|| f64::from_bits(w(15)));
+        let (sq, sqc) = (f64::from_bits(w(16)), f64::from_bits(w(17)));
+        Some(Reducer {
+            kind,
+            input,
+            n: w(1),
+            sum: f64::from_bits(w(2)),
+            comp: f64::from_bits(w(3)),
+            isum: wide(w(4), w(5)),
+            iprod: wide(w(6), w(7)),
+            fprod: f64::from_bits(w(8)),
+            best: (head >> 16 & 1 == 1).then(|| (f64::from_bits(w(9)), wide(w(10), w(11)), w(12))),
+            nan_at: (head >> 17 & 1 == 1).then(|| w(13)),
+            count: w(14),
+            mean,
+            sq,
+            sqc,
+        })
+    }
+
+    /// Whether the reduction reads the values twice (`std`, `var`: the mean, then the squares
+    /// of the deviations). Call [`Reducer::second_pass`] between the passes.
+    pub fn two_passes(&self) -> bool {
+        matches!(self.kind, Reduction::Std | Reduction::Var)
+    }
+
+    /// Starts the second pass (`std`, `var`): the values are given again, in the same order.
+    ///
+    /// In parallel: merge the first passes, call this once, clone the result for each range
+    /// of the second pass, and merge those clones in order.
+    pub fn second_pass(&mut self) {
+        (self.sq, self.sqc) = (0.0, 0.0);
+        let n = self.n.max(1) as f64;
+        self.mean = Some(if self.input.is_float() { (self.sum + self.comp) / n } else { self.isum as f64 / n });
+    }
+
+    /// Consumes the values in `bytes` (elements of the input dtype's storage type), whose first
+    /// has flat index `first`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LengthMismatch`] when `bytes` is not whole elements.
+    pub fn update(&mut self, bytes: &[u8], first: u64) -> Result<()> {
+        let size = self.input.size();
+        if bytes.len() % size != 0 {
+            return Err(Error::LengthMismatch { input: bytes.len() / size, output: bytes.len() / size + 1 });
+        }
+        macro_rules! each {
+            ($t:ty, $conv:expr) => {
+                for (k, c) in bytes.chunks_exact(size).enumerate() {
+                    let v: $t = <$t>::from_le_bytes(c.try_into().expect("chunks of the element size"));
+                    self.one($conv(v), first + k as u64);
+                }
+            };
+        }
+        let f = |v: f64| (v, 0i128);
+        match self.input {
+            Dtype::Bool | Dtype::U8 => each!(u8, |v: u8| (v as f64, v as i128)),
+            Dtype::I8 => each!(i8, |v: i8| (v as f64, v as i128)),
+            Dtype::I16 => each!(i16, |v: i16| (v as f64, v as i128)),
+            Dtype::U16 => each!(u16, |v: u16| (v as f64, v as i128)),
+            Dtype::I32 => each!(i32, |v: i32| (v as f64, v as i128)),
+            Dtype::U32 => each!(u32, |v: u32| (v as f64, v as i128)),
+            Dtype::I64 => each!(i64, |v: i64| (v as f64, v as i128)),
+            Dtype::U64 => each!(u64, |v: u64| (v as f64, v as i128)),
+            Dtype::F16 => each!(u16, |v: u16| f(f16::from_bits(v).to_f64())),
+            Dtype::F32 => each!(f32, |v: f32| f(v as f64)),
+            Dtype::F64 => each!(f64, f),
+        }
+        Ok(())
+    }
+
+    /// One value: `fv` as a float, `iv` exactly for integer inputs.
+    #[inline]
+    fn one(&mut self, (fv, iv): (f64, i128), index: u64) {
+        use Reduction::*;
+        let float = self.input.is_float();
+        let nan = fv.is_nan();
+        if nan && self.nan_at.is_none() {
+            self.nan_at = Some(index);
+        }
+        let skip_nan = matches!(self.kind, NanSum | NanMean | NanMin | NanMax);
+        if nan && skip_nan {
+            return;
+        }
+        if let Some(m) = self.mean {
+            let dv = if float { fv - m } else { iv as f64 - m };
+            neumaier(&mut self.sq, &mut self.sqc, dv * dv);
+            return;
+        }
+        self.n += 1;
+        match self.kind {
+            Sum | NanSum | Mean | NanMean | Std | Var => {
+                if float {
+                    neumaier(&mut self.sum, &mut self.comp, fv);
+                } else {
+                    self.isum = self.isum.wrapping_add(iv);
+                }
+            }
+            Prod => {
+                if float {
+                    self.fprod = match self.input {
+                        Dtype::F16 => f16::from_f32((self.fprod as f32) * (fv as f32)).to_f64(),
+                        Dtype::F32 => ((self.fprod as f32) * (fv as f32)) as f64,
+                        _ => self.fprod * fv,
+                    };
+                } else {
+                    self.iprod = self.iprod.wrapping_mul(iv);
+                }
+            }
+            Min | Max | NanMin | NanMax | ArgMin | ArgMax => {
+                let want_max = matches!(self.kind, Max | NanMax | ArgMax);
+                let better = match self.best {
+                    None => true,
+                    Some((bf, bi, _)) => {
+                        if float {
+                            if want_max {
+                                fv > bf
+                            } else {
+                                fv < bf
+                            }
+                        } else if want_max {
+                            iv > bi
+                        } else {
+                            iv < bi
+                        }
+                    }
+                };
+                if better {
+                    self.best = Some((fv, iv, index));
+                }
+            }
+            CountNonzero | Any | All => {
+                if fv != 0.0 || nan {
+                    self.count += 1;
+                }
+            }
+        }
+    }
+
+    /// Joins the reducer of the values right after this one's (same reduction, same pass).
+    pub fn merge(&mut self, later: &Reducer) {
+        if self.mean.is_some() {
+            // Second pass: both started from the same first pass; only the squares add up.
+            neumaier(&mut self.sq, &mut self.sqc, later.sq);
+            neumaier(&mut self.sq, &mut self.sqc, later.sqc);
+            return;
+        }
+        self.n += later.n;
+        neumaier(&mut self.sum, &mut self.comp, later.sum);
+        neumaier(&mut self.sum, &mut self.comp, later.comp);
+        self.isum = self.isum.wrapping_add(later.isum);
+        self.iprod = self.iprod.wrapping_mul(later.iprod);
+        self.fprod *= later.fprod;
+        self.count += later.count;
+        if self.nan_at.is_none() {
+            self.nan_at = later.nan_at;
+        }
+        if let Some((lf, li, lk)) = later.best {
+            let want_max = matches!(self.kind, Reduction::Max | Reduction::NanMax | Reduction::ArgMax);
+            let better = match self.best {
+                None => true,
+                Some((bf, _, _)) if self.input.is_float() => {
+                    if want_max {
+                        lf > bf
+                    } else {
+                        lf < bf
+                    }
+                }
+                Some((_, bi, _)) => {
+                    if want_max {
+                        li > bi
+                    } else {
+                        li < bi
+                    }
+                }
+            };
+            if better {
+                self.best = Some((lf, li, lk));
+            }
+        }
+    }
+
+    /// The result, with numpy's warning in words when numpy warns (`Mean of empty slice`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyReduction`] for `min`, `max`, `argmin`, `argmax` (and the nan- forms) of
+    /// no values, as numpy's ValueError.
+    pub fn finish(&self) -> Result<(Value, Option<&'static str>)> {
+        use Reduction::*;
+        let out = self.kind.result_dtype(self.input);
+        let float = self.input.is_float();
+        let total = |r: &Reducer| r.sum + r.comp;
+        let fl = |v: f64| Value::Float(round_to(v, out), out);
+        let int = |v: i128| match out {
+            Dtype::U64 => Value::UInt(v as u64, out),
+            _ => Value::Int(v as i64, out),
+        };
+        let nan_propagates = float && self.nan_at.is_some();
+        let empty = |what: &'static str| Error::EmptyReduction { operation: what };
+        Ok(match self.kind {
+            Sum | NanSum => (if float { fl(total(self)) } else { int(self.isum) }, None),
+            Prod => (if float { fl(self.fprod) } else { int(self.iprod) }, None),
+            Mean | NanMean => {
+                if self.n == 0 {
+                    (fl(f64::NAN), Some("Mean of empty slice"))
+                } else if float {
+                    (fl(total(self) / self.n as f64), None)
+                } else {
+                    (fl(self.isum as f64 / self.n as f64), None)
+                }
+            }
+            Std | Var => {
+                if self.n == 0 {
+                    (fl(f64::NAN), Some("Degrees of freedom <= 0 for slice"))
+                } else if nan_propagates {
+                    (fl(f64::NAN), None)
+                } else {
+                    let var = (self.sq + self.sqc) / self.n as f64;
+                    (fl(if self.kind == Std { var.sqrt() } else { var }), None)
+                }
+            }
+            Min | Max | NanMin | NanMax => {
+                let what = if matches!(self.kind, Min | NanMin) { "minimum" } else { "maximum" };
+                if matches!(self.kind, NanMin | NanMax) && self.best.is_none() && self.nan_at.is_some() {
+                    return Ok((fl(f64::NAN), Some("All-NaN slice encountered")));
+                }
+                let (bf, bi, _) = self.best.ok_or(empty(what))?;
+                if matches!(self.kind, Min | Max) && nan_propagates {
+                    (fl(f64::NAN), None)
+                } else if float {
+                    (fl(bf), None)
+                } else if out == Dtype::Bool {
+                    (Value::Bool(bi != 0), None)
+                } else if matches!(out, Dtype::U8 | Dtype::U16 | Dtype::U32 | Dtype::U64) {
+                    (Value::UInt(bi as u64, out), None)
+                } else {
+                    (Value::Int(bi as i64, out), None)
+                }
+            }
+            ArgMin | ArgMax => {
+                let what = if self.kind == ArgMin { "argmin" } else { "argmax" };
+                let (_, _, k) = self.best.ok_or(empty(what))?;
+                let k = if float { self.nan_at.unwrap_or(k) } else { k };
+                (Value::Int(k as i64, Dtype::I64), None)
+            }
+            CountNonzero => (Value::Int(self.count as i64, Dtype::I64), None),
+            Any => (Value::Bool(self.count > 0), None),
+            All => (Value::Bool(self.count == self.n), None),
+        })
+    }
+}
+
+/// `v` rounded to the float dtype `d` (kept in an `f64`).
+fn round_to(v: f64, d: Dtype) -> f64 {
+    match d {
+        Dtype::F16 => f16::from_f64(v).to_f64(),
+        Dtype::F32 => v as f32 as f64,
+        _ => v,
+    }
+}
+
+/// Reduces the values in `bytes` (elements of `input`'s storage type), both passes.
+///
+/// # Errors
+///
+/// As [`Reducer::update`] and [`Reducer::finish`].
+pub fn reduce_bytes(kind: Reduction, input: Dtype, bytes: &[u8]) -> Result<(Value, Option<&'static str>)> {
+    let mut r = Reducer::new(kind, input);
+    r.update(bytes, 0)?;
+    if r.two_passes() {
+        r.second_pass();
+        r.update(bytes, 0)?;
+    }
+    r.finish()
+}

@@ -1,0 +1,159 @@
+//! Scans of an expression's tokens that need no parse: the variables it names, whether a name
+//! can name an input, and the reductions it calls (taken out so that they run first).
+
+use crate::parse::{function, lex, syntax, Tok};
+use crate::{Error, Result};
+
+/// Names that are never an input's: the flat index and the constants.
+pub(crate) const RESERVED: [&str; 8] = ["i", "pi", "e", "inf", "nan", "True", "False", "size"];
+
+/// Whether `name` can name an input: a Python identifier (ASCII) that is neither a function,
+/// nor `i`, nor a constant.
+///
+/// # Errors
+///
+/// [`Error::InvalidInputName`] saying why not.
+pub fn check_input_name(name: &str) -> Result<()> {
+    let b = name.as_bytes();
+    let identifier = !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    let why = if !identifier {
+        Some("not an identifier")
+    } else if RESERVED.contains(&name) {
+        Some("reserved (i is the flat index; pi e inf nan True False are constants; size() is a function)")
+    } else if function(name).is_some() {
+        Some("the name of a function")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::InvalidInputName { name: name.to_string(), why }),
+        None => Ok(()),
+    }
+}
+
+/// The variables `src` names (identifiers not called, other than `i` and the constants), in
+/// order of first use.
+pub(crate) fn variables(src: &str) -> Result<Vec<String>> {
+    let toks = lex(src)?;
+    let mut out: Vec<String> = Vec::new();
+    for w in toks.windows(2) {
+        if let (Tok::Ident(a, b), next) = (w[0].0, w[1].0) {
+            let name = &src[a..b];
+            if next != Tok::LParen && !RESERVED.contains(&name) && !out.iter().any(|n| n == name) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Prefix of the names [`extract_reductions`] gives the reductions it takes out.
+pub const REDUCTION_PREFIX: &str = "__r";
+
+/// Takes every reduction call out of `src` (`x - mean(x)`): returns the text with each call
+/// replaced by a name (`x - __r0`) and, in order, each reduction with its inner expression.
+///
+/// # Errors
+///
+/// [`Error::InvalidExpression`] for a syntax error, a reduction with more than one argument
+/// (`max(x, 0)`, `axis=`) or inside another one.
+pub fn extract_reductions(src: &str) -> Result<(String, Vec<(crate::Reduction, String)>)> {
+    let toks = lex(src)?;
+    let mut out = String::new();
+    let mut found = Vec::new();
+    let mut copied = 0; // bytes of `src` copied or replaced so far
+    let mut k = 0;
+    while k < toks.len() {
+        let (tok, at) = toks[k];
+        let reduction = match (tok, toks.get(k + 1)) {
+            (Tok::Ident(a, b), Some((Tok::LParen, _))) => src[a..b].parse::<crate::Reduction>().ok(),
+            _ => None,
+        };
+        let Some(r) = reduction else {
+            k += 1;
+            continue;
+        };
+        let mut depth = 0;
+        let mut end = None;
+        for (j, &(t, pos)) in toks.iter().enumerate().skip(k + 1) {
+            match t {
+                Tok::LParen => depth += 1,
+                Tok::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some((j, pos));
+                        break;
+                    }
+                }
+                Tok::Comma if depth == 1 => {
+                    let hint = match r {
+                        crate::Reduction::Max => "; use maximum(a, b) for the elementwise maximum",
+                        crate::Reduction::Min => "; use minimum(a, b) for the elementwise minimum",
+                        _ => "",
+                    };
+                    return Err(syntax(
+                        src,
+                        at,
+                        format!("{}() takes one argument here (no axis= yet){hint}", r.name()),
+                    ));
+                }
+                Tok::Ident(a, b) if src[a..b].parse::<crate::Reduction>().is_ok() => {
+                    return Err(syntax(src, a, "a reduction inside a reduction is not supported".into()));
+                }
+                _ => {}
+            }
+        }
+        let Some((j, close)) = end else {
+            return Err(syntax(src, at, "unclosed '('".into()));
+        };
+        let open = toks[k + 1].1;
+        out.push_str(&src[copied..at]);
+        out.push_str(&format!("{REDUCTION_PREFIX}{}", found.len()));
+        found.push((r, src[open + 1..close].to_string()));
+        copied = close + 1;
+        k = j + 1;
+    }
+    out.push_str(&src[copied..]);
+    Ok((out, found))
+}
+
+/// Replaces every `size(NAME)` in `src` by the number of elements of the input `NAME`
+/// (`sizes[k] = (name, count)`), written as a Python int literal: numpy's `np.size` is a
+/// Python int, a weak scalar (`sum(x) / size(x)` stays float32 for float32 `x`).
+///
+/// # Errors
+///
+/// [`Error::InvalidExpression`] for a syntax error, or a `size(...)` whose argument is not one
+/// input's name.
+pub fn substitute_sizes(src: &str, sizes: &[(&str, u64)]) -> Result<String> {
+    let toks = lex(src)?;
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut k = 0;
+    while k < toks.len() {
+        let (tok, at) = toks[k];
+        let is_size = matches!(tok, Tok::Ident(a, b) if &src[a..b] == "size")
+            && matches!(toks.get(k + 1), Some((Tok::LParen, _)));
+        if !is_size {
+            k += 1;
+            continue;
+        }
+        let n = match (toks.get(k + 2), toks.get(k + 3)) {
+            (Some(&(Tok::Ident(a, b), _)), Some(&(Tok::RParen, close))) => {
+                sizes.iter().find(|(name, _)| *name == &src[a..b]).map(|&(_, n)| (n, close))
+            }
+            _ => None,
+        };
+        let Some((n, close)) = n else {
+            return Err(syntax(src, at, "size() takes the name of an input: size(x)".into()));
+        };
+        out.push_str(&src[copied..at]);
+        out.push_str(&n.to_string());
+        copied = close + 1;
+        k += 4;
+    }
+    out.push_str(&src[copied..]);
+    Ok(out)
+}

@@ -1,0 +1,224 @@
+//! The expression compiler ([`shmpool_expr`], re-exported here whole) and the glue that runs
+//! its programs as kernels: the trampoline a worker calls with a program as its parameter
+//! block. Compiled only with the `expr` feature (enabled by `cli`).
+
+pub use shmpool_expr::*;
+
+/// The trampoline body: decodes the program from the parameter block and evaluates it over
+/// one chunk (`start` is the flat index of the chunk's first element).
+///
+/// A trampoline has no error channel but the worker's `catch_unwind`: numpy's runtime error
+/// (an integer to a negative integer power) leaves by `resume_unwind` with the error's words
+/// as its payload, which the worker reports as the map's `KernelPanicked` message. Unlike
+/// `panic!`, `resume_unwind` runs no panic hook: no "panicked at <source location>" line.
+pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut [u8], start: u64) {
+    let prog = Program::from_bytes(params).expect("the map caller encoded this program (KernelSpec::expr)");
+    prog.check_types::<In, Out>().expect("KernelSpec::expr checked the element types");
+    if let Err(e) = prog.eval_bytes(input, output, start) {
+        std::panic::resume_unwind(Box::new(e.to_string()));
+    }
+}
+
+/// What a worker needs to map one input of a several-input expression itself: the file, the
+/// identity it must still have, where its data lives and its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FileInput {
+    pub path: std::path::PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub data_off: u64,
+    pub shape: Vec<u64>,
+    /// The elements themselves, for a constant (a reduction's value, 0-d) that has no file.
+    pub data: Vec<u8>,
+}
+
+/// The parameter block of a several-input expression kernel: the program, then the inputs.
+pub(crate) fn encode_files(program: &[u8], inputs: &[FileInput]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut v = Vec::new();
+    let mut put = |x: u64| v.extend_from_slice(&x.to_le_bytes());
+    put(program.len() as u64);
+    put(inputs.len() as u64);
+    for f in inputs {
+        put(f.dev);
+        put(f.ino);
+        put(f.data_off);
+        put(f.shape.len() as u64);
+        f.shape.iter().for_each(|&d| put(d));
+        put(f.path.as_os_str().len() as u64);
+        put(f.data.len() as u64);
+    }
+    v.extend_from_slice(program);
+    for f in inputs {
+        v.extend_from_slice(f.path.as_os_str().as_bytes());
+        v.extend_from_slice(&f.data);
+    }
+    v
+}
+
+/// Decodes [`encode_files`]'s block: the program's bytes and the inputs; `None` if malformed.
+fn decode(b: &[u8]) -> Option<(&[u8], Vec<FileInput>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut at = 0usize;
+    let mut get = || -> Option<u64> {
+        let w = b.get(at..at + 8)?;
+        at += 8;
+        Some(u64::from_le_bytes(w.try_into().ok()?))
+    };
+    let prog_len = usize::try_from(get()?).ok()?;
+    let n = usize::try_from(get()?).ok().filter(|&n| n <= MAX_INPUTS)?;
+    let mut inputs = Vec::with_capacity(n);
+    let mut lens = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (dev, ino, data_off) = (get()?, get()?, get()?);
+        let ndim = usize::try_from(get()?).ok().filter(|&d| d <= 64)?;
+        let shape = (0..ndim).map(|_| get()).collect::<Option<Vec<u64>>>()?;
+        lens.push((usize::try_from(get()?).ok()?, usize::try_from(get()?).ok()?));
+        inputs.push(FileInput { path: Default::default(), dev, ino, data_off, shape, data: Vec::new() });
+    }
+    let program = b.get(at..at.checked_add(prog_len)?)?;
+    at += prog_len;
+    for (f, (len, data)) in inputs.iter_mut().zip(lens) {
+        let p = b.get(at..at.checked_add(len)?)?;
+        at += len;
+        f.path = std::ffi::OsStr::from_bytes(p).into();
+        f.data = b.get(at..at.checked_add(data)?)?.to_vec();
+        at += data;
+    }
+    Some((program, inputs))
+}
+
+thread_local! {
+    /// A worker's read-only mappings of several-input expressions' files, by identity: mapped
+    /// on a chunk's first use, kept for the next chunks (at most `MAPPED` files).
+    static MAPPED: std::cell::RefCell<Vec<((u64, u64), memmap2::Mmap)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Files a worker keeps mapped at most.
+const MAPPED_MAX: usize = 64;
+
+/// Maps every file of `files` read-only in this worker, unless it is mapped already.
+fn ensure_mapped(files: &[FileInput]) {
+    MAPPED.with(|cell| {
+        let mut maps = cell.borrow_mut();
+        for f in files.iter().filter(|f| f.data.is_empty()) {
+            let key = (f.dev, f.ino);
+            if maps.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            let fail = |what: String| -> ! { std::panic::resume_unwind(Box::new(what)) };
+            let file =
+                std::fs::File::open(&f.path).unwrap_or_else(|e| fail(format!("cannot open {}: {e}", f.path.display())));
+            if !nix::sys::stat::fstat(&file).is_ok_and(|st| (st.st_dev, st.st_ino) == key) {
+                fail(format!("the input {} was replaced during the map", f.path.display()));
+            }
+            // SAFETY: the identity check above proves this is the file an `NpyArray` of the map
+            // caller maps, and that array outlives the map (`KernelSpec::expr_files`'s
+            // `# Safety`; `Pool::reduce_npy` borrows its arrays); whoever opened it promised
+            // (`NpyArray::open`'s `# Safety`) that nothing truncates or modifies the file while
+            // it exists, so this mapping stays valid and its bytes immutable during a chunk.
+            let map = unsafe { memmap2::Mmap::map(&file) }
+                .unwrap_or_else(|e| fail(format!("cannot map {}: {e}", f.path.display())));
+            // Keep the files of this map; forget the oldest others.
+            while maps.len() >= MAPPED_MAX {
+                match maps.iter().position(|(k, _)| !files.iter().any(|f| (f.dev, f.ino) == *k)) {
+                    Some(old) => drop(maps.remove(old)),
+                    None => break,
+                }
+            }
+            maps.push((key, map));
+        }
+    });
+}
+
+/// The trampoline of a several-input expression: evaluates the program over the output
+/// chunk's flat indices, reading every input from the worker's own read-only mapping of its
+/// file (broadcast as numpy does). The map's own input chunk (one of the inputs, of the
+/// output's shape) is not used: its elements are read through the mapping too.
+pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start: u64) {
+    let (program, files) = decode(params).expect("the map caller encoded these parameters (KernelSpec::expr_files)");
+    let prog = Program::from_bytes(program).expect("the map caller encoded this program (KernelSpec::expr_files)");
+    if let Err(e) = evaluate(&prog, &files, output, start) {
+        std::panic::resume_unwind(Box::new(e.to_string()));
+    }
+}
+
+/// Evaluates `prog` over the output flat indices `start..` (as many as `output` holds) from
+/// the worker's mappings of `files`, then gives back the pages of the inputs of the output's
+/// shape (streaming through files larger than RAM, as the engine does for its own input).
+fn evaluate(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64) -> Result<()> {
+    let n = (output.len() / prog.output_dtype().size()) as u64;
+    ensure_mapped(files);
+    MAPPED.with(|cell| {
+        let maps = cell.borrow();
+        let mapped =
+            |f: &FileInput| &maps.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by ensure_mapped").1;
+        let mut ops: Vec<(&[u8], &[u64])> = Vec::with_capacity(files.len());
+        for (f, d) in files.iter().zip(prog.input_dtypes()) {
+            if !f.data.is_empty() {
+                ops.push((&f.data[..], &f.shape[..]));
+                continue;
+            }
+            let len = f.shape.iter().product::<u64>() as usize * d.size();
+            let off = f.data_off as usize;
+            let Some(data) = mapped(f).get(off..off + len) else {
+                std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", f.path.display())));
+            };
+            ops.push((data, &f.shape[..]));
+        }
+        let r = prog.eval_broadcast(&ops, output, start..start + n);
+        drop(ops);
+        let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
+        let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
+        let page = 4096;
+        for (f, d) in files.iter().zip(prog.input_dtypes()).filter(|(f, _)| f.shape == out_shape && f.data.is_empty()) {
+            let map = mapped(f);
+            let from = f.data_off as usize + start as usize * d.size();
+            let (lo, hi) = ((from / page) * page, (from + n as usize * d.size()).next_multiple_of(page).min(map.len()));
+            if hi > lo {
+                // SAFETY: [lo, hi) lies inside this read-only MAP_SHARED file mapping (clamped to
+                // its length); DONTNEED only drops this process's page-table entries, the bytes
+                // stay in the page cache and read back the same, and no slice of the range is
+                // alive (`ops` was dropped above).
+                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo) };
+            }
+        }
+        r
+    })
+}
+
+/// Elements per block of a reduction: each block's partial result is one element of the map.
+pub(crate) const REDUCE_BLOCK: u64 = 1 << 13;
+
+/// The parameter block of a reduction kernel: the starting reducer, the number of values,
+/// then the expression and its files as [`encode_files`].
+pub(crate) fn encode_reduce(start: &Reducer, total: u64, program: &[u8], inputs: &[FileInput]) -> Vec<u8> {
+    let mut v = start.to_bytes().to_vec();
+    v.extend_from_slice(&total.to_le_bytes());
+    v.extend_from_slice(&encode_files(program, inputs));
+    v
+}
+
+/// The trampoline of a reduction: the input elements are block numbers (`u64`), each output
+/// element the partial result ([`Reducer::to_bytes`]) of the expression's values over that
+/// block of [`REDUCE_BLOCK`] flat indices, computed from the worker's own mappings.
+pub(crate) fn eval_reduce(params: &[u8], input: &[u8], output: &mut [u8], _start: u64) {
+    let start = Reducer::from_bytes(&params[..REDUCER_BYTES]).expect("the map caller encoded the reducer");
+    let total = u64::from_le_bytes(params[REDUCER_BYTES..REDUCER_BYTES + 8].try_into().expect("8 bytes"));
+    let (program, files) = decode(&params[REDUCER_BYTES + 8..]).expect("the map caller encoded these parameters");
+    let prog = Program::from_bytes(program).expect("the map caller encoded this program");
+    let osz = prog.output_dtype().size();
+    let mut values = Vec::new();
+    for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
+        let block = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+        let first = block * REDUCE_BLOCK;
+        let n = REDUCE_BLOCK.min(total.saturating_sub(first)) as usize;
+        values.resize(n * osz, 0u8);
+        let mut r = start.clone();
+        let done = evaluate(&prog, &files, &mut values, first).and_then(|()| r.update(&values, first));
+        if let Err(e) = done {
+            std::panic::resume_unwind(Box::new(e.to_string()));
+        }
+        out.copy_from_slice(&r.to_bytes());
+    }
+}
