@@ -108,8 +108,13 @@ fn worker_init_runs_once_in_every_worker_and_replacement() {
             .unwrap_or_else(|| panic!("no {method:?} line in {stdout}"));
         let pids: Vec<u32> = line.split(' ').map(|p| p.parse().unwrap()).collect();
         assert_eq!(pids.len(), 3, "{method:?}: two workers and a replacement: {pids:?}");
+        // Every worker that ran a kernel ran `worker_init` exactly once before; a worker killed
+        // before it got that far (the victim may be killed while it still starts up, under
+        // load) ran it at most once.
         for pid in pids {
-            assert_eq!(count(pid), 1, "{method:?}: worker_init lines of worker {pid}\n{stderr}");
+            let ran_kernel = stderr.lines().any(|l| l == format!("LOG {pid} kernel"));
+            let want = if ran_kernel { 1..=1 } else { 0..=1 };
+            assert!(want.contains(&count(pid)), "{method:?}: worker_init lines of worker {pid}\n{stderr}");
         }
     }
     // Kernels' records reached stderr (the recipe works), from workers only.
