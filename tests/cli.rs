@@ -307,7 +307,17 @@ fn a_sigint_landing_just_after_success_exits_0_or_130_never_141() {
         for i in 0..20u64 {
             let y = dir.join(format!("y{i}.npy"));
             let mut child = Command::new(env!("CARGO_BIN_EXE_shmpool"))
-                .args(["map", x.to_str().unwrap(), "-o", y.to_str().unwrap(), "-j", "2", "--quiet"])
+                .args([
+                    "map",
+                    x.to_str().unwrap(),
+                    "-o",
+                    y.to_str().unwrap(),
+                    "-j",
+                    "2",
+                    "--quiet",
+                    "--expr",
+                    "sqrt(x) * 1.5 + 0.25",
+                ])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null())
                 .spawn()
