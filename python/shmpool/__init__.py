@@ -172,6 +172,39 @@ def is_shared(a: Any) -> bool:
 # expressions
 
 
+def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray], threads: int) -> np.ndarray:
+    """``expr`` over several named arrays, in this process (see :meth:`Pool.evaluate`)."""
+    flat = []
+    named = []
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        dt = _dtype(a.dtype)
+        if a.dtype != dt:
+            a = a.astype(dt)
+        named.append((name, dt.name, list(a.shape)))
+        flat.append(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+    res_name, shape = _native.inputs_result(expr, named)
+    res = np.dtype(res_name)
+    shape = tuple(shape)
+    if out is not None:
+        if not isinstance(out, np.ndarray):
+            raise TypeError("out must be a numpy array")
+        if out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, the result has shape {shape}")
+        if not np.can_cast(res, out.dtype, casting="same_kind"):
+            raise TypeError(
+                f"Cannot cast ufunc output from dtype('{res}') to dtype('{out.dtype}') with casting rule 'same_kind'"
+            )
+        if not out.flags.writeable:
+            raise ValueError("output array is read-only")
+    result = np.empty(shape, res)
+    _native.evaluate_inputs(expr, named, flat, result.reshape(-1).view(np.uint8), max(1, threads))
+    if out is None:
+        return result
+    np.copyto(out, result, casting="same_kind")
+    return out
+
+
 def _rename(expr: str, name: str) -> tuple[str, list[tuple[int, int]]]:
     """``expr`` with the array's name replaced by ``x`` (the engine's name for it), and the
     replaced spans (new column, characters removed) to map error columns back."""
@@ -344,7 +377,7 @@ class Pool:
     # -- expressions -------------------------------------------------------------------------
 
     def evaluate(self, expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> np.ndarray:
-        """Evaluates ``expr`` over one named array with numpy's semantics, in the workers.
+        """Evaluates ``expr`` over named arrays with numpy's semantics: over one, in the workers.
 
         ``pool.evaluate("sqrt(a) * 2", a=arr)`` computes what numpy computes for
         ``np.sqrt(arr) * 2``: same result dtype (NEP 50 promotion), same values. ``i`` is the
@@ -353,13 +386,17 @@ class Pool:
         is. The GIL is released while the workers run; Ctrl-C terminates the pool and raises
         ``KeyboardInterrupt``. An input made by :func:`zeros` is read in place, others are
         copied into shared memory once.
+
+        Over several arrays (``pool.evaluate("a * b + c", a=x, b=y, c=z)``), types promote
+        across the arrays and shapes broadcast as numpy's; ``i`` is the flat index of the
+        result. These run in this process (on up to ``processes`` threads, GIL released, not
+        interruptible by Ctrl-C), not in the workers, and return an ordinary array.
         """
         self._check()
-        if len(arrays) != 1:
-            raise TypeError(
-                f"evaluate takes exactly one array as name=array ({len(arrays)} given); "
-                "expressions over several arrays are not supported yet"
-            )
+        if not arrays:
+            raise TypeError("evaluate takes at least one array as name=array (none given)")
+        if len(arrays) > 1:
+            return _evaluate_inputs(expr, arrays, out, self.processes)
         ((name, x),) = arrays.items()
         engine_expr, spans = _rename(expr, name)
         x = np.asarray(x)

@@ -42,6 +42,7 @@ pub(crate) fn int_obj(py: Python<'_>, v: i64) -> Py<PyAny> {
 
 /// The engine's error as the package's exception.
 pub(crate) fn to_py(py: Python<'_>, e: impl Into<shmpool::Error>) -> PyErr {
+    use shmpool::kernel::expr::Error as X;
     use shmpool::Error as E;
     let e = e.into();
     let msg = chain(&e);
@@ -74,7 +75,7 @@ pub(crate) fn to_py(py: Python<'_>, e: impl Into<shmpool::Error>) -> PyErr {
                 ("limit", limit.as_secs_f64().into_pyobject(py).expect("float").into_any().unbind()),
             ],
         ),
-        E::Expr(shmpool::kernel::expr::Error::InvalidExpression { position, message, .. }) => raise(
+        E::Expr(X::InvalidExpression { position, message, .. }) => raise(
             py,
             "ExpressionError",
             msg,
@@ -83,6 +84,10 @@ pub(crate) fn to_py(py: Python<'_>, e: impl Into<shmpool::Error>) -> PyErr {
                 ("detail", message.clone().into_pyobject(py).expect("str").into_any().unbind()),
             ],
         ),
+        E::Expr(X::InputNotUsed { .. } | X::InvalidInputName { .. } | X::InputCount { .. }) => {
+            raise(py, "ExpressionError", msg, &[])
+        }
+        E::Expr(X::Broadcast { .. } | X::NegativeIntegerPower | X::EmptyReduction { .. }) => PyValueError::new_err(msg),
         E::ShmFull { .. } => raise(py, "SharedMemoryFull", msg, &[]),
         E::PoolClosed => raise(py, "PoolClosed", "Pool not running: it was closed or terminated".into(), &[]),
         E::TypeMismatch { .. } | E::UnknownDtype { .. } => PyTypeError::new_err(msg),

@@ -18,6 +18,7 @@
 mod elem;
 mod blocking;
 mod errors;
+mod multi;
 mod pool;
 mod pykernel;
 mod shared;
@@ -44,6 +45,7 @@ const SIGNAL_POLL: Duration = Duration::from_millis(50);
 use blocking::*;
 use elem::*;
 use errors::*;
+use multi::*;
 use pool::*;
 use pykernel::*;
 use shared::*;
@@ -72,6 +74,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pool>()?;
     m.add_class::<SharedArray>()?;
     m.add_function(wrap_pyfunction!(result_dtype, m)?)?;
+    m.add_function(wrap_pyfunction!(inputs_result, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(_set_spawn_route, m)?)?;
     m.add_function(wrap_pyfunction!(_worker_main, m)?)?;
     Ok(())
