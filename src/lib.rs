@@ -222,6 +222,7 @@ pub use dtype::{Dtype, UnknownDtype};
 pub use error::{Error, ErrorKind, Result};
 pub use kernel::{Dynamic, Kernel, KernelExt, KernelSpec};
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
+pub use process::fork::{set_fork_hooks, ForkHooks};
 pub use process::Process;
 pub use start::{init, StartMethod};
 
