@@ -81,6 +81,12 @@ def _route_spawned_children() -> None:
 
 _route_spawned_children()
 
+# Python's fork protocol (GIL, PyOS_BeforeFork / AfterFork_*) around every fork the engine
+# makes here, so that `fork` workers run Python callables; removed at exit, after every other
+# atexit handler of the package (they run last-in, first-out).
+_native._install_fork_hooks()
+atexit.register(_native._remove_fork_hooks)
+
 _SUPPORTED = tuple(
     np.dtype(n)
     for n in (
@@ -264,7 +270,9 @@ class Pool:
     ``Pool(processes)`` as ``multiprocessing.Pool``; ``start_method`` is ``"forkserver"``
     (the default: workers forked by a fresh, single-threaded interpreter, safe in a process that
     runs threads), ``"spawn"`` (a fresh interpreter per worker) or ``"fork"`` (workers forked
-    from this process: the fastest start, for ``evaluate`` and ``map_file`` only);
+    from this process, as ``os.fork`` forks: the fastest start; replacement workers are forked
+    from the pool's supervisor thread, so a callable that takes a lock another thread held at
+    that instant may hang, as under ``multiprocessing``'s ``fork``);
     ``chunk_timeout`` (seconds) kills and replaces a worker whose chunk runs longer;
     ``max_attempts`` bounds how many workers one chunk may kill; ``maxtasksperchild`` recycles
     workers after that many chunks; ``initializer(*initargs)`` runs in each worker before its
@@ -366,14 +374,6 @@ class Pool:
                 f"the pool belongs to process {self._pid} and cannot be used from process {os.getpid()}"
             )
 
-    def _need_interpreters(self) -> None:
-        self._check()
-        if self.start_method == "fork":
-            raise ValueError(
-                "Pool.map runs Python callables in fresh interpreters: build the pool with "
-                "start_method='forkserver' or 'spawn' (this one forks the program's workers)"
-            )
-
     # -- expressions -------------------------------------------------------------------------
 
     def evaluate(self, expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> np.ndarray:
@@ -466,9 +466,9 @@ class Pool:
         ``multiprocessing`` under spawn; a lambda or closure too if ``cloudpickle`` is
         installed). Inputs and outputs made by :func:`zeros` & co. are used in place; other
         arrays go through the pool's reusable shared staging buffers (one copy in, one copy
-        out; small batches travel inside the ring's slots). The workers are fresh interpreters, so the pool must use
-        the ``forkserver`` or ``spawn`` start method (the default in a process that runs threads,
-        as any process that imported numpy usually does).
+        out; small batches travel inside the ring's slots). Under ``forkserver`` and ``spawn`` the
+        workers are fresh interpreters; under ``fork`` they are forks of this one (``os.fork``'s
+        protocol: the GIL, ``os.register_at_fork`` callbacks) and see its state.
 
         A worker killed inside ``f`` is replaced and its chunk redone (after ``max_attempts``
         deaths: :class:`WorkerCrashed`); an exception raised by ``f`` is raised here with its type
@@ -476,7 +476,7 @@ class Pool:
         ``range`` attribute; ``chunk_timeout`` kills a hung ``f``. ``f`` must not keep a reference
         to its chunk views after returning: a worker where one survives exits (a crash).
         """
-        self._need_interpreters()
+        self._check()
         a = np.asarray(a)
         dt = _dtype(a.dtype)
         if a.dtype != dt:
@@ -535,7 +535,7 @@ class Pool:
         """``apply_async``: starts ``map(f, a, out, dtype=dtype)`` and returns a
         ``concurrent.futures.Future`` of its result at once. Several submitted maps share the
         workers (the engine serves maps from many threads at once)."""
-        self._need_interpreters()
+        self._check()
         return self._executor().submit(self.map, f, a, out, dtype=dtype)
 
     def _batches(self, f: Callable[..., object], batches: Any, dtype: Any, in_flight: Optional[int], ordered: bool) -> Any:

@@ -18,6 +18,7 @@
 mod elem;
 mod blocking;
 mod errors;
+mod forking;
 mod multi;
 mod pool;
 mod pykernel;
@@ -45,6 +46,7 @@ const SIGNAL_POLL: Duration = Duration::from_millis(50);
 use blocking::*;
 use elem::*;
 use errors::*;
+use forking::*;
 use multi::*;
 use pool::*;
 use pykernel::*;
@@ -78,5 +80,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(evaluate_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(_set_spawn_route, m)?)?;
     m.add_function(wrap_pyfunction!(_worker_main, m)?)?;
+    m.add_function(wrap_pyfunction!(_install_fork_hooks, m)?)?;
+    m.add_function(wrap_pyfunction!(_remove_fork_hooks, m)?)?;
     Ok(())
 }

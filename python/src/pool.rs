@@ -5,7 +5,27 @@ use super::*;
 /// A pool of worker processes (`shmpool::Pool`).
 #[pyclass(module = "shmpool._native", frozen)]
 pub(crate) struct Pool {
-    inner: shmpool::Pool,
+    inner: Engine,
+}
+
+/// The engine's pool, dropped with the GIL released: its supervisor thread may be waiting for
+/// the GIL to fork a replacement worker (`forking`), and the drop waits for that thread.
+pub(crate) struct Engine(Option<shmpool::Pool>);
+
+impl std::ops::Deref for Engine {
+    type Target = shmpool::Pool;
+
+    fn deref(&self) -> &shmpool::Pool {
+        self.0.as_ref().expect("the pool is taken only by Drop")
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            Python::attach(|py| py.detach(move || drop(p)));
+        }
+    }
 }
 
 pub(crate) fn start_method_arg(name: Option<&str>) -> PyResult<Option<StartMethod>> {
@@ -137,7 +157,7 @@ impl Pool {
             b = b.max_chunks_per_worker(n);
         }
         let inner = py.detach(|| b.build()).map_err(|e| to_py(py, e))?;
-        Ok(Pool { inner })
+        Ok(Pool { inner: Engine(Some(inner)) })
     }
 
     /// Evaluates `expr` over the flat array `x` (an ndarray of the storage type of `x_dtype`, or
@@ -243,8 +263,8 @@ impl Pool {
     }
 
     /// Stops accepting work; workers exit at `join`.
-    fn close(&self) {
-        self.inner.close()
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.inner.close())
     }
 
     /// Waits for the workers to exit after `close` or `terminate`.
@@ -264,8 +284,8 @@ impl Pool {
     }
 
     /// The pids of the live workers.
-    fn pids(&self) -> Vec<u32> {
-        self.inner.pids()
+    fn pids(&self, py: Python<'_>) -> Vec<u32> {
+        py.detach(|| self.inner.pids())
     }
 
     /// How workers are started: 'fork', 'forkserver' or 'spawn'.
@@ -281,14 +301,14 @@ impl Pool {
 
     /// Workers that died since the pool started.
     #[getter]
-    fn worker_deaths(&self) -> u64 {
-        self.inner.worker_deaths()
+    fn worker_deaths(&self, py: Python<'_>) -> u64 {
+        py.detach(|| self.inner.worker_deaths())
     }
 
     /// Workers started to replace dead or recycled ones.
     #[getter]
-    fn respawns(&self) -> u64 {
-        self.inner.respawns()
+    fn respawns(&self, py: Python<'_>) -> u64 {
+        py.detach(|| self.inner.respawns())
     }
 }
 

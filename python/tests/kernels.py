@@ -92,3 +92,35 @@ def add_offset(x: np.ndarray, out: np.ndarray) -> None:
 
 def negate_bool(x: np.ndarray, out: np.ndarray) -> None:
     np.logical_not(x, out=out)
+
+
+STATE = 0.0
+"""Set by the test in the parent after import: a fork worker sees it, a fresh interpreter not."""
+
+AT_FORK_CHILD = 0
+"""Counts `os.register_at_fork(after_in_child=...)` calls in this process (see `test_fork`)."""
+
+
+def _at_fork_child() -> None:
+    global AT_FORK_CHILD
+    AT_FORK_CHILD += 1
+
+
+def add_state(x: np.ndarray, out: np.ndarray) -> None:
+    out[:] = x + STATE
+
+
+def add_at_fork_count(x: np.ndarray, out: np.ndarray) -> None:
+    out[:] = x + AT_FORK_CHILD
+
+
+def kill_once_add_state(x: np.ndarray, out: np.ndarray) -> None:
+    """`kill_once`, then `add_state` (the replacement was forked with the parent's state)."""
+    marker = os.environ["SHMPOOL_TEST_MARKER"]
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        out[:] = x + STATE
+        return
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -137,12 +137,6 @@ def test_ctrl_c_during_a_hung_callable_raises_keyboard_interrupt():
     assert not set(pids) & children(os.getpid())
 
 
-def test_map_needs_fresh_interpreters_and_importable_callables(pool):
-    with shmpool.Pool(1, start_method="fork") as p:
-        with pytest.raises(ValueError, match="forkserver"):
-            p.map(kernels.w1, np.arange(3.0))
-
-
 def test_lambdas_and_closures_travel_by_value_with_cloudpickle(pool):
     pytest.importorskip("cloudpickle")
     k = 3.0
