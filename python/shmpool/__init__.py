@@ -390,7 +390,9 @@ class Pool:
         Over several arrays (``pool.evaluate("a * b + c", a=x, b=y, c=z)``), types promote
         across the arrays and shapes broadcast as numpy's; ``i`` is the flat index of the
         result. These run in this process (on up to ``processes`` threads, GIL released, not
-        interruptible by Ctrl-C), not in the workers, and return an ordinary array.
+        interruptible by Ctrl-C), not in the workers, and return an ordinary array. Each
+        argument is taken as an array (``np.asarray``): a Python number given as ``c=2.0`` is a
+        float64 array, not numpy's weakly typed scalar; write constants into ``expr`` instead.
         """
         self._check()
         if not arrays:
