@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Python package's CI: lint the crate (clippy, warnings denied), build and install it into a
 # venv under target/, then run pytest.
-# Called by .ci/run from the repository root (or from anywhere: it finds the root itself).
+# Run from anywhere (it finds the repository root itself); .ci/run does not call it yet.
 # Exits non-zero on any failure; pytest's exit code 5 ("no tests collected") is a failure too.
 set -euo pipefail
 
