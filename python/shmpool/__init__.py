@@ -398,6 +398,8 @@ class Pool:
         if not arrays:
             raise TypeError("evaluate takes at least one array as name=array (none given)")
         if len(arrays) > 1:
+            if self._state != "running":
+                raise PoolClosed("Pool not running: it was closed or terminated")
             return _evaluate_inputs(expr, arrays, out, self.processes)
         ((name, x),) = arrays.items()
         engine_expr, spans = _rename(expr, name)

@@ -138,6 +138,8 @@ def test_a_closed_pool_refuses_work():
     p.close()
     with pytest.raises(shmpool.PoolClosed):
         p.evaluate("x + 1", x=np.ones(3))
+    with pytest.raises(shmpool.PoolClosed):
+        p.evaluate("a + b", a=np.ones(3), b=np.ones(3))
     p.join()
 
 
