@@ -12,6 +12,10 @@
 //! thread while the calling thread waits with the GIL released and checks Python's signals every
 //! [`SIGNAL_POLL`]: Ctrl-C terminates the pool (its workers are killed and reaped, the map
 //! returns) and raises `KeyboardInterrupt`.
+//!
+//! Besides: expressions over several named arrays, evaluated in this process (`multi`), and
+//! CPython's fork protocol around the engine's forks (`forking`), which lets `fork` workers run
+//! Python callables.
 #![deny(unsafe_code)]
 
 #[macro_use]
