@@ -12,6 +12,7 @@ python="${PYTHON:-python3}"
 
 # The crate is a workspace member outside default-members: lint it here, warnings denied.
 nice -n 5 cargo clippy -p shmpool-python --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" nice -n 5 cargo doc --no-deps --quiet -p shmpool-python
 
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"

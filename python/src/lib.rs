@@ -8,9 +8,9 @@
 //! this module receives flat, C-contiguous, native-order arrays of the storage type (`uint8` for
 //! `bool`) or `SharedArray` owners, and never guesses.
 //!
-//! Every map runs with the GIL released. A map over more than [`SMALL`] elements runs on a helper
+//! Every map runs with the GIL released. A map over more than `SMALL` elements runs on a helper
 //! thread while the calling thread waits with the GIL released and checks Python's signals every
-//! [`SIGNAL_POLL`]: Ctrl-C terminates the pool (its workers are killed and reaped, the map
+//! `SIGNAL_POLL`: Ctrl-C terminates the pool (its workers are killed and reaped, the map
 //! returns) and raises `KeyboardInterrupt`.
 //!
 //! Besides: expressions over several named arrays, evaluated in this process (`multi`), and
