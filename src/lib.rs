@@ -222,8 +222,39 @@ pub use dtype::{Dtype, UnknownDtype};
 pub use error::{Error, ErrorKind, Result};
 pub use kernel::{Dynamic, Kernel, KernelExt, KernelSpec};
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
+pub use process::fork::{set_fork_hooks, ForkHooks};
 pub use process::Process;
 pub use start::{init, StartMethod};
+
+/// Sets how children that shmpool starts by `exec` (`StartMethod::Spawn` workers, the fork
+/// server, [`Process::spawn_fn`] children) are started, for programs in which shmpool is not
+/// part of the executable (an interpreter loading it as an extension module): `exe` (default:
+/// the running executable, `/proc/self/exe`) is run with `args` after its `argv[0]`, and must
+/// call [`init`] (which becomes the child and never returns there). The start-up hook leaves
+/// such children alone (in an extension module it would run inside the interpreter's
+/// `dlopen`, before the module exists); their marker, socket and one-time token are checked
+/// by `init()` as the hook checks them. Calling it counts as calling [`init`]: pools in a
+/// multi-threaded process then default to the fork server.
+///
+/// Kernels travel as offsets inside the image that holds shmpool, and the child's executable
+/// is checked to be the parent's: a route that loads shmpool from another file (another
+/// version of an extension module) must refuse to run, which is the route's job (the Python
+/// package compares the module file's identity before loading it).
+///
+/// # Examples
+///
+/// ```no_run
+/// // In an extension module, at import: exec'd children re-run the interpreter with a command
+/// // that loads this module and calls `shmpool::init()` (which never returns in them).
+/// shmpool::set_spawn_route(None, ["-I", "-S", "-c", "import ext; ext.worker_main()"]);
+/// let pool = shmpool::Pool::builder().start_method(shmpool::StartMethod::ForkServer).build();
+/// ```
+pub fn set_spawn_route<S: Into<std::ffi::OsString>>(
+    exe: Option<std::path::PathBuf>,
+    args: impl IntoIterator<Item = S>,
+) {
+    process::spawn::set_route(process::spawn::SpawnRoute { exe, args: args.into_iter().map(Into::into).collect() });
+}
 
 /// What a program using shmpool usually needs: `use shmpool::prelude::*;`.
 pub mod prelude {

@@ -419,7 +419,7 @@ impl KernelSpec {
     }
 
     /// An expression kernel over several `.npy` inputs (feature `expr`), broadcast as numpy
-    /// does: map it with [`crate::Pool::map_npy`] from `inputs[main]`, which must have the
+    /// does: map it with [`crate::Pool::map_into`] from `inputs[main]`, which must have the
     /// broadcast shape, into an output of that shape and of dtype `output` (the result is cast
     /// as numpy's `astype`). Input `k` is `inputs[k] = (path, array)`, `program` compiled with
     /// [`expr::Program::compile_inputs`] for their dtypes. Every worker maps each file itself,

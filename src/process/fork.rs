@@ -14,6 +14,50 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 
+/// Callbacks around every `fork` that shmpool makes in this process (see [`set_fork_hooks`]).
+///
+/// An interpreter embedding shmpool sets them to do what its own `fork` does: the Python
+/// package takes the GIL and calls `PyOS_BeforeFork` in `before`, `PyOS_AfterFork_Parent` and
+/// releases the GIL in `after_parent`, and calls `PyOS_AfterFork_Child` in `after_child`, so
+/// that forked workers can run Python code.
+#[derive(Debug, Clone, Copy)]
+pub struct ForkHooks {
+    /// Runs in the forking thread just before the fork (a panic cancels the fork, which then
+    /// fails with [`Error::Os`]).
+    pub before: fn(),
+    /// Runs in the forking thread just after the fork (or after a fork that failed).
+    pub after_parent: fn(),
+    /// Runs in the child first thing, before it becomes what it was forked for (a panic ends
+    /// the child as a panicking worker would). Only the forking thread exists there: what holds
+    /// for kernels of `Fork` pools holds for it.
+    pub after_child: fn(),
+}
+
+static HOOKS: std::sync::Mutex<Option<ForkHooks>> = std::sync::Mutex::new(None);
+
+/// Sets (`Some`) or removes (`None`) the callbacks run around every `fork` that shmpool makes
+/// in this process: `Fork` workers and their replacements (forked from the pool's supervisor
+/// thread, so `before` may run on a thread of shmpool's while the program runs on), a fork
+/// server forked from the program, the fork server's own workers, `Process::spawn` children.
+/// Children started by `exec` run none of them.
+///
+/// # Examples
+///
+/// ```
+/// fn before() { /* take the interpreter's lock */ }
+/// fn after_parent() { /* release it */ }
+/// fn after_child() { /* reinitialise the interpreter's state */ }
+/// shmpool::set_fork_hooks(Some(shmpool::ForkHooks { before, after_parent, after_child }));
+/// shmpool::set_fork_hooks(None);
+/// ```
+pub fn set_fork_hooks(hooks: Option<ForkHooks>) {
+    *HOOKS.lock().unwrap_or_else(|p| p.into_inner()) = hooks;
+}
+
+fn fork_hooks() -> Option<ForkHooks> {
+    *HOOKS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Exit code of a child whose closure panicked (the same as a panicking Rust `main`).
 pub(crate) const PANIC_EXIT_CODE: i32 = 101;
 
@@ -38,14 +82,37 @@ fn fork_child(worker: bool, child: impl FnOnce() -> i32) -> Result<Pid> {
     // the caller's frames (a panic inside it is caught below and also ends in `_exit`) and no
     // destructor of the parent's state runs twice. `child` (the worker loop) touches nothing
     // that another thread of the parent could have held at the fork (module docs).
-    match unsafe { nix::unistd::fork() }.map_err(|e| Error::os("fork", e.into()))? {
+    // Read before the fork: the child must not take the lock (another thread may hold it).
+    let hooks = fork_hooks();
+    if let Some(h) = hooks {
+        if std::panic::catch_unwind(h.before).is_err() {
+            return Err(Error::os("fork", std::io::Error::other("the before-fork hook panicked")));
+        }
+    }
+    // SAFETY: in the child we run only the `after_child` hook and `child` and then `_exit`, so
+    // control never returns into the caller's frames (a panic inside either is caught below
+    // and also ends in `_exit`) and no destructor of the parent's state runs twice. `child`
+    // (the worker loop) touches nothing that another thread of the parent could have held at
+    // the fork (module docs); the hook is the embedding program's, under the same contract.
+    let forked = unsafe { nix::unistd::fork() };
+    if let (Some(h), Ok(nix::unistd::ForkResult::Parent { .. }) | Err(_)) = (hooks, &forked) {
+        // The child exists (or none does): a panic here must not hide it.
+        let _ = std::panic::catch_unwind(h.after_parent);
+    }
+    match forked.map_err(|e| Error::os("fork", e.into()))? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
             mark_child(worker);
             // The fork server must see its control socket close when the program dies, not
             // when the last forked child does.
             super::server::close_inherited_control();
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(PANIC_EXIT_CODE);
+            let run = move || {
+                if let Some(h) = hooks {
+                    (h.after_child)();
+                }
+                child()
+            };
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or(PANIC_EXIT_CODE);
             exit_now(code)
         }
     }

@@ -33,6 +33,34 @@ pub(crate) const MARKER_ENV: &str = "SHMPOOL_CHILD";
 /// or whose marker names no usable socket.
 pub(crate) const INIT_MISSING_EXIT_CODE: i32 = 86;
 
+/// Where children exec'd by [`spawn_self`] go when the program set one
+/// (`shmpool::set_spawn_route`): an interpreter that loads shmpool as an extension module.
+#[derive(Debug, Clone)]
+pub(crate) struct SpawnRoute {
+    /// The executable (`None`: the running one, `/proc/self/exe`).
+    pub(crate) exe: Option<PathBuf>,
+    /// The arguments after `argv[0]`.
+    pub(crate) args: Vec<std::ffi::OsString>,
+}
+
+static ROUTE: std::sync::Mutex<Option<SpawnRoute>> = std::sync::Mutex::new(None);
+
+/// Sets the route of exec'd children and records that they reach `init()` themselves: their
+/// markers say so, and the start-up hook leaves them to `init()`.
+pub(crate) fn set_route(route: SpawnRoute) {
+    *ROUTE.lock().unwrap_or_else(|p| p.into_inner()) = Some(route);
+    mark_init_called();
+}
+
+fn route() -> Option<SpawnRoute> {
+    ROUTE.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// The suffix of a marker whose child was started through a route: it becomes a child in
+/// `init()`, called by the route's command, never in the start-up hook (which, in an extension
+/// module, runs inside the interpreter's `dlopen`, before the module exists).
+const DEFERRED_SUFFIX: &str = ":init";
+
 /// Set by `init()` in every process that calls it.
 static INIT_CALLED: AtomicBool = AtomicBool::new(false);
 /// Set in a spawned child once it has taken its role.
@@ -53,21 +81,27 @@ pub(crate) fn mark_in_role() {
     IN_ROLE.store(true, Ordering::SeqCst);
 }
 
-/// Parses a marker value `<fd>:<32 hex digits>`; `None` for anything else (a variable of that
-/// name that shmpool did not write).
-fn parse_marker(v: &std::ffi::OsStr) -> Option<(i32, Key)> {
-    let (fd, token) = v.to_str()?.split_once(':')?;
+/// Parses a marker value `<fd>:<32 hex digits>`, optionally followed by [`DEFERRED_SUFFIX`]
+/// (the flag returned); `None` for anything else (a variable of that name that shmpool did not
+/// write).
+fn parse_marker(v: &std::ffi::OsStr) -> Option<(i32, Key, bool)> {
+    let v = v.to_str()?;
+    let (v, deferred) = match v.strip_suffix(DEFERRED_SUFFIX) {
+        Some(v) => (v, true),
+        None => (v, false),
+    };
+    let (fd, token) = v.split_once(':')?;
     let fd: i32 = fd.parse().ok().filter(|&fd| fd >= 0)?;
     if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let k0 = u64::from_str_radix(&token[..16], 16).ok()?;
     let k1 = u64::from_str_radix(&token[16..], 16).ok()?;
-    Some((fd, Key::from_words(k0, k1)))
+    Some((fd, Key::from_words(k0, k1), deferred))
 }
 
 /// The marker of a spawned child, if this process is one.
-fn marker() -> Option<(i32, Key)> {
+fn marker() -> Option<(i32, Key, bool)> {
     parse_marker(&std::env::var_os(MARKER_ENV)?)
 }
 
@@ -124,8 +158,9 @@ fn cstring(bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::os("posix_spawn", std::io::Error::from(std::io::ErrorKind::InvalidInput)))
 }
 
-/// Starts `exe` (default `/proc/self/exe`, the running executable) with no arguments but its
-/// name, `sock` as its one extra descriptor (same number, close-on-exec cleared by the spawn's
+/// Starts `exe` (default: the route's executable if `shmpool::set_spawn_route` set one, else
+/// `/proc/self/exe`, the running executable) with no arguments but its name (and the route's
+/// arguments, if one is set), `sock` as its one extra descriptor (same number, close-on-exec cleared by the spawn's
 /// `dup2`) and [`MARKER_ENV`] naming it with a fresh random token, which is returned: the
 /// child's start-up record must repeat it. The child is a child of the calling thread
 /// (`PR_SET_PDEATHSIG` semantics).
@@ -140,10 +175,17 @@ fn cstring(bytes: &[u8]) -> Result<CString> {
 ///
 /// [`Error::Os`] when `posix_spawn` fails.
 pub(crate) fn spawn_self(sock: BorrowedFd<'_>, exe: Option<&Path>, detach: bool) -> Result<(Pid, Key)> {
-    let exe = exe.map_or_else(|| PathBuf::from("/proc/self/exe"), Path::to_path_buf);
+    let route = route();
+    let exe = exe
+        .map(Path::to_path_buf)
+        .or_else(|| route.as_ref().and_then(|r| r.exe.clone()))
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
     let path = cstring(exe.as_os_str().as_bytes())?;
     let argv0 = std::env::args_os().next().unwrap_or_else(|| exe.clone().into_os_string());
-    let argv = [cstring(argv0.as_bytes())?];
+    let mut argv = vec![cstring(argv0.as_bytes())?];
+    for a in route.iter().flat_map(|r| &r.args) {
+        argv.push(cstring(a.as_bytes())?);
+    }
     let fd = sock.as_raw_fd();
     let token = Key::random();
     let mut envp = Vec::new();
@@ -154,7 +196,8 @@ pub(crate) fn spawn_self(sock: BorrowedFd<'_>, exe: Option<&Path>, detach: bool)
         envp.push(cstring(&kv)?);
     }
     let (k0, k1) = token.words();
-    envp.push(cstring(format!("{MARKER_ENV}={fd}:{k0:016x}{k1:016x}").as_bytes())?);
+    let deferred = if route.is_some() { DEFERRED_SUFFIX } else { "" };
+    envp.push(cstring(format!("{MARKER_ENV}={fd}:{k0:016x}{k1:016x}{deferred}").as_bytes())?);
     let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|c| c.as_ptr().cast_mut()).collect();
     argv_p.push(std::ptr::null_mut());
     let mut envp_p: Vec<*mut libc::c_char> = envp.iter().map(|c| c.as_ptr().cast_mut()).collect();
@@ -220,10 +263,17 @@ pub(crate) enum Marker {
 /// whose peer process (the one that created the pair) is this process's parent. With the
 /// 128-bit token, that is nothing an ordinary program has by accident.
 ///
+/// A marker of a child started through a route (see [`set_route`]) is left alone, as
+/// [`Marker::Absent`], unless `in_init` (the call comes from `init()`, which the route's
+/// command calls).
+///
 /// Call it only while the process runs a single thread (before `main`, or first thing in it):
 /// it changes the environment.
-pub(crate) fn take_marker() -> Marker {
-    let Some((fd, token)) = marker() else { return Marker::Absent };
+pub(crate) fn take_marker(in_init: bool) -> Marker {
+    let Some((fd, token, deferred)) = marker() else { return Marker::Absent };
+    if deferred && !in_init {
+        return Marker::Absent;
+    }
     // Single-threaded here (the contract above), so no other thread reads the environment while
     // it changes.
     std::env::remove_var(MARKER_ENV);
@@ -267,6 +317,9 @@ mod tests {
         let ok = parse_marker("7:00000000000000010000000000000002".as_ref()).unwrap();
         assert_eq!(ok.0, 7);
         assert_eq!(ok.1.words(), (1, 2));
+        assert!(!ok.2);
+        let routed = parse_marker("7:00000000000000010000000000000002:init".as_ref()).unwrap();
+        assert_eq!((routed.0, routed.1.words(), routed.2), (7, (1, 2), true));
         for bad in [
             "7",
             "7:",
@@ -274,6 +327,8 @@ mod tests {
             "-1:00000000000000010000000000000002",
             "7:0000000000000001000000000000000",
             "7:0000000000000001000000000000000g",
+            "7:00000000000000010000000000000002:",
+            "7:00000000000000010000000000000002:other",
         ] {
             assert!(parse_marker(bad.as_ref()).is_none(), "{bad}");
         }

@@ -28,7 +28,7 @@ extern "C" fn start_hook() {
     // A panic must not unwind out of an `extern "C"` function (it would abort the program).
     // The ordinary path cannot panic and the child path catches and exits; a panic anywhere
     // else on the way must not let a spawned child run on into `main` either.
-    if std::panic::catch_unwind(super::become_child_if_started).is_err() {
+    if std::panic::catch_unwind(|| super::become_child_if_started(false)).is_err() {
         crate::process::fork::exit_now(crate::process::fork::PANIC_EXIT_CODE);
     }
 }

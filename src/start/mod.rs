@@ -127,13 +127,15 @@ pub enum StartMethod {
 /// ```
 pub fn init() {
     spawn::mark_init_called();
-    become_child_if_started();
+    become_child_if_started(true);
 }
 
 /// If this process was started by shmpool (`spawn::take_marker`), becomes what it was started
-/// for and exits; otherwise returns. Runs in the start-up hook before `main`, and in [`init`].
-fn become_child_if_started() {
-    match spawn::take_marker() {
+/// for and exits; otherwise returns. Runs in the start-up hook before `main`, and in [`init`]
+/// (`in_init`: the only place a child started through `shmpool::set_spawn_route` takes its
+/// role).
+fn become_child_if_started(in_init: bool) {
+    match spawn::take_marker(in_init) {
         Marker::Absent => {}
         Marker::Invalid => {
             fork::raw_stderr(

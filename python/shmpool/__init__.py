@@ -1,0 +1,751 @@
+"""shmpool: ``multiprocessing.Pool`` for numpy arrays.
+
+Worker processes attach to a shared-memory ring and map over arrays in place: nothing is
+pickled, nothing goes through pipes, and a worker that crashes costs a retry, not your program.
+
+>>> import numpy as np, shmpool
+>>> x = np.arange(4.0)
+>>> shmpool.evaluate("sqrt(x) * 1.5 + 0.25", x=x)
+array([0.25      , 1.75      , 2.37132034, 2.84807621])
+
+``evaluate`` and ``Pool.map_file`` run the Rust expression engine (numpy's semantics: types,
+promotion, comparisons) with the GIL released. Arrays made by :func:`zeros` / :func:`empty_like`
+live in shared memory and reach the workers without any copy; other arrays are copied into
+shared memory once per call.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import sys
+import threading
+import time
+import tokenize
+import concurrent.futures
+from typing import Any, Callable, Iterator, Optional, Union
+
+import numpy as np
+
+from . import _native
+from ._errors import (
+    ChunkTimeout,
+    ExpressionError,
+    KernelError,
+    PoolClosed,
+    SharedMemoryFull,
+    ShmpoolError,
+    WorkerCrashed,
+)
+
+__all__ = [
+    "Pool",
+    "evaluate",
+    "zeros",
+    "zeros_like",
+    "empty_like",
+    "is_shared",
+    "ShmpoolError",
+    "WorkerCrashed",
+    "KernelError",
+    "ChunkTimeout",
+    "ExpressionError",
+    "SharedMemoryFull",
+    "PoolClosed",
+]
+
+
+def _route_spawned_children() -> None:
+    """Children that shmpool starts by ``exec`` (spawn workers, the fork server) run this
+    interpreter in isolated mode (``-I -S``: no site, no user environment, no numpy) with a
+    command that loads exactly this extension file, after checking that it is still the file
+    this process loaded (else it exits with code 85 and the pool reports that the child did not
+    start), and hands over to the engine."""
+    path = os.path.abspath(_native.__file__)
+    st = os.stat(path)
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    cmd = (
+        "import os\n"
+        f"p = {path!r}\n"
+        "s = os.stat(p)\n"
+        f"if (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) != {ident!r}: os._exit(85)\n"
+        "import importlib.machinery as m, importlib.util as u\n"
+        "l = m.ExtensionFileLoader('shmpool._native', p)\n"
+        "n = u.module_from_spec(u.spec_from_loader('shmpool._native', l))\n"
+        "l.exec_module(n)\n"
+        "n._worker_main()\n"
+    )
+    _native._set_spawn_route(["-I", "-S", "-c", cmd])
+
+
+_route_spawned_children()
+
+# Python's fork protocol (GIL, PyOS_BeforeFork / AfterFork_*) around every fork the engine
+# makes here, so that `fork` workers run Python callables; removed at exit, after every other
+# atexit handler of the package (they run last-in, first-out).
+_native._install_fork_hooks()
+atexit.register(_native._remove_fork_hooks)
+
+_SUPPORTED = tuple(
+    np.dtype(n)
+    for n in (
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+    )
+)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _dtype(dtype: Any) -> np.dtype:
+    """The supported, native-order numpy dtype ``dtype`` names."""
+    dt = np.dtype(dtype)
+    if dt.byteorder == ">" and dt.itemsize > 1:
+        dt = dt.newbyteorder("=")
+    if dt not in _SUPPORTED:
+        raise TypeError(
+            f"shmpool does not support dtype {dt}: use bool, int8..int64, uint8..uint64, "
+            "float16, float32 or float64"
+        )
+    return dt
+
+
+# --------------------------------------------------------------------------------------------
+# shared arrays
+
+
+def zeros(shape: Union[int, tuple[int, ...]], dtype: Any = float) -> np.ndarray:
+    """A zeroed numpy array in shared memory: maps read and write it in place, without copies.
+
+    The array's memory is a POSIX shared-memory segment whose name was unlinked at creation (it
+    disappears with the last reference, even if the process is killed). Its data pointer never
+    changes; views and slices of it are ordinary numpy views. As with any numpy array handed to
+    code that releases the GIL, no other thread may write it while a map reads it, nor touch it
+    while a map writes it.
+    """
+    dt = _dtype(dtype)
+    shp = (int(shape),) if np.ndim(shape) == 0 else tuple(int(d) for d in shape)  # type: ignore[arg-type]
+    if any(d < 0 for d in shp):
+        raise ValueError(f"negative dimensions are not allowed: {shp}")
+    owner = _native.SharedArray(list(shp), dt.name)
+    return np.asarray(owner)
+
+
+def zeros_like(a: Any, dtype: Any = None) -> np.ndarray:
+    """A zeroed shared array with the shape (and, unless given, the dtype) of ``a``."""
+    a = np.asarray(a)
+    return zeros(a.shape, a.dtype if dtype is None else dtype)
+
+
+def empty_like(a: Any, dtype: Any = None) -> np.ndarray:
+    """A shared array with the shape and dtype of ``a``. Its elements are zero (fresh shared
+    pages are zeroed by the kernel; there is no cheaper uninitialised variant)."""
+    return zeros_like(a, dtype)
+
+
+def _owner(a: np.ndarray) -> Optional[Any]:
+    """The ``SharedArray`` behind ``a`` when ``a`` covers all of it, C-contiguous, with its dtype."""
+    b = a.base
+    while isinstance(b, np.ndarray):
+        b = b.base
+    if not isinstance(b, _native.SharedArray):
+        return None
+    if not a.flags.c_contiguous or a.dtype != np.dtype(b.dtype):
+        return None
+    if a.__array_interface__["data"][0] != b.ptr or a.nbytes != b.nbytes:
+        return None
+    return b
+
+
+def is_shared(a: Any) -> bool:
+    """Whether ``a`` is a whole shared array (made by :func:`zeros` & co.), which maps use in
+    place without copying."""
+    return isinstance(a, np.ndarray) and _owner(a) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# expressions
+
+
+def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray], threads: int) -> np.ndarray:
+    """``expr`` over several named arrays, in this process (see :meth:`Pool.evaluate`)."""
+    flat = []
+    named = []
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        dt = _dtype(a.dtype)
+        if a.dtype != dt:
+            a = a.astype(dt)
+        named.append((name, dt.name, list(a.shape)))
+        flat.append(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+    res_name, shape = _native.inputs_result(expr, named)
+    res = np.dtype(res_name)
+    shape = tuple(shape)
+    if out is not None:
+        if not isinstance(out, np.ndarray):
+            raise TypeError("out must be a numpy array")
+        if out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, the result has shape {shape}")
+        if not np.can_cast(res, out.dtype, casting="same_kind"):
+            raise TypeError(
+                f"Cannot cast ufunc output from dtype('{res}') to dtype('{out.dtype}') with casting rule 'same_kind'"
+            )
+        if not out.flags.writeable:
+            raise ValueError("output array is read-only")
+    result = np.empty(shape, res)
+    _native.evaluate_inputs(expr, named, flat, result.reshape(-1).view(np.uint8), max(1, threads))
+    if out is None:
+        return result
+    np.copyto(out, result, casting="same_kind")
+    return out
+
+
+def _rename(expr: str, name: str) -> tuple[str, list[tuple[int, int]]]:
+    """``expr`` with the array's name replaced by ``x`` (the engine's name for it), and the
+    replaced spans (new column, characters removed) to map error columns back."""
+    if name == "x":
+        return expr, []
+    if name == "i":
+        raise TypeError("the name 'i' is the flat index (int64): give the array another name")
+    if not name.isidentifier():
+        raise TypeError(f"{name!r} is not a valid variable name")
+    try:
+        toks = list(tokenize.generate_tokens(io.StringIO(expr).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return expr, []  # the engine reports the syntax error
+    out: list[str] = []
+    spans: list[tuple[int, int]] = []
+    last = 0
+    shift = 0
+    for k, t in enumerate(toks):
+        if t.type != tokenize.NAME or t.start[0] != 1:
+            continue
+        called = k + 1 < len(toks) and toks[k + 1].string == "("
+        if t.string == "x" and not called:
+            raise ExpressionError(
+                f"invalid expression at column {t.start[1] + 1}: unknown variable 'x' (the array is {name})",
+                position=t.start[1] + 1,
+                detail=f"unknown variable 'x' (the array is {name})",
+            )
+        if t.string == name and not called:
+            out.append(expr[last : t.start[1]])
+            out.append("x")
+            spans.append((t.start[1] - shift, len(name) - 1))
+            shift += len(name) - 1
+            last = t.end[1]
+    out.append(expr[last:])
+    return "".join(out), spans
+
+
+def _reraise(e: ExpressionError, expr: str, spans: list[tuple[int, int]]) -> ExpressionError:
+    pos = getattr(e, "position", 1)
+    orig = pos + sum(removed for col, removed in spans if col + 1 < pos)
+    detail = getattr(e, "detail", str(e))
+    caret = " " * (orig - 1) + "^"
+    return ExpressionError(
+        f"invalid expression at column {orig}: {detail}\n  {expr}\n  {caret}", position=orig, detail=detail
+    )
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """``a`` as the flat, contiguous array of its storage type that the native module reads."""
+    f = np.ascontiguousarray(a).reshape(-1)
+    return f.view(np.uint8) if f.dtype == np.bool_ else f
+
+
+class Pool:
+    """A pool of worker processes mapping over numpy arrays in shared memory.
+
+    ``Pool(processes)`` as ``multiprocessing.Pool``; ``start_method`` is ``"forkserver"``
+    (the default: workers forked by a fresh, single-threaded interpreter, safe in a process that
+    runs threads), ``"spawn"`` (a fresh interpreter per worker) or ``"fork"`` (workers forked
+    from this process, as ``os.fork`` forks: the fastest start; replacement workers are forked
+    from the pool's supervisor thread, so a callable that takes a lock another thread held at
+    that instant may hang, as under ``multiprocessing``'s ``fork``);
+    ``chunk_timeout`` (seconds) kills and replaces a worker whose chunk runs longer;
+    ``max_attempts`` bounds how many workers one chunk may kill; ``maxtasksperchild`` recycles
+    workers after that many chunks; ``initializer(*initargs)`` runs in each worker before its
+    first ``map`` chunk. Use it as a context manager (``__exit__`` terminates it, as
+    ``multiprocessing`` does) or call ``close()`` + ``join()``.
+    """
+
+    def __init__(
+        self,
+        processes: Optional[int] = None,
+        *,
+        start_method: Optional[str] = None,
+        chunk_len: Optional[int] = None,
+        chunk_timeout: Optional[float] = None,
+        max_attempts: Optional[int] = None,
+        maxtasksperchild: Optional[int] = None,
+        initializer: Optional[Callable[..., object]] = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        if processes is not None and processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        # Run by each worker before the first chunk of a `map` it serves (workers are started
+        # by the engine before any callable is known, so it runs lazily, once per process).
+        self._init = b"" if initializer is None else _pickle_callable((initializer, tuple(initargs)))
+        self._pid = os.getpid()
+        self._p = _native.Pool(
+            processes,
+            # The fork server is exec'd from this interpreter (a fresh, single-threaded one
+            # loading only the extension), so it is safe whatever threads this process runs, and
+            # its workers can run Python callables; `fork` must be asked for.
+            start_method=start_method or "forkserver",
+            chunk_len=chunk_len,
+            chunk_timeout=chunk_timeout,
+            max_attempts=max_attempts,
+            maxtasksperchild=maxtasksperchild,
+        )
+        self._state = "running"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+    def close(self) -> None:
+        """Accept no more work; the workers exit at :meth:`join`."""
+        self._p.close()
+        if self._state == "running":
+            self._state = "closed"
+
+    def join(self) -> None:
+        """Wait for the workers to exit, after :meth:`close` or :meth:`terminate`."""
+        if self._state == "running":
+            raise ValueError("Pool is still running")
+        ex = getattr(self, "_threads", None)
+        if ex is not None:
+            ex.shutdown(wait=True)
+        self._p.join()
+
+    def terminate(self) -> None:
+        """Kill the workers at once and wait for them."""
+        self._p.terminate()
+        self._state = "terminated"
+        ex = getattr(self, "_threads", None)
+        if ex is not None:
+            ex.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def processes(self) -> int:
+        """Number of worker processes."""
+        return int(self._p.processes)
+
+    @property
+    def start_method(self) -> str:
+        """How the workers were started: ``"fork"``, ``"forkserver"`` or ``"spawn"``."""
+        return str(self._p.start_method)
+
+    def pids(self) -> list[int]:
+        """The pids of the live workers."""
+        return list(self._p.pids())
+
+    @property
+    def worker_deaths(self) -> int:
+        """Workers that died (crashed or were killed on a timeout) since the pool started."""
+        return int(self._p.worker_deaths)
+
+    @property
+    def respawns(self) -> int:
+        """Workers started to replace dead or recycled ones."""
+        return int(self._p.respawns)
+
+    def _check(self) -> None:
+        if os.getpid() != self._pid:
+            raise ShmpoolError(
+                f"the pool belongs to process {self._pid} and cannot be used from process {os.getpid()}"
+            )
+
+    # -- expressions -------------------------------------------------------------------------
+
+    def evaluate(self, expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> np.ndarray:
+        """Evaluates ``expr`` over named arrays with numpy's semantics: over one, in the workers.
+
+        ``pool.evaluate("sqrt(a) * 2", a=arr)`` computes what numpy computes for
+        ``np.sqrt(arr) * 2``: same result dtype (NEP 50 promotion), same values. ``i`` is the
+        flat index (int64). ``out`` receives the result (numpy's ``same_kind`` casting rule);
+        otherwise a new array of the input's shape is returned, in shared memory when the input
+        is. The GIL is released while the workers run; Ctrl-C terminates the pool and raises
+        ``KeyboardInterrupt``. An input made by :func:`zeros` is read in place, others are
+        copied into shared memory once.
+
+        Over several arrays (``pool.evaluate("a * b + c", a=x, b=y, c=z)``), types promote
+        across the arrays and shapes broadcast as numpy's; ``i`` is the flat index of the
+        result. These run in this process (on up to ``processes`` threads, GIL released, not
+        interruptible by Ctrl-C), not in the workers, and return an ordinary array. Each
+        argument is taken as an array (``np.asarray``): a Python number given as ``c=2.0`` is a
+        float64 array, not numpy's weakly typed scalar; write constants into ``expr`` instead.
+        """
+        self._check()
+        if not arrays:
+            raise TypeError("evaluate takes at least one array as name=array (none given)")
+        if len(arrays) > 1:
+            if self._state != "running":
+                raise PoolClosed("Pool not running: it was closed or terminated")
+            return _evaluate_inputs(expr, arrays, out, self.processes)
+        ((name, x),) = arrays.items()
+        engine_expr, spans = _rename(expr, name)
+        x = np.asarray(x)
+        dt = _dtype(x.dtype)
+        if x.dtype != dt:
+            x = x.astype(dt)
+        try:
+            res = np.dtype(_native.result_dtype(engine_expr, dt.name))
+            return self._evaluate(engine_expr, x, dt, res, out)
+        except KeyboardInterrupt:
+            self._state = "terminated"  # Ctrl-C terminated the pool's workers
+            raise
+        except ExpressionError as e:
+            if spans:
+                raise _reraise(e, expr, spans) from None
+            raise
+
+    def _evaluate(self, expr: str, x: np.ndarray, dt: np.dtype, res: np.dtype, out: Optional[np.ndarray]) -> np.ndarray:
+        owner = _owner(x)
+        xin: Any = owner if owner is not None else _flat(x)
+        if out is None:
+            if owner is not None:
+                result = zeros(x.shape, res)
+                self._p.evaluate(expr, xin, dt.name, _owner(result), res.name)
+                return result
+            r = self._p.evaluate(expr, xin, dt.name, None, res.name)
+            if res == np.bool_:
+                r = r.view(np.bool_)
+            return r.reshape(x.shape)
+        if not isinstance(out, np.ndarray):
+            raise TypeError("out must be a numpy array")
+        if out.shape != x.shape:
+            raise ValueError(f"out has shape {out.shape}, the result has shape {x.shape}")
+        if not np.can_cast(res, out.dtype, casting="same_kind"):
+            raise TypeError(
+                f"Cannot cast ufunc output from dtype('{res}') to dtype('{out.dtype}') with casting rule 'same_kind'"
+            )
+        if not out.flags.writeable:
+            raise ValueError("output array is read-only")
+        odt = out.dtype
+        direct = odt in _SUPPORTED and out.flags.c_contiguous and not np.shares_memory(out, x)
+        if not direct:
+            np.copyto(out, self._evaluate(expr, x, dt, res, None), casting="same_kind")
+            return out
+        oowner = _owner(out)
+        oin: Any = oowner if oowner is not None else _flat(out)
+        self._p.evaluate(expr, xin, dt.name, oin, odt.name)
+        return out
+
+    # -- Python callables --------------------------------------------------------------------
+
+    def map(
+        self,
+        f: Callable[[np.ndarray, np.ndarray], object],
+        a: Any,
+        out: Optional[np.ndarray] = None,
+        *,
+        dtype: Any = None,
+    ) -> np.ndarray:
+        """Calls ``f(chunk_in, chunk_out)`` in the worker processes over consecutive chunks of
+        ``a``, where ``chunk_in`` is a read-only 1-D numpy view of a chunk of ``a`` (flat, in C
+        order) and ``chunk_out`` the writable view of the same elements of the output; ``f``
+        writes its results into ``chunk_out``. Returns ``out``, or a new array of ``a``'s shape
+        and ``dtype`` (default: ``a``'s) with what ``f`` wrote, in shared memory when ``a`` is.
+
+        Nothing is pickled but ``f`` itself (by reference: an importable function, as
+        ``multiprocessing`` under spawn; a lambda or closure too if ``cloudpickle`` is
+        installed). Inputs and outputs made by :func:`zeros` & co. are used in place; other
+        arrays go through the pool's reusable shared staging buffers (one copy in, one copy
+        out; small batches travel inside the ring's slots). Under ``forkserver`` and ``spawn`` the
+        workers are fresh interpreters; under ``fork`` they are forks of this one (``os.fork``'s
+        protocol: the GIL, ``os.register_at_fork`` callbacks) and see its state.
+
+        A worker killed inside ``f`` is replaced and its chunk redone (after ``max_attempts``
+        deaths: :class:`WorkerCrashed`); an exception raised by ``f`` is raised here with its type
+        and message when it is a built-in exception (else :class:`KernelError`), with the chunk's
+        ``range`` attribute; ``chunk_timeout`` kills a hung ``f``. ``f`` must not keep a reference
+        to its chunk views after returning: a worker where one survives exits (a crash).
+        """
+        self._check()
+        a = np.asarray(a)
+        dt = _dtype(a.dtype)
+        if a.dtype != dt:
+            a = a.astype(dt)
+        odt = _dtype(dtype if dtype is not None else (out.dtype if out is not None else dt))
+        if out is not None:
+            if not isinstance(out, np.ndarray):
+                raise TypeError("out must be a numpy array")
+            if out.shape != a.shape:
+                raise ValueError(f"out has shape {out.shape}, the input has shape {a.shape}")
+            if not out.flags.writeable:
+                raise ValueError("output array is read-only")
+            direct = out.dtype == odt and out.flags.c_contiguous and not np.shares_memory(out, a)
+            if not direct:
+                np.copyto(out, self.map(f, a, dtype=odt), casting="unsafe")
+                return out
+        owner = _owner(a)
+        if out is None and owner is not None:
+            # A shared input gives a shared result.
+            return self.map(f, a, out=zeros(a.shape, odt))
+        if a.size == 0:
+            return out if out is not None else np.zeros(a.shape, odt)
+        payload = _payload(f, dt, odt, self._init)
+        xin: Any = owner if owner is not None else _flat(a)
+        oin: Any = None
+        if out is not None:
+            oo = _owner(out)
+            oin = oo if oo is not None else _flat(out)
+        try:
+            r = self._p.map_py(payload, xin, dt.name, oin, odt.name)
+        except KeyboardInterrupt:
+            self._state = "terminated"
+            raise
+        except KernelError as e:
+            raise _rebuild(e) from None
+        if out is not None:
+            return out
+        if odt == np.bool_:
+            r = r.view(np.bool_)
+        return r.reshape(a.shape)
+
+    def _executor(self) -> "concurrent.futures.ThreadPoolExecutor":
+        import concurrent.futures
+
+        with _default_lock:
+            ex = getattr(self, "_threads", None)
+            if ex is None:
+                ex = self._threads = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=max(2, self.processes), thread_name_prefix="shmpool-submit"
+                )
+            return ex
+
+    def submit(
+        self, f: Callable[[np.ndarray, np.ndarray], object], a: Any, out: Optional[np.ndarray] = None, *, dtype: Any = None
+    ) -> "concurrent.futures.Future[np.ndarray]":
+        """``apply_async``: starts ``map(f, a, out, dtype=dtype)`` and returns a
+        ``concurrent.futures.Future`` of its result at once. Several submitted maps share the
+        workers (the engine serves maps from many threads at once)."""
+        self._check()
+        return self._executor().submit(self.map, f, a, out, dtype=dtype)
+
+    def _batches(self, f: Callable[..., object], batches: Any, dtype: Any, in_flight: Optional[int], ordered: bool) -> Any:
+        import collections
+        import concurrent.futures
+
+        limit = max(1, in_flight if in_flight is not None else self.processes)
+        pending: "collections.deque[concurrent.futures.Future[np.ndarray]]" = collections.deque()
+        it = iter(batches)
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < limit:
+                    try:
+                        b = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending.append(self.submit(f, b, dtype=dtype))
+                if not pending:
+                    return
+                if ordered:
+                    yield pending.popleft().result()
+                else:
+                    done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                    first = next(iter(done))
+                    pending.remove(first)
+                    yield first.result()
+        except KeyboardInterrupt:
+            self.terminate()
+            raise
+        finally:
+            for p in pending:
+                p.cancel()
+            concurrent.futures.wait(pending)
+
+    def imap(
+        self, f: Callable[[np.ndarray, np.ndarray], object], batches: Any, *, dtype: Any = None, in_flight: Optional[int] = None
+    ) -> "Iterator[np.ndarray]":
+        """``map(f, batch)`` for each array of the iterable ``batches``, results in order, with
+        at most ``in_flight`` batches (default: the number of workers) submitted ahead: the
+        iterable is consumed lazily and memory stays bounded."""
+        return self._batches(f, batches, dtype, in_flight, True)
+
+    def imap_unordered(
+        self, f: Callable[[np.ndarray, np.ndarray], object], batches: Any, *, dtype: Any = None, in_flight: Optional[int] = None
+    ) -> "Iterator[np.ndarray]":
+        """As :meth:`imap`, results in the order they finish."""
+        return self._batches(f, batches, dtype, in_flight, False)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def map_file(
+        self,
+        input: PathLike,
+        output: PathLike,
+        expr: str,
+        *,
+        dtype: Any = None,
+        progress: Union[bool, Callable[[int, int], object]] = False,
+    ) -> np.dtype:
+        """Maps ``expr`` (over ``x``, the input's elements, and ``i``, the flat index) from the
+        ``.npy`` file ``input`` into a new ``.npy`` file ``output``, as ``shmpool map`` does.
+
+        The input is memory-mapped read-only and the workers read it in place: nothing may
+        truncate or rewrite it during the call (as with ``np.load(mmap_mode='r')``). The output
+        gets numpy's result dtype, or ``dtype`` (cast as ``astype``), the input's shape, and
+        appears under its name only when complete. ``progress=True`` prints progress lines on
+        stderr; a callable is called as ``progress(done, total)``. Returns the output dtype.
+        """
+        self._check()
+        src, dst = os.fspath(input), os.fspath(output)
+        if os.path.realpath(src) == os.path.realpath(dst):
+            raise ValueError(f"output {dst} is the input: write to another file")
+        cb: Optional[Callable[[int, int], object]]
+        if progress is True:
+            cb = _ProgressLines()
+        elif progress is False or progress is None:
+            cb = None
+        else:
+            cb = progress
+        odt = None if dtype is None else _dtype(dtype).name
+        try:
+            _, name = self._p.map_file(src, dst, expr, odt, cb)
+        except KeyboardInterrupt:
+            self._state = "terminated"
+            raise
+        return np.dtype(name)
+
+
+def _payload(f: Callable[..., object], in_dt: np.dtype, out_dt: np.dtype, init: bytes = b"") -> bytes:
+    """What a worker needs to call ``f``: this process's ``sys.path`` (for imports), the dtypes,
+    ``f`` pickled by reference (or by value with cloudpickle, when installed and needed) and the
+    pool's pickled ``(initializer, initargs)`` (empty: none)."""
+    import pickle
+
+    fb = _pickle_callable(f)
+    return pickle.dumps(([p for p in sys.path if isinstance(p, str)], in_dt.str, out_dt.str, fb, init))
+
+
+def _pickle_callable(f: Any) -> bytes:
+    """``f`` (a callable, or a tuple holding callables) pickled by reference, or by value with
+    cloudpickle where ``pickle`` cannot (lambdas, closures, functions of ``__main__``)."""
+    import pickle
+
+    try:
+        fb = pickle.dumps(f)
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        try:
+            import cloudpickle  # type: ignore[import-not-found]
+        except ImportError:
+            raise TypeError(
+                f"cannot send {f!r} to the workers: it is not importable by name ({e}); "
+                "define it at the top level of a module, or install cloudpickle"
+            ) from None
+        fb = cloudpickle.dumps(f)
+    else:
+        mod = getattr(f[0] if isinstance(f, tuple) and f else f, "__module__", None)
+        if mod == "__main__":
+            try:
+                import cloudpickle  # type: ignore[import-not-found]
+
+                fb = cloudpickle.dumps(f)
+            except ImportError:
+                raise TypeError(
+                    f"cannot send {f!r} to the workers: functions of __main__ are not importable "
+                    "there; define it in a module, or install cloudpickle"
+                ) from None
+    return fb
+
+
+def _rebuild(e: KernelError) -> BaseException:
+    """The exception a callable raised in a worker, rebuilt: a built-in exception type with its
+    message, else :class:`KernelError`; either carries ``range`` and the worker's traceback."""
+    import builtins
+
+    detail = getattr(e, "detail", str(e))
+    head, _, tb = detail.partition("\n")
+    name, sep, msg = head.partition(": ")
+    rng = getattr(e, "range", None)
+    cls = getattr(builtins, name, None) if sep else None
+    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, OSError):
+        try:
+            err: BaseException = cls(msg)
+        except Exception:
+            err = e
+    else:
+        err = KernelError(f"{head} (in the kernel, on index range {rng})", range=rng, detail=detail)
+    err.range = rng  # type: ignore[attr-defined]
+    err.worker_traceback = tb  # type: ignore[attr-defined]
+    return err
+
+
+class _ProgressLines:
+    """Progress on stderr: percent, elements/s and ETA, at most once a second, and at 100%."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < 1.0:
+            return
+        self.last = now
+        secs = max(now - self.start, 1e-9)
+        rate = done / secs
+        pct = 100.0 if total == 0 else done * 100.0 / total
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        sys.stderr.write(f"progress: {pct:5.1f}% {done}/{total} elements, {rate / 1e6:.1f} Melem/s, ETA {eta:.0f} s\n")
+
+
+# --------------------------------------------------------------------------------------------
+# the module-level pool
+
+_default: Optional[Pool] = None
+_default_lock = threading.Lock()
+
+
+def _default_pool() -> Pool:
+    global _default
+    with _default_lock:
+        p = _default
+        if p is None or p._pid != os.getpid() or p._state != "running":
+            p = _default = Pool()
+        return p
+
+
+def _drop_default() -> None:
+    global _default
+    with _default_lock:
+        p, _default = _default, None
+    if p is not None and p._pid == os.getpid():
+        p.terminate()
+
+
+atexit.register(_drop_default)
+
+
+def evaluate(expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> np.ndarray:
+    """Evaluates ``expr`` over one named array with numpy's semantics on all cores
+    (numexpr's call): see :meth:`Pool.evaluate`. Uses a module-wide pool with one worker per
+    core, started on first use and terminated at exit (or after a Ctrl-C)."""
+    pool = _default_pool()
+    try:
+        return pool.evaluate(expr, out=out, **arrays)
+    except KeyboardInterrupt:
+        _drop_default()
+        raise

@@ -1,0 +1,88 @@
+//! Expressions over several named arrays (`evaluate("a * b + c", a=..., b=..., c=...)`):
+//! compiled by the engine's several-input compiler (`Program::compile_inputs`: numpy's type
+//! promotion across inputs) and evaluated in this process, broadcast as numpy does
+//! (`Program::eval_broadcast`), on scoped threads with the GIL released. The pool's workers
+//! read one input per chunk (the engine maps several inputs only from `.npy` files), so these
+//! expressions do not travel to them.
+
+use super::*;
+
+use numpy::{PyReadonlyArray1, PyReadwriteArray1};
+use shmpool::kernel::expr::broadcast_shapes;
+
+/// Output elements below which the evaluation runs on one thread.
+const PER_THREAD: usize = 1 << 16;
+
+/// One input as the package hands it over: (name, dtype name, shape).
+type Named = (String, String, Vec<u64>);
+
+fn compile(expr: &str, inputs: &[Named]) -> PyResult<(Program, Vec<u64>)> {
+    let py_err = |e: shmpool::kernel::expr::Error| Python::attach(|py| to_py(py, e));
+    let dtypes = inputs.iter().map(|(_, d, _)| dtype_arg(d)).collect::<PyResult<Vec<Dtype>>>()?;
+    let named: Vec<(&str, Dtype)> = inputs.iter().zip(&dtypes).map(|((n, _, _), &d)| (n.as_str(), d)).collect();
+    let program = Program::compile_inputs(expr, &named).map_err(py_err)?;
+    let shapes: Vec<&[u64]> = inputs.iter().map(|(_, _, s)| s.as_slice()).collect();
+    let shape = broadcast_shapes(&shapes).map_err(py_err)?;
+    Ok((program, shape))
+}
+
+/// The result's dtype name and broadcast shape of `expr` over `inputs` (name, dtype, shape).
+#[pyfunction]
+pub(crate) fn inputs_result(expr: &str, inputs: Vec<Named>) -> PyResult<(&'static str, Vec<u64>)> {
+    let (program, shape) = compile(expr, &inputs)?;
+    Ok((program.output_dtype().name(), shape))
+}
+
+/// Evaluates `expr` over `inputs` (name, dtype, shape) whose elements are `data` (the raw
+/// bytes of each C-contiguous array, in order) into `out`: the raw bytes of a C-contiguous
+/// array of the result dtype and the broadcast shape ([`inputs_result`]). Runs on up to
+/// `threads` threads, with the GIL released.
+#[pyfunction]
+pub(crate) fn evaluate_inputs(
+    py: Python<'_>,
+    expr: &str,
+    inputs: Vec<Named>,
+    data: Vec<PyReadonlyArray1<'_, u8>>,
+    mut out: PyReadwriteArray1<'_, u8>,
+    threads: usize,
+) -> PyResult<()> {
+    if data.len() != inputs.len() {
+        return Err(PyValueError::new_err(format!("{} inputs named, {} given", inputs.len(), data.len())));
+    }
+    let (program, shape) = compile(expr, &inputs)?;
+    let n = shape.iter().try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)));
+    let n = n.ok_or_else(|| PyValueError::new_err("the result is too large"))?;
+    let osz = program.output_dtype().size();
+    let bytes: Vec<&[u8]> = data.iter().map(|a| a.as_slice().map_err(not_contiguous)).collect::<PyResult<_>>()?;
+    let ins: Vec<(&[u8], &[u64])> = bytes.iter().zip(&inputs).map(|(b, (_, _, s))| (*b, s.as_slice())).collect();
+    let out = out.as_slice_mut().map_err(not_contiguous)?;
+    if out.len() != n * osz {
+        return Err(PyValueError::new_err(format!("out holds {} bytes, the result {}", out.len(), n * osz)));
+    }
+    let threads = threads.clamp(1, n.div_ceil(PER_THREAD).max(1));
+    let per = n.div_ceil(threads).max(1);
+    let r = py.detach(|| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = out
+                .chunks_mut(per * osz)
+                .enumerate()
+                .map(|(k, chunk)| {
+                    let (program, ins) = (&program, &ins);
+                    let start = (k * per) as u64;
+                    let end = start + (chunk.len() / osz) as u64;
+                    s.spawn(move || program.eval_broadcast(ins, chunk, start..end))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+        })
+    });
+    for res in r {
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(to_py(py, e)),
+            // A panic of the evaluator (a bug) is reported, not propagated into Python.
+            Err(_) => return Err(PyRuntimeError::new_err("an evaluation thread panicked")),
+        }
+    }
+    Ok(())
+}
