@@ -117,3 +117,51 @@ fn rank_body_ranks_disagree_about_the_expression() {
     assert!(r.is_err(), "rank {}: ranks passed different expressions, yet map_npy returned {r:?}", world.rank());
     world.barrier();
 }
+
+// Promise (issue 17, Library and Failure): `map_npy` maps a file "over the ranks of a given
+// communicator" and a job ends, never hangs. `map_npy` takes any `C: Communicator`, and
+// rsmpi's `InterCommunicator` is one: nothing refuses it, and its collectives mean something
+// else on an inter-communicator (a broadcast's root is in the *other* group, an all-reduce
+// returns the other group's values). Here each of 2 ranks is rank 0 of its own group of an
+// inter-communicator. Observed (debug build): `map_npy`'s first step, rsmpi's `duplicate`,
+// panics ("assertion failed: !comm_is_inter(raw)", a `debug_assert!` in rsmpi), the panic
+// hook aborts the job and mpirun exits 101: a panic on a caller's argument, in a safe
+// function. In a release build the assertion is compiled out and both ranks, each rank 0 of
+// its group, go on as the root of a broadcast whose root is in the other group (not run
+// here). Expected: a typed error on every rank (`MPI_Comm_test_inter` says what it is), as
+// for any other argument the call cannot use.
+#[test]
+fn map_npy_on_an_inter_communicator_is_refused_not_a_hang() {
+    let d = Dir::new();
+    save_f64(&d.path("x.npy"), 1000);
+    let o = on_ranks(&d, 2, "rank_body_map_npy_on_an_inter_communicator");
+    assert!(o.status.success(), "an error on every rank, not a hang: {}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).matches("1 passed").count(), 2, "{}", text(&o));
+    assert_eq!(d.debris(&["x.npy"]), Vec::<String>::new(), "no debris");
+}
+
+#[test]
+#[ignore = "a rank body: run by mpirun from map_npy_on_an_inter_communicator_is_refused_not_a_hang"]
+fn rank_body_map_npy_on_an_inter_communicator() {
+    use mpi::raw::AsRaw;
+    use mpi::topology::{Color, InterCommunicator};
+    let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled).unwrap();
+    shmpool_mpi::abort_on_panic();
+    let world = universe.world();
+    let me = world.rank();
+    let local = world.split_by_color(Color::with_value(me)).unwrap();
+    let mut raw = std::mem::MaybeUninit::<mpi::ffi::MPI_Comm>::uninit();
+    // SAFETY: `local` and `world` are live communicators; rank `1 - me` of `world` is the
+    // leader of the other group (both groups have one rank), and `raw` is valid storage that
+    // MPI_Intercomm_create fills.
+    let rc = unsafe { mpi::ffi::MPI_Intercomm_create(local.as_raw(), 0, world.as_raw(), 1 - me, 17, raw.as_mut_ptr()) };
+    assert_eq!(rc, 0, "MPI_Intercomm_create");
+    // SAFETY: MPI_Intercomm_create succeeded and wrote a live inter-communicator handle.
+    let inter = unsafe { InterCommunicator::try_from_raw(raw.assume_init()) }.expect("an inter-communicator");
+    let dir = test_dir();
+    let mut job = MapJob::new(dir.join("x.npy"), dir.join("out.npy"), "x + 1");
+    job.workers = Some(1);
+    let r = map_npy(&inter, &job, None);
+    assert!(r.is_err(), "rank {me}: map_npy on an inter-communicator returned {r:?}");
+    world.barrier();
+}
