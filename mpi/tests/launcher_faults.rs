@@ -22,6 +22,24 @@ use common::{descendants, finish, nothing_left, save_f64, Dir, BIN};
 // (O_TMPFILE).
 #[test]
 fn mpirun_sigkilled_mid_map_leaves_no_temporary_output() {
+    signalled_mid_map(nix::sys::signal::SIGKILL);
+}
+
+// Promise (issue 17, Output and Failure): "on any failure no rank publishes and the temporary
+// file is removed", no debris. Broken for the signals batch systems send before a job's time
+// limit (Slurm's `--signal=USR1@60`, PBS's and LSF's warning signals): mpirun forwards SIGUSR1
+// and SIGUSR2 to the ranks, whose signal thread handles only SIGINT, SIGTERM and SIGHUP, so
+// the ranks die of the default action without removing the temporary. Reproduce: hold 2
+// ranks mid-map, `kill -USR1 <mpirun>`. Observed: mpirun exits 138, the ranks are gone, and
+// `.out.npy.XXXXXX.tmp` stays. Expected: nothing left (`shmpool map` killed by SIGUSR1
+// leaves nothing: O_TMPFILE).
+#[test]
+fn sigusr1_to_mpirun_mid_map_leaves_no_temporary_output() {
+    signalled_mid_map(nix::sys::signal::SIGUSR1);
+}
+
+/// Holds 2 ranks mid-map, sends `sig` to mpirun, checks the aftermath.
+fn signalled_mid_map(sig: nix::sys::signal::Signal) {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 3_000_000);
     let hold = d.path("hold");
@@ -51,7 +69,7 @@ fn mpirun_sigkilled_mid_map_leaves_no_temporary_output() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let seen = descendants(child.id());
-    child.kill().unwrap(); // SIGKILL to mpirun
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
     let (code, err, _, seen) = finish(child, Instant::now(), seen);
     assert_ne!(code, Some(0), "{err}");
     // The ranks get a few seconds to clean up (they are gone well within that).
