@@ -165,3 +165,76 @@ fn rank_body_map_npy_on_an_inter_communicator() {
     assert!(r.is_err(), "rank {me}: map_npy on an inter-communicator returned {r:?}");
     world.barrier();
 }
+
+/// Runs the ignored test `body` on 2 ranks, rank 1 in a mount namespace of its own whose
+/// `/dev/shm` holds only 4 MiB (`unshare -m`, as root); `None` when that cannot be set up.
+fn on_ranks_with_a_small_dev_shm_on_rank_1(d: &Dir, body: &str) -> Option<std::process::Output> {
+    let probe = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o size=4m tmpfs /dev/shm"])
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let test_args = ["--ignored", "--exact", body, "--nocapture", "--test-threads=1"];
+    let o = Command::new("timeout")
+        .args(["-s", "KILL", LIMIT, "mpirun", "--oversubscribe", "-np", "1"])
+        .arg(&exe)
+        .args(test_args)
+        .args([":", "-np", "1", "unshare", "-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=4m tmpfs /dev/shm && exec \"$0\" \"$@\"")
+        .arg(&exe)
+        .args(test_args)
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl_vader_backing_directory", d.path("mpi"))
+        .env("OMPI_MCA_pml", "ob1")
+        .env("SHMPOOL_MPI_TEST_DIR", d.tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Some(o)
+}
+
+// Promise (`scatter_map_gather` docs; issue 17, Failure): "[`Error::Engine`] when this rank's
+// map fails; [`Error::OtherRank`] when another rank's does. No rank gathers anything unless
+// every rank succeeded", and never a hang. Broken: the shared arrays a rank scatters into and
+// maps into (`SharedVec::zeroed`, twice) are allocated with `?` outside the status
+// agreement, so a rank that cannot allocate them (a full or small `/dev/shm`, a memory
+// limit) returns its error at once, while the other ranks wait for it in the scatter (or in
+// the agreement) forever. Reproduce: 2 ranks, rank 1 with a 4 MiB `/dev/shm`, 2,000,000
+// float64 (rank 1's slice needs 8 MB). Observed: rank 1 returns `Error::Engine` ("No space
+// left on device"), rank 0 never returns: the job hangs until `timeout` kills it (40 s).
+// Expected: rank 1 `Error::Engine`, rank 0 `Error::OtherRank`, both return.
+#[test]
+fn scatter_map_gather_with_a_rank_out_of_shared_memory_fails_every_rank_not_a_hang() {
+    let d = Dir::new();
+    let Some(o) = on_ranks_with_a_small_dev_shm_on_rank_1(&d, "rank_body_scatter_map_gather_out_of_shared_memory")
+    else {
+        eprintln!("SKIPPED: needs `unshare -m` and tmpfs mounts (root)");
+        return;
+    };
+    assert!(o.status.success(), "every rank returns an error, no hang: {}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).matches("1 passed").count(), 2, "{}", text(&o));
+}
+
+#[test]
+#[ignore = "a rank body: run by mpirun from scatter_map_gather_with_a_rank_out_of_shared_memory_fails_every_rank_not_a_hang"]
+fn rank_body_scatter_map_gather_out_of_shared_memory() {
+    let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled).unwrap();
+    shmpool_mpi::abort_on_panic();
+    let world = universe.world();
+    let pool = Pool::new(1).unwrap();
+    let program = shmpool::kernel::expr::Program::compile("x * 2").unwrap();
+    let spec = KernelSpec::expr::<f64, f64>(&program).unwrap();
+    let n = 2_000_000usize;
+    let xs: Vec<f64> = if world.rank() == 0 { (0..n).map(|k| k as f64).collect() } else { Vec::new() };
+    let input = (world.rank() == 0).then_some(&xs[..]);
+    let r = scatter_map_gather::<_, f64, f64>(&world, &pool, input, &spec);
+    let e = r.expect_err("rank 1 cannot allocate its slice: every rank fails");
+    eprintln!("rank {}: {e}", world.rank());
+    assert_eq!(e.reported_elsewhere(), world.rank() == 0, "{e}");
+    world.barrier();
+}
