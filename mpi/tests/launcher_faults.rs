@@ -1,8 +1,8 @@
 //! Review of issue 17's failure promises when the launcher is signalled: `mpirun` SIGKILLed
 //! (`timeout -s KILL`, as the issue and these tests run it; a batch system's hard limit; the
 //! OOM killer), sent the warning signal a batch system sends before a time limit (SIGUSR1,
-//! which mpirun forwards to the ranks), or SIGTERMed (its exit code). Needs the `testing` feature (the hook that
-//! holds the ranks mid-map).
+//! which mpirun forwards to the ranks), or SIGTERMed (its exit code). Needs the `testing`
+//! feature (the hook that holds the ranks mid-map).
 #![cfg(feature = "testing")]
 
 mod common;
