@@ -93,21 +93,13 @@ impl Error {
     /// The process exit code for this error, as `shmpool map` uses them: 2 for usage and bad
     /// input, 1 for failures while running.
     pub fn exit_code(&self) -> i32 {
-        use shmpool::Error as E;
         match self {
             Error::Usage(_) => EXIT_USAGE,
             Error::OtherRank { status } => *status,
             Error::TooLarge { .. } => EXIT_USAGE,
-            Error::Engine(e) => match e {
-                E::InvalidOption { .. }
-                | E::TypeMismatch { .. }
-                | E::TooLarge { .. }
-                | E::Aliased { .. }
-                | E::LengthMismatch { .. }
-                | E::InvalidExpression { .. }
-                | E::BadNpy { .. }
-                | E::UnknownDtype { .. } => EXIT_USAGE,
-                E::File { op, .. } if matches!(*op, "open" | "create a file in" | "write to") => EXIT_USAGE,
+            // Decided by kind, never by message, as `shmpool map` decides.
+            Error::Engine(e) => match e.kind() {
+                shmpool::ErrorKind::InvalidInput | shmpool::ErrorKind::File => EXIT_USAGE,
                 _ => EXIT_FAILURE,
             },
         }
@@ -133,9 +125,6 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-
-/// The expression `shmpool map` applies when none is given (W1).
-pub const DEFAULT_EXPR: &str = "sqrt(x) * 1.5 + 0.25";
 
 /// One map of a `.npy` file over the ranks of a communicator: the arguments of
 /// `shmpool map INPUT -o OUTPUT`. Every rank must pass the same job.
@@ -169,6 +158,24 @@ impl MapJob {
             chunk_len: None,
             in_place: false,
         }
+    }
+}
+
+impl MapJob {
+    /// What makes the output: every rank must agree on it (the workers and the chunk length
+    /// may differ between ranks, the bytes written do not).
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut f = Vec::new();
+        let mut field = |b: &[u8]| {
+            f.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            f.extend_from_slice(b);
+        };
+        field(self.input.as_os_str().as_encoded_bytes());
+        field(self.output.as_os_str().as_encoded_bytes());
+        field(self.expr.as_bytes());
+        field(self.dtype.as_deref().unwrap_or("\0none").as_bytes());
+        field(&[u8::from(self.in_place)]);
+        f
     }
 }
 
@@ -240,10 +247,19 @@ pub fn remove_temporary() {
 /// map in progress, and calls `MPI_Abort` on `MPI_COMM_WORLD`: mpirun then stops every rank
 /// within seconds. Without it a panicking rank would unwind into `MPI_Finalize` (or exit)
 /// while the others wait for it in a collective: the job would hang.
+///
+/// The hook acts only in the process that installed it: a worker process forked from this
+/// one later (by any shmpool pool) inherits the hook, and there a panic is the pool's to
+/// report (a child of an MPI process must not call MPI), so the hook only runs the previous
+/// one.
 pub fn abort_on_panic() {
     let previous = std::panic::take_hook();
+    let installer = std::process::id();
     std::panic::set_hook(Box::new(move |info| {
         previous(info);
+        if std::process::id() != installer {
+            return;
+        }
         remove_temporary();
         if mpi::is_initialized() && !mpi::is_finalized() {
             SimpleCommunicator::world().abort(101);
@@ -293,6 +309,19 @@ pub fn wait_for_all(comm: &impl Communicator, mut tick: impl FnMut()) {
     }
 }
 
+/// [`Error::Usage`] when `comm` is an inter-communicator (its collectives reach the other
+/// group, not this one's ranks): every rank of it gets the same answer, locally.
+fn require_intra(comm: &impl Communicator) -> Result<()> {
+    let mut inter: std::os::raw::c_int = 0;
+    // SAFETY: `comm` is a live communicator handle (the trait's contract) and `inter` is valid
+    // storage for the flag MPI_Comm_test_inter writes; it has no other precondition.
+    let rc = unsafe { mpi::ffi::MPI_Comm_test_inter(comm.as_raw(), &mut inter) };
+    if rc != 0 || inter != 0 {
+        return Err(Error::Usage("an inter-communicator: pass an intra-communicator (its ranks map the file)".into()));
+    }
+    Ok(())
+}
+
 /// The largest status word of all ranks (0 = success), waiting politely first.
 fn agree(comm: &SimpleCommunicator, status: i32, tick: impl FnMut()) -> i32 {
     wait_for_all(comm, tick);
@@ -333,14 +362,14 @@ struct Prepared {
 
 #[allow(unsafe_code)]
 fn prepare(job: &MapJob) -> Result<Prepared> {
-    let out_dtype = job.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
-    Program::check_syntax(&job.expr)?; // before opening anything
-                                       // SAFETY: the documented contract of shmpool-mpi, as of `shmpool map` and
-                                       // `np.load(mmap_mode='r')`: nobody truncates or rewrites the input during the map. The
-                                       // mapping is read-only; `in_place` writes a new file and renames it over the input only
-                                       // after every rank has finished.
+    let out_dtype = job.dtype.as_deref().map(str::parse::<Dtype>).transpose().map_err(shmpool::Error::from)?;
+    Program::check_syntax(&job.expr).map_err(shmpool::Error::from)?; // before opening anything
+                                                                     // SAFETY: the documented contract of shmpool-mpi, as of `shmpool map` and
+                                                                     // `np.load(mmap_mode='r')`: nobody truncates or rewrites the input during the map. The
+                                                                     // mapping is read-only; `in_place` writes a new file and renames it over the input only
+                                                                     // after every rank has finished.
     let src = unsafe { NpyArray::open(&job.input) }?;
-    let program = Program::compile_for(&job.expr, src.dtype())?;
+    let program = Program::compile_for(&job.expr, src.dtype()).map_err(shmpool::Error::from)?;
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     let spec = KernelSpec::expr_for(&program, src.dtype(), out_dtype)?;
     Ok(Prepared { src, spec, out_dtype })
@@ -452,6 +481,7 @@ pub fn map_npy<C: Communicator>(
     job: &MapJob,
     mut progress: Option<&mut dyn FnMut(Progress)>,
 ) -> Result<Mapped> {
+    require_intra(comm)?;
     // A private communicator: our progress messages never mix with the caller's.
     let comm = comm.duplicate();
     let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
@@ -474,6 +504,9 @@ pub fn map_npy<C: Communicator>(
                 set_temporary(Some(temp.clone()));
                 word.push(0u8);
                 word.push(u8::from(progress.is_some()));
+                let fingerprint = job.fingerprint();
+                word.extend_from_slice(&(fingerprint.len() as u64).to_le_bytes());
+                word.extend_from_slice(&fingerprint);
                 word.extend_from_slice(temp.as_os_str().as_encoded_bytes());
                 prepared = Some(p);
                 creator = Some(out);
@@ -490,9 +523,12 @@ pub fn map_npy<C: Communicator>(
         return Err(first_error.unwrap_or(Error::OtherRank { status }));
     }
     let reporting = word.get(1) == Some(&1);
+    let flen = word.get(2..10).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes) as usize;
+    let (theirs, temp) = word.get(10..).unwrap_or(&[]).split_at(flen.min(word.len().saturating_sub(10)));
+    let same_job = theirs == job.fingerprint().as_slice();
     let temp = {
         use std::os::unix::ffi::OsStrExt;
-        PathBuf::from(std::ffi::OsStr::from_bytes(&word[2..]))
+        PathBuf::from(std::ffi::OsStr::from_bytes(temp))
     };
     if rank != 0 {
         set_temporary(Some(temp.clone()));
@@ -500,6 +536,11 @@ pub fn map_npy<C: Communicator>(
 
     // 2. Every rank opens the input and its part of the output, builds its pool.
     let setup = (|| -> Result<_> {
+        if !same_job {
+            return Err(Error::Usage(format!(
+                "rank {rank} was given another job than rank 0 (input, output, expression, dtype or --in-place differ)"
+            )));
+        }
         let p = match prepared.take() {
             Some(p) => p,
             None => prepare(job)?,
@@ -676,6 +717,7 @@ pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
     input: Option<&[In]>,
     spec: &KernelSpec,
 ) -> Result<Option<Vec<Out>>> {
+    require_intra(comm)?;
     let comm = comm.duplicate();
     let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
     let (isz, osz) = (std::mem::size_of::<In>(), std::mem::size_of::<Out>());
@@ -705,8 +747,20 @@ pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
     };
     let whole_fits = n.saturating_mul(isz.max(osz)) <= Count::MAX as usize;
 
-    // Scatter into a shared array the workers read in place.
-    let mut xs = SharedVec::<In>::zeroed(local.len())?;
+    // The shared arrays the workers read and write in place, allocated before the scatter:
+    // a rank that cannot allocate them fails every rank, never leaves them waiting in it.
+    let arrays = SharedVec::<In>::zeroed(local.len()).and_then(|xs| Ok((xs, SharedVec::<Out>::zeroed(local.len())?)));
+    let (arrays, status, mut first_error) = match arrays {
+        Ok(a) => (Some(a), 0, None),
+        Err(e) => {
+            let e = Error::from(e);
+            (None, e.exit_code(), Some(e))
+        }
+    };
+    let all = agree(&comm, status, || {});
+    let Some((mut xs, mut ys)) = arrays.filter(|_| all == 0) else {
+        return Err(first_error.unwrap_or(Error::OtherRank { status: all }));
+    };
     let root = comm.process_at_rank(0);
     {
         let recv: &mut [u8] = bytemuck::cast_slice_mut(&mut xs[..]);
@@ -729,8 +783,6 @@ pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
             root.receive_into(recv);
         }
     }
-    let mut ys = SharedVec::<Out>::zeroed(local.len())?;
-    let mut first_error = None;
     let status = match pool.map_into_spec_indexed(&xs, &mut ys, spec, local.start as u64) {
         Ok(()) => 0,
         Err(e) => {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use shmpool_mpi::{MapJob, Progress, DEFAULT_EXPR, EXIT_FAILURE, EXIT_USAGE};
+use shmpool_mpi::{MapJob, Progress, EXIT_FAILURE, EXIT_USAGE};
 
 /// shmpool over MPI: every rank maps its slice of a .npy file with a local pool of worker
 /// processes; rank 0 publishes one output, byte-identical to `shmpool map`'s.
@@ -39,7 +39,7 @@ struct MapArgs {
     output: Option<PathBuf>,
     /// Expression over `x` (element) and `i` (global flat index, int64) with numpy's
     /// semantics: types and promotion (NEP 50), integer arithmetic, comparisons giving bool. A
-    /// value starting with '-' is an expression (`--expr '-x**2'`). Default: `sqrt(x) * 1.5 + 0.25`.
+    /// value starting with '-' is an expression (`--expr '-x**2'`). Required.
     #[arg(long, allow_hyphen_values = true)]
     expr: Option<String>,
     /// Output dtype as numpy spells it (float64, f8, <i8, uint8, u1, bool...). Default: numpy's
@@ -61,9 +61,9 @@ struct MapArgs {
     #[arg(long)]
     quiet: bool,
     /// Allow the output to replace the input (written aside, renamed over it on success; the
-    /// input's mode is kept).
-    #[arg(long)]
-    in_place: bool,
+    /// input's mode is kept). The one input is `x`: `--in-place` and `--in-place=x` are the same.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "x")]
+    in_place: Option<String>,
 }
 
 /// This process's rank as mpirun announces it before `MPI_Init` (0 when not under mpirun).
@@ -82,13 +82,15 @@ fn restore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
-/// SIGINT, SIGTERM and SIGHUP (mpirun stops the ranks of a failed job with SIGTERM) remove the
+/// SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 (mpirun stops the ranks of a failed job with SIGTERM) remove the
 /// temporary output, if this rank knows of one, and end the process at once with 128 + the
 /// signal: the workers die with it (`PR_SET_PDEATHSIG`), shared memory names are unlinked
 /// from creation. A signal the program was started with ignored stays ignored.
 fn stop_on_signals() -> Result<(), String> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    // SIGUSR1 and SIGUSR2: the warning signals batch systems send before a time limit, which
+    // mpirun forwards to the ranks; their default action would end a rank without cleaning up.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
         .name("shmpool-mpi-signals".into())
@@ -128,21 +130,32 @@ fn main() {
         }
     };
     let Command::Map(args) = cli.command;
-    let Some(output) = args.output.clone() else {
+    // `shmpool map`'s checks before any file is opened, in its order and with its messages.
+    let usage = |message: &str| -> ! {
         if rank0 {
-            eprintln!("shmpool-mpi: error: map INPUT needs -o OUTPUT.npy");
+            eprintln!("shmpool-mpi: error: {message}");
         }
         std::process::exit(EXIT_USAGE);
     };
+    if args.jobs == Some(0) {
+        usage("-j must be at least 1");
+    }
+    let Some(output) = args.output.clone() else { usage("map INPUT needs -o OUTPUT.npy") };
+    let Some(expr) = args.expr.clone() else {
+        usage("map INPUT needs --expr EXPRESSION (e.g. --expr 'sqrt(x) * 1.5 + 0.25'; see --help)")
+    };
+    if args.in_place.as_deref().is_some_and(|n| n != "x") {
+        usage("shmpool-mpi maps one input, x: --in-place takes no other name");
+    }
     if let Err(e) = stop_on_signals() {
         eprintln!("shmpool-mpi: error: {e}");
         std::process::exit(EXIT_FAILURE);
     }
-    let code = run(args, output);
+    let code = run(args, output, expr);
     std::process::exit(code);
 }
 
-fn run(args: MapArgs, output: PathBuf) -> i32 {
+fn run(args: MapArgs, output: PathBuf, expr: String) -> i32 {
     let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
         eprintln!("shmpool-mpi: error: MPI was already initialised");
         return EXIT_FAILURE;
@@ -154,11 +167,11 @@ fn run(args: MapArgs, output: PathBuf) -> i32 {
     let job = MapJob {
         input: args.input.clone(),
         output: output.clone(),
-        expr: args.expr.clone().unwrap_or_else(|| DEFAULT_EXPR.to_string()),
+        expr,
         dtype: args.dtype.clone(),
         workers: args.jobs,
         chunk_len: args.chunk_len,
-        in_place: args.in_place,
+        in_place: args.in_place.is_some(),
     };
     let terminal = std::io::stderr().is_terminal();
     let show = rank == 0 && !args.quiet && (args.progress || terminal);

@@ -65,7 +65,7 @@ fn signalled_mid_map(sig: nix::sys::signal::Signal) -> Option<i32> {
     let mut child = Command::new("mpirun")
         .args(["--oversubscribe", "-np", "2"])
         .arg(BIN)
-        .args(["map", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"])
+        .args(["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"])
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_btl_vader_backing_directory", d.path("mpi"))

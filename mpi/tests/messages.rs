@@ -33,9 +33,9 @@ fn chunk_len_0_is_one_message_from_rank_0_as_shmpool_map_gives_it() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1000);
     let (x, out) = (d.s("x.npy"), d.s("out.npy"));
-    let theirs = shmpool(&["map", &x, "-o", &out, "--chunk-len", "0"]);
+    let theirs = shmpool(&["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "--chunk-len", "0"]);
     assert_eq!(theirs.status.code(), Some(2), "{}", text(&theirs));
-    let o = mpirun(&d, 3, &["map", &x, "-o", &out, "--chunk-len", "0"]);
+    let o = mpirun(&d, 3, &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "--chunk-len", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stderr).matches("shmpool-mpi: error:").count(),
@@ -57,8 +57,8 @@ fn an_output_path_with_a_trailing_slash_fails_with_shmpool_maps_message() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1000);
     let (x, out) = (d.s("x.npy"), format!("{}/", d.s("out.npy")));
-    let theirs = shmpool(&["map", &x, "-o", &out, "--quiet"]);
-    let o = mpirun(&d, 2, &["map", &x, "-o", &out, "--quiet"]);
+    let theirs = shmpool(&["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "--quiet"]);
+    let o = mpirun(&d, 2, &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "--quiet"]);
     assert_eq!(o.status.code(), theirs.status.code(), "{}\nshmpool map: {}", text(&o), text(&theirs));
     assert_eq!(message(&o.stderr, "shmpool-mpi: error:"), message(&theirs.stderr, "shmpool: error:"));
     assert_eq!(d.debris(&["x.npy"]), Vec::<String>::new(), "no debris");

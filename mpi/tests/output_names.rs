@@ -23,7 +23,11 @@ fn an_output_name_of_250_bytes_that_shmpool_map_writes_is_written_too() {
     assert_eq!(name.len(), 250, "below NAME_MAX (255)");
     let (reference, out) = (d.path("r").join(&name), d.path("m").join(&name));
     shmpool_map(&[&d.s("x.npy"), "-o", reference.to_str().unwrap()]);
-    let o = mpirun(&d, 2, &["map", &d.s("x.npy"), "-o", out.to_str().unwrap(), "-j", "1"]);
+    let o = mpirun(
+        &d,
+        2,
+        &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &d.s("x.npy"), "-o", out.to_str().unwrap(), "-j", "1"],
+    );
     assert!(o.status.success(), "shmpool map writes this output name: {}", text(&o));
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(), "byte-identical");
 }
