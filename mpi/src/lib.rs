@@ -76,6 +76,20 @@ pub enum Error {
         /// The status word the ranks agreed on (an exit code).
         status: i32,
     },
+    /// The input changed (was truncated or replaced) while the ranks mapped it: the engine's
+    /// error (workers that could not read their chunks) is the consequence.
+    #[error("the input {path} changed during the map (it is now {now}, it was {was} bytes)")]
+    InputChanged {
+        /// The input.
+        path: String,
+        /// Its size now ("gone" when it is).
+        now: String,
+        /// Its size when the map started, in bytes.
+        was: u64,
+        /// What the engine met.
+        #[source]
+        source: shmpool::Error,
+    },
     /// A slice is too large for one MPI message (counts are C ints).
     #[error("too large for MPI: {bytes} bytes in one rank's slice, at most {max}")]
     TooLarge {
@@ -97,6 +111,7 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::OtherRank { status } => *status,
             Error::TooLarge { .. } => EXIT_USAGE,
+            Error::InputChanged { .. } => EXIT_FAILURE,
             // Decided by kind, never by message, as `shmpool map` decides.
             Error::Engine(e) => match e.kind() {
                 shmpool::ErrorKind::InvalidInput | shmpool::ErrorKind::File => EXIT_USAGE,
@@ -324,10 +339,26 @@ fn require_intra(comm: &impl Communicator) -> Result<()> {
 
 /// The largest status word of all ranks (0 = success), waiting politely first.
 fn agree(comm: &SimpleCommunicator, status: i32, tick: impl FnMut()) -> i32 {
+    agree_both(comm, status, tick).0
+}
+
+/// The largest and the smallest status word of all ranks, waiting politely first: a smallest
+/// one that is not 0 says every rank failed (and rank 0 alone should say why).
+fn agree_both(comm: &SimpleCommunicator, status: i32, tick: impl FnMut()) -> (i32, i32) {
     wait_for_all(comm, tick);
-    let mut all = 0i32;
-    comm.all_reduce_into(&status, &mut all, SystemOperation::max());
-    all
+    let mut all = [0i32; 2];
+    comm.all_reduce_into(&[status, -status][..], &mut all[..], SystemOperation::max());
+    (all[0], -all[1])
+}
+
+/// This rank's error after a step that failed somewhere (`all` the largest status, `least`
+/// the smallest): its own, unless every rank failed and this is not rank 0, which then
+/// reports for all (one message, as `shmpool map` gives one).
+fn step_error(rank: usize, all: i32, least: i32, own: Option<Error>) -> Error {
+    match own {
+        Some(e) if rank == 0 || least == 0 => e,
+        _ => Error::OtherRank { status: all },
+    }
 }
 
 /// Broadcasts rank 0's bytes (length first), waiting politely first.
@@ -379,6 +410,15 @@ fn prepare(job: &MapJob) -> Result<Prepared> {
 fn check_arguments(job: &MapJob) -> Result<()> {
     if job.workers == Some(0) {
         return Err(Error::Usage("-j must be at least 1".into()));
+    }
+    if job.output.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        // A name with a trailing slash is a directory's: `shmpool map` fails to link its output
+        // there (after its map); say the same before any rank works.
+        return Err(Error::Engine(shmpool::Error::File {
+            op: "link",
+            path: job.output.display().to_string(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        }));
     }
     if same_file(&job.input, &job.output) && !job.in_place {
         return Err(Error::Usage(format!(
@@ -569,11 +609,11 @@ pub fn map_npy<C: Communicator>(
             (None, code)
         }
     };
-    let all = agree(&comm, local_status, || {});
+    let (all, least) = agree_both(&comm, local_status, || {});
     let Some((p, mut part, local, pool)) = setup.filter(|_| all == 0) else {
         set_temporary(None);
         drop(creator); // removes the temporary
-        return Err(first_error.unwrap_or(Error::OtherRank { status: all }));
+        return Err(step_error(rank, all, least, first_error));
     };
 
     // 3. Map this rank's slice in place; rank 0 gathers the progress reports as it goes.
@@ -630,13 +670,27 @@ pub fn map_npy<C: Communicator>(
             #[cfg(not(feature = "testing"))]
             let test_spec: Option<KernelSpec> = None;
             let spec = test_spec.as_ref().unwrap_or(&p.spec);
-            pool.map_npy_range(&p.src, &mut part, local.clone(), spec, Some(&mut tick))
+            let size_before = std::fs::metadata(&job.input).map(|m| m.len()).ok();
+            pool.map_npy_range(&p.src, &mut part, local.clone(), spec, Some(&mut tick)).map_err(|e| {
+                // A worker that cannot read its chunk of a file that shrank under it dies: say
+                // what happened to the input, as `shmpool map` does.
+                let size_now = std::fs::metadata(&job.input).map(|m| m.len()).ok();
+                match size_before {
+                    Some(was) if size_now != size_before => Error::InputChanged {
+                        path: job.input.display().to_string(),
+                        now: size_now.map_or("gone".to_string(), |n| format!("{n} bytes")),
+                        was,
+                        source: e,
+                    },
+                    _ => Error::Engine(e),
+                }
+            })
         }
     };
     #[cfg(feature = "testing")]
     hooks::after_map(rank);
     let mut local_status = 0;
-    match result.map_err(Error::from).and_then(|()| part.commit().map_err(Error::from)) {
+    match result.and_then(|()| part.commit().map_err(Error::from)) {
         Ok(()) => mine = local.len(),
         Err(e) => {
             local_status = e.exit_code();
@@ -659,7 +713,10 @@ pub fn map_npy<C: Communicator>(
     drop(pool);
     #[cfg(feature = "testing")]
     hooks::waiting(rank);
-    let all = agree(&comm, local_status, || {});
+    let (all, least) = agree_both(&comm, local_status, || {});
+    if all != 0 && rank != 0 {
+        first_error = Some(step_error(rank, all, least, first_error.take()));
+    }
 
     // 4. Rank 0 publishes only if every rank succeeded, and tells them how that went.
     let mut published = 0i32;
@@ -674,9 +731,15 @@ pub fn map_npy<C: Communicator>(
             drop(out); // removes the temporary
         }
     }
-    set_temporary(None);
+    // The other ranks keep the temporary's name until rank 0 says it published: if rank 0 dies
+    // at its rename, mpirun stops them and their signal handlers remove it (after a publish,
+    // the name is gone and removing it does nothing).
+    if rank == 0 {
+        set_temporary(None);
+    }
     wait_for_all(&comm, || {});
     comm.process_at_rank(0).broadcast_into(&mut published);
+    set_temporary(None);
     let status = all.max(published);
     if status != 0 {
         return Err(first_error.unwrap_or(Error::OtherRank { status }));

@@ -22,7 +22,7 @@ fn an_output_name_of_250_bytes_that_shmpool_map_writes_is_written_too() {
     let name = format!("{}.npy", "a".repeat(246));
     assert_eq!(name.len(), 250, "below NAME_MAX (255)");
     let (reference, out) = (d.path("r").join(&name), d.path("m").join(&name));
-    shmpool_map(&[&d.s("x.npy"), "-o", reference.to_str().unwrap()]);
+    shmpool_map(&[&d.s("x.npy"), "-o", reference.to_str().unwrap(), "--expr", "sqrt(x) * 1.5 + 0.25"]);
     let o = mpirun(
         &d,
         2,

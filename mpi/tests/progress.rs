@@ -34,13 +34,13 @@ fn on_a_terminal_progress_is_shown_by_default_as_shmpool_map_shows_it() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1_000_000);
     let (x, a, b) = (d.s("x.npy"), d.s("a.npy"), d.s("b.npy"));
-    let theirs = format!("{} map {x} -o {a} -j 1", common::shmpool_bin().display());
+    let theirs = format!("{} map {x} -o {a} -j 1 --expr x+1", common::shmpool_bin().display());
     let Some(theirs) = on_a_terminal(&d, &theirs) else {
         eprintln!("SKIPPED: needs `script` for a terminal");
         return;
     };
     assert!(theirs.contains("100%"), "shmpool map shows its bar on a terminal: {theirs}");
-    let ours = format!("timeout -s KILL {JOB_LIMIT} mpirun --oversubscribe -np 2 {BIN} map {x} -o {b} -j 1");
+    let ours = format!("timeout -s KILL {JOB_LIMIT} mpirun --oversubscribe -np 2 {BIN} map {x} -o {b} -j 1 --expr x+1");
     let ours = on_a_terminal(&d, &ours).unwrap();
     assert!(ours.contains("mapped 1000000 elements"), "{ours}");
     assert!(ours.contains("100%"), "shmpool-mpi shows progress on the same terminal: {ours}");
