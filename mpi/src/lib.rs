@@ -231,10 +231,44 @@ const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// The temporary output this process knows of, removed by [`remove_temporary`] when the
 /// process is stopped by a signal or panics (each rank knows the name, so a SIGKILLed rank 0
 /// still leaves no debris: mpirun stops the others, which remove it).
-static TEMPORARY: Mutex<Option<PathBuf>> = Mutex::new(None);
+static TEMPORARY: Mutex<Temporary> = Mutex::new(Temporary::None);
+
+/// What [`remove_temporary`] removes.
+enum Temporary {
+    None,
+    /// Rank 0 is creating the temporary for this output: its name is not known yet, but the
+    /// file is open in this process (found through `/proc/self/fd`).
+    Creating(PathBuf),
+    /// The temporary's name.
+    Named(PathBuf),
+}
 
 fn set_temporary(p: Option<PathBuf>) {
-    *TEMPORARY.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    *TEMPORARY.lock().unwrap_or_else(|e| e.into_inner()) = p.map_or(Temporary::None, Temporary::Named);
+}
+
+fn set_creating(output: &Path) {
+    *TEMPORARY.lock().unwrap_or_else(|e| e.into_inner()) = Temporary::Creating(output.to_path_buf());
+}
+
+/// The hidden temporaries of `output` (`.NAME.XXXXXX.tmp` in its directory) that this
+/// process has open: the one it is creating.
+fn open_temporaries_of(output: &Path) -> Vec<PathBuf> {
+    let Some(name) = output.file_name().map(|n| n.as_encoded_bytes().to_vec()) else { return Vec::new() };
+    let dir = output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(dir) = dir.canonicalize() else { return Vec::new() };
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
+    fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.parent() == Some(dir.as_path()))
+        .filter(|p| {
+            // The engine shortens NAME for a long output name: a prefix of it.
+            let f = p.file_name().map_or(&[][..], |f| f.as_encoded_bytes());
+            let Some(body) = f.strip_prefix(b".").and_then(|b| b.strip_suffix(b".tmp")) else { return false };
+            body.len() > 7
+                && body[body.len() - 7] == b'.'
+                && name.starts_with(&body[..body.len() - 7])
+        })
+        .collect()
 }
 
 /// Removes the temporary output of a map in progress, if any (for signal handlers and panic
@@ -249,8 +283,16 @@ pub fn remove_temporary() {
             Err(std::sync::TryLockError::WouldBlock) => None,
         };
         if let Some(mut g) = g {
-            if let Some(p) = g.take() {
-                let _ = std::fs::remove_file(p);
+            match std::mem::replace(&mut *g, Temporary::None) {
+                Temporary::None => {}
+                Temporary::Named(p) => {
+                    let _ = std::fs::remove_file(p);
+                }
+                Temporary::Creating(output) => {
+                    for p in open_temporaries_of(&output) {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
             }
             return;
         }
@@ -533,6 +575,9 @@ pub fn map_npy<C: Communicator>(
     let mut word = Vec::new();
     if rank == 0 {
         let r = check_arguments(job).and_then(|()| prepare(job)).and_then(|p| {
+            // Until the name is known, a signal removes the file being created by what this
+            // process has open (a rank killed meanwhile makes mpirun stop this one).
+            set_creating(&job.output);
             // SAFETY: the temporary's name goes only to the other ranks, which open their parts
             // with it (`open_part`), and to the signal handler that removes it after a failure;
             // nothing truncates or rewrites the file through it while it is mapped.
@@ -552,6 +597,7 @@ pub fn map_npy<C: Communicator>(
                 creator = Some(out);
             }
             Err(e) => {
+                set_temporary(None);
                 word.push(e.exit_code() as u8);
                 first_error = Some(e);
             }
