@@ -244,7 +244,54 @@ enum Temporary {
 }
 
 fn set_temporary(p: Option<PathBuf>) {
-    *TEMPORARY.lock().unwrap_or_else(|e| e.into_inner()) = p.map_or(Temporary::None, Temporary::Named);
+    let mut g = TEMPORARY.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(w) = WATCHER.get() {
+        tell_watcher(w, p.as_deref());
+    }
+    *g = p.map_or(Temporary::None, Temporary::Named);
+}
+
+/// Rank 0's watcher: a shell in a process group of its own that reads temporary names, one a
+/// line (an empty line: none), and removes the last one when its input ends, that is when
+/// this process has ended however it ended. A process killed with SIGKILL runs no handler:
+/// when mpirun itself is SIGKILLed (a batch system's hard limit, `timeout -s KILL`), every
+/// rank dies so, and only the watcher is left to remove the temporary. `None` when it could
+/// not be started (then a SIGKILL of every rank leaves the temporary, as before).
+static WATCHER: std::sync::OnceLock<Option<Mutex<std::os::unix::net::UnixStream>>> = std::sync::OnceLock::new();
+
+const WATCHER_SCRIPT: &str = "p=; while IFS= read -r l; do p=$l; done; if [ -n \"$p\" ]; then rm -f -- \"$p\"; fi";
+
+fn start_watcher() {
+    WATCHER.get_or_init(|| {
+        use std::os::unix::process::CommandExt;
+        // A socket, not a pipe: a write after the watcher died fails (MSG_NOSIGNAL) instead of
+        // raising SIGPIPE.
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().ok()?;
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", WATCHER_SCRIPT])
+            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // Out of the rank's process group: signals mpirun sends to the group miss it.
+            .process_group(0)
+            .spawn()
+            .ok()?;
+        drop(child); // never waited for: it outlives this process by design
+        Some(Mutex::new(ours))
+    });
+}
+
+fn tell_watcher(w: &Option<Mutex<std::os::unix::net::UnixStream>>, p: Option<&Path>) {
+    use std::io::Write;
+    let Some(w) = w else { return };
+    let mut line = p.map_or(Vec::new(), |p| p.as_os_str().as_encoded_bytes().to_vec());
+    if line.contains(&b'\n') {
+        line.clear(); // a name the line protocol cannot carry: the watcher forgets instead
+    }
+    line.push(b'\n');
+    if let Ok(mut s) = w.lock() {
+        let _ = s.write_all(&line);
+    }
 }
 
 fn set_creating(output: &Path) {
@@ -264,9 +311,7 @@ fn open_temporaries_of(output: &Path) -> Vec<PathBuf> {
             // The engine shortens NAME for a long output name: a prefix of it.
             let f = p.file_name().map_or(&[][..], |f| f.as_encoded_bytes());
             let Some(body) = f.strip_prefix(b".").and_then(|b| b.strip_suffix(b".tmp")) else { return false };
-            body.len() > 7
-                && body[body.len() - 7] == b'.'
-                && name.starts_with(&body[..body.len() - 7])
+            body.len() > 7 && body[body.len() - 7] == b'.' && name.starts_with(&body[..body.len() - 7])
         })
         .collect()
 }
@@ -577,6 +622,7 @@ pub fn map_npy<C: Communicator>(
         let r = check_arguments(job).and_then(|()| prepare(job)).and_then(|p| {
             // Until the name is known, a signal removes the file being created by what this
             // process has open (a rank killed meanwhile makes mpirun stop this one).
+            start_watcher();
             set_creating(&job.output);
             // SAFETY: the temporary's name goes only to the other ranks, which open their parts
             // with it (`open_part`), and to the signal handler that removes it after a failure;
