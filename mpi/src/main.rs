@@ -173,7 +173,7 @@ fn run(args: MapArgs, output: PathBuf, expr: String) -> i32 {
         chunk_len: args.chunk_len,
         in_place: args.in_place.is_some(),
     };
-    let terminal = std::io::stderr().is_terminal();
+    let terminal = stderr_reaches_a_terminal();
     let show = rank == 0 && !args.quiet && (args.progress || terminal);
     let mut printer = show.then(|| Printer::new(terminal));
     let mut cb = |p: Progress| {
@@ -218,6 +218,88 @@ fn run(args: MapArgs, output: PathBuf, expr: String) -> i32 {
     code
 }
 
+/// Whether what this rank writes to stderr ends up on a terminal: its own stderr is one, or
+/// (under mpirun, which gives a rank's stderr a pipe and copies it to its own stderr) the
+/// parent's is: on mpirun's host rank 0's parent is mpirun. Elsewhere (a remote rank, whose
+/// parent is Open MPI's daemon) it does not know, and says no.
+fn stderr_reaches_a_terminal() -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::io::stderr().is_terminal() {
+        return true;
+    }
+    if std::env::var_os("OMPI_COMM_WORLD_RANK").is_none() {
+        return false;
+    }
+    let parent = nix::unistd::getppid();
+    // O_NOCTTY: looking at the terminal never makes it this process's controlling terminal.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(format!("/proc/{parent}/fd/2"))
+        .is_ok_and(|f| f.is_terminal())
+}
+
+/// A terminal reached through a pipe (mpirun copies rank 0's stderr to its terminal): the
+/// escape sequences indicatif needs, written to stderr, which is not a terminal itself.
+#[derive(Debug)]
+struct RelayedTerminal {
+    width: u16,
+}
+
+impl RelayedTerminal {
+    fn put(&self, s: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().lock().write_all(s.as_bytes())
+    }
+}
+
+impl indicatif::TermLike for RelayedTerminal {
+    fn width(&self) -> u16 {
+        self.width
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}A"))
+        }
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}B"))
+        }
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}C"))
+        }
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}D"))
+        }
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.put(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.put("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().flush()
+    }
+}
+
 /// Progress on rank 0's stderr, as `shmpool map` shows it: indicatif's bar on a terminal;
 /// elsewhere plain lines with percent, elements/s and ETA at most once a second, and a last
 /// line at 100%.
@@ -234,7 +316,13 @@ impl Printer {
 
     fn new(terminal: bool) -> Printer {
         let bar = terminal.then(|| {
-            let b = indicatif::ProgressBar::new(0);
+            let b = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new(0)
+            } else {
+                let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(80);
+                let target = indicatif::ProgressDrawTarget::term_like(Box::new(RelayedTerminal { width }));
+                indicatif::ProgressBar::with_draw_target(Some(0), target)
+            };
             b.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:40} {percent:>3}% {human_pos}/{human_len} {per_sec} ETA {eta}",
