@@ -3,7 +3,8 @@
 //!
 //! Exit codes as `shmpool map`: 0 success, 2 usage or bad input, 1 failure while running,
 //! 128 + N when stopped by signal N. Every rank exits with the same code; the message comes
-//! from rank 0 (or from the rank that failed, when only one did).
+//! from rank 0 (or from the rank that failed, when only one did). mpirun's own exit code is
+//! mpirun's: signalled itself, Open MPI's exits 1 whatever its ranks exit.
 #![deny(unsafe_code)]
 
 use std::io::IsTerminal;
