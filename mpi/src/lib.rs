@@ -23,6 +23,11 @@
 //! `np.save`'s permissions) only when every rank reported success, and removes it otherwise.
 //! Data never moves between ranks: one collective at the start, one at the end.
 //!
+//! Rank 0 also starts, once per process, a watcher: `/bin/sh` in a process group of its own,
+//! told the temporary's name over a socket, which removes it when rank 0 ends without having
+//! published it, however it ended (every rank SIGKILLed, as when mpirun is). Every other rank
+//! keeps the name until rank 0 says it published, and removes it when stopped by a signal.
+//!
 //! Ranks wait for each other with `MPI_Ibarrier` and a test-and-sleep loop, never in a
 //! blocking collective that would busy-poll a core away from the local workers.
 //!
@@ -284,6 +289,8 @@ fn start_watcher() {
 fn tell_watcher(w: &Option<Mutex<std::os::unix::net::UnixStream>>, p: Option<&Path>) {
     use std::io::Write;
     let Some(w) = w else { return };
+    // Absolute: the watcher keeps the working directory it was started in.
+    let p = p.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
     let mut line = p.map_or(Vec::new(), |p| p.as_os_str().as_encoded_bytes().to_vec());
     if line.contains(&b'\n') {
         line.clear(); // a name the line protocol cannot carry: the watcher forgets instead
