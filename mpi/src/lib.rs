@@ -147,7 +147,9 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// One map of a `.npy` file over the ranks of a communicator: the arguments of
-/// `shmpool map INPUT -o OUTPUT`. Every rank must pass the same job.
+/// `shmpool map INPUT -o OUTPUT`. Every rank must pass the same job: ranks whose input,
+/// output, expression, dtype or `in_place` differ from rank 0's fail before any rank writes
+/// (the workers and the chunk length may differ).
 #[derive(Debug, Clone)]
 pub struct MapJob {
     /// The input `.npy` file, on a filesystem every rank sees.
@@ -604,7 +606,10 @@ mod hooks {
 /// # Errors
 ///
 /// [`Error::Usage`] and [`Error::Engine`] for this rank's own failures (bad input, kernel
-/// panics, crashed workers, I/O); [`Error::OtherRank`] when another rank failed.
+/// panics, crashed workers, I/O; an inter-communicator; a job that differs from rank 0's in
+/// what makes the output), [`Error::InputChanged`] when the input was truncated or replaced
+/// during the map; [`Error::OtherRank`] when another rank failed (and when every rank failed
+/// the same step, on every rank but 0, so that one message says it).
 ///
 /// # Panics
 ///
