@@ -146,3 +146,16 @@ fn a_shared_output_in_a_missing_directory_names_the_directory_and_the_os_error_a
     assert_eq!(chain(&e), chain(&plain), "the same message as an unnamed output's");
     assert!(!chain(&e).contains("at path"), "{}", chain(&e));
 }
+
+#[test]
+fn a_shared_output_takes_any_name_the_filesystem_takes_its_temporary_included() {
+    let d = tempfile::tempdir().unwrap();
+    // 250 bytes: below NAME_MAX (255), though `.NAME.XXXXXX.tmp` would not be.
+    let out = d.path().join(format!("{}.npy", "a".repeat(246)));
+    // SAFETY: the name is used only to check where the temporary is.
+    let (creator, temp) = unsafe { NpyOutput::create_shared(&out, Dtype::F64, &[3]) }.unwrap();
+    assert_eq!(temp.parent(), Some(d.path()), "the temporary lives in the output's directory");
+    assert!(temp.file_name().unwrap().len() <= 255, "{temp:?}");
+    creator.commit().unwrap();
+    assert!(out.exists() && !temp.exists());
+}

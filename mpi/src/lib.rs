@@ -23,6 +23,11 @@
 //! `np.save`'s permissions) only when every rank reported success, and removes it otherwise.
 //! Data never moves between ranks: one collective at the start, one at the end.
 //!
+//! Rank 0 also starts, once per process, a watcher: `/bin/sh` in a process group of its own,
+//! told the temporary's name over a socket, which removes it when rank 0 ends without having
+//! published it, however it ended (every rank SIGKILLed, as when mpirun is). Every other rank
+//! keeps the name until rank 0 says it published, and removes it when stopped by a signal.
+//!
 //! Ranks wait for each other with `MPI_Ibarrier` and a test-and-sleep loop, never in a
 //! blocking collective that would busy-poll a core away from the local workers.
 //!
@@ -76,6 +81,20 @@ pub enum Error {
         /// The status word the ranks agreed on (an exit code).
         status: i32,
     },
+    /// The input changed (was truncated or replaced) while the ranks mapped it: the engine's
+    /// error (workers that could not read their chunks) is the consequence.
+    #[error("the input {path} changed during the map (it is now {now}, it was {was} bytes)")]
+    InputChanged {
+        /// The input.
+        path: String,
+        /// Its size now ("gone" when it is).
+        now: String,
+        /// Its size when the map started, in bytes.
+        was: u64,
+        /// What the engine met.
+        #[source]
+        source: shmpool::Error,
+    },
     /// A slice is too large for one MPI message (counts are C ints).
     #[error("too large for MPI: {bytes} bytes in one rank's slice, at most {max}")]
     TooLarge {
@@ -93,21 +112,14 @@ impl Error {
     /// The process exit code for this error, as `shmpool map` uses them: 2 for usage and bad
     /// input, 1 for failures while running.
     pub fn exit_code(&self) -> i32 {
-        use shmpool::Error as E;
         match self {
             Error::Usage(_) => EXIT_USAGE,
             Error::OtherRank { status } => *status,
             Error::TooLarge { .. } => EXIT_USAGE,
-            Error::Engine(e) => match e {
-                E::InvalidOption { .. }
-                | E::TypeMismatch { .. }
-                | E::TooLarge { .. }
-                | E::Aliased { .. }
-                | E::LengthMismatch { .. }
-                | E::InvalidExpression { .. }
-                | E::BadNpy { .. }
-                | E::UnknownDtype { .. } => EXIT_USAGE,
-                E::File { op, .. } if matches!(*op, "open" | "create a file in" | "write to") => EXIT_USAGE,
+            Error::InputChanged { .. } => EXIT_FAILURE,
+            // Decided by kind, never by message, as `shmpool map` decides.
+            Error::Engine(e) => match e.kind() {
+                shmpool::ErrorKind::InvalidInput | shmpool::ErrorKind::File => EXIT_USAGE,
                 _ => EXIT_FAILURE,
             },
         }
@@ -134,11 +146,10 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The expression `shmpool map` applies when none is given (W1).
-pub const DEFAULT_EXPR: &str = "sqrt(x) * 1.5 + 0.25";
-
 /// One map of a `.npy` file over the ranks of a communicator: the arguments of
-/// `shmpool map INPUT -o OUTPUT`. Every rank must pass the same job.
+/// `shmpool map INPUT -o OUTPUT`. Every rank must pass the same job: ranks whose input,
+/// output, expression, dtype or `in_place` differ from rank 0's fail before any rank writes
+/// (the workers and the chunk length may differ).
 #[derive(Debug, Clone)]
 pub struct MapJob {
     /// The input `.npy` file, on a filesystem every rank sees.
@@ -169,6 +180,24 @@ impl MapJob {
             chunk_len: None,
             in_place: false,
         }
+    }
+}
+
+impl MapJob {
+    /// What makes the output: every rank must agree on it (the workers and the chunk length
+    /// may differ between ranks, the bytes written do not).
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut f = Vec::new();
+        let mut field = |b: &[u8]| {
+            f.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            f.extend_from_slice(b);
+        };
+        field(self.input.as_os_str().as_encoded_bytes());
+        field(self.output.as_os_str().as_encoded_bytes());
+        field(self.expr.as_bytes());
+        field(self.dtype.as_deref().unwrap_or("\0none").as_bytes());
+        field(&[u8::from(self.in_place)]);
+        f
     }
 }
 
@@ -209,10 +238,91 @@ const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// The temporary output this process knows of, removed by [`remove_temporary`] when the
 /// process is stopped by a signal or panics (each rank knows the name, so a SIGKILLed rank 0
 /// still leaves no debris: mpirun stops the others, which remove it).
-static TEMPORARY: Mutex<Option<PathBuf>> = Mutex::new(None);
+static TEMPORARY: Mutex<Temporary> = Mutex::new(Temporary::None);
+
+/// What [`remove_temporary`] removes.
+enum Temporary {
+    None,
+    /// Rank 0 is creating the temporary for this output: its name is not known yet, but the
+    /// file is open in this process (found through `/proc/self/fd`).
+    Creating(PathBuf),
+    /// The temporary's name.
+    Named(PathBuf),
+}
 
 fn set_temporary(p: Option<PathBuf>) {
-    *TEMPORARY.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    let mut g = TEMPORARY.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(w) = WATCHER.get() {
+        tell_watcher(w, p.as_deref());
+    }
+    *g = p.map_or(Temporary::None, Temporary::Named);
+}
+
+/// Rank 0's watcher: a shell in a process group of its own that reads temporary names, one a
+/// line (an empty line: none), and removes the last one when its input ends, that is when
+/// this process has ended however it ended. A process killed with SIGKILL runs no handler:
+/// when mpirun itself is SIGKILLed (a batch system's hard limit, `timeout -s KILL`), every
+/// rank dies so, and only the watcher is left to remove the temporary. `None` when it could
+/// not be started (then a SIGKILL of every rank leaves the temporary, as before).
+static WATCHER: std::sync::OnceLock<Option<Mutex<std::os::unix::net::UnixStream>>> = std::sync::OnceLock::new();
+
+const WATCHER_SCRIPT: &str = "p=; while IFS= read -r l; do p=$l; done; if [ -n \"$p\" ]; then rm -f -- \"$p\"; fi";
+
+fn start_watcher() {
+    WATCHER.get_or_init(|| {
+        use std::os::unix::process::CommandExt;
+        // A socket, not a pipe: a write after the watcher died fails (MSG_NOSIGNAL) instead of
+        // raising SIGPIPE.
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().ok()?;
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", WATCHER_SCRIPT])
+            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // Out of the rank's process group: signals mpirun sends to the group miss it.
+            .process_group(0)
+            .spawn()
+            .ok()?;
+        drop(child); // never waited for: it outlives this process by design
+        Some(Mutex::new(ours))
+    });
+}
+
+fn tell_watcher(w: &Option<Mutex<std::os::unix::net::UnixStream>>, p: Option<&Path>) {
+    use std::io::Write;
+    let Some(w) = w else { return };
+    // Absolute: the watcher keeps the working directory it was started in.
+    let p = p.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    let mut line = p.map_or(Vec::new(), |p| p.as_os_str().as_encoded_bytes().to_vec());
+    if line.contains(&b'\n') {
+        line.clear(); // a name the line protocol cannot carry: the watcher forgets instead
+    }
+    line.push(b'\n');
+    if let Ok(mut s) = w.lock() {
+        let _ = s.write_all(&line);
+    }
+}
+
+fn set_creating(output: &Path) {
+    *TEMPORARY.lock().unwrap_or_else(|e| e.into_inner()) = Temporary::Creating(output.to_path_buf());
+}
+
+/// The hidden temporaries of `output` (`.NAME.XXXXXX.tmp` in its directory) that this
+/// process has open: the one it is creating.
+fn open_temporaries_of(output: &Path) -> Vec<PathBuf> {
+    let Some(name) = output.file_name().map(|n| n.as_encoded_bytes().to_vec()) else { return Vec::new() };
+    let dir = output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(dir) = dir.canonicalize() else { return Vec::new() };
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
+    fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.parent() == Some(dir.as_path()))
+        .filter(|p| {
+            // The engine shortens NAME for a long output name: a prefix of it.
+            let f = p.file_name().map_or(&[][..], |f| f.as_encoded_bytes());
+            let Some(body) = f.strip_prefix(b".").and_then(|b| b.strip_suffix(b".tmp")) else { return false };
+            body.len() > 7 && body[body.len() - 7] == b'.' && name.starts_with(&body[..body.len() - 7])
+        })
+        .collect()
 }
 
 /// Removes the temporary output of a map in progress, if any (for signal handlers and panic
@@ -227,8 +337,16 @@ pub fn remove_temporary() {
             Err(std::sync::TryLockError::WouldBlock) => None,
         };
         if let Some(mut g) = g {
-            if let Some(p) = g.take() {
-                let _ = std::fs::remove_file(p);
+            match std::mem::replace(&mut *g, Temporary::None) {
+                Temporary::None => {}
+                Temporary::Named(p) => {
+                    let _ = std::fs::remove_file(p);
+                }
+                Temporary::Creating(output) => {
+                    for p in open_temporaries_of(&output) {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
             }
             return;
         }
@@ -240,10 +358,19 @@ pub fn remove_temporary() {
 /// map in progress, and calls `MPI_Abort` on `MPI_COMM_WORLD`: mpirun then stops every rank
 /// within seconds. Without it a panicking rank would unwind into `MPI_Finalize` (or exit)
 /// while the others wait for it in a collective: the job would hang.
+///
+/// The hook acts only in the process that installed it: a worker process forked from this
+/// one later (by any shmpool pool) inherits the hook, and there a panic is the pool's to
+/// report (a child of an MPI process must not call MPI), so the hook only runs the previous
+/// one.
 pub fn abort_on_panic() {
     let previous = std::panic::take_hook();
+    let installer = std::process::id();
     std::panic::set_hook(Box::new(move |info| {
         previous(info);
+        if std::process::id() != installer {
+            return;
+        }
         remove_temporary();
         if mpi::is_initialized() && !mpi::is_finalized() {
             SimpleCommunicator::world().abort(101);
@@ -293,12 +420,41 @@ pub fn wait_for_all(comm: &impl Communicator, mut tick: impl FnMut()) {
     }
 }
 
+/// [`Error::Usage`] when `comm` is an inter-communicator (its collectives reach the other
+/// group, not this one's ranks): every rank of it gets the same answer, locally.
+fn require_intra(comm: &impl Communicator) -> Result<()> {
+    let mut inter: std::os::raw::c_int = 0;
+    // SAFETY: `comm` is a live communicator handle (the trait's contract) and `inter` is valid
+    // storage for the flag MPI_Comm_test_inter writes; it has no other precondition.
+    let rc = unsafe { mpi::ffi::MPI_Comm_test_inter(comm.as_raw(), &mut inter) };
+    if rc != 0 || inter != 0 {
+        return Err(Error::Usage("an inter-communicator: pass an intra-communicator (its ranks map the file)".into()));
+    }
+    Ok(())
+}
+
 /// The largest status word of all ranks (0 = success), waiting politely first.
 fn agree(comm: &SimpleCommunicator, status: i32, tick: impl FnMut()) -> i32 {
+    agree_both(comm, status, tick).0
+}
+
+/// The largest and the smallest status word of all ranks, waiting politely first: a smallest
+/// one that is not 0 says every rank failed (and rank 0 alone should say why).
+fn agree_both(comm: &SimpleCommunicator, status: i32, tick: impl FnMut()) -> (i32, i32) {
     wait_for_all(comm, tick);
-    let mut all = 0i32;
-    comm.all_reduce_into(&status, &mut all, SystemOperation::max());
-    all
+    let mut all = [0i32; 2];
+    comm.all_reduce_into(&[status, -status][..], &mut all[..], SystemOperation::max());
+    (all[0], -all[1])
+}
+
+/// This rank's error after a step that failed somewhere (`all` the largest status, `least`
+/// the smallest): its own, unless every rank failed and this is not rank 0, which then
+/// reports for all (one message, as `shmpool map` gives one).
+fn step_error(rank: usize, all: i32, least: i32, own: Option<Error>) -> Error {
+    match own {
+        Some(e) if rank == 0 || least == 0 => e,
+        _ => Error::OtherRank { status: all },
+    }
 }
 
 /// Broadcasts rank 0's bytes (length first), waiting politely first.
@@ -333,14 +489,14 @@ struct Prepared {
 
 #[allow(unsafe_code)]
 fn prepare(job: &MapJob) -> Result<Prepared> {
-    let out_dtype = job.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
-    Program::check_syntax(&job.expr)?; // before opening anything
-                                       // SAFETY: the documented contract of shmpool-mpi, as of `shmpool map` and
-                                       // `np.load(mmap_mode='r')`: nobody truncates or rewrites the input during the map. The
-                                       // mapping is read-only; `in_place` writes a new file and renames it over the input only
-                                       // after every rank has finished.
+    let out_dtype = job.dtype.as_deref().map(str::parse::<Dtype>).transpose().map_err(shmpool::Error::from)?;
+    Program::check_syntax(&job.expr).map_err(shmpool::Error::from)?; // before opening anything
+                                                                     // SAFETY: the documented contract of shmpool-mpi, as of `shmpool map` and
+                                                                     // `np.load(mmap_mode='r')`: nobody truncates or rewrites the input during the map. The
+                                                                     // mapping is read-only; `in_place` writes a new file and renames it over the input only
+                                                                     // after every rank has finished.
     let src = unsafe { NpyArray::open(&job.input) }?;
-    let program = Program::compile_for(&job.expr, src.dtype())?;
+    let program = Program::compile_for(&job.expr, src.dtype()).map_err(shmpool::Error::from)?;
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     let spec = KernelSpec::expr_for(&program, src.dtype(), out_dtype)?;
     Ok(Prepared { src, spec, out_dtype })
@@ -350,6 +506,15 @@ fn prepare(job: &MapJob) -> Result<Prepared> {
 fn check_arguments(job: &MapJob) -> Result<()> {
     if job.workers == Some(0) {
         return Err(Error::Usage("-j must be at least 1".into()));
+    }
+    if job.output.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        // A name with a trailing slash is a directory's: `shmpool map` fails to link its output
+        // there (after its map); say the same before any rank works.
+        return Err(Error::Engine(shmpool::Error::File {
+            op: "link",
+            path: job.output.display().to_string(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        }));
     }
     if same_file(&job.input, &job.output) && !job.in_place {
         return Err(Error::Usage(format!(
@@ -441,7 +606,10 @@ mod hooks {
 /// # Errors
 ///
 /// [`Error::Usage`] and [`Error::Engine`] for this rank's own failures (bad input, kernel
-/// panics, crashed workers, I/O); [`Error::OtherRank`] when another rank failed.
+/// panics, crashed workers, I/O; an inter-communicator; a job that differs from rank 0's in
+/// what makes the output), [`Error::InputChanged`] when the input was truncated or replaced
+/// during the map; [`Error::OtherRank`] when another rank failed (and when every rank failed
+/// the same step, on every rank but 0, so that one message says it).
 ///
 /// # Panics
 ///
@@ -452,6 +620,7 @@ pub fn map_npy<C: Communicator>(
     job: &MapJob,
     mut progress: Option<&mut dyn FnMut(Progress)>,
 ) -> Result<Mapped> {
+    require_intra(comm)?;
     // A private communicator: our progress messages never mix with the caller's.
     let comm = comm.duplicate();
     let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
@@ -463,6 +632,10 @@ pub fn map_npy<C: Communicator>(
     let mut word = Vec::new();
     if rank == 0 {
         let r = check_arguments(job).and_then(|()| prepare(job)).and_then(|p| {
+            // Until the name is known, a signal removes the file being created by what this
+            // process has open (a rank killed meanwhile makes mpirun stop this one).
+            start_watcher();
+            set_creating(&job.output);
             // SAFETY: the temporary's name goes only to the other ranks, which open their parts
             // with it (`open_part`), and to the signal handler that removes it after a failure;
             // nothing truncates or rewrites the file through it while it is mapped.
@@ -474,11 +647,15 @@ pub fn map_npy<C: Communicator>(
                 set_temporary(Some(temp.clone()));
                 word.push(0u8);
                 word.push(u8::from(progress.is_some()));
+                let fingerprint = job.fingerprint();
+                word.extend_from_slice(&(fingerprint.len() as u64).to_le_bytes());
+                word.extend_from_slice(&fingerprint);
                 word.extend_from_slice(temp.as_os_str().as_encoded_bytes());
                 prepared = Some(p);
                 creator = Some(out);
             }
             Err(e) => {
+                set_temporary(None);
                 word.push(e.exit_code() as u8);
                 first_error = Some(e);
             }
@@ -490,9 +667,12 @@ pub fn map_npy<C: Communicator>(
         return Err(first_error.unwrap_or(Error::OtherRank { status }));
     }
     let reporting = word.get(1) == Some(&1);
+    let flen = word.get(2..10).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes) as usize;
+    let (theirs, temp) = word.get(10..).unwrap_or(&[]).split_at(flen.min(word.len().saturating_sub(10)));
+    let same_job = theirs == job.fingerprint().as_slice();
     let temp = {
         use std::os::unix::ffi::OsStrExt;
-        PathBuf::from(std::ffi::OsStr::from_bytes(&word[2..]))
+        PathBuf::from(std::ffi::OsStr::from_bytes(temp))
     };
     if rank != 0 {
         set_temporary(Some(temp.clone()));
@@ -500,6 +680,11 @@ pub fn map_npy<C: Communicator>(
 
     // 2. Every rank opens the input and its part of the output, builds its pool.
     let setup = (|| -> Result<_> {
+        if !same_job {
+            return Err(Error::Usage(format!(
+                "rank {rank} was given another job than rank 0 (input, output, expression, dtype or --in-place differ)"
+            )));
+        }
         let p = match prepared.take() {
             Some(p) => p,
             None => prepare(job)?,
@@ -528,11 +713,11 @@ pub fn map_npy<C: Communicator>(
             (None, code)
         }
     };
-    let all = agree(&comm, local_status, || {});
+    let (all, least) = agree_both(&comm, local_status, || {});
     let Some((p, mut part, local, pool)) = setup.filter(|_| all == 0) else {
         set_temporary(None);
         drop(creator); // removes the temporary
-        return Err(first_error.unwrap_or(Error::OtherRank { status: all }));
+        return Err(step_error(rank, all, least, first_error));
     };
 
     // 3. Map this rank's slice in place; rank 0 gathers the progress reports as it goes.
@@ -589,13 +774,27 @@ pub fn map_npy<C: Communicator>(
             #[cfg(not(feature = "testing"))]
             let test_spec: Option<KernelSpec> = None;
             let spec = test_spec.as_ref().unwrap_or(&p.spec);
-            pool.map_npy_range(&p.src, &mut part, local.clone(), spec, Some(&mut tick))
+            let size_before = std::fs::metadata(&job.input).map(|m| m.len()).ok();
+            pool.map_npy_range(&p.src, &mut part, local.clone(), spec, Some(&mut tick)).map_err(|e| {
+                // A worker that cannot read its chunk of a file that shrank under it dies: say
+                // what happened to the input, as `shmpool map` does.
+                let size_now = std::fs::metadata(&job.input).map(|m| m.len()).ok();
+                match size_before {
+                    Some(was) if size_now != size_before => Error::InputChanged {
+                        path: job.input.display().to_string(),
+                        now: size_now.map_or("gone".to_string(), |n| format!("{n} bytes")),
+                        was,
+                        source: e,
+                    },
+                    _ => Error::Engine(e),
+                }
+            })
         }
     };
     #[cfg(feature = "testing")]
     hooks::after_map(rank);
     let mut local_status = 0;
-    match result.map_err(Error::from).and_then(|()| part.commit().map_err(Error::from)) {
+    match result.and_then(|()| part.commit().map_err(Error::from)) {
         Ok(()) => mine = local.len(),
         Err(e) => {
             local_status = e.exit_code();
@@ -618,7 +817,10 @@ pub fn map_npy<C: Communicator>(
     drop(pool);
     #[cfg(feature = "testing")]
     hooks::waiting(rank);
-    let all = agree(&comm, local_status, || {});
+    let (all, least) = agree_both(&comm, local_status, || {});
+    if all != 0 && rank != 0 {
+        first_error = Some(step_error(rank, all, least, first_error.take()));
+    }
 
     // 4. Rank 0 publishes only if every rank succeeded, and tells them how that went.
     let mut published = 0i32;
@@ -633,9 +835,15 @@ pub fn map_npy<C: Communicator>(
             drop(out); // removes the temporary
         }
     }
-    set_temporary(None);
+    // The other ranks keep the temporary's name until rank 0 says it published: if rank 0 dies
+    // at its rename, mpirun stops them and their signal handlers remove it (after a publish,
+    // the name is gone and removing it does nothing).
+    if rank == 0 {
+        set_temporary(None);
+    }
     wait_for_all(&comm, || {});
     comm.process_at_rank(0).broadcast_into(&mut published);
+    set_temporary(None);
     let status = all.max(published);
     if status != 0 {
         return Err(first_error.unwrap_or(Error::OtherRank { status }));
@@ -676,6 +884,7 @@ pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
     input: Option<&[In]>,
     spec: &KernelSpec,
 ) -> Result<Option<Vec<Out>>> {
+    require_intra(comm)?;
     let comm = comm.duplicate();
     let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
     let (isz, osz) = (std::mem::size_of::<In>(), std::mem::size_of::<Out>());
@@ -705,8 +914,20 @@ pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
     };
     let whole_fits = n.saturating_mul(isz.max(osz)) <= Count::MAX as usize;
 
-    // Scatter into a shared array the workers read in place.
-    let mut xs = SharedVec::<In>::zeroed(local.len())?;
+    // The shared arrays the workers read and write in place, allocated before the scatter:
+    // a rank that cannot allocate them fails every rank, never leaves them waiting in it.
+    let arrays = SharedVec::<In>::zeroed(local.len()).and_then(|xs| Ok((xs, SharedVec::<Out>::zeroed(local.len())?)));
+    let (arrays, status, mut first_error) = match arrays {
+        Ok(a) => (Some(a), 0, None),
+        Err(e) => {
+            let e = Error::from(e);
+            (None, e.exit_code(), Some(e))
+        }
+    };
+    let all = agree(&comm, status, || {});
+    let Some((mut xs, mut ys)) = arrays.filter(|_| all == 0) else {
+        return Err(first_error.unwrap_or(Error::OtherRank { status: all }));
+    };
     let root = comm.process_at_rank(0);
     {
         let recv: &mut [u8] = bytemuck::cast_slice_mut(&mut xs[..]);
@@ -729,8 +950,6 @@ pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
             root.receive_into(recv);
         }
     }
-    let mut ys = SharedVec::<Out>::zeroed(local.len())?;
-    let mut first_error = None;
     let status = match pool.map_into_spec_indexed(&xs, &mut ys, spec, local.start as u64) {
         Ok(()) => 0,
         Err(e) => {

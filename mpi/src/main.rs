@@ -3,7 +3,8 @@
 //!
 //! Exit codes as `shmpool map`: 0 success, 2 usage or bad input, 1 failure while running,
 //! 128 + N when stopped by signal N. Every rank exits with the same code; the message comes
-//! from rank 0 (or from the rank that failed, when only one did).
+//! from rank 0 (or from the rank that failed, when only one did). mpirun's own exit code is
+//! mpirun's: signalled itself, Open MPI's exits 1 whatever its ranks exit.
 #![deny(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use shmpool_mpi::{MapJob, Progress, DEFAULT_EXPR, EXIT_FAILURE, EXIT_USAGE};
+use shmpool_mpi::{MapJob, Progress, EXIT_FAILURE, EXIT_USAGE};
 
 /// shmpool over MPI: every rank maps its slice of a .npy file with a local pool of worker
 /// processes; rank 0 publishes one output, byte-identical to `shmpool map`'s.
@@ -39,7 +40,7 @@ struct MapArgs {
     output: Option<PathBuf>,
     /// Expression over `x` (element) and `i` (global flat index, int64) with numpy's
     /// semantics: types and promotion (NEP 50), integer arithmetic, comparisons giving bool. A
-    /// value starting with '-' is an expression (`--expr '-x**2'`). Default: `sqrt(x) * 1.5 + 0.25`.
+    /// value starting with '-' is an expression (`--expr '-x**2'`). Required.
     #[arg(long, allow_hyphen_values = true)]
     expr: Option<String>,
     /// Output dtype as numpy spells it (float64, f8, <i8, uint8, u1, bool...). Default: numpy's
@@ -61,9 +62,9 @@ struct MapArgs {
     #[arg(long)]
     quiet: bool,
     /// Allow the output to replace the input (written aside, renamed over it on success; the
-    /// input's mode is kept).
-    #[arg(long)]
-    in_place: bool,
+    /// input's mode is kept). The one input is `x`: `--in-place` and `--in-place=x` are the same.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "x")]
+    in_place: Option<String>,
 }
 
 /// This process's rank as mpirun announces it before `MPI_Init` (0 when not under mpirun).
@@ -82,13 +83,15 @@ fn restore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
-/// SIGINT, SIGTERM and SIGHUP (mpirun stops the ranks of a failed job with SIGTERM) remove the
+/// SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 (mpirun stops the ranks of a failed job with SIGTERM) remove the
 /// temporary output, if this rank knows of one, and end the process at once with 128 + the
 /// signal: the workers die with it (`PR_SET_PDEATHSIG`), shared memory names are unlinked
 /// from creation. A signal the program was started with ignored stays ignored.
 fn stop_on_signals() -> Result<(), String> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    // SIGUSR1 and SIGUSR2: the warning signals batch systems send before a time limit, which
+    // mpirun forwards to the ranks; their default action would end a rank without cleaning up.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
         .name("shmpool-mpi-signals".into())
@@ -128,21 +131,32 @@ fn main() {
         }
     };
     let Command::Map(args) = cli.command;
-    let Some(output) = args.output.clone() else {
+    // `shmpool map`'s checks before any file is opened, in its order and with its messages.
+    let usage = |message: &str| -> ! {
         if rank0 {
-            eprintln!("shmpool-mpi: error: map INPUT needs -o OUTPUT.npy");
+            eprintln!("shmpool-mpi: error: {message}");
         }
         std::process::exit(EXIT_USAGE);
     };
+    if args.jobs == Some(0) {
+        usage("-j must be at least 1");
+    }
+    let Some(output) = args.output.clone() else { usage("map INPUT needs -o OUTPUT.npy") };
+    let Some(expr) = args.expr.clone() else {
+        usage("map INPUT needs --expr EXPRESSION (e.g. --expr 'sqrt(x) * 1.5 + 0.25'; see --help)")
+    };
+    if args.in_place.as_deref().is_some_and(|n| n != "x") {
+        usage("shmpool-mpi maps one input, x: --in-place takes no other name");
+    }
     if let Err(e) = stop_on_signals() {
         eprintln!("shmpool-mpi: error: {e}");
         std::process::exit(EXIT_FAILURE);
     }
-    let code = run(args, output);
+    let code = run(args, output, expr);
     std::process::exit(code);
 }
 
-fn run(args: MapArgs, output: PathBuf) -> i32 {
+fn run(args: MapArgs, output: PathBuf, expr: String) -> i32 {
     let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
         eprintln!("shmpool-mpi: error: MPI was already initialised");
         return EXIT_FAILURE;
@@ -154,13 +168,13 @@ fn run(args: MapArgs, output: PathBuf) -> i32 {
     let job = MapJob {
         input: args.input.clone(),
         output: output.clone(),
-        expr: args.expr.clone().unwrap_or_else(|| DEFAULT_EXPR.to_string()),
+        expr,
         dtype: args.dtype.clone(),
         workers: args.jobs,
         chunk_len: args.chunk_len,
-        in_place: args.in_place,
+        in_place: args.in_place.is_some(),
     };
-    let terminal = std::io::stderr().is_terminal();
+    let terminal = stderr_reaches_a_terminal();
     let show = rank == 0 && !args.quiet && (args.progress || terminal);
     let mut printer = show.then(|| Printer::new(terminal));
     let mut cb = |p: Progress| {
@@ -205,6 +219,88 @@ fn run(args: MapArgs, output: PathBuf) -> i32 {
     code
 }
 
+/// Whether what this rank writes to stderr ends up on a terminal: its own stderr is one, or
+/// (under mpirun, which gives a rank's stderr a pipe and copies it to its own stderr) the
+/// parent's is: on mpirun's host rank 0's parent is mpirun. Elsewhere (a remote rank, whose
+/// parent is Open MPI's daemon) it does not know, and says no.
+fn stderr_reaches_a_terminal() -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::io::stderr().is_terminal() {
+        return true;
+    }
+    if std::env::var_os("OMPI_COMM_WORLD_RANK").is_none() {
+        return false;
+    }
+    let parent = nix::unistd::getppid();
+    // O_NOCTTY: looking at the terminal never makes it this process's controlling terminal.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(format!("/proc/{parent}/fd/2"))
+        .is_ok_and(|f| f.is_terminal())
+}
+
+/// A terminal reached through a pipe (mpirun copies rank 0's stderr to its terminal): the
+/// escape sequences indicatif needs, written to stderr, which is not a terminal itself.
+#[derive(Debug)]
+struct RelayedTerminal {
+    width: u16,
+}
+
+impl RelayedTerminal {
+    fn put(&self, s: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().lock().write_all(s.as_bytes())
+    }
+}
+
+impl indicatif::TermLike for RelayedTerminal {
+    fn width(&self) -> u16 {
+        self.width
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}A"))
+        }
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}B"))
+        }
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}C"))
+        }
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}D"))
+        }
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.put(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.put("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().flush()
+    }
+}
+
 /// Progress on rank 0's stderr, as `shmpool map` shows it: indicatif's bar on a terminal;
 /// elsewhere plain lines with percent, elements/s and ETA at most once a second, and a last
 /// line at 100%.
@@ -221,7 +317,13 @@ impl Printer {
 
     fn new(terminal: bool) -> Printer {
         let bar = terminal.then(|| {
-            let b = indicatif::ProgressBar::new(0);
+            let b = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new(0)
+            } else {
+                let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(80);
+                let target = indicatif::ProgressDrawTarget::term_like(Box::new(RelayedTerminal { width }));
+                indicatif::ProgressBar::with_draw_target(Some(0), target)
+            };
             b.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:40} {percent:>3}% {human_pos}/{human_len} {per_sec} ETA {eta}",

@@ -42,7 +42,7 @@ fn same_as_shmpool_map(d: &Dir, input: &str, extra: &[&str], ranks: &[usize]) {
 fn one_d_float64_is_byte_identical_to_shmpool_map_on_1_2_and_3_ranks() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1_000_003);
-    same_as_shmpool_map(&d, "x.npy", &[], &[1, 2, 3]);
+    same_as_shmpool_map(&d, "x.npy", &["--expr", "sqrt(x) * 1.5 + 0.25"], &[1, 2, 3]);
     same_as_shmpool_map(&d, "x.npy", &["--expr", "sqrt(x) * 1.5 + 0.25 + i"], &[2, 3]);
 }
 
@@ -96,7 +96,7 @@ fn refused(d: &Dir, np: usize, args: &[&str], code: i32, needle: &str, keep: &[&
 fn a_missing_input_is_one_message_from_rank_0_and_exit_2_on_every_rank() {
     let d = Dir::new();
     let (missing, out) = (d.s("missing.npy"), d.s("out.npy"));
-    refused(&d, 3, &["map", &missing, "-o", &out], 2, "cannot open", &[]);
+    refused(&d, 3, &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &missing, "-o", &out], 2, "cannot open", &[]);
 }
 
 #[test]
@@ -113,12 +113,33 @@ fn bad_arguments_are_refused_like_shmpool_map_refuses_them() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1000);
     let x = d.s("x.npy");
-    refused(&d, 2, &["map", &x], 2, "map INPUT needs -o OUTPUT.npy", &["x.npy"]);
-    refused(&d, 2, &["map", &x, "-o", &x], 2, "is the input; pass --in-place", &["x.npy"]);
+    refused(&d, 2, &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x], 2, "map INPUT needs -o OUTPUT.npy", &["x.npy"]);
+    refused(
+        &d,
+        2,
+        &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &x],
+        2,
+        "is the input; pass --in-place",
+        &["x.npy"],
+    );
     let nowhere = d.s("no/such/dir/out.npy");
-    refused(&d, 2, &["map", &x, "-o", &nowhere], 2, "cannot create a file in", &["x.npy"]);
-    refused(&d, 2, &["map", &x, "-o", &d.s("o.npy"), "-j", "0"], 2, "-j must be at least 1", &["x.npy"]);
-    let o = mpirun(&d, 2, &["map", &x, "-o", &d.s("o.npy"), "--no-such-flag"]);
+    refused(
+        &d,
+        2,
+        &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &nowhere],
+        2,
+        "cannot create a file in",
+        &["x.npy"],
+    );
+    refused(
+        &d,
+        2,
+        &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &d.s("o.npy"), "-j", "0"],
+        2,
+        "-j must be at least 1",
+        &["x.npy"],
+    );
+    let o = mpirun(&d, 2, &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &d.s("o.npy"), "--no-such-flag"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stderr).matches("unexpected argument").count(), 1, "{}", text(&o));
 }
@@ -128,7 +149,7 @@ fn progress_is_aggregated_on_rank_0_across_ranks() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 600_000);
     let (x, out) = (d.s("x.npy"), d.s("out.npy"));
-    let o = mpirun(&d, 3, &["map", &x, "-o", &out, "-j", "1", "--progress"]);
+    let o = mpirun(&d, 3, &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "-j", "1", "--progress"]);
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.matches("progress: 100.0% 600000/600000 elements").count(), 1, "{}", text(&o));

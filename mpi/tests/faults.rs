@@ -20,7 +20,12 @@ const N: u64 = 3_000_000;
 
 fn start(d: &Dir, np: usize, env: &[(&str, String)]) -> Child {
     let (x, out) = (d.s("x.npy"), d.s("out.npy"));
-    let mut c = mpirun_cmd(d, np, Path::new(BIN), &["map", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"]);
+    let mut c = mpirun_cmd(
+        d,
+        np,
+        Path::new(BIN),
+        &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"],
+    );
     for (k, v) in env {
         c.env(k, v);
     }
@@ -114,7 +119,12 @@ fn a_rank_that_mpirun_binds_to_one_core_widens_its_cpus_before_its_workers_start
     std::fs::create_dir(&hold).unwrap();
     let (x, out) = (d.s("x.npy"), d.s("out.npy"));
     // One rank: mpirun binds it to one core (explicitly here, whatever the default).
-    let mut c = mpirun_cmd(&d, 1, Path::new(BIN), &["map", &x, "-o", &out, "-j", "2", "--chunk-len", "65536"]);
+    let mut c = mpirun_cmd(
+        &d,
+        1,
+        Path::new(BIN),
+        &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "-j", "2", "--chunk-len", "65536"],
+    );
     c.env("SHMPOOL_MPI_TEST_HOLD", &hold).env("OMPI_MCA_hwloc_base_binding_policy", "core");
     let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -158,7 +168,7 @@ fn a_rank_waiting_for_a_slower_one_sleeps_instead_of_spinning_a_core() {
         return;
     }
     let (x, out) = (d.s("x.npy"), d.s("out.npy"));
-    let args = ["map", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"];
+    let args = ["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"];
     let child = common::mpirun_cmd_exact(&d, &[], false, 2, Path::new(BIN), &args)
         .env("SHMPOOL_MPI_TEST_HOLD", &hold)
         .env("SHMPOOL_MPI_TEST_HOLD_RANK", "1")
@@ -198,7 +208,7 @@ fn ctrl_c_on_mpirun_stops_every_rank_and_leaves_nothing() {
     let hold = d.path("hold");
     std::fs::create_dir(&hold).unwrap();
     let (x, out) = (d.s("x.npy"), d.s("out.npy"));
-    let args = ["map", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"];
+    let args = ["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"];
     // mpirun itself, not under `timeout` (which would take the SIGINT): the test's watchdog is
     // the deadline below.
     let mut c = std::process::Command::new("mpirun");

@@ -153,7 +153,7 @@ fn a_rank_killed_on_the_other_host_ends_the_job_and_leaves_nothing() {
     std::fs::create_dir(&hold).unwrap();
     let (x, out) = (d.s("x.npy"), d.s("out.npy"));
     let child = hosts
-        .mpirun(&d, &["map", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"])
+        .mpirun(&d, &["map", "--expr", "sqrt(x) * 1.5 + 0.25", &x, "-o", &out, "-j", "1", "--chunk-len", "65536"])
         .env("SHMPOOL_MPI_TEST_HOLD", &hold)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -63,8 +63,15 @@ impl Temp {
         // code: report a directory that cannot take a new file as the O_TMPFILE path does.
         nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
             .map_err(|e| file_err("create a file in", dir, e.into()))?;
+        // `.NAME.XXXXXX.tmp` is 12 bytes longer than NAME: shorten NAME so that any name the
+        // output itself may have (NAME_MAX, 255 bytes) gives a temporary name that fits too.
+        const ROOM: usize = 255 - ".".len() - ".XXXXXX.tmp".len();
+        let mut cut = name.len().min(ROOM);
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
         let named = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
+            .prefix(&format!(".{}.", &name[..cut]))
             .suffix(".tmp")
             .tempfile_in(dir)
             .map_err(|e| file_err("create a file in", dir, e))?;
