@@ -1,0 +1,79 @@
+//! Third-round review of issue 14 (trust) and issue 15's folded map API: each test is a
+//! promise the README, the crate docs or the issue makes, broken from safe user code. Every
+//! test here FAILS on the reviewed code (branch r14 at 450548f); none is `#[ignore]`d so that
+//! the breaks stay visible until they are fixed.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use shmpool::prelude::*;
+
+/// Adds its input to whatever its output holds: any stale output shows as a wrong sum.
+fn acc(x: &[f64], y: &mut [f64]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += *x;
+    }
+}
+
+/// Runs `f` on a thread and fails the test (instead of hanging the binary) if it takes longer
+/// than `secs`.
+fn watchdog<R: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(r) => r,
+        Err(_) => panic!("{what}: no answer within {secs} s (hang)"),
+    }
+}
+
+fn wrong(got: &[f64], want: &[f64]) -> usize {
+    got.iter().zip(want).filter(|(g, w)| g.to_bits() != w.to_bits()).count()
+}
+
+/// Issue 14 item 1 ("output buffers a kernel writes into start zeroed"; README: a chunk kernel
+/// never sees another map's output). A `SharedVec` input with a plain (`Vec`/slice) output
+/// takes the `(Data::Shared, Sink::Plain)` path of src/pool/api.rs: the output is a recycled
+/// staging buffer, but `map_shared` marks it `Dest::Caller`, so the workers do not zero it and
+/// `acc` returns x, 2x, 3x for the same call.
+#[test]
+fn chunk_kernel_over_a_shared_vec_into_a_plain_output_starts_from_zeros() {
+    let _g = common::serial();
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let n = 300_000;
+    let xs: Vec<f64> = (0..n).map(|i| (i % 997) as f64 + 1.0).collect();
+    let shared = SharedVec::from_slice(&xs).unwrap();
+    for round in 0..3 {
+        let ys: Vec<f64> = pool.map(&shared, acc).unwrap();
+        assert_eq!(wrong(&ys, &xs), 0, "map(&SharedVec, chunk) round {round}: the kernel saw an earlier map's output");
+        let mut out = vec![0.0f64; n];
+        pool.map_into(&shared, &mut out, acc).unwrap();
+        assert_eq!(wrong(&out, &xs), 0, "map_into(&SharedVec, &mut Vec, chunk) round {round}");
+    }
+    drop(pool);
+    common::assert_nothing_leaked();
+}
+
+/// Issue 14 item 1 and issue 15 (ndarray: "non-contiguous views handled correctly"): a
+/// `SharedArray` input into a non-contiguous (transposed) ndarray output is scattered from a
+/// buffer staged through the same unzeroed path: the chunk kernel sees the previous map's
+/// results, from another caller's map just as well.
+#[test]
+fn chunk_kernel_over_a_shared_array_into_a_transposed_view_starts_from_zeros() {
+    use ndarray::Array2;
+    use shmpool::nd::SharedArray;
+    let _g = common::serial();
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let a = Array2::from_shape_fn((400, 500), |(i, j)| (i * 500 + j) as f64 + 1.0);
+    let s = SharedArray::from_array(&a).unwrap();
+    for round in 0..3 {
+        let mut out = Array2::<f64>::zeros((500, 400));
+        let mut view = out.view_mut().reversed_axes(); // (400, 500), not standard layout
+        pool.map_into(&s, &mut view, acc).unwrap();
+        let bad = out.t().iter().zip(a.iter()).filter(|(g, w)| g != w).count();
+        assert_eq!(bad, 0, "round {round}: the kernel saw an earlier map's output");
+    }
+}
