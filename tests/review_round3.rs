@@ -77,3 +77,36 @@ fn chunk_kernel_over_a_shared_array_into_a_transposed_view_starts_from_zeros() {
         assert_eq!(bad, 0, "round {round}: the kernel saw an earlier map's output");
     }
 }
+
+/// Adds each row's sum to what its output row holds (a row kernel that accumulates).
+fn row_sum_acc(x: &[f64], y: &mut [f64]) {
+    y[0] += x.iter().sum::<f64>();
+}
+
+/// Adds its input and the table's length to what its output holds.
+fn table_acc(x: &[f64], y: &mut [f64], t: &[f64]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += *x + t.len() as f64;
+    }
+}
+
+/// Issue 15 / merge 450548f ("row and table kernels get zeroed outputs") and issue 14 item 1:
+/// a row kernel and a table kernel over a `SharedVec` whose results come back as a `Vec`
+/// (`pool.map(&shared, kernel)`, the first line of the README's table) accumulate into the
+/// previous map's rows: the second call returns twice the row sums.
+#[test]
+fn row_and_table_kernels_over_a_shared_vec_start_from_zeros() {
+    let _g = common::serial();
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let xs: Vec<f64> = (0..300_000).map(|i| (i % 1000) as f64).collect();
+    let shared = SharedVec::from_slice(&xs).unwrap();
+    let rows: Vec<f64> = xs.chunks(3).map(|c| c.iter().sum()).collect();
+    let table = [0.5f64; 4];
+    let tabled: Vec<f64> = xs.iter().map(|x| x + 4.0).collect();
+    for round in 0..3 {
+        let got = pool.map(&shared, row_sum_acc.rows(3, 1)).unwrap();
+        assert_eq!(wrong(&got, &rows), 0, "row kernel, round {round}: it saw an earlier map's rows");
+        let got = pool.map(&shared, table_acc.with_table(&table)).unwrap();
+        assert_eq!(wrong(&got, &tabled), 0, "table kernel, round {round}: it saw an earlier map's output");
+    }
+}
