@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use shmpool::prelude::*;
@@ -17,17 +16,10 @@ fn acc(x: &[f64], y: &mut [f64]) {
     }
 }
 
-/// Runs `f` on a thread and fails the test (instead of hanging the binary) if it takes longer
-/// than `secs`.
+/// Runs `f` under tests/common's watchdog (a hang fails the test, a panic is re-raised).
 fn watchdog<R: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(r) => r,
-        Err(_) => panic!("{what}: no answer within {secs} s (hang)"),
-    }
+    eprintln!("watchdog {secs} s: {what}");
+    common::watchdog(Duration::from_secs(secs), f)
 }
 
 fn wrong(got: &[f64], want: &[f64]) -> usize {
@@ -109,4 +101,43 @@ fn row_and_table_kernels_over_a_shared_vec_start_from_zeros() {
         let got = pool.map(&shared, table_acc.with_table(&table)).unwrap();
         assert_eq!(wrong(&got, &tabled), 0, "table kernel, round {round}: it saw an earlier map's output");
     }
+}
+
+/// Crate docs, "Failure model" (a dead worker's chunk is redone and the map gives the exact
+/// answer) together with tests/output_buffers.rs's promise that a caller's own `SharedVec`
+/// reaches the kernel as it is (accumulating into it is the caller's choice): a worker that
+/// is killed after its kernel wrote the caller's array but before it published the chunk
+/// (PausePoint::BeforePublish) gets its chunk redone on top of its own output, so `y += x`
+/// adds x twice there. Zeroing applies only to recycled buffers (src/pool/run.rs:226
+/// `dest.recycled()`), and nothing restores a `Dest::Caller` range before a retry.
+#[test]
+fn a_retried_chunk_into_the_callers_shared_vec_does_not_apply_the_kernel_twice() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use shmpool::testing::PausePoint;
+    let _g = common::serial();
+    watchdog(60, "retry into a SharedVec", || {
+        let pool = Pool::builder().workers(2).chunk_len(1_000).pause_point(PausePoint::BeforePublish).build().unwrap();
+        let n = 100_000;
+        let xs = SharedVec::from_slice(&(0..n).map(|i| (i % 997) as f64 + 1.0).collect::<Vec<_>>()).unwrap();
+        let mut ys = SharedVec::from_slice(&vec![1.0f64; n]).unwrap();
+        let mut killed = 0;
+        std::thread::scope(|s| {
+            let h = s.spawn(|| pool.map_into(&xs, &mut ys, acc));
+            while !h.is_finished() {
+                for pid in pool.pids() {
+                    if common::proc_state(pid) == Some('T') {
+                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                        killed += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            h.join().unwrap().unwrap();
+        });
+        assert!(killed >= 1, "no worker paused before publishing");
+        let want: Vec<f64> = xs.iter().map(|x| x + 1.0).collect();
+        assert_eq!(wrong(&ys, &want), 0, "a retried chunk added its input twice ({killed} workers killed)");
+    });
+    common::assert_nothing_leaked();
 }
