@@ -141,3 +141,49 @@ fn a_retried_chunk_into_the_callers_shared_vec_does_not_apply_the_kernel_twice()
     });
     common::assert_nothing_leaked();
 }
+
+/// The child of [`a_fork_server_started_during_a_descriptor_shortage_serves_pools_after_it`]:
+/// builds ForkServer pools under RLIMIT_NOFILE = (descriptors open) + k for k = 0, 1, ... (a
+/// transient shortage, each build's limit restored right after it) until one of them started
+/// the fork server; then, with the limit back to normal, builds a pool and maps.
+fn fork_server_after_emfile(_: u32) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use shmpool::StartMethod;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let mut k = 0;
+    while shmpool::testing::fork_server_pid().is_none() {
+        assert!(k < 256, "no fork server started");
+        setrlimit(Resource::RLIMIT_NOFILE, open + k, hard).unwrap();
+        let r = Pool::builder().workers(2).start_method(StartMethod::ForkServer).build().map(drop);
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+        eprintln!("limit open+{k}: {r:?}");
+        k += 1;
+    }
+    for round in 0..3 {
+        let r = Pool::builder()
+            .workers(2)
+            .start_method(StartMethod::ForkServer)
+            .build()
+            .and_then(|p| p.map(&[1.0f64, 2.0], |x: f64| x * 2.0));
+        assert!(matches!(&r, Ok(v) if v == &[2.0, 4.0]), "round {round}: a pool built with the limit restored: {r:?}");
+    }
+}
+
+/// Issue 14 items 3 and 4 ("a dead fork server costs a restart, never the pool"; "a transient
+/// shortage ... is retried"): a fork server that happens to be started while the program is
+/// short of descriptors (EMFILE) inherits that RLIMIT_NOFILE for the rest of the program's
+/// life. Once the program's limit is back, every later ForkServer pool still fails
+/// ("recvmsg: UnexpectedEof", "pidfd_open: ESRCH": the server cannot give its workers their
+/// descriptors), and the server is alive, so it is never replaced. Run in a fresh process
+/// (`Process::spawn_fn`) because the fork server is per process. Cause: src/process/server.rs
+/// `start_forked` (the server keeps the limit of the instant it was forked).
+#[test]
+fn a_fork_server_started_during_a_descriptor_shortage_serves_pools_after_it() {
+    let _g = common::serial();
+    let ok = watchdog(120, "fork server after EMFILE", || {
+        let p = shmpool::Process::spawn_fn(fork_server_after_emfile, 0u32).unwrap();
+        p.join().unwrap().success()
+    });
+    assert!(ok, "the child's pools failed after a transient EMFILE (its stderr above says how)");
+}
