@@ -103,9 +103,9 @@ fn row_and_table_kernels_over_a_shared_vec_start_from_zeros() {
     }
 }
 
-/// Crate docs, "Failure model" (a dead worker's chunk is redone and the map gives the exact
-/// answer) together with tests/output_buffers.rs's promise that a caller's own `SharedVec`
-/// reaches the kernel as it is (accumulating into it is the caller's choice): a worker that
+/// README, "What shmpool promises": "A worker killed at any instant costs a retry, never a hang
+/// or a wrong answer", together with "A `SharedVec` of the caller's reaches the kernel as it
+/// is" (accumulating into it is the caller's choice, tests/output_buffers.rs): a worker that
 /// is killed after its kernel wrote the caller's array but before it published the chunk
 /// (PausePoint::BeforePublish) gets its chunk redone on top of its own output, so `y += x`
 /// adds x twice there. Zeroing applies only to recycled buffers (src/pool/run.rs:226
