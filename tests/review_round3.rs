@@ -187,3 +187,56 @@ fn a_fork_server_started_during_a_descriptor_shortage_serves_pools_after_it() {
     });
     assert!(ok, "the child's pools failed after a transient EMFILE (its stderr above says how)");
 }
+
+/// Where the child of [`a_stopped_fork_server_does_not_outlive_its_program`] leaves its fork
+/// server's pid (named by the test process's pid, which is the child's parent).
+fn server_pid_file(test_pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("shmpool_review3_server_{test_pid}"))
+}
+
+/// The child: builds a ForkServer pool, writes its server's pid down, SIGSTOPs the server (a
+/// debugger, a `kill -STOP`, a stray SIGSTOP to the wrong pid) and exits with the pool alive.
+fn stop_the_server_then_exit(_: u32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let pool = Pool::builder().workers(2).start_method(shmpool::StartMethod::ForkServer).build().unwrap();
+    let server = shmpool::testing::fork_server_pid().expect("a fork server runs");
+    std::fs::write(server_pid_file(std::os::unix::process::parent_id()), server.to_string()).unwrap();
+    kill(Pid::from_raw(server as i32), Signal::SIGSTOP).unwrap();
+    while common::proc_state(server) != Some('T') {
+        std::thread::yield_now();
+    }
+    std::mem::forget(pool); // the program ends with its pool: nothing may outlive it
+    std::process::exit(0);
+}
+
+/// Crate docs, "Failure model" ("the fork server's workers die with the server, which exits
+/// when the program's end of its socket closes") and issue 14 (d: no orphan processes after
+/// any failure): a fork server that is stopped when its program ends never sees the socket
+/// close, and has no `PR_SET_PDEATHSIG`, so it stays forever, reparented to init, in state T,
+/// holding its workers as zombies and their pidfds. Cause: src/process/server.rs
+/// `start_forked` / `serve` rely only on the control socket's EOF (and `getppid` polling),
+/// which a stopped process never runs.
+#[test]
+fn a_stopped_fork_server_does_not_outlive_its_program() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let _g = common::serial();
+    let file = server_pid_file(std::process::id());
+    let _ = std::fs::remove_file(&file);
+    let p = shmpool::Process::spawn_fn(stop_the_server_then_exit, 0u32).unwrap();
+    assert!(watchdog(60, "the child", move || p.join().unwrap().success()), "the child failed");
+    let server: u32 = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+    let _ = std::fs::remove_file(&file);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while common::pid_alive(server) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let orphan = common::pid_alive(server);
+    if orphan {
+        // Clean up what the test left: let the server run, so that it sees its socket closed
+        // and exits with its workers (never a kill by name).
+        let _ = kill(Pid::from_raw(server as i32), Signal::SIGCONT);
+    }
+    assert!(!orphan, "fork server {server} outlived its program by 10 s (stopped, reparented to init)");
+}
