@@ -240,3 +240,42 @@ fn a_stopped_fork_server_does_not_outlive_its_program() {
     }
     assert!(!orphan, "fork server {server} outlived its program by 10 s (stopped, reparented to init)");
 }
+
+/// Issue 14 items 3 and 4 ("a dead fork server costs a restart, never the pool"; a shortage
+/// during a respawn is retried, "a stopped worker costs at most its own share") and the
+/// README ("a pool left with no worker at all for 5 s fails its maps"): with the fork server
+/// stopped (SIGSTOP: a debugger, a stray signal; it is alive, so it is never replaced) and one
+/// of two workers killed, a map that the surviving worker could run alone instead fails with
+/// `PoolBroken` ("no worker could be started for 5 s ... fork server failed: timed out"), after
+/// tens of seconds, and the pool is broken for good. Cause: the replacement waits for the
+/// server's answer synchronously (src/process/server.rs ANSWER_TIMEOUT, `forked`) and a
+/// server that does not answer is neither replaced nor bypassed.
+#[test]
+fn a_stopped_fork_server_does_not_break_a_pool_that_still_has_a_worker() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let _g = common::serial();
+    let pool = Pool::builder().workers(2).start_method(shmpool::StartMethod::ForkServer).build().unwrap();
+    let server = shmpool::testing::fork_server_pid().expect("a fork server runs");
+    kill(Pid::from_raw(server as i32), Signal::SIGSTOP).unwrap();
+    let victim = pool.pids()[0];
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    let xs: Vec<f64> = (0..100_000).map(|i| i as f64).collect();
+    let r = std::thread::scope(|s| {
+        let h = s.spawn(|| (0..5).map(|_| pool.map(&xs, |x: f64| x + 1.0).map(|v| v[99_999])).collect::<Vec<_>>());
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !h.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let done = h.is_finished();
+        // Let the server run again whatever happened, so that nothing stays stopped.
+        kill(Pid::from_raw(server as i32), Signal::SIGCONT).unwrap();
+        assert!(done, "maps still running 120 s after the fork server was stopped");
+        h.join().unwrap()
+    });
+    let deaths = pool.death_log();
+    assert!(
+        r.iter().all(|m| matches!(m, Ok(v) if *v == 100_000.0)),
+        "maps with one live worker: {r:?}; deaths {deaths:?}"
+    );
+}
