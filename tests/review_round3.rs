@@ -294,7 +294,10 @@ fn a_stopped_fork_server_does_not_break_a_pool_that_still_has_a_worker() {
 fn crash_test_helper_waits_for_cpu_time_that_an_idle_victim_never_uses() {
     use shmpool::nd::SharedArray;
     let _g = common::serial();
-    let pool = Pool::builder().workers(2).chunk_len(2_000).build().unwrap();
+    // `WaitStrategy::Sleep` takes away the only CPU an idle worker uses under the default
+    // `Adaptive` (one worker's spin of at most 1 ms after work), which reaches a whole tick
+    // only by luck: so the outcome does not depend on that luck.
+    let pool = Pool::builder().workers(2).chunk_len(2_000).wait_strategy(shmpool::WaitStrategy::Sleep).build().unwrap();
     let xs = SharedVec::from_slice(&(0..60_000).map(common::workloads::pattern).collect::<Vec<_>>()).unwrap();
     let mut ys = SharedArray::<f64, _>::zeroed(60_000).unwrap();
     let victim = pool.pids()[0];
