@@ -28,8 +28,8 @@ fn wrong(got: &[f64], want: &[f64]) -> usize {
 
 /// Issue 14 item 1 ("output buffers a kernel writes into start zeroed"; README: a chunk kernel
 /// never sees another map's output). A `SharedVec` input with a plain (`Vec`/slice) output
-/// takes the `(Data::Shared, Sink::Plain)` path of src/pool/api.rs: the output is a recycled
-/// staging buffer, but `map_shared` marks it `Dest::Caller`, so the workers do not zero it and
+/// takes the `(Data::Shared, Sink::Plain)` path of src/pool/api.rs:299: the output is a recycled
+/// staging buffer, but `map_shared` marks it `Dest::Caller` (src/pool/mod.rs:522), so the workers do not zero it (run.rs:209) and
 /// `acc` returns x, 2x, 3x for the same call.
 #[test]
 fn chunk_kernel_over_a_shared_vec_into_a_plain_output_starts_from_zeros() {
@@ -108,7 +108,7 @@ fn row_and_table_kernels_over_a_shared_vec_start_from_zeros() {
 /// is" (accumulating into it is the caller's choice, tests/output_buffers.rs): a worker that
 /// is killed after its kernel wrote the caller's array but before it published the chunk
 /// (PausePoint::BeforePublish) gets its chunk redone on top of its own output, so `y += x`
-/// adds x twice there. Zeroing applies only to recycled buffers (src/pool/run.rs:226
+/// adds x twice there. Zeroing applies only to recycled buffers (src/pool/run.rs:209
 /// `dest.recycled()`), and nothing restores a `Dest::Caller` range before a retry.
 #[test]
 fn a_retried_chunk_into_the_callers_shared_vec_does_not_apply_the_kernel_twice() {
