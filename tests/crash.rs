@@ -89,31 +89,39 @@ fn worker_killed_after_writing_output_but_before_publishing_has_its_chunk_redone
 fn external_signals_of_every_kind_mid_map_still_give_the_exact_answer() {
     for sig in [Signal::SIGKILL, Signal::SIGSEGV, Signal::SIGABRT, Signal::SIGBUS, Signal::SIGTERM] {
         common::watchdog(Duration::from_secs(60), move || {
-            let pool = Pool::builder().workers(2).chunk_len(2_000).build().unwrap();
+            // Every worker stops itself once mid-kernel (half its output written): the signal
+            // lands there, whatever the machine's load (a victim picked by its CPU time could
+            // be idle by the time the sender looked, and then never use any).
+            let pool = Pool::builder().workers(2).chunk_len(2_000).pause_point(PausePoint::MidKernel).build().unwrap();
             let xs = SharedVec::from_slice(&w1_input(60_000)).unwrap();
             let mut ys = pool.alloc::<f64>(xs.len()).unwrap();
-            let victim = pool.pids()[0];
-            let deaths_before = pool.worker_deaths();
+            let mut signalled = 0u64;
             std::thread::scope(|s| {
-                s.spawn(|| {
-                    // Wait until the victim is running a chunk (CPU time moving), then signal it.
-                    let start = common::cpu_ticks(victim).unwrap_or(0);
-                    while common::cpu_ticks(victim).is_some_and(|t| t == start) {
-                        std::thread::sleep(Duration::from_millis(1));
+                let h = s.spawn(|| pool.map_into(&xs, &mut ys, w2_chunk));
+                while !h.is_finished() {
+                    for pid in pool.pids() {
+                        if common::proc_state(pid) != Some('T') {
+                            continue;
+                        }
+                        let victim = Pid::from_raw(pid as i32);
+                        signalled += 1;
+                        // A stopped process takes a signal when continued. std's SIGSEGV/SIGBUS
+                        // handler (stack-overflow detection) swallows one signal sent from
+                        // outside and resets to the default action: repeat until it is gone,
+                        // as a real fault would.
+                        while common::pid_alive(pid) && kill(victim, sig).is_ok() {
+                            let _ = kill(victim, Signal::SIGCONT);
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
                     }
-                    kill(Pid::from_raw(victim as i32), sig).expect("the victim is alive mid-map");
-                    // std's SIGSEGV/SIGBUS handler (stack-overflow detection) swallows one
-                    // signal sent from outside and resets to the default action: repeat until
-                    // the victim is gone, as a real fault would.
-                    while common::pid_alive(victim) && kill(Pid::from_raw(victim as i32), sig).is_ok() {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                });
-                pool.map_into(&xs, &mut ys, w2_chunk).unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                h.join().unwrap().unwrap();
             });
-            // The signal landed: the victim dies and is counted (the supervisor may notice it a
-            // moment after the map is done; the watchdog bounds the wait).
-            while pool.pids().contains(&victim) || pool.worker_deaths() == deaths_before {
+            assert!(signalled >= 1, "{sig:?}: no worker stopped mid-kernel");
+            // Deaths are counted by the supervisor once it has reaped them (bounded by the
+            // watchdog).
+            while pool.worker_deaths() < signalled {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let mut want = vec![0.0; xs.len()];

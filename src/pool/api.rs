@@ -84,6 +84,11 @@ impl Pool {
     /// plain memory on either side is staged. The kernel and data forms are those of
     /// [`Pool::map`]; a `.npy` output is committed afterwards ([`crate::NpyOutput::commit`]).
     ///
+    /// A chunk kernel sees a shared output (the caller's own array or file) as it is. A chunk
+    /// that a dying worker had started is redone on what that attempt left, so a kernel that
+    /// reads its output there (`y += x`) is not retry-safe: write only, or set
+    /// [`crate::PoolBuilder::max_attempts`] to 1 to get [`Error::WorkerCrashed`] instead.
+    ///
     /// # Examples
     ///
     /// ```
@@ -300,7 +305,8 @@ impl Pool {
                 self.check_open()?;
                 let mut stage = self.take_staging(o.len())?;
                 let seg = stage.seg.clone();
-                let r = self.map_shared(spec, units, i, &seg, progress);
+                // A recycled buffer: the workers zero a chunk kernel's output in it.
+                let r = self.map_shared_staged(spec, units, i, &seg, progress);
                 if r.is_ok() {
                     o.copy_from_slice(stage.bytes_mut(o.len()));
                 }

@@ -346,7 +346,7 @@ impl Pool {
         if ins.identity().is_some() && ins.identity() == outs.identity() {
             return Err(Error::Aliased { path: output.path().display().to_string() });
         }
-        self.map_shared_at(spec, range.len(), ins, outs, progress, range.start, range.start as u64)
+        self.map_shared_at(spec, range.len(), ins, Dest::Caller(outs), progress, range.start, range.start as u64)
     }
 
     /// Like [`Pool::map_into`] between `SharedVec`s, with the kernel seeing indices that start at `first_index`
@@ -381,7 +381,7 @@ impl Pool {
         if input.len() != output.len() {
             return Err(Error::LengthMismatch { input: input.len(), output: output.len() });
         }
-        self.map_shared_at(spec, input.len(), input.segment(), output.segment(), None, 0, first_index)
+        self.map_shared_at(spec, input.len(), input.segment(), Dest::Caller(output.segment()), None, 0, first_index)
     }
 
     /// A zeroed [`SharedVec`] of `len` elements (the pool is not needed for this; the method
@@ -500,7 +500,20 @@ impl Pool {
         output: &Arc<Segment>,
         progress: Option<&mut dyn FnMut(usize)>,
     ) -> Result<()> {
-        self.map_shared_at(spec, len, input, output, progress, 0, 0)
+        self.map_shared_at(spec, len, input, Dest::Caller(output), progress, 0, 0)
+    }
+
+    /// [`Pool::map_shared`] into one of the pool's staging buffers (recycled between maps:
+    /// the workers zero a chunk kernel's output in it, as for inline slots).
+    fn map_shared_staged(
+        &self,
+        spec: &KernelSpec,
+        len: usize,
+        input: &Arc<Segment>,
+        staging: &Arc<Segment>,
+        progress: Option<&mut dyn FnMut(usize)>,
+    ) -> Result<()> {
+        self.map_shared_at(spec, len, input, Dest::Staging(staging), progress, 0, 0)
     }
 
     /// [`Pool::map_shared`] over elements `first_elem..first_elem + len` of both segments, the
@@ -511,7 +524,7 @@ impl Pool {
         spec: &KernelSpec,
         len: usize,
         input: &Arc<Segment>,
-        output: &Arc<Segment>,
+        output: Dest<'_>,
         progress: Option<&mut dyn FnMut(usize)>,
         first_elem: usize,
         first_index: u64,
@@ -520,9 +533,8 @@ impl Pool {
         if len == 0 {
             return Ok(());
         }
-        let run =
-            run::MapRun::new(self, spec, len, &Input::Shared(input), Dest::Caller(output), run::Chunking::Shared)?
-                .place(first_elem, first_index);
+        let run = run::MapRun::new(self, spec, len, &Input::Shared(input), output, run::Chunking::Shared)?
+            .place(first_elem, first_index);
         drive::drive(run, spec, Input::Shared(input), Output::Shared, progress)
     }
 
