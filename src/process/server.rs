@@ -302,10 +302,18 @@ pub(crate) fn start_forked(body: fn(OwnedFd) -> i32) -> Result<(OwnedFd, Pid)> {
     let (control, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| Error::os("socketpair", e.into()))?;
     let keep = theirs.as_raw_fd();
+    let parent = nix::unistd::getpid();
     let pid = fork::fork_process(move || {
         // A session of its own (see `spawn::spawn_self`'s `detach`): the group's and the
         // terminal's signals are for the program, not its helper.
         let _ = nix::unistd::setsid();
+        // Dies with the program even when stopped (a stopped process never reads its socket's
+        // end-of-file nor polls `getppid`, but SIGKILL ends it all the same). PDEATHSIG fires
+        // when the *thread* that forked us exits: we are forked only while the program is
+        // single-threaded, so that thread is the program's only one, its main thread, which
+        // lives as long as the program (unless it calls `pthread_exit`, which then kills the
+        // server early: a dead server costs a restart, never a pool).
+        fork::die_with_parent(parent);
         fork::drop_inherited(0, &[keep]);
         serve(theirs, body)
     })?;
@@ -328,6 +336,7 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
     // inherit its session and this) go when the program or their pool does. SIGINT is also
     // ignored, for a server whose session could not be changed.
     crate::process::fork::drop_inherited(0, &[std::os::fd::AsRawFd::as_raw_fd(&control)]);
+    raise_descriptor_limit();
     // SAFETY: setting SIGINT's disposition to "ignore" in this single-threaded helper process
     // has no preconditions.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
@@ -423,6 +432,21 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
                     return 0;
                 }
             }
+        }
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: the server may have been started while
+/// the program was short of descriptors (its soft limit lowered, or exhausted), and it keeps
+/// its limit for the rest of the program's life; at that limit it could not receive the
+/// sockets its pools send (`SCM_RIGHTS` under EMFILE truncates them away) nor open its
+/// workers' pidfds, and every later pool would fail while the server stays alive. Its
+/// workers inherit the raised limit. A failure leaves the limit as it was.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }
