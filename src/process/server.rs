@@ -71,8 +71,37 @@ fn recv(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Option<(Op, Wire, Opt
     Ok(Some((op, w, fd)))
 }
 
-/// How long a pool waits for the server to answer.
+/// How long a pool waits for the server to answer a fork request: a server that has not
+/// answered by then is treated as dead (killed, reaped, replaced).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server may be seen stopped (SIGSTOP, a debugger) while a pool waits for it before
+/// it is treated as dead: a stopped server answers nothing, forks nothing and reports no exit,
+/// and a supervisor that waited for it could not serve its live workers meanwhile (they give up
+/// on a supervisor that does not answer for 10 s). Short stops (shorter than this) are waited out.
+const STOPPED_LIMIT: Duration = Duration::from_secs(1);
+/// How often a wait for the server checks whether it is stopped.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether process `pid` is stopped (state `T`, or `t`: stopped by a tracer).
+fn is_stopped(pid: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|c| c == 'T' || c == 't')
+}
+
+/// Treats this process's fork server `pid` as dead: SIGKILLs it (which ends even a stopped
+/// process), reaps it and forgets it, so that the next [`connect`] starts a new one. Its
+/// workers die with it (`PR_SET_PDEATHSIG`), and their pools replace them through the new
+/// server. Does nothing when `pid` is no longer this process's server (already replaced): a
+/// pid that is not ours is never signalled.
+fn abandon(pid: Pid) {
+    let mut server = server_slot().lock().unwrap_or_else(|p| p.into_inner());
+    if server.as_ref().is_some_and(|s| s.pid == pid && s.owner == std::process::id()) {
+        CONTROL_FD.store(-1, Ordering::Relaxed);
+        let dead = server.take().expect("checked above");
+        let _ = kill(dead.pid, Signal::SIGKILL);
+        reap(dead.pid);
+    }
+}
 
 /// The program's handle on its server.
 struct Server {
@@ -239,9 +268,15 @@ impl Connection {
     /// [`Error::Os`] when the server failed to fork, is gone or does not answer in time.
     pub(crate) fn forked(&mut self) -> Result<Pid> {
         let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let mut waits = StopWatch::default();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match recv(self.sock.as_fd(), left)? {
+            if left.is_zero() || waits.gave_up(self.server) {
+                // No answer in time (or the server is stopped): it is as good as dead.
+                abandon(self.server);
+                return Err(Error::os("fork server", std::io::Error::from(std::io::ErrorKind::TimedOut)));
+            }
+            match recv(self.sock.as_fd(), left.min(STOP_CHECK))? {
                 Some((Op::Forked, w, _)) => {
                     self.children.insert(w.pid);
                     return Ok(Pid::from_raw(w.pid));
@@ -253,7 +288,7 @@ impl Connection {
                     self.exited.insert(w.pid, w.value);
                 }
                 Some((_, w, _)) => return Err(Error::Protocol { what: "fork server answer", value: w.op.into() }),
-                None => return Err(Error::os("fork server", std::io::Error::from(std::io::ErrorKind::TimedOut))),
+                None => {}
             }
         }
     }
@@ -266,6 +301,7 @@ impl Connection {
     /// [`Error::Os`] on a timeout or a lost server.
     pub(crate) fn wait_exit(&mut self, pid: Pid, timeout: Duration) -> Result<WaitStatus> {
         let deadline = Instant::now() + timeout;
+        let mut waits = StopWatch::default();
         loop {
             if let Some(raw) = self.exited.remove(&pid.as_raw()) {
                 self.children.remove(&pid.as_raw());
@@ -276,19 +312,40 @@ impl Connection {
                 return Err(Error::os("fork server exit report", std::io::Error::from(std::io::ErrorKind::NotFound)));
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match recv(self.sock.as_fd(), left)? {
+            let stopped = waits.gave_up(self.server);
+            if stopped {
+                // A stopped server reports nothing: it is as good as dead.
+                abandon(self.server);
+            }
+            if left.is_zero() || stopped {
+                return Err(Error::os("fork server exit report", std::io::Error::from(std::io::ErrorKind::TimedOut)));
+            }
+            match recv(self.sock.as_fd(), left.min(STOP_CHECK))? {
                 Some((Op::Exited, w, _)) => {
                     self.exited.insert(w.pid, w.value);
                 }
                 Some((_, w, _)) => return Err(Error::Protocol { what: "fork server message", value: w.op.into() }),
-                None => {
-                    return Err(Error::os(
-                        "fork server exit report",
-                        std::io::Error::from(std::io::ErrorKind::TimedOut),
-                    ))
-                }
+                None => {}
             }
         }
+    }
+}
+
+/// Watches, during one wait for the server, whether it stays stopped.
+#[derive(Default)]
+struct StopWatch {
+    /// Since when the server has been seen stopped (without a check seeing it run since).
+    stopped_since: Option<Instant>,
+}
+
+impl StopWatch {
+    /// Whether the server has been seen stopped for [`STOPPED_LIMIT`] (checked now).
+    fn gave_up(&mut self, server: Pid) -> bool {
+        if !is_stopped(server) {
+            self.stopped_since = None;
+            return false;
+        }
+        self.stopped_since.get_or_insert_with(Instant::now).elapsed() >= STOPPED_LIMIT
     }
 }
 
