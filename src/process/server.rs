@@ -14,7 +14,11 @@
 //!
 //! Lifetimes: a connection that closes (its pool is gone) has its remaining workers killed; when
 //! the control socket closes (the program is gone) the server kills every worker and exits.
-//! Workers also have `PR_SET_PDEATHSIG` tied to the server, so they never outlive it.
+//! Workers also have `PR_SET_PDEATHSIG` tied to the server, so they never outlive it, and the
+//! server has it tied to the program's thread that started it (the program's only thread for a
+//! forked server, a keeper thread for an exec'd one: [`on_keeper_thread`]), so that even a
+//! stopped server, which reads no end-of-file, dies with the program. A server that a pool
+//! waits for in vain (stopped, or silent past [`ANSWER_TIMEOUT`]) is killed and replaced.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -265,7 +269,9 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the server failed to fork, is gone or does not answer in time.
+    /// [`Error::Os`] when the server failed to fork, is gone or does not answer in time; a
+    /// server that does not answer within [`ANSWER_TIMEOUT`], or is seen stopped for
+    /// [`STOPPED_LIMIT`], is killed and reaped first (the next [`connect`] starts another).
     pub(crate) fn forked(&mut self) -> Result<Pid> {
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         let mut waits = StopWatch::default();
@@ -298,7 +304,8 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] on a timeout or a lost server.
+    /// [`Error::Os`] on a timeout or a lost server; a server seen stopped for
+    /// [`STOPPED_LIMIT`] is killed and reaped first (the next [`connect`] starts another).
     pub(crate) fn wait_exit(&mut self, pid: Pid, timeout: Duration) -> Result<WaitStatus> {
         let deadline = Instant::now() + timeout;
         let mut waits = StopWatch::default();
