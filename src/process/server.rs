@@ -399,7 +399,9 @@ static KEEPER: std::sync::atomic::AtomicPtr<(u32, std::sync::mpsc::Sender<Keeper
 /// The exec'd fork server sets `PR_SET_PDEATHSIG` (SIGKILL) so that it dies with the program
 /// even while it is stopped (a stopped process never sees its socket close). The kernel sends
 /// that signal when the *thread* that spawned it exits, so it is spawned from this thread,
-/// never from the (perhaps short-lived) thread that builds a pool. That covers every end of
+/// never from the (perhaps short-lived) thread that builds a pool; from the main thread the
+/// job runs at once, on it. The keeper is started only when a thread other than the main
+/// one first starts an exec'd server (the program is multi-threaded then anyway). That covers every end of
 /// the program, SIGKILL and `exec` included (both end this thread). Not covered: a program
 /// that is itself stopped keeps its server (it is not gone).
 ///
@@ -408,6 +410,12 @@ static KEEPER: std::sync::atomic::AtomicPtr<(u32, std::sync::mpsc::Sender<Keeper
 /// [`Error::Os`] when the thread cannot be started.
 pub(crate) fn on_keeper_thread<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Result<R> {
     use std::sync::mpsc;
+    if nix::unistd::gettid() == nix::unistd::getpid() {
+        // The main thread lives as long as the program: no need for another thread (which
+        // would make a program that is otherwise single-threaded a multi-threaded one, and so
+        // change the start method its later pools default to).
+        return Ok(job());
+    }
     let me = std::process::id();
     let keeper = loop {
         let p = KEEPER.load(Ordering::Acquire);
