@@ -159,7 +159,7 @@
 //! the program's end of its socket closes, and is SIGKILLed when the program ends even while it
 //! is stopped (`PR_SET_PDEATHSIG`, tied to the program's main thread or to a keeper thread that
 //! lives as long as the program). A server that a waiting pool finds stopped for a second, or
-//! that does not answer a fork request within 10 s, is killed, reaped and replaced (its workers
+//! that does not answer a fork request within 4 s, is killed, reaped and replaced (its workers
 //! are replaced too), so that no supervisor waits on it. Segment names are unlinked microseconds after
 //! creation, so nothing outlives even a SIGKILLed parent.
 //!

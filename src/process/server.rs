@@ -76,8 +76,10 @@ fn recv(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Option<(Op, Wire, Opt
 }
 
 /// How long a pool waits for the server to answer a fork request: a server that has not
-/// answered by then is treated as dead (killed, reaped, replaced).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// answered by then is treated as dead (killed, reaped, replaced). Well under the 10 s for
+/// which a worker waits for its supervisor's answer (`worker::MAIL_TIMEOUT`): a supervisor
+/// waiting here must not make its live workers give up on it.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a server may be seen stopped (SIGSTOP, a debugger) while a pool waits for it before
 /// it is treated as dead: a stopped server answers nothing, forks nothing and reports no exit,
 /// and a supervisor that waited for it could not serve its live workers meanwhile (they give up
