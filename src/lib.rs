@@ -156,7 +156,11 @@
 //! gives [`Error::KernelPanicked`] and the worker survives. A worker killed while holding the
 //! ring mutex does not block anyone (robust mutex). Workers die with the pool's supervisor
 //! thread (`PR_SET_PDEATHSIG`); the fork server's workers die with the server, which exits when
-//! the program's end of its socket closes. Segment names are unlinked microseconds after
+//! the program's end of its socket closes, and is SIGKILLed when the program ends even while it
+//! is stopped (`PR_SET_PDEATHSIG`, tied to the program's main thread or to a keeper thread that
+//! lives as long as the program). A server that a waiting pool finds stopped for a second, or
+//! that does not answer a fork request within 4 s, is killed, reaped and replaced (its workers
+//! are replaced too), so that no supervisor waits on it. Segment names are unlinked microseconds after
 //! creation, so nothing outlives even a SIGKILLed parent.
 //!
 //! ## Platforms

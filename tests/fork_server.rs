@@ -94,3 +94,64 @@ fn a_fork_server_killed_in_the_middle_of_a_map_costs_a_retry_not_the_map() {
         assert_eq!(pool.map(&[8.0f64], |x: f64| x * 0.5).unwrap(), [4.0]);
     });
 }
+
+/// Where the child of [`an_execd_fork_server_outlives_the_thread_that_started_it_but_not_its_program`]
+/// leaves its fork server's pid (named by the test process's pid, the child's parent).
+fn execd_server_pid_file(test_pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("shmpool_fork_server_execd_{test_pid}"))
+}
+
+/// The child: builds a ForkServer pool from a thread that then ends (two threads run at the
+/// build, so the server is exec'd, not forked), maps with it after that thread is gone, then
+/// SIGSTOPs the server and exits with the pool alive.
+fn build_on_a_thread_stop_the_server_and_exit(_: u32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let (pool, server) = std::thread::spawn(|| {
+        let pool = pool(StartMethod::ForkServer, 2);
+        let server = shmpool::testing::fork_server_pid().expect("a fork server runs");
+        (pool, server)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(pool.map(&[1.0f64, 2.0], |x: f64| x * 2.0).unwrap(), vec![2.0, 4.0]);
+    assert_eq!(
+        shmpool::testing::fork_server_pid(),
+        Some(server),
+        "the server died with the thread that built the pool"
+    );
+    assert!(common::pid_alive(server));
+    assert!(common::start::exec_started(server), "the fork server was forked, not exec'd");
+    std::fs::write(execd_server_pid_file(std::os::unix::process::parent_id()), server.to_string()).unwrap();
+    kill(Pid::from_raw(server as i32), Signal::SIGSTOP).unwrap();
+    while common::proc_state(server) != Some('T') {
+        std::thread::yield_now();
+    }
+    std::mem::forget(pool);
+    std::process::exit(0);
+}
+
+/// An exec'd fork server dies with its program even when stopped (a stopped process never sees
+/// its control socket close: `PR_SET_PDEATHSIG`), yet not with the thread that happened to
+/// start it (it is spawned from a keeper thread that lives as long as the program).
+#[test]
+fn an_execd_fork_server_outlives_the_thread_that_started_it_but_not_its_program() {
+    let _g = common::serial();
+    let file = execd_server_pid_file(std::process::id());
+    let _ = std::fs::remove_file(&file);
+    let p = shmpool::Process::spawn_fn(build_on_a_thread_stop_the_server_and_exit, 0u32).unwrap();
+    let ok = common::watchdog(Duration::from_secs(60), move || p.join().unwrap().success());
+    assert!(ok, "the child failed (its stderr above says how)");
+    let server: u32 = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+    let _ = std::fs::remove_file(&file);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while common::pid_alive(server) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let orphan = common::pid_alive(server);
+    if orphan {
+        // Let it run, so that it sees its socket closed and exits with its workers.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server as i32), nix::sys::signal::Signal::SIGCONT);
+    }
+    assert!(!orphan, "fork server {server} outlived its program by 10 s");
+}

@@ -269,8 +269,9 @@ fn a_stopped_fork_server_does_not_break_a_pool_that_still_has_a_worker() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let done = h.is_finished();
-        // Let the server run again whatever happened, so that nothing stays stopped.
-        kill(Pid::from_raw(server as i32), Signal::SIGCONT).unwrap();
+        // Let the server run again whatever happened, so that nothing stays stopped (it may
+        // be gone: a pool that found it stopped killed, reaped and replaced it).
+        let _ = kill(Pid::from_raw(server as i32), Signal::SIGCONT);
         assert!(done, "maps still running 120 s after the fork server was stopped");
         h.join().unwrap()
     });

@@ -14,7 +14,11 @@
 //!
 //! Lifetimes: a connection that closes (its pool is gone) has its remaining workers killed; when
 //! the control socket closes (the program is gone) the server kills every worker and exits.
-//! Workers also have `PR_SET_PDEATHSIG` tied to the server, so they never outlive it.
+//! Workers also have `PR_SET_PDEATHSIG` tied to the server, so they never outlive it, and the
+//! server has it tied to the program's thread that started it (the program's only thread for a
+//! forked server, a keeper thread for an exec'd one: [`on_keeper_thread`]), so that even a
+//! stopped server, which reads no end-of-file, dies with the program. A server that a pool
+//! waits for in vain (stopped, or silent past [`ANSWER_TIMEOUT`]) is killed and replaced.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -71,8 +75,39 @@ fn recv(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Option<(Op, Wire, Opt
     Ok(Some((op, w, fd)))
 }
 
-/// How long a pool waits for the server to answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a pool waits for the server to answer a fork request: a server that has not
+/// answered by then is treated as dead (killed, reaped, replaced). Well under the 10 s for
+/// which a worker waits for its supervisor's answer (`worker::MAIL_TIMEOUT`): a supervisor
+/// waiting here must not make its live workers give up on it.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a server may be seen stopped (SIGSTOP, a debugger) while a pool waits for it before
+/// it is treated as dead: a stopped server answers nothing, forks nothing and reports no exit,
+/// and a supervisor that waited for it could not serve its live workers meanwhile (they give up
+/// on a supervisor that does not answer for 10 s). Short stops (shorter than this) are waited out.
+const STOPPED_LIMIT: Duration = Duration::from_secs(1);
+/// How often a wait for the server checks whether it is stopped.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether process `pid` is stopped (state `T`, or `t`: stopped by a tracer).
+fn is_stopped(pid: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|c| c == 'T' || c == 't')
+}
+
+/// Treats this process's fork server `pid` as dead: SIGKILLs it (which ends even a stopped
+/// process), reaps it and forgets it, so that the next [`connect`] starts a new one. Its
+/// workers die with it (`PR_SET_PDEATHSIG`), and their pools replace them through the new
+/// server. Does nothing when `pid` is no longer this process's server (already replaced): a
+/// pid that is not ours is never signalled.
+fn abandon(pid: Pid) {
+    let mut server = server_slot().lock().unwrap_or_else(|p| p.into_inner());
+    if server.as_ref().is_some_and(|s| s.pid == pid && s.owner == std::process::id()) {
+        CONTROL_FD.store(-1, Ordering::Relaxed);
+        let dead = server.take().expect("checked above");
+        let _ = kill(dead.pid, Signal::SIGKILL);
+        reap(dead.pid);
+    }
+}
 
 /// The program's handle on its server.
 struct Server {
@@ -236,12 +271,20 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the server failed to fork, is gone or does not answer in time.
+    /// [`Error::Os`] when the server failed to fork, is gone or does not answer in time; a
+    /// server that does not answer within [`ANSWER_TIMEOUT`], or is seen stopped for
+    /// [`STOPPED_LIMIT`], is killed and reaped first (the next [`connect`] starts another).
     pub(crate) fn forked(&mut self) -> Result<Pid> {
         let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let mut waits = StopWatch::default();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match recv(self.sock.as_fd(), left)? {
+            if left.is_zero() || waits.gave_up(self.server) {
+                // No answer in time (or the server is stopped): it is as good as dead.
+                abandon(self.server);
+                return Err(Error::os("fork server", std::io::Error::from(std::io::ErrorKind::TimedOut)));
+            }
+            match recv(self.sock.as_fd(), left.min(STOP_CHECK))? {
                 Some((Op::Forked, w, _)) => {
                     self.children.insert(w.pid);
                     return Ok(Pid::from_raw(w.pid));
@@ -253,7 +296,7 @@ impl Connection {
                     self.exited.insert(w.pid, w.value);
                 }
                 Some((_, w, _)) => return Err(Error::Protocol { what: "fork server answer", value: w.op.into() }),
-                None => return Err(Error::os("fork server", std::io::Error::from(std::io::ErrorKind::TimedOut))),
+                None => {}
             }
         }
     }
@@ -263,9 +306,11 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] on a timeout or a lost server.
+    /// [`Error::Os`] on a timeout or a lost server; a server seen stopped for
+    /// [`STOPPED_LIMIT`] is killed and reaped first (the next [`connect`] starts another).
     pub(crate) fn wait_exit(&mut self, pid: Pid, timeout: Duration) -> Result<WaitStatus> {
         let deadline = Instant::now() + timeout;
+        let mut waits = StopWatch::default();
         loop {
             if let Some(raw) = self.exited.remove(&pid.as_raw()) {
                 self.children.remove(&pid.as_raw());
@@ -276,19 +321,40 @@ impl Connection {
                 return Err(Error::os("fork server exit report", std::io::Error::from(std::io::ErrorKind::NotFound)));
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match recv(self.sock.as_fd(), left)? {
+            let stopped = waits.gave_up(self.server);
+            if stopped {
+                // A stopped server reports nothing: it is as good as dead.
+                abandon(self.server);
+            }
+            if left.is_zero() || stopped {
+                return Err(Error::os("fork server exit report", std::io::Error::from(std::io::ErrorKind::TimedOut)));
+            }
+            match recv(self.sock.as_fd(), left.min(STOP_CHECK))? {
                 Some((Op::Exited, w, _)) => {
                     self.exited.insert(w.pid, w.value);
                 }
                 Some((_, w, _)) => return Err(Error::Protocol { what: "fork server message", value: w.op.into() }),
-                None => {
-                    return Err(Error::os(
-                        "fork server exit report",
-                        std::io::Error::from(std::io::ErrorKind::TimedOut),
-                    ))
-                }
+                None => {}
             }
         }
+    }
+}
+
+/// Watches, during one wait for the server, whether it stays stopped.
+#[derive(Default)]
+struct StopWatch {
+    /// Since when the server has been seen stopped (without a check seeing it run since).
+    stopped_since: Option<Instant>,
+}
+
+impl StopWatch {
+    /// Whether the server has been seen stopped for [`STOPPED_LIMIT`] (checked now).
+    fn gave_up(&mut self, server: Pid) -> bool {
+        if !is_stopped(server) {
+            self.stopped_since = None;
+            return false;
+        }
+        self.stopped_since.get_or_insert_with(Instant::now).elapsed() >= STOPPED_LIMIT
     }
 }
 
@@ -302,14 +368,93 @@ pub(crate) fn start_forked(body: fn(OwnedFd) -> i32) -> Result<(OwnedFd, Pid)> {
     let (control, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| Error::os("socketpair", e.into()))?;
     let keep = theirs.as_raw_fd();
+    let parent = nix::unistd::getpid();
     let pid = fork::fork_process(move || {
         // A session of its own (see `spawn::spawn_self`'s `detach`): the group's and the
         // terminal's signals are for the program, not its helper.
         let _ = nix::unistd::setsid();
+        // Dies with the program even when stopped (a stopped process never reads its socket's
+        // end-of-file nor polls `getppid`, but SIGKILL ends it all the same). PDEATHSIG fires
+        // when the *thread* that forked us exits: we are forked only while the program is
+        // single-threaded, so that thread is the program's only one, its main thread, which
+        // lives as long as the program (unless it calls `pthread_exit`, which then kills the
+        // server early: a dead server costs a restart, never a pool).
+        fork::die_with_parent(parent);
         fork::drop_inherited(0, &[keep]);
         serve(theirs, body)
     })?;
     Ok((control, pid))
+}
+
+/// A job for the keeper thread.
+type KeeperJob = Box<dyn FnOnce() + Send>;
+
+/// This process's keeper thread: (the process it belongs to, the way to hand it jobs).
+/// Published once per process and leaked (a forked child makes its own: threads do not survive
+/// a fork), like the fork server's registry.
+static KEEPER: std::sync::atomic::AtomicPtr<(u32, std::sync::mpsc::Sender<KeeperJob>)> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Runs `job` on this process's keeper thread, a thread that does nothing else and lives as
+/// long as the process, and returns its result.
+///
+/// The exec'd fork server sets `PR_SET_PDEATHSIG` (SIGKILL) so that it dies with the program
+/// even while it is stopped (a stopped process never sees its socket close). The kernel sends
+/// that signal when the *thread* that spawned it exits, so it is spawned from this thread,
+/// never from the (perhaps short-lived) thread that builds a pool; from the main thread the
+/// job runs at once, on it. The keeper is started only when a thread other than the main
+/// one first starts an exec'd server (the program is multi-threaded then anyway). That covers every end of
+/// the program, SIGKILL and `exec` included (both end this thread). Not covered: a program
+/// that is itself stopped keeps its server (it is not gone).
+///
+/// # Errors
+///
+/// [`Error::Os`] when the thread cannot be started.
+pub(crate) fn on_keeper_thread<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Result<R> {
+    use std::sync::mpsc;
+    if nix::unistd::gettid() == nix::unistd::getpid() {
+        // The main thread lives as long as the program: no need for another thread (which
+        // would make a program that is otherwise single-threaded a multi-threaded one, and so
+        // change the start method its later pools default to).
+        return Ok(job());
+    }
+    let me = std::process::id();
+    let keeper = loop {
+        let p = KEEPER.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer in KEEPER came from `Box::into_raw` below and is never
+        // freed (published once per process, then leaked on purpose).
+        if let Some(k) = unsafe { p.as_ref() } {
+            if k.0 == me {
+                break k;
+            }
+        }
+        let (tx, rx) = mpsc::channel::<KeeperJob>();
+        std::thread::Builder::new()
+            .name("shmpool-keeper".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .map_err(|e| Error::os("start the fork server's keeper thread", e))?;
+        let fresh = Box::into_raw(Box::new((me, tx)));
+        if KEEPER.compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // SAFETY: just published; never freed (see above).
+            break unsafe { &*fresh };
+        }
+        // Another thread published first: ours ends once its channel is dropped here.
+        // SAFETY: `fresh` was never published; this is its only owner.
+        drop(unsafe { Box::from_raw(fresh) });
+    };
+    let (done_tx, done_rx) = mpsc::sync_channel(1);
+    let gone = || Error::os("the fork server's keeper thread", std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+    keeper
+        .1
+        .send(Box::new(move || {
+            let _ = done_tx.send(job());
+        }))
+        .map_err(|_| gone())?;
+    done_rx.recv().map_err(|_| gone())
 }
 
 /// A worker the server forked, watched through its pidfd.
@@ -328,6 +473,15 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
     // inherit its session and this) go when the program or their pool does. SIGINT is also
     // ignored, for a server whose session could not be changed.
     crate::process::fork::drop_inherited(0, &[std::os::fd::AsRawFd::as_raw_fd(&control)]);
+    raise_descriptor_limit();
+    // Die with the program even while stopped (SIGKILL ends a stopped process; the socket's
+    // end-of-file and the `getppid` check below need the server to run). The signal comes when
+    // the thread that started us exits: a forked server comes from the program's only thread,
+    // an exec'd one from its keeper thread ([`on_keeper_thread`]), both of which
+    // live as long as the program. If the program was gone before this call, `getppid` below
+    // no longer names it, and the control socket is already closed: we exit on either.
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
     // SAFETY: setting SIGINT's disposition to "ignore" in this single-threaded helper process
     // has no preconditions.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
@@ -423,6 +577,21 @@ pub(crate) fn serve(control: OwnedFd, body: fn(OwnedFd) -> i32) -> i32 {
                     return 0;
                 }
             }
+        }
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: the server may have been started while
+/// the program was short of descriptors (its soft limit lowered, or exhausted), and it keeps
+/// its limit for the rest of the program's life; at that limit it could not receive the
+/// sockets its pools send (`SCM_RIGHTS` under EMFILE truncates them away) nor open its
+/// workers' pidfds, and every later pool would fail while the server stays alive. Its
+/// workers inherit the raised limit. A failure leaves the limit as it was.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }

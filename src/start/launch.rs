@@ -98,8 +98,8 @@ fn connect_server() -> Result<server::Connection> {
         let identity = spawn::exe_identity()?;
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::os("socketpair", e.into()))?;
-        let (pid, token) = spawn::spawn_self(theirs.as_fd(), None, true)?;
-        drop(theirs);
+        // From the keeper thread: the server dies with the thread that spawned it (below).
+        let (pid, token) = server::on_keeper_thread(move || spawn::spawn_self(theirs.as_fd(), None, true))??;
         // A send that fails means the child is gone: `finish_child` reads why from its status.
         let _ = send_boot(&mine, &super::server_boot(identity).with_token(token), None, &[]);
         let p =
