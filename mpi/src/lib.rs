@@ -624,6 +624,11 @@ pub fn map_npy<C: Communicator>(
     // A private communicator: our progress messages never mix with the caller's.
     let comm = comm.duplicate();
     let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
+    // Ranks that all run on one node share its page cache: what each writes into the mapped
+    // output is what rank 0 publishes, with no write-back first. Ranks on several nodes (a
+    // shared filesystem) write their part back (`msync`) before they report success.
+    let node_ranks = comm.split_shared(0).size();
+    let one_node = node_ranks == comm.size();
 
     // 1. Rank 0 checks everything and creates the temporary output; one broadcast says how it went.
     let mut creator: Option<NpyOutput> = None;
@@ -697,7 +702,10 @@ pub fn map_npy<C: Communicator>(
         let pool = if local.is_empty() {
             None
         } else {
-            let mut b = Pool::builder().workers(worker_count(job.workers, local.len()));
+            // A pool pins its workers to the CPUs its own process uses least; the pools of
+            // several ranks on one node would all pick the same CPUs, so there the kernel
+            // places the workers.
+            let mut b = Pool::builder().workers(worker_count(job.workers, local.len())).pin_workers(node_ranks == 1);
             if let Some(c) = job.chunk_len {
                 b = b.chunk_len(c);
             }
@@ -794,7 +802,13 @@ pub fn map_npy<C: Communicator>(
     #[cfg(feature = "testing")]
     hooks::after_map(rank);
     let mut local_status = 0;
-    match result.and_then(|()| part.commit().map_err(Error::from)) {
+    let flushed = if one_node {
+        drop(part);
+        Ok(())
+    } else {
+        part.commit().map_err(Error::from)
+    };
+    match result.and_then(|()| flushed) {
         Ok(()) => mine = local.len(),
         Err(e) => {
             local_status = e.exit_code();
