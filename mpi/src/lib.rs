@@ -808,7 +808,7 @@ pub fn map_npy<C: Communicator>(
     } else {
         part.commit().map_err(Error::from)
     };
-    match result.and_then(|()| flushed) {
+    match result.and(flushed) {
         Ok(()) => mine = local.len(),
         Err(e) => {
             local_status = e.exit_code();
