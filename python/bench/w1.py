@@ -76,7 +76,7 @@ def main() -> None:
         print("numexpr: not installed, skipped")
 
     with shmpool.Pool(j) as pool:
-        run(f"shmpool.evaluate ({j} workers)", lambda: pool.evaluate(EXPR, x=x))
+        run(f"shmpool.evaluate, plain array ({j})", lambda: pool.evaluate(EXPR, x=x))
         xs = shmpool.zeros(n)
         xs[:] = x
         out = shmpool.empty_like(xs)
@@ -114,7 +114,7 @@ def main() -> None:
         print("joblib: not installed, skipped")
 
     print("\nratios (same run, medians):")
-    base = results.get(f"shmpool.evaluate ({j} workers)")
+    base = results.get(f"shmpool.evaluate, plain array ({j})")
     ne = results.get("numexpr, 2 threads")
     if base and ne:
         print(f"  evaluate vs numexpr(2):               {ne / base:5.2f}x (target >= 1.2)")

@@ -178,6 +178,10 @@ def is_shared(a: Any) -> bool:
 # expressions
 
 
+# Elements from which `Pool.evaluate` over plain memory runs on threads of this process.
+_IN_PROCESS_FROM = 1 << 16
+
+
 def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray], threads: int) -> np.ndarray:
     """``expr`` over several named arrays, in this process (see :meth:`Pool.evaluate`)."""
     flat = []
@@ -383,9 +387,11 @@ class Pool:
         ``np.sqrt(arr) * 2``: same result dtype (NEP 50 promotion), same values. ``i`` is the
         flat index (int64). ``out`` receives the result (numpy's ``same_kind`` casting rule);
         otherwise a new array of the input's shape is returned, in shared memory when the input
-        is. The GIL is released while the workers run; Ctrl-C terminates the pool and raises
-        ``KeyboardInterrupt``. An input made by :func:`zeros` is read in place, others are
-        copied into shared memory once.
+        is. An input made by :func:`zeros` (shared memory) is read in place by the workers; the
+        GIL is released while they run, and Ctrl-C terminates the pool and raises
+        ``KeyboardInterrupt``. Any other array is evaluated where it is, on up to ``processes``
+        threads of this process (the engine is shmpool's own code, with nothing to isolate; no
+        copy into shared memory), with the GIL released and Ctrl-C checked every 4M elements (from 65,536 elements on; smaller batches go to the workers).
 
         Over several arrays (``pool.evaluate("a * b + c", a=x, b=y, c=z)``), types promote
         across the arrays and shapes broadcast as numpy's; ``i`` is the flat index of the
@@ -402,6 +408,18 @@ class Pool:
                 raise PoolClosed("Pool not running: it was closed or terminated")
             return _evaluate_inputs(expr, arrays, out, self.processes)
         ((name, x),) = arrays.items()
+        if name == "i":
+            raise TypeError("the name 'i' is the flat index (int64): give the array another name")
+        plain_out = out is None or (isinstance(out, np.ndarray) and _owner(out) is None)
+        xa = np.asarray(x)
+        if xa.size >= _IN_PROCESS_FROM and _owner(xa) is None and plain_out:
+            # Plain memory: the expression engine runs on threads of this process, reading the
+            # array where it is (no copy into shared memory, no user code to isolate). Small
+            # batches go to the workers, whose round trip (inline in a slot, ~20 us) beats
+            # compiling and starting threads here.
+            if self._state != "running":
+                raise PoolClosed("Pool not running: it was closed or terminated")
+            return _evaluate_inputs(expr, arrays, out, self.processes)
         engine_expr, spans = _rename(expr, name)
         x = np.asarray(x)
         dt = _dtype(x.dtype)

@@ -12,6 +12,8 @@ use shmpool::kernel::expr::broadcast_shapes;
 
 /// Output elements below which the evaluation runs on one thread.
 const PER_THREAD: usize = 1 << 16;
+/// Output elements evaluated between two checks for Python signals (Ctrl-C).
+const BLOCK: usize = 1 << 22;
 
 /// One input as the package hands it over: (name, dtype name, shape).
 type Named = (String, String, Vec<u64>);
@@ -60,29 +62,38 @@ pub(crate) fn evaluate_inputs(
         return Err(PyValueError::new_err(format!("out holds {} bytes, the result {}", out.len(), n * osz)));
     }
     let threads = threads.clamp(1, n.div_ceil(PER_THREAD).max(1));
-    let per = n.div_ceil(threads).max(1);
-    let r = py.detach(|| {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = out
-                .chunks_mut(per * osz)
-                .enumerate()
-                .map(|(k, chunk)| {
-                    let (program, ins) = (&program, &ins);
-                    let start = (k * per) as u64;
-                    let end = start + (chunk.len() / osz) as u64;
-                    s.spawn(move || program.eval_broadcast(ins, chunk, start..end))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
-        })
-    });
-    for res in r {
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(to_py(py, e)),
-            // A panic of the evaluator (a bug) is reported, not propagated into Python.
-            Err(_) => return Err(PyRuntimeError::new_err("an evaluation thread panicked")),
+    // Blocks of BLOCK elements, each split across the threads; between blocks the GIL is taken
+    // back for a moment to run Python's signal handlers, so Ctrl-C interrupts a long
+    // evaluation within one block's time (milliseconds).
+    let mut first = 0usize;
+    for block in out.chunks_mut(BLOCK * osz) {
+        let len = block.len() / osz;
+        let per = len.div_ceil(threads).max(1);
+        let r = py.detach(|| {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = block
+                    .chunks_mut(per * osz)
+                    .enumerate()
+                    .map(|(k, chunk)| {
+                        let (program, ins) = (&program, &ins);
+                        let start = (first + k * per) as u64;
+                        let end = start + (chunk.len() / osz) as u64;
+                        s.spawn(move || program.eval_broadcast(ins, chunk, start..end))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+            })
+        });
+        for res in r {
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(to_py(py, e)),
+                // A panic of the evaluator (a bug) is reported, not propagated into Python.
+                Err(_) => return Err(PyRuntimeError::new_err("an evaluation thread panicked")),
+            }
         }
+        first += len;
+        py.check_signals()?;
     }
     Ok(())
 }
