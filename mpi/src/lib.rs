@@ -706,6 +706,11 @@ pub fn map_npy<C: Communicator>(
             // several ranks on one node would all pick the same CPUs, so there the kernel
             // places the workers.
             let mut b = Pool::builder().workers(worker_count(job.workers, local.len())).pin_workers(node_ranks == 1);
+            if node_ranks > 1 {
+                // Several ranks' callers spinning beside their workers would oversubscribe the
+                // node's cores; a file map's chunks are large, so a futex wake-up costs nothing.
+                b = b.wait_strategy(shmpool::WaitStrategy::Sleep);
+            }
             if let Some(c) = job.chunk_len {
                 b = b.chunk_len(c);
             }
