@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -16,12 +18,33 @@ import shmpool
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run_py(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Runs ``code`` in a fresh interpreter (this venv, tests dir on sys.path), bounded by ``timeout``."""
+def run_py(code: str, timeout: float = 60) -> tuple[Optional[int], str]:
+    """Runs ``code`` in a fresh interpreter (this venv, tests dir on sys.path) in its own process
+    group; returns (exit code, or None if it outlived ``timeout``, and its output). The whole group
+    is killed afterwards, so a hung run leaves nothing behind."""
     env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout, env=env
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        rc: Optional[int] = proc.returncode
+    except subprocess.TimeoutExpired:
+        rc = None
+        out = ""
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if rc is None:
+            out, _ = proc.communicate()
+    return rc, out
 
 
 def test_key_error_keeps_its_message():
@@ -42,3 +65,46 @@ def test_multiline_message_is_kept():
         with pytest.raises(ValueError) as info:
             pool.map(rk.raise_multiline, np.arange(10.0))
     assert str(info.value) == "line1\nline2"
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "fork"])
+def test_exit_with_pending_submit_does_not_hang(start_method):
+    """Promise: Pool is multiprocessing.Pool for arrays (apply_async -> submit), and a live pool
+    leaves nothing behind at interpreter exit. A script that submits a callable that never returns
+    and then ends (as one does after an error) never exits: the submit thread, a
+    ThreadPoolExecutor thread joined at interpreter shutdown, waits forever in map. (Under
+    multiprocessing.Pool, exiting with a pending apply_async exits at once.)"""
+    rc, out = run_py(
+        f"""
+        import time, numpy as np, shmpool, review_kernels as rk
+        p = shmpool.Pool(2, start_method="{start_method}")
+        fut = p.submit(rk.hang, np.arange(10.0))
+        time.sleep(0.5)
+        print("exiting", flush=True)
+        """,
+        timeout=30,
+    )
+    assert rc == 0, f"interpreter did not exit within 30 s (rc={rc}): {out}"
+
+
+def test_ctrl_c_while_waiting_on_submit_stops_the_workers():
+    """Promise: 'Ctrl-C in the parent raises KeyboardInterrupt promptly, stops the workers'. Ctrl-C
+    while waiting on submit(...).result() raises KeyboardInterrupt but leaves the pool running,
+    with the hung callable still occupying a worker (map/imap do terminate the pool)."""
+    rc, out = run_py(
+        """
+        import os, signal, threading, time, numpy as np, shmpool, review_kernels as rk
+        p = shmpool.Pool(2)
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        try:
+            p.submit(rk.hang, np.arange(10.0)).result()
+        except KeyboardInterrupt:
+            print("KBI", flush=True)
+        print("ALIVE", len(p.pids()), flush=True)
+        p.terminate()
+        os._exit(0)
+        """,
+        timeout=30,
+    )
+    assert "KBI" in out, out
+    assert "ALIVE 0" in out, f"workers still running after Ctrl-C: {out}"
