@@ -21,3 +21,7 @@ def hang(x: np.ndarray, out: np.ndarray) -> None:
     import time
 
     time.sleep(3600)
+
+
+def raise_file_not_found(x: np.ndarray, out: np.ndarray) -> None:
+    raise FileNotFoundError(2, "No such file or directory", "/nonexistent")

@@ -108,3 +108,23 @@ def test_ctrl_c_while_waiting_on_submit_stops_the_workers():
     )
     assert "KBI" in out, out
     assert "ALIVE 0" in out, f"workers still running after Ctrl-C: {out}"
+
+
+def test_builtin_oserror_arrives_as_its_type():
+    """Promise (README 'Faults'): 'an exception raised by f arrives as the same built-in type and
+    message (else shmpool.KernelError)'; the issue: 'of the same type and message where it can be
+    rebuilt'. FileNotFoundError(2, ..., '/nonexistent') is built in and rebuildable, but arrives as
+    KernelError: _rebuild excludes every OSError subclass."""
+    with shmpool.Pool(1) as pool:
+        with pytest.raises(FileNotFoundError) as info:
+            pool.map(rk.raise_file_not_found, np.arange(10.0))
+    assert info.value.range == (0, 10)
+
+
+def test_zeros_rejects_a_float_shape_as_numpy_does():
+    """Promise: shmpool.zeros is 'a numpy array in shared memory' (numpy's zeros). np.zeros(1.5)
+    raises TypeError; shmpool.zeros(1.5) silently truncates to shape (1,)."""
+    with pytest.raises(TypeError):
+        np.zeros(1.5)  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        shmpool.zeros(1.5)  # type: ignore[arg-type]
