@@ -25,3 +25,12 @@ def hang(x: np.ndarray, out: np.ndarray) -> None:
 
 def raise_file_not_found(x: np.ndarray, out: np.ndarray) -> None:
     raise FileNotFoundError(2, "No such file or directory", "/nonexistent")
+
+
+def hang_if_big(x: np.ndarray, out: np.ndarray) -> None:
+    """Copies a batch of up to 5 elements; never returns on a larger one."""
+    import time
+
+    if x.size > 5:
+        time.sleep(3600)
+    out[:] = x

@@ -142,3 +142,36 @@ def test_float32_transcendentals_equal_numpy(fn):
     assert got.dtype == ref.dtype
     mismatched = int((got != ref).sum())
     assert mismatched == 0, f"{mismatched} of {x.size} float32 {fn} values differ from numpy's"
+
+
+@pytest.mark.parametrize("mode", ["break", "raise"])
+def test_leaving_imap_early_does_not_wait_for_in_flight_batches(mode):
+    """Promise: imap as multiprocessing.Pool.imap, 'bounded in-flight batches'. Leaving the loop
+    (a break after the first result, or the input iterable raising) blocks until every batch
+    already in flight has finished: _batches' finally does concurrent.futures.wait(pending) on
+    running maps it cannot cancel, so a slow or hung batch in flight freezes the caller (here
+    forever; the script never reaches the line after the loop). multiprocessing's imap returns at once."""
+    rc, out = run_py(
+        f"""
+        import numpy as np, shmpool, review_kernels as rk
+        p = shmpool.Pool(2)
+        def gen():
+            yield np.arange(3.0)
+            yield np.arange(10.0)   # hangs in the worker
+            if "{mode}" == "raise":
+                raise ValueError("producer failed")
+            yield np.arange(3.0)
+        try:
+            for r in p.imap(rk.hang_if_big, gen()):
+                print("got", r.tolist(), flush=True)
+                if "{mode}" == "break":
+                    break
+        except ValueError:
+            pass
+        print("after loop", flush=True)
+        p.terminate()
+        """,
+        timeout=30,
+    )
+    assert "got [0.0, 1.0, 2.0]" in out, out
+    assert "after loop" in out, f"leaving imap blocked on the in-flight batch (rc={rc}): {out}"
