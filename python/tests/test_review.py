@@ -94,6 +94,7 @@ def test_ctrl_c_while_waiting_on_submit_stops_the_workers():
     rc, out = run_py(
         """
         import os, signal, threading, time, numpy as np, shmpool, review_kernels as rk
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
         p = shmpool.Pool(2)
         threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
         try:
