@@ -176,3 +176,13 @@ def test_leaving_imap_early_does_not_wait_for_in_flight_batches(mode):
     )
     assert "got [0.0, 1.0, 2.0]" in out, out
     assert "after loop" in out, f"leaving imap blocked on the in-flight batch (rc={rc}): {out}"
+
+
+def test_zeros_keeps_a_big_endian_dtype():
+    """Promise: zeros/zeros_like/empty_like give 'a numpy array in shared memory' of the dtype
+    asked for. shmpool.zeros(2, '>i4') silently returns a native little-endian int32 array
+    (_dtype drops the byte order), so its bytes are not those of np.zeros(2, '>i4')."""
+    a = shmpool.zeros(2, ">i4")
+    a[:] = [1, 2]
+    assert a.dtype == np.dtype(">i4")
+    assert a.tobytes() == np.array([1, 2], ">i4").tobytes()
