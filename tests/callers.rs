@@ -109,6 +109,7 @@ fn an_error_surfaces_at_its_batch_and_the_stream_goes_on() {
     common::assert_nothing_leaked();
 }
 
+/// Triples `x` in 20 ms (the stimulus: batches that are still running).
 fn slow(x: f64) -> f64 {
     std::thread::sleep(Duration::from_millis(20));
     x * 3.0
@@ -197,6 +198,7 @@ fn eight_threads_submitting_at_once_get_exact_results() {
     common::assert_nothing_leaked();
 }
 
+/// W1 on a chunk in 30 ms or more (the stimulus: a map that holds the workers).
 fn slow_chunk(xs: &[f64], ys: &mut [f64]) {
     std::thread::sleep(Duration::from_millis(30));
     w1_chunk(xs, ys);
@@ -215,7 +217,8 @@ fn a_small_batch_is_not_starved_by_a_huge_map() {
                 pool.map_into(&xs, &mut ys, slow_chunk).unwrap();
                 huge_done.store(true, Ordering::SeqCst);
             });
-            std::thread::sleep(Duration::from_millis(100)); // the huge map fills the ring
+            let full = |st: &[u32]| st.iter().all(|&s| s != 0);
+            common::ring_words::await_slots(&pool, "the huge map fills the ring", full);
             for i in 0..5 {
                 let small = batch(i, 100);
                 assert!(exact(&small, &pool.submit(&small, w1).unwrap().wait().unwrap()));
@@ -233,7 +236,8 @@ fn submit_refuses_when_only_unwaited_tickets_hold_the_ring() {
         let pool = Pool::builder().workers(1).slots(4).build().unwrap();
         let tickets: Vec<_> = (0..4).map(|i| pool.submit(&[i as f64], w1).unwrap()).collect();
         // Let them finish: every slot now holds a result nobody has asked for.
-        std::thread::sleep(Duration::from_millis(100));
+        let done = |st: &[u32]| st.iter().all(|&s| s == common::ring_words::DONE);
+        common::ring_words::await_slots(&pool, "every ticket finishes", done);
         assert!(matches!(pool.submit(&[9.0f64], w1), Err(Error::RingFull { slots: 4 })));
         assert!(matches!(pool.map(&[9.0f64], w1), Err(Error::RingFull { slots: 4 })));
         let mut tickets = tickets.into_iter();
@@ -256,10 +260,11 @@ fn an_idle_pool_burns_no_cpu_under_any_wait_strategy() {
         for _ in 0..100 {
             pool.submit(&[1.0f64; 1024], w1).unwrap().wait().unwrap();
         }
-        std::thread::sleep(Duration::from_millis(200)); // past any post-work spin
         let pids = pool.pids();
+        common::await_asleep(&pids); // past any post-work spin
         let before: Vec<u64> = pids.iter().map(|&p| common::cpu_ticks(p).unwrap()).collect();
         let t = Instant::now();
+        // The observation window (not a synchronisation): CPU used by idle workers over 1 s.
         std::thread::sleep(Duration::from_secs(1));
         let secs = t.elapsed().as_secs_f64();
         for (p, b) in pids.iter().zip(before) {
@@ -300,7 +305,7 @@ fn maps_from_four_threads_survive_workers_killed_under_them() {
             s.spawn(|| {
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(15));
+                    std::thread::sleep(Duration::from_millis(15)); // the killer's pace: the stimulus
                     let pids = pool.pids();
                     if let Some(&p) = pids.get((n % 2) as usize) {
                         if kill(Pid::from_raw(p as i32), Signal::SIGKILL).is_ok() {
@@ -452,7 +457,9 @@ fn two_threads_holding_finished_tickets_and_submitting_do_not_livelock() {
                         let (pool, barrier) = (&pool, &barrier);
                         s.spawn(move || {
                             let held = pool.submit(&[i as f64], w1).unwrap();
-                            std::thread::sleep(Duration::from_millis(50)); // finished, unclaimed
+                            // Finished, unclaimed: no chunk is waiting or running any more.
+                            let finished = |st: &[u32]| st.iter().all(|&s| s != 1 && s != 2);
+                            common::ring_words::await_slots(pool, "the held tickets finish", finished);
                             barrier.wait();
                             let started = Instant::now();
                             let r = pool.submit(&[9.0f64], w1).map(|t| t.wait());
@@ -464,7 +471,8 @@ fn two_threads_holding_finished_tickets_and_submitting_do_not_livelock() {
                     .collect();
                 for h in hs {
                     let (_, took) = h.join().unwrap();
-                    assert!(took < Duration::from_secs(5), "round {round}: submit blocked for {took:?}");
+                    // A watchdog, not a measurement: a livelocked submit never ends.
+                    assert!(took < Duration::from_secs(20), "round {round}: submit blocked for {took:?}");
                 }
             });
         }
@@ -506,7 +514,7 @@ fn no_ring_full_with(wait_ticket: fn(shmpool::Ticket<'_, f64>) -> shmpool::Resul
                     })
                 })
                 .collect();
-            std::thread::sleep(Duration::from_secs(3));
+            std::thread::sleep(Duration::from_secs(3)); // how long the mix runs: the stimulus
             stop.store(true, Ordering::Relaxed);
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });

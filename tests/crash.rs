@@ -293,6 +293,7 @@ fn parent_death(sig: Signal) -> Duration {
         pool.map_into(&xs, &mut ys, common::workloads::w1_chunk).unwrap();
         let pids: Vec<String> = pool.pids().iter().map(|p| p.to_string()).collect();
         std::fs::write(&f2, pids.join(" ")).unwrap();
+        // Lives until the test kills it (at most 60 s: a failed test leaves nothing for long).
         std::thread::sleep(Duration::from_secs(60));
     })
     .unwrap();
@@ -410,7 +411,7 @@ fn chaos(n: usize, stop: impl Fn(&ChaosReport) -> bool, seed: u64) -> ChaosRepor
                 r ^= r << 13;
                 r ^= r >> 7;
                 r ^= r << 17;
-                std::thread::sleep(Duration::from_micros(2_000 + r % 8_000));
+                std::thread::sleep(Duration::from_micros(2_000 + r % 8_000)); // the kills' pace: the stimulus
                 let pids = pool.pids();
                 if pids.len() < 2 {
                     continue;
@@ -539,6 +540,7 @@ fn kills_under_four_callers_on_a_two_slot_ring_with_recycling_and_timeouts() {
     common::assert_nothing_leaked();
 }
 
+/// W1 taking 15 ms per element (the stimulus: chunks still running when the test acts).
 fn slow_elem(x: f64) -> f64 {
     std::thread::sleep(Duration::from_millis(15));
     w1(x)
@@ -588,6 +590,7 @@ fn a_huge_chunk_timeout_does_not_wrap_into_a_tiny_one() {
     common::watchdog(Duration::from_secs(30), || {
         let pool = Pool::builder().workers(1).chunk_timeout(Duration::from_secs(1 << 60)).build().unwrap();
         let r = pool.map(&[1.0f64, 2.0], |x: f64| {
+            // A chunk that outlasts any timeout that wrapped around to a tiny one.
             std::thread::sleep(Duration::from_millis(200));
             x
         });

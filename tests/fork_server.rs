@@ -203,6 +203,7 @@ fn the_exec_d_fork_server_does_not_keep_the_programs_descriptors() {
             pids.extend(shmpool::testing::fork_server_pid());
             drop(pool);
             std::fs::write(&f2, pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")).unwrap();
+            // Lives until the test kills it (at most 30 s: a failed test leaves nothing for long).
             std::thread::sleep(Duration::from_secs(30));
         })
         .unwrap();
@@ -253,6 +254,7 @@ fn fork_server_serves_pools_in_many_threads_and_keeps_no_worker() {
                         let xs2 = xs.clone();
                         let h = std::thread::spawn(move || b2.map(&xs2, f64::sqrt));
                         if round % 3 == 0 {
+                            // The stimulus: terminate `b` while its map starts.
                             std::thread::sleep(Duration::from_millis(1));
                             b.terminate();
                         }
@@ -297,7 +299,8 @@ fn pools_built_and_dropped_leak_no_descriptor() {
         drop(warm);
         let server = shmpool::testing::fork_server_pid().unwrap();
         let me = std::process::id();
-        std::thread::sleep(Duration::from_millis(100));
+        let idle = || common::children_of(server).is_empty();
+        common::wait_until(Duration::from_secs(20), "the warm-up pool's worker exits", idle);
         let (mine0, server0) = (fd_count(me), fd_count(server));
         for method in METHODS {
             for k in 0..15 {
@@ -309,12 +312,19 @@ fn pools_built_and_dropped_leak_no_descriptor() {
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(300));
-        let (mine1, server1) = (fd_count(me), fd_count(server));
-        assert!(
-            mine1 <= mine0 + 2 && server1 <= server0,
-            "fds: program {mine0} -> {mine1}, server {server0} -> {server1}"
-        );
+        // Every pool is gone once the server has no worker left; its descriptors go with it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (mine1, server1) = (fd_count(me), fd_count(server));
+            if mine1 <= mine0 + 2 && server1 <= server0 && common::children_of(server).is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fds: program {mine0} -> {mine1}, server {server0} -> {server1}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     });
 }
 
@@ -349,6 +359,7 @@ fn fork_server_and_its_workers_die_with_a_sigkilled_program_that_forked_a_helper
             pids.extend(pool.pids());
             pids.extend(shmpool::testing::fork_server_pid());
             std::fs::write(&f2, pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")).unwrap();
+            // Lives until the test kills it (at most 30 s: a failed test leaves nothing for long).
             std::thread::sleep(Duration::from_secs(30));
         })
         .unwrap();
@@ -393,6 +404,7 @@ fn a_killed_fork_server_fails_its_pools_cleanly_and_is_replaced() {
         let server = shmpool::testing::fork_server_pid().unwrap();
         let xs: Vec<f64> = (0..200_000).map(f64::from).collect();
         let killer = std::thread::spawn(move || {
+            // The stimulus: kill the server during the map (which takes far longer).
             std::thread::sleep(Duration::from_millis(30));
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(server as i32), nix::sys::signal::Signal::SIGKILL);
@@ -406,7 +418,8 @@ fn a_killed_fork_server_fails_its_pools_cleanly_and_is_replaced() {
         }
         let t = std::time::Instant::now();
         drop(pool);
-        assert!(t.elapsed() < Duration::from_secs(2), "drop took {:?}", t.elapsed());
+        // A watchdog, not a measurement: a drop waiting on the dead server would hang.
+        assert!(t.elapsed() < Duration::from_secs(20), "drop hung for {:?}", t.elapsed());
         let pool = Pool::builder().workers(2).start_method(StartMethod::ForkServer).build().unwrap();
         assert_ne!(shmpool::testing::fork_server_pid(), Some(server));
         assert_eq!(pool.map(&[4.0f64], f64::sqrt).unwrap(), [2.0]);

@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::workloads::{pattern, w1, w1_chunk};
 use shmpool::testing::PausePoint;
@@ -17,11 +17,12 @@ fn idle_pool_uses_almost_no_cpu() {
     let pool = Pool::new(2).unwrap();
     // Some work first, so the workers have been through their spin phase.
     pool.map(&[1.0f64; 1000], |x: f64| x * 2.0).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
     let pids = pool.pids();
+    common::await_asleep(&pids);
     assert_eq!(pids.len(), 2);
     let before: Vec<u64> = pids.iter().map(|&p| common::cpu_ticks(p).unwrap()).collect();
     let t = std::time::Instant::now();
+    // The observation window (not a synchronisation): CPU used by idle workers over 2 s.
     std::thread::sleep(Duration::from_secs(2));
     let secs = t.elapsed().as_secs_f64();
     // SAFETY: sysconf has no preconditions.
@@ -78,6 +79,8 @@ fn a_pool_survives_the_thread_that_created_it() {
     // PR_SET_PDEATHSIG fires when the forking *thread* exits; workers are forked by the pool's
     // own supervisor thread, so a short-lived creating thread does not take them down.
     let pool = std::thread::spawn(|| Pool::new(2).unwrap()).join().unwrap();
+    // The window in which a parent-death signal would have killed them (not a synchronisation:
+    // what is checked is that nothing happens).
     std::thread::sleep(Duration::from_millis(100));
     let pids = pool.pids();
     assert!(pids.iter().all(|&p| common::pid_alive(p)), "workers died with their creating thread");
@@ -99,7 +102,7 @@ fn pool_used_in_a_forked_child_does_not_steal_the_parents_result() {
     common::watchdog(Duration::from_secs(60), || {
         let pool = std::sync::Arc::new(Pool::new(2).unwrap());
         let t = pool.submit(&[1.0f64, 4.0], w1).unwrap();
-        std::thread::sleep(Duration::from_millis(100)); // DONE, waiting in its slot
+        common::ring_words::await_slot_state(&pool, common::ring_words::DONE); // waiting in its slot
         let inherited = std::sync::Arc::clone(&pool);
         let child = Process::spawn(move || {
             let code = match inherited.map(&[2.0f64], w1) {
@@ -132,11 +135,7 @@ fn ticket_dropped_in_a_raw_forked_child_leaves_the_parents_slot_alone() {
         // The worker stops itself before its first claim: the ticket's slot stays FILLED.
         let pool = Pool::builder().workers(1).pause_point(PausePoint::BeforeClaim).build().unwrap();
         let wpid = pool.pids()[0];
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while common::proc_state(wpid) != Some('T') {
-            assert!(Instant::now() < deadline, "worker never paused");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        common::wait_until(Duration::from_secs(20), "the worker pauses", || common::proc_state(wpid) == Some('T'));
         let t = pool.submit(&[1.0f64, 4.0], w1).unwrap();
         // SAFETY: fork in a test; the child only drops the ticket and `_exit`s.
         let pid = unsafe { libc::fork() };
@@ -176,6 +175,7 @@ fn terminate_while_four_threads_map_and_hold_tickets() {
                                 let xs: Vec<f64> = (0..len).map(|k| pattern(k + i)).collect();
                                 let r = match t {
                                     0 => pool.map(&xs, |x: f64| {
+                                        // Slow maps: the terminate meets them running.
                                         std::thread::sleep(Duration::from_micros(50));
                                         w1(x)
                                     }),
@@ -231,6 +231,7 @@ fn terminate_while_four_threads_map_and_hold_tickets() {
                         })
                     })
                     .collect();
+                // The stimulus: each round terminates at a later moment of the calls.
                 std::thread::sleep(Duration::from_millis(100 + 70 * round));
                 pool.terminate();
                 hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
@@ -250,6 +251,7 @@ fn join_with_outstanding_unwaited_tickets_then_wait_them() {
     common::watchdog(Duration::from_secs(60), || {
         let pool = Pool::builder().workers(2).slots(8).build().unwrap();
         let slowk = |x: f64| {
+            // Slow: some chunks are still FILLED or CLAIMED at `join` (the stimulus).
             std::thread::sleep(Duration::from_millis(20));
             w1(x)
         };
@@ -308,6 +310,7 @@ fn concurrent_terminate_and_join_calls_each_return_after_the_workers_are_dead() 
     common::assert_nothing_leaked();
 }
 
+/// W1 taking 15 ms per element (the stimulus: chunks still running when the test acts).
 fn slow_elem(x: f64) -> f64 {
     std::thread::sleep(Duration::from_millis(15));
     w1(x)
@@ -329,6 +332,7 @@ fn threads_panicking_while_holding_tickets_leak_nothing() {
                     // running chunks are detached, not cancelled).
                     let _tk = if xs.len() < 10 { pool.submit(&xs, slow_elem) } else { pool.submit(&xs, w1) }.unwrap();
                     if t >= 2 {
+                        // These panic later, with their tickets finished (the stimulus).
                         std::thread::sleep(Duration::from_millis(100));
                     }
                     panic!("thread {t} gives up");

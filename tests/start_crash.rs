@@ -160,11 +160,13 @@ fn parent_death(method: StartMethod) {
         let mut ys = SharedVec::<f64>::zeroed(1000).unwrap();
         pool.map_into(&xs, &mut ys, common::workloads::w1_chunk).unwrap();
         // A forked child of the program that outlives it must not keep the fork server alive.
+        // It lives until the test kills it (at most 60 s: a failed test leaves nothing for long).
         let bystander = Process::spawn(|| std::thread::sleep(Duration::from_secs(60))).unwrap();
         let mut pids: Vec<String> = vec![bystander.pid().to_string()];
         pids.extend(pool.pids().iter().map(|p| p.to_string()));
         pids.extend(shmpool::testing::fork_server_pid().map(|p| p.to_string()));
         std::fs::write(&f2, pids.join(" ")).unwrap();
+        // Lives until the test kills it (at most 60 s).
         std::thread::sleep(Duration::from_secs(60));
     })
     .unwrap();
@@ -316,6 +318,7 @@ fn no_stale_worker_after_terminate_or_drop_under_every_method() {
                 let busy = std::thread::spawn(move || {
                     let _ = p2.map(&xs, f64::sqrt);
                 });
+                // The stimulus: each round acts at a later moment of the busy map.
                 std::thread::sleep(Duration::from_millis(2 * round));
                 let mut seen = pool.pids();
                 if round % 2 == 0 {

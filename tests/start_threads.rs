@@ -239,6 +239,7 @@ fn env_writers_stderr_holders_and_panicking_threads_do_not_deadlock_respawned_wo
             noise.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let l = std::io::stderr().lock();
+                    // Holds stderr's lock for a while: the workload, not a synchronisation.
                     std::thread::sleep(Duration::from_millis(2));
                     drop(l);
                 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 pub mod chaos;
 pub mod npy_files;
+pub mod ring_words;
 pub mod scenario;
 pub mod start;
 
@@ -188,4 +189,10 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "watchdog: {what} did not happen within {limit:?}");
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Waits (watchdog: 20 s) until every process in `pids` sleeps (state S): idle workers past
+/// their spin.
+pub fn await_asleep(pids: &[u32]) {
+    wait_until(Duration::from_secs(20), "the workers go to sleep", || pids.iter().all(|&p| proc_state(p) == Some('S')));
 }
