@@ -1,6 +1,9 @@
 //! Many callers and streaming: maps and tickets from many threads at once, pipelined `imap` and
 //! `imap_unordered`, tickets' timeouts and early drops, fairness, wait strategies, and the
-//! fault-tolerance promise with several threads mapping while workers are killed.
+//! fault-tolerance promise with several threads mapping while workers are killed. Tickets
+//! polled again after their outcome never report `Ok` with zeros, a ticket cut into more
+//! chunks than slots does not hang its own `submit`, and `RingFull` comes only when every slot
+//! is held by finished tickets nobody waits for.
 
 mod common;
 
@@ -413,9 +416,9 @@ fn wait_timeout_with_duration_max_does_not_panic() {
 }
 
 /// One thread, one ticket: a 700-element batch travels inline, but `chunk_len(200)` cuts it into
-/// four chunks. `submit` fills all chunks before it returns, holds finished inline chunks in
-/// their slots (`Output::Hold`), and may hold at most `slots / active` of them: on a two-slot
-/// ring it waits forever for itself.
+/// four chunks on a two-slot ring. `submit` must not wait for itself (it once filled all chunks
+/// before returning while holding finished inline chunks in their slots, at most `slots / active`
+/// of them, and waited forever).
 #[test]
 fn a_single_inline_ticket_with_more_chunks_than_slots_does_not_hang_submit() {
     let _serial = common::serial();

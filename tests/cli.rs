@@ -1,4 +1,6 @@
-//! The `shmpool` binary: the main job and the exit codes.
+//! The `shmpool` binary: the main job and the exit codes, a hang-up under `nohup`, `-j 1000` on
+//! a small input, and a closed stdout pipe. (Its files: tests/cli_outputs.rs; the numpy
+//! contract of `--expr`: tests/expressions.rs, tests/npy.rs and tests/numpy_diff.rs.)
 
 mod common;
 
@@ -441,11 +443,11 @@ fn a_negative_integer_power_at_run_time_is_numpys_message_without_a_source_locat
 // A hang-up under `nohup`, `-j 1000` on a small input, a closed stdout pipe.
 // ---------------------------------------------------------------------------------------------
 
-/// `nohup shmpool map ...` (SIGHUP ignored by the parent) must survive a hangup, as every
-/// program that installs cleanup handlers only for signals not ignored at start-up does
-/// (and as numpy under `nohup python` does). shmpool installs its SIGHUP handler over the
-/// inherited SIG_IGN and cancels the map with exit 129. The same holds for SIGINT, which
-/// non-interactive shells set to SIG_IGN for background jobs (`cmd &` in a script).
+/// `nohup shmpool map ...` (SIGHUP ignored by the parent) survives a hangup, as every program that
+/// installs cleanup handlers only for signals not ignored at start-up does (and as numpy under
+/// `nohup python` does); shmpool once installed its SIGHUP handler over the inherited SIG_IGN and
+/// cancelled the map with exit 129. The same holds for SIGINT, which non-interactive shells set to
+/// SIG_IGN for background jobs (`cmd &` in a script).
 #[test]
 fn nohup_map_survives_a_hangup() {
     let _serial = common::serial();
@@ -499,10 +501,10 @@ fn j_1000_on_the_small_built_in_dataset_starts_no_worker_per_element() {
     assert!(!out.contains("1000 worker processes"), "1000 workers for 1000 elements:\n{out}");
 }
 
-/// `shmpool map x.npy -o y.npy | head -0` (or `| true`, or a pager quit early): the summary
-/// line hits a closed pipe and the CLI panics ("failed printing to stdout: Broken pipe",
-/// exit 101, a backtrace with RUST_BACKTRACE) after having written the output; the built-in
-/// dataset run panics with its pool alive. Documented exit codes are 0, 1, 2 and 128+N.
+/// `shmpool map x.npy -o y.npy | head -0` (or `| true`, or a pager quit early): the summary line
+/// meets a closed pipe. Documented exit codes are 0, 1, 2 and 128+N: no panic (it once panicked
+/// with "failed printing to stdout: Broken pipe", exit 101, after writing the output, and the
+/// built-in dataset run panicked with its pool alive).
 #[test]
 fn a_closed_stdout_pipe_is_not_a_panic() {
     let _serial = common::serial();

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use common::npy_files::{f64_npy, map_expr as map, stderr};
 
-/// `-o` naming a device or a FIFO: `np.save` writes into it (`-o /dev/null` discards the
-/// result, `-o fifo` feeds a reader); shmpool replaces the node with a regular file (link
-/// aside + rename over it). As root, `shmpool map x.npy -o /dev/null` would replace the
-/// system's /dev/null with a 4 MB regular file. (Reproduced on a private `mknod` copy of
-/// /dev/null and on a FIFO.)
+/// `-o` naming a device or a FIFO: as `np.save` does, the output is written into it (`-o /dev/null`
+/// discards the result, `-o fifo` feeds a reader), and the node is never replaced by a regular file
+/// (shmpool once linked a file aside and renamed it over the node: as root, `-o /dev/null` would
+/// have replaced the system's /dev/null). Checked on a private `mknod` copy of /dev/null and on a
+/// FIFO.
 #[test]
 fn output_to_a_device_or_fifo_writes_into_it_and_never_replaces_the_node() {
     use std::os::unix::fs::FileTypeExt;
@@ -48,10 +48,11 @@ fn output_to_a_device_or_fifo_writes_into_it_and_never_replaces_the_node() {
     );
 }
 
-/// An input truncated under a running map must give "a clear error": the CLI says
-/// "worker crashed on index range A..B after 3 attempts (last signal 0)" or "pool is broken
-/// ...: 5 workers in a row exited at start" — nothing names the input or says it changed, and
-/// "signal 0" is wrong (the workers exit with code 3 after failing to map the shrunken file).
+/// An input truncated under a running map gives a clear error (exit 1) that names the input or says
+/// it changed, and never "signal 0" (the CLI once said "worker crashed on index range A..B after 3
+/// attempts (last signal 0)" or "pool is broken ...: 5 workers in a row exited at start", while the
+/// workers had exited with code 3 after failing to map the shrunken file). A map that finished
+/// before the truncation is allowed.
 #[test]
 fn an_input_truncated_mid_map_gives_an_error_that_names_the_input() {
     let _serial = common::serial();
@@ -89,10 +90,9 @@ fn an_input_truncated_mid_map_gives_an_error_that_names_the_input() {
     assert!(!text.contains("signal 0"), "a worker that exited is reported as killed by 'signal 0': {text}");
 }
 
-/// `gen` refuses overflowing lengths, but a zero-sized shape with a dimension above numpy's
-/// limit (intp max, 2**63 - 1) is written: `gen --shape 0,18446744073709551615` exits 0 and
-/// `np.load` refuses the file ("Maximum allowed dimension exceeded"); `map` copies such a
-/// shape from its input into its output the same way.
+/// `gen` refuses a shape numpy cannot load: a zero-sized shape with a dimension above numpy's limit
+/// (intp max, 2**63 - 1) was once written (`gen --shape 0,18446744073709551615` exited 0 and
+/// `np.load` refused the file: "Maximum allowed dimension exceeded").
 #[test]
 fn gen_refuses_dimensions_numpy_cannot_load() {
     let _serial = common::serial();

@@ -1,6 +1,6 @@
 //! Fault tolerance: workers killed at every named point and by every kind of signal, kernels
-//! that panic, hang or crash, recycling, parent death, a full /dev/shm, corrupted slots, and a
-//! chaos loop. Every map either returns the exact sequential answer or a clear error; nothing
+//! that panic, hang or crash, recycling, parent death, a full /dev/shm, corrupted slots, kills
+//! under several callers on tiny rings, streams dropped around a kill, and a chaos loop. Every map either returns the exact sequential answer or a clear error; nothing
 //! hangs (watchdogs), nothing leaks.
 
 mod common;

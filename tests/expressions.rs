@@ -13,7 +13,8 @@ use common::start::METHODS;
 use shmpool::Pool;
 
 /// `np.clip(x, nan, 1)` is NaN everywhere (numpy 2 propagates a NaN bound: clip is
-/// `minimum(maximum(x, lo), hi)`); shmpool ignores the NaN bound and returns `x` clipped to 1.
+/// `minimum(maximum(x, lo), hi)`); shmpool once ignored the NaN bound and returned `x` clipped to
+/// 1.
 #[test]
 fn clip_with_a_nan_bound_gives_nan_like_numpy() {
     let _serial = common::serial();
@@ -51,9 +52,9 @@ fn python_integers_beyond_64_bits_work_where_numpy_accepts_them() {
     assert_eq!(read_out(&y), (shmpool::Dtype::Bool, vec![1, 1]));
 }
 
-/// numexpr's function names (numexpr 2.10+: `signbit`; always: `conj`, `real`, `imag`,
-/// `copy`, `ones_like`) and its shift operators `<<` `>>` are promised ("every function name
-/// numexpr offers"); all were refused as unknown. numpy: `signbit([-0., 1., -2.]) == [T, F, T]`.
+/// numexpr's function names (numexpr 2.10+: `signbit`; always: `conj`, `real`, `imag`, `copy`,
+/// `ones_like`) and its shift operators `<<` `>>` are promised ("every function name numexpr
+/// offers"); all were once refused as unknown. numpy: `signbit([-0., 1., -2.]) == [T, F, T]`.
 #[test]
 fn every_numexpr_function_name_is_accepted() {
     let _serial = common::serial();
@@ -94,10 +95,9 @@ fn unary_plus_on_bool_is_an_error_like_numpy() {
 }
 
 /// `x ** 3` and `x ** -1` on a NaN keep the NaN's sign in numpy (its SIMD power loop and
-/// `reciprocal` return the NaN operand; glibc's `pow` gives a positive NaN, as numpy's float16
-/// loop does); shmpool returned a positive NaN, which `copysign` makes visible: for x = 0.0,
-/// numpy's `copysign(1, (x / x) ** 3)` is -1.0 (0/0 is the x86 default NaN, negative),
-/// shmpool's was 1.0.
+/// `reciprocal` return the NaN operand; glibc's `pow` gives a positive NaN, as numpy's float16 loop
+/// does), which `copysign` makes visible: for x = 0.0, numpy's `copysign(1, (x / x) ** 3)` is -1.0
+/// (0/0 is the x86 default NaN, negative); shmpool's was once 1.0.
 #[test]
 fn integer_powers_keep_the_sign_of_a_nan_like_numpy() {
     let _serial = common::serial();

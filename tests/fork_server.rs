@@ -173,13 +173,12 @@ fn holds_inode(pid: u32, inode: u64) -> bool {
     d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == format!("pipe:[{inode}]")))
 }
 
-/// A descriptor the program holds without close-on-exec (inherited from its own parent:
-/// a make/cargo jobserver pipe, a `3>file` redirection) must not be kept open by shmpool's
-/// helpers after the program closes it: a reader waiting for EOF on that pipe would wait for
-/// as long as the program lives. Forked workers and spawned workers close everything but their
-/// socket (`drop_inherited`), the forked fork server too, but the *exec'd* fork server
-/// (the default in a threaded program, or in one that calls `init()`) keeps every inherited
-/// descriptor.
+/// A descriptor the program holds without close-on-exec (inherited from its own parent: a
+/// make/cargo jobserver pipe, a `3>file` redirection) is not kept open by shmpool's helpers after
+/// the program closes it, or a reader waiting for EOF on that pipe would wait for as long as the
+/// program lives. Forked and spawned workers close everything but their socket (`drop_inherited`),
+/// and so does the fork server, the exec'd one included (the default in a threaded program, or in
+/// one that calls `init()`), which once kept every inherited descriptor.
 #[test]
 fn the_exec_d_fork_server_does_not_keep_the_programs_descriptors() {
     let _serial = common::serial();
@@ -328,12 +327,11 @@ fn pools_built_and_dropped_leak_no_descriptor() {
     });
 }
 
-/// "Workers die with the program under every method": a program SIGKILLed while a child it
-/// forked itself (plain `fork()`, as a daemonising helper or another library does; not
-/// `Process::spawn`, which closes the fork server's control socket) is still alive leaves its
-/// fork server and that server's workers running for as long as the bystander lives. The
-/// server has no `PR_SET_PDEATHSIG` and only watches its control socket, which the raw-forked
-/// child inherited.
+/// "Workers die with the program under every method", also when the SIGKILLed program had forked a
+/// child of its own that is still alive (plain `fork()`, as a daemonising helper or another library
+/// does; not `Process::spawn`, which closes the fork server's control socket). The server once
+/// outlived such a program with its workers for as long as the bystander lived: it had no
+/// `PR_SET_PDEATHSIG` and only watched its control socket, which the raw-forked child inherited.
 #[test]
 fn fork_server_and_its_workers_die_with_a_sigkilled_program_that_forked_a_helper() {
     let _serial = common::serial();

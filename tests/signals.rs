@@ -1,5 +1,8 @@
 //! Signals the program handles, and job control: a handled signal interrupting the pool's
-//! waits (EINTR) is retried, never taken for a timeout.
+//! waits (EINTR) is retried, never taken for a timeout; group signals meant for the program
+//! (a Ctrl-C it handles included) reach neither the fork server nor spawned workers; a program
+//! that ignores SIGCHLD keeps working pools. The child programs are scenarios
+//! (tests/common/scenario.rs).
 
 mod common;
 

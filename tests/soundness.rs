@@ -1,6 +1,8 @@
 //! Safe code must not reach undefined behaviour: a `Process::spawn` child shares no memory with
 //! its parent (its closure is `Send + 'static`, and shmpool's shared mappings are not inherited),
-//! and kernels travel to workers only when they lie in the executable image.
+//! and kernels travel to workers only when they lie in the executable image. A `.npy` output
+//! has no name to alias before it is committed and is a complete file after; a shape whose
+//! size overflows is an error, not a panic.
 
 mod common;
 

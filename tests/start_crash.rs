@@ -1,8 +1,9 @@
 //! The fault-tolerance promises, parameterized over the start method: a worker killed at every
 //! named point costs a retry, a chunk that kills `max_attempts` workers fails the map with
 //! `WorkerCrashed` (the signal comes from `waitpid` or, for the fork server's workers, from the
-//! server's report), recycling and timeouts replace workers by the pool's method, and workers
-//! die with the pool's process.
+//! server's report: SIGSEGV and SIGBUS are named under every method), recycling and timeouts
+//! replace workers by the pool's method, workers die with the pool's process, and none is left
+//! after `terminate` or drop.
 
 mod common;
 
@@ -241,10 +242,9 @@ fn segfaults_on_seven(x: i64) -> i64 {
     x
 }
 
-/// `Error::WorkerCrashed::signal` is "the signal that killed the last worker". Under the fork
-/// server it is 0 ("exited without a signal") for a worker killed by SIGSEGV: the CLI, whose
-/// default method is the fork server, then says "worker crashed ... (last signal 0)" for an
-/// input truncated under a running map (SIGBUS).
+/// `Error::WorkerCrashed::signal` is "the signal that killed the last worker", under every method.
+/// Under the fork server it was once 0 ("exited without a signal") for a worker killed by SIGSEGV,
+/// so the CLI, whose default method is the fork server, said "worker crashed ... (last signal 0)".
 #[test]
 fn worker_crashed_names_the_signal_under_every_method() {
     let _serial = common::serial();

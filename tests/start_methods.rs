@@ -1,6 +1,7 @@
 //! Start methods: every kernel form under every method, the core map and fault-tolerance
-//! checks parameterized over the method, a binary mismatch, and pools built and dropped while
-//! eight threads hold locks.
+//! checks parameterized over the method, a binary mismatch, pools built and dropped while
+//! eight threads hold locks, 128 KiB parameter blocks, a forked child using its parent's pool,
+//! and (a known gap of `Fork`) a program's buffered output.
 //!
 //! This libtest binary needs no entry point for its spawned children: a copy of it that shmpool
 //! starts with `exec` becomes the worker (or fork server, or `spawn_fn` child) in shmpool's

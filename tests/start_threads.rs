@@ -3,7 +3,8 @@
 //! dropped, with each method that is safe there (`Spawn`, `ForkServer`). A forked child of such
 //! a parent could inherit a held stdout lock and hang on its first `println!`; these workers
 //! are fresh processes (exec'd, or forked by the single-threaded fork server), so they never
-//! do. A watchdog turns a hang into a failure.
+//! do. A watchdog turns a hang into a failure. `Fork` workers respawned while other threads
+//! hold the environment's, stderr's and the panic hook's locks do not deadlock either.
 
 mod common;
 
