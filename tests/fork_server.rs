@@ -428,7 +428,7 @@ fn a_killed_fork_server_fails_its_pools_cleanly_and_is_replaced() {
 /// builds the process's first pool: that thread is inside `sweep_once()` (a `std::sync::Once`
 /// that sweeps stale segments, src/pool/builder.rs:354), the child inherits the `Once` in its
 /// running state and its own `Pool::build` waits on it forever (gdb: futex_wait in
-/// `Once::call` from `sweep_once`). `HOSTILE2_GDB=1` prints the hung child's stack. Other
+/// `Once::call` from `sweep_once`). `SHMPOOL_TEST_GDB=1` prints the hung child's stack. Other
 /// process-wide locks taken by `build` (`SERVER` in `server::connect`) have the same
 /// exposure in a smaller window.
 #[test]
@@ -482,7 +482,7 @@ fn forked_child_scenario() {
                     kids,
                     kids.iter().map(|&k| wchan(k)).collect::<Vec<_>>()
                 );
-                if std::env::var_os("HOSTILE2_GDB").is_some() {
+                if std::env::var_os("SHMPOOL_TEST_GDB").is_some() {
                     let bt =
                         Command::new("gdb").args(["-p", &pid.to_string(), "-batch", "-ex", "bt"]).output().unwrap();
                     eprintln!("{}", String::from_utf8_lossy(&bt.stdout));

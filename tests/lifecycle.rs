@@ -351,7 +351,7 @@ fn threads_panicking_while_holding_tickets_leak_nothing() {
 fn a_child_process_that_builds_a_pool_and_panics_leaves_no_workers() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(30), || {
-        let path = std::env::temp_dir().join(format!("shmpool_hostile_pids_{}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("shmpool_lifecycle_pids_{}", std::process::id()));
         let p2 = path.clone();
         let child = Process::spawn(move || {
             let pool = Pool::new(2).unwrap();

@@ -350,10 +350,11 @@ fn slow_w1(x: f64) -> f64 {
 fn corruption_under_tickets_from_four_threads_never_gives_a_wrong_ok() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(120), || {
-        let first: u64 = std::env::var("HOSTILE_ROUND").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let first: u64 = std::env::var("SHMPOOL_CORRUPTION_FIRST_ROUND").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
         for round in first..5 {
-            // No chunk_len: with one, multi-chunk inline tickets deadlock on their own (see
-            // `a_single_inline_ticket_with_more_chunks_than_slots_does_not_hang_submit`).
+            // No chunk_len: multi-chunk inline tickets once deadlocked on their own with one (see
+            // `a_single_inline_ticket_with_more_chunks_than_slots_does_not_hang_submit` in
+            // tests/callers.rs); this test looks for corruption only.
             let pool = Pool::builder().workers(2).slots(6).payload_bytes(8192).build().unwrap();
             let pids = pool.pids();
             let bad: Vec<String> = std::thread::scope(|s| {

@@ -231,7 +231,10 @@ fn env_writers_stderr_holders_and_panicking_threads_do_not_deadlock_respawned_wo
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    unsafe { std::env::set_var("SHMPOOL_HOSTILE_NOISE", i.to_string()) };
+                    // SAFETY: the hazard under test: another thread writes the environment while
+                    // workers are forked (shmpool must not read it in a forked child); this
+                    // variable is read by nothing.
+                    unsafe { std::env::set_var("SHMPOOL_TEST_ENV_NOISE", i.to_string()) };
                 }
             }));
         }
