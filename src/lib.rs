@@ -224,7 +224,7 @@ pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 pub use dtype::{Dtype, UnknownDtype};
 pub use error::{Error, ErrorKind, Result};
-pub use kernel::{Dynamic, Kernel, KernelExt, KernelSpec};
+pub use kernel::{ChunkFold, Dynamic, ElemMap, Kernel, KernelExt, KernelSpec, Zip};
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
 pub use process::fork::{set_fork_hooks, ForkHooks};
 pub use process::Process;

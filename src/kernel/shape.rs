@@ -16,7 +16,7 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dynamic {}
 
-mod sealed {
+pub(super) mod sealed {
     pub trait Sealed {}
     impl<T: bytemuck::Pod> Sealed for T {}
     impl Sealed for super::Dynamic {}
@@ -127,6 +127,10 @@ pub mod marker {
         Rows<In, Out>;
         /// A prepared `KernelSpec`.
         Spec<In, Out>;
+        /// `Fn((A, B, ..)) -> Out` over several inputs.
+        ZipElem<In, Out>;
+        /// `Fn((&[A], &[B], ..), &mut [Out])` over several inputs.
+        ZipChunk<In, Out>;
     }
 }
 use marker::*;

@@ -92,7 +92,7 @@ pub(super) enum Dest<'a> {
 }
 
 impl<'a> Dest<'a> {
-    fn segment(self) -> Option<&'a Arc<Segment>> {
+    pub(super) fn segment(self) -> Option<&'a Arc<Segment>> {
         match self {
             Dest::Inline => None,
             Dest::Staging(s) | Dest::Caller(s) => Some(s),
@@ -289,6 +289,24 @@ impl<'p> MapRun<'p> {
             *c = c.start + first_elem..c.end + first_elem;
         }
         self.index_shift = first_index.wrapping_sub(first_elem as u64);
+        self
+    }
+
+    /// Adds descriptor flags to every chunk of a freshly planned map ([`Descriptor::ZIP`]).
+    pub(super) fn with_flags(mut self, flags: u64) -> Self {
+        debug_assert!(self.next == 0, "flagged before anything is filled");
+        self.flags |= flags;
+        self
+    }
+
+    /// Re-plans a freshly planned shared map for units of `unit_bytes` bytes read and written
+    /// (a several-input map reads more than its descriptor's own input).
+    pub(super) fn replan(mut self, unit_bytes: usize, fixed: Option<usize>, max_bytes: usize) -> Self {
+        debug_assert!(self.layout.is_none() && self.next == 0, "re-planned before anything is filled");
+        let workers = self.shared.cfg.workers;
+        index::plan_into(&mut self.books.chunks, self.len, workers, unit_bytes, fixed, usize::MAX, max_bytes);
+        self.books.finished.clear();
+        self.books.finished.resize(self.books.chunks.len(), false);
         self
     }
 
