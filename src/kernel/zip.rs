@@ -142,12 +142,7 @@ fn map_reduce1<T: Pod, A: Pod, F: Fn(T) -> A + Copy, C: Fn(A, A) -> A + Copy>(
     blocks(output, x.len(), |r| leaves(r, id, c, |r| x[r].iter().fold(id, |acc, &v| c(acc, f(v)))));
 }
 
-fn fold1<T: Pod, A: Pod, F: Fn(A, &[T]) -> A + Copy, C: Fn(A, A) -> A + Copy>(
-    params: &[u8],
-    inputs: &[&[u8]],
-    output: &mut [u8],
-    _: u64,
-) {
+fn fold1<T: Pod, A: Pod, F: Fn(A, &[T]) -> A + Copy>(params: &[u8], inputs: &[&[u8]], output: &mut [u8], _: u64) {
     let (f, id) = (conjure::<F>(), identity::<A>(params));
     let x: &[T] = bytemuck::cast_slice(inputs[1]);
     blocks(output, x.len(), |r| f(id, &x[r]));
@@ -173,7 +168,7 @@ impl<T: Pod, A: Pod, F: Fn(A, &[T]) -> A + Copy + 'static> ReduceSealed<Chunk<T,
     fn reduce_spec<C: Fn(A, A) -> A + Copy + 'static>(identity: &A) -> KernelSpec {
         assert_zero_sized::<F>();
         assert_zero_sized::<C>();
-        reduce_spec(fold1::<T, A, F, C>, vec![ElemType::of::<T>()], identity)
+        reduce_spec(fold1::<T, A, F>, vec![ElemType::of::<T>()], identity)
     }
 }
 impl<T: Pod, A: Pod, F: Fn(A, &[T]) -> A + Copy + 'static> ChunkFold<Chunk<T, A>, A> for F {
@@ -226,7 +221,7 @@ macro_rules! zip_arity {
                 }));
             }
 
-            pub(super) fn fold<$($K: Pod,)+ A: Pod, F: Fn(A, ($(&[$K],)+)) -> A + Copy, C: Fn(A, A) -> A + Copy>(
+            pub(super) fn fold<$($K: Pod,)+ A: Pod, F: Fn(A, ($(&[$K],)+)) -> A + Copy>(
                 params: &[u8], inputs: &[&[u8]], output: &mut [u8], _: u64,
             ) {
                 let (f, id) = (conjure::<F>(), identity::<A>(params));
@@ -280,7 +275,7 @@ macro_rules! zip_arity {
             fn reduce_spec<C: Fn(A, A) -> A + Copy + 'static>(identity: &A) -> KernelSpec {
                 assert_zero_sized::<F>();
                 assert_zero_sized::<C>();
-                reduce_spec($m::fold::<$($K,)+ A, F, C>, vec![$(ElemType::of::<$K>()),+], identity)
+                reduce_spec($m::fold::<$($K,)+ A, F>, vec![$(ElemType::of::<$K>()),+], identity)
             }
         }
         impl<$($K: Pod,)+ A: Pod, F> ChunkFold<ZipChunk<($($K,)+), A>, A> for F
