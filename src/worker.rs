@@ -254,20 +254,19 @@ impl Worker {
             let io = ring.chunk_io(&mut claim, resolve)?;
             let kernel = KernelRef::from_parts(d.kernel_addr, d.kernel_tag, zip.is_some())
                 .ok_or_else(|| Error::CorruptSlot { slot, reason: "kernel tag does not match its address".into() })?;
-            let zip = match zip {
+            let inputs = match &zip {
                 None => None,
                 Some(h) => {
-                    let more =
-                        zip_inputs(&io, &d, &h, resolve).map_err(|reason| Error::CorruptSlot { slot, reason })?;
+                    let more = zip_inputs(&io, &d, h, resolve).map_err(|reason| Error::CorruptSlot { slot, reason })?;
                     Some((h.len(), std::iter::once(io.input).chain(more).collect::<Vec<_>>()))
                 }
             };
-            Ok((io, kernel, zip))
+            Ok((io, kernel, inputs, zip))
         });
         let (status, message) = match outcome {
             Err(e @ Error::CorruptSlot { .. }) => (Status::Corrupt, e.to_string()),
             Err(e) => return Err(e),
-            Ok((io, kernel, zip)) => {
+            Ok((io, kernel, inputs, zip)) => {
                 if d.flags & Descriptor::ZERO_OUTPUT != 0 {
                     // A recycled buffer (inline payload, staging) and a kernel that may leave
                     // elements unwritten: it must see zeros, never an earlier map's results or
@@ -281,10 +280,13 @@ impl Worker {
                     io.output[..half].fill(0xAB);
                 }
                 pause(&mut self.ctx.pause, PausePoint::MidKernel);
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &zip {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &inputs {
                     None => kernel.invoke(io.params, io.input, io.output, d.start),
                     Some((skip, inputs)) => kernel.invoke_zip(&io.params[*skip..], inputs, io.output, d.start),
                 }));
+                if let Some(h) = &zip {
+                    release_zip(segs, &d, h);
+                }
                 match r {
                     Ok(()) => (Status::Ok, String::new()),
                     Err(p) => (Status::Panicked, panic_message(&p)),
@@ -379,6 +381,16 @@ impl Worker {
             Message::Need { .. } | Message::Missing { .. } => {}
         }
         Ok(())
+    }
+}
+
+/// Gives back the pages of a several-input chunk's extra inputs (streaming through mapped
+/// files, as for the descriptor's own input; a no-op for shared memory).
+fn release_zip(segs: &HashMap<u64, Segment>, d: &Descriptor, header: &ZipHeader) {
+    for input in &header.inputs {
+        if let (Ok((off, len)), Some(s)) = (crate::ring::zip::byte_range(d, input), segs.get(&input.seg)) {
+            s.release(off, len);
+        }
     }
 }
 

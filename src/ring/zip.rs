@@ -85,8 +85,13 @@ impl ZipHeader {
     }
 }
 
-/// The byte range of `input` that the chunk `d` reads: its units `d.start .. d.start + d.len`.
-fn range(d: &Descriptor, input: &ZipInput) -> Result<(usize, usize), String> {
+/// The byte range (offset, length) of `input` that the chunk `d` reads: its units
+/// `d.start .. d.start + d.len`.
+///
+/// # Errors
+///
+/// A sentence when the range overflows.
+pub(crate) fn byte_range(d: &Descriptor, input: &ZipInput) -> Result<(usize, usize), String> {
     let elems = |unit: u64| unit.checked_mul(input.block).map(|e| e.min(input.total));
     let end_unit = d.start.checked_add(d.len);
     let (Some(first), Some(end)) = (elems(d.start), end_unit.and_then(elems)) else {
@@ -116,7 +121,7 @@ pub(crate) fn zip_inputs<'a>(
     let out_len = d.len.saturating_mul(u64::from(d.out_size));
     let mut inputs = Vec::with_capacity(header.inputs.len());
     for input in &header.inputs {
-        let (off, len) = range(d, input)?;
+        let (off, len) = byte_range(d, input)?;
         // The output is written through `&mut`: nothing read may overlap it.
         let (o, l) = (off as u64, len as u64);
         if input.seg == d.out_seg
@@ -158,8 +163,8 @@ mod tests {
     fn unit_ranges_are_clamped_to_the_input() {
         let d = Descriptor { start: 2, len: 2, ..Descriptor::default() };
         let i = ZipInput { seg: 1, elem_size: 8, block: 10, total: 35 };
-        assert_eq!(range(&d, &i).unwrap(), (160, 120));
+        assert_eq!(byte_range(&d, &i).unwrap(), (160, 120));
         let d = Descriptor { start: u64::MAX, len: 2, ..Descriptor::default() };
-        assert!(range(&d, &i).is_err());
+        assert!(byte_range(&d, &i).is_err());
     }
 }
