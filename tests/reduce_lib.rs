@@ -42,6 +42,8 @@ fn add(a: f64, b: f64) -> f64 {
 /// The documented grouping, serially: blocks of 65,536, leaves of 256 folded in order from
 /// the identity, leaves and blocks combined by the binary-counter pairwise tree.
 fn documented_sum(x: &[f64], f: impl Fn(f64) -> f64) -> f64 {
+    // Written `left + right` on purpose: the operands' order is the documented one.
+    #[allow(clippy::assign_op_pattern)]
     fn pairwise(v: Vec<f64>) -> f64 {
         let mut stack: Vec<(u32, f64)> = Vec::new();
         for mut x in v {

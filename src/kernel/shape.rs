@@ -52,6 +52,8 @@ impl Fits<Dynamic> for Dynamic {}
 /// | with both | `Fn(In, &P, &[S]) -> Out`, `Fn(&[In], &mut [Out], &P, &[S])` | `f.with(p).with_table(&weights)` |
 /// | row kernel | `Fn(&[In], &mut [Out])` on one whole row | `f.rows(in_cols, out_cols)` |
 /// | prepared | [`KernelSpec`] (expressions, function pointers) | `&spec`, or `spec.typed::<In, Out>()?` |
+/// | zip element | `Fn((A, B, ..)) -> Out` over a tuple of 2 to 4 inputs | a `fn` item or a closure that captures nothing |
+/// | zip chunk | `Fn((&[A], &[B], ..), &mut [Out])` | the same |
 ///
 /// Annotate a closure's parameter types (`|x: f64|`, `|x: &[f64], y: &mut [f64]|`): the
 /// compiler picks the kernel shape from the closure's own signature. A kernel whose element
