@@ -329,7 +329,11 @@ impl Worker {
             let segs = &self.segs;
             let io =
                 ring.chunk_io(claim, |id| segs.get(&id).ok_or_else(|| corrupt(format!("segment {id} is unknown"))))?;
-            ZipHeader::parse(io.params).map_err(corrupt)?
+            let h = ZipHeader::parse(io.params).map_err(corrupt)?;
+            if ZipHeader::digest(&io.params[..h.len()], &crate::kernel::key()) != d.reserved[0] {
+                return Err(corrupt("the zip header does not match its descriptor".into()));
+            }
+            h
         };
         for input in &header.inputs {
             self.ensure(slot, input.seg)?;

@@ -134,6 +134,45 @@ fn a_panicking_zip_kernel_is_reported_and_the_pool_survives() {
     assert_eq!(pool.map(&(&[1.0f64], &[2.0f64]), |(x, y): (f64, f64)| x + y).unwrap(), [3.0]);
 }
 
+/// The zip header travels in the parameter block, outside the descriptor's MAC; its keyed
+/// digest in the descriptor makes a header changed in shared memory (here: the element size of
+/// the second input, which would make the worker slice another range) a corrupt slot, reported
+/// as such, rather than a kernel that reads what the header now says.
+#[test]
+fn a_scribbled_zip_header_is_corruption() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(60), || {
+        let n = 1000;
+        let pool = Pool::builder().workers(1).slots(1).pause_point(PausePoint::BeforeClaim).build().unwrap();
+        let (sa, sb) = (SharedVec::from_slice(&f64s(n)).unwrap(), SharedVec::from_slice(&f64s(n)).unwrap());
+        let mut out = pool.alloc::<f64>(n).unwrap();
+        let fd = pool.ring_fd_for_test().try_clone_to_owned().unwrap();
+        // SAFETY: test only: we deliberately scribble into memory the pool shares.
+        let mut ring = unsafe { memmap2::MmapMut::map_mut(&std::fs::File::from(fd)) }.unwrap();
+        let slot = pool.slot_offsets_for_test()[0];
+        let worker = pool.pids()[0];
+        let r = std::thread::scope(|s| {
+            let h = s.spawn(|| pool.map_into(&(&sa, &sb), &mut out, |(x, y): (f64, f64)| x + y));
+            // The worker stops before it claims; the caller fills the one slot meanwhile.
+            while common::proc_state(worker) != Some('T') || ring[slot..slot + 4] != 1u32.to_ne_bytes() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Payload after the 64-byte slot header, the 128-byte descriptor and the 192-byte
+            // message: count, then [segment, element size, block, total] per extra input.
+            let elem_size = slot + 384 + 16;
+            assert_eq!(ring[elem_size..elem_size + 8], 8u64.to_le_bytes(), "the header as documented");
+            ring[elem_size..elem_size + 8].copy_from_slice(&4u64.to_le_bytes());
+            let _ = kill(Pid::from_raw(worker as i32), Signal::SIGCONT);
+            h.join().unwrap()
+        });
+        match r {
+            Err(Error::CorruptSlot { reason, .. }) => assert!(reason.contains("zip header"), "{reason}"),
+            other => panic!("expected a corrupt slot, got {other:?}"),
+        }
+    });
+    common::assert_nothing_leaked();
+}
+
 #[test]
 fn workers_killed_mid_chunk_redo_their_chunk_exactly() {
     let _serial = common::serial();

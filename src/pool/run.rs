@@ -187,6 +187,8 @@ pub(super) struct MapRun<'p> {
     pub(super) last_claimer_check: Instant,
     /// Added to every chunk's first index as the kernel sees it (`i` of an expression).
     index_shift: u64,
+    /// The zip header's digest of a several-input map (see [`MapRun::with_zip`]), else 0.
+    zip_digest: u64,
 }
 
 impl<'p> MapRun<'p> {
@@ -279,6 +281,7 @@ impl<'p> MapRun<'p> {
             quiet_wait: false,
             last_claimer_check: Instant::now(),
             index_shift: 0,
+            zip_digest: 0,
         })
     }
 
@@ -294,10 +297,12 @@ impl<'p> MapRun<'p> {
         self
     }
 
-    /// Adds descriptor flags to every chunk of a freshly planned map ([`Descriptor::ZIP`]).
-    pub(super) fn with_flags(mut self, flags: u64) -> Self {
+    /// Makes a freshly planned map several-input: every chunk gets [`Descriptor::ZIP`] and
+    /// the zip header's keyed `digest`.
+    pub(super) fn with_zip(mut self, digest: u64) -> Self {
         debug_assert!(self.next == 0, "flagged before anything is filled");
-        self.flags |= flags;
+        self.flags |= Descriptor::ZIP;
+        self.zip_digest = digest;
         self
     }
 
@@ -334,6 +339,7 @@ impl<'p> MapRun<'p> {
             in_size: self.in_size as u32,
             out_size: self.out_size as u32,
             flags: self.flags,
+            reserved: [self.zip_digest, 0],
             ..Descriptor::default()
         }
     }

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 use crate::ring::index;
 use crate::ring::zip::{ZipHeader, ZipInput, MAX_EXTRA};
-use crate::ring::Descriptor;
 use crate::shm::Segment;
 
 /// Staging buffers a several-input map took, given back to the pool when it is dropped (after
@@ -116,11 +115,14 @@ impl Pool {
     ) -> Result<()> {
         let mut spec = z.spec.clone();
         spec.params = z.header.encode(&z.spec.params);
+        let digest = ZipHeader::digest(&spec.params[..z.header.len()], &crate::kernel::key());
         let max_bytes = if z.file { index::MAX_FILE_CHUNK_BYTES } else { index::MAX_CHUNK_BYTES };
         let main = Input::Shared(z.main);
-        let run = run::MapRun::new(self, &spec, z.units, &main, dest, run::Chunking::Shared)?
-            .with_flags(Descriptor::ZIP)
-            .replan(z.unit_bytes, z.fixed, max_bytes);
+        let run = run::MapRun::new(self, &spec, z.units, &main, dest, run::Chunking::Shared)?.with_zip(digest).replan(
+            z.unit_bytes,
+            z.fixed,
+            max_bytes,
+        );
         drive::drive(run, &spec, main, Output::Shared, progress)
     }
 

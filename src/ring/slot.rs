@@ -123,7 +123,8 @@ pub(crate) struct Descriptor {
     pub params_seg: u64,
     /// [`Descriptor::ZERO_OUTPUT`], [`Descriptor::ZIP`] (other bits are reserved, zero).
     pub flags: u64,
-    /// Reserved, zero.
+    /// Reserved, zero; with [`Descriptor::ZIP`], `reserved[0]` is the zip header's keyed
+    /// digest (`zip::ZipHeader::digest`).
     pub reserved: [u64; 2],
 }
 

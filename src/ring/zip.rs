@@ -12,7 +12,11 @@
 //! (one element per unit), the reduction block for a reduction (one partial result per unit).
 
 use super::{ChunkIo, Descriptor};
+use crate::key::Key;
 use crate::shm::Segment;
+
+/// Domain separator of header digests.
+const DIGEST_DOMAIN: u64 = 0x005a_4950_4844_5232;
 
 /// Most inputs after the descriptor's own a header may name.
 pub(crate) const MAX_EXTRA: usize = 15;
@@ -54,6 +58,14 @@ impl ZipHeader {
         v.resize(self.len(), 0);
         v.extend_from_slice(params);
         v
+    }
+
+    /// The keyed digest of an encoded header (`bytes`: its first [`ZipHeader::len`] bytes),
+    /// which the map caller stores in the descriptor (`reserved[0]`, under the descriptor's
+    /// MAC) and the worker checks: a header changed in shared memory cannot name other
+    /// segments.
+    pub(crate) fn digest(bytes: &[u8], key: &Key) -> u64 {
+        key.hash_one((DIGEST_DOMAIN, bytes))
     }
 
     /// Reads a header from the start of `params`.
