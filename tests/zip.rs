@@ -205,3 +205,22 @@ fn workers_killed_mid_chunk_redo_their_chunk_exactly() {
     });
     common::assert_nothing_leaked();
 }
+
+#[test]
+fn zip_kernels_take_a_parameter_block() {
+    use shmpool::KernelExt;
+    let pool = Pool::new(2).unwrap();
+    let (a, b) = (f64s(70_000), f32s(70_000));
+    let ys =
+        pool.map(&(&a, &b), (|(x, y): (f64, f32), k: &[f64; 2]| x * k[0] + y as f64 * k[1]).with([2.0, -1.0])).unwrap();
+    let want: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x * 2.0 - *y as f64).collect();
+    assert_eq!(ys, want);
+    let chunk = |(x, y): (&[f64], &[f32]), out: &mut [f64], k: &f64| {
+        for i in 0..out.len() {
+            out[i] = x[i] + y[i] as f64 * k;
+        }
+    };
+    let mut out = vec![0.0; a.len()];
+    pool.map_into(&(&a, &b), &mut out, chunk.with(0.5)).unwrap();
+    assert_eq!(out, a.iter().zip(&b).map(|(x, y)| x + *y as f64 * 0.5).collect::<Vec<_>>());
+}

@@ -54,6 +54,7 @@ impl Fits<Dynamic> for Dynamic {}
 /// | prepared | [`KernelSpec`] (expressions, function pointers) | `&spec`, or `spec.typed::<In, Out>()?` |
 /// | zip element | `Fn((A, B, ..)) -> Out` over a tuple of 2 to 4 inputs | a `fn` item or a closure that captures nothing |
 /// | zip chunk | `Fn((&[A], &[B], ..), &mut [Out])` | the same |
+/// | zip with a parameter block | `Fn((A, B, ..), &P) -> Out`, `Fn((&[A], &[B], ..), &mut [Out], &P)` | `f.with(p)` |
 ///
 /// Annotate a closure's parameter types (`|x: f64|`, `|x: &[f64], y: &mut [f64]|`): the
 /// compiler picks the kernel shape from the closure's own signature. A kernel whose element
@@ -133,6 +134,10 @@ pub mod marker {
         ZipElem<In, Out>;
         /// `Fn((&[A], &[B], ..), &mut [Out])` over several inputs.
         ZipChunk<In, Out>;
+        /// `Fn((A, B, ..), &P) -> Out` over several inputs.
+        ZipElemWith<In, Out, P>;
+        /// `Fn((&[A], &[B], ..), &mut [Out], &P)` over several inputs.
+        ZipChunkWith<In, Out, P>;
     }
 }
 use marker::*;
@@ -274,7 +279,7 @@ pub struct With<F, P> {
     /// the value the caller passed is what the wrapper holds.
     #[allow(dead_code)]
     kernel: F,
-    params: Vec<u8>,
+    pub(super) params: Vec<u8>,
     _p: PhantomData<fn() -> P>,
 }
 

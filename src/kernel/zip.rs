@@ -22,10 +22,10 @@ use std::ops::Range;
 
 use bytemuck::Pod;
 
-use super::marker::{Chunk, Elem, ZipChunk, ZipElem};
+use super::marker::{Chunk, Elem, ZipChunk, ZipChunkWith, ZipElem, ZipElemWith};
 use super::shape::sealed::{KernelSealed, Sealed};
-use super::shape::{Fits, Kernel};
-use super::trampoline::conjure;
+use super::shape::{Fits, Kernel, With};
+use super::trampoline::{conjure, with_params};
 use super::{ElemType, KernelSpec, FILLS, MAY_READ};
 use crate::array::Side;
 use crate::error::{Error, Result};
@@ -206,6 +206,30 @@ macro_rules! zip_arity {
                 f(($(cast_n::<$K>(inputs[$i], n),)+), o)
             }
 
+            pub(super) fn elem_with<$($K: Pod,)+ Out: Pod, P: Pod, F: Fn(($($K,)+), &P) -> Out + Copy>(
+                params: &[u8], inputs: &[&[u8]], output: &mut [u8], _: u64,
+            ) {
+                let f = conjure::<F>();
+                let o: &mut [Out] = bytemuck::cast_slice_mut(output);
+                let n = o.len();
+                let x = ($(cast_n::<$K>(inputs[$i], n),)+);
+                with_params(params, |p: &P| {
+                    for (k, o) in o.iter_mut().enumerate() {
+                        *o = f(($(x.$i[k],)+), p);
+                    }
+                })
+            }
+
+            pub(super) fn chunk_with<$($K: Pod,)+ Out: Pod, P: Pod, F: Fn(($(&[$K],)+), &mut [Out], &P) + Copy>(
+                params: &[u8], inputs: &[&[u8]], output: &mut [u8], _: u64,
+            ) {
+                let f = conjure::<F>();
+                let o: &mut [Out] = bytemuck::cast_slice_mut(output);
+                let n = o.len();
+                let x = ($(cast_n::<$K>(inputs[$i], n),)+);
+                with_params(params, |p: &P| f(x, o, p))
+            }
+
             pub(super) fn map_reduce<$($K: Pod,)+ A: Pod, F: Fn(($($K,)+)) -> A + Copy, C: Fn(A, A) -> A + Copy>(
                 params: &[u8], inputs: &[&[u8]], output: &mut [u8], _: u64,
             ) {
@@ -254,6 +278,35 @@ macro_rules! zip_arity {
         }
         impl<$($K: Pod,)+ Out: Pod, F> Kernel<ZipChunk<($($K,)+), Out>> for F
         where F: Fn(($(&[$K],)+), &mut [Out]) + Copy + 'static {
+            type In = Zip<($($K,)+)>;
+            type Out = Out;
+        }
+
+        impl<$($K: Pod,)+ Out: Pod, P: Pod, F> KernelSealed<ZipElemWith<($($K,)+), Out, P>> for With<F, P>
+        where F: Fn(($($K,)+), &P) -> Out + Copy + 'static {
+            fn with_spec<R>(self, f: impl FnOnce(&KernelSpec) -> Result<R>) -> Result<R> {
+                assert_zero_sized::<F>();
+                let data = vec![$(ElemType::of::<$K>()),+];
+                let t = $m::elem_with::<$($K,)+ Out, P, F>;
+                f(&KernelSpec::new_zip::<Out>(t, data[0], data, self.params, FILLS))
+            }
+        }
+        impl<$($K: Pod,)+ Out: Pod, P: Pod, F> Kernel<ZipElemWith<($($K,)+), Out, P>> for With<F, P>
+        where F: Fn(($($K,)+), &P) -> Out + Copy + 'static {
+            type In = Zip<($($K,)+)>;
+            type Out = Out;
+        }
+        impl<$($K: Pod,)+ Out: Pod, P: Pod, F> KernelSealed<ZipChunkWith<($($K,)+), Out, P>> for With<F, P>
+        where F: Fn(($(&[$K],)+), &mut [Out], &P) + Copy + 'static {
+            fn with_spec<R>(self, f: impl FnOnce(&KernelSpec) -> Result<R>) -> Result<R> {
+                assert_zero_sized::<F>();
+                let data = vec![$(ElemType::of::<$K>()),+];
+                let t = $m::chunk_with::<$($K,)+ Out, P, F>;
+                f(&KernelSpec::new_zip::<Out>(t, data[0], data, self.params, MAY_READ))
+            }
+        }
+        impl<$($K: Pod,)+ Out: Pod, P: Pod, F> Kernel<ZipChunkWith<($($K,)+), Out, P>> for With<F, P>
+        where F: Fn(($(&[$K],)+), &mut [Out], &P) + Copy + 'static {
             type In = Zip<($($K,)+)>;
             type Out = Out;
         }
