@@ -122,6 +122,10 @@ fn chunk_folds_are_exact_for_integers() {
         )
         .unwrap();
     assert_eq!(minmax, [*x.iter().min().unwrap(), *x.iter().max().unwrap()]);
+    // A method as the combine (a fn item, zero-sized), as in the README.
+    let xf = data(100_000);
+    let max = pool.reduce(&xf, f64::MIN, |m: f64, c: &[f64]| c.iter().fold(m, |m, &v| m.max(v)), f64::max).unwrap();
+    assert_eq!(max, xf.iter().copied().fold(f64::MIN, f64::max));
 }
 
 #[test]
