@@ -224,3 +224,16 @@ fn zip_kernels_take_a_parameter_block() {
     pool.map_into(&(&a, &b), &mut out, chunk.with(0.5)).unwrap();
     assert_eq!(out, a.iter().zip(&b).map(|(x, y)| x + *y as f64 * 0.5).collect::<Vec<_>>());
 }
+
+#[test]
+fn zip_maps_and_reductions_run_on_every_start_method() {
+    use shmpool::StartMethod;
+    let (a, b, c) = (f64s(50_000), f32s(50_000), i32s(50_000));
+    for method in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+        let pool = Pool::builder().workers(2).start_method(method).build().unwrap();
+        assert_eq!(pool.map(&(&a, &b, &c), axpy).unwrap(), serial(&a, &b, &c), "{method:?}");
+        let dot = pool.map_reduce(&(&a, &a), 0.0, |(x, y): (f64, f64)| x * y, |p: f64, q: f64| p + q).unwrap();
+        let one = Pool::new(1).unwrap().map_reduce(&a, 0.0, |x: f64| x * x, |p: f64, q: f64| p + q).unwrap();
+        assert_eq!(dot.to_bits(), one.to_bits(), "{method:?}");
+    }
+}
