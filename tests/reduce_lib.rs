@@ -82,6 +82,16 @@ fn map_reduce_follows_the_documented_tree_bit_for_bit_for_any_worker_count() {
 }
 
 #[test]
+fn block_and_leaf_edges_follow_the_documented_tree() {
+    let pool = Pool::new(2).unwrap();
+    let x = data(3 * 65_536 + 300);
+    for n in [1, 255, 256, 257, 65_535, 65_536, 65_537, 2 * 65_536, 3 * 65_536 + 300] {
+        let got = pool.map_reduce(&x[..n], 0.0, |v: f64| v, add).unwrap();
+        assert_eq!(got.to_bits(), documented_sum(&x[..n], |v| v).to_bits(), "n = {n}");
+    }
+}
+
+#[test]
 fn order_is_kept_for_a_non_commutative_combine() {
     let x: Vec<u32> = (0..300_001u32).map(|i| i.wrapping_mul(2_654_435_761) >> 7).collect();
     let serial = x.iter().fold(SEQ_ID, |a, &v| seq(a, seq_leaf(v)));

@@ -43,6 +43,36 @@ pub(crate) const LEAF: usize = 256;
 
 /// The element type of several inputs read together (a tuple of inputs, `(&a, &b)`), and of
 /// the kernels that read them: `Zip<(A, B)>`. Inferred, never named.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> shmpool::Result<()> {
+/// let pool = shmpool::Pool::new(2)?;
+/// let (a, b) = (shmpool::SharedVec::from_slice(&[1.0f64, 2.0, 3.0])?, [10i32, 20, 30]);
+/// let sums = pool.map(&(&a, &b), |(x, k): (f64, i32)| x + k as f64)?;
+/// assert_eq!(sums, [11.0, 22.0, 33.0]);
+/// # Ok(()) }
+/// ```
+///
+/// A zip kernel whose element types are not the inputs' is a compile error:
+///
+/// ```compile_fail,E0277
+/// # fn main() -> shmpool::Result<()> {
+/// let pool = shmpool::Pool::new(1)?;
+/// let _ = pool.map(&(&[1.0f32], &[2.0f64]), |(x, y): (f64, f64)| x + y)?; // f32 data, f64 kernel
+/// # Ok(()) }
+/// ```
+///
+/// and so is one that captures (pass values with `.with(params)`):
+///
+/// ```compile_fail,E0080
+/// # fn main() -> shmpool::Result<()> {
+/// let pool = shmpool::Pool::new(1)?;
+/// let k = 2.0;
+/// let _ = pool.map(&(&[1.0f64], &[2.0f64]), move |(x, y): (f64, f64)| x * k + y)?;
+/// # Ok(()) }
+/// ```
 pub struct Zip<T>(PhantomData<fn() -> T>);
 
 mod reduce_sealed {
