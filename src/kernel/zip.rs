@@ -112,25 +112,23 @@ fn assert_zero_sized<F>() {
 /// Combines `n` values, produced in order by `leaf`, with a fixed tree: pairs of equal
 /// height are combined as soon as both exist (a binary counter), the remaining heights right
 /// to left. The left operand always holds the earlier values (an associative `combine` need
-/// not commute), and the tree depends on `n` only. `None` when `n` is 0. No allocation.
+/// not commute), and the tree depends on `n` only. `None` when `n` is 0. One allocation per
+/// call (the pending subtrees, at most one per bit of `n`: on the heap, since an accumulator
+/// may be large), none per value.
 pub(crate) fn pairwise<A: Pod>(n: usize, mut leaf: impl FnMut(usize) -> A, combine: impl Fn(A, A) -> A) -> Option<A> {
-    let mut vals = [A::zeroed(); 64];
-    let mut heights = [0u32; 64];
-    let mut top = 0usize;
+    let mut pending: Vec<(u32, A)> = Vec::with_capacity(usize::BITS as usize + 1);
     for k in 0..n {
         let (mut v, mut h) = (leaf(k), 0);
-        while top > 0 && heights[top - 1] == h {
-            top -= 1;
-            v = combine(vals[top], v);
-            h += 1;
+        while let Some(&(top, left)) = pending.last().filter(|p| p.0 == h) {
+            pending.pop();
+            v = combine(left, v);
+            h = top + 1;
         }
-        vals[top] = v;
-        heights[top] = h;
-        top += 1;
+        pending.push((h, v));
     }
-    let mut acc = *vals[..top].last()?;
-    for v in vals[..top - 1].iter().rev() {
-        acc = combine(*v, acc);
+    let (_, mut acc) = pending.pop()?;
+    while let Some((_, left)) = pending.pop() {
+        acc = combine(left, acc);
     }
     Some(acc)
 }
