@@ -152,11 +152,25 @@ impl Pool {
         let file = segs.iter().any(|s| s.file_area().is_some());
         let unit_bytes = REDUCE_BLOCK * spec.zip.iter().map(|t| t.size()).sum::<usize>() + spec.out_size;
         let z = ZipRun { spec, header, units: blocks, main: &ids, unit_bytes, fixed: None, file };
-        self.drive_zip(z, super::run::Dest::Caller(parts.segment()), None)?;
+        self.drive_zip(z, super::run::Dest::Caller(parts.segment()), None).map_err(|e| in_elements(e, n))?;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             pairwise(parts.len(), |k| parts[k], &combine).unwrap_or(identity)
         }));
         r.map_err(|p| Error::KernelPanicked { message: panic_text(p.as_ref()), range: 0..n })
+    }
+}
+
+/// An error of the block map with its range in elements of the input, not in blocks.
+fn in_elements(e: Error, n: usize) -> Error {
+    let elems =
+        |r: std::ops::Range<usize>| (r.start * REDUCE_BLOCK).min(n)..(r.end.saturating_mul(REDUCE_BLOCK)).min(n);
+    match e {
+        Error::KernelPanicked { message, range } => Error::KernelPanicked { message, range: elems(range) },
+        Error::WorkerCrashed { range, signal, attempts } => {
+            Error::WorkerCrashed { range: elems(range), signal, attempts }
+        }
+        Error::ChunkTimedOut { range, limit } => Error::ChunkTimedOut { range: elems(range), limit },
+        other => other,
     }
 }
 
