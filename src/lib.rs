@@ -36,10 +36,15 @@
 //! | [`Pool::map_into`]`(&input, &mut output, kernel)` (and `map_into_progress`) | `()` |
 //! | [`Pool::submit`]`(&input, kernel)` | a [`Ticket`]: `wait`, `wait_into`, `wait_timeout`, `try_wait` |
 //! | [`Pool::imap`] / [`Pool::imap_unordered`]`(batches, kernel)` | an iterator of `Result<Vec<Out>>` |
+//! | [`Pool::map_reduce`]`(&input, identity, map, combine)` / [`Pool::reduce`]`(&input, identity, fold, combine)` | the accumulator |
 //!
 //! `input` / `output` is any [`Input`] / [`Output`]: `[T]`, `[T; N]`, `Vec<T>`, [`SharedVec`]
 //! (read and written in place), [`NpyArray`] / [`NpyOutput`] (in place) and, with the
-//! `ndarray` feature, every ndarray array or view and `nd::SharedArray`. `kernel` is any
+//! `ndarray` feature, every ndarray array or view and `nd::SharedArray`. A tuple of two to four
+//! inputs of equal length, `&(&a, &b, &c)`, is one input read together (a *zip map*, for
+//! `map`, `map_into` and the reductions), each member in place where it is shared, for a kernel
+//! that takes a tuple: `|(a, b, c): (f64, f32, i32)| -> Out` or
+//! `|(a, b, c): (&[f64], &[f32], &[i32]), out: &mut [Out]|`. `kernel` is any
 //! [`Kernel`]: an element closure `|x: In| -> Out`, a chunk closure
 //! `|x: &[In], y: &mut [Out]|` (or `fn` items of those shapes), either with
 //! [`KernelExt::with`]`(params)` and/or [`KernelExt::with_table`]`(&values)`, a row kernel
@@ -63,6 +68,9 @@
 //! | `imap(batches, elem)` / `imap_unordered(batches, elem)` | `imap(batches, any_kernel)` / `imap_unordered(..)` |
 //! | (none: no run-time sized side input) | `f.with_table(&weights)` → `&[S]` |
 //! | (none: rows were split across chunks) | `f.rows(in_cols, out_cols)` |
+//! | (none: one input per map) | `map_into(&(&a, &b, &c), &mut out, \|(a, b, c): (f64, f32, i32)\| ..)` |
+//! | (none: reductions went back to the caller) | `map_reduce(&x, 0.0, \|v: f64\| v * v, \|p: f64, q: f64\| p + q)` |
+//! | (none) | `reduce(&x, id, \|acc, chunk: &[T]\| .., combine)`: deterministic for any worker count |
 //! | `Ticket::try_get() -> Option<Result<_>>` | `Ticket::try_wait() -> Result<Option<_>>` |
 //! | `WorkerDeath` exported, unobtainable | [`Pool::death_log`] |
 //! | matching messages for exit codes | [`Error::kind`] → [`ErrorKind`] |
@@ -224,7 +232,7 @@ pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 pub use dtype::{Dtype, UnknownDtype};
 pub use error::{Error, ErrorKind, Result};
-pub use kernel::{Dynamic, Kernel, KernelExt, KernelSpec};
+pub use kernel::{ChunkFold, Dynamic, ElemMap, Kernel, KernelExt, KernelSpec, Zip};
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
 pub use process::fork::{set_fork_hooks, ForkHooks};
 pub use process::Process;

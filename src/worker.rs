@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
 use crate::kernel::KernelRef;
 use crate::process::fork;
+use crate::ring::zip::{zip_inputs, ZipHeader};
 use crate::ring::{Claim, Descriptor, Ring, Status};
 use crate::shm::{Segment, SegmentKind};
 
@@ -244,20 +245,28 @@ impl Worker {
         let ensured = self
             .ensure(slot, d.params_seg)
             .and_then(|_| self.ensure(slot, d.in_seg))
-            .and_then(|_| self.ensure(slot, d.out_seg));
+            .and_then(|_| self.ensure(slot, d.out_seg))
+            .and_then(|_| self.zip_header(ring, &mut claim, &d));
         let segs = &self.segs;
-        let outcome = ensured.and_then(|_| {
-            let io = ring.chunk_io(&mut claim, |id| {
-                segs.get(&id).ok_or_else(|| Error::CorruptSlot { slot, reason: format!("segment {id} is unknown") })
-            })?;
-            let kernel = KernelRef::from_parts(d.kernel_addr, d.kernel_tag)
+        let resolve =
+            |id| segs.get(&id).ok_or_else(|| Error::CorruptSlot { slot, reason: format!("segment {id} is unknown") });
+        let outcome = ensured.and_then(|zip| {
+            let io = ring.chunk_io(&mut claim, resolve)?;
+            let kernel = KernelRef::from_parts(d.kernel_addr, d.kernel_tag, zip.is_some())
                 .ok_or_else(|| Error::CorruptSlot { slot, reason: "kernel tag does not match its address".into() })?;
-            Ok((io, kernel))
+            let inputs = match &zip {
+                None => None,
+                Some(h) => {
+                    let more = zip_inputs(&io, &d, h, resolve).map_err(|reason| Error::CorruptSlot { slot, reason })?;
+                    Some((h.len(), std::iter::once(io.input).chain(more).collect::<Vec<_>>()))
+                }
+            };
+            Ok((io, kernel, inputs, zip))
         });
         let (status, message) = match outcome {
             Err(e @ Error::CorruptSlot { .. }) => (Status::Corrupt, e.to_string()),
             Err(e) => return Err(e),
-            Ok((io, kernel)) => {
+            Ok((io, kernel, inputs, zip)) => {
                 if d.flags & Descriptor::ZERO_OUTPUT != 0 {
                     // A recycled buffer (inline payload, staging) and a kernel that may leave
                     // elements unwritten: it must see zeros, never an earlier map's results or
@@ -271,9 +280,13 @@ impl Worker {
                     io.output[..half].fill(0xAB);
                 }
                 pause(&mut self.ctx.pause, PausePoint::MidKernel);
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    kernel.invoke(io.params, io.input, io.output, d.start)
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &inputs {
+                    None => kernel.invoke(io.params, io.input, io.output, d.start),
+                    Some((skip, inputs)) => kernel.invoke_zip(&io.params[*skip..], inputs, io.output, d.start),
                 }));
+                if let Some(h) = &zip {
+                    release_zip(segs, &d, h);
+                }
                 match r {
                     Ok(()) => (Status::Ok, String::new()),
                     Err(p) => (Status::Panicked, panic_message(&p)),
@@ -302,6 +315,30 @@ impl Worker {
             ring.header().done.ring();
         }
         Ok(())
+    }
+
+    /// The zip header of a several-input chunk ([`Descriptor::ZIP`]), its segments mapped;
+    /// `None` for a one-input chunk. A header that does not parse makes the chunk corrupt.
+    fn zip_header(&mut self, ring: &Ring, claim: &mut Claim, d: &Descriptor) -> Result<Option<ZipHeader>> {
+        if d.flags & Descriptor::ZIP == 0 {
+            return Ok(None);
+        }
+        let slot = claim.slot();
+        let corrupt = |reason: String| Error::CorruptSlot { slot, reason };
+        let header = {
+            let segs = &self.segs;
+            let io =
+                ring.chunk_io(claim, |id| segs.get(&id).ok_or_else(|| corrupt(format!("segment {id} is unknown"))))?;
+            let h = ZipHeader::parse(io.params).map_err(corrupt)?;
+            if ZipHeader::digest(&io.params[..h.len()], &crate::kernel::key()) != d.reserved[0] {
+                return Err(corrupt("the zip header does not match its descriptor".into()));
+            }
+            h
+        };
+        for input in &header.inputs {
+            self.ensure(slot, input.seg)?;
+        }
+        Ok(Some(header))
     }
 
     /// Makes sure segment `id` (0: inline, nothing to do) is mapped, asking the supervisor.
@@ -348,6 +385,16 @@ impl Worker {
             Message::Need { .. } | Message::Missing { .. } => {}
         }
         Ok(())
+    }
+}
+
+/// Gives back the pages of a several-input chunk's extra inputs (streaming through mapped
+/// files, as for the descriptor's own input; a no-op for shared memory).
+fn release_zip(segs: &HashMap<u64, Segment>, d: &Descriptor, header: &ZipHeader) {
+    for input in &header.inputs {
+        if let (Ok((off, len)), Some(s)) = (crate::ring::zip::byte_range(d, input), segs.get(&input.seg)) {
+            s.release(off, len);
+        }
     }
 }
 

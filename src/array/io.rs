@@ -98,6 +98,10 @@ impl Target<'_> {
 pub(super) mod sealed {
     pub trait InputSealed {
         fn source(&self) -> crate::Result<super::Source<'_>>;
+        /// Every input a map reads: one, or those of a tuple of inputs (a zip map).
+        fn sources(&self) -> crate::Result<Vec<super::Source<'_>>> {
+            Ok(vec![self.source()?])
+        }
     }
     pub trait OutputSealed {
         fn target(&mut self) -> crate::Result<super::Target<'_>>;
@@ -205,6 +209,9 @@ impl Output for NpyOutput {
 impl<I: Input + ?Sized> InputSealed for &I {
     fn source(&self) -> Result<Source<'_>> {
         (**self).source()
+    }
+    fn sources(&self) -> Result<Vec<Source<'_>>> {
+        (**self).sources()
     }
 }
 impl<I: Input + ?Sized> Input for &I {

@@ -12,6 +12,7 @@
 mod api;
 mod builder;
 mod drive;
+mod fold;
 mod imap;
 #[cfg(feature = "expr")]
 mod reduce;
@@ -19,6 +20,7 @@ mod run;
 mod staging;
 mod supervisor;
 mod ticket;
+mod zip;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};

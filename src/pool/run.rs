@@ -19,6 +19,8 @@
 //! most one chunk per worker of the others.
 #![deny(unsafe_code)]
 
+mod collect;
+
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use super::{lock, Pool, Shared, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 use crate::ring::layout::{params_inline, InlineLayout};
-use crate::ring::{index, Descriptor, Observed, RingGuard, Sealed, Status, LOCK_TIMEOUT, SPINNER_STALE_US};
+use crate::ring::{index, Descriptor, RingGuard, Sealed, LOCK_TIMEOUT, SPINNER_STALE_US};
 use crate::shm::Segment;
 
 /// How long a waiting map caller sleeps between health checks.
@@ -92,7 +94,7 @@ pub(super) enum Dest<'a> {
 }
 
 impl<'a> Dest<'a> {
-    fn segment(self) -> Option<&'a Arc<Segment>> {
+    pub(super) fn segment(self) -> Option<&'a Arc<Segment>> {
         match self {
             Dest::Inline => None,
             Dest::Staging(s) | Dest::Caller(s) => Some(s),
@@ -185,6 +187,8 @@ pub(super) struct MapRun<'p> {
     pub(super) last_claimer_check: Instant,
     /// Added to every chunk's first index as the kernel sees it (`i` of an expression).
     index_shift: u64,
+    /// The zip header's digest of a several-input map (see [`MapRun::with_zip`]), else 0.
+    zip_digest: u64,
 }
 
 impl<'p> MapRun<'p> {
@@ -277,6 +281,7 @@ impl<'p> MapRun<'p> {
             quiet_wait: false,
             last_claimer_check: Instant::now(),
             index_shift: 0,
+            zip_digest: 0,
         })
     }
 
@@ -289,6 +294,26 @@ impl<'p> MapRun<'p> {
             *c = c.start + first_elem..c.end + first_elem;
         }
         self.index_shift = first_index.wrapping_sub(first_elem as u64);
+        self
+    }
+
+    /// Makes a freshly planned map several-input: every chunk gets [`Descriptor::ZIP`] and
+    /// the zip header's keyed `digest`.
+    pub(super) fn with_zip(mut self, digest: u64) -> Self {
+        debug_assert!(self.next == 0, "flagged before anything is filled");
+        self.flags |= Descriptor::ZIP;
+        self.zip_digest = digest;
+        self
+    }
+
+    /// Re-plans a freshly planned shared map for units of `unit_bytes` bytes read and written
+    /// (a several-input map reads more than its descriptor's own input).
+    pub(super) fn replan(mut self, unit_bytes: usize, fixed: Option<usize>, max_bytes: usize) -> Self {
+        debug_assert!(self.layout.is_none() && self.next == 0, "re-planned before anything is filled");
+        let workers = self.shared.cfg.workers;
+        index::plan_into(&mut self.books.chunks, self.len, workers, unit_bytes, fixed, usize::MAX, max_bytes);
+        self.books.finished.clear();
+        self.books.finished.resize(self.books.chunks.len(), false);
         self
     }
 
@@ -314,6 +339,7 @@ impl<'p> MapRun<'p> {
             in_size: self.in_size as u32,
             out_size: self.out_size as u32,
             flags: self.flags,
+            reserved: [self.zip_digest, 0],
             ..Descriptor::default()
         }
     }
@@ -455,109 +481,6 @@ impl<'p> MapRun<'p> {
             self.outstanding
         };
         g.set_wanted(wanted.min(self.outstanding.max(1)).max(1) as u32);
-    }
-
-    /// Takes every finished chunk of ours; checks every slot of ours and every slot posing as
-    /// one. Records corruption in `self.stop`.
-    fn collect(&mut self, g: &mut RingGuard<'_>, output: &mut Output<'_>) {
-        if let Some(what) = self.shared.ring.corruption_reported() {
-            return self.corrupt(u32::MAX, what.into());
-        }
-        let check_claimers = self.outstanding > 0 && self.last_claimer_check.elapsed() >= CLAIMER_CHECK_EVERY;
-        if check_claimers {
-            self.last_claimer_check = Instant::now();
-        }
-        self.waiting_chunks = false;
-        for slot in 0..self.books.inflight.len() {
-            let Some((chunk, sealed)) = self.books.inflight[slot] else { continue };
-            match g.observe(slot as u32) {
-                Observed::Waiting => {
-                    self.books.unknown_claimer[slot] = None;
-                    self.waiting_chunks = true;
-                    continue;
-                }
-                Observed::Running(pid) => {
-                    if check_claimers {
-                        if lock(&self.shared.pids).contains(&pid) {
-                            self.books.unknown_claimer[slot] = None;
-                        } else if self.books.unknown_claimer[slot].get_or_insert_with(Instant::now).elapsed()
-                            >= UNKNOWN_CLAIMER_GRACE
-                        {
-                            return self
-                                .corrupt(slot as u32, format!("a slot of this map names claimer {pid}, not a worker"));
-                        }
-                    }
-                    continue;
-                }
-                Observed::Corrupt(raw) => {
-                    return self.corrupt(
-                        slot as u32,
-                        format!("a slot of this map holds state {raw} (not FILLED, CLAIMED or DONE)"),
-                    );
-                }
-                Observed::Done => {}
-            }
-            let range = self.books.chunks[chunk].clone();
-            let (out_size, layout) = (self.out_size, self.layout);
-            let out = match output {
-                Output::Inline(o) => o.get_mut(range.start * out_size..range.end * out_size),
-                Output::Shared => None,
-                Output::Hold => continue,
-            };
-            let mut copied = true;
-            let taken = g.take(slot as u32, &sealed, |payload| {
-                if let (Some(out), Some(l)) = (out, layout) {
-                    let at = l.out_off(range.len());
-                    match payload.get(at..at + l.out_bytes(range.len())) {
-                        Some(src) if src.len() == out.len() => out.copy_from_slice(src),
-                        _ => copied = false,
-                    }
-                }
-            });
-            let taken = match taken {
-                Ok(t) if copied => t,
-                Ok(_) => return self.corrupt(slot as u32, "inline result outside the payload".into()),
-                Err(reason) => return self.corrupt(slot as u32, reason),
-            };
-            self.books.inflight[slot] = None;
-            self.books.unknown_claimer[slot] = None;
-            self.outstanding -= 1;
-            if self.shared.slot_waiters.load(Ordering::Relaxed) > 0 {
-                // A slot is free again: wake whoever waits for one.
-                self.shared.ring.header().done.ring();
-            }
-            if std::mem::replace(&mut self.books.finished[chunk], true) {
-                return self.corrupt(slot as u32, format!("chunk {chunk} finished twice"));
-            }
-            let err = match taken.status {
-                Status::Ok => {
-                    self.done_elems += range.len();
-                    continue;
-                }
-                Status::Panicked => Stop::Map(Error::KernelPanicked { message: taken.message, range }),
-                Status::Crashed => {
-                    Stop::Map(Error::WorkerCrashed { range, signal: taken.signal as i32, attempts: taken.attempt })
-                }
-                Status::TimedOut => {
-                    Stop::Map(Error::ChunkTimedOut { range, limit: self.shared.cfg.chunk_timeout.unwrap_or_default() })
-                }
-                Status::Corrupt => Stop::Corrupt(Error::CorruptSlot { slot: slot as u32, reason: taken.message }),
-            };
-            match (&self.stop, &err) {
-                (None, _) | (Some(Stop::Map(_)), Stop::Corrupt(_)) => self.stop = Some(err),
-                _ => {}
-            }
-        }
-        let inflight = &self.books.inflight;
-        if let Some(slot) = g.foreign_done(self.map_id, |s| inflight[s as usize].is_some()) {
-            self.corrupt(slot, "a slot this map did not fill poses as one of its finished chunks".into());
-        }
-    }
-
-    fn corrupt(&mut self, slot: u32, reason: String) {
-        if !self.corrupted() {
-            self.stop = Some(Stop::Corrupt(Error::CorruptSlot { slot, reason }));
-        }
     }
 
     /// Fills free slots with the next chunks (up to this map's fair share), or withdraws

@@ -11,6 +11,7 @@ mod guard;
 pub(crate) mod index;
 pub(crate) mod layout;
 pub(crate) mod slot;
+pub(crate) mod zip;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;

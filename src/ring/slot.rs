@@ -121,9 +121,10 @@ pub(crate) struct Descriptor {
     pub mac: u64,
     /// Segment holding a parameter block too large for the payload (0: at payload offset 0).
     pub params_seg: u64,
-    /// [`Descriptor::ZERO_OUTPUT`] and nothing else (other bits are reserved, zero).
+    /// [`Descriptor::ZERO_OUTPUT`], [`Descriptor::ZIP`] (other bits are reserved, zero).
     pub flags: u64,
-    /// Reserved, zero.
+    /// Reserved, zero; with [`Descriptor::ZIP`], `reserved[0]` is the zip header's keyed
+    /// digest (`zip::ZipHeader::digest`).
     pub reserved: [u64; 2],
 }
 
@@ -133,6 +134,9 @@ impl Descriptor {
     /// and the kernel may leave elements unwritten (a chunk kernel): the kernel must never see
     /// another map's results, nor a killed attempt's partial output.
     pub const ZERO_OUTPUT: u64 = 1;
+    /// Flag: the parameter block opens with a [`super::zip::ZipHeader`] naming more input
+    /// segments, and the kernel is a several-input trampoline (see `kernel::zip`).
+    pub const ZIP: u64 = 2;
 }
 
 const _: () = assert!(std::mem::size_of::<Descriptor>() == 128);

@@ -341,7 +341,7 @@ fn run_child(sock: OwnedFd, token: Option<Key>) -> i32 {
         ROLE_PROCESS => {
             let arg = &buf[std::mem::size_of::<BootWire>()..n];
             drop(sock);
-            let Some(entry) = crate::kernel::KernelRef::from_parts(boot.entry[0], boot.entry[1]) else {
+            let Some(entry) = crate::kernel::KernelRef::from_parts(boot.entry[0], boot.entry[1], false) else {
                 return BOOT_FAILED_EXIT_CODE;
             };
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.invoke(arg, &[], &mut [], 0)));
