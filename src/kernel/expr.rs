@@ -19,6 +19,21 @@ pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut 
     }
 }
 
+/// `e` with an expression kernel's runtime failure typed again: the worker reports what a
+/// kernel unwound with as [`crate::Error::KernelPanicked`]'s message; when that message is an
+/// expression's runtime error ([`Error::from_kernel_message`], numpy's `ValueError` for a
+/// negative integer power), the result is [`crate::Error::Expr`] with it. Any other error is
+/// returned as it is.
+pub fn runtime_error(e: crate::Error) -> crate::Error {
+    match e {
+        crate::Error::KernelPanicked { ref message, .. } => match Error::from_kernel_message(message) {
+            Some(typed) => crate::Error::Expr(typed),
+            None => e,
+        },
+        e => e,
+    }
+}
+
 /// What a worker needs to map one input of a several-input expression itself: the file, the
 /// identity it must still have, where its data lives and its shape.
 #[derive(Debug, Clone, PartialEq)]
