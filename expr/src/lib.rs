@@ -87,6 +87,7 @@
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
 
 mod alloc;
+mod axis;
 mod broadcast;
 mod compile;
 mod elem;
@@ -105,6 +106,7 @@ mod value;
 
 use bytemuck::{Pod, Zeroable};
 
+pub use axis::{normalize_axis, AxisReduction, AXIS_WORDS};
 pub use broadcast::broadcast_shapes;
 pub use error::{Error, Result};
 pub use reduce::{reduce_bytes, Reducer, Reduction, Value, REDUCER_BYTES};

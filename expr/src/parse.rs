@@ -305,10 +305,11 @@ pub(crate) fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
             b'(' => Tok::LParen,
             b')' => Tok::RParen,
             b',' => Tok::Comma,
+            // Only `axis=` in a reduction's call uses it (see `scan`); the parser refuses it.
+            b'=' => Tok::Op("="),
             _ => {
                 let ch = src[i..].chars().next().unwrap_or('?');
-                let hint = if ch == '=' { " (comparison is '==')" } else { "" };
-                return Err(syntax(src, start, format!("unexpected character '{ch}'{hint}")));
+                return Err(syntax(src, start, format!("unexpected character '{ch}'")));
             }
         };
         out.push((tok, start));
@@ -326,11 +327,14 @@ fn underscores(text: &str, digit: fn(&u8) -> bool) -> Option<String> {
     ok.then(|| text.replace('_', ""))
 }
 
-pub use crate::scan::{check_input_name, extract_reductions, substitute_sizes, REDUCTION_PREFIX};
+pub use crate::scan::{check_input_name, extract_reductions, substitute_sizes, ReductionCall, REDUCTION_PREFIX};
 
 /// Parses `src` into nodes, `names[k]` denoting input `k`; the last node is the root.
 pub(super) fn parse(src: &str, names: &[&str]) -> Result<Vec<Node>> {
     let toks = lex(src)?;
+    if let Some(&(_, at)) = toks.iter().find(|(t, _)| *t == Tok::Op("=")) {
+        return Err(syntax(src, at, "unexpected character '=' (comparison is '==')".into()));
+    }
     let mut p = Parser { src, toks, pos: 0, nodes: Vec::new(), depth: 0, names };
     if p.peek() == Tok::End {
         return p.err("empty expression");
