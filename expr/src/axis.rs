@@ -26,6 +26,20 @@ pub struct AxisReduction {
     inner: u64,
 }
 
+/// numpy's warnings of a reduction, by code (`0`: none): what [`warning_code`] gives.
+const WARNINGS: [&str; 3] = ["Mean of empty slice", "Degrees of freedom <= 0 for slice", "All-NaN slice encountered"];
+
+/// A reduction's warning (from [`crate::Reducer::finish`]) as one byte, to travel between
+/// processes: `0` for none.
+pub fn warning_code(w: Option<&str>) -> u8 {
+    w.and_then(|w| WARNINGS.iter().position(|x| *x == w)).map_or(0, |k| k as u8 + 1)
+}
+
+/// The warning of [`warning_code`]'s byte.
+pub fn warning_of_code(code: u8) -> Option<&'static str> {
+    WARNINGS.get(usize::from(code).checked_sub(1)?).copied()
+}
+
 /// Words of [`AxisReduction::to_words`].
 pub const AXIS_WORDS: usize = 5;
 

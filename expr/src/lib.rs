@@ -99,6 +99,7 @@ mod literal;
 mod op;
 pub mod parse;
 mod reduce;
+mod repr;
 mod scan;
 #[cfg(test)]
 mod test;
@@ -106,10 +107,11 @@ mod value;
 
 use bytemuck::{Pod, Zeroable};
 
-pub use axis::{normalize_axis, AxisReduction, AXIS_WORDS};
+pub use axis::{normalize_axis, warning_code, warning_of_code, AxisReduction, AXIS_WORDS};
 pub use broadcast::broadcast_shapes;
 pub use error::{Error, Result};
 pub use reduce::{reduce_bytes, Reducer, Reduction, Value, REDUCER_BYTES};
+pub use repr::array_repr;
 pub use shmpool_dtype::{Dtype, UnknownDtype};
 
 use op::Op;

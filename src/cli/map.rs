@@ -11,9 +11,10 @@ use signal_hook::iterator::Signals;
 
 use crate::workloads::{self, W1_LEN};
 use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes, REDUCTION_PREFIX};
-use shmpool::kernel::expr::{Program, Reduction, Value};
+use shmpool::kernel::expr::Program;
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
 
+use super::reduced::{reduce_inner, Outer};
 use super::Failure;
 
 /// The W1 expression, the default kernel.
@@ -121,50 +122,6 @@ pub(super) fn with_sizes(expr: &str, names: &[String], arrays: &[NpyArray]) -> R
     Ok(substitute_sizes(expr, &sizes)?)
 }
 
-/// The values of the reductions taken out of an expression (`mean(x)` in `x - mean(x)`),
-/// each computed in parallel by `pool` over the inputs its inner expression uses.
-pub(super) fn reduce_inner(
-    pool: &Pool,
-    reductions: &[(Reduction, String)],
-    names: &[String],
-    paths: &[&Path],
-    arrays: &[NpyArray],
-) -> Result<Vec<Value>, Failure> {
-    let mut values = Vec::with_capacity(reductions.len());
-    for (kind, inner) in reductions {
-        let used = Program::variables(inner)?;
-        let idx: Vec<usize> = (0..names.len()).filter(|&k| used.contains(&names[k])).collect();
-        let typed: Vec<(&str, Dtype)> = idx.iter().map(|&k| (names[k].as_str(), arrays[k].dtype())).collect();
-        let program = Program::compile_inputs(inner, &typed)?;
-        let files: Vec<(&Path, &NpyArray)> = idx.iter().map(|&k| (paths[k], &arrays[k])).collect();
-        let (v, warning) = pool.reduce_npy(&program, &files, &[], *kind)?;
-        if let Some(w) = warning {
-            eprintln!("RuntimeWarning: {w}");
-        }
-        values.push(v);
-    }
-    Ok(values)
-}
-
-/// The inputs an expression with reductions taken out still reads (indices into `names`),
-/// and the program over them followed by the reductions' values (`__r0`, ...).
-pub(super) fn outer_program(
-    rewritten: &str,
-    names: &[String],
-    arrays: &[NpyArray],
-    values: &[Value],
-) -> Result<(Vec<usize>, Program), Failure> {
-    let used = Program::variables(rewritten)?;
-    let idx: Vec<usize> = (0..names.len()).filter(|&k| used.contains(&names[k])).collect();
-    let consts: Vec<String> = (0..values.len()).map(|k| format!("{REDUCTION_PREFIX}{k}")).collect();
-    let typed: Vec<(&str, Dtype)> = idx
-        .iter()
-        .map(|&k| (names[k].as_str(), arrays[k].dtype()))
-        .chain(consts.iter().zip(values).map(|(n, v)| (n.as_str(), v.dtype())))
-        .collect();
-    Ok((idx, Program::compile_inputs(rewritten, &typed)?))
-}
-
 /// `NAME=PATH` or a bare `PATH` (the input `x`): a prefix before `=` that can name an input
 /// names it; anything else is a path.
 pub(super) fn parse_inputs(raw: &[String]) -> Result<Vec<(Option<String>, PathBuf)>, Failure> {
@@ -221,24 +178,25 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
     let expr = &with_sizes(expr, &names, &arrays)?;
     let (rewritten, reductions) = extract_reductions(expr)?;
-    let values = if reductions.is_empty() {
+    let reduced = if reductions.is_empty() {
         Vec::new()
     } else {
         let pool = Pool::builder().workers(worker_count(args.jobs, usize::MAX)).build()?;
-        let values = reduce_inner(&pool, &reductions, &names, &paths, &arrays)?;
+        let reduced = reduce_inner(&pool, &reductions, &names, &paths, &arrays)?;
         pool.close();
         pool.join()?;
-        values
+        reduced
     };
-    let (outer, program) = outer_program(&rewritten, &names, &arrays, &values)?;
-    let shapes: Vec<&[u64]> = outer.iter().map(|&k| arrays[k].shape()).collect();
+    let outer = Outer::new(&rewritten, &names, &arrays, reduced)?;
+    let files = outer.files(&paths, &arrays);
+    let shapes: Vec<&[u64]> = files.iter().map(|(_, a)| a.shape()).collect();
     let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes)?;
-    let main = outer.iter().copied().find(|&k| arrays[k].shape() == out_shape.as_slice()).ok_or_else(|| {
+    let main = files.iter().position(|(_, a)| a.shape() == out_shape.as_slice()).ok_or_else(|| {
         Failure::usage(format!(
             "no input has the broadcast shape {out_shape:?}: shmpool maps over an input of the output's shape (a gap)"
         ))
     })?;
-    let out_dtype = out_dtype.unwrap_or(program.output_dtype());
+    let out_dtype = out_dtype.unwrap_or(outer.program.output_dtype());
     if let Some(k) = replaced {
         if arrays[k].shape() != out_shape.as_slice() || arrays[k].dtype() != out_dtype {
             return Err(Failure::usage(format!(
@@ -249,13 +207,11 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
             )));
         }
     }
-    let files: Vec<(&Path, &NpyArray)> = outer.iter().map(|&k| (paths[k], &arrays[k])).collect();
-    let main_outer = outer.iter().position(|&k| k == main).expect("main is one of the outer inputs");
-    // SAFETY: `arrays` outlive the map below (they are dropped when this function returns),
-    // and they were opened under the contract of `shmpool map` (see `open_input`).
+    // SAFETY: `arrays` and `outer` outlive the map below (they are dropped when this function
+    // returns), and they were opened under the contract of `shmpool map` (see `open_input`).
     #[allow(unsafe_code)]
-    let spec = unsafe { KernelSpec::expr_files(&program, &files, &values, main_outer, out_dtype) }?;
-    run_map(args, &arrays[main], &named[main].1, output, out_dtype, &spec)
+    let spec = unsafe { KernelSpec::expr_files(&outer.program, &files, &outer.values, main, out_dtype) }?;
+    run_map(args, files[main].1, files[main].0, output, out_dtype, &spec)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

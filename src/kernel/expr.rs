@@ -162,6 +162,12 @@ pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start:
 /// the worker's mappings of `files`, then gives back the pages of the inputs of the output's
 /// shape (streaming through files larger than RAM, as the engine does for its own input).
 fn evaluate(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64) -> Result<()> {
+    evaluate_with(prog, files, output, start, true)
+}
+
+/// [`evaluate`], giving back the read pages only when `advise` (an axis reduction reads the
+/// same pages again for its next elements).
+fn evaluate_with(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64, advise: bool) -> Result<()> {
     let n = (output.len() / prog.output_dtype().size()) as u64;
     ensure_mapped(files);
     MAPPED.with(|cell| {
@@ -183,6 +189,9 @@ fn evaluate(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64) 
         }
         let r = prog.eval_broadcast(&ops, output, start..start + n);
         drop(ops);
+        if !advise {
+            return r;
+        }
         let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
         let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
         let page = 4096;
@@ -235,5 +244,52 @@ pub(crate) fn eval_reduce(params: &[u8], input: &[u8], output: &mut [u8], _start
             std::panic::resume_unwind(Box::new(e.to_string()));
         }
         out.copy_from_slice(&r.to_bytes());
+    }
+}
+
+/// Result elements per unit of an axis reduction's map.
+pub(crate) const AXIS_BLOCK: u64 = 512;
+/// Bytes per unit of an axis reduction's map: [`AXIS_BLOCK`] result elements of up to 8
+/// bytes, then 8 bytes whose last is the block's warning code ([`warning_code`]).
+pub(crate) const AXIS_UNIT: usize = 8 * AXIS_BLOCK as usize + 8;
+
+impl super::KernelSpec {
+    /// An axis reduction kernel: maps block numbers (`u64`) to units of [`AXIS_UNIT`] bytes,
+    /// each the values of [`AXIS_BLOCK`] elements of the result of `r` over `program`'s values.
+    /// As [`super::KernelSpec::expr_files`], the arrays must outlive every map with it: the
+    /// caller ([`crate::Pool::reduce_npy_axis`]) borrows them for as long as the kernel exists.
+    pub(crate) fn reduce_axis_blocks(
+        r: &AxisReduction,
+        program: &Program,
+        inputs: &[(&std::path::Path, &crate::NpyArray)],
+        constants: &[Value],
+    ) -> crate::Result<super::KernelSpec> {
+        let (files, _) = Self::file_inputs(program, inputs, constants)?;
+        let mut params: Vec<u8> = bytemuck::cast_slice(&r.to_words()).to_vec();
+        params.extend_from_slice(&encode_files(&program.to_bytes(), &files));
+        Ok(Self::new::<u64, [u8; AXIS_UNIT]>(eval_axis, params, super::FILLS))
+    }
+}
+
+/// The trampoline of an axis reduction: the input elements are block numbers, each output
+/// unit the values of that block of the result's elements, computed from the worker's own
+/// mappings of the files (every element reduced whole, in order along the axis).
+pub(crate) fn eval_axis(params: &[u8], input: &[u8], output: &mut [u8], _start: u64) {
+    let head = AXIS_WORDS * 8;
+    let words: [u64; AXIS_WORDS] = bytemuck::pod_read_unaligned(&params[..head]);
+    let r = AxisReduction::from_words(&words).expect("the map caller encoded the reduction");
+    let (program, files) = decode(&params[head..]).expect("the map caller encoded these parameters");
+    let prog = Program::from_bytes(program).expect("the map caller encoded this program");
+    let rsz = r.result_dtype().size();
+    for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(AXIS_UNIT)) {
+        let block = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+        let first = block * AXIS_BLOCK;
+        let n = AXIS_BLOCK.min(r.result_len().saturating_sub(first));
+        let mut values =
+            |flat: std::ops::Range<u64>, buf: &mut [u8]| evaluate_with(&prog, &files, buf, flat.start, false);
+        match r.reduce_range(first..first + n, &mut values, &mut out[..n as usize * rsz]) {
+            Ok(w) => out[AXIS_UNIT - 1] = warning_code(w),
+            Err(e) => std::panic::resume_unwind(Box::new(e.to_string())),
+        }
     }
 }

@@ -15,6 +15,8 @@ mod drive;
 mod imap;
 #[cfg(feature = "expr")]
 mod reduce;
+#[cfg(feature = "expr")]
+mod reduce_axis;
 mod run;
 mod staging;
 mod supervisor;
@@ -32,6 +34,8 @@ use builder::Config;
 pub use builder::PoolBuilder;
 pub use builder::WaitStrategy;
 pub use imap::{Imap, ImapUnordered};
+#[cfg(feature = "expr")]
+pub use reduce_axis::AxisResult;
 use run::{Dest, Input, Output};
 pub use supervisor::WorkerDeath;
 pub use ticket::Ticket;
