@@ -38,7 +38,7 @@ pub fn array_repr(dtype: Dtype, shape: &[u64], bytes: &[u8]) -> Option<String> {
         let shown = shown_indices(shape, summary);
         let format = Format::new(dtype, &shown.iter().map(|&k| values[k as usize]).collect::<Vec<_>>());
         let layout = Layout { shape, values: &values, format: &format, summary };
-        layout.recurse(&mut Vec::new(), &" ".repeat(PREFIX.len()), LINE_WIDTH - 1)
+        layout.recurse(&mut Vec::new(), &" ".repeat(PREFIX.len() + 1), LINE_WIDTH - 1)
     };
     let mut extras = Vec::new();
     if (size == 0 && shape != [0]) || summary {

@@ -72,3 +72,15 @@ fn words_round_trip_and_an_empty_axis_is_numpys_error_for_max() {
     let e = m.reduce_range(0..2, &mut |_, _| Ok(()), &mut out).unwrap_err();
     assert_eq!(e.to_string(), "zero-size array to reduction operation maximum which has no identity");
 }
+
+#[test]
+fn an_infinite_value_sums_to_infinity_not_nan() {
+    use shmpool_expr::reduce_bytes;
+    for (vals, want) in [(vec![-f64::INFINITY], f64::NEG_INFINITY), (vec![1.0, f64::INFINITY, 2.0], f64::INFINITY)] {
+        let (v, _) = reduce_bytes(Reduction::Sum, Dtype::F64, bytemuck::cast_slice(&vals)).unwrap();
+        assert_eq!(v, Value::Float(want, Dtype::F64), "{vals:?}");
+    }
+    let (v, _) =
+        reduce_bytes(Reduction::Sum, Dtype::F64, bytemuck::cast_slice(&[f64::INFINITY, f64::NEG_INFINITY])).unwrap();
+    assert!(matches!(v, Value::Float(f, _) if f.is_nan()));
+}
