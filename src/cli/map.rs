@@ -14,7 +14,7 @@ use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes, REDUCTI
 use shmpool::kernel::expr::Program;
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
 
-use super::reduced::{reduce_inner, Outer};
+use super::reduced::{reduce_inner, Outer, RowDriver};
 use super::Failure;
 
 /// The W1 expression, the default kernel.
@@ -191,11 +191,7 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     let files = outer.files(&paths, &arrays);
     let shapes: Vec<&[u64]> = files.iter().map(|(_, a)| a.shape()).collect();
     let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes)?;
-    let main = files.iter().position(|(_, a)| a.shape() == out_shape.as_slice()).ok_or_else(|| {
-        Failure::usage(format!(
-            "no input has the broadcast shape {out_shape:?}: shmpool maps over an input of the output's shape (a gap)"
-        ))
-    })?;
+    let main = files.iter().position(|(_, a)| a.shape() == out_shape.as_slice());
     let out_dtype = out_dtype.unwrap_or(outer.program.output_dtype());
     if let Some(k) = replaced {
         if arrays[k].shape() != out_shape.as_slice() || arrays[k].dtype() != out_dtype {
@@ -207,11 +203,19 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
             )));
         }
     }
+    let Some(main) = main else {
+        // No input has the output's shape ((n, 1) with (1, m)): the map runs over row numbers.
+        let rows = RowDriver::new(&out_shape)?;
+        // SAFETY: as below.
+        #[allow(unsafe_code)]
+        let spec = unsafe { KernelSpec::expr_files_rows(&outer.program, &files, &outer.values, rows.row, out_dtype) }?;
+        return run_map(args, (&rows.ids, &rows.path, &out_shape), output, out_dtype, &spec);
+    };
     // SAFETY: `arrays` and `outer` outlive the map below (they are dropped when this function
     // returns), and they were opened under the contract of `shmpool map` (see `open_input`).
     #[allow(unsafe_code)]
     let spec = unsafe { KernelSpec::expr_files(&outer.program, &files, &outer.values, main, out_dtype) }?;
-    run_map(args, files[main].1, files[main].0, output, out_dtype, &spec)
+    run_map(args, (files[main].1, files[main].0, &out_shape), output, out_dtype, &spec)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -274,19 +278,19 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
     let program = Program::compile_for(expr, src.dtype())?;
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     let spec = KernelSpec::expr_for(&program, src.dtype(), out_dtype)?;
-    run_map(args, &src, input, output, out_dtype, &spec)
+    run_map(args, (&src, input, src.shape()), output, out_dtype, &spec)
 }
 
 /// One map from `src` (at `input`) into a new `output`, stopped by SIGINT, SIGTERM, SIGHUP.
 fn run_map(
     args: &MapArgs,
-    src: &NpyArray,
-    input: &Path,
+    (src, input, out_shape): (&NpyArray, &Path, &[u64]),
     output: &Path,
     out_dtype: Dtype,
     spec: &KernelSpec,
 ) -> Result<(), Failure> {
-    let n = src.len();
+    // Output elements: a broadcast map's units are rows of several.
+    let n = out_shape.iter().product::<u64>() as usize;
     let workers = worker_count(args.jobs, n);
 
     // SIGINT, SIGTERM and SIGHUP stop the map: a thread waits for them and terminates the pool,
@@ -328,7 +332,7 @@ fn run_map(
             })
             .map_err(|e| Failure::runtime(format!("cannot start the signal thread: {e}")))?
     };
-    let result = map_file(args, (src, input), output, out_dtype, spec, workers, &pool, &caught);
+    let result = map_file(args, (src, input, out_shape), output, out_dtype, spec, workers, &pool, &caught);
     finished.store(true, Ordering::SeqCst);
     handle.close();
     // The handlers stay installed until the process exits, and so does their reader: a signal
@@ -349,7 +353,7 @@ fn run_map(
 #[allow(clippy::too_many_arguments)] // the pieces of one map, prepared by run_file
 fn map_file(
     args: &MapArgs,
-    (src, input): (&NpyArray, &Path),
+    (src, input, out_shape): (&NpyArray, &Path, &[u64]),
     output: &Path,
     out_dtype: Dtype,
     spec: &KernelSpec,
@@ -361,7 +365,7 @@ fn map_file(
         0 => Ok(()),
         sig => Err(Failure::signalled(sig)),
     };
-    let mut dst = NpyOutput::create(output, out_dtype, src.shape())?;
+    let mut dst = NpyOutput::create(output, out_dtype, out_shape)?;
     interrupted()?;
     let (p, _) = build_pool(args, workers)?;
     let pool = pool.get_or_init(|| p);
@@ -397,11 +401,14 @@ fn map_file(
     }
     interrupted()?;
     dst.commit()?;
-    let shape: Vec<String> = src.shape().iter().map(|d| d.to_string()).collect();
+    let shape: Vec<String> = out_shape.iter().map(|d| d.to_string()).collect();
+    // A broadcast map is driven by row numbers: say so rather than their dtype.
+    let from = if src.shape() == out_shape { src.dtype().to_string() } else { "broadcast".to_string() };
+    let n: u64 = out_shape.iter().product();
     println!(
         "mapped {n} elements ({} {} -> {}) in {:.1} ms: {:.1} Melem/s with {workers} workers; wrote {}",
         shape.join("x"),
-        src.dtype(),
+        from,
         out_dtype,
         secs * 1e3,
         n as f64 / secs.max(1e-9) / 1e6,

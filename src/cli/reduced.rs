@@ -100,14 +100,7 @@ impl Outer {
         typed.extend(scalars);
         let typed: Vec<(&str, Dtype)> = typed.iter().map(|(n, d)| (n.as_str(), *d)).collect();
         let program = Program::compile_inputs(rewritten, &typed)?;
-        let dir = if arrays.is_empty() {
-            None
-        } else {
-            Some(
-                tempfile::tempdir()
-                    .map_err(|e| Failure::runtime(format!("cannot create a temporary directory: {e}")))?,
-            )
-        };
+        let dir = if arrays.is_empty() { None } else { Some(temp_dir()?) };
         let mut temps = Vec::with_capacity(arrays.len());
         for (k, a) in arrays.iter().enumerate() {
             let path = dir.as_ref().expect("made for arrays").path().join(format!("reduced{k}.npy"));
@@ -167,4 +160,34 @@ pub(super) fn write_array(path: &Path, dtype: Dtype, shape: &[u64], bytes: &[u8]
     }
     out.commit()?;
     Ok(())
+}
+
+/// Output elements per row of a broadcast map, at most (a row is one unit of the map).
+const ROW_MAX: u64 = 16_384;
+
+/// What drives a map whose output is bigger than every input: the row numbers `0..total /
+/// row` as a `.npy` in a temporary directory (one `u64` per row of `row` output elements,
+/// `row` the largest divisor of the output's size up to [`ROW_MAX`]).
+pub(super) struct RowDriver {
+    pub row: u64,
+    pub ids: NpyArray,
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RowDriver {
+    pub fn new(out_shape: &[u64]) -> Result<RowDriver, Failure> {
+        let total: u64 = out_shape.iter().product();
+        let row = (1..=ROW_MAX.min(total.max(1))).rev().find(|r| total % r == 0).unwrap_or(1);
+        let dir = temp_dir()?;
+        let path = dir.path().join("rows.npy");
+        let ids: Vec<u64> = (0..total / row).collect();
+        write_array(&path, Dtype::U64, &[ids.len() as u64], bytemuck::cast_slice(&ids))?;
+        let ids = open_input(&path)?;
+        Ok(RowDriver { row, ids, path, _dir: dir })
+    }
+}
+
+fn temp_dir() -> Result<tempfile::TempDir, Failure> {
+    tempfile::tempdir().map_err(|e| Failure::runtime(format!("cannot create a temporary directory: {e}")))
 }

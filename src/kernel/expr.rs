@@ -293,3 +293,66 @@ pub(crate) fn eval_axis(params: &[u8], input: &[u8], output: &mut [u8], _start: 
         }
     }
 }
+
+impl super::KernelSpec {
+    /// An expression kernel over several `.npy` inputs broadcast to a shape that none of them
+    /// has (`(n, 1)` with `(1, m)`; feature `expr`): map it with [`crate::Pool::map_into`] from
+    /// the row numbers `0..total / row` (`u64`) into an output of the broadcast shape and of
+    /// dtype `output`, each row being `row` consecutive output elements (flat indices
+    /// `id * row ..`); `row` must divide the output's number of elements. Inputs as
+    /// [`super::KernelSpec::expr_files`]; every input is read in place from the workers' own
+    /// mappings, and the output written in place.
+    ///
+    /// # Safety
+    ///
+    /// As [`super::KernelSpec::expr_files`]: every array of `inputs` must outlive every map
+    /// with this kernel.
+    ///
+    /// # Errors
+    ///
+    /// As [`super::KernelSpec::expr_files`]; [`crate::Error::InvalidOption`] when `row` is 0,
+    /// does not divide the broadcast shape's number of elements, or a row passes 4 GiB.
+    pub unsafe fn expr_files_rows(
+        program: &Program,
+        inputs: &[(&std::path::Path, &crate::NpyArray)],
+        constants: &[Value],
+        row: u64,
+        output: Dtype,
+    ) -> crate::Result<super::KernelSpec> {
+        let (files, out_shape) = Self::file_inputs(program, inputs, constants)?;
+        let total: u64 = out_shape.iter().product();
+        let bytes = row.checked_mul(output.size() as u64).filter(|&b| b <= u64::from(u32::MAX));
+        if row == 0 || total % row != 0 || bytes.is_none() {
+            return Err(crate::Error::InvalidOption {
+                option: "row length",
+                value: row,
+                allowed: "a divisor of the output's number of elements, at most 4 GiB per row",
+            });
+        }
+        let program = program.astype(output);
+        let mut params = row.to_le_bytes().to_vec();
+        params.extend_from_slice(&encode_files(&program.to_bytes(), &files));
+        let mut spec = match output.size() {
+            1 => Self::new::<u64, u8>(eval_rows, params, super::FILLS),
+            2 => Self::new::<u64, u16>(eval_rows, params, super::FILLS),
+            4 => Self::new::<u64, u32>(eval_rows, params, super::FILLS),
+            _ => Self::new::<u64, u64>(eval_rows, params, super::FILLS),
+        };
+        spec.out_size = bytes.expect("checked above") as usize;
+        spec.output.dtype = Some(output);
+        Ok(spec)
+    }
+}
+
+/// The trampoline of [`super::KernelSpec::expr_files_rows`]: the input elements are row
+/// numbers (consecutive within a chunk), the output the rows' elements.
+pub(crate) fn eval_rows(params: &[u8], input: &[u8], output: &mut [u8], _start: u64) {
+    let row = u64::from_le_bytes(params[..8].try_into().expect("the map caller encoded the row length"));
+    let (program, files) = decode(&params[8..]).expect("the map caller encoded these parameters");
+    let prog = Program::from_bytes(program).expect("the map caller encoded this program");
+    let Some(first) = input.get(..8) else { return };
+    let start = u64::from_le_bytes(first.try_into().expect("8 bytes")) * row;
+    if let Err(e) = evaluate(&prog, &files, output, start) {
+        std::panic::resume_unwind(Box::new(e.to_string()));
+    }
+}
