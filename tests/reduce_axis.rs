@@ -133,7 +133,7 @@ fn a_bad_axis_is_numpys_axis_error_and_empty_axes_are_numpys() {
             dir,
             &format!(
                 "x = np.load(D + '/x.npy')\ntry:\n    {}\nexcept np.exceptions.AxisError as e:\n    print(e)",
-                expr.replace("(x", "(x").replace("sum(", "np.sum(").replace("argmax(", "np.argmax(")
+                expr.replace("sum(", "np.sum(").replace("argmax(", "np.argmax(")
             ),
         );
         assert_eq!(err.trim(), format!("shmpool: error: {want}"), "axis {axis}");

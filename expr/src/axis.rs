@@ -26,6 +26,10 @@ pub struct AxisReduction {
     inner: u64,
 }
 
+/// Where an axis reduction reads its values: `values(flat, buf)` writes the input's elements at
+/// flat indices `flat` into `buf`.
+pub type ValueSource<'a> = dyn FnMut(Range<u64>, &mut [u8]) -> Result<()> + 'a;
+
 /// numpy's warnings of a reduction, by code (`0`: none): what [`warning_code`] gives.
 const WARNINGS: [&str; 3] = ["Mean of empty slice", "Degrees of freedom <= 0 for slice", "All-NaN slice encountered"];
 
@@ -114,7 +118,7 @@ impl AxisReduction {
     pub fn reduce_range(
         &self,
         range: Range<u64>,
-        values: &mut dyn FnMut(Range<u64>, &mut [u8]) -> Result<()>,
+        values: &mut ValueSource<'_>,
         out: &mut [u8],
     ) -> Result<Option<&'static str>> {
         let rsz = self.result_dtype().size();
@@ -147,14 +151,7 @@ impl AxisReduction {
 
     /// One pass over the values of the result elements `o * inner + q0 ..` (one per reducer
     /// of `rs`), in index order along the axis.
-    fn pass(
-        &self,
-        o: u64,
-        q0: u64,
-        rs: &mut [Reducer],
-        values: &mut dyn FnMut(Range<u64>, &mut [u8]) -> Result<()>,
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
+    fn pass(&self, o: u64, q0: u64, rs: &mut [Reducer], values: &mut ValueSource<'_>, buf: &mut Vec<u8>) -> Result<()> {
         let isz = self.input.size();
         let nq = rs.len() as u64;
         let base = o * self.len * self.inner;

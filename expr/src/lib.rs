@@ -107,7 +107,7 @@ mod value;
 
 use bytemuck::{Pod, Zeroable};
 
-pub use axis::{normalize_axis, warning_code, warning_of_code, AxisReduction, AXIS_WORDS};
+pub use axis::{normalize_axis, warning_code, warning_of_code, AxisReduction, ValueSource, AXIS_WORDS};
 pub use broadcast::broadcast_shapes;
 pub use error::{Error, Result};
 pub use reduce::{reduce_bytes, Reducer, Reduction, Value, REDUCER_BYTES};

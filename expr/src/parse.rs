@@ -222,59 +222,10 @@ pub(crate) fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
             continue;
         }
         let start = i;
-        let radix = match (c, b.get(i + 1).map(u8::to_ascii_lowercase)) {
-            (b'0', Some(b'x')) => 16,
-            (b'0', Some(b'o')) => 8,
-            (b'0', Some(b'b')) => 2,
-            _ => 10,
-        };
-        if radix != 10 {
-            i += 2;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            let text = &src[start..i];
-            let digits = text[2..].strip_prefix('_').unwrap_or(&text[2..]);
-            let v = underscores(digits, u8::is_ascii_alphanumeric)
-                .and_then(|d| i128::from_str_radix(&d, radix).ok())
-                .ok_or_else(|| syntax(src, start, format!("bad number '{text}' (or beyond 2**127)")))?;
-            out.push((Tok::Int(v), start));
-            continue;
-        }
         if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
-            let mut float = false;
-            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'_') {
-                float |= b[i] == b'.';
-                i += 1;
-            }
-            if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
-                let mut j = i + 1;
-                if j < b.len() && (b[j] == b'+' || b[j] == b'-') {
-                    j += 1;
-                }
-                if j < b.len() && b[j].is_ascii_digit() {
-                    float = true;
-                    i = j;
-                    while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'_') {
-                        i += 1;
-                    }
-                }
-            }
-            let text = &src[start..i];
-            let bad = || syntax(src, start, format!("bad number '{text}'"));
-            let clean = underscores(text, u8::is_ascii_digit).ok_or_else(bad)?;
-            let tok = if float {
-                Tok::Float(clean.parse().map_err(|_| bad())?)
-            } else if clean.len() > 1 && clean.starts_with('0') && clean.bytes().any(|d| d != b'0') {
-                return Err(syntax(
-                    src,
-                    start,
-                    format!("leading zeros in '{text}' are not allowed (Python: use 0o for octal)"),
-                ));
-            } else {
-                Tok::Int(clean.parse().map_err(|_| syntax(src, start, format!("integer literal {text} is too large")))?)
-            };
+            let (tok, end) = number(src, start)?;
             out.push((tok, start));
+            i = end;
             continue;
         }
         if c.is_ascii_alphabetic() || c == b'_' {
@@ -317,6 +268,65 @@ pub(crate) fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
     }
     out.push((Tok::End, src.len()));
     Ok(out)
+}
+
+/// The number starting at byte `start` of `src` (a digit, or a '.' before one): its token and
+/// the byte after it.
+fn number(src: &str, start: usize) -> Result<(Tok, usize)> {
+    let b = src.as_bytes();
+    let c = b[start];
+    let mut i = start;
+    let radix = match (c, b.get(i + 1).map(u8::to_ascii_lowercase)) {
+        (b'0', Some(b'x')) => 16,
+        (b'0', Some(b'o')) => 8,
+        (b'0', Some(b'b')) => 2,
+        _ => 10,
+    };
+    if radix != 10 {
+        i += 2;
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+            i += 1;
+        }
+        let text = &src[start..i];
+        let digits = text[2..].strip_prefix('_').unwrap_or(&text[2..]);
+        let v = underscores(digits, u8::is_ascii_alphanumeric)
+            .and_then(|d| i128::from_str_radix(&d, radix).ok())
+            .ok_or_else(|| syntax(src, start, format!("bad number '{text}' (or beyond 2**127)")))?;
+        return Ok((Tok::Int(v), i));
+    }
+    let mut float = false;
+    while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'_') {
+        float |= b[i] == b'.';
+        i += 1;
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        let mut j = i + 1;
+        if j < b.len() && (b[j] == b'+' || b[j] == b'-') {
+            j += 1;
+        }
+        if j < b.len() && b[j].is_ascii_digit() {
+            float = true;
+            i = j;
+            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'_') {
+                i += 1;
+            }
+        }
+    }
+    let text = &src[start..i];
+    let bad = || syntax(src, start, format!("bad number '{text}'"));
+    let clean = underscores(text, u8::is_ascii_digit).ok_or_else(bad)?;
+    let tok = if float {
+        Tok::Float(clean.parse().map_err(|_| bad())?)
+    } else if clean.len() > 1 && clean.starts_with('0') && clean.bytes().any(|d| d != b'0') {
+        return Err(syntax(
+            src,
+            start,
+            format!("leading zeros in '{text}' are not allowed (Python: use 0o for octal)"),
+        ));
+    } else {
+        Tok::Int(clean.parse().map_err(|_| syntax(src, start, format!("integer literal {text} is too large")))?)
+    };
+    Ok((tok, i))
 }
 
 /// `text` without its digit-separating underscores; `None` unless each sits between two
