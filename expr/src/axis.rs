@@ -131,7 +131,10 @@ impl AxisReduction {
         let mut at = range.start;
         while at < range.end {
             let (o, q0) = (at / self.inner, at % self.inner);
-            let nq = (self.inner - q0).min(GROUP).min(range.end - at);
+            // Along the last axis, short rows are reduced many at a time (their values are
+            // contiguous); otherwise a group is part of one row of the inner dimensions.
+            let nq = if self.inner == 1 { (PIECE / self.len.max(1)).max(1) } else { self.inner - q0 };
+            let nq = nq.min(GROUP).min(range.end - at);
             let mut rs = vec![Reducer::new(self.kind, self.input); nq as usize];
             self.pass(o, q0, &mut rs, values, &mut buf)?;
             if rs[0].two_passes() {
@@ -155,6 +158,18 @@ impl AxisReduction {
         let isz = self.input.size();
         let nq = rs.len() as u64;
         let base = o * self.len * self.inner;
+        if self.inner == 1 && nq > 1 {
+            // Whole short rows `o .. o + nq` of the last axis, one after the other.
+            let count = nq * self.len;
+            buf.resize(count as usize * isz, 0);
+            values(base..base + count, buf)?;
+            if self.len > 0 {
+                for (r, row) in rs.iter_mut().zip(buf.chunks_exact(self.len as usize * isz)) {
+                    r.update(row, 0)?;
+                }
+            }
+            return Ok(());
+        }
         // The group spans whole rows: several rows are contiguous, ask for them together.
         let rows = if nq == self.inner { (PIECE / self.inner).max(1) } else { 1 };
         let mut j0 = 0;

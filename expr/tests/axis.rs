@@ -84,3 +84,28 @@ fn an_infinite_value_sums_to_infinity_not_nan() {
         reduce_bytes(Reduction::Sum, Dtype::F64, bytemuck::cast_slice(&[f64::INFINITY, f64::NEG_INFINITY])).unwrap();
     assert!(matches!(v, Value::Float(f, _) if f.is_nan()));
 }
+
+#[test]
+fn short_rows_of_the_last_axis_reduce_together_the_same_as_one_by_one() {
+    let shape = [3000u64, 3];
+    let data: Vec<i64> = (0..9000).map(|v| (v * 7919 % 1013) - 500).collect();
+    for kind in [Reduction::Sum, Reduction::ArgMin, Reduction::Var] {
+        let all = run(kind, &data, &shape, -1, 0..3000);
+        let one: Vec<Value> = (0..3000).flat_map(|e| run(kind, &data, &shape, 1, e..e + 1)).collect();
+        assert_eq!(all, one, "{kind:?}");
+        let want = match kind {
+            Reduction::Sum => Value::Int(data[3..6].iter().sum(), Dtype::I64),
+            Reduction::ArgMin => {
+                let row = &data[3..6];
+                let m = row.iter().min().unwrap();
+                Value::Int(row.iter().position(|v| v == m).unwrap() as i64, Dtype::I64)
+            }
+            _ => {
+                let row: Vec<f64> = data[3..6].iter().map(|&v| v as f64).collect();
+                let mean = row.iter().sum::<f64>() / 3.0;
+                Value::Float(row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / 3.0, Dtype::F64)
+            }
+        };
+        assert_eq!(all[1], want, "{kind:?}");
+    }
+}
