@@ -162,12 +162,6 @@ pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start:
 /// the worker's mappings of `files`, then gives back the pages of the inputs of the output's
 /// shape (streaming through files larger than RAM, as the engine does for its own input).
 fn evaluate(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64) -> Result<()> {
-    evaluate_with(prog, files, output, start, true)
-}
-
-/// [`evaluate`], giving back the read pages only when `advise` (an axis reduction reads the
-/// same pages again for its next elements).
-fn evaluate_with(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64, advise: bool) -> Result<()> {
     let n = (output.len() / prog.output_dtype().size()) as u64;
     ensure_mapped(files);
     MAPPED.with(|cell| {
@@ -189,9 +183,6 @@ fn evaluate_with(prog: &Program, files: &[FileInput], output: &mut [u8], start: 
         }
         let r = prog.eval_broadcast(&ops, output, start..start + n);
         drop(ops);
-        if !advise {
-            return r;
-        }
         let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
         let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
         let page = 4096;
@@ -285,8 +276,7 @@ pub(crate) fn eval_axis(params: &[u8], input: &[u8], output: &mut [u8], _start: 
         let block = u64::from_le_bytes(id.try_into().expect("8 bytes"));
         let first = block * AXIS_BLOCK;
         let n = AXIS_BLOCK.min(r.result_len().saturating_sub(first));
-        let mut values =
-            |flat: std::ops::Range<u64>, buf: &mut [u8]| evaluate_with(&prog, &files, buf, flat.start, false);
+        let mut values = |flat: std::ops::Range<u64>, buf: &mut [u8]| evaluate(&prog, &files, buf, flat.start);
         match r.reduce_range(first..first + n, &mut values, &mut out[..n as usize * rsz]) {
             Ok(w) => out[AXIS_UNIT - 1] = warning_code(w),
             Err(e) => std::panic::resume_unwind(Box::new(e.to_string())),
