@@ -1,8 +1,13 @@
 //! The lexer: expression text to tokens with their byte offsets (Python's numbers, names,
-//! operators). Used by the parser and by the scans that need no parse (`scan`).
+//! operators), and the syntax error every pass reports. Used by the parser and by the scans
+//! that need no parse (`scan`); depends on no other pass.
 
-use crate::parse::syntax;
-use crate::Result;
+use crate::{Error, Result};
+
+/// A syntax error at byte `pos` of `src`, reported at its 1-based column in characters.
+pub(crate) fn syntax(src: &str, pos: usize, message: String) -> Error {
+    Error::InvalidExpression { expr: src.to_string(), position: src[..pos.min(src.len())].chars().count() + 1, message }
+}
 
 /// A token; an identifier is its byte range in the source.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,8 +7,8 @@
 //! parentheses, calls, unary operators and powers, and refuses more than [`MAX_DEPTH`] levels with
 //! an error in the user's words, so no input can overflow the stack.
 
-pub(crate) use crate::lex::{lex, Tok};
-use crate::{Error, Result};
+pub(crate) use crate::lex::{lex, syntax, Tok};
+use crate::Result;
 
 /// Deepest nesting of parentheses, calls, unary operators and powers (Python's parser stops at
 /// 200 nested parentheses, with "too many nested parentheses").
@@ -194,10 +194,6 @@ pub(super) struct Node {
     pub pos: usize,
     /// Written as a function call (`negative(1)` is numpy's, `-1` is Python's).
     pub call: bool,
-}
-
-pub(crate) fn syntax(src: &str, pos: usize, message: String) -> Error {
-    Error::InvalidExpression { expr: src.to_string(), position: src[..pos.min(src.len())].chars().count() + 1, message }
 }
 
 pub use crate::scan::{check_input_name, extract_reductions, substitute_sizes, ReductionCall, REDUCTION_PREFIX};
