@@ -83,7 +83,7 @@ fn reduce_along_an_axis_prints_numpys_repr_for_any_number_of_workers() {
 }
 
 #[test]
-fn float_sums_along_an_axis_are_at_least_as_accurate_as_numpys() {
+fn float_sums_along_an_axis_are_at_least_as_accurate_as_numpys_and_the_same_for_any_workers() {
     require_numpy!();
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
@@ -114,6 +114,12 @@ fn float_sums_along_an_axis_are_at_least_as_accurate_as_numpys() {
         );
         let verdict = py(dir, &check);
         assert!(verdict.starts_with("True True True"), "{expr}: {verdict}");
+        // The same bytes for any number of workers.
+        let r2 = std::fs::read(p(dir, "r.npy")).unwrap();
+        for j in ["1", "3"] {
+            ok(&["reduce", &p(dir, file), "--expr", expr, "-j", j, "-o", &p(dir, "r.npy")]);
+            assert!(std::fs::read(p(dir, "r.npy")).unwrap() == r2, "{expr} -j {j}");
+        }
     }
 }
 
