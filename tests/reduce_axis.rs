@@ -186,3 +186,37 @@ fn axis_reductions_inside_map_broadcast_as_numpy() {
     assert_eq!(err.trim(), format!("shmpool: error: {want}"));
     assert!(!Path::new(&out).exists());
 }
+
+#[test]
+fn the_library_reduces_along_an_axis_with_numpys_shape_and_axis_error() {
+    use shmpool::kernel::expr::{Error as ExprError, Program, Reduction};
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("m.npy");
+    {
+        let mut out = shmpool::NpyOutput::create(&path, shmpool::Dtype::F64, &[4, 3]).unwrap();
+        let v: Vec<f64> = (0..12).map(f64::from).collect();
+        out.as_mut_slice::<f64>().unwrap().copy_from_slice(&v);
+        out.commit().unwrap();
+    }
+    // SAFETY: the test's own file, which nothing else writes.
+    let array = unsafe { shmpool::NpyArray::open(&path) }.unwrap();
+    let program = Program::compile_inputs("x * 2", &[("x", shmpool::Dtype::F64)]).unwrap();
+    let pool = shmpool::Pool::new(2).unwrap();
+    let files = [(path.as_path(), &array)];
+    let r = pool.reduce_npy_axis(&program, &files, &[], Reduction::Sum, 0).unwrap();
+    assert_eq!((r.dtype, r.shape.as_slice(), r.warning), (shmpool::Dtype::F64, &[3u64][..], None));
+    assert_eq!(
+        r.bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>(),
+        [36.0, 44.0, 52.0]
+    );
+    let r = pool.reduce_npy_axis(&program, &files, &[], Reduction::ArgMax, -1).unwrap();
+    assert_eq!((r.dtype, r.shape.as_slice()), (shmpool::Dtype::I64, &[4u64][..]));
+    assert_eq!(
+        r.bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>(),
+        [2, 2, 2, 2]
+    );
+    let e = pool.reduce_npy_axis(&program, &files, &[], Reduction::Mean, 2).unwrap_err();
+    assert!(matches!(e, shmpool::Error::Expr(ExprError::Axis { axis: 2, ndim: 2 })), "{e:?}");
+    pool.close();
+    pool.join().unwrap();
+}
