@@ -233,6 +233,8 @@ pub use bytemuck::{Pod, Zeroable};
 pub use dtype::{Dtype, UnknownDtype};
 pub use error::{Error, ErrorKind, Result};
 pub use kernel::{ChunkFold, Dynamic, ElemMap, Kernel, KernelExt, KernelSpec, Zip};
+#[cfg(feature = "expr")]
+pub use pool::AxisResult;
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
 pub use process::fork::{set_fork_hooks, ForkHooks};
 pub use process::Process;

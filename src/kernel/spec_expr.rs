@@ -149,7 +149,7 @@ impl KernelSpec {
 
     /// What workers need to map the inputs of a several-input expression themselves, and the
     /// broadcast shape.
-    fn file_inputs(
+    pub(super) fn file_inputs(
         program: &expr::Program,
         inputs: &[(&std::path::Path, &crate::NpyArray)],
         constants: &[expr::Value],

@@ -16,6 +16,8 @@ mod fold;
 mod imap;
 #[cfg(feature = "expr")]
 mod reduce;
+#[cfg(feature = "expr")]
+mod reduce_axis;
 mod run;
 mod staging;
 mod supervisor;
@@ -34,6 +36,8 @@ use builder::Config;
 pub use builder::PoolBuilder;
 pub use builder::WaitStrategy;
 pub use imap::{Imap, ImapUnordered};
+#[cfg(feature = "expr")]
+pub use reduce_axis::AxisResult;
 use run::{Dest, Input, Output};
 pub use supervisor::WorkerDeath;
 pub use ticket::Ticket;
