@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
 use crate::kernel::KernelRef;
-use crate::process::fork;
+use crate::launch::fork;
 use crate::ring::{Claim, Descriptor, Ring, Status};
 use crate::shm::{Segment, SegmentKind};
 

@@ -363,7 +363,7 @@ impl PoolBuilder {
     /// [`Error::BinaryMismatch`] when a spawned worker runs another
     /// executable; [`Error::StartFailed`] when a spawned worker does not complete its start-up.
     pub fn build(mut self) -> Result<Pool> {
-        crate::process::spawn::refuse_uninitialised_child();
+        crate::launch::spawn::refuse_uninitialised_child();
         self.check()?;
         let mut cfg = self.cfg;
         sweep_once();

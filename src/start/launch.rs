@@ -14,8 +14,9 @@ use nix::unistd::Pid;
 
 use super::{await_hello, send_boot, BootWire, StartMethod, MAX_ARG};
 use crate::error::{Error, Result};
-use crate::process::spawn::{self, ExeIdentity, INIT_MISSING_EXIT_CODE};
-use crate::process::{fork, server, Process};
+use crate::launch::spawn::{self, ExeIdentity, INIT_MISSING_EXIT_CODE};
+use crate::launch::{fork, server};
+use crate::process::Process;
 use crate::ring::Ring;
 use crate::worker::{self, WorkerCtx};
 

@@ -9,7 +9,7 @@
 //!   executable identity, the MAC and kernel keys, the worker's settings) and the ring's
 //!   descriptor from its one inherited socket, checks that it runs the very same binary,
 //!   answers with a [`HelloWire`] and serves.
-//! - `ForkServer`: a single-threaded server process (`process::server`) forks the worker, which
+//! - `ForkServer`: a single-threaded server process (`launch::server`) forks the worker, which
 //!   then receives the same start-up record as a spawned one.
 //!
 //! Kernels travel as offsets from an anchor function (`kernel`), so they mean the same in every
@@ -30,8 +30,8 @@ pub(crate) use launch::{How, Launcher, Pending};
 use crate::error::{Error, Result};
 use crate::ipc::{recv_record, send_record};
 use crate::key::Key;
-use crate::process::fork;
-use crate::process::spawn::{self, ExeIdentity, Marker};
+use crate::launch::fork;
+use crate::launch::spawn::{self, ExeIdentity, Marker};
 use crate::ring::Ring;
 use crate::shm::{Segment, SegmentKind};
 use crate::worker::{PausePoint, WorkerCtx};
@@ -336,7 +336,7 @@ fn run_child(sock: OwnedFd, token: Option<Key>) -> i32 {
             if hello(&sock, HELLO_OK, me).is_err() {
                 return BOOT_FAILED_EXIT_CODE;
             }
-            crate::process::server::serve(sock, child_main)
+            crate::launch::server::serve(sock, child_main)
         }
         ROLE_PROCESS => {
             let arg = &buf[std::mem::size_of::<BootWire>()..n];

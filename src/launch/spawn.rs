@@ -112,8 +112,8 @@ fn marker() -> Option<(i32, Key, bool)> {
 /// executable that links shmpool, so this is a backstop for hosts that load it otherwise.)
 pub(crate) fn refuse_uninitialised_child() {
     if !IN_ROLE.load(Ordering::SeqCst) && marker().is_some() {
-        crate::process::fork::raw_stderr(b"shmpool: spawned child reached shmpool without init(): exiting\n");
-        crate::process::fork::exit_now(INIT_MISSING_EXIT_CODE);
+        crate::launch::fork::raw_stderr(b"shmpool: spawned child reached shmpool without init(): exiting\n");
+        crate::launch::fork::exit_now(INIT_MISSING_EXIT_CODE);
     }
 }
 
