@@ -183,6 +183,8 @@
 //! glibc 2.29 on). Other systems are not supported.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
+// No function over 80 lines outside tests (threshold in the workspace's clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 /// Declares a `#[repr(u32)]` enum stored as an integer in shared memory or on the wire, with
 /// `TryFrom<u32>` that refuses every unassigned value (no catch-all arm: an unknown code is an

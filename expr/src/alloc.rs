@@ -6,6 +6,7 @@ use crate::Dtype;
 
 /// Registers of invariants and of `x` are never shared; a destination is never one of its own
 /// operands; the result's register is never reused.
+#[allow(clippy::too_many_lines)] // TODO(c15-merge): owner shortens it
 pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, inputs: Vec<Dtype>) -> Program {
     let mut result = result;
     fuse::epilogues(&mut ins, &mut result);

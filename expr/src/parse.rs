@@ -211,6 +211,7 @@ pub(crate) fn syntax(src: &str, pos: usize, message: String) -> Error {
     Error::InvalidExpression { expr: src.to_string(), position: src[..pos.min(src.len())].chars().count() + 1, message }
 }
 
+#[allow(clippy::too_many_lines)] // TODO(c15-merge): owner shortens it
 pub(crate) fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
     let b = src.as_bytes();
     let mut out = Vec::new();

@@ -17,8 +17,8 @@ use bytemuck::Pod;
 
 use super::{NpyArray, NpyOutput, SharedVec};
 use crate::error::Result;
-pub(crate) use crate::kernel::Side;
 use crate::kernel::Dynamic;
+pub(crate) use crate::kernel::Side;
 use crate::shm::Segment;
 
 /// Where the input's bytes are.

@@ -513,6 +513,7 @@ impl Progress {
     }
 }
 
+#[allow(clippy::too_many_lines)] // TODO(c15-merge): owner shortens it
 fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
     let program = args.expr.as_deref().map(Program::compile).transpose()?;
     let n = args.len;

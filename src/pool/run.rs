@@ -459,6 +459,7 @@ impl<'p> MapRun<'p> {
 
     /// Takes every finished chunk of ours; checks every slot of ours and every slot posing as
     /// one. Records corruption in `self.stop`.
+    #[allow(clippy::too_many_lines)] // TODO(c15-merge): owner shortens it
     fn collect(&mut self, g: &mut RingGuard<'_>, output: &mut Output<'_>) {
         if let Some(what) = self.shared.ring.corruption_reported() {
             return self.corrupt(u32::MAX, what.into());
