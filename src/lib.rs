@@ -92,14 +92,27 @@
 //!
 //! ## Layers
 //!
-//! `error`, `dtype` → `shm` (segments) → `sync` (robust mutex, doorbells) → `ring` (slot
-//! table) → `ipc` (supervisor ↔ worker messages) → `array` (`SharedVec`, `.npy`) / `kernel`
-//! (how functions reach workers) → `worker` (the loop) → `pool` (the public API and
-//! supervisor); `process` is `multiprocessing.Process`. Only the items re-exported here, the
-//! [`kernel`] module (kernel specs and, with the `expr` feature, the expression compiler) and
-//! [`diagnostics`] are public; the engine is private. `Dtype` comes from the workspace's leaf
-//! crate `shmpool-dtype`; the expression compiler is the member `shmpool-expr`, which knows
-//! nothing of the engine.
+//! Each layer uses only the layers before it (one-way; no two modules use each other):
+//!
+//! 1. `error`, `dtype` (the leaf crate `shmpool-dtype`), `key` (the MAC key), `os` (cached
+//!    pid, the monotonic clock, the standard descriptors and raw diagnostics);
+//! 2. `shm`: segments;
+//! 3. `sync`: the robust mutex and doorbells, inside a segment;
+//! 4. `ring`: the slot table;
+//! 5. `ipc`: supervisor ↔ worker messages and the records of the start-up and fork-server
+//!    sockets;
+//! 6. `launch`: fork, exec, the fork server (the plumbing; knows nothing of workers);
+//! 7. `process`: [`Process`], `multiprocessing.Process`, the public face of `launch`;
+//! 8. `kernel` (how functions reach workers), then `array` (`SharedVec`, `.npy`, the
+//!    [`Input`] / [`Output`] sides; it uses `kernel`'s element types);
+//! 9. `worker`: the loop a worker runs;
+//! 10. `start`: how a worker process is started (fork, fork server, exec) and handed its ring;
+//! 11. `pool`: the public API and the supervisor; `diagnostics`; then the CLI (`cli`, in the
+//!     binary).
+//!
+//! Only the items re-exported here, the [`kernel`] module (kernel specs and, with the `expr`
+//! feature, the expression compiler) and [`diagnostics`] are public; the engine is private.
+//! The expression compiler is the member `shmpool-expr`, which knows nothing of the engine.
 //!
 //! ## Safety model
 //!
@@ -178,6 +191,8 @@
 //! glibc 2.29 on). Other systems are not supported.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
+// No function over 80 lines outside tests (threshold in the workspace's clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 /// Declares a `#[repr(u32)]` enum stored as an integer in shared memory or on the wire, with
 /// `TryFrom<u32>` that refuses every unassigned value (no catch-all arm: an unknown code is an
@@ -212,6 +227,8 @@ mod error;
 mod ipc;
 pub mod kernel;
 mod key;
+mod launch;
+mod os;
 mod pool;
 mod process;
 mod ring;
@@ -233,10 +250,10 @@ pub use bytemuck::{Pod, Zeroable};
 pub use dtype::{Dtype, UnknownDtype};
 pub use error::{Error, ErrorKind, Result};
 pub use kernel::{ChunkFold, Dynamic, ElemMap, Kernel, KernelExt, KernelSpec, Zip};
+pub use launch::fork::{set_fork_hooks, ForkHooks};
 #[cfg(feature = "expr")]
 pub use pool::AxisResult;
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
-pub use process::fork::{set_fork_hooks, ForkHooks};
 pub use process::Process;
 pub use start::{init, StartMethod};
 
@@ -267,7 +284,7 @@ pub fn set_spawn_route<S: Into<std::ffi::OsString>>(
     exe: Option<std::path::PathBuf>,
     args: impl IntoIterator<Item = S>,
 ) {
-    process::spawn::set_route(process::spawn::SpawnRoute { exe, args: args.into_iter().map(Into::into).collect() });
+    launch::spawn::set_route(launch::spawn::SpawnRoute { exe, args: args.into_iter().map(Into::into).collect() });
 }
 
 /// What a program using shmpool usually needs: `use shmpool::prelude::*;`.
@@ -306,7 +323,7 @@ pub mod testing {
 
     /// The pid of this process's fork server, if one runs (it lives as long as the process).
     pub fn fork_server_pid() -> Option<u32> {
-        crate::process::server::pid().map(|p| p.as_raw() as u32)
+        crate::launch::server::pid().map(|p| p.as_raw() as u32)
     }
 
     /// A ring on its own, for the slot round-trip bench.

@@ -27,13 +27,15 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
 use crate::kernel::KernelRef;
-use crate::process::fork;
+use crate::launch::fork;
 use crate::ring::zip::{zip_inputs, ZipHeader};
 use crate::ring::{Claim, Descriptor, Ring, Status};
 use crate::shm::{Segment, SegmentKind};
 
 /// Where a worker stops itself with SIGSTOP, so a test can SIGKILL it at a precise instant.
-/// Only the pool's first workers pause (their replacements run normally), once each.
+/// Only the pool's first workers pause (their replacements run normally), once each. A test
+/// hook: it exists only with the `testing` feature (release workers carry no pause branch).
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PausePoint {
@@ -57,6 +59,8 @@ pub(crate) struct WorkerCtx {
     /// Whether that spin yields the core between polls after a few µs.
     pub polite: bool,
     pub recycle_after: Option<u64>,
+    /// Test hook: where this worker stops itself once.
+    #[cfg(any(test, feature = "testing"))]
     pub pause: Option<PausePoint>,
     /// The CPU to pin this worker to, if the pool pins.
     pub cpu: Option<usize>,
@@ -133,6 +137,7 @@ struct Worker {
 const PIN_MIN_BYTES: u64 = 1 << 20;
 
 /// Stops the process (SIGSTOP) if `pending` is `at`, once.
+#[cfg(any(test, feature = "testing"))]
 fn pause(pending: &mut Option<PausePoint>, at: PausePoint) {
     if *pending == Some(at) {
         *pending = None;
@@ -154,10 +159,12 @@ impl Worker {
                 self.drain_mail()?;
             }
             let seen = hdr.work.seq();
+            #[cfg(any(test, feature = "testing"))]
             pause(&mut self.ctx.pause, PausePoint::BeforeClaim);
             let claim = {
                 let mut g = ring.lock()?;
                 let c = g.claim(self.pid);
+                #[cfg(any(test, feature = "testing"))]
                 if c.is_some() {
                     pause(&mut self.ctx.pause, PausePoint::InsideLock);
                 }
@@ -274,12 +281,13 @@ impl Worker {
                     // than in the caller (see `MapRun::new`).
                     io.output.fill(0);
                 }
+                #[cfg(any(test, feature = "testing"))]
                 if self.ctx.pause == Some(PausePoint::MidKernel) {
                     // Write half the output, then stop: the kill lands mid-chunk.
                     let half = io.output.len() / 2;
                     io.output[..half].fill(0xAB);
+                    pause(&mut self.ctx.pause, PausePoint::MidKernel);
                 }
-                pause(&mut self.ctx.pause, PausePoint::MidKernel);
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &inputs {
                     None => kernel.invoke(io.params, io.input, io.output, d.start),
                     Some((skip, inputs)) => kernel.invoke_zip(&io.params[*skip..], inputs, io.output, d.start),
@@ -302,6 +310,7 @@ impl Worker {
         if let Some(s) = self.segs.get(&d.out_seg) {
             s.release(d.out_off as usize, outb);
         }
+        #[cfg(any(test, feature = "testing"))]
         pause(&mut self.ctx.pause, PausePoint::BeforePublish);
         let (published, wake) = {
             let mut g = ring.lock()?;

@@ -17,6 +17,8 @@
 //! CPython's fork protocol around the engine's forks (`forking`), which lets `fork` workers run
 //! Python callables.
 #![deny(unsafe_code)]
+// No function over 80 lines outside tests (threshold in the workspace's clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 #[macro_use]
 mod elem;

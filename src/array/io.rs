@@ -16,25 +16,10 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 use super::{NpyArray, NpyOutput, SharedVec};
-use crate::dtype::Dtype;
 use crate::error::Result;
-use crate::kernel::{Dynamic, ElemType};
+use crate::kernel::Dynamic;
+pub(crate) use crate::kernel::Side;
 use crate::shm::Segment;
-
-/// The element type of one side of the data, to check against the kernel's at run time.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Side {
-    /// A Rust type.
-    Typed(ElemType),
-    /// A file's dtype.
-    Dtype(Dtype),
-}
-
-impl Side {
-    pub(crate) fn of<T: Pod>() -> Side {
-        Side::Typed(ElemType::of::<T>())
-    }
-}
 
 /// Where the input's bytes are.
 #[derive(Debug)]

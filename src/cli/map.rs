@@ -14,6 +14,7 @@ use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes, REDUCTI
 use shmpool::kernel::expr::Program;
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
 
+use super::input::open_input;
 use super::reduced::{reduce_inner, Outer, RowDriver};
 use super::Failure;
 
@@ -229,8 +230,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
 }
 
-/// Memory-maps the input `.npy` file.
-// The one unsafe operation of the command line, allowed here alone.
 /// Whether `sig` is ignored in this process (inherited from whoever started it).
 #[allow(unsafe_code)]
 fn ignored(sig: i32) -> bool {
@@ -239,15 +238,6 @@ fn ignored(sig: i32) -> bool {
     let rc = unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) };
     // SAFETY: sigaction succeeded, so it filled `old` (zeroed storage is a valid sigaction too).
     rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
-}
-
-#[allow(unsafe_code)]
-pub(super) fn open_input(path: &Path) -> Result<NpyArray, Failure> {
-    // SAFETY: `shmpool map` reads the input while the user's other programs may still hold it;
-    // the documented contract of the command (as of `np.load(mmap_mode='r')`) is that nobody
-    // truncates or rewrites the input during the map. The mapping is read-only, and
-    // `--in-place` writes a new file and links it over the input only after the map.
-    Ok(unsafe { NpyArray::open(path) }?)
 }
 
 /// The text after `shmpool map --help`: every function an expression may call.
@@ -476,6 +466,7 @@ impl Progress {
     }
 }
 
+#[allow(clippy::too_many_lines)] // TODO(c15-merge): owner shortens it
 fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
     let program = args.expr.as_deref().map(Program::compile).transpose()?;
     let n = args.len;

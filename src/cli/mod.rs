@@ -7,6 +7,7 @@
 
 mod bench;
 mod gen;
+mod input;
 mod map;
 mod reduce;
 mod reduced;

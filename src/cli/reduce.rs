@@ -9,7 +9,8 @@ use shmpool::kernel::expr::parse::{extract_reductions, REDUCTION_PREFIX};
 use shmpool::kernel::expr::{Program, Reduction};
 use shmpool::Pool;
 
-use super::map::{cores, open_input, parse_inputs, with_sizes};
+use super::input::open_input;
+use super::map::{cores, parse_inputs, with_sizes};
 use super::reduced::{reduce_inner, repr, write_array, Outer};
 use super::Failure;
 

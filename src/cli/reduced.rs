@@ -10,7 +10,7 @@ use shmpool::kernel::expr::parse::{ReductionCall, REDUCTION_PREFIX};
 use shmpool::kernel::expr::{array_repr, broadcast_shapes, Program, Value};
 use shmpool::{AxisResult, Dtype, NpyArray, NpyOutput, Pool};
 
-use super::map::open_input;
+use super::input::open_input;
 use super::Failure;
 
 /// The value of one reduction call.

@@ -30,15 +30,16 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use bytemuck::Pod;
 
-use crate::array::Side;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::key::Key;
+pub(crate) use side::Side;
 
 #[cfg(feature = "expr")]
 pub mod expr;
 mod image;
 mod shape;
+mod side;
 #[cfg(feature = "expr")]
 mod spec_expr;
 mod trampoline;

@@ -27,8 +27,8 @@ use super::shape::sealed::{KernelSealed, Sealed};
 use super::shape::{Fits, Kernel, With};
 use super::trampoline::{conjure, with_params};
 use super::{ElemType, KernelSpec, FILLS, MAY_READ};
-use crate::array::Side;
 use crate::error::{Error, Result};
+use crate::kernel::Side;
 
 /// What a several-input trampoline receives: the parameter block (after the zip header), the
 /// chunk's input ranges (the descriptor's own first), the output bytes, and the flat index of
