@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import atexit
 import io
+import operator
 import os
 import sys
 import threading
 import time
 import tokenize
+import weakref
 import concurrent.futures
 from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 
 from . import _native
+from ._submit import Submitter
 from ._errors import (
     ChunkTimeout,
     ExpressionError,
@@ -134,12 +137,16 @@ def zeros(shape: Union[int, tuple[int, ...]], dtype: Any = float) -> np.ndarray:
     code that releases the GIL, no other thread may write it while a map reads it, nor touch it
     while a map writes it.
     """
-    dt = _dtype(dtype)
-    shp = (int(shape),) if np.ndim(shape) == 0 else tuple(int(d) for d in shape)  # type: ignore[arg-type]
+    asked = np.dtype(dtype)
+    dt = _dtype(asked)
+    # numpy's rule: dimensions are integers (operator.index), never floats truncated.
+    shp = (operator.index(shape),) if np.ndim(shape) == 0 else tuple(operator.index(d) for d in shape)  # type: ignore[arg-type]
     if any(d < 0 for d in shp):
         raise ValueError(f"negative dimensions are not allowed: {shp}")
     owner = _native.SharedArray(list(shp), dt.name)
-    return np.asarray(owner)
+    a = np.asarray(owner)
+    # A non-native byte order ('>i4') views the same zeroed bytes; maps convert it (a copy).
+    return a if asked == dt else a.view(asked)
 
 
 def zeros_like(a: Any, dtype: Any = None) -> np.ndarray:
@@ -210,7 +217,8 @@ def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray
     result = np.empty(shape, res)
     _native.evaluate_inputs(expr, named, flat, result.reshape(-1).view(np.uint8), max(1, threads))
     if out is None:
-        return result
+        # A 0-d result (a reduction, 0-d inputs) is a numpy scalar, as numpy returns.
+        return result[()] if result.ndim == 0 else result
     np.copyto(out, result, casting="same_kind")
     return out
 
@@ -316,6 +324,10 @@ class Pool:
             maxtasksperchild=maxtasksperchild,
         )
         self._state = "running"
+        self._submitter = Submitter(max(2, int(self._p.processes)))
+        # At exit (or when the pool is collected): terminate the workers, which ends every map
+        # still waiting (a pending submit of a hung callable), and stop the submit threads.
+        self._finalizer = weakref.finalize(self, _finalize, self._p, self._submitter, self._pid)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -335,18 +347,14 @@ class Pool:
         """Wait for the workers to exit, after :meth:`close` or :meth:`terminate`."""
         if self._state == "running":
             raise ValueError("Pool is still running")
-        ex = getattr(self, "_threads", None)
-        if ex is not None:
-            ex.shutdown(wait=True)
+        self._submitter.shutdown(wait=True, cancel=False)
         self._p.join()
 
     def terminate(self) -> None:
         """Kill the workers at once and wait for them."""
         self._p.terminate()
         self._state = "terminated"
-        ex = getattr(self, "_threads", None)
-        if ex is not None:
-            ex.shutdown(wait=True, cancel_futures=True)
+        self._submitter.shutdown(wait=True, cancel=True)
 
     @property
     def processes(self) -> int:
@@ -380,7 +388,7 @@ class Pool:
 
     # -- expressions -------------------------------------------------------------------------
 
-    def evaluate(self, expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> np.ndarray:
+    def evaluate(self, expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> Any:
         """Evaluates ``expr`` over named arrays with numpy's semantics: over one, in the workers.
 
         ``pool.evaluate("sqrt(a) * 2", a=arr)`` computes what numpy computes for
@@ -399,11 +407,21 @@ class Pool:
         interruptible by Ctrl-C), not in the workers, and return an ordinary array. Each
         argument is taken as an array (``np.asarray``): a Python number given as ``c=2.0`` is a
         float64 array, not numpy's weakly typed scalar; write constants into ``expr`` instead.
+
+        Reductions over whole arrays (``sum prod mean min max std var count_nonzero any all
+        argmin argmax nansum nanmean nanmin nanmax``; no ``axis=``) may appear anywhere in
+        ``expr``, with ``size(name)`` for an array's element count: ``evaluate("sum(x * x)",
+        x=a)`` is ``np.sum(a * a)`` and returns a numpy scalar as numpy does; ``evaluate("x -
+        mean(x)", x=a)`` is ``a - np.mean(a)`` (the reductions first, then the rest). numpy's
+        result types, NaN rules, errors (``min`` of nothing: ``ValueError``) and warnings
+        (``mean`` of nothing: ``RuntimeWarning``). Float sums are compensated in float64 and
+        joined in a fixed order: the result does not depend on the number of threads. These run
+        in this process as above.
         """
         self._check()
         if not arrays:
             raise TypeError("evaluate takes at least one array as name=array (none given)")
-        if len(arrays) > 1:
+        if len(arrays) > 1 or _native.has_reductions(expr):
             if self._state != "running":
                 raise PoolClosed("Pool not running: it was closed or terminated")
             return _evaluate_inputs(expr, arrays, out, self.processes)
@@ -540,17 +558,6 @@ class Pool:
             r = r.view(np.bool_)
         return r.reshape(a.shape)
 
-    def _executor(self) -> "concurrent.futures.ThreadPoolExecutor":
-        import concurrent.futures
-
-        with _default_lock:
-            ex = getattr(self, "_threads", None)
-            if ex is None:
-                ex = self._threads = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=max(2, self.processes), thread_name_prefix="shmpool-submit"
-                )
-            return ex
-
     def submit(
         self, f: Callable[[np.ndarray, np.ndarray], object], a: Any, out: Optional[np.ndarray] = None, *, dtype: Any = None
     ) -> "concurrent.futures.Future[np.ndarray]":
@@ -558,7 +565,15 @@ class Pool:
         ``concurrent.futures.Future`` of its result at once. Several submitted maps share the
         workers (the engine serves maps from many threads at once)."""
         self._check()
-        return self._executor().submit(self.map, f, a, out, dtype=dtype)
+        if self._state != "running":
+            raise PoolClosed("Pool not running: it was closed or terminated")
+        return self._submitter.submit(self._interrupted, self.map, f, a, out, dtype=dtype)
+
+    def _interrupted(self) -> None:
+        """Ctrl-C while waiting on a submitted map: stop the workers, as during ``map``."""
+        self._p.terminate()
+        self._state = "terminated"
+        self._submitter.shutdown(wait=False, cancel=True)
 
     def _batches(self, f: Callable[..., object], batches: Any, dtype: Any, in_flight: Optional[int], ordered: bool) -> Any:
         import collections
@@ -590,9 +605,11 @@ class Pool:
             self.terminate()
             raise
         finally:
+            # Leaving early (break, close, an exception): batches not started are cancelled;
+            # those in flight are left to finish on their own (their results are dropped), as
+            # `multiprocessing`'s imap does, rather than waited for here.
             for p in pending:
                 p.cancel()
-            concurrent.futures.wait(pending)
 
     def imap(
         self, f: Callable[[np.ndarray, np.ndarray], object], batches: Any, *, dtype: Any = None, in_flight: Optional[int] = None
@@ -648,6 +665,14 @@ class Pool:
         return np.dtype(name)
 
 
+def _finalize(native: Any, submitter: Submitter, pid: int) -> None:
+    """A pool's end at exit or collection (its weakref finalizer): terminate its workers (in the
+    process that made it) and stop its submit threads."""
+    if os.getpid() == pid:
+        native.terminate()
+        submitter.shutdown(wait=True, cancel=True)
+
+
 def _payload(f: Callable[..., object], in_dt: np.dtype, out_dt: np.dtype, init: bytes = b"") -> bytes:
     """What a worker needs to call ``f``: this process's ``sys.path`` (for imports), the dtypes,
     ``f`` pickled by reference (or by value with cloudpickle, when installed and needed) and the
@@ -689,25 +714,65 @@ def _pickle_callable(f: Any) -> bytes:
     return fb
 
 
+# First character of a worker's failure message whose first line is the exception, pickled and
+# base85-encoded (python/src/pykernel.rs, `PICKLED`).
+_PICKLED = "\x01"
+_TRACEBACK = "\nTraceback (most recent call last):\n"
+
+
+def _unpickle_exception(line: str) -> Optional[BaseException]:
+    """The exception a worker pickled into ``line`` (after its marker), or None when it does not
+    unpickle here (its class is not importable in this process, the line was truncated...)."""
+    import base64
+    import pickle
+
+    try:
+        err = pickle.loads(base64.b85decode(line[len(_PICKLED) :]))
+    except Exception:
+        return None
+    return err if isinstance(err, Exception) else None
+
+
+def _key(text: str) -> object:
+    """The key of a ``KeyError`` from its ``str`` (the key's repr), when it is a literal."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
 def _rebuild(e: KernelError) -> BaseException:
-    """The exception a callable raised in a worker, rebuilt: a built-in exception type with its
-    message, else :class:`KernelError`; either carries ``range`` and the worker's traceback."""
+    """The exception a callable raised in a worker, rebuilt: the same type and args when it
+    pickles (as ``multiprocessing`` sends exceptions back), else a built-in exception type with
+    its message, else :class:`KernelError`; each carries ``range`` and the worker's traceback
+    (``worker_traceback``, truncated: the engine carries 192 bytes of failure message)."""
     import builtins
 
     detail = getattr(e, "detail", str(e))
-    head, _, tb = detail.partition("\n")
-    name, sep, msg = head.partition(": ")
     rng = getattr(e, "range", None)
-    cls = getattr(builtins, name, None) if sep else None
-    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, OSError):
-        try:
-            err: BaseException = cls(msg)
-        except Exception:
-            err = e
-    else:
+    err: Optional[BaseException] = None
+    if detail.startswith(_PICKLED):
+        first, _, detail = detail.partition("\n")
+        err = _unpickle_exception(first)
+    head, sep, tb = detail.partition(_TRACEBACK)
+    tb = sep.lstrip("\n") + tb if sep else ""
+    if err is None:
+        name, colon, msg = head.partition(": ")
+        cls = getattr(builtins, name, None) if colon else None
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            try:
+                err = cls(_key(msg) if issubclass(cls, KeyError) else msg)
+            except Exception:
+                err = None
+    if err is None:
         err = KernelError(f"{head} (in the kernel, on index range {rng})", range=rng, detail=detail)
-    err.range = rng  # type: ignore[attr-defined]
-    err.worker_traceback = tb  # type: ignore[attr-defined]
+    try:
+        err.range = rng  # type: ignore[attr-defined]
+        err.worker_traceback = tb  # type: ignore[attr-defined]
+    except AttributeError:
+        pass  # an exception type that takes no attributes
     return err
 
 
@@ -757,9 +822,10 @@ def _drop_default() -> None:
 atexit.register(_drop_default)
 
 
-def evaluate(expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> np.ndarray:
-    """Evaluates ``expr`` over one named array with numpy's semantics on all cores
-    (numexpr's call): see :meth:`Pool.evaluate`. Uses a module-wide pool with one worker per
+def evaluate(expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> Any:
+    """Evaluates ``expr`` over named arrays with numpy's semantics on all cores (numexpr's
+    call; broadcasting across several arrays, reductions such as ``sum(x * x)`` giving a numpy
+    scalar): see :meth:`Pool.evaluate`. Uses a module-wide pool with one worker per
     core, started on first use and terminated at exit (or after a Ctrl-C)."""
     pool = _default_pool()
     try:

@@ -65,7 +65,26 @@ pub(crate) fn format_exc(py: Python<'_>, e: PyErr) -> String {
         .and_then(|l| l.extract::<Vec<String>>())
         .map(|l| l.concat())
         .unwrap_or_default();
-    format!("{full}: {msg}\n{tb}")
+    let text = format!("{full}: {msg}\n{tb}");
+    match pickled(py, &e) {
+        Some(p) if p.len() + 2 <= MESSAGE_ROOM => format!("{PICKLED}{p}\n{text}"),
+        _ => text,
+    }
+}
+
+/// The engine's room for a chunk's failure message (its slot's message area, `MESSAGE_CAP`):
+/// longer messages arrive truncated.
+const MESSAGE_ROOM: usize = 192;
+/// First character of a failure message whose first line is the exception, pickled and
+/// base85-encoded (the package's `_rebuild` unpickles it: same type, same args).
+const PICKLED: char = '\u{1}';
+
+/// `e`'s exception pickled and base85-encoded, if it pickles (an exception class the parent
+/// can import, args that pickle).
+fn pickled(py: Python<'_>, e: &PyErr) -> Option<String> {
+    let bytes = py.import("pickle").ok()?.call_method1("dumps", (e.value(py), 4)).ok()?;
+    let text = py.import("base64").ok()?.call_method1("b85encode", (bytes,)).ok()?;
+    String::from_utf8(text.extract::<Vec<u8>>().ok()?).ok()
 }
 
 /// A memoryview over `len` bytes at `ptr`, read-only unless `write`.

@@ -77,9 +77,17 @@ def test_builtin_exceptions_arrive_with_type_message_and_range(pool):
     assert "raise ValueError" in e.value.worker_traceback
 
 
-def test_other_exceptions_arrive_as_kernel_error(pool):
-    with pytest.raises(shmpool.KernelError, match="CustomError: not a builtin") as e:
+def test_picklable_exceptions_arrive_as_their_own_class(pool):
+    with pytest.raises(kernels.CustomError, match="not a builtin") as e:
         pool.map(kernels.raise_custom, np.arange(10.0))
+    assert e.value.args == ("not a builtin",)
+    assert e.value.range == (0, 10)
+    assert "raise CustomError" in e.value.worker_traceback
+
+
+def test_exceptions_that_do_not_pickle_arrive_as_kernel_error(pool):
+    with pytest.raises(shmpool.KernelError, match="Unpicklable: holds a lock") as e:
+        pool.map(kernels.raise_unpicklable, np.arange(10.0))
     assert e.value.range == (0, 10)
 
 
