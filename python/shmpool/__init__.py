@@ -714,23 +714,25 @@ def _pickle_callable(f: Any) -> bytes:
     return fb
 
 
-# First character of a worker's failure message whose first line is the exception, pickled and
-# base85-encoded (python/src/pykernel.rs, `PICKLED`).
+# A worker's failure message (python/src/failure.rs): an optional first line, _PICKLED and the
+# base85 pickle of the exception; else "Type: message"; then _SEP and the innermost frames.
 _PICKLED = "\x01"
-_TRACEBACK = "\nTraceback (most recent call last):\n"
+_SEP = "\x02"
 
 
-def _unpickle_exception(line: str) -> Optional[BaseException]:
-    """The exception a worker pickled into ``line`` (after its marker), or None when it does not
-    unpickle here (its class is not importable in this process, the line was truncated...)."""
+def _unpickle_exception(line: str) -> tuple[Optional[BaseException], str]:
+    """The exception a worker pickled into ``line`` (after its marker), or None and why it does
+    not unpickle here (its class is not importable in this process...)."""
     import base64
     import pickle
 
     try:
         err = pickle.loads(base64.b85decode(line[len(_PICKLED) :]))
-    except Exception:
-        return None
-    return err if isinstance(err, Exception) else None
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"
+    if not isinstance(err, Exception):
+        return None, f"not an Exception: {type(err).__name__}"
+    return err, ""
 
 
 def _key(text: str) -> object:
@@ -753,12 +755,11 @@ def _rebuild(e: KernelError) -> BaseException:
     detail = getattr(e, "detail", str(e))
     rng = getattr(e, "range", None)
     err: Optional[BaseException] = None
-    if detail.startswith(_PICKLED):
-        first, _, detail = detail.partition("\n")
-        err = _unpickle_exception(first)
-    head, sep, tb = detail.partition(_TRACEBACK)
-    tb = sep.lstrip("\n") + tb if sep else ""
-    if err is None:
+    head, _, tb = detail.partition(_SEP)
+    if head.startswith(_PICKLED):
+        err, why = _unpickle_exception(head.rstrip("\n"))
+        head = f"an exception that does not unpickle in this process ({why})"
+    elif _SEP in detail:
         name, colon, msg = head.partition(": ")
         cls = getattr(builtins, name, None) if colon else None
         if isinstance(cls, type) and issubclass(cls, Exception):
@@ -766,6 +767,7 @@ def _rebuild(e: KernelError) -> BaseException:
                 err = cls(_key(msg) if issubclass(cls, KeyError) else msg)
             except Exception:
                 err = None
+    detail = f"{head}\n{tb}"
     if err is None:
         err = KernelError(f"{head} (in the kernel, on index range {rng})", range=rng, detail=detail)
     try:

@@ -22,6 +22,7 @@
 mod elem;
 mod blocking;
 mod errors;
+mod failure;
 mod forking;
 mod multi;
 mod plan;
@@ -51,6 +52,7 @@ const SIGNAL_POLL: Duration = Duration::from_millis(50);
 use blocking::*;
 use elem::*;
 use errors::*;
+use failure::format_exc;
 use forking::*;
 use multi::*;
 use plan::has_reductions;

@@ -7,7 +7,7 @@
 
 use super::*;
 
-use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes, REDUCTION_PREFIX};
+use shmpool::kernel::expr::parse::{check_input_name, extract_reductions, substitute_sizes, REDUCTION_PREFIX};
 use shmpool::kernel::expr::{broadcast_shapes, Reducer, Reduction, Value};
 
 /// One input as the package hands it over: (name, dtype name, shape).
@@ -60,18 +60,14 @@ fn part(src: &str, inputs: &[Named], dtypes: &[Dtype], consts: &[(String, Dtype)
 /// reductions' values.
 pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
     let dtypes = inputs.iter().map(|(_, d, _)| dtype_arg(d)).collect::<PyResult<Vec<Dtype>>>()?;
+    for (n, _, _) in inputs {
+        check_input_name(n).map_err(py_err)?;
+    }
     if let Some((n, _, _)) = inputs.iter().find(|(n, _, _)| n.starts_with(REDUCTION_PREFIX)) {
         return Err(PyValueError::new_err(format!("input names starting with {REDUCTION_PREFIX} are reserved ({n})")));
     }
     let sizes: Vec<(&str, u64)> = inputs.iter().map(|(n, _, s)| (n.as_str(), s.iter().product::<u64>())).collect();
     let sized = substitute_sizes(expr, &sizes).map_err(py_err)?;
-    let vars = Program::variables(&sized).map_err(py_err)?;
-    if let Some((n, _, _)) = inputs.iter().find(|(n, _, _)| !vars.contains(n)) {
-        return Err(py_err(shmpool::kernel::expr::Error::InputNotUsed {
-            name: n.clone(),
-            problem: "is not used by the expression",
-        }));
-    }
     let (rewritten, found) = extract_reductions(&sized).map_err(py_err)?;
     let mut reductions = Vec::with_capacity(found.len());
     let mut consts = Vec::with_capacity(found.len());
@@ -81,6 +77,14 @@ pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
         reductions.push((kind, p));
     }
     let outer = part(&rewritten, inputs, &dtypes, &consts)?;
+    // After compiling: a name used but not given is reported first, with its column.
+    let vars = Program::variables(&sized).map_err(py_err)?;
+    if let Some((n, _, _)) = inputs.iter().find(|(n, _, _)| !vars.contains(n)) {
+        return Err(py_err(shmpool::kernel::expr::Error::InputNotUsed {
+            name: n.clone(),
+            problem: "is not used by the expression",
+        }));
+    }
     Ok(Plan { reductions, outer })
 }
 

@@ -53,40 +53,6 @@ pub(crate) fn after_fork_once() {
     }
 }
 
-pub(crate) fn format_exc(py: Python<'_>, e: PyErr) -> String {
-    let ty = e.get_type(py);
-    let name = ty.qualname().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
-    let module = ty.module().map(|m| m.to_string()).unwrap_or_default();
-    let full = if module == "builtins" || module.is_empty() { name } else { format!("{module}.{name}") };
-    let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
-    let tb = py
-        .import("traceback")
-        .and_then(|t| t.call_method1("format_exception", (e.get_type(py), e.value(py), e.traceback(py))))
-        .and_then(|l| l.extract::<Vec<String>>())
-        .map(|l| l.concat())
-        .unwrap_or_default();
-    let text = format!("{full}: {msg}\n{tb}");
-    match pickled(py, &e) {
-        Some(p) if p.len() + 2 <= MESSAGE_ROOM => format!("{PICKLED}{p}\n{text}"),
-        _ => text,
-    }
-}
-
-/// The engine's room for a chunk's failure message (its slot's message area, `MESSAGE_CAP`):
-/// longer messages arrive truncated.
-const MESSAGE_ROOM: usize = 192;
-/// First character of a failure message whose first line is the exception, pickled and
-/// base85-encoded (the package's `_rebuild` unpickles it: same type, same args).
-const PICKLED: char = '\u{1}';
-
-/// `e`'s exception pickled and base85-encoded, if it pickles (an exception class the parent
-/// can import, args that pickle).
-fn pickled(py: Python<'_>, e: &PyErr) -> Option<String> {
-    let bytes = py.import("pickle").ok()?.call_method1("dumps", (e.value(py), 4)).ok()?;
-    let text = py.import("base64").ok()?.call_method1("b85encode", (bytes,)).ok()?;
-    String::from_utf8(text.extract::<Vec<u8>>().ok()?).ok()
-}
-
 /// A memoryview over `len` bytes at `ptr`, read-only unless `write`.
 #[allow(unsafe_code)]
 pub(crate) fn memview<'py>(py: Python<'py>, ptr: *mut u8, len: usize, write: bool) -> PyResult<Bound<'py, PyAny>> {

@@ -51,8 +51,8 @@ def test_zero_dim_inputs_give_a_numpy_scalar():
 @pytest.mark.parametrize("red", REDUCTIONS)
 def test_each_reduction_gives_numpys_scalar(red, dtype):
     x = sample(dtype)
-    if red in ("std", "var", "mean") and dtype == "float16":
-        pytest.skip("numpy accumulates float16 means in float32: not the engine's float64 (issue 18)")
+    if red in ("std", "var") and dtype == "float16":
+        pytest.skip("numpy's float16 std/var of 50,000 values overflow to inf (float16 sum of squares); the engine's are finite")
     with np.errstate(all="ignore"):
         ref = getattr(np, red)(x)
     got = shmpool.evaluate(f"{red}(x)", x=x)

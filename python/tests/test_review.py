@@ -131,7 +131,7 @@ def test_zeros_rejects_a_float_shape_as_numpy_does():
         shmpool.zeros(1.5)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(reason="known gap (issue 16): float32 transcendentals differ from numpy's SIMD loops by 1 ulp", strict=False)
+@pytest.mark.xfail(reason="not matched by design: numpy's float32 sin/exp/tanh/log10/arctan come from CPU-dispatched SIMD kernels (AVX2/AVX-512, different per CPU level); the engine matches numpy's libm loops (test_evaluate.py::test_float32_transcendentals_equal_numpys_libm_loops)", strict=False)
 @pytest.mark.parametrize("fn", ["sin", "exp", "tanh", "log10", "arctan"])
 def test_float32_transcendentals_equal_numpy(fn):
     """Promise: evaluate computes 'what numpy computes ... same result dtype, same values'. Over
