@@ -17,13 +17,10 @@ shared memory once per call.
 from __future__ import annotations
 
 import atexit
-import io
-import operator
 import os
 import sys
 import threading
 import time
-import tokenize
 import weakref
 import concurrent.futures
 from typing import Any, Callable, Iterator, Optional, Union
@@ -31,6 +28,9 @@ from typing import Any, Callable, Iterator, Optional, Union
 import numpy as np
 
 from . import _native
+from ._arrays import _SUPPORTED, _dtype, _owner, empty_like, is_shared, zeros, zeros_like
+from ._expr import _IN_PROCESS_FROM, _evaluate_inputs, _flat, _rename, _reraise
+from ._pickling import _payload, _pickle_callable, _rebuild
 from ._submit import Submitter
 from ._errors import (
     ChunkTimeout,
@@ -41,6 +41,8 @@ from ._errors import (
     ShmpoolError,
     WorkerCrashed,
 )
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
     "Pool",
@@ -89,192 +91,6 @@ _route_spawned_children()
 # atexit handler of the package (they run last-in, first-out).
 _native._install_fork_hooks()
 atexit.register(_native._remove_fork_hooks)
-
-_SUPPORTED = tuple(
-    np.dtype(n)
-    for n in (
-        "bool",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "float16",
-        "float32",
-        "float64",
-    )
-)
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _dtype(dtype: Any) -> np.dtype:
-    """The supported, native-order numpy dtype ``dtype`` names."""
-    dt = np.dtype(dtype)
-    if dt.byteorder == ">" and dt.itemsize > 1:
-        dt = dt.newbyteorder("=")
-    if dt not in _SUPPORTED:
-        raise TypeError(
-            f"shmpool does not support dtype {dt}: use bool, int8..int64, uint8..uint64, "
-            "float16, float32 or float64"
-        )
-    return dt
-
-
-# --------------------------------------------------------------------------------------------
-# shared arrays
-
-
-def zeros(shape: Union[int, tuple[int, ...]], dtype: Any = float) -> np.ndarray:
-    """A zeroed numpy array in shared memory: maps read and write it in place, without copies.
-
-    The array's memory is a POSIX shared-memory segment whose name was unlinked at creation (it
-    disappears with the last reference, even if the process is killed). Its data pointer never
-    changes; views and slices of it are ordinary numpy views. As with any numpy array handed to
-    code that releases the GIL, no other thread may write it while a map reads it, nor touch it
-    while a map writes it.
-    """
-    asked = np.dtype(dtype)
-    dt = _dtype(asked)
-    # numpy's rule: dimensions are integers (operator.index), never floats truncated.
-    shp = (operator.index(shape),) if np.ndim(shape) == 0 else tuple(operator.index(d) for d in shape)  # type: ignore[arg-type]
-    if any(d < 0 for d in shp):
-        raise ValueError(f"negative dimensions are not allowed: {shp}")
-    owner = _native.SharedArray(list(shp), dt.name)
-    a = np.asarray(owner)
-    # A non-native byte order ('>i4') views the same zeroed bytes; maps convert it (a copy).
-    return a if asked == dt else a.view(asked)
-
-
-def zeros_like(a: Any, dtype: Any = None) -> np.ndarray:
-    """A zeroed shared array with the shape (and, unless given, the dtype) of ``a``."""
-    a = np.asarray(a)
-    return zeros(a.shape, a.dtype if dtype is None else dtype)
-
-
-def empty_like(a: Any, dtype: Any = None) -> np.ndarray:
-    """A shared array with the shape and dtype of ``a``. Its elements are zero (fresh shared
-    pages are zeroed by the kernel; there is no cheaper uninitialised variant)."""
-    return zeros_like(a, dtype)
-
-
-def _owner(a: np.ndarray) -> Optional[Any]:
-    """The ``SharedArray`` behind ``a`` when ``a`` covers all of it, C-contiguous, with its dtype."""
-    b = a.base
-    while isinstance(b, np.ndarray):
-        b = b.base
-    if not isinstance(b, _native.SharedArray):
-        return None
-    if not a.flags.c_contiguous or a.dtype != np.dtype(b.dtype):
-        return None
-    if a.__array_interface__["data"][0] != b.ptr or a.nbytes != b.nbytes:
-        return None
-    return b
-
-
-def is_shared(a: Any) -> bool:
-    """Whether ``a`` is a whole shared array (made by :func:`zeros` & co.), which maps use in
-    place without copying."""
-    return isinstance(a, np.ndarray) and _owner(a) is not None
-
-
-# --------------------------------------------------------------------------------------------
-# expressions
-
-
-# Elements from which `Pool.evaluate` over plain memory runs on threads of this process.
-_IN_PROCESS_FROM = 1 << 16
-
-
-def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray], threads: int) -> np.ndarray:
-    """``expr`` over several named arrays, in this process (see :meth:`Pool.evaluate`)."""
-    flat = []
-    named = []
-    for name, a in arrays.items():
-        a = np.asarray(a)
-        dt = _dtype(a.dtype)
-        if a.dtype != dt:
-            a = a.astype(dt)
-        named.append((name, dt.name, list(a.shape)))
-        flat.append(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
-    res_name, shape = _native.inputs_result(expr, named)
-    res = np.dtype(res_name)
-    shape = tuple(shape)
-    if out is not None:
-        if not isinstance(out, np.ndarray):
-            raise TypeError("out must be a numpy array")
-        if out.shape != shape:
-            raise ValueError(f"out has shape {out.shape}, the result has shape {shape}")
-        if not np.can_cast(res, out.dtype, casting="same_kind"):
-            raise TypeError(
-                f"Cannot cast ufunc output from dtype('{res}') to dtype('{out.dtype}') with casting rule 'same_kind'"
-            )
-        if not out.flags.writeable:
-            raise ValueError("output array is read-only")
-    result = np.empty(shape, res)
-    _native.evaluate_inputs(expr, named, flat, result.reshape(-1).view(np.uint8), max(1, threads))
-    if out is None:
-        # A 0-d result (a reduction, 0-d inputs) is a numpy scalar, as numpy returns.
-        return result[()] if result.ndim == 0 else result
-    np.copyto(out, result, casting="same_kind")
-    return out
-
-
-def _rename(expr: str, name: str) -> tuple[str, list[tuple[int, int]]]:
-    """``expr`` with the array's name replaced by ``x`` (the engine's name for it), and the
-    replaced spans (new column, characters removed) to map error columns back."""
-    if name == "x":
-        return expr, []
-    if name == "i":
-        raise TypeError("the name 'i' is the flat index (int64): give the array another name")
-    if not name.isidentifier():
-        raise TypeError(f"{name!r} is not a valid variable name")
-    try:
-        toks = list(tokenize.generate_tokens(io.StringIO(expr).readline))
-    except (tokenize.TokenError, SyntaxError, IndentationError):
-        return expr, []  # the engine reports the syntax error
-    out: list[str] = []
-    spans: list[tuple[int, int]] = []
-    last = 0
-    shift = 0
-    for k, t in enumerate(toks):
-        if t.type != tokenize.NAME or t.start[0] != 1:
-            continue
-        called = k + 1 < len(toks) and toks[k + 1].string == "("
-        if t.string == "x" and not called:
-            raise ExpressionError(
-                f"invalid expression at column {t.start[1] + 1}: unknown variable 'x' (the array is {name})",
-                position=t.start[1] + 1,
-                detail=f"unknown variable 'x' (the array is {name})",
-            )
-        if t.string == name and not called:
-            out.append(expr[last : t.start[1]])
-            out.append("x")
-            spans.append((t.start[1] - shift, len(name) - 1))
-            shift += len(name) - 1
-            last = t.end[1]
-    out.append(expr[last:])
-    return "".join(out), spans
-
-
-def _reraise(e: ExpressionError, expr: str, spans: list[tuple[int, int]]) -> ExpressionError:
-    pos = getattr(e, "position", 1)
-    orig = pos + sum(removed for col, removed in spans if col + 1 < pos)
-    detail = getattr(e, "detail", str(e))
-    caret = " " * (orig - 1) + "^"
-    return ExpressionError(
-        f"invalid expression at column {orig}: {detail}\n  {expr}\n  {caret}", position=orig, detail=detail
-    )
-
-
-def _flat(a: np.ndarray) -> np.ndarray:
-    """``a`` as the flat, contiguous array of its storage type that the native module reads."""
-    f = np.ascontiguousarray(a).reshape(-1)
-    return f.view(np.uint8) if f.dtype == np.bool_ else f
-
 
 class Pool:
     """A pool of worker processes mapping over numpy arrays in shared memory.
@@ -671,111 +487,6 @@ def _finalize(native: Any, submitter: Submitter, pid: int) -> None:
     if os.getpid() == pid:
         native.terminate()
         submitter.shutdown(wait=True, cancel=True)
-
-
-def _payload(f: Callable[..., object], in_dt: np.dtype, out_dt: np.dtype, init: bytes = b"") -> bytes:
-    """What a worker needs to call ``f``: this process's ``sys.path`` (for imports), the dtypes,
-    ``f`` pickled by reference (or by value with cloudpickle, when installed and needed) and the
-    pool's pickled ``(initializer, initargs)`` (empty: none)."""
-    import pickle
-
-    fb = _pickle_callable(f)
-    return pickle.dumps(([p for p in sys.path if isinstance(p, str)], in_dt.str, out_dt.str, fb, init))
-
-
-def _pickle_callable(f: Any) -> bytes:
-    """``f`` (a callable, or a tuple holding callables) pickled by reference, or by value with
-    cloudpickle where ``pickle`` cannot (lambdas, closures, functions of ``__main__``)."""
-    import pickle
-
-    try:
-        fb = pickle.dumps(f)
-    except (pickle.PicklingError, AttributeError, TypeError) as e:
-        try:
-            import cloudpickle  # type: ignore[import-not-found]
-        except ImportError:
-            raise TypeError(
-                f"cannot send {f!r} to the workers: it is not importable by name ({e}); "
-                "define it at the top level of a module, or install cloudpickle"
-            ) from None
-        fb = cloudpickle.dumps(f)
-    else:
-        mod = getattr(f[0] if isinstance(f, tuple) and f else f, "__module__", None)
-        if mod == "__main__":
-            try:
-                import cloudpickle  # type: ignore[import-not-found]
-
-                fb = cloudpickle.dumps(f)
-            except ImportError:
-                raise TypeError(
-                    f"cannot send {f!r} to the workers: functions of __main__ are not importable "
-                    "there; define it in a module, or install cloudpickle"
-                ) from None
-    return fb
-
-
-# A worker's failure message (python/src/failure.rs): an optional first line, _PICKLED and the
-# base85 pickle of the exception; else "Type: message"; then _SEP and the innermost frames.
-_PICKLED = "\x01"
-_SEP = "\x02"
-
-
-def _unpickle_exception(line: str) -> tuple[Optional[BaseException], str]:
-    """The exception a worker pickled into ``line`` (after its marker), or None and why it does
-    not unpickle here (its class is not importable in this process...)."""
-    import base64
-    import pickle
-
-    try:
-        err = pickle.loads(base64.b85decode(line[len(_PICKLED) :]))
-    except Exception as e:
-        return None, f"{type(e).__name__}: {e}"
-    if not isinstance(err, Exception):
-        return None, f"not an Exception: {type(err).__name__}"
-    return err, ""
-
-
-def _key(text: str) -> object:
-    """The key of a ``KeyError`` from its ``str`` (the key's repr), when it is a literal."""
-    import ast
-
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return text
-
-
-def _rebuild(e: KernelError) -> BaseException:
-    """The exception a callable raised in a worker, rebuilt: the same type and args when it
-    pickles (as ``multiprocessing`` sends exceptions back), else a built-in exception type with
-    its message, else :class:`KernelError`; each carries ``range`` and the worker's traceback
-    (``worker_traceback``, truncated: the engine carries 192 bytes of failure message)."""
-    import builtins
-
-    detail = getattr(e, "detail", str(e))
-    rng = getattr(e, "range", None)
-    err: Optional[BaseException] = None
-    head, _, tb = detail.partition(_SEP)
-    if head.startswith(_PICKLED):
-        err, why = _unpickle_exception(head.rstrip("\n"))
-        head = f"an exception that does not unpickle in this process ({why})"
-    elif _SEP in detail:
-        name, colon, msg = head.partition(": ")
-        cls = getattr(builtins, name, None) if colon else None
-        if isinstance(cls, type) and issubclass(cls, Exception):
-            try:
-                err = cls(_key(msg) if issubclass(cls, KeyError) else msg)
-            except Exception:
-                err = None
-    detail = f"{head}\n{tb}"
-    if err is None:
-        err = KernelError(f"{head} (in the kernel, on index range {rng})", range=rng, detail=detail)
-    try:
-        err.range = rng  # type: ignore[attr-defined]
-        err.worker_traceback = tb  # type: ignore[attr-defined]
-    except AttributeError:
-        pass  # an exception type that takes no attributes
-    return err
 
 
 class _ProgressLines:
