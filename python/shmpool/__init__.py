@@ -327,9 +327,10 @@ class Pool:
         protocol: the GIL, ``os.register_at_fork`` callbacks) and see its state.
 
         A worker killed inside ``f`` is replaced and its chunk redone (after ``max_attempts``
-        deaths: :class:`WorkerCrashed`); an exception raised by ``f`` is raised here with its type
-        and message when it is a built-in exception (else :class:`KernelError`), with the chunk's
-        ``range`` attribute; ``chunk_timeout`` kills a hung ``f``. ``f`` must not keep a reference
+        deaths: :class:`WorkerCrashed`); an exception raised by ``f`` is raised here as itself
+        (pickled in the worker: same type and args) when it pickles, else rebuilt from its
+        message when its type is built in, else as :class:`KernelError`, with the chunk's
+        ``range`` and the innermost frames of its traceback (``worker_traceback``); ``chunk_timeout`` kills a hung ``f``. ``f`` must not keep a reference
         to its chunk views after returning: a worker where one survives exits (a crash).
         """
         self._check()
@@ -379,7 +380,10 @@ class Pool:
     ) -> "concurrent.futures.Future[np.ndarray]":
         """``apply_async``: starts ``map(f, a, out, dtype=dtype)`` and returns a
         ``concurrent.futures.Future`` of its result at once. Several submitted maps share the
-        workers (the engine serves maps from many threads at once)."""
+        workers (the engine serves maps from many threads at once). The maps wait on daemon
+        threads: the interpreter's exit does not wait for them (the pool's finalizer terminates
+        the workers). Ctrl-C while waiting in ``result()`` terminates the pool, as during
+        :meth:`map`."""
         self._check()
         if self._state != "running":
             raise PoolClosed("Pool not running: it was closed or terminated")
@@ -432,7 +436,9 @@ class Pool:
     ) -> "Iterator[np.ndarray]":
         """``map(f, batch)`` for each array of the iterable ``batches``, results in order, with
         at most ``in_flight`` batches (default: the number of workers) submitted ahead: the
-        iterable is consumed lazily and memory stays bounded."""
+        iterable is consumed lazily and memory stays bounded. Leaving the loop early (``break``,
+        an exception, closing the generator) cancels the batches not started and returns at once;
+        those in flight finish in the workers and their results are dropped."""
         return self._batches(f, batches, dtype, in_flight, True)
 
     def imap_unordered(
