@@ -96,7 +96,7 @@ def _rebuild(e: KernelError) -> BaseException:
     if head.startswith(_PICKLED):
         err, why = _unpickle_exception(head.rstrip("\n"))
         head = f"an exception that does not unpickle in this process ({why})"
-    elif _SEP in detail:
+    else:  # type and message as text (the message may be truncated, with no frames after it)
         name, colon, msg = head.partition(": ")
         cls = getattr(builtins, name, None) if colon else None
         if isinstance(cls, type) and issubclass(cls, Exception):

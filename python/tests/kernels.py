@@ -138,3 +138,11 @@ def kill_once_add_state(x: np.ndarray, out: np.ndarray) -> None:
         return
     os.close(fd)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def raise_file_not_found(x: np.ndarray, out: np.ndarray) -> None:
+    raise FileNotFoundError(2, "No such file or directory", "/nonexistent")
+
+
+def raise_long_message(x: np.ndarray, out: np.ndarray) -> None:
+    raise ValueError("long " * 100)
