@@ -196,7 +196,10 @@ def numpy_without_simd(code: str) -> np.ndarray:
     import subprocess
     import sys
 
-    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy 1.x
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__  # type: ignore[no-redef]
 
     targets = [t for t in __cpu_dispatch__ if __cpu_features__.get(t)]
     env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=" ".join(targets))
