@@ -134,7 +134,8 @@ fn reduce_pass(
     for first in (0..blocks).step_by(round.max(1)) {
         let last = (first + round).min(blocks);
         let per = (last - first).div_ceil(threads);
-        let parts: Vec<shmpool::kernel::expr::Result<Vec<Reducer>>> = py.detach(|| {
+        type Joined = std::thread::Result<shmpool::kernel::expr::Result<Vec<Reducer>>>;
+        let parts: Vec<Joined> = py.detach(|| {
             std::thread::scope(|s| {
                 let handles: Vec<_> = (first..last)
                     .step_by(per)
@@ -143,10 +144,12 @@ fn reduce_pass(
                         s.spawn(move || reduce_blocks(start, p, ins, b0..b1, n, osz))
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Ok(Vec::new()))).collect()
+                handles.into_iter().map(|h| h.join()).collect()
             })
         });
         for part in parts {
+            // A panic of the evaluator (a bug) is reported, never a result missing its blocks.
+            let part = part.map_err(|_| PyRuntimeError::new_err("a reduction thread panicked"))?;
             for r in part.map_err(|e| to_py(py, e))? {
                 match joined.as_mut() {
                     None => joined = Some(r),
