@@ -71,7 +71,14 @@ pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
     let (rewritten, found) = extract_reductions(&sized).map_err(py_err)?;
     let mut reductions = Vec::with_capacity(found.len());
     let mut consts = Vec::with_capacity(found.len());
-    for (k, (kind, inner)) in found.into_iter().enumerate() {
+    for (k, call) in found.into_iter().enumerate() {
+        if let Some(axis) = call.axis {
+            return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
+                "{}(..., axis={axis}): shmpool.evaluate reduces whole arrays only; use `shmpool reduce` or numpy for axis reductions",
+                call.reduction.name()
+            )));
+        }
+        let (kind, inner) = (call.reduction, call.inner);
         let p = part(&inner, inputs, &dtypes, &[])?;
         consts.push((format!("{REDUCTION_PREFIX}{k}"), kind.result_dtype(p.program.output_dtype())));
         reductions.push((kind, p));

@@ -131,3 +131,9 @@ def test_reduction_errors_are_typed():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert shmpool.evaluate("count_nonzero(x > 4)", x=x) == 5
+
+
+def test_axis_reductions_are_refused_with_a_pointer_to_the_cli():
+    x = np.arange(12.0).reshape(3, 4)
+    with pytest.raises(NotImplementedError, match="axis=1"):
+        shmpool.evaluate("sum(x, axis=1)", x=x)
