@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use shmpool::cli::MapArgs;
 use shmpool_mpi::{MapJob, Progress, EXIT_FAILURE, EXIT_USAGE};
 
 /// shmpool over MPI: every rank maps its slice of a .npy file with a local pool of worker
@@ -26,45 +27,42 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Map an expression over a memory-mapped .npy file with every rank (zero-copy).
+    #[command(after_help = shmpool::cli::functions_help())]
     Map(MapArgs),
 }
 
-/// The arguments of `shmpool map INPUT`, with the same names, meanings and defaults.
-#[derive(Debug, clap::Args)]
-struct MapArgs {
-    /// Input .npy file (memory-mapped, read in place), on a filesystem every rank sees.
-    input: PathBuf,
-    /// Output .npy file: written under a hidden temporary name in its directory and renamed
-    /// to its name by rank 0 only when every rank succeeded, with `np.save`'s permissions.
-    #[arg(short = 'o', long)]
-    output: Option<PathBuf>,
-    /// Expression over `x` (element) and `i` (global flat index, int64) with numpy's
-    /// semantics: types and promotion (NEP 50), integer arithmetic, comparisons giving bool. A
-    /// value starting with '-' is an expression (`--expr '-x**2'`). Required.
-    #[arg(long, allow_hyphen_values = true)]
-    expr: Option<String>,
-    /// Output dtype as numpy spells it (float64, f8, <i8, uint8, u1, bool...). Default: numpy's
-    /// result type for the expression; otherwise the result is cast as numpy's astype.
-    #[arg(long)]
-    dtype: Option<String>,
-    /// Worker processes per rank (default: this machine's cores divided among its ranks). A
-    /// rank never starts more workers than it can use: one per 65,536 elements of its slice.
-    #[arg(short = 'j', long)]
-    jobs: Option<usize>,
-    /// Elements per chunk (default: adaptive).
-    #[arg(long)]
-    chunk_len: Option<usize>,
-    /// Report progress across all ranks on rank 0 even when stderr is not a terminal: plain
-    /// lines with percent, elements/s and ETA about once a second; a terminal gets the bar.
-    #[arg(long, conflicts_with = "quiet")]
-    progress: bool,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
-    /// Allow the output to replace the input (written aside, renamed over it on success; the
-    /// input's mode is kept). The one input is `x`: `--in-place` and `--in-place=x` are the same.
-    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "x")]
-    in_place: Option<String>,
+/// The one input of a map over ranks: a bare path, or `x=PATH`. Several inputs (`a=a.npy
+/// b=b.npy`) are `shmpool map`'s alone: over ranks every worker would have to map every input
+/// and the reductions of an expression (`x - mean(x)`) would need a collective of their own.
+fn one_input(inputs: &[String]) -> Result<PathBuf, String> {
+    let named = |r: &String| {
+        r.split_once('=')
+            .filter(|(n, _)| shmpool::kernel::expr::parse::check_input_name(n).is_ok())
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+    };
+    match inputs {
+        [] => Err("map needs an INPUT .npy file (shmpool-mpi has no built-in dataset)".into()),
+        [one] => match named(one) {
+            None => Ok(PathBuf::from(one)),
+            Some((n, p)) if n == "x" => Ok(PathBuf::from(p)),
+            Some((n, _)) => {
+                Err(format!("shmpool-mpi maps one input, x: name it x (x=PATH) or give a bare path, not '{n}'"))
+            }
+        },
+        _ => Err("shmpool-mpi maps one input, x: several named inputs (NAME=PATH ...) are shmpool map's only".into()),
+    }
+}
+
+/// Asks Open MPI to yield the core in its blocking calls (`MPI_Init`'s exchange, collectives,
+/// `MPI_Finalize`) instead of polling it (`mpi_yield_when_idle`), unless the user chose: a rank
+/// shares its node's cores with its own workers and the other ranks' (Open MPI yields by itself
+/// only when it knows the node is oversubscribed, and it counts ranks, not workers). Read at
+/// `MPI_Init`, so set before it, while this process has no other thread.
+fn yield_when_idle() {
+    const YIELD: &str = "OMPI_MCA_mpi_yield_when_idle";
+    if std::env::var_os(YIELD).is_none() {
+        std::env::set_var(YIELD, "1");
+    }
 }
 
 /// This process's rank as mpirun announces it before `MPI_Init` (0 when not under mpirun).
@@ -141,6 +139,10 @@ fn main() {
     if args.jobs == Some(0) {
         usage("-j must be at least 1");
     }
+    let input = match one_input(&args.inputs) {
+        Ok(p) => p,
+        Err(message) => usage(&message),
+    };
     let Some(output) = args.output.clone() else { usage("map INPUT needs -o OUTPUT.npy") };
     let Some(expr) = args.expr.clone() else {
         usage("map INPUT needs --expr EXPRESSION (e.g. --expr 'sqrt(x) * 1.5 + 0.25'; see --help)")
@@ -148,15 +150,16 @@ fn main() {
     if args.in_place.as_deref().is_some_and(|n| n != "x") {
         usage("shmpool-mpi maps one input, x: --in-place takes no other name");
     }
+    yield_when_idle();
     if let Err(e) = stop_on_signals() {
         eprintln!("shmpool-mpi: error: {e}");
         std::process::exit(EXIT_FAILURE);
     }
-    let code = run(args, output, expr);
+    let code = run(args, input, output, expr);
     std::process::exit(code);
 }
 
-fn run(args: MapArgs, output: PathBuf, expr: String) -> i32 {
+fn run(args: MapArgs, input: PathBuf, output: PathBuf, expr: String) -> i32 {
     let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
         eprintln!("shmpool-mpi: error: MPI was already initialised");
         return EXIT_FAILURE;
@@ -166,7 +169,7 @@ fn run(args: MapArgs, output: PathBuf, expr: String) -> i32 {
     use mpi::traits::Communicator;
     let rank = world.rank();
     let job = MapJob {
-        input: args.input.clone(),
+        input,
         output: output.clone(),
         expr,
         dtype: args.dtype.clone(),
