@@ -26,8 +26,12 @@ pub struct MapJob {
     pub workers: Option<usize>,
     /// Elements per chunk; `None`: adaptive.
     pub chunk_len: Option<usize>,
-    /// Allow the output to replace the input.
+    /// Allow the output to replace the input (with `inputs`, the one input it is).
     pub in_place: bool,
+    /// Named inputs for an expression over several arrays (`shmpool map a=a.npy b=b.npy`),
+    /// broadcast as numpy's; one of them must have the output's shape. Empty: the one input
+    /// `input`, named `x` (then `input` is the only one; with `inputs`, `input` is not used).
+    pub inputs: Vec<(String, PathBuf)>,
 }
 
 impl MapJob {
@@ -41,6 +45,7 @@ impl MapJob {
             workers: None,
             chunk_len: None,
             in_place: false,
+            inputs: Vec::new(),
         }
     }
 }
@@ -59,6 +64,10 @@ impl MapJob {
         field(self.expr.as_bytes());
         field(self.dtype.as_deref().unwrap_or("\0none").as_bytes());
         field(&[u8::from(self.in_place)]);
+        for (name, path) in &self.inputs {
+            field(name.as_bytes());
+            field(path.as_os_str().as_encoded_bytes());
+        }
         f
     }
 }
@@ -104,24 +113,115 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// The input, opened and checked, and the kernel compiled for it.
 pub(crate) struct Prepared {
+    /// The input of the output's shape, which the map runs over.
     pub(crate) src: NpyArray,
+    /// Its path (to tell, after a failure, whether it changed during the map).
+    pub(crate) src_path: PathBuf,
     pub(crate) spec: KernelSpec,
     pub(crate) out_dtype: Dtype,
+    /// The other inputs, open as long as the kernel may read them (`KernelSpec::expr_files`).
+    _others: Vec<NpyArray>,
 }
 
+/// Opens an input under the contract of `shmpool-mpi`.
 #[allow(unsafe_code)]
+fn open_input(path: &Path) -> Result<NpyArray> {
+    // SAFETY: the documented contract of shmpool-mpi, as of `shmpool map` and
+    // `np.load(mmap_mode='r')`: nobody truncates or rewrites an input during the map. The
+    // mapping is read-only; `in_place` writes a new file and renames it over the input only
+    // after every rank has finished.
+    Ok(unsafe { NpyArray::open(path) }?)
+}
+
+fn expr_error(e: shmpool::kernel::expr::Error) -> Error {
+    Error::Engine(e.into())
+}
+
 pub(crate) fn prepare(job: &MapJob) -> Result<Prepared> {
     let out_dtype = job.dtype.as_deref().map(str::parse::<Dtype>).transpose().map_err(shmpool::Error::from)?;
-    Program::check_syntax(&job.expr).map_err(shmpool::Error::from)?; // before opening anything
-                                                                     // SAFETY: the documented contract of shmpool-mpi, as of `shmpool map` and
-                                                                     // `np.load(mmap_mode='r')`: nobody truncates or rewrites the input during the map. The
-                                                                     // mapping is read-only; `in_place` writes a new file and renames it over the input only
-                                                                     // after every rank has finished.
-    let src = unsafe { NpyArray::open(&job.input) }?;
-    let program = Program::compile_for(&job.expr, src.dtype()).map_err(shmpool::Error::from)?;
+    refuse_reductions(&job.expr)?; // before opening anything
+    if !job.inputs.is_empty() {
+        return prepare_named(job, out_dtype);
+    }
+    Program::check_syntax(&job.expr).map_err(expr_error)?;
+    let src = open_input(&job.input)?;
+    let program = Program::compile_for(&job.expr, src.dtype()).map_err(expr_error)?;
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     let spec = KernelSpec::expr_for(&program, src.dtype(), out_dtype)?;
-    Ok(Prepared { src, spec, out_dtype })
+    Ok(Prepared { src, src_path: job.input.clone(), spec, out_dtype, _others: Vec::new() })
+}
+
+/// Reductions (`x - mean(x)`) and sizes (`size(x)`): `shmpool map` computes them first over
+/// the whole input; over ranks that would be a map-reduce of its own (a collective per
+/// reduction) before the map. Not done: refused before any file is opened.
+fn refuse_reductions(expr: &str) -> Result<()> {
+    use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes};
+    let reduces = matches!(extract_reductions(expr), Ok((_, r)) if !r.is_empty());
+    if reduces || substitute_sizes(expr, &[]).is_err() {
+        return Err(Error::Usage(
+            "shmpool-mpi maps element by element: reductions (sum, mean, ...) and size() in a map are shmpool map's only"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Several named inputs, as `shmpool map a=a.npy b=b.npy` checks and compiles them: names
+/// before files, then the broadcast shape, the input of that shape (the one mapped over) and
+/// the output that may replace an input.
+fn prepare_named(job: &MapJob, out_dtype: Option<Dtype>) -> Result<Prepared> {
+    let names: Vec<&str> = job.inputs.iter().map(|(n, _)| n.as_str()).collect();
+    let used = Program::variables(&job.expr).map_err(expr_error)?;
+    if let Some(u) = used.iter().find(|u| !names.contains(&u.as_str())) {
+        return Err(Error::Usage(format!("the expression uses '{u}', which is not an input ({})", names.join(", "))));
+    }
+    if let Some(n) = names.iter().find(|n| !used.iter().any(|u| u == *n)) {
+        return Err(Error::Usage(format!("input '{n}' is not used by the expression")));
+    }
+    let mut arrays = job.inputs.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>>>()?;
+    let typed: Vec<(&str, Dtype)> = names.iter().zip(&arrays).map(|(n, a)| (*n, a.dtype())).collect();
+    let program = Program::compile_inputs(&job.expr, &typed).map_err(expr_error)?;
+    let shapes: Vec<&[u64]> = arrays.iter().map(NpyArray::shape).collect();
+    let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes).map_err(expr_error)?;
+    let main = arrays.iter().position(|a| a.shape() == out_shape.as_slice()).ok_or_else(|| {
+        Error::Usage(format!(
+            "no input has the broadcast shape {out_shape:?}: shmpool maps over an input of the output's shape (a gap)"
+        ))
+    })?;
+    let out_dtype = out_dtype.unwrap_or(program.output_dtype());
+    check_replaced(job, &arrays, out_dtype, &out_shape)?;
+    let files: Vec<(&Path, &NpyArray)> = job.inputs.iter().map(|(_, p)| p.as_path()).zip(&arrays).collect();
+    // SAFETY: the arrays outlive every map with this kernel: `Prepared` keeps them (`src` and
+    // `_others`) for as long as it holds the kernel, and they were opened under the contract
+    // of `open_input`.
+    #[allow(unsafe_code)]
+    let spec = unsafe { KernelSpec::expr_files(&program, &files, &[], main, out_dtype) }?;
+    let src = arrays.swap_remove(main);
+    Ok(Prepared { src, src_path: job.inputs[main].1.clone(), spec, out_dtype, _others: arrays })
+}
+
+/// An output that is one of the named inputs: allowed with `in_place` when it has that
+/// input's shape and dtype (as `shmpool map --in-place=NAME`).
+fn check_replaced(job: &MapJob, arrays: &[NpyArray], out_dtype: Dtype, out_shape: &[u64]) -> Result<()> {
+    for ((name, path), a) in job.inputs.iter().zip(arrays) {
+        if !same_file(path, &job.output) {
+            continue;
+        }
+        if !job.in_place {
+            return Err(Error::Usage(format!(
+                "output {} is the input {name}: pass --in-place={name} to replace it",
+                job.output.display()
+            )));
+        }
+        if a.shape() != out_shape || a.dtype() != out_dtype {
+            return Err(Error::Usage(format!(
+                "--in-place={name}: the output ({out_dtype}, shape {out_shape:?}) cannot replace the input ({}, shape {:?})",
+                a.dtype(),
+                a.shape()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Rank 0's checks, in `shmpool map`'s order and with its messages.
@@ -138,7 +238,7 @@ pub(crate) fn check_arguments(job: &MapJob) -> Result<()> {
             source: std::io::Error::from_raw_os_error(libc::ENOENT),
         }));
     }
-    if same_file(&job.input, &job.output) && !job.in_place {
+    if job.inputs.is_empty() && same_file(&job.input, &job.output) && !job.in_place {
         return Err(Error::Usage(format!(
             "output {} is the input; pass --in-place to replace it",
             job.output.display()

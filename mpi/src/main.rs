@@ -31,26 +31,38 @@ enum Command {
     Map(MapArgs),
 }
 
-/// The one input of a map over ranks: a bare path, or `x=PATH`. Several inputs (`a=a.npy
-/// b=b.npy`) are `shmpool map`'s alone: over ranks every worker would have to map every input
-/// and the reductions of an expression (`x - mean(x)`) would need a collective of their own.
-fn one_input(inputs: &[String]) -> Result<PathBuf, String> {
-    let named = |r: &String| {
-        r.split_once('=')
-            .filter(|(n, _)| shmpool::kernel::expr::parse::check_input_name(n).is_ok())
-            .map(|(n, p)| (n.to_string(), p.to_string()))
-    };
-    match inputs {
-        [] => Err("map needs an INPUT .npy file (shmpool-mpi has no built-in dataset)".into()),
-        [one] => match named(one) {
-            None => Ok(PathBuf::from(one)),
-            Some((n, p)) if n == "x" => Ok(PathBuf::from(p)),
-            Some((n, _)) => {
-                Err(format!("shmpool-mpi maps one input, x: name it x (x=PATH) or give a bare path, not '{n}'"))
-            }
-        },
-        _ => Err("shmpool-mpi maps one input, x: several named inputs (NAME=PATH ...) are shmpool map's only".into()),
+/// The inputs, as `shmpool map` reads them: a bare path is `x`, `NAME=PATH` names an input
+/// (a prefix before `=` that can name an input names it; anything else is a path). One bare
+/// path: the job's `input`; otherwise its named `inputs`.
+fn parse_inputs(raw: &[String]) -> Result<(PathBuf, Vec<(String, PathBuf)>), String> {
+    let mut named: Vec<(Option<String>, PathBuf)> = Vec::new();
+    for r in raw {
+        let name = r.split_once('=').filter(|(n, _)| shmpool::kernel::expr::parse::check_input_name(n).is_ok());
+        named.push(match name {
+            Some((n, p)) => (Some(n.to_string()), PathBuf::from(p)),
+            None => (None, PathBuf::from(r)),
+        });
     }
+    match named.as_slice() {
+        [] => Err("map needs an INPUT .npy file (shmpool-mpi has no built-in dataset)".into()),
+        [(None, p)] => Ok((p.clone(), Vec::new())),
+        _ if named.iter().filter(|(n, _)| n.is_none()).count() > 1 => {
+            Err("several inputs need names: NAME=PATH (a bare path is x)".into())
+        }
+        _ => Ok((PathBuf::new(), named.into_iter().map(|(n, p)| (n.unwrap_or_else(|| "x".into()), p)).collect())),
+    }
+}
+
+/// Whether two paths name one file (or, for one that does not exist yet, one place).
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let canon = |p: &std::path::Path| -> Option<PathBuf> {
+        if let Ok(c) = p.canonicalize() {
+            return Some(c);
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        Some(parent.canonicalize().ok()?.join(p.file_name()?))
+    };
+    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// Asks Open MPI to yield the core in its blocking calls (`MPI_Init`'s exchange, collectives,
@@ -139,27 +151,34 @@ fn main() {
     if args.jobs == Some(0) {
         usage("-j must be at least 1");
     }
-    let input = match one_input(&args.inputs) {
-        Ok(p) => p,
+    let (input, inputs) = match parse_inputs(&args.inputs) {
+        Ok(i) => i,
         Err(message) => usage(&message),
     };
     let Some(output) = args.output.clone() else { usage("map INPUT needs -o OUTPUT.npy") };
     let Some(expr) = args.expr.clone() else {
         usage("map INPUT needs --expr EXPRESSION (e.g. --expr 'sqrt(x) * 1.5 + 0.25'; see --help)")
     };
-    if args.in_place.as_deref().is_some_and(|n| n != "x") {
-        usage("shmpool-mpi maps one input, x: --in-place takes no other name");
+    if args.in_place.as_deref().is_some_and(|n| inputs.is_empty() && n != "x") {
+        usage("--in-place names an input: the one input here is x");
+    }
+    // The output that is a named input other than the one --in-place names, as `shmpool map`
+    // refuses it (the job itself only knows whether replacing is allowed).
+    if let (Some(n), Some((k, _))) = (args.in_place.as_deref(), inputs.iter().find(|(_, p)| same_path(p, &output))) {
+        if k != n {
+            usage(&format!("output {} is the input {k}: pass --in-place={k} to replace it", output.display()));
+        }
     }
     yield_when_idle();
     if let Err(e) = stop_on_signals() {
         eprintln!("shmpool-mpi: error: {e}");
         std::process::exit(EXIT_FAILURE);
     }
-    let code = run(args, input, output, expr);
+    let code = run(args, (input, inputs), output, expr);
     std::process::exit(code);
 }
 
-fn run(args: MapArgs, input: PathBuf, output: PathBuf, expr: String) -> i32 {
+fn run(args: MapArgs, (input, inputs): (PathBuf, Vec<(String, PathBuf)>), output: PathBuf, expr: String) -> i32 {
     let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
         eprintln!("shmpool-mpi: error: MPI was already initialised");
         return EXIT_FAILURE;
@@ -176,6 +195,7 @@ fn run(args: MapArgs, input: PathBuf, output: PathBuf, expr: String) -> i32 {
         workers: args.jobs,
         chunk_len: args.chunk_len,
         in_place: args.in_place.is_some(),
+        inputs,
     };
     let terminal = stderr_reaches_a_terminal();
     let show = rank == 0 && !args.quiet && (args.progress || terminal);

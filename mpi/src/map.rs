@@ -57,7 +57,7 @@ pub fn map_npy<C: Communicator>(comm: &C, job: &MapJob, progress: Option<&mut dy
     let mut ann = announce(&comm, job, progress.is_some())?;
     let Setup { p, part, local, pool } = set_up(&comm, job, &mut ann, node_ranks)?;
     let mut reporter = Reporter::new(&comm, ann.reporting, p.src.len(), progress);
-    let own = map_slice(job, &p, part, &local, pool.as_ref(), one_node, &mut reporter).err();
+    let own = map_slice(&p, part, &local, pool.as_ref(), one_node, &mut reporter).err();
     reporter.finish(if own.is_none() { local.len() } else { reporter.mine() });
     drop(pool);
     #[cfg(feature = "testing")]
@@ -216,7 +216,6 @@ fn build_pool(job: &MapJob, n: usize, node_ranks: usize) -> Result<Pool> {
 /// Step 3: this rank maps its slice in place (reporting progress as it goes) and, when the
 /// ranks span several nodes, writes its part back.
 fn map_slice(
-    job: &MapJob,
     p: &Prepared,
     mut part: NpyOutput,
     local: &std::ops::Range<usize>,
@@ -226,7 +225,7 @@ fn map_slice(
 ) -> Result<()> {
     let result = match pool {
         None => Ok(()),
-        Some(pool) => map_range(job, p, &mut part, local, pool, reporter),
+        Some(pool) => map_range(p, &mut part, local, pool, reporter),
     };
     #[cfg(feature = "testing")]
     hooks::after_map(reporter.rank());
@@ -240,7 +239,6 @@ fn map_slice(
 }
 
 fn map_range(
-    job: &MapJob,
     p: &Prepared,
     part: &mut NpyOutput,
     local: &std::ops::Range<usize>,
@@ -257,14 +255,14 @@ fn map_range(
         hooks::mid_map(reporter.rank(), pool);
         reporter.tick(done);
     };
-    let size_before = std::fs::metadata(&job.input).map(|m| m.len()).ok();
+    let size_before = std::fs::metadata(&p.src_path).map(|m| m.len()).ok();
     pool.map_npy_range(&p.src, part, local.clone(), spec, Some(&mut tick)).map_err(|e| {
         // A worker that cannot read its chunk of a file that shrank under it dies: say what
         // happened to the input, as `shmpool map` does.
-        let size_now = std::fs::metadata(&job.input).map(|m| m.len()).ok();
+        let size_now = std::fs::metadata(&p.src_path).map(|m| m.len()).ok();
         match size_before {
             Some(was) if size_now != size_before => Error::InputChanged {
-                path: job.input.display().to_string(),
+                path: p.src_path.display().to_string(),
                 now: size_now.map_or("gone".to_string(), |n| format!("{n} bytes")),
                 was,
                 source: e,
