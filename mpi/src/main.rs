@@ -389,3 +389,29 @@ impl Printer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks a command's definition only when it parses (and only in debug builds): a
+    /// clash between the shared `MapArgs` and this binary's own would end every run.
+    #[test]
+    fn the_command_line_definition_is_valid() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn inputs_are_read_as_shmpool_map_reads_them() {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_inputs(&s(&["d/x.npy"])), Ok((PathBuf::from("d/x.npy"), vec![])));
+        // A prefix that cannot name an input is part of the path.
+        assert_eq!(parse_inputs(&s(&["a-b=c.npy"])), Ok((PathBuf::from("a-b=c.npy"), vec![])));
+        assert_eq!(
+            parse_inputs(&s(&["a=a.npy", "b.npy"])),
+            Ok((PathBuf::new(), vec![("a".into(), PathBuf::from("a.npy")), ("x".into(), PathBuf::from("b.npy"))]))
+        );
+        assert!(parse_inputs(&s(&["a.npy", "b.npy"])).is_err());
+        assert!(parse_inputs(&[]).is_err());
+    }
+}

@@ -67,3 +67,26 @@ pub fn functions_help() -> String {
     s.push_str("Constants: pi e inf nan True False. Operators: + - * / // % ** << >> & | ^ ~ < <= > >= == !=");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    /// `shmpool map`'s own struct has the same name as the shared one it flattens: clap's
+    /// argument groups are named after structs, so the shared one names its group itself.
+    #[derive(Debug, clap::Parser)]
+    struct MapArgs {
+        #[command(flatten)]
+        files: super::MapArgs,
+        #[arg(long, default_value_t = 1)]
+        len: usize,
+    }
+
+    #[test]
+    fn flattens_into_a_struct_of_the_same_name() {
+        <MapArgs as clap::CommandFactory>::command().debug_assert();
+        let a = <MapArgs as clap::Parser>::try_parse_from(["map", "a=a.npy", "-o", "o.npy", "--expr", "-a", "-j", "2"])
+            .expect("valid arguments");
+        assert_eq!(a.files.inputs, ["a=a.npy"]);
+        assert_eq!(a.files.expr.as_deref(), Some("-a"));
+        assert_eq!((a.files.jobs, a.len), (Some(2), 1));
+    }
+}
