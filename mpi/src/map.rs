@@ -39,7 +39,7 @@ use crate::{slice_of, Error, MapJob, Mapped, Progress, Result, EXIT_FAILURE};
 /// # Panics
 ///
 /// Never on user input. A rank that dies stops the job through mpirun; install
-/// [`abort_on_panic`] so that a panic does too.
+/// [`abort_on_panic`](crate::abort_on_panic) so that a panic does too.
 pub fn map_npy<C: Communicator>(comm: &C, job: &MapJob, progress: Option<&mut dyn FnMut(Progress)>) -> Result<Mapped> {
     require_intra(comm)?;
     // Ranks arrive at different times (start-up, the caller's own work): waiting for them in
