@@ -92,3 +92,23 @@ fn named_inputs_that_do_not_match_the_expression_are_refused_as_shmpool_map_refu
     let (pa, pb) = (d.s("a.npy"), d.s("b.npy"));
     refused(&d, 2, &["map", &pa, &pb, "-o", &out, "--expr", "x"], "several inputs need names", &keep);
 }
+
+#[test]
+fn in_place_replaces_the_named_input_and_only_the_one_it_names() {
+    let d = Dir::new();
+    let fill = |name: &str| save(&d.path(name), Dtype::F64, &[50, 4], |k| k as f64 * 0.5);
+    fill("a.npy");
+    fill("ref.npy");
+    save(&d.path("b.npy"), Dtype::F64, &[4], |k| k as f64 + 1.0);
+    let b = format!("b={}", d.s("b.npy"));
+    let reference = format!("a={}", d.s("ref.npy"));
+    shmpool_map(&[&reference, &b, "-o", &d.s("ref.npy"), "--in-place=a", "--expr", "a * b + i"]);
+    let a = format!("a={}", d.s("a.npy"));
+    let wrong = mpirun(&d, 2, &["map", &a, &b, "-o", &d.s("a.npy"), "--in-place=b", "--expr", "a * b + i"]);
+    assert_eq!(wrong.status.code(), Some(2), "{}", text(&wrong));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("pass --in-place=a"), "{}", text(&wrong));
+    let o = mpirun(&d, 2, &["map", &a, &b, "-o", &d.s("a.npy"), "--in-place=a", "--expr", "a * b + i"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read(d.path("a.npy")).unwrap() == std::fs::read(d.path("ref.npy")).unwrap());
+    assert_eq!(d.debris(&["a.npy", "b.npy", "ref.npy"]), Vec::<String>::new(), "debris left");
+}
