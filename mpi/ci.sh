@@ -26,8 +26,9 @@ cargo build -p shmpool --bin shmpool
 SHMPOOL_BIN="$(pwd)/target/debug/shmpool"
 export SHMPOOL_BIN
 
-# cli, messages, output_names, progress (byte-identical outputs, bad input, shmpool map's
-# messages), library and library_misuse (communicators, scatter/gather, misuse), faults,
+# cli, inputs, messages, output_names, progress (byte-identical outputs, named inputs, bad input, shmpool map's
+# messages), library and library_misuse (communicators, scatter/gather, misuse), waits (a rank
+# that waits for another sleeps), faults,
 # setup_faults and launcher_faults (SIGKILLed, panicking and bound ranks, signalled mpirun;
 # need the test hooks) and hosts (two ranks on two emulated hosts: network namespaces, an rsh
 # agent stand-in). Every job runs under a watchdog (`timeout`): a hang fails, never waits.

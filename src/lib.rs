@@ -217,6 +217,10 @@ macro_rules! u32_enum {
 }
 
 mod array;
+/// The arguments of `map` over `.npy` files, shared by `shmpool map` and `shmpool-mpi map`.
+#[cfg(feature = "args")]
+#[path = "cli/args.rs"]
+pub mod cli;
 pub mod diagnostics;
 /// numpy's element types live in the leaf crate `shmpool-dtype`, shared with the expression
 /// compiler (which must not depend on the engine, nor the engine on it without `expr`).

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use shmpool::cli::MapArgs;
 use shmpool_mpi::{MapJob, Progress, EXIT_FAILURE, EXIT_USAGE};
 
 /// shmpool over MPI: every rank maps its slice of a .npy file with a local pool of worker
@@ -28,45 +29,54 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Map an expression over a memory-mapped .npy file with every rank (zero-copy).
+    #[command(after_help = shmpool::cli::functions_help())]
     Map(MapArgs),
 }
 
-/// The arguments of `shmpool map INPUT`, with the same names, meanings and defaults.
-#[derive(Debug, clap::Args)]
-struct MapArgs {
-    /// Input .npy file (memory-mapped, read in place), on a filesystem every rank sees.
-    input: PathBuf,
-    /// Output .npy file: written under a hidden temporary name in its directory and renamed
-    /// to its name by rank 0 only when every rank succeeded, with `np.save`'s permissions.
-    #[arg(short = 'o', long)]
-    output: Option<PathBuf>,
-    /// Expression over `x` (element) and `i` (global flat index, int64) with numpy's
-    /// semantics: types and promotion (NEP 50), integer arithmetic, comparisons giving bool. A
-    /// value starting with '-' is an expression (`--expr '-x**2'`). Required.
-    #[arg(long, allow_hyphen_values = true)]
-    expr: Option<String>,
-    /// Output dtype as numpy spells it (float64, f8, <i8, uint8, u1, bool...). Default: numpy's
-    /// result type for the expression; otherwise the result is cast as numpy's astype.
-    #[arg(long)]
-    dtype: Option<String>,
-    /// Worker processes per rank (default: this machine's cores divided among its ranks). A
-    /// rank never starts more workers than it can use: one per 65,536 elements of its slice.
-    #[arg(short = 'j', long)]
-    jobs: Option<usize>,
-    /// Elements per chunk (default: adaptive).
-    #[arg(long)]
-    chunk_len: Option<usize>,
-    /// Report progress across all ranks on rank 0 even when stderr is not a terminal: plain
-    /// lines with percent, elements/s and ETA about once a second; a terminal gets the bar.
-    #[arg(long, conflicts_with = "quiet")]
-    progress: bool,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
-    /// Allow the output to replace the input (written aside, renamed over it on success; the
-    /// input's mode is kept). The one input is `x`: `--in-place` and `--in-place=x` are the same.
-    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "x")]
-    in_place: Option<String>,
+/// The inputs, as `shmpool map` reads them: a bare path is `x`, `NAME=PATH` names an input
+/// (a prefix before `=` that can name an input names it; anything else is a path). One bare
+/// path: the job's `input`; otherwise its named `inputs`.
+fn parse_inputs(raw: &[String]) -> Result<(PathBuf, Vec<(String, PathBuf)>), String> {
+    let mut named: Vec<(Option<String>, PathBuf)> = Vec::new();
+    for r in raw {
+        let name = r.split_once('=').filter(|(n, _)| shmpool::kernel::expr::parse::check_input_name(n).is_ok());
+        named.push(match name {
+            Some((n, p)) => (Some(n.to_string()), PathBuf::from(p)),
+            None => (None, PathBuf::from(r)),
+        });
+    }
+    match named.as_slice() {
+        [] => Err("map needs an INPUT .npy file (shmpool-mpi has no built-in dataset)".into()),
+        [(None, p)] => Ok((p.clone(), Vec::new())),
+        _ if named.iter().filter(|(n, _)| n.is_none()).count() > 1 => {
+            Err("several inputs need names: NAME=PATH (a bare path is x)".into())
+        }
+        _ => Ok((PathBuf::new(), named.into_iter().map(|(n, p)| (n.unwrap_or_else(|| "x".into()), p)).collect())),
+    }
+}
+
+/// Whether two paths name one file (or, for one that does not exist yet, one place).
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let canon = |p: &std::path::Path| -> Option<PathBuf> {
+        if let Ok(c) = p.canonicalize() {
+            return Some(c);
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        Some(parent.canonicalize().ok()?.join(p.file_name()?))
+    };
+    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Asks Open MPI to yield the core in its blocking calls (`MPI_Init`'s exchange, collectives,
+/// `MPI_Finalize`) instead of polling it (`mpi_yield_when_idle`), unless the user chose: a rank
+/// shares its node's cores with its own workers and the other ranks' (Open MPI yields by itself
+/// only when it knows the node is oversubscribed, and it counts ranks, not workers). Read at
+/// `MPI_Init`, so set before it, while this process has no other thread.
+fn yield_when_idle() {
+    const YIELD: &str = "OMPI_MCA_mpi_yield_when_idle";
+    if std::env::var_os(YIELD).is_none() {
+        std::env::set_var(YIELD, "1");
+    }
 }
 
 /// This process's rank as mpirun announces it before `MPI_Init` (0 when not under mpirun).
@@ -143,22 +153,34 @@ fn main() {
     if args.jobs == Some(0) {
         usage("-j must be at least 1");
     }
+    let (input, inputs) = match parse_inputs(&args.inputs) {
+        Ok(i) => i,
+        Err(message) => usage(&message),
+    };
     let Some(output) = args.output.clone() else { usage("map INPUT needs -o OUTPUT.npy") };
     let Some(expr) = args.expr.clone() else {
         usage("map INPUT needs --expr EXPRESSION (e.g. --expr 'sqrt(x) * 1.5 + 0.25'; see --help)")
     };
-    if args.in_place.as_deref().is_some_and(|n| n != "x") {
-        usage("shmpool-mpi maps one input, x: --in-place takes no other name");
+    if args.in_place.as_deref().is_some_and(|n| inputs.is_empty() && n != "x") {
+        usage("--in-place names an input: the one input here is x");
     }
+    // The output that is a named input other than the one --in-place names, as `shmpool map`
+    // refuses it (the job itself only knows whether replacing is allowed).
+    if let (Some(n), Some((k, _))) = (args.in_place.as_deref(), inputs.iter().find(|(_, p)| same_path(p, &output))) {
+        if k != n {
+            usage(&format!("output {} is the input {k}: pass --in-place={k} to replace it", output.display()));
+        }
+    }
+    yield_when_idle();
     if let Err(e) = stop_on_signals() {
         eprintln!("shmpool-mpi: error: {e}");
         std::process::exit(EXIT_FAILURE);
     }
-    let code = run(args, output, expr);
+    let code = run(args, (input, inputs), output, expr);
     std::process::exit(code);
 }
 
-fn run(args: MapArgs, output: PathBuf, expr: String) -> i32 {
+fn run(args: MapArgs, (input, inputs): (PathBuf, Vec<(String, PathBuf)>), output: PathBuf, expr: String) -> i32 {
     let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
         eprintln!("shmpool-mpi: error: MPI was already initialised");
         return EXIT_FAILURE;
@@ -168,13 +190,14 @@ fn run(args: MapArgs, output: PathBuf, expr: String) -> i32 {
     use mpi::traits::Communicator;
     let rank = world.rank();
     let job = MapJob {
-        input: args.input.clone(),
+        input,
         output: output.clone(),
         expr,
         dtype: args.dtype.clone(),
         workers: args.jobs,
         chunk_len: args.chunk_len,
         in_place: args.in_place.is_some(),
+        inputs,
     };
     let terminal = stderr_reaches_a_terminal();
     let show = rank == 0 && !args.quiet && (args.progress || terminal);
@@ -366,5 +389,31 @@ impl Printer {
         if let Some(b) = &self.bar {
             b.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks a command's definition only when it parses (and only in debug builds): a
+    /// clash between the shared `MapArgs` and this binary's own would end every run.
+    #[test]
+    fn the_command_line_definition_is_valid() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn inputs_are_read_as_shmpool_map_reads_them() {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_inputs(&s(&["d/x.npy"])), Ok((PathBuf::from("d/x.npy"), vec![])));
+        // A prefix that cannot name an input is part of the path.
+        assert_eq!(parse_inputs(&s(&["a-b=c.npy"])), Ok((PathBuf::from("a-b=c.npy"), vec![])));
+        assert_eq!(
+            parse_inputs(&s(&["a=a.npy", "b.npy"])),
+            Ok((PathBuf::new(), vec![("a".into(), PathBuf::from("a.npy")), ("x".into(), PathBuf::from("b.npy"))]))
+        );
+        assert!(parse_inputs(&s(&["a.npy", "b.npy"])).is_err());
+        assert!(parse_inputs(&[]).is_err());
     }
 }

@@ -181,24 +181,3 @@ fn an_empty_array_is_byte_identical_on_2_ranks() {
     save(&d.path("e.npy"), Dtype::F64, &[0, 3], |_| 0f64);
     same_as_shmpool_map(&d, "e.npy", &["--expr", "x + i"], &[2]);
 }
-
-/// The options of a `map --help`: `-o/--output <OUTPUT>`, `--quiet`, ...
-fn options(help: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(help)
-        .lines()
-        .map(str::trim_start)
-        .filter(|l| l.starts_with('-'))
-        .map(|l| l.split("  ").next().unwrap_or("").trim().to_string())
-        .collect()
-}
-
-#[test]
-fn map_takes_the_options_of_shmpool_map_on_files() {
-    let ours = std::process::Command::new(common::BIN).args(["map", "--help"]).output().unwrap();
-    let theirs = std::process::Command::new(common::shmpool_bin()).args(["map", "--help"]).output().unwrap();
-    // The built-in dataset's options have no meaning over MPI.
-    let builtin = ["--len <LEN>", "--repeat <REPEAT>"];
-    let theirs: Vec<String> = options(&theirs.stdout).into_iter().filter(|o| !builtin.contains(&o.as_str())).collect();
-    assert!(theirs.len() >= 8, "{theirs:?}");
-    assert_eq!(options(&ours.stdout), theirs, "shmpool-mpi map and shmpool map take the same options");
-}

@@ -3,7 +3,7 @@
 //! becomes the input's element count, every reduction is taken out and computed first (its
 //! inner expression evaluated in blocks and reduced, blocks joined in index order), then the
 //! rest is evaluated with the reductions' values as 0-d inputs (`__r0`, ...). Runs in this
-//! process with the GIL released, as [`multi`](super::multi).
+//! process with the GIL released, as the `multi` module does.
 
 use super::*;
 

@@ -21,53 +21,25 @@ use super::Failure;
 /// The W1 expression, the default kernel.
 pub const W1_EXPR: &str = "sqrt(x) * 1.5 + 0.25";
 
-/// Arguments of `shmpool map`.
+/// Arguments of `shmpool map`: those of a map over files (shared with `shmpool-mpi map`) and
+/// the built-in dataset's.
 #[derive(Debug, clap::Args)]
 pub struct MapArgs {
-    /// Input .npy files (memory-mapped, read in place): a bare path is `x`; `NAME=PATH` names
-    /// an input (`a=a.npy b=b.npy --expr 'a * b'`), shapes broadcast as numpy's. Without any:
-    /// the built-in W1 dataset.
-    #[arg(value_name = "INPUT")]
-    inputs: Vec<String>,
-    /// Output .npy file: written as an unnamed file in its directory and linked under its name
-    /// only on success (nothing is left on disk otherwise), with `np.save`'s permissions.
-    #[arg(short = 'o', long)]
-    output: Option<PathBuf>,
-    /// Expression over `x` (element) and `i` (flat index, int64) with numpy's semantics: types
-    /// and promotion (NEP 50), integer arithmetic, comparisons giving bool. A value starting
-    /// with '-' is an expression (`--expr '-x**2'`). Required with an INPUT file; without one
-    /// (the built-in dataset) the default is the compiled W1 kernel. Functions: see below.
-    #[arg(long, allow_hyphen_values = true)]
-    expr: Option<String>,
-    /// Output dtype as numpy spells it (float64, f8, <i8, uint8, u1, bool...). Default: numpy's
-    /// result type for the expression; otherwise the result is cast as numpy's astype.
-    #[arg(long)]
-    dtype: Option<String>,
-    /// Worker processes (default: number of cores). A map never starts more workers than it
-    /// can use: one per 65,536 elements, at least one.
-    #[arg(short = 'j', long)]
-    jobs: Option<usize>,
-    /// Elements per chunk (default: adaptive).
-    #[arg(long)]
-    chunk_len: Option<usize>,
-    /// Report progress even when stderr is not a terminal (logs, CI, `2>file`): plain lines
-    /// with percent, elements/s and ETA about once a second; a terminal gets the bar.
-    #[arg(long, conflicts_with = "quiet")]
-    progress: bool,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
-    /// Allow the output to replace the input (written aside, linked over it on success; the
-    /// input's mode is kept). With several inputs, name the one replaced: `--in-place=a`
-    /// (its shape and dtype must be the output's).
-    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "x")]
-    in_place: Option<String>,
+    #[command(flatten)]
+    files: shmpool::cli::MapArgs,
     /// Built-in dataset only: number of elements.
     #[arg(long, default_value_t = W1_LEN)]
     len: usize,
     /// Built-in dataset only: timed repetitions (the median is reported).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+}
+
+impl std::ops::Deref for MapArgs {
+    type Target = shmpool::cli::MapArgs;
+    fn deref(&self) -> &shmpool::cli::MapArgs {
+        &self.files
+    }
 }
 
 pub(super) fn cores() -> usize {
@@ -240,19 +212,7 @@ fn ignored(sig: i32) -> bool {
     rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
 }
 
-/// The text after `shmpool map --help`: every function an expression may call.
-pub fn functions_help() -> String {
-    let mut by_arity: [Vec<&str>; 4] = Default::default();
-    for (name, arity) in shmpool::kernel::expr::parse::functions() {
-        by_arity[arity.min(3)].push(name);
-    }
-    let mut s = String::from("Expression functions (numpy's and numexpr's names):\n");
-    for (arity, label) in [(1, "one argument"), (2, "two arguments"), (3, "three arguments")] {
-        s.push_str(&format!("  {label}: {}\n", by_arity[arity].join(" ")));
-    }
-    s.push_str("Constants: pi e inf nan True False. Operators: + - * / // % ** << >> & | ^ ~ < <= > >= == !=");
-    s
-}
+pub use shmpool::cli::functions_help;
 
 fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
     let output = args.output.as_deref().ok_or_else(|| Failure::usage("map INPUT needs -o OUTPUT.npy"))?;
@@ -466,7 +426,6 @@ impl Progress {
     }
 }
 
-#[allow(clippy::too_many_lines)] // TODO(c15-merge): owner shortens it
 fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
     let program = args.expr.as_deref().map(Program::compile).transpose()?;
     let n = args.len;
@@ -496,25 +455,7 @@ fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
         }
         times.push(t.elapsed().as_secs_f64());
     }
-    let t = Instant::now();
-    // Verified a block at a time: the sequential result is never held whole (it would add the
-    // size of the output to the peak memory this job reports).
-    const VERIFY_BLOCK: usize = 1 << 16;
-    let mut want = vec![0f64; VERIFY_BLOCK.min(n)];
-    let mut mismatches = 0;
-    for start in (0..n).step_by(VERIFY_BLOCK) {
-        let end = (start + VERIFY_BLOCK).min(n);
-        let w = &mut want[..end - start];
-        match &program {
-            Some(p) => p.eval_slice(&xs[start..end], w, start as u64)?,
-            None => w.iter_mut().zip(&xs[start..end]).for_each(|(w, &x)| *w = workloads::w1(x)),
-        }
-        mismatches += w.iter().zip(&ys[start..end]).filter(|(w, y)| w.to_bits() != y.to_bits()).count();
-    }
-    let verify_ms = t.elapsed().as_secs_f64() * 1e3;
-    if mismatches > 0 {
-        return Err(Failure::runtime(format!("{mismatches} of {n} elements differ from the sequential result")));
-    }
+    let verify_ms = verify_builtin(program.as_ref(), &xs, &ys)?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
@@ -530,6 +471,46 @@ fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
         (n * 16) as f64 / median / 1e9
     );
     println!("verified: all {n} elements bit-identical to the sequential result ({verify_ms:.0} ms)");
+    print_memory(&pool);
+    if let Some(path) = &args.output {
+        let t = Instant::now();
+        let mut out = NpyOutput::create(path, Dtype::F64, &[n as u64])?;
+        out.as_mut_slice::<f64>()?.copy_from_slice(&ys);
+        out.commit()?;
+        println!("wrote {} ({:.0} ms)", path.display(), t.elapsed().as_secs_f64() * 1e3);
+    }
+    pool.close();
+    pool.join()?;
+    Ok(())
+}
+
+/// Checks the built-in job's output against the sequential result, a block at a time (the
+/// sequential result is never held whole: it would add the size of the output to the peak
+/// memory this job reports). Returns the milliseconds it took.
+fn verify_builtin(program: Option<&Program>, xs: &[f64], ys: &[f64]) -> Result<f64, Failure> {
+    let n = xs.len();
+    let t = Instant::now();
+    const VERIFY_BLOCK: usize = 1 << 16;
+    let mut want = vec![0f64; VERIFY_BLOCK.min(n)];
+    let mut mismatches = 0;
+    for start in (0..n).step_by(VERIFY_BLOCK) {
+        let end = (start + VERIFY_BLOCK).min(n);
+        let w = &mut want[..end - start];
+        match program {
+            Some(p) => p.eval_slice(&xs[start..end], w, start as u64)?,
+            None => w.iter_mut().zip(&xs[start..end]).for_each(|(w, &x)| *w = workloads::w1(x)),
+        }
+        mismatches += w.iter().zip(&ys[start..end]).filter(|(w, y)| w.to_bits() != y.to_bits()).count();
+    }
+    let verify_ms = t.elapsed().as_secs_f64() * 1e3;
+    if mismatches > 0 {
+        return Err(Failure::runtime(format!("{mismatches} of {n} elements differ from the sequential result")));
+    }
+    Ok(verify_ms)
+}
+
+/// Prints the proportional set size of the process tree (shared pages counted once).
+fn print_memory(pool: &Pool) {
     let pids = pool.pids();
     let parent = pss_kib(std::process::id());
     let workers_pss: u64 = pids.iter().filter_map(|&p| pss_kib(p)).sum();
@@ -542,16 +523,6 @@ fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
             workers_pss as f64 / 1024.0
         );
     }
-    if let Some(path) = &args.output {
-        let t = Instant::now();
-        let mut out = NpyOutput::create(path, Dtype::F64, &[n as u64])?;
-        out.as_mut_slice::<f64>()?.copy_from_slice(&ys);
-        out.commit()?;
-        println!("wrote {} ({:.0} ms)", path.display(), t.elapsed().as_secs_f64() * 1e3);
-    }
-    pool.close();
-    pool.join()?;
-    Ok(())
 }
 
 /// Proportional set size of a process in KiB, from `/proc/<pid>/smaps_rollup`.

@@ -9,6 +9,11 @@ pub mod ring_words;
 pub mod scenario;
 pub mod start;
 
+// Process checks shared with the MPI member's tests (`mpi/tests/common`).
+mod procs;
+#[allow(unused_imports)] // each test binary uses some of the helpers
+pub use procs::{assert_pids_gone, pid_alive};
+
 #[path = "../../src/workloads.rs"]
 pub mod workloads;
 
@@ -113,32 +118,6 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After ')': state(0) ppid(1) ... utime is field 14 overall => index 11 here, stime 12.
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Whether `pid` exists and is not a zombie.
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(str::to_string));
-            !matches!(state.as_deref(), Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
-}
-
-/// Asserts that every pid in `pids` is gone within 5 s.
-pub fn assert_pids_gone(pids: &[u32]) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let alive: Vec<u32> = pids.iter().copied().filter(|&p| pid_alive(p)).collect();
-        if alive.is_empty() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("processes still alive: {alive:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The state letter of a process (R, S, T, Z, ...).

@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 
 use shmpool::{Dtype, NpyOutput};
 
+// `pid_alive`, `assert_pids_gone`: the engine's tests' own (one copy).
+#[path = "../../../tests/common/procs.rs"]
+mod procs;
+#[allow(unused_imports)] // each test binary uses some of the helpers
+pub use procs::{assert_pids_gone, pid_alive};
+
 /// The limit after which `timeout` kills a job: a hang fails the test, slowness does not.
 pub const JOB_LIMIT: &str = "120";
 
@@ -159,29 +165,6 @@ pub fn descendants(root: u32) -> Vec<u32> {
     }
     out.remove(0);
     out
-}
-
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(str::to_string));
-            !matches!(state.as_deref(), Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
-}
-
-/// Asserts that every pid in `pids` is gone within 5 s.
-pub fn assert_pids_gone(pids: &[u32]) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let alive: Vec<u32> = pids.iter().copied().filter(|&p| pid_alive(p)).collect();
-        if alive.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "processes outlived the job: {alive:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// shmpool segment names in /dev/shm owned by any of `pids`.

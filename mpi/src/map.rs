@@ -1,0 +1,304 @@
+//! [`map_npy`]: one map of a `.npy` file over the ranks of a communicator, in four steps:
+//! rank 0 checks and creates the temporary output and announces it ([`announce`]); every rank
+//! opens its part and builds its pool ([`set_up`]); every rank maps its slice ([`map_slice`]);
+//! rank 0 publishes when every rank succeeded ([`publish`]).
+
+use std::path::PathBuf;
+
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+
+use shmpool::{KernelSpec, NpyOutput, Pool};
+
+use crate::collective::{agree_both, broadcast_bytes, require_intra, step_error, wait_for_all};
+#[cfg(feature = "testing")]
+use crate::hooks;
+use crate::job::{check_arguments, pool_workers, prepare, worker_count, Prepared};
+use crate::progress::Reporter;
+use crate::temporary::{set_creating, set_temporary, start_watcher};
+use crate::{slice_of, Error, MapJob, Mapped, Progress, Result, EXIT_FAILURE};
+
+/// Maps `job.expr` over the `.npy` file `job.input` with every rank of `comm` (collective:
+/// every rank calls it with the same job), writing `job.output` byte-identical to what
+/// `shmpool map` writes on one machine. `progress` is called on rank 0 only, with the elements
+/// done across ranks, at most every quarter second and once at the end.
+///
+/// Rank 0 validates the arguments, the input and the expression and creates the output's
+/// temporary file; on a failure there every rank returns (the others with
+/// [`Error::OtherRank`]) before any rank writes. The output is published by rank 0 only when
+/// every rank succeeded; otherwise it is removed and every rank returns an error.
+///
+/// # Errors
+///
+/// [`Error::Usage`] and [`Error::Engine`] for this rank's own failures (bad input, kernel
+/// panics, crashed workers, I/O; an inter-communicator; a job that differs from rank 0's in
+/// what makes the output), [`Error::InputChanged`] when the input was truncated or replaced
+/// during the map; [`Error::OtherRank`] when another rank failed (and when every rank failed
+/// the same step, on every rank but 0, so that one message says it).
+///
+/// # Panics
+///
+/// Never on user input. A rank that dies stops the job through mpirun; install
+/// [`abort_on_panic`](crate::abort_on_panic) so that a panic does too.
+pub fn map_npy<C: Communicator>(comm: &C, job: &MapJob, progress: Option<&mut dyn FnMut(Progress)>) -> Result<Mapped> {
+    require_intra(comm)?;
+    // Ranks arrive at different times (start-up, the caller's own work): waiting for them in
+    // MPI_Comm_dup would busy-poll a core away from the other ranks and their workers.
+    wait_for_all(comm, || {});
+    // A private communicator: our progress messages never mix with the caller's.
+    let comm = comm.duplicate();
+    let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
+    // Ranks that all run on one node share its page cache: what each writes into the mapped
+    // output is what rank 0 publishes, with no write-back first. Ranks on several nodes (a
+    // shared filesystem) write their part back (`msync`) before they report success.
+    let node_ranks = comm.split_shared(0).size() as usize;
+    let one_node = node_ranks == ranks;
+
+    let mut ann = announce(&comm, job, progress.is_some())?;
+    let Setup { p, part, local, pool } = set_up(&comm, job, &mut ann, node_ranks)?;
+    let mut reporter = Reporter::new(&comm, ann.reporting, p.src.len(), progress);
+    let own = map_slice(&p, part, &local, pool.as_ref(), one_node, &mut reporter).err();
+    reporter.finish(if own.is_none() { local.len() } else { reporter.mine() });
+    drop(pool);
+    #[cfg(feature = "testing")]
+    hooks::waiting(rank);
+    let (all, least) = agree_both(&comm, own.as_ref().map_or(0, Error::exit_code), || {});
+    let own = if all != 0 && rank != 0 { Some(step_error(rank, all, least, own)) } else { own };
+    publish(&comm, all, ann.creator.take(), own)?;
+    Ok(Mapped {
+        len: p.src.len(),
+        shape: p.src.shape().to_vec(),
+        in_dtype: p.src.dtype(),
+        out_dtype: p.out_dtype,
+        ranks,
+        workers: pool_workers(job, &local),
+        local,
+    })
+}
+
+/// What rank 0 announced to every rank in step 1, and what rank 0 keeps of it.
+struct Announced {
+    /// The output's temporary file.
+    temp: PathBuf,
+    /// Whether rank 0 shows progress (the other ranks then report theirs).
+    reporting: bool,
+    /// Whether this rank's job makes the same output as rank 0's.
+    same_job: bool,
+    /// Rank 0's input, opened and checked.
+    prepared: Option<Prepared>,
+    /// Rank 0's temporary output (dropped: removed; committed: published).
+    creator: Option<NpyOutput>,
+}
+
+/// Step 1: rank 0 checks everything and creates the temporary output; one broadcast says how
+/// it went (a status byte, whether progress is shown, rank 0's job fingerprint, the
+/// temporary's name).
+fn announce(comm: &SimpleCommunicator, job: &MapJob, reporting: bool) -> Result<Announced> {
+    let rank = comm.rank();
+    let mut ann = Announced { temp: PathBuf::new(), reporting, same_job: true, prepared: None, creator: None };
+    let mut own = None;
+    let mut word = Vec::new();
+    if rank == 0 {
+        match create_output(job) {
+            Ok((p, out, temp)) => {
+                set_temporary(Some(temp.clone()));
+                word.push(0u8);
+                word.push(u8::from(reporting));
+                let fingerprint = job.fingerprint();
+                word.extend_from_slice(&(fingerprint.len() as u64).to_le_bytes());
+                word.extend_from_slice(&fingerprint);
+                word.extend_from_slice(temp.as_os_str().as_encoded_bytes());
+                ann.prepared = Some(p);
+                ann.creator = Some(out);
+            }
+            Err(e) => {
+                set_temporary(None);
+                word.push(e.exit_code() as u8);
+                own = Some(e);
+            }
+        }
+    }
+    broadcast_bytes(comm, &mut word);
+    let status = i32::from(word.first().copied().unwrap_or(EXIT_FAILURE as u8));
+    if status != 0 {
+        return Err(own.unwrap_or(Error::OtherRank { status }));
+    }
+    ann.reporting = word.get(1) == Some(&1);
+    let flen = word.get(2..10).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes) as usize;
+    let (theirs, temp) = word.get(10..).unwrap_or(&[]).split_at(flen.min(word.len().saturating_sub(10)));
+    ann.same_job = theirs == job.fingerprint().as_slice();
+    ann.temp = {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(std::ffi::OsStr::from_bytes(temp))
+    };
+    if rank != 0 {
+        set_temporary(Some(ann.temp.clone()));
+    }
+    Ok(ann)
+}
+
+/// Rank 0's part of step 1: the checks, the input, and the temporary output with its name.
+fn create_output(job: &MapJob) -> Result<(Prepared, NpyOutput, PathBuf)> {
+    check_arguments(job)?;
+    let p = prepare(job)?;
+    // Until the name is known, a signal removes the file being created by what this process
+    // has open (a rank killed meanwhile makes mpirun stop this one).
+    start_watcher();
+    set_creating(&job.output);
+    // SAFETY: the temporary's name goes only to the other ranks, which open their parts with
+    // it (`open_part`), and to the signal handler that removes it after a failure; nothing
+    // truncates or rewrites the file through it while it is mapped.
+    #[allow(unsafe_code)]
+    let (out, temp) = unsafe { NpyOutput::create_shared(&job.output, p.out_dtype, p.src.shape()) }?;
+    Ok((p, out, temp))
+}
+
+/// What a rank maps with: the input, its part of the output, its slice, its pool (none for an
+/// empty slice).
+struct Setup {
+    p: Prepared,
+    part: NpyOutput,
+    local: std::ops::Range<usize>,
+    pool: Option<Pool>,
+}
+
+/// Step 2: every rank opens the input and its part of the output and builds its pool; the
+/// ranks agree on how that went. On a failure anywhere, rank 0 removes the temporary.
+fn set_up(comm: &SimpleCommunicator, job: &MapJob, ann: &mut Announced, node_ranks: usize) -> Result<Setup> {
+    let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
+    let setup = open_slice(job, ann, rank, ranks, node_ranks);
+    let (all, least) = agree_both(comm, setup.as_ref().err().map_or(0, Error::exit_code), || {});
+    match setup {
+        Ok(s) if all == 0 => Ok(s),
+        s => {
+            set_temporary(None);
+            drop(ann.creator.take()); // removes the temporary
+            Err(step_error(rank, all, least, s.err()))
+        }
+    }
+}
+
+fn open_slice(job: &MapJob, ann: &mut Announced, rank: usize, ranks: usize, node_ranks: usize) -> Result<Setup> {
+    if !ann.same_job {
+        return Err(Error::Usage(format!(
+            "rank {rank} was given another job than rank 0 (input, output, expression, dtype or --in-place differ)"
+        )));
+    }
+    let p = match ann.prepared.take() {
+        Some(p) => p,
+        None => prepare(job)?,
+    };
+    // SAFETY: every rank writes only its own slice of the file, through `map_npy_range`, and no
+    // rank takes a slice of the elements; rank 0 removes or renames the file only after every
+    // rank has finished with it (the collective after the map).
+    #[allow(unsafe_code)]
+    let part = unsafe { NpyOutput::open_part(&ann.temp, p.out_dtype, p.src.shape()) }?;
+    let local = slice_of(p.src.len(), ranks, rank);
+    let pool = if local.is_empty() { None } else { Some(build_pool(job, local.len(), node_ranks)?) };
+    Ok(Setup { p, part, local, pool })
+}
+
+fn build_pool(job: &MapJob, n: usize, node_ranks: usize) -> Result<Pool> {
+    // A pool pins its workers to the CPUs its own process uses least; the pools of several
+    // ranks on one node would all pick the same CPUs, so there the kernel places the workers.
+    let mut b = Pool::builder().workers(worker_count(job.workers, n)).pin_workers(node_ranks == 1);
+    if node_ranks > 1 {
+        // Several ranks' callers spinning beside their workers would oversubscribe the node's
+        // cores; a file map's chunks are large, so a futex wake-up costs nothing.
+        b = b.wait_strategy(shmpool::WaitStrategy::Sleep);
+    }
+    if let Some(c) = job.chunk_len {
+        b = b.chunk_len(c);
+    }
+    Ok(b.build()?)
+}
+
+/// Step 3: this rank maps its slice in place (reporting progress as it goes) and, when the
+/// ranks span several nodes, writes its part back.
+fn map_slice(
+    p: &Prepared,
+    mut part: NpyOutput,
+    local: &std::ops::Range<usize>,
+    pool: Option<&Pool>,
+    one_node: bool,
+    reporter: &mut Reporter<'_, '_>,
+) -> Result<()> {
+    let result = match pool {
+        None => Ok(()),
+        Some(pool) => map_range(p, &mut part, local, pool, reporter),
+    };
+    #[cfg(feature = "testing")]
+    hooks::after_map(reporter.rank());
+    let flushed = if one_node {
+        drop(part);
+        Ok(())
+    } else {
+        part.commit().map_err(Error::from)
+    };
+    result.and(flushed)
+}
+
+fn map_range(
+    p: &Prepared,
+    part: &mut NpyOutput,
+    local: &std::ops::Range<usize>,
+    pool: &Pool,
+    reporter: &mut Reporter<'_, '_>,
+) -> Result<()> {
+    #[cfg(feature = "testing")]
+    let test_spec = hooks::kernel_panics(reporter.rank()).then(|| KernelSpec::chunk(hooks::panicking_kernel));
+    #[cfg(not(feature = "testing"))]
+    let test_spec: Option<KernelSpec> = None;
+    let spec = test_spec.as_ref().unwrap_or(&p.spec);
+    let mut tick = |done: usize| {
+        #[cfg(feature = "testing")]
+        hooks::mid_map(reporter.rank(), pool);
+        reporter.tick(done);
+    };
+    let size_before = std::fs::metadata(&p.src_path).map(|m| m.len()).ok();
+    pool.map_npy_range(&p.src, part, local.clone(), spec, Some(&mut tick)).map_err(|e| {
+        // A worker that cannot read its chunk of a file that shrank under it dies: say what
+        // happened to the input, as `shmpool map` does.
+        let size_now = std::fs::metadata(&p.src_path).map(|m| m.len()).ok();
+        match size_before {
+            Some(was) if size_now != size_before => Error::InputChanged {
+                path: p.src_path.display().to_string(),
+                now: size_now.map_or("gone".to_string(), |n| format!("{n} bytes")),
+                was,
+                source: e,
+            },
+            _ => Error::Engine(e),
+        }
+    })
+}
+
+/// Step 4: rank 0 publishes only if every rank succeeded (`all` is 0), and tells them how
+/// that went.
+fn publish(comm: &SimpleCommunicator, all: i32, creator: Option<NpyOutput>, mut own: Option<Error>) -> Result<()> {
+    let rank = comm.rank();
+    let mut published = 0i32;
+    if let Some(out) = creator {
+        if all == 0 {
+            if let Err(e) = out.commit() {
+                published = EXIT_FAILURE;
+                own = Some(e.into());
+            }
+        } else {
+            drop(out); // removes the temporary
+        }
+    }
+    // The other ranks keep the temporary's name until rank 0 says it published: if rank 0 dies
+    // at its rename, mpirun stops them and their signal handlers remove it (after a publish,
+    // the name is gone and removing it does nothing).
+    if rank == 0 {
+        set_temporary(None);
+    }
+    wait_for_all(comm, || {});
+    comm.process_at_rank(0).broadcast_into(&mut published);
+    set_temporary(None);
+    let status = all.max(published);
+    if status != 0 {
+        return Err(own.unwrap_or(Error::OtherRank { status }));
+    }
+    Ok(())
+}

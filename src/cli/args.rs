@@ -1,0 +1,92 @@
+//! The arguments of a map over `.npy` files (feature `cli`), shared by the command lines that
+//! take them: `shmpool map` and `shmpool-mpi map` parse the very same struct, so that their
+//! options, names, defaults and help cannot drift apart. Parsing only: what the arguments mean
+//! is each command's.
+#![deny(unsafe_code)]
+
+use std::path::PathBuf;
+
+/// Arguments of a map over `.npy` files: `map INPUT... -o OUTPUT --expr EXPR [options]`.
+///
+/// Embed it in a clap command with `#[command(flatten)]`.
+#[derive(Debug, Clone, clap::Args)]
+// Its own group name: `shmpool map` flattens it into a struct of the same name.
+#[group(id = "MapFileArgs")]
+pub struct MapArgs {
+    /// Input .npy files (memory-mapped, read in place): a bare path is `x`; `NAME=PATH` names
+    /// an input (`a=a.npy b=b.npy --expr 'a * b'`), shapes broadcast as numpy's. Without any
+    /// (`shmpool map` only): the built-in W1 dataset.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<String>,
+    /// Output .npy file: written under a name nobody sees in its directory and given its name
+    /// only on success (nothing is left on disk otherwise), with `np.save`'s permissions.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Expression over `x` (element) and `i` (flat index, int64) with numpy's semantics: types
+    /// and promotion (NEP 50), integer arithmetic, comparisons giving bool. A value starting
+    /// with '-' is an expression (`--expr '-x**2'`). Required with an INPUT file; without one
+    /// (the built-in dataset) the default is the compiled W1 kernel. Functions: see below.
+    #[arg(long, allow_hyphen_values = true)]
+    pub expr: Option<String>,
+    /// Output dtype as numpy spells it (float64, f8, <i8, uint8, u1, bool...). Default: numpy's
+    /// result type for the expression; otherwise the result is cast as numpy's astype.
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Worker processes (default: number of cores; under shmpool-mpi, per rank: the node's
+    /// cores divided among its ranks). A map never starts more workers than it can use: one
+    /// per 65,536 elements, at least one.
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Elements per chunk (default: adaptive).
+    #[arg(long)]
+    pub chunk_len: Option<usize>,
+    /// Report progress even when stderr is not a terminal (logs, CI, `2>file`): plain lines
+    /// with percent, elements/s and ETA about once a second; a terminal gets the bar.
+    #[arg(long, conflicts_with = "quiet")]
+    pub progress: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Allow the output to replace the input (written aside, linked over it on success; the
+    /// input's mode is kept). With several inputs, name the one replaced: `--in-place=a`
+    /// (its shape and dtype must be the output's).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "x")]
+    pub in_place: Option<String>,
+}
+
+/// The text after `map --help`: every function an expression may call.
+pub fn functions_help() -> String {
+    let mut by_arity: [Vec<&str>; 4] = Default::default();
+    for (name, arity) in crate::kernel::expr::parse::functions() {
+        by_arity[arity.min(3)].push(name);
+    }
+    let mut s = String::from("Expression functions (numpy's and numexpr's names):\n");
+    for (arity, label) in [(1, "one argument"), (2, "two arguments"), (3, "three arguments")] {
+        s.push_str(&format!("  {label}: {}\n", by_arity[arity].join(" ")));
+    }
+    s.push_str("Constants: pi e inf nan True False. Operators: + - * / // % ** << >> & | ^ ~ < <= > >= == !=");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    /// `shmpool map`'s own struct has the same name as the shared one it flattens: clap's
+    /// argument groups are named after structs, so the shared one names its group itself.
+    #[derive(Debug, clap::Parser)]
+    struct MapArgs {
+        #[command(flatten)]
+        files: super::MapArgs,
+        #[arg(long, default_value_t = 1)]
+        len: usize,
+    }
+
+    #[test]
+    fn flattens_into_a_struct_of_the_same_name() {
+        <MapArgs as clap::CommandFactory>::command().debug_assert();
+        let a = <MapArgs as clap::Parser>::try_parse_from(["map", "a=a.npy", "-o", "o.npy", "--expr", "-a", "-j", "2"])
+            .expect("valid arguments");
+        assert_eq!(a.files.inputs, ["a=a.npy"]);
+        assert_eq!(a.files.expr.as_deref(), Some("-a"));
+        assert_eq!((a.files.jobs, a.len), (Some(2), 1));
+    }
+}
