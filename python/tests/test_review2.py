@@ -1,0 +1,148 @@
+"""Second hostile review of issue 16's promises (review #16b): each test is one break, named in
+its docstring; each failed on the code it was written against (see the xfail reasons)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+from typing import Optional
+
+import numpy as np
+import pytest
+
+import review2_kernels as rk
+import shmpool
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_py(code: str, timeout: float = 60, cwd: Optional[str] = None) -> tuple[Optional[int], str]:
+    """Runs ``code`` in a fresh interpreter (this venv, tests dir on sys.path) in its own process
+    group; returns (exit code, or None if it outlived ``timeout``, and its output). The whole
+    group is killed afterwards, so a hung run leaves nothing behind."""
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        rc: Optional[int] = proc.returncode
+    except subprocess.TimeoutExpired:
+        rc = None
+        out = ""
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if rc is None:
+            out, _ = proc.communicate()
+    return rc, out
+
+
+@pytest.mark.xfail(reason="review #16b: an exception that pickles but does not unpickle arrives as KernelError without its message", strict=False)
+def test_unpicklable_exception_keeps_type_name_and_message():
+    """Promise (issue): an exception that cannot be rebuilt arrives as 'shmpool.KernelError with
+    the type name, message and traceback text'. An exception whose constructor takes two
+    arguments pickles in the worker but does not unpickle here; the KernelError then says only
+    'an exception that does not unpickle in this process (TypeError: ...)': the original type
+    name and message are gone."""
+    with shmpool.Pool(1) as pool:
+        with pytest.raises(shmpool.KernelError) as info:
+            pool.map(rk.raise_two_arg, np.arange(10.0))
+    text = str(info.value) + getattr(info.value, "detail", "")
+    assert "TwoArgError" in text, text
+    assert "disk failure happened 3 times" in text, text
+
+
+@pytest.mark.xfail(reason="review #16b: an importable custom exception with a 150-char message arrives as KernelError, not its type", strict=False)
+def test_importable_custom_exception_with_long_message_keeps_its_type():
+    """Promise (issue): the callable's exception 'arrives in the parent as an exception of the
+    same type and message where it can be rebuilt'. An importable custom exception type with a
+    150-character message can be rebuilt, but its pickle exceeds the 192-byte failure message, so
+    it arrives as KernelError, not as LongCustomError (the README only warns that a long message
+    arrives truncated)."""
+    with shmpool.Pool(1) as pool:
+        with pytest.raises(rk.LongCustomError):
+            pool.map(rk.raise_long_custom, np.arange(10.0))
+
+
+@pytest.mark.xfail(reason="review #16b: evaluate over a 0-d array returns a 0-d ndarray, numpy a scalar", strict=False)
+def test_zero_d_evaluate_returns_a_numpy_scalar():
+    """Promise (README): 'a 0-d result is returned as a numpy scalar, as numpy does'.
+    evaluate('x + 1', x=np.array(3.0)) returns the 0-d array array(4.) where numpy's
+    np.array(3.0) + 1 is the scalar np.float64(4.0) (the one-array path reshapes to ())."""
+    ref = np.array(3.0) + 1
+    got = shmpool.evaluate("x + 1", x=np.array(3.0))
+    assert type(got) is type(ref), f"{got!r} is a {type(got).__name__}, numpy gives {ref!r}"
+
+
+@pytest.mark.xfail(reason="review #16b: float32 std differs from np.std by 3 ulp", strict=False)
+def test_float32_std_equals_numpy():
+    """Promise: evaluate's reductions give 'numpy's result types ... same values' (np.std). Over
+    1,000,001 float32 values std(x) is 0.28879276 where numpy's np.std gives 0.28879273 (3 ulp;
+    sum and mean of the same array agree)."""
+    x = np.random.default_rng(0).random(1_000_001).astype(np.float32)
+    assert shmpool.evaluate("std(x)", x=x) == np.std(x)
+
+
+@pytest.mark.xfail(reason="review #16b: initargs share the 16 KB kernel block: a 24 KB initargs makes every map fail", strict=False)
+def test_initializer_with_an_array_in_initargs():
+    """Promise (README table): Pool(processes, initializer, initargs, maxtasksperchild) as
+    multiprocessing.Pool. An initializer given a 3,000-element float64 array in initargs (24 KB
+    pickled) makes every map fail with ValueError 'the pickled callable takes 24494 bytes, more
+    than the 16376 a kernel can carry: pass an importable function' (the callable is
+    importable: the initargs ride in the same 16 KB parameter block)."""
+    with shmpool.Pool(1, initializer=np.copyto, initargs=(np.zeros(3000), np.ones(3000))) as pool:
+        assert pool.map(rk.copy, np.arange(10.0)).tolist() == list(np.arange(10.0))
+
+
+@pytest.mark.xfail(reason="review #16b: sys.path is pickled into the 16 KB kernel block: a long sys.path makes every map fail", strict=False)
+def test_importable_function_with_a_long_sys_path():
+    """Promise: pool.map(f, a) with 'an importable function' (README). The parent's whole sys.path
+    is pickled into the kernel's 16 KB parameter block, so a process with a long sys.path (here 100
+    entries of ~215 characters, as Bazel runfiles or a big virtualenv stack produce) cannot map any
+    function: ValueError 'the pickled callable takes 22104 bytes ... pass an importable function',
+    for an importable function."""
+    saved = list(sys.path)
+    sys.path.extend(["/nonexistent/" + "p" * 200 + str(k) for k in range(100)])
+    try:
+        with shmpool.Pool(1) as pool:
+            assert pool.map(rk.copy, np.arange(10.0)).tolist() == list(np.arange(10.0))
+    finally:
+        sys.path[:] = saved
+
+
+@pytest.mark.xfail(reason="review #16b: lambdas and closures under fork need cloudpickle", strict=False)
+@pytest.mark.parametrize("kind", ["lambda", "closure"])
+def test_lambda_under_fork_without_cloudpickle(kind):
+    """Promise (issue): 'f is any Python callable (a lambda or closure too, under fork ...)'.
+    Without cloudpickle installed, pool.map(lambda a, b: ..., x) under start_method='fork' raises
+    TypeError 'cannot send <function <lambda>> to the workers' (README documents the deviation:
+    f travels by reference even under fork)."""
+    rc, out = run_py(
+        f"""
+        import sys
+        sys.modules["cloudpickle"] = None   # as in an environment without cloudpickle
+        import numpy as np, shmpool
+        k = 3.0
+        def make():
+            def closure(a, b):
+                b[:] = a * k
+            return closure
+        f = (lambda a, b: b.__setitem__(slice(None), a * k)) if "{kind}" == "lambda" else make()
+        with shmpool.Pool(2, start_method="fork") as p:
+            print("RESULT", p.map(f, np.arange(4.0)).tolist(), flush=True)
+        """
+    )
+    assert "RESULT [0.0, 3.0, 6.0, 9.0]" in out, f"rc={rc}: {out}"
