@@ -36,3 +36,35 @@ def nested_evaluate(x: np.ndarray, out: np.ndarray) -> None:
     import shmpool
 
     out[:] = shmpool.evaluate("x * 2", x=np.array(x))
+
+
+def segfault_once(x: np.ndarray, out: np.ndarray) -> None:
+    """Copies; the first call that finds no marker file (path in $R16B_MARK) segfaults instead."""
+    import ctypes
+    import os
+
+    mark = os.environ["R16B_MARK"]
+    if x.size and not os.path.exists(mark):
+        open(mark, "w").close()
+        ctypes.string_at(0)
+    out[:] = x
+
+
+def exit0_once(x: np.ndarray, out: np.ndarray) -> None:
+    """Copies; the first call that finds no marker file calls os._exit(0) instead."""
+    import os
+
+    mark = os.environ["R16B_MARK"]
+    if x.size and not os.path.exists(mark):
+        open(mark, "w").close()
+        os._exit(0)
+    out[:] = x
+
+
+def raise_keyboard_interrupt(x: np.ndarray, out: np.ndarray) -> None:
+    raise KeyboardInterrupt
+
+
+def gen_then_raise():
+    yield np.arange(3.0)
+    raise RuntimeError("producer failed")
