@@ -68,3 +68,8 @@ def raise_keyboard_interrupt(x: np.ndarray, out: np.ndarray) -> None:
 def gen_then_raise():
     yield np.arange(3.0)
     raise RuntimeError("producer failed")
+
+
+def doubled(batch: np.ndarray) -> np.ndarray:
+    """A kernel returning an array, as the issue's `pool.imap(kernel_returning_array, batches)`."""
+    return batch * 2

@@ -203,3 +203,60 @@ def test_map_of_a_plain_array_copies_it_once():
     assert "GROWTH" in out, f"rc={rc}: {out}"
     growth = float(out.split("GROWTH")[1].split()[0])
     assert growth <= 2.2, f"peak RSS grew by {growth}x the array"
+
+
+@pytest.mark.xfail(reason="review #16b: an exception class of the script's __main__ arrives as KernelError", strict=False)
+def test_exception_class_of_main_arrives_as_itself():
+    """Promise (issue): 'an exception raised by the callable arrives in the parent as an exception
+    of the same type and message where it can be rebuilt'. A script that defines its kernel and
+    its exception class in __main__ (the kernel travels by value with cloudpickle) gets
+    KernelError('__main__.MyErr: from main'), though MyErr is right there in the parent: the
+    worker pickles the exception by reference to a __main__ it does not have."""
+    rc, out = run_py(
+        """
+        import numpy as np, shmpool
+        class MyErr(Exception):
+            pass
+        def k(a, b):
+            raise MyErr("from main")
+        with shmpool.Pool(1) as p:
+            try:
+                p.map(k, np.arange(3.0))
+            except MyErr as e:
+                print("GOT MyErr", e, flush=True)
+            except Exception as e:
+                print("GOT", type(e).__name__, e, flush=True)
+        """
+    )
+    assert "GOT MyErr from main" in out, f"rc={rc}: {out}"
+
+
+@pytest.mark.xfail(reason="review #16b: imap cannot take a kernel returning an array (the issue's imap(kernel_returning_array, batches))", strict=False)
+def test_imap_with_a_kernel_returning_an_array():
+    """Promise (issue): `for r in pool.imap(kernel_returning_array, batches): ...`. A kernel
+    that takes a batch and returns an array (rk.doubled(batch) -> batch * 2) fails with
+    TypeError 'doubled() takes 1 positional argument but 2 were given': imap calls every kernel
+    as f(chunk_in, chunk_out) and ignores what it returns."""
+    batches = [np.arange(3.0), np.arange(4.0)]
+    with shmpool.Pool(2) as pool:
+        got = list(pool.imap(rk.doubled, batches))
+    assert [g.tolist() for g in got] == [(b * 2).tolist() for b in batches]
+
+
+@pytest.mark.xfail(reason="review #16b: the fork warning names the Rust API (StartMethod::ForkServer) to Python users", strict=False)
+def test_fork_warning_speaks_python():
+    """Promise (issue): a Python package with docstrings and a README section for Python users.
+    Pool(start_method='fork') in a process that runs a thread prints on stderr 'shmpool: forking
+    workers from a multi-threaded process ...; use StartMethod::ForkServer or Spawn': the Rust
+    API's names, where a Python user needs start_method='forkserver' or 'spawn' (and a
+    warnings.warn they can filter, not a raw stderr line)."""
+    rc, out = run_py(
+        """
+        import threading, time, numpy as np, shmpool, review2_kernels as rk
+        threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+        with shmpool.Pool(1, start_method="fork") as p:
+            print("RESULT", p.map(rk.copy, np.arange(3.0)).tolist(), flush=True)
+        """
+    )
+    assert "RESULT [0.0, 1.0, 2.0]" in out, f"rc={rc}: {out}"
+    assert "StartMethod::" not in out, out
