@@ -73,3 +73,11 @@ def gen_then_raise():
 def doubled(batch: np.ndarray) -> np.ndarray:
     """A kernel returning an array, as the issue's `pool.imap(kernel_returning_array, batches)`."""
     return batch * 2
+
+
+def raise_accented(x: np.ndarray, out: np.ndarray) -> None:
+    raise ValueError("é" * 200)
+
+
+def raise_with_separator(x: np.ndarray, out: np.ndarray) -> None:
+    raise RuntimeError("first\x02second")
