@@ -81,3 +81,11 @@ def raise_accented(x: np.ndarray, out: np.ndarray) -> None:
 
 def raise_with_separator(x: np.ndarray, out: np.ndarray) -> None:
     raise RuntimeError("first\x02second")
+
+
+def fail_deep(x: np.ndarray, out: np.ndarray) -> None:
+    _inner_helper(x)
+
+
+def _inner_helper(x: np.ndarray) -> None:
+    raise ValueError("bad value in chunk")

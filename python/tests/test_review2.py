@@ -323,3 +323,21 @@ def test_chunk_timeout_does_not_count_the_workers_warm_up(start_method):
     the timeout counts it. (Under fork, which has numpy already, the same map takes 1 ms.)"""
     with shmpool.Pool(2, start_method=start_method, chunk_timeout=0.05) as pool:
         assert pool.map(rk.copy, np.arange(1000.0)).tolist() == list(np.arange(1000.0))
+
+
+@pytest.mark.xfail(reason="review #16b: an uncaught kernel exception prints no worker traceback", strict=False)
+def test_uncaught_kernel_exception_shows_where_it_failed():
+    """Promise (issue): the exception arrives 'with the chunk's range' and the traceback text, as
+    multiprocessing's does (its uncaught worker exceptions print the worker's traceback as a
+    RemoteTraceback cause). An uncaught ValueError from rk.fail_deep prints only the parent's
+    frames ending in 'raise _rebuild(e) from None': the worker's frames (review2_kernels.py,
+    _inner_helper) are in .worker_traceback, which nothing prints."""
+    rc, out = run_py(
+        """
+        import numpy as np, shmpool, review2_kernels as rk
+        with shmpool.Pool(1) as p:
+            p.map(rk.fail_deep, np.arange(3.0))
+        """
+    )
+    assert rc == 1 and "ValueError: bad value in chunk" in out, f"rc={rc}: {out}"
+    assert "_inner_helper" in out, out
