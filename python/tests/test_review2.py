@@ -341,3 +341,30 @@ def test_uncaught_kernel_exception_shows_where_it_failed():
     )
     assert rc == 1 and "ValueError: bad value in chunk" in out, f"rc={rc}: {out}"
     assert "_inner_helper" in out, out
+
+
+@pytest.mark.xfail(reason="review #16b: evaluate(out=) over a plain array allocates a full temporary result and copies it", strict=False)
+def test_evaluate_into_out_allocates_no_temporary():
+    """Promise (issue): evaluate is 'numexpr's call' and 'accept[s] out=' (numexpr writes into
+    out directly). Over a plain 381 MiB float64 array with a preallocated out, evaluate('x * 2 +
+    1', x=x, out=out) still raises the peak RSS by a whole result (~1.0x the array): it computes
+    into np.empty(...) and np.copyto's it into out."""
+    rc, out = run_py(
+        """
+        import numpy as np, shmpool
+        def hwm():
+            with open("/proc/self/status") as f:
+                return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM"))
+        x = np.ones(50_000_000)
+        o = np.ones(50_000_000)
+        shmpool.evaluate("x * 2 + 1", x=x[:100_000], out=o[:100_000])   # warm up the pool
+        before = hwm()
+        shmpool.evaluate("x * 2 + 1", x=x, out=o)
+        assert (o == 3).all()
+        print("GROWTH %.2f" % ((hwm() - before) / x.nbytes), flush=True)
+        """,
+        timeout=180,
+    )
+    assert "GROWTH" in out, f"rc={rc}: {out}"
+    growth = float(out.split("GROWTH")[1].split()[0])
+    assert growth <= 0.2, f"peak RSS grew by {growth}x the array"
