@@ -404,3 +404,17 @@ def test_partial_of_a_main_function():
         """
     )
     assert "RESULT [0.0, 3.0, 6.0]" in out, f"rc={rc}: {out}"
+
+
+@pytest.mark.xfail(reason="review #16b: zeros_like/empty_like drop a Fortran layout; zeros has no order=", strict=False)
+def test_zeros_like_keeps_the_layout_as_numpy():
+    """Promise (README): 'shmpool.zeros(shape, dtype) follows np.zeros'; zeros_like/empty_like
+    'follow their model' (test_shared.py). np.zeros_like of a Fortran-ordered array is
+    Fortran-ordered (order='K'), so code that hands it to Fortran/LAPACK-style consumers gets no
+    copy; shmpool.zeros_like / empty_like return C order, and shmpool.zeros(..., order='F')
+    raises TypeError (unexpected keyword)."""
+    f = np.asfortranarray(np.ones((2, 3)))
+    assert np.zeros_like(f).flags.f_contiguous
+    assert shmpool.zeros_like(f).flags.f_contiguous
+    assert shmpool.empty_like(f).flags.f_contiguous
+    assert shmpool.zeros((2, 3), order="F").flags.f_contiguous  # type: ignore[call-arg]
