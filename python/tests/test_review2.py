@@ -151,32 +151,37 @@ def test_lambda_under_fork_without_cloudpickle(kind):
 @pytest.mark.xfail(reason="review #16b: Ctrl-C is ignored while evaluate computes a reduction", strict=False)
 def test_ctrl_c_in_evaluate_with_a_reduction_is_prompt():
     """Promise (issue, Faults): 'Ctrl-C in the parent raises KeyboardInterrupt promptly'
-    (README: 'within ~50 ms'). evaluate of a reduction over 8M float64
-    ('sum(sin(x*1) + ... + sin(x*12))') runs ~5-10 s in the calling process and ignores Ctrl-C
-    until it is done: the KeyboardInterrupt came 4.6 s after SIGINT (the same expression
-    without the sum, over two arrays, is interrupted at once)."""
+    (README: 'within ~50 ms'). evaluate of a reduction over 16M float64
+    ('sum(sin(x*1) + ... + sin(x*12))') runs ~1 s (quiet machine) to ~20 s (loaded) in the
+    calling process and ignores Ctrl-C until it is done: with SIGINT 0.3 s into the call, the
+    KeyboardInterrupt comes only when the sum is complete (1.5-4.6 s after SIGINT here; the
+    same expression without the sum, over two arrays, is interrupted at once)."""
     expr = "sum(" + " + ".join(f"sin(x*{k})" for k in range(1, 13)) + ")"
     rc, out = run_py(
         f"""
         import os, signal, threading, time, numpy as np, shmpool
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        x = np.random.rand(8_000_000)
+        x = np.random.rand(16_000_000)
         sent = []
         def interrupt():
             sent.append(time.monotonic())
             os.kill(os.getpid(), signal.SIGINT)
-        threading.Timer(1.0, interrupt).start()
+        threading.Timer(0.3, interrupt).start()
+        start = time.monotonic()
         try:
             shmpool.evaluate("{expr}", x=x)
             print("COMPLETED", flush=True)
         except KeyboardInterrupt:
-            print("KBI after %.2f s" % (time.monotonic() - sent[0]), flush=True)
+            now = time.monotonic()
+            print("KBI after %.3f of %.3f s" % (now - sent[0], now - start), flush=True)
         """,
-        timeout=120,
+        timeout=180,
     )
     assert "KBI after" in out, f"rc={rc}: {out}"
-    delay = float(out.split("KBI after")[1].split()[0])
-    assert delay < 1.0, f"KeyboardInterrupt came {delay} s after Ctrl-C"
+    delay, total = (float(v) for v in out.split("KBI after")[1].split()[0:3:2])
+    # Interrupted promptly: the delay is a small part of the call. Not interruptible: the call
+    # ran to completion (>= 1 s on 2 cores) and the delay is most of it.
+    assert delay < 0.5 * total, f"KeyboardInterrupt came {delay} s after Ctrl-C, {total} s into the call"
 
 
 @pytest.mark.xfail(reason="review #16b: map of a plain array holds 3 copies (staging in, staging out, result)", strict=False)
