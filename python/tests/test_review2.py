@@ -322,12 +322,12 @@ def test_evaluate_errors_have_numpys_types(expr, x, numpy_error):
 @pytest.mark.xfail(reason="review #16b: chunk_timeout also times the worker's warm-up (numpy import, unpickling): a µs kernel times out", strict=False)
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_chunk_timeout_does_not_count_the_workers_warm_up(start_method):
-    """Promise (issue): 'chunk_timeout= kills a hung callable'. With chunk_timeout=0.05 a
+    """Promise (issue): 'chunk_timeout= kills a hung callable'. With chunk_timeout=0.02 a
     callable that copies 1,000 elements (microseconds) raises ChunkTimeout ('chunk on index range
-    0..1000 timed out after 50ms') on the pool's first map under forkserver and spawn: the
+    0..1000 timed out after 20ms') on the pool's first map under forkserver and spawn: the
     worker's first chunk includes importing numpy and unpickling the callable (~60-200 ms), and
     the timeout counts it. (Under fork, which has numpy already, the same map takes 1 ms.)"""
-    with shmpool.Pool(2, start_method=start_method, chunk_timeout=0.05) as pool:
+    with shmpool.Pool(2, start_method=start_method, chunk_timeout=0.02) as pool:
         assert pool.map(rk.copy, np.arange(1000.0)).tolist() == list(np.arange(1000.0))
 
 
