@@ -282,6 +282,8 @@ fn an_axis_reduction_holds_at_most_one_copy_of_its_result() {
     let y = d.path().join("y.npy");
     let args: Vec<String> =
         ["reduce", p(&x), "--expr", "sum(x, axis=1)", "-o", p(&y), "-j", "2"].iter().map(|s| s.to_string()).collect();
+    // The child is reaped by `wait4` (for its rusage), not by `Child::wait`.
+    #[allow(clippy::zombie_processes)]
     let (status, peak_kb) = common::watchdog(Duration::from_secs(120), move || {
         let child = Command::new(env!("CARGO_BIN_EXE_shmpool")).args(&args).spawn().unwrap();
         let (mut status, mut ru) = (0, std::mem::MaybeUninit::<libc::rusage>::zeroed());
