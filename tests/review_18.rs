@@ -349,3 +349,21 @@ fn float16_and_float32_scalars_print_numpys_repr() {
         assert_eq!(reduce(&[p(&x)], "max(x)").1, want);
     }
 }
+
+/// numpy's repr of float16/float32 arrays, with the values right (`-o` writes numpy's bits):
+/// float16 `[884.5, 110.44, 1359.]` prints `array([8.8450e+02, 1.1044e+02, 1.3590e+03],
+/// dtype=float16)` in numpy (values of 1e3 and more have no unique positional float16 form),
+/// shmpool `array([ 884.5 ,  110.44, 1359.  ], dtype=float16)`; float32 bits 0x5b828c99 and
+/// 0x5c12e8ea print `array([7.3492671e+16, 1.6540575e+17], dtype=float32)` in numpy, shmpool
+/// `7.3492670e+16` (padded with a zero instead of numpy's digits).
+#[test]
+#[ignore = "review #18: float16/float32 array reprs differ from numpy's (positional float16 >= 1e3; float32 padding digits)"]
+fn float16_and_float32_arrays_print_numpys_repr() {
+    let d = tempfile::tempdir().unwrap();
+    let h: [u16; 3] = [0x62e9, 0x56e7, 0x654f];
+    let x = npy(d.path(), "h.npy", "<f2", "(3, 1)", bytemuck::cast_slice(&h));
+    assert_eq!(reduce(&[p(&x)], "max(x, axis=1)").1, "array([8.8450e+02, 1.1044e+02, 1.3590e+03], dtype=float16)");
+    let f: [u32; 2] = [0x5b82_8c99, 0x5c12_e8ea];
+    let y = npy(d.path(), "f.npy", "<f4", "(2, 1)", bytemuck::cast_slice(&f));
+    assert_eq!(reduce(&[p(&y)], "max(x, axis=1)").1, "array([7.3492671e+16, 1.6540575e+17], dtype=float32)");
+}
