@@ -367,3 +367,20 @@ fn float16_and_float32_arrays_print_numpys_repr() {
     let y = npy(d.path(), "f.npy", "<f4", "(2, 1)", bytemuck::cast_slice(&f));
     assert_eq!(reduce(&[p(&y)], "max(x, axis=1)").1, "array([7.3492671e+16, 1.6540575e+17], dtype=float32)");
 }
+
+/// The digits of float32/float16 array elements are not numpy's: float32 16892.5625 prints
+/// `16892.562` in numpy (its exact value rounded half to even), `16892.563` in shmpool; the
+/// float16 subnormal 0x0305 prints `4.607e-05` in numpy, `4.610e-05` in shmpool (the shortest
+/// float16 digits padded with zeros). One run of `max(x, axis=1)` over random float32 data
+/// (n = 999, scale 1e4..1e15) differs from numpy's repr in 14 of 120 cases.
+#[test]
+#[ignore = "review #18: float32/float16 array elements print other digits than numpy (16892.563 vs 16892.562)"]
+fn float32_and_float16_array_digits_are_numpys() {
+    let d = tempfile::tempdir().unwrap();
+    let f: [u32; 2] = [0x4683_f920, 0xc4df_c3ee];
+    let x = npy(d.path(), "f.npy", "<f4", "(2, 1)", bytemuck::cast_slice(&f));
+    assert_eq!(reduce(&[p(&x)], "max(x, axis=1)").1, "array([16892.562 , -1790.1228], dtype=float32)");
+    let h: [u16; 2] = [0x0305, 0x0717];
+    let y = npy(d.path(), "h.npy", "<f2", "(2, 1)", bytemuck::cast_slice(&h));
+    assert_eq!(reduce(&[p(&y)], "max(x, axis=1)").1, "array([4.607e-05, 1.082e-04], dtype=float16)");
+}
