@@ -404,3 +404,19 @@ fn thirty_three_named_inputs_work_or_state_the_limit() {
     let err = text(&o.stderr);
     assert!(o.status.success() || err.contains("at most 32"), "{err}");
 }
+
+/// numpy refuses `max`/`argmax` along an empty axis even when the result is empty too: on a
+/// (0, 0) array `np.max(x, axis=-1)` raises "zero-size array to reduction operation maximum
+/// which has no identity" and `np.argmax(x, axis=0)` "attempt to get argmax of an empty
+/// sequence"; shmpool prints `array([], dtype=float64)` / `array([], dtype=int64)`, exit 0.
+#[test]
+#[ignore = "review #18: max/argmax along the empty axis of a (0, 0) input give an empty array; numpy raises ValueError"]
+fn max_and_argmax_along_an_empty_axis_of_a_0_by_0_input_fail_as_numpy() {
+    let d = tempfile::tempdir().unwrap();
+    let x = npy(d.path(), "x.npy", "<f8", "(0, 0)", &[]);
+    let (code, out, err) = reduce(&[p(&x)], "max(x, axis=-1)");
+    assert_eq!(code, Some(2), "printed {out}");
+    assert!(err.contains("zero-size array to reduction operation maximum which has no identity"), "{err}");
+    let (code, out, _) = reduce(&[p(&x)], "argmax(x, axis=0)");
+    assert_eq!(code, Some(2), "printed {out}");
+}
