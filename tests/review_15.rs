@@ -304,13 +304,20 @@ fn no_leftover_parallel_entry_points() {
 /// features, no bytemuck) and runs `cargo <verb>` on it; returns (success, stderr). The crate
 /// and its target dir live under this worktree's target/, reused between tests.
 fn user_crate(name: &str, verb: &str, main_rs: &str) -> (bool, String) {
+    user_crate_with(name, verb, "", main_rs)
+}
+
+/// As [`user_crate`], with extra `[dependencies]` lines and shmpool's `ndarray` feature when
+/// `extra` is not empty.
+fn user_crate_with(name: &str, verb: &str, extra: &str, main_rs: &str) -> (bool, String) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("target/review15-crates").join(name);
     std::fs::create_dir_all(dir.join("src")).unwrap();
     let manifest = format!(
         "[package]\nname = \"r15-{name}\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
-         [dependencies]\nshmpool = {{ path = {:?}, default-features = false }}\n\n[workspace]\n",
-        root.display().to_string()
+         [dependencies]\nshmpool = {{ path = {:?}, default-features = false{} }}\n{extra}\n[workspace]\n",
+        root.display().to_string(),
+        if extra.is_empty() { "" } else { ", features = [\"ndarray\"]" }
     );
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
     std::fs::write(dir.join("src/main.rs"), main_rs).unwrap();
@@ -460,4 +467,61 @@ fn npy_output_shape_overflow_is_typed() {
     assert!(r.is_err());
     let r = no_panic(|| shmpool::NpyOutput::create(d.path().join("p.npy"), Dtype::F64, &[1 << 62]).map(|_| ()));
     assert!(r.is_err());
+}
+
+#[test]
+fn a_large_run_time_table_reaches_every_chunk() {
+    let _serial = common::serial();
+    let p = Pool::builder().workers(2).chunk_len(1000).build().unwrap();
+    // 16 MiB of weights: more than a slot's inline payload.
+    let table: Vec<f64> = (0..2_000_000).map(|i| i as f64).collect();
+    let shared = SharedVec::from_slice(&table).unwrap();
+    let idx: Vec<u32> = (0..10_000).map(|i| (i * 197) % 2_000_000).collect();
+    let want: Vec<f64> = idx.iter().map(|&i| i as f64).collect();
+    let got = p.map(&idx, (|i: u32, t: &[f64]| t[i as usize]).with_table(&shared)).unwrap();
+    assert_eq!(got, want);
+    let mut out = vec![0.0f64; idx.len()];
+    p.map_into(&idx, &mut out, (|i: &[u32], o: &mut [f64], t: &[f64]| {
+        for (o, &i) in o.iter_mut().zip(i) {
+            *o = t[i as usize];
+        }
+    })
+    .with_table(&table))
+    .unwrap();
+    assert_eq!(out, want);
+}
+
+#[test]
+fn row_kernel_over_a_transposed_view_sees_logical_rows() {
+    let _serial = common::serial();
+    let p = pool();
+    let a = Array2::from_shape_vec((3, 7), (0..21).map(|i| i as f64).collect()).unwrap();
+    let t = a.t(); // 7 rows of 3, not contiguous
+    let got = p.map(&t, (|r: &[f64], o: &mut [f64]| o[0] = r[0] * 100.0 + r[1] * 10.0 + r[2]).rows(3, 1)).unwrap();
+    let want: Vec<f64> = ndarray::ArrayBase::rows(&t).into_iter().map(|r| r[0] * 100.0 + r[1] * 10.0 + r[2]).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn kernel_panic_in_a_table_kernel_out_of_range_is_typed() {
+    let _serial = common::serial();
+    let p = pool();
+    let t = [1.0f64, 2.0];
+    let e = p.map(&[0u32, 5], (|i: u32, t: &[f64]| t[i as usize]).with_table(&t)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Kernel, "{e}");
+    // The pool survives.
+    assert_eq!(p.map(&[1.0f64], |x: f64| x + 1.0).unwrap(), [2.0]);
+}
+
+#[test]
+#[ignore = "review #15: `use shmpool::prelude::*` shadows ndarray's `view.rows()` (KernelExt is implemented for every Copy type, ArrayView is Copy)"]
+fn prelude_does_not_shadow_ndarray_view_methods() {
+    let (ok, err) = user_crate_with(
+        "prelude_rows",
+        "check",
+        "ndarray = \"0.16\"\n",
+        "use shmpool::prelude::*;\nfn main() {\n    let a = ndarray::Array2::<f64>::zeros((2, 3));\n    \
+         let v = a.view();\n    let n = v.rows().into_iter().count();\n    assert_eq!(n, 2);\n    let _ = Pool::new(1);\n}\n",
+    );
+    assert!(ok, "{err}");
 }
