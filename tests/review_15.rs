@@ -586,3 +586,52 @@ fn expression_fuzz_never_panics() {
     }
     assert!(compiled > 1000, "the fuzz reached the evaluator only {compiled} times");
 }
+
+#[test]
+fn imap_over_shared_and_strided_batches_with_a_spec_and_a_chunk_kernel() {
+    let _serial = common::serial();
+    let p = pool();
+    let spec = KernelSpec::chunk(|x: &[f64], y: &mut [f64]| {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y = x * 3.0;
+        }
+    });
+    let s1 = SharedVec::from_slice(&[1.0f64, 2.0, 3.0]).unwrap();
+    let s2 = SharedVec::from_slice(&[4.0f64; 9]).unwrap();
+    let got: Vec<Vec<f64>> = p.imap(vec![s1, s2], spec.typed::<f64, f64>().unwrap()).collect::<Result<_>>().unwrap();
+    assert_eq!(got, vec![vec![3.0, 6.0, 9.0], vec![12.0; 9]]);
+    let a = Array2::from_shape_vec((3, 4), (0..12).map(|i| i as f64).collect()).unwrap();
+    let views = vec![a.t(), a.slice(s![.., ..;-2])];
+    let want: Vec<Vec<f64>> = views.iter().map(|v| v.iter().map(|x| x * 3.0).collect()).collect();
+    let mut got: Vec<Vec<f64>> = p.imap_unordered(views, spec.typed::<f64, f64>().unwrap()).collect::<Result<_>>().unwrap();
+    got.sort_by_key(|v| v.len());
+    let mut want = want;
+    want.sort_by_key(|v| v.len());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn submit_into_npy_and_ndarray_element_types_checked_at_run_time() {
+    let _serial = common::serial();
+    let p = pool();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("f32.npy");
+    {
+        let mut o = shmpool::NpyOutput::create(&path, Dtype::F32, &[4]).unwrap();
+        o.as_mut_slice::<f32>().unwrap().copy_from_slice(&[1.0, 2.0, 3.0, 4.0]);
+        o.commit().unwrap();
+    }
+    // SAFETY: the test's own file, which nothing else writes.
+    let npy = unsafe { shmpool::NpyArray::open(&path) }.unwrap();
+    // An f64 kernel on f32 data: typed, never a panic.
+    let e = no_panic(std::panic::AssertUnwindSafe(|| p.map(&npy, |x: f64| x).unwrap_err()));
+    assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+    let e = no_panic(std::panic::AssertUnwindSafe(|| p.submit(&npy, |x: f64| x).map(|_| ()).unwrap_err()));
+    assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+    assert_eq!(p.map(&npy, |x: f32| x * 2.0).unwrap(), [2.0, 4.0, 6.0, 8.0]);
+    let mut out = shmpool::NpyOutput::create(d.path().join("o.npy"), Dtype::F64, &[4]).unwrap();
+    p.map_into(&npy, &mut out, |x: f32| f64::from(x) + 0.5).unwrap();
+    assert_eq!(out.as_mut_slice::<f64>().unwrap(), [1.5, 2.5, 3.5, 4.5]);
+    let e = no_panic(std::panic::AssertUnwindSafe(|| p.map_into(&npy, &mut out, |x: f32| x).unwrap_err()));
+    assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+}
