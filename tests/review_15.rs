@@ -635,3 +635,13 @@ fn submit_into_npy_and_ndarray_element_types_checked_at_run_time() {
     let e = no_panic(std::panic::AssertUnwindSafe(|| p.map_into(&npy, &mut out, |x: f32| x).unwrap_err()));
     assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
 }
+
+#[test]
+#[ignore = "review #15: expression run-time errors are re-typed from the panic MESSAGE (runtime_error/from_kernel_message): any kernel panicking with numpy's text becomes Error::Expr"]
+fn a_plain_kernel_panic_is_not_retyped_as_an_expression_error_by_its_message() {
+    let _serial = common::serial();
+    let p = pool();
+    let e = p.map(&[1.0f64], |_: f64| -> f64 { panic!("integers to negative integer powers are not allowed") }).unwrap_err();
+    let e = shmpool::kernel::expr::runtime_error(e);
+    assert!(matches!(e, Error::KernelPanicked { .. }), "a closure's panic was typed by its message: {e:?}");
+}
