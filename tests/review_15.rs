@@ -672,3 +672,22 @@ fn no_oversized_file_or_allowed_long_function_in_any_member() {
     }
     assert!(bad.is_empty(), "{bad:#?}");
 }
+
+#[test]
+fn empty_and_zero_dimensional_shared_arrays() {
+    let _serial = common::serial();
+    let p = pool();
+    let empty = no_panic(|| SharedArray::<f64, _>::zeroed((0, 3)).map(|a| a.view().len()));
+    if let Ok(n) = empty {
+        assert_eq!(n, 0);
+    }
+    let mut zero_d = SharedArray::<f64, _>::zeroed(ndarray::IxDyn(&[])).unwrap();
+    p.map_into(&ndarray::arr0(4.0f64), &mut zero_d, |x: f64| x.sqrt()).unwrap();
+    assert_eq!(zero_d.view().into_iter().copied().collect::<Vec<_>>(), [2.0]);
+    let mut none = Array2::<f64>::zeros((0, 4));
+    let input = Array2::<f64>::zeros((4, 0));
+    p.map_into(&input.t(), &mut none.view_mut(), |x: f64| x).unwrap();
+    let mut mismatched = Array2::<f64>::zeros((2, 2));
+    let e = p.map_into(&[1.0f64, 2.0, 3.0], &mut mismatched, |x: f64| x).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { .. }), "{e}");
+}
