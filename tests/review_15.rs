@@ -464,3 +464,38 @@ fn empty_and_zero_dimensional_shared_arrays() {
     let e = p.map_into(&[1.0f64, 2.0, 3.0], &mut mismatched, |x: f64| x).unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { .. }), "{e}");
 }
+
+#[test]
+fn mutated_npy_headers_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let d = tempfile::tempdir().unwrap();
+    let good = d.path().join("good.npy");
+    {
+        let mut o = shmpool::NpyOutput::create(&good, Dtype::F64, &[3, 2]).unwrap();
+        o.as_mut_slice::<f64>().unwrap().copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        o.commit().unwrap();
+    }
+    let bytes = std::fs::read(&good).unwrap();
+    let header_end = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1515);
+    let path = d.path().join("bad.npy");
+    let pool = pool();
+    for i in 0..600 {
+        let mut b = bytes.clone();
+        for _ in 0..rng.gen_range(1..4) {
+            let at = rng.gen_range(0..header_end);
+            b[at] = b"0123456789(),:' {}<>fi8x-\n\x00\xff"[rng.gen_range(0..27)];
+        }
+        if i % 5 == 0 {
+            b.truncate(rng.gen_range(0..b.len()));
+        }
+        std::fs::write(&path, &b).unwrap();
+        // SAFETY: the test's own file, which nothing else writes.
+        let r = no_panic(|| unsafe { shmpool::NpyArray::open(&path) }.map(|_| ()));
+        if r.is_ok() {
+            // SAFETY: as above.
+            let a = unsafe { shmpool::NpyArray::open(&path) }.unwrap();
+            let _ = no_panic(std::panic::AssertUnwindSafe(|| pool.map(&a, |x: f64| x).map(|_| ())));
+        }
+    }
+}
