@@ -7,20 +7,25 @@ use shmpool::Dtype;
 #[ignore = "review #15: Program::from_bytes accepts a header with 16M registers; eval_slice of 4 elements then allocates ~128 GiB and aborts (SIGABRT) instead of a typed error"]
 fn hostile_program_register_count_is_refused_or_cheap() {
     use shmpool::kernel::expr::Program;
-    const NAME: &str = "hostile_program_register_count_is_refused_or_cheap";
+    // This test's name as the harness knows it (`expr::...`), for the child's filter.
+    let name = format!(
+        "{}::hostile_program_register_count_is_refused_or_cheap",
+        module_path!().split_once("::").map_or("", |(_, m)| m)
+    );
     if std::env::var_os("REVIEW15_CHILD").is_none() {
         // Re-run this test alone in a child capped at 2 GiB of address space, so that the
         // allocation fails fast instead of taking the machine's memory.
         let exe = std::env::current_exe().unwrap();
-        let status = std::process::Command::new("sh")
+        let out = std::process::Command::new("sh")
             .args(["-c", "ulimit -v 2000000; exec \"$0\" --exact --include-ignored --test-threads 1 \"$1\""])
             .arg(&exe)
-            .arg(NAME)
+            .arg(&name)
             .env("REVIEW15_CHILD", "1")
-            .stdout(std::process::Stdio::null())
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "the child evaluating a hostile program died: {status:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("running 1 test"), "the child did not run this test:\n{stdout}");
+        assert!(out.status.success(), "the child evaluating a hostile program died: {:?}", out.status);
         return;
     }
     let mut b = Program::compile("x * 2 + 1").unwrap().to_bytes();
