@@ -499,3 +499,29 @@ fn mutated_npy_headers_never_panic() {
         }
     }
 }
+
+#[test]
+fn reductions_over_npy_strided_views_and_shared_arrays() {
+    let _serial = common::serial();
+    let p = pool();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("i32.npy");
+    {
+        let mut o = shmpool::NpyOutput::create(&path, Dtype::I32, &[5]).unwrap();
+        o.as_mut_slice::<i32>().unwrap().copy_from_slice(&[1, 2, 3, 4, 5]);
+        o.commit().unwrap();
+    }
+    // SAFETY: the test's own file, which nothing else writes.
+    let npy = unsafe { shmpool::NpyArray::open(&path) }.unwrap();
+    let add = |a: i64, b: i64| a + b;
+    assert_eq!(p.map_reduce(&npy, 0i64, |x: i32| i64::from(x), add).unwrap(), 15);
+    let e = p.map_reduce(&npy, 0.0f64, |x: f64| x, |a: f64, b: f64| a + b).unwrap_err();
+    assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+    let a = Array2::from_shape_vec((3, 4), (0..12).map(|i| i as f64).collect()).unwrap();
+    let v = a.slice(s![..;-1, 1..;2]);
+    let sum = p.reduce(&v, 0.0, |s: f64, x: &[f64]| s + x.iter().sum::<f64>(), |a: f64, b: f64| a + b).unwrap();
+    assert_eq!(sum, v.sum());
+    let shared = SharedArray::from_array(&a).unwrap();
+    let max = p.map_reduce(&shared, f64::MIN, |x: f64| x, f64::max).unwrap();
+    assert_eq!(max, 11.0);
+}
