@@ -28,7 +28,7 @@ export SHMPOOL_BIN
 
 # cli, inputs, messages, output_names, progress (byte-identical outputs, named inputs, bad input, shmpool map's
 # messages), library and library_misuse (communicators, scatter/gather, misuse), waits (a rank
-# that waits for another sleeps), faults,
+# that waits for another sleeps), scenarios (a rank body's exit code ends the job), faults,
 # setup_faults and launcher_faults (SIGKILLed, panicking and bound ranks, signalled mpirun;
 # need the test hooks) and hosts (two ranks on two emulated hosts: network namespaces, an rsh
 # agent stand-in). Every job runs under a watchdog (`timeout`): a hang fails, never waits.

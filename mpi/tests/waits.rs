@@ -1,14 +1,16 @@
 //! Ranks that wait for each other leave their cores to the others (issue 17's performance
 //! item): a rank that calls `map_npy` before another rank is ready waits sleeping, not in a
-//! busy-polling `MPI_Comm_dup`. The test re-runs its own binary under mpirun for the
-//! `#[ignore]`d rank body.
+//! busy-polling `MPI_Comm_dup`. The test runs its own binary under mpirun for the rank body,
+//! a scenario (tests/common/scenario.rs).
 
 mod common;
+
+scenarios!(rank_body_one_rank_late);
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{save_f64, text, Dir};
+use common::{save_f64, scenario, text, Dir};
 use shmpool_mpi::{map_npy, MapJob};
 
 fn test_dir() -> std::path::PathBuf {
@@ -33,8 +35,8 @@ fn a_rank_that_calls_map_npy_before_the_others_waits_sleeping() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1000);
     let exe = std::env::current_exe().unwrap();
-    let args = ["--ignored", "--exact", "rank_body_one_rank_late", "--nocapture", "--test-threads=1"];
-    let child = common::mpirun_cmd_exact(&d, &[], false, 2, &exe, &args)
+    let args = scenario::args("rank_body_one_rank_late");
+    let child = common::mpirun_cmd_exact(&d, &[], false, 2, &exe, &[&args[0], &args[1]])
         .env("SHMPOOL_MPI_TEST_DIR", d.tmp.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -63,8 +65,6 @@ fn a_rank_that_calls_map_npy_before_the_others_waits_sleeping() {
 }
 
 /// Rank 0 calls `map_npy` at once; rank 1 only when the test says go.
-#[test]
-#[ignore = "a rank body: run by mpirun from a_rank_that_calls_map_npy_before_the_others_waits_sleeping"]
 fn rank_body_one_rank_late() {
     let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled).unwrap();
     shmpool_mpi::abort_on_panic();

@@ -15,6 +15,12 @@ mod procs;
 #[allow(unused_imports)] // each test binary uses some of the helpers
 pub use procs::{assert_pids_gone, pid_alive};
 
+// The one entry point of the tests' child programs (the engine's tests' own, one copy): a rank
+// body is a plain `fn()` listed in `scenarios!`, and mpirun starts `TESTBIN
+// --shmpool-test-scenario NAME` on every rank ([`scenario::args`]).
+#[path = "../../../tests/common/scenario.rs"]
+pub mod scenario;
+
 /// The limit after which `timeout` kills a job: a hang fails the test, slowness does not.
 pub const JOB_LIMIT: &str = "120";
 
@@ -111,6 +117,11 @@ pub fn mpirun_cmd_exact(
 /// Runs `shmpool-mpi` on `np` ranks and waits for it.
 pub fn mpirun(dir: &Dir, np: usize, args: &[&str]) -> Output {
     mpirun_cmd(dir, np, Path::new(BIN), args).output().unwrap()
+}
+
+/// The last `n` bytes of `bytes`, as text (`scenario`'s watchdog uses it).
+pub fn tail(bytes: &[u8], n: usize) -> String {
+    String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(n)..]).into_owned()
 }
 
 pub fn text(o: &Output) -> String {
