@@ -13,6 +13,7 @@ mod api;
 mod builder;
 mod drive;
 mod imap;
+mod poll_set;
 #[cfg(feature = "expr")]
 mod reduce;
 mod run;
