@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
 use crate::kernel::KernelRef;
 use crate::process::fork;
-use crate::ring::{Claim, Descriptor, Ring, Status};
+use crate::ring::{scratch, ChunkIo, Claim, Descriptor, Ring, Status};
 use crate::shm::{Segment, SegmentKind};
 
 /// Where a worker stops itself with SIGSTOP, so a test can SIGKILL it at a precise instant.
@@ -244,7 +244,8 @@ impl Worker {
         let ensured = self
             .ensure(slot, d.params_seg)
             .and_then(|_| self.ensure(slot, d.in_seg))
-            .and_then(|_| self.ensure(slot, d.out_seg));
+            .and_then(|_| self.ensure(slot, d.out_seg))
+            .and_then(|_| self.ensure(slot, d.scratch_seg));
         let segs = &self.segs;
         let outcome = ensured.and_then(|_| {
             let io = ring.chunk_io(&mut claim, |id| {
@@ -257,28 +258,7 @@ impl Worker {
         let (status, message) = match outcome {
             Err(e @ Error::CorruptSlot { .. }) => (Status::Corrupt, e.to_string()),
             Err(e) => return Err(e),
-            Ok((io, kernel)) => {
-                if d.flags & Descriptor::ZERO_OUTPUT != 0 {
-                    // A recycled buffer (inline payload, staging) and a kernel that may leave
-                    // elements unwritten: it must see zeros, never an earlier map's results or
-                    // a killed attempt's partial output. Only this chunk's bytes, here rather
-                    // than in the caller (see `MapRun::new`).
-                    io.output.fill(0);
-                }
-                if self.ctx.pause == Some(PausePoint::MidKernel) {
-                    // Write half the output, then stop: the kill lands mid-chunk.
-                    let half = io.output.len() / 2;
-                    io.output[..half].fill(0xAB);
-                }
-                pause(&mut self.ctx.pause, PausePoint::MidKernel);
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    kernel.invoke(io.params, io.input, io.output, d.start)
-                }));
-                match r {
-                    Ok(()) => (Status::Ok, String::new()),
-                    Err(p) => (Status::Panicked, panic_message(&p)),
-                }
-            }
+            Ok((io, kernel)) => run_kernel(&mut self.ctx.pause, &d, io, kernel, segs, slot),
         };
         // Streaming through mapped files: give back this chunk's pages (no-op for shm).
         let (inb, outb) =
@@ -348,6 +328,75 @@ impl Worker {
             Message::Need { .. } | Message::Missing { .. } => {}
         }
         Ok(())
+    }
+}
+
+/// Runs the kernel of a claimed chunk. With [`Descriptor::VIA_SCRATCH`] (a kernel that may read
+/// the caller's own output array) it runs on the chunk's scratch area, seeded with the caller's
+/// range, marks the scratch complete, then copies it into the caller's range: a retry after the
+/// mark only redoes the copy, and one before it finds the caller's range untouched, so a
+/// killed attempt never makes the kernel apply twice.
+fn run_kernel(
+    pause_at: &mut Option<PausePoint>,
+    d: &Descriptor,
+    io: ChunkIo<'_>,
+    kernel: KernelRef,
+    segs: &HashMap<u64, Segment>,
+    slot: u32,
+) -> (Status, String) {
+    let ChunkIo { params, input, output } = io;
+    if d.flags & Descriptor::VIA_SCRATCH == 0 {
+        if d.flags & Descriptor::ZERO_OUTPUT != 0 {
+            // A recycled buffer (inline payload, staging) and a kernel that may leave
+            // elements unwritten: it must see zeros, never an earlier map's results or
+            // a killed attempt's partial output. Only this chunk's bytes, here rather
+            // than in the caller (see `MapRun::new`).
+            output.fill(0);
+        }
+        return invoke(pause_at, kernel, params, input, output, d.start);
+    }
+    let area = segs
+        .get(&d.scratch_seg)
+        .ok_or_else(|| format!("segment {} is unknown", d.scratch_seg))
+        .and_then(|seg| scratch::area(seg, d, output.len()));
+    let (mark, data) = match area {
+        Ok(a) => a,
+        Err(reason) => return (Status::Corrupt, Error::CorruptSlot { slot, reason }.to_string()),
+    };
+    // Unique to this chunk of this map (the MAC covers map, slot and range), never 0: a
+    // recycled staging buffer's old marks never match.
+    let complete = d.mac | 1;
+    if mark.load(Ordering::Acquire) != complete {
+        data.copy_from_slice(output);
+        let r = invoke(pause_at, kernel, params, input, data, d.start);
+        if r.0 != Status::Ok {
+            return r;
+        }
+        // PUBLISH: the scratch holds the finished chunk; a retry reads it with Acquire.
+        mark.store(complete, Ordering::Release);
+    }
+    output.copy_from_slice(data);
+    (Status::Ok, String::new())
+}
+
+/// Calls the kernel under `catch_unwind` (stopping first at [`PausePoint::MidKernel`]).
+fn invoke(
+    pause_at: &mut Option<PausePoint>,
+    kernel: KernelRef,
+    params: &[u8],
+    input: &[u8],
+    output: &mut [u8],
+    start: u64,
+) -> (Status, String) {
+    if *pause_at == Some(PausePoint::MidKernel) {
+        // Write half the output, then stop: the kill lands mid-chunk.
+        let half = output.len() / 2;
+        output[..half].fill(0xAB);
+    }
+    pause(pause_at, PausePoint::MidKernel);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kernel.invoke(params, input, output, start))) {
+        Ok(()) => (Status::Ok, String::new()),
+        Err(p) => (Status::Panicked, panic_message(&p)),
     }
 }
 

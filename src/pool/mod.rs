@@ -17,6 +17,7 @@ mod poll_set;
 #[cfg(feature = "expr")]
 mod reduce;
 mod run;
+mod scratch;
 mod staging;
 mod supervisor;
 mod ticket;

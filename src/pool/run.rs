@@ -174,8 +174,10 @@ pub(super) struct MapRun<'p> {
     pub(super) params_seg: Option<Arc<Segment>>,
     pub(super) in_seg: u64,
     pub(super) out_seg: u64,
-    /// Descriptor flags of every chunk ([`Descriptor::ZERO_OUTPUT`]).
+    /// Descriptor flags of every chunk ([`Descriptor::ZERO_OUTPUT`], [`Descriptor::VIA_SCRATCH`]).
     flags: u64,
+    /// The chunks' scratch areas with [`Descriptor::VIA_SCRATCH`] (see `scratch.rs`).
+    scratch: Option<crate::array::Staging>,
     /// The last wake-up only bumped for the spinning worker (see [`MapRun::watch_spinner`]).
     relies_on_spinner: bool,
     /// The last `collect` saw a chunk of ours still waiting for a worker (FILLED).
@@ -254,6 +256,7 @@ impl<'p> MapRun<'p> {
         books.inflight.resize(slots, None);
         books.unknown_claimer.clear();
         books.unknown_claimer.resize(slots, None);
+        let scratch = super::scratch::for_map(pool, dest, spec, &books.chunks)?;
         Ok(MapRun {
             pool,
             shared,
@@ -271,7 +274,8 @@ impl<'p> MapRun<'p> {
             params_seg,
             in_seg,
             out_seg,
-            flags,
+            flags: flags | scratch.as_ref().map_or(0, |_| Descriptor::VIA_SCRATCH),
+            scratch,
             relies_on_spinner: false,
             waiting_chunks: false,
             quiet_wait: false,
@@ -292,7 +296,7 @@ impl<'p> MapRun<'p> {
         self
     }
 
-    fn describe(&self, spec: &KernelSpec, r: &Range<usize>) -> Descriptor {
+    fn describe(&self, spec: &KernelSpec, chunk: usize, r: &Range<usize>) -> Descriptor {
         let (in_off, out_off) = match &self.layout {
             Some(l) => (l.in_off(), l.out_off(r.len())),
             // No overflow: start * size <= len * size, which fit when the arrays were made.
@@ -314,6 +318,11 @@ impl<'p> MapRun<'p> {
             in_size: self.in_size as u32,
             out_size: self.out_size as u32,
             flags: self.flags,
+            scratch_seg: self.scratch.as_ref().map_or(0, |s| s.seg.id()),
+            scratch_off: self.scratch.as_ref().map_or(0, |_| {
+                let rel = (r.start - self.books.chunks[0].start) * self.out_size;
+                super::scratch::offset(chunk, rel) as u64
+            }),
             ..Descriptor::default()
         }
     }
@@ -575,7 +584,7 @@ impl<'p> MapRun<'p> {
         let mut filled = 0;
         while !self.all_filled() && self.outstanding < share {
             let r = self.books.chunks[self.next].clone();
-            let d = self.describe(spec, &r);
+            let d = self.describe(spec, self.next, &r);
             let params_inline = self.params_seg.is_none();
             let src = match input {
                 Input::Inline(i) if self.layout.is_some() => Some(&i[r.start * self.in_size..r.end * self.in_size]),
@@ -627,6 +636,10 @@ impl<'p> MapRun<'p> {
                 Err(e)
             }
         };
+        if let Some(s) = self.scratch.take() {
+            // The map is over (or its workers are dead): no worker can touch it any more.
+            self.pool.give_back(s);
+        }
         let books = std::mem::take(&mut self.books);
         let mut spare = lock(&self.shared.books);
         if spare.len() < MAX_SPARE_BOOKS {
@@ -644,6 +657,8 @@ impl<'p> MapRun<'p> {
         }
         let in_flight = self.outstanding > 0;
         if in_flight {
+            // Workers may still write it: never recycled (dropped: their mappings stay valid).
+            drop(self.scratch.take());
             let mut orphans = lock(&self.shared.orphans);
             for (slot, entry) in self.books.inflight.iter().enumerate() {
                 if let Some((_, d)) = entry {

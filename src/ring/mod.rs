@@ -10,6 +10,7 @@
 mod guard;
 pub(crate) mod index;
 pub(crate) mod layout;
+pub(crate) mod scratch;
 pub(crate) mod slot;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

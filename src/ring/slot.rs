@@ -121,10 +121,13 @@ pub(crate) struct Descriptor {
     pub mac: u64,
     /// Segment holding a parameter block too large for the payload (0: at payload offset 0).
     pub params_seg: u64,
-    /// [`Descriptor::ZERO_OUTPUT`] and nothing else (other bits are reserved, zero).
+    /// [`Descriptor::ZERO_OUTPUT`], [`Descriptor::VIA_SCRATCH`] (other bits are reserved, zero).
     pub flags: u64,
-    /// Reserved, zero.
-    pub reserved: [u64; 2],
+    /// With [`Descriptor::VIA_SCRATCH`]: the segment of the chunk's scratch area (else 0).
+    pub scratch_seg: u64,
+    /// With [`Descriptor::VIA_SCRATCH`]: byte offset of the chunk's scratch area in it: a
+    /// [`Descriptor::SCRATCH_MARK`]-byte mark, then room for the chunk's output.
+    pub scratch_off: u64,
 }
 
 impl Descriptor {
@@ -133,6 +136,15 @@ impl Descriptor {
     /// and the kernel may leave elements unwritten (a chunk kernel): the kernel must never see
     /// another map's results, nor a killed attempt's partial output.
     pub const ZERO_OUTPUT: u64 = 1;
+    /// Flag: the output is the caller's own array and the kernel may read it (a chunk kernel
+    /// into `map_into`'s output): a retry must not apply the kernel twice. The claimer seeds
+    /// the scratch area with the caller's range, runs the kernel there, marks the scratch
+    /// complete, then copies it into the caller's range; a retry after the mark only redoes
+    /// the copy, one before it finds the caller's range untouched.
+    pub const VIA_SCRATCH: u64 = 2;
+    /// Bytes before a scratch area's data: the completion mark (a `u64`), padded so that the
+    /// data keeps the 64-byte alignment of any element type.
+    pub const SCRATCH_MARK: usize = 64;
 }
 
 const _: () = assert!(std::mem::size_of::<Descriptor>() == 128);
