@@ -84,10 +84,12 @@ impl Pool {
     /// plain memory on either side is staged. The kernel and data forms are those of
     /// [`Pool::map`]; a `.npy` output is committed afterwards ([`crate::NpyOutput::commit`]).
     ///
-    /// A chunk kernel sees a shared output (the caller's own array or file) as it is. A chunk
-    /// that a dying worker had started is redone on what that attempt left, so a kernel that
-    /// reads its output there (`y += x`) is not retry-safe: write only, or set
-    /// [`crate::PoolBuilder::max_attempts`] to 1 to get [`Error::WorkerCrashed`] instead.
+    /// A chunk kernel sees a shared output (the caller's own array or file) as it is, and may
+    /// read it (`y += x`): a chunk that a dying worker had started is redone from the caller's
+    /// values, never on what that attempt left. For that, such a chunk runs on a scratch area
+    /// in shared memory and is copied into the output once complete (two more copies of the
+    /// output and a staging buffer as large as it while the map runs); element and expression
+    /// kernels, and pools built with [`crate::PoolBuilder::max_attempts`] 1, skip it.
     ///
     /// # Examples
     ///

@@ -17,14 +17,15 @@ use crate::ring::Descriptor;
 const MARK: usize = Descriptor::SCRATCH_MARK;
 
 /// A scratch buffer for a map of `chunks` into `dest`, if its chunks need one: the output is the
-/// caller's own and the kernel may read it (a chunk kernel).
+/// caller's own, the kernel may read it (a chunk kernel), and a chunk may be retried
+/// (`max_attempts` above 1).
 pub(super) fn for_map(
     pool: &Pool,
     dest: Dest<'_>,
     spec: &KernelSpec,
     chunks: &[Range<usize>],
 ) -> Result<Option<Staging>> {
-    if !matches!(dest, Dest::Caller(_)) || spec.fills_output {
+    if !matches!(dest, Dest::Caller(_)) || spec.fills_output || pool.shared.cfg.max_attempts <= 1 {
         return Ok(None);
     }
     let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else { return Ok(None) };
