@@ -332,10 +332,11 @@ impl Worker {
 }
 
 /// Runs the kernel of a claimed chunk. With [`Descriptor::VIA_SCRATCH`] (a kernel that may read
-/// the caller's own output array) it runs on the chunk's scratch area, seeded with the caller's
-/// range, marks the scratch complete, then copies it into the caller's range: a retry after the
-/// mark only redoes the copy, and one before it finds the caller's range untouched, so a
-/// killed attempt never makes the kernel apply twice.
+/// the caller's own output array) it first copies the caller's range into the chunk's scratch
+/// area and marks it backed up, runs the kernel in place, then marks the chunk complete: a
+/// retry after the complete mark has nothing to do, one after the backup mark restores the
+/// caller's range from the backup first, one before it finds the range untouched. So a killed
+/// attempt never makes the kernel apply twice.
 fn run_kernel(
     pause_at: &mut Option<PausePoint>,
     d: &Descriptor,
@@ -363,20 +364,30 @@ fn run_kernel(
         Ok(a) => a,
         Err(reason) => return (Status::Corrupt, Error::CorruptSlot { slot, reason }.to_string()),
     };
-    // Unique to this chunk of this map (the MAC covers map, slot and range), never 0: a
-    // recycled staging buffer's old marks never match.
-    let complete = d.mac | 1;
-    if mark.load(Ordering::Acquire) != complete {
-        data.copy_from_slice(output);
-        let r = invoke(pause_at, kernel, params, input, data, d.start);
-        if r.0 != Status::Ok {
-            return r;
+    // Unique to this chunk of this map (the MAC covers map, slot and range), odd so never 0,
+    // and distinct from each other: a recycled staging buffer's old marks never match.
+    let backed_up = (d.mac | 1) & !2;
+    let complete = d.mac | 3;
+    match mark.load(Ordering::Acquire) {
+        // A dead attempt ran the kernel to its end: the caller's range holds the result.
+        m if m == complete => return (Status::Ok, String::new()),
+        // A dead attempt may have written part of the caller's range: restore it.
+        m if m == backed_up => output.copy_from_slice(data),
+        _ => {
+            data.copy_from_slice(output);
+            // PUBLISH: the backup is whole; a retry reads it with Acquire.
+            mark.store(backed_up, Ordering::Release);
         }
-        // PUBLISH: the scratch holds the finished chunk; a retry reads it with Acquire.
-        mark.store(complete, Ordering::Release);
     }
-    output.copy_from_slice(data);
-    (Status::Ok, String::new())
+    let r = invoke(pause_at, kernel, params, input, output, d.start);
+    if r.0 == Status::Ok {
+        // PUBLISH: the caller's range holds the result; a retry reads the mark with Acquire.
+        mark.store(complete, Ordering::Release);
+    } else {
+        // A panic fails the map: leave the caller's range as it was.
+        output.copy_from_slice(data);
+    }
+    r
 }
 
 /// Calls the kernel under `catch_unwind` (stopping first at [`PausePoint::MidKernel`]).

@@ -11,6 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use shmpool::prelude::*;
 use shmpool::testing::PausePoint;
+use shmpool::Error;
 
 /// Adds its input to whatever its output holds.
 fn acc(x: &[f64], y: &mut [f64]) {
@@ -57,6 +58,33 @@ fn a_chunk_kernel_killed_midway_into_the_callers_array_is_retried_from_the_calle
             let pool = Pool::new(2).unwrap();
             pool.map_into(&xs, &mut ys, acc).unwrap();
             assert!(ys.iter().zip(&want).zip(xs.iter()).all(|((y, w), x)| *y == w + x), "{at:?}: second map");
+        }
+    });
+    common::assert_nothing_leaked();
+}
+
+/// Adds its input to its output, then panics if the chunk holds a -1.
+fn acc_then_panic(x: &[f64], y: &mut [f64]) {
+    acc(x, y);
+    assert!(!x.contains(&-1.0), "a -1 in this chunk");
+}
+
+#[test]
+fn a_chunk_kernel_that_panics_leaves_its_range_of_the_callers_array_as_it_was() {
+    let _g = common::serial();
+    common::watchdog(Duration::from_secs(60), || {
+        let n = 20_000;
+        let mut x: Vec<f64> = (0..n).map(|i| (i % 997) as f64 + 1.0).collect();
+        x[12_345] = -1.0;
+        let xs = SharedVec::from_slice(&x).unwrap();
+        let mut ys = SharedVec::from_slice(&vec![1.0f64; n]).unwrap();
+        let pool = Pool::builder().workers(2).chunk_len(1_000).build().unwrap();
+        match pool.map_into(&xs, &mut ys, acc_then_panic) {
+            Err(Error::KernelPanicked { range, .. }) => {
+                assert!(range.contains(&12_345), "{range:?}");
+                assert!(ys[range.clone()].iter().all(|&y| y == 1.0), "the panicked chunk {range:?} was not restored");
+            }
+            other => panic!("expected a kernel panic, got {other:?}"),
         }
     });
     common::assert_nothing_leaked();

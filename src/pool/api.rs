@@ -86,10 +86,10 @@ impl Pool {
     ///
     /// A chunk kernel sees a shared output (the caller's own array or file) as it is, and may
     /// read it (`y += x`): a chunk that a dying worker had started is redone from the caller's
-    /// values, never on what that attempt left. For that, such a chunk runs on a scratch area
-    /// in shared memory and is copied into the output once complete (two more copies of the
-    /// output and a staging buffer as large as it while the map runs); element and expression
-    /// kernels, and pools built with [`crate::PoolBuilder::max_attempts`] 1, skip it.
+    /// values, never on what that attempt left. For that, the worker backs each chunk's range
+    /// up in shared memory before the kernel runs (one more copy of the output, and a staging
+    /// buffer as large as it while the map runs); element and expression kernels, and pools
+    /// built with [`crate::PoolBuilder::max_attempts`] 1, skip it.
     ///
     /// # Examples
     ///

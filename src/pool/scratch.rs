@@ -1,8 +1,8 @@
 //! Scratch areas for retry-safe chunks into the caller's own array ([`Descriptor::VIA_SCRATCH`]):
 //! a chunk kernel passed to `map_into` may read the output it updates (`y += x`), so a chunk
 //! retried after its worker died must not find that output already updated. Each chunk gets
-//! its own area in one staging buffer per map: a completion mark, then room for its output
-//! (see `worker::run_kernel`). Element kernels never read their output and pay nothing.
+//! its own area in one staging buffer per map: a mark, then a backup of its output range (see
+//! `worker::run_kernel`). Element kernels never read their output and pay nothing.
 #![deny(unsafe_code)]
 
 use std::ops::Range;

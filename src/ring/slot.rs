@@ -137,10 +137,10 @@ impl Descriptor {
     /// another map's results, nor a killed attempt's partial output.
     pub const ZERO_OUTPUT: u64 = 1;
     /// Flag: the output is the caller's own array and the kernel may read it (a chunk kernel
-    /// into `map_into`'s output): a retry must not apply the kernel twice. The claimer seeds
-    /// the scratch area with the caller's range, runs the kernel there, marks the scratch
-    /// complete, then copies it into the caller's range; a retry after the mark only redoes
-    /// the copy, one before it finds the caller's range untouched.
+    /// into `map_into`'s output): a retry must not apply the kernel twice. The claimer backs
+    /// the caller's range up into the scratch area and marks it, runs the kernel in place,
+    /// then marks the chunk complete; a retry restores the range from the backup (backup
+    /// mark) or has nothing to do (complete mark). See `worker::run_kernel`.
     pub const VIA_SCRATCH: u64 = 2;
     /// Bytes before a scratch area's data: the completion mark (a `u64`), padded so that the
     /// data keeps the 64-byte alignment of any element type.
