@@ -164,6 +164,8 @@ impl Worker {
             };
             match claim {
                 Some(c) => {
+                    // Where the chunk's caller will wait for us (see `CpuHints`).
+                    hdr.cpus.worker.store(crate::sync::raw::cpu_hint(), Ordering::Relaxed);
                     self.run_chunk(&ring, c)?;
                     self.chunks += 1;
                     self.busy = true;
@@ -195,7 +197,10 @@ impl Worker {
             // release below, so a bump the caller made while it saw us is never slept through.
             // The spin beats (`spin_beat`): stopped here, we would hold the token without
             // polling, and callers take it over instead of relying on us.
-            let woken = hdr.work.spin_beating(seen, self.ctx.spin, self.ctx.polite, &hdr.spin_beat.0);
+            let me = crate::sync::raw::cpu_hint();
+            hdr.cpus.worker.store(me, Ordering::Relaxed);
+            let polite = self.ctx.polite.then(|| crate::ring::CpuHints::polite_after(me, &hdr.cpus.caller));
+            let woken = hdr.work.spin_beating(seen, self.ctx.spin, polite, &hdr.spin_beat.0);
             // Only our own token: a caller or the supervisor may have taken it over while we
             // were not running, and another worker may hold it now.
             let _ = hdr.spinner.compare_exchange(self.pid, 0, Ordering::SeqCst, Ordering::Relaxed);
