@@ -53,6 +53,27 @@ pub enum Error {
         output: usize,
     },
 
+    /// The inputs of a zip map or reduction (a tuple of inputs) differ in length.
+    #[error("zip input lengths differ: input 0 has {first} elements, input {input} has {len}")]
+    InputLengths {
+        /// Elements in the first input.
+        first: usize,
+        /// The position of the first input whose length differs.
+        input: usize,
+        /// Its elements.
+        len: usize,
+    },
+
+    /// A tuple of inputs given to a verb that maps one input (`submit`, `imap`): zip inputs
+    /// go through `map`, `map_into`, `reduce` and `map_reduce`.
+    #[error("{inputs} zip inputs given to {verb}, which maps one input (use map, map_into, reduce or map_reduce)")]
+    ZipUnsupported {
+        /// How many inputs the tuple holds.
+        inputs: usize,
+        /// The verb.
+        verb: &'static str,
+    },
+
     /// A builder option or argument is out of range.
     #[error("invalid {option} {value}: must be {allowed}")]
     InvalidOption {
@@ -368,6 +389,8 @@ impl Error {
         use Error as E;
         match self {
             E::LengthMismatch { .. }
+            | E::InputLengths { .. }
+            | E::ZipUnsupported { .. }
             | E::InvalidOption { .. }
             | E::TypeMismatch { .. }
             | E::TooLarge { .. }

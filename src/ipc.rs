@@ -113,7 +113,7 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, timeout: Duration) -> Result<Option<Mes
 }
 
 /// Sends one datagram holding `bytes` and, if given, one descriptor (`SCM_RIGHTS`). Used for
-/// the start-up records (`start`) and the fork server's requests (`process::server`).
+/// the start-up records (`start`) and the fork server's requests (`launch::server`).
 ///
 /// # Errors
 ///

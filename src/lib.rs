@@ -36,10 +36,15 @@
 //! | [`Pool::map_into`]`(&input, &mut output, kernel)` (and `map_into_progress`) | `()` |
 //! | [`Pool::submit`]`(&input, kernel)` | a [`Ticket`]: `wait`, `wait_into`, `wait_timeout`, `try_wait` |
 //! | [`Pool::imap`] / [`Pool::imap_unordered`]`(batches, kernel)` | an iterator of `Result<Vec<Out>>` |
+//! | [`Pool::map_reduce`]`(&input, identity, map, combine)` / [`Pool::reduce`]`(&input, identity, fold, combine)` | the accumulator |
 //!
 //! `input` / `output` is any [`Input`] / [`Output`]: `[T]`, `[T; N]`, `Vec<T>`, [`SharedVec`]
 //! (read and written in place), [`NpyArray`] / [`NpyOutput`] (in place) and, with the
-//! `ndarray` feature, every ndarray array or view and `nd::SharedArray`. `kernel` is any
+//! `ndarray` feature, every ndarray array or view and `nd::SharedArray`. A tuple of two to four
+//! inputs of equal length, `&(&a, &b, &c)`, is one input read together (a *zip map*, for
+//! `map`, `map_into` and the reductions), each member in place where it is shared, for a kernel
+//! that takes a tuple: `|(a, b, c): (f64, f32, i32)| -> Out` or
+//! `|(a, b, c): (&[f64], &[f32], &[i32]), out: &mut [Out]|`. `kernel` is any
 //! [`Kernel`]: an element closure `|x: In| -> Out`, a chunk closure
 //! `|x: &[In], y: &mut [Out]|` (or `fn` items of those shapes), either with
 //! [`KernelExt::with`]`(params)` and/or [`KernelExt::with_table`]`(&values)`, a row kernel
@@ -63,6 +68,9 @@
 //! | `imap(batches, elem)` / `imap_unordered(batches, elem)` | `imap(batches, any_kernel)` / `imap_unordered(..)` |
 //! | (none: no run-time sized side input) | `f.with_table(&weights)` → `&[S]` |
 //! | (none: rows were split across chunks) | `f.rows(in_cols, out_cols)` |
+//! | (none: one input per map) | `map_into(&(&a, &b, &c), &mut out, \|(a, b, c): (f64, f32, i32)\| ..)` |
+//! | (none: reductions went back to the caller) | `map_reduce(&x, 0.0, \|v: f64\| v * v, \|p: f64, q: f64\| p + q)` |
+//! | (none) | `reduce(&x, id, \|acc, chunk: &[T]\| .., combine)`: deterministic for any worker count |
 //! | `Ticket::try_get() -> Option<Result<_>>` | `Ticket::try_wait() -> Result<Option<_>>` |
 //! | `WorkerDeath` exported, unobtainable | [`Pool::death_log`] |
 //! | matching messages for exit codes | [`Error::kind`] → [`ErrorKind`] |
@@ -84,14 +92,27 @@
 //!
 //! ## Layers
 //!
-//! `error`, `dtype` → `shm` (segments) → `sync` (robust mutex, doorbells) → `ring` (slot
-//! table) → `ipc` (supervisor ↔ worker messages) → `array` (`SharedVec`, `.npy`) / `kernel`
-//! (how functions reach workers) → `worker` (the loop) → `pool` (the public API and
-//! supervisor); `process` is `multiprocessing.Process`. Only the items re-exported here, the
-//! [`kernel`] module (kernel specs and, with the `expr` feature, the expression compiler) and
-//! [`diagnostics`] are public; the engine is private. `Dtype` comes from the workspace's leaf
-//! crate `shmpool-dtype`; the expression compiler is the member `shmpool-expr`, which knows
-//! nothing of the engine.
+//! Each layer uses only the layers before it (one-way; no two modules use each other):
+//!
+//! 1. `error`, `dtype` (the leaf crate `shmpool-dtype`), `key` (the MAC key), `os` (cached
+//!    pid, the monotonic clock, the standard descriptors and raw diagnostics);
+//! 2. `shm`: segments;
+//! 3. `sync`: the robust mutex and doorbells, inside a segment;
+//! 4. `ring`: the slot table;
+//! 5. `ipc`: supervisor ↔ worker messages and the records of the start-up and fork-server
+//!    sockets;
+//! 6. `launch`: fork, exec, the fork server (the plumbing; knows nothing of workers);
+//! 7. `process`: [`Process`], `multiprocessing.Process`, the public face of `launch`;
+//! 8. `kernel` (how functions reach workers), then `array` (`SharedVec`, `.npy`, the
+//!    [`Input`] / [`Output`] sides; it uses `kernel`'s element types);
+//! 9. `worker`: the loop a worker runs;
+//! 10. `start`: how a worker process is started (fork, fork server, exec) and handed its ring;
+//! 11. `pool`: the public API and the supervisor; `diagnostics`; then the CLI (`cli`, in the
+//!     binary).
+//!
+//! Only the items re-exported here, the [`kernel`] module (kernel specs and, with the `expr`
+//! feature, the expression compiler) and [`diagnostics`] are public; the engine is private.
+//! The expression compiler is the member `shmpool-expr`, which knows nothing of the engine.
 //!
 //! ## Safety model
 //!
@@ -170,6 +191,8 @@
 //! glibc 2.29 on). Other systems are not supported.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
+// No function over 80 lines outside tests (threshold in the workspace's clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 /// Declares a `#[repr(u32)]` enum stored as an integer in shared memory or on the wire, with
 /// `TryFrom<u32>` that refuses every unassigned value (no catch-all arm: an unknown code is an
@@ -204,6 +227,8 @@ mod error;
 mod ipc;
 pub mod kernel;
 mod key;
+mod launch;
+mod os;
 mod pool;
 mod process;
 mod ring;
@@ -224,9 +249,11 @@ pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 pub use dtype::{Dtype, UnknownDtype};
 pub use error::{Error, ErrorKind, Result};
-pub use kernel::{Dynamic, Kernel, KernelExt, KernelSpec};
+pub use kernel::{ChunkFold, Dynamic, ElemMap, Kernel, KernelExt, KernelSpec, Zip};
+pub use launch::fork::{set_fork_hooks, ForkHooks};
+#[cfg(feature = "expr")]
+pub use pool::AxisResult;
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
-pub use process::fork::{set_fork_hooks, ForkHooks};
 pub use process::Process;
 pub use start::{init, StartMethod};
 
@@ -257,7 +284,7 @@ pub fn set_spawn_route<S: Into<std::ffi::OsString>>(
     exe: Option<std::path::PathBuf>,
     args: impl IntoIterator<Item = S>,
 ) {
-    process::spawn::set_route(process::spawn::SpawnRoute { exe, args: args.into_iter().map(Into::into).collect() });
+    launch::spawn::set_route(launch::spawn::SpawnRoute { exe, args: args.into_iter().map(Into::into).collect() });
 }
 
 /// What a program using shmpool usually needs: `use shmpool::prelude::*;`.
@@ -296,7 +323,7 @@ pub mod testing {
 
     /// The pid of this process's fork server, if one runs (it lives as long as the process).
     pub fn fork_server_pid() -> Option<u32> {
-        crate::process::server::pid().map(|p| p.as_raw() as u32)
+        crate::launch::server::pid().map(|p| p.as_raw() as u32)
     }
 
     /// A ring on its own, for the slot round-trip bench.

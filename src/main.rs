@@ -1,5 +1,7 @@
 //! The `shmpool` command line.
 #![deny(unsafe_code)]
+// No function over 80 lines outside tests (threshold in the workspace's clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 mod cli;
 mod workloads;

@@ -27,12 +27,15 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 use crate::ipc::{self, Message};
 use crate::kernel::KernelRef;
-use crate::process::fork;
+use crate::launch::fork;
+use crate::ring::zip::{zip_inputs, ZipHeader};
 use crate::ring::{scratch, ChunkIo, Claim, Descriptor, Ring, Status};
 use crate::shm::{Segment, SegmentKind};
 
 /// Where a worker stops itself with SIGSTOP, so a test can SIGKILL it at a precise instant.
-/// Only the pool's first workers pause (their replacements run normally), once each.
+/// Only the pool's first workers pause (their replacements run normally), once each. A test
+/// hook: it exists only with the `testing` feature (release workers carry no pause branch).
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PausePoint {
@@ -56,6 +59,8 @@ pub(crate) struct WorkerCtx {
     /// Whether that spin yields the core between polls after a few µs.
     pub polite: bool,
     pub recycle_after: Option<u64>,
+    /// Test hook: where this worker stops itself once.
+    #[cfg(any(test, feature = "testing"))]
     pub pause: Option<PausePoint>,
     /// The CPU to pin this worker to, if the pool pins.
     pub cpu: Option<usize>,
@@ -132,6 +137,7 @@ struct Worker {
 const PIN_MIN_BYTES: u64 = 1 << 20;
 
 /// Stops the process (SIGSTOP) if `pending` is `at`, once.
+#[cfg(any(test, feature = "testing"))]
 fn pause(pending: &mut Option<PausePoint>, at: PausePoint) {
     if *pending == Some(at) {
         *pending = None;
@@ -153,10 +159,12 @@ impl Worker {
                 self.drain_mail()?;
             }
             let seen = hdr.work.seq();
+            #[cfg(any(test, feature = "testing"))]
             pause(&mut self.ctx.pause, PausePoint::BeforeClaim);
             let claim = {
                 let mut g = ring.lock()?;
                 let c = g.claim(self.pid);
+                #[cfg(any(test, feature = "testing"))]
                 if c.is_some() {
                     pause(&mut self.ctx.pause, PausePoint::InsideLock);
                 }
@@ -250,20 +258,44 @@ impl Worker {
             .ensure(slot, d.params_seg)
             .and_then(|_| self.ensure(slot, d.in_seg))
             .and_then(|_| self.ensure(slot, d.out_seg))
-            .and_then(|_| self.ensure(slot, d.scratch_seg));
+            .and_then(|_| self.ensure(slot, d.scratch_seg))
+            .and_then(|_| self.zip_header(ring, &mut claim, &d));
         let segs = &self.segs;
-        let outcome = ensured.and_then(|_| {
-            let io = ring.chunk_io(&mut claim, |id| {
-                segs.get(&id).ok_or_else(|| Error::CorruptSlot { slot, reason: format!("segment {id} is unknown") })
-            })?;
-            let kernel = KernelRef::from_parts(d.kernel_addr, d.kernel_tag)
+        let resolve =
+            |id| segs.get(&id).ok_or_else(|| Error::CorruptSlot { slot, reason: format!("segment {id} is unknown") });
+        let outcome = ensured.and_then(|zip| {
+            let io = ring.chunk_io(&mut claim, resolve)?;
+            let kernel = KernelRef::from_parts(d.kernel_addr, d.kernel_tag, zip.is_some())
                 .ok_or_else(|| Error::CorruptSlot { slot, reason: "kernel tag does not match its address".into() })?;
-            Ok((io, kernel))
+            let inputs = match &zip {
+                None => None,
+                Some(h) => {
+                    let more = zip_inputs(&io, &d, h, resolve).map_err(|reason| Error::CorruptSlot { slot, reason })?;
+                    Some((h.len(), std::iter::once(io.input).chain(more).collect::<Vec<_>>()))
+                }
+            };
+            Ok((io, kernel, inputs, zip))
         });
         let (status, message) = match outcome {
             Err(e @ Error::CorruptSlot { .. }) => (Status::Corrupt, e.to_string()),
             Err(e) => return Err(e),
-            Ok((io, kernel)) => run_kernel(&mut self.ctx.pause, &d, io, kernel, segs, slot),
+            Ok((io, kernel, inputs, zip)) => {
+                let ChunkIo { params, input, output } = io;
+                let mut call = Call {
+                    kernel,
+                    params,
+                    input,
+                    zip: inputs,
+                    start: d.start,
+                    #[cfg(any(test, feature = "testing"))]
+                    pause: &mut self.ctx.pause,
+                };
+                let r = run_kernel(&mut call, &d, output, segs, slot);
+                if let Some(h) = &zip {
+                    release_zip(segs, &d, h);
+                }
+                r
+            }
         };
         // Streaming through mapped files: give back this chunk's pages (no-op for shm).
         let (inb, outb) =
@@ -274,6 +306,7 @@ impl Worker {
         if let Some(s) = self.segs.get(&d.out_seg) {
             s.release(d.out_off as usize, outb);
         }
+        #[cfg(any(test, feature = "testing"))]
         pause(&mut self.ctx.pause, PausePoint::BeforePublish);
         let (published, wake) = {
             let mut g = ring.lock()?;
@@ -287,6 +320,30 @@ impl Worker {
             ring.header().done.ring();
         }
         Ok(())
+    }
+
+    /// The zip header of a several-input chunk ([`Descriptor::ZIP`]), its segments mapped;
+    /// `None` for a one-input chunk. A header that does not parse makes the chunk corrupt.
+    fn zip_header(&mut self, ring: &Ring, claim: &mut Claim, d: &Descriptor) -> Result<Option<ZipHeader>> {
+        if d.flags & Descriptor::ZIP == 0 {
+            return Ok(None);
+        }
+        let slot = claim.slot();
+        let corrupt = |reason: String| Error::CorruptSlot { slot, reason };
+        let header = {
+            let segs = &self.segs;
+            let io =
+                ring.chunk_io(claim, |id| segs.get(&id).ok_or_else(|| corrupt(format!("segment {id} is unknown"))))?;
+            let h = ZipHeader::parse(io.params).map_err(corrupt)?;
+            if ZipHeader::digest(&io.params[..h.len()], &crate::kernel::key()) != d.zip_digest {
+                return Err(corrupt("the zip header does not match its descriptor".into()));
+            }
+            h
+        };
+        for input in &header.inputs {
+            self.ensure(slot, input.seg)?;
+        }
+        Ok(Some(header))
     }
 
     /// Makes sure segment `id` (0: inline, nothing to do) is mapped, asking the supervisor.
@@ -343,14 +400,12 @@ impl Worker {
 /// caller's range from the backup first, one before it finds the range untouched. So a killed
 /// attempt never makes the kernel apply twice.
 fn run_kernel(
-    pause_at: &mut Option<PausePoint>,
+    call: &mut Call<'_>,
     d: &Descriptor,
-    io: ChunkIo<'_>,
-    kernel: KernelRef,
+    output: &mut [u8],
     segs: &HashMap<u64, Segment>,
     slot: u32,
 ) -> (Status, String) {
-    let ChunkIo { params, input, output } = io;
     if d.flags & Descriptor::VIA_SCRATCH == 0 {
         if d.flags & Descriptor::ZERO_OUTPUT != 0 {
             // A recycled buffer (inline payload, staging) and a kernel that may leave
@@ -359,7 +414,7 @@ fn run_kernel(
             // than in the caller (see `MapRun::new`).
             output.fill(0);
         }
-        return invoke(pause_at, kernel, params, input, output, d.start);
+        return call.invoke(output);
     }
     let area = segs
         .get(&d.scratch_seg)
@@ -384,7 +439,7 @@ fn run_kernel(
             mark.store(backed_up, Ordering::Release);
         }
     }
-    let r = invoke(pause_at, kernel, params, input, output, d.start);
+    let r = call.invoke(output);
     if r.0 == Status::Ok {
         // PUBLISH: the caller's range holds the result; a retry reads the mark with Acquire.
         mark.store(complete, Ordering::Release);
@@ -395,24 +450,48 @@ fn run_kernel(
     r
 }
 
-/// Calls the kernel under `catch_unwind` (stopping first at [`PausePoint::MidKernel`]).
-fn invoke(
-    pause_at: &mut Option<PausePoint>,
+/// What a claimed chunk's kernel reads: its parameter block and input, or (a several-input
+/// chunk) its inputs, after a parameter block whose first `skip` bytes are the zip header.
+struct Call<'a> {
     kernel: KernelRef,
-    params: &[u8],
-    input: &[u8],
-    output: &mut [u8],
+    params: &'a [u8],
+    input: &'a [u8],
+    /// `(skip, inputs)` of a several-input chunk.
+    zip: Option<(usize, Vec<&'a [u8]>)>,
     start: u64,
-) -> (Status, String) {
-    if *pause_at == Some(PausePoint::MidKernel) {
-        // Write half the output, then stop: the kill lands mid-chunk.
-        let half = output.len() / 2;
-        output[..half].fill(0xAB);
+    #[cfg(any(test, feature = "testing"))]
+    pause: &'a mut Option<PausePoint>,
+}
+
+impl Call<'_> {
+    /// Calls the kernel into `output` under `catch_unwind` (stopping first at
+    /// [`PausePoint::MidKernel`] in tests).
+    fn invoke(&mut self, output: &mut [u8]) -> (Status, String) {
+        #[cfg(any(test, feature = "testing"))]
+        if *self.pause == Some(PausePoint::MidKernel) {
+            // Write half the output, then stop: the kill lands mid-chunk.
+            let half = output.len() / 2;
+            output[..half].fill(0xAB);
+            pause(self.pause, PausePoint::MidKernel);
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &self.zip {
+            None => self.kernel.invoke(self.params, self.input, output, self.start),
+            Some((skip, inputs)) => self.kernel.invoke_zip(&self.params[*skip..], inputs, output, self.start),
+        }));
+        match r {
+            Ok(()) => (Status::Ok, String::new()),
+            Err(p) => (Status::Panicked, panic_message(&p)),
+        }
     }
-    pause(pause_at, PausePoint::MidKernel);
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kernel.invoke(params, input, output, start))) {
-        Ok(()) => (Status::Ok, String::new()),
-        Err(p) => (Status::Panicked, panic_message(&p)),
+}
+
+/// Gives back the pages of a several-input chunk's extra inputs (streaming through mapped
+/// files, as for the descriptor's own input; a no-op for shared memory).
+fn release_zip(segs: &HashMap<u64, Segment>, d: &Descriptor, header: &ZipHeader) {
+    for input in &header.inputs {
+        if let (Ok((off, len)), Some(s)) = (crate::ring::zip::byte_range(d, input), segs.get(&input.seg)) {
+            s.release(off, len);
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! Many callers and streaming: maps and tickets from many threads at once, pipelined `imap` and
 //! `imap_unordered`, tickets' timeouts and early drops, fairness, wait strategies, and the
-//! fault-tolerance promise with several threads mapping while workers are killed.
+//! fault-tolerance promise with several threads mapping while workers are killed. Tickets
+//! polled again after their outcome never report `Ok` with zeros, a ticket cut into more
+//! chunks than slots does not hang its own `submit`, and `RingFull` comes only when every slot
+//! is held by finished tickets nobody waits for.
 
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::workloads::{pattern, w1, w1_chunk};
@@ -109,6 +112,7 @@ fn an_error_surfaces_at_its_batch_and_the_stream_goes_on() {
     common::assert_nothing_leaked();
 }
 
+/// Triples `x` in 20 ms (the stimulus: batches that are still running).
 fn slow(x: f64) -> f64 {
     std::thread::sleep(Duration::from_millis(20));
     x * 3.0
@@ -197,6 +201,7 @@ fn eight_threads_submitting_at_once_get_exact_results() {
     common::assert_nothing_leaked();
 }
 
+/// W1 on a chunk in 30 ms or more (the stimulus: a map that holds the workers).
 fn slow_chunk(xs: &[f64], ys: &mut [f64]) {
     std::thread::sleep(Duration::from_millis(30));
     w1_chunk(xs, ys);
@@ -215,7 +220,8 @@ fn a_small_batch_is_not_starved_by_a_huge_map() {
                 pool.map_into(&xs, &mut ys, slow_chunk).unwrap();
                 huge_done.store(true, Ordering::SeqCst);
             });
-            std::thread::sleep(Duration::from_millis(100)); // the huge map fills the ring
+            let full = |st: &[u32]| st.iter().all(|&s| s != 0);
+            common::ring_words::await_slots(&pool, "the huge map fills the ring", full);
             for i in 0..5 {
                 let small = batch(i, 100);
                 assert!(exact(&small, &pool.submit(&small, w1).unwrap().wait().unwrap()));
@@ -233,7 +239,8 @@ fn submit_refuses_when_only_unwaited_tickets_hold_the_ring() {
         let pool = Pool::builder().workers(1).slots(4).build().unwrap();
         let tickets: Vec<_> = (0..4).map(|i| pool.submit(&[i as f64], w1).unwrap()).collect();
         // Let them finish: every slot now holds a result nobody has asked for.
-        std::thread::sleep(Duration::from_millis(100));
+        let done = |st: &[u32]| st.iter().all(|&s| s == common::ring_words::DONE);
+        common::ring_words::await_slots(&pool, "every ticket finishes", done);
         assert!(matches!(pool.submit(&[9.0f64], w1), Err(Error::RingFull { slots: 4 })));
         assert!(matches!(pool.map(&[9.0f64], w1), Err(Error::RingFull { slots: 4 })));
         let mut tickets = tickets.into_iter();
@@ -256,10 +263,11 @@ fn an_idle_pool_burns_no_cpu_under_any_wait_strategy() {
         for _ in 0..100 {
             pool.submit(&[1.0f64; 1024], w1).unwrap().wait().unwrap();
         }
-        std::thread::sleep(Duration::from_millis(200)); // past any post-work spin
         let pids = pool.pids();
+        common::await_asleep(&pids); // past any post-work spin
         let before: Vec<u64> = pids.iter().map(|&p| common::cpu_ticks(p).unwrap()).collect();
         let t = Instant::now();
+        // The observation window (not a synchronisation): CPU used by idle workers over 1 s.
         std::thread::sleep(Duration::from_secs(1));
         let secs = t.elapsed().as_secs_f64();
         for (p, b) in pids.iter().zip(before) {
@@ -300,7 +308,7 @@ fn maps_from_four_threads_survive_workers_killed_under_them() {
             s.spawn(|| {
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(15));
+                    std::thread::sleep(Duration::from_millis(15)); // the killer's pace: the stimulus
                     let pids = pool.pids();
                     if let Some(&p) = pids.get((n % 2) as usize) {
                         if kill(Pid::from_raw(p as i32), Signal::SIGKILL).is_ok() {
@@ -331,6 +339,229 @@ fn maps_from_four_threads_survive_workers_killed_under_them() {
             stop.store(true, Ordering::SeqCst);
         });
         assert!(kills.load(Ordering::SeqCst) > 5, "only {} kills landed", kills.load(Ordering::SeqCst));
+    });
+    common::assert_nothing_leaked();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tickets: polled again after their outcome, waited forever, cut into more chunks than slots;
+// and `RingFull` only when every slot is held by finished tickets nobody waits for.
+// ---------------------------------------------------------------------------------------------
+
+/// `wait_timeout` said the batch failed (kernel panic); asking the same ticket again must not
+/// turn that into `Ok` with zeros.
+#[test]
+fn ticket_polled_again_after_an_error_does_not_report_ok_zeros() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(30), || {
+        let pool = Pool::new(2).unwrap();
+        let mut t = pool.submit(&[-1.0f64, 2.0], panics_on_negative).unwrap();
+        let first = loop {
+            match t.wait_timeout(Duration::from_millis(50)) {
+                Ok(None) => continue,
+                other => break other,
+            }
+        };
+        assert!(matches!(first, Err(Error::KernelPanicked { .. })), "{first:?}");
+        let second = t.wait_timeout(Duration::from_millis(50));
+        assert!(!matches!(second, Ok(Some(_))), "a failed batch is now reported as Ok: {second:?}");
+    });
+    common::assert_nothing_leaked();
+}
+
+/// `try_wait` returned the results once; a second `try_wait` / `wait` must not return zeros as
+/// if they were the results (inline and staged tickets).
+#[test]
+fn ticket_polled_again_after_success_does_not_return_zeros() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(30), || {
+        let pool = Pool::new(2).unwrap();
+        for n in [2usize, 200_000] {
+            let xs: Vec<f64> = (0..n).map(pattern).collect();
+            let mut t = pool.submit(&xs, w1).unwrap();
+            let got = loop {
+                if let Some(r) = t.try_wait().transpose() {
+                    break r.unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            assert_eq!(got[1], w1(xs[1]));
+            let again = t.try_wait().transpose();
+            if let Some(Ok(v)) = &again {
+                assert_eq!(v[1], w1(xs[1]), "n={n}: second try_wait returned Ok with wrong data (zeros)");
+            }
+            // A spent ticket says so: never Ok with zeros.
+            match t.wait() {
+                Err(Error::TicketSpent) => {}
+                other => panic!("n={n}: wait after try_wait gave {other:?}"),
+            }
+        }
+    });
+    common::assert_nothing_leaked();
+}
+
+/// "Wait at most forever" must not panic the caller.
+#[test]
+fn wait_timeout_with_duration_max_does_not_panic() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(30), || {
+        let pool = Pool::new(1).unwrap();
+        let mut t = pool.submit(&[1.0f64], w1).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.wait_timeout(Duration::MAX).map(|v| v.map(|v| v[0]))
+        }));
+        assert!(r.is_ok(), "Ticket::wait_timeout(Duration::MAX) panicked");
+    });
+    common::assert_nothing_leaked();
+}
+
+/// One thread, one ticket: a 700-element batch travels inline, but `chunk_len(200)` cuts it into
+/// four chunks on a two-slot ring. `submit` must not wait for itself (it once filled all chunks
+/// before returning while holding finished inline chunks in their slots, at most `slots / active`
+/// of them, and waited forever).
+#[test]
+fn a_single_inline_ticket_with_more_chunks_than_slots_does_not_hang_submit() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(30), || {
+        let pool = Pool::builder().workers(2).slots(2).chunk_len(200).build().unwrap();
+        let xs: Vec<f64> = (0..700).map(pattern).collect();
+        let ys = pool.submit(&xs, w1).and_then(|t| t.wait()).unwrap();
+        assert!(xs.iter().zip(&ys).all(|(x, y)| w1(*x).to_bits() == y.to_bits()));
+    });
+    common::assert_nothing_leaked();
+}
+
+/// The same with the default ring (16 slots) and a small `chunk_len`.
+#[test]
+fn a_single_inline_ticket_with_small_chunks_on_the_default_ring_does_not_hang_submit() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(30), || {
+        let pool = Pool::builder().workers(2).chunk_len(10).build().unwrap();
+        let xs: Vec<f64> = (0..700).map(pattern).collect();
+        let ys = pool.submit(&xs, w1).and_then(|t| t.wait()).unwrap();
+        assert!(xs.iter().zip(&ys).all(|(x, y)| w1(*x).to_bits() == y.to_bits()));
+    });
+    common::assert_nothing_leaked();
+}
+
+/// Two threads each hold a finished ticket (together they fill the ring) and each submit one
+/// more. Each submit must end (RingFull or Ok); neither may wait forever for the other.
+#[test]
+fn two_threads_holding_finished_tickets_and_submitting_do_not_livelock() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(60), || {
+        let pool = Pool::builder().workers(1).slots(2).build().unwrap();
+        for round in 0..20 {
+            eprintln!("livelock round {round}");
+            let barrier = Barrier::new(2);
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..2)
+                    .map(|i| {
+                        let (pool, barrier) = (&pool, &barrier);
+                        s.spawn(move || {
+                            let held = pool.submit(&[i as f64], w1).unwrap();
+                            // Finished, unclaimed: no chunk is waiting or running any more.
+                            let finished = |st: &[u32]| st.iter().all(|&s| s != 1 && s != 2);
+                            common::ring_words::await_slots(pool, "the held tickets finish", finished);
+                            barrier.wait();
+                            let started = Instant::now();
+                            let r = pool.submit(&[9.0f64], w1).map(|t| t.wait());
+                            let took = started.elapsed();
+                            drop(held);
+                            (r.is_ok(), took)
+                        })
+                    })
+                    .collect();
+                for h in hs {
+                    let (_, took) = h.join().unwrap();
+                    // A watchdog, not a measurement: a livelocked submit never ends.
+                    assert!(took < Duration::from_secs(20), "round {round}: submit blocked for {took:?}");
+                }
+            });
+        }
+    });
+    common::assert_nothing_leaked();
+}
+
+/// Three threads on a one-slot ring for 3 s: thread 0 runs blocking maps, the others submit and
+/// then wait with `wait_ticket`. Nobody ever holds a finished ticket without waiting for it, so
+/// `RingFull` must never appear.
+fn no_ring_full_with(wait_ticket: fn(shmpool::Ticket<'_, f64>) -> shmpool::Result<Vec<f64>>) {
+    common::watchdog(Duration::from_secs(60), move || {
+        let pool = Pool::builder().workers(2).slots(1).build().unwrap();
+        let stop = AtomicBool::new(false);
+        let fulls: Vec<(usize, u32, u32)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3usize)
+                .map(|t| {
+                    let (pool, stop) = (&pool, &stop);
+                    s.spawn(move || {
+                        let (mut ok, mut full) = (0, 0);
+                        let mut i = 0;
+                        while !stop.load(Ordering::Relaxed) {
+                            i += 1;
+                            let r = if t == 0 {
+                                pool.map(&[i as f64], w1)
+                            } else {
+                                pool.submit(&[i as f64], w1).and_then(wait_ticket)
+                            };
+                            match r {
+                                Ok(v) => {
+                                    assert_eq!(v, [w1(i as f64)]);
+                                    ok += 1
+                                }
+                                Err(Error::RingFull { .. }) => full += 1,
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                        (t, ok, full)
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs(3)); // how long the mix runs: the stimulus
+            stop.store(true, Ordering::Relaxed);
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(fulls.iter().all(|f| f.2 == 0), "(thread, ok, RingFull) = {fulls:?}");
+    });
+    common::assert_nothing_leaked();
+}
+
+/// Every caller waits for its own ticket at once (`submit(..)?.wait()`) or runs a blocking map.
+#[test]
+fn no_ring_full_when_every_ticket_is_waited_for_at_once() {
+    let _serial = common::serial();
+    no_ring_full_with(|tk| tk.wait());
+}
+
+/// As above, but the ticket owners poll with `wait_timeout` (the documented way to wait while
+/// doing something else): they are waiting for their tickets, so `RingFull` must not appear.
+#[test]
+fn no_ring_full_when_a_ticket_is_being_polled_with_wait_timeout() {
+    let _serial = common::serial();
+    no_ring_full_with(|mut tk| loop {
+        match tk.wait_timeout(Duration::from_micros(200)) {
+            Ok(Some(v)) => break Ok(v),
+            Ok(None) => continue,
+            Err(e) => break Err(e),
+        }
+    });
+}
+
+/// The chaos mix without any kill: maps, submit+wait and submit+wait_timeout pollers on a
+/// one-slot ring. Nobody holds a finished ticket without waiting: `RingFull` must not appear.
+#[test]
+fn no_ring_full_in_the_chaos_mix_without_kills() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(60), || {
+        // A second, busy pool (with kills) on the same two cores stands for the other programs
+        // of a loaded machine: a caller preempted between `submit` returning and `wait`
+        // starting, or between two `wait_timeout` polls, makes the other callers fail.
+        let load = std::thread::spawn(|| {
+            common::chaos::chaos_round_with(Pool::builder().workers(2).slots(4).max_attempts(50), 4, true);
+        });
+        let n = common::chaos::chaos_round_with(Pool::builder().workers(2).slots(1).payload_bytes(4096), 4, false);
+        load.join().unwrap();
+        assert_eq!(n, 0, "{n} false RingFull errors (no worker killed, every ticket waited for at once)");
     });
     common::assert_nothing_leaked();
 }

@@ -1,8 +1,13 @@
-//! The `shmpool` binary: the main job and the exit codes.
+//! The `shmpool` binary: the main job and the exit codes, a hang-up under `nohup`, `-j 1000` on
+//! a small input, and a closed stdout pipe. (Its files: tests/cli_outputs.rs; the numpy
+//! contract of `--expr`: tests/expressions.rs, tests/npy.rs and tests/numpy_diff.rs.)
 
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
+
+use common::npy_files::{f64_npy, stderr};
 
 fn shmpool(args: &[&str]) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -432,4 +437,106 @@ fn a_negative_integer_power_at_run_time_is_numpys_message_without_a_source_locat
     assert!(err.contains("integers to negative integer powers are not allowed"), "{err}");
     assert!(!err.contains(".rs:") && !err.contains("panicked at"), "no source location: {err}");
     assert_eq!(names(d.path()), ["i.npy"], "no output, no temporary file");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A hang-up under `nohup`, `-j 1000` on a small input, a closed stdout pipe.
+// ---------------------------------------------------------------------------------------------
+
+/// `nohup shmpool map ...` (SIGHUP ignored by the parent) survives a hangup, as every program that
+/// installs cleanup handlers only for signals not ignored at start-up does (and as numpy under
+/// `nohup python` does); shmpool once installed its SIGHUP handler over the inherited SIG_IGN and
+/// cancelled the map with exit 129. The same holds for SIGINT, which non-interactive shells set to
+/// SIG_IGN for background jobs (`cmd &` in a script).
+#[test]
+fn nohup_map_survives_a_hangup() {
+    let _serial = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    let xs: Vec<f64> = (0..3_000_000).map(|i| i as f64).collect();
+    let x = f64_npy(d.path(), "x.npy", &xs);
+    let y = d.path().join("y.npy");
+    let script = format!(
+        "trap '' HUP; exec {:?} map {:?} -o {:?} --progress -j 2 --chunk-len 65536 --expr \
+         'sin(x) ** 2 + cos(x) ** 3 + tanh(x) + exp(-x * x) + log1p(x) + arctan(x)'",
+        env!("CARGO_BIN_EXE_shmpool"),
+        x,
+        y
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let err = child.stderr.take().unwrap();
+    let status = common::watchdog(Duration::from_secs(120), move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(err).lines();
+        let first = lines.next().expect("a progress line").unwrap();
+        assert!(first.starts_with("progress:"), "{first}");
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        for _ in lines {}
+        child.wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0), "SIGHUP was ignored by the caller (nohup): {status:?}");
+    assert!(y.exists());
+}
+
+/// "`-j 1000` on small inputs is quiet and quick": the worker count is capped by the input's
+/// size (one worker per 65,536 elements) for the built-in dataset too, as for a file input; it
+/// once started 1000 worker processes for `map -j 1000 --len 1000` (~7 s on 2 cores). Checked
+/// by what the run reports, not by its time.
+#[test]
+fn j_1000_on_the_small_built_in_dataset_starts_no_worker_per_element() {
+    let _serial = common::serial();
+    let o = common::watchdog(Duration::from_secs(120), || {
+        Command::new(env!("CARGO_BIN_EXE_shmpool"))
+            .args(["map", "-j", "1000", "--len", "1000", "--repeat", "1"])
+            .output()
+            .unwrap()
+    });
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.contains("1000 worker processes"), "1000 workers for 1000 elements:\n{out}");
+}
+
+/// `shmpool map x.npy -o y.npy | head -0` (or `| true`, or a pager quit early): the summary line
+/// meets a closed pipe. Documented exit codes are 0, 1, 2 and 128+N: no panic (it once panicked
+/// with "failed printing to stdout: Broken pipe", exit 101, after writing the output, and the
+/// built-in dataset run panicked with its pool alive).
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    let _serial = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    let x = f64_npy(d.path(), "x.npy", &[1.0, 2.0]);
+    let y = d.path().join("y.npy");
+    let mut bad = Vec::new();
+    for args in [
+        vec![
+            "map".to_string(),
+            x.to_str().unwrap().into(),
+            "-o".into(),
+            y.to_str().unwrap().into(),
+            "--expr".into(),
+            "x".into(),
+        ],
+        vec!["map".into(), "-j".into(), "2".into(), "--len".into(), "1000".into(), "--repeat".into(), "1".into()],
+    ] {
+        let o = common::watchdog(Duration::from_secs(60), move || {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_shmpool"))
+                .args(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            drop(child.stdout.take()); // the reader is gone
+            child.wait_with_output().unwrap()
+        });
+        let err = stderr(&o);
+        if err.contains("panicked") || o.status.code() == Some(101) {
+            bad.push(format!("{:?}: {}", o.status, err.lines().take(3).collect::<Vec<_>>().join(" | ")));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
 }

@@ -1,6 +1,6 @@
 //! Fault tolerance: workers killed at every named point and by every kind of signal, kernels
-//! that panic, hang or crash, recycling, parent death, a full /dev/shm, corrupted slots, and a
-//! chaos loop. Every map either returns the exact sequential answer or a clear error; nothing
+//! that panic, hang or crash, recycling, parent death, a full /dev/shm, corrupted slots, kills
+//! under several callers on tiny rings, streams dropped around a kill, and a chaos loop. Every map either returns the exact sequential answer or a clear error; nothing
 //! hangs (watchdogs), nothing leaks.
 
 mod common;
@@ -293,6 +293,7 @@ fn parent_death(sig: Signal) -> Duration {
         pool.map_into(&xs, &mut ys, common::workloads::w1_chunk).unwrap();
         let pids: Vec<String> = pool.pids().iter().map(|p| p.to_string()).collect();
         std::fs::write(&f2, pids.join(" ")).unwrap();
+        // Lives until the test kills it (at most 60 s: a failed test leaves nothing for long).
         std::thread::sleep(Duration::from_secs(60));
     })
     .unwrap();
@@ -410,7 +411,7 @@ fn chaos(n: usize, stop: impl Fn(&ChaosReport) -> bool, seed: u64) -> ChaosRepor
                 r ^= r << 13;
                 r ^= r >> 7;
                 r ^= r << 17;
-                std::thread::sleep(Duration::from_micros(2_000 + r % 8_000));
+                std::thread::sleep(Duration::from_micros(2_000 + r % 8_000)); // the kills' pace: the stimulus
                 let pids = pool.pids();
                 if pids.len() < 2 {
                     continue;
@@ -475,27 +476,125 @@ fn print_report(r: &mut ChaosReport, seed: u64) {
     );
 }
 
+/// The chaos loop: 15 s of maps while workers are killed (`SHMPOOL_CHAOS_SECS`), or, for a
+/// long run by hand, until `SHMPOOL_CHAOS_KILLS` kills (e.g. 1000, with no time limit);
+/// `SHMPOOL_CHAOS_SEED` replays a seed the report printed.
 #[test]
 fn chaos_maps_stay_exact_while_workers_are_killed() {
-    let secs: u64 = std::env::var("SHMPOOL_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let mut r = common::watchdog(Duration::from_secs(secs + 60), move || {
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let secs = var("SHMPOOL_CHAOS_SECS").unwrap_or(15);
+    let kills = var("SHMPOOL_CHAOS_KILLS");
+    let seed = var("SHMPOOL_CHAOS_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("chaos seed {seed}");
+    let limit = if kills.is_some() { Duration::MAX / 2 } else { Duration::from_secs(secs + 60) };
+    let mut r = common::watchdog(limit, move || {
         let start = Instant::now();
-        chaos(10_000_000, move |_| start.elapsed() > Duration::from_secs(secs), seed)
+        chaos(
+            10_000_000,
+            move |r| match kills {
+                Some(k) => r.kills >= k,
+                None => start.elapsed() > Duration::from_secs(secs),
+            },
+            seed,
+        )
     });
     print_report(&mut r, seed);
     assert_eq!(r.wrong, 0);
     assert!(r.kills > 0 && r.maps > 0);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Kills under several callers on tiny rings, streams dropped around a kill, timeouts.
+// ---------------------------------------------------------------------------------------------
+
+fn chaos_round(builder: shmpool::PoolBuilder, secs: u64) {
+    common::chaos::chaos_round_with(builder, secs, true);
+}
+
 #[test]
-#[ignore = "long: at least 1,000 kills; run with --ignored"]
-fn chaos_long_thousand_kills() {
-    let seed: u64 = std::env::var("SHMPOOL_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+fn kills_under_four_callers_on_a_one_slot_ring() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(120), || {
+        chaos_round(Pool::builder().workers(2).slots(1).max_attempts(50).payload_bytes(4096), 6);
     });
-    println!("chaos seed {seed}");
-    let mut r = chaos(10_000_000, |r| r.kills >= 1_000, seed);
-    print_report(&mut r, seed);
-    assert_eq!(r.wrong, 0);
+    common::assert_nothing_leaked();
+}
+
+#[test]
+fn kills_under_four_callers_on_a_two_slot_ring_with_recycling_and_timeouts() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(120), || {
+        chaos_round(
+            Pool::builder()
+                .workers(2)
+                .slots(2)
+                .max_attempts(50)
+                .max_chunks_per_worker(1)
+                .chunk_timeout(Duration::from_secs(5))
+                .payload_bytes(1024),
+            6,
+        );
+    });
+    common::assert_nothing_leaked();
+}
+
+/// W1 taking 15 ms per element (the stimulus: chunks still running when the test acts).
+fn slow_elem(x: f64) -> f64 {
+    std::thread::sleep(Duration::from_millis(15));
+    w1(x)
+}
+
+/// Drop an `imap` and an `imap_unordered` while their chunks are CLAIMED and after a worker
+/// running one was SIGKILLed, on a two-slot ring; the pool must then still give exact answers
+/// from several threads.
+#[test]
+fn dropping_streams_with_claimed_chunks_after_a_kill_leaves_a_tiny_ring_usable() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(90), || {
+        let pool = Pool::builder().workers(2).slots(2).build().unwrap();
+        for round in 0..6 {
+            let batches = (0..50).map(|b| vec![b as f64; 3]);
+            if round % 2 == 0 {
+                let mut it = pool.imap(batches, slow_elem);
+                let _ = it.next();
+            } else {
+                let mut it = pool.imap_unordered(batches, slow_elem);
+                let _ = it.next();
+            }
+            // Dropped above with chunks in flight; kill a worker that may be running one.
+            let pids = pool.pids();
+            unsafe { libc::kill(pids[round % pids.len()] as i32, libc::SIGKILL) };
+            std::thread::scope(|s| {
+                for t in 0..3 {
+                    let pool = &pool;
+                    s.spawn(move || {
+                        for i in 0..20 {
+                            let xs: Vec<f64> = (0..1 + (i * 37 + t) % 500).map(pattern).collect();
+                            let ys = pool.map(&xs, w1).unwrap();
+                            assert!(xs.iter().zip(&ys).all(|(x, y)| w1(*x).to_bits() == y.to_bits()));
+                        }
+                    });
+                }
+            });
+        }
+    });
+    common::assert_nothing_leaked();
+}
+
+/// An absurdly long chunk timeout must not wrap around into an immediate one.
+#[test]
+fn a_huge_chunk_timeout_does_not_wrap_into_a_tiny_one() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(30), || {
+        let pool = Pool::builder().workers(1).chunk_timeout(Duration::from_secs(1 << 60)).build().unwrap();
+        let r = pool.map(&[1.0f64, 2.0], |x: f64| {
+            // A chunk that outlasts any timeout that wrapped around to a tiny one.
+            std::thread::sleep(Duration::from_millis(200));
+            x
+        });
+        assert!(r.is_ok(), "a 36-billion-year timeout killed a 200 ms chunk: {r:?}");
+    });
+    common::assert_nothing_leaked();
 }

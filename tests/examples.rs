@@ -132,3 +132,11 @@ fn ndarray_example_verifies_elementwise_and_row_maps() {
          transposed view doubled: [0.0, 4.0, 8.0, 2.0, 6.0, 10.0]\n"
     );
 }
+
+#[test]
+fn zip_reduce_example_zips_three_inputs_and_reduces_deterministically() {
+    let out = example("zip_reduce");
+    assert!(out.contains("y[999] = a[999] * b[999] + c[999] = 5.495\n"), "{out}");
+    assert!(out.contains("mean = 0.4995, std = 0.2887\n"), "{out}");
+    assert!(out.contains("same bits on 1 worker: true\n"), "{out}");
+}

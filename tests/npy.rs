@@ -1,6 +1,6 @@
 //! `.npy` interop with real numpy files, numpy's semantics for `shmpool map`, and the bad-input
 //! corpus. numpy makes the fixtures and checks the results; it is found, never installed (see
-//! tests/pyenv): without it these tests print SKIPPED and pass.
+//! tests/pyenv): without it they fail in CI, and a local run says SKIPPED once and passes.
 
 mod common;
 mod pyenv;

@@ -8,7 +8,8 @@
 //! Seeded with a fixed default (a deterministic CI); the seed is printed, and
 //! `SHMPOOL_DIFF_SEED=N` runs or replays another;
 //! `SHMPOOL_DIFF_COUNT=N` sets the expressions per dtype (default 60). numpy comes from
-//! tests/pyenv (never installed here); without it the test prints SKIPPED and passes.
+//! tests/pyenv (never installed here); without it the test fails in CI, and a local run says
+//! SKIPPED once and passes.
 
 mod common;
 mod pyenv;

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::process::Command;
+scenarios!(pinning_child_under_a_restricted_mask);
+
 use std::time::Duration;
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
@@ -64,13 +65,10 @@ fn two_one_worker_pools_pin_to_different_cpus() {
     common::assert_nothing_leaked();
 }
 
-/// The child half of `pinning_stays_inside_a_restricted_affinity_mask`: runs only when that
-/// test re-runs this binary with `PIN_TEST_CPU` set.
-#[test]
-#[ignore]
+/// The child half of `pinning_stays_inside_a_restricted_affinity_mask`: a scenario, run with
+/// the CPU to keep in `PIN_TEST_CPU`.
 fn pinning_child_under_a_restricted_mask() {
-    let Ok(cpu) = std::env::var("PIN_TEST_CPU") else { return };
-    let cpu: usize = cpu.parse().unwrap();
+    let cpu: usize = std::env::var("PIN_TEST_CPU").expect("PIN_TEST_CPU").parse().unwrap();
     let mut one = CpuSet::new();
     one.set(cpu).unwrap();
     sched_setaffinity(Pid::from_raw(0), &one).unwrap();
@@ -93,13 +91,9 @@ fn pinning_stays_inside_a_restricted_affinity_mask() {
     // The last CPU we may use: a pool that pinned to "CPU 0" or to the first CPU of the
     // machine would show.
     let cpu = *cpus.last().unwrap();
-    let out = common::watchdog(Duration::from_secs(120), move || {
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "pinning_child_under_a_restricted_mask", "--nocapture", "--test-threads=1"])
-            .env("PIN_TEST_CPU", cpu.to_string())
-            .output()
-            .unwrap()
-    });
+    let mut child = common::scenario::command("pinning_child_under_a_restricted_mask");
+    child.env("PIN_TEST_CPU", cpu.to_string());
+    let out = common::scenario::output_within(child, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("child ok"),

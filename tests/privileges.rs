@@ -3,13 +3,14 @@
 //! because segments are checked against the uid recorded when they were made, never against
 //! the attacher's current euid.
 //!
-//! The program is a child process (this test binary re-run for one `#[ignore]`d test) that
+//! The program is a scenario (this test binary re-run as a child program: tests/common/scenario.rs) that
 //! runs as root, builds its pool and arrays, `setuid`s to `nobody` and maps on. Needs root (CI
 //! runs as root); elsewhere the test says SKIPPED.
 
 mod common;
 
-use std::process::Command;
+scenarios!(program_that_drops_root_after_building_its_pool);
+
 use std::time::Duration;
 
 use shmpool::{Pool, SharedVec, StartMethod};
@@ -32,8 +33,7 @@ fn method_from_env() -> StartMethod {
 
 /// The program: builds a pool (workers replaced after every chunk, so that every map after the
 /// drop runs on workers started as `nobody`) and two arrays as root, drops to `nobody`, maps.
-#[test]
-#[ignore = "run as a child process by pool_and_arrays_keep_working_after_the_program_drops_root"]
+/// A scenario of `pool_and_arrays_keep_working_after_the_program_drops_root`.
 fn program_that_drops_root_after_building_its_pool() {
     let pool = Pool::builder()
         .workers(2)
@@ -79,13 +79,9 @@ fn pool_and_arrays_keep_working_after_the_program_drops_root() {
     }
     let _serial = common::serial();
     for method in ["fork", "spawn", "forkserver"] {
-        let out = common::watchdog(Duration::from_secs(120), move || {
-            Command::new(std::env::current_exe().unwrap())
-                .args(["program_that_drops_root_after_building_its_pool", "--exact", "--ignored", "--nocapture"])
-                .env("SHMPOOL_PRIV_METHOD", method)
-                .output()
-                .unwrap()
-        });
+        let mut program = common::scenario::command("program_that_drops_root_after_building_its_pool");
+        program.env("SHMPOOL_PRIV_METHOD", method);
+        let out = common::scenario::output_within(program, Duration::from_secs(120));
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(
             out.status.success() && stdout.contains("PRIVILEGE DROP OK"),

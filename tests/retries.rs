@@ -89,3 +89,43 @@ fn a_chunk_kernel_that_panics_leaves_its_range_of_the_callers_array_as_it_was() 
     });
     common::assert_nothing_leaked();
 }
+
+/// Adds `a * b` to whatever its output holds.
+fn acc_zip((a, b): (&[f64], &[f32]), y: &mut [f64]) {
+    for k in 0..y.len() {
+        y[k] += a[k] * b[k] as f64;
+    }
+}
+
+#[test]
+fn a_zip_chunk_kernel_killed_midway_into_the_callers_array_is_retried_from_the_callers_values() {
+    let _g = common::serial();
+    common::watchdog(Duration::from_secs(60), || {
+        let n = 50_000;
+        let a = SharedVec::from_slice(&(0..n).map(|i| (i % 997) as f64 + 1.0).collect::<Vec<_>>()).unwrap();
+        let b = SharedVec::from_slice(&(0..n).map(|i| (i % 13) as f32 + 0.5).collect::<Vec<_>>()).unwrap();
+        let want: Vec<f64> = a.iter().zip(b.iter()).map(|(a, b)| 1.0 + a * *b as f64).collect();
+        for at in [PausePoint::MidKernel, PausePoint::BeforePublish] {
+            let mut ys = SharedVec::from_slice(&vec![1.0f64; n]).unwrap();
+            let pool = Pool::builder().workers(2).chunk_len(1_000).pause_point(at).build().unwrap();
+            let mut killed = 0;
+            std::thread::scope(|s| {
+                let h = s.spawn(|| pool.map_into(&(&a, &b), &mut ys, acc_zip));
+                while !h.is_finished() {
+                    for pid in pool.pids() {
+                        if common::proc_state(pid) == Some('T') {
+                            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                            killed += 1;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                h.join().unwrap().unwrap();
+            });
+            assert!(killed >= 1, "{at:?}: no worker paused");
+            let wrong = ys.iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
+            assert_eq!(wrong, 0, "{at:?}: {killed} workers killed");
+        }
+    });
+    common::assert_nothing_leaked();
+}

@@ -1,14 +1,19 @@
 //! Signals the program handles, and job control: a handled signal interrupting the pool's
-//! waits (EINTR) is retried, never taken for a timeout.
+//! waits (EINTR) is retried, never taken for a timeout; group signals meant for the program
+//! (a Ctrl-C it handles included) reach neither the fork server nor spawned workers; a program
+//! that ignores SIGCHLD keeps working pools. The child programs are scenarios
+//! (tests/common/scenario.rs).
 
 mod common;
+
+scenarios!(job_control_program, stopped_program);
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::start::{pool, SAFE_METHODS};
-use shmpool::StartMethod;
+use common::start::{pool, METHODS, SAFE_METHODS};
+use shmpool::{Pool, Process, StartMethod};
 
 extern "C" fn noop(_: libc::c_int) {}
 
@@ -52,7 +57,7 @@ impl Blaster {
                         sent += 1;
                     }
                 }
-                std::thread::sleep(Duration::from_micros(300));
+                std::thread::sleep(Duration::from_micros(300)); // the signals' pace: the stimulus
             }
             sent
         });
@@ -122,14 +127,9 @@ fn handled_signals_during_builds_and_respawns_do_not_break_spawn_or_fork_server_
 /// [`group_signals_for_the_program_reach_neither_the_fork_server_nor_spawned_workers`]): it
 /// handles every job-control signal, builds a `ForkServer` and a `Spawn` pool, reports the
 /// helper processes, and after the test has signalled its group checks that they all still
-/// serve. Does nothing when run otherwise.
-#[test]
-#[ignore = "the program of a job-control test, run by it"]
+/// serve. A scenario.
 fn job_control_program() {
     use std::io::{BufRead, Write};
-    if std::env::var_os("SHMPOOL_TEST_JOB_CONTROL").is_none() {
-        return;
-    }
     // A SIGQUIT that did reach a helper must not leave a core file behind.
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0).unwrap();
     for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGTSTP, libc::SIGINT] {
@@ -172,10 +172,9 @@ impl Drop for GroupGuard {
 fn group_signals_for_the_program_reach_neither_the_fork_server_nor_spawned_workers() {
     use std::io::{BufRead, Write};
     use std::os::unix::process::CommandExt;
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["job_control_program", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-        .env("SHMPOOL_TEST_JOB_CONTROL", "1")
+    let mut child = common::scenario::command("job_control_program")
         .process_group(0)
+        .stderr(std::process::Stdio::inherit())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -225,15 +224,9 @@ fn slow(x: f64) -> f64 {
 
 /// The stop test's program (run in a process group of its own by
 /// [`a_stop_of_the_whole_program_is_not_counted_as_chunk_time`]): maps [`slow`] with a chunk
-/// timeout of 3 s while the test stops its whole group for 6 s. Does nothing when run
-/// otherwise.
-#[test]
-#[ignore = "the program of a job-control test, run by it"]
+/// timeout of 3 s while the test stops its whole group for 6 s. A scenario.
 fn stopped_program() {
     use std::io::Write;
-    if std::env::var_os("SHMPOOL_TEST_STOPPED").is_none() {
-        return;
-    }
     let p = shmpool::Pool::builder()
         .workers(1)
         .start_method(StartMethod::Fork)
@@ -252,10 +245,9 @@ fn stopped_program() {
 fn a_stop_of_the_whole_program_is_not_counted_as_chunk_time() {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["stopped_program", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-        .env("SHMPOOL_TEST_STOPPED", "1")
+    let mut child = common::scenario::command("stopped_program")
         .process_group(0)
+        .stderr(std::process::Stdio::inherit())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -299,4 +291,103 @@ fn a_hung_kernel_still_times_out_when_stops_are_left_out() {
             assert!(matches!(r, Err(shmpool::Error::ChunkTimedOut { .. })), "{method:?}: {r:?}");
         }
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A process-group SIGINT the program handles, and a program that ignores SIGCHLD.
+// ---------------------------------------------------------------------------------------------
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Ctrl-C in a terminal signals the whole foreground process group: a program that handles
+/// SIGINT and carries on (a REPL, "press Ctrl-C again to quit") expects its pools to keep
+/// working. Workers killed by the SIGINT are replaced under `Fork` and `Spawn`; under
+/// `ForkServer` the server (same process group, default disposition after `exec`) dies too,
+/// and every later map of the pool fails ("pool is broken: sendmsg failed").
+#[test]
+fn pools_survive_a_process_group_sigint_the_program_handles() {
+    let _serial = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("res");
+    let f2 = file.clone();
+    common::watchdog(Duration::from_secs(120), move || {
+        let child = Process::spawn(move || {
+            // SAFETY: plain libc calls on this (forked, single-threaded) process.
+            unsafe {
+                libc::setpgid(0, 0);
+                libc::signal(libc::SIGINT, ignore_signal as *const () as libc::sighandler_t);
+            }
+            let mut report = Vec::new();
+            for method in METHODS {
+                let pool = Pool::builder().workers(2).start_method(method).build().unwrap();
+                assert_eq!(pool.map(&[4.0f64], f64::sqrt).unwrap(), [2.0]);
+                // SAFETY: signals our own process group (this process, its pool's processes).
+                unsafe { libc::kill(0, libc::SIGINT) };
+                // Part of the stimulus: whatever the SIGINT kills dies before the next map.
+                std::thread::sleep(Duration::from_millis(200));
+                let xs: Vec<f64> = (0..10_000).map(f64::from).collect();
+                let r = pool.map(&xs, f64::sqrt).map(|ys| ys.len());
+                report.push(format!("{method:?}: {r:?}"));
+            }
+            std::fs::write(&f2, report.join("\n")).unwrap();
+        })
+        .unwrap();
+        let _ = child.join();
+    });
+    let report = std::fs::read_to_string(&file).unwrap_or_else(|_| "the child wrote no report".into());
+    assert!(report.lines().count() == 3 && report.lines().all(|l| l.ends_with("Ok(10000)")), "after Ctrl-C:\n{report}");
+}
+
+/// A program that ignores SIGCHLD (common in daemons; the disposition survives `exec`, so the
+/// exec'd fork server inherits it) gets its children reaped by the kernel. The pool must still
+/// work and drop under every method: here each method builds a pool, loses a worker to
+/// SIGKILL, maps, and is dropped; the times are reported, and a method that takes 20 s counts
+/// as hung (a watchdog, not a measurement: a drop that waited for the reaping that never
+/// comes would hang).
+#[test]
+fn pools_in_a_program_that_ignores_sigchld_work_and_drop() {
+    let _serial = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("res");
+    let f2 = file.clone();
+    common::watchdog(Duration::from_secs(120), move || {
+        let child = Process::spawn(move || {
+            // SAFETY: setting a signal disposition to SIG_IGN.
+            unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+            let mut report = Vec::new();
+            for method in METHODS {
+                let t = std::time::Instant::now();
+                let r = (|| -> shmpool::Result<()> {
+                    let pool = Pool::builder().workers(2).start_method(method).build()?;
+                    let xs: Vec<f64> = (0..20_000).map(f64::from).collect();
+                    assert_eq!(pool.map(&xs, f64::sqrt)?.len(), xs.len());
+                    let victim = pool.pids()[0];
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(victim as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    let gone = || !common::pid_alive(victim);
+                    common::wait_until(Duration::from_secs(20), "the killed worker is gone", gone);
+                    let ys = pool.map(&xs, f64::sqrt)?;
+                    assert!(ys.iter().zip(&xs).all(|(y, x)| *y == x.sqrt()));
+                    drop(pool);
+                    Ok(())
+                })();
+                report.push(format!(
+                    "{method:?}: {:?} in {:.2} s",
+                    r.err().map(|e| e.to_string()),
+                    t.elapsed().as_secs_f64()
+                ));
+            }
+            std::fs::write(&f2, report.join("\n")).unwrap();
+        })
+        .unwrap();
+        let _ = child.join();
+    });
+    let report = std::fs::read_to_string(&file).unwrap_or_else(|_| "the child wrote no report".into());
+    eprintln!("{report}");
+    for line in report.lines() {
+        let secs: f64 = line.rsplit(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(f64::MAX);
+        assert!(line.contains(": None in") && secs < 20.0, "with SIGCHLD ignored: {report}");
+    }
 }

@@ -1,6 +1,8 @@
 //! Safe code must not reach undefined behaviour: a `Process::spawn` child shares no memory with
 //! its parent (its closure is `Send + 'static`, and shmpool's shared mappings are not inherited),
-//! and kernels travel to workers only when they lie in the executable image.
+//! and kernels travel to workers only when they lie in the executable image. A `.npy` output
+//! has no name to alias before it is committed and is a complete file after; a shape whose
+//! size overflows is an error, not a panic.
 
 mod common;
 
@@ -153,4 +155,54 @@ fn a_kernel_from_a_dlopened_library_is_refused_before_anything_jumps() {
         other => panic!("spawn_fn of a foreign function: {other:?}"),
     }
     leak_check();
+}
+
+// ---------------------------------------------------------------------------------------------
+// `.npy` outputs from safe code: nothing to alias before the commit, a complete file after it,
+// and a shape whose size overflows is an error, not a panic.
+// ---------------------------------------------------------------------------------------------
+
+/// Was: `NpyArray::open` was a safe fn and `NpyOutput::temp_path` named the file being
+/// written, so safe code got `&[f64]` and `&mut [f64]` over the same bytes. Now the output has
+/// no name until it is committed (`O_TMPFILE`), and mapping a file is an `unsafe fn` whose
+/// contract excludes concurrent writers (a safe call does not compile: see the `compile_fail`
+/// doctest on `NpyArray`).
+#[test]
+fn an_npy_output_has_no_name_to_alias_before_it_is_committed() {
+    let _serial = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    // `NpyOutput` has no accessor for the file's name (compile_fail doctest on it).
+    let _out = shmpool::NpyOutput::create(d.path().join("o.npy"), shmpool::Dtype::F64, &[4]).unwrap();
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+}
+
+/// Was: safe code truncated a file behind a live `NpyArray` and read the safe slice (SIGBUS).
+/// Mapping now takes `unsafe { NpyArray::open(..) }`, whose `# Safety` contract is that
+/// nothing truncates or writes the file while it is mapped; what is left here is the part
+/// safe code can still do: a committed output is a complete, ordinary file.
+#[test]
+fn a_committed_npy_output_is_a_complete_ordinary_file() {
+    let _serial = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("a.npy");
+    let mut out = shmpool::NpyOutput::create(&path, shmpool::Dtype::F64, &[100_000]).unwrap();
+    out.as_mut_slice::<f64>().unwrap().fill(1.0);
+    out.commit().unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 128 + 800_000);
+}
+
+/// A shape whose element count overflows must be an error, not a panic (debug) or a tiny file
+/// whose header claims 2^61 elements (release).
+#[test]
+fn npy_output_with_an_overflowing_shape_is_an_error() {
+    let _serial = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    let r = std::panic::catch_unwind(|| {
+        shmpool::NpyOutput::create(d.path().join("huge.npy"), shmpool::Dtype::F64, &[1 << 61, 1]).map(|o| o.len())
+    });
+    match r {
+        Err(_) => panic!("NpyOutput::create panicked on an overflowing shape"),
+        Ok(Ok(len)) => panic!("NpyOutput::create accepted a shape of 2^61 f64 (len {len})"),
+        Ok(Err(_)) => {}
+    }
 }

@@ -1,25 +1,25 @@
 //! The public spawn route (`shmpool::set_spawn_route`), which programs that cannot call
 //! `init()` at the top of their own `main` use (the Python package: an interpreter loading the
-//! extension). Here the route sends exec'd children to the `#[ignore]`d test `route_entry`,
-//! which calls `shmpool::init()`; counting as `init()`, it also makes the fork server the default
+//! extension). Here the route sends exec'd children to the scenario `route_entry`
+//! (tests/common/scenario.rs), which calls `shmpool::init()`; counting as `init()`, it also makes the fork server the default
 //! in a threaded process. A routed child takes its role in `init()` only: the start-up hook
 //! leaves it alone (in an extension module the hook runs inside the interpreter's `dlopen`).
 
 mod common;
 
+scenarios!(route_entry);
+
 use std::time::Duration;
 
 use shmpool::{ErrorKind, Pool, StartMethod};
 
-/// The entry point the route sends children to.
-#[test]
-#[ignore = "entry point of spawned children, run by the other tests"]
+/// The entry point the route sends children to (a scenario).
 fn route_entry() {
     shmpool::init();
 }
 
 fn route() {
-    shmpool::set_spawn_route(None, ["route_entry", "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
+    shmpool::set_spawn_route(None, common::scenario::args("route_entry"));
 }
 
 #[test]

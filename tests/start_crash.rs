@@ -1,8 +1,9 @@
 //! The fault-tolerance promises, parameterized over the start method: a worker killed at every
 //! named point costs a retry, a chunk that kills `max_attempts` workers fails the map with
 //! `WorkerCrashed` (the signal comes from `waitpid` or, for the fork server's workers, from the
-//! server's report), recycling and timeouts replace workers by the pool's method, and workers
-//! die with the pool's process.
+//! server's report: SIGSEGV and SIGBUS are named under every method), recycling and timeouts
+//! replace workers by the pool's method, workers die with the pool's process, and none is left
+//! after `terminate` or drop.
 
 mod common;
 
@@ -160,11 +161,13 @@ fn parent_death(method: StartMethod) {
         let mut ys = SharedVec::<f64>::zeroed(1000).unwrap();
         pool.map_into(&xs, &mut ys, common::workloads::w1_chunk).unwrap();
         // A forked child of the program that outlives it must not keep the fork server alive.
+        // It lives until the test kills it (at most 60 s: a failed test leaves nothing for long).
         let bystander = Process::spawn(|| std::thread::sleep(Duration::from_secs(60))).unwrap();
         let mut pids: Vec<String> = vec![bystander.pid().to_string()];
         pids.extend(pool.pids().iter().map(|p| p.to_string()));
         pids.extend(shmpool::testing::fork_server_pid().map(|p| p.to_string()));
         std::fs::write(&f2, pids.join(" ")).unwrap();
+        // Lives until the test kills it (at most 60 s).
         std::thread::sleep(Duration::from_secs(60));
     })
     .unwrap();
@@ -224,4 +227,113 @@ fn a_pool_keeps_one_method_for_its_whole_life() {
         }
     });
     assert_nothing_leaked();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The signal `WorkerCrashed` names, and no stale worker after terminate or drop, per method.
+// ---------------------------------------------------------------------------------------------
+
+fn segfaults_on_seven(x: i64) -> i64 {
+    if x == 7 {
+        // A real fault (std's SIGSEGV handler swallows a raised one): the worker dies by SIGSEGV.
+        // SAFETY: deliberately invalid; the worker process is meant to die here.
+        unsafe { std::ptr::null_mut::<i64>().write_volatile(x) };
+    }
+    x
+}
+
+/// `Error::WorkerCrashed::signal` is "the signal that killed the last worker", under every method.
+/// Under the fork server it was once 0 ("exited without a signal") for a worker killed by SIGSEGV,
+/// so the CLI, whose default method is the fork server, said "worker crashed ... (last signal 0)".
+#[test]
+fn worker_crashed_names_the_signal_under_every_method() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(120), || {
+        let mut got = Vec::new();
+        for method in METHODS {
+            let pool = Pool::builder().workers(2).max_attempts(2).start_method(method).build().unwrap();
+            let xs: Vec<i64> = (0..16).collect();
+            match pool.map(&xs, segfaults_on_seven) {
+                Err(shmpool::Error::WorkerCrashed { signal, .. }) => got.push((method, signal)),
+                other => panic!("{method:?}: {other:?}"),
+            }
+        }
+        assert!(got.iter().all(|&(_, s)| s == libc::SIGSEGV), "signal reported per method: {got:?}");
+    });
+    common::assert_nothing_leaked_but(&shmpool::testing::fork_server_pid().into_iter().collect::<Vec<_>>());
+}
+
+fn sigbus_on_seven(x: i64) -> i64 {
+    if x == 7 {
+        // A real SIGBUS: read a page of a file mapping past the file's end.
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(8192).unwrap();
+        // SAFETY: the mapping is private to this kernel; the read past EOF is meant to fault.
+        let m = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+        f.set_len(0).unwrap();
+        // SAFETY: as above.
+        return unsafe { std::ptr::read_volatile(m.as_ptr().add(4096) as *const i64) };
+    }
+    x
+}
+
+/// Same as above with SIGBUS, the signal a truncated input gives.
+#[test]
+fn worker_crashed_names_sigbus_under_every_method() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(120), || {
+        let mut got = Vec::new();
+        for method in METHODS {
+            let pool = Pool::builder().workers(2).max_attempts(2).start_method(method).build().unwrap();
+            let xs: Vec<i64> = (0..16).collect();
+            match pool.map(&xs, sigbus_on_seven) {
+                Err(shmpool::Error::WorkerCrashed { signal, .. }) => got.push((method, signal)),
+                other => panic!("{method:?}: {other:?}"),
+            }
+        }
+        assert!(got.iter().all(|&(_, s)| s == libc::SIGBUS), "signal reported per method: {got:?}");
+    });
+    common::assert_nothing_leaked_but(&shmpool::testing::fork_server_pid().into_iter().collect::<Vec<_>>());
+}
+
+/// After `terminate()` (and after `drop`) returns, no worker of the pool is alive, under every
+/// method, also when the pool is busy in another thread and when recycling replaced workers.
+#[test]
+fn no_stale_worker_after_terminate_or_drop_under_every_method() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(120), || {
+        for method in METHODS {
+            for round in 0..6 {
+                let pool = std::sync::Arc::new(
+                    Pool::builder()
+                        .workers(2)
+                        .max_chunks_per_worker(1)
+                        .chunk_len(64)
+                        .start_method(method)
+                        .build()
+                        .unwrap(),
+                );
+                let xs: Vec<f64> = (0..20_000).map(f64::from).collect();
+                let p2 = pool.clone();
+                let busy = std::thread::spawn(move || {
+                    let _ = p2.map(&xs, f64::sqrt);
+                });
+                // The stimulus: each round acts at a later moment of the busy map.
+                std::thread::sleep(Duration::from_millis(2 * round));
+                let mut seen = pool.pids();
+                if round % 2 == 0 {
+                    pool.terminate();
+                    seen.extend(pool.pids());
+                    let alive: Vec<u32> = seen.iter().copied().filter(|&p| common::pid_alive(p)).collect();
+                    assert!(alive.is_empty(), "{method:?} round {round}: alive after terminate: {alive:?}");
+                }
+                busy.join().unwrap();
+                seen.extend(pool.pids());
+                drop(pool);
+                let alive: Vec<u32> = seen.iter().copied().filter(|&p| common::pid_alive(p)).collect();
+                assert!(alive.is_empty(), "{method:?} round {round}: alive after drop: {alive:?}");
+            }
+        }
+    });
+    common::assert_nothing_leaked_but(&shmpool::testing::fork_server_pid().into_iter().collect::<Vec<_>>());
 }

@@ -1,16 +1,21 @@
 //! Start methods: every kernel form under every method, the core map and fault-tolerance
-//! checks parameterized over the method, a binary mismatch, and pools built and dropped while
-//! eight threads hold locks.
+//! checks parameterized over the method, a binary mismatch, pools built and dropped while
+//! eight threads hold locks, 128 KiB parameter blocks, a forked child using its parent's pool,
+//! and (a known gap of `Fork`) a program's buffered output.
 //!
 //! This libtest binary needs no entry point for its spawned children: a copy of it that shmpool
 //! starts with `exec` becomes the worker (or fork server, or `spawn_fn` child) in shmpool's
-//! start-up hook, before libtest's `main` runs.
+//! start-up hook, before libtest's `main` runs. Its own child programs are scenarios
+//! (tests/common/scenario.rs).
 
 mod common;
+
+scenarios!(hundred_rounds_of_every_start_method, partial_line_program);
 
 use shmpool::KernelExt;
 use std::time::Duration;
 
+use common::npy_files::stderr;
 use common::start::{assert_nothing_leaked, assert_started_by, pool, METHODS};
 use common::workloads::{pattern, w1, w1_chunk};
 use shmpool::kernel::expr::Program;
@@ -214,11 +219,9 @@ fn add_one_to(n: u32) {
     assert!(n < 1000);
 }
 
-/// A plain `#[test]` function that uses every start method (and `Process::spawn_fn`) 100 times
-/// in a row, with no `init()` and no entry point. Run on its own process by the test below,
-/// which reads its output.
-#[test]
-#[ignore = "scenario: run in its own process by every_start_method_works_from_a_test_function_a_hundred_times"]
+/// A program that uses every start method (and `Process::spawn_fn`) 100 times in a row, with
+/// no `init()` and no entry point. A scenario, run in its own process by the test below, which
+/// reads its output.
 fn hundred_rounds_of_every_start_method() {
     let xs: Vec<f64> = (0..3_000).map(pattern).collect();
     let want: Vec<u64> = xs.iter().map(|x| w1(*x).to_bits()).collect();
@@ -234,9 +237,9 @@ fn hundred_rounds_of_every_start_method() {
     println!("scenario: 100 rounds done");
 }
 
-/// Item 10 of issue 14: from `#[test]` functions, every start method works; the spawned copies
-/// of the test binary never run libtest's harness (its "running 1 test" and "test result"
-/// lines appear once, from the scenario's own process), never abort ("IO Safety violation")
+/// Item 10 of issue 14: in a test binary, every start method works; the spawned copies of the
+/// test binary never run libtest's harness (its "running" and "test result" lines never
+/// appear: the scenario itself runs before the harness), never abort ("IO Safety violation")
 /// and never lose their socket (ConnectionReset).
 #[test]
 fn every_start_method_works_from_a_test_function_a_hundred_times() {
@@ -250,9 +253,122 @@ fn every_start_method_works_from_a_test_function_a_hundred_times() {
         common::tail(&out.stderr, 4000)
     );
     assert!(stdout.contains("scenario: 100 rounds done"), "{stdout}");
-    assert_eq!(stdout.matches("running 1 test").count(), 1, "a child ran the harness:\n{stdout}");
-    assert_eq!(stdout.matches("test result:").count(), 1, "a child ran the harness:\n{stdout}");
+    assert!(!stdout.contains("running ") && !stdout.contains("test result:"), "a child ran the harness:\n{stdout}");
     for bad in ["IO Safety violation", "ConnectionReset", "Connection reset", "fatal runtime error"] {
         assert!(!stderr.contains(bad) && !stdout.contains(bad), "{bad}:\n{}", common::tail(&out.stderr, 4000));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large parameter blocks, a forked child using its parent's pool, and buffered output, per method.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Big {
+    w: [f64; 16384], // 128 KiB
+}
+
+/// Parameter blocks of 128 KiB under every start method.
+#[test]
+fn large_parameter_blocks_work_under_every_method() {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(120), || {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(|| {
+                for method in METHODS {
+                    let pool = Pool::builder().workers(2).start_method(method).build().unwrap();
+                    let mut p = Big { w: [0.0; 16384] };
+                    for (k, w) in p.w.iter_mut().enumerate() {
+                        *w = k as f64;
+                    }
+                    let xs: Vec<u32> = (0..10_000).map(|i| i % 16384).collect();
+                    let got = pool.map(&xs, (|i: u32, p: &Big| p.w[i as usize] * 2.0).with(p));
+                    let got = got.unwrap_or_else(|e| panic!("{method:?}: {e}"));
+                    assert!(xs.iter().zip(&got).all(|(&i, &y)| y == i as f64 * 2.0), "{method:?}");
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    });
+    common::assert_nothing_leaked_but(&shmpool::testing::fork_server_pid().into_iter().collect::<Vec<_>>());
+}
+
+/// A forked child (`Process::spawn`) that uses its parent's pool: it must get an error or the
+/// right answer in bounded time, and the parent's own maps must stay right.
+#[test]
+fn a_forked_child_using_the_parents_pool_neither_hangs_nor_corrupts() {
+    let _serial = common::serial();
+    for method in METHODS {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("res");
+        let f2 = file.clone();
+        common::watchdog(Duration::from_secs(60), move || {
+            let pool = std::sync::Arc::new(Pool::builder().workers(2).start_method(method).build().unwrap());
+            let xs: Vec<f64> = (0..50_000).map(f64::from).collect();
+            let child = {
+                // `Process::spawn` takes a `'static` closure: the child owns a handle.
+                let pool = std::sync::Arc::clone(&pool);
+                let xs = xs.clone();
+                Process::spawn(move || {
+                    let r = pool.map(&xs, |x: f64| x * 3.0);
+                    let msg = match r {
+                        Ok(ys) if ys.iter().zip(&xs).all(|(y, x)| *y == x * 3.0) => "ok".to_string(),
+                        Ok(_) => "WRONG".to_string(),
+                        Err(e) => format!("err {e}"),
+                    };
+                    std::fs::write(&f2, msg).unwrap();
+                })
+                .unwrap()
+            };
+            for _ in 0..20 {
+                let ys = pool.map(&xs, |x: f64| x + 1.0).unwrap();
+                assert!(ys.iter().zip(&xs).all(|(y, x)| *y == x + 1.0), "{method:?}: parent's map corrupted");
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while child.is_alive() {
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("{method:?}: the child's map on its parent's pool hangs");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let msg = std::fs::read_to_string(&file).unwrap_or_else(|_| format!("no result; {:?}", child.join()));
+            assert!(msg == "ok" || msg.starts_with("err"), "{method:?}: child got {msg}");
+            eprintln!("{method:?}: child: {msg}");
+            let ys = pool.map(&xs, |x: f64| x + 1.0).unwrap();
+            assert!(ys.iter().zip(&xs).all(|(y, x)| *y == x + 1.0), "{method:?}: parent's map after the child");
+        });
+    }
+    common::assert_nothing_leaked_but(&shmpool::testing::fork_server_pid().into_iter().collect::<Vec<_>>());
+}
+
+fn prints(x: f64) -> f64 {
+    println!("kernel {x}");
+    x
+}
+
+/// The program of `forked_workers_do_not_repeat_the_programs_buffered_output` (a scenario).
+fn partial_line_program() {
+    print!("PARTIAL-LINE ");
+    let pool = Pool::builder().workers(2).chunk_len(1).start_method(StartMethod::Fork).build().unwrap();
+    pool.map(&[1.0f64, 2.0, 3.0, 4.0], prints).unwrap();
+    drop(pool);
+    println!("done");
+}
+
+/// A program that has printed a partial line (`print!` without a newline: it sits in std's
+/// stdout buffer) and then builds a `Fork` pool whose kernel prints: every forked worker
+/// inherits the buffer and writes the partial line again with its first line. `Process::spawn`
+/// flushes before forking for exactly this reason; pools do not.
+#[test]
+#[ignore = "known gap (README: Known gaps): Fork workers do not flush the parent's stdout before forking, since a logging thread would starve respawns; ForkServer and Spawn are not affected"]
+fn forked_workers_do_not_repeat_the_programs_buffered_output() {
+    let _serial = common::serial();
+    let o = common::run_scenario("partial_line_program", Duration::from_secs(60));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert_eq!(out.matches("PARTIAL-LINE").count(), 1, "stdout:\n{out}");
 }

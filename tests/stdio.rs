@@ -2,11 +2,13 @@
 //! workers write their diagnostics only to the program's stderr as it was when the first pool
 //! was built (a duplicate checked with `fstat`), never to whatever now has the number 2.
 //!
-//! The programs are child processes: this test binary re-run for one `#[ignore]`d test.
+//! The programs are scenarios: this test binary re-run as a child program
+//! (tests/common/scenario.rs).
 
 mod common;
 
-use std::process::Command;
+scenarios!(program_with_stderr_closed_before_its_pool, program_with_stderr_closed_after_its_first_pool);
+
 use std::time::Duration;
 
 use shmpool::{Error, Pool, StartMethod};
@@ -33,13 +35,7 @@ fn panic_n_times_then_map(pool: &Pool, n: usize) {
 }
 
 fn run_child(name: &str) -> std::process::Output {
-    let name = name.to_string();
-    common::watchdog(Duration::from_secs(120), move || {
-        Command::new(std::env::current_exe().unwrap())
-            .args([name.as_str(), "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .output()
-            .unwrap()
-    })
+    common::run_scenario(name, Duration::from_secs(120))
 }
 
 fn close_stderr() {
@@ -48,8 +44,7 @@ fn close_stderr() {
     assert_eq!(unsafe { libc::close(2) }, 0);
 }
 
-#[test]
-#[ignore = "run as a child process by a_closed_stderr_never_lets_worker_diagnostics_into_the_ring"]
+/// A scenario of `a_closed_stderr_never_lets_worker_diagnostics_into_the_ring`.
 fn program_with_stderr_closed_before_its_pool() {
     close_stderr();
     for method in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
@@ -59,8 +54,7 @@ fn program_with_stderr_closed_before_its_pool() {
     println!("CLOSED BEFORE OK");
 }
 
-#[test]
-#[ignore = "run as a child process by a_closed_stderr_never_lets_worker_diagnostics_into_the_ring"]
+/// A scenario of `a_closed_stderr_never_lets_worker_diagnostics_into_the_ring`.
 fn program_with_stderr_closed_after_its_first_pool() {
     let first = Pool::builder().workers(1).start_method(StartMethod::Fork).build().unwrap();
     close_stderr();

@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::workloads::{pattern, w1, w1_chunk};
 use shmpool::{Error, KernelSpec, Pool, Process, SharedVec};
 
+/// W1 on a chunk in 20 ms or more (the stimulus: maps that are still running).
 fn slow_chunk(xs: &[f64], ys: &mut [f64]) {
     std::thread::sleep(Duration::from_millis(20));
     w1_chunk(xs, ys);
@@ -38,7 +39,7 @@ fn terminate_from_another_thread_cancels_a_running_map_after_reaping_its_workers
         let mut ys = pool.alloc::<f64>(xs.len()).unwrap();
         let p2 = pool.clone();
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
+            common::ring_words::await_slot_state(&p2, common::ring_words::CLAIMED); // the map runs
             p2.terminate();
         });
         let r = pool.map_into(&xs, &mut ys, slow_chunk);
@@ -60,7 +61,7 @@ fn close_and_join_from_another_thread_let_the_running_map_finish() {
         let mut ys = pool.alloc::<f64>(xs.len()).unwrap();
         let p2 = pool.clone();
         let closer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
+            common::ring_words::await_slot_state(&p2, common::ring_words::CLAIMED); // the map runs
             p2.close();
             p2.join()
         });
@@ -82,7 +83,7 @@ fn respawned_workers_do_not_deadlock_on_a_stdout_lock_held_by_another_thread() {
         let logger = std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 let lock = std::io::stdout().lock();
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(2)); // the workload, not a synchronisation
                 drop(lock);
             }
         });
@@ -121,7 +122,8 @@ fn slots_rewritten_as_done_while_chunks_run_make_the_map_fail_after_the_workers_
         let offsets = pool.slot_offsets_for_test();
         let r = std::thread::scope(|s| {
             let h = s.spawn(|| pool.map_into(&xs, &mut ys, slow_chunk));
-            std::thread::sleep(Duration::from_millis(60));
+            let running = |st: &[u32]| st.contains(&common::ring_words::CLAIMED);
+            common::ring_words::await_slots(&pool, "the map's chunks run", running);
             // Every FILLED or CLAIMED slot suddenly says DONE (state word = 3).
             for &o in &offsets {
                 let state = u32::from_ne_bytes(ring[o..o + 4].try_into().unwrap());
@@ -206,6 +208,7 @@ fn random_bytes_over_slot_headers_and_descriptors_give_an_error_or_the_right_ans
                         w1(x)
                     })
                 });
+                // The stimulus: the bytes land at a random moment of the map.
                 std::thread::sleep(Duration::from_millis(1 + next() % 20));
                 for &(o, b) in &hits {
                     ring[o] = b;

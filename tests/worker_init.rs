@@ -6,6 +6,8 @@
 
 mod common;
 
+scenarios!(worker_init_scenario);
+
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -59,11 +61,8 @@ fn await_replacement(pool: &Pool, killed: u32) -> Vec<u32> {
 
 /// Pools under every method with `install_logger` as `worker_init`; a worker of each is killed
 /// and replaced. Prints every worker pid per method; the test below matches them with the
-/// `worker_init` lines on stderr. Run in its own process by that test.
-#[test]
-#[ignore = "scenario: run in its own process by worker_init_runs_once_in_every_worker_and_replacement"]
+/// `worker_init` lines on stderr. A scenario, run in its own process by that test.
 fn worker_init_scenario() {
-    // (libtest's "test NAME ... " precedes this line on the same line)
     println!("scenario pid {}", std::process::id());
     let xs: Vec<u32> = (0..4_000).collect();
     for method in METHODS {

@@ -9,6 +9,8 @@
 //! It depends on nothing but `half` (for `Dtype::of::<half::f16>()`) and `thiserror`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// No function over 80 lines outside tests (threshold in the workspace's clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 use std::str::FromStr;
 

@@ -10,24 +10,7 @@ pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, inputs: Vec<Dtype>) -> Pr
     let mut result = result;
     fuse::epilogues(&mut ins, &mut result);
     let n = ins.len();
-    let mut live = vec![false; n];
-    live[result as usize] = true;
-    // numpy evaluates every sub-expression: a signed integer power by an array may raise its
-    // ValueError even where its value is unused (`isfinite(x ** x)`), so it is always computed.
-    for (k, i) in ins.iter().enumerate() {
-        if i.op == Op::Pow && i.ty.is_signed_int() && i.flags & super::B_IMM == 0 {
-            live[k] = true;
-        }
-    }
-    for k in (0..n).rev() {
-        if live[k] {
-            for s in 0..3 {
-                if ins[k].is_reg(s) {
-                    live[ins[k].src[s] as usize] = true;
-                }
-            }
-        }
-    }
+    let live = liveness(&ins, result);
     // sin/cos pairs: both computed where the first of the two stands.
     let mut partner = vec![None; n];
     for (s, c) in fuse::sincos(&ins, &live).into_iter().enumerate() {
@@ -36,18 +19,7 @@ pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, inputs: Vec<Dtype>) -> Pr
             partner[c] = Some(s);
         }
     }
-    let mut invariant = vec![false; n];
-    let mut last_use = vec![0usize; n];
-    for k in 0..n {
-        let i = &ins[k];
-        invariant[k] = !matches!(i.op, Op::LoadX | Op::LoadI)
-            && (0..3).filter(|&s| i.is_reg(s)).all(|s| invariant[i.src[s] as usize]);
-        for s in 0..3 {
-            if i.is_reg(s) {
-                last_use[i.src[s] as usize] = k;
-            }
-        }
-    }
+    let (invariant, last_use) = uses(&ins);
     let mut phys = vec![u32::MAX; n];
     let mut freed = vec![false; n];
     let mut free: Vec<u32> = Vec::new();
@@ -107,4 +79,47 @@ pub(super) fn allocate(mut ins: Vec<Ins>, result: u32, inputs: Vec<Dtype>) -> Pr
     let output = ins[result as usize].out_ty;
     let result = phys[result as usize];
     Program { ins: out, n_regs: std::cmp::max(n_regs, 1), result, inputs, output }
+}
+
+/// Which instructions' values are needed: the result's, what they read, and every signed
+/// integer power by an array (numpy evaluates every sub-expression: its ValueError may be
+/// raised even where its value is unused, `isfinite(x ** x)`).
+fn liveness(ins: &[Ins], result: u32) -> Vec<bool> {
+    let n = ins.len();
+    let mut live = vec![false; n];
+    live[result as usize] = true;
+    for (k, i) in ins.iter().enumerate() {
+        if i.op == Op::Pow && i.ty.is_signed_int() && i.flags & super::B_IMM == 0 {
+            live[k] = true;
+        }
+    }
+    for k in (0..n).rev() {
+        if live[k] {
+            for s in 0..3 {
+                if ins[k].is_reg(s) {
+                    live[ins[k].src[s] as usize] = true;
+                }
+            }
+        }
+    }
+    live
+}
+
+/// For each instruction: whether its value depends on neither `x` nor `i` (invariant), and
+/// the last instruction that reads it.
+fn uses(ins: &[Ins]) -> (Vec<bool>, Vec<usize>) {
+    let n = ins.len();
+    let mut invariant = vec![false; n];
+    let mut last_use = vec![0usize; n];
+    for k in 0..n {
+        let i = &ins[k];
+        invariant[k] = !matches!(i.op, Op::LoadX | Op::LoadI)
+            && (0..3).filter(|&s| i.is_reg(s)).all(|s| invariant[i.src[s] as usize]);
+        for s in 0..3 {
+            if i.is_reg(s) {
+                last_use[i.src[s] as usize] = k;
+            }
+        }
+    }
+    (invariant, last_use)
 }

@@ -63,6 +63,15 @@ pub enum Error {
         operation: &'static str,
     },
 
+    /// An `axis=` beyond the array's dimensions (numpy's `AxisError`).
+    #[error("axis {axis} is out of bounds for array of dimension {ndim}")]
+    Axis {
+        /// The axis given.
+        axis: i64,
+        /// The array's number of dimensions.
+        ndim: usize,
+    },
+
     /// numpy's `ValueError` for an integer raised to a negative integer power at run time.
     #[error("integers to negative integer powers are not allowed")]
     NegativeIntegerPower,
@@ -93,4 +102,14 @@ pub enum Error {
         /// The first check that failed.
         reason: &'static str,
     },
+}
+
+impl Error {
+    /// The error an expression kernel raised at run time, from the words it left the worker
+    /// with ([`Error::NegativeIntegerPower`]'s message, the one runtime error of a program):
+    /// an engine that reports a kernel's failure as text gets the typed error back. `None`
+    /// for any other text.
+    pub fn from_kernel_message(message: &str) -> Option<Error> {
+        (message == Error::NegativeIntegerPower.to_string()).then_some(Error::NegativeIntegerPower)
+    }
 }

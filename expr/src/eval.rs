@@ -128,54 +128,6 @@ fn exec(ins: &Ins, d: &mut [u8], d2: &mut [u8], s: [&[u8]; 3], n: usize, first: 
         Op::Trunc => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::trunc)),
         Op::Round => with_reg_type!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Elem>::round)),
         Op::Not => bits!(ins.ty, T => un::<T, T>(d, s[0], n, <T as Bits>::not)),
-        Op::Sqrt => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::sqrt)),
-        Op::Exp => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::exp)),
-        Op::Expm1 => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::expm1)),
-        Op::Log => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::ln)),
-        Op::Log1p => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::ln_1p)),
-        Op::Log2 => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::log2)),
-        Op::Log10 => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::log10)),
-        Op::Sin => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::sin)),
-        Op::Cos => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::cos)),
-        Op::Tan => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::tan)),
-        Op::Asin => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::asin)),
-        Op::Acos => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::acos)),
-        Op::Atan => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::atan)),
-        Op::Sinh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::sinh)),
-        Op::Cosh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::cosh)),
-        Op::Tanh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::tanh)),
-        Op::Asinh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::asinh)),
-        Op::Acosh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::acosh)),
-        Op::Atanh => float!(ins.ty, T => fun::<T>(ins, d, s[0], n, <T as Float>::atanh)),
-        Op::IsNan => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(a.isnan()))),
-        Op::IsInf => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(a.isinf()))),
-        Op::IsFinite => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(!a.isinf() && !a.isnan()))),
-        Op::SignBit => float!(ins.ty, T => un::<T, B>(d, s[0], n, |a| b(a.signbit()))),
-        Op::Shl => ints!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::shl)),
-        Op::Shr => ints!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::shr)),
-        Op::Add => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::add)),
-        Op::Sub => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::sub)),
-        Op::Mul => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::mul)),
-        Op::FloorDiv => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::floordiv)),
-        Op::Mod => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::rem)),
-        Op::Fmod => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::fmod)),
-        Op::Pow => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::pow)),
-        Op::Min => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::min)),
-        Op::Max => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::max)),
-        Op::Div => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::div)),
-        Op::Atan2 => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::atan2)),
-        Op::Hypot => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::hypot)),
-        Op::Copysign => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::copysign)),
-        Op::Nextafter => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::nextafter)),
-        Op::And => bits!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::and)),
-        Op::Or => bits!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::or)),
-        Op::Xor => bits!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::xor)),
-        Op::Lt => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a < c))),
-        Op::Le => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a <= c))),
-        Op::Gt => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a > c))),
-        Op::Ge => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a >= c))),
-        Op::Eq => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a == c))),
-        Op::Ne => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a != c))),
         Op::Where => with_reg_type!(ins.ty, T => {
             let d = view_mut::<T>(d, n);
             let (c, x, y) = (view::<B>(s[0], n), view::<T>(s[1], n), view::<T>(s[2], n));
@@ -195,6 +147,11 @@ fn exec(ins: &Ins, d: &mut [u8], d2: &mut [u8], s: [&[u8]; 3], n: usize, first: 
                 d[k] = if t > hi[k] || hi[k] != hi[k] { hi[k] } else { t };
             }
         }),
+        _ => {
+            if !(exec_float(ins, d, s[0], n) || exec_binary(ins, d, s, n)) {
+                unreachable!("every operation is evaluated: {:?}", ins.op);
+            }
+        }
     }
     Ok(())
 }
@@ -296,4 +253,70 @@ pub(super) fn run(prog: &Program, inputs: &[&[u8]], output: &mut [u8], start: u6
         first_block = false;
     }
     Ok(())
+}
+
+/// [`exec`] of the float functions of one argument (`sqrt` .. `signbit`); `false` for any
+/// other operation.
+fn exec_float(ins: &Ins, d: &mut [u8], a: &[u8], n: usize) -> bool {
+    match ins.op {
+        Op::Sqrt => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::sqrt)),
+        Op::Exp => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::exp)),
+        Op::Expm1 => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::expm1)),
+        Op::Log => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::ln)),
+        Op::Log1p => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::ln_1p)),
+        Op::Log2 => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::log2)),
+        Op::Log10 => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::log10)),
+        Op::Sin => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::sin)),
+        Op::Cos => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::cos)),
+        Op::Tan => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::tan)),
+        Op::Asin => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::asin)),
+        Op::Acos => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::acos)),
+        Op::Atan => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::atan)),
+        Op::Sinh => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::sinh)),
+        Op::Cosh => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::cosh)),
+        Op::Tanh => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::tanh)),
+        Op::Asinh => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::asinh)),
+        Op::Acosh => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::acosh)),
+        Op::Atanh => float!(ins.ty, T => fun::<T>(ins, d, a, n, <T as Float>::atanh)),
+        Op::IsNan => float!(ins.ty, T => un::<T, B>(d, a, n, |a| b(a.isnan()))),
+        Op::IsInf => float!(ins.ty, T => un::<T, B>(d, a, n, |a| b(a.isinf()))),
+        Op::IsFinite => float!(ins.ty, T => un::<T, B>(d, a, n, |a| b(!a.isinf() && !a.isnan()))),
+        Op::SignBit => float!(ins.ty, T => un::<T, B>(d, a, n, |a| b(a.signbit()))),
+        _ => return false,
+    }
+    true
+}
+
+/// [`exec`] of the operations of two arguments (arithmetic, bits, comparisons); `false` for
+/// any other operation.
+fn exec_binary(ins: &Ins, d: &mut [u8], s: [&[u8]; 3], n: usize) -> bool {
+    match ins.op {
+        Op::Shl => ints!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::shl)),
+        Op::Shr => ints!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::shr)),
+        Op::Add => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::add)),
+        Op::Sub => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::sub)),
+        Op::Mul => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::mul)),
+        Op::FloorDiv => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::floordiv)),
+        Op::Mod => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::rem)),
+        Op::Fmod => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::fmod)),
+        Op::Pow => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::pow)),
+        Op::Min => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::min)),
+        Op::Max => with_reg_type!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Elem>::max)),
+        Op::Div => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::div)),
+        Op::Atan2 => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::atan2)),
+        Op::Hypot => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::hypot)),
+        Op::Copysign => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::copysign)),
+        Op::Nextafter => float!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Float>::nextafter)),
+        Op::And => bits!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::and)),
+        Op::Or => bits!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::or)),
+        Op::Xor => bits!(ins.ty, T => bin::<T, T>(ins, d, s, n, <T as Bits>::xor)),
+        Op::Lt => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a < c))),
+        Op::Le => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a <= c))),
+        Op::Gt => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a > c))),
+        Op::Ge => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a >= c))),
+        Op::Eq => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a == c))),
+        Op::Ne => with_reg_type!(ins.ty, T => bin::<T, B>(ins, d, s, n, |a, c| b(a != c))),
+        _ => return false,
+    }
+    true
 }

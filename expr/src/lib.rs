@@ -62,6 +62,10 @@
 //!   dtypes, promoted as numpy promotes them, broadcast as numpy broadcasts their shapes
 //!   ([`broadcast_shapes`], [`Program::eval_broadcast`]); `i` is the flat index of the output.
 //!
+//! - **Reductions** ([`Reducer`], [`AxisReduction`]): numpy's `sum mean std argmax ...` over
+//!   a whole array or along one axis (`sum(x, axis=1)`, numpy's `AxisError` for a bad axis),
+//!   and numpy's `repr` of the result ([`Value::repr`], [`array_repr`]).
+//!
 //! Nesting deeper than [`parse::MAX_DEPTH`] levels is refused with an error; length is not
 //! limited (the parser loops over sums and products, and every later pass is a loop).
 //!
@@ -75,7 +79,7 @@
 //! Fusions make an expression cost what the same Rust closure costs: `f(x) * k1 + k2` is one
 //! loop, `sin(a)` and `cos(a)` share one `sincos` call, constants are computed once per chunk.
 //!
-//! Layout: [`parse`] (text to nodes), `literal` (Python's values and constant arithmetic),
+//! Layout: `lex` and [`parse`] (text to tokens, to nodes), `literal` (Python's values and constant arithmetic),
 //! `compile` (types, casts, numpy's loop choice; uses `literal`, never the reverse), `fuse` and
 //! `alloc` (fusions, registers), `elem` and `float` (numpy's per-type semantics), `eval` (the
 //! block evaluator). This crate never touches shared memory or processes and does not depend
@@ -85,8 +89,11 @@
 //! which Rust's own differ from in the last bit).
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, missing_docs)]
+// No function over 80 lines outside tests (threshold in the workspace's clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 mod alloc;
+mod axis;
 mod broadcast;
 mod compile;
 mod elem;
@@ -94,10 +101,12 @@ mod error;
 mod eval;
 mod float;
 mod fuse;
+mod lex;
 mod literal;
 mod op;
 pub mod parse;
 mod reduce;
+mod repr;
 mod scan;
 #[cfg(test)]
 mod test;
@@ -105,9 +114,11 @@ mod value;
 
 use bytemuck::{Pod, Zeroable};
 
+pub use axis::{normalize_axis, warning_code, warning_of_code, AxisReduction, ValueSource, AXIS_WORDS};
 pub use broadcast::broadcast_shapes;
 pub use error::{Error, Result};
 pub use reduce::{reduce_bytes, Reducer, Reduction, Value, REDUCER_BYTES};
+pub use repr::array_repr;
 pub use shmpool_dtype::{Dtype, UnknownDtype};
 
 use op::Op;

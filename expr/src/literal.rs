@@ -88,61 +88,70 @@ pub(super) fn python(f: Fun, args: &[Val]) -> std::result::Result<Option<Val>, S
             Val::Float(int_div(*a, *b))
         }
         (Fun::Add | Fun::Sub | Fun::Mul | Fun::FloorDiv | Fun::Mod | Fun::PowOp, [Val::Int(a), Val::Int(b)]) => {
-            let (a, b) = (*a, *b);
-            let r = match f {
-                Fun::Add => a.checked_add(b),
-                Fun::Sub => a.checked_sub(b),
-                Fun::Mul => a.checked_mul(b),
-                Fun::FloorDiv | Fun::Mod => {
-                    if b == 0 {
-                        return Err(zero());
-                    }
-                    let (q, r) = (a.div_euclid(b), a.rem_euclid(b));
-                    // Python floors; Euclid keeps the remainder non-negative.
-                    let (q, r) = if r != 0 && b < 0 { (q - 1, r + b) } else { (q, r) };
-                    Some(if f == Fun::FloorDiv { q } else { r })
-                }
-                _ if b < 0 && a == 0 => return Err(zero_power()),
-                // Python: a float power, which cannot overflow for an integer base.
-                _ if b < 0 => return Ok(Some(Val::Float(fl(Val::Int(a)).powf(b as f64)))),
-                _ => u32::try_from(b).ok().and_then(|e| a.checked_pow(e)),
-            };
-            Val::Int(r.ok_or_else(too_big)?)
+            int_arith(f, *a, *b)?
         }
         (Fun::Add | Fun::Sub | Fun::Mul | Fun::Div | Fun::FloorDiv | Fun::Mod | Fun::PowOp, [a, b]) => {
-            let (a, b) = (fl(*a), fl(*b));
-            if b == 0.0 && matches!(f, Fun::Div | Fun::FloorDiv | Fun::Mod) {
-                return Err(zero());
-            }
-            Val::Float(match f {
-                Fun::Add => a + b,
-                Fun::Sub => a - b,
-                Fun::Mul => a * b,
-                Fun::Div => a / b,
-                Fun::FloorDiv => <f64 as Elem>::floordiv(a, b),
-                Fun::Mod => <f64 as Elem>::rem(a, b),
-                _ => {
-                    if a == 0.0 && b < 0.0 {
-                        return Err(zero_power());
-                    }
-                    if a < 0.0 && a.is_finite() && b.is_finite() && b.fract() != 0.0 {
-                        return Err(format!(
-                            "({a}) ** {b} is a complex number in Python; shmpool has no complex dtype"
-                        ));
-                    }
-                    let r = <f64 as Elem>::pow(a, b); // Python too returns a NaN operand itself
-                    if r.is_infinite() && a.is_finite() && b.is_finite() {
-                        return Err(format!(
-                            "({a}) ** {b} overflows a float: Python raises OverflowError (Numerical result out of range)"
-                        ));
-                    }
-                    r
-                }
-            })
+            float_arith(f, fl(*a), fl(*b))?
         }
         _ => return Ok(None),
     };
     Ok(Some(v))
+}
+
+/// Python's arithmetic of two ints (`+ - * // % **`).
+fn int_arith(f: Fun, a: i128, b: i128) -> std::result::Result<Val, String> {
+    let too_big = || "integer constant is too large (shmpool's Python integers stop below 2**127)".to_string();
+    let zero = || "division by zero in a constant (Python raises ZeroDivisionError)".to_string();
+    let r = match f {
+        Fun::Add => a.checked_add(b),
+        Fun::Sub => a.checked_sub(b),
+        Fun::Mul => a.checked_mul(b),
+        Fun::FloorDiv | Fun::Mod => {
+            if b == 0 {
+                return Err(zero());
+            }
+            let (q, r) = (a.div_euclid(b), a.rem_euclid(b));
+            // Python floors; Euclid keeps the remainder non-negative.
+            let (q, r) = if r != 0 && b < 0 { (q - 1, r + b) } else { (q, r) };
+            Some(if f == Fun::FloorDiv { q } else { r })
+        }
+        _ if b < 0 && a == 0 => return Err(zero_power()),
+        // Python: a float power, which cannot overflow for an integer base.
+        _ if b < 0 => return Ok(Val::Float((a as f64).powf(b as f64))),
+        _ => u32::try_from(b).ok().and_then(|e| a.checked_pow(e)),
+    };
+    Ok(Val::Int(r.ok_or_else(too_big)?))
+}
+
+/// Python's arithmetic of two numbers, one a float (`+ - * / // % **`).
+fn float_arith(f: Fun, a: f64, b: f64) -> std::result::Result<Val, String> {
+    let zero = || "division by zero in a constant (Python raises ZeroDivisionError)".to_string();
+    if b == 0.0 && matches!(f, Fun::Div | Fun::FloorDiv | Fun::Mod) {
+        return Err(zero());
+    }
+    Ok(Val::Float(match f {
+        Fun::Add => a + b,
+        Fun::Sub => a - b,
+        Fun::Mul => a * b,
+        Fun::Div => a / b,
+        Fun::FloorDiv => <f64 as Elem>::floordiv(a, b),
+        Fun::Mod => <f64 as Elem>::rem(a, b),
+        _ => {
+            if a == 0.0 && b < 0.0 {
+                return Err(zero_power());
+            }
+            if a < 0.0 && a.is_finite() && b.is_finite() && b.fract() != 0.0 {
+                return Err(format!("({a}) ** {b} is a complex number in Python; shmpool has no complex dtype"));
+            }
+            let r = <f64 as Elem>::pow(a, b); // Python too returns a NaN operand itself
+            if r.is_infinite() && a.is_finite() && b.is_finite() {
+                return Err(format!(
+                    "({a}) ** {b} overflows a float: Python raises OverflowError (Numerical result out of range)"
+                ));
+            }
+            r
+        }
+    }))
 }
 
 /// Python's ZeroDivisionError for `0 ** -1` and `0.0 ** -1`.

@@ -7,23 +7,12 @@
 //! parentheses, calls, unary operators and powers, and refuses more than [`MAX_DEPTH`] levels with
 //! an error in the user's words, so no input can overflow the stack.
 
-use crate::{Error, Result};
+pub(crate) use crate::lex::{lex, syntax, Tok};
+use crate::Result;
 
 /// Deepest nesting of parentheses, calls, unary operators and powers (Python's parser stops at
 /// 200 nested parentheses, with "too many nested parentheses").
 pub const MAX_DEPTH: usize = 200;
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Tok {
-    Int(i128),
-    Float(f64),
-    Ident(usize, usize),
-    Op(&'static str),
-    LParen,
-    RParen,
-    Comma,
-    End,
-}
 
 /// What a node computes. Operators and functions share one list: `a + b` and `add(a, b)` are
 /// the same node.
@@ -207,130 +196,14 @@ pub(super) struct Node {
     pub call: bool,
 }
 
-pub(crate) fn syntax(src: &str, pos: usize, message: String) -> Error {
-    Error::InvalidExpression { expr: src.to_string(), position: src[..pos.min(src.len())].chars().count() + 1, message }
-}
-
-pub(crate) fn lex(src: &str) -> Result<Vec<(Tok, usize)>> {
-    let b = src.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c.is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        let radix = match (c, b.get(i + 1).map(u8::to_ascii_lowercase)) {
-            (b'0', Some(b'x')) => 16,
-            (b'0', Some(b'o')) => 8,
-            (b'0', Some(b'b')) => 2,
-            _ => 10,
-        };
-        if radix != 10 {
-            i += 2;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            let text = &src[start..i];
-            let digits = text[2..].strip_prefix('_').unwrap_or(&text[2..]);
-            let v = underscores(digits, u8::is_ascii_alphanumeric)
-                .and_then(|d| i128::from_str_radix(&d, radix).ok())
-                .ok_or_else(|| syntax(src, start, format!("bad number '{text}' (or beyond 2**127)")))?;
-            out.push((Tok::Int(v), start));
-            continue;
-        }
-        if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
-            let mut float = false;
-            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'_') {
-                float |= b[i] == b'.';
-                i += 1;
-            }
-            if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
-                let mut j = i + 1;
-                if j < b.len() && (b[j] == b'+' || b[j] == b'-') {
-                    j += 1;
-                }
-                if j < b.len() && b[j].is_ascii_digit() {
-                    float = true;
-                    i = j;
-                    while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'_') {
-                        i += 1;
-                    }
-                }
-            }
-            let text = &src[start..i];
-            let bad = || syntax(src, start, format!("bad number '{text}'"));
-            let clean = underscores(text, u8::is_ascii_digit).ok_or_else(bad)?;
-            let tok = if float {
-                Tok::Float(clean.parse().map_err(|_| bad())?)
-            } else if clean.len() > 1 && clean.starts_with('0') && clean.bytes().any(|d| d != b'0') {
-                return Err(syntax(
-                    src,
-                    start,
-                    format!("leading zeros in '{text}' are not allowed (Python: use 0o for octal)"),
-                ));
-            } else {
-                Tok::Int(clean.parse().map_err(|_| syntax(src, start, format!("integer literal {text} is too large")))?)
-            };
-            out.push((tok, start));
-            continue;
-        }
-        if c.is_ascii_alphabetic() || c == b'_' {
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            out.push((Tok::Ident(start, i), start));
-            continue;
-        }
-        let two = src.get(i..i + 2).unwrap_or("");
-        if let Some(o) = ["**", "//", "<<", ">>", "<=", ">=", "==", "!="].into_iter().find(|o| *o == two) {
-            out.push((Tok::Op(o), start));
-            i += 2;
-            continue;
-        }
-        let tok = match c {
-            b'+' => Tok::Op("+"),
-            b'-' => Tok::Op("-"),
-            b'*' => Tok::Op("*"),
-            b'/' => Tok::Op("/"),
-            b'%' => Tok::Op("%"),
-            b'<' => Tok::Op("<"),
-            b'>' => Tok::Op(">"),
-            b'&' => Tok::Op("&"),
-            b'|' => Tok::Op("|"),
-            b'^' => Tok::Op("^"),
-            b'~' => Tok::Op("~"),
-            b'(' => Tok::LParen,
-            b')' => Tok::RParen,
-            b',' => Tok::Comma,
-            _ => {
-                let ch = src[i..].chars().next().unwrap_or('?');
-                let hint = if ch == '=' { " (comparison is '==')" } else { "" };
-                return Err(syntax(src, start, format!("unexpected character '{ch}'{hint}")));
-            }
-        };
-        out.push((tok, start));
-        i += 1;
-    }
-    out.push((Tok::End, src.len()));
-    Ok(out)
-}
-
-/// `text` without its digit-separating underscores; `None` unless each sits between two
-/// digits (`digit`), as Python requires (`1_000`, not `1__0`, `1_`, `1_.5`, `1_e5`).
-fn underscores(text: &str, digit: fn(&u8) -> bool) -> Option<String> {
-    let b = text.as_bytes();
-    let ok = (0..b.len()).all(|k| b[k] != b'_' || (k > 0 && k + 1 < b.len() && digit(&b[k - 1]) && digit(&b[k + 1])));
-    ok.then(|| text.replace('_', ""))
-}
-
-pub use crate::scan::{check_input_name, extract_reductions, substitute_sizes, REDUCTION_PREFIX};
+pub use crate::scan::{check_input_name, extract_reductions, substitute_sizes, ReductionCall, REDUCTION_PREFIX};
 
 /// Parses `src` into nodes, `names[k]` denoting input `k`; the last node is the root.
 pub(super) fn parse(src: &str, names: &[&str]) -> Result<Vec<Node>> {
     let toks = lex(src)?;
+    if let Some(&(_, at)) = toks.iter().find(|(t, _)| *t == Tok::Op("=")) {
+        return Err(syntax(src, at, "unexpected character '=' (comparison is '==')".into()));
+    }
     let mut p = Parser { src, toks, pos: 0, nodes: Vec::new(), depth: 0, names };
     if p.peek() == Tok::End {
         return p.err("empty expression");

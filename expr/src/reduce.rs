@@ -173,6 +173,11 @@ pub const REDUCER_BYTES: usize = 144;
 
 fn neumaier(sum: &mut f64, comp: &mut f64, v: f64) {
     let t = *sum + v;
+    if !t.is_finite() {
+        // An infinity or NaN is the sum from now on; the compensation (inf - inf) would be NaN.
+        *sum = t;
+        return;
+    }
     if sum.abs() >= v.abs() {
         *comp += (*sum - t) + v;
     } else {

@@ -41,7 +41,11 @@ pub(crate) fn variables(src: &str) -> Result<Vec<String>> {
     for w in toks.windows(2) {
         if let (Tok::Ident(a, b), next) = (w[0].0, w[1].0) {
             let name = &src[a..b];
-            if next != Tok::LParen && !RESERVED.contains(&name) && !out.iter().any(|n| n == name) {
+            if next != Tok::LParen
+                && next != Tok::Op("=")
+                && !RESERVED.contains(&name)
+                && !out.iter().any(|n| n == name)
+            {
                 out.push(name.to_string());
             }
         }
@@ -52,14 +56,25 @@ pub(crate) fn variables(src: &str) -> Result<Vec<String>> {
 /// Prefix of the names [`extract_reductions`] gives the reductions it takes out.
 pub const REDUCTION_PREFIX: &str = "__r";
 
-/// Takes every reduction call out of `src` (`x - mean(x)`): returns the text with each call
-/// replaced by a name (`x - __r0`) and, in order, each reduction with its inner expression.
+/// One reduction call taken out of an expression by [`extract_reductions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReductionCall {
+    /// The reduction.
+    pub reduction: crate::Reduction,
+    /// Its argument, an elementwise expression.
+    pub inner: String,
+    /// Its `axis=` (negative counts from the last axis), if given.
+    pub axis: Option<i64>,
+}
+
+/// Takes every reduction call out of `src` (`x - mean(x)`, `x - mean(x, axis=0)`): returns the
+/// text with each call replaced by a name (`x - __r0`) and, in order, each call.
 ///
 /// # Errors
 ///
-/// [`Error::InvalidExpression`] for a syntax error, a reduction with more than one argument
-/// (`max(x, 0)`, `axis=`) or inside another one.
-pub fn extract_reductions(src: &str) -> Result<(String, Vec<(crate::Reduction, String)>)> {
+/// [`Error::InvalidExpression`] for a syntax error, a reduction with a second argument other
+/// than `axis=INT` (`max(x, 0)`), or inside another one.
+pub fn extract_reductions(src: &str) -> Result<(String, Vec<ReductionCall>)> {
     let toks = lex(src)?;
     let mut out = String::new();
     let mut found = Vec::new();
@@ -75,48 +90,61 @@ pub fn extract_reductions(src: &str) -> Result<(String, Vec<(crate::Reduction, S
             k += 1;
             continue;
         };
-        let mut depth = 0;
-        let mut end = None;
-        for (j, &(t, pos)) in toks.iter().enumerate().skip(k + 1) {
-            match t {
-                Tok::LParen => depth += 1,
-                Tok::RParen => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = Some((j, pos));
-                        break;
-                    }
+        let (end, inner_end, axis) = call_extent(src, &toks, k, r)?;
+        let open = toks[k + 1].1;
+        out.push_str(&src[copied..at]);
+        out.push_str(&format!("{REDUCTION_PREFIX}{}", found.len()));
+        found.push(ReductionCall { reduction: r, inner: src[open + 1..inner_end].to_string(), axis });
+        copied = toks[end].1 + 1;
+        k = end + 1;
+    }
+    out.push_str(&src[copied..]);
+    Ok((out, found))
+}
+
+/// The call of reduction `r` whose name is token `k`: the token index of its closing
+/// parenthesis, the byte where its first argument ends, and its `axis=`.
+fn call_extent(src: &str, toks: &[(Tok, usize)], k: usize, r: crate::Reduction) -> Result<(usize, usize, Option<i64>)> {
+    let mut depth = 0;
+    for (j, &(t, pos)) in toks.iter().enumerate().skip(k + 1) {
+        match t {
+            Tok::LParen => depth += 1,
+            Tok::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    return Ok((j, pos, None));
                 }
-                Tok::Comma if depth == 1 => {
+            }
+            Tok::Comma if depth == 1 => {
+                let (axis, close) = axis_argument(src, &toks[j + 1..]).ok_or_else(|| {
                     let hint = match r {
                         crate::Reduction::Max => "; use maximum(a, b) for the elementwise maximum",
                         crate::Reduction::Min => "; use minimum(a, b) for the elementwise minimum",
                         _ => "",
                     };
-                    return Err(syntax(
-                        src,
-                        at,
-                        format!("{}() takes one argument here (no axis= yet){hint}", r.name()),
-                    ));
-                }
-                Tok::Ident(a, b) if src[a..b].parse::<crate::Reduction>().is_ok() => {
-                    return Err(syntax(src, a, "a reduction inside a reduction is not supported".into()));
-                }
-                _ => {}
+                    syntax(src, pos, format!("{}() takes one argument and axis=INT{hint}", r.name()))
+                })?;
+                return Ok((j + 1 + close, pos, Some(axis)));
             }
+            Tok::Ident(a, b) if src[a..b].parse::<crate::Reduction>().is_ok() => {
+                return Err(syntax(src, a, "a reduction inside a reduction is not supported".into()));
+            }
+            _ => {}
         }
-        let Some((j, close)) = end else {
-            return Err(syntax(src, at, "unclosed '('".into()));
-        };
-        let open = toks[k + 1].1;
-        out.push_str(&src[copied..at]);
-        out.push_str(&format!("{REDUCTION_PREFIX}{}", found.len()));
-        found.push((r, src[open + 1..close].to_string()));
-        copied = close + 1;
-        k = j + 1;
     }
-    out.push_str(&src[copied..]);
-    Ok((out, found))
+    Err(syntax(src, toks[k].1, "unclosed '('".into()))
+}
+
+/// `axis = [-]INT )` at the start of `toks`: the axis and the index of
+/// the `)`.
+fn axis_argument(src: &str, toks: &[(Tok, usize)]) -> Option<(i64, usize)> {
+    let name = |t: Tok| matches!(t, Tok::Ident(a, b) if &src[a..b] == "axis");
+    let t: Vec<Tok> = toks.iter().take(5).map(|&(t, _)| t).collect();
+    match t.as_slice() {
+        [n, Tok::Op("="), Tok::Int(v), Tok::RParen, ..] if name(*n) => Some((i64::try_from(*v).ok()?, 3)),
+        [n, Tok::Op("="), Tok::Op("-"), Tok::Int(v), Tok::RParen] if name(*n) => Some((-i64::try_from(*v).ok()?, 4)),
+        _ => None,
+    }
 }
 
 /// Replaces every `size(NAME)` in `src` by the number of elements of the input `NAME`

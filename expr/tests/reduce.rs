@@ -214,7 +214,19 @@ fn reductions_are_taken_out_of_an_expression_in_order() {
     use shmpool_expr::parse::extract_reductions;
     let (rest, found) = extract_reductions("x - mean(x) + sum(a * (b + 1)) / 2").unwrap();
     assert_eq!(rest, "x - __r0 + __r1 / 2");
-    assert_eq!(found, [(Reduction::Mean, "x".to_string()), (Reduction::Sum, "a * (b + 1)".to_string())]);
+    let pairs: Vec<(Reduction, &str, Option<i64>)> =
+        found.iter().map(|c| (c.reduction, c.inner.as_str(), c.axis)).collect();
+    assert_eq!(pairs, [(Reduction::Mean, "x", None), (Reduction::Sum, "a * (b + 1)", None)]);
+    let (rest, found) = extract_reductions("x - mean(x, axis=0) + argmax(x * 2, axis = -1)").unwrap();
+    assert_eq!(rest, "x - __r0 + __r1");
+    let pairs: Vec<(Reduction, &str, Option<i64>)> =
+        found.iter().map(|c| (c.reduction, c.inner.as_str(), c.axis)).collect();
+    assert_eq!(pairs, [(Reduction::Mean, "x", Some(0)), (Reduction::ArgMax, "x * 2", Some(-1))]);
+    for bad in ["sum(x, 1)", "sum(x, axis=1.5)", "sum(x, axes=1)", "sum(x, axis=1, axis=2)"] {
+        let e = extract_reductions(bad).unwrap_err().to_string();
+        assert!(e.contains("axis=INT"), "{bad}: {e}");
+    }
+    assert!(shmpool_expr::Program::check_syntax("x = 1").unwrap_err().to_string().contains("comparison is '=='"));
     assert_eq!(extract_reductions("sqrt(x) + maximum(x, 1)").unwrap().1, []);
     let e = extract_reductions("x - max(x, 0)").unwrap_err().to_string();
     assert!(e.contains("use maximum(a, b)"), "{e}");

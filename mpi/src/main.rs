@@ -6,6 +6,8 @@
 //! from rank 0 (or from the rank that failed, when only one did). mpirun's own exit code is
 //! mpirun's: signalled itself, Open MPI's exits 1 whatever its ranks exit.
 #![deny(unsafe_code)]
+// No function over 80 lines outside tests (threshold in the workspace's clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

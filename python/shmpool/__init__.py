@@ -17,18 +17,21 @@ shared memory once per call.
 from __future__ import annotations
 
 import atexit
-import io
 import os
 import sys
 import threading
 import time
-import tokenize
+import weakref
 import concurrent.futures
 from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 
 from . import _native
+from ._arrays import _SUPPORTED, _dtype, _owner, empty_like, is_shared, zeros, zeros_like
+from ._expr import _IN_PROCESS_FROM, _evaluate_inputs, _flat, _rename, _reraise
+from ._pickling import _payload, _pickle_callable, _rebuild
+from ._submit import Submitter
 from ._errors import (
     ChunkTimeout,
     ExpressionError,
@@ -38,6 +41,8 @@ from ._errors import (
     ShmpoolError,
     WorkerCrashed,
 )
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
     "Pool",
@@ -87,187 +92,6 @@ _route_spawned_children()
 _native._install_fork_hooks()
 atexit.register(_native._remove_fork_hooks)
 
-_SUPPORTED = tuple(
-    np.dtype(n)
-    for n in (
-        "bool",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "float16",
-        "float32",
-        "float64",
-    )
-)
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _dtype(dtype: Any) -> np.dtype:
-    """The supported, native-order numpy dtype ``dtype`` names."""
-    dt = np.dtype(dtype)
-    if dt.byteorder == ">" and dt.itemsize > 1:
-        dt = dt.newbyteorder("=")
-    if dt not in _SUPPORTED:
-        raise TypeError(
-            f"shmpool does not support dtype {dt}: use bool, int8..int64, uint8..uint64, "
-            "float16, float32 or float64"
-        )
-    return dt
-
-
-# --------------------------------------------------------------------------------------------
-# shared arrays
-
-
-def zeros(shape: Union[int, tuple[int, ...]], dtype: Any = float) -> np.ndarray:
-    """A zeroed numpy array in shared memory: maps read and write it in place, without copies.
-
-    The array's memory is a POSIX shared-memory segment whose name was unlinked at creation (it
-    disappears with the last reference, even if the process is killed). Its data pointer never
-    changes; views and slices of it are ordinary numpy views. As with any numpy array handed to
-    code that releases the GIL, no other thread may write it while a map reads it, nor touch it
-    while a map writes it.
-    """
-    dt = _dtype(dtype)
-    shp = (int(shape),) if np.ndim(shape) == 0 else tuple(int(d) for d in shape)  # type: ignore[arg-type]
-    if any(d < 0 for d in shp):
-        raise ValueError(f"negative dimensions are not allowed: {shp}")
-    owner = _native.SharedArray(list(shp), dt.name)
-    return np.asarray(owner)
-
-
-def zeros_like(a: Any, dtype: Any = None) -> np.ndarray:
-    """A zeroed shared array with the shape (and, unless given, the dtype) of ``a``."""
-    a = np.asarray(a)
-    return zeros(a.shape, a.dtype if dtype is None else dtype)
-
-
-def empty_like(a: Any, dtype: Any = None) -> np.ndarray:
-    """A shared array with the shape and dtype of ``a``. Its elements are zero (fresh shared
-    pages are zeroed by the kernel; there is no cheaper uninitialised variant)."""
-    return zeros_like(a, dtype)
-
-
-def _owner(a: np.ndarray) -> Optional[Any]:
-    """The ``SharedArray`` behind ``a`` when ``a`` covers all of it, C-contiguous, with its dtype."""
-    b = a.base
-    while isinstance(b, np.ndarray):
-        b = b.base
-    if not isinstance(b, _native.SharedArray):
-        return None
-    if not a.flags.c_contiguous or a.dtype != np.dtype(b.dtype):
-        return None
-    if a.__array_interface__["data"][0] != b.ptr or a.nbytes != b.nbytes:
-        return None
-    return b
-
-
-def is_shared(a: Any) -> bool:
-    """Whether ``a`` is a whole shared array (made by :func:`zeros` & co.), which maps use in
-    place without copying."""
-    return isinstance(a, np.ndarray) and _owner(a) is not None
-
-
-# --------------------------------------------------------------------------------------------
-# expressions
-
-
-# Elements from which `Pool.evaluate` over plain memory runs on threads of this process.
-_IN_PROCESS_FROM = 1 << 16
-
-
-def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray], threads: int) -> np.ndarray:
-    """``expr`` over several named arrays, in this process (see :meth:`Pool.evaluate`)."""
-    flat = []
-    named = []
-    for name, a in arrays.items():
-        a = np.asarray(a)
-        dt = _dtype(a.dtype)
-        if a.dtype != dt:
-            a = a.astype(dt)
-        named.append((name, dt.name, list(a.shape)))
-        flat.append(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
-    res_name, shape = _native.inputs_result(expr, named)
-    res = np.dtype(res_name)
-    shape = tuple(shape)
-    if out is not None:
-        if not isinstance(out, np.ndarray):
-            raise TypeError("out must be a numpy array")
-        if out.shape != shape:
-            raise ValueError(f"out has shape {out.shape}, the result has shape {shape}")
-        if not np.can_cast(res, out.dtype, casting="same_kind"):
-            raise TypeError(
-                f"Cannot cast ufunc output from dtype('{res}') to dtype('{out.dtype}') with casting rule 'same_kind'"
-            )
-        if not out.flags.writeable:
-            raise ValueError("output array is read-only")
-    result = np.empty(shape, res)
-    _native.evaluate_inputs(expr, named, flat, result.reshape(-1).view(np.uint8), max(1, threads))
-    if out is None:
-        return result
-    np.copyto(out, result, casting="same_kind")
-    return out
-
-
-def _rename(expr: str, name: str) -> tuple[str, list[tuple[int, int]]]:
-    """``expr`` with the array's name replaced by ``x`` (the engine's name for it), and the
-    replaced spans (new column, characters removed) to map error columns back."""
-    if name == "x":
-        return expr, []
-    if name == "i":
-        raise TypeError("the name 'i' is the flat index (int64): give the array another name")
-    if not name.isidentifier():
-        raise TypeError(f"{name!r} is not a valid variable name")
-    try:
-        toks = list(tokenize.generate_tokens(io.StringIO(expr).readline))
-    except (tokenize.TokenError, SyntaxError, IndentationError):
-        return expr, []  # the engine reports the syntax error
-    out: list[str] = []
-    spans: list[tuple[int, int]] = []
-    last = 0
-    shift = 0
-    for k, t in enumerate(toks):
-        if t.type != tokenize.NAME or t.start[0] != 1:
-            continue
-        called = k + 1 < len(toks) and toks[k + 1].string == "("
-        if t.string == "x" and not called:
-            raise ExpressionError(
-                f"invalid expression at column {t.start[1] + 1}: unknown variable 'x' (the array is {name})",
-                position=t.start[1] + 1,
-                detail=f"unknown variable 'x' (the array is {name})",
-            )
-        if t.string == name and not called:
-            out.append(expr[last : t.start[1]])
-            out.append("x")
-            spans.append((t.start[1] - shift, len(name) - 1))
-            shift += len(name) - 1
-            last = t.end[1]
-    out.append(expr[last:])
-    return "".join(out), spans
-
-
-def _reraise(e: ExpressionError, expr: str, spans: list[tuple[int, int]]) -> ExpressionError:
-    pos = getattr(e, "position", 1)
-    orig = pos + sum(removed for col, removed in spans if col + 1 < pos)
-    detail = getattr(e, "detail", str(e))
-    caret = " " * (orig - 1) + "^"
-    return ExpressionError(
-        f"invalid expression at column {orig}: {detail}\n  {expr}\n  {caret}", position=orig, detail=detail
-    )
-
-
-def _flat(a: np.ndarray) -> np.ndarray:
-    """``a`` as the flat, contiguous array of its storage type that the native module reads."""
-    f = np.ascontiguousarray(a).reshape(-1)
-    return f.view(np.uint8) if f.dtype == np.bool_ else f
-
-
 class Pool:
     """A pool of worker processes mapping over numpy arrays in shared memory.
 
@@ -316,6 +140,10 @@ class Pool:
             maxtasksperchild=maxtasksperchild,
         )
         self._state = "running"
+        self._submitter = Submitter(max(2, int(self._p.processes)))
+        # At exit (or when the pool is collected): terminate the workers, which ends every map
+        # still waiting (a pending submit of a hung callable), and stop the submit threads.
+        self._finalizer = weakref.finalize(self, _finalize, self._p, self._submitter, self._pid)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -335,18 +163,14 @@ class Pool:
         """Wait for the workers to exit, after :meth:`close` or :meth:`terminate`."""
         if self._state == "running":
             raise ValueError("Pool is still running")
-        ex = getattr(self, "_threads", None)
-        if ex is not None:
-            ex.shutdown(wait=True)
+        self._submitter.shutdown(wait=True, cancel=False)
         self._p.join()
 
     def terminate(self) -> None:
         """Kill the workers at once and wait for them."""
         self._p.terminate()
         self._state = "terminated"
-        ex = getattr(self, "_threads", None)
-        if ex is not None:
-            ex.shutdown(wait=True, cancel_futures=True)
+        self._submitter.shutdown(wait=True, cancel=True)
 
     @property
     def processes(self) -> int:
@@ -380,7 +204,7 @@ class Pool:
 
     # -- expressions -------------------------------------------------------------------------
 
-    def evaluate(self, expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> np.ndarray:
+    def evaluate(self, expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> Any:
         """Evaluates ``expr`` over named arrays with numpy's semantics: over one, in the workers.
 
         ``pool.evaluate("sqrt(a) * 2", a=arr)`` computes what numpy computes for
@@ -399,11 +223,21 @@ class Pool:
         interruptible by Ctrl-C), not in the workers, and return an ordinary array. Each
         argument is taken as an array (``np.asarray``): a Python number given as ``c=2.0`` is a
         float64 array, not numpy's weakly typed scalar; write constants into ``expr`` instead.
+
+        Reductions over whole arrays (``sum prod mean min max std var count_nonzero any all
+        argmin argmax nansum nanmean nanmin nanmax``; no ``axis=``) may appear anywhere in
+        ``expr``, with ``size(name)`` for an array's element count: ``evaluate("sum(x * x)",
+        x=a)`` is ``np.sum(a * a)`` and returns a numpy scalar as numpy does; ``evaluate("x -
+        mean(x)", x=a)`` is ``a - np.mean(a)`` (the reductions first, then the rest). numpy's
+        result types, NaN rules, errors (``min`` of nothing: ``ValueError``) and warnings
+        (``mean`` of nothing: ``RuntimeWarning``). Float sums are compensated in float64 and
+        joined in a fixed order: the result does not depend on the number of threads. These run
+        in this process as above.
         """
         self._check()
         if not arrays:
             raise TypeError("evaluate takes at least one array as name=array (none given)")
-        if len(arrays) > 1:
+        if len(arrays) > 1 or _native.has_reductions(expr):
             if self._state != "running":
                 raise PoolClosed("Pool not running: it was closed or terminated")
             return _evaluate_inputs(expr, arrays, out, self.processes)
@@ -493,9 +327,10 @@ class Pool:
         protocol: the GIL, ``os.register_at_fork`` callbacks) and see its state.
 
         A worker killed inside ``f`` is replaced and its chunk redone (after ``max_attempts``
-        deaths: :class:`WorkerCrashed`); an exception raised by ``f`` is raised here with its type
-        and message when it is a built-in exception (else :class:`KernelError`), with the chunk's
-        ``range`` attribute; ``chunk_timeout`` kills a hung ``f``. ``f`` must not keep a reference
+        deaths: :class:`WorkerCrashed`); an exception raised by ``f`` is raised here as itself
+        (pickled in the worker: same type and args) when it pickles, else rebuilt from its
+        message when its type is built in, else as :class:`KernelError`, with the chunk's
+        ``range`` and the innermost frames of its traceback (``worker_traceback``); ``chunk_timeout`` kills a hung ``f``. ``f`` must not keep a reference
         to its chunk views after returning: a worker where one survives exits (a crash).
         """
         self._check()
@@ -540,25 +375,25 @@ class Pool:
             r = r.view(np.bool_)
         return r.reshape(a.shape)
 
-    def _executor(self) -> "concurrent.futures.ThreadPoolExecutor":
-        import concurrent.futures
-
-        with _default_lock:
-            ex = getattr(self, "_threads", None)
-            if ex is None:
-                ex = self._threads = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=max(2, self.processes), thread_name_prefix="shmpool-submit"
-                )
-            return ex
-
     def submit(
         self, f: Callable[[np.ndarray, np.ndarray], object], a: Any, out: Optional[np.ndarray] = None, *, dtype: Any = None
     ) -> "concurrent.futures.Future[np.ndarray]":
         """``apply_async``: starts ``map(f, a, out, dtype=dtype)`` and returns a
         ``concurrent.futures.Future`` of its result at once. Several submitted maps share the
-        workers (the engine serves maps from many threads at once)."""
+        workers (the engine serves maps from many threads at once). The maps wait on daemon
+        threads: the interpreter's exit does not wait for them (the pool's finalizer terminates
+        the workers). Ctrl-C while waiting in ``result()`` terminates the pool, as during
+        :meth:`map`."""
         self._check()
-        return self._executor().submit(self.map, f, a, out, dtype=dtype)
+        if self._state != "running":
+            raise PoolClosed("Pool not running: it was closed or terminated")
+        return self._submitter.submit(self._interrupted, self.map, f, a, out, dtype=dtype)
+
+    def _interrupted(self) -> None:
+        """Ctrl-C while waiting on a submitted map: stop the workers, as during ``map``."""
+        self._p.terminate()
+        self._state = "terminated"
+        self._submitter.shutdown(wait=False, cancel=True)
 
     def _batches(self, f: Callable[..., object], batches: Any, dtype: Any, in_flight: Optional[int], ordered: bool) -> Any:
         import collections
@@ -590,16 +425,20 @@ class Pool:
             self.terminate()
             raise
         finally:
+            # Leaving early (break, close, an exception): batches not started are cancelled;
+            # those in flight are left to finish on their own (their results are dropped), as
+            # `multiprocessing`'s imap does, rather than waited for here.
             for p in pending:
                 p.cancel()
-            concurrent.futures.wait(pending)
 
     def imap(
         self, f: Callable[[np.ndarray, np.ndarray], object], batches: Any, *, dtype: Any = None, in_flight: Optional[int] = None
     ) -> "Iterator[np.ndarray]":
         """``map(f, batch)`` for each array of the iterable ``batches``, results in order, with
         at most ``in_flight`` batches (default: the number of workers) submitted ahead: the
-        iterable is consumed lazily and memory stays bounded."""
+        iterable is consumed lazily and memory stays bounded. Leaving the loop early (``break``,
+        an exception, closing the generator) cancels the batches not started and returns at once;
+        those in flight finish in the workers and their results are dropped."""
         return self._batches(f, batches, dtype, in_flight, True)
 
     def imap_unordered(
@@ -648,67 +487,12 @@ class Pool:
         return np.dtype(name)
 
 
-def _payload(f: Callable[..., object], in_dt: np.dtype, out_dt: np.dtype, init: bytes = b"") -> bytes:
-    """What a worker needs to call ``f``: this process's ``sys.path`` (for imports), the dtypes,
-    ``f`` pickled by reference (or by value with cloudpickle, when installed and needed) and the
-    pool's pickled ``(initializer, initargs)`` (empty: none)."""
-    import pickle
-
-    fb = _pickle_callable(f)
-    return pickle.dumps(([p for p in sys.path if isinstance(p, str)], in_dt.str, out_dt.str, fb, init))
-
-
-def _pickle_callable(f: Any) -> bytes:
-    """``f`` (a callable, or a tuple holding callables) pickled by reference, or by value with
-    cloudpickle where ``pickle`` cannot (lambdas, closures, functions of ``__main__``)."""
-    import pickle
-
-    try:
-        fb = pickle.dumps(f)
-    except (pickle.PicklingError, AttributeError, TypeError) as e:
-        try:
-            import cloudpickle  # type: ignore[import-not-found]
-        except ImportError:
-            raise TypeError(
-                f"cannot send {f!r} to the workers: it is not importable by name ({e}); "
-                "define it at the top level of a module, or install cloudpickle"
-            ) from None
-        fb = cloudpickle.dumps(f)
-    else:
-        mod = getattr(f[0] if isinstance(f, tuple) and f else f, "__module__", None)
-        if mod == "__main__":
-            try:
-                import cloudpickle  # type: ignore[import-not-found]
-
-                fb = cloudpickle.dumps(f)
-            except ImportError:
-                raise TypeError(
-                    f"cannot send {f!r} to the workers: functions of __main__ are not importable "
-                    "there; define it in a module, or install cloudpickle"
-                ) from None
-    return fb
-
-
-def _rebuild(e: KernelError) -> BaseException:
-    """The exception a callable raised in a worker, rebuilt: a built-in exception type with its
-    message, else :class:`KernelError`; either carries ``range`` and the worker's traceback."""
-    import builtins
-
-    detail = getattr(e, "detail", str(e))
-    head, _, tb = detail.partition("\n")
-    name, sep, msg = head.partition(": ")
-    rng = getattr(e, "range", None)
-    cls = getattr(builtins, name, None) if sep else None
-    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, OSError):
-        try:
-            err: BaseException = cls(msg)
-        except Exception:
-            err = e
-    else:
-        err = KernelError(f"{head} (in the kernel, on index range {rng})", range=rng, detail=detail)
-    err.range = rng  # type: ignore[attr-defined]
-    err.worker_traceback = tb  # type: ignore[attr-defined]
-    return err
+def _finalize(native: Any, submitter: Submitter, pid: int) -> None:
+    """A pool's end at exit or collection (its weakref finalizer): terminate its workers (in the
+    process that made it) and stop its submit threads."""
+    if os.getpid() == pid:
+        native.terminate()
+        submitter.shutdown(wait=True, cancel=True)
 
 
 class _ProgressLines:
@@ -757,9 +541,10 @@ def _drop_default() -> None:
 atexit.register(_drop_default)
 
 
-def evaluate(expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> np.ndarray:
-    """Evaluates ``expr`` over one named array with numpy's semantics on all cores
-    (numexpr's call): see :meth:`Pool.evaluate`. Uses a module-wide pool with one worker per
+def evaluate(expr: str, out: Optional[np.ndarray] = None, **arrays: Any) -> Any:
+    """Evaluates ``expr`` over named arrays with numpy's semantics on all cores (numexpr's
+    call; broadcasting across several arrays, reductions such as ``sum(x * x)`` giving a numpy
+    scalar): see :meth:`Pool.evaluate`. Uses a module-wide pool with one worker per
     core, started on first use and terminated at exit (or after a Ctrl-C)."""
     pool = _default_pool()
     try:

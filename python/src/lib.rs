@@ -17,13 +17,17 @@
 //! CPython's fork protocol around the engine's forks (`forking`), which lets `fork` workers run
 //! Python callables.
 #![deny(unsafe_code)]
+// No function over 80 lines outside tests (threshold in the workspace's clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 #[macro_use]
 mod elem;
 mod blocking;
 mod errors;
+mod failure;
 mod forking;
 mod multi;
+mod plan;
 mod pool;
 mod pykernel;
 mod shared;
@@ -50,8 +54,10 @@ const SIGNAL_POLL: Duration = Duration::from_millis(50);
 use blocking::*;
 use elem::*;
 use errors::*;
+use failure::format_exc;
 use forking::*;
 use multi::*;
+use plan::has_reductions;
 use pool::*;
 use pykernel::*;
 use shared::*;
@@ -82,6 +88,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(result_dtype, m)?)?;
     m.add_function(wrap_pyfunction!(inputs_result, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate_inputs, m)?)?;
+    m.add_function(wrap_pyfunction!(has_reductions, m)?)?;
     m.add_function(wrap_pyfunction!(_set_spawn_route, m)?)?;
     m.add_function(wrap_pyfunction!(_worker_main, m)?)?;
     m.add_function(wrap_pyfunction!(_install_fork_hooks, m)?)?;

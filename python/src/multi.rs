@@ -7,32 +7,19 @@
 
 use super::*;
 
+use super::plan::{const_bytes, plan, reduce_all, Named};
 use numpy::{PyReadonlyArray1, PyReadwriteArray1};
-use shmpool::kernel::expr::broadcast_shapes;
 
 /// Output elements below which the evaluation runs on one thread.
 const PER_THREAD: usize = 1 << 16;
 /// Output elements evaluated between two checks for Python signals (Ctrl-C).
 const BLOCK: usize = 1 << 22;
 
-/// One input as the package hands it over: (name, dtype name, shape).
-type Named = (String, String, Vec<u64>);
-
-fn compile(expr: &str, inputs: &[Named]) -> PyResult<(Program, Vec<u64>)> {
-    let py_err = |e: shmpool::kernel::expr::Error| Python::attach(|py| to_py(py, e));
-    let dtypes = inputs.iter().map(|(_, d, _)| dtype_arg(d)).collect::<PyResult<Vec<Dtype>>>()?;
-    let named: Vec<(&str, Dtype)> = inputs.iter().zip(&dtypes).map(|((n, _, _), &d)| (n.as_str(), d)).collect();
-    let program = Program::compile_inputs(expr, &named).map_err(py_err)?;
-    let shapes: Vec<&[u64]> = inputs.iter().map(|(_, _, s)| s.as_slice()).collect();
-    let shape = broadcast_shapes(&shapes).map_err(py_err)?;
-    Ok((program, shape))
-}
-
 /// The result's dtype name and broadcast shape of `expr` over `inputs` (name, dtype, shape).
 #[pyfunction]
 pub(crate) fn inputs_result(expr: &str, inputs: Vec<Named>) -> PyResult<(&'static str, Vec<u64>)> {
-    let (program, shape) = compile(expr, &inputs)?;
-    Ok((program.output_dtype().name(), shape))
+    let p = plan(expr, &inputs)?;
+    Ok((p.outer.program.output_dtype().name(), p.outer.shape))
 }
 
 /// Evaluates `expr` over `inputs` (name, dtype, shape) whose elements are `data` (the raw
@@ -51,12 +38,26 @@ pub(crate) fn evaluate_inputs(
     if data.len() != inputs.len() {
         return Err(PyValueError::new_err(format!("{} inputs named, {} given", inputs.len(), data.len())));
     }
-    let (program, shape) = compile(expr, &inputs)?;
+    let plan = plan(expr, &inputs)?;
+    let bytes: Vec<&[u8]> = data.iter().map(|a| a.as_slice().map_err(not_contiguous)).collect::<PyResult<_>>()?;
+    let values = reduce_all(py, &plan, &inputs, &bytes, threads)?;
+    for (_, warning) in &values {
+        if let Some(w) = warning {
+            PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(), &std::ffi::CString::new(*w)?, 1)?;
+        }
+    }
+    let consts = const_bytes(&values);
+    let (program, shape) = (&plan.outer.program, &plan.outer.shape);
     let n = shape.iter().try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)));
     let n = n.ok_or_else(|| PyValueError::new_err("the result is too large"))?;
     let osz = program.output_dtype().size();
-    let bytes: Vec<&[u8]> = data.iter().map(|a| a.as_slice().map_err(not_contiguous)).collect::<PyResult<_>>()?;
-    let ins: Vec<(&[u8], &[u64])> = bytes.iter().zip(&inputs).map(|(b, (_, _, s))| (*b, s.as_slice())).collect();
+    let ins: Vec<(&[u8], &[u64])> = plan
+        .outer
+        .used
+        .iter()
+        .map(|&k| (bytes[k], inputs[k].2.as_slice()))
+        .chain(consts.iter().map(|c| (c.as_slice(), &[][..])))
+        .collect();
     let out = out.as_slice_mut().map_err(not_contiguous)?;
     if out.len() != n * osz {
         return Err(PyValueError::new_err(format!("out holds {} bytes, the result {}", out.len(), n * osz)));
@@ -75,7 +76,7 @@ pub(crate) fn evaluate_inputs(
                     .chunks_mut(per * osz)
                     .enumerate()
                     .map(|(k, chunk)| {
-                        let (program, ins) = (&program, &ins);
+                        let ins = &ins;
                         let start = (first + k * per) as u64;
                         let end = start + (chunk.len() / osz) as u64;
                         s.spawn(move || program.eval_broadcast(ins, chunk, start..end))

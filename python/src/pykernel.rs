@@ -53,21 +53,6 @@ pub(crate) fn after_fork_once() {
     }
 }
 
-pub(crate) fn format_exc(py: Python<'_>, e: PyErr) -> String {
-    let ty = e.get_type(py);
-    let name = ty.qualname().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
-    let module = ty.module().map(|m| m.to_string()).unwrap_or_default();
-    let full = if module == "builtins" || module.is_empty() { name } else { format!("{module}.{name}") };
-    let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
-    let tb = py
-        .import("traceback")
-        .and_then(|t| t.call_method1("format_exception", (e.get_type(py), e.value(py), e.traceback(py))))
-        .and_then(|l| l.extract::<Vec<String>>())
-        .map(|l| l.concat())
-        .unwrap_or_default();
-    format!("{full}: {msg}\n{tb}")
-}
-
 /// A memoryview over `len` bytes at `ptr`, read-only unless `write`.
 #[allow(unsafe_code)]
 pub(crate) fn memview<'py>(py: Python<'py>, ptr: *mut u8, len: usize, write: bool) -> PyResult<Bound<'py, PyAny>> {

@@ -4,8 +4,14 @@ this process behind (other engineers' tests may own others at the same time: onl
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
+
+# The Ctrl-C tests send SIGINT to this process. A shell that starts pytest as a background job
+# (a non-interactive `cmd &`, some CI runners) leaves SIGINT ignored, and Python then installs no
+# handler: those tests would hang. Put Python's own handler back, as an interactive run has it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def children(pid: int) -> set[int]:

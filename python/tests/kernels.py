@@ -31,6 +31,20 @@ def raise_custom(x: np.ndarray, out: np.ndarray) -> None:
     raise CustomError("not a builtin")
 
 
+class Unpicklable(Exception):
+    """An exception that does not pickle (it holds a lock)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        import threading
+
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable(x: np.ndarray, out: np.ndarray) -> None:
+    raise Unpicklable("holds a lock")
+
+
 def kill_once(x: np.ndarray, out: np.ndarray) -> None:
     """Kills its worker the first time it runs (marker file in SHMPOOL_TEST_MARKER), then works."""
     marker = os.environ["SHMPOOL_TEST_MARKER"]
@@ -124,3 +138,11 @@ def kill_once_add_state(x: np.ndarray, out: np.ndarray) -> None:
         return
     os.close(fd)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def raise_file_not_found(x: np.ndarray, out: np.ndarray) -> None:
+    raise FileNotFoundError(2, "No such file or directory", "/nonexistent")
+
+
+def raise_long_message(x: np.ndarray, out: np.ndarray) -> None:
+    raise ValueError("long " * 100)

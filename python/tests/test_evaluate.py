@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -185,3 +186,41 @@ def test_several_named_arrays_report_expression_errors(pool):
         pool.evaluate("a + 1", a=np.ones(3), b=np.ones(3))
     with pytest.raises(shmpool.ExpressionError, match="reserved"):
         pool.evaluate("a + i", a=np.ones(3), i=np.ones(3))
+
+
+def numpy_without_simd(code: str) -> np.ndarray:
+    """What numpy computes when its CPU dispatch is off (every dispatch target this machine has
+    disabled: the baseline loops, which call libm), run in a fresh interpreter that prints
+    ``repr(result.tolist())``."""
+    import ast
+    import subprocess
+    import sys
+
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy 1.x
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__  # type: ignore[no-redef]
+
+    targets = [t for t in __cpu_dispatch__ if __cpu_features__.get(t)]
+    env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=" ".join(targets))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=120)
+    return np.array(ast.literal_eval(out.stdout), np.float32)
+
+
+@pytest.mark.parametrize("fn", ["sin", "cos", "exp", "log", "tanh", "log10", "arctan", "sinh", "expm1"])
+def test_float32_transcendentals_equal_numpys_libm_loops(pool, fn):
+    """numpy's float32 transcendentals depend on the CPU (its AVX2 / AVX-512 kernels differ from
+    libm and from each other by 1 ulp); without SIMD dispatch numpy calls libm, as the engine
+    does: the values are then identical, in the workers and in this process."""
+    code = (
+        "import numpy as np\n"
+        "x = np.linspace(0.5, 10, 2001).astype(np.float32)\n"
+        f"print(repr(np.{fn}(x).tolist()))\n"
+    )
+    ref = numpy_without_simd(code)
+    x = np.linspace(0.5, 10, 2001).astype(np.float32)
+    got = pool.evaluate(f"{fn}(x)", x=x)
+    assert got.dtype == np.float32
+    assert int((got != ref).sum()) == 0, f"{fn}: {int((got != ref).sum())} of {x.size} differ"
+    big = np.tile(x, 40)  # over 65,536 elements: evaluated on threads of this process
+    assert np.array_equal(pool.evaluate(f"{fn}(x)", x=big), np.tile(ref, 40))

@@ -77,9 +77,31 @@ def test_builtin_exceptions_arrive_with_type_message_and_range(pool):
     assert "raise ValueError" in e.value.worker_traceback
 
 
-def test_other_exceptions_arrive_as_kernel_error(pool):
-    with pytest.raises(shmpool.KernelError, match="CustomError: not a builtin") as e:
+def test_picklable_exceptions_arrive_as_their_own_class(pool):
+    with pytest.raises(kernels.CustomError, match="not a builtin") as e:
         pool.map(kernels.raise_custom, np.arange(10.0))
+    assert e.value.args == ("not a builtin",)
+    assert e.value.range == (0, 10)
+    assert "raise CustomError" in e.value.worker_traceback
+
+
+def test_exceptions_keep_their_args(pool):
+    with pytest.raises(FileNotFoundError) as e:
+        pool.map(kernels.raise_file_not_found, np.arange(10.0))
+    assert (e.value.errno, e.value.filename) == (2, "/nonexistent")
+    assert e.value.args == (2, "No such file or directory")
+
+
+def test_a_message_too_long_to_carry_arrives_truncated_with_its_builtin_type(pool):
+    with pytest.raises(ValueError) as e:
+        pool.map(kernels.raise_long_message, np.arange(10.0))
+    assert str(e.value).startswith("long long ") and len(str(e.value)) < 500
+    assert e.value.range == (0, 10)
+
+
+def test_exceptions_that_do_not_pickle_arrive_as_kernel_error(pool):
+    with pytest.raises(shmpool.KernelError, match="Unpicklable: holds a lock") as e:
+        pool.map(kernels.raise_unpicklable, np.arange(10.0))
     assert e.value.range == (0, 10)
 
 

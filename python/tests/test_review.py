@@ -47,7 +47,6 @@ def run_py(code: str, timeout: float = 60) -> tuple[Optional[int], str]:
     return rc, out
 
 
-@pytest.mark.xfail(reason="known gap (issue 16): a rebuilt KeyError is re-quoted", strict=False)
 def test_key_error_keeps_its_message():
     """Promise: an exception raised by the callable arrives in the parent 'of the same type and
     message'. KeyError('k') arrives as KeyError whose str is "\"'k'\"" (its repr re-quoted),
@@ -59,7 +58,6 @@ def test_key_error_keeps_its_message():
     assert str(info.value) == str(KeyError("k"))
 
 
-@pytest.mark.xfail(reason="known gap (issue 16): a rebuilt exception keeps only the first line of its message", strict=False)
 def test_multiline_message_is_kept():
     """Promise: 'same type and message'. ValueError('line1\\nline2') arrives as ValueError('line1'):
     _rebuild keeps only the first line of the worker's text as the message."""
@@ -69,7 +67,6 @@ def test_multiline_message_is_kept():
     assert str(info.value) == "line1\nline2"
 
 
-@pytest.mark.xfail(reason="known gap (issue 16): the interpreter's exit joins a submit thread blocked on a hung callable", strict=False)
 @pytest.mark.parametrize("start_method", ["forkserver", "fork"])
 def test_exit_with_pending_submit_does_not_hang(start_method):
     """Promise: Pool is multiprocessing.Pool for arrays (apply_async -> submit), and a live pool
@@ -90,7 +87,6 @@ def test_exit_with_pending_submit_does_not_hang(start_method):
     assert rc == 0, f"interpreter did not exit within 30 s (rc={rc}): {out}"
 
 
-@pytest.mark.xfail(reason="known gap (issue 16): Ctrl-C while waiting on submit() does not stop the workers", strict=False)
 def test_ctrl_c_while_waiting_on_submit_stops_the_workers():
     """Promise: 'Ctrl-C in the parent raises KeyboardInterrupt promptly, stops the workers'. Ctrl-C
     while waiting on submit(...).result() raises KeyboardInterrupt but leaves the pool running,
@@ -115,7 +111,6 @@ def test_ctrl_c_while_waiting_on_submit_stops_the_workers():
     assert "ALIVE 0" in out, f"workers still running after Ctrl-C: {out}"
 
 
-@pytest.mark.xfail(reason="known gap (issue 16): OSError subclasses arrive as KernelError", strict=False)
 def test_builtin_oserror_arrives_as_its_type():
     """Promise (README 'Faults'): 'an exception raised by f arrives as the same built-in type and
     message (else shmpool.KernelError)'; the issue: 'of the same type and message where it can be
@@ -127,7 +122,6 @@ def test_builtin_oserror_arrives_as_its_type():
     assert info.value.range == (0, 10)
 
 
-@pytest.mark.xfail(reason="known gap (issue 16): zeros(1.5) truncates the shape", strict=False)
 def test_zeros_rejects_a_float_shape_as_numpy_does():
     """Promise: shmpool.zeros is 'a numpy array in shared memory' (numpy's zeros). np.zeros(1.5)
     raises TypeError; shmpool.zeros(1.5) silently truncates to shape (1,)."""
@@ -137,7 +131,7 @@ def test_zeros_rejects_a_float_shape_as_numpy_does():
         shmpool.zeros(1.5)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(reason="known gap (issue 16): float32 transcendentals differ from numpy's SIMD loops by 1 ulp", strict=False)
+@pytest.mark.xfail(reason="not matched by design: numpy's float32 sin/exp/tanh/log10/arctan come from CPU-dispatched SIMD kernels (AVX2/AVX-512, different per CPU level); the engine matches numpy's libm loops (test_evaluate.py::test_float32_transcendentals_equal_numpys_libm_loops)", strict=False)
 @pytest.mark.parametrize("fn", ["sin", "exp", "tanh", "log10", "arctan"])
 def test_float32_transcendentals_equal_numpy(fn):
     """Promise: evaluate computes 'what numpy computes ... same result dtype, same values'. Over
@@ -152,7 +146,6 @@ def test_float32_transcendentals_equal_numpy(fn):
     assert mismatched == 0, f"{mismatched} of {x.size} float32 {fn} values differ from numpy's"
 
 
-@pytest.mark.xfail(reason="known gap (issue 16): leaving imap early waits for in-flight batches", strict=False)
 @pytest.mark.parametrize("mode", ["break", "raise"])
 def test_leaving_imap_early_does_not_wait_for_in_flight_batches(mode):
     """Promise: imap as multiprocessing.Pool.imap, 'bounded in-flight batches'. Leaving the loop
@@ -186,7 +179,6 @@ def test_leaving_imap_early_does_not_wait_for_in_flight_batches(mode):
     assert "after loop" in out, f"leaving imap blocked on the in-flight batch (rc={rc}): {out}"
 
 
-@pytest.mark.xfail(reason="known gap (issue 16): zeros drops a big-endian byte order", strict=False)
 def test_zeros_keeps_a_big_endian_dtype():
     """Promise: zeros/zeros_like/empty_like give 'a numpy array in shared memory' of the dtype
     asked for. shmpool.zeros(2, '>i4') silently returns a native little-endian int32 array

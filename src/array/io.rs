@@ -16,25 +16,10 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 use super::{NpyArray, NpyOutput, SharedVec};
-use crate::dtype::Dtype;
 use crate::error::Result;
-use crate::kernel::{Dynamic, ElemType};
+use crate::kernel::Dynamic;
+pub(crate) use crate::kernel::Side;
 use crate::shm::Segment;
-
-/// The element type of one side of the data, to check against the kernel's at run time.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Side {
-    /// A Rust type.
-    Typed(ElemType),
-    /// A file's dtype.
-    Dtype(Dtype),
-}
-
-impl Side {
-    pub(crate) fn of<T: Pod>() -> Side {
-        Side::Typed(ElemType::of::<T>())
-    }
-}
 
 /// Where the input's bytes are.
 #[derive(Debug)]
@@ -98,6 +83,10 @@ impl Target<'_> {
 pub(super) mod sealed {
     pub trait InputSealed {
         fn source(&self) -> crate::Result<super::Source<'_>>;
+        /// Every input a map reads: one, or those of a tuple of inputs (a zip map).
+        fn sources(&self) -> crate::Result<Vec<super::Source<'_>>> {
+            Ok(vec![self.source()?])
+        }
     }
     pub trait OutputSealed {
         fn target(&mut self) -> crate::Result<super::Target<'_>>;
@@ -205,6 +194,9 @@ impl Output for NpyOutput {
 impl<I: Input + ?Sized> InputSealed for &I {
     fn source(&self) -> Result<Source<'_>> {
         (**self).source()
+    }
+    fn sources(&self) -> Result<Vec<Source<'_>>> {
+        (**self).sources()
     }
 }
 impl<I: Input + ?Sized> Input for &I {

@@ -10,6 +10,7 @@ mod io;
 #[cfg(feature = "ndarray")]
 pub mod nd;
 mod npy;
+mod zip;
 #[cfg(feature = "testing")]
 pub(crate) use npy::force_named_temp_files;
 

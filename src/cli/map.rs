@@ -11,9 +11,11 @@ use signal_hook::iterator::Signals;
 
 use crate::workloads::{self, W1_LEN};
 use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes, REDUCTION_PREFIX};
-use shmpool::kernel::expr::{Program, Reduction, Value};
+use shmpool::kernel::expr::Program;
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
 
+use super::input::open_input;
+use super::reduced::{reduce_inner, Outer, RowDriver};
 use super::Failure;
 
 /// The W1 expression, the default kernel.
@@ -121,50 +123,6 @@ pub(super) fn with_sizes(expr: &str, names: &[String], arrays: &[NpyArray]) -> R
     Ok(substitute_sizes(expr, &sizes)?)
 }
 
-/// The values of the reductions taken out of an expression (`mean(x)` in `x - mean(x)`),
-/// each computed in parallel by `pool` over the inputs its inner expression uses.
-pub(super) fn reduce_inner(
-    pool: &Pool,
-    reductions: &[(Reduction, String)],
-    names: &[String],
-    paths: &[&Path],
-    arrays: &[NpyArray],
-) -> Result<Vec<Value>, Failure> {
-    let mut values = Vec::with_capacity(reductions.len());
-    for (kind, inner) in reductions {
-        let used = Program::variables(inner)?;
-        let idx: Vec<usize> = (0..names.len()).filter(|&k| used.contains(&names[k])).collect();
-        let typed: Vec<(&str, Dtype)> = idx.iter().map(|&k| (names[k].as_str(), arrays[k].dtype())).collect();
-        let program = Program::compile_inputs(inner, &typed)?;
-        let files: Vec<(&Path, &NpyArray)> = idx.iter().map(|&k| (paths[k], &arrays[k])).collect();
-        let (v, warning) = pool.reduce_npy(&program, &files, &[], *kind)?;
-        if let Some(w) = warning {
-            eprintln!("RuntimeWarning: {w}");
-        }
-        values.push(v);
-    }
-    Ok(values)
-}
-
-/// The inputs an expression with reductions taken out still reads (indices into `names`),
-/// and the program over them followed by the reductions' values (`__r0`, ...).
-pub(super) fn outer_program(
-    rewritten: &str,
-    names: &[String],
-    arrays: &[NpyArray],
-    values: &[Value],
-) -> Result<(Vec<usize>, Program), Failure> {
-    let used = Program::variables(rewritten)?;
-    let idx: Vec<usize> = (0..names.len()).filter(|&k| used.contains(&names[k])).collect();
-    let consts: Vec<String> = (0..values.len()).map(|k| format!("{REDUCTION_PREFIX}{k}")).collect();
-    let typed: Vec<(&str, Dtype)> = idx
-        .iter()
-        .map(|&k| (names[k].as_str(), arrays[k].dtype()))
-        .chain(consts.iter().zip(values).map(|(n, v)| (n.as_str(), v.dtype())))
-        .collect();
-    Ok((idx, Program::compile_inputs(rewritten, &typed)?))
-}
-
 /// `NAME=PATH` or a bare `PATH` (the input `x`): a prefix before `=` that can name an input
 /// names it; anything else is a path.
 pub(super) fn parse_inputs(raw: &[String]) -> Result<Vec<(Option<String>, PathBuf)>, Failure> {
@@ -221,24 +179,21 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
     let expr = &with_sizes(expr, &names, &arrays)?;
     let (rewritten, reductions) = extract_reductions(expr)?;
-    let values = if reductions.is_empty() {
+    let reduced = if reductions.is_empty() {
         Vec::new()
     } else {
         let pool = Pool::builder().workers(worker_count(args.jobs, usize::MAX)).build()?;
-        let values = reduce_inner(&pool, &reductions, &names, &paths, &arrays)?;
+        let reduced = reduce_inner(&pool, &reductions, &names, &paths, &arrays)?;
         pool.close();
         pool.join()?;
-        values
+        reduced
     };
-    let (outer, program) = outer_program(&rewritten, &names, &arrays, &values)?;
-    let shapes: Vec<&[u64]> = outer.iter().map(|&k| arrays[k].shape()).collect();
+    let outer = Outer::new(&rewritten, &names, &arrays, reduced)?;
+    let files = outer.files(&paths, &arrays);
+    let shapes: Vec<&[u64]> = files.iter().map(|(_, a)| a.shape()).collect();
     let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes)?;
-    let main = outer.iter().copied().find(|&k| arrays[k].shape() == out_shape.as_slice()).ok_or_else(|| {
-        Failure::usage(format!(
-            "no input has the broadcast shape {out_shape:?}: shmpool maps over an input of the output's shape (a gap)"
-        ))
-    })?;
-    let out_dtype = out_dtype.unwrap_or(program.output_dtype());
+    let main = files.iter().position(|(_, a)| a.shape() == out_shape.as_slice());
+    let out_dtype = out_dtype.unwrap_or(outer.program.output_dtype());
     if let Some(k) = replaced {
         if arrays[k].shape() != out_shape.as_slice() || arrays[k].dtype() != out_dtype {
             return Err(Failure::usage(format!(
@@ -249,13 +204,19 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
             )));
         }
     }
-    let files: Vec<(&Path, &NpyArray)> = outer.iter().map(|&k| (paths[k], &arrays[k])).collect();
-    let main_outer = outer.iter().position(|&k| k == main).expect("main is one of the outer inputs");
-    // SAFETY: `arrays` outlive the map below (they are dropped when this function returns),
-    // and they were opened under the contract of `shmpool map` (see `open_input`).
+    let Some(main) = main else {
+        // No input has the output's shape ((n, 1) with (1, m)): the map runs over row numbers.
+        let rows = RowDriver::new(&out_shape)?;
+        // SAFETY: as below.
+        #[allow(unsafe_code)]
+        let spec = unsafe { KernelSpec::expr_files_rows(&outer.program, &files, &outer.values, rows.row, out_dtype) }?;
+        return run_map(args, (&rows.ids, &rows.path, &out_shape), output, out_dtype, &spec);
+    };
+    // SAFETY: `arrays` and `outer` outlive the map below (they are dropped when this function
+    // returns), and they were opened under the contract of `shmpool map` (see `open_input`).
     #[allow(unsafe_code)]
-    let spec = unsafe { KernelSpec::expr_files(&program, &files, &values, main_outer, out_dtype) }?;
-    run_map(args, &arrays[main], &named[main].1, output, out_dtype, &spec)
+    let spec = unsafe { KernelSpec::expr_files(&outer.program, &files, &outer.values, main, out_dtype) }?;
+    run_map(args, (files[main].1, files[main].0, &out_shape), output, out_dtype, &spec)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -269,8 +230,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
 }
 
-/// Memory-maps the input `.npy` file.
-// The one unsafe operation of the command line, allowed here alone.
 /// Whether `sig` is ignored in this process (inherited from whoever started it).
 #[allow(unsafe_code)]
 fn ignored(sig: i32) -> bool {
@@ -279,15 +238,6 @@ fn ignored(sig: i32) -> bool {
     let rc = unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) };
     // SAFETY: sigaction succeeded, so it filled `old` (zeroed storage is a valid sigaction too).
     rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
-}
-
-#[allow(unsafe_code)]
-pub(super) fn open_input(path: &Path) -> Result<NpyArray, Failure> {
-    // SAFETY: `shmpool map` reads the input while the user's other programs may still hold it;
-    // the documented contract of the command (as of `np.load(mmap_mode='r')`) is that nobody
-    // truncates or rewrites the input during the map. The mapping is read-only, and
-    // `--in-place` writes a new file and links it over the input only after the map.
-    Ok(unsafe { NpyArray::open(path) }?)
 }
 
 /// The text after `shmpool map --help`: every function an expression may call.
@@ -318,19 +268,19 @@ fn run_file(args: &MapArgs, input: &Path) -> Result<(), Failure> {
     let program = Program::compile_for(expr, src.dtype())?;
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     let spec = KernelSpec::expr_for(&program, src.dtype(), out_dtype)?;
-    run_map(args, &src, input, output, out_dtype, &spec)
+    run_map(args, (&src, input, src.shape()), output, out_dtype, &spec)
 }
 
 /// One map from `src` (at `input`) into a new `output`, stopped by SIGINT, SIGTERM, SIGHUP.
 fn run_map(
     args: &MapArgs,
-    src: &NpyArray,
-    input: &Path,
+    (src, input, out_shape): (&NpyArray, &Path, &[u64]),
     output: &Path,
     out_dtype: Dtype,
     spec: &KernelSpec,
 ) -> Result<(), Failure> {
-    let n = src.len();
+    // Output elements: a broadcast map's units are rows of several.
+    let n = out_shape.iter().product::<u64>() as usize;
     let workers = worker_count(args.jobs, n);
 
     // SIGINT, SIGTERM and SIGHUP stop the map: a thread waits for them and terminates the pool,
@@ -372,7 +322,7 @@ fn run_map(
             })
             .map_err(|e| Failure::runtime(format!("cannot start the signal thread: {e}")))?
     };
-    let result = map_file(args, (src, input), output, out_dtype, spec, workers, &pool, &caught);
+    let result = map_file(args, (src, input, out_shape), output, out_dtype, spec, workers, &pool, &caught);
     finished.store(true, Ordering::SeqCst);
     handle.close();
     // The handlers stay installed until the process exits, and so does their reader: a signal
@@ -393,7 +343,7 @@ fn run_map(
 #[allow(clippy::too_many_arguments)] // the pieces of one map, prepared by run_file
 fn map_file(
     args: &MapArgs,
-    (src, input): (&NpyArray, &Path),
+    (src, input, out_shape): (&NpyArray, &Path, &[u64]),
     output: &Path,
     out_dtype: Dtype,
     spec: &KernelSpec,
@@ -405,7 +355,7 @@ fn map_file(
         0 => Ok(()),
         sig => Err(Failure::signalled(sig)),
     };
-    let mut dst = NpyOutput::create(output, out_dtype, src.shape())?;
+    let mut dst = NpyOutput::create(output, out_dtype, out_shape)?;
     interrupted()?;
     let (p, _) = build_pool(args, workers)?;
     let pool = pool.get_or_init(|| p);
@@ -441,11 +391,14 @@ fn map_file(
     }
     interrupted()?;
     dst.commit()?;
-    let shape: Vec<String> = src.shape().iter().map(|d| d.to_string()).collect();
+    let shape: Vec<String> = out_shape.iter().map(|d| d.to_string()).collect();
+    // A broadcast map is driven by row numbers: say so rather than their dtype.
+    let from = if src.shape() == out_shape { src.dtype().to_string() } else { "broadcast".to_string() };
+    let n: u64 = out_shape.iter().product();
     println!(
         "mapped {n} elements ({} {} -> {}) in {:.1} ms: {:.1} Melem/s with {workers} workers; wrote {}",
         shape.join("x"),
-        src.dtype(),
+        from,
         out_dtype,
         secs * 1e3,
         n as f64 / secs.max(1e-9) / 1e6,
@@ -513,6 +466,7 @@ impl Progress {
     }
 }
 
+#[allow(clippy::too_many_lines)] // TODO(c15-merge): owner shortens it
 fn run_builtin(args: &MapArgs) -> Result<(), Failure> {
     let program = args.expr.as_deref().map(Program::compile).transpose()?;
     let n = args.len;

@@ -7,8 +7,10 @@
 
 mod bench;
 mod gen;
+mod input;
 mod map;
 mod reduce;
+mod reduced;
 
 use clap::{Parser, Subcommand};
 
@@ -31,8 +33,8 @@ enum Command {
     /// INPUT, W1 over the built-in 50M-element f64 dataset, verified element by element.
     #[command(after_help = map::functions_help())]
     Map(map::MapArgs),
-    /// Reduce an expression over memory-mapped .npy files to one number, in parallel:
-    /// `shmpool reduce x.npy --expr 'sum(x * x)'` prints numpy's repr of np.sum(x * x).
+    /// Reduce an expression over memory-mapped .npy files, in parallel: `shmpool reduce x.npy
+    /// --expr 'sum(x * x)'` prints numpy's repr of np.sum(x * x); `sum(x, axis=1)` an array.
     Reduce(reduce::ReduceArgs),
     /// Write a synthetic .npy dataset.
     Gen(gen::GenArgs),
@@ -72,6 +74,9 @@ impl Failure {
 
 impl From<shmpool::Error> for Failure {
     fn from(e: shmpool::Error) -> Self {
+        // The command line runs expression kernels only: a kernel's runtime failure is an
+        // expression's typed error (numpy's ValueError), never a panic.
+        let e = shmpool::kernel::expr::runtime_error(e);
         // Decided by kind, never by message: the user's call or files are at fault (2), or
         // running failed (1).
         let code = match e.kind() {

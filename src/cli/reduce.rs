@@ -6,10 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use shmpool::kernel::expr::parse::{extract_reductions, REDUCTION_PREFIX};
-use shmpool::kernel::expr::{Program, Reduction, Value};
-use shmpool::{Dtype, NpyArray, NpyOutput, Pool};
+use shmpool::kernel::expr::{Program, Reduction};
+use shmpool::Pool;
 
-use super::map::{cores, open_input, outer_program, parse_inputs, reduce_inner, with_sizes};
+use super::input::open_input;
+use super::map::{cores, parse_inputs, with_sizes};
+use super::reduced::{reduce_inner, repr, write_array, Outer};
 use super::Failure;
 
 /// Arguments of `shmpool reduce`.
@@ -21,12 +23,12 @@ pub struct ReduceArgs {
     inputs: Vec<String>,
     /// A reduction of an elementwise expression, `sum(x * x)` or `sum((x - mean(x)) ** 2)`,
     /// or an expression of reductions, `sqrt(sum(x * x)) / 3`: sum prod mean min max std var
-    /// count_nonzero any all argmin argmax nansum nanmean nanmin nanmax (over the whole array:
-    /// no axis= yet; no reduction inside a reduction's own argument beyond one level). Prints
-    /// numpy's repr of the result.
+    /// count_nonzero any all argmin argmax nansum nanmean nanmin nanmax, over the whole array
+    /// or along an axis (`sum(x, axis=1)`, `argmax(x, axis=-1)`: an array); no reduction
+    /// inside a reduction's own argument beyond one level. Prints numpy's repr of the result.
     #[arg(long, allow_hyphen_values = true)]
     expr: String,
-    /// Also write the result as a 0-d .npy file.
+    /// Also write the result as a .npy file (0-d for one value).
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
     /// Worker processes (default: number of cores).
@@ -45,41 +47,29 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     };
     if kind.is_none() && matches!(extract_reductions(&inner), Ok((_, r)) if r.is_empty()) {
         return Err(Failure::usage(format!(
-            "--expr must reduce: one reduction of an expression, e.g. 'sum(x * x)', or an expression of \
-             reductions, e.g. 'sqrt(sum(x * x))' ({names_list}); axis= is not supported yet"
+            "--expr must reduce: one reduction of an expression, e.g. 'sum(x * x)' or 'sum(x, axis=1)', or an \
+             expression of reductions, e.g. 'sqrt(sum(x * x))' ({names_list})"
         )));
     }
     let named = parse_inputs(&args.inputs)?;
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone().unwrap_or_else(|| "x".to_string())).collect();
-    let used = Program::variables(&args.expr)?;
-    if let Some(u) = used.iter().find(|u| !names.contains(u)) {
-        return Err(Failure::usage(format!("the expression uses '{u}', which is not an input ({})", names.join(", "))));
-    }
-    if let Some(n) = names.iter().find(|n| !used.contains(n)) {
-        return Err(Failure::usage(format!("input '{n}' is not used by the expression")));
-    }
-    if names.iter().any(|n| n.starts_with(REDUCTION_PREFIX)) {
-        return Err(Failure::usage(format!("input names starting with {REDUCTION_PREFIX} are reserved")));
-    }
+    check_names(&args.expr, &names)?;
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
-    let (rewritten, reductions) = extract_reductions(&with_sizes(&inner, &names, &arrays)?)?;
+    let (rewritten, calls) = extract_reductions(&with_sizes(&inner, &names, &arrays)?)?;
     let pool = Pool::builder().workers(args.jobs.unwrap_or_else(cores)).build()?;
-    let values = reduce_inner(&pool, &reductions, &names, &paths, &arrays)?;
-    let (outer, program) = outer_program(&rewritten, &names, &arrays, &values)?;
-    let (value, warning) = match kind {
+    let reduced = reduce_inner(&pool, &calls, &names, &paths, &arrays)?;
+    let outer = Outer::new(&rewritten, &names, &arrays, reduced)?;
+    let (dtype, shape, bytes, warning) = match kind {
         Some(kind) => {
-            let files: Vec<(&Path, &NpyArray)> = outer.iter().map(|&k| (paths[k], &arrays[k])).collect();
-            pool.reduce_npy(&program, &files, &values, kind)?
+            let files = outer.files(&paths, &arrays);
+            let (v, warning) = pool.reduce_npy(&outer.program, &files, &outer.values, kind)?;
+            (v.dtype(), Vec::new(), v.to_le_bytes(), warning)
         }
-        None if outer.is_empty() => {
-            // An expression of reductions' values: one element, computed here.
-            let bytes: Vec<Vec<u8>> = values.iter().map(Value::to_le_bytes).collect();
-            let ops: Vec<(&[u8], &[u64])> = bytes.iter().map(|b| (&b[..], &[][..])).collect();
-            let mut out = vec![0u8; program.output_dtype().size()];
-            program.eval_broadcast(&ops, &mut out, 0..1)?;
-            let v = Value::from_le_bytes(program.output_dtype(), &out).expect("one element of the output dtype");
-            (v, None)
+        // An expression of reductions' values: computed here.
+        None if outer.used.is_empty() => {
+            let (dtype, shape, bytes) = outer.evaluate()?;
+            (dtype, shape, bytes, None)
         }
         None => {
             return Err(Failure::usage(
@@ -93,34 +83,24 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     if let Some(w) = warning {
         eprintln!("RuntimeWarning: {w}");
     }
-    println!("{}", value.repr());
+    println!("{}", repr(dtype, &shape, &bytes));
     if let Some(path) = &args.output {
-        write_scalar(path, &value)?;
+        write_array(path, dtype, &shape, &bytes)?;
     }
     Ok(())
 }
 
-/// Writes `value` as a 0-d `.npy` of its dtype.
-fn write_scalar(path: &Path, value: &Value) -> Result<(), Failure> {
-    fn put<T: bytemuck::Pod>(out: &mut NpyOutput, bytes: &[u8]) -> Result<(), Failure> {
-        out.as_mut_slice::<T>()?[0] = bytemuck::pod_read_unaligned(bytes);
-        Ok(())
+/// Every name the expression uses is an input, every input is used, none is reserved.
+fn check_names(expr: &str, names: &[String]) -> Result<(), Failure> {
+    let used = Program::variables(expr)?;
+    if let Some(u) = used.iter().find(|u| !names.contains(u)) {
+        return Err(Failure::usage(format!("the expression uses '{u}', which is not an input ({})", names.join(", "))));
     }
-    let mut out = NpyOutput::create(path, value.dtype(), &[])?;
-    let b = value.to_le_bytes();
-    match value.dtype() {
-        Dtype::Bool | Dtype::U8 => put::<u8>(&mut out, &b)?,
-        Dtype::I8 => put::<i8>(&mut out, &b)?,
-        Dtype::I16 => put::<i16>(&mut out, &b)?,
-        Dtype::U16 => put::<u16>(&mut out, &b)?,
-        Dtype::I32 => put::<i32>(&mut out, &b)?,
-        Dtype::U32 => put::<u32>(&mut out, &b)?,
-        Dtype::I64 => put::<i64>(&mut out, &b)?,
-        Dtype::U64 => put::<u64>(&mut out, &b)?,
-        Dtype::F16 => put::<half::f16>(&mut out, &b)?,
-        Dtype::F32 => put::<f32>(&mut out, &b)?,
-        Dtype::F64 => put::<f64>(&mut out, &b)?,
+    if let Some(n) = names.iter().find(|n| !used.contains(n)) {
+        return Err(Failure::usage(format!("input '{n}' is not used by the expression")));
     }
-    out.commit()?;
+    if names.iter().any(|n| n.starts_with(REDUCTION_PREFIX)) {
+        return Err(Failure::usage(format!("input names starting with {REDUCTION_PREFIX} are reserved")));
+    }
     Ok(())
 }

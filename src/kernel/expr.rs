@@ -19,6 +19,21 @@ pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut 
     }
 }
 
+/// `e` with an expression kernel's runtime failure typed again: the worker reports what a
+/// kernel unwound with as [`crate::Error::KernelPanicked`]'s message; when that message is an
+/// expression's runtime error ([`Error::from_kernel_message`], numpy's `ValueError` for a
+/// negative integer power), the result is [`crate::Error::Expr`] with it. Any other error is
+/// returned as it is.
+pub fn runtime_error(e: crate::Error) -> crate::Error {
+    match e {
+        crate::Error::KernelPanicked { ref message, .. } => match Error::from_kernel_message(message) {
+            Some(typed) => crate::Error::Expr(typed),
+            None => e,
+        },
+        e => e,
+    }
+}
+
 /// What a worker needs to map one input of a several-input expression itself: the file, the
 /// identity it must still have, where its data lives and its shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,5 +235,114 @@ pub(crate) fn eval_reduce(params: &[u8], input: &[u8], output: &mut [u8], _start
             std::panic::resume_unwind(Box::new(e.to_string()));
         }
         out.copy_from_slice(&r.to_bytes());
+    }
+}
+
+/// Result elements per unit of an axis reduction's map.
+pub(crate) const AXIS_BLOCK: u64 = 512;
+/// Bytes per unit of an axis reduction's map: [`AXIS_BLOCK`] result elements of up to 8
+/// bytes, then 8 bytes whose last is the block's warning code ([`warning_code`]).
+pub(crate) const AXIS_UNIT: usize = 8 * AXIS_BLOCK as usize + 8;
+
+impl super::KernelSpec {
+    /// An axis reduction kernel: maps block numbers (`u64`) to units of [`AXIS_UNIT`] bytes,
+    /// each the values of [`AXIS_BLOCK`] elements of the result of `r` over `program`'s values.
+    /// As [`super::KernelSpec::expr_files`], the arrays must outlive every map with it: the
+    /// caller ([`crate::Pool::reduce_npy_axis`]) borrows them for as long as the kernel exists.
+    pub(crate) fn reduce_axis_blocks(
+        r: &AxisReduction,
+        program: &Program,
+        inputs: &[(&std::path::Path, &crate::NpyArray)],
+        constants: &[Value],
+    ) -> crate::Result<super::KernelSpec> {
+        let (files, _) = Self::file_inputs(program, inputs, constants)?;
+        let mut params: Vec<u8> = bytemuck::cast_slice(&r.to_words()).to_vec();
+        params.extend_from_slice(&encode_files(&program.to_bytes(), &files));
+        Ok(Self::new::<u64, [u8; AXIS_UNIT]>(eval_axis, params, super::FILLS))
+    }
+}
+
+/// The trampoline of an axis reduction: the input elements are block numbers, each output
+/// unit the values of that block of the result's elements, computed from the worker's own
+/// mappings of the files (every element reduced whole, in order along the axis).
+pub(crate) fn eval_axis(params: &[u8], input: &[u8], output: &mut [u8], _start: u64) {
+    let head = AXIS_WORDS * 8;
+    let words: [u64; AXIS_WORDS] = bytemuck::pod_read_unaligned(&params[..head]);
+    let r = AxisReduction::from_words(&words).expect("the map caller encoded the reduction");
+    let (program, files) = decode(&params[head..]).expect("the map caller encoded these parameters");
+    let prog = Program::from_bytes(program).expect("the map caller encoded this program");
+    let rsz = r.result_dtype().size();
+    for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(AXIS_UNIT)) {
+        let block = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+        let first = block * AXIS_BLOCK;
+        let n = AXIS_BLOCK.min(r.result_len().saturating_sub(first));
+        let mut values = |flat: std::ops::Range<u64>, buf: &mut [u8]| evaluate(&prog, &files, buf, flat.start);
+        match r.reduce_range(first..first + n, &mut values, &mut out[..n as usize * rsz]) {
+            Ok(w) => out[AXIS_UNIT - 1] = warning_code(w),
+            Err(e) => std::panic::resume_unwind(Box::new(e.to_string())),
+        }
+    }
+}
+
+impl super::KernelSpec {
+    /// An expression kernel over several `.npy` inputs broadcast to a shape that none of them
+    /// has (`(n, 1)` with `(1, m)`; feature `expr`): map it with [`crate::Pool::map_into`] from
+    /// the row numbers `0..total / row` (`u64`) into an output of the broadcast shape and of
+    /// dtype `output`, each row being `row` consecutive output elements (flat indices
+    /// `id * row ..`); `row` must divide the output's number of elements. Inputs as
+    /// [`super::KernelSpec::expr_files`]; every input is read in place from the workers' own
+    /// mappings, and the output written in place.
+    ///
+    /// # Safety
+    ///
+    /// As [`super::KernelSpec::expr_files`]: every array of `inputs` must outlive every map
+    /// with this kernel.
+    ///
+    /// # Errors
+    ///
+    /// As [`super::KernelSpec::expr_files`]; [`crate::Error::InvalidOption`] when `row` is 0,
+    /// does not divide the broadcast shape's number of elements, or a row passes 4 GiB.
+    pub unsafe fn expr_files_rows(
+        program: &Program,
+        inputs: &[(&std::path::Path, &crate::NpyArray)],
+        constants: &[Value],
+        row: u64,
+        output: Dtype,
+    ) -> crate::Result<super::KernelSpec> {
+        let (files, out_shape) = Self::file_inputs(program, inputs, constants)?;
+        let total: u64 = out_shape.iter().product();
+        let bytes = row.checked_mul(output.size() as u64).filter(|&b| b <= u64::from(u32::MAX));
+        if row == 0 || total % row != 0 || bytes.is_none() {
+            return Err(crate::Error::InvalidOption {
+                option: "row length",
+                value: row,
+                allowed: "a divisor of the output's number of elements, at most 4 GiB per row",
+            });
+        }
+        let program = program.astype(output);
+        let mut params = row.to_le_bytes().to_vec();
+        params.extend_from_slice(&encode_files(&program.to_bytes(), &files));
+        let mut spec = match output.size() {
+            1 => Self::new::<u64, u8>(eval_rows, params, super::FILLS),
+            2 => Self::new::<u64, u16>(eval_rows, params, super::FILLS),
+            4 => Self::new::<u64, u32>(eval_rows, params, super::FILLS),
+            _ => Self::new::<u64, u64>(eval_rows, params, super::FILLS),
+        };
+        spec.out_size = bytes.expect("checked above") as usize;
+        spec.output.dtype = Some(output);
+        Ok(spec)
+    }
+}
+
+/// The trampoline of [`super::KernelSpec::expr_files_rows`]: the input elements are row
+/// numbers (consecutive within a chunk), the output the rows' elements.
+pub(crate) fn eval_rows(params: &[u8], input: &[u8], output: &mut [u8], _start: u64) {
+    let row = u64::from_le_bytes(params[..8].try_into().expect("the map caller encoded the row length"));
+    let (program, files) = decode(&params[8..]).expect("the map caller encoded these parameters");
+    let prog = Program::from_bytes(program).expect("the map caller encoded this program");
+    let Some(first) = input.get(..8) else { return };
+    let start = u64::from_le_bytes(first.try_into().expect("8 bytes")) * row;
+    if let Err(e) = evaluate(&prog, &files, output, start) {
+        std::panic::resume_unwind(Box::new(e.to_string()));
     }
 }

@@ -30,18 +30,24 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use bytemuck::Pod;
 
-use crate::array::Side;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::key::Key;
+pub(crate) use side::Side;
 
 #[cfg(feature = "expr")]
 pub mod expr;
 mod image;
 mod shape;
+mod side;
+#[cfg(feature = "expr")]
+mod spec_expr;
 mod trampoline;
+mod zip;
 
 pub use shape::{marker, Dynamic, Fits, Kernel, KernelExt, RowKernel, Typed, With, WithTable};
+pub(crate) use zip::{pairwise, ZipTrampoline, REDUCE_BLOCK};
+pub use zip::{ChunkFold, ElemMap, Zip};
 
 /// What a trampoline receives: the parameter block, the input bytes, the output bytes, and the
 /// flat index of the chunk's first element.
@@ -117,28 +123,39 @@ pub(crate) fn in_image(addr: usize) -> bool {
     image::contains(anchor_addr(), addr)
 }
 
-fn tag_of(offset: u64) -> u64 {
-    key().hash_one((offset, 0x0053_484d_504f_4f4c_u64))
+/// The keyed tag of a trampoline offset; `zip` separates the two trampoline signatures, so a
+/// tag made for one can never pass as the other.
+fn tag_of(offset: u64, zip: bool) -> u64 {
+    let domain = if zip { 0x005a_4950_504f_4f4c_u64 } else { 0x0053_484d_504f_4f4c_u64 };
+    key().hash_one((offset, domain))
 }
 
 /// A trampoline, as its offset from the image's anchor, with a keyed tag proving it was
-/// produced by `KernelRef::of` in a process of this pool.
+/// produced by `KernelRef::of` (a [`Trampoline`]) or `KernelRef::of_zip` (a [`ZipTrampoline`])
+/// in a process of this pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KernelRef {
     offset: u64,
     tag: u64,
+    zip: bool,
 }
 
 impl KernelRef {
     fn of(t: Trampoline) -> KernelRef {
         let offset = offset_of(t as usize);
-        KernelRef { offset, tag: tag_of(offset) }
+        KernelRef { offset, tag: tag_of(offset, false), zip: false }
+    }
+
+    fn of_zip(t: ZipTrampoline) -> KernelRef {
+        let offset = offset_of(t as usize);
+        KernelRef { offset, tag: tag_of(offset, true), zip: true }
     }
 
     /// Rebuilds a reference from the two words stored in a descriptor, if the tag matches and
-    /// the address lies in this executable image.
-    pub(crate) fn from_parts(offset: u64, tag: u64) -> Option<KernelRef> {
-        (tag_of(offset) == tag && in_image(addr_at(offset))).then_some(KernelRef { offset, tag })
+    /// the address lies in this executable image; `zip`: a several-input trampoline
+    /// ([`crate::ring::Descriptor::ZIP`]).
+    pub(crate) fn from_parts(offset: u64, tag: u64, zip: bool) -> Option<KernelRef> {
+        (tag_of(offset, zip) == tag && in_image(addr_at(offset))).then_some(KernelRef { offset, tag, zip })
     }
 
     /// The two words to store in a descriptor.
@@ -149,6 +166,7 @@ impl KernelRef {
     /// Runs the kernel on one chunk. Panics (to be caught by the worker) when the byte slices
     /// do not fit the kernel's element types.
     pub(crate) fn invoke(&self, params: &[u8], input: &[u8], output: &mut [u8], start: u64) {
+        assert!(!self.zip, "a several-input kernel called with one input");
         let addr = addr_at(self.offset);
         // SAFETY: `self.tag` matched the keyed hash of `self.offset` (in `from_parts`) or was
         // computed from a real `Trampoline` (in `of`). The key lives only in process-private
@@ -159,6 +177,18 @@ impl KernelRef {
         // `from_parts` also checked that it is code of this image (see `image`).
         let f = unsafe { std::mem::transmute::<usize, Trampoline>(addr) };
         f(params, input, output, start)
+    }
+
+    /// Runs a several-input kernel on one chunk: `inputs` are the chunk's input ranges, the
+    /// descriptor's own first. Panics (to be caught by the worker) as [`KernelRef::invoke`].
+    pub(crate) fn invoke_zip(&self, params: &[u8], inputs: &[&[u8]], output: &mut [u8], start: u64) {
+        assert!(self.zip, "a one-input kernel called with several inputs");
+        let addr = addr_at(self.offset);
+        // SAFETY: as in `invoke`; the tag was made in the zip domain (`tag_of(_, true)`, checked
+        // by `from_parts` with `zip` set, or computed by `of_zip`), which only `ZipTrampoline`s
+        // receive, so the code at this address has the `ZipTrampoline` signature.
+        let f = unsafe { std::mem::transmute::<usize, ZipTrampoline>(addr) };
+        f(params, inputs, output, start)
     }
 }
 
@@ -212,7 +242,15 @@ impl ElemType {
         self.size
     }
 
-    fn describe(self) -> String {
+    /// Whether data of element type `s` (a Rust type or a file's dtype) is this type.
+    pub(crate) fn fits(&self, s: Side) -> bool {
+        match s {
+            Side::Typed(t) => self.id == t.id,
+            Side::Dtype(d) => self.dtype == Some(d),
+        }
+    }
+
+    pub(crate) fn describe(self) -> String {
         match self.dtype {
             Some(d) => d.to_string(),
             None => self.name.to_string(),
@@ -255,9 +293,38 @@ pub struct KernelSpec {
     /// kernels: `out[k] = f(in[k])` for every `k`). A chunk kernel is user code that may read
     /// its output or leave parts unwritten, so the pool hands it a zeroed output instead.
     pub(crate) fills_output: bool,
+    /// The element types of a several-input kernel's data inputs, in order (empty for a
+    /// one-input kernel); `input` is then the type of the descriptor's own input.
+    pub(crate) zip: Vec<ElemType>,
 }
 
 impl KernelSpec {
+    /// A several-input kernel (see `zip`): the descriptor's own input holds `main` elements,
+    /// the data inputs are `data`.
+    fn new_zip<Out: Pod>(
+        t: ZipTrampoline,
+        main: ElemType,
+        data: Vec<ElemType>,
+        params: Vec<u8>,
+        fills: bool,
+    ) -> KernelSpec {
+        const {
+            assert!(std::mem::align_of::<Out>() <= 64, "element alignment exceeds 64");
+            assert!(std::mem::size_of::<Out>() > 0, "zero-sized elements");
+        };
+        KernelSpec {
+            foreign: (!in_image(t as usize)).then_some(t as usize),
+            kernel: KernelRef::of_zip(t),
+            in_size: main.size(),
+            out_size: std::mem::size_of::<Out>(),
+            input: main,
+            output: ElemType::of::<Out>(),
+            params,
+            fills_output: fills,
+            zip: data,
+        }
+    }
+
     fn new<In: Pod, Out: Pod>(t: Trampoline, params: Vec<u8>, fills_output: bool) -> KernelSpec {
         const {
             assert!(
@@ -275,6 +342,7 @@ impl KernelSpec {
             output: ElemType::of::<Out>(),
             params,
             fills_output,
+            zip: Vec::new(),
         }
     }
 
@@ -344,212 +412,6 @@ impl KernelSpec {
         .with_fn_pointer(f as usize)
     }
 
-    /// An expression kernel reading `In` and writing `Out` elements (feature `expr`): `In` must store the
-    /// program's input dtype; the result is cast to `Out` ([`expr::Program::astype`]) when it
-    /// is not the program's output dtype. `u8` reads and writes `bool`, [`half::f16`] float16.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Expr`] ([`expr::Error::TypeMismatch`]) when `In` is not the type the program
-    /// was compiled for, ([`expr::Error::InputCount`]) when it reads more than one input.
-    #[cfg(feature = "expr")]
-    pub fn expr<In: expr::Num, Out: expr::Num>(program: &expr::Program) -> Result<KernelSpec> {
-        let given = program.input_dtypes().len();
-        if given != 1 {
-            // A chunk kernel reads one input: several named inputs need another engine path.
-            return Err(expr::Error::InputCount { expected: 1, given }.into());
-        }
-        let program = if Out::stores(program.output_dtype()) { program.clone() } else { program.astype(Out::DTYPE) };
-        program.check_types::<In, Out>()?;
-        // The evaluator writes every element of its output (numpy's `out = f(x)`).
-        Ok(Self::new::<In, Out>(expr::eval::<In, Out>, program.to_bytes(), FILLS))
-    }
-
-    /// An expression kernel (feature `expr`) for element types chosen at run time: reads `input` (the type the
-    /// program was compiled for) and writes `output`, casting the result as numpy's `astype`
-    /// when `output` is not the program's output dtype.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TypeMismatch`] when `input` is not the program's input dtype.
-    #[cfg(feature = "expr")]
-    pub fn expr_for(program: &expr::Program, input: Dtype, output: Dtype) -> Result<KernelSpec> {
-        if input != program.input_dtype() {
-            return Err(Error::TypeMismatch {
-                kernel: format!("an expression compiled for {} input", program.input_dtype()),
-                data: input.to_string(),
-            });
-        }
-        let program = program.astype(output);
-        macro_rules! out {
-            ($i:ty) => {
-                match output {
-                    Dtype::Bool | Dtype::U8 => Self::expr::<$i, u8>(&program),
-                    Dtype::I8 => Self::expr::<$i, i8>(&program),
-                    Dtype::I16 => Self::expr::<$i, i16>(&program),
-                    Dtype::I32 => Self::expr::<$i, i32>(&program),
-                    Dtype::I64 => Self::expr::<$i, i64>(&program),
-                    Dtype::U16 => Self::expr::<$i, u16>(&program),
-                    Dtype::U32 => Self::expr::<$i, u32>(&program),
-                    Dtype::U64 => Self::expr::<$i, u64>(&program),
-                    Dtype::F16 => Self::expr::<$i, half::f16>(&program),
-                    Dtype::F32 => Self::expr::<$i, f32>(&program),
-                    Dtype::F64 => Self::expr::<$i, f64>(&program),
-                }
-            };
-        }
-        let mut spec = match input {
-            Dtype::Bool | Dtype::U8 => out!(u8),
-            Dtype::I8 => out!(i8),
-            Dtype::I16 => out!(i16),
-            Dtype::I32 => out!(i32),
-            Dtype::I64 => out!(i64),
-            Dtype::U16 => out!(u16),
-            Dtype::U32 => out!(u32),
-            Dtype::U64 => out!(u64),
-            Dtype::F16 => out!(half::f16),
-            Dtype::F32 => out!(f32),
-            Dtype::F64 => out!(f64),
-        }?;
-        // `u8` stores bool: the spec records the dtypes the program reads and writes.
-        spec.input.dtype = Some(input);
-        spec.output.dtype = Some(output);
-        spec.check_dtypes(input, output)?;
-        Ok(spec)
-    }
-
-    /// An expression kernel over several `.npy` inputs (feature `expr`), broadcast as numpy
-    /// does: map it with [`crate::Pool::map_into`] from `inputs[main]`, which must have the
-    /// broadcast shape, into an output of that shape and of dtype `output` (the result is cast
-    /// as numpy's `astype`). Input `k` is `inputs[k] = (path, array)`, `program` compiled with
-    /// [`expr::Program::compile_inputs`] for their dtypes. Every worker maps each file itself,
-    /// read-only, and checks it is the very file (device and inode) that was opened here.
-    ///
-    /// # Safety
-    ///
-    /// Every array of `inputs` must outlive every map with this kernel: the workers map the
-    /// very files the arrays map (checked by device and inode), and only the promise made to
-    /// [`crate::NpyArray::open`] (nothing truncates or modifies the file while the array
-    /// exists) keeps their mappings valid and immutable; the kernel does not borrow them.
-    /// ([`crate::Pool::reduce_npy`] borrows its arrays for its whole run and is safe.)
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TypeMismatch`] when the inputs are not the program's, in number or dtype;
-    /// [`Error::Expr`] ([`expr::Error::Broadcast`]) for shapes numpy cannot broadcast;
-    /// [`Error::InvalidOption`] when `inputs[main]` does not have the broadcast shape;
-    /// [`Error::File`] when a path cannot be resolved.
-    #[cfg(feature = "expr")]
-    pub unsafe fn expr_files(
-        program: &expr::Program,
-        inputs: &[(&std::path::Path, &crate::NpyArray)],
-        constants: &[expr::Value],
-        main: usize,
-        output: Dtype,
-    ) -> Result<KernelSpec> {
-        let (files, out_shape) = Self::file_inputs(program, inputs, constants)?;
-        if inputs.get(main).is_none_or(|(_, a)| a.shape() != out_shape.as_slice()) {
-            return Err(Error::InvalidOption {
-                option: "main input",
-                value: main as u64,
-                allowed: "an input of the broadcast shape",
-            });
-        }
-        let dtypes = program.input_dtypes().to_vec();
-        let program = program.astype(output);
-        let params = expr::encode_files(&program.to_bytes(), &files);
-        let input = dtypes[main];
-        macro_rules! by_size {
-            ($size:expr, $T:ident => $body:expr) => {
-                match $size {
-                    1 => {
-                        type $T = u8;
-                        $body
-                    }
-                    2 => {
-                        type $T = u16;
-                        $body
-                    }
-                    4 => {
-                        type $T = u32;
-                        $body
-                    }
-                    _ => {
-                        type $T = u64;
-                        $body
-                    }
-                }
-            };
-        }
-        let mut spec = by_size!(input.size(), I => by_size!(output.size(), O => Self::new::<I, O>(expr::eval_files, params.clone(), FILLS)));
-        spec.input.dtype = Some(input);
-        spec.output.dtype = Some(output);
-        Ok(spec)
-    }
-
-    /// What workers need to map the inputs of a several-input expression themselves, and the
-    /// broadcast shape.
-    #[cfg(feature = "expr")]
-    fn file_inputs(
-        program: &expr::Program,
-        inputs: &[(&std::path::Path, &crate::NpyArray)],
-        constants: &[expr::Value],
-    ) -> Result<(Vec<expr::FileInput>, Vec<u64>)> {
-        let dtypes: Vec<Dtype> =
-            inputs.iter().map(|(_, a)| a.dtype()).chain(constants.iter().map(expr::Value::dtype)).collect();
-        if dtypes != program.input_dtypes() {
-            let names = |d: &[Dtype]| d.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
-            return Err(Error::TypeMismatch {
-                kernel: format!("an expression compiled for ({})", names(program.input_dtypes())),
-                data: format!("({})", names(&dtypes)),
-            });
-        }
-        let mut shapes: Vec<&[u64]> = inputs.iter().map(|(_, a)| a.shape()).collect();
-        shapes.extend(constants.iter().map(|_| &[][..]));
-        let out_shape = expr::broadcast_shapes(&shapes)?;
-        let mut files = Vec::with_capacity(inputs.len());
-        for (path, a) in inputs {
-            let seg = a.segment();
-            let (dev, ino) = seg.identity().unwrap_or((0, 0));
-            let data_off = seg.file_area().map_or(0, |f| f.offset as u64);
-            let path = path.canonicalize().map_err(|e| Error::File {
-                op: "resolve",
-                path: path.display().to_string(),
-                source: e,
-            })?;
-            files.push(expr::FileInput { path, dev, ino, data_off, shape: a.shape().to_vec(), data: Vec::new() });
-        }
-        for c in constants {
-            let data = c.to_le_bytes();
-            files.push(expr::FileInput {
-                path: Default::default(),
-                dev: 0,
-                ino: 0,
-                data_off: 0,
-                shape: Vec::new(),
-                data,
-            });
-        }
-        Ok((files, out_shape))
-    }
-
-    /// A reduction kernel: maps block numbers (`u64`) to the partial results of `start`
-    /// (a fresh reducer, or one after its first pass) over `program`'s values, block by block.
-    /// As [`KernelSpec::expr_files`], the arrays must outlive every map with it: the caller
-    /// ([`crate::Pool::reduce_npy`]) borrows them for as long as the kernel exists.
-    #[cfg(feature = "expr")]
-    pub(crate) fn reduce_blocks(
-        start: &expr::Reducer,
-        program: &expr::Program,
-        inputs: &[(&std::path::Path, &crate::NpyArray)],
-        constants: &[expr::Value],
-    ) -> Result<(KernelSpec, u64)> {
-        let (files, out_shape) = Self::file_inputs(program, inputs, constants)?;
-        let total: u64 = out_shape.iter().product();
-        let params = expr::encode_reduce(start, total, &program.to_bytes(), &files);
-        Ok((Self::new::<u64, [u8; expr::REDUCER_BYTES]>(expr::eval_reduce, params, FILLS), total))
-    }
-
     /// A row kernel: rows of `in_cols` `In` elements map to rows of `out_cols` `Out`
     /// elements; the pool's chunks are whole rows (one row is one unit of the map).
     fn rows<In: Pod, Out: Pod>(t: Trampoline, in_cols: usize, out_cols: usize) -> Result<KernelSpec> {
@@ -615,11 +477,7 @@ impl KernelSpec {
     ///
     /// [`Error::TypeMismatch`] naming both sides.
     pub(crate) fn check_sides(&self, input: Side, output: Side) -> Result<()> {
-        let fits = |k: &ElemType, s: Side| match s {
-            Side::Typed(t) => k.id == t.id,
-            Side::Dtype(d) => k.dtype == Some(d),
-        };
-        if fits(&self.input, input) && fits(&self.output, output) {
+        if self.zip.is_empty() && self.input.fits(input) && self.output.fits(output) {
             return Ok(());
         }
         let name = |s: Side| match s {
@@ -652,9 +510,10 @@ mod tests {
     fn kernel_ref_round_trips_and_rejects_forged_tags() {
         let spec = KernelSpec::elem(|x: f64| x * 2.0);
         let (offset, tag) = spec.kernel.parts();
-        let k = KernelRef::from_parts(offset, tag).unwrap();
-        assert!(KernelRef::from_parts(offset, tag ^ 1).is_none());
-        assert!(KernelRef::from_parts(offset + 1, tag).is_none());
+        let k = KernelRef::from_parts(offset, tag, false).unwrap();
+        assert!(KernelRef::from_parts(offset, tag ^ 1, false).is_none());
+        assert!(KernelRef::from_parts(offset, tag, true).is_none(), "the other signature's domain");
+        assert!(KernelRef::from_parts(offset + 1, tag, false).is_none());
         let input = bytemuck::cast_slice::<f64, u8>(&[1.0, 2.5]).to_vec();
         let mut out = vec![0f64; 2];
         k.invoke(&[], &input, bytemuck::cast_slice_mut(&mut out), 0);
@@ -686,7 +545,10 @@ mod tests {
         assert!(in_image(anchor_addr()) && in_image(trampoline::elem_ptr::<f64, f64> as Trampoline as usize));
         assert!(!in_image(outside), "malloc lives in the C library, not in this image");
         let offset = offset_of(outside);
-        assert!(KernelRef::from_parts(offset, tag_of(offset)).is_none(), "a worker refuses the descriptor");
+        assert!(
+            KernelRef::from_parts(offset, tag_of(offset, false), false).is_none(),
+            "a worker refuses the descriptor"
+        );
         let params = trampoline::fn_params::<fn(f64) -> f64>(outside);
         assert!(trampoline::fn_from_params::<fn(f64) -> f64>(&params).is_none(), "and the function pointer");
         // SAFETY: a code address that is only compared, never called.

@@ -16,7 +16,7 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dynamic {}
 
-mod sealed {
+pub(super) mod sealed {
     pub trait Sealed {}
     impl<T: bytemuck::Pod> Sealed for T {}
     impl Sealed for super::Dynamic {}
@@ -52,6 +52,9 @@ impl Fits<Dynamic> for Dynamic {}
 /// | with both | `Fn(In, &P, &[S]) -> Out`, `Fn(&[In], &mut [Out], &P, &[S])` | `f.with(p).with_table(&weights)` |
 /// | row kernel | `Fn(&[In], &mut [Out])` on one whole row | `f.rows(in_cols, out_cols)` |
 /// | prepared | [`KernelSpec`] (expressions, function pointers) | `&spec`, or `spec.typed::<In, Out>()?` |
+/// | zip element | `Fn((A, B, ..)) -> Out` over a tuple of 2 to 4 inputs | a `fn` item or a closure that captures nothing |
+/// | zip chunk | `Fn((&[A], &[B], ..), &mut [Out])` | the same |
+/// | zip with a parameter block | `Fn((A, B, ..), &P) -> Out`, `Fn((&[A], &[B], ..), &mut [Out], &P)` | `f.with(p)` |
 ///
 /// Annotate a closure's parameter types (`|x: f64|`, `|x: &[f64], y: &mut [f64]|`): the
 /// compiler picks the kernel shape from the closure's own signature. A kernel whose element
@@ -127,6 +130,14 @@ pub mod marker {
         Rows<In, Out>;
         /// A prepared `KernelSpec`.
         Spec<In, Out>;
+        /// `Fn((A, B, ..)) -> Out` over several inputs.
+        ZipElem<In, Out>;
+        /// `Fn((&[A], &[B], ..), &mut [Out])` over several inputs.
+        ZipChunk<In, Out>;
+        /// `Fn((A, B, ..), &P) -> Out` over several inputs.
+        ZipElemWith<In, Out, P>;
+        /// `Fn((&[A], &[B], ..), &mut [Out], &P)` over several inputs.
+        ZipChunkWith<In, Out, P>;
     }
 }
 use marker::*;
@@ -268,7 +279,7 @@ pub struct With<F, P> {
     /// the value the caller passed is what the wrapper holds.
     #[allow(dead_code)]
     kernel: F,
-    params: Vec<u8>,
+    pub(super) params: Vec<u8>,
     _p: PhantomData<fn() -> P>,
 }
 

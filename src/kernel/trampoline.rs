@@ -22,7 +22,7 @@ fn cast_io<'a, In: Pod, Out: Pod>(input: &'a [u8], output: &'a mut [u8]) -> (&'a
 /// Runs `f` on the parameter block seen as a `P`, in place when it is aligned (it always is:
 /// payloads and segments are 64-byte aligned), so a large block is never copied to the stack.
 #[inline(always)]
-fn with_params<P: Pod, R>(params: &[u8], f: impl FnOnce(&P) -> R) -> R {
+pub(super) fn with_params<P: Pod, R>(params: &[u8], f: impl FnOnce(&P) -> R) -> R {
     let bytes = &params[..std::mem::size_of::<P>()];
     match bytemuck::try_from_bytes::<P>(bytes) {
         Ok(p) => f(p),

@@ -8,6 +8,7 @@
 
 use bytemuck::Pod;
 
+use super::zip::zip_len;
 use super::{Imap, ImapUnordered, Pool, Ticket};
 use crate::array::{Data, Input, Output, Side, Sink, Source, Target};
 use crate::error::{Error, Result};
@@ -65,15 +66,18 @@ impl Pool {
         I::Elem: Fits<K::In>,
         K::Out: Pod,
     {
-        let src = input.source()?;
+        let srcs = input.sources()?;
         kernel.with_spec(|spec| {
-            let units = units(spec, src.bytes().len())?;
+            let units = match srcs.as_slice() {
+                [src] if spec.zip.is_empty() => units(spec, src.bytes().len())?,
+                _ => zip_len(spec, &srcs, Side::of::<K::Out>())?,
+            };
             let bytes = units
                 .checked_mul(spec.out_size)
                 .ok_or(Error::TooLarge { count: units as u64, elem_size: spec.out_size as u64 })?;
             let mut out = vec![<K::Out as bytemuck::Zeroable>::zeroed(); bytes / std::mem::size_of::<K::Out>()];
             let target = Target { sink: Sink::Plain(bytemuck::cast_slice_mut(&mut out)), side: Side::of::<K::Out>() };
-            self.run(spec, src, target, None)?;
+            self.run_any(spec, srcs, target, None)?;
             Ok(out)
         })
     }
@@ -121,8 +125,8 @@ impl Pool {
         I::Elem: Fits<K::In>,
         O::Elem: Fits<K::Out>,
     {
-        let (src, target) = (input.source()?, output.target()?);
-        kernel.with_spec(|spec| self.run(spec, src, target, None))
+        let (srcs, target) = (input.sources()?, output.target()?);
+        kernel.with_spec(|spec| self.run_any(spec, srcs, target, None))
     }
 
     /// [`Pool::map_into`], calling `progress` with the number of elements (rows) done as
@@ -146,8 +150,8 @@ impl Pool {
         I::Elem: Fits<K::In>,
         O::Elem: Fits<K::Out>,
     {
-        let (src, target) = (input.source()?, output.target()?);
-        kernel.with_spec(|spec| self.run(spec, src, target, Some(progress)))
+        let (srcs, target) = (input.sources()?, output.target()?);
+        kernel.with_spec(|spec| self.run_any(spec, srcs, target, Some(progress)))
     }
 
     /// Submits `kernel` over `input` and returns at once with a [`Ticket`]; the workers run it
@@ -249,6 +253,21 @@ impl Pool {
         K::Out: Pod,
     {
         ImapUnordered::new(self, batches.into_iter(), kernel.with_spec(|s| Ok(s.clone())))
+    }
+
+    /// One blocking map of one input or of several (a zip map, `zip.rs`).
+    fn run_any(
+        &self,
+        spec: &KernelSpec,
+        srcs: Vec<Source<'_>>,
+        target: Target<'_>,
+        progress: Option<&mut dyn FnMut(usize)>,
+    ) -> Result<()> {
+        match <[Source<'_>; 1]>::try_from(srcs) {
+            Ok([src]) if spec.zip.is_empty() => self.run(spec, src, target, progress),
+            Ok(one) => self.run_zip(spec, one.into(), target, progress),
+            Err(srcs) => self.run_zip(spec, srcs, target, progress),
+        }
     }
 
     /// One blocking map: check, then run it where the data lives.

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::kernel;
 use crate::ring::Ring;
 use crate::start::{self, Launcher, StartMethod};
+#[cfg(any(test, feature = "testing"))]
 use crate::worker::PausePoint;
 
 /// Stack of the supervisor thread, and so of every worker forked from it.
@@ -60,7 +61,8 @@ pub(crate) struct Config {
     pub imap_in_flight: usize,
     pub chunk_timeout: Option<Duration>,
     pub recycle_after: Option<u64>,
-    /// Test hook (only settable with the `testing` feature): where the first workers pause.
+    /// Test hook (only with the `testing` feature): where the first workers pause.
+    #[cfg(any(test, feature = "testing"))]
     pub pause: Option<PausePoint>,
     pub pin: bool,
     /// Most bytes of spare staging buffers kept between maps.
@@ -69,6 +71,7 @@ pub(crate) struct Config {
     /// `build`, the one in use.
     pub start: Option<StartMethod>,
     /// Test hook: the executable spawned workers run instead of this one.
+    #[cfg(any(test, feature = "testing"))]
     pub spawn_exe: Option<std::path::PathBuf>,
     /// Runs once in every worker before it serves (`PoolBuilder::worker_init`).
     pub worker_init: Option<fn()>,
@@ -104,10 +107,12 @@ impl Default for PoolBuilder {
                 imap_in_flight: 0,
                 chunk_timeout: None,
                 recycle_after: None,
+                #[cfg(any(test, feature = "testing"))]
                 pause: None,
                 pin: true,
                 staging_cache: Self::DEFAULT_STAGING_CACHE_BYTES,
                 start: None,
+                #[cfg(any(test, feature = "testing"))]
                 spawn_exe: None,
                 worker_init: None,
             },
@@ -363,7 +368,7 @@ impl PoolBuilder {
     /// [`Error::BinaryMismatch`] when a spawned worker runs another
     /// executable; [`Error::StartFailed`] when a spawned worker does not complete its start-up.
     pub fn build(mut self) -> Result<Pool> {
-        crate::process::spawn::refuse_uninitialised_child();
+        crate::launch::spawn::refuse_uninitialised_child();
         self.check()?;
         let mut cfg = self.cfg;
         sweep_once();
@@ -373,7 +378,13 @@ impl PoolBuilder {
         cfg.start = Some(method);
         // Connects to (and maybe forks) the fork server from this thread, before the
         // supervisor thread exists.
-        let launcher = Launcher::new(method, cfg.spawn_exe.clone())?;
+        let launcher = Launcher::new(method)?;
+        #[cfg(any(test, feature = "testing"))]
+        let launcher = launcher.with_test_hooks(start::launch::TestHooks {
+            exe: cfg.spawn_exe.clone(),
+            pause: cfg.pause,
+            pauses_left: cfg.workers,
+        });
         let ring = Ring::create(cfg.slots, cfg.payload_bytes)?;
         let (poke_rx, poke_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| Error::os("pipe2", e.into()))?;

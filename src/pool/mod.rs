@@ -12,15 +12,19 @@
 mod api;
 mod builder;
 mod drive;
+mod fold;
 mod imap;
 mod poll_set;
 #[cfg(feature = "expr")]
 mod reduce;
+#[cfg(feature = "expr")]
+mod reduce_axis;
 mod run;
 mod scratch;
 mod staging;
 mod supervisor;
 mod ticket;
+mod zip;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,6 +38,8 @@ use builder::Config;
 pub use builder::PoolBuilder;
 pub use builder::WaitStrategy;
 pub use imap::{Imap, ImapUnordered};
+#[cfg(feature = "expr")]
+pub use reduce_axis::AxisResult;
 use run::{Dest, Input, Output};
 pub use supervisor::WorkerDeath;
 pub use ticket::Ticket;

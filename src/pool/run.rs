@@ -19,6 +19,9 @@
 //! most one chunk per worker of the others.
 #![deny(unsafe_code)]
 
+mod collect;
+mod replan;
+
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,7 +31,7 @@ use super::{lock, Pool, Shared, STATE_TERMINATED};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 use crate::ring::layout::{params_inline, InlineLayout};
-use crate::ring::{index, Descriptor, Observed, RingGuard, Sealed, Status, LOCK_TIMEOUT, SPINNER_STALE_US};
+use crate::ring::{index, Descriptor, RingGuard, Sealed, LOCK_TIMEOUT, SPINNER_STALE_US};
 use crate::shm::Segment;
 
 /// How long a waiting map caller sleeps between health checks.
@@ -92,7 +95,7 @@ pub(super) enum Dest<'a> {
 }
 
 impl<'a> Dest<'a> {
-    fn segment(self) -> Option<&'a Arc<Segment>> {
+    pub(super) fn segment(self) -> Option<&'a Arc<Segment>> {
         match self {
             Dest::Inline => None,
             Dest::Staging(s) | Dest::Caller(s) => Some(s),
@@ -175,7 +178,7 @@ pub(super) struct MapRun<'p> {
     pub(super) in_seg: u64,
     pub(super) out_seg: u64,
     /// Descriptor flags of every chunk ([`Descriptor::ZERO_OUTPUT`], [`Descriptor::VIA_SCRATCH`]).
-    flags: u64,
+    flags: u32,
     /// The chunks' scratch areas with [`Descriptor::VIA_SCRATCH`] (see `scratch.rs`).
     scratch: Option<crate::array::Staging>,
     /// The last wake-up only bumped for the spinning worker (see [`MapRun::watch_spinner`]).
@@ -187,6 +190,8 @@ pub(super) struct MapRun<'p> {
     pub(super) last_claimer_check: Instant,
     /// Added to every chunk's first index as the kernel sees it (`i` of an expression).
     index_shift: u64,
+    /// The zip header's digest of a several-input map (see [`MapRun::with_zip`]), else 0.
+    zip_digest: u32,
 }
 
 impl<'p> MapRun<'p> {
@@ -281,19 +286,8 @@ impl<'p> MapRun<'p> {
             quiet_wait: false,
             last_claimer_check: Instant::now(),
             index_shift: 0,
+            zip_digest: 0,
         })
-    }
-
-    /// Moves a freshly planned shared map (nothing filled yet) to elements
-    /// `first_elem..first_elem + len` of its segments, and makes the kernel see indices starting
-    /// at `first_index`. Chunk ranges (and the ranges errors name) become segment elements.
-    pub(super) fn place(mut self, first_elem: usize, first_index: u64) -> Self {
-        debug_assert!(self.layout.is_none() && self.next == 0, "placed before anything is filled");
-        for c in &mut self.books.chunks {
-            *c = c.start + first_elem..c.end + first_elem;
-        }
-        self.index_shift = first_index.wrapping_sub(first_elem as u64);
-        self
     }
 
     fn describe(&self, spec: &KernelSpec, chunk: usize, r: &Range<usize>) -> Descriptor {
@@ -323,6 +317,7 @@ impl<'p> MapRun<'p> {
                 let rel = (r.start - self.books.chunks[0].start) * self.out_size;
                 super::scratch::offset(chunk, rel) as u64
             }),
+            zip_digest: self.zip_digest,
             ..Descriptor::default()
         }
     }
@@ -464,109 +459,6 @@ impl<'p> MapRun<'p> {
             self.outstanding
         };
         g.set_wanted(wanted.min(self.outstanding.max(1)).max(1) as u32);
-    }
-
-    /// Takes every finished chunk of ours; checks every slot of ours and every slot posing as
-    /// one. Records corruption in `self.stop`.
-    fn collect(&mut self, g: &mut RingGuard<'_>, output: &mut Output<'_>) {
-        if let Some(what) = self.shared.ring.corruption_reported() {
-            return self.corrupt(u32::MAX, what.into());
-        }
-        let check_claimers = self.outstanding > 0 && self.last_claimer_check.elapsed() >= CLAIMER_CHECK_EVERY;
-        if check_claimers {
-            self.last_claimer_check = Instant::now();
-        }
-        self.waiting_chunks = false;
-        for slot in 0..self.books.inflight.len() {
-            let Some((chunk, sealed)) = self.books.inflight[slot] else { continue };
-            match g.observe(slot as u32) {
-                Observed::Waiting => {
-                    self.books.unknown_claimer[slot] = None;
-                    self.waiting_chunks = true;
-                    continue;
-                }
-                Observed::Running(pid) => {
-                    if check_claimers {
-                        if lock(&self.shared.pids).contains(&pid) {
-                            self.books.unknown_claimer[slot] = None;
-                        } else if self.books.unknown_claimer[slot].get_or_insert_with(Instant::now).elapsed()
-                            >= UNKNOWN_CLAIMER_GRACE
-                        {
-                            return self
-                                .corrupt(slot as u32, format!("a slot of this map names claimer {pid}, not a worker"));
-                        }
-                    }
-                    continue;
-                }
-                Observed::Corrupt(raw) => {
-                    return self.corrupt(
-                        slot as u32,
-                        format!("a slot of this map holds state {raw} (not FILLED, CLAIMED or DONE)"),
-                    );
-                }
-                Observed::Done => {}
-            }
-            let range = self.books.chunks[chunk].clone();
-            let (out_size, layout) = (self.out_size, self.layout);
-            let out = match output {
-                Output::Inline(o) => o.get_mut(range.start * out_size..range.end * out_size),
-                Output::Shared => None,
-                Output::Hold => continue,
-            };
-            let mut copied = true;
-            let taken = g.take(slot as u32, &sealed, |payload| {
-                if let (Some(out), Some(l)) = (out, layout) {
-                    let at = l.out_off(range.len());
-                    match payload.get(at..at + l.out_bytes(range.len())) {
-                        Some(src) if src.len() == out.len() => out.copy_from_slice(src),
-                        _ => copied = false,
-                    }
-                }
-            });
-            let taken = match taken {
-                Ok(t) if copied => t,
-                Ok(_) => return self.corrupt(slot as u32, "inline result outside the payload".into()),
-                Err(reason) => return self.corrupt(slot as u32, reason),
-            };
-            self.books.inflight[slot] = None;
-            self.books.unknown_claimer[slot] = None;
-            self.outstanding -= 1;
-            if self.shared.slot_waiters.load(Ordering::Relaxed) > 0 {
-                // A slot is free again: wake whoever waits for one.
-                self.shared.ring.header().done.ring();
-            }
-            if std::mem::replace(&mut self.books.finished[chunk], true) {
-                return self.corrupt(slot as u32, format!("chunk {chunk} finished twice"));
-            }
-            let err = match taken.status {
-                Status::Ok => {
-                    self.done_elems += range.len();
-                    continue;
-                }
-                Status::Panicked => Stop::Map(Error::KernelPanicked { message: taken.message, range }),
-                Status::Crashed => {
-                    Stop::Map(Error::WorkerCrashed { range, signal: taken.signal as i32, attempts: taken.attempt })
-                }
-                Status::TimedOut => {
-                    Stop::Map(Error::ChunkTimedOut { range, limit: self.shared.cfg.chunk_timeout.unwrap_or_default() })
-                }
-                Status::Corrupt => Stop::Corrupt(Error::CorruptSlot { slot: slot as u32, reason: taken.message }),
-            };
-            match (&self.stop, &err) {
-                (None, _) | (Some(Stop::Map(_)), Stop::Corrupt(_)) => self.stop = Some(err),
-                _ => {}
-            }
-        }
-        let inflight = &self.books.inflight;
-        if let Some(slot) = g.foreign_done(self.map_id, |s| inflight[s as usize].is_some()) {
-            self.corrupt(slot, "a slot this map did not fill poses as one of its finished chunks".into());
-        }
-    }
-
-    fn corrupt(&mut self, slot: u32, reason: String) {
-        if !self.corrupted() {
-            self.stop = Some(Stop::Corrupt(Error::CorruptSlot { slot, reason }));
-        }
     }
 
     /// Fills free slots with the next chunks (up to this map's fair share), or withdraws

@@ -25,16 +25,21 @@ pub(super) fn for_map(
     spec: &KernelSpec,
     chunks: &[Range<usize>],
 ) -> Result<Option<Staging>> {
-    if !matches!(dest, Dest::Caller(_)) || spec.fills_output || pool.shared.cfg.max_attempts <= 1 {
+    if !matches!(dest, Dest::Caller(_)) || spec.fills_output || pool.shared.cfg.max_attempts <= 1 || chunks.is_empty() {
         return Ok(None);
     }
-    let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else { return Ok(None) };
-    let too_large = || Error::TooLarge { count: last.end as u64, elem_size: spec.out_size as u64 };
+    take(pool, spec.out_size, chunks).map(Some)
+}
+
+/// A scratch buffer with an area for each of `chunks` (not empty) of `out_size`-byte elements.
+pub(super) fn take(pool: &Pool, out_size: usize, chunks: &[Range<usize>]) -> Result<Staging> {
+    let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else { return pool.take_staging(0) };
+    let too_large = || Error::TooLarge { count: last.end as u64, elem_size: out_size as u64 };
     // The last chunk's area ends at its offset + MARK + its output.
-    let end = offset(chunks.len() - 1, (last.start - first.start) * spec.out_size)
-        .checked_add(MARK + last.len() * spec.out_size)
+    let end = offset(chunks.len() - 1, (last.start - first.start) * out_size)
+        .checked_add(MARK + last.len() * out_size)
         .ok_or_else(too_large)?;
-    pool.take_staging(end).map(Some)
+    pool.take_staging(end)
 }
 
 /// Byte offset of chunk `k`'s area, whose output starts `rel` bytes after the map's first

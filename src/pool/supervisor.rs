@@ -70,9 +70,8 @@ pub struct WorkerDeath {
 /// How long the supervisor waits for the exit status of a worker the fork server reaps.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts worker `index` (the first workers of a pool get the pause hook); the handshake of a
-/// spawned worker is completed by [`finish`].
-fn launch(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) -> Result<Pending> {
+/// Starts worker `index`; the handshake of a spawned worker is completed by [`finish`].
+fn launch(shared: &Shared, launcher: &mut Launcher, index: usize) -> Result<Pending> {
     let (parent_end, child_end) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| Error::os("socketpair", e.into()))?;
     let ctx = WorkerCtx {
@@ -88,7 +87,9 @@ fn launch(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) -
         },
         polite: shared.cfg.wait != WaitStrategy::Spin,
         recycle_after: shared.cfg.recycle_after,
-        pause: if first { shared.cfg.pause } else { None },
+        // Set by the launcher for the pool's first workers (`start::launch::TestHooks`).
+        #[cfg(any(test, feature = "testing"))]
+        pause: None,
         cpu: shared.cpus.get(index),
         init: shared.cfg.worker_init,
     };
@@ -102,8 +103,8 @@ fn finish(launcher: &mut Launcher, index: usize, p: Pending) -> Result<Kid> {
     Ok(Kid { index, pid, how, pidfd, sock, known: HashSet::new() })
 }
 
-fn spawn(shared: &Shared, launcher: &mut Launcher, index: usize, first: bool) -> Result<Kid> {
-    let p = launch(shared, launcher, index, first)?;
+fn spawn(shared: &Shared, launcher: &mut Launcher, index: usize) -> Result<Kid> {
+    let p = launch(shared, launcher, index)?;
     finish(launcher, index, p)
 }
 
@@ -114,7 +115,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut launcher: Launcher, ready: mpsc::Send
     let mut pending = Vec::with_capacity(shared.cfg.workers);
     let mut failed = None;
     for index in 0..shared.cfg.workers {
-        match launch(&shared, &mut launcher, index, true) {
+        match launch(&shared, &mut launcher, index) {
             Ok(p) => pending.push((index, p)),
             Err(e) => {
                 failed = Some(e);
@@ -409,7 +410,7 @@ impl Supervisor {
         let now = Instant::now();
         if now >= self.retry_at {
             while let Some(index) = self.missing.pop() {
-                match spawn(&self.shared, &mut self.launcher, index, false) {
+                match spawn(&self.shared, &mut self.launcher, index) {
                     Ok(k) => {
                         self.shared.stats.respawns.fetch_add(1, Ordering::Relaxed);
                         self.kids.push(k);

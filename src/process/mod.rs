@@ -1,5 +1,5 @@
-//! Child processes: `multiprocessing.Process` for Rust (this file), and the fork primitives the
-//! pool uses (`fork.rs`).
+//! Child processes: `multiprocessing.Process` for Rust, the public face of `launch` (whose
+//! fork and exec plumbing the pool's workers use too; nothing there depends on this module).
 //!
 //! [`Process::spawn`] forks; the child runs the closure under `catch_unwind` and leaves with
 //! `_exit` — it never returns into the parent's code, never runs the parent's destructors
@@ -13,11 +13,6 @@
 //! (`println!` output is line-buffered and already written; only a final partial line can stay
 //! behind in a multi-threaded parent).
 
-pub(crate) mod fork;
-pub(crate) mod server;
-pub(crate) mod spawn;
-pub(crate) mod stdio;
-
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -27,6 +22,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+use crate::launch::{fork, spawn};
 
 /// Converts a `WaitStatus` to the `ExitStatus` std uses.
 fn exit_status(ws: WaitStatus) -> Option<ExitStatus> {

@@ -12,6 +12,7 @@ pub(crate) mod index;
 pub(crate) mod layout;
 pub(crate) mod scratch;
 pub(crate) mod slot;
+pub(crate) mod zip;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;

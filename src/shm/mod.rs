@@ -103,7 +103,7 @@ unsafe impl Sync for Segment {}
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.unshared_in.is_none_or(|pid| pid == crate::sync::pid()) {
+        if self.unshared_in.is_none_or(|pid| pid == crate::os::pid()) {
             // SAFETY: `mapping` is dropped here exactly once and never used afterwards (this is
             // the segment's own destructor).
             unsafe { std::mem::ManuallyDrop::drop(&mut self.mapping) };
@@ -165,7 +165,7 @@ impl Segment {
         let data_pages = total - DATA_OFFSET;
         // No descriptor of a segment may take a standard number a program closed: a worker
         // printing "to stderr" would write into it.
-        crate::process::stdio::guard_stdio();
+        crate::os::stdio::guard_stdio();
         let available = shm_capacity()?.free;
         if (total as u64) > available {
             return Err(Error::ShmFull { needed: total as u64, available });
@@ -196,7 +196,7 @@ impl Segment {
                 // The header page first, so that writing the header cannot SIGBUS.
                 reserve(&fd, DATA_OFFSET)?;
                 // The ring stays inherited: forked workers serve from the parent's mapping.
-                let unshared_in = (kind == SegmentKind::Array).then(crate::sync::pid);
+                let unshared_in = (kind == SegmentKind::Array).then(crate::os::pid);
                 if unshared_in.is_some() {
                     dont_fork(base, total)?;
                 }
@@ -293,7 +293,7 @@ impl Segment {
         }
         let map = opts.map_raw(&file).map_err(|e| Error::os("mmap", e))?;
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
-        let unshared_in = (kind == SegmentKind::Array).then(crate::sync::pid);
+        let unshared_in = (kind == SegmentKind::Array).then(crate::os::pid);
         if unshared_in.is_some() {
             map.advise(memmap2::Advice::DontFork).map_err(|e| Error::os("madvise(MADV_DONTFORK)", e))?;
         }
@@ -333,7 +333,7 @@ impl Segment {
         map.advise(memmap2::Advice::DontFork).map_err(|e| Error::os("madvise(MADV_DONTFORK)", e))?;
         Ok(Segment {
             mapping: std::mem::ManuallyDrop::new(Mapping::Attached(map)),
-            unshared_in: Some(crate::sync::pid()),
+            unshared_in: Some(crate::os::pid()),
             base,
             len,
             fd: OwnedFd::from(file),

@@ -29,7 +29,7 @@ extern "C" fn start_hook() {
     // The ordinary path cannot panic and the child path catches and exits; a panic anywhere
     // else on the way must not let a spawned child run on into `main` either.
     if std::panic::catch_unwind(|| super::become_child_if_started(false)).is_err() {
-        crate::process::fork::exit_now(crate::process::fork::PANIC_EXIT_CODE);
+        crate::launch::fork::exit_now(crate::launch::fork::PANIC_EXIT_CODE);
     }
 }
 

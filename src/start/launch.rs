@@ -2,7 +2,6 @@
 //! lazily started fork server, and `Process::spawn_fn`.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -14,8 +13,9 @@ use nix::unistd::Pid;
 
 use super::{await_hello, send_boot, BootWire, StartMethod, MAX_ARG};
 use crate::error::{Error, Result};
-use crate::process::spawn::{self, ExeIdentity, INIT_MISSING_EXIT_CODE};
-use crate::process::{fork, server, Process};
+use crate::launch::spawn::{self, ExeIdentity, INIT_MISSING_EXIT_CODE};
+use crate::launch::{fork, server};
+use crate::process::Process;
 use crate::ring::Ring;
 use crate::worker::{self, WorkerCtx};
 
@@ -49,11 +49,23 @@ pub(crate) struct Pending {
 pub(crate) struct Launcher {
     method: StartMethod,
     identity: Option<ExeIdentity>,
-    /// The executable `Spawn` workers run (`None`: this one; a test points it elsewhere).
-    exe: Option<PathBuf>,
+    #[cfg(any(test, feature = "testing"))]
+    hooks: TestHooks,
     server: Option<server::Connection>,
     /// Connections to a fork server made so far (a new one after each server death).
     connections: u64,
+}
+
+/// The test hooks a launcher applies (`testing` builds only; release launchers have none).
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug, Default)]
+pub(crate) struct TestHooks {
+    /// The executable `Spawn` workers run instead of this one (a mismatch test).
+    pub exe: Option<std::path::PathBuf>,
+    /// Where the pool's first workers stop themselves once.
+    pub pause: Option<crate::worker::PausePoint>,
+    /// How many more launches get `pause`: the pool's first workers, not their replacements.
+    pub pauses_left: usize,
 }
 
 impl std::fmt::Debug for Launcher {
@@ -99,7 +111,7 @@ fn connect_server() -> Result<server::Connection> {
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::os("socketpair", e.into()))?;
         // From the keeper thread: the server dies with the thread that spawned it (below).
-        let (pid, token) = server::on_keeper_thread(move || spawn::spawn_self(theirs.as_fd(), None, true))??;
+        let (pid, token) = server::on_keeper_thread(move || spawn::spawn_self(theirs.as_fd(), true))??;
         // A send that fails means the child is gone: `finish_child` reads why from its status.
         let _ = send_boot(&mine, &super::server_boot(identity).with_token(token), None, &[]);
         let p =
@@ -155,7 +167,34 @@ fn finish_child(
     })
 }
 
+/// Applies the pause hook to the pool's first workers.
+#[cfg(any(test, feature = "testing"))]
+impl TestHooks {
+    fn apply(&mut self, mut ctx: WorkerCtx) -> WorkerCtx {
+        if self.pauses_left > 0 {
+            self.pauses_left -= 1;
+            ctx.pause = self.pause;
+        }
+        ctx
+    }
+}
+
 impl Launcher {
+    /// The same launcher with the test hooks `hooks`.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn with_test_hooks(self, hooks: TestHooks) -> Launcher {
+        Launcher { hooks, ..self }
+    }
+
+    /// Starts a `Spawn` worker whose socket is `sock`: this program (in a test, perhaps another).
+    fn spawn_worker(&self, sock: std::os::fd::BorrowedFd<'_>) -> Result<(Pid, crate::key::Key)> {
+        #[cfg(any(test, feature = "testing"))]
+        if let Some(exe) = &self.hooks.exe {
+            return spawn::spawn_exe(sock, exe, true);
+        }
+        spawn::spawn_self(sock, true)
+    }
+
     /// A launcher for `method` (already resolved). For `ForkServer` this connects to the
     /// server, starting it if need be: call it from the thread that builds the pool, so that
     /// a forked server comes from that (then single) thread.
@@ -163,8 +202,15 @@ impl Launcher {
     /// # Errors
     ///
     /// Fork server start-up errors; [`Error::Os`] when the executable cannot be examined.
-    pub(crate) fn new(method: StartMethod, exe: Option<PathBuf>) -> Result<Launcher> {
-        let mut l = Launcher { method, identity: None, exe, server: None, connections: 0 };
+    pub(crate) fn new(method: StartMethod) -> Result<Launcher> {
+        let mut l = Launcher {
+            method,
+            identity: None,
+            #[cfg(any(test, feature = "testing"))]
+            hooks: TestHooks::default(),
+            server: None,
+            connections: 0,
+        };
         match method {
             StartMethod::Fork => {}
             StartMethod::Spawn => {
@@ -185,6 +231,8 @@ impl Launcher {
     ///
     /// [`Error::Os`] when `fork`, `posix_spawn` or the fork server fails.
     pub(crate) fn launch(&mut self, ctx: WorkerCtx, parent_end: OwnedFd) -> Result<Pending> {
+        #[cfg(any(test, feature = "testing"))]
+        let ctx = self.hooks.apply(ctx);
         let identity = self.identity;
         let pending = |pid, how, pidfd, deferred, connection| Pending {
             pid,
@@ -203,7 +251,7 @@ impl Launcher {
             }
             StartMethod::Spawn => {
                 let identity = identity.expect("a Spawn launcher knows the executable");
-                let (pid, token) = spawn::spawn_self(ctx.sock.as_fd(), self.exe.as_deref(), true)?;
+                let (pid, token) = self.spawn_worker(ctx.sock.as_fd())?;
                 let boot = BootWire::worker(identity, &ctx, nix::unistd::getpid().as_raw()).with_token(token);
                 let ring: Ring = ctx.ring.clone();
                 // Our copy of the child's end must go, so that its death reads as end-of-file.
@@ -362,7 +410,7 @@ impl Process {
         let identity = spawn::exe_identity()?;
         let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::os("socketpair", e.into()))?;
-        let (pid, token) = spawn::spawn_self(theirs.as_fd(), None, false)?;
+        let (pid, token) = spawn::spawn_self(theirs.as_fd(), false)?;
         drop(theirs);
         let p = Process::from_pid(pid);
         // A send that fails means the child is gone already; its exit status says why.

@@ -9,7 +9,7 @@
 //!   executable identity, the MAC and kernel keys, the worker's settings) and the ring's
 //!   descriptor from its one inherited socket, checks that it runs the very same binary,
 //!   answers with a [`HelloWire`] and serves.
-//! - `ForkServer`: a single-threaded server process (`process::server`) forks the worker, which
+//! - `ForkServer`: a single-threaded server process (`launch::server`) forks the worker, which
 //!   then receives the same start-up record as a spawned one.
 //!
 //! Kernels travel as offsets from an anchor function (`kernel`), so they mean the same in every
@@ -30,11 +30,13 @@ pub(crate) use launch::{How, Launcher, Pending};
 use crate::error::{Error, Result};
 use crate::ipc::{recv_record, send_record};
 use crate::key::Key;
-use crate::process::fork;
-use crate::process::spawn::{self, ExeIdentity, Marker};
+use crate::launch::fork;
+use crate::launch::spawn::{self, ExeIdentity, Marker};
 use crate::ring::Ring;
 use crate::shm::{Segment, SegmentKind};
-use crate::worker::{PausePoint, WorkerCtx};
+#[cfg(any(test, feature = "testing"))]
+use crate::worker::PausePoint;
+use crate::worker::WorkerCtx;
 
 /// How a pool starts its workers (and replacements after a crash or recycling).
 ///
@@ -178,8 +180,9 @@ pub(crate) const MAX_ARG: usize = 64 * 1024;
 pub(crate) struct BootWire {
     magic: u64,
     role: u32,
-    /// 0: none, else 1 + `PausePoint` index.
-    pause: u32,
+    /// Bit 0: the idle spin yields the core between polls (`WorkerCtx::polite`). Bits 1-3, in
+    /// `testing` builds only: 0 for no pause point, else 1 + its index in `PAUSES`.
+    flags: u32,
     identity: ExeIdentity,
     ring_key: Key,
     kernel_key: Key,
@@ -187,9 +190,6 @@ pub(crate) struct BootWire {
     parent: i32,
     /// CPU to pin to, -1 for none.
     cpu: i32,
-    /// Bit 0: the idle spin yields the core between polls (`WorkerCtx::polite`).
-    flags: u32,
-    _reserved: u32,
     spin_ns: u64,
     /// 0: never recycle.
     recycle_after: u64,
@@ -211,13 +211,17 @@ struct HelloWire {
     found: ExeIdentity,
 }
 
+/// The pause points in their wire order (a test hook, see `BootWire::flags`).
+#[cfg(any(test, feature = "testing"))]
 const PAUSES: [PausePoint; 4] =
     [PausePoint::BeforeClaim, PausePoint::InsideLock, PausePoint::MidKernel, PausePoint::BeforePublish];
 
+#[cfg(any(test, feature = "testing"))]
 fn encode_pause(p: Option<PausePoint>) -> u32 {
     p.and_then(|p| PAUSES.iter().position(|&q| q == p)).map_or(0, |i| i as u32 + 1)
 }
 
+#[cfg(any(test, feature = "testing"))]
 fn decode_pause(v: u32) -> Option<PausePoint> {
     v.checked_sub(1).and_then(|i| PAUSES.get(i as usize).copied())
 }
@@ -229,9 +233,8 @@ impl BootWire {
 
     /// The record for a worker with `ctx`'s settings.
     pub(crate) fn worker(identity: ExeIdentity, ctx: &WorkerCtx, parent: i32) -> BootWire {
-        BootWire {
+        let w = BootWire {
             worker_init: ctx.init.map_or([0; 2], crate::kernel::init_fn_parts),
-            pause: encode_pause(ctx.pause),
             ring_key: ctx.ring.key(),
             parent,
             cpu: ctx.cpu.and_then(|c| i32::try_from(c).ok()).unwrap_or(-1),
@@ -239,7 +242,10 @@ impl BootWire {
             flags: u32::from(ctx.polite),
             recycle_after: ctx.recycle_after.unwrap_or(0),
             ..BootWire::new(ROLE_WORKER, identity)
-        }
+        };
+        #[cfg(any(test, feature = "testing"))]
+        let w = BootWire { flags: w.flags | encode_pause(ctx.pause) << 1, ..w };
+        w
     }
 
     /// The same record, for the exec'd child whose marker carries `token`.
@@ -320,7 +326,8 @@ fn run_child(sock: OwnedFd, token: Option<Key>) -> i32 {
                 spin: Duration::from_nanos(boot.spin_ns),
                 polite: boot.flags & 1 != 0,
                 recycle_after: (boot.recycle_after != 0).then_some(boot.recycle_after),
-                pause: decode_pause(boot.pause),
+                #[cfg(any(test, feature = "testing"))]
+                pause: decode_pause((boot.flags >> 1) & 7),
                 cpu: usize::try_from(boot.cpu).ok(),
                 init: match boot.worker_init {
                     [0, 0] => None,
@@ -336,12 +343,12 @@ fn run_child(sock: OwnedFd, token: Option<Key>) -> i32 {
             if hello(&sock, HELLO_OK, me).is_err() {
                 return BOOT_FAILED_EXIT_CODE;
             }
-            crate::process::server::serve(sock, child_main)
+            crate::launch::server::serve(sock, child_main)
         }
         ROLE_PROCESS => {
             let arg = &buf[std::mem::size_of::<BootWire>()..n];
             drop(sock);
-            let Some(entry) = crate::kernel::KernelRef::from_parts(boot.entry[0], boot.entry[1]) else {
+            let Some(entry) = crate::kernel::KernelRef::from_parts(boot.entry[0], boot.entry[1], false) else {
                 return BOOT_FAILED_EXIT_CODE;
             };
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.invoke(arg, &[], &mut [], 0)));

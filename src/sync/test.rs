@@ -32,7 +32,7 @@ fn holder_killed_inside_lock_gives_owner_died_and_repair_continues() {
     // A ring-kind segment: the forked child must inherit the mapping (arrays are MADV_DONTFORK).
     let seg = Segment::create(SegmentKind::Ring, 4096, 1, 0).unwrap();
     let m = mutex_in(&seg);
-    let child = crate::process::fork::fork_worker(move || {
+    let child = crate::launch::fork::fork_worker(move || {
         let g = m.lock_timeout(Duration::from_secs(5)).unwrap();
         std::mem::forget(g);
         // Die holding the lock.

@@ -3,6 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+pub mod chaos;
+pub mod npy_files;
+pub mod ring_words;
+pub mod scenario;
 pub mod start;
 
 #[path = "../../src/workloads.rs"]
@@ -143,40 +147,52 @@ pub fn proc_state(pid: u32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim().chars().next()
 }
 
-/// Runs the `#[ignore]`d test `name` of this test binary in a child process (`--exact --ignored
-/// --nocapture --test-threads=1`), with its stdout and stderr captured, and returns its output.
-/// A run still going after `limit` is SIGKILLed and fails the test: a hang is a failure, a
-/// slow run is not measured.
+/// Runs scenario `name` of this test binary in a child process (see [`scenario`]) and
+/// returns its output (stdout and stderr captured). A run still going after `limit` is
+/// SIGKILLed and fails the test: a hang is a failure, a slow run is not measured.
 pub fn run_scenario(name: &str, limit: Duration) -> std::process::Output {
-    use std::process::{Command, Stdio};
-    let child = Command::new(std::env::current_exe().expect("the test binary's path"))
-        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the test binary");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let out = child.wait_with_output();
-        let _ = tx.send(());
-        out
-    });
-    if rx.recv_timeout(limit).is_err() {
-        // Our own child, not reaped yet (the reader thread still waits for it).
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-        let out = reader.join().expect("reader thread").expect("wait for the scenario");
-        panic!(
-            "watchdog: scenario {name} hung for more than {limit:?}; stdout:\n{}\nstderr (end):\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            tail(&out.stderr, 4000)
-        );
-    }
-    reader.join().expect("reader thread").expect("wait for the scenario")
+    scenario::output_within(scenario::command(name), limit)
 }
 
 /// The last `n` bytes of `bytes`, as text.
 pub fn tail(bytes: &[u8], n: usize) -> String {
     String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(n)..]).into_owned()
+}
+
+/// The pids in `pids` that are still alive (not zombies).
+pub fn alive(pids: &[u32]) -> Vec<u32> {
+    pids.iter().copied().filter(|&p| pid_alive(p)).collect()
+}
+
+/// Live children of `pid` (not zombies).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for e in dir.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("");
+        if f.next().and_then(|x| x.parse::<u32>().ok()) == Some(pid) && state != "Z" {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Polls `cond` every millisecond until it holds; fails the test with `what` if it does not
+/// within `limit` (a watchdog, not a measurement).
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "watchdog: {what} did not happen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits (watchdog: 20 s) until every process in `pids` sleeps (state S): idle workers past
+/// their spin.
+pub fn await_asleep(pids: &[u32]) {
+    wait_until(Duration::from_secs(20), "the workers go to sleep", || pids.iter().all(|&p| proc_state(p) == Some('S')));
 }

@@ -79,7 +79,7 @@ impl NpyArray {
         use std::io::Read;
         let path = path.as_ref();
         // A mapped file must never take a standard descriptor number a program closed.
-        crate::process::stdio::guard_stdio();
+        crate::os::stdio::guard_stdio();
         let file = std::fs::File::open(path).map_err(|e| file_err("open", path, e))?;
         let meta = file.metadata().map_err(|e| file_err("stat", path, e))?;
         if meta.is_dir() {
@@ -292,7 +292,7 @@ impl NpyOutput {
         use std::os::unix::fs::FileExt;
         let path = path.to_path_buf();
         // The file being written must never take a standard descriptor number a program closed.
-        crate::process::stdio::guard_stdio();
+        crate::os::stdio::guard_stdio();
         let overflow = |count: u64| crate::Error::TooLarge { count, elem_size: dtype.size() as u64 };
         // numpy's dimensions are `intp`: one beyond i64::MAX cannot be loaded, even in an
         // empty array.

@@ -112,8 +112,8 @@ fn marker() -> Option<(i32, Key, bool)> {
 /// executable that links shmpool, so this is a backstop for hosts that load it otherwise.)
 pub(crate) fn refuse_uninitialised_child() {
     if !IN_ROLE.load(Ordering::SeqCst) && marker().is_some() {
-        crate::process::fork::raw_stderr(b"shmpool: spawned child reached shmpool without init(): exiting\n");
-        crate::process::fork::exit_now(INIT_MISSING_EXIT_CODE);
+        crate::launch::fork::raw_stderr(b"shmpool: spawned child reached shmpool without init(): exiting\n");
+        crate::launch::fork::exit_now(INIT_MISSING_EXIT_CODE);
     }
 }
 
@@ -158,7 +158,7 @@ fn cstring(bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::os("posix_spawn", std::io::Error::from(std::io::ErrorKind::InvalidInput)))
 }
 
-/// Starts `exe` (default: the route's executable if `shmpool::set_spawn_route` set one, else
+/// Starts this program (the route's executable if `shmpool::set_spawn_route` set one, else
 /// `/proc/self/exe`, the running executable) with no arguments but its name (and the route's
 /// arguments, if one is set), `sock` as its one extra descriptor (same number, close-on-exec cleared by the spawn's
 /// `dup2`) and [`MARKER_ENV`] naming it with a fresh random token, which is returned: the
@@ -174,14 +174,20 @@ fn cstring(bytes: &[u8]) -> Result<CString> {
 /// # Errors
 ///
 /// [`Error::Os`] when `posix_spawn` fails.
-pub(crate) fn spawn_self(sock: BorrowedFd<'_>, exe: Option<&Path>, detach: bool) -> Result<(Pid, Key)> {
+pub(crate) fn spawn_self(sock: BorrowedFd<'_>, detach: bool) -> Result<(Pid, Key)> {
+    let exe = route().and_then(|r| r.exe).unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    spawn_exe(sock, &exe, detach)
+}
+
+/// [`spawn_self`] with the executable `exe` (this program's, or in a test another one).
+///
+/// # Errors
+///
+/// As [`spawn_self`].
+pub(crate) fn spawn_exe(sock: BorrowedFd<'_>, exe: &Path, detach: bool) -> Result<(Pid, Key)> {
     let route = route();
-    let exe = exe
-        .map(Path::to_path_buf)
-        .or_else(|| route.as_ref().and_then(|r| r.exe.clone()))
-        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
     let path = cstring(exe.as_os_str().as_bytes())?;
-    let argv0 = std::env::args_os().next().unwrap_or_else(|| exe.clone().into_os_string());
+    let argv0 = std::env::args_os().next().unwrap_or_else(|| exe.as_os_str().to_os_string());
     let mut argv = vec![cstring(argv0.as_bytes())?];
     for a in route.iter().flat_map(|r| &r.args) {
         argv.push(cstring(a.as_bytes())?);

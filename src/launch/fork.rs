@@ -9,6 +9,7 @@
 //! locks at fork, so allocating is safe.
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::unistd::Pid;
 
@@ -105,7 +106,7 @@ fn fork_child(worker: bool, child: impl FnOnce() -> i32) -> Result<Pid> {
             mark_child(worker);
             // The fork server must see its control socket close when the program dies, not
             // when the last forked child does.
-            super::server::close_inherited_control();
+            close_inherited_private();
             let run = move || {
                 if let Some(h) = hooks {
                     (h.after_child)();
@@ -116,6 +117,35 @@ fn fork_child(worker: bool, child: impl FnOnce() -> i32) -> Result<Pid> {
             exit_now(code)
         }
     }
+}
+
+/// A descriptor of this process that no forked child may keep (-1: none): the fork server's
+/// control socket (`server::connect` sets it). Readable without a lock, because a forked child
+/// closes its copy first thing, whatever another thread of the parent held at the fork.
+static PRIVATE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Sets (`Some`) or clears (`None`) the descriptor every child forked from now on closes at once
+/// (see [`PRIVATE_FD`]). Clearing never closes it: its owner does.
+pub(crate) fn set_private_fd(fd: Option<i32>) {
+    PRIVATE_FD.store(fd.unwrap_or(-1), Ordering::Relaxed);
+}
+
+/// In a just-forked child: closes the inherited copy of [`PRIVATE_FD`] (so the fork server
+/// still sees end-of-file when the program dies). Takes no lock; the child's registry entry
+/// for the server is then stale, and `server::connect` forgets it without closing the number
+/// again.
+fn close_inherited_private() {
+    let fd = PRIVATE_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: `fd` is the control socket this process inherited; nothing in the child uses
+        // it (its registry entry is never used by a process that is not its owner).
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Waits for `pid` (a child that was killed or is exiting), retrying after a handled signal.
+pub(crate) fn reap(pid: Pid) {
+    while nix::sys::wait::waitpid(pid, None) == Err(nix::errno::Errno::EINTR) {}
 }
 
 /// Ends the calling process at once with `code`: no destructors, no `atexit` handlers, no
@@ -157,7 +187,7 @@ pub(crate) fn single_threaded() -> bool {
 /// is safe in a forked child whatever the parent's threads held; never to a descriptor number
 /// that may have been reused (see `stdio`).
 pub(crate) fn raw_stderr(msg: &[u8]) {
-    super::stdio::write_diagnostic(msg);
+    crate::os::stdio::write_diagnostic(msg);
 }
 
 /// Set in a forked child (worker or `Process`) right after the fork; read by the panic hook.
@@ -173,7 +203,7 @@ const CHILD_PROCESS: u8 = 2;
 /// another parent thread at the fork, forever). In every other thread it calls the previous
 /// hook unchanged. A hook the program installs later replaces this one for forked children too.
 pub(crate) fn install_panic_hook() {
-    super::stdio::capture_stderr();
+    crate::os::stdio::capture_stderr();
     // An atomic flag, not a `Once`: a `Once` inherited mid-run by a forked child never ends.
     static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !INSTALLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -231,7 +261,7 @@ pub(crate) fn drop_inherited(keep_base: usize, keep_fds: &[i32]) {
             }
         }
     }
-    let keep_fds = keep_fds.iter().copied().chain(super::stdio::diag_fd());
+    let keep_fds = keep_fds.iter().copied().chain(crate::os::stdio::diag_fd());
     let mut keep: Vec<u32> = keep_fds.filter_map(|f| u32::try_from(f).ok()).filter(|&f| f > 2).collect();
     keep.sort_unstable();
     let mut from = 3u32;

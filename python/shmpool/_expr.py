@@ -1,0 +1,104 @@
+"""Expressions over named arrays: several arrays (and reductions) evaluated in this process, and
+the renaming of one array to the engine's ``x``, with error columns mapped back."""
+
+from __future__ import annotations
+
+import io
+import tokenize
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _native
+from ._arrays import _dtype
+from ._errors import ExpressionError
+
+# Elements from which `Pool.evaluate` over plain memory runs on threads of this process.
+_IN_PROCESS_FROM = 1 << 16
+
+
+def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray], threads: int) -> np.ndarray:
+    """``expr`` over several named arrays, in this process (see :meth:`Pool.evaluate`)."""
+    flat = []
+    named = []
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        dt = _dtype(a.dtype)
+        if a.dtype != dt:
+            a = a.astype(dt)
+        named.append((name, dt.name, list(a.shape)))
+        flat.append(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+    res_name, shape = _native.inputs_result(expr, named)
+    res = np.dtype(res_name)
+    shape = tuple(shape)
+    if out is not None:
+        if not isinstance(out, np.ndarray):
+            raise TypeError("out must be a numpy array")
+        if out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, the result has shape {shape}")
+        if not np.can_cast(res, out.dtype, casting="same_kind"):
+            raise TypeError(
+                f"Cannot cast ufunc output from dtype('{res}') to dtype('{out.dtype}') with casting rule 'same_kind'"
+            )
+        if not out.flags.writeable:
+            raise ValueError("output array is read-only")
+    result = np.empty(shape, res)
+    _native.evaluate_inputs(expr, named, flat, result.reshape(-1).view(np.uint8), max(1, threads))
+    if out is None:
+        # A 0-d result (a reduction, 0-d inputs) is a numpy scalar, as numpy returns.
+        return result[()] if result.ndim == 0 else result
+    np.copyto(out, result, casting="same_kind")
+    return out
+
+
+def _rename(expr: str, name: str) -> tuple[str, list[tuple[int, int]]]:
+    """``expr`` with the array's name replaced by ``x`` (the engine's name for it), and the
+    replaced spans (new column, characters removed) to map error columns back."""
+    if name == "x":
+        return expr, []
+    if name == "i":
+        raise TypeError("the name 'i' is the flat index (int64): give the array another name")
+    if not name.isidentifier():
+        raise TypeError(f"{name!r} is not a valid variable name")
+    try:
+        toks = list(tokenize.generate_tokens(io.StringIO(expr).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return expr, []  # the engine reports the syntax error
+    out: list[str] = []
+    spans: list[tuple[int, int]] = []
+    last = 0
+    shift = 0
+    for k, t in enumerate(toks):
+        if t.type != tokenize.NAME or t.start[0] != 1:
+            continue
+        called = k + 1 < len(toks) and toks[k + 1].string == "("
+        if t.string == "x" and not called:
+            raise ExpressionError(
+                f"invalid expression at column {t.start[1] + 1}: unknown variable 'x' (the array is {name})",
+                position=t.start[1] + 1,
+                detail=f"unknown variable 'x' (the array is {name})",
+            )
+        if t.string == name and not called:
+            out.append(expr[last : t.start[1]])
+            out.append("x")
+            spans.append((t.start[1] - shift, len(name) - 1))
+            shift += len(name) - 1
+            last = t.end[1]
+    out.append(expr[last:])
+    return "".join(out), spans
+
+
+def _reraise(e: ExpressionError, expr: str, spans: list[tuple[int, int]]) -> ExpressionError:
+    pos = getattr(e, "position", 1)
+    orig = pos + sum(removed for col, removed in spans if col + 1 < pos)
+    detail = getattr(e, "detail", str(e))
+    caret = " " * (orig - 1) + "^"
+    return ExpressionError(
+        f"invalid expression at column {orig}: {detail}\n  {expr}\n  {caret}", position=orig, detail=detail
+    )
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """``a`` as the flat, contiguous array of its storage type that the native module reads."""
+    f = np.ascontiguousarray(a).reshape(-1)
+    return f.view(np.uint8) if f.dtype == np.bool_ else f

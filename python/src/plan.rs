@@ -1,0 +1,198 @@
+//! Expressions with reductions over named arrays (`sum(x * x)`, `x - mean(x)`,
+//! `sqrt(sum(x*x)) / size(x)`), as the CLI's `reduce` and two-pass `map` plan them: `size(NAME)`
+//! becomes the input's element count, every reduction is taken out and computed first (its
+//! inner expression evaluated in blocks and reduced, blocks joined in index order), then the
+//! rest is evaluated with the reductions' values as 0-d inputs (`__r0`, ...). Runs in this
+//! process with the GIL released, as [`multi`](super::multi).
+
+use super::*;
+
+use shmpool::kernel::expr::parse::{check_input_name, extract_reductions, substitute_sizes, REDUCTION_PREFIX};
+use shmpool::kernel::expr::{broadcast_shapes, Reducer, Reduction, Value};
+
+/// One input as the package hands it over: (name, dtype name, shape).
+pub(crate) type Named = (String, String, Vec<u64>);
+
+/// Flat indices reduced by one [`Reducer`]: the engine's block (`Pool::reduce_npy`), so that
+/// the result does not depend on the number of threads.
+const REDUCE_BLOCK: usize = 1 << 13;
+
+/// An expression over the inputs of one evaluation: the program, which inputs it reads (indices
+/// into the given inputs) and the broadcast shape of those.
+pub(crate) struct Part {
+    pub(crate) program: Program,
+    pub(crate) used: Vec<usize>,
+    pub(crate) shape: Vec<u64>,
+}
+
+/// What [`plan`] makes of an expression: its reductions, then the outer expression.
+pub(crate) struct Plan {
+    pub(crate) reductions: Vec<(Reduction, Part)>,
+    pub(crate) outer: Part,
+}
+
+fn py_err(e: shmpool::kernel::expr::Error) -> PyErr {
+    Python::attach(|py| to_py(py, e))
+}
+
+/// Whether `expr` calls a reduction or `size(...)`, which the one-input engine path cannot run.
+#[pyfunction]
+pub(crate) fn has_reductions(expr: &str) -> bool {
+    matches!(extract_reductions(expr), Ok((_, r)) if !r.is_empty()) || substitute_sizes(expr, &[]).is_err()
+}
+
+/// `src` compiled over the inputs it uses, each followed by `consts` (name, dtype).
+fn part(src: &str, inputs: &[Named], dtypes: &[Dtype], consts: &[(String, Dtype)]) -> PyResult<Part> {
+    let vars = Program::variables(src).map_err(py_err)?;
+    let used: Vec<usize> = (0..inputs.len()).filter(|&k| vars.contains(&inputs[k].0)).collect();
+    let typed: Vec<(&str, Dtype)> = used
+        .iter()
+        .map(|&k| (inputs[k].0.as_str(), dtypes[k]))
+        .chain(consts.iter().filter(|(n, _)| vars.contains(n)).map(|(n, d)| (n.as_str(), *d)))
+        .collect();
+    let program = Program::compile_inputs(src, &typed).map_err(py_err)?;
+    let shapes: Vec<&[u64]> = used.iter().map(|&k| inputs[k].2.as_slice()).collect();
+    let shape = broadcast_shapes(&shapes).map_err(py_err)?;
+    Ok(Part { program, used, shape })
+}
+
+/// Plans `expr` over `inputs`: every input must be used, none may be named like the
+/// reductions' values.
+pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
+    let dtypes = inputs.iter().map(|(_, d, _)| dtype_arg(d)).collect::<PyResult<Vec<Dtype>>>()?;
+    for (n, _, _) in inputs {
+        check_input_name(n).map_err(py_err)?;
+    }
+    if let Some((n, _, _)) = inputs.iter().find(|(n, _, _)| n.starts_with(REDUCTION_PREFIX)) {
+        return Err(PyValueError::new_err(format!("input names starting with {REDUCTION_PREFIX} are reserved ({n})")));
+    }
+    let sizes: Vec<(&str, u64)> = inputs.iter().map(|(n, _, s)| (n.as_str(), s.iter().product::<u64>())).collect();
+    let sized = substitute_sizes(expr, &sizes).map_err(py_err)?;
+    let (rewritten, found) = extract_reductions(&sized).map_err(py_err)?;
+    let mut reductions = Vec::with_capacity(found.len());
+    let mut consts = Vec::with_capacity(found.len());
+    for (k, call) in found.into_iter().enumerate() {
+        if let Some(axis) = call.axis {
+            return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
+                "{}(..., axis={axis}): shmpool.evaluate reduces whole arrays only; use `shmpool reduce` or numpy for axis reductions",
+                call.reduction.name()
+            )));
+        }
+        let (kind, inner) = (call.reduction, call.inner);
+        let p = part(&inner, inputs, &dtypes, &[])?;
+        consts.push((format!("{REDUCTION_PREFIX}{k}"), kind.result_dtype(p.program.output_dtype())));
+        reductions.push((kind, p));
+    }
+    let outer = part(&rewritten, inputs, &dtypes, &consts)?;
+    // After compiling: a name used but not given is reported first, with its column.
+    let vars = Program::variables(&sized).map_err(py_err)?;
+    if let Some((n, _, _)) = inputs.iter().find(|(n, _, _)| !vars.contains(n)) {
+        return Err(py_err(shmpool::kernel::expr::Error::InputNotUsed {
+            name: n.clone(),
+            problem: "is not used by the expression",
+        }));
+    }
+    Ok(Plan { reductions, outer })
+}
+
+/// The values of `plan`'s reductions over `data` (each input's bytes), with numpy's warnings.
+pub(crate) fn reduce_all(
+    py: Python<'_>,
+    plan: &Plan,
+    inputs: &[Named],
+    data: &[&[u8]],
+    threads: usize,
+) -> PyResult<Vec<(Value, Option<&'static str>)>> {
+    let mut values = Vec::with_capacity(plan.reductions.len());
+    for (kind, p) in &plan.reductions {
+        let ins: Vec<(&[u8], &[u64])> = p.used.iter().map(|&k| (data[k], inputs[k].2.as_slice())).collect();
+        let mut r = Reducer::new(*kind, p.program.output_dtype());
+        let passes = if r.two_passes() { 2 } else { 1 };
+        for pass in 0..passes {
+            if pass == 1 {
+                r.second_pass();
+            }
+            if let Some(joined) = reduce_pass(py, &r, p, &ins, threads)? {
+                r = joined;
+            }
+        }
+        values.push(r.finish().map_err(|e| to_py(py, e))?);
+    }
+    Ok(values)
+}
+
+/// One pass of `start` (a fresh reducer, or the joined first pass of `std`/`var`) over `p`'s
+/// values: one reducer per block, blocks shared among `threads` scoped threads (GIL released,
+/// Python's signals checked between rounds), joined in block order. `None`: no values.
+fn reduce_pass(
+    py: Python<'_>,
+    start: &Reducer,
+    p: &Part,
+    ins: &[(&[u8], &[u64])],
+    threads: usize,
+) -> PyResult<Option<Reducer>> {
+    let n = p.shape.iter().product::<u64>() as usize;
+    let blocks = n.div_ceil(REDUCE_BLOCK);
+    let threads = threads.clamp(1, blocks.max(1));
+    let osz = p.program.output_dtype().size();
+    let mut joined: Option<Reducer> = None;
+    // Rounds of up to 512 blocks per thread (4M values), signals checked between rounds.
+    let round = 512 * threads;
+    for first in (0..blocks).step_by(round.max(1)) {
+        let last = (first + round).min(blocks);
+        let per = (last - first).div_ceil(threads);
+        type Joined = std::thread::Result<shmpool::kernel::expr::Result<Vec<Reducer>>>;
+        let parts: Vec<Joined> = py.detach(|| {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (first..last)
+                    .step_by(per)
+                    .map(|b0| {
+                        let b1 = (b0 + per).min(last);
+                        s.spawn(move || reduce_blocks(start, p, ins, b0..b1, n, osz))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join()).collect()
+            })
+        });
+        for part in parts {
+            // A panic of the evaluator (a bug) is reported, never a result missing its blocks.
+            let part = part.map_err(|_| PyRuntimeError::new_err("a reduction thread panicked"))?;
+            for r in part.map_err(|e| to_py(py, e))? {
+                match joined.as_mut() {
+                    None => joined = Some(r),
+                    Some(j) => j.merge(&r),
+                }
+            }
+        }
+        py.check_signals()?;
+    }
+    Ok(joined)
+}
+
+/// The reducers of blocks `blocks` (each a clone of `start` fed with its block's values).
+fn reduce_blocks(
+    start: &Reducer,
+    p: &Part,
+    ins: &[(&[u8], &[u64])],
+    blocks: std::ops::Range<usize>,
+    n: usize,
+    osz: usize,
+) -> shmpool::kernel::expr::Result<Vec<Reducer>> {
+    let mut scratch = vec![0u8; REDUCE_BLOCK * osz];
+    let mut out = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        let (lo, hi) = (b * REDUCE_BLOCK, ((b + 1) * REDUCE_BLOCK).min(n));
+        let buf = &mut scratch[..(hi - lo) * osz];
+        p.program.eval_broadcast(ins, buf, lo as u64..hi as u64)?;
+        let mut r = start.clone();
+        r.update(buf, lo as u64)?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// The 0-d inputs that carry the reductions' values into the outer expression, after `plan`'s
+/// used inputs: (bytes, shape `[]`) for the ones the outer program reads, in order.
+pub(crate) fn const_bytes(values: &[(Value, Option<&'static str>)]) -> Vec<Vec<u8>> {
+    values.iter().map(|(v, _)| v.to_le_bytes()).collect()
+}
