@@ -419,7 +419,7 @@ fn run_kernel(
     let area = segs
         .get(&d.scratch_seg)
         .ok_or_else(|| format!("segment {} is unknown", d.scratch_seg))
-        .and_then(|seg| scratch::area(seg, d, output.len()));
+        .and_then(|seg| scratch::area(seg, d, slot, output.len()));
     let (mark, data) = match area {
         Ok(a) => a,
         Err(reason) => return (Status::Corrupt, Error::CorruptSlot { slot, reason }.to_string()),

@@ -179,8 +179,9 @@ pub(super) struct MapRun<'p> {
     pub(super) out_seg: u64,
     /// Descriptor flags of every chunk ([`Descriptor::ZERO_OUTPUT`], [`Descriptor::VIA_SCRATCH`]).
     flags: u32,
-    /// The chunks' scratch areas with [`Descriptor::VIA_SCRATCH`] (see `scratch.rs`).
-    scratch: Option<crate::array::Staging>,
+    /// With [`Descriptor::VIA_SCRATCH`]: one backup area per slot and the bytes between two
+    /// (see `scratch.rs`).
+    scratch: Option<(crate::array::Staging, usize)>,
     /// The last wake-up only bumped for the spinning worker (see [`MapRun::watch_spinner`]).
     relies_on_spinner: bool,
     /// The last `collect` saw a chunk of ours still waiting for a worker (FILLED).
@@ -252,6 +253,8 @@ impl<'p> MapRun<'p> {
         .any(|f| f);
         let max_bytes = if file { index::MAX_FILE_CHUNK_BYTES } else { index::MAX_CHUNK_BYTES };
         let max_len = inline.map_or(usize::MAX, |l| l.max_len());
+        let backup = super::scratch::needed(pool, dest, spec);
+        let max_bytes = if backup { max_bytes.min(super::scratch::CHUNK_BYTES) } else { max_bytes };
         let mut books = lock(&shared.books).pop().unwrap_or_default();
         index::plan_into(&mut books.chunks, len, cfg.workers, spec.in_size + spec.out_size, fixed, max_len, max_bytes);
         let slots = shared.ring.slots() as usize;
@@ -261,7 +264,7 @@ impl<'p> MapRun<'p> {
         books.inflight.resize(slots, None);
         books.unknown_claimer.clear();
         books.unknown_claimer.resize(slots, None);
-        let scratch = super::scratch::for_map(pool, dest, spec, &books.chunks)?;
+        let scratch = if backup { Some(super::scratch::take(pool, spec.out_size, &books.chunks)?) } else { None };
         Ok(MapRun {
             pool,
             shared,
@@ -290,7 +293,7 @@ impl<'p> MapRun<'p> {
         })
     }
 
-    fn describe(&self, spec: &KernelSpec, chunk: usize, r: &Range<usize>) -> Descriptor {
+    fn describe(&self, spec: &KernelSpec, r: &Range<usize>) -> Descriptor {
         let (in_off, out_off) = match &self.layout {
             Some(l) => (l.in_off(), l.out_off(r.len())),
             // No overflow: start * size <= len * size, which fit when the arrays were made.
@@ -312,11 +315,8 @@ impl<'p> MapRun<'p> {
             in_size: self.in_size as u32,
             out_size: self.out_size as u32,
             flags: self.flags,
-            scratch_seg: self.scratch.as_ref().map_or(0, |s| s.seg.id()),
-            scratch_off: self.scratch.as_ref().map_or(0, |_| {
-                let rel = (r.start - self.books.chunks[0].start) * self.out_size;
-                super::scratch::offset(chunk, rel) as u64
-            }),
+            scratch_seg: self.scratch.as_ref().map_or(0, |(s, _)| s.seg.id()),
+            scratch_off: self.scratch.as_ref().map_or(0, |&(_, stride)| stride as u64),
             zip_digest: self.zip_digest,
             ..Descriptor::default()
         }
@@ -476,7 +476,7 @@ impl<'p> MapRun<'p> {
         let mut filled = 0;
         while !self.all_filled() && self.outstanding < share {
             let r = self.books.chunks[self.next].clone();
-            let d = self.describe(spec, self.next, &r);
+            let d = self.describe(spec, &r);
             let params_inline = self.params_seg.is_none();
             let src = match input {
                 Input::Inline(i) if self.layout.is_some() => Some(&i[r.start * self.in_size..r.end * self.in_size]),
@@ -528,7 +528,7 @@ impl<'p> MapRun<'p> {
                 Err(e)
             }
         };
-        if let Some(s) = self.scratch.take() {
+        if let Some((s, _)) = self.scratch.take() {
             // The map is over (or its workers are dead): no worker can touch it any more.
             self.pool.give_back(s);
         }

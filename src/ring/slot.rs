@@ -129,8 +129,9 @@ pub(crate) struct Descriptor {
     pub zip_digest: u32,
     /// With [`Descriptor::VIA_SCRATCH`]: the segment of the chunk's scratch area (else 0).
     pub scratch_seg: u64,
-    /// With [`Descriptor::VIA_SCRATCH`]: byte offset of the chunk's scratch area in it: a
-    /// [`Descriptor::SCRATCH_MARK`]-byte mark, then room for the chunk's output.
+    /// With [`Descriptor::VIA_SCRATCH`]: bytes between two slots' backup areas in it (slot
+    /// `k`'s at `k * scratch_off`): a [`Descriptor::SCRATCH_MARK`]-byte mark, then room for
+    /// the chunk's output.
     pub scratch_off: u64,
 }
 

@@ -37,10 +37,12 @@ impl MapRun<'_> {
     pub(in crate::pool) fn replan(mut self, unit_bytes: usize, fixed: Option<usize>, max_bytes: usize) -> Result<Self> {
         debug_assert!(self.layout.is_none() && self.next == 0, "re-planned before anything is filled");
         let workers = self.shared.cfg.workers;
+        let max_bytes =
+            if self.scratch.is_some() { max_bytes.min(crate::pool::scratch::CHUNK_BYTES) } else { max_bytes };
         index::plan_into(&mut self.books.chunks, self.len, workers, unit_bytes, fixed, usize::MAX, max_bytes);
         self.books.finished.clear();
         self.books.finished.resize(self.books.chunks.len(), false);
-        if let Some(old) = self.scratch.take() {
+        if let Some((old, _)) = self.scratch.take() {
             self.pool.give_back(old);
             self.scratch = Some(crate::pool::scratch::take(self.pool, self.out_size, &self.books.chunks)?);
         }
