@@ -91,9 +91,10 @@ impl Pool {
     /// A chunk kernel sees a shared output (the caller's own array or file) as it is, and may
     /// read it (`y += x`): a chunk that a dying worker had started is redone from the caller's
     /// values, never on what that attempt left. For that, the worker backs each chunk's range
-    /// up in shared memory before the kernel runs (one more copy of the output, and a staging
-    /// buffer as large as it while the map runs); element and expression kernels, and pools
-    /// built with [`crate::PoolBuilder::max_attempts`] 1, skip it.
+    /// up in shared memory before the kernel runs (one more copy of each chunk, into a backup
+    /// area of its ring slot, and chunks of at most 1 MiB unless `chunk_len` is set, so that
+    /// the copy stays in cache); element and expression kernels, and pools built with
+    /// [`crate::PoolBuilder::max_attempts`] 1, skip it.
     ///
     /// # Examples
     ///
