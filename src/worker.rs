@@ -29,7 +29,7 @@ use crate::ipc::{self, Message};
 use crate::kernel::KernelRef;
 use crate::launch::fork;
 use crate::ring::zip::{zip_inputs, ZipHeader};
-use crate::ring::{Claim, Descriptor, Ring, Status};
+use crate::ring::{scratch, ChunkIo, Claim, Descriptor, Ring, Status};
 use crate::shm::{Segment, SegmentKind};
 
 /// Where a worker stops itself with SIGSTOP, so a test can SIGKILL it at a precise instant.
@@ -172,6 +172,8 @@ impl Worker {
             };
             match claim {
                 Some(c) => {
+                    // Where the chunk's caller will wait for us (see `CpuHints`).
+                    hdr.cpus.worker.store(crate::sync::raw::cpu_hint(), Ordering::Relaxed);
                     self.run_chunk(&ring, c)?;
                     self.chunks += 1;
                     self.busy = true;
@@ -203,7 +205,10 @@ impl Worker {
             // release below, so a bump the caller made while it saw us is never slept through.
             // The spin beats (`spin_beat`): stopped here, we would hold the token without
             // polling, and callers take it over instead of relying on us.
-            let woken = hdr.work.spin_beating(seen, self.ctx.spin, self.ctx.polite, &hdr.spin_beat.0);
+            let me = crate::sync::raw::cpu_hint();
+            hdr.cpus.worker.store(me, Ordering::Relaxed);
+            let polite = self.ctx.polite.then(|| crate::ring::CpuHints::polite_after(me, &hdr.cpus.caller));
+            let woken = hdr.work.spin_beating(seen, self.ctx.spin, polite, &hdr.spin_beat.0);
             // Only our own token: a caller or the supervisor may have taken it over while we
             // were not running, and another worker may hold it now.
             let _ = hdr.spinner.compare_exchange(self.pid, 0, Ordering::SeqCst, Ordering::Relaxed);
@@ -253,6 +258,7 @@ impl Worker {
             .ensure(slot, d.params_seg)
             .and_then(|_| self.ensure(slot, d.in_seg))
             .and_then(|_| self.ensure(slot, d.out_seg))
+            .and_then(|_| self.ensure(slot, d.scratch_seg))
             .and_then(|_| self.zip_header(ring, &mut claim, &d));
         let segs = &self.segs;
         let resolve =
@@ -274,31 +280,21 @@ impl Worker {
             Err(e @ Error::CorruptSlot { .. }) => (Status::Corrupt, e.to_string()),
             Err(e) => return Err(e),
             Ok((io, kernel, inputs, zip)) => {
-                if d.flags & Descriptor::ZERO_OUTPUT != 0 {
-                    // A recycled buffer (inline payload, staging) and a kernel that may leave
-                    // elements unwritten: it must see zeros, never an earlier map's results or
-                    // a killed attempt's partial output. Only this chunk's bytes, here rather
-                    // than in the caller (see `MapRun::new`).
-                    io.output.fill(0);
-                }
-                #[cfg(any(test, feature = "testing"))]
-                if self.ctx.pause == Some(PausePoint::MidKernel) {
-                    // Write half the output, then stop: the kill lands mid-chunk.
-                    let half = io.output.len() / 2;
-                    io.output[..half].fill(0xAB);
-                    pause(&mut self.ctx.pause, PausePoint::MidKernel);
-                }
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &inputs {
-                    None => kernel.invoke(io.params, io.input, io.output, d.start),
-                    Some((skip, inputs)) => kernel.invoke_zip(&io.params[*skip..], inputs, io.output, d.start),
-                }));
+                let ChunkIo { params, input, output } = io;
+                let mut call = Call {
+                    kernel,
+                    params,
+                    input,
+                    zip: inputs,
+                    start: d.start,
+                    #[cfg(any(test, feature = "testing"))]
+                    pause: &mut self.ctx.pause,
+                };
+                let r = run_kernel(&mut call, &d, output, segs, slot);
                 if let Some(h) = &zip {
                     release_zip(segs, &d, h);
                 }
-                match r {
-                    Ok(()) => (Status::Ok, String::new()),
-                    Err(p) => (Status::Panicked, panic_message(&p)),
-                }
+                r
             }
         };
         // Streaming through mapped files: give back this chunk's pages (no-op for shm).
@@ -339,7 +335,7 @@ impl Worker {
             let io =
                 ring.chunk_io(claim, |id| segs.get(&id).ok_or_else(|| corrupt(format!("segment {id} is unknown"))))?;
             let h = ZipHeader::parse(io.params).map_err(corrupt)?;
-            if ZipHeader::digest(&io.params[..h.len()], &crate::kernel::key()) != d.reserved[0] {
+            if ZipHeader::digest(&io.params[..h.len()], &crate::kernel::key()) != d.zip_digest {
                 return Err(corrupt("the zip header does not match its descriptor".into()));
             }
             h
@@ -394,6 +390,98 @@ impl Worker {
             Message::Need { .. } | Message::Missing { .. } => {}
         }
         Ok(())
+    }
+}
+
+/// Runs the kernel of a claimed chunk. With [`Descriptor::VIA_SCRATCH`] (a kernel that may read
+/// the caller's own output array) it first copies the caller's range into the chunk's scratch
+/// area and marks it backed up, runs the kernel in place, then marks the chunk complete: a
+/// retry after the complete mark has nothing to do, one after the backup mark restores the
+/// caller's range from the backup first, one before it finds the range untouched. So a killed
+/// attempt never makes the kernel apply twice.
+fn run_kernel(
+    call: &mut Call<'_>,
+    d: &Descriptor,
+    output: &mut [u8],
+    segs: &HashMap<u64, Segment>,
+    slot: u32,
+) -> (Status, String) {
+    if d.flags & Descriptor::VIA_SCRATCH == 0 {
+        if d.flags & Descriptor::ZERO_OUTPUT != 0 {
+            // A recycled buffer (inline payload, staging) and a kernel that may leave
+            // elements unwritten: it must see zeros, never an earlier map's results or
+            // a killed attempt's partial output. Only this chunk's bytes, here rather
+            // than in the caller (see `MapRun::new`).
+            output.fill(0);
+        }
+        return call.invoke(output);
+    }
+    let area = segs
+        .get(&d.scratch_seg)
+        .ok_or_else(|| format!("segment {} is unknown", d.scratch_seg))
+        .and_then(|seg| scratch::area(seg, d, slot, output.len()));
+    let (mark, data) = match area {
+        Ok(a) => a,
+        Err(reason) => return (Status::Corrupt, Error::CorruptSlot { slot, reason }.to_string()),
+    };
+    // Unique to this chunk of this map (the MAC covers map, slot and range), odd so never 0,
+    // and distinct from each other: a recycled staging buffer's old marks never match.
+    let backed_up = (d.mac | 1) & !2;
+    let complete = d.mac | 3;
+    match mark.load(Ordering::Acquire) {
+        // A dead attempt ran the kernel to its end: the caller's range holds the result.
+        m if m == complete => return (Status::Ok, String::new()),
+        // A dead attempt may have written part of the caller's range: restore it.
+        m if m == backed_up => output.copy_from_slice(data),
+        _ => {
+            data.copy_from_slice(output);
+            // PUBLISH: the backup is whole; a retry reads it with Acquire.
+            mark.store(backed_up, Ordering::Release);
+        }
+    }
+    let r = call.invoke(output);
+    if r.0 == Status::Ok {
+        // PUBLISH: the caller's range holds the result; a retry reads the mark with Acquire.
+        mark.store(complete, Ordering::Release);
+    } else {
+        // A panic fails the map: leave the caller's range as it was.
+        output.copy_from_slice(data);
+    }
+    r
+}
+
+/// What a claimed chunk's kernel reads: its parameter block and input, or (a several-input
+/// chunk) its inputs, after a parameter block whose first `skip` bytes are the zip header.
+struct Call<'a> {
+    kernel: KernelRef,
+    params: &'a [u8],
+    input: &'a [u8],
+    /// `(skip, inputs)` of a several-input chunk.
+    zip: Option<(usize, Vec<&'a [u8]>)>,
+    start: u64,
+    #[cfg(any(test, feature = "testing"))]
+    pause: &'a mut Option<PausePoint>,
+}
+
+impl Call<'_> {
+    /// Calls the kernel into `output` under `catch_unwind` (stopping first at
+    /// [`PausePoint::MidKernel`] in tests).
+    fn invoke(&mut self, output: &mut [u8]) -> (Status, String) {
+        #[cfg(any(test, feature = "testing"))]
+        if *self.pause == Some(PausePoint::MidKernel) {
+            // Write half the output, then stop: the kill lands mid-chunk.
+            let half = output.len() / 2;
+            output[..half].fill(0xAB);
+            pause(self.pause, PausePoint::MidKernel);
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &self.zip {
+            None => self.kernel.invoke(self.params, self.input, output, self.start),
+            Some((skip, inputs)) => self.kernel.invoke_zip(&self.params[*skip..], inputs, output, self.start),
+        }));
+        match r {
+            Ok(()) => (Status::Ok, String::new()),
+            Err(p) => (Status::Panicked, panic_message(&p)),
+        }
     }
 }
 

@@ -108,10 +108,10 @@ fn row_and_table_kernels_over_a_shared_vec_start_from_zeros() {
 /// is" (accumulating into it is the caller's choice, tests/output_buffers.rs): a worker that
 /// is killed after its kernel wrote the caller's array but before it published the chunk
 /// (PausePoint::BeforePublish) gets its chunk redone on top of its own output, so `y += x`
-/// adds x twice there. Zeroing applies only to recycled buffers (src/pool/run.rs:209
-/// `dest.recycled()`), and nothing restores a `Dest::Caller` range before a retry.
+/// adds x twice there, unless the chunk runs through a scratch area that is marked complete
+/// before the copy into the caller's range (`Descriptor::VIA_SCRATCH`): a retry then only
+/// redoes the copy.
 #[test]
-#[ignore = "known gap: a chunk kernel that reads its output in the caller's own array is not retry-safe (documented in the README's failure model and on Pool::map_into)"]
 fn a_retried_chunk_into_the_callers_shared_vec_does_not_apply_the_kernel_twice() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;

@@ -88,10 +88,13 @@ impl Pool {
     /// plain memory on either side is staged. The kernel and data forms are those of
     /// [`Pool::map`]; a `.npy` output is committed afterwards ([`crate::NpyOutput::commit`]).
     ///
-    /// A chunk kernel sees a shared output (the caller's own array or file) as it is. A chunk
-    /// that a dying worker had started is redone on what that attempt left, so a kernel that
-    /// reads its output there (`y += x`) is not retry-safe: write only, or set
-    /// [`crate::PoolBuilder::max_attempts`] to 1 to get [`Error::WorkerCrashed`] instead.
+    /// A chunk kernel sees a shared output (the caller's own array or file) as it is, and may
+    /// read it (`y += x`): a chunk that a dying worker had started is redone from the caller's
+    /// values, never on what that attempt left. For that, the worker backs each chunk's range
+    /// up in shared memory before the kernel runs (one more copy of each chunk, into a backup
+    /// area of its ring slot, and chunks of at most 1 MiB unless `chunk_len` is set, so that
+    /// the copy stays in cache); element and expression kernels, and pools built with
+    /// [`crate::PoolBuilder::max_attempts`] 1, skip it.
     ///
     /// # Examples
     ///

@@ -100,7 +100,10 @@ pub(super) fn wait_done(shared: &Shared, seen: u32, small: bool, deadline: Optio
         // round trip would cost the budget (1 ms) until the load balancer moved one of them.
         // Measured with `examples/latency.rs`. On separate CPUs a round trip ends long before
         // the first yield, so the fast path is unchanged.
-        hdr.done.wait_polite(seen, spin, slice.saturating_sub(spin))
+        let me = crate::sync::raw::cpu_hint();
+        hdr.cpus.caller.store(me, Ordering::Relaxed);
+        let polite_after = crate::ring::CpuHints::polite_after(me, &hdr.cpus.worker);
+        hdr.done.wait_polite(seen, spin, slice.saturating_sub(spin), polite_after)
     } else {
         hdr.done.wait(seen, spin, slice.saturating_sub(spin))
     }

@@ -14,11 +14,13 @@ mod builder;
 mod drive;
 mod fold;
 mod imap;
+mod poll_set;
 #[cfg(feature = "expr")]
 mod reduce;
 #[cfg(feature = "expr")]
 mod reduce_axis;
 mod run;
+mod scratch;
 mod staging;
 mod supervisor;
 mod ticket;

@@ -20,6 +20,7 @@
 #![deny(unsafe_code)]
 
 mod collect;
+mod replan;
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -176,8 +177,11 @@ pub(super) struct MapRun<'p> {
     pub(super) params_seg: Option<Arc<Segment>>,
     pub(super) in_seg: u64,
     pub(super) out_seg: u64,
-    /// Descriptor flags of every chunk ([`Descriptor::ZERO_OUTPUT`]).
-    flags: u64,
+    /// Descriptor flags of every chunk ([`Descriptor::ZERO_OUTPUT`], [`Descriptor::VIA_SCRATCH`]).
+    flags: u32,
+    /// With [`Descriptor::VIA_SCRATCH`]: one backup area per slot and the bytes between two
+    /// (see `scratch.rs`).
+    scratch: Option<(crate::array::Staging, usize)>,
     /// The last wake-up only bumped for the spinning worker (see [`MapRun::watch_spinner`]).
     relies_on_spinner: bool,
     /// The last `collect` saw a chunk of ours still waiting for a worker (FILLED).
@@ -188,7 +192,7 @@ pub(super) struct MapRun<'p> {
     /// Added to every chunk's first index as the kernel sees it (`i` of an expression).
     index_shift: u64,
     /// The zip header's digest of a several-input map (see [`MapRun::with_zip`]), else 0.
-    zip_digest: u64,
+    zip_digest: u32,
 }
 
 impl<'p> MapRun<'p> {
@@ -249,6 +253,8 @@ impl<'p> MapRun<'p> {
         .any(|f| f);
         let max_bytes = if file { index::MAX_FILE_CHUNK_BYTES } else { index::MAX_CHUNK_BYTES };
         let max_len = inline.map_or(usize::MAX, |l| l.max_len());
+        let backup = super::scratch::needed(pool, dest, spec);
+        let max_bytes = if backup { max_bytes.min(super::scratch::CHUNK_BYTES) } else { max_bytes };
         let mut books = lock(&shared.books).pop().unwrap_or_default();
         index::plan_into(&mut books.chunks, len, cfg.workers, spec.in_size + spec.out_size, fixed, max_len, max_bytes);
         let slots = shared.ring.slots() as usize;
@@ -258,6 +264,7 @@ impl<'p> MapRun<'p> {
         books.inflight.resize(slots, None);
         books.unknown_claimer.clear();
         books.unknown_claimer.resize(slots, None);
+        let scratch = if backup { Some(super::scratch::take(pool, spec.out_size, &books.chunks)?) } else { None };
         Ok(MapRun {
             pool,
             shared,
@@ -275,7 +282,8 @@ impl<'p> MapRun<'p> {
             params_seg,
             in_seg,
             out_seg,
-            flags,
+            flags: flags | scratch.as_ref().map_or(0, |_| Descriptor::VIA_SCRATCH),
+            scratch,
             relies_on_spinner: false,
             waiting_chunks: false,
             quiet_wait: false,
@@ -283,38 +291,6 @@ impl<'p> MapRun<'p> {
             index_shift: 0,
             zip_digest: 0,
         })
-    }
-
-    /// Moves a freshly planned shared map (nothing filled yet) to elements
-    /// `first_elem..first_elem + len` of its segments, and makes the kernel see indices starting
-    /// at `first_index`. Chunk ranges (and the ranges errors name) become segment elements.
-    pub(super) fn place(mut self, first_elem: usize, first_index: u64) -> Self {
-        debug_assert!(self.layout.is_none() && self.next == 0, "placed before anything is filled");
-        for c in &mut self.books.chunks {
-            *c = c.start + first_elem..c.end + first_elem;
-        }
-        self.index_shift = first_index.wrapping_sub(first_elem as u64);
-        self
-    }
-
-    /// Makes a freshly planned map several-input: every chunk gets [`Descriptor::ZIP`] and
-    /// the zip header's keyed `digest`.
-    pub(super) fn with_zip(mut self, digest: u64) -> Self {
-        debug_assert!(self.next == 0, "flagged before anything is filled");
-        self.flags |= Descriptor::ZIP;
-        self.zip_digest = digest;
-        self
-    }
-
-    /// Re-plans a freshly planned shared map for units of `unit_bytes` bytes read and written
-    /// (a several-input map reads more than its descriptor's own input).
-    pub(super) fn replan(mut self, unit_bytes: usize, fixed: Option<usize>, max_bytes: usize) -> Self {
-        debug_assert!(self.layout.is_none() && self.next == 0, "re-planned before anything is filled");
-        let workers = self.shared.cfg.workers;
-        index::plan_into(&mut self.books.chunks, self.len, workers, unit_bytes, fixed, usize::MAX, max_bytes);
-        self.books.finished.clear();
-        self.books.finished.resize(self.books.chunks.len(), false);
-        self
     }
 
     fn describe(&self, spec: &KernelSpec, r: &Range<usize>) -> Descriptor {
@@ -339,7 +315,9 @@ impl<'p> MapRun<'p> {
             in_size: self.in_size as u32,
             out_size: self.out_size as u32,
             flags: self.flags,
-            reserved: [self.zip_digest, 0],
+            scratch_seg: self.scratch.as_ref().map_or(0, |(s, _)| s.seg.id()),
+            scratch_off: self.scratch.as_ref().map_or(0, |&(_, stride)| stride as u64),
+            zip_digest: self.zip_digest,
             ..Descriptor::default()
         }
     }
@@ -550,6 +528,10 @@ impl<'p> MapRun<'p> {
                 Err(e)
             }
         };
+        if let Some((s, _)) = self.scratch.take() {
+            // The map is over (or its workers are dead): no worker can touch it any more.
+            self.pool.give_back(s);
+        }
         let books = std::mem::take(&mut self.books);
         let mut spare = lock(&self.shared.books);
         if spare.len() < MAX_SPARE_BOOKS {
@@ -567,6 +549,8 @@ impl<'p> MapRun<'p> {
         }
         let in_flight = self.outstanding > 0;
         if in_flight {
+            // Workers may still write it: never recycled (dropped: their mappings stay valid).
+            drop(self.scratch.take());
             let mut orphans = lock(&self.shared.orphans);
             for (slot, entry) in self.books.inflight.iter().enumerate() {
                 if let Some((_, d)) = entry {

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::WaitStatus;
@@ -311,7 +311,7 @@ impl Supervisor {
             None => TICK,
         };
         let before = now_us();
-        let n = poll(&mut fds, PollTimeout::try_from(tick).unwrap_or(PollTimeout::MAX)).unwrap_or(0);
+        let n = super::poll_set::poll_all(&mut fds, PollTimeout::try_from(tick).unwrap_or(PollTimeout::MAX));
         // A wait longer than asked by more than a quarter of the timeout (at most STOP_SLACK)
         // was a stop: so even a stop of hours charges a chunk less than half its timeout.
         let slack = match self.shared.cfg.chunk_timeout {

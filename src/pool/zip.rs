@@ -122,7 +122,7 @@ impl Pool {
             z.unit_bytes,
             z.fixed,
             max_bytes,
-        );
+        )?;
         drive::drive(run, &spec, main, Output::Shared, progress)
     }
 

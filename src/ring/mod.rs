@@ -10,6 +10,7 @@
 mod guard;
 pub(crate) mod index;
 pub(crate) mod layout;
+pub(crate) mod scratch;
 pub(crate) mod slot;
 pub(crate) mod zip;
 
@@ -82,6 +83,32 @@ pub(crate) struct RingHeader {
     /// leave chunks to a sleeper's timeout. On a cache line of its own: the spinner writes it
     /// constantly, and the words callers read on every map must not move with it.
     pub(crate) spin_beat: SpinBeat,
+    /// Where the waiters run: see [`CpuHints`].
+    pub(crate) cpus: CpuHints,
+}
+
+/// The CPU (`cpu + 1`, 0: unknown) the last waiting map caller and the last spinning or
+/// claiming worker ran on (Relaxed: hints, stale as soon as the scheduler moves a process).
+/// A spinner that finds the process it waits for on its own CPU yields the core at once
+/// instead of after [`crate::sync::POLITE_AFTER`]: that process cannot run before it does
+/// (the scheduler often places a caller and a worker on one CPU of a busy machine, and every
+/// hand-off then cost the polite delay). On a cache line of its own, beside the spin beat.
+#[repr(C, align(64))]
+pub(crate) struct CpuHints {
+    pub(crate) caller: AtomicU32,
+    pub(crate) worker: AtomicU32,
+}
+
+impl CpuHints {
+    /// How long a spinner on `me` (a [`crate::sync::raw::cpu_hint`]) waiting for a process last
+    /// seen on `other` spins before it yields between polls.
+    pub(crate) fn polite_after(me: u32, other: &AtomicU32) -> Duration {
+        if me != 0 && other.load(Ordering::Relaxed) == me {
+            Duration::ZERO
+        } else {
+            crate::sync::POLITE_AFTER
+        }
+    }
 }
 
 /// [`RingHeader::spin_beat`], alone on its cache line.

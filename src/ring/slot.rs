@@ -121,11 +121,18 @@ pub(crate) struct Descriptor {
     pub mac: u64,
     /// Segment holding a parameter block too large for the payload (0: at payload offset 0).
     pub params_seg: u64,
-    /// [`Descriptor::ZERO_OUTPUT`], [`Descriptor::ZIP`] (other bits are reserved, zero).
-    pub flags: u64,
-    /// Reserved, zero; with [`Descriptor::ZIP`], `reserved[0]` is the zip header's keyed
-    /// digest (`zip::ZipHeader::digest`).
-    pub reserved: [u64; 2],
+    /// [`Descriptor::ZERO_OUTPUT`], [`Descriptor::ZIP`], [`Descriptor::VIA_SCRATCH`] (other
+    /// bits are reserved, zero).
+    pub flags: u32,
+    /// With [`Descriptor::ZIP`]: the zip header's keyed digest (`zip::ZipHeader::digest`)
+    /// truncated to its low 32 bits (else 0).
+    pub zip_digest: u32,
+    /// With [`Descriptor::VIA_SCRATCH`]: the segment of the chunk's scratch area (else 0).
+    pub scratch_seg: u64,
+    /// With [`Descriptor::VIA_SCRATCH`]: bytes between two slots' backup areas in it (slot
+    /// `k`'s at `k * scratch_off`): a [`Descriptor::SCRATCH_MARK`]-byte mark, then room for
+    /// the chunk's output.
+    pub scratch_off: u64,
 }
 
 impl Descriptor {
@@ -133,10 +140,19 @@ impl Descriptor {
     /// when the output is a buffer the pool recycles (an inline slot payload, a staging buffer)
     /// and the kernel may leave elements unwritten (a chunk kernel): the kernel must never see
     /// another map's results, nor a killed attempt's partial output.
-    pub const ZERO_OUTPUT: u64 = 1;
+    pub const ZERO_OUTPUT: u32 = 1;
     /// Flag: the parameter block opens with a [`super::zip::ZipHeader`] naming more input
     /// segments, and the kernel is a several-input trampoline (see `kernel::zip`).
-    pub const ZIP: u64 = 2;
+    pub const ZIP: u32 = 2;
+    /// Flag: the output is the caller's own array and the kernel may read it (a chunk kernel
+    /// into `map_into`'s output): a retry must not apply the kernel twice. The claimer backs
+    /// the caller's range up into the scratch area and marks it, runs the kernel in place,
+    /// then marks the chunk complete; a retry restores the range from the backup (backup
+    /// mark) or has nothing to do (complete mark). See `worker::run_kernel`.
+    pub const VIA_SCRATCH: u32 = 4;
+    /// Bytes before a scratch area's data: the completion mark (a `u64`), padded so that the
+    /// data keeps the 64-byte alignment of any element type.
+    pub const SCRATCH_MARK: usize = 64;
 }
 
 const _: () = assert!(std::mem::size_of::<Descriptor>() == 128);

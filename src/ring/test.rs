@@ -365,3 +365,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_spinner_yields_at_once_only_for_a_process_last_seen_on_its_own_cpu() {
+    use std::sync::atomic::AtomicU32;
+    let me = crate::sync::raw::cpu_hint();
+    assert!(me > 0, "sched_getcpu failed");
+    let same = AtomicU32::new(me);
+    let other = AtomicU32::new(me + 1);
+    let unknown = AtomicU32::new(0);
+    assert_eq!(CpuHints::polite_after(me, &same), Duration::ZERO);
+    assert_eq!(CpuHints::polite_after(me, &other), crate::sync::POLITE_AFTER);
+    assert_eq!(CpuHints::polite_after(me, &unknown), crate::sync::POLITE_AFTER);
+    // A waiter that does not know its own CPU never assumes it shares it.
+    assert_eq!(CpuHints::polite_after(0, &unknown), crate::sync::POLITE_AFTER);
+}

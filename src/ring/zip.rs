@@ -61,11 +61,13 @@ impl ZipHeader {
     }
 
     /// The keyed digest of an encoded header (`bytes`: its first [`ZipHeader::len`] bytes),
-    /// which the map caller stores in the descriptor (`reserved[0]`, under the descriptor's
-    /// MAC) and the worker checks: a header changed in shared memory cannot name other
-    /// segments.
-    pub(crate) fn digest(bytes: &[u8], key: &Key) -> u64 {
-        key.hash_one((DIGEST_DOMAIN, bytes))
+    /// truncated to 32 bits, which the map caller stores in the descriptor (`zip_digest`,
+    /// under the descriptor's MAC) and the worker checks: a header changed in shared memory
+    /// cannot name other segments (short of guessing 32 keyed bits, and a wrong guess is a
+    /// corruption that breaks the pool).
+    pub(crate) fn digest(bytes: &[u8], key: &Key) -> u32 {
+        let b = key.hash_one((DIGEST_DOMAIN, bytes)).to_le_bytes();
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
     /// Reads a header from the start of `params`.

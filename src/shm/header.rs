@@ -9,7 +9,7 @@ use crate::shm::DATA_OFFSET;
 pub(crate) const MAGIC: [u8; 8] = *b"SHMPOOL\0";
 /// Version of the layout of the header and of everything the segment kinds put after it.
 /// Bump it on any change to a `#[repr(C)]` type that lives in shared memory.
-pub(crate) const LAYOUT_VERSION: u32 = 4;
+pub(crate) const LAYOUT_VERSION: u32 = 5;
 /// Value of [`SegmentHeader::initialised`] once the creator has finished the header.
 pub(crate) const READY: u32 = 0x5EAD_10AD;
 

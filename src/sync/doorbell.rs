@@ -27,7 +27,7 @@ const _: () = assert!(std::mem::size_of::<Doorbell>() == 64);
 /// fast path never yields; when they share a core, every hand-off waits this long on each
 /// side (measured with `examples/latency.rs` on a loaded 2-core machine: p50 14 µs at 5 µs,
 /// 45 µs at 20 µs, 0.4-0.7 ms when the caller did not yield at all).
-const POLITE_AFTER: Duration = Duration::from_micros(5);
+pub(crate) const POLITE_AFTER: Duration = Duration::from_micros(5);
 
 impl Doorbell {
     /// The current sequence number; pass it to [`Doorbell::wait`].
@@ -53,27 +53,35 @@ impl Doorbell {
     /// Waits until the sequence differs from `seen`: first spinning for up to `spin`, then
     /// sleeping for up to `timeout`. Returns whether it changed.
     pub(crate) fn wait(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
-        self.wait_with(seen, spin, timeout, false, None)
+        self.wait_with(seen, spin, timeout, None, None)
     }
 
-    /// Like [`Doorbell::wait`], but after the first [`POLITE_AFTER`] of spinning it yields the
-    /// core between polls (`sched_yield`): a waiter that spins must not keep the process it
-    /// waits for off a core they happen to share (see `pool::drive::wait_done`).
-    pub(crate) fn wait_polite(&self, seen: u32, spin: Duration, timeout: Duration) -> bool {
-        self.wait_with(seen, spin, timeout, true, None)
+    /// Like [`Doorbell::wait`], but after the first `polite_after` of spinning (normally
+    /// [`POLITE_AFTER`]; zero when the waiter knows it shares its CPU with the process it waits
+    /// for) it yields the core between polls (`sched_yield`): a waiter that spins must not keep
+    /// the process it waits for off a core they happen to share (see `pool::drive::wait_done`).
+    pub(crate) fn wait_polite(&self, seen: u32, spin: Duration, timeout: Duration, polite_after: Duration) -> bool {
+        self.wait_with(seen, spin, timeout, Some(polite_after), None)
     }
 
     /// Spins for up to `spin` until the sequence differs from `seen`; `polite`: after the
-    /// first [`POLITE_AFTER`] it yields the core between polls (`sched_yield`), so that a
+    /// first `polite` of spinning it yields the core between polls (`sched_yield`), so that a
     /// process that spins speculatively (an idle worker waiting for more) never delays one that
     /// has work (the map caller, a worker). It stores the CLOCK_MONOTONIC µs into `beat` before
     /// the first poll and after every 64 polls, so that others can tell a running spinner from
     /// a stopped one. Never sleeps. Returns whether the sequence changed.
-    pub(crate) fn spin_beating(&self, seen: u32, spin: Duration, polite: bool, beat: &AtomicU64) -> bool {
+    pub(crate) fn spin_beating(&self, seen: u32, spin: Duration, polite: Option<Duration>, beat: &AtomicU64) -> bool {
         self.wait_with(seen, spin, Duration::ZERO, polite, Some(beat))
     }
 
-    fn wait_with(&self, seen: u32, spin: Duration, timeout: Duration, polite: bool, beat: Option<&AtomicU64>) -> bool {
+    fn wait_with(
+        &self,
+        seen: u32,
+        spin: Duration,
+        timeout: Duration,
+        polite: Option<Duration>,
+        beat: Option<&AtomicU64>,
+    ) -> bool {
         if self.seq() != seen {
             return true;
         }
@@ -106,7 +114,7 @@ impl Doorbell {
                 }
                 // Past the first few µs, offer the core to any runnable process (the map
                 // caller, a worker) between polls: spinning must not delay the work it waits for.
-                if polite && spent >= POLITE_AFTER {
+                if polite.is_some_and(|after| spent >= after) {
                     std::thread::yield_now();
                 }
             }

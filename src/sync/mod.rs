@@ -11,7 +11,7 @@
 mod doorbell;
 pub(crate) mod raw;
 
-pub(crate) use doorbell::Doorbell;
+pub(crate) use doorbell::{Doorbell, POLITE_AFTER};
 
 use std::marker::PhantomData;
 

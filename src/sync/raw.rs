@@ -229,3 +229,11 @@ pub fn futex_wake(word: &AtomicU32, n: i32) {
     // SAFETY: word is a valid aligned u32; FUTEX_WAKE dereferences nothing else.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
 }
+
+/// The CPU this thread runs on right now, plus one (0 if unknown): a hint, stale as soon as
+/// the scheduler moves us. `sched_getcpu` reads it from the vDSO or the rseq area.
+pub(crate) fn cpu_hint() -> u32 {
+    // SAFETY: `sched_getcpu` takes no argument and touches no memory of ours.
+    let cpu = unsafe { libc::sched_getcpu() };
+    u32::try_from(cpu).map_or(0, |c| c.saturating_add(1))
+}
