@@ -253,7 +253,7 @@ impl<'p> MapRun<'p> {
         .any(|f| f);
         let max_bytes = if file { index::MAX_FILE_CHUNK_BYTES } else { index::MAX_CHUNK_BYTES };
         let max_len = inline.map_or(usize::MAX, |l| l.max_len());
-        let backup = super::scratch::needed(pool, dest, spec);
+        let backup = super::scratch::needed(pool, matches!(dest, Dest::Caller(_)), spec);
         let max_bytes = if backup { max_bytes.min(super::scratch::CHUNK_BYTES) } else { max_bytes };
         let mut books = lock(&shared.books).pop().unwrap_or_default();
         index::plan_into(&mut books.chunks, len, cfg.workers, spec.in_size + spec.out_size, fixed, max_len, max_bytes);

@@ -12,7 +12,6 @@
 
 use std::ops::Range;
 
-use super::run::Dest;
 use super::Pool;
 use crate::array::Staging;
 use crate::error::{Error, Result};
@@ -25,10 +24,10 @@ const MARK: usize = Descriptor::SCRATCH_MARK;
 /// stay in a core's cache (and many chunks cost little next to the copy).
 pub(super) const CHUNK_BYTES: usize = 1024 * 1024;
 
-/// Whether a map of `spec` into `dest` backs its chunks up: the output is the caller's own, the
+/// Whether a map of `spec` (into the caller's own array or not) backs its chunks up: the output is the caller's own, the
 /// kernel may read it (a chunk kernel), and a chunk may be retried (`max_attempts` above 1).
-pub(super) fn needed(pool: &Pool, dest: Dest<'_>, spec: &KernelSpec) -> bool {
-    matches!(dest, Dest::Caller(_)) && !spec.fills_output && pool.shared.cfg.max_attempts > 1
+pub(super) fn needed(pool: &Pool, into_callers_array: bool, spec: &KernelSpec) -> bool {
+    into_callers_array && !spec.fills_output && pool.shared.cfg.max_attempts > 1
 }
 
 /// A buffer of one backup area per ring slot for `chunks` of `out_size`-byte elements, and the
