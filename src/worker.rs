@@ -297,7 +297,10 @@ impl Worker {
                 }
                 match r {
                     Ok(()) => (Status::Ok, String::new()),
-                    Err(p) => (Status::Panicked, panic_message(&p)),
+                    Err(p) => match p.downcast_ref::<crate::kernel::Failure>() {
+                        Some(f) => (Status::Failed, f.0.to_string()),
+                        None => (Status::Panicked, panic_message(&p)),
+                    },
                 }
             }
         };

@@ -33,10 +33,12 @@ use bytemuck::Pod;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::key::Key;
+pub(crate) use failure::Failure;
 pub(crate) use side::Side;
 
 #[cfg(feature = "expr")]
 pub mod expr;
+mod failure;
 mod image;
 mod shape;
 mod side;

@@ -102,7 +102,6 @@ fn no_default_features_tree_has_no_cli_or_expr_crates() {
 }
 
 #[test]
-#[ignore = "review #15: `use shmpool::prelude::*` shadows ndarray's `view.rows()` (KernelExt is implemented for every Copy type, ArrayView is Copy)"]
 fn prelude_does_not_shadow_ndarray_view_methods() {
     let (ok, err) = user_crate_with(
         "prelude_rows",
