@@ -119,7 +119,8 @@
 //! Nothing outside the pool writes to a segment or a mapped input during a map. A map borrows
 //! its input shared and its output exclusively and returns only when no worker can touch them
 //! any more, so Rust's borrow rules extend to the worker processes. Kernels are zero-sized
-//! (`fn` items and closures that capture nothing) and reach workers as offsets inside the same
+//! (`fn` items and closures that capture nothing; a capturing closure fails `cargo build`, not
+//! `cargo check`, see [`Kernel`]) and reach workers as offsets inside the same
 //! executable image: workers are forked from it, or exec'd from it and verified to run the very
 //! same binary ([`StartMethod`]). The engine (segments, locks, the ring, the worker loop) is
 //! private: safe code cannot reach it.

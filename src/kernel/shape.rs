@@ -68,8 +68,14 @@ impl Fits<Dynamic> for Dynamic {}
 /// ```
 ///
 /// Closures must capture nothing: the worker rebuilds the kernel from its type alone. A
-/// capturing closure is rejected when the program is built, with an error naming the closure
-/// (`{closure@src/main.rs:L:C}`) and `map_with`'s replacement, `.with(params)`:
+/// capturing closure is rejected by `cargo build` (and `cargo test`, `cargo run`), **not by
+/// `cargo check`** nor an editor's check-on-save: no trait on stable Rust tells a closure that
+/// captures from one that does not (both are `Copy + 'static` when the captures are), so the
+/// check is a constant assertion on the kernel's size, and rustc evaluates the constants of
+/// generic code only when it monomorphizes, which `cargo check` skips (rust-lang/rust#99682).
+/// The build error is `error[E0080]: evaluation panicked: this kernel captures variables ...
+/// kernel.with(params) (formerly map_with)`; its primary span is inside shmpool, and its notes
+/// name the user's closure by file, line and column: `... for {closure@src/main.rs:4:38: 4:51}`.
 ///
 /// ```compile_fail,E0080
 /// # fn main() -> shmpool::Result<()> {
