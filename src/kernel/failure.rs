@@ -33,3 +33,17 @@ impl Failure {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_known_code_is_an_error() {
+        for message in ["", "0", "x", "-1", "4294967296", "integers to negative integer powers are not allowed"] {
+            assert!(Failure::error(message).is_none(), "{message:?}");
+        }
+        #[cfg(feature = "expr")]
+        assert!(matches!(Failure::error("1"), Some(Error::Expr(expr::Error::NegativeIntegerPower))));
+    }
+}
