@@ -29,7 +29,7 @@ fn main() -> shmpool::Result<()> {
 
     // par_azip!((s in &mut sums, row in m.rows()) *s = row.sum()): a row kernel gets whole rows.
     let mut sums = ndarray::Array1::<f64>::zeros(rows);
-    pool.map_into(&xs, &mut sums, (|row: &[f64], s: &mut [f64]| s[0] = row.iter().sum()).rows(cols, 1))?;
+    pool.map_into(&xs, &mut sums, (|row: &[f64], s: &mut [f64]| s[0] = row.iter().sum()).by_rows(cols, 1))?;
     let ok = sums.iter().zip(xs.view().sum_axis(Axis(1)).iter()).all(|(a, b)| (a - b).abs() < 1e-6);
     println!("row sums of {rows} rows: {}", if ok { "verified" } else { "WRONG" });
 

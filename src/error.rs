@@ -189,7 +189,8 @@ pub enum Error {
         attempts: u32,
     },
 
-    /// A kernel panicked; the worker caught the panic and survived.
+    /// A kernel panicked; the worker caught the panic and survived. Whatever a user's kernel
+    /// panics with (even an expression error's words) stays this variant.
     #[error("kernel panicked on index range {range:?}: {message}")]
     KernelPanicked {
         /// The panic message (truncated to fit in a slot).
@@ -224,7 +225,9 @@ pub enum Error {
     #[error("pool is closed")]
     PoolClosed,
 
-    /// An expression did not compile, or its evaluation failed (feature `expr`).
+    /// An expression did not compile, or its evaluation failed (feature `expr`): an expression
+    /// kernel's run-time error (numpy's `ValueError` for a negative integer power) comes back
+    /// as this from every verb, carried out of the worker as a code, never read from a message.
     #[cfg(feature = "expr")]
     #[error(transparent)]
     Expr(#[from] shmpool_expr::Error),

@@ -48,7 +48,7 @@
 //! [`Kernel`]: an element closure `|x: In| -> Out`, a chunk closure
 //! `|x: &[In], y: &mut [Out]|` (or `fn` items of those shapes), either with
 //! [`KernelExt::with`]`(params)` and/or [`KernelExt::with_table`]`(&values)`, a row kernel
-//! [`KernelExt::rows`]`(n, m)`, or a [`KernelSpec`] (`&spec`, or `spec.typed::<In, Out>()?`
+//! [`KernelExt::by_rows`]`(n, m)`, or a [`KernelSpec`] (`&spec`, or `spec.typed::<In, Out>()?`
 //! where the result type must be known). Every combination works.
 //!
 //! Before (11 entry points, with holes) and after:
@@ -67,7 +67,7 @@
 //! | `submit_spec(&xs, &spec)` | `submit(&xs, spec.typed::<In, Out>()?)` |
 //! | `imap(batches, elem)` / `imap_unordered(batches, elem)` | `imap(batches, any_kernel)` / `imap_unordered(..)` |
 //! | (none: no run-time sized side input) | `f.with_table(&weights)` → `&[S]` |
-//! | (none: rows were split across chunks) | `f.rows(in_cols, out_cols)` |
+//! | (none: rows were split across chunks) | `f.by_rows(in_cols, out_cols)` |
 //! | (none: one input per map) | `map_into(&(&a, &b, &c), &mut out, \|(a, b, c): (f64, f32, i32)\| ..)` |
 //! | (none: reductions went back to the caller) | `map_reduce(&x, 0.0, \|v: f64\| v * v, \|p: f64, q: f64\| p + q)` |
 //! | (none) | `reduce(&x, id, \|acc, chunk: &[T]\| .., combine)`: deterministic for any worker count |
@@ -119,7 +119,8 @@
 //! Nothing outside the pool writes to a segment or a mapped input during a map. A map borrows
 //! its input shared and its output exclusively and returns only when no worker can touch them
 //! any more, so Rust's borrow rules extend to the worker processes. Kernels are zero-sized
-//! (`fn` items and closures that capture nothing) and reach workers as offsets inside the same
+//! (`fn` items and closures that capture nothing; a capturing closure fails `cargo build`, not
+//! `cargo check`, see [`Kernel`]) and reach workers as offsets inside the same
 //! executable image: workers are forked from it, or exec'd from it and verified to run the very
 //! same binary ([`StartMethod`]). The engine (segments, locks, the ring, the worker loop) is
 //! private: safe code cannot reach it.

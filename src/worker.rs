@@ -480,7 +480,12 @@ impl Call<'_> {
         }));
         match r {
             Ok(()) => (Status::Ok, String::new()),
-            Err(p) => (Status::Panicked, panic_message(&p)),
+            // An expression kernel's run-time error travels as its code (`kernel::Failure`),
+            // never as a panic message the caller would have to match.
+            Err(p) => match p.downcast_ref::<crate::kernel::Failure>() {
+                Some(f) => (Status::Failed, f.0.to_string()),
+                None => (Status::Panicked, panic_message(&p)),
+            },
         }
     }
 }

@@ -183,19 +183,19 @@ fn row_kernels_get_whole_rows_whatever_the_chunking() {
         s[1] = r[0];
     };
     let want: Vec<f64> = m.chunks(cols).flat_map(|r| [r.iter().sum::<f64>(), r[0]]).collect();
-    assert_eq!(pool.map(&m, row_sum.rows(cols, 2)).unwrap(), want, "plain");
+    assert_eq!(pool.map(&m, row_sum.by_rows(cols, 2)).unwrap(), want, "plain");
     let shared = SharedVec::from_slice(&m).unwrap();
     let mut out = SharedVec::<f64>::zeroed(rows * 2).unwrap();
-    pool.map_into(&shared, &mut out, row_sum.rows(cols, 2)).unwrap();
+    pool.map_into(&shared, &mut out, row_sum.by_rows(cols, 2)).unwrap();
     assert_eq!(&out[..], &want[..], "shared");
-    assert_eq!(pool.submit(&m, row_sum.rows(cols, 2)).unwrap().wait().unwrap(), want, "ticket");
+    assert_eq!(pool.submit(&m, row_sum.by_rows(cols, 2)).unwrap().wait().unwrap(), want, "ticket");
     // Data that is not whole rows, an output of the wrong size, a zero width: typed errors.
-    let e = pool.map(&m[..12], row_sum.rows(cols, 2)).unwrap_err();
+    let e = pool.map(&m[..12], row_sum.by_rows(cols, 2)).unwrap_err();
     assert!(matches!(e, Error::RaggedRows { len: 12, row: 5 }), "{e}");
     let mut short = vec![0.0; 3];
-    let e = pool.map_into(&m, &mut short, row_sum.rows(cols, 2)).unwrap_err();
+    let e = pool.map_into(&m, &mut short, row_sum.by_rows(cols, 2)).unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { input: 1_001, output: 1 }), "{e}");
-    let e = pool.map(&m, row_sum.rows(0, 2)).unwrap_err();
+    let e = pool.map(&m, row_sum.by_rows(0, 2)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 }
 

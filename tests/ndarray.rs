@@ -100,7 +100,7 @@ fn shared_arrays_are_mapped_in_place_and_seen_through_views() {
     // Row sums with a row kernel, from the shared array into a plain one.
     let mut sums = Array1::<f64>::zeros(33);
     let row_sum = |r: &[f64], o: &mut [f64]| o[0] = r.iter().sum();
-    pool.map_into(&s, &mut sums, row_sum.rows(64, 1)).unwrap();
+    pool.map_into(&s, &mut sums, row_sum.by_rows(64, 1)).unwrap();
     let want = a.t().sum_axis(Axis(1));
     assert!(sums.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-9));
     drop((s, out, pool));

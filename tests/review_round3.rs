@@ -96,7 +96,7 @@ fn row_and_table_kernels_over_a_shared_vec_start_from_zeros() {
     let table = [0.5f64; 4];
     let tabled: Vec<f64> = xs.iter().map(|x| x + 4.0).collect();
     for round in 0..3 {
-        let got = pool.map(&shared, row_sum_acc.rows(3, 1)).unwrap();
+        let got = pool.map(&shared, row_sum_acc.by_rows(3, 1)).unwrap();
         assert_eq!(wrong(&got, &rows), 0, "row kernel, round {round}: it saw an earlier map's rows");
         let got = pool.map(&shared, table_acc.with_table(&table)).unwrap();
         assert_eq!(wrong(&got, &tabled), 0, "table kernel, round {round}: it saw an earlier map's output");

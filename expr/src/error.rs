@@ -104,12 +104,34 @@ pub enum Error {
     },
 }
 
+/// numpy's names of the reductions that have no identity ([`Error::EmptyReduction`]), in
+/// the order of their run-time codes.
+const NO_IDENTITY: [&str; 4] = ["minimum", "maximum", "argmin", "argmax"];
+
 impl Error {
-    /// The error an expression kernel raised at run time, from the words it left the worker
-    /// with ([`Error::NegativeIntegerPower`]'s message, the one runtime error of a program):
-    /// an engine that reports a kernel's failure as text gets the typed error back. `None`
-    /// for any other text.
-    pub fn from_kernel_message(message: &str) -> Option<Error> {
-        (message == Error::NegativeIntegerPower.to_string()).then_some(Error::NegativeIntegerPower)
+    /// The number that stands for this error when an engine carries it out of a worker as a
+    /// code rather than as text ([`Error::from_runtime_code`] turns it back): `Some` for the
+    /// errors a program can meet at run time from its data ([`Error::NegativeIntegerPower`],
+    /// [`Error::EmptyReduction`]), `None` for every other (they are found before a run).
+    /// Codes are never 0.
+    pub fn runtime_code(&self) -> Option<u32> {
+        match self {
+            Error::NegativeIntegerPower => Some(1),
+            Error::EmptyReduction { operation } => {
+                NO_IDENTITY.iter().position(|o| o == operation).map(|k| 2 + k as u32)
+            }
+            _ => None,
+        }
+    }
+
+    /// The error [`Error::runtime_code`] gave `code` for; `None` for a number that is no code.
+    pub fn from_runtime_code(code: u32) -> Option<Error> {
+        match code {
+            1 => Some(Error::NegativeIntegerPower),
+            _ => {
+                let k = usize::try_from(code.checked_sub(2)?).ok()?;
+                NO_IDENTITY.get(k).map(|&operation| Error::EmptyReduction { operation })
+            }
+        }
     }
 }

@@ -96,6 +96,7 @@ mod alloc;
 mod axis;
 mod broadcast;
 mod compile;
+mod decode;
 mod elem;
 mod error;
 mod eval;
@@ -388,7 +389,11 @@ impl Program {
 
     /// Decodes and validates a parameter block: every opcode known, every type code valid and
     /// defined for its operation, every register in range, no instruction reading the register
-    /// it writes (what lets the evaluator borrow them separately).
+    /// it writes (what lets the evaluator borrow them separately), and every register written
+    /// by some instruction, as in every program [`Program::compile`] makes. The last bounds
+    /// what evaluating costs by the block's own size: each register is [`BLOCK`] elements of 8
+    /// bytes, and an instruction writes at most two registers, so a header cannot claim more
+    /// registers (memory) than its instructions use.
     ///
     /// # Errors
     ///
@@ -396,65 +401,6 @@ impl Program {
     /// version, an opcode, a type code, a register, a flag).
     pub fn from_bytes(b: &[u8]) -> Result<Program> {
         Program::decode(b).ok_or(Error::InvalidProgram { reason: "not a valid program of this version" })
-    }
-
-    fn decode(b: &[u8]) -> Option<Program> {
-        let head: [u32; 8] = bytemuck::pod_read_unaligned(b.get(..HEADER)?);
-        let [magic, version, n, n_regs, result, n_inputs, output, _] = head;
-        let n_inputs = n_inputs as usize;
-        if magic != MAGIC
-            || version != VERSION
-            || n == 0
-            || n_regs == 0
-            || result >= n_regs
-            || !(1..=MAX_INPUTS).contains(&n_inputs)
-        {
-            return None;
-        }
-        let codes = b.get(HEADER..HEADER + 4 * n_inputs)?;
-        let inputs: Vec<Dtype> = codes
-            .chunks_exact(4)
-            .map(|c| dtype_of_code(u8::try_from(u32::from_ne_bytes(c.try_into().ok()?)).ok()?))
-            .collect::<Option<_>>()?;
-        let output = dtype_of_code(u8::try_from(output).ok()?)?;
-        let size = std::mem::size_of::<Instr>();
-        let at = HEADER + 4 * n_inputs;
-        let body = b.get(at..at.checked_add((n as usize).checked_mul(size)?)?)?;
-        let mut ins = Vec::with_capacity(n as usize);
-        for raw in body.chunks_exact(size) {
-            let r: Instr = bytemuck::pod_read_unaligned(raw);
-            let op = Op::try_from(r.op).ok()?;
-            let ty = dtype_of_code(r.ty)?;
-            let out_ty = dtype_of_code(r.out_ty)?;
-            let want = if op == Op::Cast { Some(out_ty) } else { op.result(ty) };
-            if want != Some(out_ty) || r.dst >= n_regs || (r.flags & A_IMM != 0 && r.flags & B_IMM != 0) {
-                return None;
-            }
-            let input = |k: u64| usize::try_from(k).ok().and_then(|k| inputs.get(k)).copied();
-            if (op == Op::LoadX && input(r.imm) != Some(ty)) || (op == Op::LoadI && ty != Dtype::I64) {
-                return None;
-            }
-            let i = Ins { op, ty, out_ty, flags: r.flags, dst: r.dst, src: [r.a, r.b, r.c], imm: r.imm };
-            if (0..3).any(|k| i.is_reg(k) && (i.src[k] >= n_regs || i.src[k] == i.dst)) {
-                return None;
-            }
-            let second = i.src[2];
-            if op == Op::SinCos && (second >= n_regs || second == i.dst || second == i.src[0]) {
-                return None;
-            }
-            let float_fn = (Op::Sqrt as u32..=Op::SinCos as u32).contains(&(op as u32));
-            if r.flags & (EPI_MUL | EPI_ADD) != 0 && (!float_fn || op == Op::SinCos) {
-                return None;
-            }
-            ins.push(i);
-        }
-        let x_regs: Vec<u32> = ins.iter().filter(|i| i.op == Op::LoadX).map(|i| i.dst).collect();
-        // The input is read in place through the LoadX register: nothing else may write it.
-        let writes = |i: &Ins, r: u32| i.dst == r || (i.op == Op::SinCos && i.src[2] == r);
-        if ins.iter().any(|i| x_regs.iter().any(|&r| i.op != Op::LoadX && writes(i, r))) {
-            return None;
-        }
-        Some(Program { ins, n_regs, result, inputs, output })
     }
 
     /// Evaluates the program over `xs` into `ys` in this thread (the sequential reference);

@@ -48,3 +48,43 @@ fn a_corrupted_parameter_block_is_refused() {
     b[0] ^= 1;
     assert!(matches!(Program::from_bytes(&b), Err(Error::InvalidProgram { .. })));
 }
+
+/// A header may not claim registers that no instruction writes (each costs `BLOCK` elements
+/// of memory when evaluated); every compiled program, cast or not, passes.
+#[test]
+fn a_header_claiming_unused_registers_is_refused() {
+    for src in ["x * 2 + 1", "sin(x) + cos(x)", "where(x > 0, sqrt(x), x ** 2)", "x"] {
+        for p in [Program::compile(src).unwrap(), Program::compile(src).unwrap().astype(Dtype::I16)] {
+            let b = p.to_bytes();
+            assert!(Program::from_bytes(&b).is_ok(), "{src}");
+            let regs = u32::from_ne_bytes(b[12..16].try_into().unwrap());
+            for claim in [regs + 1, 0x00ff_0000, u32::MAX] {
+                let mut bad = b.clone();
+                bad[12..16].copy_from_slice(&claim.to_ne_bytes());
+                assert!(matches!(Program::from_bytes(&bad), Err(Error::InvalidProgram { .. })), "{src}: {claim}");
+            }
+        }
+    }
+}
+
+/// The run-time errors travel out of a worker as codes: each turns back into itself, and no
+/// other number is a code.
+#[test]
+fn runtime_codes_round_trip() {
+    let runtime = [
+        Error::NegativeIntegerPower,
+        Error::EmptyReduction { operation: "minimum" },
+        Error::EmptyReduction { operation: "maximum" },
+        Error::EmptyReduction { operation: "argmin" },
+        Error::EmptyReduction { operation: "argmax" },
+    ];
+    for e in &runtime {
+        let code = e.runtime_code().unwrap();
+        assert_ne!(code, 0);
+        assert_eq!(Error::from_runtime_code(code).as_ref(), Some(e));
+    }
+    assert_eq!(Error::InvalidProgram { reason: "x" }.runtime_code(), None);
+    for code in [0, 6, 7, u32::MAX] {
+        assert_eq!(Error::from_runtime_code(code), None, "{code}");
+    }
+}

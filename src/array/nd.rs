@@ -11,7 +11,7 @@
 //! view of one) always travels to the workers by copy, inline or through the pool's staging
 //! buffers; a [`SharedArray`] is the zero-copy form.
 //!
-//! Row kernels (`kernel.rows(ncols, out_cols)`, see [`crate::KernelExt::rows`]) see whole rows
+//! Row kernels (`kernel.by_rows(ncols, out_cols)`, see [`crate::KernelExt::by_rows`]) see whole rows
 //! of a 2-d array (the last axis), never a split one.
 //!
 //! ```
@@ -30,7 +30,7 @@
 //! // Shared memory, in place; a row kernel for row sums.
 //! let s = SharedArray::from_array(&a)?;
 //! let mut sums = SharedArray::<f64, _>::zeroed(2)?;
-//! pool.map_into(&s, &mut sums, (|r: &[f64], o: &mut [f64]| o[0] = r.iter().sum()).rows(a.ncols(), 1))?;
+//! pool.map_into(&s, &mut sums, (|r: &[f64], o: &mut [f64]| o[0] = r.iter().sum()).by_rows(a.ncols(), 1))?;
 //! assert_eq!(sums.view(), a.sum_axis(Axis(1)));
 //! # Ok(()) }
 //! ```

@@ -74,9 +74,6 @@ impl Failure {
 
 impl From<shmpool::Error> for Failure {
     fn from(e: shmpool::Error) -> Self {
-        // The command line runs expression kernels only: a kernel's runtime failure is an
-        // expression's typed error (numpy's ValueError), never a panic.
-        let e = shmpool::kernel::expr::runtime_error(e);
         // Decided by kind, never by message: the user's call or files are at fault (2), or
         // running failed (1).
         let code = match e.kind() {

@@ -8,29 +8,14 @@ pub use shmpool_expr::*;
 /// one chunk (`start` is the flat index of the chunk's first element).
 ///
 /// A trampoline has no error channel but the worker's `catch_unwind`: numpy's runtime error
-/// (an integer to a negative integer power) leaves by `resume_unwind` with the error's words
-/// as its payload, which the worker reports as the map's `KernelPanicked` message. Unlike
-/// `panic!`, `resume_unwind` runs no panic hook: no "panicked at <source location>" line.
+/// (an integer to a negative integer power) leaves by [`super::Failure::raise`] as a code,
+/// which the worker publishes as such and the map caller turns back into [`crate::Error::Expr`]
+/// in every verb, never by reading a message.
 pub(crate) fn eval<In: Num, Out: Num>(params: &[u8], input: &[u8], output: &mut [u8], start: u64) {
     let prog = Program::from_bytes(params).expect("the map caller encoded this program (KernelSpec::expr)");
     prog.check_types::<In, Out>().expect("KernelSpec::expr checked the element types");
     if let Err(e) = prog.eval_bytes(input, output, start) {
-        std::panic::resume_unwind(Box::new(e.to_string()));
-    }
-}
-
-/// `e` with an expression kernel's runtime failure typed again: the worker reports what a
-/// kernel unwound with as [`crate::Error::KernelPanicked`]'s message; when that message is an
-/// expression's runtime error ([`Error::from_kernel_message`], numpy's `ValueError` for a
-/// negative integer power), the result is [`crate::Error::Expr`] with it. Any other error is
-/// returned as it is.
-pub fn runtime_error(e: crate::Error) -> crate::Error {
-    match e {
-        crate::Error::KernelPanicked { ref message, .. } => match Error::from_kernel_message(message) {
-            Some(typed) => crate::Error::Expr(typed),
-            None => e,
-        },
-        e => e,
+        super::Failure::raise(&e);
     }
 }
 
@@ -154,7 +139,7 @@ pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start:
     let (program, files) = decode(params).expect("the map caller encoded these parameters (KernelSpec::expr_files)");
     let prog = Program::from_bytes(program).expect("the map caller encoded this program (KernelSpec::expr_files)");
     if let Err(e) = evaluate(&prog, &files, output, start) {
-        std::panic::resume_unwind(Box::new(e.to_string()));
+        super::Failure::raise(&e);
     }
 }
 
@@ -232,7 +217,7 @@ pub(crate) fn eval_reduce(params: &[u8], input: &[u8], output: &mut [u8], _start
         let mut r = start.clone();
         let done = evaluate(&prog, &files, &mut values, first).and_then(|()| r.update(&values, first));
         if let Err(e) = done {
-            std::panic::resume_unwind(Box::new(e.to_string()));
+            super::Failure::raise(&e);
         }
         out.copy_from_slice(&r.to_bytes());
     }
@@ -279,7 +264,7 @@ pub(crate) fn eval_axis(params: &[u8], input: &[u8], output: &mut [u8], _start: 
         let mut values = |flat: std::ops::Range<u64>, buf: &mut [u8]| evaluate(&prog, &files, buf, flat.start);
         match r.reduce_range(first..first + n, &mut values, &mut out[..n as usize * rsz]) {
             Ok(w) => out[AXIS_UNIT - 1] = warning_code(w),
-            Err(e) => std::panic::resume_unwind(Box::new(e.to_string())),
+            Err(e) => super::Failure::raise(&e),
         }
     }
 }
@@ -343,6 +328,6 @@ pub(crate) fn eval_rows(params: &[u8], input: &[u8], output: &mut [u8], _start: 
     let Some(first) = input.get(..8) else { return };
     let start = u64::from_le_bytes(first.try_into().expect("8 bytes")) * row;
     if let Err(e) = evaluate(&prog, &files, output, start) {
-        std::panic::resume_unwind(Box::new(e.to_string()));
+        super::Failure::raise(&e);
     }
 }

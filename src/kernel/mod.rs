@@ -12,8 +12,9 @@
 //! a worker jump to an arbitrary address. Function-pointer kernels travel the same way, in the
 //! parameter block. Captured state goes in a `Pod` parameter block.
 //!
-//! Kernels must not capture: capturing closures are rejected at compile time, because the
-//! worker rebuilds the kernel value from nothing (it has no bytes):
+//! Kernels must not capture: capturing closures are rejected by `cargo build` (not by `cargo
+//! check`: see [`Kernel`] for why), because the worker rebuilds the kernel value from nothing
+//! (it has no bytes):
 //!
 //! ```compile_fail,E0080
 //! # fn main() -> shmpool::Result<()> {
@@ -33,10 +34,12 @@ use bytemuck::Pod;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::key::Key;
+pub(crate) use failure::Failure;
 pub(crate) use side::Side;
 
 #[cfg(feature = "expr")]
 pub mod expr;
+mod failure;
 mod image;
 mod shape;
 mod side;

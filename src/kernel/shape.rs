@@ -37,7 +37,7 @@ impl<T: Pod> Fits<T> for Dynamic {}
 impl Fits<Dynamic> for Dynamic {}
 
 /// A kernel: what a map applies. Implemented for element closures, chunk closures,
-/// [`KernelExt::with`] / [`KernelExt::with_table`] / [`KernelExt::rows`] wrappers and prepared
+/// [`KernelExt::with`] / [`KernelExt::with_table`] / [`KernelExt::by_rows`] wrappers and prepared
 /// [`KernelSpec`]s (see the table below). `M` is a marker the compiler
 /// infers; `In` and `Out` are the element types the kernel reads and writes ([`Dynamic`] for an
 /// untyped `KernelSpec`).
@@ -50,7 +50,7 @@ impl Fits<Dynamic> for Dynamic {}
 /// | with a parameter block | `Fn(In, &P) -> Out`, `Fn(&[In], &mut [Out], &P)` | `f.with(p)`, `P: Pod` |
 /// | with a run-time sized table | `Fn(In, &[S]) -> Out`, `Fn(&[In], &mut [Out], &[S])` | `f.with_table(&weights)` |
 /// | with both | `Fn(In, &P, &[S]) -> Out`, `Fn(&[In], &mut [Out], &P, &[S])` | `f.with(p).with_table(&weights)` |
-/// | row kernel | `Fn(&[In], &mut [Out])` on one whole row | `f.rows(in_cols, out_cols)` |
+/// | row kernel | `Fn(&[In], &mut [Out])` on one whole row | `f.by_rows(in_cols, out_cols)` |
 /// | prepared | [`KernelSpec`] (expressions, function pointers) | `&spec`, or `spec.typed::<In, Out>()?` |
 /// | zip element | `Fn((A, B, ..)) -> Out` over a tuple of 2 to 4 inputs | a `fn` item or a closure that captures nothing |
 /// | zip chunk | `Fn((&[A], &[B], ..), &mut [Out])` | the same |
@@ -68,8 +68,14 @@ impl Fits<Dynamic> for Dynamic {}
 /// ```
 ///
 /// Closures must capture nothing: the worker rebuilds the kernel from its type alone. A
-/// capturing closure is rejected when the program is built, with an error naming the closure
-/// (`{closure@src/main.rs:L:C}`) and `map_with`'s replacement, `.with(params)`:
+/// capturing closure is rejected by `cargo build` (and `cargo test`, `cargo run`), **not by
+/// `cargo check`** nor an editor's check-on-save: no trait on stable Rust tells a closure that
+/// captures from one that does not (both are `Copy + 'static` when the captures are), so the
+/// check is a constant assertion on the kernel's size, and rustc evaluates the constants of
+/// generic code only when it monomorphizes, which `cargo check` skips (rust-lang/rust#99682).
+/// The build error is `error[E0080]: evaluation panicked: this kernel captures variables ...
+/// kernel.with(params) (formerly map_with)`; its primary span is inside shmpool, and its notes
+/// name the user's closure by file, line and column: `... for {closure@src/main.rs:4:38: 4:51}`.
 ///
 /// ```compile_fail,E0080
 /// # fn main() -> shmpool::Result<()> {
@@ -292,7 +298,7 @@ pub struct WithTable<'t, F, S> {
     table: &'t [S],
 }
 
-/// A row kernel ([`KernelExt::rows`]): called once per whole row, never on a split one.
+/// A row kernel ([`KernelExt::by_rows`]): called once per whole row, never on a split one.
 #[derive(Debug, Clone, Copy)]
 pub struct RowKernel<F> {
     /// Only its type is used (see [`With`]).
@@ -377,11 +383,11 @@ pub trait KernelExt: Sized {
     /// use shmpool::prelude::*;
     /// let pool = Pool::new(2)?;
     /// let m = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2 rows of 3
-    /// let sums = pool.map(&m, (|r: &[f64], s: &mut [f64]| s[0] = r.iter().sum()).rows(3, 1))?;
+    /// let sums = pool.map(&m, (|r: &[f64], s: &mut [f64]| s[0] = r.iter().sum()).by_rows(3, 1))?;
     /// assert_eq!(sums, [6.0, 15.0]);
     /// # Ok(()) }
     /// ```
-    fn rows(self, in_cols: usize, out_cols: usize) -> RowKernel<Self> {
+    fn by_rows(self, in_cols: usize, out_cols: usize) -> RowKernel<Self> {
         RowKernel { kernel: self, in_cols, out_cols }
     }
 }

@@ -8,7 +8,12 @@ use super::{addr_at, in_image, key, offset_of};
 
 /// Materialises a zero-sized `Copy` kernel in a worker.
 pub(super) fn conjure<F: Copy>() -> F {
-    const { assert!(std::mem::size_of::<F>() == 0, "a kernel must not capture anything") };
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a kernel must not capture anything: pass captured values with `kernel.with(params)` (formerly `map_with`)"
+        )
+    };
     // SAFETY: F is zero-sized (asserted at compile time), so it has no bytes whose validity
     // could be violated; F is `Copy`, so creating another value is what copying the one the
     // caller passed would do.

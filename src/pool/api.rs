@@ -28,7 +28,7 @@ impl Pool {
     ///
     /// `kernel` is any [`Kernel`]: an element closure `|x: In| -> Out`, a chunk closure
     /// `|x: &[In], y: &mut [Out]|`, either with `.with(params)` / `.with_table(&values)`, a row
-    /// kernel `.rows(n, m)`, or a prepared [`KernelSpec`] as `spec.typed::<In, Out>()?`.
+    /// kernel `.by_rows(n, m)`, or a prepared [`KernelSpec`] as `spec.typed::<In, Out>()?`.
     /// Closures must capture nothing (pass values with `.with`). `input` is any [`Input`]: a
     /// slice, a `Vec`, a [`crate::SharedVec`] (read in place), a `.npy` file, an ndarray view.
     /// Small plain inputs travel inside the ring's slots; larger ones through a staging buffer

@@ -46,7 +46,7 @@ impl Pool {
             }
             let ids = SharedVec::<u64>::from_slice(&(0..blocks as u64).collect::<Vec<_>>())?;
             let mut parts = self.alloc::<[u8; REDUCER_BYTES]>(blocks)?;
-            self.map_into(&ids, &mut parts, &spec).map_err(crate::kernel::expr::runtime_error)?;
+            self.map_into(&ids, &mut parts, &spec)?;
             let mut acc: Option<Reducer> = None;
             for p in parts.iter() {
                 let p = Reducer::from_bytes(p).ok_or(Error::Protocol { what: "partial result", value: 0 })?;

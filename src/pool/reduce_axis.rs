@@ -58,7 +58,7 @@ impl Pool {
         let blocks = n.div_ceil(AXIS_BLOCK) as usize;
         let ids = SharedVec::<u64>::from_slice(&(0..blocks as u64).collect::<Vec<_>>())?;
         let mut parts = self.alloc::<[u8; AXIS_UNIT]>(blocks)?;
-        self.map_into(&ids, &mut parts, &spec).map_err(expr::runtime_error)?;
+        self.map_into(&ids, &mut parts, &spec)?;
         let mut warning = None;
         for (k, (p, dst)) in parts.iter().zip(bytes.chunks_mut(AXIS_BLOCK as usize * rsz)).enumerate() {
             dst.copy_from_slice(&p[..dst.len()]);

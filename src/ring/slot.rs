@@ -47,6 +47,9 @@ pub(crate) enum Status {
     Corrupt = 3,
     /// The chunk ran longer than the pool's chunk timeout.
     TimedOut = 4,
+    /// The kernel reported a typed failure ([`crate::kernel::Failure`]); the slot message
+    /// holds its code in decimal.
+    Failed = 5,
 }
 }
 

@@ -4,7 +4,6 @@
 use shmpool::Dtype;
 
 #[test]
-#[ignore = "review #15: Program::from_bytes accepts a header with 16M registers; eval_slice of 4 elements then allocates ~128 GiB and aborts (SIGABRT) instead of a typed error"]
 fn hostile_program_register_count_is_refused_or_cheap() {
     use shmpool::kernel::expr::Program;
     // This test's name as the harness knows it (`expr::...`), for the child's filter.

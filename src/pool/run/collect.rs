@@ -129,6 +129,13 @@ impl MapRun<'_> {
                 Stop::Map(Error::ChunkTimedOut { range, limit: self.shared.cfg.chunk_timeout.unwrap_or_default() })
             }
             Status::Corrupt => Stop::Corrupt(Error::CorruptSlot { slot: slot as u32, reason: taken.message }),
+            Status::Failed => match crate::kernel::Failure::error(&taken.message) {
+                Some(e) => Stop::Map(e),
+                None => Stop::Corrupt(Error::CorruptSlot {
+                    slot: slot as u32,
+                    reason: format!("unknown kernel failure code {:?}", taken.message),
+                }),
+            },
         };
         match (&self.stop, &err) {
             (None, _) | (Some(Stop::Map(_)), Stop::Corrupt(_)) => self.stop = Some(err),
