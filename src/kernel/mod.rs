@@ -38,6 +38,7 @@ pub(crate) use side::Side;
 #[cfg(feature = "expr")]
 pub mod expr;
 mod image;
+mod reduce_with;
 mod shape;
 mod side;
 #[cfg(feature = "expr")]
@@ -48,6 +49,7 @@ mod zip;
 pub use shape::{marker, Dynamic, Fits, Kernel, KernelExt, RowKernel, Typed, With, WithTable};
 pub(crate) use zip::{pairwise, ZipTrampoline, REDUCE_BLOCK};
 pub use zip::{ChunkFold, ElemMap, Zip};
+pub(crate) use zip::{ReduceKernel, ReduceSealed};
 
 /// What a trampoline receives: the parameter block, the input bytes, the output bytes, and the
 /// flat index of the chunk's first element.

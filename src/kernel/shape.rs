@@ -310,6 +310,13 @@ pub struct Typed<'s, In, Out> {
     _t: PhantomData<fn(In) -> Out>,
 }
 
+impl<'s, In, Out> Typed<'s, In, Out> {
+    /// The spec this kernel checked.
+    pub(super) fn spec(&self) -> &'s KernelSpec {
+        self.spec
+    }
+}
+
 impl KernelSpec {
     /// This spec as a kernel of known element types, for [`crate::Pool::map`] and
     /// [`crate::Pool::submit`], which return `Vec<Out>`. (`&spec` works everywhere the data's

@@ -254,7 +254,7 @@ impl Pool {
     }
 
     /// One blocking map of one input or of several (a zip map, `zip.rs`).
-    fn run_any(
+    pub(super) fn run_any(
         &self,
         spec: &KernelSpec,
         srcs: Vec<Source<'_>>,

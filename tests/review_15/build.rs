@@ -63,7 +63,7 @@ fn pod_derive_needs_no_bytemuck_dependency() {
 }
 
 #[test]
-#[ignore = "review #15: map_reduce does not accept a `.with(params)` kernel (no ElemMap impl for With): a hole in the verb x kernel matrix"]
+
 fn map_reduce_accepts_a_kernel_with_parameters() {
     let (ok, err) = user_crate(
         "reduce_with",
@@ -75,7 +75,7 @@ fn map_reduce_accepts_a_kernel_with_parameters() {
 }
 
 #[test]
-#[ignore = "review #15: map_reduce/reduce do not accept a KernelSpec (`&spec` or `spec.typed()`): a hole in the verb x kernel matrix"]
+
 fn map_reduce_accepts_a_kernel_spec() {
     let (ok, err) = user_crate(
         "reduce_spec",
