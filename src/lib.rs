@@ -228,6 +228,8 @@ mod dtype {
     pub use shmpool_dtype::{Dtype, UnknownDtype};
 }
 mod error;
+#[cfg(feature = "expr")]
+pub mod expr_reduce;
 mod ipc;
 pub mod kernel;
 mod key;
@@ -243,7 +245,7 @@ mod worker;
 
 #[cfg(feature = "ndarray")]
 pub use array::nd;
-pub use array::{Input, NpyArray, NpyOutput, Output, SharedVec};
+pub use array::{Input, NpyArray, NpyOutput, NpyRange, NpyRangeMut, Output, SharedVec};
 /// `bytemuck`, whose derives (`shmpool::Pod`, `shmpool::Zeroable`) refer to it by path.
 pub use bytemuck;
 /// The element traits (and, in the macro namespace, their derives) for `#[repr(C)]` element
@@ -253,10 +255,10 @@ pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 pub use dtype::{Dtype, UnknownDtype};
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "expr")]
+pub use expr_reduce::AxisResult;
 pub use kernel::{ChunkFold, Dynamic, ElemMap, Kernel, KernelExt, KernelSpec, Zip};
 pub use launch::fork::{set_fork_hooks, ForkHooks};
-#[cfg(feature = "expr")]
-pub use pool::AxisResult;
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
 pub use process::Process;
 pub use start::{init, StartMethod};

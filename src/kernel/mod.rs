@@ -298,6 +298,8 @@ pub struct KernelSpec {
     /// The element types of a several-input kernel's data inputs, in order (empty for a
     /// one-input kernel); `input` is then the type of the descriptor's own input.
     pub(crate) zip: Vec<ElemType>,
+    /// The flat index the kernel sees for a map's first element ([`KernelSpec::index_offset`]).
+    pub(crate) index_offset: u64,
 }
 
 impl KernelSpec {
@@ -324,6 +326,7 @@ impl KernelSpec {
             params,
             fills_output: fills,
             zip: data,
+            index_offset: 0,
         }
     }
 
@@ -345,6 +348,7 @@ impl KernelSpec {
             params,
             fills_output,
             zip: Vec::new(),
+            index_offset: 0,
         }
     }
 

@@ -292,7 +292,9 @@ impl Pool {
     }
 
     /// Runs `units` of `spec` from `data` into `sink`, staging whichever side is plain memory
-    /// when the other is shared (plain on both sides: the inline / staged slice path).
+    /// when the other is shared (plain on both sides: the inline / staged slice path). A
+    /// range of a file (`off` not 0) maps in place when both sides start at the same unit;
+    /// otherwise its input is copied, as plain memory is.
     fn run_in(
         &self,
         spec: &KernelSpec,
@@ -301,6 +303,18 @@ impl Pool {
         sink: Sink<'_>,
         progress: Option<&mut dyn FnMut(usize)>,
     ) -> Result<()> {
+        let out_at = match &sink {
+            Sink::Shared { off, .. } => Some(unit_of(*off, spec.out_size, "output range start")?),
+            _ => None,
+        };
+        let data = match data {
+            Data::Shared { bytes, off, .. }
+                if off != 0 && (off % spec.in_size != 0 || Some(off / spec.in_size) != out_at) =>
+            {
+                Data::Plain(std::borrow::Cow::Borrowed(bytes))
+            }
+            data => data,
+        };
         match (data, sink) {
             (Data::Plain(i), Sink::Plain(o)) => self.map_slice(&i, o, spec, progress),
             (Data::Shared { seg: i, .. }, Sink::Shared { seg: o, path, .. }) => {
@@ -308,14 +322,17 @@ impl Pool {
                     let path = path.map_or_else(String::new, |p| p.display().to_string());
                     return Err(Error::Aliased { path });
                 }
-                self.map_shared(spec, units, i, o, progress)
+                self.map_shared_at(spec, units, i, super::run::Dest::Caller(o), progress, out_at.unwrap_or(0))
             }
             (Data::Plain(i), Sink::Shared { seg: o, .. }) => {
                 self.check_open()?;
-                let mut stage = self.take_staging(i.len())?;
-                stage.bytes_mut(i.len()).copy_from_slice(&i);
+                // The input staged at the output's first unit, so that both sides line up.
+                let at = out_at.unwrap_or(0);
+                let skip = at * spec.in_size;
+                let mut stage = self.take_staging(skip + i.len())?;
+                stage.bytes_mut(skip + i.len())[skip..].copy_from_slice(&i);
                 let seg = stage.seg.clone();
-                let r = self.map_shared(spec, units, &seg, o, progress);
+                let r = self.map_shared_at(spec, units, &seg, super::run::Dest::Caller(o), progress, at);
                 // A map that returned has no chunk in flight: the buffer may be reused.
                 self.give_back(stage);
                 r
@@ -339,4 +356,12 @@ impl Pool {
             }
         }
     }
+}
+
+/// Which unit of `size` bytes byte `off` starts (a range of a file, as units of a kernel).
+fn unit_of(off: usize, size: usize, what: &'static str) -> Result<usize> {
+    if off % size != 0 {
+        return Err(Error::InvalidOption { option: what, value: off as u64, allowed: "a whole number of rows" });
+    }
+    Ok(off / size)
 }

@@ -43,8 +43,10 @@ impl<'p> Stage<'p> {
         let mut segs = Vec::with_capacity(srcs.len());
         for s in srcs {
             let seg = match &s.data {
-                Data::Shared { seg, .. } => Arc::clone(seg),
-                Data::Plain(b) => {
+                Data::Shared { seg, off: 0, .. } => Arc::clone(seg),
+                // Plain memory, or a range of a file not at its start: copied.
+                _ => {
+                    let b = s.bytes();
                     let mut st = self.pool.take_staging(b.len().max(1))?;
                     st.bytes_mut(b.len()).copy_from_slice(b);
                     let seg = st.seg.clone();
@@ -113,6 +115,14 @@ impl Pool {
         dest: Dest<'_>,
         progress: Option<&mut dyn FnMut(usize)>,
     ) -> Result<()> {
+        if z.spec.index_offset != 0 {
+            // The workers slice a zip map's inputs by the chunk's index: it must be the unit's.
+            return Err(Error::InvalidOption {
+                option: "index offset of a several-input map",
+                value: z.spec.index_offset,
+                allowed: "0",
+            });
+        }
         let mut spec = z.spec.clone();
         spec.params = z.header.encode(&z.spec.params);
         let digest = ZipHeader::digest(&spec.params[..z.header.len()], &crate::kernel::key());
@@ -144,6 +154,11 @@ impl Pool {
         }
         let side = target.side;
         match target.sink {
+            Sink::Shared { off, .. } if off != 0 => Err(Error::InvalidOption {
+                option: "output range start of a several-input map",
+                value: off as u64,
+                allowed: "0 (a zip map writes a whole output; map into a range with one input)",
+            }),
             Sink::Shared { seg, path, .. } => {
                 let aliased = srcs.iter().any(|s| match &s.data {
                     Data::Shared { seg: i, .. } => i.identity().is_some() && i.identity() == seg.identity(),

@@ -115,7 +115,7 @@ fn prelude_does_not_shadow_ndarray_view_methods() {
 }
 
 #[test]
-#[ignore = "review #15: map_npy_range, map_into_spec_indexed, reduce_npy, reduce_npy_axis are still public Pool methods beside the verbs"]
+
 fn no_leftover_parallel_entry_points() {
     // The issue: "fold the variants ... so that every combination works and the method list is
     // short". These are the pre-#15 style one-off entry points still public on `Pool`.

@@ -11,6 +11,9 @@ use crate::shm::{Segment, SegmentKind};
 
 mod header;
 mod publish;
+mod range;
+
+pub use range::{NpyRange, NpyRangeMut};
 
 /// Refuses a view of `dtype` elements as `T` when their sizes differ.
 fn check_elem<T: Pod>(dtype: Dtype) -> Result<()> {
