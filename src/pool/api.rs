@@ -182,8 +182,22 @@ impl Pool {
         I::Elem: Fits<K::In>,
         K::Out: Pod,
     {
-        let src = input.source()?;
-        kernel.with_spec(|spec| self.submit_source(&src, spec, false))
+        let srcs = input.sources()?;
+        kernel.with_spec(|spec| self.submit_sources(&srcs, spec, false))
+    }
+
+    /// Checks `srcs` (one input, or a tuple's) against `spec` and submits them (see
+    /// `ticket.rs`).
+    pub(super) fn submit_sources<Out: Pod>(
+        &self,
+        srcs: &[Source<'_>],
+        spec: &KernelSpec,
+        fail_fast: bool,
+    ) -> Result<Ticket<'_, Out>> {
+        match srcs {
+            [src] if spec.zip.is_empty() => self.submit_source(src, spec, fail_fast),
+            _ => self.submit_zip(srcs, spec, fail_fast),
+        }
     }
 
     /// Checks `src` against `spec` and submits it (see `ticket.rs`).

@@ -115,6 +115,14 @@ impl Pool {
         dest: Dest<'_>,
         progress: Option<&mut dyn FnMut(usize)>,
     ) -> Result<()> {
+        let main = Input::Shared(z.main);
+        let (run, spec) = self.plan_zip(z, dest)?;
+        drive::drive(run, &spec, main, Output::Shared, progress)
+    }
+
+    /// Plans a [`ZipRun`] into `dest`: the map and the spec its chunks carry (its parameter
+    /// block headed by the zip header).
+    pub(super) fn plan_zip(&self, z: ZipRun<'_>, dest: Dest<'_>) -> Result<(run::MapRun<'_>, KernelSpec)> {
         if z.spec.index_offset != 0 {
             // The workers slice a zip map's inputs by the chunk's index: it must be the unit's.
             return Err(Error::InvalidOption {
@@ -127,13 +135,10 @@ impl Pool {
         spec.params = z.header.encode(&z.spec.params);
         let digest = ZipHeader::digest(&spec.params[..z.header.len()], &crate::kernel::key());
         let max_bytes = if z.file { index::MAX_FILE_CHUNK_BYTES } else { index::MAX_CHUNK_BYTES };
-        let main = Input::Shared(z.main);
-        let run = run::MapRun::new(self, &spec, z.units, &main, dest, run::Chunking::Shared)?.with_zip(digest).replan(
-            z.unit_bytes,
-            z.fixed,
-            max_bytes,
-        );
-        drive::drive(run, &spec, main, Output::Shared, progress)
+        let run = run::MapRun::new(self, &spec, z.units, &Input::Shared(z.main), dest, run::Chunking::Shared)?
+            .with_zip(digest)
+            .replan(z.unit_bytes, z.fixed, max_bytes);
+        Ok((run, spec))
     }
 
     /// A blocking zip map of `spec` from `srcs` into `target` (checked here).
