@@ -162,6 +162,9 @@ fn ranges_that_do_not_line_up_are_copied_and_still_map_the_right_elements() {
     // Input elements 10..30 into output elements 50..70; a plain slice into 0..5; a range into a Vec.
     pool.map_into(&src.range(10..30).unwrap(), &mut out.range(50..70).unwrap(), k).unwrap();
     pool.map_into(&[1i32, 2, 3, 4, 5], &mut out.range(0..5).unwrap(), k).unwrap();
+    // A whole shared input into a range that does not start at 0.
+    let small = SharedVec::from_slice(&[7i32, 8]).unwrap();
+    pool.map_into(&small, &mut out.range(80..82).unwrap(), k).unwrap();
     let mut plain = vec![0i64; 3];
     pool.map_into(&src.range(97..100).unwrap(), &mut plain, k).unwrap();
     assert_eq!(plain, [970, 980, 990]);
@@ -171,6 +174,7 @@ fn ranges_that_do_not_line_up_are_copied_and_still_map_the_right_elements() {
     assert_eq!(o[50], 100);
     assert_eq!(o[69], 290);
     assert_eq!(o[70], 0);
+    assert_eq!(&o[79..83], &[0, 70, 80, 0]);
     assert!(o[5..50].iter().all(|&v| v == 0));
     // A zip map reads a range as a copy; it cannot write into a range of an output.
     let got = pool.map(&(&src.range(1..4).unwrap(), &[1i32, 1, 1]), |(a, b): (i32, i32)| a + b).unwrap();

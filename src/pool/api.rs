@@ -321,10 +321,10 @@ impl Pool {
             Sink::Shared { off, .. } => Some(unit_of(*off, spec.out_size, "output range start")?),
             _ => None,
         };
+        // A shared input maps in place only from the unit the output starts at.
+        let at = out_at.unwrap_or(0);
         let data = match data {
-            Data::Shared { bytes, off, .. }
-                if off != 0 && (off % spec.in_size != 0 || Some(off / spec.in_size) != out_at) =>
-            {
+            Data::Shared { bytes, off, .. } if off % spec.in_size != 0 || off / spec.in_size != at => {
                 Data::Plain(std::borrow::Cow::Borrowed(bytes))
             }
             data => data,
@@ -336,13 +336,14 @@ impl Pool {
                     let path = path.map_or_else(String::new, |p| p.display().to_string());
                     return Err(Error::Aliased { path });
                 }
-                self.map_shared_at(spec, units, i, super::run::Dest::Caller(o), progress, out_at.unwrap_or(0))
+                self.map_shared_at(spec, units, i, super::run::Dest::Caller(o), progress, at)
             }
             (Data::Plain(i), Sink::Shared { seg: o, .. }) => {
                 self.check_open()?;
                 // The input staged at the output's first unit, so that both sides line up.
-                let at = out_at.unwrap_or(0);
-                let skip = at * spec.in_size;
+                let too_large = Error::TooLarge { count: at as u64, elem_size: spec.in_size as u64 };
+                let skip =
+                    at.checked_mul(spec.in_size).filter(|s| s.checked_add(i.len()).is_some()).ok_or(too_large)?;
                 let mut stage = self.take_staging(skip + i.len())?;
                 stage.bytes_mut(skip + i.len())[skip..].copy_from_slice(&i);
                 let seg = stage.seg.clone();
