@@ -64,16 +64,6 @@ pub enum Error {
         len: usize,
     },
 
-    /// A tuple of inputs given to a verb that maps one input (`submit`, `imap`): zip inputs
-    /// go through `map`, `map_into`, `reduce` and `map_reduce`.
-    #[error("{inputs} zip inputs given to {verb}, which maps one input (use map, map_into, reduce or map_reduce)")]
-    ZipUnsupported {
-        /// How many inputs the tuple holds.
-        inputs: usize,
-        /// The verb.
-        verb: &'static str,
-    },
-
     /// A builder option or argument is out of range.
     #[error("invalid {option} {value}: must be {allowed}")]
     InvalidOption {
@@ -393,7 +383,6 @@ impl Error {
         match self {
             E::LengthMismatch { .. }
             | E::InputLengths { .. }
-            | E::ZipUnsupported { .. }
             | E::InvalidOption { .. }
             | E::TypeMismatch { .. }
             | E::TooLarge { .. }

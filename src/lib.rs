@@ -42,7 +42,7 @@
 //! (read and written in place), [`NpyArray`] / [`NpyOutput`] (in place) and, with the
 //! `ndarray` feature, every ndarray array or view and `nd::SharedArray`. A tuple of two to four
 //! inputs of equal length, `&(&a, &b, &c)`, is one input read together (a *zip map*, for
-//! `map`, `map_into` and the reductions), each member in place where it is shared, for a kernel
+//! every verb), each member in place where it is shared, for a kernel
 //! that takes a tuple: `|(a, b, c): (f64, f32, i32)| -> Out` or
 //! `|(a, b, c): (&[f64], &[f32], &[i32]), out: &mut [Out]|`. `kernel` is any
 //! [`Kernel`]: an element closure `|x: In| -> Out`, a chunk closure
@@ -71,6 +71,12 @@
 //! | (none: one input per map) | `map_into(&(&a, &b, &c), &mut out, \|(a, b, c): (f64, f32, i32)\| ..)` |
 //! | (none: reductions went back to the caller) | `map_reduce(&x, 0.0, \|v: f64\| v * v, \|p: f64, q: f64\| p + q)` |
 //! | (none) | `reduce(&x, id, \|acc, chunk: &[T]\| .., combine)`: deterministic for any worker count |
+//! | (none: zip inputs were refused at run time by `submit` / `imap`) | `submit(&(&a, &b), \|(a, b): (f64, f32)\| ..)`, `imap(pairs, ..)` |
+//! | (none: `map_reduce` took closures only) | `map_reduce(&x, id, f.with(p), combine)`, `map_reduce(&x, id, &spec, combine)` |
+//! | `map_npy_range(&npy, &mut out, a..b, &spec, cb)` | `map_into_progress(&npy.range(a..b)?, &mut out.range(a..b)?, &spec.index_offset(a), cb)` |
+//! | `map_into_spec_indexed(&xs, &mut ys, &spec, off)` | `map_into(&xs, &mut ys, &spec.index_offset(off))` |
+//! | `pool.reduce_npy(&program, files, consts, kind)` | `expr_reduce::reduce_npy(&pool, &program, files, consts, kind)` |
+//! | `pool.reduce_npy_axis(&program, files, consts, kind, axis)` | `expr_reduce::reduce_npy_axis(&pool, ..., axis)` |
 //! | `Ticket::try_get() -> Option<Result<_>>` | `Ticket::try_wait() -> Result<Option<_>>` |
 //! | `WorkerDeath` exported, unobtainable | [`Pool::death_log`] |
 //! | matching messages for exit codes | [`Error::kind`] → [`ErrorKind`] |
@@ -229,6 +235,8 @@ mod dtype {
     pub use shmpool_dtype::{Dtype, UnknownDtype};
 }
 mod error;
+#[cfg(feature = "expr")]
+pub mod expr_reduce;
 mod ipc;
 pub mod kernel;
 mod key;
@@ -244,7 +252,7 @@ mod worker;
 
 #[cfg(feature = "ndarray")]
 pub use array::nd;
-pub use array::{Input, NpyArray, NpyOutput, Output, SharedVec};
+pub use array::{Input, NpyArray, NpyOutput, NpyRange, NpyRangeMut, Output, SharedVec};
 /// `bytemuck`, whose derives (`shmpool::Pod`, `shmpool::Zeroable`) refer to it by path.
 pub use bytemuck;
 /// The element traits (and, in the macro namespace, their derives) for `#[repr(C)]` element
@@ -254,10 +262,10 @@ pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 pub use dtype::{Dtype, UnknownDtype};
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "expr")]
+pub use expr_reduce::AxisResult;
 pub use kernel::{ChunkFold, Dynamic, ElemMap, Kernel, KernelExt, KernelSpec, Zip};
 pub use launch::fork::{set_fork_hooks, ForkHooks};
-#[cfg(feature = "expr")]
-pub use pool::AxisResult;
 pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder, Ticket, WaitStrategy, WorkerDeath};
 pub use process::Process;
 pub use start::{init, StartMethod};

@@ -1,7 +1,7 @@
-//! Mapping a range of a `.npy` file into the same range of an output (`Pool::map_npy_range`),
-//! an output other processes write parts of (`NpyOutput::create_shared` / `open_part`), and
-//! maps whose kernel sees shifted indices (`Pool::map_into_spec_indexed`): the pieces MPI ranks
-//! (shmpool-mpi) build one output from.
+//! Mapping a range of a `.npy` file into a range of an output (`NpyArray::range`,
+//! `NpyOutput::range` with `map_into`), an output other processes write parts of
+//! (`NpyOutput::create_shared` / `open_part`), and maps whose kernel sees shifted indices
+//! (`KernelSpec::index_offset`): the pieces MPI ranks (shmpool-mpi) build one output from.
 
 mod common;
 
@@ -57,7 +57,8 @@ fn ranges_mapped_by_separate_parts_give_the_whole_files_map_byte_for_byte() {
         // SAFETY: each part writes only its own range, and no slice of the file is held.
         let mut part = unsafe { NpyOutput::open_part(&temp, out_dtype, src.shape()) }.unwrap();
         let mut progress = |k: usize| done = done.max(k);
-        pool.map_npy_range(&src, &mut part, w[0]..w[1], &spec, Some(&mut progress)).unwrap();
+        let (input, spec) = (src.range(w[0]..w[1]).unwrap(), spec.index_offset(w[0] as u64));
+        pool.map_into_progress(&input, &mut part.range(w[0]..w[1]).unwrap(), &spec, &mut progress).unwrap();
         part.commit().unwrap();
         assert!(temp.exists(), "a part never publishes nor removes the file");
         assert!(done <= w[1] - w[0], "progress counts the elements of the range: {done} of {w:?}");
@@ -81,11 +82,16 @@ fn a_range_outside_the_arrays_is_refused_before_anything_runs() {
     let spec = KernelSpec::expr_for(&Program::compile_for("x", Dtype::I32).unwrap(), Dtype::I32, Dtype::I32).unwrap();
     let mut out = NpyOutput::create(d.path().join("y.npy"), Dtype::I32, &[10]).unwrap();
     let pool = Pool::new(1).unwrap();
-    let past = pool.map_npy_range(&src, &mut out, 5..11, &spec, None);
+    let past = src.range(5..11).map(|_| ());
+    assert!(matches!(past, Err(Error::InvalidOption { option: "range end", value: 11, .. })), "{past:?}");
+    let past = out.range(5..11).map(|_| ());
     assert!(matches!(past, Err(Error::InvalidOption { option: "range end", value: 11, .. })), "{past:?}");
     #[allow(clippy::reversed_empty_ranges)]
-    let reversed = pool.map_npy_range(&src, &mut out, 6..5, &spec, None);
+    let reversed = src.range(6..5).map(|_| ());
     assert!(matches!(reversed, Err(Error::InvalidOption { option: "range start", value: 6, .. })), "{reversed:?}");
+    // Ranges of different lengths: the map's length check.
+    let e = pool.map_into(&src.range(0..5).unwrap(), &mut out.range(0..4).unwrap(), &spec).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { .. }), "{e}");
     assert_eq!(out.as_slice::<i32>().unwrap(), &[0; 10], "nothing was written");
     drop((src, out, pool));
     common::assert_nothing_leaked();
@@ -128,9 +134,54 @@ fn an_indexed_map_shows_the_kernel_shifted_indices() {
     let xs = SharedVec::from_slice(&vec![0.25f64; n]).unwrap();
     let mut ys = SharedVec::<f64>::zeroed(n).unwrap();
     let pool = Pool::new(2).unwrap();
-    pool.map_into_spec_indexed(&xs, &mut ys, &spec, 1_000_000).unwrap();
+    pool.map_into(&xs, &mut ys, &spec.index_offset(1_000_000)).unwrap();
     assert!(ys.iter().enumerate().all(|(k, &y)| y == 1_000_000.25 + k as f64));
+    // Every path sees the offset: inline slots, staging, a ticket; the spec itself is unchanged.
+    let small = [0.5f64; 5];
+    let want: Vec<f64> = (0..5).map(|k| 7.5 + k as f64).collect();
+    let shifted = spec.index_offset(7);
+    assert_eq!(pool.map(&small, shifted.typed::<f64, f64>().unwrap()).unwrap(), want);
+    assert_eq!(pool.submit(&small, shifted.typed::<f64, f64>().unwrap()).unwrap().wait().unwrap(), want);
+    let big: Vec<f64> = pool.map(&xs[..], shifted.typed::<f64, f64>().unwrap()).unwrap();
+    assert!(big.iter().enumerate().all(|(k, &y)| y == 7.25 + k as f64));
+    assert_eq!(pool.map(&small, spec.typed::<f64, f64>().unwrap()).unwrap()[1], 1.5);
     drop((xs, ys, pool));
+    common::assert_nothing_leaked();
+}
+
+#[test]
+fn ranges_that_do_not_line_up_are_copied_and_still_map_the_right_elements() {
+    let _s = common::serial();
+    let d = tempfile::tempdir().unwrap();
+    let xs: Vec<i32> = (0..100).collect();
+    save_i32(&d.path().join("x.npy"), &[100], &xs);
+    let src = open(&d.path().join("x.npy"));
+    let mut out = NpyOutput::create(d.path().join("y.npy"), Dtype::I64, &[100]).unwrap();
+    let pool = Pool::new(2).unwrap();
+    let k = |x: i32| i64::from(x) * 10;
+    // Input elements 10..30 into output elements 50..70; a plain slice into 0..5; a range into a Vec.
+    pool.map_into(&src.range(10..30).unwrap(), &mut out.range(50..70).unwrap(), k).unwrap();
+    pool.map_into(&[1i32, 2, 3, 4, 5], &mut out.range(0..5).unwrap(), k).unwrap();
+    // A whole shared input into a range that does not start at 0.
+    let small = SharedVec::from_slice(&[7i32, 8]).unwrap();
+    pool.map_into(&small, &mut out.range(80..82).unwrap(), k).unwrap();
+    let mut plain = vec![0i64; 3];
+    pool.map_into(&src.range(97..100).unwrap(), &mut plain, k).unwrap();
+    assert_eq!(plain, [970, 980, 990]);
+    assert_eq!(pool.map(&src.range(3..6).unwrap(), k).unwrap(), [30, 40, 50]);
+    let o = out.as_slice::<i64>().unwrap();
+    assert_eq!(&o[..6], &[10, 20, 30, 40, 50, 0]);
+    assert_eq!(o[50], 100);
+    assert_eq!(o[69], 290);
+    assert_eq!(o[70], 0);
+    assert_eq!(&o[79..83], &[0, 70, 80, 0]);
+    assert!(o[5..50].iter().all(|&v| v == 0));
+    // A zip map reads a range as a copy; it cannot write into a range of an output.
+    let got = pool.map(&(&src.range(1..4).unwrap(), &[1i32, 1, 1]), |(a, b): (i32, i32)| a + b).unwrap();
+    assert_eq!(got, [2, 3, 4]);
+    let e = pool.map_into(&(&[1i32], &[2i32]), &mut out.range(9..10).unwrap(), |(a, b): (i32, i32)| i64::from(a + b));
+    assert!(matches!(e, Err(Error::InvalidOption { .. })), "{e:?}");
+    drop((src, out, pool));
     common::assert_nothing_leaked();
 }
 

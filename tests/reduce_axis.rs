@@ -203,19 +203,19 @@ fn the_library_reduces_along_an_axis_with_numpys_shape_and_axis_error() {
     let program = Program::compile_inputs("x * 2", &[("x", shmpool::Dtype::F64)]).unwrap();
     let pool = shmpool::Pool::new(2).unwrap();
     let files = [(path.as_path(), &array)];
-    let r = pool.reduce_npy_axis(&program, &files, &[], Reduction::Sum, 0).unwrap();
+    let r = shmpool::expr_reduce::reduce_npy_axis(&pool, &program, &files, &[], Reduction::Sum, 0).unwrap();
     assert_eq!((r.dtype, r.shape.as_slice(), r.warning), (shmpool::Dtype::F64, &[3u64][..], None));
     assert_eq!(
         r.bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>(),
         [36.0, 44.0, 52.0]
     );
-    let r = pool.reduce_npy_axis(&program, &files, &[], Reduction::ArgMax, -1).unwrap();
+    let r = shmpool::expr_reduce::reduce_npy_axis(&pool, &program, &files, &[], Reduction::ArgMax, -1).unwrap();
     assert_eq!((r.dtype, r.shape.as_slice()), (shmpool::Dtype::I64, &[4u64][..]));
     assert_eq!(
         r.bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>(),
         [2, 2, 2, 2]
     );
-    let e = pool.reduce_npy_axis(&program, &files, &[], Reduction::Mean, 2).unwrap_err();
+    let e = shmpool::expr_reduce::reduce_npy_axis(&pool, &program, &files, &[], Reduction::Mean, 2).unwrap_err();
     assert!(matches!(e, shmpool::Error::Expr(ExprError::Axis { axis: 2, ndim: 2 })), "{e:?}");
     pool.close();
     pool.join().unwrap();

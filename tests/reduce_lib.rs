@@ -217,3 +217,52 @@ fn workers_killed_mid_chunk_give_the_same_bits() {
     });
     common::assert_nothing_leaked();
 }
+
+#[test]
+fn map_reduce_and_reduce_take_a_parameter_block_with_the_documented_tree() {
+    use shmpool::KernelExt;
+    let x = data(200_003);
+    let want = documented_sum(&x, |v| v * 3.0);
+    let pool = Pool::new(2).unwrap();
+    let got = pool.map_reduce(&x[..], 0.0, (|v: f64, k: &f64| v * k).with(3.0f64), add).unwrap();
+    assert_eq!(got.to_bits(), want.to_bits());
+    // A parameter block larger than the identity, and an odd-sized identity before it.
+    let w = [1u64, 2, 3, 4, 5];
+    let xs: Vec<u32> = (0..100_000).collect();
+    let got = pool
+        .reduce(&xs, [0u8; 3], (|a: [u8; 3], x: &[u32], w: &[u64; 5]| fold3(a, x, w)).with(w), |a: [u8; 3], b| {
+            [a[0].wrapping_add(b[0]), a[1] ^ b[1], a[2].max(b[2])]
+        })
+        .unwrap();
+    let serial = fold3([0; 3], &xs, &w);
+    assert_eq!(got[0], serial[0]);
+    assert_eq!(got[2], serial[2]);
+}
+
+/// A fold over a parameter block (the sum wraps, the xor and max do not depend on grouping).
+fn fold3(a: [u8; 3], x: &[u32], w: &[u64; 5]) -> [u8; 3] {
+    x.iter().fold(a, |a, &v| {
+        let t = (u64::from(v) * w[v as usize % 5]) as u8;
+        [a[0].wrapping_add(t), a[1] ^ t, a[2].max(t)]
+    })
+}
+
+#[test]
+fn map_reduce_takes_a_kernel_spec_with_the_element_map_s_result() {
+    use shmpool::KernelSpec;
+    let x = data(150_001);
+    let pool = Pool::new(2).unwrap();
+    let spec = KernelSpec::elem(|v: f64| v * v);
+    let want = pool.map_reduce(&x[..], 0.0, |v: f64| v * v, add).unwrap();
+    let by_ref = pool.map_reduce(&x[..], 0.0, &spec, add).unwrap();
+    assert_eq!(by_ref.to_bits(), want.to_bits());
+    let typed = pool.map_reduce(&x[..], 0.0, spec.typed::<f64, f64>().unwrap(), add).unwrap();
+    assert_eq!(typed.to_bits(), want.to_bits());
+    // A spec on data of another type, or into another accumulator: typed errors.
+    let e = pool.map_reduce(&[1u32, 2], 0.0, &spec, add).unwrap_err();
+    assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+    let e = pool.map_reduce(&x[..], 0u64, &spec, |a: u64, b: u64| a + b).unwrap_err();
+    assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+    let empty: [f64; 0] = [];
+    assert_eq!(pool.map_reduce(&empty, 7.0, &spec, add).unwrap(), 7.0);
+}

@@ -264,7 +264,7 @@ fn deeply_nested_expression_is_a_typed_error_not_a_stack_overflow() {
 }
 
 #[test]
-#[ignore = "review #15: submit (and imap) refuse a tuple of inputs at run time (ZipUnsupported) although the docs say every verb x kernel x data combination works"]
+
 fn submit_accepts_a_zip_input() {
     let _serial = common::serial();
     let p = pool();

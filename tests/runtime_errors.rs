@@ -67,7 +67,7 @@ fn reduce_npy_returns_the_typed_error_not_a_kernel_panic() {
     let array = unsafe { shmpool::NpyArray::open(&path) }.unwrap();
     let program = Program::compile_inputs("x ** x", &[("x", shmpool::Dtype::I32)]).unwrap();
     let pool = shmpool::Pool::new(2).unwrap();
-    let e = pool.reduce_npy(&program, &[(&path, &array)], &[], Reduction::Sum).unwrap_err();
+    let e = shmpool::expr_reduce::reduce_npy(&pool, &program, &[(&path, &array)], &[], Reduction::Sum).unwrap_err();
     assert!(matches!(e, shmpool::Error::Expr(ExprError::NegativeIntegerPower)), "{e:?}");
     assert_eq!(e.to_string(), NUMPY_WORDS);
     pool.close();

@@ -112,8 +112,48 @@ fn inputs_of_different_lengths_are_a_typed_error() {
     let e =
         pool.map_into(&(&[1.0f64, 2.0, 3.0], &[1.0f64, 2.0, 3.0]), &mut out, |(x, y): (f64, f64)| x + y).unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { input: 3, output: 2 }), "{e}");
-    let e = pool.submit(&(&[1.0f64], &[1.0f64]), |(x, y): (f64, f64)| x + y).unwrap_err();
-    assert!(matches!(e, Error::ZipUnsupported { inputs: 2, .. }), "{e}");
+    let e = pool.submit(&(&[1.0f64], &[1.0f64, 2.0]), |(x, y): (f64, f64)| x + y).unwrap_err();
+    assert!(matches!(e, Error::InputLengths { first: 1, input: 1, len: 2 }), "{e}");
+    let r: Vec<_> = pool.imap(vec![(vec![1.0f64], vec![1.0f64, 2.0])], |(x, y): (f64, f64)| x + y).collect();
+    assert!(matches!(r[0], Err(Error::InputLengths { .. })), "{r:?}");
+}
+
+#[test]
+fn submit_and_imap_take_tuples_of_inputs_inline_staged_and_shared() {
+    let _s = common::serial();
+    let pool = Pool::builder().workers(2).chunk_len(1000).build().unwrap();
+    let n = 50_001;
+    let (a, b) = (f64s(n), f32s(n));
+    let want: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x * f64::from(*y)).collect();
+    let k = |(x, y): (f64, f32)| x * f64::from(y);
+    // Large plain inputs, copied at submit: changing them afterwards changes nothing.
+    let (mut a2, b2) = (a.clone(), SharedVec::from_slice(&b).unwrap());
+    let t = pool.submit(&(&a2, &b2), k).unwrap();
+    a2.iter_mut().for_each(|x| *x = 0.0);
+    assert_eq!(t.wait().unwrap(), want);
+    // Small inputs, a chunk kernel with parameters, three inputs.
+    let k3 = |(x, y, z): (&[f64], &[f32], &[i32]), o: &mut [f64], p: &f64| {
+        for (k, o) in o.iter_mut().enumerate() {
+            *o = x[k] + f64::from(y[k]) + f64::from(z[k]) * p;
+        }
+    };
+    let t = pool.submit(&(&[1.0f64, 2.0], &[0.5f32, 0.25], &[3i32, 4]), shmpool::KernelExt::with(k3, 10.0f64));
+    assert_eq!(t.unwrap().wait().unwrap(), [31.5, 42.25]);
+    let empty: [f64; 0] = [];
+    assert!(pool.submit(&(&empty, &empty), |(x, y): (f64, f64)| x + y).unwrap().wait().unwrap().is_empty());
+    // imap and imap_unordered over batches of pairs, in order and not.
+    let batches: Vec<(Vec<f64>, Vec<f32>)> =
+        (0..5).map(|i| (a[i * 1000..(i + 1) * 1000 + i].to_vec(), b[i * 1000..(i + 1) * 1000 + i].to_vec())).collect();
+    let wants: Vec<Vec<f64>> =
+        batches.iter().map(|(x, y)| x.iter().zip(y).map(|(x, y)| x * f64::from(*y)).collect()).collect();
+    let got: Vec<Vec<f64>> = pool.imap(batches.iter().map(|(x, y)| (x, y)), k).collect::<shmpool::Result<_>>().unwrap();
+    assert_eq!(got, wants);
+    let mut got: Vec<Vec<f64>> =
+        pool.imap_unordered(batches.iter().map(|(x, y)| (x, y)), k).collect::<shmpool::Result<_>>().unwrap();
+    got.sort_by_key(Vec::len);
+    assert_eq!(got, wants);
+    drop(pool);
+    common::assert_nothing_leaked();
 }
 
 #[test]

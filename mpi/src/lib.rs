@@ -18,8 +18,9 @@
 //! expression) and creates the output as a hidden temporary file in the output's directory
 //! ([`shmpool::NpyOutput::create_shared`]); one broadcast tells every rank the outcome and the
 //! temporary's name. Every rank then opens the input and the temporary, maps elements
-//! `n·r/R .. n·(r+1)/R` in place ([`shmpool::Pool::map_npy_range`], `i` the global flat index),
-//! writes its pages back, and reports a status word; rank 0 publishes the file (atomic rename,
+//! `n·r/R .. n·(r+1)/R` in place ([`shmpool::NpyArray::range`] into
+//! [`shmpool::NpyOutput::range`], `i` the global flat index by
+//! [`shmpool::KernelSpec::index_offset`]), writes its pages back, and reports a status word; rank 0 publishes the file (atomic rename,
 //! `np.save`'s permissions) only when every rank reported success, and removes it otherwise.
 //! Data never moves between ranks: one collective at the start, one at the end.
 //!

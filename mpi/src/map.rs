@@ -188,7 +188,7 @@ fn open_slice(job: &MapJob, ann: &mut Announced, rank: usize, ranks: usize, node
         Some(p) => p,
         None => prepare(job)?,
     };
-    // SAFETY: every rank writes only its own slice of the file, through `map_npy_range`, and no
+    // SAFETY: every rank writes only its own slice of the file, through `map_into` of its range, and no
     // rank takes a slice of the elements; rank 0 removes or renames the file only after every
     // rank has finished with it (the collective after the map).
     #[allow(unsafe_code)]
@@ -256,7 +256,9 @@ fn map_range(
         reporter.tick(done);
     };
     let size_before = std::fs::metadata(&p.src_path).map(|m| m.len()).ok();
-    pool.map_npy_range(&p.src, part, local.clone(), spec, Some(&mut tick)).map_err(|e| {
+    let (input, spec) = (p.src.range(local.clone()).map_err(Error::Engine)?, spec.index_offset(local.start as u64));
+    let mut output = part.range(local.clone()).map_err(Error::Engine)?;
+    pool.map_into_progress(&input, &mut output, &spec, &mut tick).map_err(|e| {
         // A worker that cannot read its chunk of a file that shrank under it dies: say what
         // happened to the input, as `shmpool map` does.
         let size_now = std::fs::metadata(&p.src_path).map(|m| m.len()).ok();

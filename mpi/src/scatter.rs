@@ -40,7 +40,7 @@ pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
     let all_in: &[u8] = bytemuck::cast_slice(input.unwrap_or(&[]));
     scatter_bytes(&comm, n, std::mem::size_of::<In>(), whole_fits, all_in, bytemuck::cast_slice_mut(&mut xs[..]));
     let mut own = None;
-    let status = match pool.map_into_spec_indexed(&xs, &mut ys, spec, local.start as u64) {
+    let status = match pool.map_into(&xs, &mut ys, &spec.index_offset(local.start as u64)) {
         Ok(()) => 0,
         Err(e) => {
             let e = Error::from(e);

@@ -13,7 +13,7 @@ use shmpool::kernel::expr::{broadcast_shapes, Reducer, Reduction, Value};
 /// One input as the package hands it over: (name, dtype name, shape).
 pub(crate) type Named = (String, String, Vec<u64>);
 
-/// Flat indices reduced by one [`Reducer`]: the engine's block (`Pool::reduce_npy`), so that
+/// Flat indices reduced by one [`Reducer`]: the engine's block (`expr_reduce::reduce_npy`), so that
 /// the result does not depend on the number of threads.
 const REDUCE_BLOCK: usize = 1 << 13;
 

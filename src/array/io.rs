@@ -26,8 +26,9 @@ use crate::shm::Segment;
 pub(crate) enum Data<'a> {
     /// Process-private memory (borrowed, or gathered from a strided view).
     Plain(Cow<'a, [u8]>),
-    /// A shared segment the workers read in place; `bytes` is the same memory seen here.
-    Shared { seg: &'a Arc<Segment>, bytes: &'a [u8] },
+    /// A shared segment the workers read in place; `bytes` is the same memory seen here,
+    /// from byte `off` of the segment's data (a range of a `.npy` file; else 0).
+    Shared { seg: &'a Arc<Segment>, bytes: &'a [u8], off: usize },
 }
 
 /// A map's input: its bytes and their element type. (Named by the sealed [`Input`] trait's
@@ -55,8 +56,9 @@ pub(crate) type Scatter<'a> = Box<dyn FnOnce(&[u8]) + 'a>;
 pub(crate) enum Sink<'a> {
     /// Process-private memory, written from the slots or the staging buffer.
     Plain(&'a mut [u8]),
-    /// A shared segment the workers write in place (`path`: the file behind it, if any).
-    Shared { seg: &'a Arc<Segment>, len: usize, path: Option<&'a Path> },
+    /// A shared segment the workers write in place (`path`: the file behind it, if any), `len`
+    /// bytes from byte `off` of its data (a range of a `.npy` file; else 0).
+    Shared { seg: &'a Arc<Segment>, len: usize, path: Option<&'a Path>, off: usize },
     /// Memory that is not contiguous: the map writes `buf`, then `scatter` copies it out.
     #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
     Scatter { buf: Vec<u8>, scatter: Scatter<'a> },
@@ -153,7 +155,7 @@ like_slice!([T: Pod, const N: usize] [T; N]);
 impl<T: Pod> InputSealed for SharedVec<T> {
     fn source(&self) -> Result<Source<'_>> {
         Ok(Source {
-            data: Data::Shared { seg: self.segment(), bytes: bytemuck::cast_slice(&self[..]) },
+            data: Data::Shared { seg: self.segment(), bytes: bytemuck::cast_slice(&self[..]), off: 0 },
             side: Side::of::<T>(),
         })
     }
@@ -164,7 +166,7 @@ impl<T: Pod> Input for SharedVec<T> {
 impl<T: Pod> OutputSealed for SharedVec<T> {
     fn target(&mut self) -> Result<Target<'_>> {
         let len = std::mem::size_of_val::<[T]>(self);
-        Ok(Target { sink: Sink::Shared { seg: self.segment(), len, path: None }, side: Side::of::<T>() })
+        Ok(Target { sink: Sink::Shared { seg: self.segment(), len, path: None, off: 0 }, side: Side::of::<T>() })
     }
 }
 impl<T: Pod> Output for SharedVec<T> {
@@ -173,7 +175,10 @@ impl<T: Pod> Output for SharedVec<T> {
 
 impl InputSealed for NpyArray {
     fn source(&self) -> Result<Source<'_>> {
-        Ok(Source { data: Data::Shared { seg: self.segment(), bytes: self.bytes()? }, side: Side::Dtype(self.dtype()) })
+        Ok(Source {
+            data: Data::Shared { seg: self.segment(), bytes: self.bytes()?, off: 0 },
+            side: Side::Dtype(self.dtype()),
+        })
     }
 }
 impl Input for NpyArray {
@@ -183,7 +188,7 @@ impl OutputSealed for NpyOutput {
     fn target(&mut self) -> Result<Target<'_>> {
         let len = self.len() * self.dtype().size();
         let side = Side::Dtype(self.dtype());
-        Ok(Target { sink: Sink::Shared { seg: self.segment(), len, path: Some(self.path()) }, side })
+        Ok(Target { sink: Sink::Shared { seg: self.segment(), len, path: Some(self.path()), off: 0 }, side })
     }
 }
 impl Output for NpyOutput {

@@ -16,7 +16,7 @@ pub(crate) use npy::force_named_temp_files;
 
 pub(crate) use io::{Data, Side, Sink, Source, Target};
 pub use io::{Input, Output};
-pub use npy::{NpyArray, NpyOutput};
+pub use npy::{NpyArray, NpyOutput, NpyRange, NpyRangeMut};
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};

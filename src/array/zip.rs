@@ -12,7 +12,8 @@ macro_rules! zip_input {
     ($n:literal; $($I:ident $i:tt),+) => {
         impl<$($I: Input),+> InputSealed for ($($I,)+) {
             fn source(&self) -> Result<Source<'_>> {
-                Err(Error::ZipUnsupported { inputs: $n, verb: "submit or imap" })
+                // Every verb reads a tuple through `sources`; this is for one-input callers.
+                Err(Error::TypeMismatch { kernel: "one input".into(), data: format!("{} inputs", $n) })
             }
             fn sources(&self) -> Result<Vec<Source<'_>>> {
                 Ok(vec![$(self.$i.source()?),+])

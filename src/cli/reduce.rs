@@ -63,7 +63,7 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     let (dtype, shape, bytes, warning) = match kind {
         Some(kind) => {
             let files = outer.files(&paths, &arrays);
-            let (v, warning) = pool.reduce_npy(&outer.program, &files, &outer.values, kind)?;
+            let (v, warning) = shmpool::expr_reduce::reduce_npy(&pool, &outer.program, &files, &outer.values, kind)?;
             (v.dtype(), Vec::new(), v.to_le_bytes(), warning)
         }
         // An expression of reductions' values: computed here.

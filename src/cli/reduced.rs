@@ -39,11 +39,11 @@ pub(super) fn reduce_inner(
         let files: Vec<(&Path, &NpyArray)> = idx.iter().map(|&k| (paths[k], &arrays[k])).collect();
         let (value, warning) = match call.axis {
             None => {
-                let (v, w) = pool.reduce_npy(&program, &files, &[], call.reduction)?;
+                let (v, w) = shmpool::expr_reduce::reduce_npy(pool, &program, &files, &[], call.reduction)?;
                 (Reduced::Scalar(v), w)
             }
             Some(axis) => {
-                let r = pool.reduce_npy_axis(&program, &files, &[], call.reduction, axis)?;
+                let r = shmpool::expr_reduce::reduce_npy_axis(pool, &program, &files, &[], call.reduction, axis)?;
                 let w = r.warning;
                 match r.shape.is_empty() {
                     true => (Reduced::Scalar(Value::from_le_bytes(r.dtype, &r.bytes).expect("one element")), w),

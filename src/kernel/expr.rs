@@ -114,7 +114,7 @@ fn ensure_mapped(files: &[FileInput]) {
             }
             // SAFETY: the identity check above proves this is the file an `NpyArray` of the map
             // caller maps, and that array outlives the map (`KernelSpec::expr_files`'s
-            // `# Safety`; `Pool::reduce_npy` borrows its arrays); whoever opened it promised
+            // `# Safety`; `expr_reduce::reduce_npy` borrows its arrays); whoever opened it promised
             // (`NpyArray::open`'s `# Safety`) that nothing truncates or modifies the file while
             // it exists, so this mapping stays valid and its bytes immutable during a chunk.
             let map = unsafe { memmap2::Mmap::map(&file) }
@@ -233,7 +233,7 @@ impl super::KernelSpec {
     /// An axis reduction kernel: maps block numbers (`u64`) to units of [`AXIS_UNIT`] bytes,
     /// each the values of [`AXIS_BLOCK`] elements of the result of `r` over `program`'s values.
     /// As [`super::KernelSpec::expr_files`], the arrays must outlive every map with it: the
-    /// caller ([`crate::Pool::reduce_npy_axis`]) borrows them for as long as the kernel exists.
+    /// caller (`shmpool::expr_reduce::reduce_npy_axis`) borrows them for as long as the kernel exists.
     pub(crate) fn reduce_axis_blocks(
         r: &AxisReduction,
         program: &Program,

@@ -41,6 +41,7 @@ pub(crate) use side::Side;
 pub mod expr;
 mod failure;
 mod image;
+mod reduce_with;
 mod shape;
 mod side;
 #[cfg(feature = "expr")]
@@ -51,6 +52,7 @@ mod zip;
 pub use shape::{marker, Dynamic, Fits, Kernel, KernelExt, RowKernel, Typed, With, WithTable};
 pub(crate) use zip::{pairwise, ZipTrampoline, REDUCE_BLOCK};
 pub use zip::{ChunkFold, ElemMap, Zip};
+pub(crate) use zip::{ReduceKernel, ReduceSealed};
 
 /// What a trampoline receives: the parameter block, the input bytes, the output bytes, and the
 /// flat index of the chunk's first element.
@@ -299,6 +301,8 @@ pub struct KernelSpec {
     /// The element types of a several-input kernel's data inputs, in order (empty for a
     /// one-input kernel); `input` is then the type of the descriptor's own input.
     pub(crate) zip: Vec<ElemType>,
+    /// The flat index the kernel sees for a map's first element ([`KernelSpec::index_offset`]).
+    pub(crate) index_offset: u64,
 }
 
 impl KernelSpec {
@@ -325,6 +329,7 @@ impl KernelSpec {
             params,
             fills_output: fills,
             zip: data,
+            index_offset: 0,
         }
     }
 
@@ -346,6 +351,7 @@ impl KernelSpec {
             params,
             fills_output,
             zip: Vec::new(),
+            index_offset: 0,
         }
     }
 

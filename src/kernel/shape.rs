@@ -316,7 +316,36 @@ pub struct Typed<'s, In, Out> {
     _t: PhantomData<fn(In) -> Out>,
 }
 
+impl<'s, In, Out> Typed<'s, In, Out> {
+    /// The spec this kernel checked.
+    pub(super) fn spec(&self) -> &'s KernelSpec {
+        self.spec
+    }
+}
+
 impl KernelSpec {
+    /// This spec with the kernel seeing flat indices that start at `first` for a map's first
+    /// element (`i` of an expression, the index of an indexed chunk kernel) instead of 0:
+    /// a piece of a larger array mapped as the whole array's map would map it (the range of
+    /// a `.npy` file an MPI rank maps, see [`crate::NpyArray::range`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmpool::Result<()> {
+    /// use shmpool::{KernelSpec, Pool};
+    /// let spec = KernelSpec::indexed(|x: &[f64], y: &mut [f64], i: u64| {
+    ///     for (k, (y, x)) in y.iter_mut().zip(x).enumerate() { *y = x + (i + k as u64) as f64; }
+    /// });
+    /// let ys = Pool::new(1)?.map(&[0.5f64; 3], spec.index_offset(100).typed::<f64, f64>()?)?;
+    /// assert_eq!(ys, [100.5, 101.5, 102.5]);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn index_offset(&self, first: u64) -> KernelSpec {
+        KernelSpec { index_offset: first, ..self.clone() }
+    }
+
     /// This spec as a kernel of known element types, for [`crate::Pool::map`] and
     /// [`crate::Pool::submit`], which return `Vec<Out>`. (`&spec` works everywhere the data's
     /// types say what they are.)

@@ -1,6 +1,6 @@
 //! The expression kernels of [`KernelSpec`] (feature `expr`): one input, element types known
 //! at compile time or at run time, several `.npy` inputs broadcast as numpy does, and the block
-//! reductions behind `Pool::reduce_npy`. They compile nothing themselves: `expr` does.
+//! reductions behind `expr_reduce::reduce_npy`. They compile nothing themselves: `expr` does.
 
 use super::{expr, KernelSpec, FILLS};
 use crate::dtype::Dtype;
@@ -92,7 +92,7 @@ impl KernelSpec {
     /// very files the arrays map (checked by device and inode), and only the promise made to
     /// [`crate::NpyArray::open`] (nothing truncates or modifies the file while the array
     /// exists) keeps their mappings valid and immutable; the kernel does not borrow them.
-    /// ([`crate::Pool::reduce_npy`] borrows its arrays for its whole run and is safe.)
+    /// (`shmpool::expr_reduce::reduce_npy` borrows its arrays for its whole run and is safe.)
     ///
     /// # Errors
     ///
@@ -195,7 +195,7 @@ impl KernelSpec {
     /// A reduction kernel: maps block numbers (`u64`) to the partial results of `start`
     /// (a fresh reducer, or one after its first pass) over `program`'s values, block by block.
     /// As [`KernelSpec::expr_files`], the arrays must outlive every map with it: the caller
-    /// ([`crate::Pool::reduce_npy`]) borrows them for as long as the kernel exists.
+    /// (`shmpool::expr_reduce::reduce_npy`) borrows them for as long as the kernel exists.
     pub(crate) fn reduce_blocks(
         start: &expr::Reducer,
         program: &expr::Program,

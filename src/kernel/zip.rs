@@ -78,10 +78,25 @@ pub struct Zip<T>(PhantomData<fn() -> T>);
 mod reduce_sealed {
     /// What a reduction kernel hands the pool; sealed so the list of shapes stays the crate's.
     pub trait ReduceSealed<M, A> {
-        fn reduce_spec<C: Fn(A, A) -> A + Copy + 'static>(identity: &A) -> crate::kernel::KernelSpec;
+        /// Calls `f` with the reduction's kernel for the accumulator `identity` and the
+        /// combine `C`.
+        fn with_reduce<C: Fn(A, A) -> A + Copy + 'static, R>(
+            self,
+            identity: &A,
+            f: impl FnOnce(ReduceKernel<'_>) -> crate::Result<R>,
+        ) -> crate::Result<R>;
+    }
+
+    /// How a reduction runs.
+    #[derive(Debug)]
+    pub enum ReduceKernel<'s> {
+        /// A block reduction kernel (one partial result per block).
+        Blocks(&'s crate::kernel::KernelSpec),
+        /// A map kernel: the pool maps the input into a shared array first, then reduces that.
+        MapFirst(&'s crate::kernel::KernelSpec),
     }
 }
-pub(crate) use reduce_sealed::ReduceSealed;
+pub(crate) use reduce_sealed::{ReduceKernel, ReduceSealed};
 
 /// The element function of [`crate::Pool::map_reduce`]: `Fn(T) -> A` over one input,
 /// `Fn((T0, T1, ..)) -> A` over a tuple of inputs (up to four). A closure that captures nothing.
@@ -100,7 +115,7 @@ pub trait ChunkFold<M, A>: ReduceSealed<M, A> {
 
 /// Rejects, when the program is built, a kernel or combine type with bytes: the worker
 /// rebuilds it from nothing.
-fn assert_zero_sized<F>() {
+pub(super) fn assert_zero_sized<F>() {
     const {
         assert!(
             std::mem::size_of::<F>() == 0,
@@ -134,7 +149,7 @@ pub(crate) fn pairwise<A: Pod>(n: usize, mut leaf: impl FnMut(usize) -> A, combi
 }
 
 /// The accumulator's identity, from the parameter block.
-fn identity<A: Pod>(params: &[u8]) -> A {
+pub(super) fn identity<A: Pod>(params: &[u8]) -> A {
     bytemuck::pod_read_unaligned(&params[..std::mem::size_of::<A>()])
 }
 
@@ -146,7 +161,7 @@ fn cast_n<T: Pod>(bytes: &[u8], n: usize) -> &[T] {
 }
 
 /// Writes one partial result per block of a reduction chunk holding `n` elements.
-fn blocks<A: Pod>(output: &mut [u8], n: usize, mut block: impl FnMut(Range<usize>) -> A) {
+pub(super) fn blocks<A: Pod>(output: &mut [u8], n: usize, mut block: impl FnMut(Range<usize>) -> A) {
     let out: &mut [A] = bytemuck::cast_slice_mut(output);
     for (b, o) in out.iter_mut().enumerate() {
         *o = block((b * REDUCE_BLOCK).min(n)..((b + 1) * REDUCE_BLOCK).min(n));
@@ -154,7 +169,7 @@ fn blocks<A: Pod>(output: &mut [u8], n: usize, mut block: impl FnMut(Range<usize
 }
 
 /// Reduces one block: leaves of [`LEAF`] elements by `leaf`, combined [`pairwise`].
-fn leaves<A: Pod>(r: Range<usize>, id: A, c: impl Fn(A, A) -> A, leaf: impl Fn(Range<usize>) -> A) -> A {
+pub(super) fn leaves<A: Pod>(r: Range<usize>, id: A, c: impl Fn(A, A) -> A, leaf: impl Fn(Range<usize>) -> A) -> A {
     let at = |k: usize| r.start + k * LEAF;
     pairwise(r.len().div_ceil(LEAF), |k| leaf(at(k)..at(k + 1).min(r.end)), c).unwrap_or(id)
 }
@@ -178,25 +193,33 @@ fn fold1<T: Pod, A: Pod, F: Fn(A, &[T]) -> A + Copy>(params: &[u8], inputs: &[&[
 
 /// A reduction's kernel spec: a byte per block in, one `A` per block out, `data` the data
 /// inputs' element types, the identity as the parameter block.
-fn reduce_spec<A: Pod>(t: ZipTrampoline, data: Vec<ElemType>, identity: &A) -> KernelSpec {
+pub(super) fn reduce_spec<A: Pod>(t: ZipTrampoline, data: Vec<ElemType>, identity: &A) -> KernelSpec {
     KernelSpec::new_zip::<A>(t, ElemType::of::<u8>(), data, bytemuck::bytes_of(identity).to_vec(), FILLS)
 }
 
 impl<T: Pod, A: Pod, F: Fn(T) -> A + Copy + 'static> ReduceSealed<Elem<T, A>, A> for F {
-    fn reduce_spec<C: Fn(A, A) -> A + Copy + 'static>(identity: &A) -> KernelSpec {
+    fn with_reduce<C: Fn(A, A) -> A + Copy + 'static, R>(
+        self,
+        identity: &A,
+        f: impl FnOnce(ReduceKernel<'_>) -> Result<R>,
+    ) -> Result<R> {
         assert_zero_sized::<F>();
         assert_zero_sized::<C>();
-        reduce_spec(map_reduce1::<T, A, F, C>, vec![ElemType::of::<T>()], identity)
+        f(ReduceKernel::Blocks(&reduce_spec(map_reduce1::<T, A, F, C>, vec![ElemType::of::<T>()], identity)))
     }
 }
 impl<T: Pod, A: Pod, F: Fn(T) -> A + Copy + 'static> ElemMap<Elem<T, A>, A> for F {
     type In = T;
 }
 impl<T: Pod, A: Pod, F: Fn(A, &[T]) -> A + Copy + 'static> ReduceSealed<Chunk<T, A>, A> for F {
-    fn reduce_spec<C: Fn(A, A) -> A + Copy + 'static>(identity: &A) -> KernelSpec {
+    fn with_reduce<C: Fn(A, A) -> A + Copy + 'static, R>(
+        self,
+        identity: &A,
+        f: impl FnOnce(ReduceKernel<'_>) -> Result<R>,
+    ) -> Result<R> {
         assert_zero_sized::<F>();
         assert_zero_sized::<C>();
-        reduce_spec(fold1::<T, A, F>, vec![ElemType::of::<T>()], identity)
+        f(ReduceKernel::Blocks(&reduce_spec(fold1::<T, A, F>, vec![ElemType::of::<T>()], identity)))
     }
 }
 impl<T: Pod, A: Pod, F: Fn(A, &[T]) -> A + Copy + 'static> ChunkFold<Chunk<T, A>, A> for F {
@@ -341,10 +364,14 @@ macro_rules! zip_arity {
 
         impl<$($K: Pod,)+ A: Pod, F> ReduceSealed<ZipElem<($($K,)+), A>, A> for F
         where F: Fn(($($K,)+)) -> A + Copy + 'static {
-            fn reduce_spec<C: Fn(A, A) -> A + Copy + 'static>(identity: &A) -> KernelSpec {
+            fn with_reduce<C: Fn(A, A) -> A + Copy + 'static, R>(
+                self,
+                identity: &A,
+                f: impl FnOnce(ReduceKernel<'_>) -> Result<R>,
+            ) -> Result<R> {
                 assert_zero_sized::<F>();
                 assert_zero_sized::<C>();
-                reduce_spec($m::map_reduce::<$($K,)+ A, F, C>, vec![$(ElemType::of::<$K>()),+], identity)
+                f(ReduceKernel::Blocks(&reduce_spec($m::map_reduce::<$($K,)+ A, F, C>, vec![$(ElemType::of::<$K>()),+], identity)))
             }
         }
         impl<$($K: Pod,)+ A: Pod, F> ElemMap<ZipElem<($($K,)+), A>, A> for F
@@ -353,10 +380,14 @@ macro_rules! zip_arity {
         }
         impl<$($K: Pod,)+ A: Pod, F> ReduceSealed<ZipChunk<($($K,)+), A>, A> for F
         where F: Fn(A, ($(&[$K],)+)) -> A + Copy + 'static {
-            fn reduce_spec<C: Fn(A, A) -> A + Copy + 'static>(identity: &A) -> KernelSpec {
+            fn with_reduce<C: Fn(A, A) -> A + Copy + 'static, R>(
+                self,
+                identity: &A,
+                f: impl FnOnce(ReduceKernel<'_>) -> Result<R>,
+            ) -> Result<R> {
                 assert_zero_sized::<F>();
                 assert_zero_sized::<C>();
-                reduce_spec($m::fold::<$($K,)+ A, F>, vec![$(ElemType::of::<$K>()),+], identity)
+                f(ReduceKernel::Blocks(&reduce_spec($m::fold::<$($K,)+ A, F>, vec![$(ElemType::of::<$K>()),+], identity)))
             }
         }
         impl<$($K: Pod,)+ A: Pod, F> ChunkFold<ZipChunk<($($K,)+), A>, A> for F

@@ -185,8 +185,22 @@ impl Pool {
         I::Elem: Fits<K::In>,
         K::Out: Pod,
     {
-        let src = input.source()?;
-        kernel.with_spec(|spec| self.submit_source(&src, spec, false))
+        let srcs = input.sources()?;
+        kernel.with_spec(|spec| self.submit_sources(&srcs, spec, false))
+    }
+
+    /// Checks `srcs` (one input, or a tuple's) against `spec` and submits them (see
+    /// `ticket.rs`).
+    pub(super) fn submit_sources<Out: Pod>(
+        &self,
+        srcs: &[Source<'_>],
+        spec: &KernelSpec,
+        fail_fast: bool,
+    ) -> Result<Ticket<'_, Out>> {
+        match srcs {
+            [src] if spec.zip.is_empty() => self.submit_source(src, spec, fail_fast),
+            _ => self.submit_zip(srcs, spec, fail_fast),
+        }
     }
 
     /// Checks `src` against `spec` and submits it (see `ticket.rs`).
@@ -257,7 +271,7 @@ impl Pool {
     }
 
     /// One blocking map of one input or of several (a zip map, `zip.rs`).
-    fn run_any(
+    pub(super) fn run_any(
         &self,
         spec: &KernelSpec,
         srcs: Vec<Source<'_>>,
@@ -295,7 +309,9 @@ impl Pool {
     }
 
     /// Runs `units` of `spec` from `data` into `sink`, staging whichever side is plain memory
-    /// when the other is shared (plain on both sides: the inline / staged slice path).
+    /// when the other is shared (plain on both sides: the inline / staged slice path). A
+    /// range of a file (`off` not 0) maps in place when both sides start at the same unit;
+    /// otherwise its input is copied, as plain memory is.
     fn run_in(
         &self,
         spec: &KernelSpec,
@@ -304,6 +320,18 @@ impl Pool {
         sink: Sink<'_>,
         progress: Option<&mut dyn FnMut(usize)>,
     ) -> Result<()> {
+        let out_at = match &sink {
+            Sink::Shared { off, .. } => Some(unit_of(*off, spec.out_size, "output range start")?),
+            _ => None,
+        };
+        // A shared input maps in place only from the unit the output starts at.
+        let at = out_at.unwrap_or(0);
+        let data = match data {
+            Data::Shared { bytes, off, .. } if off % spec.in_size != 0 || off / spec.in_size != at => {
+                Data::Plain(std::borrow::Cow::Borrowed(bytes))
+            }
+            data => data,
+        };
         match (data, sink) {
             (Data::Plain(i), Sink::Plain(o)) => self.map_slice(&i, o, spec, progress),
             (Data::Shared { seg: i, .. }, Sink::Shared { seg: o, path, .. }) => {
@@ -311,14 +339,18 @@ impl Pool {
                     let path = path.map_or_else(String::new, |p| p.display().to_string());
                     return Err(Error::Aliased { path });
                 }
-                self.map_shared(spec, units, i, o, progress)
+                self.map_shared_at(spec, units, i, super::run::Dest::Caller(o), progress, at)
             }
             (Data::Plain(i), Sink::Shared { seg: o, .. }) => {
                 self.check_open()?;
-                let mut stage = self.take_staging(i.len())?;
-                stage.bytes_mut(i.len()).copy_from_slice(&i);
+                // The input staged at the output's first unit, so that both sides line up.
+                let too_large = Error::TooLarge { count: at as u64, elem_size: spec.in_size as u64 };
+                let skip =
+                    at.checked_mul(spec.in_size).filter(|s| s.checked_add(i.len()).is_some()).ok_or(too_large)?;
+                let mut stage = self.take_staging(skip + i.len())?;
+                stage.bytes_mut(skip + i.len())[skip..].copy_from_slice(&i);
                 let seg = stage.seg.clone();
-                let r = self.map_shared(spec, units, &seg, o, progress);
+                let r = self.map_shared_at(spec, units, &seg, super::run::Dest::Caller(o), progress, at);
                 // A map that returned has no chunk in flight: the buffer may be reused.
                 self.give_back(stage);
                 r
@@ -342,4 +374,12 @@ impl Pool {
             }
         }
     }
+}
+
+/// Which unit of `size` bytes byte `off` starts (a range of a file, as units of a kernel).
+fn unit_of(off: usize, size: usize, what: &'static str) -> Result<usize> {
+    if off % size != 0 {
+        return Err(Error::InvalidOption { option: what, value: off as u64, allowed: "a whole number of rows" });
+    }
+    Ok(off / size)
 }

@@ -18,9 +18,10 @@ use bytemuck::Pod;
 
 use super::zip::{zip_len, Stage, ZipRun};
 use super::Pool;
-use crate::array::{Input, Side, Source};
+use crate::array::{Input, Output, Side, Source};
 use crate::error::{Error, Result};
-use crate::kernel::{pairwise, ChunkFold, ElemMap, Fits, KernelSpec, REDUCE_BLOCK};
+use crate::kernel::marker::Elem;
+use crate::kernel::{pairwise, ChunkFold, ElemMap, Fits, KernelSpec, ReduceKernel, ReduceSealed, REDUCE_BLOCK};
 use crate::ring::zip::{ZipHeader, ZipInput};
 
 impl Pool {
@@ -75,9 +76,8 @@ impl Pool {
         I::Elem: Fits<F::In>,
         C: Fn(A, A) -> A + Copy + 'static,
     {
-        let _ = map;
-        let spec = F::reduce_spec::<C>(&identity);
-        self.reduce_spec(&spec, &input.sources()?, identity, combine)
+        let srcs = input.sources()?;
+        map.with_reduce::<C, A>(&identity, |k| self.reduce_kernel(k, srcs, identity, combine))
     }
 
     /// Reduces `input` with a chunk fold and an associative `combine`: `fold(identity, block)`
@@ -111,9 +111,38 @@ impl Pool {
         I::Elem: Fits<F::In>,
         C: Fn(A, A) -> A + Copy + 'static,
     {
-        let _ = fold;
-        let spec = F::reduce_spec::<C>(&identity);
-        self.reduce_spec(&spec, &input.sources()?, identity, combine)
+        let srcs = input.sources()?;
+        fold.with_reduce::<C, A>(&identity, |k| self.reduce_kernel(k, srcs, identity, combine))
+    }
+
+    /// Runs a reduction over `srcs`: a block kernel directly; a map kernel (a `KernelSpec`)
+    /// into a shared array of accumulators first, then the identity map's reduction of it.
+    fn reduce_kernel<A: Pod, C: Fn(A, A) -> A + Copy + 'static>(
+        &self,
+        kernel: ReduceKernel<'_>,
+        srcs: Vec<Source<'_>>,
+        identity: A,
+        combine: C,
+    ) -> Result<A> {
+        match kernel {
+            ReduceKernel::Blocks(spec) => self.reduce_spec(spec, &srcs, identity, combine),
+            ReduceKernel::MapFirst(spec) => {
+                let n = match srcs.as_slice() {
+                    [src] if spec.zip.is_empty() => super::api::units(spec, src.bytes().len())?,
+                    _ => zip_len(spec, &srcs, Side::of::<A>())?,
+                };
+                let mut mapped = self.alloc::<A>(n)?;
+                self.run_any(spec, srcs, target_of(&mut mapped)?, None)?;
+                fn same<A>(x: A) -> A {
+                    x
+                }
+                let mapped_srcs = sources_of(&mapped)?;
+                ReduceSealed::<Elem<A, A>, A>::with_reduce::<C, A>(same::<A>, &identity, |k| match k {
+                    ReduceKernel::Blocks(s) => self.reduce_spec(s, &mapped_srcs, identity, combine),
+                    ReduceKernel::MapFirst(_) => Err(Error::Protocol { what: "identity reduction", value: 0 }),
+                })
+            }
+        }
     }
 
     /// Runs a reduction kernel over `srcs`: one partial per block into a shared array, then
@@ -158,6 +187,16 @@ impl Pool {
         }));
         r.map_err(|p| Error::KernelPanicked { message: panic_text(p.as_ref()), range: 0..n })
     }
+}
+
+/// The sources of any input (the sealed method, through the trait bound).
+fn sources_of<I: Input + ?Sized>(input: &I) -> Result<Vec<Source<'_>>> {
+    input.sources()
+}
+
+/// The target of any output (as [`sources_of`]).
+fn target_of<O: Output + ?Sized>(output: &mut O) -> Result<crate::array::Target<'_>> {
+    output.target()
 }
 
 /// An error of the block map with its range in elements of the input, not in blocks.

@@ -53,7 +53,7 @@ impl<'p, B: Input, I: Iterator<Item = B>> Feed<'p, I> {
         }
         let Some(spec) = &self.spec else { return self.error.take().map(Err) };
         let batch = self.deferred.take().or_else(|| self.batches.next())?;
-        let r = batch.source().and_then(|src| self.pool.submit_source(&src, spec, pending > 0));
+        let r = batch.sources().and_then(|srcs| self.pool.submit_sources(&srcs, spec, pending > 0));
         match r {
             Err(Error::RingFull { .. }) if pending > 0 => {
                 self.deferred = Some(batch);

@@ -15,10 +15,6 @@ mod drive;
 mod fold;
 mod imap;
 mod poll_set;
-#[cfg(feature = "expr")]
-mod reduce;
-#[cfg(feature = "expr")]
-mod reduce_axis;
 mod run;
 mod scratch;
 mod staging;
@@ -38,13 +34,11 @@ use builder::Config;
 pub use builder::PoolBuilder;
 pub use builder::WaitStrategy;
 pub use imap::{Imap, ImapUnordered};
-#[cfg(feature = "expr")]
-pub use reduce_axis::AxisResult;
 use run::{Dest, Input, Output};
 pub use supervisor::WorkerDeath;
 pub use ticket::Ticket;
 
-use crate::array::{NpyArray, NpyOutput, SharedVec, Staging};
+use crate::array::{SharedVec, Staging};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
 use crate::shm::Segment;
@@ -291,107 +285,6 @@ impl Pool {
         r
     }
 
-    /// Like [`Pool::map_into`] from a `.npy` file into a `.npy` output, over elements `range` of the input alone, written into the same
-    /// elements of the output (the rest of the output is left as it is), in place; the kernel
-    /// sees the files' flat indices (`i` of an expression starts at `range.start`). This is how
-    /// several processes (MPI ranks, jobs of a scheduler) each map their own slice of one file
-    /// into one output: see [`NpyOutput::create_shared`] and [`NpyOutput::open_part`].
-    /// `progress` counts the elements of `range` done.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> shmpool::Result<()> {
-    /// use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool};
-    /// use shmpool::kernel::expr::Program;
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let mut x = NpyOutput::create(dir.path().join("x.npy"), Dtype::F64, &[10])?;
-    /// x.as_mut_slice::<f64>()?.fill(1.0);
-    /// x.commit()?;
-    /// // SAFETY: nothing else writes x.npy while it is mapped.
-    /// let src = unsafe { NpyArray::open(dir.path().join("x.npy")) }?;
-    /// let program = Program::compile_for("x + i", Dtype::F64)?;
-    /// let spec = KernelSpec::expr_for(&program, Dtype::F64, Dtype::F64)?;
-    /// let mut out = NpyOutput::create(dir.path().join("y.npy"), Dtype::F64, &[10])?;
-    /// let pool = Pool::new(2)?;
-    /// pool.map_npy_range(&src, &mut out, 0..4, &spec, None)?;
-    /// pool.map_npy_range(&src, &mut out, 4..10, &spec, None)?;
-    /// assert_eq!(out.as_slice::<f64>()?[7], 8.0);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidOption`] when `range` is reversed or ends past the arrays; otherwise as
-    /// [`Pool::map_into`].
-    pub fn map_npy_range(
-        &self,
-        input: &NpyArray,
-        output: &mut NpyOutput,
-        range: std::ops::Range<usize>,
-        spec: &KernelSpec,
-        progress: Option<&mut dyn FnMut(usize)>,
-    ) -> Result<()> {
-        if input.len() != output.len() {
-            return Err(Error::LengthMismatch { input: input.len(), output: output.len() });
-        }
-        if range.end > input.len() {
-            return Err(Error::InvalidOption {
-                option: "range end",
-                value: range.end as u64,
-                allowed: "at most the number of elements",
-            });
-        }
-        if range.start > range.end {
-            return Err(Error::InvalidOption {
-                option: "range start",
-                value: range.start as u64,
-                allowed: "at most the range end",
-            });
-        }
-        spec.check_dtypes(input.dtype(), output.dtype())?;
-        let (ins, outs) = (input.segment(), output.segment());
-        if ins.identity().is_some() && ins.identity() == outs.identity() {
-            return Err(Error::Aliased { path: output.path().display().to_string() });
-        }
-        self.map_shared_at(spec, range.len(), ins, Dest::Caller(outs), progress, range.start, range.start as u64)
-    }
-
-    /// Like [`Pool::map_into`] between `SharedVec`s, with the kernel seeing indices that start at `first_index`
-    /// instead of 0 (`i` of an expression): a slice of a larger array, mapped as the whole
-    /// array's map would map it.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> shmpool::Result<()> {
-    /// use shmpool::{KernelSpec, Pool, SharedVec};
-    /// use shmpool::kernel::expr::Program;
-    /// let spec = KernelSpec::expr::<f64, f64>(&Program::compile("x + i")?)?;
-    /// let xs = SharedVec::from_slice(&[0.5f64; 3])?;
-    /// let mut ys = SharedVec::<f64>::zeroed(3)?;
-    /// Pool::new(1)?.map_into_spec_indexed(&xs, &mut ys, &spec, 100)?;
-    /// assert_eq!(&ys[..], &[100.5, 101.5, 102.5]);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::map_into`].
-    pub fn map_into_spec_indexed<In: Pod, Out: Pod>(
-        &self,
-        input: &SharedVec<In>,
-        output: &mut SharedVec<Out>,
-        spec: &KernelSpec,
-        first_index: u64,
-    ) -> Result<()> {
-        spec.check_types::<In, Out>()?;
-        if input.len() != output.len() {
-            return Err(Error::LengthMismatch { input: input.len(), output: output.len() });
-        }
-        self.map_shared_at(spec, input.len(), input.segment(), Dest::Caller(output.segment()), None, 0, first_index)
-    }
-
     /// A zeroed [`SharedVec`] of `len` elements (the pool is not needed for this; the method
     /// is here because it is where users look for it).
     ///
@@ -499,19 +392,7 @@ impl Pool {
         Ok(())
     }
 
-    /// A blocking map between two shared segments.
-    fn map_shared(
-        &self,
-        spec: &KernelSpec,
-        len: usize,
-        input: &Arc<Segment>,
-        output: &Arc<Segment>,
-        progress: Option<&mut dyn FnMut(usize)>,
-    ) -> Result<()> {
-        self.map_shared_at(spec, len, input, Dest::Caller(output), progress, 0, 0)
-    }
-
-    /// [`Pool::map_shared`] into one of the pool's staging buffers (recycled between maps:
+    /// A blocking map between two shared segments, into one of the pool's staging buffers (recycled between maps:
     /// the workers zero a chunk kernel's output in it, as for inline slots).
     fn map_shared_staged(
         &self,
@@ -521,12 +402,12 @@ impl Pool {
         staging: &Arc<Segment>,
         progress: Option<&mut dyn FnMut(usize)>,
     ) -> Result<()> {
-        self.map_shared_at(spec, len, input, Dest::Staging(staging), progress, 0, 0)
+        self.map_shared_at(spec, len, input, Dest::Staging(staging), progress, 0)
     }
 
-    /// [`Pool::map_shared`] over elements `first_elem..first_elem + len` of both segments, the
-    /// kernel seeing indices from `first_index` (the callers checked the range against both).
-    #[allow(clippy::too_many_arguments)] // one map's placement, from three public entry points
+    /// A blocking map between two shared segments, over units `first_elem..first_elem + len` of both segments, the
+    /// kernel seeing indices from the spec's `index_offset` (the callers checked the range
+    /// against both).
     fn map_shared_at(
         &self,
         spec: &KernelSpec,
@@ -535,14 +416,13 @@ impl Pool {
         output: Dest<'_>,
         progress: Option<&mut dyn FnMut(usize)>,
         first_elem: usize,
-        first_index: u64,
     ) -> Result<()> {
         self.check_open()?;
         if len == 0 {
             return Ok(());
         }
         let run = run::MapRun::new(self, spec, len, &Input::Shared(input), output, run::Chunking::Shared)?
-            .place(first_elem, first_index);
+            .place(first_elem, spec.index_offset);
         drive::drive(run, spec, Input::Shared(input), Output::Shared, progress)
     }
 

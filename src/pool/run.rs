@@ -288,7 +288,7 @@ impl<'p> MapRun<'p> {
             waiting_chunks: false,
             quiet_wait: false,
             last_claimer_check: Instant::now(),
-            index_shift: 0,
+            index_shift: spec.index_offset,
             zip_digest: 0,
         })
     }

@@ -12,18 +12,20 @@ use bytemuck::Pod;
 
 use super::drive::Collector;
 use super::run::{self, Chunking, Dest, Input, MapRun, Output};
+use super::zip::{zip_len, ZipRun};
 use super::Pool;
-use crate::array::Staging;
+use crate::array::{Side, Source, Staging};
 use crate::error::{Error, Result};
 use crate::kernel::KernelSpec;
+use crate::ring::zip::{ZipHeader, ZipInput};
 
 /// Where a ticket's results wait.
 enum Results<Out> {
     /// In its ring slot until the caller asks (`buf` is allocated by `try_wait` /
     /// `wait_timeout`, which return a `Vec` anyway).
     Inline { buf: Option<Vec<Out>> },
-    /// In the pool's staging buffers.
-    Staged { input: Staging, output: Staging },
+    /// In the pool's staging buffers (one input, or those of a zip map).
+    Staged { inputs: Vec<Staging>, output: Staging },
 }
 
 /// A submitted map: [`Pool::submit`] returns it, [`Ticket::wait`] / [`Ticket::wait_into`] /
@@ -103,10 +105,52 @@ impl Pool {
             pool: self,
             run: Some(run),
             len,
-            results: Results::Staged { input: stage_in, output: stage_out },
+            results: Results::Staged { inputs: vec![stage_in], output: stage_out },
             spent: false,
             _out: PhantomData,
         })
+    }
+}
+
+impl Pool {
+    /// Submits a zip map of `spec` over `srcs` (a tuple of inputs): every input copied into a
+    /// staging buffer (the caller may change them right away), the results into another.
+    pub(super) fn submit_zip<Out: Pod>(
+        &self,
+        srcs: &[Source<'_>],
+        spec: &KernelSpec,
+        fail_fast: bool,
+    ) -> Result<Ticket<'_, Out>> {
+        let units = zip_len(spec, srcs, Side::of::<Out>())?;
+        self.check_open()?;
+        let len = units * spec.out_size / std::mem::size_of::<Out>();
+        let mut inputs = Vec::with_capacity(srcs.len());
+        for s in srcs {
+            let b = s.bytes();
+            let mut st = self.take_staging(b.len().max(1))?;
+            st.bytes_mut(b.len()).copy_from_slice(b);
+            inputs.push(st);
+        }
+        let output = self.take_staging((len * std::mem::size_of::<Out>()).max(1))?;
+        let header = ZipHeader {
+            inputs: inputs[1..]
+                .iter()
+                .zip(&spec.zip[1..])
+                .map(|(s, t)| ZipInput { seg: s.seg.id(), elem_size: t.size() as u64, block: 1, total: units as u64 })
+                .collect(),
+        };
+        let (main, outs) = (inputs[0].seg.clone(), output.seg.clone());
+        let unit_bytes = spec.zip.iter().map(|t| t.size()).sum::<usize>() + spec.out_size;
+        let fixed = self.shared.cfg.chunk_len;
+        let z = ZipRun { spec, header, units, main: &main, unit_bytes, fixed, file: false };
+        let run = if units == 0 {
+            None
+        } else {
+            let (run, zspec) = self.plan_zip(z, Dest::Staging(&outs))?;
+            Some(fill_all(run, &zspec, &Input::Shared(&main), &mut Output::Shared, fail_fast)?)
+        };
+        let results = Results::Staged { inputs, output };
+        Ok(Ticket { pool: self, run, len, results, spent: false, _out: PhantomData })
     }
 }
 
@@ -299,8 +343,10 @@ impl<Out: Pod> Drop for Ticket<'_, Out> {
         }
         let in_flight = self.run.take().is_some_and(|run| run.orphan());
         let results = std::mem::replace(&mut self.results, Results::Inline { buf: None });
-        if let (Results::Staged { input, output }, false) = (results, in_flight) {
-            self.pool.give_back(input);
+        if let (Results::Staged { inputs, output }, false) = (results, in_flight) {
+            for input in inputs {
+                self.pool.give_back(input);
+            }
             self.pool.give_back(output);
         }
     }

@@ -43,8 +43,10 @@ impl<'p> Stage<'p> {
         let mut segs = Vec::with_capacity(srcs.len());
         for s in srcs {
             let seg = match &s.data {
-                Data::Shared { seg, .. } => Arc::clone(seg),
-                Data::Plain(b) => {
+                Data::Shared { seg, off: 0, .. } => Arc::clone(seg),
+                // Plain memory, or a range of a file not at its start: copied.
+                _ => {
+                    let b = s.bytes();
                     let mut st = self.pool.take_staging(b.len().max(1))?;
                     st.bytes_mut(b.len()).copy_from_slice(b);
                     let seg = st.seg.clone();
@@ -113,17 +115,30 @@ impl Pool {
         dest: Dest<'_>,
         progress: Option<&mut dyn FnMut(usize)>,
     ) -> Result<()> {
+        let main = Input::Shared(z.main);
+        let (run, spec) = self.plan_zip(z, dest)?;
+        drive::drive(run, &spec, main, Output::Shared, progress)
+    }
+
+    /// Plans a [`ZipRun`] into `dest`: the map and the spec its chunks carry (its parameter
+    /// block headed by the zip header).
+    pub(super) fn plan_zip(&self, z: ZipRun<'_>, dest: Dest<'_>) -> Result<(run::MapRun<'_>, KernelSpec)> {
+        if z.spec.index_offset != 0 {
+            // The workers slice a zip map's inputs by the chunk's index: it must be the unit's.
+            return Err(Error::InvalidOption {
+                option: "index offset of a several-input map",
+                value: z.spec.index_offset,
+                allowed: "0",
+            });
+        }
         let mut spec = z.spec.clone();
         spec.params = z.header.encode(&z.spec.params);
         let digest = ZipHeader::digest(&spec.params[..z.header.len()], &crate::kernel::key());
         let max_bytes = if z.file { index::MAX_FILE_CHUNK_BYTES } else { index::MAX_CHUNK_BYTES };
-        let main = Input::Shared(z.main);
-        let run = run::MapRun::new(self, &spec, z.units, &main, dest, run::Chunking::Shared)?.with_zip(digest).replan(
-            z.unit_bytes,
-            z.fixed,
-            max_bytes,
-        )?;
-        drive::drive(run, &spec, main, Output::Shared, progress)
+        let run = run::MapRun::new(self, &spec, z.units, &Input::Shared(z.main), dest, run::Chunking::Shared)?
+            .with_zip(digest)
+            .replan(z.unit_bytes, z.fixed, max_bytes)?;
+        Ok((run, spec))
     }
 
     /// A blocking zip map of `spec` from `srcs` into `target` (checked here).
@@ -144,6 +159,11 @@ impl Pool {
         }
         let side = target.side;
         match target.sink {
+            Sink::Shared { off, .. } if off != 0 => Err(Error::InvalidOption {
+                option: "output range start of a several-input map",
+                value: off as u64,
+                allowed: "0 (a zip map writes a whole output; map into a range with one input)",
+            }),
             Sink::Shared { seg, path, .. } => {
                 let aliased = srcs.iter().any(|s| match &s.data {
                     Data::Shared { seg: i, .. } => i.identity().is_some() && i.identity() == seg.identity(),

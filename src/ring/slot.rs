@@ -47,7 +47,7 @@ pub(crate) enum Status {
     Corrupt = 3,
     /// The chunk ran longer than the pool's chunk timeout.
     TimedOut = 4,
-    /// The kernel reported a typed failure ([`crate::kernel::Failure`]); the slot message
+    /// The kernel reported a typed failure (`Failure` of the kernel layer); the slot message
     /// holds its code in decimal.
     Failed = 5,
 }

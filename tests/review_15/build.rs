@@ -68,7 +68,7 @@ fn pod_derive_needs_no_bytemuck_dependency() {
 }
 
 #[test]
-#[ignore = "review #15: map_reduce does not accept a `.with(params)` kernel (no ElemMap impl for With): a hole in the verb x kernel matrix"]
+
 fn map_reduce_accepts_a_kernel_with_parameters() {
     let (ok, err) = user_crate(
         "reduce_with",
@@ -80,7 +80,7 @@ fn map_reduce_accepts_a_kernel_with_parameters() {
 }
 
 #[test]
-#[ignore = "review #15: map_reduce/reduce do not accept a KernelSpec (`&spec` or `spec.typed()`): a hole in the verb x kernel matrix"]
+
 fn map_reduce_accepts_a_kernel_spec() {
     let (ok, err) = user_crate(
         "reduce_spec",
@@ -119,7 +119,7 @@ fn prelude_does_not_shadow_ndarray_view_methods() {
 }
 
 #[test]
-#[ignore = "review #15: map_npy_range, map_into_spec_indexed, reduce_npy, reduce_npy_axis are still public Pool methods beside the verbs"]
+
 fn no_leftover_parallel_entry_points() {
     // The issue: "fold the variants ... so that every combination works and the method list is
     // short". These are the pre-#15 style one-off entry points still public on `Pool`.

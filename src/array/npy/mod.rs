@@ -11,6 +11,9 @@ use crate::shm::{Segment, SegmentKind};
 
 mod header;
 mod publish;
+mod range;
+
+pub use range::{NpyRange, NpyRangeMut};
 
 /// Refuses a view of `dtype` elements as `T` when their sizes differ.
 fn check_elem<T: Pod>(dtype: Dtype) -> Result<()> {
@@ -203,7 +206,7 @@ impl NpyOutput {
     /// hidden `.NAME.XXXXXX.tmp` in the output's directory, returned beside the output, so that
     /// other processes (MPI ranks, on other machines too when the directory is on a shared
     /// filesystem) can open it with [`NpyOutput::open_part`] and each write their own range
-    /// ([`crate::Pool::map_npy_range`]). Only this output publishes the file
+    /// ([`NpyOutput::range`] with [`crate::Pool::map_into`]). Only this output publishes the file
     /// ([`NpyOutput::commit`], after the others have finished); dropped without a commit it
     /// removes the file. Only a SIGKILL can leave the temporary behind.
     ///
@@ -247,7 +250,7 @@ impl NpyOutput {
     /// make sure that nothing truncates the file while it is mapped (reads and writes would
     /// fault with SIGBUS), and that while this process holds a slice of the elements
     /// ([`NpyOutput::as_slice`], [`NpyOutput::as_mut_slice`]) no other process writes them
-    /// (writes through maps of disjoint ranges, [`crate::Pool::map_npy_range`], are the
+    /// (writes through maps of disjoint ranges, [`NpyOutput::range`], are the
     /// intended use; a slice taken while others write is a data race, undefined behaviour).
     ///
     /// # Errors
