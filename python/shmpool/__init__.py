@@ -141,9 +141,23 @@ class Pool:
         )
         self._state = "running"
         self._submitter = Submitter(max(2, int(self._p.processes)))
+        # The pool's mailbox (a private temporary directory, made on first use): what the
+        # workers send back beyond the engine's messages (exceptions in full, returned values)
+        # and payloads too large for a kernel's parameter block.
+        self._box: list[Optional[str]] = [None]
+        self._box_lock = threading.Lock()
         # At exit (or when the pool is collected): terminate the workers, which ends every map
-        # still waiting (a pending submit of a hung callable), and stop the submit threads.
-        self._finalizer = weakref.finalize(self, _finalize, self._p, self._submitter, self._pid)
+        # still waiting (a pending submit of a hung callable), stop the submit threads and
+        # remove the mailbox.
+        self._finalizer = weakref.finalize(self, _finalize, self._p, self._submitter, self._pid, self._box)
+
+    def _mailbox(self) -> str:
+        with self._box_lock:
+            if self._box[0] is None:
+                import tempfile
+
+                self._box[0] = tempfile.mkdtemp(prefix="shmpool-py-")
+            return self._box[0]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -165,12 +179,14 @@ class Pool:
             raise ValueError("Pool is still running")
         self._submitter.shutdown(wait=True, cancel=False)
         self._p.join()
+        _remove_box(self._box)
 
     def terminate(self) -> None:
         """Kill the workers at once and wait for them."""
         self._p.terminate()
         self._state = "terminated"
         self._submitter.shutdown(wait=True, cancel=True)
+        _remove_box(self._box)
 
     @property
     def processes(self) -> int:
@@ -356,7 +372,7 @@ class Pool:
             return self.map(f, a, out=zeros(a.shape, odt))
         if a.size == 0:
             return out if out is not None else np.zeros(a.shape, odt)
-        payload = _payload(f, dt, odt, self._init)
+        payload = _payload(f, dt, odt, self._init, self._mailbox())
         xin: Any = owner if owner is not None else _flat(a)
         oin: Any = None
         if out is not None:
@@ -368,7 +384,8 @@ class Pool:
             self._state = "terminated"
             raise
         except KernelError as e:
-            raise _rebuild(e) from None
+            err = _rebuild(e)
+            raise err from err.__cause__
         if out is not None:
             return out
         if odt == np.bool_:
@@ -400,6 +417,7 @@ class Pool:
         import concurrent.futures
 
         limit = max(1, in_flight if in_flight is not None else self.processes)
+        returning = _returns_value(f)
         pending: "collections.deque[concurrent.futures.Future[np.ndarray]]" = collections.deque()
         it = iter(batches)
         try:
@@ -411,7 +429,12 @@ class Pool:
                     except StopIteration:
                         exhausted = True
                         break
-                    pending.append(self.submit(f, b, dtype=dtype))
+                    if returning:
+                        if self._state != "running":
+                            raise PoolClosed("Pool not running: it was closed or terminated")
+                        pending.append(self._submitter.submit(self._interrupted, self._call_returning, f, b))
+                    else:
+                        pending.append(self.submit(f, b, dtype=dtype))
                 if not pending:
                     return
                 if ordered:
@@ -431,6 +454,25 @@ class Pool:
             for p in pending:
                 p.cancel()
 
+    def _call_returning(self, f: Callable[[np.ndarray], object], batch: Any) -> Any:
+        """``f(batch)`` in a worker, its result back through the mailbox (pickled)."""
+        import uuid
+
+        helpers = _native._worker_helpers()
+        box = self._mailbox()
+        token = uuid.uuid4().hex
+        src, dst = os.path.join(box, f"batch-{token}.npy"), os.path.join(box, f"result-{token}")
+        np.save(src, np.asarray(batch))
+        try:
+            self.map(helpers.Returning(f, src, dst), np.zeros(1, np.uint8))
+            return helpers.take(dst)
+        finally:
+            for path in (src, dst):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
     def imap(
         self, f: Callable[[np.ndarray, np.ndarray], object], batches: Any, *, dtype: Any = None, in_flight: Optional[int] = None
     ) -> "Iterator[np.ndarray]":
@@ -438,7 +480,11 @@ class Pool:
         at most ``in_flight`` batches (default: the number of workers) submitted ahead: the
         iterable is consumed lazily and memory stays bounded. Leaving the loop early (``break``,
         an exception, closing the generator) cancels the batches not started and returns at once;
-        those in flight finish in the workers and their results are dropped."""
+        those in flight finish in the workers and their results are dropped.
+
+        A kernel that takes one argument, ``f(batch) -> result`` (as ``multiprocessing``'s
+        ``imap`` calls it), is called once per batch in a worker instead; the batch goes to it
+        and its result (any picklable value) comes back through a temporary file, pickled."""
         return self._batches(f, batches, dtype, in_flight, True)
 
     def imap_unordered(
@@ -487,12 +533,43 @@ class Pool:
         return np.dtype(name)
 
 
-def _finalize(native: Any, submitter: Submitter, pid: int) -> None:
+def _returns_value(f: Callable[..., object]) -> bool:
+    """Whether ``f`` takes one positional argument but not two: a kernel ``f(batch) ->
+    result`` (as ``multiprocessing``'s imap calls), not ``f(chunk_in, chunk_out)``."""
+    import inspect
+
+    try:
+        sig = inspect.signature(f)
+    except (TypeError, ValueError):
+        return False
+    try:
+        sig.bind(None, None)
+        return False
+    except TypeError:
+        pass
+    try:
+        sig.bind(None)
+        return True
+    except TypeError:
+        return False
+
+
+def _finalize(native: Any, submitter: Submitter, pid: int, box: list[Optional[str]]) -> None:
     """A pool's end at exit or collection (its weakref finalizer): terminate its workers (in the
-    process that made it) and stop its submit threads."""
+    process that made it), stop its submit threads and remove its mailbox."""
     if os.getpid() == pid:
         native.terminate()
         submitter.shutdown(wait=True, cancel=True)
+        _remove_box(box)
+
+
+def _remove_box(box: list[Optional[str]]) -> None:
+    """Removes a pool's mailbox directory, if it made one."""
+    import shutil
+
+    path, box[0] = box[0], None
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class _ProgressLines:

@@ -26,6 +26,7 @@ mod blocking;
 mod errors;
 mod failure;
 mod forking;
+mod mailbox;
 mod multi;
 mod plan;
 mod pool;
@@ -91,6 +92,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(has_reductions, m)?)?;
     m.add_function(wrap_pyfunction!(_set_spawn_route, m)?)?;
     m.add_function(wrap_pyfunction!(_worker_main, m)?)?;
+    m.add_function(wrap_pyfunction!(mailbox::_worker_helpers, m)?)?;
+    m.add("PAYLOAD_ROOM", PY_PAYLOAD)?;
     m.add_function(wrap_pyfunction!(_install_fork_hooks, m)?)?;
     m.add_function(wrap_pyfunction!(_remove_fork_hooks, m)?)?;
     Ok(())

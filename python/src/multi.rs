@@ -13,7 +13,7 @@ use numpy::{PyReadonlyArray1, PyReadwriteArray1};
 /// Output elements below which the evaluation runs on one thread.
 const PER_THREAD: usize = 1 << 16;
 /// Output elements evaluated between two checks for Python signals (Ctrl-C).
-const BLOCK: usize = 1 << 22;
+const BLOCK: usize = 1 << 20;
 
 /// The result's dtype name and broadcast shape of `expr` over `inputs` (name, dtype, shape).
 #[pyfunction]
@@ -65,7 +65,7 @@ pub(crate) fn evaluate_inputs(
     let threads = threads.clamp(1, n.div_ceil(PER_THREAD).max(1));
     // Blocks of BLOCK elements, each split across the threads; between blocks the GIL is taken
     // back for a moment to run Python's signal handlers, so Ctrl-C interrupts a long
-    // evaluation within one block's time (milliseconds).
+    // evaluation within one block's time (1M elements: milliseconds).
     let mut first = 0usize;
     for block in out.chunks_mut(BLOCK * osz) {
         let len = block.len() / osz;

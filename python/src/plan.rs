@@ -16,6 +16,8 @@ pub(crate) type Named = (String, String, Vec<u64>);
 /// Flat indices reduced by one [`Reducer`]: the engine's block (`Pool::reduce_npy`), so that
 /// the result does not depend on the number of threads.
 const REDUCE_BLOCK: usize = 1 << 13;
+/// Blocks reduced between two checks for Python signals (Ctrl-C): 1M values.
+const ROUND_BLOCKS: usize = (1 << 20) / REDUCE_BLOCK;
 
 /// An expression over the inputs of one evaluation: the program, which inputs it reads (indices
 /// into the given inputs) and the broadcast shape of those.
@@ -136,8 +138,9 @@ fn reduce_pass(
     let threads = threads.clamp(1, blocks.max(1));
     let osz = p.program.output_dtype().size();
     let mut joined: Option<Reducer> = None;
-    // Rounds of up to 512 blocks per thread (4M values), signals checked between rounds.
-    let round = 512 * threads;
+    // Rounds of ROUND_BLOCKS blocks (1M values, however many threads), signals checked between
+    // rounds: Ctrl-C interrupts a long reduction within one round's time.
+    let round = ROUND_BLOCKS.max(threads);
     for first in (0..blocks).step_by(round.max(1)) {
         let last = (first + round).min(blocks);
         let per = (last - first).div_ceil(threads);

@@ -6,7 +6,8 @@ use super::*;
 pub(crate) const PY_PAYLOAD: usize = 16 * 1024 - 8;
 
 /// The parameter block of a Python kernel: `pickle.dumps((sys_path, in_dtype, out_dtype,
-/// pickled_callable))`, made by the package.
+/// pickled_callable, pickled_initializer, mailbox_dir))`, made by the package, or
+/// `pickle.dumps(path)` of a file in the mailbox holding that when it does not fit.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct PyParams {
@@ -134,8 +135,13 @@ pub(crate) fn load_kernel(py: Python<'_>, payload: &[u8]) -> PyResult<(Py<PyAny>
         }
     }
     let pickle = py.import("pickle")?;
+    // The mailbox's helpers first: a callable may be one of their classes (`Returning`).
+    mailbox::_worker_helpers(py)?;
     let outer = pickle.call_method1("loads", (pyo3::types::PyBytes::new(py, payload),))?;
-    let (path, in_dt, out_dt, f_bytes, init): (Vec<String>, String, String, Vec<u8>, Vec<u8>) = outer.extract()?;
+    let outer = mailbox::resolve_payload(py, outer)?;
+    type Payload = (Vec<String>, String, String, Vec<u8>, Vec<u8>, Option<String>);
+    let (path, in_dt, out_dt, f_bytes, init, mailbox_dir): Payload = outer.extract()?;
+    *mailbox::MAILBOX.lock().unwrap_or_else(|p| p.into_inner()) = mailbox_dir;
     let sys_path = py.import("sys")?.getattr("path")?;
     for p in path.iter().rev() {
         if !sys_path.contains(p)? {

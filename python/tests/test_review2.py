@@ -50,7 +50,7 @@ def run_py(code: str, timeout: float = 60, cwd: Optional[str] = None) -> tuple[O
     return rc, out
 
 
-@pytest.mark.xfail(reason="review #16b: an exception that pickles but does not unpickle arrives as KernelError without its message", strict=False)
+
 def test_unpicklable_exception_keeps_type_name_and_message():
     """Promise (issue): an exception that cannot be rebuilt arrives as 'shmpool.KernelError with
     the type name, message and traceback text'. An exception whose constructor takes two
@@ -65,7 +65,7 @@ def test_unpicklable_exception_keeps_type_name_and_message():
     assert "disk failure happened 3 times" in text, text
 
 
-@pytest.mark.xfail(reason="review #16b: an importable custom exception with a 150-char message arrives as KernelError, not its type", strict=False)
+
 def test_importable_custom_exception_with_long_message_keeps_its_type():
     """Promise (issue): the callable's exception 'arrives in the parent as an exception of the
     same type and message where it can be rebuilt'. An importable custom exception type with a
@@ -96,7 +96,7 @@ def test_float32_std_equals_numpy():
     assert shmpool.evaluate("std(x)", x=x) == np.std(x)
 
 
-@pytest.mark.xfail(reason="review #16b: initargs share the 16 KB kernel block: a 24 KB initargs makes every map fail", strict=False)
+
 def test_initializer_with_an_array_in_initargs():
     """Promise (README table): Pool(processes, initializer, initargs, maxtasksperchild) as
     multiprocessing.Pool. An initializer given a 3,000-element float64 array in initargs (24 KB
@@ -107,7 +107,7 @@ def test_initializer_with_an_array_in_initargs():
         assert pool.map(rk.copy, np.arange(10.0)).tolist() == list(np.arange(10.0))
 
 
-@pytest.mark.xfail(reason="review #16b: sys.path is pickled into the 16 KB kernel block: a long sys.path makes every map fail", strict=False)
+
 def test_importable_function_with_a_long_sys_path():
     """Promise: pool.map(f, a) with 'an importable function' (README). The parent's whole sys.path
     is pickled into the kernel's 16 KB parameter block, so a process with a long sys.path (here 100
@@ -148,7 +148,7 @@ def test_lambda_under_fork_without_cloudpickle(kind):
     assert "RESULT [0.0, 3.0, 6.0, 9.0]" in out, f"rc={rc}: {out}"
 
 
-@pytest.mark.xfail(reason="review #16b: Ctrl-C is ignored while evaluate computes a reduction", strict=False)
+
 def test_ctrl_c_in_evaluate_with_a_reduction_is_prompt():
     """Promise (issue, Faults): 'Ctrl-C in the parent raises KeyboardInterrupt promptly'
     (README: 'within ~50 ms'). evaluate of a reduction over 16M float64
@@ -211,7 +211,7 @@ def test_map_of_a_plain_array_copies_it_once():
     assert growth <= 2.2, f"peak RSS grew by {growth}x the array"
 
 
-@pytest.mark.xfail(reason="review #16b: an exception class of the script's __main__ arrives as KernelError", strict=False)
+
 def test_exception_class_of_main_arrives_as_itself():
     """Promise (issue): 'an exception raised by the callable arrives in the parent as an exception
     of the same type and message where it can be rebuilt'. A script that defines its kernel and
@@ -237,7 +237,7 @@ def test_exception_class_of_main_arrives_as_itself():
     assert "GOT MyErr from main" in out, f"rc={rc}: {out}"
 
 
-@pytest.mark.xfail(reason="review #16b: imap cannot take a kernel returning an array (the issue's imap(kernel_returning_array, batches))", strict=False)
+
 def test_imap_with_a_kernel_returning_an_array():
     """Promise (issue): `for r in pool.imap(kernel_returning_array, batches): ...`. A kernel
     that takes a batch and returns an array (rk.doubled(batch) -> batch * 2) fails with
@@ -331,7 +331,7 @@ def test_chunk_timeout_does_not_count_the_workers_warm_up(start_method):
         assert pool.map(rk.copy, np.arange(1000.0)).tolist() == list(np.arange(1000.0))
 
 
-@pytest.mark.xfail(reason="review #16b: an uncaught kernel exception prints no worker traceback", strict=False)
+
 def test_uncaught_kernel_exception_shows_where_it_failed():
     """Promise (issue): the exception arrives 'with the chunk's range' and the traceback text, as
     multiprocessing's does (its uncaught worker exceptions print the worker's traceback as a
@@ -392,7 +392,7 @@ def test_float_reductions_equal_numpys(fn, dtype, n):
     assert differ == 0, f"{differ} of 20 {dtype} {fn}s differ from numpy's"
 
 
-@pytest.mark.xfail(reason="review #16b: functools.partial of a script's function fails in the worker (AttributeError), cloudpickle installed", strict=False)
+
 def test_partial_of_a_main_function():
     """Promise (README): 'lambdas and closures need cloudpickle installed' -- with it, functions
     of __main__ travel by value. functools.partial(scale, 3.0) of a function of the script
@@ -442,7 +442,7 @@ def test_map_file_reads_what_np_save_writes(tmp_path, kind):
     assert np.array_equal(np.load(dst), a * 2)
 
 
-@pytest.mark.xfail(reason="review #16b: SystemExit raised by the callable arrives as KernelError without its message", strict=False)
+
 def test_system_exit_in_the_callable_keeps_its_message():
     """Promise (issue): else 'shmpool.KernelError with the type name, message and traceback
     text'. SystemExit('kernel gave up with code 4') raised by the callable arrives as
