@@ -44,6 +44,9 @@ from ._errors import (
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+# Bytes of a plain input from which `Pool.map` returns its result in shared memory.
+_SHARED_RESULT_FROM = 1 << 20
+
 __all__ = [
     "Pool",
     "evaluate",
@@ -79,7 +82,7 @@ def _route_spawned_children() -> None:
         "l = m.ExtensionFileLoader('shmpool._native', p)\n"
         "n = u.module_from_spec(u.spec_from_loader('shmpool._native', l))\n"
         "l.exec_module(n)\n"
-        "n._worker_main()\n"
+        f"n._worker_main({os.path.dirname(os.path.dirname(np.__file__))!r})\n"
     )
     _native._set_spawn_route(["-I", "-S", "-c", cmd])
 
@@ -277,7 +280,9 @@ class Pool:
             x = x.astype(dt)
         try:
             res = np.dtype(_native.result_dtype(engine_expr, dt.name))
-            return self._evaluate(engine_expr, x, dt, res, out)
+            r = self._evaluate(engine_expr, x, dt, res, out)
+            # A 0-d result is a numpy scalar, as numpy returns.
+            return r[()] if out is None and r.ndim == 0 else r
         except KeyboardInterrupt:
             self._state = "terminated"  # Ctrl-C terminated the pool's workers
             raise
@@ -367,8 +372,11 @@ class Pool:
                 np.copyto(out, self.map(f, a, dtype=odt), casting="unsafe")
                 return out
         owner = _owner(a)
-        if out is None and owner is not None:
-            # A shared input gives a shared result.
+        if out is None and (owner is not None or a.nbytes >= _SHARED_RESULT_FROM):
+            # A shared input gives a shared result. So does a large plain one: the workers write
+            # the result in place, with no staging buffer to copy it out of (one copy of the
+            # input in shared memory, then the result: twice the array at the peak, not three
+            # times).
             return self.map(f, a, out=zeros(a.shape, odt))
         if a.size == 0:
             return out if out is not None else np.zeros(a.shape, odt)

@@ -42,6 +42,10 @@ def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray
             )
         if not out.flags.writeable:
             raise ValueError("output array is read-only")
+    if out is not None and _writes_directly(out, res, arrays.values()):
+        # Straight into `out`: no temporary result.
+        _native.evaluate_inputs(expr, named, flat, out.reshape(-1).view(np.uint8), max(1, threads))
+        return out
     result = np.empty(shape, res)
     _native.evaluate_inputs(expr, named, flat, result.reshape(-1).view(np.uint8), max(1, threads))
     if out is None:
@@ -49,6 +53,14 @@ def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray
         return result[()] if result.ndim == 0 else result
     np.copyto(out, result, casting="same_kind")
     return out
+
+
+def _writes_directly(out: np.ndarray, res: np.dtype, inputs: Any) -> bool:
+    """Whether the engine can write the result into ``out`` itself: of the result's dtype,
+    C-contiguous, native byte order, and clear of every input's memory."""
+    if out.dtype != res or not out.flags.c_contiguous or not out.dtype.isnative:
+        return False
+    return not any(isinstance(a, np.ndarray) and np.may_share_memory(out, a) for a in inputs)
 
 
 def _rename(expr: str, name: str) -> tuple[str, list[tuple[int, int]]]:

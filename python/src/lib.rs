@@ -73,8 +73,13 @@ fn _set_spawn_route(args: Vec<String>) {
 
 /// The body of a child started by `exec`: becomes what the parent asked for (a worker, the fork
 /// server) and never returns. In any other process it raises.
+/// `numpy_home`: the directory numpy is imported from in the parent, from which the workers
+/// import it before serving (so that a chunk's time, which `chunk_timeout` bounds, does not
+/// include that import).
 #[pyfunction]
-fn _worker_main() -> PyResult<()> {
+#[pyo3(signature = (numpy_home=None))]
+fn _worker_main(numpy_home: Option<String>) -> PyResult<()> {
+    *NUMPY_HOME.lock().unwrap_or_else(|p| p.into_inner()) = numpy_home;
     BOOT_PID.store(std::process::id(), Ordering::SeqCst);
     shmpool::init();
     BOOT_PID.store(0, Ordering::SeqCst);

@@ -22,6 +22,30 @@ pub(crate) static BOOT_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::At
 /// The pid that last ran the interpreter's after-fork hook.
 pub(crate) static AFTER_FORK_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// Where the parent imports numpy from (see `_worker_main`).
+pub(crate) static NUMPY_HOME: Mutex<Option<String>> = Mutex::new(None);
+
+/// The pool's `worker_init` under forkserver and spawn: imports what every Python kernel needs
+/// (numpy, pickle, the mailbox's helpers) before the worker serves, so that the first chunk's
+/// time, which `chunk_timeout` bounds, is the kernel's and not the interpreter's warm-up. A
+/// failure here is left for the first chunk to report.
+pub(crate) fn warm_up() {
+    let home = NUMPY_HOME.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Python::attach(|py| {
+        after_fork_once();
+        let _ = (|| -> PyResult<()> {
+            py.import("pickle")?;
+            mailbox::_worker_helpers(py)?;
+            let Some(home) = home else { return Ok(()) };
+            let path = py.import("sys")?.getattr("path")?;
+            path.call_method1("insert", (0, &home))?;
+            let r = py.import("numpy").map(drop);
+            path.call_method1("remove", (&home,))?;
+            r
+        })();
+    });
+}
+
 /// The last payload's unpickled callable and dtypes (a worker usually serves one map at a time).
 pub(crate) type Kernel = (Vec<u8>, Py<PyAny>, Py<PyAny>, Py<PyAny>);
 pub(crate) static KERNEL_CACHE: Mutex<Option<Kernel>> = Mutex::new(None);

@@ -77,7 +77,7 @@ def test_importable_custom_exception_with_long_message_keeps_its_type():
             pool.map(rk.raise_long_custom, np.arange(10.0))
 
 
-@pytest.mark.xfail(reason="review #16b: evaluate over a 0-d array returns a 0-d ndarray, numpy a scalar", strict=False)
+
 def test_zero_d_evaluate_returns_a_numpy_scalar():
     """Promise (README): 'a 0-d result is returned as a numpy scalar, as numpy does'.
     evaluate('x + 1', x=np.array(3.0)) returns the 0-d array array(4.) where numpy's
@@ -185,7 +185,7 @@ def test_ctrl_c_in_evaluate_with_a_reduction_is_prompt():
     assert delay < 0.5 * total, f"KeyboardInterrupt came {delay} s after Ctrl-C, {total} s into the call"
 
 
-@pytest.mark.xfail(reason="review #16b: map of a plain array holds 3 copies (staging in, staging out, result)", strict=False)
+
 def test_map_of_a_plain_array_copies_it_once():
     """Promise (issue): 'arrays not yet in shared memory are copied into it once' and map over a
     plain ndarray returns a new array. Mapping a 381 MiB float64 array raises the process's peak
@@ -319,7 +319,7 @@ def test_evaluate_errors_have_numpys_types(expr, x, numpy_error):
         shmpool.evaluate(expr, x=x)
 
 
-@pytest.mark.xfail(reason="review #16b: chunk_timeout also times the worker's warm-up (numpy import, unpickling): a µs kernel times out", strict=False)
+
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_chunk_timeout_does_not_count_the_workers_warm_up(start_method):
     """Promise (issue): 'chunk_timeout= kills a hung callable'. With chunk_timeout=0.02 a
@@ -349,7 +349,7 @@ def test_uncaught_kernel_exception_shows_where_it_failed():
     assert "_inner_helper" in out, out
 
 
-@pytest.mark.xfail(reason="review #16b: evaluate(out=) over a plain array allocates a full temporary result and copies it", strict=False)
+
 def test_evaluate_into_out_allocates_no_temporary():
     """Promise (issue): evaluate is 'numexpr's call' and 'accept[s] out=' (numexpr writes into
     out directly). Over a plain 381 MiB float64 array with a preallocated out, evaluate('x * 2 +
