@@ -29,12 +29,14 @@ import numpy as np
 
 from . import _native
 from ._arrays import _SUPPORTED, _dtype, _owner, empty_like, is_shared, zeros, zeros_like
-from ._expr import _IN_PROCESS_FROM, _evaluate_inputs, _flat, _rename, _reraise
+from ._expr import _IN_PROCESS_FROM, _check_fp, _evaluate_inputs, _flat, _rename, _reraise
 from ._pickling import _payload, _pickle_callable, _rebuild
 from ._submit import Submitter
 from ._errors import (
     ChunkTimeout,
     ExpressionError,
+    ExpressionOverflowError,
+    ExpressionTypeError,
     KernelError,
     PoolClosed,
     SharedMemoryFull,
@@ -59,6 +61,8 @@ __all__ = [
     "KernelError",
     "ChunkTimeout",
     "ExpressionError",
+    "ExpressionOverflowError",
+    "ExpressionTypeError",
     "SharedMemoryFull",
     "PoolClosed",
 ]
@@ -249,10 +253,16 @@ class Pool:
         x=a)`` is ``np.sum(a * a)`` and returns a numpy scalar as numpy does; ``evaluate("x -
         mean(x)", x=a)`` is ``a - np.mean(a)`` (the reductions first, then the rest). numpy's
         result types, NaN rules, errors (``min`` of nothing: ``ValueError``) and warnings
-        (``mean`` of nothing: ``RuntimeWarning``). Float sums are compensated in float64 and
+        (``mean`` of nothing: ``RuntimeWarning``; floating-point errors as ``np.errstate``
+        says: checked on the result, see ``_check_fp``). Float sums are compensated in float64 and
         joined in a fixed order: the result does not depend on the number of threads. These run
         in this process as above.
         """
+        r = self._evaluate_any(expr, out, arrays)
+        _check_fp(expr, r, arrays, self.processes)
+        return r
+
+    def _evaluate_any(self, expr: str, out: Optional[np.ndarray], arrays: dict[str, Any]) -> Any:
         self._check()
         if not arrays:
             raise TypeError("evaluate takes at least one array as name=array (none given)")

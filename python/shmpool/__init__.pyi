@@ -8,6 +8,8 @@ import numpy.typing as npt
 from ._errors import (
     ChunkTimeout as ChunkTimeout,
     ExpressionError as ExpressionError,
+    ExpressionOverflowError as ExpressionOverflowError,
+    ExpressionTypeError as ExpressionTypeError,
     KernelError as KernelError,
     PoolClosed as PoolClosed,
     SharedMemoryFull as SharedMemoryFull,

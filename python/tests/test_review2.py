@@ -268,7 +268,7 @@ def test_fork_warning_speaks_python():
     assert "StartMethod::" not in out, out
 
 
-@pytest.mark.xfail(reason="review #16b: evaluate gives none of numpy's floating-point RuntimeWarnings", strict=False)
+
 @pytest.mark.parametrize(
     "expr, x",
     [
@@ -289,7 +289,7 @@ def test_evaluate_warns_as_numpy(expr, x):
         shmpool.evaluate(expr, x=x)
 
 
-@pytest.mark.xfail(reason="review #16b: np.errstate(all='raise') is ignored by evaluate", strict=False)
+
 def test_evaluate_honours_errstate_raise():
     """Promise: 'numpy's semantics'. Under np.errstate(all='raise') numpy raises
     FloatingPointError for x / 0; shmpool.evaluate returns [nan, inf, inf], so code that relies on
@@ -302,7 +302,7 @@ def test_evaluate_honours_errstate_raise():
             shmpool.evaluate("x / 0", x=x)
 
 
-@pytest.mark.xfail(reason="review #16b: evaluate raises ExpressionError where numpy raises OverflowError/TypeError", strict=False)
+
 @pytest.mark.parametrize(
     "expr, x, numpy_error",
     [
