@@ -30,8 +30,10 @@ import numpy as np
 from . import _native
 from ._arrays import _SUPPORTED, _dtype, _owner, empty_like, is_shared, zeros, zeros_like
 from ._expr import _IN_PROCESS_FROM, _check_fp, _evaluate_inputs, _flat, _rename, _reraise
-from ._pickling import _payload, _pickle_callable, _rebuild
+from ._pickling import _payload, _pickle_callable, _rebuild, _returns_value
 from ._submit import Submitter
+from ._mailbox import _call_returning, _remove_box
+from ._files import _ProgressLines, _map_file_in_memory, _needs_reading
 from ._errors import (
     ChunkTimeout,
     ExpressionError,
@@ -97,6 +99,8 @@ _route_spawned_children()
 # makes here, so that `fork` workers run Python callables; removed at exit, after every other
 # atexit handler of the package (they run last-in, first-out).
 _native._install_fork_hooks()
+# The engine's own warning about `fork` with threads names its Rust API: Pool warns instead.
+_native._quiet_fork_warning()
 atexit.register(_native._remove_fork_hooks)
 
 class Pool:
@@ -135,6 +139,16 @@ class Pool:
         # by the engine before any callable is known, so it runs lazily, once per process).
         self._init = b"" if initializer is None else _pickle_callable((initializer, tuple(initargs)))
         self._pid = os.getpid()
+        if start_method == "fork" and threading.active_count() > 1:
+            import warnings
+
+            warnings.warn(
+                "shmpool: forking workers from a process that runs other threads: a callable that "
+                "takes a lock another thread held (logging, stdout) may hang in the workers; "
+                "use start_method='forkserver' (the default) or 'spawn'",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self._p = _native.Pool(
             processes,
             # The fork server is exec'd from this interpreter (a fresh, single-threaded one
@@ -450,7 +464,7 @@ class Pool:
                     if returning:
                         if self._state != "running":
                             raise PoolClosed("Pool not running: it was closed or terminated")
-                        pending.append(self._submitter.submit(self._interrupted, self._call_returning, f, b))
+                        pending.append(self._submitter.submit(self._interrupted, _call_returning, self, f, b))
                     else:
                         pending.append(self.submit(f, b, dtype=dtype))
                 if not pending:
@@ -471,25 +485,6 @@ class Pool:
             # `multiprocessing`'s imap does, rather than waited for here.
             for p in pending:
                 p.cancel()
-
-    def _call_returning(self, f: Callable[[np.ndarray], object], batch: Any) -> Any:
-        """``f(batch)`` in a worker, its result back through the mailbox (pickled)."""
-        import uuid
-
-        helpers = _native._worker_helpers()
-        box = self._mailbox()
-        token = uuid.uuid4().hex
-        src, dst = os.path.join(box, f"batch-{token}.npy"), os.path.join(box, f"result-{token}")
-        np.save(src, np.asarray(batch))
-        try:
-            self.map(helpers.Returning(f, src, dst), np.zeros(1, np.uint8))
-            return helpers.take(dst)
-        finally:
-            for path in (src, dst):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
 
     def imap(
         self, f: Callable[[np.ndarray, np.ndarray], object], batches: Any, *, dtype: Any = None, in_flight: Optional[int] = None
@@ -530,6 +525,8 @@ class Pool:
         gets numpy's result dtype, or ``dtype`` (cast as ``astype``), the input's shape, and
         appears under its name only when complete. ``progress=True`` prints progress lines on
         stderr; a callable is called as ``progress(done, total)``. Returns the output dtype.
+        A Fortran-ordered or big-endian input (``np.save`` of a transposed or ``'>f8'`` array)
+        is read into memory instead (one copy, in C order and native byte order).
         """
         self._check()
         src, dst = os.fspath(input), os.fspath(output)
@@ -543,33 +540,14 @@ class Pool:
         else:
             cb = progress
         odt = None if dtype is None else _dtype(dtype).name
+        if _needs_reading(src):
+            return _map_file_in_memory(self, src, dst, expr, dtype, cb)
         try:
             _, name = self._p.map_file(src, dst, expr, odt, cb)
         except KeyboardInterrupt:
             self._state = "terminated"
             raise
         return np.dtype(name)
-
-
-def _returns_value(f: Callable[..., object]) -> bool:
-    """Whether ``f`` takes one positional argument but not two: a kernel ``f(batch) ->
-    result`` (as ``multiprocessing``'s imap calls), not ``f(chunk_in, chunk_out)``."""
-    import inspect
-
-    try:
-        sig = inspect.signature(f)
-    except (TypeError, ValueError):
-        return False
-    try:
-        sig.bind(None, None)
-        return False
-    except TypeError:
-        pass
-    try:
-        sig.bind(None)
-        return True
-    except TypeError:
-        return False
 
 
 def _finalize(native: Any, submitter: Submitter, pid: int, box: list[Optional[str]]) -> None:
@@ -579,34 +557,6 @@ def _finalize(native: Any, submitter: Submitter, pid: int, box: list[Optional[st
         native.terminate()
         submitter.shutdown(wait=True, cancel=True)
         _remove_box(box)
-
-
-def _remove_box(box: list[Optional[str]]) -> None:
-    """Removes a pool's mailbox directory, if it made one."""
-    import shutil
-
-    path, box[0] = box[0], None
-    if path is not None:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class _ProgressLines:
-    """Progress on stderr: percent, elements/s and ETA, at most once a second, and at 100%."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self.last < 1.0:
-            return
-        self.last = now
-        secs = max(now - self.start, 1e-9)
-        rate = done / secs
-        pct = 100.0 if total == 0 else done * 100.0 / total
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        sys.stderr.write(f"progress: {pct:5.1f}% {done}/{total} elements, {rate / 1e6:.1f} Melem/s, ETA {eta:.0f} s\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,27 @@ def _payload(f: Callable[..., object], in_dt: np.dtype, out_dt: np.dtype, init: 
     return pickle.dumps(path)
 
 
+def _returns_value(f: Callable[..., object]) -> bool:
+    """Whether ``f`` takes one positional argument but not two: a kernel ``f(batch) ->
+    result`` (as ``multiprocessing``'s imap calls), not ``f(chunk_in, chunk_out)``."""
+    import inspect
+
+    try:
+        sig = inspect.signature(f)
+    except (TypeError, ValueError):
+        return False
+    try:
+        sig.bind(None, None)
+        return False
+    except TypeError:
+        pass
+    try:
+        sig.bind(None)
+        return True
+    except TypeError:
+        return False
+
+
 def _pickle_callable(f: Any) -> bytes:
     """``f`` (a callable, or a tuple holding callables) pickled by reference, or by value with
     cloudpickle where ``pickle`` cannot (lambdas, closures, functions of ``__main__``)."""

@@ -86,6 +86,13 @@ fn _worker_main(numpy_home: Option<String>) -> PyResult<()> {
     Err(PyRuntimeError::new_err("_worker_main() is for processes that shmpool starts"))
 }
 
+/// The engine prints no warning of its own about `fork` in a multi-threaded process: the
+/// package warns (`warnings.warn`) in Python's words.
+#[pyfunction]
+fn _quiet_fork_warning() {
+    shmpool::quiet_fork_warning();
+}
+
 /// Python module `shmpool._native`.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -97,6 +104,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(has_reductions, m)?)?;
     m.add_function(wrap_pyfunction!(_set_spawn_route, m)?)?;
     m.add_function(wrap_pyfunction!(_worker_main, m)?)?;
+    m.add_function(wrap_pyfunction!(_quiet_fork_warning, m)?)?;
     m.add_function(wrap_pyfunction!(mailbox::_worker_helpers, m)?)?;
     m.add("PAYLOAD_ROOM", PY_PAYLOAD)?;
     m.add_function(wrap_pyfunction!(_install_fork_hooks, m)?)?;

@@ -249,7 +249,7 @@ def test_imap_with_a_kernel_returning_an_array():
     assert [g.tolist() for g in got] == [(b * 2).tolist() for b in batches]
 
 
-@pytest.mark.xfail(reason="review #16b: the fork warning names the Rust API (StartMethod::ForkServer) to Python users", strict=False)
+
 def test_fork_warning_speaks_python():
     """Promise (issue): a Python package with docstrings and a README section for Python users.
     Pool(start_method='fork') in a process that runs a thread prints on stderr 'shmpool: forking
@@ -412,7 +412,7 @@ def test_partial_of_a_main_function():
     assert "RESULT [0.0, 3.0, 6.0]" in out, f"rc={rc}: {out}"
 
 
-@pytest.mark.xfail(reason="review #16b: zeros_like/empty_like drop a Fortran layout; zeros has no order=", strict=False)
+
 def test_zeros_like_keeps_the_layout_as_numpy():
     """Promise (README): 'shmpool.zeros(shape, dtype) follows np.zeros'; zeros_like/empty_like
     'follow their model' (test_shared.py). np.zeros_like of a Fortran-ordered array is
@@ -426,7 +426,7 @@ def test_zeros_like_keeps_the_layout_as_numpy():
     assert shmpool.zeros((2, 3), order="F").flags.f_contiguous  # type: ignore[call-arg]
 
 
-@pytest.mark.xfail(reason="review #16b: map_file refuses .npy files np.save writes for a transposed or big-endian array", strict=False)
+
 @pytest.mark.parametrize("kind", ["transposed", "big_endian"])
 def test_map_file_reads_what_np_save_writes(tmp_path, kind):
     """Promise (issue): map_file uses the engine with 'numpy semantics' over .npy files, and the
