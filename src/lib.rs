@@ -300,6 +300,13 @@ pub fn set_spawn_route<S: Into<std::ffi::OsString>>(
     launch::spawn::set_route(launch::spawn::SpawnRoute { exe, args: args.into_iter().map(Into::into).collect() });
 }
 
+/// Stops shmpool from printing its warning (once, on stderr) about workers forked
+/// (`StartMethod::Fork`) from a multi-threaded process: for an embedder that warns its users in
+/// its own words (the Python package raises a `RuntimeWarning` naming its own options).
+pub fn quiet_fork_warning() {
+    start::launch::quiet_fork_warning();
+}
+
 /// What a program using shmpool usually needs: `use shmpool::prelude::*;`.
 pub mod prelude {
     pub use crate::{Dynamic, Error, ErrorKind, Kernel, KernelExt, KernelSpec, Pod, Pool, Result, SharedVec, Zeroable};

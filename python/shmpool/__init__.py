@@ -29,12 +29,16 @@ import numpy as np
 
 from . import _native
 from ._arrays import _SUPPORTED, _dtype, _owner, empty_like, is_shared, zeros, zeros_like
-from ._expr import _IN_PROCESS_FROM, _evaluate_inputs, _flat, _rename, _reraise
-from ._pickling import _payload, _pickle_callable, _rebuild
+from ._expr import _IN_PROCESS_FROM, _check_fp, _evaluate_inputs, _flat, _rename, _reraise
+from ._pickling import _payload, _pickle_callable, _rebuild, _returns_value
 from ._submit import Submitter
+from ._mailbox import _call_returning, _remove_box
+from ._files import _ProgressLines, _map_file_in_memory, _needs_reading
 from ._errors import (
     ChunkTimeout,
     ExpressionError,
+    ExpressionOverflowError,
+    ExpressionTypeError,
     KernelError,
     PoolClosed,
     SharedMemoryFull,
@@ -43,6 +47,9 @@ from ._errors import (
 )
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+# Bytes of a plain input from which `Pool.map` returns its result in shared memory.
+_SHARED_RESULT_FROM = 1 << 20
 
 __all__ = [
     "Pool",
@@ -56,6 +63,8 @@ __all__ = [
     "KernelError",
     "ChunkTimeout",
     "ExpressionError",
+    "ExpressionOverflowError",
+    "ExpressionTypeError",
     "SharedMemoryFull",
     "PoolClosed",
 ]
@@ -79,7 +88,7 @@ def _route_spawned_children() -> None:
         "l = m.ExtensionFileLoader('shmpool._native', p)\n"
         "n = u.module_from_spec(u.spec_from_loader('shmpool._native', l))\n"
         "l.exec_module(n)\n"
-        "n._worker_main()\n"
+        f"n._worker_main({os.path.dirname(os.path.dirname(np.__file__))!r})\n"
     )
     _native._set_spawn_route(["-I", "-S", "-c", cmd])
 
@@ -90,6 +99,8 @@ _route_spawned_children()
 # makes here, so that `fork` workers run Python callables; removed at exit, after every other
 # atexit handler of the package (they run last-in, first-out).
 _native._install_fork_hooks()
+# The engine's own warning about `fork` with threads names its Rust API: Pool warns instead.
+_native._quiet_fork_warning()
 atexit.register(_native._remove_fork_hooks)
 
 class Pool:
@@ -128,6 +139,16 @@ class Pool:
         # by the engine before any callable is known, so it runs lazily, once per process).
         self._init = b"" if initializer is None else _pickle_callable((initializer, tuple(initargs)))
         self._pid = os.getpid()
+        if start_method == "fork" and threading.active_count() > 1:
+            import warnings
+
+            warnings.warn(
+                "shmpool: forking workers from a process that runs other threads: a callable that "
+                "takes a lock another thread held (logging, stdout) may hang in the workers; "
+                "use start_method='forkserver' (the default) or 'spawn'",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self._p = _native.Pool(
             processes,
             # The fork server is exec'd from this interpreter (a fresh, single-threaded one
@@ -141,9 +162,23 @@ class Pool:
         )
         self._state = "running"
         self._submitter = Submitter(max(2, int(self._p.processes)))
+        # The pool's mailbox (a private temporary directory, made on first use): what the
+        # workers send back beyond the engine's messages (exceptions in full, returned values)
+        # and payloads too large for a kernel's parameter block.
+        self._box: list[Optional[str]] = [None]
+        self._box_lock = threading.Lock()
         # At exit (or when the pool is collected): terminate the workers, which ends every map
-        # still waiting (a pending submit of a hung callable), and stop the submit threads.
-        self._finalizer = weakref.finalize(self, _finalize, self._p, self._submitter, self._pid)
+        # still waiting (a pending submit of a hung callable), stop the submit threads and
+        # remove the mailbox.
+        self._finalizer = weakref.finalize(self, _finalize, self._p, self._submitter, self._pid, self._box)
+
+    def _mailbox(self) -> str:
+        with self._box_lock:
+            if self._box[0] is None:
+                import tempfile
+
+                self._box[0] = tempfile.mkdtemp(prefix="shmpool-py-")
+            return self._box[0]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -165,12 +200,14 @@ class Pool:
             raise ValueError("Pool is still running")
         self._submitter.shutdown(wait=True, cancel=False)
         self._p.join()
+        _remove_box(self._box)
 
     def terminate(self) -> None:
         """Kill the workers at once and wait for them."""
         self._p.terminate()
         self._state = "terminated"
         self._submitter.shutdown(wait=True, cancel=True)
+        _remove_box(self._box)
 
     @property
     def processes(self) -> int:
@@ -230,10 +267,16 @@ class Pool:
         x=a)`` is ``np.sum(a * a)`` and returns a numpy scalar as numpy does; ``evaluate("x -
         mean(x)", x=a)`` is ``a - np.mean(a)`` (the reductions first, then the rest). numpy's
         result types, NaN rules, errors (``min`` of nothing: ``ValueError``) and warnings
-        (``mean`` of nothing: ``RuntimeWarning``). Float sums are compensated in float64 and
+        (``mean`` of nothing: ``RuntimeWarning``; floating-point errors as ``np.errstate``
+        says: checked on the result, see ``_check_fp``). Float sums are compensated in float64 and
         joined in a fixed order: the result does not depend on the number of threads. These run
         in this process as above.
         """
+        r = self._evaluate_any(expr, out, arrays)
+        _check_fp(expr, r, arrays, self.processes)
+        return r
+
+    def _evaluate_any(self, expr: str, out: Optional[np.ndarray], arrays: dict[str, Any]) -> Any:
         self._check()
         if not arrays:
             raise TypeError("evaluate takes at least one array as name=array (none given)")
@@ -261,7 +304,9 @@ class Pool:
             x = x.astype(dt)
         try:
             res = np.dtype(_native.result_dtype(engine_expr, dt.name))
-            return self._evaluate(engine_expr, x, dt, res, out)
+            r = self._evaluate(engine_expr, x, dt, res, out)
+            # A 0-d result is a numpy scalar, as numpy returns.
+            return r[()] if out is None and r.ndim == 0 else r
         except KeyboardInterrupt:
             self._state = "terminated"  # Ctrl-C terminated the pool's workers
             raise
@@ -351,12 +396,15 @@ class Pool:
                 np.copyto(out, self.map(f, a, dtype=odt), casting="unsafe")
                 return out
         owner = _owner(a)
-        if out is None and owner is not None:
-            # A shared input gives a shared result.
+        if out is None and (owner is not None or a.nbytes >= _SHARED_RESULT_FROM):
+            # A shared input gives a shared result. So does a large plain one: the workers write
+            # the result in place, with no staging buffer to copy it out of (one copy of the
+            # input in shared memory, then the result: twice the array at the peak, not three
+            # times).
             return self.map(f, a, out=zeros(a.shape, odt))
         if a.size == 0:
             return out if out is not None else np.zeros(a.shape, odt)
-        payload = _payload(f, dt, odt, self._init)
+        payload = _payload(f, dt, odt, self._init, self._mailbox())
         xin: Any = owner if owner is not None else _flat(a)
         oin: Any = None
         if out is not None:
@@ -368,7 +416,8 @@ class Pool:
             self._state = "terminated"
             raise
         except KernelError as e:
-            raise _rebuild(e) from None
+            err = _rebuild(e)
+            raise err from err.__cause__
         if out is not None:
             return out
         if odt == np.bool_:
@@ -400,6 +449,7 @@ class Pool:
         import concurrent.futures
 
         limit = max(1, in_flight if in_flight is not None else self.processes)
+        returning = _returns_value(f)
         pending: "collections.deque[concurrent.futures.Future[np.ndarray]]" = collections.deque()
         it = iter(batches)
         try:
@@ -411,7 +461,12 @@ class Pool:
                     except StopIteration:
                         exhausted = True
                         break
-                    pending.append(self.submit(f, b, dtype=dtype))
+                    if returning:
+                        if self._state != "running":
+                            raise PoolClosed("Pool not running: it was closed or terminated")
+                        pending.append(self._submitter.submit(self._interrupted, _call_returning, self, f, b))
+                    else:
+                        pending.append(self.submit(f, b, dtype=dtype))
                 if not pending:
                     return
                 if ordered:
@@ -438,7 +493,11 @@ class Pool:
         at most ``in_flight`` batches (default: the number of workers) submitted ahead: the
         iterable is consumed lazily and memory stays bounded. Leaving the loop early (``break``,
         an exception, closing the generator) cancels the batches not started and returns at once;
-        those in flight finish in the workers and their results are dropped."""
+        those in flight finish in the workers and their results are dropped.
+
+        A kernel that takes one argument, ``f(batch) -> result`` (as ``multiprocessing``'s
+        ``imap`` calls it), is called once per batch in a worker instead; the batch goes to it
+        and its result (any picklable value) comes back through a temporary file, pickled."""
         return self._batches(f, batches, dtype, in_flight, True)
 
     def imap_unordered(
@@ -466,6 +525,8 @@ class Pool:
         gets numpy's result dtype, or ``dtype`` (cast as ``astype``), the input's shape, and
         appears under its name only when complete. ``progress=True`` prints progress lines on
         stderr; a callable is called as ``progress(done, total)``. Returns the output dtype.
+        A Fortran-ordered or big-endian input (``np.save`` of a transposed or ``'>f8'`` array)
+        is read into memory instead (one copy, in C order and native byte order).
         """
         self._check()
         src, dst = os.fspath(input), os.fspath(output)
@@ -479,6 +540,8 @@ class Pool:
         else:
             cb = progress
         odt = None if dtype is None else _dtype(dtype).name
+        if _needs_reading(src):
+            return _map_file_in_memory(self, src, dst, expr, dtype, cb)
         try:
             _, name = self._p.map_file(src, dst, expr, odt, cb)
         except KeyboardInterrupt:
@@ -487,31 +550,13 @@ class Pool:
         return np.dtype(name)
 
 
-def _finalize(native: Any, submitter: Submitter, pid: int) -> None:
+def _finalize(native: Any, submitter: Submitter, pid: int, box: list[Optional[str]]) -> None:
     """A pool's end at exit or collection (its weakref finalizer): terminate its workers (in the
-    process that made it) and stop its submit threads."""
+    process that made it), stop its submit threads and remove its mailbox."""
     if os.getpid() == pid:
         native.terminate()
         submitter.shutdown(wait=True, cancel=True)
-
-
-class _ProgressLines:
-    """Progress on stderr: percent, elements/s and ETA, at most once a second, and at 100%."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self.last < 1.0:
-            return
-        self.last = now
-        secs = max(now - self.start, 1e-9)
-        rate = done / secs
-        pct = 100.0 if total == 0 else done * 100.0 / total
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        sys.stderr.write(f"progress: {pct:5.1f}% {done}/{total} elements, {rate / 1e6:.1f} Melem/s, ETA {eta:.0f} s\n")
+        _remove_box(box)
 
 
 # --------------------------------------------------------------------------------------------

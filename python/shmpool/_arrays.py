@@ -44,7 +44,7 @@ def _dtype(dtype: Any) -> np.dtype:
 # shared arrays
 
 
-def zeros(shape: Union[int, tuple[int, ...]], dtype: Any = float) -> np.ndarray:
+def zeros(shape: Union[int, tuple[int, ...]], dtype: Any = float, order: str = "C") -> np.ndarray:
     """A zeroed numpy array in shared memory: maps read and write it in place, without copies.
 
     The array's memory is a POSIX shared-memory segment whose name was unlinked at creation (it
@@ -59,22 +59,31 @@ def zeros(shape: Union[int, tuple[int, ...]], dtype: Any = float) -> np.ndarray:
     shp = (operator.index(shape),) if np.ndim(shape) == 0 else tuple(operator.index(d) for d in shape)  # type: ignore[arg-type]
     if any(d < 0 for d in shp):
         raise ValueError(f"negative dimensions are not allowed: {shp}")
+    if order not in ("C", "F"):
+        raise ValueError(f"order must be 'C' or 'F', not {order!r}")
+    if order == "F":
+        # Fortran order: the transpose of the C-ordered array of the reversed shape (maps read
+        # it through one copy, as any non-C-contiguous array).
+        return zeros(shp[::-1], dtype).T
     owner = _native.SharedArray(list(shp), dt.name)
     a = np.asarray(owner)
     # A non-native byte order ('>i4') views the same zeroed bytes; maps convert it (a copy).
     return a if asked == dt else a.view(asked)
 
 
-def zeros_like(a: Any, dtype: Any = None) -> np.ndarray:
-    """A zeroed shared array with the shape (and, unless given, the dtype) of ``a``."""
+def zeros_like(a: Any, dtype: Any = None, order: str = "K") -> np.ndarray:
+    """A zeroed shared array with the shape (and, unless given, the dtype) of ``a``; ``order``
+    as numpy's (``"K"``, ``"A"``: Fortran order when ``a`` is Fortran- and not C-contiguous)."""
     a = np.asarray(a)
-    return zeros(a.shape, a.dtype if dtype is None else dtype)
+    if order in ("K", "A"):
+        order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+    return zeros(a.shape, a.dtype if dtype is None else dtype, order=order)
 
 
-def empty_like(a: Any, dtype: Any = None) -> np.ndarray:
-    """A shared array with the shape and dtype of ``a``. Its elements are zero (fresh shared
-    pages are zeroed by the kernel; there is no cheaper uninitialised variant)."""
-    return zeros_like(a, dtype)
+def empty_like(a: Any, dtype: Any = None, order: str = "K") -> np.ndarray:
+    """A shared array with the shape, dtype and layout of ``a``. Its elements are zero (fresh
+    shared pages are zeroed by the kernel; there is no cheaper uninitialised variant)."""
+    return zeros_like(a, dtype, order)
 
 
 def _owner(a: np.ndarray) -> Optional[Any]:

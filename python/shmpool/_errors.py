@@ -8,6 +8,8 @@ __all__ = [
     "KernelError",
     "ChunkTimeout",
     "ExpressionError",
+    "ExpressionOverflowError",
+    "ExpressionTypeError",
     "SharedMemoryFull",
     "PoolClosed",
 ]
@@ -53,6 +55,16 @@ class ExpressionError(ShmpoolError, ValueError):
 
     position: int
     detail: str
+
+
+class ExpressionOverflowError(ExpressionError, OverflowError):
+    """A Python integer in the expression is out of the array type's range (``x + 300`` over
+    int8): numpy's ``OverflowError``."""
+
+
+class ExpressionTypeError(ExpressionError, TypeError):
+    """An operator or function the operands' types do not support (``-x`` over bool): numpy's
+    ``TypeError``."""
 
 
 class SharedMemoryFull(ShmpoolError, MemoryError):

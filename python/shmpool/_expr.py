@@ -42,6 +42,10 @@ def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray
             )
         if not out.flags.writeable:
             raise ValueError("output array is read-only")
+    if out is not None and _writes_directly(out, res, arrays.values()):
+        # Straight into `out`: no temporary result.
+        _native.evaluate_inputs(expr, named, flat, out.reshape(-1).view(np.uint8), max(1, threads))
+        return out
     result = np.empty(shape, res)
     _native.evaluate_inputs(expr, named, flat, result.reshape(-1).view(np.uint8), max(1, threads))
     if out is None:
@@ -49,6 +53,14 @@ def _evaluate_inputs(expr: str, arrays: dict[str, Any], out: Optional[np.ndarray
         return result[()] if result.ndim == 0 else result
     np.copyto(out, result, casting="same_kind")
     return out
+
+
+def _writes_directly(out: np.ndarray, res: np.dtype, inputs: Any) -> bool:
+    """Whether the engine can write the result into ``out`` itself: of the result's dtype,
+    C-contiguous, native byte order, and clear of every input's memory."""
+    if out.dtype != res or not out.flags.c_contiguous or not out.dtype.isnative:
+        return False
+    return not any(isinstance(a, np.ndarray) and np.may_share_memory(out, a) for a in inputs)
 
 
 def _rename(expr: str, name: str) -> tuple[str, list[tuple[int, int]]]:
@@ -93,7 +105,7 @@ def _reraise(e: ExpressionError, expr: str, spans: list[tuple[int, int]]) -> Exp
     orig = pos + sum(removed for col, removed in spans if col + 1 < pos)
     detail = getattr(e, "detail", str(e))
     caret = " " * (orig - 1) + "^"
-    return ExpressionError(
+    return type(e)(
         f"invalid expression at column {orig}: {detail}\n  {expr}\n  {caret}", position=orig, detail=detail
     )
 
@@ -102,3 +114,90 @@ def _flat(a: np.ndarray) -> np.ndarray:
     """``a`` as the flat, contiguous array of its storage type that the native module reads."""
     f = np.ascontiguousarray(a).reshape(-1)
     return f.view(np.uint8) if f.dtype == np.bool_ else f
+
+
+# Elements checked at a time for non-finite values (bounds the check's temporary).
+_CHECK_BLOCK = 1 << 20
+
+
+def _any_of(test: Any, a: np.ndarray) -> bool:
+    """Whether ``test`` (``np.isnan``...) holds for an element of ``a``, block by block."""
+    flat = a.reshape(-1)
+    return any(bool(test(flat[k : k + _CHECK_BLOCK]).any()) for k in range(0, flat.size, _CHECK_BLOCK))
+
+
+def _signal(kind: str, message: str) -> None:
+    """numpy's handling of a floating-point error of ``kind`` (``np.errstate``, ``np.seterr``)."""
+    import warnings
+
+    mode = np.geterr()[kind]
+    if mode == "ignore":
+        return
+    if mode == "raise":
+        raise FloatingPointError(message)
+    if mode == "call" and np.geterrcall() is not None:
+        handler = np.geterrcall()
+        if callable(handler):
+            handler(message, {"divide": 1, "over": 2, "under": 4, "invalid": 8}[kind])
+        else:
+            handler.write(message)
+        return
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _zero_divisor(expr: str, arrays: dict[str, Any], threads: int) -> bool:
+    """Whether an integer ``//`` or ``%`` of ``expr`` divides by zero somewhere: its divisors
+    (constants, or subexpressions of the arrays, evaluated here) checked for zeros."""
+    import ast
+
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.BinOp) and isinstance(node.op, (ast.FloorDiv, ast.Mod))):
+            continue
+        rhs = node.right
+        if isinstance(rhs, ast.Constant):
+            if rhs.value == 0:
+                return True
+            continue
+        used = {n.id for n in ast.walk(rhs) if isinstance(n, ast.Name)}
+        sub = {k: v for k, v in arrays.items() if k in used}
+        seg = ast.get_source_segment(expr.strip(), rhs)
+        if not sub or "i" in used or seg is None:
+            continue
+        try:
+            d = np.asarray(_evaluate_inputs(seg, sub, None, threads))
+        except Exception:
+            continue
+        if d.dtype.kind in "iub" and _any_of(lambda b: b == 0, d):
+            return True
+    return False
+
+
+def _check_fp(expr: str, result: Any, arrays: dict[str, Any], threads: int) -> None:
+    """numpy's floating-point errors for an evaluation, checked on its result (the engine does
+    not report them): a NaN in a float result where no float input had one is numpy's
+    'invalid value'; an infinity where none had one, its 'divide by zero' (the expression
+    divides or takes a log) or 'overflow'; an integer ``//`` or ``%`` by zero, 'divide by
+    zero'. Each warns (RuntimeWarning), raises FloatingPointError or is ignored as
+    ``np.errstate`` says. One pass over a float result (two when it holds NaN or inf)."""
+    err = np.geterr()
+    if err["divide"] == err["over"] == err["invalid"] == "ignore":
+        return
+    r = np.asarray(result)
+    if r.dtype.kind in "iu" and ("//" in expr or "%" in expr):
+        if _zero_divisor(expr, arrays, threads):
+            _signal("divide", "divide by zero encountered in floor_divide")
+        return
+    if r.dtype.kind != "f" or not _any_of(lambda b: ~np.isfinite(b), r):
+        return
+    ins = [a for a in (np.asarray(v) for v in arrays.values()) if a.dtype.kind == "f"]
+    if _any_of(np.isnan, r) and not any(_any_of(np.isnan, a) for a in ins):
+        _signal("invalid", "invalid value encountered in evaluate")
+    if _any_of(np.isinf, r) and not any(_any_of(np.isinf, a) for a in ins):
+        if "/" in expr or "log" in expr:
+            _signal("divide", "divide by zero encountered in evaluate")
+        else:
+            _signal("over", "overflow encountered in evaluate")

@@ -77,7 +77,7 @@ pub(crate) fn to_py(py: Python<'_>, e: impl Into<shmpool::Error>) -> PyErr {
         ),
         E::Expr(X::InvalidExpression { position, message, .. }) => raise(
             py,
-            "ExpressionError",
+            expression_error_class(message),
             msg,
             &[
                 ("position", int_obj(py, *position as i64)),
@@ -102,6 +102,19 @@ pub(crate) fn to_py(py: Python<'_>, e: impl Into<shmpool::Error>) -> PyErr {
             None => PyOSError::new_err(msg),
         },
         _ => raise(py, "ShmpoolError", msg, &[]),
+    }
+}
+
+/// The class of an invalid expression's error: numpy's `OverflowError` for a Python integer out
+/// of the array type's range, its `TypeError` for an operator or ufunc the types do not support,
+/// as `ExpressionError` subclasses; else `ExpressionError`.
+fn expression_error_class(message: &str) -> &'static str {
+    if message.starts_with("Python integer ") && message.contains(" out of bounds for ") {
+        "ExpressionOverflowError"
+    } else if message.contains(", is not supported") || message.contains("not supported for the input types") {
+        "ExpressionTypeError"
+    } else {
+        "ExpressionError"
     }
 }
 

@@ -5,7 +5,8 @@
 //! the exception pickled when it pickles small enough (the parent gets the same type and args,
 //! as `multiprocessing` sends exceptions back), else its type and message as text; then the
 //! innermost frames of its traceback that fit, one `file:line in function` line and its source
-//! line each, outermost first.
+//! line each, outermost first. When the pool has a mailbox (see `mailbox`), the message is
+//! instead `MAILBOX path "\n" Type ": " message SEP`, the whole exception being in that file.
 
 use super::*;
 
@@ -14,24 +15,42 @@ use super::*;
 const MESSAGE_ROOM: usize = 192;
 /// First character of a message whose first line is the pickled exception.
 const PICKLED: char = '\u{1}';
+/// First character of a message whose first line is the path of its mailbox file.
+const MAILBOX: char = '\u{3}';
 /// Separates the exception from the traceback's frames.
 const SEP: char = '\u{2}';
 
 /// The failure message of the exception `e` (see the module doc).
 pub(crate) fn format_exc(py: Python<'_>, e: PyErr) -> String {
+    if let Some(path) = mailbox::report(py, &e) {
+        // The whole exception is in the mailbox; the type and message follow (truncated) in
+        // case the file cannot be read.
+        let mut msg = format!("{MAILBOX}{path}\n{}{SEP}", type_and_message(py, &e));
+        if msg.len() > MESSAGE_ROOM {
+            let mut end = MESSAGE_ROOM;
+            while !msg.is_char_boundary(end) {
+                end -= 1;
+            }
+            msg.truncate(end);
+        }
+        return msg;
+    }
     let head = match pickled(py, &e) {
         Some(p) if p.len() + 2 <= MESSAGE_ROOM => format!("{PICKLED}{p}\n"),
-        _ => {
-            let ty = e.get_type(py);
-            let name = ty.qualname().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
-            let module = ty.module().map(|m| m.to_string()).unwrap_or_default();
-            let full = if module == "builtins" || module.is_empty() { name } else { format!("{module}.{name}") };
-            let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
-            format!("{full}: {msg}")
-        }
+        _ => type_and_message(py, &e),
     };
     let room = MESSAGE_ROOM.saturating_sub(head.len() + SEP.len_utf8());
     format!("{head}{SEP}{}", frames(py, &e, room).unwrap_or_default())
+}
+
+/// `Type: message` of `e` (the type qualified by its module unless built in).
+fn type_and_message(py: Python<'_>, e: &PyErr) -> String {
+    let ty = e.get_type(py);
+    let name = ty.qualname().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
+    let module = ty.module().map(|m| m.to_string()).unwrap_or_default();
+    let full = if module == "builtins" || module.is_empty() { name } else { format!("{module}.{name}") };
+    let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+    format!("{full}: {msg}")
 }
 
 /// `e`'s exception pickled (protocol 2, optimized: the shortest) and base85-encoded, if it

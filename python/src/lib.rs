@@ -26,6 +26,7 @@ mod blocking;
 mod errors;
 mod failure;
 mod forking;
+mod mailbox;
 mod multi;
 mod plan;
 mod pool;
@@ -72,12 +73,24 @@ fn _set_spawn_route(args: Vec<String>) {
 
 /// The body of a child started by `exec`: becomes what the parent asked for (a worker, the fork
 /// server) and never returns. In any other process it raises.
+/// `numpy_home`: the directory numpy is imported from in the parent, from which the workers
+/// import it before serving (so that a chunk's time, which `chunk_timeout` bounds, does not
+/// include that import).
 #[pyfunction]
-fn _worker_main() -> PyResult<()> {
+#[pyo3(signature = (numpy_home=None))]
+fn _worker_main(numpy_home: Option<String>) -> PyResult<()> {
+    *NUMPY_HOME.lock().unwrap_or_else(|p| p.into_inner()) = numpy_home;
     BOOT_PID.store(std::process::id(), Ordering::SeqCst);
     shmpool::init();
     BOOT_PID.store(0, Ordering::SeqCst);
     Err(PyRuntimeError::new_err("_worker_main() is for processes that shmpool starts"))
+}
+
+/// The engine prints no warning of its own about `fork` in a multi-threaded process: the
+/// package warns (`warnings.warn`) in Python's words.
+#[pyfunction]
+fn _quiet_fork_warning() {
+    shmpool::quiet_fork_warning();
 }
 
 /// Python module `shmpool._native`.
@@ -91,6 +104,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(has_reductions, m)?)?;
     m.add_function(wrap_pyfunction!(_set_spawn_route, m)?)?;
     m.add_function(wrap_pyfunction!(_worker_main, m)?)?;
+    m.add_function(wrap_pyfunction!(_quiet_fork_warning, m)?)?;
+    m.add_function(wrap_pyfunction!(mailbox::_worker_helpers, m)?)?;
+    m.add("PAYLOAD_ROOM", PY_PAYLOAD)?;
     m.add_function(wrap_pyfunction!(_install_fork_hooks, m)?)?;
     m.add_function(wrap_pyfunction!(_remove_fork_hooks, m)?)?;
     Ok(())

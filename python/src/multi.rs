@@ -7,13 +7,13 @@
 
 use super::*;
 
-use super::plan::{const_bytes, plan, reduce_all, Named};
+use super::plan::{const_bytes, plan, reduce_all, Named, Pacer};
 use numpy::{PyReadonlyArray1, PyReadwriteArray1};
 
 /// Output elements below which the evaluation runs on one thread.
 const PER_THREAD: usize = 1 << 16;
 /// Output elements evaluated between two checks for Python signals (Ctrl-C).
-const BLOCK: usize = 1 << 22;
+const BLOCK: usize = 1 << 20;
 
 /// The result's dtype name and broadcast shape of `expr` over `inputs` (name, dtype, shape).
 #[pyfunction]
@@ -63,11 +63,17 @@ pub(crate) fn evaluate_inputs(
         return Err(PyValueError::new_err(format!("out holds {} bytes, the result {}", out.len(), n * osz)));
     }
     let threads = threads.clamp(1, n.div_ceil(PER_THREAD).max(1));
-    // Blocks of BLOCK elements, each split across the threads; between blocks the GIL is taken
-    // back for a moment to run Python's signal handlers, so Ctrl-C interrupts a long
-    // evaluation within one block's time (milliseconds).
+    // Blocks of BLOCK elements at first (paced: see `Pacer`), each split across the threads;
+    // between blocks the GIL is taken back for a moment to run Python's signal handlers, so
+    // Ctrl-C interrupts a long evaluation within one block's time (tens of milliseconds).
     let mut first = 0usize;
-    for block in out.chunks_mut(BLOCK * osz) {
+    let mut pacer = Pacer::new(BLOCK, threads, BLOCK * 4);
+    let mut rest = out;
+    while !rest.is_empty() {
+        let began = std::time::Instant::now();
+        let n = (pacer.size() * osz).min(rest.len());
+        let (block, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        rest = tail;
         let len = block.len() / osz;
         let per = len.div_ceil(threads).max(1);
         let r = py.detach(|| {
@@ -94,6 +100,7 @@ pub(crate) fn evaluate_inputs(
             }
         }
         first += len;
+        pacer.took(began.elapsed());
         py.check_signals()?;
     }
     Ok(())

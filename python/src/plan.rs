@@ -16,6 +16,38 @@ pub(crate) type Named = (String, String, Vec<u64>);
 /// Flat indices reduced by one [`Reducer`]: the engine's block (`expr_reduce::reduce_npy`), so that
 /// the result does not depend on the number of threads.
 const REDUCE_BLOCK: usize = 1 << 13;
+/// Blocks reduced between two checks for Python signals (Ctrl-C) at first: 1M values.
+const ROUND_BLOCKS: usize = (1 << 20) / REDUCE_BLOCK;
+/// How long a round between two checks for Python signals should take at most.
+const ROUND_TARGET: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// The size of the rounds between two checks for Python signals: halved after a round slower
+/// than [`ROUND_TARGET`] (a costly expression, a loaded machine), doubled after a much faster
+/// one, within `min..=max`; so Ctrl-C interrupts within about that time.
+pub(crate) struct Pacer {
+    size: usize,
+    min: usize,
+    max: usize,
+}
+
+impl Pacer {
+    pub(crate) fn new(start: usize, min: usize, max: usize) -> Pacer {
+        Pacer { size: start.clamp(min, max), min, max }
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Adapts the size to the last round's duration.
+    pub(crate) fn took(&mut self, d: std::time::Duration) {
+        if d > ROUND_TARGET {
+            self.size = (self.size / 2).max(self.min);
+        } else if d < ROUND_TARGET / 4 {
+            self.size = self.size.saturating_mul(2).min(self.max);
+        }
+    }
+}
 
 /// An expression over the inputs of one evaluation: the program, which inputs it reads (indices
 /// into the given inputs) and the broadcast shape of those.
@@ -136,10 +168,13 @@ fn reduce_pass(
     let threads = threads.clamp(1, blocks.max(1));
     let osz = p.program.output_dtype().size();
     let mut joined: Option<Reducer> = None;
-    // Rounds of up to 512 blocks per thread (4M values), signals checked between rounds.
-    let round = 512 * threads;
-    for first in (0..blocks).step_by(round.max(1)) {
-        let last = (first + round).min(blocks);
+    // Rounds of ROUND_BLOCKS blocks (1M values) at first, paced to ROUND_TARGET, signals
+    // checked between rounds: Ctrl-C interrupts a long reduction within one round's time.
+    let mut pacer = Pacer::new(ROUND_BLOCKS, threads, 512 * threads);
+    let mut first = 0;
+    while first < blocks {
+        let began = std::time::Instant::now();
+        let last = (first + pacer.size()).min(blocks);
         let per = (last - first).div_ceil(threads);
         type Joined = std::thread::Result<shmpool::kernel::expr::Result<Vec<Reducer>>>;
         let parts: Vec<Joined> = py.detach(|| {
@@ -164,6 +199,8 @@ fn reduce_pass(
                 }
             }
         }
+        first = last;
+        pacer.took(began.elapsed());
         py.check_signals()?;
     }
     Ok(joined)

@@ -138,8 +138,13 @@ impl Pool {
         if let Some(n) = processes {
             b = b.workers(n);
         }
-        if let Some(m) = start_method_arg(start_method)? {
+        let method = start_method_arg(start_method)?;
+        if let Some(m) = method {
             b = b.start_method(m);
+        }
+        if method != Some(StartMethod::Fork) {
+            // Fresh interpreters import numpy & co. before serving (fork workers have them).
+            b = b.worker_init(warm_up);
         }
         if let Some(n) = chunk_len {
             b = b.chunk_len(n);

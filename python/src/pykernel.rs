@@ -6,7 +6,8 @@ use super::*;
 pub(crate) const PY_PAYLOAD: usize = 16 * 1024 - 8;
 
 /// The parameter block of a Python kernel: `pickle.dumps((sys_path, in_dtype, out_dtype,
-/// pickled_callable))`, made by the package.
+/// pickled_callable, pickled_initializer, mailbox_dir))`, made by the package, or
+/// `pickle.dumps(path)` of a file in the mailbox holding that when it does not fit.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct PyParams {
@@ -20,6 +21,30 @@ pub(crate) struct PyParams {
 pub(crate) static BOOT_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 /// The pid that last ran the interpreter's after-fork hook.
 pub(crate) static AFTER_FORK_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Where the parent imports numpy from (see `_worker_main`).
+pub(crate) static NUMPY_HOME: Mutex<Option<String>> = Mutex::new(None);
+
+/// The pool's `worker_init` under forkserver and spawn: imports what every Python kernel needs
+/// (numpy, pickle, the mailbox's helpers) before the worker serves, so that the first chunk's
+/// time, which `chunk_timeout` bounds, is the kernel's and not the interpreter's warm-up. A
+/// failure here is left for the first chunk to report.
+pub(crate) fn warm_up() {
+    let home = NUMPY_HOME.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Python::attach(|py| {
+        after_fork_once();
+        let _ = (|| -> PyResult<()> {
+            py.import("pickle")?;
+            mailbox::_worker_helpers(py)?;
+            let Some(home) = home else { return Ok(()) };
+            let path = py.import("sys")?.getattr("path")?;
+            path.call_method1("insert", (0, &home))?;
+            let r = py.import("numpy").map(drop);
+            path.call_method1("remove", (&home,))?;
+            r
+        })();
+    });
+}
 
 /// The last payload's unpickled callable and dtypes (a worker usually serves one map at a time).
 pub(crate) type Kernel = (Vec<u8>, Py<PyAny>, Py<PyAny>, Py<PyAny>);
@@ -134,8 +159,13 @@ pub(crate) fn load_kernel(py: Python<'_>, payload: &[u8]) -> PyResult<(Py<PyAny>
         }
     }
     let pickle = py.import("pickle")?;
+    // The mailbox's helpers first: a callable may be one of their classes (`Returning`).
+    mailbox::_worker_helpers(py)?;
     let outer = pickle.call_method1("loads", (pyo3::types::PyBytes::new(py, payload),))?;
-    let (path, in_dt, out_dt, f_bytes, init): (Vec<String>, String, String, Vec<u8>, Vec<u8>) = outer.extract()?;
+    let outer = mailbox::resolve_payload(py, outer)?;
+    type Payload = (Vec<String>, String, String, Vec<u8>, Vec<u8>, Option<String>);
+    let (path, in_dt, out_dt, f_bytes, init, mailbox_dir): Payload = outer.extract()?;
+    *mailbox::MAILBOX.lock().unwrap_or_else(|p| p.into_inner()) = mailbox_dir;
     let sys_path = py.import("sys")?.getattr("path")?;
     for p in path.iter().rev() {
         if !sys_path.contains(p)? {

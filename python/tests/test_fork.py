@@ -72,3 +72,20 @@ def test_fork_workers_report_exceptions_like_the_others():
             assert e.range == (0, 10)
         else:
             raise AssertionError("no ValueError")
+
+
+def test_fork_with_other_threads_warns_in_python_words():
+    # A RuntimeWarning (filterable with the warnings module) naming the Python options, not
+    # the engine's stderr line naming its Rust API.
+    import pytest
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    try:
+        with pytest.warns(RuntimeWarning, match="start_method='forkserver'"):
+            with shmpool.Pool(1, start_method="fork") as p:
+                assert p.map(kernels.square_int, np.arange(3)).tolist() == [0, 1, 4]
+    finally:
+        stop.set()
+        t.join()

@@ -92,10 +92,12 @@ def test_exceptions_keep_their_args(pool):
     assert e.value.args == (2, "No such file or directory")
 
 
-def test_a_message_too_long_to_carry_arrives_truncated_with_its_builtin_type(pool):
+def test_a_message_longer_than_the_engines_arrives_whole_with_its_type(pool):
+    # Beyond the engine's 192-byte failure message: the exception travels through the pool's
+    # mailbox (a temporary file), whole.
     with pytest.raises(ValueError) as e:
         pool.map(kernels.raise_long_message, np.arange(10.0))
-    assert str(e.value).startswith("long long ") and len(str(e.value)) < 500
+    assert str(e.value) == "long " * 100
     assert e.value.range == (0, 10)
 
 

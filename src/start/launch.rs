@@ -74,11 +74,19 @@ impl std::fmt::Debug for Launcher {
     }
 }
 
+/// Whether the fork warning of [`resolve`] was printed (or silenced: [`quiet_fork_warning`]).
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// The warning about `Fork` in a multi-threaded process is not printed (an embedder that warns
+/// in its own words: the Python package's `warnings.warn`).
+pub(crate) fn quiet_fork_warning() {
+    WARNED.store(true, Ordering::Relaxed);
+}
+
 /// Chooses the method for a pool (see [`StartMethod`]'s docs for the default: `Fork` in a
 /// single-threaded process, else `ForkServer`, whose server is exec'd when other threads run)
 /// and warns, once and from the parent, when an explicit `Fork` meets other threads.
 pub(crate) fn resolve(requested: Option<StartMethod>) -> StartMethod {
-    static WARNED: AtomicBool = AtomicBool::new(false);
     let alone = fork::single_threaded();
     match requested {
         Some(m) => {
