@@ -46,7 +46,7 @@ mod trampoline;
 mod zip;
 
 pub use shape::{marker, Dynamic, Fits, Kernel, KernelExt, RowKernel, Typed, With, WithTable};
-pub(crate) use zip::{pairwise, ZipTrampoline, REDUCE_BLOCK};
+pub(crate) use zip::{big_stack, pairwise, ZipTrampoline, REDUCE_BLOCK};
 pub use zip::{ChunkFold, ElemMap, Zip};
 
 /// What a trampoline receives: the parameter block, the input bytes, the output bytes, and the
