@@ -49,6 +49,17 @@ pub enum Error {
         given: usize,
     },
 
+    /// More inputs than one program reads ([`crate::MAX_INPUTS`]).
+    #[error(
+        "an expression reads at most {max} inputs (the named inputs, and one for each reduction inside a larger expression); this one reads {given}"
+    )]
+    TooManyInputs {
+        /// The limit, [`crate::MAX_INPUTS`].
+        max: usize,
+        /// Inputs the expression reads.
+        given: usize,
+    },
+
     /// Input shapes that numpy cannot broadcast together (numpy's ValueError).
     #[error("operands could not be broadcast together with shapes {shapes}")]
     Broadcast {

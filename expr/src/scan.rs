@@ -22,7 +22,7 @@ pub fn check_input_name(name: &str) -> Result<()> {
         Some("not an identifier")
     } else if RESERVED.contains(&name) {
         Some("reserved (i is the flat index; pi e inf nan True False are constants; size() is a function)")
-    } else if function(name).is_some() {
+    } else if function(name).is_some() || crate::Reduction::names().any(|r| r == name) {
         Some("the name of a function")
     } else {
         None

@@ -10,7 +10,7 @@ use shmpool::kernel::expr::{Program, Reduction};
 use shmpool::Pool;
 
 use super::input::open_input;
-use super::map::{cores, parse_inputs, with_sizes};
+use super::map::{cores, parse_inputs, same_file, with_sizes};
 use super::reduced::{reduce_inner, repr, write_array, Outer};
 use super::Failure;
 
@@ -52,6 +52,15 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         )));
     }
     let named = parse_inputs(&args.inputs)?;
+    if let Some(out) = &args.output {
+        if let Some((_, p)) = named.iter().find(|(_, p)| same_file(p, out)) {
+            return Err(Failure::usage(format!(
+                "output {} is the input {}: reduce never replaces an input",
+                out.display(),
+                p.display()
+            )));
+        }
+    }
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone().unwrap_or_else(|| "x".to_string())).collect();
     check_names(&args.expr, &names)?;
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
