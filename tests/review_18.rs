@@ -271,7 +271,7 @@ fn reduce_refuses_an_output_that_is_its_input() {
 /// input), with or without `-o`; 12.5M rows peak at ~400 MB. A map on the same input stays at
 /// ~10 MB. Allowed here: one copy of the result plus 16 MB.
 #[test]
-#[ignore = "review #18: sum(x, axis=1) with a 32 MB result peaks at ~133 MB resident (4 copies)"]
+#[ignore = "review #18: sum(x, axis=1) with a 32 MB result still peaks at ~100 MB resident (was ~133 MB; the worker's input mapping remains)"]
 fn an_axis_reduction_holds_at_most_one_copy_of_its_result() {
     let d = tempfile::tempdir().unwrap();
     let rows = 4_000_000usize;

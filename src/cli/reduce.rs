@@ -11,7 +11,7 @@ use shmpool::Pool;
 
 use super::input::open_input;
 use super::map::{cores, parse_inputs, same_file, with_sizes};
-use super::reduced::{reduce_inner, repr, write_array, Outer};
+use super::reduced::{reduce_inner, repr, single_axis, write_array, Outer};
 use super::Failure;
 
 /// Arguments of `shmpool reduce`.
@@ -67,6 +67,13 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
     let (rewritten, calls) = extract_reductions(&with_sizes(&inner, &names, &arrays)?)?;
     let pool = Pool::builder().workers(args.jobs.unwrap_or_else(cores)).build()?;
+    let out = args.output.as_deref();
+    if let Some(text) = single_axis(&pool, (&rewritten, &calls), (&names, &paths, &arrays), out)? {
+        pool.close();
+        pool.join()?;
+        println!("{text}");
+        return Ok(());
+    }
     let reduced = reduce_inner(&pool, &calls, &names, &paths, &arrays)?;
     let outer = Outer::new(&rewritten, &names, &arrays, reduced)?;
     let (dtype, shape, bytes, warning) = match kind {
