@@ -139,7 +139,6 @@ fn errors_around_a_reduction_quote_the_users_expression() {
 /// (`np.sum(np.array(3.5), axis=0)` is `np.float64(3.5)`); shmpool refuses with "axis 0 is out
 /// of bounds for array of dimension 0".
 #[test]
-#[ignore = "review #18: sum(x, axis=0) on a 0-d input is an AxisError; numpy returns np.float64(3.5)"]
 fn axis_zero_and_minus_one_on_a_0d_input_reduce_as_numpy() {
     let d = tempfile::tempdir().unwrap();
     let x = npy(d.path(), "x.npy", "<f8", "()", &3.5f64.to_le_bytes());
@@ -154,7 +153,6 @@ fn axis_zero_and_minus_one_on_a_0d_input_reduce_as_numpy() {
 /// identity", a sentence numpy never prints for argmax); `np.nanmin([])` names `fmin`
 /// (shmpool: `minimum`).
 #[test]
-#[ignore = "review #18: argmax/nanmin of an empty input print error words numpy does not"]
 fn empty_argmax_and_nanmin_fail_in_numpys_words() {
     let d = tempfile::tempdir().unwrap();
     let x = f64_npy(d.path(), "x.npy", &[]);
@@ -195,7 +193,6 @@ fn int64_mean_above_2_pow_53_is_numpys_value() {
 /// Signed zeros: numpy 2.4 gives `np.max([0.0, -0.0])` = `-0.0`, `np.max([-0.0, 0.0])` =
 /// `0.0` and `np.min([-0.0, 0.0])` = `0.0`; shmpool prints the other zero each time.
 #[test]
-#[ignore = "review #18: max/min over signed zeros print the other zero than numpy"]
 fn max_and_min_over_signed_zeros_are_numpys() {
     let d = tempfile::tempdir().unwrap();
     let a = f64_npy(d.path(), "a.npy", &[0.0, -0.0]);
@@ -410,7 +407,6 @@ fn thirty_three_named_inputs_work_or_state_the_limit() {
 /// which has no identity" and `np.argmax(x, axis=0)` "attempt to get argmax of an empty
 /// sequence"; shmpool prints `array([], dtype=float64)` / `array([], dtype=int64)`, exit 0.
 #[test]
-#[ignore = "review #18: max/argmax along the empty axis of a (0, 0) input give an empty array; numpy raises ValueError"]
 fn max_and_argmax_along_an_empty_axis_of_a_0_by_0_input_fail_as_numpy() {
     let d = tempfile::tempdir().unwrap();
     let x = npy(d.path(), "x.npy", "<f8", "(0, 0)", &[]);

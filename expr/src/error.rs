@@ -67,8 +67,9 @@ pub enum Error {
         shapes: String,
     },
 
-    /// A reduction without identity over no values (numpy's ValueError).
-    #[error("zero-size array to reduction operation {operation} which has no identity")]
+    /// A reduction without identity over no values (numpy's ValueError, in numpy's words:
+    /// `attempt to get argmax of an empty sequence` for `argmin`/`argmax`).
+    #[error("{}", empty_words(operation))]
     EmptyReduction {
         /// numpy's name of the operation (`minimum`, `maximum`, `argmin`, `argmax`).
         operation: &'static str,
@@ -122,5 +123,14 @@ impl Error {
     /// for any other text.
     pub fn from_kernel_message(message: &str) -> Option<Error> {
         (message == Error::NegativeIntegerPower.to_string()).then_some(Error::NegativeIntegerPower)
+    }
+}
+
+/// numpy's words for a reduction without identity over no values.
+fn empty_words(operation: &str) -> String {
+    if operation.starts_with("arg") {
+        format!("attempt to get {operation} of an empty sequence")
+    } else {
+        format!("zero-size array to reduction operation {operation} which has no identity")
     }
 }

@@ -382,14 +382,17 @@ impl Reducer {
             }
             Min | Max | NanMin | NanMax | ArgMin | ArgMax => {
                 let want_max = matches!(self.kind, Max | NanMax | ArgMax);
+                // numpy's float max/min keep the later of equal values (`max([0.0, -0.0])` is
+                // -0.0); argmax/argmin the first.
+                let later = !matches!(self.kind, ArgMin | ArgMax);
                 let better = match self.best {
                     None => true,
                     Some((bf, bi, _)) => {
                         if float {
                             if want_max {
-                                fv > bf
+                                fv > bf || (later && fv == bf)
                             } else {
-                                fv < bf
+                                fv < bf || (later && fv == bf)
                             }
                         } else if want_max {
                             iv > bi
@@ -435,10 +438,11 @@ impl Reducer {
             let better = match self.best {
                 None => true,
                 Some((bf, _, _)) if self.input.is_float() => {
+                    let later = !matches!(self.kind, Reduction::ArgMin | Reduction::ArgMax);
                     if want_max {
-                        lf > bf
+                        lf > bf || (later && lf == bf)
                     } else {
-                        lf < bf
+                        lf < bf || (later && lf == bf)
                     }
                 }
                 Some((_, bi, _)) => {
@@ -500,7 +504,12 @@ impl Reducer {
                 }
             }
             Min | Max | NanMin | NanMax => {
-                let what = if matches!(self.kind, Min | NanMin) { "minimum" } else { "maximum" };
+                let what = match self.kind {
+                    Min => "minimum",
+                    NanMin => "fmin",
+                    NanMax => "fmax",
+                    _ => "maximum",
+                };
                 if matches!(self.kind, NanMin | NanMax) && self.best.is_none() && self.nan_at.is_some() {
                     return Ok((fl(f64::NAN), Some("All-NaN slice encountered")));
                 }
