@@ -166,7 +166,7 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
         pool.join()?;
         reduced
     };
-    let outer = Outer::new(&rewritten, &names, &arrays, reduced)?;
+    let outer = Outer::new((expr, &rewritten), &names, &arrays, reduced)?;
     let files = outer.files(&paths, &arrays);
     let shapes: Vec<&[u64]> = files.iter().map(|(_, a)| a.shape()).collect();
     let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes)?;

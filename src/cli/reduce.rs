@@ -65,7 +65,8 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     check_names(&args.expr, &names)?;
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
-    let (rewritten, calls) = extract_reductions(&with_sizes(&inner, &names, &arrays)?)?;
+    let sized = with_sizes(&inner, &names, &arrays)?;
+    let (rewritten, calls) = extract_reductions(&sized)?;
     let pool = Pool::builder().workers(args.jobs.unwrap_or_else(cores)).build()?;
     let out = args.output.as_deref();
     if let Some(text) = single_axis(&pool, (&rewritten, &calls), (&names, &paths, &arrays), out)? {
@@ -75,7 +76,7 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let reduced = reduce_inner(&pool, &calls, &names, &paths, &arrays)?;
-    let outer = Outer::new(&rewritten, &names, &arrays, reduced)?;
+    let outer = Outer::new((&sized, &rewritten), &names, &arrays, reduced)?;
     let (dtype, shape, bytes, warning) = match kind {
         Some(kind) => {
             let files = outer.files(&paths, &arrays);

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shmpool::kernel::expr::parse::{ReductionCall, REDUCTION_PREFIX};
+use shmpool::kernel::expr::parse::{error_in_source, ReductionCall, REDUCTION_PREFIX};
 use shmpool::kernel::expr::{array_repr, broadcast_shapes, Program, Value};
 use shmpool::{AxisResult, Dtype, NpyArray, NpyOutput, Pool};
 
@@ -73,9 +73,10 @@ pub(super) struct Outer {
 }
 
 impl Outer {
-    /// Compiles `rewritten` (names `__rK` for the reductions) over the inputs it reads.
+    /// Compiles `rewritten` (names `__rK` for the reductions, made from `source`) over the
+    /// inputs it reads; its errors quote `source`.
     pub fn new(
-        rewritten: &str,
+        (source, rewritten): (&str, &str),
         names: &[String],
         inputs: &[NpyArray],
         reduced: Vec<Reduced>,
@@ -99,7 +100,7 @@ impl Outer {
         }
         typed.extend(scalars);
         let typed: Vec<(&str, Dtype)> = typed.iter().map(|(n, d)| (n.as_str(), *d)).collect();
-        let program = Program::compile_inputs(rewritten, &typed)?;
+        let program = Program::compile_inputs(rewritten, &typed).map_err(|e| error_in_source(e, source))?;
         let dir = if arrays.is_empty() { None } else { Some(temp_dir()?) };
         let mut temps = Vec::with_capacity(arrays.len());
         for (k, a) in arrays.iter().enumerate() {
