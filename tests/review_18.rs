@@ -335,7 +335,6 @@ fn float16_var_and_std_overflow_as_numpy() {
 /// `np.float32(1.2345678e+07)` (shmpool `np.float32(12345678.0)`), float32 0.0001 (just below
 /// 1e-4 in float32) `np.float32(1e-04)` (shmpool `np.float32(0.0001)`).
 #[test]
-#[ignore = "review #18: float16/float32 scalar reprs are positional where numpy's are scientific (np.float16(1e+03))"]
 fn float16_and_float32_scalars_print_numpys_repr() {
     let d = tempfile::tempdir().unwrap();
     for (bits, want) in [(0x63d0u16, "np.float16(1e+03)"), (0x7b53, "np.float16(6e+04)")] {
@@ -355,7 +354,6 @@ fn float16_and_float32_scalars_print_numpys_repr() {
 /// 0x5c12e8ea print `array([7.3492671e+16, 1.6540575e+17], dtype=float32)` in numpy, shmpool
 /// `7.3492670e+16` (padded with a zero instead of numpy's digits).
 #[test]
-#[ignore = "review #18: float16/float32 array reprs differ from numpy's (positional float16 >= 1e3; float32 padding digits)"]
 fn float16_and_float32_arrays_print_numpys_repr() {
     let d = tempfile::tempdir().unwrap();
     let h: [u16; 3] = [0x62e9, 0x56e7, 0x654f];
@@ -372,7 +370,6 @@ fn float16_and_float32_arrays_print_numpys_repr() {
 /// float16 digits padded with zeros). One run of `max(x, axis=1)` over random float32 data
 /// (n = 999, scale 1e4..1e15) differs from numpy's repr in 14 of 120 cases.
 #[test]
-#[ignore = "review #18: float32/float16 array elements print other digits than numpy (16892.563 vs 16892.562)"]
 fn float32_and_float16_array_digits_are_numpys() {
     let d = tempfile::tempdir().unwrap();
     let f: [u32; 2] = [0x4683_f920, 0xc4df_c3ee];

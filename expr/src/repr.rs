@@ -3,8 +3,6 @@
 //! the element formats (floats positional or scientific as numpy decides, padded to a common
 //! width), nested brackets, and the `shape=` / `dtype=` extras numpy adds.
 
-use half::f16;
-
 use crate::{Dtype, Value};
 
 /// numpy's `linewidth`.
@@ -177,7 +175,8 @@ impl Format {
         let finite: Vec<f64> = floats.iter().copied().filter(|v| v.is_finite()).collect();
         let nonzero: Vec<f64> = finite.iter().map(|v| v.abs()).filter(|&v| v != 0.0).collect();
         let exp = match (nonzero.iter().copied().reduce(f64::max), nonzero.iter().copied().reduce(f64::min)) {
-            (Some(max), Some(min)) => max >= 1e8 || min < 0.0001 || max / min > 1000.0,
+            // numpy 2's cutoff: 10 ** min(8, finfo(dtype).precision).
+            (Some(max), Some(min)) => max >= cutoff(dtype) || min < 0.0001 || max / min > 1000.0,
             _ => false,
         };
         let (mut pad_left, pad_right, precision, exp_size) = if finite.is_empty() {
@@ -219,7 +218,12 @@ impl Format {
                     return format!("{t:>w$}", w = pad_left + pad_right + 1);
                 }
                 if exp {
-                    let (int, frac, e) = scientific(f, d);
+                    let (int, mut frac, e) = scientific(f, d);
+                    if frac.len() < precision {
+                        // numpy's `min_digits`: more digits of the exact value, not zeros.
+                        let t = format!("{:.*e}", precision, f.abs());
+                        frac = t.split_once('e').and_then(|(m, _)| m.split_once('.')).map_or(frac, |(_, r)| r.into());
+                    }
                     let sign = if e < 0 { '-' } else { '+' };
                     format!("{int:>pad_left$}.{frac:0<precision$}e{sign}{:0>exp_size$}", exp_digits(e))
                 } else {
@@ -228,6 +232,15 @@ impl Format {
                 }
             }
         }
+    }
+}
+
+/// numpy 2's magnitude from which an array of `d` prints in scientific notation.
+fn cutoff(d: Dtype) -> f64 {
+    match d {
+        Dtype::F16 => 1e3,
+        Dtype::F32 => 1e6,
+        _ => 1e8,
     }
 }
 
@@ -257,17 +270,7 @@ fn exp_digits(e: i32) -> String {
 /// The shortest decimal digits that read back as `v` in dtype `d`, and the exponent of the
 /// first: `(digits, exp)` with `v = 0.digits * 10^(exp + 1)`, sign dropped.
 fn shortest(v: f64, d: Dtype) -> (String, i32) {
-    let sci = match d {
-        Dtype::F32 => format!("{:e}", (v as f32).abs()),
-        Dtype::F16 => {
-            let h = f16::from_f64(v.abs());
-            (1..=5)
-                .map(|p| format!("{:.*e}", p - 1, h.to_f64()))
-                .find(|s| s.parse::<f64>().map(f16::from_f64) == Ok(h))
-                .unwrap_or_else(|| format!("{:e}", h.to_f64()))
-        }
-        _ => format!("{:e}", v.abs()),
-    };
+    let sci = crate::value::shortest_sci(v.abs(), d);
     let (mant, exp) = sci.split_once('e').expect("{:e} has an exponent");
     let digits: String = mant.chars().filter(|c| *c != '.').collect();
     let digits = digits.trim_end_matches('0');
