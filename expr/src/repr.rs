@@ -218,11 +218,11 @@ impl Format {
                     return format!("{t:>w$}", w = pad_left + pad_right + 1);
                 }
                 if exp {
-                    let (int, mut frac, e) = scientific(f, d);
+                    let (mut int, mut frac, mut e) = scientific(f, d);
                     if frac.len() < precision {
-                        // numpy's `min_digits`: more digits of the exact value, not zeros.
-                        let t = format!("{:.*e}", precision, f.abs());
-                        frac = t.split_once('e').and_then(|(m, _)| m.split_once('.')).map_or(frac, |(_, r)| r.into());
+                        // numpy's `min_digits`: more digits of the exact value, not zeros (its
+                        // first digit and exponent too: 4e-06 may be 3.99e-06).
+                        (int, frac, e) = exact_digits(f, precision).unwrap_or((int, frac, e));
                     }
                     let sign = if e < 0 { '-' } else { '+' };
                     format!("{int:>pad_left$}.{frac:0<precision$}e{sign}{:0>exp_size$}", exp_digits(e))
@@ -233,6 +233,16 @@ impl Format {
             }
         }
     }
+}
+
+/// `v` in scientific notation with `precision` digits after the point, from its exact value:
+/// (sign and first digit, the other digits, the exponent).
+fn exact_digits(v: f64, precision: usize) -> Option<(String, String, i32)> {
+    let t = format!("{:.*e}", precision, v.abs());
+    let (m, e) = t.split_once('e')?;
+    let (first, rest) = m.split_once('.')?;
+    let sign = if v.is_sign_negative() { "-" } else { "" };
+    Some((format!("{sign}{first}"), rest.to_string(), e.parse().ok()?))
 }
 
 /// numpy 2's magnitude from which an array of `d` prints in scientific notation.
