@@ -24,18 +24,19 @@ pub fn array_repr(dtype: Dtype, shape: &[u64], bytes: &[u8]) -> Option<String> {
     if bytes.len() as u64 != size.checked_mul(dtype.size() as u64)? {
         return None;
     }
-    let values: Vec<Value> =
-        bytes.chunks_exact(dtype.size()).map(|b| Value::from_le_bytes(dtype, b)).collect::<Option<_>>()?;
+    // Only the elements shown are decoded (a summarised array shows a few of millions).
+    let sz = dtype.size();
+    let value = |k: u64| Value::from_le_bytes(dtype, &bytes[k as usize * sz..(k as usize + 1) * sz]);
     if shape.is_empty() {
-        return Some(values[0].repr());
+        return Some(value(0)?.repr());
     }
     let summary = size > THRESHOLD;
     let lst = if size == 0 {
         "[]".to_string()
     } else {
         let shown = shown_indices(shape, summary);
-        let format = Format::new(dtype, &shown.iter().map(|&k| values[k as usize]).collect::<Vec<_>>());
-        let layout = Layout { shape, values: &values, format: &format, summary };
+        let format = Format::new(dtype, &shown.iter().map(|&k| value(k)).collect::<Option<Vec<_>>>()?);
+        let layout = Layout { shape, value: &value, format: &format, summary };
         layout.recurse(&mut Vec::new(), &" ".repeat(PREFIX.len() + 1), LINE_WIDTH - 1)
     };
     let mut extras = Vec::new();
@@ -85,7 +86,8 @@ fn shown_indices(shape: &[u64], summary: bool) -> Vec<u64> {
 /// numpy's nested-bracket layout (`_formatArray`).
 struct Layout<'a> {
     shape: &'a [u64],
-    values: &'a [Value],
+    /// The element at a flat index (every shown one decodes: checked before the layout).
+    value: &'a dyn Fn(u64) -> Option<Value>,
     format: &'a Format,
     summary: bool,
 }
@@ -93,7 +95,7 @@ struct Layout<'a> {
 impl Layout<'_> {
     fn element(&self, index: &[u64]) -> String {
         let flat = index.iter().zip(self.shape).fold(0u64, |f, (&i, &d)| f * d + i);
-        self.format.one(self.values[flat as usize])
+        self.format.one((self.value)(flat).expect("the shown elements were decoded before the layout"))
     }
 
     fn recurse(&self, index: &mut Vec<u64>, hanging: &str, width: usize) -> String {
