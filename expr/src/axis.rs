@@ -68,7 +68,27 @@ impl AxisReduction {
     ///
     /// [`Error::Axis`] (numpy's `AxisError`) for an axis beyond the dimensions.
     pub fn new(kind: Reduction, input: Dtype, shape: &[u64], axis: i64) -> Result<(AxisReduction, Vec<u64>)> {
+        // numpy reduces a 0-d array along axis 0 or -1 as its one element.
+        if shape.is_empty() && (axis == 0 || axis == -1) {
+            return Ok((AxisReduction { kind, input, outer: 1, len: 1, inner: 1 }, Vec::new()));
+        }
         let k = normalize_axis(axis, shape.len())?;
+        if shape[k] == 0 {
+            // numpy refuses these along an empty axis even when the result is empty too.
+            use Reduction::*;
+            let what = match kind {
+                Min => "minimum",
+                Max => "maximum",
+                NanMin => "fmin",
+                NanMax => "fmax",
+                ArgMin => "argmin",
+                ArgMax => "argmax",
+                _ => "",
+            };
+            if !what.is_empty() {
+                return Err(Error::EmptyReduction { operation: what });
+            }
+        }
         let outer = shape[..k].iter().product();
         let inner = shape[k + 1..].iter().product();
         let mut out = shape.to_vec();

@@ -49,6 +49,17 @@ pub enum Error {
         given: usize,
     },
 
+    /// More inputs than one program reads ([`crate::MAX_INPUTS`]).
+    #[error(
+        "an expression reads at most {max} inputs (the named inputs, and one for each reduction inside a larger expression); this one reads {given}"
+    )]
+    TooManyInputs {
+        /// The limit, [`crate::MAX_INPUTS`].
+        max: usize,
+        /// Inputs the expression reads.
+        given: usize,
+    },
+
     /// Input shapes that numpy cannot broadcast together (numpy's ValueError).
     #[error("operands could not be broadcast together with shapes {shapes}")]
     Broadcast {
@@ -56,8 +67,9 @@ pub enum Error {
         shapes: String,
     },
 
-    /// A reduction without identity over no values (numpy's ValueError).
-    #[error("zero-size array to reduction operation {operation} which has no identity")]
+    /// A reduction without identity over no values (numpy's ValueError, in numpy's words:
+    /// `attempt to get argmax of an empty sequence` for `argmin`/`argmax`).
+    #[error("{}", empty_words(operation))]
     EmptyReduction {
         /// numpy's name of the operation (`minimum`, `maximum`, `argmin`, `argmax`).
         operation: &'static str,
@@ -133,5 +145,14 @@ impl Error {
                 NO_IDENTITY.get(k).map(|&operation| Error::EmptyReduction { operation })
             }
         }
+    }
+}
+
+/// numpy's words for a reduction without identity over no values.
+fn empty_words(operation: &str) -> String {
+    if operation.starts_with("arg") {
+        format!("attempt to get {operation} of an empty sequence")
+    } else {
+        format!("zero-size array to reduction operation {operation} which has no identity")
     }
 }

@@ -280,11 +280,15 @@ impl Program {
     ///
     /// [`Error::InvalidInputName`] for a name that is not an identifier, or is `i`, a constant
     /// or a function; [`Error::InputNotUsed`] for a name given twice or not used by the
-    /// expression; [`Error::InputCount`] for no input or more than [`MAX_INPUTS`];
+    /// expression; [`Error::InputCount`] for no input, [`Error::TooManyInputs`] for more than
+    /// [`MAX_INPUTS`];
     /// [`Error::InvalidExpression`] as [`Program::compile_for`] (a name used but not given).
     pub fn compile_inputs(src: &str, inputs: &[(&str, Dtype)]) -> Result<Program> {
-        if inputs.is_empty() || inputs.len() > MAX_INPUTS {
-            return Err(Error::InputCount { expected: MAX_INPUTS.min(inputs.len().max(1)), given: inputs.len() });
+        if inputs.len() > MAX_INPUTS {
+            return Err(Error::TooManyInputs { max: MAX_INPUTS, given: inputs.len() });
+        }
+        if inputs.is_empty() {
+            return Err(Error::InputCount { expected: 1, given: 0 });
         }
         let names: Vec<&str> = inputs.iter().map(|&(n, _)| n).collect();
         for (k, n) in names.iter().enumerate() {

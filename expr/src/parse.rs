@@ -196,7 +196,9 @@ pub(super) struct Node {
     pub call: bool,
 }
 
-pub use crate::scan::{check_input_name, extract_reductions, substitute_sizes, ReductionCall, REDUCTION_PREFIX};
+pub use crate::scan::{
+    check_input_name, error_in_source, extract_reductions, substitute_sizes, ReductionCall, REDUCTION_PREFIX,
+};
 
 /// Parses `src` into nodes, `names[k]` denoting input `k`; the last node is the root.
 pub(super) fn parse(src: &str, names: &[&str]) -> Result<Vec<Node>> {

@@ -171,6 +171,13 @@ pub struct Reducer {
 /// Bytes of [`Reducer::to_bytes`].
 pub const REDUCER_BYTES: usize = 144;
 
+/// `a + b` and its rounding error (Knuth's two-sum): `a + b == s + e` exactly.
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
 fn neumaier(sum: &mut f64, comp: &mut f64, v: f64) {
     let t = *sum + v;
     if !t.is_finite() {
@@ -286,6 +293,9 @@ impl Reducer {
         (self.sq, self.sqc) = (0.0, 0.0);
         let n = self.n.max(1) as f64;
         self.mean = Some(if self.input.is_float() { (self.sum + self.comp) / n } else { self.isum as f64 / n });
+        // From here on `sum + comp` is the sum of the deviations from the rounded mean (the
+        // correction of the two-pass algorithm).
+        (self.sum, self.comp) = (0.0, 0.0);
     }
 
     /// Consumes the values in `bytes` (elements of the input dtype's storage type), whose first
@@ -338,8 +348,16 @@ impl Reducer {
             return;
         }
         if let Some(m) = self.mean {
-            let dv = if float { fv - m } else { iv as f64 - m };
-            neumaier(&mut self.sq, &mut self.sqc, dv * dv);
+            // The deviation exactly, `dv + de` (two-sum), and its square `sq` plus the
+            // rounding errors (fma), so that the sums below are exact to their last bits.
+            let (dv, de) = two_sum(if float { fv } else { iv as f64 }, -m);
+            let sq = dv * dv;
+            neumaier(&mut self.sq, &mut self.sqc, sq);
+            if sq.is_finite() {
+                self.sqc += dv.mul_add(dv, -sq) + 2.0 * dv * de;
+            }
+            neumaier(&mut self.sum, &mut self.comp, dv);
+            self.comp += de;
             return;
         }
         self.n += 1;
@@ -364,14 +382,17 @@ impl Reducer {
             }
             Min | Max | NanMin | NanMax | ArgMin | ArgMax => {
                 let want_max = matches!(self.kind, Max | NanMax | ArgMax);
+                // numpy's float max/min keep the later of equal values (`max([0.0, -0.0])` is
+                // -0.0); argmax/argmin the first.
+                let later = !matches!(self.kind, ArgMin | ArgMax);
                 let better = match self.best {
                     None => true,
                     Some((bf, bi, _)) => {
                         if float {
                             if want_max {
-                                fv > bf
+                                fv > bf || (later && fv == bf)
                             } else {
-                                fv < bf
+                                fv < bf || (later && fv == bf)
                             }
                         } else if want_max {
                             iv > bi
@@ -398,6 +419,8 @@ impl Reducer {
             // Second pass: both started from the same first pass; only the squares add up.
             neumaier(&mut self.sq, &mut self.sqc, later.sq);
             neumaier(&mut self.sq, &mut self.sqc, later.sqc);
+            neumaier(&mut self.sum, &mut self.comp, later.sum);
+            neumaier(&mut self.sum, &mut self.comp, later.comp);
             return;
         }
         self.n += later.n;
@@ -415,10 +438,11 @@ impl Reducer {
             let better = match self.best {
                 None => true,
                 Some((bf, _, _)) if self.input.is_float() => {
+                    let later = !matches!(self.kind, Reduction::ArgMin | Reduction::ArgMax);
                     if want_max {
-                        lf > bf
+                        lf > bf || (later && lf == bf)
                     } else {
-                        lf < bf
+                        lf < bf || (later && lf == bf)
                     }
                 }
                 Some((_, bi, _)) => {
@@ -460,7 +484,11 @@ impl Reducer {
                 if self.n == 0 {
                     (fl(f64::NAN), Some("Mean of empty slice"))
                 } else if float {
-                    (fl(total(self) / self.n as f64), None)
+                    // numpy sums float16 and float32 in float32: a sum past float32's range is
+                    // an infinity (its overflow warning aside), and so is the mean.
+                    let t = total(self);
+                    let t = if out == Dtype::F64 { t } else { round_to(t, Dtype::F32) };
+                    (fl(t / self.n as f64), None)
                 } else {
                     (fl(self.isum as f64 / self.n as f64), None)
                 }
@@ -471,12 +499,17 @@ impl Reducer {
                 } else if nan_propagates {
                     (fl(f64::NAN), None)
                 } else {
-                    let var = (self.sq + self.sqc) / self.n as f64;
-                    (fl(if self.kind == Std { var.sqrt() } else { var }), None)
+                    let (var, std) = self.variance();
+                    (fl(if self.kind == Std { std } else { var }), None)
                 }
             }
             Min | Max | NanMin | NanMax => {
-                let what = if matches!(self.kind, Min | NanMin) { "minimum" } else { "maximum" };
+                let what = match self.kind {
+                    Min => "minimum",
+                    NanMin => "fmin",
+                    NanMax => "fmax",
+                    _ => "maximum",
+                };
                 if matches!(self.kind, NanMin | NanMax) && self.best.is_none() && self.nan_at.is_some() {
                     return Ok((fl(f64::NAN), Some("All-NaN slice encountered")));
                 }
@@ -503,6 +536,35 @@ impl Reducer {
             Any => (Value::Bool(self.count > 0), None),
             All => (Value::Bool(self.count == self.n), None),
         })
+    }
+}
+
+impl Reducer {
+    /// `(var, std)` from the second pass: the corrected two-pass formula, `(Σd² - (Σd)²/n) / n`
+    /// with `d` the deviations from the rounded mean, its sums compensated and the division and
+    /// square root carried in double-double, so both are (nearly always) the correctly rounded
+    /// values: at least as accurate as numpy's mean-then-pairwise-sum. numpy sums float16 and
+    /// float32 squares in their own type: a sum of squares past the type's range is an infinity.
+    fn variance(&self) -> (f64, f64) {
+        let n = self.n as f64;
+        let (s1, s2) = (self.sum + self.comp, self.sq + self.sqc);
+        if s2.is_nan() {
+            return (f64::NAN, f64::NAN);
+        }
+        if round_to(s2, self.input).is_infinite() {
+            return (f64::INFINITY, f64::INFINITY);
+        }
+        // s2 + lo is the numerator in double-double.
+        let lo = (self.sq - s2) + self.sqc - s1 * s1 / n;
+        let hi = s2 / n;
+        let var_lo = (hi.mul_add(-n, s2) + lo) / n;
+        let var = hi + var_lo;
+        let std0 = var.sqrt();
+        if std0 == 0.0 || !std0.is_finite() {
+            return (var, std0);
+        }
+        let std = std0 + (std0.mul_add(-std0, hi) + var_lo) / (2.0 * std0);
+        (var, std)
     }
 }
 

@@ -3,8 +3,6 @@
 //! the element formats (floats positional or scientific as numpy decides, padded to a common
 //! width), nested brackets, and the `shape=` / `dtype=` extras numpy adds.
 
-use half::f16;
-
 use crate::{Dtype, Value};
 
 /// numpy's `linewidth`.
@@ -26,18 +24,19 @@ pub fn array_repr(dtype: Dtype, shape: &[u64], bytes: &[u8]) -> Option<String> {
     if bytes.len() as u64 != size.checked_mul(dtype.size() as u64)? {
         return None;
     }
-    let values: Vec<Value> =
-        bytes.chunks_exact(dtype.size()).map(|b| Value::from_le_bytes(dtype, b)).collect::<Option<_>>()?;
+    // Only the elements shown are decoded (a summarised array shows a few of millions).
+    let sz = dtype.size();
+    let value = |k: u64| Value::from_le_bytes(dtype, &bytes[k as usize * sz..(k as usize + 1) * sz]);
     if shape.is_empty() {
-        return Some(values[0].repr());
+        return Some(value(0)?.repr());
     }
     let summary = size > THRESHOLD;
     let lst = if size == 0 {
         "[]".to_string()
     } else {
         let shown = shown_indices(shape, summary);
-        let format = Format::new(dtype, &shown.iter().map(|&k| values[k as usize]).collect::<Vec<_>>());
-        let layout = Layout { shape, values: &values, format: &format, summary };
+        let format = Format::new(dtype, &shown.iter().map(|&k| value(k)).collect::<Option<Vec<_>>>()?);
+        let layout = Layout { shape, value: &value, format: &format, summary };
         layout.recurse(&mut Vec::new(), &" ".repeat(PREFIX.len() + 1), LINE_WIDTH - 1)
     };
     let mut extras = Vec::new();
@@ -87,7 +86,8 @@ fn shown_indices(shape: &[u64], summary: bool) -> Vec<u64> {
 /// numpy's nested-bracket layout (`_formatArray`).
 struct Layout<'a> {
     shape: &'a [u64],
-    values: &'a [Value],
+    /// The element at a flat index (every shown one decodes: checked before the layout).
+    value: &'a dyn Fn(u64) -> Option<Value>,
     format: &'a Format,
     summary: bool,
 }
@@ -95,7 +95,7 @@ struct Layout<'a> {
 impl Layout<'_> {
     fn element(&self, index: &[u64]) -> String {
         let flat = index.iter().zip(self.shape).fold(0u64, |f, (&i, &d)| f * d + i);
-        self.format.one(self.values[flat as usize])
+        self.format.one((self.value)(flat).expect("the shown elements were decoded before the layout"))
     }
 
     fn recurse(&self, index: &mut Vec<u64>, hanging: &str, width: usize) -> String {
@@ -177,7 +177,8 @@ impl Format {
         let finite: Vec<f64> = floats.iter().copied().filter(|v| v.is_finite()).collect();
         let nonzero: Vec<f64> = finite.iter().map(|v| v.abs()).filter(|&v| v != 0.0).collect();
         let exp = match (nonzero.iter().copied().reduce(f64::max), nonzero.iter().copied().reduce(f64::min)) {
-            (Some(max), Some(min)) => max >= 1e8 || min < 0.0001 || max / min > 1000.0,
+            // numpy 2's cutoff: 10 ** min(8, finfo(dtype).precision).
+            (Some(max), Some(min)) => max >= cutoff(dtype) || min < 0.0001 || max / min > 1000.0,
             _ => false,
         };
         let (mut pad_left, pad_right, precision, exp_size) = if finite.is_empty() {
@@ -219,7 +220,12 @@ impl Format {
                     return format!("{t:>w$}", w = pad_left + pad_right + 1);
                 }
                 if exp {
-                    let (int, frac, e) = scientific(f, d);
+                    let (mut int, mut frac, mut e) = scientific(f, d);
+                    if frac.len() < precision {
+                        // numpy's `min_digits`: more digits of the exact value, not zeros (its
+                        // first digit and exponent too: 4e-06 may be 3.99e-06).
+                        (int, frac, e) = exact_digits(f, precision).unwrap_or((int, frac, e));
+                    }
                     let sign = if e < 0 { '-' } else { '+' };
                     format!("{int:>pad_left$}.{frac:0<precision$}e{sign}{:0>exp_size$}", exp_digits(e))
                 } else {
@@ -228,6 +234,25 @@ impl Format {
                 }
             }
         }
+    }
+}
+
+/// `v` in scientific notation with `precision` digits after the point, from its exact value:
+/// (sign and first digit, the other digits, the exponent).
+fn exact_digits(v: f64, precision: usize) -> Option<(String, String, i32)> {
+    let t = format!("{:.*e}", precision, v.abs());
+    let (m, e) = t.split_once('e')?;
+    let (first, rest) = m.split_once('.')?;
+    let sign = if v.is_sign_negative() { "-" } else { "" };
+    Some((format!("{sign}{first}"), rest.to_string(), e.parse().ok()?))
+}
+
+/// numpy 2's magnitude from which an array of `d` prints in scientific notation.
+fn cutoff(d: Dtype) -> f64 {
+    match d {
+        Dtype::F16 => 1e3,
+        Dtype::F32 => 1e6,
+        _ => 1e8,
     }
 }
 
@@ -257,17 +282,7 @@ fn exp_digits(e: i32) -> String {
 /// The shortest decimal digits that read back as `v` in dtype `d`, and the exponent of the
 /// first: `(digits, exp)` with `v = 0.digits * 10^(exp + 1)`, sign dropped.
 fn shortest(v: f64, d: Dtype) -> (String, i32) {
-    let sci = match d {
-        Dtype::F32 => format!("{:e}", (v as f32).abs()),
-        Dtype::F16 => {
-            let h = f16::from_f64(v.abs());
-            (1..=5)
-                .map(|p| format!("{:.*e}", p - 1, h.to_f64()))
-                .find(|s| s.parse::<f64>().map(f16::from_f64) == Ok(h))
-                .unwrap_or_else(|| format!("{:e}", h.to_f64()))
-        }
-        _ => format!("{:e}", v.abs()),
-    };
+    let sci = crate::value::shortest_sci(v.abs(), d);
     let (mant, exp) = sci.split_once('e').expect("{:e} has an exponent");
     let digits: String = mant.chars().filter(|c| *c != '.').collect();
     let digits = digits.trim_end_matches('0');

@@ -22,7 +22,7 @@ pub fn check_input_name(name: &str) -> Result<()> {
         Some("not an identifier")
     } else if RESERVED.contains(&name) {
         Some("reserved (i is the flat index; pi e inf nan True False are constants; size() is a function)")
-    } else if function(name).is_some() {
+    } else if function(name).is_some() || crate::Reduction::names().any(|r| r == name) {
         Some("the name of a function")
     } else {
         None
@@ -75,6 +75,41 @@ pub struct ReductionCall {
 /// [`Error::InvalidExpression`] for a syntax error, a reduction with a second argument other
 /// than `axis=INT` (`max(x, 0)`), or inside another one.
 pub fn extract_reductions(src: &str) -> Result<(String, Vec<ReductionCall>)> {
+    extract_spans(src).map(|(out, found, _)| (out, found))
+}
+
+/// An error of the program [`extract_reductions`] made from `src` (names `__rK` for the
+/// reductions) as an error of `src` itself: the user's expression quoted, the column moved
+/// back over the replaced calls (onto the call's name when it points inside one). Other
+/// errors unchanged.
+pub fn error_in_source(e: Error, src: &str) -> Error {
+    let Error::InvalidExpression { expr, position, message } = e else { return e };
+    let Ok((out, _, spans)) = extract_spans(src) else {
+        return Error::InvalidExpression { expr, position, message };
+    };
+    if expr != out {
+        return Error::InvalidExpression { expr, position, message };
+    }
+    // Byte offset of the column in the rewritten text, mapped back through the spans.
+    let at = out.char_indices().nth(position.saturating_sub(1)).map_or(out.len(), |(b, _)| b);
+    let mut byte = at;
+    for &(new_start, new_end, old_start, old_end) in &spans {
+        if at >= new_end {
+            byte = at - new_end + old_end;
+        } else if at >= new_start {
+            byte = old_start;
+            break;
+        }
+    }
+    let position = src[..byte.min(src.len())].chars().count() + 1;
+    Error::InvalidExpression { expr: src.to_string(), position, message }
+}
+
+/// [`extract_reductions`], with each replacement's span: (start, end) in the output, then
+/// (start, end) in `src`, bytes.
+type Spans = Vec<(usize, usize, usize, usize)>;
+fn extract_spans(src: &str) -> Result<(String, Vec<ReductionCall>, Spans)> {
+    let mut spans = Vec::new();
     let toks = lex(src)?;
     let mut out = String::new();
     let mut found = Vec::new();
@@ -93,13 +128,15 @@ pub fn extract_reductions(src: &str) -> Result<(String, Vec<ReductionCall>)> {
         let (end, inner_end, axis) = call_extent(src, &toks, k, r)?;
         let open = toks[k + 1].1;
         out.push_str(&src[copied..at]);
+        let start = out.len();
         out.push_str(&format!("{REDUCTION_PREFIX}{}", found.len()));
         found.push(ReductionCall { reduction: r, inner: src[open + 1..inner_end].to_string(), axis });
         copied = toks[end].1 + 1;
+        spans.push((start, out.len(), at, copied));
         k = end + 1;
     }
     out.push_str(&src[copied..]);
-    Ok((out, found))
+    Ok((out, found, spans))
 }
 
 /// The call of reduction `r` whose name is token `k`: the token index of its closing
@@ -116,13 +153,15 @@ fn call_extent(src: &str, toks: &[(Tok, usize)], k: usize, r: crate::Reduction) 
                 }
             }
             Tok::Comma if depth == 1 => {
-                let (axis, close) = axis_argument(src, &toks[j + 1..]).ok_or_else(|| {
+                let positional = !matches!(r, crate::Reduction::Max | crate::Reduction::Min);
+                let (axis, close) = axis_argument(src, &toks[j + 1..], positional).ok_or_else(|| {
                     let hint = match r {
                         crate::Reduction::Max => "; use maximum(a, b) for the elementwise maximum",
                         crate::Reduction::Min => "; use minimum(a, b) for the elementwise minimum",
                         _ => "",
                     };
-                    syntax(src, pos, format!("{}() takes one argument and axis=INT{hint}", r.name()))
+                    let form = if positional { "axis=INT (or INT)" } else { "axis=INT" };
+                    syntax(src, pos, format!("{}() takes one argument and {form}{hint}", r.name()))
                 })?;
                 return Ok((j + 1 + close, pos, Some(axis)));
             }
@@ -135,12 +174,14 @@ fn call_extent(src: &str, toks: &[(Tok, usize)], k: usize, r: crate::Reduction) 
     Err(syntax(src, toks[k].1, "unclosed '('".into()))
 }
 
-/// `axis = [-]INT )` at the start of `toks`: the axis and the index of
-/// the `)`.
-fn axis_argument(src: &str, toks: &[(Tok, usize)]) -> Option<(i64, usize)> {
+/// `axis = [-]INT )` at the start of `toks` (or `[-]INT )` when `positional`, numpy's
+/// `np.sum(x, 1)`): the axis and the index of the `)`.
+fn axis_argument(src: &str, toks: &[(Tok, usize)], positional: bool) -> Option<(i64, usize)> {
     let name = |t: Tok| matches!(t, Tok::Ident(a, b) if &src[a..b] == "axis");
     let t: Vec<Tok> = toks.iter().take(5).map(|&(t, _)| t).collect();
     match t.as_slice() {
+        [Tok::Int(v), Tok::RParen, ..] if positional => Some((i64::try_from(*v).ok()?, 1)),
+        [Tok::Op("-"), Tok::Int(v), Tok::RParen, ..] if positional => Some((-i64::try_from(*v).ok()?, 2)),
         [n, Tok::Op("="), Tok::Int(v), Tok::RParen, ..] if name(*n) => Some((i64::try_from(*v).ok()?, 3)),
         [n, Tok::Op("="), Tok::Op("-"), Tok::Int(v), Tok::RParen] if name(*n) => Some((-i64::try_from(*v).ok()?, 4)),
         _ => None,

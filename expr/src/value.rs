@@ -67,8 +67,40 @@ impl Value {
     }
 }
 
+/// `v`, a value of the float dtype `d`, in `{:e}` form with the fewest significant digits that
+/// read back as the same value of `d` (Dragon4's unique digits, as numpy's): of those, the
+/// nearest to `v`, a tie rounded to even (`16892.5625` as float32 is `16892.562`).
+pub(crate) fn shortest_sci(v: f64, d: Dtype) -> String {
+    let same = |s: &str| match d {
+        Dtype::F32 => s.parse::<f32>().ok() == Some(v as f32),
+        Dtype::F16 => s.parse::<f64>().ok().map(f16::from_f64) == Some(f16::from_f64(v)),
+        _ => s.parse::<f64>().ok() == Some(v),
+    };
+    let short = match d {
+        Dtype::F32 => format!("{:e}", v as f32),
+        Dtype::F16 => {
+            let h = f16::from_f64(v);
+            (1..=5)
+                .map(|p| format!("{:.*e}", p - 1, h.to_f64()))
+                .find(|s| same(s))
+                .unwrap_or_else(|| format!("{:e}", h.to_f64()))
+        }
+        _ => format!("{v:e}"),
+    };
+    // The same number of digits from the exact value (`{:.N$e}` rounds it exactly, ties to
+    // even): numpy's choice among equally short digits.
+    let n = short.split_once('e').map_or(1, |(m, _)| m.chars().filter(char::is_ascii_digit).count());
+    let exact = format!("{:.*e}", n.saturating_sub(1), v);
+    if same(&exact) {
+        exact
+    } else {
+        short
+    }
+}
+
 /// Python's `repr` of a float of dtype `d`: the shortest digits that read back as the same
-/// value of `d`, positional from 1e-4 to below 1e16, else `1e+16` style.
+/// value of `d`; positional from 1e-4 to below numpy's cutoff (1e16, 1e6 for float32, 1e3 for
+/// float16), else `1e+16` style (numpy 2's scalar repr).
 fn python_float(v: f64, d: Dtype) -> String {
     if v.is_nan() {
         return "nan".into();
@@ -76,17 +108,7 @@ fn python_float(v: f64, d: Dtype) -> String {
     if v.is_infinite() {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
-    let sci = match d {
-        Dtype::F32 => format!("{:e}", v as f32),
-        Dtype::F16 => {
-            let h = f16::from_f64(v);
-            (1..=5)
-                .map(|p| format!("{:.*e}", p - 1, h.to_f64()))
-                .find(|s| s.parse::<f64>().map(f16::from_f64) == Ok(h))
-                .unwrap_or_else(|| format!("{:e}", h.to_f64()))
-        }
-        _ => format!("{v:e}"),
-    };
+    let sci = shortest_sci(v, d);
     let (mant, exp) = sci.split_once('e').expect("{:e} has an exponent");
     let exp: i32 = exp.parse().expect("an integer exponent");
     let (neg, mant) = mant.strip_prefix('-').map_or((false, mant), |m| (true, m));
@@ -94,7 +116,12 @@ fn python_float(v: f64, d: Dtype) -> String {
     let digits = digits.trim_end_matches('0');
     let digits = if digits.is_empty() { "0" } else { digits };
     let sign = if neg { "-" } else { "" };
-    if (-4..16).contains(&exp) {
+    let cutoff = match d {
+        Dtype::F16 => 1e3,
+        Dtype::F32 => 1e6,
+        _ => 1e16,
+    };
+    if v == 0.0 || (v.abs() >= 1e-4 && v.abs() < cutoff) {
         let s = if exp >= 0 {
             let e = exp as usize;
             if digits.len() > e + 1 {

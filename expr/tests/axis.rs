@@ -55,7 +55,8 @@ fn every_axis_of_a_3d_array_matches_a_naive_reduction() {
 
 #[test]
 fn an_axis_beyond_the_dimensions_is_numpys_axis_error() {
-    for (shape, axis) in [(&[3u64, 4][..], 2i64), (&[3, 4], -3), (&[], 0)] {
+    // A 0-d array takes axis 0 and -1 (numpy reduces its one element), no other.
+    for (shape, axis) in [(&[3u64, 4][..], 2i64), (&[3, 4], -3), (&[], 1), (&[], -2)] {
         let e = AxisReduction::new(Reduction::Mean, Dtype::F64, shape, axis).unwrap_err();
         assert_eq!(e, Error::Axis { axis, ndim: shape.len() });
         assert_eq!(e.to_string(), format!("axis {axis} is out of bounds for array of dimension {}", shape.len()));
@@ -67,10 +68,15 @@ fn words_round_trip_and_an_empty_axis_is_numpys_error_for_max() {
     let (r, out) = AxisReduction::new(Reduction::Var, Dtype::F32, &[4, 0, 2], 1).unwrap();
     assert_eq!(out, [4, 2]);
     assert_eq!(AxisReduction::from_words(&r.to_words()), Some(r));
-    let (m, _) = AxisReduction::new(Reduction::Max, Dtype::F64, &[2, 0], 1).unwrap();
-    let mut out = vec![0u8; 16];
-    let e = m.reduce_range(0..2, &mut |_, _| Ok(()), &mut out).unwrap_err();
-    assert_eq!(e.to_string(), "zero-size array to reduction operation maximum which has no identity");
+    // numpy refuses max/argmax along an empty axis before reducing, even for an empty result.
+    for shape in [&[2u64, 0][..], &[0, 0]] {
+        let e = AxisReduction::new(Reduction::Max, Dtype::F64, shape, 1).unwrap_err();
+        assert_eq!(e.to_string(), "zero-size array to reduction operation maximum which has no identity");
+        let e = AxisReduction::new(Reduction::ArgMax, Dtype::F64, shape, -1).unwrap_err();
+        assert_eq!(e.to_string(), "attempt to get argmax of an empty sequence");
+    }
+    let (r, out) = AxisReduction::new(Reduction::Sum, Dtype::F64, &[], -1).unwrap();
+    assert_eq!((out.len(), r.result_len(), r.input_len()), (0, 1, 1));
 }
 
 #[test]

@@ -222,7 +222,13 @@ fn reductions_are_taken_out_of_an_expression_in_order() {
     let pairs: Vec<(Reduction, &str, Option<i64>)> =
         found.iter().map(|c| (c.reduction, c.inner.as_str(), c.axis)).collect();
     assert_eq!(pairs, [(Reduction::Mean, "x", Some(0)), (Reduction::ArgMax, "x * 2", Some(-1))]);
-    for bad in ["sum(x, 1)", "sum(x, axis=1.5)", "sum(x, axes=1)", "sum(x, axis=1, axis=2)"] {
+    // numpy's positional axis, except for max/min (elementwise in numexpr: refused).
+    for (src, axis) in [("sum(x, 1)", 1), ("mean(x, -1)", -1), ("argmax(x, 0)", 0)] {
+        assert_eq!(extract_reductions(src).unwrap().1[0].axis, Some(axis), "{src}");
+    }
+    for bad in
+        ["max(x, 1)", "min(x, -1)", "sum(x, axis=1.5)", "sum(x, axes=1)", "sum(x, axis=1, axis=2)", "sum(x, 1, 2)"]
+    {
         let e = extract_reductions(bad).unwrap_err().to_string();
         assert!(e.contains("axis=INT"), "{bad}: {e}");
     }

@@ -101,6 +101,12 @@ pub(super) fn parse_inputs(raw: &[String]) -> Result<Vec<(Option<String>, PathBu
     let mut out: Vec<(Option<String>, PathBuf)> = Vec::new();
     for r in raw {
         let named = r.split_once('=').filter(|(n, _)| shmpool::kernel::expr::parse::check_input_name(n).is_ok());
+        // `i=a.npy`, `sum=a.npy`: an identifier that cannot name an input, not a file's name.
+        if let Some((n, _)) = r.split_once('=').filter(|(n, _)| named.is_none() && is_identifier(n)) {
+            if !Path::new(r).exists() {
+                shmpool::kernel::expr::parse::check_input_name(n)?;
+            }
+        }
         out.push(match named {
             Some((n, p)) => (Some(n.to_string()), PathBuf::from(p)),
             None => (None, PathBuf::from(r)),
@@ -160,7 +166,7 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
         pool.join()?;
         reduced
     };
-    let outer = Outer::new(&rewritten, &names, &arrays, reduced)?;
+    let outer = Outer::new((expr, &rewritten), &names, &arrays, reduced)?;
     let files = outer.files(&paths, &arrays);
     let shapes: Vec<&[u64]> = files.iter().map(|(_, a)| a.shape()).collect();
     let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes)?;
@@ -191,7 +197,13 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     run_map(args, (files[main].1, files[main].0, &out_shape), output, out_dtype, &spec)
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
+/// Whether `s` is an ASCII identifier (a name, though perhaps a reserved one).
+fn is_identifier(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_') && c.all(|k| k.is_ascii_alphanumeric() || k == '_')
+}
+
+pub(super) fn same_file(a: &Path, b: &Path) -> bool {
     let canon = |p: &Path| -> Option<PathBuf> {
         if let Ok(c) = p.canonicalize() {
             return Some(c);

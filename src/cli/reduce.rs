@@ -10,8 +10,8 @@ use shmpool::kernel::expr::{Program, Reduction};
 use shmpool::Pool;
 
 use super::input::open_input;
-use super::map::{cores, parse_inputs, with_sizes};
-use super::reduced::{reduce_inner, repr, write_array, Outer};
+use super::map::{cores, parse_inputs, same_file, with_sizes};
+use super::reduced::{reduce_inner, repr, single_axis, write_array, Outer};
 use super::Failure;
 
 /// Arguments of `shmpool reduce`.
@@ -52,14 +52,31 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         )));
     }
     let named = parse_inputs(&args.inputs)?;
+    if let Some(out) = &args.output {
+        if let Some((_, p)) = named.iter().find(|(_, p)| same_file(p, out)) {
+            return Err(Failure::usage(format!(
+                "output {} is the input {}: reduce never replaces an input",
+                out.display(),
+                p.display()
+            )));
+        }
+    }
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone().unwrap_or_else(|| "x".to_string())).collect();
     check_names(&args.expr, &names)?;
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
-    let (rewritten, calls) = extract_reductions(&with_sizes(&inner, &names, &arrays)?)?;
+    let sized = with_sizes(&inner, &names, &arrays)?;
+    let (rewritten, calls) = extract_reductions(&sized)?;
     let pool = Pool::builder().workers(args.jobs.unwrap_or_else(cores)).build()?;
+    let out = args.output.as_deref();
+    if let Some(text) = single_axis(&pool, (&rewritten, &calls), (&names, &paths, &arrays), out)? {
+        pool.close();
+        pool.join()?;
+        println!("{text}");
+        return Ok(());
+    }
     let reduced = reduce_inner(&pool, &calls, &names, &paths, &arrays)?;
-    let outer = Outer::new(&rewritten, &names, &arrays, reduced)?;
+    let outer = Outer::new((&sized, &rewritten), &names, &arrays, reduced)?;
     let (dtype, shape, bytes, warning) = match kind {
         Some(kind) => {
             let files = outer.files(&paths, &arrays);

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shmpool::kernel::expr::parse::{ReductionCall, REDUCTION_PREFIX};
+use shmpool::kernel::expr::parse::{error_in_source, ReductionCall, REDUCTION_PREFIX};
 use shmpool::kernel::expr::{array_repr, broadcast_shapes, Program, Value};
 use shmpool::{AxisResult, Dtype, NpyArray, NpyOutput, Pool};
 
@@ -73,9 +73,10 @@ pub(super) struct Outer {
 }
 
 impl Outer {
-    /// Compiles `rewritten` (names `__rK` for the reductions) over the inputs it reads.
+    /// Compiles `rewritten` (names `__rK` for the reductions, made from `source`) over the
+    /// inputs it reads; its errors quote `source`.
     pub fn new(
-        rewritten: &str,
+        (source, rewritten): (&str, &str),
         names: &[String],
         inputs: &[NpyArray],
         reduced: Vec<Reduced>,
@@ -99,7 +100,7 @@ impl Outer {
         }
         typed.extend(scalars);
         let typed: Vec<(&str, Dtype)> = typed.iter().map(|(n, d)| (n.as_str(), *d)).collect();
-        let program = Program::compile_inputs(rewritten, &typed)?;
+        let program = Program::compile_inputs(rewritten, &typed).map_err(|e| error_in_source(e, source))?;
         let dir = if arrays.is_empty() { None } else { Some(temp_dir()?) };
         let mut temps = Vec::with_capacity(arrays.len());
         for (k, a) in arrays.iter().enumerate() {
@@ -160,6 +161,62 @@ pub(super) fn write_array(path: &Path, dtype: Dtype, shape: &[u64], bytes: &[u8]
     }
     out.commit()?;
     Ok(())
+}
+
+/// `shmpool reduce IN --expr 'sum(x, axis=1)'` (one axis reduction of an n-d array, nothing
+/// around it): reduced straight into the `-o` file's mapping (or one buffer without `-o`), so
+/// that memory holds one copy of the result. `None` when `calls` is not that case.
+pub(super) fn single_axis(
+    pool: &Pool,
+    (rewritten, calls): (&str, &[ReductionCall]),
+    (names, paths, arrays): (&[String], &[&Path], &[NpyArray]),
+    output: Option<&Path>,
+) -> Result<Option<String>, Failure> {
+    let [call] = calls else { return Ok(None) };
+    let Some(axis) = call.axis else { return Ok(None) };
+    if rewritten.trim() != format!("{REDUCTION_PREFIX}0") {
+        return Ok(None);
+    }
+    let used = Program::variables(&call.inner)?;
+    let idx: Vec<usize> = (0..names.len()).filter(|&k| used.contains(&names[k])).collect();
+    let typed: Vec<(&str, Dtype)> = idx.iter().map(|&k| (names[k].as_str(), arrays[k].dtype())).collect();
+    let program = Program::compile_inputs(&call.inner, &typed)?;
+    let files: Vec<(&Path, &NpyArray)> = idx.iter().map(|&k| (paths[k], &arrays[k])).collect();
+    let (dtype, shape) = shmpool::expr_reduce::reduce_npy_axis_shape(&program, &files, &[], call.reduction, axis)?;
+    if shape.is_empty() {
+        return Ok(None);
+    }
+    let run = |out: &mut [u8]| {
+        shmpool::expr_reduce::reduce_npy_axis_into(pool, &program, &files, &[], call.reduction, axis, out)
+    };
+    let (warning, text) = match output {
+        Some(path) => {
+            let mut out = NpyOutput::create(path, dtype, &shape)?;
+            let bytes = output_bytes(&mut out, dtype)?;
+            let warning = run(bytes)?;
+            let text = repr(dtype, &shape, bytes);
+            out.commit()?;
+            (warning, text)
+        }
+        None => {
+            let mut bytes = vec![0u8; shape.iter().product::<u64>() as usize * dtype.size()];
+            (run(&mut bytes)?, repr(dtype, &shape, &bytes))
+        }
+    };
+    if let Some(w) = warning {
+        eprintln!("RuntimeWarning: {w}");
+    }
+    Ok(Some(text))
+}
+
+/// The elements of `out` as bytes.
+fn output_bytes(out: &mut NpyOutput, dtype: Dtype) -> Result<&mut [u8], Failure> {
+    Ok(match dtype.size() {
+        1 => bytemuck::cast_slice_mut(out.as_mut_slice::<u8>()?),
+        2 => bytemuck::cast_slice_mut(out.as_mut_slice::<[u8; 2]>()?),
+        4 => bytemuck::cast_slice_mut(out.as_mut_slice::<[u8; 4]>()?),
+        _ => bytemuck::cast_slice_mut(out.as_mut_slice::<[u8; 8]>()?),
+    })
 }
 
 /// Output elements per row of a broadcast map, at most (a row is one unit of the map).

@@ -8,7 +8,7 @@
 
 mod axis;
 
-pub use axis::{reduce_npy_axis, AxisResult};
+pub use axis::{reduce_npy_axis, reduce_npy_axis_into, reduce_npy_axis_shape, AxisResult};
 
 use crate::error::{Error, Result};
 use crate::{KernelSpec, NpyArray, Pool, SharedVec};

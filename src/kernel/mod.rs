@@ -50,7 +50,7 @@ mod trampoline;
 mod zip;
 
 pub use shape::{marker, Dynamic, Fits, Kernel, KernelExt, RowKernel, Typed, With, WithTable};
-pub(crate) use zip::{pairwise, ZipTrampoline, REDUCE_BLOCK};
+pub(crate) use zip::{big_stack, pairwise, ZipTrampoline, REDUCE_BLOCK};
 pub use zip::{ChunkFold, ElemMap, Zip};
 pub(crate) use zip::{ReduceKernel, ReduceSealed};
 

@@ -160,12 +160,29 @@ fn cast_n<T: Pod>(bytes: &[u8], n: usize) -> &[T] {
     x
 }
 
+/// Accumulators from this size on are reduced on a stack of their own ([`big_stack`]).
+const BIG_ACCUMULATOR: usize = 4 << 10;
+
+/// Runs `f`, which passes accumulators of type `A` by value (through user functions, folds and
+/// the [`pairwise`] tree, several copies per frame in a debug build), on a fresh stack of 64
+/// accumulators plus 4 MiB when `A` is large, so that no accumulator size can overflow the
+/// worker's (or the caller's) stack; small accumulators run in place.
+pub(crate) fn big_stack<A, R>(f: impl FnOnce() -> R) -> R {
+    let size = std::mem::size_of::<A>();
+    if size < BIG_ACCUMULATOR {
+        return f();
+    }
+    stacker::grow(size.saturating_mul(64).saturating_add(4 << 20), f)
+}
+
 /// Writes one partial result per block of a reduction chunk holding `n` elements.
 pub(super) fn blocks<A: Pod>(output: &mut [u8], n: usize, mut block: impl FnMut(Range<usize>) -> A) {
     let out: &mut [A] = bytemuck::cast_slice_mut(output);
-    for (b, o) in out.iter_mut().enumerate() {
-        *o = block((b * REDUCE_BLOCK).min(n)..((b + 1) * REDUCE_BLOCK).min(n));
-    }
+    big_stack::<A, ()>(|| {
+        for (b, o) in out.iter_mut().enumerate() {
+            *o = block((b * REDUCE_BLOCK).min(n)..((b + 1) * REDUCE_BLOCK).min(n));
+        }
+    })
 }
 
 /// Reduces one block: leaves of [`LEAF`] elements by `leaf`, combined [`pairwise`].

@@ -21,7 +21,9 @@ use super::Pool;
 use crate::array::{Input, Output, Side, Source};
 use crate::error::{Error, Result};
 use crate::kernel::marker::Elem;
-use crate::kernel::{pairwise, ChunkFold, ElemMap, Fits, KernelSpec, ReduceKernel, ReduceSealed, REDUCE_BLOCK};
+use crate::kernel::{
+    big_stack, pairwise, ChunkFold, ElemMap, Fits, KernelSpec, ReduceKernel, ReduceSealed, REDUCE_BLOCK,
+};
 use crate::ring::zip::{ZipHeader, ZipInput};
 
 impl Pool {
@@ -183,7 +185,7 @@ impl Pool {
         let z = ZipRun { spec, header, units: blocks, main: &ids, unit_bytes, fixed: None, file };
         self.drive_zip(z, super::run::Dest::Caller(parts.segment()), None).map_err(|e| in_elements(e, n))?;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pairwise(parts.len(), |k| parts[k], &combine).unwrap_or(identity)
+            big_stack::<A, A>(|| pairwise(parts.len(), |k| parts[k], &combine).unwrap_or(identity))
         }));
         r.map_err(|p| Error::KernelPanicked { message: panic_text(p.as_ref()), range: 0..n })
     }
