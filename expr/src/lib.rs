@@ -101,6 +101,7 @@ mod elem;
 mod error;
 mod eval;
 mod float;
+mod funcs;
 mod fuse;
 mod lex;
 mod literal;

@@ -1,7 +1,8 @@
 //! Scans of an expression's tokens that need no parse: the variables it names, whether a name
 //! can name an input, and the reductions it calls (taken out so that they run first).
 
-use crate::parse::{function, lex, syntax, Tok};
+use crate::funcs::function;
+use crate::lex::{lex, syntax, Tok};
 use crate::{Error, Result};
 
 /// Names that are never an input's: the flat index and the constants.

@@ -1,0 +1,156 @@
+//! The functions and operators an expression may call: what each computes ([`Fun`]) and the
+//! names it answers to, with their arities. A leaf of the parser: `lex`, `scan` and `parse`
+//! read it, it reads none of them.
+
+/// What a node computes. Operators and functions share one list: `a + b` and `add(a, b)` are
+/// the same node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fun {
+    /// Unary `+` (numpy's `positive`: the identity, undefined for bool).
+    Pos,
+    Neg,
+    Invert,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    FloorDiv,
+    Mod,
+    /// `a ** b` (numpy's scalar-exponent shortcuts apply).
+    PowOp,
+    /// `pow(a, b)` / `power(a, b)`: the ufunc itself.
+    Pow,
+    BitAnd,
+    BitOr,
+    BitXor,
+    Shl,
+    Shr,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    Sqrt,
+    Exp,
+    Expm1,
+    Log,
+    Log1p,
+    Log2,
+    Log10,
+    Sin,
+    Cos,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Tanh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Rint,
+    Abs,
+    Floor,
+    Ceil,
+    Trunc,
+    Round,
+    Sign,
+    IsNan,
+    IsInf,
+    IsFinite,
+    SignBit,
+    /// `copy`, `real`: the identity on real numbers.
+    Copy,
+    /// `conj`: the identity on numbers, int8 for bool (numpy's `conjugate` loop).
+    Conj,
+    /// `imag`: zeros of the argument's type.
+    Imag,
+    OnesLike,
+    Min,
+    Max,
+    Fmod,
+    Atan2,
+    Hypot,
+    Copysign,
+    Nextafter,
+    Where,
+    Clip,
+}
+
+/// Function names (numpy's and numexpr's, plus the short C names) and their arity.
+const FUNCTIONS: &[(&str, Fun, usize)] = &[
+    ("sqrt", Fun::Sqrt, 1),
+    ("exp", Fun::Exp, 1),
+    ("expm1", Fun::Expm1, 1),
+    ("log", Fun::Log, 1),
+    ("log1p", Fun::Log1p, 1),
+    ("log2", Fun::Log2, 1),
+    ("log10", Fun::Log10, 1),
+    ("sin", Fun::Sin, 1),
+    ("cos", Fun::Cos, 1),
+    ("tan", Fun::Tan, 1),
+    ("arcsin", Fun::Asin, 1),
+    ("asin", Fun::Asin, 1),
+    ("arccos", Fun::Acos, 1),
+    ("acos", Fun::Acos, 1),
+    ("arctan", Fun::Atan, 1),
+    ("atan", Fun::Atan, 1),
+    ("sinh", Fun::Sinh, 1),
+    ("cosh", Fun::Cosh, 1),
+    ("tanh", Fun::Tanh, 1),
+    ("arcsinh", Fun::Asinh, 1),
+    ("asinh", Fun::Asinh, 1),
+    ("arccosh", Fun::Acosh, 1),
+    ("acosh", Fun::Acosh, 1),
+    ("arctanh", Fun::Atanh, 1),
+    ("atanh", Fun::Atanh, 1),
+    ("rint", Fun::Rint, 1),
+    ("abs", Fun::Abs, 1),
+    ("absolute", Fun::Abs, 1),
+    ("floor", Fun::Floor, 1),
+    ("ceil", Fun::Ceil, 1),
+    ("trunc", Fun::Trunc, 1),
+    ("round", Fun::Round, 1),
+    ("sign", Fun::Sign, 1),
+    ("negative", Fun::Neg, 1),
+    ("invert", Fun::Invert, 1),
+    ("isnan", Fun::IsNan, 1),
+    ("isinf", Fun::IsInf, 1),
+    ("isfinite", Fun::IsFinite, 1),
+    ("signbit", Fun::SignBit, 1),
+    ("copy", Fun::Copy, 1),
+    ("real", Fun::Copy, 1),
+    ("conj", Fun::Conj, 1),
+    ("conjugate", Fun::Conj, 1),
+    ("imag", Fun::Imag, 1),
+    ("ones_like", Fun::OnesLike, 1),
+    ("positive", Fun::Pos, 1),
+    ("left_shift", Fun::Shl, 2),
+    ("right_shift", Fun::Shr, 2),
+    ("minimum", Fun::Min, 2),
+    ("maximum", Fun::Max, 2),
+    ("pow", Fun::Pow, 2),
+    ("power", Fun::Pow, 2),
+    ("fmod", Fun::Fmod, 2),
+    ("arctan2", Fun::Atan2, 2),
+    ("atan2", Fun::Atan2, 2),
+    ("hypot", Fun::Hypot, 2),
+    ("copysign", Fun::Copysign, 2),
+    ("nextafter", Fun::Nextafter, 2),
+    ("where", Fun::Where, 3),
+    ("clip", Fun::Clip, 3),
+    ("clamp", Fun::Clip, 3),
+];
+
+/// Every function name an expression may call (numpy's, numexpr's and the short C names, in
+/// the order of the documentation) with its number of arguments.
+pub fn functions() -> impl Iterator<Item = (&'static str, usize)> {
+    FUNCTIONS.iter().map(|&(n, _, a)| (n, a))
+}
+
+/// The function a name denotes, with its arity.
+pub(crate) fn function(name: &str) -> Option<(Fun, usize)> {
+    FUNCTIONS.iter().find(|(n, _, _)| *n == name).map(|&(_, f, a)| (f, a))
+}
