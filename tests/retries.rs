@@ -23,7 +23,7 @@ fn acc(x: &[f64], y: &mut [f64]) {
 /// Runs `map_into(xs, ys, acc)` on a pool whose first workers stop at `at`, SIGKILLing each
 /// stopped worker; returns how many were killed.
 fn acc_with_kills(at: PausePoint, xs: &SharedVec<f64>, ys: &mut SharedVec<f64>) -> usize {
-    let pool = Pool::builder().workers(2).chunk_len(1_000).pause_point(at).build().unwrap();
+    let pool = Pool::builder().workers(2).chunk_len(1_000).backup_outputs(true).pause_point(at).build().unwrap();
     let mut killed = 0;
     std::thread::scope(|s| {
         let h = s.spawn(|| pool.map_into(xs, ys, acc));
@@ -78,7 +78,7 @@ fn a_chunk_kernel_that_panics_leaves_its_range_of_the_callers_array_as_it_was() 
         x[12_345] = -1.0;
         let xs = SharedVec::from_slice(&x).unwrap();
         let mut ys = SharedVec::from_slice(&vec![1.0f64; n]).unwrap();
-        let pool = Pool::builder().workers(2).chunk_len(1_000).build().unwrap();
+        let pool = Pool::builder().workers(2).chunk_len(1_000).backup_outputs(true).build().unwrap();
         match pool.map_into(&xs, &mut ys, acc_then_panic) {
             Err(Error::KernelPanicked { range, .. }) => {
                 assert!(range.contains(&12_345), "{range:?}");
@@ -107,7 +107,8 @@ fn a_zip_chunk_kernel_killed_midway_into_the_callers_array_is_retried_from_the_c
         let want: Vec<f64> = a.iter().zip(b.iter()).map(|(a, b)| 1.0 + a * *b as f64).collect();
         for at in [PausePoint::MidKernel, PausePoint::BeforePublish] {
             let mut ys = SharedVec::from_slice(&vec![1.0f64; n]).unwrap();
-            let pool = Pool::builder().workers(2).chunk_len(1_000).pause_point(at).build().unwrap();
+            let pool =
+                Pool::builder().workers(2).chunk_len(1_000).backup_outputs(true).pause_point(at).build().unwrap();
             let mut killed = 0;
             std::thread::scope(|s| {
                 let h = s.spawn(|| pool.map_into(&(&a, &b), &mut ys, acc_zip));

@@ -110,7 +110,8 @@ fn row_and_table_kernels_over_a_shared_vec_start_from_zeros() {
 /// (PausePoint::BeforePublish) gets its chunk redone on top of its own output, so `y += x`
 /// adds x twice there, unless the chunk runs through a scratch area that is marked complete
 /// before the copy into the caller's range (`Descriptor::VIA_SCRATCH`): a retry then only
-/// redoes the copy.
+/// redoes the copy. That backup is `PoolBuilder::backup_outputs(true)` (off by default: it
+/// costs W1's chunk form 1.85x).
 #[test]
 fn a_retried_chunk_into_the_callers_shared_vec_does_not_apply_the_kernel_twice() {
     use nix::sys::signal::{kill, Signal};
@@ -118,7 +119,13 @@ fn a_retried_chunk_into_the_callers_shared_vec_does_not_apply_the_kernel_twice()
     use shmpool::testing::PausePoint;
     let _g = common::serial();
     watchdog(60, "retry into a SharedVec", || {
-        let pool = Pool::builder().workers(2).chunk_len(1_000).pause_point(PausePoint::BeforePublish).build().unwrap();
+        let pool = Pool::builder()
+            .workers(2)
+            .chunk_len(1_000)
+            .backup_outputs(true)
+            .pause_point(PausePoint::BeforePublish)
+            .build()
+            .unwrap();
         let n = 100_000;
         let xs = SharedVec::from_slice(&(0..n).map(|i| (i % 997) as f64 + 1.0).collect::<Vec<_>>()).unwrap();
         let mut ys = SharedVec::from_slice(&vec![1.0f64; n]).unwrap();

@@ -55,6 +55,9 @@ pub(crate) struct Config {
     pub slots: u32,
     pub payload_bytes: usize,
     pub max_attempts: u32,
+    /// Back up a chunk kernel's range of the caller's own output before the kernel runs
+    /// ([`PoolBuilder::backup_outputs`]).
+    pub backup_outputs: bool,
     pub spin: Duration,
     pub wait: WaitStrategy,
     /// Batches `imap` / `imap_unordered` keep in flight.
@@ -102,6 +105,7 @@ impl Default for PoolBuilder {
                 slots: 0,
                 payload_bytes: Self::DEFAULT_PAYLOAD_BYTES,
                 max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+                backup_outputs: false,
                 spin: Self::DEFAULT_SPIN,
                 wait: WaitStrategy::Adaptive,
                 imap_in_flight: 0,
@@ -168,6 +172,19 @@ impl PoolBuilder {
     /// [`Error::WorkerCrashed`] (default [`PoolBuilder::DEFAULT_MAX_ATTEMPTS`]).
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.cfg.max_attempts = n;
+        self
+    }
+
+    /// For chunk kernels that READ the caller's output array as well as write it (an
+    /// accumulation `y += x` through [`Pool::map_into`]): each worker backs its chunk's range
+    /// up before the kernel runs, so a chunk retried after its worker died mid-kernel starts
+    /// from the caller's values and the kernel never applies twice (default off). The price is
+    /// one more copy of every such chunk (W1's chunk form into a `SharedVec` took 1.8x as long
+    /// in `shmpool bench` on a 2-core VM); element and expression kernels never read their
+    /// output and never pay it. Without it, such a kernel is exact unless a worker dies inside
+    /// it (README: failure model); kernels that only write their output are exact either way.
+    pub fn backup_outputs(mut self, on: bool) -> Self {
+        self.cfg.backup_outputs = on;
         self
     }
 

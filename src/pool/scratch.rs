@@ -25,9 +25,10 @@ const MARK: usize = Descriptor::SCRATCH_MARK;
 pub(super) const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Whether a map of `spec` (into the caller's own array or not) backs its chunks up: the output is the caller's own, the
-/// kernel may read it (a chunk kernel), and a chunk may be retried (`max_attempts` above 1).
+/// kernel may read it (a chunk kernel), the pool backs such outputs up
+/// ([`super::PoolBuilder::backup_outputs`]) and a chunk may be retried (`max_attempts` above 1).
 pub(super) fn needed(pool: &Pool, into_callers_array: bool, spec: &KernelSpec) -> bool {
-    into_callers_array && !spec.fills_output && pool.shared.cfg.max_attempts > 1
+    into_callers_array && pool.shared.cfg.backup_outputs && !spec.fills_output && pool.shared.cfg.max_attempts > 1
 }
 
 /// A buffer of one backup area per ring slot for `chunks` of `out_size`-byte elements, and the
