@@ -178,6 +178,32 @@ fn two_sum(a: f64, b: f64) -> (f64, f64) {
     (s, (a - (s - bb)) + (b - bb))
 }
 
+/// Independent sums of [`Reducer::fast_float_sum`].
+const LANES: usize = 8;
+
+/// `LANES` compensated sums of the `SIZE`-byte elements of `bytes`, read by `get` (element
+/// `k` into lane `k % LANES`): the lanes' sums, their accumulated rounding errors, and the
+/// number of values.
+fn lanes<const SIZE: usize>(bytes: &[u8], get: impl Fn([u8; SIZE]) -> f64) -> ([f64; LANES], [f64; LANES], u64) {
+    let (mut s, mut c) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let mut add = |l: usize, v: f64| {
+        let (t, e) = two_sum(s[l], v);
+        s[l] = t;
+        c[l] += e;
+    };
+    let whole = bytes.chunks_exact(SIZE * LANES);
+    let rest = whole.remainder();
+    for block in whole {
+        for l in 0..LANES {
+            add(l, get(block[l * SIZE..(l + 1) * SIZE].try_into().expect("SIZE bytes")));
+        }
+    }
+    for (l, e) in rest.chunks_exact(SIZE).enumerate() {
+        add(l, get(e.try_into().expect("SIZE bytes")));
+    }
+    (s, c, (bytes.len() / SIZE) as u64)
+}
+
 fn neumaier(sum: &mut f64, comp: &mut f64, v: f64) {
     let t = *sum + v;
     if !t.is_finite() {
@@ -317,6 +343,9 @@ impl Reducer {
                 }
             };
         }
+        if self.fast_float_sum(bytes) {
+            return Ok(());
+        }
         let f = |v: f64| (v, 0i128);
         match self.input {
             Dtype::Bool | Dtype::U8 => each!(u8, |v: u8| (v as f64, v as i128)),
@@ -332,6 +361,35 @@ impl Reducer {
             Dtype::F64 => each!(f64, f),
         }
         Ok(())
+    }
+
+    /// The first pass of a float `sum` / `mean` / `std` / `var` over `bytes`, as
+    /// [`Reducer::update`] would do it one value at a time, but in [`LANES`] independent
+    /// compensated sums (Knuth's two-sum, branch-free, so the compiler vectorises it), joined
+    /// into `sum + comp` in lane order: as exact to the last bits as the one-at-a-time sum
+    /// (every rounding error is kept), and the same for the same `bytes` whatever the number
+    /// of workers (a reduction's blocks are fixed). Returns false, changing nothing, for any
+    /// other reduction or pass, or when a lane meets an infinity or NaN (the value-by-value
+    /// path then gives numpy's inf / NaN and records where the NaN was).
+    fn fast_float_sum(&mut self, bytes: &[u8]) -> bool {
+        use Reduction::*;
+        if self.mean.is_some() || !matches!(self.kind, Sum | Mean | Std | Var) {
+            return false;
+        }
+        let (s, c, n) = match self.input {
+            Dtype::F64 => lanes::<8>(bytes, f64::from_le_bytes),
+            Dtype::F32 => lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64),
+            _ => return false,
+        };
+        if s.iter().chain(&c).any(|v| !v.is_finite()) {
+            return false;
+        }
+        for (s, c) in s.iter().zip(&c) {
+            neumaier(&mut self.sum, &mut self.comp, *s);
+            self.comp += c;
+        }
+        self.n += n;
+        true
     }
 
     /// One value: `fv` as a float, `iv` exactly for integer inputs.
