@@ -84,6 +84,8 @@ impl Target<'_> {
 
 pub(super) mod sealed {
     pub trait InputSealed {
+        /// A tuple of inputs (a zip map): read through `sources`, never `source`.
+        const ZIP: bool = false;
         fn source(&self) -> crate::Result<super::Source<'_>>;
         /// Every input a map reads: one, or those of a tuple of inputs (a zip map).
         fn sources(&self) -> crate::Result<Vec<super::Source<'_>>> {

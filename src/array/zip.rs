@@ -11,6 +11,7 @@ use crate::kernel::Zip;
 macro_rules! zip_input {
     ($n:literal; $($I:ident $i:tt),+) => {
         impl<$($I: Input),+> InputSealed for ($($I,)+) {
+            const ZIP: bool = true;
             fn source(&self) -> Result<Source<'_>> {
                 // Every verb reads a tuple through `sources`; this is for one-input callers.
                 Err(Error::TypeMismatch { kernel: "one input".into(), data: format!("{} inputs", $n) })

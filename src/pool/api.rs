@@ -185,6 +185,11 @@ impl Pool {
         I::Elem: Fits<K::In>,
         K::Out: Pod,
     {
+        if !I::ZIP {
+            // One input: no `Vec` of sources (the steady-state submit allocates nothing).
+            let src = input.source()?;
+            return kernel.with_spec(|spec| self.submit_sources(std::slice::from_ref(&src), spec, false));
+        }
         let srcs = input.sources()?;
         kernel.with_spec(|spec| self.submit_sources(&srcs, spec, false))
     }

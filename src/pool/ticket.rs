@@ -24,8 +24,9 @@ enum Results<Out> {
     /// In its ring slot until the caller asks (`buf` is allocated by `try_wait` /
     /// `wait_timeout`, which return a `Vec` anyway).
     Inline { buf: Option<Vec<Out>> },
-    /// In the pool's staging buffers (one input, or those of a zip map).
-    Staged { inputs: Vec<Staging>, output: Staging },
+    /// In the pool's staging buffers: the (first) input, the other inputs of a zip map (an
+    /// empty `Vec`, which allocates nothing, for one input), and the output.
+    Staged { input: Staging, more: Vec<Staging>, output: Staging },
 }
 
 /// A submitted map: [`Pool::submit`] returns it, [`Ticket::wait`] / [`Ticket::wait_into`] /
@@ -105,7 +106,7 @@ impl Pool {
             pool: self,
             run: Some(run),
             len,
-            results: Results::Staged { inputs: vec![stage_in], output: stage_out },
+            results: Results::Staged { input: stage_in, more: Vec::new(), output: stage_out },
             spent: false,
             _out: PhantomData,
         })
@@ -149,7 +150,9 @@ impl Pool {
             let (run, zspec) = self.plan_zip(z, Dest::Staging(&outs))?;
             Some(fill_all(run, &zspec, &Input::Shared(&main), &mut Output::Shared, fail_fast)?)
         };
-        let results = Results::Staged { inputs, output };
+        let mut inputs = inputs.into_iter();
+        let input = inputs.next().expect("a zip map has inputs");
+        let results = Results::Staged { input, more: inputs.collect(), output };
         Ok(Ticket { pool: self, run, len, results, spent: false, _out: PhantomData })
     }
 }
@@ -343,8 +346,9 @@ impl<Out: Pod> Drop for Ticket<'_, Out> {
         }
         let in_flight = self.run.take().is_some_and(|run| run.orphan());
         let results = std::mem::replace(&mut self.results, Results::Inline { buf: None });
-        if let (Results::Staged { inputs, output }, false) = (results, in_flight) {
-            for input in inputs {
+        if let (Results::Staged { input, more, output }, false) = (results, in_flight) {
+            self.pool.give_back(input);
+            for input in more {
                 self.pool.give_back(input);
             }
             self.pool.give_back(output);
