@@ -346,25 +346,33 @@ fn threads_panicking_while_holding_tickets_leak_nothing() {
 }
 
 /// A `Process` child that builds its own pool and panics: its workers (our grandchildren) must
-/// not outlive it.
+/// not outlive it. The child is exec'd (`Process::spawn_fn`): a forked child of this threaded
+/// test binary could inherit a std lock another test thread held and hang in its panic hook
+/// (README, Known gaps), which this test is not about.
 #[test]
 fn a_child_process_that_builds_a_pool_and_panics_leaves_no_workers() {
     let _serial = common::serial();
     common::watchdog(Duration::from_secs(30), || {
-        let path = std::env::temp_dir().join(format!("shmpool_lifecycle_pids_{}", std::process::id()));
-        let p2 = path.clone();
-        let child = Process::spawn(move || {
-            let pool = Pool::new(2).unwrap();
-            assert_eq!(pool.map(&[1.0f64], w1).unwrap(), [w1(1.0)]);
-            let pids: Vec<String> = pool.pids().iter().map(|p| p.to_string()).collect();
-            std::fs::write(&p2, pids.join(",")).unwrap();
-            panic!("child gives up with a live pool");
-        })
-        .unwrap();
+        let parent = std::process::id();
+        let child = Process::spawn_fn(child_builds_a_pool_and_panics, parent).unwrap();
         assert_eq!(child.join().unwrap().code(), Some(101));
+        let path = pids_file(parent);
         let pids: Vec<u32> = std::fs::read_to_string(&path).unwrap().split(',').map(|s| s.parse().unwrap()).collect();
         let _ = std::fs::remove_file(&path);
         common::assert_pids_gone(&pids);
     });
     common::assert_nothing_leaked();
+}
+
+fn pids_file(parent: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("shmpool_lifecycle_pids_{parent}"))
+}
+
+/// The child of `a_child_process_that_builds_a_pool_and_panics_leaves_no_workers`.
+fn child_builds_a_pool_and_panics(parent: u32) {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.map(&[1.0f64], w1).unwrap(), [w1(1.0)]);
+    let pids: Vec<String> = pool.pids().iter().map(|p| p.to_string()).collect();
+    std::fs::write(pids_file(parent), pids.join(",")).unwrap();
+    panic!("child gives up with a live pool");
 }
