@@ -95,6 +95,7 @@
 mod alloc;
 mod axis;
 mod broadcast;
+mod compensated;
 mod compile;
 mod decode;
 mod elem;

@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use half::f16;
 
+use crate::compensated::{lanes, neumaier, two_sum};
 pub use crate::value::Value;
 use crate::{Dtype, Error, Result};
 
@@ -171,54 +172,6 @@ pub struct Reducer {
 /// Bytes of [`Reducer::to_bytes`].
 pub const REDUCER_BYTES: usize = 144;
 
-/// `a + b` and its rounding error (Knuth's two-sum): `a + b == s + e` exactly.
-fn two_sum(a: f64, b: f64) -> (f64, f64) {
-    let s = a + b;
-    let bb = s - a;
-    (s, (a - (s - bb)) + (b - bb))
-}
-
-/// Independent sums of [`Reducer::fast_float_sum`].
-const LANES: usize = 8;
-
-/// `LANES` compensated sums of the `SIZE`-byte elements of `bytes`, read by `get` (element
-/// `k` into lane `k % LANES`): the lanes' sums, their accumulated rounding errors, and the
-/// number of values.
-fn lanes<const SIZE: usize>(bytes: &[u8], get: impl Fn([u8; SIZE]) -> f64) -> ([f64; LANES], [f64; LANES], u64) {
-    let (mut s, mut c) = ([0.0f64; LANES], [0.0f64; LANES]);
-    let mut add = |l: usize, v: f64| {
-        let (t, e) = two_sum(s[l], v);
-        s[l] = t;
-        c[l] += e;
-    };
-    let whole = bytes.chunks_exact(SIZE * LANES);
-    let rest = whole.remainder();
-    for block in whole {
-        for l in 0..LANES {
-            add(l, get(block[l * SIZE..(l + 1) * SIZE].try_into().expect("SIZE bytes")));
-        }
-    }
-    for (l, e) in rest.chunks_exact(SIZE).enumerate() {
-        add(l, get(e.try_into().expect("SIZE bytes")));
-    }
-    (s, c, (bytes.len() / SIZE) as u64)
-}
-
-fn neumaier(sum: &mut f64, comp: &mut f64, v: f64) {
-    let t = *sum + v;
-    if !t.is_finite() {
-        // An infinity or NaN is the sum from now on; the compensation (inf - inf) would be NaN.
-        *sum = t;
-        return;
-    }
-    if sum.abs() >= v.abs() {
-        *comp += (*sum - t) + v;
-    } else {
-        *comp += (v - t) + *sum;
-    }
-    *sum = t;
-}
-
 impl Reducer {
     /// A reduction of values of `input`.
     pub fn new(kind: Reduction, input: Dtype) -> Reducer {
@@ -363,14 +316,10 @@ impl Reducer {
         Ok(())
     }
 
-    /// The first pass of a float `sum` / `mean` / `std` / `var` over `bytes`, as
-    /// [`Reducer::update`] would do it one value at a time, but in [`LANES`] independent
-    /// compensated sums (Knuth's two-sum, branch-free, so the compiler vectorises it), joined
-    /// into `sum + comp` in lane order: as exact to the last bits as the one-at-a-time sum
-    /// (every rounding error is kept), and the same for the same `bytes` whatever the number
-    /// of workers (a reduction's blocks are fixed). Returns false, changing nothing, for any
-    /// other reduction or pass, or when a lane meets an infinity or NaN (the value-by-value
-    /// path then gives numpy's inf / NaN and records where the NaN was).
+    /// The first pass of a float `sum`/`mean`/`std`/`var` over `bytes` in `compensated::LANES`
+    /// branch-free compensated sums (vectorised; as exact, and fixed for given `bytes`).
+    /// False, changing nothing, for other reductions or passes, or on an infinity or NaN (the
+    /// value-by-value path then gives numpy's inf / NaN and records where the NaN was).
     fn fast_float_sum(&mut self, bytes: &[u8]) -> bool {
         use Reduction::*;
         if self.mean.is_some() || !matches!(self.kind, Sum | Mean | Std | Var) {

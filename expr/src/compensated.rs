@@ -1,0 +1,53 @@
+//! Compensated float sums: Knuth's two-sum, Neumaier's running sum, and `LANES` independent
+//! branch-free compensated sums (what a reduction's first pass uses for float sums).
+
+/// `a + b` and its rounding error (Knuth's two-sum): `a + b == s + e` exactly.
+pub(crate) fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
+/// Independent sums of `Reducer::fast_float_sum`.
+pub(crate) const LANES: usize = 8;
+
+/// `LANES` compensated sums of the `SIZE`-byte elements of `bytes`, read by `get` (element
+/// `k` into lane `k % LANES`): the lanes' sums, their accumulated rounding errors, and the
+/// number of values.
+pub(crate) fn lanes<const SIZE: usize>(
+    bytes: &[u8],
+    get: impl Fn([u8; SIZE]) -> f64,
+) -> ([f64; LANES], [f64; LANES], u64) {
+    let (mut s, mut c) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let mut add = |l: usize, v: f64| {
+        let (t, e) = two_sum(s[l], v);
+        s[l] = t;
+        c[l] += e;
+    };
+    let whole = bytes.chunks_exact(SIZE * LANES);
+    let rest = whole.remainder();
+    for block in whole {
+        for l in 0..LANES {
+            add(l, get(block[l * SIZE..(l + 1) * SIZE].try_into().expect("SIZE bytes")));
+        }
+    }
+    for (l, e) in rest.chunks_exact(SIZE).enumerate() {
+        add(l, get(e.try_into().expect("SIZE bytes")));
+    }
+    (s, c, (bytes.len() / SIZE) as u64)
+}
+
+pub(crate) fn neumaier(sum: &mut f64, comp: &mut f64, v: f64) {
+    let t = *sum + v;
+    if !t.is_finite() {
+        // An infinity or NaN is the sum from now on; the compensation (inf - inf) would be NaN.
+        *sum = t;
+        return;
+    }
+    if sum.abs() >= v.abs() {
+        *comp += (*sum - t) + v;
+    } else {
+        *comp += (v - t) + *sum;
+    }
+    *sum = t;
+}
