@@ -491,11 +491,11 @@ impl Reducer {
                 if self.n == 0 {
                     (fl(f64::NAN), Some("Mean of empty slice"))
                 } else if float {
-                    // numpy sums float16 and float32 in float32: a sum past float32's range is
-                    // an infinity (its overflow warning aside), and so is the mean.
+                    // numpy sums float16/float32 in float32: past its range the mean is inf;
+                    // otherwise it is the mean of the exact sum, rounded once.
                     let t = total(self);
-                    let t = if out == Dtype::F64 { t } else { round_to(t, Dtype::F32) };
-                    (fl(t / self.n as f64), None)
+                    let overflows = out != Dtype::F64 && round_to(t, Dtype::F32).is_infinite();
+                    (fl(if overflows { round_to(t, Dtype::F32) } else { t / self.n as f64 }), None)
                 } else {
                     (fl(self.isum as f64 / self.n as f64), None)
                 }

@@ -105,6 +105,9 @@ pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
     let mut consts = Vec::with_capacity(found.len());
     for (k, call) in found.into_iter().enumerate() {
         if let Some(axis) = call.axis {
+            // numpy's AxisError first (`sum(x, 1)` on a 1-d x), then the refusal.
+            let ndim = inputs.iter().map(|(_, _, s)| s.len()).max().unwrap_or(0);
+            shmpool::kernel::expr::normalize_axis(axis, ndim).map_err(py_err)?;
             return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
                 "{}(..., axis={axis}): shmpool.evaluate reduces whole arrays only; use `shmpool reduce` or numpy for axis reductions",
                 call.reduction.name()
