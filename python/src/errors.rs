@@ -84,7 +84,7 @@ pub(crate) fn to_py(py: Python<'_>, e: impl Into<shmpool::Error>) -> PyErr {
                 ("detail", message.clone().into_pyobject(py).expect("str").into_any().unbind()),
             ],
         ),
-        E::Expr(X::InputNotUsed { .. } | X::InvalidInputName { .. } | X::InputCount { .. }) => {
+        E::Expr(X::InputNotUsed { .. } | X::InvalidInputName { .. } | X::InputCount { .. } | X::Axis { .. }) => {
             raise(py, "ExpressionError", msg, &[])
         }
         E::Expr(X::Broadcast { .. } | X::NegativeIntegerPower | X::EmptyReduction { .. }) => PyValueError::new_err(msg),
