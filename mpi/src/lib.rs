@@ -50,6 +50,7 @@ mod error;
 mod hooks;
 mod job;
 mod map;
+mod placement;
 mod progress;
 mod scatter;
 mod temporary;

@@ -14,6 +14,7 @@ use crate::collective::{agree_both, broadcast_bytes, require_intra, step_error, 
 #[cfg(feature = "testing")]
 use crate::hooks;
 use crate::job::{check_arguments, pool_workers, prepare, worker_count, Prepared};
+use crate::placement::within_share;
 use crate::progress::Reporter;
 use crate::temporary::{set_creating, set_temporary, start_watcher};
 use crate::{slice_of, Error, MapJob, Mapped, Progress, Result, EXIT_FAILURE};
@@ -51,11 +52,12 @@ pub fn map_npy<C: Communicator>(comm: &C, job: &MapJob, progress: Option<&mut dy
     // Ranks that all run on one node share its page cache: what each writes into the mapped
     // output is what rank 0 publishes, with no write-back first. Ranks on several nodes (a
     // shared filesystem) write their part back (`msync`) before they report success.
-    let node_ranks = comm.split_shared(0).size() as usize;
-    let one_node = node_ranks == ranks;
+    let node = comm.split_shared(0);
+    let place = Place { local: node.rank() as usize, locals: node.size() as usize };
+    let one_node = place.locals == ranks;
 
     let mut ann = announce(&comm, job, progress.is_some())?;
-    let Setup { p, part, local, pool } = set_up(&comm, job, &mut ann, node_ranks)?;
+    let Setup { p, part, local, pool } = set_up(&comm, job, &mut ann, place)?;
     let mut reporter = Reporter::new(&comm, ann.reporting, p.src.len(), progress);
     let own = map_slice(&p, part, &local, pool.as_ref(), one_node, &mut reporter).err();
     reporter.finish(if own.is_none() { local.len() } else { reporter.mine() });
@@ -164,9 +166,9 @@ struct Setup {
 
 /// Step 2: every rank opens the input and its part of the output and builds its pool; the
 /// ranks agree on how that went. On a failure anywhere, rank 0 removes the temporary.
-fn set_up(comm: &SimpleCommunicator, job: &MapJob, ann: &mut Announced, node_ranks: usize) -> Result<Setup> {
+fn set_up(comm: &SimpleCommunicator, job: &MapJob, ann: &mut Announced, place: Place) -> Result<Setup> {
     let (rank, ranks) = (comm.rank() as usize, comm.size() as usize);
-    let setup = open_slice(job, ann, rank, ranks, node_ranks);
+    let setup = open_slice(job, ann, rank, ranks, place);
     let (all, least) = agree_both(comm, setup.as_ref().err().map_or(0, Error::exit_code), || {});
     match setup {
         Ok(s) if all == 0 => Ok(s),
@@ -178,7 +180,7 @@ fn set_up(comm: &SimpleCommunicator, job: &MapJob, ann: &mut Announced, node_ran
     }
 }
 
-fn open_slice(job: &MapJob, ann: &mut Announced, rank: usize, ranks: usize, node_ranks: usize) -> Result<Setup> {
+fn open_slice(job: &MapJob, ann: &mut Announced, rank: usize, ranks: usize, place: Place) -> Result<Setup> {
     if !ann.same_job {
         return Err(Error::Usage(format!(
             "rank {rank} was given another job than rank 0 (input, output, expression, dtype or --in-place differ)"
@@ -194,15 +196,22 @@ fn open_slice(job: &MapJob, ann: &mut Announced, rank: usize, ranks: usize, node
     #[allow(unsafe_code)]
     let part = unsafe { NpyOutput::open_part(&ann.temp, p.out_dtype, p.src.shape()) }?;
     let local = slice_of(p.src.len(), ranks, rank);
-    let pool = if local.is_empty() { None } else { Some(build_pool(job, local.len(), node_ranks)?) };
+    let pool = if local.is_empty() { None } else { Some(build_pool(job, local.len(), place)?) };
     Ok(Setup { p, part, local, pool })
 }
 
-fn build_pool(job: &MapJob, n: usize, node_ranks: usize) -> Result<Pool> {
-    // A pool pins its workers to the CPUs its own process uses least; the pools of several
-    // ranks on one node would all pick the same CPUs, so there the kernel places the workers.
-    let mut b = Pool::builder().workers(worker_count(job.workers, n)).pin_workers(node_ranks == 1);
-    if node_ranks > 1 {
+/// This rank's place on its node: node-local rank `local` of `locals` ranks there.
+#[derive(Clone, Copy)]
+struct Place {
+    local: usize,
+    locals: usize,
+}
+
+fn build_pool(job: &MapJob, n: usize, place: Place) -> Result<Pool> {
+    // A pool pins its workers to CPUs of the mask of the thread that builds it: the ranks of
+    // one node each build theirs within their own share of its CPUs (`placement`).
+    let mut b = Pool::builder().workers(worker_count(job.workers, n));
+    if place.locals > 1 {
         // Several ranks' callers spinning beside their workers would oversubscribe the node's
         // cores; a file map's chunks are large, so a futex wake-up costs nothing.
         b = b.wait_strategy(shmpool::WaitStrategy::Sleep);
@@ -210,7 +219,7 @@ fn build_pool(job: &MapJob, n: usize, node_ranks: usize) -> Result<Pool> {
     if let Some(c) = job.chunk_len {
         b = b.chunk_len(c);
     }
-    Ok(b.build()?)
+    Ok(within_share(place.local, place.locals, || b.build())?)
 }
 
 /// Step 3: this rank maps its slice in place (reporting progress as it goes) and, when the
