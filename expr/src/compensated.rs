@@ -51,3 +51,47 @@ pub(crate) fn neumaier(sum: &mut f64, comp: &mut f64, v: f64) {
     }
     *sum = t;
 }
+
+/// `a * a` and its rounding error without a fused multiply-add (Dekker's product, Veltkamp's
+/// split): branch-free, so that it vectorises where `f64::mul_add` would be a libm call per
+/// value. Not finite when `|a|` nears `f64::MAX` (the split overflows): callers check.
+fn two_square(a: f64) -> (f64, f64) {
+    let p = a * a;
+    let c = 134_217_729.0 * a; // 2^27 + 1
+    let hi = c - (c - a);
+    let lo = a - hi;
+    (p, ((hi * hi - p) + 2.0 * hi * lo) + lo * lo)
+}
+
+/// The second pass of `std`/`var` over `bytes` in `LANES` branch-free lanes: per lane, the
+/// compensated sum of the squared deviations from `mean` (`[0]` sums, `[1]` their errors) and
+/// of the deviations (`[2]`, `[3]`), each deviation and square exact to its last bits (two-sum,
+/// [`two_square`]), as the value-by-value path computes them.
+pub(crate) fn deviation_lanes<const SIZE: usize>(
+    bytes: &[u8],
+    get: impl Fn([u8; SIZE]) -> f64,
+    mean: f64,
+) -> [[f64; LANES]; 4] {
+    let mut acc = [[0.0f64; LANES]; 4];
+    let mut add = |l: usize, v: f64| {
+        let (dv, de) = two_sum(v, -mean);
+        let (sq, sqe) = two_square(dv);
+        let (t, e) = two_sum(acc[0][l], sq);
+        acc[0][l] = t;
+        acc[1][l] += e + sqe + 2.0 * dv * de;
+        let (t, e) = two_sum(acc[2][l], dv);
+        acc[2][l] = t;
+        acc[3][l] += e + de;
+    };
+    let whole = bytes.chunks_exact(SIZE * LANES);
+    let rest = whole.remainder();
+    for block in whole {
+        for l in 0..LANES {
+            add(l, get(block[l * SIZE..(l + 1) * SIZE].try_into().expect("SIZE bytes")));
+        }
+    }
+    for (l, e) in rest.chunks_exact(SIZE).enumerate() {
+        add(l, get(e.try_into().expect("SIZE bytes")));
+    }
+    acc
+}

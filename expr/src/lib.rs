@@ -109,6 +109,7 @@ mod literal;
 mod op;
 pub mod parse;
 mod reduce;
+mod reduction;
 mod repr;
 mod scan;
 #[cfg(test)]
@@ -357,6 +358,15 @@ impl Program {
         let dst = self.n_regs;
         ins.push(Ins { op: Op::Cast, ty: self.output, out_ty: dtype, flags: 0, dst, src: [self.result, 0, 0], imm: 0 });
         Program { ins, n_regs: self.n_regs + 1, result: dst, inputs: self.inputs.clone(), output: dtype }
+    }
+
+    /// The input the program's values are, unchanged (`x` alone, of the output's dtype): a
+    /// reduction over it can read the input's bytes in place instead of evaluating them.
+    pub fn plain_input(&self) -> Option<usize> {
+        match self.ins.as_slice() {
+            [i] if i.op == Op::LoadX && i.dst == self.result && i.ty == self.output => usize::try_from(i.imm).ok(),
+            _ => None,
+        }
     }
 
     /// Number of instructions.

@@ -8,142 +8,13 @@
 //! consumed in index order; [`Reducer::merge`] joins reducers of consecutive ranges in a fixed
 //! order, so a result does not depend on how the input was split.
 
-use std::str::FromStr;
-
 use half::f16;
 
-use crate::compensated::{lanes, neumaier, two_sum};
+use crate::compensated::{deviation_lanes, lanes, neumaier, two_sum};
+pub use crate::reduction::Reduction;
+use crate::reduction::NAMES;
 pub use crate::value::Value;
 use crate::{Dtype, Error, Result};
-
-/// A reduction of a whole array to one value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reduction {
-    /// `np.sum`
-    Sum,
-    /// `np.prod`
-    Prod,
-    /// `np.mean`
-    Mean,
-    /// `np.min`
-    Min,
-    /// `np.max`
-    Max,
-    /// `np.std` (ddof 0)
-    Std,
-    /// `np.var` (ddof 0)
-    Var,
-    /// `np.count_nonzero`
-    CountNonzero,
-    /// `np.any`
-    Any,
-    /// `np.all`
-    All,
-    /// `np.argmin` (flat index of the first minimum; of the first NaN if there is one)
-    ArgMin,
-    /// `np.argmax` (flat index of the first maximum; of the first NaN if there is one)
-    ArgMax,
-    /// `np.nansum` (NaN counts as zero)
-    NanSum,
-    /// `np.nanmean` (NaN left out)
-    NanMean,
-    /// `np.nanmin` (NaN left out)
-    NanMin,
-    /// `np.nanmax` (NaN left out)
-    NanMax,
-}
-
-const NAMES: [(&str, Reduction); 16] = [
-    ("sum", Reduction::Sum),
-    ("prod", Reduction::Prod),
-    ("mean", Reduction::Mean),
-    ("min", Reduction::Min),
-    ("max", Reduction::Max),
-    ("std", Reduction::Std),
-    ("var", Reduction::Var),
-    ("count_nonzero", Reduction::CountNonzero),
-    ("any", Reduction::Any),
-    ("all", Reduction::All),
-    ("argmin", Reduction::ArgMin),
-    ("argmax", Reduction::ArgMax),
-    ("nansum", Reduction::NanSum),
-    ("nanmean", Reduction::NanMean),
-    ("nanmin", Reduction::NanMin),
-    ("nanmax", Reduction::NanMax),
-];
-
-impl Reduction {
-    /// numpy's name of the reduction.
-    pub fn name(self) -> &'static str {
-        NAMES.iter().find(|(_, r)| *r == self).map(|(n, _)| *n).expect("every reduction is named")
-    }
-
-    /// Every reduction's name.
-    pub fn names() -> impl Iterator<Item = &'static str> {
-        NAMES.iter().map(|(n, _)| *n)
-    }
-
-    /// numpy's result dtype of the reduction over an array of `input`.
-    pub fn result_dtype(self, input: Dtype) -> Dtype {
-        use Reduction::*;
-        match self {
-            Sum | Prod | NanSum => match input {
-                Dtype::U8 | Dtype::U16 | Dtype::U32 | Dtype::U64 => Dtype::U64,
-                d if d.is_float() => d,
-                _ => Dtype::I64,
-            },
-            Mean | Std | Var | NanMean => {
-                if input.is_float() {
-                    input
-                } else {
-                    Dtype::F64
-                }
-            }
-            Min | Max | NanMin | NanMax => input,
-            CountNonzero | ArgMin | ArgMax => Dtype::I64,
-            Any | All => Dtype::Bool,
-        }
-    }
-
-    /// The whole expression `src` is one reduction call, `name(inner)`: the reduction and the
-    /// inner, elementwise expression. `None` otherwise (`max(x, 0)` is the elementwise maximum).
-    pub fn split(src: &str) -> Option<(Reduction, &str)> {
-        let t = src.trim();
-        let open = t.find('(')?;
-        let r = Reduction::from_str(t[..open].trim()).ok()?;
-        let inner = t[open + 1..].strip_suffix(')')?;
-        // The parenthesis opened after the name must close at the very end, and the inner text
-        // must be one argument (no top-level comma).
-        let mut depth = 0i32;
-        for c in inner.chars() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth -= 1,
-                ',' if depth == 0 => return None,
-                _ => {}
-            }
-            if depth < 0 {
-                return None;
-            }
-        }
-        (depth == 0).then_some((r, inner))
-    }
-}
-
-impl FromStr for Reduction {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Reduction> {
-        NAMES.iter().find(|(n, _)| *n == s).map(|&(_, r)| r).ok_or_else(|| Error::InvalidExpression {
-            expr: s.to_string(),
-            position: 1,
-            message: format!(
-                "unknown reduction '{s}' ({})",
-                NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
-            ),
-        })
-    }
-}
 
 /// A reduction in progress over values given in index order.
 #[derive(Debug, Clone)]
@@ -322,8 +193,27 @@ impl Reducer {
     /// value-by-value path then gives numpy's inf / NaN and records where the NaN was).
     fn fast_float_sum(&mut self, bytes: &[u8]) -> bool {
         use Reduction::*;
-        if self.mean.is_some() || !matches!(self.kind, Sum | Mean | Std | Var) {
+        if !matches!(self.kind, Sum | Mean | Std | Var) {
             return false;
+        }
+        if let Some(m) = self.mean {
+            // The second pass, likewise: the squared deviations and the deviations.
+            let acc = match self.input {
+                Dtype::F64 => deviation_lanes::<8>(bytes, f64::from_le_bytes, m),
+                Dtype::F32 => deviation_lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64, m),
+                _ => return false,
+            };
+            if acc.iter().flatten().any(|v| !v.is_finite()) {
+                return false;
+            }
+            let [sq, sqc, d, dc] = acc;
+            for (((sq, sqc), d), dc) in sq.into_iter().zip(sqc).zip(d).zip(dc) {
+                neumaier(&mut self.sq, &mut self.sqc, sq);
+                self.sqc += sqc;
+                neumaier(&mut self.sum, &mut self.comp, d);
+                self.comp += dc;
+            }
+            return true;
         }
         let (s, c, n) = match self.input {
             Dtype::F64 => lanes::<8>(bytes, f64::from_le_bytes),

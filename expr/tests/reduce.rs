@@ -210,6 +210,38 @@ fn float_sums_are_at_least_as_accurate_as_numpys_pairwise_sums() {
 }
 
 #[test]
+fn variances_are_at_least_as_accurate_as_numpys() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // statistics.pvariance is exact (fractions), rounded once.
+    let code = [
+        "import statistics",
+        "rng = np.random.default_rng(8)",
+        "sets = {",
+        "  'normal': rng.standard_normal(200_003),",
+        "  'offset': 1e9 + rng.standard_normal(200_003),",
+        "  'mixed': rng.standard_normal(200_003) * 10.0 ** rng.integers(-8, 8, 200_003),",
+        "  'tiny': rng.standard_normal(20_001) * 1e-300,",
+        "}",
+        "for k, v in sets.items():",
+        "    v.tofile(D + '/' + k + '.bin')",
+        "    print(k, repr(float(statistics.pvariance(v.tolist()))), repr(float(np.var(v))))",
+    ]
+    .join("\n");
+    let out = py(&python, dir.path(), &code);
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (name, exact, numpy) = (f[0], f[1].parse::<f64>().unwrap(), f[2].parse::<f64>().unwrap());
+        let bytes = std::fs::read(dir.path().join(format!("{name}.bin"))).unwrap();
+        let Value::Float(ours, _) = reduce_bytes(Reduction::Var, Dtype::F64, &bytes).unwrap().0 else { panic!() };
+        assert!(
+            (ours - exact).abs() <= (numpy - exact).abs(),
+            "{name}: ours {ours:e}, numpy {numpy:e}, exact {exact:e}"
+        );
+    }
+}
+
+#[test]
 fn reductions_are_taken_out_of_an_expression_in_order() {
     use shmpool_expr::parse::extract_reductions;
     let (rest, found) = extract_reductions("x - mean(x) + sum(a * (b + 1)) / 2").unwrap();

@@ -170,20 +170,89 @@ fn evaluate(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64) 
         drop(ops);
         let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
         let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
-        let page = 4096;
         for (f, d) in files.iter().zip(prog.input_dtypes()).filter(|(f, _)| f.shape == out_shape && f.data.is_empty()) {
-            let map = mapped(f);
             let from = f.data_off as usize + start as usize * d.size();
-            let (lo, hi) = ((from / page) * page, (from + n as usize * d.size()).next_multiple_of(page).min(map.len()));
-            if hi > lo {
-                // SAFETY: [lo, hi) lies inside this read-only MAP_SHARED file mapping (clamped to
-                // its length); DONTNEED only drops this process's page-table entries, the bytes
-                // stay in the page cache and read back the same, and no slice of the range is
-                // alive (`ops` was dropped above).
-                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo) };
-            }
+            release_pages(mapped(f), from, from + n as usize * d.size());
         }
         r
+    })
+}
+
+/// Drops this process's page-table entries for bytes `from..to` of a file mapping it has read
+/// (whole pages; the bytes stay in the page cache), so that a worker's resident memory stays
+/// flat however much of a file it reads. No slice of the range may be alive.
+fn release_pages(map: &memmap2::Mmap, from: usize, to: usize) {
+    let page = 4096;
+    let (lo, hi) = ((from / page) * page, to.next_multiple_of(page).min(map.len()));
+    if hi > lo {
+        // SAFETY: [lo, hi) lies inside this read-only MAP_SHARED file mapping (clamped to its
+        // length); DONTNEED only drops this process's page-table entries, the bytes stay in the
+        // page cache and read back the same, and the callers hold no slice of the range.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo) };
+    }
+}
+
+/// Bytes of a mapped input a worker reads before it drops their page-table entries
+/// ([`release_pages`]): one `madvise` per 2 MiB, not one per block.
+const RELEASE_BYTES: usize = 2 << 20;
+
+/// The blocks of a reduction whose values are a mapped input's own bytes (`x` alone, no
+/// conversion; `total` elements): each block's bytes are copied into a buffer and reduced
+/// there, never evaluated. A plain copy streams memory far faster than the compensated sum's
+/// dependent adds pull it (measured: `sum(x)` over 100M float64, 0.13 s against 0.18 s read
+/// in place). Returns false, having done nothing, when the program computes anything.
+fn reduce_plain(
+    prog: &Program,
+    files: &[FileInput],
+    total: u64,
+    start: &Reducer,
+    input: &[u8],
+    output: &mut [u8],
+) -> bool {
+    let Some(file) = prog.plain_input().and_then(|k| files.get(k)) else { return false };
+    if !file.data.is_empty() || file.shape.iter().product::<u64>() != total {
+        return false;
+    }
+    ensure_mapped(files);
+    MAPPED.with(|cell| {
+        let maps = cell.borrow();
+        let Some((_, map)) = maps.iter().find(|(k, _)| *k == (file.dev, file.ino)) else { return false };
+        let size = prog.output_dtype().size();
+        let mut staged = Vec::new();
+        // Read but not yet released: `pending.0..pending.1`.
+        let mut pending: Option<(usize, usize)> = None;
+        for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
+            let first = u64::from_le_bytes(id.try_into().expect("8 bytes")) * REDUCE_BLOCK;
+            let n = REDUCE_BLOCK.min(total.saturating_sub(first)) as usize;
+            let from = file.data_off as usize + first as usize * size;
+            let to = from + n * size;
+            let Some(data) = map.get(from..to) else {
+                std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", file.path.display())));
+            };
+            staged.clear();
+            staged.extend_from_slice(data);
+            let mut r = start.clone();
+            if let Err(e) = r.update(&staged, first) {
+                super::Failure::raise(&e);
+            }
+            out.copy_from_slice(&r.to_bytes());
+            pending = match pending {
+                Some((lo, hi)) if hi == from && to - lo < RELEASE_BYTES => Some((lo, to)),
+                Some((lo, hi)) if hi == from => {
+                    release_pages(map, lo, to);
+                    None
+                }
+                Some((lo, hi)) => {
+                    release_pages(map, lo, hi);
+                    Some((from, to))
+                }
+                None => Some((from, to)),
+            };
+        }
+        if let Some((lo, hi)) = pending {
+            release_pages(map, lo, hi);
+        }
+        true
     })
 }
 
@@ -208,6 +277,9 @@ pub(crate) fn eval_reduce(params: &[u8], input: &[u8], output: &mut [u8], _start
     let (program, files) = decode(&params[REDUCER_BYTES + 8..]).expect("the map caller encoded these parameters");
     let prog = Program::from_bytes(program).expect("the map caller encoded this program");
     let osz = prog.output_dtype().size();
+    if reduce_plain(&prog, &files, total, &start, input, output) {
+        return;
+    }
     let mut values = Vec::new();
     for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
         let block = u64::from_le_bytes(id.try_into().expect("8 bytes"));
