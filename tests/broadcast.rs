@@ -6,21 +6,10 @@
 mod common;
 mod pyenv;
 
+use common::npy_files::{p, shmpool};
 use std::path::Path;
-use std::process::Command;
 
 use pyenv::py;
-
-fn shmpool(args: &[&str]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    common::watchdog(std::time::Duration::from_secs(300), move || {
-        Command::new(env!("CARGO_BIN_EXE_shmpool")).args(&args).output().unwrap()
-    })
-}
-
-fn p(dir: &Path, name: &str) -> String {
-    dir.join(name).display().to_string()
-}
 
 const LOAD: &str = "c = np.load(D + '/c.npy'); r = np.load(D + '/r.npy'); v = np.load(D + '/v.npy'); \
                     z = np.load(D + '/z.npy'); o = np.load(D + '/o.npy')";

@@ -7,14 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::npy_files::{f64_npy, stderr};
-
-fn shmpool(args: &[&str]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    common::watchdog(std::time::Duration::from_secs(120), move || {
-        Command::new(env!("CARGO_BIN_EXE_shmpool")).args(&args).output().unwrap()
-    })
-}
+use common::npy_files::{f64_npy, shmpool, stderr};
 
 #[test]
 fn map_without_input_runs_and_verifies_w1() {

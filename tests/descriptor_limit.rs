@@ -9,24 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use common::descriptors::{kill, wait_for_pids, LoweredLimit};
 use shmpool::StartMethod;
-
-fn kill(pid: u32) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-}
-
-/// Waits (reading no file: there are no descriptors to spare) until `pool` lists `n` workers,
-/// none of them in `gone`.
-fn wait_for_pids(pool: &shmpool::Pool, n: usize, gone: &[u32]) -> Vec<u32> {
-    loop {
-        let pids = pool.pids();
-        if pids.len() == n && !pids.iter().any(|p| gone.contains(p)) {
-            return pids;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 #[test]
 fn deaths_are_noticed_when_the_descriptor_limit_is_below_the_supervisors_poll_set() {
@@ -37,8 +21,7 @@ fn deaths_are_noticed_when_the_descriptor_limit_is_below_the_supervisors_poll_se
         let p = common::start::pool(StartMethod::Fork, 4);
         assert_eq!(p.map(&xs, |x: f64| x + 0.5).unwrap(), want);
         let victims = p.pids();
-        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-        setrlimit(Resource::RLIMIT_NOFILE, 4, hard).unwrap();
+        let limit = LoweredLimit::to(4);
         // Three workers die, the last ones' pidfds beyond the first part of a split poll set
         // (one stays, so that the pool never has no worker at all).
         let victims = &victims[1..];
@@ -47,7 +30,7 @@ fn deaths_are_noticed_when_the_descriptor_limit_is_below_the_supervisors_poll_se
         }
         // Each death is noticed (replacements fail for now: no descriptor to spare).
         wait_for_pids(&p, 1, victims);
-        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+        drop(limit);
         // The limit is back: the pool is whole again and maps.
         let pids = wait_for_pids(&p, 4, victims);
         assert!(pids.iter().all(|&pid| common::pid_alive(pid)), "{pids:?}");

@@ -5,21 +5,10 @@
 mod common;
 mod pyenv;
 
+use common::npy_files::{p, shmpool};
 use std::path::Path;
-use std::process::Command;
 
 use pyenv::py;
-
-fn shmpool(args: &[&str]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    common::watchdog(std::time::Duration::from_secs(300), move || {
-        Command::new(env!("CARGO_BIN_EXE_shmpool")).args(&args).output().unwrap()
-    })
-}
-
-fn p(dir: &Path, name: &str) -> String {
-    dir.join(name).display().to_string()
-}
 
 fn map_ok(args: &[&str]) {
     let out = shmpool(args);

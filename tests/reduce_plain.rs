@@ -7,17 +7,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
-use common::npy_files::npy;
+use common::npy_files::{npy, shmpool};
 
 fn reduce(file: &Path, expr: &str, jobs: &str) -> String {
-    let args: Vec<String> =
-        ["reduce", file.to_str().unwrap(), "--expr", expr, "-j", jobs].iter().map(|s| s.to_string()).collect();
-    let o = common::watchdog(Duration::from_secs(120), move || {
-        Command::new(env!("CARGO_BIN_EXE_shmpool")).args(&args).output().unwrap()
-    });
+    let o = shmpool(&["reduce", file.to_str().unwrap(), "--expr", expr, "-j", jobs]);
     assert!(o.status.success(), "{expr} -j {jobs}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }

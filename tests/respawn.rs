@@ -9,49 +9,15 @@ mod common;
 
 use std::time::Duration;
 
+use common::descriptors::{kill, wait_for_pids, LoweredLimit};
 use common::start::{pool, METHODS};
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use shmpool::{Error, StartMethod};
 
-/// Lowers the soft descriptor limit to 5 so that every descriptor this process creates fails
-/// with EMFILE, even in the numbers a dead worker's socket and pidfd free (the pool's own
-/// descriptors, made first, hold every number below 5); restores it when dropped. Not lower:
-/// `poll` refuses more descriptors than the limit, and a 2-worker pool's supervisor polls 5.
-/// Nothing here may read a file while it holds.
-struct NoMoreDescriptors {
-    soft: u64,
-    hard: u64,
-}
-
-impl NoMoreDescriptors {
-    fn now() -> NoMoreDescriptors {
-        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-        setrlimit(Resource::RLIMIT_NOFILE, 5, hard).unwrap();
-        NoMoreDescriptors { soft, hard }
-    }
-}
-
-impl Drop for NoMoreDescriptors {
-    fn drop(&mut self) {
-        setrlimit(Resource::RLIMIT_NOFILE, self.soft, self.hard).unwrap();
-    }
-}
-
-fn kill(pid: u32) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-}
-
-/// Waits (reading no file: there are no descriptors to spare) until `pool` lists `n` workers,
-/// none of them in `gone`.
-fn wait_for_pids(pool: &shmpool::Pool, n: usize, gone: &[u32]) -> Vec<u32> {
-    loop {
-        let pids = pool.pids();
-        if pids.len() == n && !pids.iter().any(|p| gone.contains(p)) {
-            return pids;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+/// The lowered limit: 5, so that every descriptor this process creates fails with EMFILE, even
+/// in the numbers a dead worker's socket and pidfd free (the pool's own descriptors, made first,
+/// hold every number below 5). Not lower: `poll` refuses more descriptors than the limit, and a
+/// 2-worker pool's supervisor polls 5.
+const LIMIT: u64 = 5;
 
 #[test]
 fn a_replacement_that_meets_emfile_is_retried_until_the_pool_is_whole_again_and_no_worker_at_all_fails_maps() {
@@ -63,7 +29,7 @@ fn a_replacement_that_meets_emfile_is_retried_until_the_pool_is_whole_again_and_
             let p = pool(method, 2);
             assert_eq!(p.map(&xs, |x: f64| x + 0.5).unwrap(), want);
             let victim = p.pids()[0];
-            let shortage = NoMoreDescriptors::now();
+            let shortage = LoweredLimit::to(LIMIT);
             kill(victim);
             // The death is handled and its replacement fails (no descriptor for its socket).
             wait_for_pids(&p, 1, &[victim]);
@@ -80,7 +46,7 @@ fn a_replacement_that_meets_emfile_is_retried_until_the_pool_is_whole_again_and_
         // bounded wait, instead of waiting for ever.
         let p = pool(StartMethod::Fork, 2);
         let pids = p.pids();
-        let shortage = NoMoreDescriptors::now();
+        let shortage = LoweredLimit::to(LIMIT);
         for &pid in &pids {
             kill(pid);
         }

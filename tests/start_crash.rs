@@ -242,25 +242,31 @@ fn segfaults_on_seven(x: i64) -> i64 {
     x
 }
 
+/// The signal `Error::WorkerCrashed` names for a kernel that dies by `want` on 7, under every
+/// method.
+fn crash_names_signal<K: Fn(i64) -> i64 + Copy + Send + 'static>(kernel: K, want: i32) {
+    let _serial = common::serial();
+    common::watchdog(Duration::from_secs(120), move || {
+        let mut got = Vec::new();
+        for method in METHODS {
+            let pool = Pool::builder().workers(2).max_attempts(2).start_method(method).build().unwrap();
+            let xs: Vec<i64> = (0..16).collect();
+            match pool.map(&xs, kernel) {
+                Err(shmpool::Error::WorkerCrashed { signal, .. }) => got.push((method, signal)),
+                other => panic!("{method:?}: {other:?}"),
+            }
+        }
+        assert!(got.iter().all(|&(_, s)| s == want), "signal reported per method: {got:?}");
+    });
+    common::assert_nothing_leaked_but(&shmpool::testing::fork_server_pid().into_iter().collect::<Vec<_>>());
+}
+
 /// `Error::WorkerCrashed::signal` is "the signal that killed the last worker", under every method.
 /// Under the fork server it was once 0 ("exited without a signal") for a worker killed by SIGSEGV,
 /// so the CLI, whose default method is the fork server, said "worker crashed ... (last signal 0)".
 #[test]
 fn worker_crashed_names_the_signal_under_every_method() {
-    let _serial = common::serial();
-    common::watchdog(Duration::from_secs(120), || {
-        let mut got = Vec::new();
-        for method in METHODS {
-            let pool = Pool::builder().workers(2).max_attempts(2).start_method(method).build().unwrap();
-            let xs: Vec<i64> = (0..16).collect();
-            match pool.map(&xs, segfaults_on_seven) {
-                Err(shmpool::Error::WorkerCrashed { signal, .. }) => got.push((method, signal)),
-                other => panic!("{method:?}: {other:?}"),
-            }
-        }
-        assert!(got.iter().all(|&(_, s)| s == libc::SIGSEGV), "signal reported per method: {got:?}");
-    });
-    common::assert_nothing_leaked_but(&shmpool::testing::fork_server_pid().into_iter().collect::<Vec<_>>());
+    crash_names_signal(segfaults_on_seven, libc::SIGSEGV);
 }
 
 fn sigbus_on_seven(x: i64) -> i64 {
@@ -280,20 +286,7 @@ fn sigbus_on_seven(x: i64) -> i64 {
 /// Same as above with SIGBUS, the signal a truncated input gives.
 #[test]
 fn worker_crashed_names_sigbus_under_every_method() {
-    let _serial = common::serial();
-    common::watchdog(Duration::from_secs(120), || {
-        let mut got = Vec::new();
-        for method in METHODS {
-            let pool = Pool::builder().workers(2).max_attempts(2).start_method(method).build().unwrap();
-            let xs: Vec<i64> = (0..16).collect();
-            match pool.map(&xs, sigbus_on_seven) {
-                Err(shmpool::Error::WorkerCrashed { signal, .. }) => got.push((method, signal)),
-                other => panic!("{method:?}: {other:?}"),
-            }
-        }
-        assert!(got.iter().all(|&(_, s)| s == libc::SIGBUS), "signal reported per method: {got:?}");
-    });
-    common::assert_nothing_leaked_but(&shmpool::testing::fork_server_pid().into_iter().collect::<Vec<_>>());
+    crash_names_signal(sigbus_on_seven, libc::SIGBUS);
 }
 
 /// After `terminate()` (and after `drop`) returns, no worker of the pool is alive, under every

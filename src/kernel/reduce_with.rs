@@ -16,7 +16,7 @@ use super::marker::{ChunkWith, ElemWith, Spec};
 use super::shape::{Dynamic, Typed, With};
 use super::trampoline::{conjure, with_params};
 use super::zip::{
-    assert_zero_sized, blocks, identity, leaves, reduce_spec, ChunkFold, ElemMap, ReduceKernel, ReduceSealed,
+    assert_zero_sized, blocks, identity, map_reduce_blocks, reduce_spec, ChunkFold, ElemMap, ReduceKernel, ReduceSealed,
 };
 use super::{ElemType, KernelSpec};
 use crate::error::Result;
@@ -34,9 +34,7 @@ fn map_reduce_with<T: Pod, A: Pod, P: Pod, F: Fn(T, &P) -> A + Copy, C: Fn(A, A)
 ) {
     let (f, c, id) = (conjure::<F>(), conjure::<C>(), identity::<A>(params));
     let x: &[T] = bytemuck::cast_slice(inputs[1]);
-    with_params(params_of::<A>(params), |p: &P| {
-        blocks(output, x.len(), |r| leaves(r, id, c, |r| x[r].iter().fold(id, |acc, &v| c(acc, f(v, p)))));
-    });
+    with_params(params_of::<A>(params), |p: &P| map_reduce_blocks(output, x, id, c, |v| f(v, p)));
 }
 
 fn fold_with<T: Pod, A: Pod, P: Pod, F: Fn(A, &[T], &P) -> A + Copy>(

@@ -191,6 +191,17 @@ pub(super) fn leaves<A: Pod>(r: Range<usize>, id: A, c: impl Fn(A, A) -> A, leaf
     pairwise(r.len().div_ceil(LEAF), |k| leaf(at(k)..at(k + 1).min(r.end)), c).unwrap_or(id)
 }
 
+/// The blocks of `map_reduce` over one input `x`: `f` of each value, combined by `c`.
+pub(super) fn map_reduce_blocks<T: Pod, A: Pod>(
+    output: &mut [u8],
+    x: &[T],
+    id: A,
+    c: impl Fn(A, A) -> A + Copy,
+    f: impl Fn(T) -> A + Copy,
+) {
+    blocks(output, x.len(), |r| leaves(r, id, c, |r| x[r].iter().fold(id, |acc, &v| c(acc, f(v)))));
+}
+
 fn map_reduce1<T: Pod, A: Pod, F: Fn(T) -> A + Copy, C: Fn(A, A) -> A + Copy>(
     params: &[u8],
     inputs: &[&[u8]],
@@ -198,8 +209,7 @@ fn map_reduce1<T: Pod, A: Pod, F: Fn(T) -> A + Copy, C: Fn(A, A) -> A + Copy>(
     _: u64,
 ) {
     let (f, c, id) = (conjure::<F>(), conjure::<C>(), identity::<A>(params));
-    let x: &[T] = bytemuck::cast_slice(inputs[1]);
-    blocks(output, x.len(), |r| leaves(r, id, c, |r| x[r].iter().fold(id, |acc, &v| c(acc, f(v)))));
+    map_reduce_blocks(output, bytemuck::cast_slice::<u8, T>(inputs[1]), id, c, f);
 }
 
 fn fold1<T: Pod, A: Pod, F: Fn(A, &[T]) -> A + Copy>(params: &[u8], inputs: &[&[u8]], output: &mut [u8], _: u64) {

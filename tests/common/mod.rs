@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 pub mod chaos;
+pub mod descriptors;
 pub mod npy_files;
 pub mod ring_words;
 pub mod scenario;

@@ -59,3 +59,16 @@ pub fn read_out(path: &Path) -> (shmpool::Dtype, Vec<u8>) {
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Runs the `shmpool` binary with `args` under a 300 s watchdog.
+pub fn shmpool(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    super::watchdog(Duration::from_secs(300), move || {
+        Command::new(env!("CARGO_BIN_EXE_shmpool")).args(&args).output().unwrap()
+    })
+}
+
+/// `dir/name` as a string, for command lines.
+pub fn p(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
