@@ -197,10 +197,11 @@ fn release_pages(map: &memmap2::Mmap, from: usize, to: usize) {
 const RELEASE_BYTES: usize = 2 << 20;
 
 /// The blocks of a reduction whose values are a mapped input's own bytes (`x` alone, no
-/// conversion; `total` elements): each block's bytes are copied into a buffer and reduced
-/// there, never evaluated. A plain copy streams memory far faster than the compensated sum's
-/// dependent adds pull it (measured: `sum(x)` over 100M float64, 0.13 s against 0.18 s read
-/// in place). Returns false, having done nothing, when the program computes anything.
+/// conversion; `total` elements): each block is reduced where it lies in the worker's mapping,
+/// never evaluated into a buffer first (the reducer's float sums prefetch ahead of their adds).
+/// Measured, `mean(x)` over 100M float64, -j 2: 0.18 s evaluating each block into a buffer,
+/// 0.09 s copying it there, 0.07 s in place. Returns false, having done nothing, when the
+/// program computes anything.
 fn reduce_plain(
     prog: &Program,
     files: &[FileInput],
@@ -218,7 +219,6 @@ fn reduce_plain(
         let maps = cell.borrow();
         let Some((_, map)) = maps.iter().find(|(k, _)| *k == (file.dev, file.ino)) else { return false };
         let size = prog.output_dtype().size();
-        let mut staged = Vec::new();
         // Read but not yet released: `pending.0..pending.1`.
         let mut pending: Option<(usize, usize)> = None;
         for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
@@ -229,10 +229,8 @@ fn reduce_plain(
             let Some(data) = map.get(from..to) else {
                 std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", file.path.display())));
             };
-            staged.clear();
-            staged.extend_from_slice(data);
             let mut r = start.clone();
-            if let Err(e) = r.update(&staged, first) {
+            if let Err(e) = r.update(data, first) {
                 super::Failure::raise(&e);
             }
             out.copy_from_slice(&r.to_bytes());
