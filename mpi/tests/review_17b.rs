@@ -466,3 +466,42 @@ fn a_rank_that_exits_0_before_mpi_init_does_not_hang_the_job() {
     assert!(took < std::time::Duration::from_secs(20), "the job took {took:?} to end: {}", text(&o));
     assert!(!o.status.success() || std::fs::metadata(&out).is_ok(), "{}", text(&o));
 }
+
+// Severity: wrong message (a job `shmpool map` runs is refused).
+// Promise (issue 17, Behaviour: "Same arguments [...] as `shmpool map`"; both parse
+// `shmpool::cli::MapArgs`). Broken for `--in-place=NAME` with one input: `shmpool map x.npy
+// -o o.npy --in-place=y` maps and writes o.npy (the name only matters when the output is an
+// input), `shmpool-mpi` refuses it before MPI starts. Reproduce: `mpirun -np 2 shmpool-mpi map
+// x.npy -o o.npy --expr 'x + 1' --in-place=y`. Observed: exit 2, "--in-place names an input:
+// the one input here is x". Expected: the output `shmpool map` writes (or both refusing).
+#[test]
+#[ignore = "review #17b: --in-place=y with one input is refused; shmpool map accepts it and writes the output"]
+fn in_place_with_another_name_and_one_input_is_taken_as_shmpool_map_takes_it() {
+    let d = Dir::new();
+    save_f64(&d.path("x.npy"), 1000);
+    let x = d.s("x.npy");
+    let theirs = shmpool(&["map", &x, "-o", &d.s("ref.npy"), "--expr", "x + 1", "--in-place=y", "--quiet"]);
+    let o = mpirun(&d, 2, &["map", &x, "-o", &d.s("out.npy"), "--expr", "x + 1", "--in-place=y"]);
+    assert_eq!(o.status.code(), theirs.status.code(), "{}\nshmpool map: {}", text(&o), text(&theirs));
+    if theirs.status.success() {
+        assert!(std::fs::read(d.path("out.npy")).unwrap() == std::fs::read(d.path("ref.npy")).unwrap());
+    }
+}
+
+// Severity: cosmetic.
+// Promise (README: `shmpool-mpi` reports like `shmpool map`; its summary line says "with R
+// ranks x W workers"). Broken when rank 0's slice is empty (n smaller than the ranks): the
+// line prints rank 0's own worker count, 0, although every other rank mapped with its
+// workers. Reproduce: `mpirun -np 3 shmpool-mpi map two.npy -o o.npy --expr 'x + 1' -j 1` on a
+// 2-element input. Observed: "mapped 2 elements [...] with 3 ranks x 0 workers". Expected: a
+// count of the workers that ran (here 1 per working rank), never 0 for a map that ran.
+#[test]
+#[ignore = "review #17b: the summary says '3 ranks x 0 workers' when rank 0's slice is empty"]
+fn the_summary_never_says_0_workers_for_a_map_that_ran() {
+    let d = Dir::new();
+    save_f64(&d.path("two.npy"), 2);
+    let o = mpirun(&d, 3, &["map", &d.s("two.npy"), "-o", &d.s("out.npy"), "--expr", "x + 1", "-j", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(!stdout.contains("x 0 workers"), "{stdout}");
+}
