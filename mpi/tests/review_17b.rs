@@ -505,3 +505,76 @@ fn the_summary_never_says_0_workers_for_a_map_that_ran() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(!stdout.contains("x 0 workers"), "{stdout}");
 }
+
+/// `Cpus_allowed_list` of a process.
+#[cfg(feature = "testing")]
+fn cpus_allowed(pid: u32) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string()
+}
+
+// Severity: resource (the job runs on CPUs the user excluded; no data harm).
+// Promise (README: `-j` "defaults to the node's cores divided by its ranks", the ranks of a
+// node "pin their workers to disjoint shares of its CPUs"; `shmpool map` keeps to the CPUs it
+// is given: under `taskset -c 0` its workers run on CPU 0 only). Broken: every rank widens
+// its affinity to every CPU of the machine (`widen_cpu_affinity`, meant to undo mpirun's
+// binding) before it builds its pool, so the CPU set the user started the job with
+// (`taskset -c 0 mpirun ...`, `numactl --physcpubind`, a parent's affinity on a shared node)
+// is discarded; only a cgroup cpuset survives. Reproduce: `taskset -c 0 mpirun -np 2
+// shmpool-mpi map x.npy -o o.npy -j 2`, hold the ranks mid-map, read Cpus_allowed_list.
+// Observed: rank 1 at 0-1 and its workers on CPU 1. Expected: every rank and worker within
+// CPU 0, as `shmpool map` started the same way.
+#[cfg(feature = "testing")]
+#[test]
+#[ignore = "review #17b: ranks widen their CPUs beyond the taskset the job was started with; workers run on excluded CPUs"]
+fn a_job_started_on_one_cpu_keeps_its_workers_on_that_cpu() {
+    let me = cpus_allowed(std::process::id());
+    let first = me.split([',', '-']).next().unwrap().to_string();
+    if first == me {
+        eprintln!("SKIPPED: needs two CPUs");
+        return;
+    }
+    let d = Dir::new();
+    save_f64(&d.path("x.npy"), 3_000_000);
+    let hold = d.path("hold");
+    std::fs::create_dir(&hold).unwrap();
+    let (x, out) = (d.s("x.npy"), d.s("out.npy"));
+    let mut c = Command::new("taskset");
+    c.args(["-c", &first]);
+    let job = mpirun_cmd(
+        &d,
+        2,
+        Path::new(BIN),
+        &["map", &x, "-o", &out, "--expr", "x + 1", "-j", "2", "--chunk-len", "65536"],
+    );
+    c.arg(job.get_program()).args(job.get_args());
+    for (k, v) in job.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.env("SHMPOOL_MPI_TEST_HOLD", &hold).stdin(Stdio::null());
+    let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(0..2).all(|r| hold.join(format!("rank{r}")).exists()) {
+        assert!(std::time::Instant::now() < deadline, "the ranks never reached the middle of their map");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let seen = common::descendants(child.id());
+    let pids: Vec<u32> = (0..2)
+        .flat_map(|r| {
+            let s = std::fs::read_to_string(hold.join(format!("rank{r}"))).unwrap();
+            s.split_whitespace().map(|p| p.parse::<u32>().unwrap()).collect::<Vec<_>>()
+        })
+        .collect();
+    let masks: Vec<(u32, String)> = pids.iter().map(|&p| (p, cpus_allowed(p))).collect();
+    // SIGTERM every rank: each removes its temporary and exits.
+    for r in 0..2 {
+        let s = std::fs::read_to_string(hold.join(format!("rank{r}"))).unwrap();
+        let rank: i32 = s.split_whitespace().next().unwrap().parse().unwrap();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rank), nix::sys::signal::SIGTERM);
+    }
+    let (_, err, _, seen) = common::finish(child, std::time::Instant::now(), seen);
+    common::nothing_left(&d, &seen);
+    assert!(masks.iter().all(|(_, m)| *m == first), "taskset -c {first}: ranks and workers at {masks:?}\n{err}");
+}
