@@ -640,3 +640,22 @@ fn a_kernel_panic_in_one_rank_ends_the_job_within_10_s_while_the_others_map() {
     assert!(ended, "the job was still running 10 s after rank 2's kernel panicked\n{err}");
     assert_ne!(code, Some(0), "{err}");
 }
+
+// Severity: cosmetic.
+// Promise (issue 17, Progress: "elements done across ranks, rate, ETA"; README: `--progress`
+// as `shmpool map` shows it). Broken when rank 0 has nothing to map (n smaller than the
+// ranks): rank 0 reports before any rank has reported, a first line at 0 % with a rate of 0
+// and "ETA NaN s". Reproduce: `mpirun -np 3 shmpool-mpi map two.npy -o o.npy --expr 'x + 1'
+// --progress` on a 2-element input. Observed: "progress:   0.0% 0/2 elements, 0.0 Melem/s,
+// ETA NaN s". Expected: no "NaN" in a progress line (`shmpool map` prints only "100.0% 2/2").
+#[test]
+#[ignore = "review #17b: --progress prints 'ETA NaN s' when rank 0's slice is empty"]
+fn progress_never_prints_an_eta_of_nan() {
+    let d = Dir::new();
+    save_f64(&d.path("two.npy"), 2);
+    let o = mpirun(&d, 3, &["map", &d.s("two.npy"), "-o", &d.s("out.npy"), "--expr", "x + 1", "--progress"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("progress: 100.0% 2/2 elements"), "{err}");
+    assert!(!err.contains("NaN"), "{err}");
+}
