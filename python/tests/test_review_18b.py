@@ -53,3 +53,15 @@ def test_float16_std_whose_sum_overflows_is_inf_as_numpy() -> None:
         want = np.std(a)
         got = shmpool.evaluate("std(a)", a=a)
     assert repr(got) == repr(want)
+
+
+@pytest.mark.xfail(strict=True, reason="review #18b: evaluate refuses a reduction inside a reduction that `shmpool reduce` accepts")
+def test_a_reduction_of_a_deviation_from_the_mean_evaluates() -> None:
+    """``shmpool reduce x.npy --expr 'sum((x - mean(x)) ** 2)'`` works (README: one level of
+    reduction inside a reduction's argument), and ``evaluate``'s docstring lets reductions
+    "appear anywhere in expr"; ``evaluate("sum((x - mean(x)) ** 2)", x=a)`` raises
+    ExpressionError "a reduction inside a reduction is not supported". numpy:
+    ``np.sum((a - np.mean(a)) ** 2)`` = 82.5 for ``np.arange(10.0)``."""
+    a = np.arange(10.0)
+    got = shmpool.evaluate("sum((x - mean(x)) ** 2)", x=a)
+    assert got == np.sum((a - np.mean(a)) ** 2)
