@@ -365,3 +365,51 @@ fn in_place_over_a_file_given_twice_is_allowed() {
     let (_, data) = common::npy_files::read_out(&f);
     assert_eq!(common::npy_files::f64s(&data), [2.0, 4.0, 6.0]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Accuracy: var/std whose squared deviations are subnormal
+// ---------------------------------------------------------------------------------------------
+
+/// 24 float64 values near 1.34e-154 spread by ~1e-157 (numpy's
+/// `default_rng(3)` adversarial search; bits below): the squared deviations are subnormal.
+/// The exact variance (`Fraction`s) is 1.01927235535856e-314; numpy's `np.var` is the
+/// correctly rounded `np.float64(1.0192723556e-314)`, shmpool's `np.float64(1.019272355e-314)`
+/// is one subnormal step off (its double-double correction is lost below 2^-1022), and
+/// `std`, a normal number (exact 1.00959019178999709e-157), follows: numpy's
+/// `np.float64(1.0095901918917302e-157)` (relative error 1.0e-10), shmpool's
+/// `np.float64(1.009590191647044e-157)` (1.4e-10): less accurate than numpy's, against the
+/// issue's "at least as accurate".
+#[test]
+#[ignore = "review #18b: var/std whose squared deviations are subnormal are less accurate than numpy's"]
+fn var_and_std_with_subnormal_squares_are_as_accurate_as_numpys() {
+    const BITS: [u64; 24] = [
+        0x1ff571093ee419cf,
+        0x1ff57413ba668016,
+        0x1ff578eb9dba4c2d,
+        0x1ff57863eeb956ba,
+        0x1ff56b38e060d9ff,
+        0x1ff574a56cd2430c,
+        0x1ff575e35ea88403,
+        0x1ff5777465ff1864,
+        0x1ff572cbde4a6b12,
+        0x1ff57bf81aeebe45,
+        0x1ff57b62ab3f7bf9,
+        0x1ff571c4d150c47c,
+        0x1ff56ddf3064720a,
+        0x1ff57373d375114e,
+        0x1ff5770e08745888,
+        0x1ff579f5b4c4be58,
+        0x1ff56da0da045893,
+        0x1ff57070b9fb680b,
+        0x1ff5694ff5a25ce5,
+        0x1ff56ec20b53959d,
+        0x1ff57a48fa30ab39,
+        0x1ff57fd1d2dbe029,
+        0x1ff57867c61ff099,
+        0x1ff5739f4fb7fb18,
+    ];
+    let d = tempfile::tempdir().unwrap();
+    let x = f64_npy(d.path(), "x.npy", &BITS.map(f64::from_bits));
+    assert_eq!(reduce(&x, "var(x)"), "np.float64(1.0192723556e-314)");
+    assert_eq!(reduce(&x, "std(x)"), "np.float64(1.0095901918917302e-157)");
+}
