@@ -239,9 +239,12 @@ fn a_removed_input_is_not_kept_mapped_by_the_workers() {
 // `size(x)` and `i` beside reductions in `map`
 // ---------------------------------------------------------------------------------------------
 
+/// An output file's shape and float64 values.
+type Written = Option<(Vec<u64>, Vec<f64>)>;
+
 /// `shmpool map ARGS -o out.npy --quiet --expr EXPR`: the exit code, stderr, and the output's
 /// shape and float64 values when it succeeded.
-fn map_f64(dir: &Path, args: &[&str], expr: &str) -> (Option<i32>, String, Option<(Vec<u64>, Vec<f64>)>) {
+fn map_f64(dir: &Path, args: &[&str], expr: &str) -> (Option<i32>, String, Written) {
     let out = dir.join("out.npy");
     let _ = std::fs::remove_file(&out);
     let mut a = vec!["map"];
