@@ -72,6 +72,40 @@ impl MapJob {
     }
 }
 
+impl MapJob {
+    /// What identifies the files this job reads, as this rank sees them: per input, its inode
+    /// number, size and modification time (the same on every node of a shared filesystem,
+    /// unlike the device number). Ranks compare theirs with rank 0's, so that ranks whose
+    /// relative names lead to different files, or that open an input replaced meanwhile, fail
+    /// instead of mapping a mix. An input that cannot be read is left out (opening it fails).
+    pub(crate) fn input_identities(&self) -> Vec<u8> {
+        use std::os::unix::fs::MetadataExt;
+        let paths = std::iter::once(&self.input).chain(self.inputs.iter().map(|(_, p)| p));
+        let mut out = Vec::new();
+        for m in paths.filter_map(|p| std::fs::metadata(p).ok()) {
+            for w in [m.ino(), m.size(), m.mtime() as u64, m.mtime_nsec() as u64] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// [`prepare`] between two looks at the inputs' identities, which must agree (the files
+    /// opened are the ones identified): the inputs and their identities.
+    pub(crate) fn prepare_identified(&self) -> Result<(Prepared, Vec<u8>)> {
+        let before = self.input_identities();
+        let p = prepare(self)?;
+        let after = self.input_identities();
+        if before != after {
+            return Err(Error::Usage(format!(
+                "the input {} was replaced or changed while it was opened",
+                self.input.display()
+            )));
+        }
+        Ok((p, after))
+    }
+}
+
 /// What a finished map did (the same on every rank, except `workers`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {

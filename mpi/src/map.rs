@@ -13,7 +13,7 @@ use shmpool::{KernelSpec, NpyOutput, Pool};
 use crate::collective::{agree_both, broadcast_bytes, require_intra, step_error, wait_for_all};
 #[cfg(feature = "testing")]
 use crate::hooks;
-use crate::job::{check_arguments, pool_workers, prepare, worker_count, Prepared};
+use crate::job::{check_arguments, pool_workers, worker_count, Prepared};
 use crate::placement::within_share;
 use crate::progress::Reporter;
 use crate::temporary::{set_creating, set_temporary, start_watcher};
@@ -88,6 +88,8 @@ struct Announced {
     same_job: bool,
     /// Rank 0's input, opened and checked.
     prepared: Option<Prepared>,
+    /// What identifies the input files rank 0 opened ([`MapJob::input_identities`]).
+    identities: Vec<u8>,
     /// Rank 0's temporary output (dropped: removed; committed: published).
     creator: Option<NpyOutput>,
 }
@@ -97,18 +99,20 @@ struct Announced {
 /// temporary's name).
 fn announce(comm: &SimpleCommunicator, job: &MapJob, reporting: bool) -> Result<Announced> {
     let rank = comm.rank();
-    let mut ann = Announced { temp: PathBuf::new(), reporting, same_job: true, prepared: None, creator: None };
+    let mut ann =
+        Announced { temp: PathBuf::new(), reporting, same_job: true, prepared: None, identities: Vec::new(), creator: None };
     let mut own = None;
     let mut word = Vec::new();
     if rank == 0 {
         match create_output(job) {
-            Ok((p, out, temp)) => {
+            Ok((p, ids, out, temp)) => {
                 set_temporary(Some(temp.clone()));
                 word.push(0u8);
                 word.push(u8::from(reporting));
-                let fingerprint = job.fingerprint();
-                word.extend_from_slice(&(fingerprint.len() as u64).to_le_bytes());
-                word.extend_from_slice(&fingerprint);
+                for field in [job.fingerprint(), ids] {
+                    word.extend_from_slice(&(field.len() as u64).to_le_bytes());
+                    word.extend_from_slice(&field);
+                }
                 word.extend_from_slice(temp.as_os_str().as_encoded_bytes());
                 ann.prepared = Some(p);
                 ann.creator = Some(out);
@@ -126,9 +130,17 @@ fn announce(comm: &SimpleCommunicator, job: &MapJob, reporting: bool) -> Result<
         return Err(own.unwrap_or(Error::OtherRank { status }));
     }
     ann.reporting = word.get(1) == Some(&1);
-    let flen = word.get(2..10).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes) as usize;
-    let (theirs, temp) = word.get(10..).unwrap_or(&[]).split_at(flen.min(word.len().saturating_sub(10)));
-    ann.same_job = theirs == job.fingerprint().as_slice();
+    let mut rest = word.get(2..).unwrap_or(&[]);
+    let mut field = || {
+        let len = rest.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes) as usize;
+        let (f, r) = rest.get(8..).unwrap_or(&[]).split_at(len.min(rest.len().saturating_sub(8)));
+        rest = r;
+        f.to_vec()
+    };
+    let (theirs, identities) = (field(), field());
+    let temp = rest;
+    ann.same_job = theirs == job.fingerprint();
+    ann.identities = identities;
     ann.temp = {
         use std::os::unix::ffi::OsStrExt;
         PathBuf::from(std::ffi::OsStr::from_bytes(temp))
@@ -140,9 +152,9 @@ fn announce(comm: &SimpleCommunicator, job: &MapJob, reporting: bool) -> Result<
 }
 
 /// Rank 0's part of step 1: the checks, the input, and the temporary output with its name.
-fn create_output(job: &MapJob) -> Result<(Prepared, NpyOutput, PathBuf)> {
+fn create_output(job: &MapJob) -> Result<(Prepared, Vec<u8>, NpyOutput, PathBuf)> {
     check_arguments(job)?;
-    let p = prepare(job)?;
+    let (p, ids) = job.prepare_identified()?;
     // Until the name is known, a signal removes the file being created by what this process
     // has open (a rank killed meanwhile makes mpirun stop this one).
     start_watcher();
@@ -152,7 +164,7 @@ fn create_output(job: &MapJob) -> Result<(Prepared, NpyOutput, PathBuf)> {
     // truncates or rewrites the file through it while it is mapped.
     #[allow(unsafe_code)]
     let (out, temp) = unsafe { NpyOutput::create_shared(&job.output, p.out_dtype, p.src.shape()) }?;
-    Ok((p, out, temp))
+    Ok((p, ids, out, temp))
 }
 
 /// What a rank maps with: the input, its part of the output, its slice, its pool (none for an
@@ -188,7 +200,16 @@ fn open_slice(job: &MapJob, ann: &mut Announced, rank: usize, ranks: usize, plac
     }
     let p = match ann.prepared.take() {
         Some(p) => p,
-        None => prepare(job)?,
+        None => {
+            let (p, ids) = job.prepare_identified()?;
+            if ids != ann.identities {
+                return Err(Error::Usage(format!(
+                    "rank {rank} opened other input files than rank 0 (a relative name in another working \
+                     directory, or an input replaced while the job started): ranks must see the same files"
+                )));
+            }
+            p
+        }
     };
     // SAFETY: every rank writes only its own slice of the file, through `map_into` of its range, and no
     // rank takes a slice of the elements; rank 0 removes or renames the file only after every

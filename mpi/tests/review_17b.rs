@@ -200,7 +200,6 @@ fn a_rank_given_bad_arguments_is_reported_by_someone() {
 // "wrote out.npy", whose first half is A's x + 1 and second half B's x + 1 (out[500] = -499).
 // Expected: the ranks find they map different inputs and fail, nothing published.
 #[test]
-#[ignore = "review #17b: ranks whose relative input names different files publish a mix of both with exit 0"]
 fn ranks_whose_input_names_different_files_fail_instead_of_mixing_them() {
     let d = Dir::new();
     for (sub, sign) in [("A", 1.0), ("B", -1.0)] {
@@ -385,7 +384,6 @@ fn a_rank_started_with_sighup_ignored_keeps_it_ignored() {
 // output whose first half is old x + 1 and second half new x + 1. Expected: `shmpool map`'s
 // output of one of the two files, or a failure with nothing published.
 #[test]
-#[ignore = "review #17b: an input replaced while rank 0 creates the output is mapped half old, half new, with exit 0"]
 fn an_input_replaced_while_rank_0_creates_the_output_is_never_mixed() {
     if Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_err() {
         eprintln!("SKIPPED: needs strace");
@@ -689,7 +687,6 @@ fn an_input_name_shmpool_map_reserves_is_refused_as_shmpool_map_refuses_it() {
 // -1000, -1002, ...]. Expected: the ranks refuse (they were not given the same job), A/x.npy
 // untouched.
 #[test]
-#[ignore = "review #17b: in place, ranks whose relative input names different files replace rank 0's input with a mix"]
 fn ranks_whose_input_names_different_files_never_replace_an_input_in_place() {
     let d = Dir::new();
     for (sub, sign) in [("A", 1.0), ("B", -1.0)] {
