@@ -5,7 +5,7 @@
 /// With SHMPOOL_MPI_TEST_HOLD=DIR, holds the rank (every rank, or only the one
 /// SHMPOOL_MPI_TEST_HOLD_RANK names) mid-map after writing its pid and its workers' pids to
 /// DIR/rankN.
-pub fn mid_map(rank: usize, pool: &shmpool::Pool) {
+pub fn mid_map(rank: usize, pool: &shmpool::Pool, mut stop_requested: impl FnMut() -> bool) {
     let chosen = std::env::var("SHMPOOL_MPI_TEST_HOLD_RANK").map_or(true, |r| r == rank.to_string());
     if let (Ok(dir), true) = (std::env::var("SHMPOOL_MPI_TEST_HOLD"), chosen) {
         let pids: Vec<String> = std::iter::once(std::process::id()).chain(pool.pids()).map(|p| p.to_string()).collect();
@@ -13,9 +13,10 @@ pub fn mid_map(rank: usize, pool: &shmpool::Pool) {
         std::fs::write(&tmp, pids.join(" ")).expect("test hook: write the pid file");
         std::fs::rename(&tmp, std::path::Path::new(&dir).join(format!("rank{rank}")))
             .expect("test hook: publish the pid file");
-        // Held here, mid-map, until the test kills the job (this is a test fixture, not
-        // synchronisation: nothing waits for it to end).
-        loop {
+        // Held here, mid-map, as a long map: until the test kills the job, or another rank
+        // asks this one to stop (a long map's progress ticks would see that too). A test
+        // fixture, not synchronisation: nothing waits for it to end.
+        while !stop_requested() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }

@@ -60,6 +60,11 @@ pub fn map_npy<C: Communicator>(comm: &C, job: &MapJob, progress: Option<&mut dy
     let Setup { p, part, local, pool } = set_up(&comm, job, &mut ann, place)?;
     let mut reporter = Reporter::new(&comm, ann.reporting, p.src.len(), progress);
     let own = map_slice(&p, part, &local, pool.as_ref(), one_node, &mut reporter).err();
+    // Stopped because another rank failed: that rank's status fails the job and says why.
+    let own = if reporter.stop_requested() { None } else { own };
+    if own.is_some() && ranks > 1 {
+        reporter.stop_the_others();
+    }
     reporter.finish(if own.is_none() { local.len() } else { reporter.mine() });
     drop(pool);
     #[cfg(feature = "testing")]
@@ -99,8 +104,14 @@ struct Announced {
 /// temporary's name).
 fn announce(comm: &SimpleCommunicator, job: &MapJob, reporting: bool) -> Result<Announced> {
     let rank = comm.rank();
-    let mut ann =
-        Announced { temp: PathBuf::new(), reporting, same_job: true, prepared: None, identities: Vec::new(), creator: None };
+    let mut ann = Announced {
+        temp: PathBuf::new(),
+        reporting,
+        same_job: true,
+        prepared: None,
+        identities: Vec::new(),
+        creator: None,
+    };
     let mut own = None;
     let mut word = Vec::new();
     if rank == 0 {
@@ -280,10 +291,19 @@ fn map_range(
     #[cfg(not(feature = "testing"))]
     let test_spec: Option<KernelSpec> = None;
     let spec = test_spec.as_ref().unwrap_or(&p.spec);
+    let mut stopping = false;
     let mut tick = |done: usize| {
         #[cfg(feature = "testing")]
-        hooks::mid_map(reporter.rank(), pool);
+        {
+            let rank = reporter.rank();
+            hooks::mid_map(rank, pool, || reporter.stop_requested());
+        }
         reporter.tick(done);
+        if reporter.stop_requested() && !stopping {
+            // Another rank failed: this map ends now (`Error::Cancelled`), not at its end.
+            stopping = true;
+            pool.terminate();
+        }
     };
     let size_before = std::fs::metadata(&p.src_path).map(|m| m.len()).ok();
     let (input, spec) = (p.src.range(local.clone()).map_err(Error::Engine)?, spec.index_offset(local.start as u64));

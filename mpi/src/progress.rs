@@ -12,6 +12,9 @@ use crate::Progress;
 /// Message tags on the map's private communicator.
 const TAG_PROGRESS: i32 = 1;
 const TAG_FINAL: i32 = 2;
+/// A rank whose own map failed asks the others to stop theirs (its status makes the job fail
+/// anyway): an 8-byte message, sent eagerly (and so without waiting for a receive) by every MPI.
+const TAG_STOP: i32 = 3;
 /// How often a rank reports its progress to rank 0.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 
@@ -29,6 +32,8 @@ pub(crate) struct Reporter<'c, 'p> {
     last_sent: Instant,
     /// This rank's elements done.
     mine: usize,
+    /// Whether another rank asked this one to stop its map.
+    stopped: bool,
     callback: Option<&'p mut dyn FnMut(Progress)>,
 }
 
@@ -52,6 +57,7 @@ impl<'c, 'p> Reporter<'c, 'p> {
             last_shown: None,
             last_sent: Instant::now(),
             mine: 0,
+            stopped: false,
             callback,
         }
     }
@@ -74,6 +80,26 @@ impl<'c, 'p> Reporter<'c, 'p> {
         } else if self.reporting && self.last_sent.elapsed() >= REPORT_EVERY {
             self.last_sent = Instant::now();
             self.comm.process_at_rank(0).send_with_tag(&(done as u64), TAG_PROGRESS);
+        }
+    }
+
+    /// Whether another rank's map failed and it asked the others to stop (a stop that has
+    /// arrived is received here).
+    pub(crate) fn stop_requested(&mut self) -> bool {
+        if !self.stopped {
+            if let Some((msg, _)) = self.comm.any_process().immediate_matched_probe_with_tag(TAG_STOP) {
+                let mut word = 0u64;
+                let _ = msg.matched_receive_into(&mut word);
+                self.stopped = true;
+            }
+        }
+        self.stopped
+    }
+
+    /// This rank's own map failed: every other rank is asked to stop its map.
+    pub(crate) fn stop_the_others(&self) {
+        for r in (0..self.seen.len()).filter(|&r| r != self.rank) {
+            self.comm.process_at_rank(r as i32).send_with_tag(&1u64, TAG_STOP);
         }
     }
 
@@ -103,7 +129,12 @@ impl<'c, 'p> Reporter<'c, 'p> {
         if !self.reporting || self.rank != 0 {
             return;
         }
-        while let Some((msg, status)) = self.comm.any_process().immediate_matched_probe() {
+        let probe = || {
+            let any = self.comm.any_process();
+            any.immediate_matched_probe_with_tag(TAG_PROGRESS)
+                .or_else(|| any.immediate_matched_probe_with_tag(TAG_FINAL))
+        };
+        while let Some((msg, status)) = probe() {
             let mut done = 0u64;
             let _ = msg.matched_receive_into(&mut done);
             let from = status.source_rank() as usize;

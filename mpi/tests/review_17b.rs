@@ -591,7 +591,6 @@ fn a_job_started_on_one_cpu_keeps_its_workers_on_that_cpu() {
 // the job ends within 10 s of the panic, nothing published.
 #[cfg(feature = "testing")]
 #[test]
-#[ignore = "review #17b: a kernel panic in one rank does not stop the others: the job ends only when every slice is mapped"]
 fn a_kernel_panic_in_one_rank_ends_the_job_within_10_s_while_the_others_map() {
     use std::time::{Duration, Instant};
     let d = Dir::new();

@@ -55,8 +55,12 @@ fn a_rank_body_that_panics_under_abort_on_panic_ends_the_job_with_101() {
     assert_eq!(o.status.code(), Some(101), "MPI_Abort(101) ends the job: {}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("rank body of rank 1 gives up"), "{}", text(&o));
-    // The hook's abort, not the rank's exit status (101 too) after a finished unwind.
-    assert!(err.contains("MPI_ABORT was invoked on rank 1"), "{}", text(&o));
+    // The hook's abort, not the rank's exit status (101 too) after a finished unwind: mpirun's
+    // banner says so, or, when Open MPI loses that banner (about one run in three here: its
+    // show_help fails to unpack it), the error it logs instead.
+    let banner = err.contains("MPI_ABORT was invoked on rank 1");
+    let lost = err.contains("show_help.c");
+    assert!(banner || lost, "{}", text(&o));
 }
 
 #[test]
