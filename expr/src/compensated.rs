@@ -8,8 +8,9 @@ pub(crate) fn two_sum(a: f64, b: f64) -> (f64, f64) {
     (s, (a - (s - bb)) + (b - bb))
 }
 
-/// How far ahead of the sums [`prefetch`] asks for memory, in bytes.
-const PREFETCH_AHEAD: usize = 1024;
+/// How far ahead of the sums [`prefetch`] asks for memory, in bytes (`mean(x)` over 100M
+/// float64, -j 2, CPU time of the median run: 161 ms at 1 KiB, 150 ms at 2 KiB, 163 ms at 4 KiB).
+const PREFETCH_AHEAD: usize = 2048;
 
 /// Asks the CPU to start loading the cache line of `bytes[at]` (when `at` is inside `bytes`;
 /// x86-64 only). The sums' dependent adds keep few loads in flight, so values read straight
