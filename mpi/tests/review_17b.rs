@@ -117,7 +117,6 @@ fn a_column_times_a_row_is_written_as_shmpool_map_writes_it() {
 // shmpool-mpi map i=v.npy -o o.npy --expr i`. Observed: "cannot open i=v.npy: No such file or
 // directory". Expected: "'i' cannot name an input: reserved (i is the flat index; ...)".
 #[test]
-#[ignore = "review #17b: an input named i= is taken for a path ('cannot open i=v.npy'), not refused as shmpool map refuses it"]
 fn an_input_with_a_reserved_name_gets_shmpool_maps_message() {
     let d = Dir::new();
     save_f64(&d.path("v.npy"), 100);
@@ -169,7 +168,6 @@ fn an_input_truncated_under_two_ranks_is_one_message() {
 // code"); no line from shmpool-mpi. Expected: one `shmpool-mpi: error:` line saying what is
 // wrong.
 #[test]
-#[ignore = "review #17b: a rank other than 0 given bad arguments exits in silence: no message from any rank"]
 fn a_rank_given_bad_arguments_is_reported_by_someone() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1000);
@@ -441,7 +439,6 @@ fn an_input_replaced_while_rank_0_creates_the_output_is_never_mixed() {
 // --expr x+1 : -np 1 shmpool-mpi --version`. Observed: no output at all, the job runs until
 // the watchdog (`timeout -s KILL`) kills it. Expected: the job ends within seconds, non-zero.
 #[test]
-#[ignore = "review #17b: a rank given --version (exits 0 before MPI_Init) leaves rank 0 waiting forever: a hang"]
 fn a_rank_that_exits_0_before_mpi_init_does_not_hang_the_job() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1000);
@@ -475,7 +472,6 @@ fn a_rank_that_exits_0_before_mpi_init_does_not_hang_the_job() {
 // x.npy -o o.npy --expr 'x + 1' --in-place=y`. Observed: exit 2, "--in-place names an input:
 // the one input here is x". Expected: the output `shmpool map` writes (or both refusing).
 #[test]
-#[ignore = "review #17b: --in-place=y with one input is refused; shmpool map accepts it and writes the output"]
 fn in_place_with_another_name_and_one_input_is_taken_as_shmpool_map_takes_it() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1000);
@@ -496,7 +492,6 @@ fn in_place_with_another_name_and_one_input_is_taken_as_shmpool_map_takes_it() {
 // 2-element input. Observed: "mapped 2 elements [...] with 3 ranks x 0 workers". Expected: a
 // count of the workers that ran (here 1 per working rank), never 0 for a map that ran.
 #[test]
-#[ignore = "review #17b: the summary says '3 ranks x 0 workers' when rank 0's slice is empty"]
 fn the_summary_never_says_0_workers_for_a_map_that_ran() {
     let d = Dir::new();
     save_f64(&d.path("two.npy"), 2);
@@ -649,7 +644,6 @@ fn a_kernel_panic_in_one_rank_ends_the_job_within_10_s_while_the_others_map() {
 // --progress` on a 2-element input. Observed: "progress:   0.0% 0/2 elements, 0.0 Melem/s,
 // ETA NaN s". Expected: no "NaN" in a progress line (`shmpool map` prints only "100.0% 2/2").
 #[test]
-#[ignore = "review #17b: --progress prints 'ETA NaN s' when rank 0's slice is empty"]
 fn progress_never_prints_an_eta_of_nan() {
     let d = Dir::new();
     save_f64(&d.path("two.npy"), 2);
@@ -668,7 +662,6 @@ fn progress_never_prints_an_eta_of_nan() {
 // __ra=x.npy -o o.npy --expr '__ra + 1'`. Expected: the same refusal, so that a command line
 // that works with one works with the other.
 #[test]
-#[ignore = "review #17b: an input named with the reserved prefix __r is mapped; shmpool map refuses it"]
 fn an_input_name_shmpool_map_reserves_is_refused_as_shmpool_map_refuses_it() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 7);
