@@ -88,8 +88,10 @@ fn stop_on_signals() -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
     // SIGUSR1 and SIGUSR2: the warning signals batch systems send before a time limit, which
     // mpirun forwards to the ranks; their default action would end a rank without cleaning up.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // Checked before any handler is installed: a signal ignored at start (`nohup`) is left so.
+    let wanted: Vec<i32> = [SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2].into_iter().filter(|&s| !ignored(s)).collect();
+    let mut signals =
+        signal_hook::iterator::Signals::new(wanted).map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
         .name("shmpool-mpi-signals".into())
         .spawn(move || {
@@ -101,6 +103,17 @@ fn stop_on_signals() -> Result<(), String> {
         })
         .map(drop)
         .map_err(|e| format!("cannot start the signal thread: {e}"))
+}
+
+/// Whether `sig` is ignored in this process (inherited from whoever started it), as
+/// `shmpool map` asks.
+#[allow(unsafe_code)]
+fn ignored(sig: i32) -> bool {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the current one into `old`, valid writable storage.
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: sigaction succeeded, so it filled `old` (zeroed storage is a valid sigaction too).
+    rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
 }
 
 #[allow(unsafe_code)]

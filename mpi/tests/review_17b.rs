@@ -352,7 +352,6 @@ fn rank_body_scatter_kernel_panics_on_rank_2() {
 // rank 1 exits 129, the job fails, nothing published. Expected: the SIGHUP ignored, the map
 // published (exit 0), as `shmpool map` started the same way does.
 #[test]
-#[ignore = "review #17b: a rank started with SIGHUP ignored (nohup) is still stopped by SIGHUP"]
 fn a_rank_started_with_sighup_ignored_keeps_it_ignored() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 3_000_000);
