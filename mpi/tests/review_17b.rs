@@ -306,7 +306,6 @@ fn an_output_directory_removed_mid_map_fails_every_rank_as_shmpool_map_fails() {
 // `map_npy` names the global range (`kernel panicked on index range 2000000..2065536`).
 // Expected: a range that contains the global index 150.
 #[test]
-#[ignore = "review #17b: scatter_map_gather's kernel panic names the rank-local index range (0..67), not the global one"]
 fn a_kernel_panic_in_scatter_map_gather_names_the_global_index_range() {
     let d = Dir::new();
     let exe = std::env::current_exe().unwrap();
