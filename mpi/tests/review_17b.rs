@@ -519,7 +519,6 @@ fn cpus_allowed(pid: u32) -> String {
 // CPU 0, as `shmpool map` started the same way.
 #[cfg(feature = "testing")]
 #[test]
-#[ignore = "review #17b: ranks widen their CPUs beyond the taskset the job was started with; workers run on excluded CPUs"]
 fn a_job_started_on_one_cpu_keeps_its_workers_on_that_cpu() {
     let me = cpus_allowed(std::process::id());
     let first = me.split([',', '-']).next().unwrap().to_string();
