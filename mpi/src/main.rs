@@ -321,14 +321,31 @@ fn run(world: &SimpleCommunicator, Ready { args, input, inputs, output, expr }: 
             }
             0
         }
-        Err(e) => {
-            if !e.reported_elsewhere() {
-                let prefix = if rank == 0 { String::new() } else { format!("rank {rank}: ") };
-                eprintln!("shmpool-mpi: error: {prefix}{}", shmpool_mpi::chain(&e));
-            }
-            e.exit_code()
-        }
+        Err(e) => report_failure(world, &e),
     }
+}
+
+/// One message and one exit code for a failed map (every rank returned an error: the map's
+/// last step agrees on it): the lowest rank that met the failure itself says what it is, and
+/// every rank exits with that rank's code.
+fn report_failure(world: &SimpleCommunicator, e: &shmpool_mpi::Error) -> i32 {
+    use mpi::collective::SystemOperation;
+    use mpi::traits::{Communicator, CommunicatorCollectives};
+    let rank = world.rank();
+    // The lowest such rank with its code, as the largest key: (2^31 - rank) · 256 + code.
+    let key = |rank: i32, code: i32| ((i64::from(i32::MAX) + 1 - i64::from(rank)) << 8) | i64::from(code & 0xff);
+    let mine = if e.reported_elsewhere() { 0 } else { key(rank, e.exit_code()) };
+    shmpool_mpi::wait_for_all(world, || {});
+    let mut first = 0i64;
+    world.all_reduce_into(&mine, &mut first, SystemOperation::max());
+    if first == 0 {
+        return e.exit_code(); // every rank's error says another reported it
+    }
+    if first == mine {
+        let prefix = if rank == 0 { String::new() } else { format!("rank {rank}: ") };
+        eprintln!("shmpool-mpi: error: {prefix}{}", shmpool_mpi::chain(e));
+    }
+    (first & 0xff) as i32
 }
 
 /// The largest worker count of all ranks.

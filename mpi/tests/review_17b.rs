@@ -138,7 +138,6 @@ fn an_input_with_a_reserved_name_gets_shmpool_maps_message() {
 // and "rank 2: the input x.npy changed [...]". Expected: one message, as `shmpool map` gives
 // one for the same truncation.
 #[test]
-#[ignore = "review #17b: two ranks failing (rank 0 not) print two messages, none from rank 0"]
 fn an_input_truncated_under_two_ranks_is_one_message() {
     let d = Dir::new();
     let n = 3_000_000u64;
@@ -281,7 +280,7 @@ fn an_output_directory_made_read_only_mid_map_leaves_nothing() {
 // out; each rank's exit code recorded by an `sh -c` wrapper. Observed: ranks exit [2, 1, 1];
 // "cannot rename into". Expected: [2, 2, 2] and "cannot link".
 #[test]
-#[ignore = "review #17b: a failed publish exits 2 on rank 0 and 1 on the others, with 'cannot rename into' for shmpool map's 'cannot link'"]
+#[ignore = "review #17b: a failed publish says 'cannot rename into' for shmpool map's 'cannot link' (the engine's named temporary; exit codes fixed)"]
 fn an_output_directory_removed_mid_map_fails_every_rank_as_shmpool_map_fails() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 3_000_000);
