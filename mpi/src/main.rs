@@ -2,8 +2,9 @@
 //! map of `shmpool map` with every rank mapping its slice of the file with a local pool.
 //!
 //! Exit codes as `shmpool map`: 0 success, 2 usage or bad input, 1 failure while running,
-//! 128 + N when stopped by signal N. Every rank exits with the same code; the message comes
-//! from rank 0 (or from the rank that failed, when only one did). mpirun's own exit code is
+//! 128 + N when stopped by signal N. Every rank exits with the same code; one rank prints the
+//! message: rank 0 when it met the failure, else the lowest rank that did (ranks may be given
+//! different command lines: MPMD). mpirun's own exit code is
 //! mpirun's: signalled itself, Open MPI's exits 1 whatever its ranks exit.
 #![deny(unsafe_code)]
 // No function over 80 lines outside tests (threshold in the workspace's clippy.toml).
