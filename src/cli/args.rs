@@ -145,6 +145,19 @@ mod tests {
     }
 
     #[test]
+    fn inputs_are_named_only_by_names_that_can_name_an_input() {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let got = super::parse_inputs(&s(&["a=a.npy", "b.npy", "a-b=c.npy"]));
+        assert!(matches!(got, Err(super::InputsError::Unnamed)), "{got:?}");
+        let got = super::parse_inputs(&s(&["a=a.npy", "a-b=c.npy"])).expect("a path with '='");
+        assert_eq!(got[1], (None, "a-b=c.npy".into()));
+        // `i` is the flat index: `i=v.npy` is refused, not taken for a path (no such file).
+        assert!(matches!(super::parse_inputs(&s(&["i=/nonexistent/v.npy"])), Err(super::InputsError::Name(_))));
+        assert!(super::check_not_reserved(["a", "__ra"].into_iter()).is_err());
+        assert!(super::check_not_reserved(["a", "_r"].into_iter()).is_ok());
+    }
+
+    #[test]
     fn flattens_into_a_struct_of_the_same_name() {
         <MapArgs as clap::CommandFactory>::command().debug_assert();
         let a = <MapArgs as clap::Parser>::try_parse_from(["map", "a=a.npy", "-o", "o.npy", "--expr", "-a", "-j", "2"])
