@@ -71,22 +71,51 @@ pub const EXIT_FAILURE: i32 = 1;
 /// `shmpool map`).
 pub const MIN_ELEMENTS_PER_WORKER: usize = 65_536;
 
-/// Widens this process's CPU affinity to every CPU it may use. `mpirun` binds each rank to
-/// one core by default and forked workers inherit it, so a rank's `-j 4` would run four
-/// workers on one core. Best effort: returns whether it changed anything.
+/// Widens this process's CPU affinity to the CPUs the job was started with: those of the
+/// launcher that started it (mpirun, or Open MPI's daemon on another node; its parent when
+/// none is found). `mpirun` binds each
+/// rank to one core by default and forked workers inherit it, so a rank's `-j 4` would run
+/// four workers on one core; a job started within some CPUs (`taskset -c 0 mpirun ...`,
+/// `numactl --physcpubind`) stays within them. When the parent's CPUs cannot be read, every
+/// CPU (the kernel keeps those of the cgroup's cpuset). Best effort: returns whether it
+/// changed anything.
 pub fn widen_cpu_affinity() -> bool {
     use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-    use nix::unistd::Pid;
+    use nix::unistd::{getppid, Pid};
     let before = sched_getaffinity(Pid::from_raw(0)).ok();
-    let mut all = CpuSet::new();
+    let parent = sched_getaffinity(Pid::from_raw(launcher_pid().unwrap_or_else(|| getppid().as_raw()))).ok();
+    let mut wide = CpuSet::new();
     for cpu in 0..CpuSet::count() {
-        let _ = all.set(cpu);
+        // Not this process's own CPUs: mpirun may have bound it outside its own (it maps ranks
+        // over the node's cores, whatever CPUs it was started with).
+        if parent.as_ref().is_none_or(|p| p.is_set(cpu).unwrap_or(false)) {
+            let _ = wide.set(cpu);
+        }
     }
-    // The kernel keeps the CPUs of our cpuset (cgroup) and drops the others.
-    if sched_setaffinity(Pid::from_raw(0), &all).is_err() {
+    if sched_setaffinity(Pid::from_raw(0), &wide).is_err() {
         return false;
     }
     sched_getaffinity(Pid::from_raw(0)).ok() != before
+}
+
+/// The nearest ancestor that is Open MPI's launcher or daemon (a rank may run under a wrapper
+/// script, which mpirun bound as it binds the rank), if any.
+fn launcher_pid() -> Option<i32> {
+    const LAUNCHERS: [&str; 6] = ["mpirun", "mpiexec", "orterun", "orted", "prterun", "prted"];
+    let mut pid = nix::unistd::getppid().as_raw();
+    for _ in 0..32 {
+        if pid <= 1 {
+            return None;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        if LAUNCHERS.contains(&comm.trim_end()) {
+            return Some(pid);
+        }
+        // /proc/PID/stat: "PID (COMM) STATE PPID ...", COMM may hold spaces and parentheses.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        pid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+    }
+    None
 }
 
 /// This rank's elements of `n` over `ranks` ranks: `n·r/R .. n·(r+1)/R` (contiguous, in rank

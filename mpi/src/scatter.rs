@@ -43,7 +43,7 @@ pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
     let status = match pool.map_into(&xs, &mut ys, &spec.index_offset(local.start as u64)) {
         Ok(()) => 0,
         Err(e) => {
-            let e = Error::from(e);
+            let e = Error::from(global_range(e, local.start));
             let code = e.exit_code();
             own = Some(e);
             code
@@ -61,6 +61,16 @@ pub fn scatter_map_gather<C: Communicator, In: Pod, Out: Pod>(
     let mut out = vec![Out::zeroed(); n];
     gather_bytes(&comm, n, std::mem::size_of::<Out>(), whole_fits, send, bytemuck::cast_slice_mut(&mut out[..]));
     Ok(Some(out))
+}
+
+/// `e` with the index range of its chunk (rank-local: the slice is mapped as an array of its
+/// own) moved to the global indices the kernel saw, as [`crate::map_npy`]'s errors name them.
+fn global_range(mut e: shmpool::Error, start: usize) -> shmpool::Error {
+    use shmpool::Error as E;
+    if let E::WorkerCrashed { range, .. } | E::KernelPanicked { range, .. } | E::ChunkTimedOut { range, .. } = &mut e {
+        *range = range.start + start..range.end + start;
+    }
+    e
 }
 
 /// Rank 0 says how many elements there are (`n` on rank 0), or that a slice of elements

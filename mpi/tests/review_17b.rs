@@ -117,7 +117,6 @@ fn a_column_times_a_row_is_written_as_shmpool_map_writes_it() {
 // shmpool-mpi map i=v.npy -o o.npy --expr i`. Observed: "cannot open i=v.npy: No such file or
 // directory". Expected: "'i' cannot name an input: reserved (i is the flat index; ...)".
 #[test]
-#[ignore = "review #17b: an input named i= is taken for a path ('cannot open i=v.npy'), not refused as shmpool map refuses it"]
 fn an_input_with_a_reserved_name_gets_shmpool_maps_message() {
     let d = Dir::new();
     save_f64(&d.path("v.npy"), 100);
@@ -139,7 +138,6 @@ fn an_input_with_a_reserved_name_gets_shmpool_maps_message() {
 // and "rank 2: the input x.npy changed [...]". Expected: one message, as `shmpool map` gives
 // one for the same truncation.
 #[test]
-#[ignore = "review #17b: two ranks failing (rank 0 not) print two messages, none from rank 0"]
 fn an_input_truncated_under_two_ranks_is_one_message() {
     let d = Dir::new();
     let n = 3_000_000u64;
@@ -169,7 +167,6 @@ fn an_input_truncated_under_two_ranks_is_one_message() {
 // code"); no line from shmpool-mpi. Expected: one `shmpool-mpi: error:` line saying what is
 // wrong.
 #[test]
-#[ignore = "review #17b: a rank other than 0 given bad arguments exits in silence: no message from any rank"]
 fn a_rank_given_bad_arguments_is_reported_by_someone() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1000);
@@ -282,7 +279,7 @@ fn an_output_directory_made_read_only_mid_map_leaves_nothing() {
 // out; each rank's exit code recorded by an `sh -c` wrapper. Observed: ranks exit [2, 1, 1];
 // "cannot rename into". Expected: [2, 2, 2] and "cannot link".
 #[test]
-#[ignore = "review #17b: a failed publish exits 2 on rank 0 and 1 on the others, with 'cannot rename into' for shmpool map's 'cannot link'"]
+#[ignore = "review #17b: a failed publish says 'cannot rename into' for shmpool map's 'cannot link' (the engine's named temporary; exit codes fixed)"]
 fn an_output_directory_removed_mid_map_fails_every_rank_as_shmpool_map_fails() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 3_000_000);
@@ -307,7 +304,6 @@ fn an_output_directory_removed_mid_map_fails_every_rank_as_shmpool_map_fails() {
 // `map_npy` names the global range (`kernel panicked on index range 2000000..2065536`).
 // Expected: a range that contains the global index 150.
 #[test]
-#[ignore = "review #17b: scatter_map_gather's kernel panic names the rank-local index range (0..67), not the global one"]
 fn a_kernel_panic_in_scatter_map_gather_names_the_global_index_range() {
     let d = Dir::new();
     let exe = std::env::current_exe().unwrap();
@@ -353,7 +349,6 @@ fn rank_body_scatter_kernel_panics_on_rank_2() {
 // rank 1 exits 129, the job fails, nothing published. Expected: the SIGHUP ignored, the map
 // published (exit 0), as `shmpool map` started the same way does.
 #[test]
-#[ignore = "review #17b: a rank started with SIGHUP ignored (nohup) is still stopped by SIGHUP"]
 fn a_rank_started_with_sighup_ignored_keeps_it_ignored() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 3_000_000);
@@ -439,7 +434,6 @@ fn an_input_replaced_while_rank_0_creates_the_output_is_never_mixed() {
 // --expr x+1 : -np 1 shmpool-mpi --version`. Observed: no output at all, the job runs until
 // the watchdog (`timeout -s KILL`) kills it. Expected: the job ends within seconds, non-zero.
 #[test]
-#[ignore = "review #17b: a rank given --version (exits 0 before MPI_Init) leaves rank 0 waiting forever: a hang"]
 fn a_rank_that_exits_0_before_mpi_init_does_not_hang_the_job() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1000);
@@ -473,7 +467,6 @@ fn a_rank_that_exits_0_before_mpi_init_does_not_hang_the_job() {
 // x.npy -o o.npy --expr 'x + 1' --in-place=y`. Observed: exit 2, "--in-place names an input:
 // the one input here is x". Expected: the output `shmpool map` writes (or both refusing).
 #[test]
-#[ignore = "review #17b: --in-place=y with one input is refused; shmpool map accepts it and writes the output"]
 fn in_place_with_another_name_and_one_input_is_taken_as_shmpool_map_takes_it() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 1000);
@@ -494,7 +487,6 @@ fn in_place_with_another_name_and_one_input_is_taken_as_shmpool_map_takes_it() {
 // 2-element input. Observed: "mapped 2 elements [...] with 3 ranks x 0 workers". Expected: a
 // count of the workers that ran (here 1 per working rank), never 0 for a map that ran.
 #[test]
-#[ignore = "review #17b: the summary says '3 ranks x 0 workers' when rank 0's slice is empty"]
 fn the_summary_never_says_0_workers_for_a_map_that_ran() {
     let d = Dir::new();
     save_f64(&d.path("two.npy"), 2);
@@ -524,7 +516,6 @@ fn cpus_allowed(pid: u32) -> String {
 // CPU 0, as `shmpool map` started the same way.
 #[cfg(feature = "testing")]
 #[test]
-#[ignore = "review #17b: ranks widen their CPUs beyond the taskset the job was started with; workers run on excluded CPUs"]
 fn a_job_started_on_one_cpu_keeps_its_workers_on_that_cpu() {
     let me = cpus_allowed(std::process::id());
     let first = me.split([',', '-']).next().unwrap().to_string();
@@ -646,7 +637,6 @@ fn a_kernel_panic_in_one_rank_ends_the_job_within_10_s_while_the_others_map() {
 // --progress` on a 2-element input. Observed: "progress:   0.0% 0/2 elements, 0.0 Melem/s,
 // ETA NaN s". Expected: no "NaN" in a progress line (`shmpool map` prints only "100.0% 2/2").
 #[test]
-#[ignore = "review #17b: --progress prints 'ETA NaN s' when rank 0's slice is empty"]
 fn progress_never_prints_an_eta_of_nan() {
     let d = Dir::new();
     save_f64(&d.path("two.npy"), 2);
@@ -665,7 +655,6 @@ fn progress_never_prints_an_eta_of_nan() {
 // __ra=x.npy -o o.npy --expr '__ra + 1'`. Expected: the same refusal, so that a command line
 // that works with one works with the other.
 #[test]
-#[ignore = "review #17b: an input named with the reserved prefix __r is mapped; shmpool map refuses it"]
 fn an_input_name_shmpool_map_reserves_is_refused_as_shmpool_map_refuses_it() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 7);

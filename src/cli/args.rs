@@ -54,6 +54,70 @@ pub struct MapArgs {
     pub in_place: Option<String>,
 }
 
+/// Why the INPUT arguments of a map are refused: the messages of `shmpool map`, shared with
+/// `shmpool-mpi map` so that both read a command line alike.
+#[derive(Debug, thiserror::Error)]
+pub enum InputsError {
+    /// `i=a.npy`, `sum=a.npy` (no such file): an identifier that cannot name an input.
+    #[error(transparent)]
+    Name(#[from] crate::kernel::expr::Error),
+    /// More than one bare path.
+    #[error("several inputs need names: NAME=PATH (a bare path is x)")]
+    Unnamed,
+    /// A name with the prefix of the reductions' internal names.
+    #[error("input names starting with {} are reserved", crate::kernel::expr::parse::REDUCTION_PREFIX)]
+    Reserved,
+}
+
+/// The INPUT arguments as `shmpool map` reads them: `NAME=PATH` or a bare `PATH` (the input
+/// `x`). A prefix before `=` that can name an input names it; an identifier that cannot (`i`,
+/// `sum`) is refused unless the whole argument is an existing file's name; anything else is a
+/// path.
+///
+/// # Errors
+///
+/// [`InputsError::Name`] for an identifier that cannot name an input, [`InputsError::Unnamed`]
+/// for several inputs of which more than one has no name.
+pub fn parse_inputs(raw: &[String]) -> Result<Vec<(Option<String>, PathBuf)>, InputsError> {
+    use crate::kernel::expr::parse::check_input_name;
+    let mut out: Vec<(Option<String>, PathBuf)> = Vec::new();
+    for r in raw {
+        let named = r.split_once('=').filter(|(n, _)| check_input_name(n).is_ok());
+        if let Some((n, _)) = r.split_once('=').filter(|(n, _)| named.is_none() && is_identifier(n)) {
+            if !std::path::Path::new(r).exists() {
+                check_input_name(n)?;
+            }
+        }
+        out.push(match named {
+            Some((n, p)) => (Some(n.to_string()), PathBuf::from(p)),
+            None => (None, PathBuf::from(r)),
+        });
+    }
+    if out.len() > 1 && out.iter().filter(|(n, _)| n.is_none()).count() > 1 {
+        return Err(InputsError::Unnamed);
+    }
+    Ok(out)
+}
+
+/// [`InputsError::Reserved`] when an input's name starts with the prefix `shmpool map` keeps
+/// for the reductions' internal names.
+///
+/// # Errors
+///
+/// As said.
+pub fn check_not_reserved<'a>(mut names: impl Iterator<Item = &'a str>) -> Result<(), InputsError> {
+    match names.any(|n| n.starts_with(crate::kernel::expr::parse::REDUCTION_PREFIX)) {
+        true => Err(InputsError::Reserved),
+        false => Ok(()),
+    }
+}
+
+/// Whether `s` is an ASCII identifier (a name, though perhaps a reserved one).
+fn is_identifier(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_') && c.all(|k| k.is_ascii_alphanumeric() || k == '_')
+}
+
 /// The text after `map --help`: every function an expression may call.
 pub fn functions_help() -> String {
     let mut by_arity: [Vec<&str>; 4] = Default::default();
@@ -78,6 +142,19 @@ mod tests {
         files: super::MapArgs,
         #[arg(long, default_value_t = 1)]
         len: usize,
+    }
+
+    #[test]
+    fn inputs_are_named_only_by_names_that_can_name_an_input() {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let got = super::parse_inputs(&s(&["a=a.npy", "b.npy", "a-b=c.npy"]));
+        assert!(matches!(got, Err(super::InputsError::Unnamed)), "{got:?}");
+        let got = super::parse_inputs(&s(&["a=a.npy", "a-b=c.npy"])).expect("a path with '='");
+        assert_eq!(got[1], (None, "a-b=c.npy".into()));
+        // `i` is the flat index: `i=v.npy` is refused, not taken for a path (no such file).
+        assert!(matches!(super::parse_inputs(&s(&["i=/nonexistent/v.npy"])), Err(super::InputsError::Name(_))));
+        assert!(super::check_not_reserved(["a", "__ra"].into_iter()).is_err());
+        assert!(super::check_not_reserved(["a", "_r"].into_iter()).is_ok());
     }
 
     #[test]

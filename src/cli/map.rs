@@ -10,7 +10,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::workloads::{self, W1_LEN};
-use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes, REDUCTION_PREFIX};
+use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes};
 use shmpool::kernel::expr::Program;
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
 
@@ -95,27 +95,9 @@ pub(super) fn with_sizes(expr: &str, names: &[String], arrays: &[NpyArray]) -> R
     Ok(substitute_sizes(expr, &sizes)?)
 }
 
-/// `NAME=PATH` or a bare `PATH` (the input `x`): a prefix before `=` that can name an input
-/// names it; anything else is a path.
+/// The INPUT arguments (see [`shmpool::cli::parse_inputs`], shared with `shmpool-mpi`).
 pub(super) fn parse_inputs(raw: &[String]) -> Result<Vec<(Option<String>, PathBuf)>, Failure> {
-    let mut out: Vec<(Option<String>, PathBuf)> = Vec::new();
-    for r in raw {
-        let named = r.split_once('=').filter(|(n, _)| shmpool::kernel::expr::parse::check_input_name(n).is_ok());
-        // `i=a.npy`, `sum=a.npy`: an identifier that cannot name an input, not a file's name.
-        if let Some((n, _)) = r.split_once('=').filter(|(n, _)| named.is_none() && is_identifier(n)) {
-            if !Path::new(r).exists() {
-                shmpool::kernel::expr::parse::check_input_name(n)?;
-            }
-        }
-        out.push(match named {
-            Some((n, p)) => (Some(n.to_string()), PathBuf::from(p)),
-            None => (None, PathBuf::from(r)),
-        });
-    }
-    if out.len() > 1 && out.iter().filter(|(n, _)| n.is_none()).count() > 1 {
-        return Err(Failure::usage("several inputs need names: NAME=PATH (a bare path is x)"));
-    }
-    Ok(out)
+    shmpool::cli::parse_inputs(raw).map_err(Failure::from)
 }
 
 /// `shmpool map a=a.npy b=b.npy -o out.npy --expr 'a * b + c'`: several inputs, broadcast.
@@ -150,9 +132,7 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     if let Some(n) = names.iter().find(|n| !used.contains(n)) {
         return Err(Failure::usage(format!("input '{n}' is not used by the expression")));
     }
-    if names.iter().any(|n| n.starts_with(REDUCTION_PREFIX)) {
-        return Err(Failure::usage(format!("input names starting with {REDUCTION_PREFIX} are reserved")));
-    }
+    shmpool::cli::check_not_reserved(names.iter().map(String::as_str))?;
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
     let expr = &with_sizes(expr, &names, &arrays)?;
@@ -195,12 +175,6 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     #[allow(unsafe_code)]
     let spec = unsafe { KernelSpec::expr_files(&outer.program, &files, &outer.values, main, out_dtype) }?;
     run_map(args, (files[main].1, files[main].0, &out_shape), output, out_dtype, &spec)
-}
-
-/// Whether `s` is an ASCII identifier (a name, though perhaps a reserved one).
-fn is_identifier(s: &str) -> bool {
-    let mut c = s.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_') && c.all(|k| k.is_ascii_alphanumeric() || k == '_')
 }
 
 pub(super) fn same_file(a: &Path, b: &Path) -> bool {

@@ -90,6 +90,15 @@ impl From<shmpool::kernel::expr::Error> for Failure {
     }
 }
 
+impl From<shmpool::cli::InputsError> for Failure {
+    fn from(e: shmpool::cli::InputsError) -> Self {
+        match e {
+            shmpool::cli::InputsError::Name(e) => e.into(),
+            other => Failure::usage(other.to_string()),
+        }
+    }
+}
+
 impl From<shmpool::UnknownDtype> for Failure {
     fn from(e: shmpool::UnknownDtype) -> Self {
         shmpool::Error::from(e).into()
