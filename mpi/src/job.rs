@@ -146,6 +146,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// The input, opened and checked, and the kernel compiled for it.
+/// The longest row a broadcast map over row numbers gives one unit (`shmpool map`'s).
+const ROW_MAX: u64 = 16_384;
+
 pub(crate) struct Prepared {
     /// The input of the output's shape, which the map runs over.
     pub(crate) src: NpyArray,
@@ -153,8 +156,20 @@ pub(crate) struct Prepared {
     pub(crate) src_path: PathBuf,
     pub(crate) spec: KernelSpec,
     pub(crate) out_dtype: Dtype,
+    /// The output's shape: `src`'s, or the broadcast of inputs none of which has it.
+    pub(crate) shape: Vec<u64>,
+    /// When no input has the output's shape ((n, 1) with (1, m)), as `shmpool map`: the map
+    /// runs over row numbers, `row` output elements each.
+    pub(crate) rows: Option<u64>,
     /// The other inputs, open as long as the kernel may read them (`KernelSpec::expr_files`).
     _others: Vec<NpyArray>,
+}
+
+impl Prepared {
+    /// The output's number of elements.
+    pub(crate) fn len(&self) -> usize {
+        self.shape.iter().product::<u64>() as usize
+    }
 }
 
 /// Opens an input under the contract of `shmpool-mpi`.
@@ -182,7 +197,8 @@ pub(crate) fn prepare(job: &MapJob) -> Result<Prepared> {
     let program = Program::compile_for(&job.expr, src.dtype()).map_err(expr_error)?;
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     let spec = KernelSpec::expr_for(&program, src.dtype(), out_dtype)?;
-    Ok(Prepared { src, src_path: job.input.clone(), spec, out_dtype, _others: Vec::new() })
+    let shape = src.shape().to_vec();
+    Ok(Prepared { src, src_path: job.input.clone(), spec, out_dtype, shape, rows: None, _others: Vec::new() })
 }
 
 /// Reductions (`x - mean(x)`) and sizes (`size(x)`): `shmpool map` computes them first over
@@ -217,21 +233,28 @@ fn prepare_named(job: &MapJob, out_dtype: Option<Dtype>) -> Result<Prepared> {
     let program = Program::compile_inputs(&job.expr, &typed).map_err(expr_error)?;
     let shapes: Vec<&[u64]> = arrays.iter().map(NpyArray::shape).collect();
     let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes).map_err(expr_error)?;
-    let main = arrays.iter().position(|a| a.shape() == out_shape.as_slice()).ok_or_else(|| {
-        Error::Usage(format!(
-            "no input has the broadcast shape {out_shape:?}: shmpool maps over an input of the output's shape (a gap)"
-        ))
-    })?;
+    let main = arrays.iter().position(|a| a.shape() == out_shape.as_slice());
     let out_dtype = out_dtype.unwrap_or(program.output_dtype());
     check_replaced(job, &arrays, out_dtype, &out_shape)?;
     let files: Vec<(&Path, &NpyArray)> = job.inputs.iter().map(|(_, p)| p.as_path()).zip(&arrays).collect();
+    // No input of the output's shape: the map runs over row numbers, as `shmpool map`'s (the
+    // longest row up to ROW_MAX elements that divides the output).
+    let total: u64 = out_shape.iter().product();
+    let rows = main.is_none().then(|| (1..=ROW_MAX.min(total.max(1))).rev().find(|r| total % r == 0).unwrap_or(1));
     // SAFETY: the arrays outlive every map with this kernel: `Prepared` keeps them (`src` and
     // `_others`) for as long as it holds the kernel, and they were opened under the contract
     // of `open_input`.
     #[allow(unsafe_code)]
-    let spec = unsafe { KernelSpec::expr_files(&program, &files, &[], main, out_dtype) }?;
+    let spec = unsafe {
+        match rows {
+            Some(row) => KernelSpec::expr_files_rows(&program, &files, &[], row, out_dtype),
+            None => KernelSpec::expr_files(&program, &files, &[], main.unwrap_or(0), out_dtype),
+        }
+    }?;
+    let main = main.unwrap_or(0);
     let src = arrays.swap_remove(main);
-    Ok(Prepared { src, src_path: job.inputs[main].1.clone(), spec, out_dtype, _others: arrays })
+    let src_path = job.inputs[main].1.clone();
+    Ok(Prepared { src, src_path, spec, out_dtype, shape: out_shape, rows, _others: arrays })
 }
 
 /// An output that is one of the named inputs: allowed with `in_place` when it has that

@@ -58,7 +58,7 @@ pub fn map_npy<C: Communicator>(comm: &C, job: &MapJob, progress: Option<&mut dy
 
     let mut ann = announce(&comm, job, progress.is_some())?;
     let Setup { p, part, local, pool } = set_up(&comm, job, &mut ann, place)?;
-    let mut reporter = Reporter::new(&comm, ann.reporting, p.src.len(), progress);
+    let mut reporter = Reporter::new(&comm, ann.reporting, p.len(), progress);
     let own = map_slice(&p, part, &local, pool.as_ref(), one_node, &mut reporter).err();
     // Stopped because another rank failed: that rank's status fails the job and says why.
     let own = if reporter.stop_requested() { None } else { own };
@@ -73,8 +73,8 @@ pub fn map_npy<C: Communicator>(comm: &C, job: &MapJob, progress: Option<&mut dy
     let own = if all != 0 && rank != 0 { Some(step_error(rank, all, least, own)) } else { own };
     publish(&comm, all, ann.creator.take(), own)?;
     Ok(Mapped {
-        len: p.src.len(),
-        shape: p.src.shape().to_vec(),
+        len: p.len(),
+        shape: p.shape.clone(),
         in_dtype: p.src.dtype(),
         out_dtype: p.out_dtype,
         ranks,
@@ -174,7 +174,7 @@ fn create_output(job: &MapJob) -> Result<(Prepared, Vec<u8>, NpyOutput, PathBuf)
     // it (`open_part`), and to the signal handler that removes it after a failure; nothing
     // truncates or rewrites the file through it while it is mapped.
     #[allow(unsafe_code)]
-    let (out, temp) = unsafe { NpyOutput::create_shared(&job.output, p.out_dtype, p.src.shape()) }?;
+    let (out, temp) = unsafe { NpyOutput::create_shared(&job.output, p.out_dtype, &p.shape) }?;
     Ok((p, ids, out, temp))
 }
 
@@ -226,8 +226,11 @@ fn open_slice(job: &MapJob, ann: &mut Announced, rank: usize, ranks: usize, plac
     // rank takes a slice of the elements; rank 0 removes or renames the file only after every
     // rank has finished with it (the collective after the map).
     #[allow(unsafe_code)]
-    let part = unsafe { NpyOutput::open_part(&ann.temp, p.out_dtype, p.src.shape()) }?;
-    let local = slice_of(p.src.len(), ranks, rank);
+    let part = unsafe { NpyOutput::open_part(&ann.temp, p.out_dtype, &p.shape) }?;
+    // A map over row numbers splits whole rows.
+    let row = p.rows.unwrap_or(1) as usize;
+    let units = slice_of(p.len() / row.max(1), ranks, rank);
+    let local = units.start * row..units.end * row;
     let pool = if local.is_empty() { None } else { Some(build_pool(job, local.len(), place)?) };
     Ok(Setup { p, part, local, pool })
 }
@@ -306,9 +309,21 @@ fn map_range(
         }
     };
     let size_before = std::fs::metadata(&p.src_path).map(|m| m.len()).ok();
-    let (input, spec) = (p.src.range(local.clone()).map_err(Error::Engine)?, spec.index_offset(local.start as u64));
     let mut output = part.range(local.clone()).map_err(Error::Engine)?;
-    pool.map_into_progress(&input, &mut output, &spec, &mut tick).map_err(|e| {
+    let mapped = match p.rows {
+        // Row numbers (global: the kernel derives `i` from them), `row` elements each.
+        Some(row) => {
+            let ids: Vec<u64> = (local.start as u64 / row..local.end as u64 / row).collect();
+            let mut tick_rows = |done: usize| tick(done * row as usize);
+            pool.map_into_progress(ids.as_slice(), &mut output, spec, &mut tick_rows)
+        }
+        None => {
+            let (input, spec) =
+                (p.src.range(local.clone()).map_err(Error::Engine)?, spec.index_offset(local.start as u64));
+            pool.map_into_progress(&input, &mut output, &spec, &mut tick)
+        }
+    };
+    mapped.map_err(|e| {
         // A worker that cannot read its chunk of a file that shrank under it dies: say what
         // happened to the input, as `shmpool map` does.
         let size_now = std::fs::metadata(&p.src_path).map(|m| m.len()).ok();

@@ -97,7 +97,6 @@ fn exit_codes(dir: &Path, ranks: usize) -> Vec<Option<i32>> {
 // shmpool maps over an input of the output's shape (a gap)". Expected: the (3, 4) output
 // `shmpool map` writes, byte for byte.
 #[test]
-#[ignore = "review #17b: a broadcast with no input of the output's shape (a column and a row) is refused; shmpool map writes it"]
 fn a_column_times_a_row_is_written_as_shmpool_map_writes_it() {
     let d = Dir::new();
     save(&d.path("col.npy"), Dtype::F64, &[3, 1], |k| k as f64);
@@ -108,6 +107,23 @@ fn a_column_times_a_row_is_written_as_shmpool_map_writes_it() {
     let o = mpirun(&d, 2, &["map", &a, &b, "-o", &d.s("out.npy"), "--expr", "a * 10 + b + i"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(std::fs::read(d.path("out.npy")).unwrap() == std::fs::read(d.path("ref.npy")).unwrap());
+}
+
+/// The same over many rows split across 3 ranks (the map runs over row numbers, whole rows per
+/// rank): byte-identical to `shmpool map`, `i` global.
+#[test]
+fn a_broadcast_over_row_numbers_splits_whole_rows_over_ranks() {
+    let d = Dir::new();
+    save(&d.path("col.npy"), Dtype::F64, &[40_000, 1], |k| k as f64);
+    save(&d.path("row.npy"), Dtype::I32, &[1, 3], |k| k as i32 - 1);
+    let (a, b) = (format!("a={}", d.s("col.npy")), format!("b={}", d.s("row.npy")));
+    let theirs = shmpool(&["map", &a, &b, "-o", &d.s("ref.npy"), "--expr", "a * b + i", "--quiet"]);
+    assert!(theirs.status.success(), "shmpool map writes it: {}", text(&theirs));
+    for np in [1, 3] {
+        let o = mpirun(&d, np, &["map", &a, &b, "-o", &d.s("out.npy"), "--expr", "a * b + i", "-j", "1"]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(std::fs::read(d.path("out.npy")).unwrap() == std::fs::read(d.path("ref.npy")).unwrap(), "{np} ranks");
+    }
 }
 
 // Severity: wrong message.
