@@ -295,7 +295,6 @@ fn an_output_directory_made_read_only_mid_map_leaves_nothing() {
 // out; each rank's exit code recorded by an `sh -c` wrapper. Observed: ranks exit [2, 1, 1];
 // "cannot rename into". Expected: [2, 2, 2] and "cannot link".
 #[test]
-#[ignore = "review #17b: a failed publish says 'cannot rename into' for shmpool map's 'cannot link' (the engine's named temporary; exit codes fixed)"]
 fn an_output_directory_removed_mid_map_fails_every_rank_as_shmpool_map_fails() {
     let d = Dir::new();
     save_f64(&d.path("x.npy"), 3_000_000);

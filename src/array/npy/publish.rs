@@ -107,7 +107,9 @@ impl Temp {
         fchmod(self.file())?;
         match self {
             Temp::Named(t) => {
-                t.persist(path).map_err(|e| file_err("rename into", path, e.error))?;
+                // Named "link" as the unnamed file's failure is: one message for a file that
+                // could not be given its name, whichever way this process publishes.
+                t.persist(path).map_err(|e| file_err("link", path, e.error))?;
             }
             Temp::Unnamed { file, dir } => {
                 let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
