@@ -115,7 +115,6 @@ fn float16_prod_carries_float32_as_numpy() {
 /// `std(x, axis=1)` of float32 `[[2e38, 2e38], [1, 2]]` is numpy's `array([inf, 0.5],
 /// dtype=float32)`, here `array([0. , 0.5], dtype=float32)`.
 #[test]
-#[ignore = "review #18b: float16/float32 std/var whose sum overflows are 0.0; numpy's are inf"]
 fn float16_and_float32_std_whose_sum_overflows_are_inf_as_numpy() {
     let d = tempfile::tempdir().unwrap();
     let h = f16_npy(d.path(), "h.npy", "(100,)", &[H_1000; 100]);
@@ -191,7 +190,6 @@ fn sum_of(pool: &shmpool::Pool, path: &Path) -> shmpool::Result<String> {
 /// 100000.0; it fails with "the input ... shrank during the map" (the worker's old mapping
 /// is 10 elements long), although nothing shrank.
 #[test]
-#[ignore = "review #18b: a file rewritten in place after its array is dropped: the next reduce_npy fails 'shrank'"]
 fn reduce_npy_after_the_file_was_rewritten_in_place_reads_the_new_file() {
     let d = tempfile::tempdir().unwrap();
     let path = f64_npy(d.path(), "x.npy", &[1.0; 10]);
@@ -214,7 +212,6 @@ fn reduce_npy_after_the_file_was_rewritten_in_place_reads_the_new_file() {
 /// the file, the workers' /proc/PID/maps still list it "(deleted)": its blocks (on tmpfs, its
 /// RAM) are not given back for as long as the pool lives.
 #[test]
-#[ignore = "review #18b: the workers keep a removed input mapped after reduce_npy returned (space never freed)"]
 fn a_removed_input_is_not_kept_mapped_by_the_workers() {
     let d = tempfile::tempdir().unwrap();
     let path = f64_npy(d.path(), "big.npy", &vec![1.0; 8 << 20]);

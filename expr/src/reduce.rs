@@ -142,7 +142,15 @@ impl Reducer {
     pub fn second_pass(&mut self) {
         (self.sq, self.sqc) = (0.0, 0.0);
         let n = self.n.max(1) as f64;
-        self.mean = Some(if self.input.is_float() { (self.sum + self.comp) / n } else { self.isum as f64 / n });
+        let total = self.sum + self.comp;
+        // numpy's `_var` sums float16/float32 in their own type for the mean: past the type's
+        // range the mean is an infinity, and so are `var` and `std` (the second pass is skipped).
+        let overflows = round_to(total, self.input).is_infinite() && total.is_finite();
+        self.mean = Some(match () {
+            _ if overflows => f64::INFINITY,
+            _ if self.input.is_float() => total / n,
+            _ => self.isum as f64 / n,
+        });
         // From here on `sum + comp` is the sum of the deviations from the rounded mean (the
         // correction of the two-pass algorithm).
         (self.sum, self.comp) = (0.0, 0.0);
@@ -167,7 +175,7 @@ impl Reducer {
                 }
             };
         }
-        if self.fast_float_sum(bytes) {
+        if self.fast_float_sum(bytes) || self.mean.is_some_and(f64::is_infinite) {
             return Ok(());
         }
         let f = |v: f64| (v, 0i128);
@@ -448,7 +456,7 @@ impl Reducer {
         if s2.is_nan() {
             return (f64::NAN, f64::NAN);
         }
-        if round_to(s2, self.input).is_infinite() {
+        if round_to(s2, self.input).is_infinite() || self.mean.is_some_and(f64::is_infinite) {
             return (f64::INFINITY, f64::INFINITY);
         }
         // s2 + lo is the numerator in double-double.

@@ -41,7 +41,6 @@ def test_an_overflow_beside_an_input_infinity_is_numpys_floating_point_error() -
             shmpool.evaluate("exp(x)", x=x)
 
 
-@pytest.mark.xfail(strict=True, reason="review #18b: float16 std whose float16 sum overflows is 0.0; numpy's is inf")
 def test_float16_std_whose_sum_overflows_is_inf_as_numpy() -> None:
     """numpy's ``_var`` sums float16 in float16 for the mean: 100 x 1000.0 overflow it, and
     ``np.std`` is ``np.float16(inf)`` (overflow warning); ``evaluate("std(a)")`` returns

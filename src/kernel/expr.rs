@@ -88,19 +88,18 @@ fn decode(b: &[u8]) -> Option<(&[u8], Vec<FileInput>)> {
     Some((program, inputs))
 }
 
-thread_local! {
-    /// A worker's read-only mappings of several-input expressions' files, by identity: mapped
-    /// on a chunk's first use, kept for the next chunks (at most `MAPPED` files).
-    static MAPPED: std::cell::RefCell<Vec<((u64, u64), memmap2::Mmap)>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// A worker's read-only mappings of a several-input expression's files, by identity, for one
+/// chunk: mapped when the chunk starts and unmapped when it ends, so a worker never keeps a
+/// file mapped once the map that named it is done (a removed input's space is given back, and
+/// a file rewritten in place after its array was dropped is mapped afresh, at its new size).
+/// Mapping costs an `open`, an `fstat` and an `mmap` per file and chunk; the pages are dropped
+/// chunk by chunk anyway ([`release_pages`]).
+struct Mapped(Vec<((u64, u64), memmap2::Mmap)>);
 
-/// Files a worker keeps mapped at most.
-const MAPPED_MAX: usize = 64;
-
-/// Maps every file of `files` read-only in this worker, unless it is mapped already.
-fn ensure_mapped(files: &[FileInput]) {
-    MAPPED.with(|cell| {
-        let mut maps = cell.borrow_mut();
+impl Mapped {
+    /// Maps every file of `files` (those without constant data) read-only in this worker.
+    fn new(files: &[FileInput]) -> Mapped {
+        let mut maps: Vec<((u64, u64), memmap2::Mmap)> = Vec::with_capacity(files.len());
         for f in files.iter().filter(|f| f.data.is_empty()) {
             let key = (f.dev, f.ino);
             if maps.iter().any(|(k, _)| *k == key) {
@@ -116,19 +115,19 @@ fn ensure_mapped(files: &[FileInput]) {
             // caller maps, and that array outlives the map (`KernelSpec::expr_files`'s
             // `# Safety`; `expr_reduce::reduce_npy` borrows its arrays); whoever opened it promised
             // (`NpyArray::open`'s `# Safety`) that nothing truncates or modifies the file while
-            // it exists, so this mapping stays valid and its bytes immutable during a chunk.
+            // it exists, so this mapping stays valid and its bytes immutable during the chunk
+            // (it is dropped at the chunk's end, [`Mapped`]).
             let map = unsafe { memmap2::Mmap::map(&file) }
                 .unwrap_or_else(|e| fail(format!("cannot map {}: {e}", f.path.display())));
-            // Keep the files of this map; forget the oldest others.
-            while maps.len() >= MAPPED_MAX {
-                match maps.iter().position(|(k, _)| !files.iter().any(|f| (f.dev, f.ino) == *k)) {
-                    Some(old) => drop(maps.remove(old)),
-                    None => break,
-                }
-            }
             maps.push((key, map));
         }
-    });
+        Mapped(maps)
+    }
+
+    /// The mapping of `f`'s file (mapped by [`Mapped::new`] from the same files).
+    fn of(&self, f: &FileInput) -> &memmap2::Mmap {
+        &self.0.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by Mapped::new").1
+    }
 }
 
 /// The trampoline of a several-input expression: evaluates the program over the output
@@ -138,7 +137,7 @@ fn ensure_mapped(files: &[FileInput]) {
 pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start: u64) {
     let (program, files) = decode(params).expect("the map caller encoded these parameters (KernelSpec::expr_files)");
     let prog = Program::from_bytes(program).expect("the map caller encoded this program (KernelSpec::expr_files)");
-    if let Err(e) = evaluate(&prog, &files, output, start) {
+    if let Err(e) = evaluate(&prog, &files, &Mapped::new(&files), output, start) {
         super::Failure::raise(&e);
     }
 }
@@ -146,36 +145,30 @@ pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start:
 /// Evaluates `prog` over the output flat indices `start..` (as many as `output` holds) from
 /// the worker's mappings of `files`, then gives back the pages of the inputs of the output's
 /// shape (streaming through files larger than RAM, as the engine does for its own input).
-fn evaluate(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64) -> Result<()> {
+fn evaluate(prog: &Program, files: &[FileInput], maps: &Mapped, output: &mut [u8], start: u64) -> Result<()> {
     let n = (output.len() / prog.output_dtype().size()) as u64;
-    ensure_mapped(files);
-    MAPPED.with(|cell| {
-        let maps = cell.borrow();
-        let mapped =
-            |f: &FileInput| &maps.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by ensure_mapped").1;
-        let mut ops: Vec<(&[u8], &[u64])> = Vec::with_capacity(files.len());
-        for (f, d) in files.iter().zip(prog.input_dtypes()) {
-            if !f.data.is_empty() {
-                ops.push((&f.data[..], &f.shape[..]));
-                continue;
-            }
-            let len = f.shape.iter().product::<u64>() as usize * d.size();
-            let off = f.data_off as usize;
-            let Some(data) = mapped(f).get(off..off + len) else {
-                std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", f.path.display())));
-            };
-            ops.push((data, &f.shape[..]));
+    let mut ops: Vec<(&[u8], &[u64])> = Vec::with_capacity(files.len());
+    for (f, d) in files.iter().zip(prog.input_dtypes()) {
+        if !f.data.is_empty() {
+            ops.push((&f.data[..], &f.shape[..]));
+            continue;
         }
-        let r = prog.eval_broadcast(&ops, output, start..start + n);
-        drop(ops);
-        let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
-        let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
-        for (f, d) in files.iter().zip(prog.input_dtypes()).filter(|(f, _)| f.shape == out_shape && f.data.is_empty()) {
-            let from = f.data_off as usize + start as usize * d.size();
-            release_pages(mapped(f), from, from + n as usize * d.size());
-        }
-        r
-    })
+        let len = f.shape.iter().product::<u64>() as usize * d.size();
+        let off = f.data_off as usize;
+        let Some(data) = maps.of(f).get(off..off + len) else {
+            std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", f.path.display())));
+        };
+        ops.push((data, &f.shape[..]));
+    }
+    let r = prog.eval_broadcast(&ops, output, start..start + n);
+    drop(ops);
+    let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
+    let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
+    for (f, d) in files.iter().zip(prog.input_dtypes()).filter(|(f, _)| f.shape == out_shape && f.data.is_empty()) {
+        let from = f.data_off as usize + start as usize * d.size();
+        release_pages(maps.of(f), from, from + n as usize * d.size());
+    }
+    r
 }
 
 /// Drops this process's page-table entries for bytes `from..to` of a file mapping it has read
@@ -207,6 +200,7 @@ fn reduce_plain(
     files: &[FileInput],
     total: u64,
     start: &Reducer,
+    maps: &Mapped,
     input: &[u8],
     output: &mut [u8],
 ) -> bool {
@@ -214,44 +208,40 @@ fn reduce_plain(
     if !file.data.is_empty() || file.shape.iter().product::<u64>() != total {
         return false;
     }
-    ensure_mapped(files);
-    MAPPED.with(|cell| {
-        let maps = cell.borrow();
-        let Some((_, map)) = maps.iter().find(|(k, _)| *k == (file.dev, file.ino)) else { return false };
-        let size = prog.output_dtype().size();
-        // Read but not yet released: `pending.0..pending.1`.
-        let mut pending: Option<(usize, usize)> = None;
-        for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
-            let first = u64::from_le_bytes(id.try_into().expect("8 bytes")) * REDUCE_BLOCK;
-            let n = REDUCE_BLOCK.min(total.saturating_sub(first)) as usize;
-            let from = file.data_off as usize + first as usize * size;
-            let to = from + n * size;
-            let Some(data) = map.get(from..to) else {
-                std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", file.path.display())));
-            };
-            let mut r = start.clone();
-            if let Err(e) = r.update(data, first) {
-                super::Failure::raise(&e);
+    let map = maps.of(file);
+    let size = prog.output_dtype().size();
+    // Read but not yet released: `pending.0..pending.1`.
+    let mut pending: Option<(usize, usize)> = None;
+    for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
+        let first = u64::from_le_bytes(id.try_into().expect("8 bytes")) * REDUCE_BLOCK;
+        let n = REDUCE_BLOCK.min(total.saturating_sub(first)) as usize;
+        let from = file.data_off as usize + first as usize * size;
+        let to = from + n * size;
+        let Some(data) = map.get(from..to) else {
+            std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", file.path.display())));
+        };
+        let mut r = start.clone();
+        if let Err(e) = r.update(data, first) {
+            super::Failure::raise(&e);
+        }
+        out.copy_from_slice(&r.to_bytes());
+        pending = match pending {
+            Some((lo, hi)) if hi == from && to - lo < RELEASE_BYTES => Some((lo, to)),
+            Some((lo, hi)) if hi == from => {
+                release_pages(map, lo, to);
+                None
             }
-            out.copy_from_slice(&r.to_bytes());
-            pending = match pending {
-                Some((lo, hi)) if hi == from && to - lo < RELEASE_BYTES => Some((lo, to)),
-                Some((lo, hi)) if hi == from => {
-                    release_pages(map, lo, to);
-                    None
-                }
-                Some((lo, hi)) => {
-                    release_pages(map, lo, hi);
-                    Some((from, to))
-                }
-                None => Some((from, to)),
-            };
-        }
-        if let Some((lo, hi)) = pending {
-            release_pages(map, lo, hi);
-        }
-        true
-    })
+            Some((lo, hi)) => {
+                release_pages(map, lo, hi);
+                Some((from, to))
+            }
+            None => Some((from, to)),
+        };
+    }
+    if let Some((lo, hi)) = pending {
+        release_pages(map, lo, hi);
+    }
+    true
 }
 
 /// Elements per block of a reduction: each block's partial result is one element of the map.
@@ -275,7 +265,8 @@ pub(crate) fn eval_reduce(params: &[u8], input: &[u8], output: &mut [u8], _start
     let (program, files) = decode(&params[REDUCER_BYTES + 8..]).expect("the map caller encoded these parameters");
     let prog = Program::from_bytes(program).expect("the map caller encoded this program");
     let osz = prog.output_dtype().size();
-    if reduce_plain(&prog, &files, total, &start, input, output) {
+    let maps = Mapped::new(&files);
+    if reduce_plain(&prog, &files, total, &start, &maps, input, output) {
         return;
     }
     let mut values = Vec::new();
@@ -285,7 +276,7 @@ pub(crate) fn eval_reduce(params: &[u8], input: &[u8], output: &mut [u8], _start
         let n = REDUCE_BLOCK.min(total.saturating_sub(first)) as usize;
         values.resize(n * osz, 0u8);
         let mut r = start.clone();
-        let done = evaluate(&prog, &files, &mut values, first).and_then(|()| r.update(&values, first));
+        let done = evaluate(&prog, &files, &maps, &mut values, first).and_then(|()| r.update(&values, first));
         if let Err(e) = done {
             super::Failure::raise(&e);
         }
@@ -327,11 +318,12 @@ pub(crate) fn eval_axis(params: &[u8], input: &[u8], output: &mut [u8], _start: 
     let (program, files) = decode(&params[head..]).expect("the map caller encoded these parameters");
     let prog = Program::from_bytes(program).expect("the map caller encoded this program");
     let rsz = r.result_dtype().size();
+    let maps = Mapped::new(&files);
     for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(AXIS_UNIT)) {
         let block = u64::from_le_bytes(id.try_into().expect("8 bytes"));
         let first = block * AXIS_BLOCK;
         let n = AXIS_BLOCK.min(r.result_len().saturating_sub(first));
-        let mut values = |flat: std::ops::Range<u64>, buf: &mut [u8]| evaluate(&prog, &files, buf, flat.start);
+        let mut values = |flat: std::ops::Range<u64>, buf: &mut [u8]| evaluate(&prog, &files, &maps, buf, flat.start);
         match r.reduce_range(first..first + n, &mut values, &mut out[..n as usize * rsz]) {
             Ok(w) => out[AXIS_UNIT - 1] = warning_code(w),
             Err(e) => super::Failure::raise(&e),
@@ -397,7 +389,7 @@ pub(crate) fn eval_rows(params: &[u8], input: &[u8], output: &mut [u8], _start: 
     let prog = Program::from_bytes(program).expect("the map caller encoded this program");
     let Some(first) = input.get(..8) else { return };
     let start = u64::from_le_bytes(first.try_into().expect("8 bytes")) * row;
-    if let Err(e) = evaluate(&prog, &files, output, start) {
+    if let Err(e) = evaluate(&prog, &files, &Mapped::new(&files), output, start) {
         super::Failure::raise(&e);
     }
 }
