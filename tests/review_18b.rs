@@ -303,7 +303,6 @@ fn i_beside_a_reduction_keeps_the_inputs_shape() {
 /// = 0.4330127018922193, `np.argmax(a)` = 0, `np.sum(a == True)` = 3. shmpool sums the raw
 /// bytes: 258, 64.5, 109.98749928969201, argmax 3 (the 255), and `x == True` counts 1.
 #[test]
-#[ignore = "review #18b: bool bytes other than 0/1 reduce as their byte values (sum 258 for numpy's 3)"]
 fn bool_bytes_other_than_0_and_1_are_true_as_in_numpy() {
     let d = tempfile::tempdir().unwrap();
     let b = npy(d.path(), "b.npy", "|b1", "(4,)", &[2, 1, 0, 255]);

@@ -180,7 +180,9 @@ impl Reducer {
         }
         let f = |v: f64| (v, 0i128);
         match self.input {
-            Dtype::Bool | Dtype::U8 => each!(u8, |v: u8| (v as f64, v as i128)),
+            // numpy reads any non-zero bool byte as True.
+            Dtype::Bool => each!(u8, |v: u8| (f64::from(u8::from(v != 0)), i128::from(v != 0))),
+            Dtype::U8 => each!(u8, |v: u8| (v as f64, v as i128)),
             Dtype::I8 => each!(i8, |v: i8| (v as f64, v as i128)),
             Dtype::I16 => each!(i16, |v: i16| (v as f64, v as i128)),
             Dtype::U16 => each!(u16, |v: u16| (v as f64, v as i128)),
