@@ -70,7 +70,6 @@ const H_3: u16 = 0x4200;
 /// `np.float64(7.388317279514809)` in numpy (exact 7.38831727951493...), here
 /// `np.float64(7.388317279514777)`, further from it.
 #[test]
-#[ignore = "review #18b: float prod past one block joins per-block products (float32 in float64): no overflow, other digits than numpy"]
 fn float_prod_past_one_block_is_numpys_sequential_product() {
     let d = tempfile::tempdir().unwrap();
     let mut x = vec![1.0f32; 3 * 8192];
@@ -91,7 +90,6 @@ fn float_prod_past_one_block_is_numpys_sequential_product() {
 /// (`array([inf,  6.], dtype=float16)` for numpy's `array([1.0005e+03, 6.0000e+00],
 /// dtype=float16)`).
 #[test]
-#[ignore = "review #18b: float16 prod rounds each partial product to float16; numpy carries float32"]
 fn float16_prod_carries_float32_as_numpy() {
     let d = tempfile::tempdir().unwrap();
     let x = f16_npy(d.path(), "x.npy", "(3,)", &[H_1000, H_1000, H_0_001]);
@@ -135,7 +133,6 @@ fn float16_and_float32_std_whose_sum_overflows_are_inf_as_numpy() {
 /// is `np.float16(0.2001)` (the sum rounded to float16 first; `np.mean` gives 0.2), shmpool
 /// prints `np.float16(0.2)`; along an axis the same.
 #[test]
-#[ignore = "review #18b: float16 nanmean is computed as mean (float32 sum, no overflow); numpy sums in float16"]
 fn float16_nanmean_sums_in_float16_as_numpy() {
     let d = tempfile::tempdir().unwrap();
     let h = f16_npy(d.path(), "h.npy", "(3,)", &[H_60000, H_60000, H_NAN]);

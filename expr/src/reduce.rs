@@ -135,6 +135,12 @@ impl Reducer {
         matches!(self.kind, Reduction::Std | Reduction::Var)
     }
 
+    /// Whether the values must be reduced by one reducer, in order, never as joined partial
+    /// results ([`Reducer::merge`]): numpy's float product rounds after every value.
+    pub fn sequential(&self) -> bool {
+        self.kind == Reduction::Prod && self.input.is_float()
+    }
+
     /// Starts the second pass (`std`, `var`): the values are given again, in the same order.
     ///
     /// In parallel: merge the first passes, call this once, clone the result for each range
@@ -278,9 +284,10 @@ impl Reducer {
             }
             Prod => {
                 if float {
+                    // numpy multiplies float32 in float32 and carries float16 in float32
+                    // (rounded to float16 once, by `finish`).
                     self.fprod = match self.input {
-                        Dtype::F16 => f16::from_f32((self.fprod as f32) * (fv as f32)).to_f64(),
-                        Dtype::F32 => ((self.fprod as f32) * (fv as f32)) as f64,
+                        Dtype::F16 | Dtype::F32 => ((self.fprod as f32) * (fv as f32)) as f64,
                         _ => self.fprod * fv,
                     };
                 } else {
@@ -335,7 +342,10 @@ impl Reducer {
         neumaier(&mut self.sum, &mut self.comp, later.comp);
         self.isum = self.isum.wrapping_add(later.isum);
         self.iprod = self.iprod.wrapping_mul(later.iprod);
-        self.fprod *= later.fprod;
+        self.fprod = match self.input {
+            Dtype::F16 | Dtype::F32 => ((self.fprod as f32) * (later.fprod as f32)) as f64,
+            _ => self.fprod * later.fprod,
+        };
         self.count += later.count;
         if self.nan_at.is_none() {
             self.nan_at = later.nan_at;
@@ -394,6 +404,10 @@ impl Reducer {
                     // numpy sums float16/float32 in float32: past its range the mean is inf;
                     // otherwise it is the mean of the exact sum, rounded once.
                     let t = total(self);
+                    if self.kind == NanMean && self.input == Dtype::F16 {
+                        // numpy's nanmean sums float16 in float16, then divides that sum.
+                        return Ok((fl(round_to(t, Dtype::F16) / self.n as f64), None));
+                    }
                     let overflows = out != Dtype::F64 && round_to(t, Dtype::F32).is_infinite();
                     (fl(if overflows { round_to(t, Dtype::F32) } else { t / self.n as f64 }), None)
                 } else {

@@ -168,7 +168,9 @@ fn reduce_pass(
 ) -> PyResult<Option<Reducer>> {
     let n = p.shape.iter().product::<u64>() as usize;
     let blocks = n.div_ceil(REDUCE_BLOCK);
-    let threads = threads.clamp(1, blocks.max(1));
+    // A sequential reduction (float `prod`) runs on one thread, one reducer carried on.
+    let seq = start.sequential();
+    let threads = if seq { 1 } else { threads.clamp(1, blocks.max(1)) };
     let osz = p.program.output_dtype().size();
     let mut joined: Option<Reducer> = None;
     // Rounds of ROUND_BLOCKS blocks (1M values) at first, paced to ROUND_TARGET, signals
@@ -180,13 +182,15 @@ fn reduce_pass(
         let last = (first + pacer.size()).min(blocks);
         let per = (last - first).div_ceil(threads);
         type Joined = std::thread::Result<shmpool::kernel::expr::Result<Vec<Reducer>>>;
+        let from = if seq { joined.take().unwrap_or_else(|| start.clone()) } else { start.clone() };
+        let from = &from;
         let parts: Vec<Joined> = py.detach(|| {
             std::thread::scope(|s| {
                 let handles: Vec<_> = (first..last)
                     .step_by(per)
                     .map(|b0| {
                         let b1 = (b0 + per).min(last);
-                        s.spawn(move || reduce_blocks(start, p, ins, b0..b1, n, osz))
+                        s.spawn(move || reduce_blocks(from, p, ins, b0..b1, n, osz))
                     })
                     .collect();
                 handles.into_iter().map(|h| h.join()).collect()
@@ -209,7 +213,8 @@ fn reduce_pass(
     Ok(joined)
 }
 
-/// The reducers of blocks `blocks` (each a clone of `start` fed with its block's values).
+/// The reducers of blocks `blocks` (each a clone of `start` fed with its block's values; for a
+/// sequential reduction, one reducer fed with all of them in order).
 fn reduce_blocks(
     start: &Reducer,
     p: &Part,
@@ -220,13 +225,22 @@ fn reduce_blocks(
 ) -> shmpool::kernel::expr::Result<Vec<Reducer>> {
     let mut scratch = vec![0u8; REDUCE_BLOCK * osz];
     let mut out = Vec::with_capacity(blocks.len());
+    let mut carried = start.clone();
     for b in blocks {
         let (lo, hi) = (b * REDUCE_BLOCK, ((b + 1) * REDUCE_BLOCK).min(n));
         let buf = &mut scratch[..(hi - lo) * osz];
         p.program.eval_broadcast(ins, buf, lo as u64..hi as u64)?;
+        if start.sequential() {
+            // One reducer over every block, in order (`Reducer::sequential`).
+            carried.update(buf, lo as u64)?;
+            continue;
+        }
         let mut r = start.clone();
         r.update(buf, lo as u64)?;
         out.push(r);
+    }
+    if start.sequential() {
+        out.push(carried);
     }
     Ok(out)
 }

@@ -189,96 +189,139 @@ fn release_pages(map: &memmap2::Mmap, from: usize, to: usize) {
 /// ([`release_pages`]): one `madvise` per 2 MiB, not one per block.
 const RELEASE_BYTES: usize = 2 << 20;
 
-/// The blocks of a reduction whose values are a mapped input's own bytes (`x` alone, no
-/// conversion; `total` elements): each block is reduced where it lies in the worker's mapping,
-/// never evaluated into a buffer first (the reducer's float sums prefetch ahead of their adds).
-/// Measured, `mean(x)` over 100M float64, -j 2: 0.18 s evaluating each block into a buffer,
-/// 0.09 s copying it there, 0.07 s in place. Returns false, having done nothing, when the
-/// program computes anything.
-fn reduce_plain(
-    prog: &Program,
-    files: &[FileInput],
-    total: u64,
-    start: &Reducer,
-    maps: &Mapped,
-    input: &[u8],
-    output: &mut [u8],
-) -> bool {
-    let Some(file) = prog.plain_input().and_then(|k| files.get(k)) else { return false };
-    if !file.data.is_empty() || file.shape.iter().product::<u64>() != total {
-        return false;
-    }
-    let map = maps.of(file);
-    let size = prog.output_dtype().size();
-    // Read but not yet released: `pending.0..pending.1`.
-    let mut pending: Option<(usize, usize)> = None;
-    for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
-        let first = u64::from_le_bytes(id.try_into().expect("8 bytes")) * REDUCE_BLOCK;
-        let n = REDUCE_BLOCK.min(total.saturating_sub(first)) as usize;
-        let from = file.data_off as usize + first as usize * size;
-        let to = from + n * size;
-        let Some(data) = map.get(from..to) else {
-            std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", file.path.display())));
-        };
-        let mut r = start.clone();
-        if let Err(e) = r.update(data, first) {
-            super::Failure::raise(&e);
-        }
-        out.copy_from_slice(&r.to_bytes());
-        pending = match pending {
+/// Pages of a mapping read but not yet released (`lo..hi`), released 2 MiB at a time.
+struct Pending<'a>(&'a memmap2::Mmap, Option<(usize, usize)>);
+
+impl Pending<'_> {
+    /// Records that bytes `from..to` were read.
+    fn read(&mut self, from: usize, to: usize) {
+        self.1 = match self.1 {
             Some((lo, hi)) if hi == from && to - lo < RELEASE_BYTES => Some((lo, to)),
             Some((lo, hi)) if hi == from => {
-                release_pages(map, lo, to);
+                release_pages(self.0, lo, to);
                 None
             }
             Some((lo, hi)) => {
-                release_pages(map, lo, hi);
+                release_pages(self.0, lo, hi);
                 Some((from, to))
             }
             None => Some((from, to)),
         };
     }
-    if let Some((lo, hi)) = pending {
-        release_pages(map, lo, hi);
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some((lo, hi)) = self.1 {
+            release_pages(self.0, lo, hi);
+        }
+    }
+}
+
+/// How a reduction's `total` values are cut: blocks of `len` values (one partial result
+/// each), each read in pieces of at most [`REDUCE_BLOCK`] values.
+#[derive(Clone, Copy)]
+struct Blocks {
+    total: u64,
+    len: u64,
+}
+
+impl Blocks {
+    /// The flat index ranges of the pieces of block `id`, in order.
+    fn pieces(self, id: &[u8]) -> impl Iterator<Item = std::ops::Range<u64>> {
+        let first = u64::from_le_bytes(id.try_into().expect("8 bytes")).saturating_mul(self.len);
+        let end = first.saturating_add(self.len).min(self.total);
+        (first..end).step_by(REDUCE_BLOCK as usize).map(move |lo| lo..(lo + REDUCE_BLOCK).min(end))
+    }
+}
+
+/// The blocks of a reduction whose values are a mapped input's own bytes (`x` alone, no
+/// conversion): each piece is reduced where it lies in the worker's mapping, never evaluated
+/// into a buffer first (the reducer's float sums prefetch ahead of their adds). Measured,
+/// `mean(x)` over 100M float64, -j 2: 0.18 s evaluating each block into a buffer, 0.09 s
+/// copying it there, 0.07 s in place. Returns false, having done nothing, when the program
+/// computes anything.
+fn reduce_plain(prog: &Program, files: &[FileInput], blocks: Blocks, start: &Reducer, maps: &Mapped, io: Io<'_>) -> bool {
+    let Some(file) = prog.plain_input().and_then(|k| files.get(k)) else { return false };
+    if !file.data.is_empty() || file.shape.iter().product::<u64>() != blocks.total {
+        return false;
+    }
+    let map = maps.of(file);
+    let size = prog.output_dtype().size();
+    let mut pending = Pending(map, None);
+    for (id, out) in io.0.chunks_exact(8).zip(io.1.chunks_exact_mut(REDUCER_BYTES)) {
+        let mut r = start.clone();
+        for piece in blocks.pieces(id) {
+            let from = file.data_off as usize + piece.start as usize * size;
+            let to = from + (piece.end - piece.start) as usize * size;
+            let Some(data) = map.get(from..to) else {
+                std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", file.path.display())));
+            };
+            if let Err(e) = r.update(data, piece.start) {
+                super::Failure::raise(&e);
+            }
+            pending.read(from, to);
+        }
+        out.copy_from_slice(&r.to_bytes());
     }
     true
 }
 
-/// Elements per block of a reduction: each block's partial result is one element of the map.
+/// A reduction chunk's input (block numbers) and output (partial results).
+type Io<'a> = (&'a [u8], &'a mut [u8]);
+
+/// Values per piece of a reduction's block (a block of a sequential reduction, float `prod`,
+/// is all the values: see [`reduce_block_len`]).
 pub(crate) const REDUCE_BLOCK: u64 = 1 << 13;
 
+/// Values per block of a reduction, each block's partial result one element of the map:
+/// [`REDUCE_BLOCK`], or all `total` values in one block when the reduction's partial results
+/// cannot be joined as numpy computes it ([`Reducer::sequential`]: numpy's float product
+/// rounds after every value, in order).
+pub(crate) fn reduce_block_len(r: &Reducer, total: u64) -> u64 {
+    if r.sequential() {
+        total.max(1)
+    } else {
+        REDUCE_BLOCK
+    }
+}
+
 /// The parameter block of a reduction kernel: the starting reducer, the number of values,
-/// then the expression and its files as [`encode_files`].
+/// the values per block, then the expression and its files as [`encode_files`].
 pub(crate) fn encode_reduce(start: &Reducer, total: u64, program: &[u8], inputs: &[FileInput]) -> Vec<u8> {
     let mut v = start.to_bytes().to_vec();
     v.extend_from_slice(&total.to_le_bytes());
+    v.extend_from_slice(&reduce_block_len(start, total).to_le_bytes());
     v.extend_from_slice(&encode_files(program, inputs));
     v
 }
 
 /// The trampoline of a reduction: the input elements are block numbers (`u64`), each output
 /// element the partial result ([`Reducer::to_bytes`]) of the expression's values over that
-/// block of [`REDUCE_BLOCK`] flat indices, computed from the worker's own mappings.
+/// block of flat indices ([`reduce_block_len`]), computed from the worker's own mappings.
 pub(crate) fn eval_reduce(params: &[u8], input: &[u8], output: &mut [u8], _start: u64) {
     let start = Reducer::from_bytes(&params[..REDUCER_BYTES]).expect("the map caller encoded the reducer");
-    let total = u64::from_le_bytes(params[REDUCER_BYTES..REDUCER_BYTES + 8].try_into().expect("8 bytes"));
-    let (program, files) = decode(&params[REDUCER_BYTES + 8..]).expect("the map caller encoded these parameters");
+    let word = |k: usize| {
+        let at = REDUCER_BYTES + 8 * k;
+        u64::from_le_bytes(params[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let blocks = Blocks { total: word(0), len: word(1).max(1) };
+    let (program, files) = decode(&params[REDUCER_BYTES + 16..]).expect("the map caller encoded these parameters");
     let prog = Program::from_bytes(program).expect("the map caller encoded this program");
     let osz = prog.output_dtype().size();
     let maps = Mapped::new(&files);
-    if reduce_plain(&prog, &files, total, &start, &maps, input, output) {
+    if reduce_plain(&prog, &files, blocks, &start, &maps, (input, &mut *output)) {
         return;
     }
     let mut values = Vec::new();
     for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
-        let block = u64::from_le_bytes(id.try_into().expect("8 bytes"));
-        let first = block * REDUCE_BLOCK;
-        let n = REDUCE_BLOCK.min(total.saturating_sub(first)) as usize;
-        values.resize(n * osz, 0u8);
         let mut r = start.clone();
-        let done = evaluate(&prog, &files, &maps, &mut values, first).and_then(|()| r.update(&values, first));
-        if let Err(e) = done {
-            super::Failure::raise(&e);
+        for piece in blocks.pieces(id) {
+            values.resize((piece.end - piece.start) as usize * osz, 0u8);
+            let done = evaluate(&prog, &files, &maps, &mut values, piece.start).and_then(|()| r.update(&values, piece.start));
+            if let Err(e) = done {
+                super::Failure::raise(&e);
+            }
         }
         out.copy_from_slice(&r.to_bytes());
     }
