@@ -154,7 +154,6 @@ fn float16_nanmean_sums_in_float16_as_numpy() {
 /// overflows on `MAX + MAX` too and keeps inf for good: `np.float64(inf)`, the same for
 /// `sum(x * 1)` and for `mean` (numpy `np.float64(7.022238808055921e+305)`).
 #[test]
-#[ignore = "review #18b: a float64 sum that overflows on the way is inf where numpy's pairwise sum is exact"]
 fn a_float64_sum_overflowing_midway_is_as_accurate_as_numpys() {
     let d = tempfile::tempdir().unwrap();
     let mut x = vec![0.0f64; 256];

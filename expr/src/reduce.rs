@@ -237,12 +237,38 @@ impl Reducer {
             _ => return false,
         };
         if s.iter().chain(&c).any(|v| !v.is_finite()) {
-            return false;
+            return self.input == Dtype::F64 && self.scaled_sum(bytes);
         }
         for (s, c) in s.iter().zip(&c) {
             neumaier(&mut self.sum, &mut self.comp, *s);
             self.comp += c;
         }
+        self.n += n;
+        true
+    }
+
+    /// The first pass of a float64 sum whose lanes overflowed: the same lanes over the values
+    /// scaled by a power of two that keeps any partial sum of them finite, joined in that
+    /// scale, then scaled back (exact but for values below 2^-1000), so that a sum that is
+    /// finite is found whatever its partial sums were, as numpy's pairwise summation finds it
+    /// when its halves are. False, changing nothing, when a value is an infinity or NaN.
+    fn scaled_sum(&mut self, bytes: &[u8]) -> bool {
+        let n = (bytes.len() / 8) as u64;
+        // 2^-(bits of n + 1): n values of at most f64::MAX each sum to less than f64::MAX.
+        let k = 65 - n.leading_zeros() as i32;
+        let (scale, unscale) = (2f64.powi(-k), 2f64.powi(k));
+        let (s, c, _) = lanes::<8>(bytes, |b| f64::from_le_bytes(b) * scale);
+        if s.iter().chain(&c).any(|v| !v.is_finite()) {
+            return false;
+        }
+        let (mut t, mut tc) = (0.0, 0.0);
+        for (s, c) in s.iter().zip(&c) {
+            neumaier(&mut t, &mut tc, *s);
+            tc += c;
+        }
+        let (t, tc) = two_sum(t, tc);
+        neumaier(&mut self.sum, &mut self.comp, t * unscale);
+        self.comp += tc * unscale;
         self.n += n;
         true
     }
