@@ -38,10 +38,15 @@ pub struct Reducer {
     mean: Option<f64>,
     sq: f64,
     sqc: f64,
+    /// The largest magnitude of a float value of the first pass (NaNs aside), and the power
+    /// of two the second pass multiplies the values and the mean by (1, or more when every
+    /// value is so small that squared deviations would be subnormal: [`Reducer::second_pass`]).
+    big: f64,
+    scale: f64,
 }
 
 /// Bytes of [`Reducer::to_bytes`].
-pub const REDUCER_BYTES: usize = 144;
+pub const REDUCER_BYTES: usize = 160;
 
 impl Reducer {
     /// A reduction of values of `input`.
@@ -61,6 +66,8 @@ impl Reducer {
             mean: None,
             sq: 0.0,
             sqc: 0.0,
+            big: 0.0,
+            scale: 1.0,
         }
     }
 
@@ -70,7 +77,7 @@ impl Reducer {
         let kind = NAMES.iter().position(|(_, r)| *r == self.kind).expect("named") as u64;
         let input = Dtype::ALL.iter().position(|d| *d == self.input).expect("in ALL") as u64;
         let (bf, bi, bk) = self.best.unwrap_or((0.0, 0, 0));
-        let words: [u64; 18] = [
+        let words: [u64; 20] = [
             kind | (input << 8)
                 | (u64::from(self.best.is_some()) << 16)
                 | (u64::from(self.nan_at.is_some()) << 17)
@@ -92,6 +99,8 @@ impl Reducer {
             self.mean.unwrap_or(0.0).to_bits(),
             self.sq.to_bits(),
             self.sqc.to_bits(),
+            self.big.to_bits(),
+            self.scale.to_bits(),
         ];
         for (k, w) in words.iter().enumerate() {
             b[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
@@ -126,6 +135,8 @@ impl Reducer {
             mean,
             sq,
             sqc,
+            big: f64::from_bits(w(18)),
+            scale: f64::from_bits(w(19)),
         })
     }
 
@@ -152,9 +163,16 @@ impl Reducer {
         // numpy's `_var` sums float16/float32 in their own type for the mean: past the type's
         // range the mean is an infinity, and so are `var` and `std` (the second pass is skipped).
         let overflows = round_to(total, self.input).is_infinite() && total.is_finite();
+        // Values all below 2^-400 (a deviation below 2^-511 squares to a subnormal, losing the
+        // bits that make var and std correctly rounded): the second pass scales the values and
+        // the mean by the power of two that brings the largest near 1 (exact), `variance` scales
+        // the results back.
+        let tiny = self.input.is_float() && self.big > 0.0 && self.big < 2f64.powi(-400);
+        let e = (((self.big.to_bits() >> 52) & 0x7ff) as i32 - 1023).max(-1022);
+        self.scale = if tiny { 2f64.powi(-e) } else { 1.0 };
         self.mean = Some(match () {
             _ if overflows => f64::INFINITY,
-            _ if self.input.is_float() => total / n,
+            _ if self.input.is_float() => total / n * self.scale,
             _ => self.isum as f64 / n,
         });
         // From here on `sum + comp` is the sum of the deviations from the rounded mean (the
@@ -215,8 +233,8 @@ impl Reducer {
         if let Some(m) = self.mean {
             // The second pass, likewise: the squared deviations and the deviations.
             let acc = match self.input {
-                Dtype::F64 => deviation_lanes::<8>(bytes, f64::from_le_bytes, m),
-                Dtype::F32 => deviation_lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64, m),
+                Dtype::F64 => deviation_lanes::<8>(bytes, |b| f64::from_le_bytes(b) * self.scale, m),
+                Dtype::F32 => deviation_lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64 * self.scale, m),
                 _ => return false,
             };
             if acc.iter().flatten().any(|v| !v.is_finite()) {
@@ -231,7 +249,7 @@ impl Reducer {
             }
             return true;
         }
-        let (s, c, n) = match self.input {
+        let (s, c, n, big) = match self.input {
             Dtype::F64 => lanes::<8>(bytes, f64::from_le_bytes),
             Dtype::F32 => lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64),
             _ => return false,
@@ -244,6 +262,7 @@ impl Reducer {
             self.comp += c;
         }
         self.n += n;
+        self.big = self.big.max(big);
         true
     }
 
@@ -257,7 +276,7 @@ impl Reducer {
         // 2^-(bits of n + 1): n values of at most f64::MAX each sum to less than f64::MAX.
         let k = 65 - n.leading_zeros() as i32;
         let (scale, unscale) = (2f64.powi(-k), 2f64.powi(k));
-        let (s, c, _) = lanes::<8>(bytes, |b| f64::from_le_bytes(b) * scale);
+        let (s, c, _, big) = lanes::<8>(bytes, |b| f64::from_le_bytes(b) * scale);
         if s.iter().chain(&c).any(|v| !v.is_finite()) {
             return false;
         }
@@ -270,6 +289,7 @@ impl Reducer {
         neumaier(&mut self.sum, &mut self.comp, t * unscale);
         self.comp += tc * unscale;
         self.n += n;
+        self.big = self.big.max(big * unscale);
         true
     }
 
@@ -289,7 +309,7 @@ impl Reducer {
         if let Some(m) = self.mean {
             // The deviation exactly, `dv + de` (two-sum), and its square `sq` plus the
             // rounding errors (fma), so that the sums below are exact to their last bits.
-            let (dv, de) = two_sum(if float { fv } else { iv as f64 }, -m);
+            let (dv, de) = two_sum(if float { fv * self.scale } else { iv as f64 }, -m);
             let sq = dv * dv;
             neumaier(&mut self.sq, &mut self.sqc, sq);
             if sq.is_finite() {
@@ -303,6 +323,7 @@ impl Reducer {
         match self.kind {
             Sum | NanSum | Mean | NanMean | Std | Var => {
                 if float {
+                    self.big = self.big.max(fv.abs());
                     neumaier(&mut self.sum, &mut self.comp, fv);
                 } else {
                     self.isum = self.isum.wrapping_add(iv);
@@ -364,6 +385,7 @@ impl Reducer {
             return;
         }
         self.n += later.n;
+        self.big = self.big.max(later.big);
         neumaier(&mut self.sum, &mut self.comp, later.sum);
         neumaier(&mut self.sum, &mut self.comp, later.comp);
         self.isum = self.isum.wrapping_add(later.isum);
@@ -511,6 +533,10 @@ impl Reducer {
             return (var, std0);
         }
         let std = std0 + (std0.mul_add(-std0, hi) + var_lo) / (2.0 * std0);
+        if self.scale != 1.0 {
+            // Back from the second pass's scale (exact for std; var rounds once more if subnormal).
+            return (var / self.scale / self.scale, std / self.scale);
+        }
         (var, std)
     }
 }
