@@ -261,7 +261,6 @@ fn map_f64(dir: &Path, args: &[&str], expr: &str) -> (Option<i32>, String, Writt
 /// shmpool writes a reduction-only expression as a 0-d file (`2.0 + mean(x)` does), so the
 /// expected output is the 0-d 9.0.
 #[test]
-#[ignore = "review #18b: map --expr 'size(x) * 1.5' fails with 'the program reads 1 inputs, 0 were given'"]
 fn an_expression_reading_x_only_through_size_maps() {
     let d = tempfile::tempdir().unwrap();
     let x = npy(d.path(), "x.npy", "<f8", "(2, 3)", bytemuck::cast_slice(&[0.0f64, 1.0, 2.0, 3.0, 4.0, 5.0]));
@@ -321,7 +320,6 @@ fn bool_bytes_other_than_0_and_1_are_true_as_in_numpy() {
 /// `6`, an expression the user never wrote; `reduce --expr 'max(x) + size(x) * 50'` likewise
 /// (`max(x) + 6 * 50`).
 #[test]
-#[ignore = "review #18b: errors quote the expression with size(x) replaced by its value ('x + 6 * 50')"]
 fn an_error_beside_size_quotes_the_users_expression() {
     let d = tempfile::tempdir().unwrap();
     let x = npy(d.path(), "x.npy", "|i1", "(6,)", &[0, 1, 2, 3, 4, 5]);

@@ -152,6 +152,7 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     }
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
+    let user = expr;
     let expr = &with_sizes(expr, &names, &arrays)?;
     let (rewritten, reductions) = extract_reductions(expr)?;
     let reduced = if reductions.is_empty() {
@@ -163,7 +164,7 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
         pool.join()?;
         reduced
     };
-    let outer = Outer::new((expr, &rewritten), &names, &arrays, reduced)?;
+    let outer = Outer::new((user, expr, &rewritten), &names, &arrays, reduced)?;
     let files = outer.files(&paths, &arrays);
     let shapes: Vec<&[u64]> = files.iter().map(|(_, a)| a.shape()).collect();
     let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes)?;
