@@ -56,7 +56,7 @@ pub(crate) fn evaluate_inputs(
         .used
         .iter()
         .map(|&k| (bytes[k], inputs[k].2.as_slice()))
-        .chain(consts.iter().map(|c| (c.as_slice(), &[][..])))
+        .chain(consts.iter().chain(&plan.extra).map(|c| (c.as_slice(), &[][..])))
         .collect();
     let out = out.as_slice_mut().map_err(not_contiguous)?;
     if out.len() != n * osz {

@@ -61,6 +61,9 @@ pub(crate) struct Part {
 pub(crate) struct Plan {
     pub(crate) reductions: Vec<(Reduction, Part)>,
     pub(crate) outer: Part,
+    /// The 0-d inputs of the outer expression after the reductions' values (a `True` for an
+    /// expression that reads nothing).
+    pub(crate) extra: Vec<Vec<u8>>,
 }
 
 fn py_err(e: shmpool::kernel::expr::Error) -> PyErr {
@@ -118,16 +121,29 @@ pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
         consts.push((format!("{REDUCTION_PREFIX}{k}"), kind.result_dtype(p.program.output_dtype())));
         reductions.push((kind, p));
     }
+    let reads = Program::variables(&rewritten).map_err(py_err)?;
+    let mut rewritten = rewritten;
+    let mut extra = Vec::new();
+    if consts.is_empty() && !inputs.iter().any(|(n, _, _)| reads.contains(n)) {
+        // Reads nothing (`size(a) * 1.5`): numpy's 0-d array of the value, the `where` of a
+        // 0-d True (not depending on it) and two Python scalars.
+        Program::compile_for(&rewritten, Dtype::Bool).map_err(py_err)?;
+        let name = format!("{REDUCTION_PREFIX}0");
+        rewritten = format!("where({name}, ({rewritten}), ({rewritten}))");
+        consts.push((name, Dtype::Bool));
+        extra.push(vec![1u8]);
+    }
     let outer = part(&rewritten, inputs, &dtypes, &consts)?;
-    // After compiling: a name used but not given is reported first, with its column.
-    let vars = Program::variables(&sized).map_err(py_err)?;
+    // After compiling: a name used but not given is reported first, with its column; a name
+    // read only through `size(NAME)` is used.
+    let vars = Program::variables(expr).map_err(py_err)?;
     if let Some((n, _, _)) = inputs.iter().find(|(n, _, _)| !vars.contains(n)) {
         return Err(py_err(shmpool::kernel::expr::Error::InputNotUsed {
             name: n.clone(),
             problem: "is not used by the expression",
         }));
     }
-    Ok(Plan { reductions, outer })
+    Ok(Plan { reductions, outer, extra })
 }
 
 /// The values of `plan`'s reductions over `data` (each input's bytes), with numpy's warnings.

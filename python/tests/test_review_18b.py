@@ -13,7 +13,6 @@ import pytest
 import shmpool
 
 
-@pytest.mark.xfail(strict=True, reason="review #18b: an array read only through size() is 'not used' / 'the program reads 1 inputs, 0 were given'")
 def test_an_array_read_only_through_size_evaluates() -> None:
     """``size(name)`` "may appear anywhere in the expression" (README), and the CLI's ``map
     a=.. b=.. --expr 'b + size(a)'`` works; ``evaluate("size(a) * 1.5", a=np.arange(3))``
