@@ -7,7 +7,9 @@
 
 use super::*;
 
-use shmpool::kernel::expr::parse::{check_input_name, extract_reductions, substitute_sizes, REDUCTION_PREFIX};
+use shmpool::kernel::expr::parse::{
+    check_input_name, extract_reductions, substitute_sizes, ReductionCall, REDUCTION_PREFIX,
+};
 use shmpool::kernel::expr::{broadcast_shapes, Reducer, Reduction, Value};
 
 /// One input as the package hands it over: (name, dtype name, shape).
@@ -55,6 +57,9 @@ pub(crate) struct Part {
     pub(crate) program: Program,
     pub(crate) used: Vec<usize>,
     pub(crate) shape: Vec<u64>,
+    /// The 0-d values it reads after the inputs (indices into the earlier reductions' values,
+    /// then [`Plan::extra`]).
+    pub(crate) consts: Vec<usize>,
 }
 
 /// What [`plan`] makes of an expression: its reductions, then the outer expression.
@@ -73,7 +78,9 @@ fn py_err(e: shmpool::kernel::expr::Error) -> PyErr {
 /// Whether `expr` calls a reduction or `size(...)`, which the one-input engine path cannot run.
 #[pyfunction]
 pub(crate) fn has_reductions(expr: &str) -> bool {
-    matches!(extract_reductions(expr), Ok((_, r)) if !r.is_empty()) || substitute_sizes(expr, &[]).is_err()
+    let nested = Reduction::split(expr)
+        .is_some_and(|(_, inner)| matches!(extract_reductions(inner), Ok((_, r)) if !r.is_empty()));
+    nested || matches!(extract_reductions(expr), Ok((_, r)) if !r.is_empty()) || substitute_sizes(expr, &[]).is_err()
 }
 
 /// `src` compiled over the inputs it uses, each followed by `consts` (name, dtype).
@@ -88,7 +95,8 @@ fn part(src: &str, inputs: &[Named], dtypes: &[Dtype], consts: &[(String, Dtype)
     let program = Program::compile_inputs(src, &typed).map_err(py_err)?;
     let shapes: Vec<&[u64]> = used.iter().map(|&k| inputs[k].2.as_slice()).collect();
     let shape = broadcast_shapes(&shapes).map_err(py_err)?;
-    Ok(Part { program, used, shape })
+    let consts = (0..consts.len()).filter(|&j| vars.contains(&consts[j].0)).collect();
+    Ok(Part { program, used, shape, consts })
 }
 
 /// Plans `expr` over `inputs`: every input must be used, none may be named like the
@@ -103,24 +111,26 @@ pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
     }
     let sizes: Vec<(&str, u64)> = inputs.iter().map(|(n, _, s)| (n.as_str(), s.iter().product::<u64>())).collect();
     let sized = substitute_sizes(expr, &sizes).map_err(py_err)?;
-    let (rewritten, found) = extract_reductions(&sized).map_err(py_err)?;
-    let mut reductions = Vec::with_capacity(found.len());
-    let mut consts = Vec::with_capacity(found.len());
-    for (k, call) in found.into_iter().enumerate() {
-        if let Some(axis) = call.axis {
-            // numpy's AxisError first (`sum(x, 1)` on a 1-d x), then the refusal.
-            let ndim = inputs.iter().map(|(_, _, s)| s.len()).max().unwrap_or(0);
-            shmpool::kernel::expr::normalize_axis(axis, ndim).map_err(py_err)?;
-            return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
-                "{}(..., axis={axis}): shmpool.evaluate reduces whole arrays only; use `shmpool reduce` or numpy for axis reductions",
-                call.reduction.name()
-            )));
+    let mut reductions = Vec::new();
+    let mut consts = Vec::new();
+    let rewritten = match Reduction::split(&sized) {
+        // One level of reductions inside a whole-expression reduction (`sum((x - mean(x)) **
+        // 2)`), as `shmpool reduce` plans it: the inner reductions first, then the outer one.
+        Some((kind, inner)) if matches!(extract_reductions(inner), Ok((_, r)) if !r.is_empty()) => {
+            let (inner, found) = extract_reductions(inner).map_err(py_err)?;
+            add_reductions(found, (inputs, &dtypes), &mut reductions, &mut consts)?;
+            let p = part(&inner, inputs, &dtypes, &consts)?;
+            let name = format!("{REDUCTION_PREFIX}{}", consts.len());
+            consts.push((name.clone(), kind.result_dtype(p.program.output_dtype())));
+            reductions.push((kind, p));
+            name
         }
-        let (kind, inner) = (call.reduction, call.inner);
-        let p = part(&inner, inputs, &dtypes, &[])?;
-        consts.push((format!("{REDUCTION_PREFIX}{k}"), kind.result_dtype(p.program.output_dtype())));
-        reductions.push((kind, p));
-    }
+        _ => {
+            let (rewritten, found) = extract_reductions(&sized).map_err(py_err)?;
+            add_reductions(found, (inputs, &dtypes), &mut reductions, &mut consts)?;
+            rewritten
+        }
+    };
     let reads = Program::variables(&rewritten).map_err(py_err)?;
     let mut rewritten = rewritten;
     let mut extra = Vec::new();
@@ -128,7 +138,7 @@ pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
         // Reads nothing (`size(a) * 1.5`): numpy's 0-d array of the value, the `where` of a
         // 0-d True (not depending on it) and two Python scalars.
         Program::compile_for(&rewritten, Dtype::Bool).map_err(py_err)?;
-        let name = format!("{REDUCTION_PREFIX}0");
+        let name = format!("{REDUCTION_PREFIX}{}", consts.len());
         rewritten = format!("where({name}, ({rewritten}), ({rewritten}))");
         consts.push((name, Dtype::Bool));
         extra.push(vec![1u8]);
@@ -146,6 +156,32 @@ pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
     Ok(Plan { reductions, outer, extra })
 }
 
+/// Plans the reduction calls `found` (whole-array only) after `reductions`, each reading the
+/// inputs and the values of `consts` (those before it), and names their values in `consts`.
+fn add_reductions(
+    found: Vec<ReductionCall>,
+    (inputs, dtypes): (&[Named], &[Dtype]),
+    reductions: &mut Vec<(Reduction, Part)>,
+    consts: &mut Vec<(String, Dtype)>,
+) -> PyResult<()> {
+    for call in found {
+        if let Some(axis) = call.axis {
+            // numpy's AxisError first (`sum(x, 1)` on a 1-d x), then the refusal.
+            let ndim = inputs.iter().map(|(_, _, s)| s.len()).max().unwrap_or(0);
+            shmpool::kernel::expr::normalize_axis(axis, ndim).map_err(py_err)?;
+            return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
+                "{}(..., axis={axis}): shmpool.evaluate reduces whole arrays only; use `shmpool reduce` or numpy for axis reductions",
+                call.reduction.name()
+            )));
+        }
+        let p = part(&call.inner, inputs, dtypes, consts)?;
+        let name = format!("{REDUCTION_PREFIX}{}", consts.len());
+        consts.push((name, call.reduction.result_dtype(p.program.output_dtype())));
+        reductions.push((call.reduction, p));
+    }
+    Ok(())
+}
+
 /// The values of `plan`'s reductions over `data` (each input's bytes), with numpy's warnings.
 pub(crate) fn reduce_all(
     py: Python<'_>,
@@ -156,7 +192,13 @@ pub(crate) fn reduce_all(
 ) -> PyResult<Vec<(Value, Option<&'static str>)>> {
     let mut values = Vec::with_capacity(plan.reductions.len());
     for (kind, p) in &plan.reductions {
-        let ins: Vec<(&[u8], &[u64])> = p.used.iter().map(|&k| (data[k], inputs[k].2.as_slice())).collect();
+        let earlier = const_bytes(&values);
+        let ins: Vec<(&[u8], &[u64])> = p
+            .used
+            .iter()
+            .map(|&k| (data[k], inputs[k].2.as_slice()))
+            .chain(p.consts.iter().map(|&j| (earlier[j].as_slice(), &[][..])))
+            .collect();
         let mut r = Reducer::new(*kind, p.program.output_dtype());
         let passes = if r.two_passes() { 2 } else { 1 };
         for pass in 0..passes {

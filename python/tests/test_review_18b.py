@@ -53,7 +53,6 @@ def test_float16_std_whose_sum_overflows_is_inf_as_numpy() -> None:
     assert repr(got) == repr(want)
 
 
-@pytest.mark.xfail(strict=True, reason="review #18b: evaluate refuses a reduction inside a reduction that `shmpool reduce` accepts")
 def test_a_reduction_of_a_deviation_from_the_mean_evaluates() -> None:
     """``shmpool reduce x.npy --expr 'sum((x - mean(x)) ** 2)'`` works (README: one level of
     reduction inside a reduction's argument), and ``evaluate``'s docstring lets reductions
