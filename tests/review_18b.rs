@@ -278,7 +278,6 @@ fn an_expression_reading_x_only_through_size_maps() {
 /// (`i + 1` plus a constant). Low severity (no numpy counterpart to `i`), but `i` silently
 /// stops meaning "each element's index".
 #[test]
-#[ignore = "review #18b: map --expr 'i + sum(x)' writes one element (0-d) where 'i + 1' writes the input's shape"]
 fn i_beside_a_reduction_keeps_the_inputs_shape() {
     let d = tempfile::tempdir().unwrap();
     let x = npy(d.path(), "x.npy", "<f8", "(2, 3)", bytemuck::cast_slice(&[0.0f64, 1.0, 2.0, 3.0, 4.0, 5.0]));

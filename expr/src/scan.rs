@@ -54,6 +54,12 @@ pub(crate) fn variables(src: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Whether `src` reads the flat index `i` (false for a syntax error).
+pub fn reads_index(src: &str) -> bool {
+    let Ok(toks) = lex(src) else { return false };
+    toks.windows(2).any(|w| matches!(w[0].0, Tok::Ident(a, b) if &src[a..b] == "i") && w[1].0 != Tok::LParen)
+}
+
 /// Prefix of the names [`extract_reductions`] gives the reductions it takes out.
 pub const REDUCTION_PREFIX: &str = "__r";
 

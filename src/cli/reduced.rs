@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shmpool::kernel::expr::parse::{error_in_sized, error_in_source, ReductionCall, REDUCTION_PREFIX};
+use shmpool::kernel::expr::parse::{error_in_sized, error_in_source, reads_index, ReductionCall, REDUCTION_PREFIX};
 use shmpool::kernel::expr::{array_repr, broadcast_shapes, Program, Value};
 use shmpool::{AxisResult, Dtype, NpyArray, NpyOutput, Pool};
 
@@ -103,6 +103,15 @@ impl Outer {
         let sizes: Vec<(&str, u64)> = names.iter().zip(inputs).map(|(n, a)| (n.as_str(), a.len() as u64)).collect();
         let in_source = |e| error_in_sized(error_in_source(e, sized), source, &sizes);
         let mut rewritten = rewritten.to_string();
+        let mut used = used;
+        if used.is_empty() && !names.is_empty() && reads_index(&rewritten) {
+            // `i + sum(x)`: `i` indexes the inputs' broadcast shape, as `i + 1` does over a bare
+            // path: the program reads every input, through a `where` whose branches are equal.
+            let cond: Vec<String> = names.iter().map(|n| format!("({n} == {n})")).collect();
+            rewritten = format!("where({}, ({rewritten}), ({rewritten}))", cond.join(" | "));
+            used = (0..names.len()).collect();
+            typed.splice(0..0, names.iter().cloned().zip(inputs.iter().map(NpyArray::dtype)));
+        }
         if typed.is_empty() && scalars.is_empty() {
             // Its errors first, quoting the user's text (no input is needed to find them).
             Program::compile_for(&rewritten, Dtype::Bool).map_err(in_source)?;
