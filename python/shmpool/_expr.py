@@ -126,6 +126,28 @@ def _any_of(test: Any, a: np.ndarray) -> bool:
     return any(bool(test(flat[k : k + _CHECK_BLOCK]).any()) for k in range(0, flat.size, _CHECK_BLOCK))
 
 
+def _new_values(test: Any, r: np.ndarray, ins: list[np.ndarray]) -> bool:
+    """Whether ``test`` (``np.isinf``...) holds for an element of ``r`` where it holds for no
+    input at the same position (``exp`` of ``[inf, 1000.0]`` overflows at 1000.0), inputs
+    broadcast to ``r``'s shape; an input that does not broadcast to it (a reduction's) counts
+    for every position if ``test`` holds for one of its elements. Block by block."""
+    views = []
+    for a in ins:
+        try:
+            views.append(np.broadcast_to(a, r.shape))
+        except ValueError:
+            if _any_of(test, a):
+                return False
+    flat = r.reshape(-1)
+    for k in range(0, flat.size, _CHECK_BLOCK):
+        new = test(flat[k : k + _CHECK_BLOCK])
+        for v in views:
+            new &= ~test(v.flat[k : k + _CHECK_BLOCK])
+        if new.any():
+            return True
+    return False
+
+
 def _signal(kind: str, message: str) -> None:
     """numpy's handling of a floating-point error of ``kind`` (``np.errstate``, ``np.seterr``)."""
     import warnings
@@ -218,8 +240,8 @@ def _divides_by_zero(expr: str, arrays: dict[str, Any], threads: int) -> bool:
 
 def _check_fp(expr: str, result: Any, arrays: dict[str, Any], threads: int) -> None:
     """numpy's floating-point errors for an evaluation, checked on its result (the engine does
-    not report them): a NaN in a float result where no float input had one is numpy's
-    'invalid value'; an infinity where none had one, its 'divide by zero' (a divisor or a
+    not report them): a NaN in a float result where no float input had one (at that position:
+    ``_new_values``) is numpy's 'invalid value'; an infinity where none had one, its 'divide by zero' (a divisor or a
     log's argument is at its pole somewhere: ``_divides_by_zero``) or 'overflow'; an integer
     ``//`` or ``%`` by zero, 'divide by zero'. Each warns (RuntimeWarning), raises FloatingPointError or is ignored as
     ``np.errstate`` says. One pass over a float result (two when it holds NaN or inf)."""
@@ -234,9 +256,9 @@ def _check_fp(expr: str, result: Any, arrays: dict[str, Any], threads: int) -> N
     if r.dtype.kind != "f" or not _any_of(lambda b: ~np.isfinite(b), r):
         return
     ins = [a for a in (np.asarray(v) for v in arrays.values()) if a.dtype.kind == "f"]
-    if _any_of(np.isnan, r) and not any(_any_of(np.isnan, a) for a in ins):
+    if _any_of(np.isnan, r) and _new_values(np.isnan, r, ins):
         _signal("invalid", "invalid value encountered in evaluate")
-    if _any_of(np.isinf, r) and not any(_any_of(np.isinf, a) for a in ins):
+    if _any_of(np.isinf, r) and _new_values(np.isinf, r, ins):
         if _divides_by_zero(expr, arrays, threads):
             _signal("divide", "divide by zero encountered in evaluate")
         else:

@@ -25,7 +25,6 @@ def test_an_array_read_only_through_size_evaluates() -> None:
     np.testing.assert_array_equal(shmpool.evaluate("b + size(a)", a=a, b=b), b + np.size(a))
 
 
-@pytest.mark.xfail(strict=True, reason="review #18b: exp overflow where the input already holds inf: no warning, no FloatingPointError under errstate(over='raise')")
 def test_an_overflow_beside_an_input_infinity_is_numpys_floating_point_error() -> None:
     """numpy's ``np.exp(np.array([np.inf, 1000.0]))`` warns "overflow encountered in exp" and
     raises FloatingPointError under ``np.errstate(over='raise')``: exp(1000) overflows
