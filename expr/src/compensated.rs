@@ -34,8 +34,9 @@ pub(crate) const LANES: usize = 8;
 
 /// `LANES` compensated sums of the `SIZE`-byte elements of `bytes`, read by `get` (element
 /// `k` into lane `k % LANES`): the lanes' sums, their accumulated rounding errors, the
-/// number of values, and the largest magnitude of a value (NaNs aside; a branch-free `max`).
-pub(crate) fn lanes<const SIZE: usize>(
+/// number of values, and with `BIG` the largest magnitude of a value (NaNs aside; a
+/// branch-free `max`; 0 without `BIG`, which leaves it out of the loop).
+pub(crate) fn lanes<const SIZE: usize, const BIG: bool>(
     bytes: &[u8],
     get: impl Fn([u8; SIZE]) -> f64,
 ) -> ([f64; LANES], [f64; LANES], u64, f64) {
@@ -44,7 +45,9 @@ pub(crate) fn lanes<const SIZE: usize>(
         let (t, e) = two_sum(s[l], v);
         s[l] = t;
         c[l] += e;
-        m[l] = m[l].max(v.abs());
+        if BIG {
+            m[l] = m[l].max(v.abs());
+        }
     };
     let whole = bytes.chunks_exact(SIZE * LANES);
     let rest = whole.remainder();

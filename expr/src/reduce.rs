@@ -233,6 +233,8 @@ impl Reducer {
         if let Some(m) = self.mean {
             // The second pass, likewise: the squared deviations and the deviations.
             let acc = match self.input {
+                Dtype::F64 if self.scale == 1.0 => deviation_lanes::<8>(bytes, f64::from_le_bytes, m),
+                Dtype::F32 if self.scale == 1.0 => deviation_lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64, m),
                 Dtype::F64 => deviation_lanes::<8>(bytes, |b| f64::from_le_bytes(b) * self.scale, m),
                 Dtype::F32 => deviation_lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64 * self.scale, m),
                 _ => return false,
@@ -250,8 +252,11 @@ impl Reducer {
             return true;
         }
         let (s, c, n, big) = match self.input {
-            Dtype::F64 => lanes::<8>(bytes, f64::from_le_bytes),
-            Dtype::F32 => lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64),
+            // The largest magnitude only where the second pass may need it (std, var).
+            Dtype::F64 if self.two_passes() => lanes::<8, true>(bytes, f64::from_le_bytes),
+            Dtype::F32 if self.two_passes() => lanes::<4, true>(bytes, |b| f32::from_le_bytes(b) as f64),
+            Dtype::F64 => lanes::<8, false>(bytes, f64::from_le_bytes),
+            Dtype::F32 => lanes::<4, false>(bytes, |b| f32::from_le_bytes(b) as f64),
             _ => return false,
         };
         if s.iter().chain(&c).any(|v| !v.is_finite()) {
@@ -276,7 +281,7 @@ impl Reducer {
         // 2^-(bits of n + 1): n values of at most f64::MAX each sum to less than f64::MAX.
         let k = 65 - n.leading_zeros() as i32;
         let (scale, unscale) = (2f64.powi(-k), 2f64.powi(k));
-        let (s, c, _, big) = lanes::<8>(bytes, |b| f64::from_le_bytes(b) * scale);
+        let (s, c, _, big) = lanes::<8, true>(bytes, |b| f64::from_le_bytes(b) * scale);
         if s.iter().chain(&c).any(|v| !v.is_finite()) {
             return false;
         }
