@@ -34,17 +34,21 @@ fn prefetch(bytes: &[u8], at: usize) {
 pub(crate) const LANES: usize = 8;
 
 /// `LANES` compensated sums of the `SIZE`-byte elements of `bytes`, read by `get` (element
-/// `k` into lane `k % LANES`): the lanes' sums, their accumulated rounding errors, and the
-/// number of values.
-pub(crate) fn lanes<const SIZE: usize>(
+/// `k` into lane `k % LANES`): the lanes' sums, their accumulated rounding errors, the
+/// number of values, and with `BIG` the largest magnitude of a value (NaNs aside; a
+/// branch-free `max`; 0 without `BIG`, which leaves it out of the loop).
+pub(crate) fn lanes<const SIZE: usize, const BIG: bool>(
     bytes: &[u8],
     get: impl Fn([u8; SIZE]) -> f64,
-) -> ([f64; LANES], [f64; LANES], u64) {
-    let (mut s, mut c) = ([0.0f64; LANES], [0.0f64; LANES]);
+) -> ([f64; LANES], [f64; LANES], u64, f64) {
+    let (mut s, mut c, mut m) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
     let mut add = |l: usize, v: f64| {
         let (t, e) = two_sum(s[l], v);
         s[l] = t;
         c[l] += e;
+        if BIG {
+            m[l] = m[l].max(v.abs());
+        }
     };
     let whole = bytes.chunks_exact(SIZE * LANES);
     let rest = whole.remainder();
@@ -57,7 +61,7 @@ pub(crate) fn lanes<const SIZE: usize>(
     for (l, e) in rest.chunks_exact(SIZE).enumerate() {
         add(l, get(e.try_into().expect("SIZE bytes")));
     }
-    (s, c, (bytes.len() / SIZE) as u64)
+    (s, c, (bytes.len() / SIZE) as u64, m.into_iter().fold(0.0, f64::max))
 }
 
 pub(crate) fn neumaier(sum: &mut f64, comp: &mut f64, v: f64) {

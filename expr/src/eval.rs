@@ -112,6 +112,9 @@ fn exec(ins: &Ins, d: &mut [u8], d2: &mut [u8], s: [&[u8]; 3], n: usize, first: 
                 (*s, *c) = a.sin_cos();
             }
         }),
+        // Only float16 and bool inputs are loaded (others are aliased, `run`): a bool byte
+        // other than 0 is True, as numpy reads it.
+        Op::LoadX if ins.ty == Dtype::Bool => un::<u8, B>(d, s[0], n, |v| b(v != 0)),
         Op::LoadX => un::<u16, H>(d, s[0], n, |v| H::from_storage(half::f16::from_bits(v))),
         Op::LoadI => {
             for (k, d) in view_mut::<i64>(d, n).iter_mut().enumerate() {
@@ -182,10 +185,11 @@ pub(super) fn run(prog: &Program, inputs: &[&[u8]], output: &mut [u8], start: u6
     let mut regs: Vec<Vec<u64>> = vec![vec![0u64; BLOCK]; prog.n_regs as usize];
     // Registers other than float16 hold elements exactly as the file stores them: an input's
     // register is then an alias of the input's bytes (`aliased[r]` = that input's index).
+    // Bool inputs are loaded too, so that any non-zero byte becomes 1 (numpy's True).
     let mut aliased: Vec<Option<usize>> = vec![None; prog.n_regs as usize];
     for i in prog.ins.iter().filter(|i| i.op == Op::LoadX) {
         let k = i.imm as usize; // validated: < inputs
-        if prog.inputs[k] != Dtype::F16 {
+        if !matches!(prog.inputs[k], Dtype::F16 | Dtype::Bool) {
             aliased[i.dst as usize] = Some(k);
         }
     }

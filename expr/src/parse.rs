@@ -46,7 +46,8 @@ pub(super) struct Node {
 }
 
 pub use crate::scan::{
-    check_input_name, error_in_source, extract_reductions, substitute_sizes, ReductionCall, REDUCTION_PREFIX,
+    check_input_name, error_in_sized, error_in_source, extract_reductions, reads_index, substitute_sizes,
+    ReductionCall, REDUCTION_PREFIX,
 };
 
 /// Parses `src` into nodes, `names[k]` denoting input `k`; the last node is the root.

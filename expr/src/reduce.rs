@@ -38,10 +38,15 @@ pub struct Reducer {
     mean: Option<f64>,
     sq: f64,
     sqc: f64,
+    /// The largest magnitude of a float value of the first pass (NaNs aside), and the power
+    /// of two the second pass multiplies the values and the mean by (1, or more when every
+    /// value is so small that squared deviations would be subnormal: [`Reducer::second_pass`]).
+    big: f64,
+    scale: f64,
 }
 
 /// Bytes of [`Reducer::to_bytes`].
-pub const REDUCER_BYTES: usize = 144;
+pub const REDUCER_BYTES: usize = 160;
 
 impl Reducer {
     /// A reduction of values of `input`.
@@ -61,6 +66,8 @@ impl Reducer {
             mean: None,
             sq: 0.0,
             sqc: 0.0,
+            big: 0.0,
+            scale: 1.0,
         }
     }
 
@@ -70,7 +77,7 @@ impl Reducer {
         let kind = NAMES.iter().position(|(_, r)| *r == self.kind).expect("named") as u64;
         let input = Dtype::ALL.iter().position(|d| *d == self.input).expect("in ALL") as u64;
         let (bf, bi, bk) = self.best.unwrap_or((0.0, 0, 0));
-        let words: [u64; 18] = [
+        let words: [u64; 20] = [
             kind | (input << 8)
                 | (u64::from(self.best.is_some()) << 16)
                 | (u64::from(self.nan_at.is_some()) << 17)
@@ -92,6 +99,8 @@ impl Reducer {
             self.mean.unwrap_or(0.0).to_bits(),
             self.sq.to_bits(),
             self.sqc.to_bits(),
+            self.big.to_bits(),
+            self.scale.to_bits(),
         ];
         for (k, w) in words.iter().enumerate() {
             b[k * 8..k * 8 + 8].copy_from_slice(&w.to_le_bytes());
@@ -126,6 +135,8 @@ impl Reducer {
             mean,
             sq,
             sqc,
+            big: f64::from_bits(w(18)),
+            scale: f64::from_bits(w(19)),
         })
     }
 
@@ -135,6 +146,12 @@ impl Reducer {
         matches!(self.kind, Reduction::Std | Reduction::Var)
     }
 
+    /// Whether the values must be reduced by one reducer, in order, never as joined partial
+    /// results ([`Reducer::merge`]): numpy's float product rounds after every value.
+    pub fn sequential(&self) -> bool {
+        self.kind == Reduction::Prod && self.input.is_float()
+    }
+
     /// Starts the second pass (`std`, `var`): the values are given again, in the same order.
     ///
     /// In parallel: merge the first passes, call this once, clone the result for each range
@@ -142,7 +159,22 @@ impl Reducer {
     pub fn second_pass(&mut self) {
         (self.sq, self.sqc) = (0.0, 0.0);
         let n = self.n.max(1) as f64;
-        self.mean = Some(if self.input.is_float() { (self.sum + self.comp) / n } else { self.isum as f64 / n });
+        let total = self.sum + self.comp;
+        // numpy's `_var` sums float16/float32 in their own type for the mean: past the type's
+        // range the mean is an infinity, and so are `var` and `std` (the second pass is skipped).
+        let overflows = round_to(total, self.input).is_infinite() && total.is_finite();
+        // Values all below 2^-400 (a deviation below 2^-511 squares to a subnormal, losing the
+        // bits that make var and std correctly rounded): the second pass scales the values and
+        // the mean by the power of two that brings the largest near 1 (exact), `variance` scales
+        // the results back.
+        let tiny = self.input.is_float() && self.big > 0.0 && self.big < 2f64.powi(-400);
+        let e = (((self.big.to_bits() >> 52) & 0x7ff) as i32 - 1023).max(-1022);
+        self.scale = if tiny { 2f64.powi(-e) } else { 1.0 };
+        self.mean = Some(match () {
+            _ if overflows => f64::INFINITY,
+            _ if self.input.is_float() => total / n * self.scale,
+            _ => self.isum as f64 / n,
+        });
         // From here on `sum + comp` is the sum of the deviations from the rounded mean (the
         // correction of the two-pass algorithm).
         (self.sum, self.comp) = (0.0, 0.0);
@@ -167,12 +199,14 @@ impl Reducer {
                 }
             };
         }
-        if self.fast_float_sum(bytes) {
+        if self.fast_float_sum(bytes) || self.mean.is_some_and(f64::is_infinite) {
             return Ok(());
         }
         let f = |v: f64| (v, 0i128);
         match self.input {
-            Dtype::Bool | Dtype::U8 => each!(u8, |v: u8| (v as f64, v as i128)),
+            // numpy reads any non-zero bool byte as True.
+            Dtype::Bool => each!(u8, |v: u8| (f64::from(u8::from(v != 0)), i128::from(v != 0))),
+            Dtype::U8 => each!(u8, |v: u8| (v as f64, v as i128)),
             Dtype::I8 => each!(i8, |v: i8| (v as f64, v as i128)),
             Dtype::I16 => each!(i16, |v: i16| (v as f64, v as i128)),
             Dtype::U16 => each!(u16, |v: u16| (v as f64, v as i128)),
@@ -199,8 +233,10 @@ impl Reducer {
         if let Some(m) = self.mean {
             // The second pass, likewise: the squared deviations and the deviations.
             let acc = match self.input {
-                Dtype::F64 => deviation_lanes::<8>(bytes, f64::from_le_bytes, m),
-                Dtype::F32 => deviation_lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64, m),
+                Dtype::F64 if self.scale == 1.0 => deviation_lanes::<8>(bytes, f64::from_le_bytes, m),
+                Dtype::F32 if self.scale == 1.0 => deviation_lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64, m),
+                Dtype::F64 => deviation_lanes::<8>(bytes, |b| f64::from_le_bytes(b) * self.scale, m),
+                Dtype::F32 => deviation_lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64 * self.scale, m),
                 _ => return false,
             };
             if acc.iter().flatten().any(|v| !v.is_finite()) {
@@ -215,19 +251,50 @@ impl Reducer {
             }
             return true;
         }
-        let (s, c, n) = match self.input {
-            Dtype::F64 => lanes::<8>(bytes, f64::from_le_bytes),
-            Dtype::F32 => lanes::<4>(bytes, |b| f32::from_le_bytes(b) as f64),
+        let (s, c, n, big) = match self.input {
+            // The largest magnitude only where the second pass may need it (std, var).
+            Dtype::F64 if self.two_passes() => lanes::<8, true>(bytes, f64::from_le_bytes),
+            Dtype::F32 if self.two_passes() => lanes::<4, true>(bytes, |b| f32::from_le_bytes(b) as f64),
+            Dtype::F64 => lanes::<8, false>(bytes, f64::from_le_bytes),
+            Dtype::F32 => lanes::<4, false>(bytes, |b| f32::from_le_bytes(b) as f64),
             _ => return false,
         };
         if s.iter().chain(&c).any(|v| !v.is_finite()) {
-            return false;
+            return self.input == Dtype::F64 && self.scaled_sum(bytes);
         }
         for (s, c) in s.iter().zip(&c) {
             neumaier(&mut self.sum, &mut self.comp, *s);
             self.comp += c;
         }
         self.n += n;
+        self.big = self.big.max(big);
+        true
+    }
+
+    /// The first pass of a float64 sum whose lanes overflowed: the same lanes over the values
+    /// scaled by a power of two that keeps any partial sum of them finite, joined in that
+    /// scale, then scaled back (exact but for values below 2^-1000), so that a sum that is
+    /// finite is found whatever its partial sums were, as numpy's pairwise summation finds it
+    /// when its halves are. False, changing nothing, when a value is an infinity or NaN.
+    fn scaled_sum(&mut self, bytes: &[u8]) -> bool {
+        let n = (bytes.len() / 8) as u64;
+        // 2^-(bits of n + 1): n values of at most f64::MAX each sum to less than f64::MAX.
+        let k = 65 - n.leading_zeros() as i32;
+        let (scale, unscale) = (2f64.powi(-k), 2f64.powi(k));
+        let (s, c, _, big) = lanes::<8, true>(bytes, |b| f64::from_le_bytes(b) * scale);
+        if s.iter().chain(&c).any(|v| !v.is_finite()) {
+            return false;
+        }
+        let (mut t, mut tc) = (0.0, 0.0);
+        for (s, c) in s.iter().zip(&c) {
+            neumaier(&mut t, &mut tc, *s);
+            tc += c;
+        }
+        let (t, tc) = two_sum(t, tc);
+        neumaier(&mut self.sum, &mut self.comp, t * unscale);
+        self.comp += tc * unscale;
+        self.n += n;
+        self.big = self.big.max(big * unscale);
         true
     }
 
@@ -247,7 +314,7 @@ impl Reducer {
         if let Some(m) = self.mean {
             // The deviation exactly, `dv + de` (two-sum), and its square `sq` plus the
             // rounding errors (fma), so that the sums below are exact to their last bits.
-            let (dv, de) = two_sum(if float { fv } else { iv as f64 }, -m);
+            let (dv, de) = two_sum(if float { fv * self.scale } else { iv as f64 }, -m);
             let sq = dv * dv;
             neumaier(&mut self.sq, &mut self.sqc, sq);
             if sq.is_finite() {
@@ -261,6 +328,7 @@ impl Reducer {
         match self.kind {
             Sum | NanSum | Mean | NanMean | Std | Var => {
                 if float {
+                    self.big = self.big.max(fv.abs());
                     neumaier(&mut self.sum, &mut self.comp, fv);
                 } else {
                     self.isum = self.isum.wrapping_add(iv);
@@ -268,9 +336,10 @@ impl Reducer {
             }
             Prod => {
                 if float {
+                    // numpy multiplies float32 in float32 and carries float16 in float32
+                    // (rounded to float16 once, by `finish`).
                     self.fprod = match self.input {
-                        Dtype::F16 => f16::from_f32((self.fprod as f32) * (fv as f32)).to_f64(),
-                        Dtype::F32 => ((self.fprod as f32) * (fv as f32)) as f64,
+                        Dtype::F16 | Dtype::F32 => ((self.fprod as f32) * (fv as f32)) as f64,
                         _ => self.fprod * fv,
                     };
                 } else {
@@ -321,11 +390,15 @@ impl Reducer {
             return;
         }
         self.n += later.n;
+        self.big = self.big.max(later.big);
         neumaier(&mut self.sum, &mut self.comp, later.sum);
         neumaier(&mut self.sum, &mut self.comp, later.comp);
         self.isum = self.isum.wrapping_add(later.isum);
         self.iprod = self.iprod.wrapping_mul(later.iprod);
-        self.fprod *= later.fprod;
+        self.fprod = match self.input {
+            Dtype::F16 | Dtype::F32 => ((self.fprod as f32) * (later.fprod as f32)) as f64,
+            _ => self.fprod * later.fprod,
+        };
         self.count += later.count;
         if self.nan_at.is_none() {
             self.nan_at = later.nan_at;
@@ -384,6 +457,10 @@ impl Reducer {
                     // numpy sums float16/float32 in float32: past its range the mean is inf;
                     // otherwise it is the mean of the exact sum, rounded once.
                     let t = total(self);
+                    if self.kind == NanMean && self.input == Dtype::F16 {
+                        // numpy's nanmean sums float16 in float16, then divides that sum.
+                        return Ok((fl(round_to(t, Dtype::F16) / self.n as f64), None));
+                    }
                     let overflows = out != Dtype::F64 && round_to(t, Dtype::F32).is_infinite();
                     (fl(if overflows { round_to(t, Dtype::F32) } else { t / self.n as f64 }), None)
                 } else {
@@ -448,7 +525,7 @@ impl Reducer {
         if s2.is_nan() {
             return (f64::NAN, f64::NAN);
         }
-        if round_to(s2, self.input).is_infinite() {
+        if round_to(s2, self.input).is_infinite() || self.mean.is_some_and(f64::is_infinite) {
             return (f64::INFINITY, f64::INFINITY);
         }
         // s2 + lo is the numerator in double-double.
@@ -461,6 +538,10 @@ impl Reducer {
             return (var, std0);
         }
         let std = std0 + (std0.mul_add(-std0, hi) + var_lo) / (2.0 * std0);
+        if self.scale != 1.0 {
+            // Back from the second pass's scale (exact for std; var rounds once more if subnormal).
+            return (var / self.scale / self.scale, std / self.scale);
+        }
         (var, std)
     }
 }

@@ -54,6 +54,12 @@ pub(crate) fn variables(src: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Whether `src` reads the flat index `i` (false for a syntax error).
+pub fn reads_index(src: &str) -> bool {
+    let Ok(toks) = lex(src) else { return false };
+    toks.windows(2).any(|w| matches!(w[0].0, Tok::Ident(a, b) if &src[a..b] == "i") && w[1].0 != Tok::LParen)
+}
+
 /// Prefix of the names [`extract_reductions`] gives the reductions it takes out.
 pub const REDUCTION_PREFIX: &str = "__r";
 
@@ -84,17 +90,32 @@ pub fn extract_reductions(src: &str) -> Result<(String, Vec<ReductionCall>)> {
 /// back over the replaced calls (onto the call's name when it points inside one). Other
 /// errors unchanged.
 pub fn error_in_source(e: Error, src: &str) -> Error {
+    match extract_spans(src) {
+        Ok((out, _, spans)) => map_back(e, src, &out, &spans),
+        Err(_) => e,
+    }
+}
+
+/// An error of [`substitute_sizes`]`(src, sizes)`'s text as an error of `src` itself: the
+/// user's expression quoted (`size(x)`, not its value), the column moved back as
+/// [`error_in_source`] does. Other errors unchanged.
+pub fn error_in_sized(e: Error, src: &str, sizes: &[(&str, u64)]) -> Error {
+    match size_spans(src, sizes) {
+        Ok((out, spans)) => map_back(e, src, &out, &spans),
+        Err(_) => e,
+    }
+}
+
+/// An error quoting `out`, made from `src` by the replacements `spans`, as an error of `src`.
+fn map_back(e: Error, src: &str, out: &str, spans: &Spans) -> Error {
     let Error::InvalidExpression { expr, position, message } = e else { return e };
-    let Ok((out, _, spans)) = extract_spans(src) else {
-        return Error::InvalidExpression { expr, position, message };
-    };
     if expr != out {
         return Error::InvalidExpression { expr, position, message };
     }
     // Byte offset of the column in the rewritten text, mapped back through the spans.
     let at = out.char_indices().nth(position.saturating_sub(1)).map_or(out.len(), |(b, _)| b);
     let mut byte = at;
-    for &(new_start, new_end, old_start, old_end) in &spans {
+    for &(new_start, new_end, old_start, old_end) in spans {
         if at >= new_end {
             byte = at - new_end + old_end;
         } else if at >= new_start {
@@ -198,6 +219,12 @@ fn axis_argument(src: &str, toks: &[(Tok, usize)], positional: bool) -> Option<(
 /// [`Error::InvalidExpression`] for a syntax error, or a `size(...)` whose argument is not one
 /// input's name.
 pub fn substitute_sizes(src: &str, sizes: &[(&str, u64)]) -> Result<String> {
+    size_spans(src, sizes).map(|(out, _)| out)
+}
+
+/// [`substitute_sizes`], with each replacement's span as [`extract_spans`]'s.
+fn size_spans(src: &str, sizes: &[(&str, u64)]) -> Result<(String, Spans)> {
+    let mut spans = Vec::new();
     let toks = lex(src)?;
     let mut out = String::new();
     let mut copied = 0;
@@ -220,10 +247,12 @@ pub fn substitute_sizes(src: &str, sizes: &[(&str, u64)]) -> Result<String> {
             return Err(syntax(src, at, "size() takes the name of an input: size(x)".into()));
         };
         out.push_str(&src[copied..at]);
+        let start = out.len();
         out.push_str(&n.to_string());
         copied = close + 1;
+        spans.push((start, out.len(), at, copied));
         k += 4;
     }
     out.push_str(&src[copied..]);
-    Ok(out)
+    Ok((out, spans))
 }

@@ -126,6 +126,28 @@ def _any_of(test: Any, a: np.ndarray) -> bool:
     return any(bool(test(flat[k : k + _CHECK_BLOCK]).any()) for k in range(0, flat.size, _CHECK_BLOCK))
 
 
+def _new_values(test: Any, r: np.ndarray, ins: list[np.ndarray]) -> bool:
+    """Whether ``test`` (``np.isinf``...) holds for an element of ``r`` where it holds for no
+    input at the same position (``exp`` of ``[inf, 1000.0]`` overflows at 1000.0), inputs
+    broadcast to ``r``'s shape; an input that does not broadcast to it (a reduction's) counts
+    for every position if ``test`` holds for one of its elements. Block by block."""
+    views = []
+    for a in ins:
+        try:
+            views.append(np.broadcast_to(a, r.shape))
+        except ValueError:
+            if _any_of(test, a):
+                return False
+    flat = r.reshape(-1)
+    for k in range(0, flat.size, _CHECK_BLOCK):
+        new = test(flat[k : k + _CHECK_BLOCK])
+        for v in views:
+            new &= ~test(v.flat[k : k + _CHECK_BLOCK])
+        if new.any():
+            return True
+    return False
+
+
 def _signal(kind: str, message: str) -> None:
     """numpy's handling of a floating-point error of ``kind`` (``np.errstate``, ``np.seterr``)."""
     import warnings
@@ -176,12 +198,52 @@ def _zero_divisor(expr: str, arrays: dict[str, Any], threads: int) -> bool:
     return False
 
 
+# The functions whose argument at a pole (0; -1 for log1p) is numpy's 'divide by zero'.
+_POLES = {"log": 0.0, "log2": 0.0, "log10": 0.0, "log1p": -1.0}
+
+
+def _divides_by_zero(expr: str, arrays: dict[str, Any], threads: int) -> bool:
+    """Whether a new infinity of ``expr``'s float result may be numpy's 'divide by zero': a
+    true division whose divisor, or a log whose argument, is at its pole somewhere (constants,
+    or subexpressions of the arrays evaluated here); otherwise it is an overflow. A name that
+    merely contains ``log`` and a division by a non-zero constant are not."""
+    import ast
+
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError:
+        return "/" in expr or "log" in expr
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            arg, pole = node.right, 0.0
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _POLES and node.args:
+            arg, pole = node.args[0], _POLES[node.func.id]
+        else:
+            continue
+        if isinstance(arg, ast.Constant):
+            if arg.value == pole:
+                return True
+            continue
+        used = {n.id for n in ast.walk(arg) if isinstance(n, ast.Name)}
+        sub = {k: v for k, v in arrays.items() if k in used}
+        seg = ast.get_source_segment(expr.strip(), arg)
+        if not sub or "i" in used or seg is None:
+            return True
+        try:
+            d = np.asarray(_evaluate_inputs(seg, sub, None, threads))
+        except Exception:
+            return True
+        if _any_of(lambda b: b == pole, d):
+            return True
+    return False
+
+
 def _check_fp(expr: str, result: Any, arrays: dict[str, Any], threads: int) -> None:
     """numpy's floating-point errors for an evaluation, checked on its result (the engine does
-    not report them): a NaN in a float result where no float input had one is numpy's
-    'invalid value'; an infinity where none had one, its 'divide by zero' (the expression
-    divides or takes a log) or 'overflow'; an integer ``//`` or ``%`` by zero, 'divide by
-    zero'. Each warns (RuntimeWarning), raises FloatingPointError or is ignored as
+    not report them): a NaN in a float result where no float input had one (at that position:
+    ``_new_values``) is numpy's 'invalid value'; an infinity where none had one, its 'divide by zero' (a divisor or a
+    log's argument is at its pole somewhere: ``_divides_by_zero``) or 'overflow'; an integer
+    ``//`` or ``%`` by zero, 'divide by zero'. Each warns (RuntimeWarning), raises FloatingPointError or is ignored as
     ``np.errstate`` says. One pass over a float result (two when it holds NaN or inf)."""
     err = np.geterr()
     if err["divide"] == err["over"] == err["invalid"] == "ignore":
@@ -194,10 +256,10 @@ def _check_fp(expr: str, result: Any, arrays: dict[str, Any], threads: int) -> N
     if r.dtype.kind != "f" or not _any_of(lambda b: ~np.isfinite(b), r):
         return
     ins = [a for a in (np.asarray(v) for v in arrays.values()) if a.dtype.kind == "f"]
-    if _any_of(np.isnan, r) and not any(_any_of(np.isnan, a) for a in ins):
+    if _any_of(np.isnan, r) and _new_values(np.isnan, r, ins):
         _signal("invalid", "invalid value encountered in evaluate")
-    if _any_of(np.isinf, r) and not any(_any_of(np.isinf, a) for a in ins):
-        if "/" in expr or "log" in expr:
+    if _any_of(np.isinf, r) and _new_values(np.isinf, r, ins):
+        if _divides_by_zero(expr, arrays, threads):
             _signal("divide", "divide by zero encountered in evaluate")
         else:
             _signal("over", "overflow encountered in evaluate")

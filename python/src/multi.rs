@@ -46,7 +46,8 @@ pub(crate) fn evaluate_inputs(
             PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(), &std::ffi::CString::new(*w)?, 1)?;
         }
     }
-    let consts = const_bytes(&values);
+    let mut consts = const_bytes(&values);
+    consts.extend(plan.extra.iter().cloned());
     let (program, shape) = (&plan.outer.program, &plan.outer.shape);
     let n = shape.iter().try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)));
     let n = n.ok_or_else(|| PyValueError::new_err("the result is too large"))?;
@@ -56,7 +57,7 @@ pub(crate) fn evaluate_inputs(
         .used
         .iter()
         .map(|&k| (bytes[k], inputs[k].2.as_slice()))
-        .chain(consts.iter().map(|c| (c.as_slice(), &[][..])))
+        .chain(plan.outer.consts.iter().map(|&j| (consts[j].as_slice(), &[][..])))
         .collect();
     let out = out.as_slice_mut().map_err(not_contiguous)?;
     if out.len() != n * osz {

@@ -7,7 +7,9 @@
 
 use super::*;
 
-use shmpool::kernel::expr::parse::{check_input_name, extract_reductions, substitute_sizes, REDUCTION_PREFIX};
+use shmpool::kernel::expr::parse::{
+    check_input_name, extract_reductions, substitute_sizes, ReductionCall, REDUCTION_PREFIX,
+};
 use shmpool::kernel::expr::{broadcast_shapes, Reducer, Reduction, Value};
 
 /// One input as the package hands it over: (name, dtype name, shape).
@@ -55,12 +57,18 @@ pub(crate) struct Part {
     pub(crate) program: Program,
     pub(crate) used: Vec<usize>,
     pub(crate) shape: Vec<u64>,
+    /// The 0-d values it reads after the inputs (indices into the earlier reductions' values,
+    /// then [`Plan::extra`]).
+    pub(crate) consts: Vec<usize>,
 }
 
 /// What [`plan`] makes of an expression: its reductions, then the outer expression.
 pub(crate) struct Plan {
     pub(crate) reductions: Vec<(Reduction, Part)>,
     pub(crate) outer: Part,
+    /// The 0-d inputs of the outer expression after the reductions' values (a `True` for an
+    /// expression that reads nothing).
+    pub(crate) extra: Vec<Vec<u8>>,
 }
 
 fn py_err(e: shmpool::kernel::expr::Error) -> PyErr {
@@ -70,7 +78,9 @@ fn py_err(e: shmpool::kernel::expr::Error) -> PyErr {
 /// Whether `expr` calls a reduction or `size(...)`, which the one-input engine path cannot run.
 #[pyfunction]
 pub(crate) fn has_reductions(expr: &str) -> bool {
-    matches!(extract_reductions(expr), Ok((_, r)) if !r.is_empty()) || substitute_sizes(expr, &[]).is_err()
+    let nested = Reduction::split(expr)
+        .is_some_and(|(_, inner)| matches!(extract_reductions(inner), Ok((_, r)) if !r.is_empty()));
+    nested || matches!(extract_reductions(expr), Ok((_, r)) if !r.is_empty()) || substitute_sizes(expr, &[]).is_err()
 }
 
 /// `src` compiled over the inputs it uses, each followed by `consts` (name, dtype).
@@ -85,7 +95,8 @@ fn part(src: &str, inputs: &[Named], dtypes: &[Dtype], consts: &[(String, Dtype)
     let program = Program::compile_inputs(src, &typed).map_err(py_err)?;
     let shapes: Vec<&[u64]> = used.iter().map(|&k| inputs[k].2.as_slice()).collect();
     let shape = broadcast_shapes(&shapes).map_err(py_err)?;
-    Ok(Part { program, used, shape })
+    let consts = (0..consts.len()).filter(|&j| vars.contains(&consts[j].0)).collect();
+    Ok(Part { program, used, shape, consts })
 }
 
 /// Plans `expr` over `inputs`: every input must be used, none may be named like the
@@ -100,10 +111,60 @@ pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
     }
     let sizes: Vec<(&str, u64)> = inputs.iter().map(|(n, _, s)| (n.as_str(), s.iter().product::<u64>())).collect();
     let sized = substitute_sizes(expr, &sizes).map_err(py_err)?;
-    let (rewritten, found) = extract_reductions(&sized).map_err(py_err)?;
-    let mut reductions = Vec::with_capacity(found.len());
-    let mut consts = Vec::with_capacity(found.len());
-    for (k, call) in found.into_iter().enumerate() {
+    let mut reductions = Vec::new();
+    let mut consts = Vec::new();
+    let rewritten = match Reduction::split(&sized) {
+        // One level of reductions inside a whole-expression reduction (`sum((x - mean(x)) **
+        // 2)`), as `shmpool reduce` plans it: the inner reductions first, then the outer one.
+        Some((kind, inner)) if matches!(extract_reductions(inner), Ok((_, r)) if !r.is_empty()) => {
+            let (inner, found) = extract_reductions(inner).map_err(py_err)?;
+            add_reductions(found, (inputs, &dtypes), &mut reductions, &mut consts)?;
+            let p = part(&inner, inputs, &dtypes, &consts)?;
+            let name = format!("{REDUCTION_PREFIX}{}", consts.len());
+            consts.push((name.clone(), kind.result_dtype(p.program.output_dtype())));
+            reductions.push((kind, p));
+            name
+        }
+        _ => {
+            let (rewritten, found) = extract_reductions(&sized).map_err(py_err)?;
+            add_reductions(found, (inputs, &dtypes), &mut reductions, &mut consts)?;
+            rewritten
+        }
+    };
+    let reads = Program::variables(&rewritten).map_err(py_err)?;
+    let mut rewritten = rewritten;
+    let mut extra = Vec::new();
+    if consts.is_empty() && !inputs.iter().any(|(n, _, _)| reads.contains(n)) {
+        // Reads nothing (`size(a) * 1.5`): numpy's 0-d array of the value, the `where` of a
+        // 0-d True (not depending on it) and two Python scalars.
+        Program::compile_for(&rewritten, Dtype::Bool).map_err(py_err)?;
+        let name = format!("{REDUCTION_PREFIX}{}", consts.len());
+        rewritten = format!("where({name}, ({rewritten}), ({rewritten}))");
+        consts.push((name, Dtype::Bool));
+        extra.push(vec![1u8]);
+    }
+    let outer = part(&rewritten, inputs, &dtypes, &consts)?;
+    // After compiling: a name used but not given is reported first, with its column; a name
+    // read only through `size(NAME)` is used.
+    let vars = Program::variables(expr).map_err(py_err)?;
+    if let Some((n, _, _)) = inputs.iter().find(|(n, _, _)| !vars.contains(n)) {
+        return Err(py_err(shmpool::kernel::expr::Error::InputNotUsed {
+            name: n.clone(),
+            problem: "is not used by the expression",
+        }));
+    }
+    Ok(Plan { reductions, outer, extra })
+}
+
+/// Plans the reduction calls `found` (whole-array only) after `reductions`, each reading the
+/// inputs and the values of `consts` (those before it), and names their values in `consts`.
+fn add_reductions(
+    found: Vec<ReductionCall>,
+    (inputs, dtypes): (&[Named], &[Dtype]),
+    reductions: &mut Vec<(Reduction, Part)>,
+    consts: &mut Vec<(String, Dtype)>,
+) -> PyResult<()> {
+    for call in found {
         if let Some(axis) = call.axis {
             // numpy's AxisError first (`sum(x, 1)` on a 1-d x), then the refusal.
             let ndim = inputs.iter().map(|(_, _, s)| s.len()).max().unwrap_or(0);
@@ -113,21 +174,12 @@ pub(crate) fn plan(expr: &str, inputs: &[Named]) -> PyResult<Plan> {
                 call.reduction.name()
             )));
         }
-        let (kind, inner) = (call.reduction, call.inner);
-        let p = part(&inner, inputs, &dtypes, &[])?;
-        consts.push((format!("{REDUCTION_PREFIX}{k}"), kind.result_dtype(p.program.output_dtype())));
-        reductions.push((kind, p));
+        let p = part(&call.inner, inputs, dtypes, consts)?;
+        let name = format!("{REDUCTION_PREFIX}{}", consts.len());
+        consts.push((name, call.reduction.result_dtype(p.program.output_dtype())));
+        reductions.push((call.reduction, p));
     }
-    let outer = part(&rewritten, inputs, &dtypes, &consts)?;
-    // After compiling: a name used but not given is reported first, with its column.
-    let vars = Program::variables(&sized).map_err(py_err)?;
-    if let Some((n, _, _)) = inputs.iter().find(|(n, _, _)| !vars.contains(n)) {
-        return Err(py_err(shmpool::kernel::expr::Error::InputNotUsed {
-            name: n.clone(),
-            problem: "is not used by the expression",
-        }));
-    }
-    Ok(Plan { reductions, outer })
+    Ok(())
 }
 
 /// The values of `plan`'s reductions over `data` (each input's bytes), with numpy's warnings.
@@ -140,7 +192,13 @@ pub(crate) fn reduce_all(
 ) -> PyResult<Vec<(Value, Option<&'static str>)>> {
     let mut values = Vec::with_capacity(plan.reductions.len());
     for (kind, p) in &plan.reductions {
-        let ins: Vec<(&[u8], &[u64])> = p.used.iter().map(|&k| (data[k], inputs[k].2.as_slice())).collect();
+        let earlier = const_bytes(&values);
+        let ins: Vec<(&[u8], &[u64])> = p
+            .used
+            .iter()
+            .map(|&k| (data[k], inputs[k].2.as_slice()))
+            .chain(p.consts.iter().map(|&j| (earlier[j].as_slice(), &[][..])))
+            .collect();
         let mut r = Reducer::new(*kind, p.program.output_dtype());
         let passes = if r.two_passes() { 2 } else { 1 };
         for pass in 0..passes {
@@ -168,7 +226,9 @@ fn reduce_pass(
 ) -> PyResult<Option<Reducer>> {
     let n = p.shape.iter().product::<u64>() as usize;
     let blocks = n.div_ceil(REDUCE_BLOCK);
-    let threads = threads.clamp(1, blocks.max(1));
+    // A sequential reduction (float `prod`) runs on one thread, one reducer carried on.
+    let seq = start.sequential();
+    let threads = if seq { 1 } else { threads.clamp(1, blocks.max(1)) };
     let osz = p.program.output_dtype().size();
     let mut joined: Option<Reducer> = None;
     // Rounds of ROUND_BLOCKS blocks (1M values) at first, paced to ROUND_TARGET, signals
@@ -180,13 +240,15 @@ fn reduce_pass(
         let last = (first + pacer.size()).min(blocks);
         let per = (last - first).div_ceil(threads);
         type Joined = std::thread::Result<shmpool::kernel::expr::Result<Vec<Reducer>>>;
+        let from = if seq { joined.take().unwrap_or_else(|| start.clone()) } else { start.clone() };
+        let from = &from;
         let parts: Vec<Joined> = py.detach(|| {
             std::thread::scope(|s| {
                 let handles: Vec<_> = (first..last)
                     .step_by(per)
                     .map(|b0| {
                         let b1 = (b0 + per).min(last);
-                        s.spawn(move || reduce_blocks(start, p, ins, b0..b1, n, osz))
+                        s.spawn(move || reduce_blocks(from, p, ins, b0..b1, n, osz))
                     })
                     .collect();
                 handles.into_iter().map(|h| h.join()).collect()
@@ -209,7 +271,8 @@ fn reduce_pass(
     Ok(joined)
 }
 
-/// The reducers of blocks `blocks` (each a clone of `start` fed with its block's values).
+/// The reducers of blocks `blocks` (each a clone of `start` fed with its block's values; for a
+/// sequential reduction, one reducer fed with all of them in order).
 fn reduce_blocks(
     start: &Reducer,
     p: &Part,
@@ -220,13 +283,22 @@ fn reduce_blocks(
 ) -> shmpool::kernel::expr::Result<Vec<Reducer>> {
     let mut scratch = vec![0u8; REDUCE_BLOCK * osz];
     let mut out = Vec::with_capacity(blocks.len());
+    let mut carried = start.clone();
     for b in blocks {
         let (lo, hi) = (b * REDUCE_BLOCK, ((b + 1) * REDUCE_BLOCK).min(n));
         let buf = &mut scratch[..(hi - lo) * osz];
         p.program.eval_broadcast(ins, buf, lo as u64..hi as u64)?;
+        if start.sequential() {
+            // One reducer over every block, in order (`Reducer::sequential`).
+            carried.update(buf, lo as u64)?;
+            continue;
+        }
         let mut r = start.clone();
         r.update(buf, lo as u64)?;
         out.push(r);
+    }
+    if start.sequential() {
+        out.push(carried);
     }
     Ok(out)
 }

@@ -109,19 +109,16 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     // The output may replace one input, named by --in-place (checked below: its shape and dtype
     // must be the output's). Workers read the input's own inode; the output is a new file linked
     // over it only when complete.
-    let mut replaced = None;
-    for (k, (_, path)) in named.iter().enumerate() {
-        if same_file(path, output) {
-            if args.in_place.as_deref() != Some(names[k].as_str()) {
-                return Err(Failure::usage(format!(
-                    "output {} is the input {}: pass --in-place={} to replace it",
-                    output.display(),
-                    names[k],
-                    names[k]
-                )));
-            }
-            replaced = Some(k);
-        }
+    // A file given under several names is replaced when --in-place names any of them.
+    let same: Vec<usize> = (0..named.len()).filter(|&k| same_file(&named[k].1, output)).collect();
+    let replaced = same.iter().copied().find(|&k| args.in_place.as_deref() == Some(names[k].as_str()));
+    if let (Some(&k), None) = (same.first(), replaced) {
+        return Err(Failure::usage(format!(
+            "output {} is the input {}: pass --in-place={} to replace it",
+            output.display(),
+            names[k],
+            names[k]
+        )));
     }
     let out_dtype = args.dtype.as_deref().map(str::parse::<Dtype>).transpose()?;
     // Names before files: a name used but not given, or given but not used, opens nothing.
@@ -135,6 +132,7 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     shmpool::cli::check_not_reserved(names.iter().map(String::as_str))?;
     let arrays = named.iter().map(|(_, p)| open_input(p)).collect::<Result<Vec<_>, _>>()?;
     let paths: Vec<&Path> = named.iter().map(|(_, p)| p.as_path()).collect();
+    let user = expr;
     let expr = &with_sizes(expr, &names, &arrays)?;
     let (rewritten, reductions) = extract_reductions(expr)?;
     let reduced = if reductions.is_empty() {
@@ -146,7 +144,7 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
         pool.join()?;
         reduced
     };
-    let outer = Outer::new((expr, &rewritten), &names, &arrays, reduced)?;
+    let outer = Outer::new((user, expr, &rewritten), &names, &arrays, reduced)?;
     let files = outer.files(&paths, &arrays);
     let shapes: Vec<&[u64]> = files.iter().map(|(_, a)| a.shape()).collect();
     let out_shape = shmpool::kernel::expr::broadcast_shapes(&shapes)?;

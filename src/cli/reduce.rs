@@ -76,7 +76,7 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let reduced = reduce_inner(&pool, &calls, &names, &paths, &arrays)?;
-    let outer = Outer::new((&sized, &rewritten), &names, &arrays, reduced)?;
+    let outer = Outer::new((&inner, &sized, &rewritten), &names, &arrays, reduced)?;
     let (dtype, shape, bytes, warning) = match kind {
         Some(kind) => {
             let files = outer.files(&paths, &arrays);

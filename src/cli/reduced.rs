@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shmpool::kernel::expr::parse::{error_in_source, ReductionCall, REDUCTION_PREFIX};
+use shmpool::kernel::expr::parse::{error_in_sized, error_in_source, reads_index, ReductionCall, REDUCTION_PREFIX};
 use shmpool::kernel::expr::{array_repr, broadcast_shapes, Program, Value};
 use shmpool::{AxisResult, Dtype, NpyArray, NpyOutput, Pool};
 
@@ -73,10 +73,12 @@ pub(super) struct Outer {
 }
 
 impl Outer {
-    /// Compiles `rewritten` (names `__rK` for the reductions, made from `source`) over the
-    /// inputs it reads; its errors quote `source`.
+    /// Compiles `rewritten` (names `__rK` for the reductions, made from `sized`, the user's
+    /// `source` with its `size(NAME)` replaced) over the inputs it reads; its errors quote
+    /// `source`. An expression that reads nothing (`size(x) * 1.5`) is numpy's 0-d array of
+    /// its value: it reads a 0-d True it does not depend on.
     pub fn new(
-        (source, rewritten): (&str, &str),
+        (source, sized, rewritten): (&str, &str, &str),
         names: &[String],
         inputs: &[NpyArray],
         reduced: Vec<Reduced>,
@@ -98,9 +100,30 @@ impl Outer {
                 }
             }
         }
+        let sizes: Vec<(&str, u64)> = names.iter().zip(inputs).map(|(n, a)| (n.as_str(), a.len() as u64)).collect();
+        let in_source = |e| error_in_sized(error_in_source(e, sized), source, &sizes);
+        let mut rewritten = rewritten.to_string();
+        let mut used = used;
+        if used.is_empty() && !names.is_empty() && reads_index(&rewritten) {
+            // `i + sum(x)`: `i` indexes the inputs' broadcast shape, as `i + 1` does over a bare
+            // path: the program reads every input, through a `where` whose branches are equal.
+            let cond: Vec<String> = names.iter().map(|n| format!("({n} == {n})")).collect();
+            rewritten = format!("where({}, ({rewritten}), ({rewritten}))", cond.join(" | "));
+            used = (0..names.len()).collect();
+            typed.splice(0..0, names.iter().cloned().zip(inputs.iter().map(NpyArray::dtype)));
+        }
+        if typed.is_empty() && scalars.is_empty() {
+            // Its errors first, quoting the user's text (no input is needed to find them).
+            Program::compile_for(&rewritten, Dtype::Bool).map_err(in_source)?;
+            // `where` of a condition and two Python scalars is numpy's array of the scalar.
+            let name = format!("{REDUCTION_PREFIX}{}", values.len());
+            rewritten = format!("where({name}, ({rewritten}), ({rewritten}))");
+            scalars.push((name, Dtype::Bool));
+            values.push(Value::Bool(true));
+        }
         typed.extend(scalars);
         let typed: Vec<(&str, Dtype)> = typed.iter().map(|(n, d)| (n.as_str(), *d)).collect();
-        let program = Program::compile_inputs(rewritten, &typed).map_err(|e| error_in_source(e, source))?;
+        let program = Program::compile_inputs(&rewritten, &typed).map_err(in_source)?;
         let dir = if arrays.is_empty() { None } else { Some(temp_dir()?) };
         let mut temps = Vec::with_capacity(arrays.len());
         for (k, a) in arrays.iter().enumerate() {

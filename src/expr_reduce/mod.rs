@@ -44,7 +44,7 @@ pub fn reduce_npy(
             r.second_pass();
         }
         let (spec, total) = KernelSpec::reduce_blocks(&r, program, inputs, constants)?;
-        let blocks = total.div_ceil(crate::kernel::expr::REDUCE_BLOCK) as usize;
+        let blocks = total.div_ceil(crate::kernel::expr::reduce_block_len(&r, total)) as usize;
         if blocks == 0 {
             break;
         }

@@ -88,19 +88,18 @@ fn decode(b: &[u8]) -> Option<(&[u8], Vec<FileInput>)> {
     Some((program, inputs))
 }
 
-thread_local! {
-    /// A worker's read-only mappings of several-input expressions' files, by identity: mapped
-    /// on a chunk's first use, kept for the next chunks (at most `MAPPED` files).
-    static MAPPED: std::cell::RefCell<Vec<((u64, u64), memmap2::Mmap)>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// A worker's read-only mappings of a several-input expression's files, by identity, for one
+/// chunk: mapped when the chunk starts and unmapped when it ends, so a worker never keeps a
+/// file mapped once the map that named it is done (a removed input's space is given back, and
+/// a file rewritten in place after its array was dropped is mapped afresh, at its new size).
+/// Mapping costs an `open`, an `fstat` and an `mmap` per file and chunk; the pages are dropped
+/// chunk by chunk anyway ([`release_pages`]).
+struct Mapped(Vec<((u64, u64), memmap2::Mmap)>);
 
-/// Files a worker keeps mapped at most.
-const MAPPED_MAX: usize = 64;
-
-/// Maps every file of `files` read-only in this worker, unless it is mapped already.
-fn ensure_mapped(files: &[FileInput]) {
-    MAPPED.with(|cell| {
-        let mut maps = cell.borrow_mut();
+impl Mapped {
+    /// Maps every file of `files` (those without constant data) read-only in this worker.
+    fn new(files: &[FileInput]) -> Mapped {
+        let mut maps: Vec<((u64, u64), memmap2::Mmap)> = Vec::with_capacity(files.len());
         for f in files.iter().filter(|f| f.data.is_empty()) {
             let key = (f.dev, f.ino);
             if maps.iter().any(|(k, _)| *k == key) {
@@ -116,19 +115,19 @@ fn ensure_mapped(files: &[FileInput]) {
             // caller maps, and that array outlives the map (`KernelSpec::expr_files`'s
             // `# Safety`; `expr_reduce::reduce_npy` borrows its arrays); whoever opened it promised
             // (`NpyArray::open`'s `# Safety`) that nothing truncates or modifies the file while
-            // it exists, so this mapping stays valid and its bytes immutable during a chunk.
+            // it exists, so this mapping stays valid and its bytes immutable during the chunk
+            // (it is dropped at the chunk's end, [`Mapped`]).
             let map = unsafe { memmap2::Mmap::map(&file) }
                 .unwrap_or_else(|e| fail(format!("cannot map {}: {e}", f.path.display())));
-            // Keep the files of this map; forget the oldest others.
-            while maps.len() >= MAPPED_MAX {
-                match maps.iter().position(|(k, _)| !files.iter().any(|f| (f.dev, f.ino) == *k)) {
-                    Some(old) => drop(maps.remove(old)),
-                    None => break,
-                }
-            }
             maps.push((key, map));
         }
-    });
+        Mapped(maps)
+    }
+
+    /// The mapping of `f`'s file (mapped by [`Mapped::new`] from the same files).
+    fn of(&self, f: &FileInput) -> &memmap2::Mmap {
+        &self.0.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by Mapped::new").1
+    }
 }
 
 /// The trampoline of a several-input expression: evaluates the program over the output
@@ -138,7 +137,7 @@ fn ensure_mapped(files: &[FileInput]) {
 pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start: u64) {
     let (program, files) = decode(params).expect("the map caller encoded these parameters (KernelSpec::expr_files)");
     let prog = Program::from_bytes(program).expect("the map caller encoded this program (KernelSpec::expr_files)");
-    if let Err(e) = evaluate(&prog, &files, output, start) {
+    if let Err(e) = evaluate(&prog, &files, &Mapped::new(&files), output, start) {
         super::Failure::raise(&e);
     }
 }
@@ -146,36 +145,30 @@ pub(crate) fn eval_files(params: &[u8], _input: &[u8], output: &mut [u8], start:
 /// Evaluates `prog` over the output flat indices `start..` (as many as `output` holds) from
 /// the worker's mappings of `files`, then gives back the pages of the inputs of the output's
 /// shape (streaming through files larger than RAM, as the engine does for its own input).
-fn evaluate(prog: &Program, files: &[FileInput], output: &mut [u8], start: u64) -> Result<()> {
+fn evaluate(prog: &Program, files: &[FileInput], maps: &Mapped, output: &mut [u8], start: u64) -> Result<()> {
     let n = (output.len() / prog.output_dtype().size()) as u64;
-    ensure_mapped(files);
-    MAPPED.with(|cell| {
-        let maps = cell.borrow();
-        let mapped =
-            |f: &FileInput| &maps.iter().find(|(k, _)| *k == (f.dev, f.ino)).expect("mapped by ensure_mapped").1;
-        let mut ops: Vec<(&[u8], &[u64])> = Vec::with_capacity(files.len());
-        for (f, d) in files.iter().zip(prog.input_dtypes()) {
-            if !f.data.is_empty() {
-                ops.push((&f.data[..], &f.shape[..]));
-                continue;
-            }
-            let len = f.shape.iter().product::<u64>() as usize * d.size();
-            let off = f.data_off as usize;
-            let Some(data) = mapped(f).get(off..off + len) else {
-                std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", f.path.display())));
-            };
-            ops.push((data, &f.shape[..]));
+    let mut ops: Vec<(&[u8], &[u64])> = Vec::with_capacity(files.len());
+    for (f, d) in files.iter().zip(prog.input_dtypes()) {
+        if !f.data.is_empty() {
+            ops.push((&f.data[..], &f.shape[..]));
+            continue;
         }
-        let r = prog.eval_broadcast(&ops, output, start..start + n);
-        drop(ops);
-        let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
-        let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
-        for (f, d) in files.iter().zip(prog.input_dtypes()).filter(|(f, _)| f.shape == out_shape && f.data.is_empty()) {
-            let from = f.data_off as usize + start as usize * d.size();
-            release_pages(mapped(f), from, from + n as usize * d.size());
-        }
-        r
-    })
+        let len = f.shape.iter().product::<u64>() as usize * d.size();
+        let off = f.data_off as usize;
+        let Some(data) = maps.of(f).get(off..off + len) else {
+            std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", f.path.display())));
+        };
+        ops.push((data, &f.shape[..]));
+    }
+    let r = prog.eval_broadcast(&ops, output, start..start + n);
+    drop(ops);
+    let shapes: Vec<&[u64]> = files.iter().map(|f| &f.shape[..]).collect();
+    let out_shape = broadcast_shapes(&shapes).unwrap_or_default();
+    for (f, d) in files.iter().zip(prog.input_dtypes()).filter(|(f, _)| f.shape == out_shape && f.data.is_empty()) {
+        let from = f.data_off as usize + start as usize * d.size();
+        release_pages(maps.of(f), from, from + n as usize * d.size());
+    }
+    r
 }
 
 /// Drops this process's page-table entries for bytes `from..to` of a file mapping it has read
@@ -196,98 +189,147 @@ fn release_pages(map: &memmap2::Mmap, from: usize, to: usize) {
 /// ([`release_pages`]): one `madvise` per 2 MiB, not one per block.
 const RELEASE_BYTES: usize = 2 << 20;
 
+/// Pages of a mapping read but not yet released (`lo..hi`), released 2 MiB at a time.
+struct Pending<'a>(&'a memmap2::Mmap, Option<(usize, usize)>);
+
+impl Pending<'_> {
+    /// Records that bytes `from..to` were read.
+    fn read(&mut self, from: usize, to: usize) {
+        self.1 = match self.1 {
+            Some((lo, hi)) if hi == from && to - lo < RELEASE_BYTES => Some((lo, to)),
+            Some((lo, hi)) if hi == from => {
+                release_pages(self.0, lo, to);
+                None
+            }
+            Some((lo, hi)) => {
+                release_pages(self.0, lo, hi);
+                Some((from, to))
+            }
+            None => Some((from, to)),
+        };
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some((lo, hi)) = self.1 {
+            release_pages(self.0, lo, hi);
+        }
+    }
+}
+
+/// How a reduction's `total` values are cut: blocks of `len` values (one partial result
+/// each), each read in pieces of at most [`REDUCE_BLOCK`] values.
+#[derive(Clone, Copy)]
+struct Blocks {
+    total: u64,
+    len: u64,
+}
+
+impl Blocks {
+    /// The flat index ranges of the pieces of block `id`, in order.
+    fn pieces(self, id: &[u8]) -> impl Iterator<Item = std::ops::Range<u64>> {
+        let first = u64::from_le_bytes(id.try_into().expect("8 bytes")).saturating_mul(self.len);
+        let end = first.saturating_add(self.len).min(self.total);
+        (first..end).step_by(REDUCE_BLOCK as usize).map(move |lo| lo..(lo + REDUCE_BLOCK).min(end))
+    }
+}
+
 /// The blocks of a reduction whose values are a mapped input's own bytes (`x` alone, no
-/// conversion; `total` elements): each block is reduced where it lies in the worker's mapping,
-/// never evaluated into a buffer first (the reducer's float sums prefetch ahead of their adds).
-/// Measured, `mean(x)` over 100M float64, -j 2: 0.18 s evaluating each block into a buffer,
-/// 0.09 s copying it there, 0.07 s in place. Returns false, having done nothing, when the
-/// program computes anything.
+/// conversion): each piece is reduced where it lies in the worker's mapping, never evaluated
+/// into a buffer first (the reducer's float sums prefetch ahead of their adds). Measured,
+/// `mean(x)` over 100M float64, -j 2: 0.18 s evaluating each block into a buffer, 0.09 s
+/// copying it there, 0.07 s in place. Returns false, having done nothing, when the program
+/// computes anything.
 fn reduce_plain(
     prog: &Program,
     files: &[FileInput],
-    total: u64,
+    blocks: Blocks,
     start: &Reducer,
-    input: &[u8],
-    output: &mut [u8],
+    maps: &Mapped,
+    io: Io<'_>,
 ) -> bool {
     let Some(file) = prog.plain_input().and_then(|k| files.get(k)) else { return false };
-    if !file.data.is_empty() || file.shape.iter().product::<u64>() != total {
+    if !file.data.is_empty() || file.shape.iter().product::<u64>() != blocks.total {
         return false;
     }
-    ensure_mapped(files);
-    MAPPED.with(|cell| {
-        let maps = cell.borrow();
-        let Some((_, map)) = maps.iter().find(|(k, _)| *k == (file.dev, file.ino)) else { return false };
-        let size = prog.output_dtype().size();
-        // Read but not yet released: `pending.0..pending.1`.
-        let mut pending: Option<(usize, usize)> = None;
-        for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
-            let first = u64::from_le_bytes(id.try_into().expect("8 bytes")) * REDUCE_BLOCK;
-            let n = REDUCE_BLOCK.min(total.saturating_sub(first)) as usize;
-            let from = file.data_off as usize + first as usize * size;
-            let to = from + n * size;
+    let map = maps.of(file);
+    let size = prog.output_dtype().size();
+    let mut pending = Pending(map, None);
+    for (id, out) in io.0.chunks_exact(8).zip(io.1.chunks_exact_mut(REDUCER_BYTES)) {
+        let mut r = start.clone();
+        for piece in blocks.pieces(id) {
+            let from = file.data_off as usize + piece.start as usize * size;
+            let to = from + (piece.end - piece.start) as usize * size;
             let Some(data) = map.get(from..to) else {
                 std::panic::resume_unwind(Box::new(format!("the input {} shrank during the map", file.path.display())));
             };
-            let mut r = start.clone();
-            if let Err(e) = r.update(data, first) {
+            if let Err(e) = r.update(data, piece.start) {
                 super::Failure::raise(&e);
             }
-            out.copy_from_slice(&r.to_bytes());
-            pending = match pending {
-                Some((lo, hi)) if hi == from && to - lo < RELEASE_BYTES => Some((lo, to)),
-                Some((lo, hi)) if hi == from => {
-                    release_pages(map, lo, to);
-                    None
-                }
-                Some((lo, hi)) => {
-                    release_pages(map, lo, hi);
-                    Some((from, to))
-                }
-                None => Some((from, to)),
-            };
+            pending.read(from, to);
         }
-        if let Some((lo, hi)) = pending {
-            release_pages(map, lo, hi);
-        }
-        true
-    })
+        out.copy_from_slice(&r.to_bytes());
+    }
+    true
 }
 
-/// Elements per block of a reduction: each block's partial result is one element of the map.
+/// A reduction chunk's input (block numbers) and output (partial results).
+type Io<'a> = (&'a [u8], &'a mut [u8]);
+
+/// Values per piece of a reduction's block (a block of a sequential reduction, float `prod`,
+/// is all the values: see [`reduce_block_len`]).
 pub(crate) const REDUCE_BLOCK: u64 = 1 << 13;
 
+/// Values per block of a reduction, each block's partial result one element of the map:
+/// [`REDUCE_BLOCK`], or all `total` values in one block when the reduction's partial results
+/// cannot be joined as numpy computes it ([`Reducer::sequential`]: numpy's float product
+/// rounds after every value, in order).
+pub(crate) fn reduce_block_len(r: &Reducer, total: u64) -> u64 {
+    if r.sequential() {
+        total.max(1)
+    } else {
+        REDUCE_BLOCK
+    }
+}
+
 /// The parameter block of a reduction kernel: the starting reducer, the number of values,
-/// then the expression and its files as [`encode_files`].
+/// the values per block, then the expression and its files as [`encode_files`].
 pub(crate) fn encode_reduce(start: &Reducer, total: u64, program: &[u8], inputs: &[FileInput]) -> Vec<u8> {
     let mut v = start.to_bytes().to_vec();
     v.extend_from_slice(&total.to_le_bytes());
+    v.extend_from_slice(&reduce_block_len(start, total).to_le_bytes());
     v.extend_from_slice(&encode_files(program, inputs));
     v
 }
 
 /// The trampoline of a reduction: the input elements are block numbers (`u64`), each output
 /// element the partial result ([`Reducer::to_bytes`]) of the expression's values over that
-/// block of [`REDUCE_BLOCK`] flat indices, computed from the worker's own mappings.
+/// block of flat indices ([`reduce_block_len`]), computed from the worker's own mappings.
 pub(crate) fn eval_reduce(params: &[u8], input: &[u8], output: &mut [u8], _start: u64) {
     let start = Reducer::from_bytes(&params[..REDUCER_BYTES]).expect("the map caller encoded the reducer");
-    let total = u64::from_le_bytes(params[REDUCER_BYTES..REDUCER_BYTES + 8].try_into().expect("8 bytes"));
-    let (program, files) = decode(&params[REDUCER_BYTES + 8..]).expect("the map caller encoded these parameters");
+    let word = |k: usize| {
+        let at = REDUCER_BYTES + 8 * k;
+        u64::from_le_bytes(params[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let blocks = Blocks { total: word(0), len: word(1).max(1) };
+    let (program, files) = decode(&params[REDUCER_BYTES + 16..]).expect("the map caller encoded these parameters");
     let prog = Program::from_bytes(program).expect("the map caller encoded this program");
     let osz = prog.output_dtype().size();
-    if reduce_plain(&prog, &files, total, &start, input, output) {
+    let maps = Mapped::new(&files);
+    if reduce_plain(&prog, &files, blocks, &start, &maps, (input, &mut *output)) {
         return;
     }
     let mut values = Vec::new();
     for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(REDUCER_BYTES)) {
-        let block = u64::from_le_bytes(id.try_into().expect("8 bytes"));
-        let first = block * REDUCE_BLOCK;
-        let n = REDUCE_BLOCK.min(total.saturating_sub(first)) as usize;
-        values.resize(n * osz, 0u8);
         let mut r = start.clone();
-        let done = evaluate(&prog, &files, &mut values, first).and_then(|()| r.update(&values, first));
-        if let Err(e) = done {
-            super::Failure::raise(&e);
+        for piece in blocks.pieces(id) {
+            values.resize((piece.end - piece.start) as usize * osz, 0u8);
+            let done =
+                evaluate(&prog, &files, &maps, &mut values, piece.start).and_then(|()| r.update(&values, piece.start));
+            if let Err(e) = done {
+                super::Failure::raise(&e);
+            }
         }
         out.copy_from_slice(&r.to_bytes());
     }
@@ -327,11 +369,12 @@ pub(crate) fn eval_axis(params: &[u8], input: &[u8], output: &mut [u8], _start: 
     let (program, files) = decode(&params[head..]).expect("the map caller encoded these parameters");
     let prog = Program::from_bytes(program).expect("the map caller encoded this program");
     let rsz = r.result_dtype().size();
+    let maps = Mapped::new(&files);
     for (id, out) in input.chunks_exact(8).zip(output.chunks_exact_mut(AXIS_UNIT)) {
         let block = u64::from_le_bytes(id.try_into().expect("8 bytes"));
         let first = block * AXIS_BLOCK;
         let n = AXIS_BLOCK.min(r.result_len().saturating_sub(first));
-        let mut values = |flat: std::ops::Range<u64>, buf: &mut [u8]| evaluate(&prog, &files, buf, flat.start);
+        let mut values = |flat: std::ops::Range<u64>, buf: &mut [u8]| evaluate(&prog, &files, &maps, buf, flat.start);
         match r.reduce_range(first..first + n, &mut values, &mut out[..n as usize * rsz]) {
             Ok(w) => out[AXIS_UNIT - 1] = warning_code(w),
             Err(e) => super::Failure::raise(&e),
@@ -397,7 +440,7 @@ pub(crate) fn eval_rows(params: &[u8], input: &[u8], output: &mut [u8], _start: 
     let prog = Program::from_bytes(program).expect("the map caller encoded this program");
     let Some(first) = input.get(..8) else { return };
     let start = u64::from_le_bytes(first.try_into().expect("8 bytes")) * row;
-    if let Err(e) = evaluate(&prog, &files, output, start) {
+    if let Err(e) = evaluate(&prog, &files, &Mapped::new(&files), output, start) {
         super::Failure::raise(&e);
     }
 }
