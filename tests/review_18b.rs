@@ -417,7 +417,7 @@ fn var_and_std_with_subnormal_squares_are_as_accurate_as_numpys() {
 /// too large (shmpool's Python integers stop below 2**127)" (a limit the README does not
 /// state), while `x * 2.0**130` works.
 #[test]
-#[ignore = "review #18b: Python ints >= 2**127 beside float data are refused (numpy: floats)"]
+#[ignore = "known gap (README: expressions): Python ints >= 2**127 beside float data are refused (numpy: floats)"]
 fn python_integers_past_2_pow_127_beside_floats_are_numpys_floats() {
     let d = tempfile::tempdir().unwrap();
     let x = f64_npy(d.path(), "x.npy", &[0.0, 1.0, 2.0]);
