@@ -307,7 +307,11 @@ fn an_output_directory_removed_mid_map_fails_every_rank_as_shmpool_map_fails() {
     let (code, err) = act_mid_map(slow_job(&d, &out, &wrap), || std::fs::remove_dir_all(&o).unwrap());
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("cannot link"), "shmpool map's message: {err}");
-    assert_eq!(exit_codes(&codes, 3), vec![Some(2); 3], "every rank exits 2, as shmpool map does\n{err}");
+    // Every rank that exits on its own exits 2, as shmpool map does; mpirun stops the ranks
+    // still running once one has exited non-zero (their wrapper then records nothing).
+    let got = exit_codes(&codes, 3);
+    assert!(got.contains(&Some(2)), "a rank exits 2: {got:?}\n{err}");
+    assert!(got.iter().all(|c| matches!(c, Some(2) | None)), "every rank exits 2: {got:?}\n{err}");
 }
 
 // Severity: cosmetic (a misleading message).
