@@ -34,21 +34,9 @@ fn survives_kill_at(point: PausePoint) {
     common::watchdog(Duration::from_secs(60), move || {
         let pool = Pool::builder().workers(2).chunk_len(50_000).pause_point(point).build().unwrap();
         let xs = w1_input(1_000_000);
-        let mut killed = 0;
-        std::thread::scope(|s| {
-            let h = s.spawn(|| pool.map(&xs, w1));
-            while !h.is_finished() {
-                for pid in pool.pids() {
-                    if common::proc_state(pid) == Some('T') {
-                        sigkill(pid);
-                        killed += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let ys = h.join().unwrap().unwrap();
-            assert_w1(&xs, &ys);
-        });
+        let (r, killed) = common::with_paused_killed(&pool, || pool.map(&xs, w1));
+        let ys = r.unwrap();
+        assert_w1(&xs, &ys);
         assert!(killed >= 1, "no worker paused at {point:?}");
         // Deaths are counted by the supervisor once it has reaped them.
         let deadline = Instant::now() + Duration::from_secs(5);

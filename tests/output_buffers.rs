@@ -7,8 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use shmpool::testing::PausePoint;
 use shmpool::{KernelSpec, Pool, SharedVec};
 
@@ -136,22 +134,10 @@ fn a_retried_chunk_does_not_see_the_killed_attempts_partial_output() {
             let pool = Pool::builder().workers(2).pause_point(PausePoint::MidKernel).build().unwrap();
             let xs: Vec<u64> = (0..n as u64).map(|i| i * 3 + 1).collect();
             let spec = KernelSpec::chunk(acc_u64);
-            let mut killed = 0;
-            std::thread::scope(|s| {
-                let h = s.spawn(|| pool.map(&xs, spec.typed::<u64, u64>().unwrap()));
-                while !h.is_finished() {
-                    for pid in pool.pids() {
-                        if common::proc_state(pid) == Some('T') {
-                            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                            killed += 1;
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                let ys = h.join().unwrap().unwrap();
-                let bad = ys.iter().zip(&xs).filter(|(y, x)| y != x).count();
-                assert_eq!(bad, 0, "{n} elements: a retry saw the dead attempt's output");
-            });
+            let (r, killed) = common::with_paused_killed(&pool, || pool.map(&xs, spec.typed::<u64, u64>().unwrap()));
+            let ys = r.unwrap();
+            let bad = ys.iter().zip(&xs).filter(|(y, x)| y != x).count();
+            assert_eq!(bad, 0, "{n} elements: a retry saw the dead attempt's output");
             assert!(killed >= 1, "no worker paused mid-kernel");
         }
     });

@@ -6,8 +6,6 @@ mod common;
 
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use shmpool::testing::PausePoint;
 use shmpool::{Dtype, Error, NpyArray, NpyOutput, Pool, SharedVec};
 
@@ -199,20 +197,8 @@ fn workers_killed_mid_chunk_give_the_same_bits() {
         let want = documented_sum(&x, |v| v * v);
         let pool = Pool::builder().workers(2).pause_point(PausePoint::MidKernel).build().unwrap();
         let shared = SharedVec::from_slice(&x).unwrap();
-        let mut killed = 0;
-        std::thread::scope(|s| {
-            let h = s.spawn(|| pool.map_reduce(&shared, 0.0, |v: f64| v * v, add));
-            while !h.is_finished() {
-                for pid in pool.pids() {
-                    if common::proc_state(pid) == Some('T') {
-                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                        killed += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            assert_eq!(h.join().unwrap().unwrap().to_bits(), want.to_bits());
-        });
+        let (r, killed) = common::with_paused_killed(&pool, || pool.map_reduce(&shared, 0.0, |v: f64| v * v, add));
+        assert_eq!(r.unwrap().to_bits(), want.to_bits());
         assert!(killed >= 1, "no worker paused mid-kernel");
     });
     common::assert_nothing_leaked();

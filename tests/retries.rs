@@ -7,8 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use shmpool::prelude::*;
 use shmpool::testing::PausePoint;
 use shmpool::Error;
@@ -22,22 +20,10 @@ fn acc(x: &[f64], y: &mut [f64]) {
 
 /// Runs `map_into(xs, ys, acc)` on a pool whose first workers stop at `at`, SIGKILLing each
 /// stopped worker; returns how many were killed.
-fn acc_with_kills(at: PausePoint, xs: &SharedVec<f64>, ys: &mut SharedVec<f64>) -> usize {
+fn acc_with_kills(at: PausePoint, xs: &SharedVec<f64>, ys: &mut SharedVec<f64>) -> u64 {
     let pool = Pool::builder().workers(2).chunk_len(1_000).backup_outputs(true).pause_point(at).build().unwrap();
-    let mut killed = 0;
-    std::thread::scope(|s| {
-        let h = s.spawn(|| pool.map_into(xs, ys, acc));
-        while !h.is_finished() {
-            for pid in pool.pids() {
-                if common::proc_state(pid) == Some('T') {
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                    killed += 1;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        h.join().unwrap().unwrap();
-    });
+    let (r, killed) = common::with_paused_killed(&pool, || pool.map_into(xs, ys, acc));
+    r.unwrap();
     killed
 }
 
@@ -109,20 +95,8 @@ fn a_zip_chunk_kernel_killed_midway_into_the_callers_array_is_retried_from_the_c
             let mut ys = SharedVec::from_slice(&vec![1.0f64; n]).unwrap();
             let pool =
                 Pool::builder().workers(2).chunk_len(1_000).backup_outputs(true).pause_point(at).build().unwrap();
-            let mut killed = 0;
-            std::thread::scope(|s| {
-                let h = s.spawn(|| pool.map_into(&(&a, &b), &mut ys, acc_zip));
-                while !h.is_finished() {
-                    for pid in pool.pids() {
-                        if common::proc_state(pid) == Some('T') {
-                            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                            killed += 1;
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                h.join().unwrap().unwrap();
-            });
+            let (r, killed) = common::with_paused_killed(&pool, || pool.map_into(&(&a, &b), &mut ys, acc_zip));
+            r.unwrap();
             assert!(killed >= 1, "{at:?}: no worker paused");
             let wrong = ys.iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
             assert_eq!(wrong, 0, "{at:?}: {killed} workers killed");

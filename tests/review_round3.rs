@@ -114,8 +114,6 @@ fn row_and_table_kernels_over_a_shared_vec_start_from_zeros() {
 /// costs W1's chunk form 1.85x).
 #[test]
 fn a_retried_chunk_into_the_callers_shared_vec_does_not_apply_the_kernel_twice() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     use shmpool::testing::PausePoint;
     let _g = common::serial();
     watchdog(60, "retry into a SharedVec", || {
@@ -129,20 +127,8 @@ fn a_retried_chunk_into_the_callers_shared_vec_does_not_apply_the_kernel_twice()
         let n = 100_000;
         let xs = SharedVec::from_slice(&(0..n).map(|i| (i % 997) as f64 + 1.0).collect::<Vec<_>>()).unwrap();
         let mut ys = SharedVec::from_slice(&vec![1.0f64; n]).unwrap();
-        let mut killed = 0;
-        std::thread::scope(|s| {
-            let h = s.spawn(|| pool.map_into(&xs, &mut ys, acc));
-            while !h.is_finished() {
-                for pid in pool.pids() {
-                    if common::proc_state(pid) == Some('T') {
-                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                        killed += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            h.join().unwrap().unwrap();
-        });
+        let (r, killed) = common::with_paused_killed(&pool, || pool.map_into(&xs, &mut ys, acc));
+        r.unwrap();
         assert!(killed >= 1, "no worker paused before publishing");
         let want: Vec<f64> = xs.iter().map(|x| x + 1.0).collect();
         assert_eq!(wrong(&ys, &want), 0, "a retried chunk added its input twice ({killed} workers killed)");

@@ -32,20 +32,8 @@ fn assert_w1(xs: &[f64], ys: &[f64]) {
 fn survives_kill_at(method: StartMethod, point: PausePoint) {
     let pool = Pool::builder().workers(2).chunk_len(20_000).pause_point(point).start_method(method).build().unwrap();
     let xs = w1_input(400_000);
-    let mut killed = 0;
-    std::thread::scope(|s| {
-        let h = s.spawn(|| pool.map(&xs, w1));
-        while !h.is_finished() {
-            for pid in pool.pids() {
-                if common::proc_state(pid) == Some('T') {
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                    killed += 1;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_w1(&xs, &h.join().unwrap().unwrap());
-    });
+    let (r, killed) = common::with_paused_killed(&pool, || pool.map(&xs, w1));
+    assert_w1(&xs, &r.unwrap());
     assert!(killed >= 1, "{method:?}: no worker paused at {point:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while pool.worker_deaths() < killed && Instant::now() < deadline {

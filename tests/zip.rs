@@ -226,20 +226,8 @@ fn workers_killed_mid_chunk_redo_their_chunk_exactly() {
             SharedVec::from_slice(&c).unwrap(),
         );
         let mut out = pool.alloc::<f64>(n).unwrap();
-        let mut killed = 0;
-        std::thread::scope(|s| {
-            let h = s.spawn(|| pool.map_into(&(&sa, &sb, &sc), &mut out, axpy));
-            while !h.is_finished() {
-                for pid in pool.pids() {
-                    if common::proc_state(pid) == Some('T') {
-                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                        killed += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            h.join().unwrap().unwrap();
-        });
+        let (r, killed) = common::with_paused_killed(&pool, || pool.map_into(&(&sa, &sb, &sc), &mut out, axpy));
+        r.unwrap();
         assert!(killed >= 1, "no worker paused mid-kernel");
         assert_eq!(&out[..], &serial(&a, &b, &c)[..]);
     });

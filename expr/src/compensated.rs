@@ -42,7 +42,7 @@ pub(crate) fn lanes<const SIZE: usize, const BIG: bool>(
     get: impl Fn([u8; SIZE]) -> f64,
 ) -> ([f64; LANES], [f64; LANES], u64, f64) {
     let (mut s, mut c, mut m) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
-    let mut add = |l: usize, v: f64| {
+    let add = |l: usize, v: f64| {
         let (t, e) = two_sum(s[l], v);
         s[l] = t;
         c[l] += e;
@@ -50,6 +50,14 @@ pub(crate) fn lanes<const SIZE: usize, const BIG: bool>(
             m[l] = m[l].max(v.abs());
         }
     };
+    each_lane(bytes, get, add);
+    (s, c, (bytes.len() / SIZE) as u64, m.into_iter().fold(0.0, f64::max))
+}
+
+/// Calls `add(lane, value)` for each `SIZE`-byte element of `bytes`, read by `get` (element
+/// `k` into lane `k % LANES`), prefetching ahead of the adds.
+#[inline(always)]
+fn each_lane<const SIZE: usize>(bytes: &[u8], get: impl Fn([u8; SIZE]) -> f64, mut add: impl FnMut(usize, f64)) {
     let whole = bytes.chunks_exact(SIZE * LANES);
     let rest = whole.remainder();
     for (k, block) in whole.enumerate() {
@@ -61,7 +69,6 @@ pub(crate) fn lanes<const SIZE: usize, const BIG: bool>(
     for (l, e) in rest.chunks_exact(SIZE).enumerate() {
         add(l, get(e.try_into().expect("SIZE bytes")));
     }
-    (s, c, (bytes.len() / SIZE) as u64, m.into_iter().fold(0.0, f64::max))
 }
 
 pub(crate) fn neumaier(sum: &mut f64, comp: &mut f64, v: f64) {
@@ -100,7 +107,7 @@ pub(crate) fn deviation_lanes<const SIZE: usize>(
     mean: f64,
 ) -> [[f64; LANES]; 4] {
     let mut acc = [[0.0f64; LANES]; 4];
-    let mut add = |l: usize, v: f64| {
+    let add = |l: usize, v: f64| {
         let (dv, de) = two_sum(v, -mean);
         let (sq, sqe) = two_square(dv);
         let (t, e) = two_sum(acc[0][l], sq);
@@ -110,16 +117,6 @@ pub(crate) fn deviation_lanes<const SIZE: usize>(
         acc[2][l] = t;
         acc[3][l] += e + de;
     };
-    let whole = bytes.chunks_exact(SIZE * LANES);
-    let rest = whole.remainder();
-    for (k, block) in whole.enumerate() {
-        prefetch(bytes, k * SIZE * LANES + PREFETCH_AHEAD);
-        for l in 0..LANES {
-            add(l, get(block[l * SIZE..(l + 1) * SIZE].try_into().expect("SIZE bytes")));
-        }
-    }
-    for (l, e) in rest.chunks_exact(SIZE).enumerate() {
-        add(l, get(e.try_into().expect("SIZE bytes")));
-    }
+    each_lane(bytes, get, add);
     acc
 }

@@ -68,17 +68,4 @@ impl Error {
     }
 }
 
-/// An error and every `source()` below it, on one line (as `shmpool map` prints them).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use shmpool::cli::chain;

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use shmpool::cli::same_file;
 use shmpool::kernel::expr::Program;
 use shmpool::{Dtype, KernelSpec, NpyArray};
 
@@ -132,17 +133,6 @@ pub struct Progress {
     pub done: usize,
     /// Elements in total.
     pub total: usize,
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    let canon = |p: &Path| -> Option<PathBuf> {
-        if let Ok(c) = p.canonicalize() {
-            return Some(c);
-        }
-        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Some(parent.canonicalize().ok()?.join(p.file_name()?))
-    };
-    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// The input, opened and checked, and the kernel compiled for it.

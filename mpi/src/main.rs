@@ -49,18 +49,6 @@ fn parse_inputs(raw: &[String]) -> Result<(PathBuf, Vec<(String, PathBuf)>), Str
     }
 }
 
-/// Whether two paths name one file (or, for one that does not exist yet, one place).
-fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
-    let canon = |p: &std::path::Path| -> Option<PathBuf> {
-        if let Ok(c) = p.canonicalize() {
-            return Some(c);
-        }
-        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        Some(parent.canonicalize().ok()?.join(p.file_name()?))
-    };
-    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
-}
-
 /// Asks Open MPI to yield the core in its blocking calls (`MPI_Init`'s exchange, collectives,
 /// `MPI_Finalize`) instead of polling it (`mpi_yield_when_idle`), unless the user chose: a rank
 /// shares its node's cores with its own workers and the other ranks' (Open MPI yields by itself
@@ -199,7 +187,9 @@ fn check(args: MapArgs) -> Result<Ready, String> {
     // The output that is a named input other than the one --in-place names, as `shmpool map`
     // refuses it (the job itself only knows whether replacing is allowed). With one input,
     // `shmpool map` ignores the name.
-    if let (Some(n), Some((k, _))) = (args.in_place.as_deref(), inputs.iter().find(|(_, p)| same_path(p, &output))) {
+    if let (Some(n), Some((k, _))) =
+        (args.in_place.as_deref(), inputs.iter().find(|(_, p)| shmpool::cli::same_file(p, &output)))
+    {
         if k != n {
             return Err(format!("output {} is the input {k}: pass --in-place={k} to replace it", output.display()));
         }

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{mpirun, mpirun_cmd, save_f64, text, Dir, BIN};
+use common::{act_mid_map, mpirun, mpirun_cmd, save_f64, text, Dir, BIN};
 
 /// The message after `prefix` (`shmpool: error:` or `shmpool-mpi: error:`), up to mpirun's
 /// banner.
@@ -83,30 +82,10 @@ fn an_input_truncated_during_the_map_is_named_as_shmpool_map_names_it() {
     save_f64(&d.path("x.npy"), 3_000_000);
     let (x, out) = (d.s("x.npy"), d.s("out.npy"));
     let args = ["map", &x, "-o", &out, "-j", "1", "--chunk-len", "65536", "--progress", "--expr", SLOW];
-    let mut child =
-        mpirun_cmd(&d, 2, Path::new(BIN), &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        let mut told = false;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !told && line.starts_with("progress:") {
-                told = true;
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    // The reader drops `tx` at the end of stderr: a job that never reports ends the wait too.
-    let started = rx.recv().is_ok();
-    std::fs::OpenOptions::new().write(true).open(&x).unwrap().set_len(4096).unwrap();
-    let status = child.wait().unwrap();
-    let err = reader.join().unwrap();
-    assert!(started, "the job never reported progress: {err}");
-    assert_ne!(status.code(), Some(0), "{err}");
+    let child = mpirun_cmd(&d, 2, Path::new(BIN), &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let (code, err) =
+        act_mid_map(child, || std::fs::OpenOptions::new().write(true).open(&x).unwrap().set_len(4096).unwrap());
+    assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("changed during the map"), "name the truncated input, as shmpool map does: {err}");
     assert_eq!(d.debris(&["x.npy"]), Vec::<String>::new(), "no debris");
 }

@@ -8,11 +8,10 @@ mod common;
 
 scenarios!(rank_body_scatter_kernel_panics_on_rank_2);
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::{mpirun, mpirun_cmd, save, save_f64, scenario, shmpool_bin, text, Dir, BIN};
+use common::{act_mid_map, mpirun, mpirun_cmd, save, save_f64, scenario, shmpool_bin, text, Dir, BIN};
 use shmpool::{Dtype, KernelSpec, Pool};
 
 /// The message after `prefix` (`shmpool: error:` or `shmpool-mpi: error:`), up to mpirun's
@@ -30,36 +29,6 @@ fn shmpool(args: &[&str]) -> std::process::Output {
 /// A slow expression, so that every rank is still mapping when the test acts.
 const SLOW: &str =
     "sqrt(sqrt(x) + 1) * sqrt(x + 2) + sqrt(x + 3) * sqrt(x + 4) + sqrt(x + 5) * sqrt(x + 6) + sqrt(x + 7)";
-
-/// Starts `child` (stderr piped), calls `act` once its first progress line is out (every rank
-/// has opened its input and its part of the output by then: the collective that ends the
-/// set-up comes first), and returns its exit code and whole stderr.
-fn act_mid_map(mut child: Child, act: impl FnOnce()) -> (Option<i32>, String) {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        let mut told = false;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !told && line.starts_with("progress:") {
-                told = true;
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    // The reader drops `tx` at the end of stderr: a job that never reports ends the wait too.
-    let started = rx.recv().is_ok();
-    if started {
-        act();
-    }
-    let status = child.wait().unwrap();
-    let err = reader.join().unwrap();
-    assert!(started, "the job never reported progress: {err}");
-    (status.code(), err)
-}
 
 /// A slow 3-rank map of x.npy (3M float64) into `out`, with progress on, stderr piped; ranks
 /// run under `wrap` (a program and its arguments before shmpool-mpi's), if any.

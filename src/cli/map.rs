@@ -10,6 +10,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::workloads::{self, W1_LEN};
+use shmpool::cli::same_file;
 use shmpool::kernel::expr::parse::{extract_reductions, substitute_sizes};
 use shmpool::kernel::expr::Program;
 use shmpool::{Dtype, KernelSpec, NpyArray, NpyOutput, Pool, SharedVec};
@@ -173,17 +174,6 @@ fn run_inputs(args: &MapArgs, named: &[(Option<String>, PathBuf)]) -> Result<(),
     #[allow(unsafe_code)]
     let spec = unsafe { KernelSpec::expr_files(&outer.program, &files, &outer.values, main, out_dtype) }?;
     run_map(args, (files[main].1, files[main].0, &out_shape), output, out_dtype, &spec)
-}
-
-pub(super) fn same_file(a: &Path, b: &Path) -> bool {
-    let canon = |p: &Path| -> Option<PathBuf> {
-        if let Ok(c) = p.canonicalize() {
-            return Some(c);
-        }
-        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Some(parent.canonicalize().ok()?.join(p.file_name()?))
-    };
-    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// Whether `sig` is ignored in this process (inherited from whoever started it).

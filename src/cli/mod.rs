@@ -105,21 +105,7 @@ impl From<shmpool::UnknownDtype> for Failure {
     }
 }
 
-/// An error and every `source()` below it: `cannot open x.npy: No such file or directory (os
-/// error 2)`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use shmpool::cli::chain;
 
 /// Restores the default SIGPIPE action (Rust's runtime ignores it): `shmpool map … | head`
 /// then ends quietly when the reader goes, like any Unix tool, instead of panicking in a

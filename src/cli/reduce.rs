@@ -10,9 +10,10 @@ use shmpool::kernel::expr::{Program, Reduction};
 use shmpool::Pool;
 
 use super::input::open_input;
-use super::map::{cores, parse_inputs, same_file, with_sizes};
+use super::map::{cores, parse_inputs, with_sizes};
 use super::reduced::{reduce_inner, repr, single_axis, write_array, Outer};
 use super::Failure;
+use shmpool::cli::same_file;
 
 /// Arguments of `shmpool reduce`.
 #[derive(Debug, clap::Args)]

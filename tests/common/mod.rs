@@ -127,6 +127,27 @@ pub fn proc_state(pid: u32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim().chars().next()
 }
 
+/// Runs `job` on another thread and SIGKILLs every worker of `pool` seen stopped at its pause
+/// point (state T) until `job` returns: its result, and how many workers were killed.
+pub fn with_paused_killed<T: Send>(pool: &shmpool::Pool, job: impl FnOnce() -> T + Send) -> (T, u64) {
+    use nix::sys::signal::{kill, Signal};
+    let mut killed = 0;
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(job);
+        while !h.is_finished() {
+            for pid in pool.pids() {
+                if proc_state(pid) == Some('T') {
+                    let _ = kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    killed += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        h.join().unwrap()
+    });
+    (out, killed)
+}
+
 /// Runs scenario `name` of this test binary in a child process (see [`scenario`]) and
 /// returns its output (stdout and stderr captured). A run still going after `limit` is
 /// SIGKILLed and fails the test: a hang is a failure, a slow run is not measured.

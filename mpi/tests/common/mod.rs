@@ -220,3 +220,33 @@ pub fn nothing_left(d: &Dir, seen: &[u32]) {
     assert_pids_gone(seen);
     assert_eq!(segments_of(seen), Vec::<String>::new(), "shared memory left");
 }
+
+/// Starts `child` (stderr piped), calls `act` once its first progress line is out (every rank
+/// has opened its input and its part of the output by then: the collective that ends the
+/// set-up comes first), and returns its exit code and whole stderr.
+pub fn act_mid_map(mut child: Child, act: impl FnOnce()) -> (Option<i32>, String) {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut told = false;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if !told && line.starts_with("progress:") {
+                told = true;
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // The reader drops `tx` at the end of stderr: a job that never reports ends the wait too.
+    let started = rx.recv().is_ok();
+    if started {
+        act();
+    }
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert!(started, "the job never reported progress: {err}");
+    (status.code(), err)
+}
