@@ -5,6 +5,7 @@ and numexpr, IN THE SAME RUN, on the same files (issue #18's measurement; not ru
 Workloads (N float64 elements, default 100,000,000; M = isqrt(N), default 10,000):
 
   a * b + c        three (N,) inputs, one (N,) output file
+  x * 2 + 1        the same over one input (the one-input ratio, measured in the same run)
   sum(x * x)       one (N,) input, one number
   mean(x), std(x)  one (N,) input, one number each
   m + v            broadcasting: (M, M) + (M,), one (M, M) output file
@@ -18,6 +19,9 @@ mapped input files count there, as they do for numpy and numexpr):
   numpy    np.load(..., mmap_mode='r'), the numpy expression, np.save / print
   numexpr  the same loads, ne.set_num_threads(JOBS), ne.evaluate(...), np.save / print
            (numexpr has no mean/std: sum(x) / n and sqrt(sum((x - mean) ** 2) / n))
+  floor    a * b + c only: examples/floor_map.rs, the least any program can do for that job
+           (JOBS threads over the mapped inputs and a fresh mapped output, nothing else); what
+           no tool can beat here, so that a goal against numexpr can be checked against it
 
 Runs are interleaved (shmpool, numpy, numexpr, shmpool, ...) so that drifting load hits all
 three alike; the table reports medians of RUNS runs and ratios against numexpr within this run.
@@ -31,6 +35,7 @@ Usage (environment variables or options):
 
   --n N  --runs RUNS  --jobs JOBS  --dir DIR (default: a temporary directory under target/)
   --shmpool PATH (default target/release/shmpool, built with `cargo build --release` if missing)
+  --floor PATH (default target/release/examples/floor_map, built likewise if missing)
   --python PATH (default: this interpreter; it needs numpy and numexpr)
 
 Disk: 5 files of N float64 (4 GB at the default N) plus one output at a time.
@@ -95,6 +100,12 @@ def cases(a, d, jobs):
                               *j, "--quiet"], y),
             "numpy": (py(f"{load('a', 'b', 'c')}; np.save({y!r}, a * b + c)"), y),
             "numexpr": (py(f"{load('a', 'b', 'c')}; {ne}; np.save({y!r}, ne.evaluate('a * b + c'))"), y),
+            "floor": ([a.floor, str(jobs), y, f("a"), f("b"), f("c")], y),
+        },
+        "x * 2 + 1": {
+            "shmpool": (sp + ["map", f("x"), "-o", y, "--expr", "x * 2 + 1", *j, "--quiet"], y),
+            "numpy": (py(f"{load('x')}; np.save({y!r}, x * 2 + 1)"), y),
+            "numexpr": (py(f"{load('x')}; {ne}; np.save({y!r}, ne.evaluate('x * 2 + 1'))"), y),
         },
         "sum(x * x)": {
             "shmpool": (sp + ["reduce", f("x"), "--expr", "sum(x * x)", *j], None),
@@ -118,6 +129,26 @@ def cases(a, d, jobs):
             "numexpr": (py(f"{load('m', 'v')}; {ne}; np.save({y!r}, ne.evaluate('m + v'))"), y),
         },
     }
+
+
+def reporting_note():
+    """A line about this VM's free page reporting when it is on at once (min_free_ms = 0), else ''.
+
+    A Firecracker guest with virtio_balloon free page reporting gives memory freed more than
+    about 2 s ago back to its host; the next program to take fresh memory pays a host fault per
+    page. numexpr and numpy take 1-4 GB of fresh memory per run, so their times then swing by 4x
+    from run to run, and so do the ratios. Raising min_free_ms keeps freed memory for that long
+    (stable, warm figures: the regime least favourable to shmpool); the script never changes it.
+    """
+    knob = "/sys/module/page_reporting/parameters/min_free_ms"
+    try:
+        with open(knob) as f:
+            if f.read().strip() != "0":
+                return ""
+    except OSError:
+        return ""
+    return (f"note: free page reporting is on with {knob} = 0: numexpr's and numpy's times swing with "
+            f"host faults on fresh memory. For warm, stable figures: echo 30000 > {knob} (and 0 after).\n")
 
 
 def number(s):
@@ -160,9 +191,12 @@ def main():
     ap.add_argument("--dir", default=os.environ.get("DIR"))
     ap.add_argument("--shmpool", default=os.environ.get("SHMPOOL", "target/release/shmpool"))
     ap.add_argument("--python", default=os.environ.get("PYTHON", sys.executable))
+    ap.add_argument("--floor", default=os.environ.get("FLOOR", "target/release/examples/floor_map"))
     a = ap.parse_args()
     if not os.path.exists(a.shmpool):
         subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "shmpool"], check=True)
+    if not os.path.exists(a.floor):
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "floor_map"], check=True)
     side = max(1, math.isqrt(a.n))
     env = dict(os.environ, OMP_NUM_THREADS=str(a.jobs), NUMEXPR_MAX_THREADS=str(a.jobs),
                OPENBLAS_NUM_THREADS=str(a.jobs))
@@ -172,30 +206,39 @@ def main():
         generate(a.python, d, a.n, side)
         table = cases(a, d, a.jobs)
         # numpy first in every workload: its result is the reference.
-        order = ["numpy", "numexpr", "shmpool"]
-        times = {(w, t): [] for w in table for t in order}
-        rss = {(w, t): 0 for w in table for t in order}
-        agree = {(w, t): True for w in table for t in order}
+        order = ["numpy", "numexpr", "shmpool", "floor"]
+        times = {(w, t): [] for w in table for t in table[w]}
+        rss = {(w, t): 0 for w in table for t in table[w]}
+        agree = {(w, t): True for w in table for t in table[w]}
         reference = {}
         for _ in range(a.runs):
             for w, tools in table.items():
-                for t in order:
+                for t in (t for t in order if t in tools):
                     cmd, out = tools[t]
                     secs, peak, printed = timed(cmd, env)
                     times[w, t].append(secs)
                     rss[w, t] = max(rss[w, t], peak)
                     agree[w, t] &= check(a, t, w, out, printed, reference, d)
+    print(reporting_note(), end="")
     print(f"N = {a.n:,} float64 (broadcast: ({side}, {side}) + ({side},)), {a.jobs} jobs / threads, "
           f"median of {a.runs} interleaved runs, warm page cache\n")
     print("| workload | tool | median s | speed vs numexpr | peak RSS | RSS vs numexpr | agrees with numpy |")
     print("|---|---|---:|---:|---:|---:|---|")
     for w in table:
         ref_t = statistics.median(times[w, "numexpr"])
-        for t in ["shmpool", "numexpr", "numpy"]:
+        for t in (t for t in ["shmpool", "floor", "numexpr", "numpy"] if t in table[w]):
             m = statistics.median(times[w, t])
             speed = ref_t / m if m > 0 else float("inf")
             print(f"| {w} | {t} | {m:.3f} | {speed:.2f}x | {rss[w, t] / 2**20:.1f} MiB | "
                   f"{rss[w, t] / max(rss[w, 'numexpr'], 1):.3f} | {'yes' if agree[w, t] else 'NO'} |")
+    w = "a * b + c"
+    sp, fl, ne = (statistics.median(times[w, t]) for t in ("shmpool", "floor", "numexpr"))
+    print(f"\n{w}: shmpool takes {sp / fl:.2f}x the floor's time. The floor reaches {ne / fl:.2f}x numexpr: "
+          f"{ne / fl:.2f}x is the most any tool can reach on this machine in this run "
+          f"(3x would need {ne / 3:.3f} s).")
+    for w in ("a * b + c", "x * 2 + 1"):
+        ratios = ", ".join(f"{n / s:.2f}x" for n, s in zip(times[w, "numexpr"], times[w, "shmpool"]))
+        print(f"{w}, numexpr's time / shmpool's, run by run: {ratios}")
 
 
 if __name__ == "__main__":

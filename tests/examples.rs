@@ -10,11 +10,12 @@ fn example(name: &str) -> String {
     example_with(name, &[])
 }
 
-fn example_with(name: &str, args: &'static [&'static str]) -> String {
+fn example_with(name: &str, args: &[&str]) -> String {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let path: PathBuf = dir.join("examples").join(name);
     assert!(path.exists(), "{} is missing: run the tests with `cargo test`, which builds examples", path.display());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let out =
         common::watchdog(std::time::Duration::from_secs(120), move || Command::new(&path).args(args).output().unwrap());
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -139,4 +140,42 @@ fn zip_reduce_example_zips_three_inputs_and_reduces_deterministically() {
     assert!(out.contains("y[999] = a[999] * b[999] + c[999] = 5.495\n"), "{out}");
     assert!(out.contains("mean = 0.4995, std = 0.2887\n"), "{out}");
     assert!(out.contains("same bits on 1 worker: true\n"), "{out}");
+}
+
+#[test]
+fn floor_map_example_writes_what_shmpool_map_writes() {
+    use common::npy_files::{f64_npy, p, shmpool};
+    let dir = tempfile::tempdir().unwrap();
+    // Three chunks and a short one: 1M-element chunks over 2.5M elements.
+    let n = (5 << 20) / 2;
+    let col = |k: f64| (0..n).map(|i| (i as f64 * k).sin() * 1e3).collect::<Vec<f64>>();
+    let (a, b, c) = (col(0.5), col(0.25), col(-0.125));
+    for (name, xs) in [("a.npy", &a), ("b.npy", &b), ("c.npy", &c)] {
+        f64_npy(dir.path(), name, xs);
+    }
+    let (fa, fb, fc, floor, y) = (
+        p(dir.path(), "a.npy"),
+        p(dir.path(), "b.npy"),
+        p(dir.path(), "c.npy"),
+        p(dir.path(), "floor.npy"),
+        p(dir.path(), "y.npy"),
+    );
+    example_with("floor_map", &["2", &floor, &fa, &fb, &fc]);
+    let out = shmpool(&[
+        "map",
+        &format!("a={fa}"),
+        &format!("b={fb}"),
+        &format!("c={fc}"),
+        "-o",
+        &y,
+        "--expr",
+        "a * b + c",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (floor, y) = (std::fs::read(&floor).unwrap(), std::fs::read(&y).unwrap());
+    assert!(floor == y, "floor_map and shmpool map wrote different files");
+    let (_, data) = common::npy_files::read_out(dir.path().join("y.npy").as_path());
+    let want: Vec<f64> = (0..n).map(|i| a[i] * b[i] + c[i]).collect();
+    assert!(common::npy_files::f64s(&data) == want, "a * b + c, element by element");
 }
