@@ -53,31 +53,61 @@ struct View<'a> {
 }
 
 impl View<'_> {
-    /// The input's elements for output flat indices `first .. first + n`, into `buf`.
+    /// The input's elements for output flat indices `first .. first + n`, into `buf`: one copy
+    /// per run along the output's last dimension (a slice of the input's row, or one element
+    /// repeated where that dimension is broadcast), never one per element.
     fn gather(&self, out_shape: &[u64], first: u64, n: usize, buf: &mut Vec<u8>) {
         buf.clear();
-        let nd = out_shape.len();
-        // The multi-index of `first`, then counted up like an odometer.
-        let mut idx = vec![0u64; nd];
+        let size = self.size;
+        let Some(last) = out_shape.len().checked_sub(1) else {
+            // A 0-d output: its one element.
+            return repeat(buf, &self.bytes[..size], n);
+        };
+        // The multi-index of `first`, then counted up like an odometer, a run at a time.
+        let mut idx = vec![0u64; out_shape.len()];
         let mut rest = first;
-        for k in (0..nd).rev() {
+        for k in (0..=last).rev() {
             idx[k] = rest % out_shape[k];
             rest /= out_shape[k];
         }
         let mut off: u64 = idx.iter().zip(&self.strides).map(|(i, s)| i * s).sum();
-        for _ in 0..n {
-            let at = off as usize * self.size;
-            buf.extend_from_slice(&self.bytes[at..at + self.size]);
-            for k in (0..nd).rev() {
-                idx[k] += 1;
-                off += self.strides[k];
+        let mut left = n;
+        while left > 0 {
+            let run = ((out_shape[last] - idx[last]) as usize).min(left);
+            let at = off as usize * size;
+            match self.strides[last] {
+                // Broadcast along the last dimension: one element, `run` times.
+                0 => repeat(buf, &self.bytes[at..at + size], run),
+                // The input's own last dimension (C order): `run` consecutive elements.
+                _ => buf.extend_from_slice(&self.bytes[at..at + run * size]),
+            }
+            left -= run;
+            idx[last] += run as u64;
+            off += self.strides[last] * run as u64;
+            for k in (0..=last).rev() {
                 if idx[k] < out_shape[k] {
                     break;
                 }
                 off -= self.strides[k] * idx[k];
                 idx[k] = 0;
+                if k > 0 {
+                    idx[k - 1] += 1;
+                    off += self.strides[k - 1];
+                }
             }
         }
+    }
+}
+
+/// Appends `elem` to `buf` `times` times, doubling what it copies.
+fn repeat(buf: &mut Vec<u8>, elem: &[u8], times: usize) {
+    let (start, want) = (buf.len(), elem.len() * times);
+    if times > 0 {
+        buf.extend_from_slice(elem);
+    }
+    while buf.len() - start < want {
+        let have = buf.len() - start;
+        buf.extend_from_within(start..start + have.min(want - have));
     }
 }
 
@@ -131,4 +161,61 @@ pub(crate) fn eval(
         at += m as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gather one element at a time: the definition the run-wise one must match.
+    fn naive(v: &View<'_>, out_shape: &[u64], first: u64, n: usize) -> Vec<u8> {
+        (first..first + n as u64)
+            .flat_map(|j| {
+                let (mut rest, mut off) = (j, 0u64);
+                for k in (0..out_shape.len()).rev() {
+                    off += (rest % out_shape[k]) * v.strides[k];
+                    rest /= out_shape[k];
+                }
+                let at = off as usize * v.size;
+                v.bytes[at..at + v.size].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_gather_what_single_elements_do_for_every_shape_and_range() {
+        let shapes: &[(&[u64], &[u64])] = &[
+            (&[], &[]),
+            (&[], &[5]),
+            (&[1], &[4, 3]),
+            (&[3], &[4, 3]),
+            (&[4, 1], &[4, 3]),
+            (&[1, 3], &[4, 3]),
+            (&[2, 1, 3], &[2, 5, 3]),
+            (&[5, 1], &[2, 5, 7]),
+            (&[1, 1, 1], &[3, 2, 4]),
+            (&[3, 2, 4], &[3, 2, 4]),
+            (&[7], &[1, 7]),
+        ];
+        for &(shape, out_shape) in shapes {
+            let elems: u64 = shape.iter().product();
+            let bytes: Vec<u8> = (0..elems * 2).map(|b| b as u8).collect();
+            let pad = out_shape.len() - shape.len();
+            let mut strides = vec![0u64; out_shape.len()];
+            let mut step = 1;
+            for k in (0..shape.len()).rev() {
+                strides[pad + k] = if shape[k] == 1 && out_shape[pad + k] != 1 { 0 } else { step };
+                step *= shape[k];
+            }
+            let v = View { bytes: &bytes, size: 2, strides, full: false };
+            let total: u64 = out_shape.iter().product();
+            let mut buf = Vec::new();
+            for first in 0..=total {
+                for n in 0..=(total - first) as usize {
+                    v.gather(out_shape, first, n, &mut buf);
+                    assert_eq!(buf, naive(&v, out_shape, first, n), "{shape:?} -> {out_shape:?}, {first}+{n}");
+                }
+            }
+        }
+    }
 }
