@@ -146,7 +146,7 @@ fn zip_reduce_example_zips_three_inputs_and_reduces_deterministically() {
 fn floor_map_example_writes_what_shmpool_map_writes() {
     use common::npy_files::{f64_npy, p, shmpool};
     let dir = tempfile::tempdir().unwrap();
-    // Three chunks and a short one: 1M-element chunks over 2.5M elements.
+    // floor_map's 1M-element chunks over 2.5M elements: two whole ones and a short one.
     let n = (5 << 20) / 2;
     let col = |k: f64| (0..n).map(|i| (i as f64 * k).sin() * 1e3).collect::<Vec<f64>>();
     let (a, b, c) = (col(0.5), col(0.25), col(-0.125));

@@ -99,6 +99,19 @@ impl View<'_> {
     }
 }
 
+/// C-order element strides of an input of `shape`, aligned on the right of the output's
+/// dimensions: 0 where it is broadcast.
+fn strides(shape: &[u64], out_shape: &[u64]) -> Vec<u64> {
+    let pad = out_shape.len() - shape.len();
+    let mut strides = vec![0u64; out_shape.len()];
+    let mut step = 1u64;
+    for k in (0..shape.len()).rev() {
+        strides[pad + k] = if shape[k] == 1 && out_shape[pad + k] != 1 { 0 } else { step };
+        step *= shape[k];
+    }
+    strides
+}
+
 /// Appends `elem` to `buf` `times` times, doubling what it copies.
 fn repeat(buf: &mut Vec<u8>, elem: &[u8], times: usize) {
     let (start, want) = (buf.len(), elem.len() * times);
@@ -131,16 +144,8 @@ pub(crate) fn eval(
         if elems.is_none() {
             return Err(Error::LengthMismatch { input: bytes.len() / d.size(), output: total as usize });
         }
-        // C-order strides of the input, aligned on the right of the output's dimensions.
-        let pad = out_shape.len() - shape.len();
-        let mut strides = vec![0u64; out_shape.len()];
-        let mut step = 1u64;
-        for k in (0..shape.len()).rev() {
-            strides[pad + k] = if shape[k] == 1 && out_shape[pad + k] != 1 { 0 } else { step };
-            step *= shape[k];
-        }
-        let full = pad == 0 && shape == out_shape.as_slice();
-        views.push(View { bytes, size: d.size(), strides, full });
+        let full = shape == out_shape.as_slice();
+        views.push(View { bytes, size: d.size(), strides: strides(shape, &out_shape), full });
     }
     let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); views.len()];
     let mut at = range.start;
@@ -200,14 +205,7 @@ mod tests {
         for &(shape, out_shape) in shapes {
             let elems: u64 = shape.iter().product();
             let bytes: Vec<u8> = (0..elems * 2).map(|b| b as u8).collect();
-            let pad = out_shape.len() - shape.len();
-            let mut strides = vec![0u64; out_shape.len()];
-            let mut step = 1;
-            for k in (0..shape.len()).rev() {
-                strides[pad + k] = if shape[k] == 1 && out_shape[pad + k] != 1 { 0 } else { step };
-                step *= shape[k];
-            }
-            let v = View { bytes: &bytes, size: 2, strides, full: false };
+            let v = View { bytes: &bytes, size: 2, strides: strides(shape, out_shape), full: false };
             let total: u64 = out_shape.iter().product();
             let mut buf = Vec::new();
             for first in 0..=total {
