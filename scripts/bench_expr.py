@@ -10,9 +10,12 @@ Workloads (N float64 elements, default 100,000,000; M = isqrt(N), default 10,000
   mean(x), std(x)  one (N,) input, one number each
   m + v            broadcasting: (M, M) + (M,), one (M, M) output file
 
-Tools, each run as a fresh process under `/usr/bin/time -v` (wall time, and the peak RSS it
-reports: for shmpool the largest of the CLI and its workers, as wait4 gives it; pages of the
-mapped input files count there, as they do for numpy and numexpr):
+Tools, each run as a fresh process under `/usr/bin/time -v` (wall time). Peak RSS comes from one
+more, untimed run of each command that samples `VmHWM` (the kernel's high-water mark of the
+resident set) of the command and every process under it every 2 ms (`tree_peak`): the largest
+of them, so for shmpool the largest of the CLI, its fork server and its workers (the workers'
+own peaks never reach the CLI's rusage, which `time -v` reports). Pages of the mapped input
+files count there, as they do for numpy and numexpr:
 
   shmpool  shmpool map a=a.npy b=b.npy c=c.npy -o y.npy --expr 'a * b + c' -j JOBS
            shmpool reduce x.npy --expr 'sum(x * x)' -j JOBS          (likewise mean, std, m + v)
@@ -49,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 
 def timed(cmd, env):
@@ -63,6 +67,53 @@ def timed(cmd, env):
     h, m, s = wall.groups()
     secs = int(h or 0) * 3600 + int(m) * 60 + float(s)
     return secs, int(rss.group(1)) * 1024, p.stdout.strip()
+
+
+def descendants(pid):
+    """Live processes under pid (children, theirs, ...), from /proc."""
+    parent = {}
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open(f"/proc/{e}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if rest[0] != "Z":
+                parent[int(e)] = int(rest[1])
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
+def vm_hwm(pid):
+    """A process's peak resident set so far (bytes), or 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_peak(cmd, env):
+    """Runs cmd once more, untimed, and returns the largest peak resident set (bytes) of it and of
+    every process under it, sampled every 2 ms (`VmHWM` only grows, so a sample is at most 2 ms
+    short of a process's peak)."""
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while p.poll() is None:
+        peak = max([peak] + [vm_hwm(q) for q in [p.pid, *descendants(p.pid)]])
+        time.sleep(0.002)
+    if p.returncode != 0:
+        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}")
+    return peak
 
 
 def generate(py, d, n, side):
@@ -215,10 +266,16 @@ def main():
             for w, tools in table.items():
                 for t in (t for t in order if t in tools):
                     cmd, out = tools[t]
-                    secs, peak, printed = timed(cmd, env)
+                    secs, _, printed = timed(cmd, env)
                     times[w, t].append(secs)
-                    rss[w, t] = max(rss[w, t], peak)
                     agree[w, t] &= check(a, t, w, out, printed, reference, d)
+        # Memory: one more run of each command, untimed, sampling its whole process tree.
+        for w, tools in table.items():
+            for t in (t for t in order if t in tools):
+                cmd, out = tools[t]
+                rss[w, t] = tree_peak(cmd, env)
+                if out is not None and os.path.exists(out):
+                    os.unlink(out)
     print(reporting_note(), end="")
     print(f"N = {a.n:,} float64 (broadcast: ({side}, {side}) + ({side},)), {a.jobs} jobs / threads, "
           f"median of {a.runs} interleaved runs, warm page cache\n")
