@@ -40,3 +40,13 @@ pub(crate) fn now_us() -> u64 {
         nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
     (ts.tv_sec().max(0) as u64).saturating_mul(1_000_000).saturating_add(ts.tv_nsec().max(0) as u64 / 1000)
 }
+
+/// Whether `file` is on a local filesystem (ext2/3/4, xfs, btrfs, tmpfs), where asking for
+/// 2 MiB page-cache folios for an output is safe. Not on network filesystems: there, ranks on
+/// other nodes write neighbouring bytes of one file, and a dirty folio goes back whole.
+pub(crate) fn local_fs(file: &std::fs::File) -> bool {
+    use nix::sys::statfs::{fstatfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC};
+    fstatfs(file).is_ok_and(|s| {
+        [EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC, TMPFS_MAGIC].contains(&s.filesystem_type())
+    })
+}
