@@ -11,9 +11,10 @@ is used from the command line or a script:
 
 Each run is a fresh process; runs are interleaved (shmpool, numpy, numexpr, shmpool, ...) so
 that drifting machine load hits all three alike; the table gives the median wall time and the
-largest peak RSS of the run's process (for shmpool: of the CLI and its workers, as reported by
-wait4; pages of the mapped files count there, as they do for numpy). The page cache is warm
-(the input is read once before timing).
+peak RSS of the largest process of one more, untimed run of each command, sampled by
+bench_expr.py's `tree_peak` (for shmpool: the CLI, its fork server and its workers, whose
+peaks wait4 on the CLI never sees; pages of the mapped files count there, as they do for
+numpy). The page cache is warm (the input is read once before timing).
 
 Usage: scripts/bench_numpy.py [--n 100000000] [--runs 5] [--threads 2] [--dir DIR]
                               [--shmpool target/release/shmpool] [--python target/pyenv/bin/python]
@@ -26,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from bench_expr import tree_peak
 
 EXPR = "sqrt(x) * 1.5 + 0.25"
 
@@ -71,13 +74,15 @@ def main():
             ],
         }
         times = {k: [] for k in cases}
-        rss = {k: 0 for k in cases}
         for _ in range(a.runs):
             for name, cmd in cases.items():
-                secs, peak = run(cmd, env)
+                secs, _ = run(cmd, env)
                 times[name].append(secs)
-                rss[name] = max(rss[name], peak)
                 os.unlink(out)
+        rss = {}
+        for name, cmd in cases.items():
+            rss[name] = tree_peak(cmd, env)
+            os.unlink(out)
 
     base = statistics.median(times["shmpool map"])
     print(f"{a.n:,} float64, `{EXPR}`, file to file, median of {a.runs} interleaved runs\n")
