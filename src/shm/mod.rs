@@ -381,14 +381,14 @@ impl Segment {
         // Round *outward*, to 2 MiB: a read fault maps 64 KiB around the page (a 2 MiB folio
         // maps whole), pages of chunks other workers run, which would stay mapped here. Only
         // this process's entries go; the data lives in the page cache (review_18c).
-        let page = 2 << 20;
-        let start = ((self.data_off + offset) / page) * page;
-        let end = (self.data_off + offset + len).next_multiple_of(page).min(self.len);
+        let grain = 2 << 20;
+        let start = ((self.data_off + offset) / grain) * grain;
+        let end = (self.data_off + offset + len).next_multiple_of(grain).min(self.len);
         if let (Mapping::Attached(m), true) = (&*self.mapping, end > start) {
             // SAFETY: [start, end) lies inside this file mapping (clamped to its length), which
             // is MAP_SHARED: DONTNEED only drops this process's page-table entries, the data
-            // (dirty or not) stays in the page cache, and this process has finished with the
-            // range (the chunk is done).
+            // (dirty or not) stays in the page cache and reads back the same, and the chunk is
+            // done: this process holds no slice of the mapping.
             let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
         }
     }
