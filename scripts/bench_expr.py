@@ -56,17 +56,16 @@ import time
 
 
 def timed(cmd, env):
-    """Runs cmd under /usr/bin/time -v; returns (seconds, peak RSS bytes, stdout)."""
+    """Runs cmd under /usr/bin/time -v; returns (wall seconds, stdout)."""
     p = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", p.stderr)
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
-    if not wall or not rss:
+    if not wall:
         sys.exit(f"no /usr/bin/time -v report for {' '.join(cmd)}:\n{p.stderr[-2000:]}")
     h, m, s = wall.groups()
     secs = int(h or 0) * 3600 + int(m) * 60 + float(s)
-    return secs, int(rss.group(1)) * 1024, p.stdout.strip()
+    return secs, p.stdout.strip()
 
 
 def descendants(pid):
@@ -266,7 +265,7 @@ def main():
             for w, tools in table.items():
                 for t in (t for t in order if t in tools):
                     cmd, out = tools[t]
-                    secs, _, printed = timed(cmd, env)
+                    secs, printed = timed(cmd, env)
                     times[w, t].append(secs)
                     agree[w, t] &= check(a, t, w, out, printed, reference, d)
         # Memory: one more run of each command, untimed, sampling its whole process tree.

@@ -167,6 +167,23 @@ def _signal(kind: str, message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
+def _argument_values(expr: str, arg: Any, arrays: dict[str, Any], threads: int) -> Any:
+    """The values of ``arg``, a subexpression (AST node) of ``expr``, evaluated here over the
+    arrays it names; None when that cannot be done (it names no array, or ``i``, its source is
+    not found, or evaluating it fails)."""
+    import ast
+
+    used = {n.id for n in ast.walk(arg) if isinstance(n, ast.Name)}
+    sub = {k: v for k, v in arrays.items() if k in used}
+    seg = ast.get_source_segment(expr.strip(), arg)
+    if not sub or "i" in used or seg is None:
+        return None
+    try:
+        return np.asarray(_evaluate_inputs(seg, sub, None, threads))
+    except Exception:
+        return None
+
+
 def _zero_divisor(expr: str, arrays: dict[str, Any], threads: int) -> bool:
     """Whether an integer ``//`` or ``%`` of ``expr`` divides by zero somewhere: its divisors
     (constants, or subexpressions of the arrays, evaluated here) checked for zeros."""
@@ -184,16 +201,8 @@ def _zero_divisor(expr: str, arrays: dict[str, Any], threads: int) -> bool:
             if rhs.value == 0:
                 return True
             continue
-        used = {n.id for n in ast.walk(rhs) if isinstance(n, ast.Name)}
-        sub = {k: v for k, v in arrays.items() if k in used}
-        seg = ast.get_source_segment(expr.strip(), rhs)
-        if not sub or "i" in used or seg is None:
-            continue
-        try:
-            d = np.asarray(_evaluate_inputs(seg, sub, None, threads))
-        except Exception:
-            continue
-        if d.dtype.kind in "iub" and _any_of(lambda b: b == 0, d):
+        d = _argument_values(expr, rhs, arrays, threads)
+        if d is not None and d.dtype.kind in "iub" and _any_of(lambda b: b == 0, d):
             return True
     return False
 
@@ -224,16 +233,8 @@ def _divides_by_zero(expr: str, arrays: dict[str, Any], threads: int) -> bool:
             if arg.value == pole:
                 return True
             continue
-        used = {n.id for n in ast.walk(arg) if isinstance(n, ast.Name)}
-        sub = {k: v for k, v in arrays.items() if k in used}
-        seg = ast.get_source_segment(expr.strip(), arg)
-        if not sub or "i" in used or seg is None:
-            return True
-        try:
-            d = np.asarray(_evaluate_inputs(seg, sub, None, threads))
-        except Exception:
-            return True
-        if _any_of(lambda b: b == pole, d):
+        d = _argument_values(expr, arg, arrays, threads)
+        if d is None or _any_of(lambda b: b == pole, d):
             return True
     return False
 
